@@ -1,0 +1,46 @@
+# Moiré — build, demo, test, bench.  `make demo` and `make test` do all set-up on a fresh Debian.
+SHELL := /bin/bash
+SWIFT ?= swift
+DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev pkg-config
+PY_PKGS := pyzmq tifffile numpy
+DEMO_OUT ?= demo-output/tirf-sim.ome.tif
+BUILD_FLAGS ?= -c release
+
+.PHONY: deps deps-deb deps-py build build-debug demo test bench clean
+
+deps: deps-deb deps-py
+
+deps-deb:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	else echo "deps: Debian packages present"; fi
+
+deps-py:
+	@python3 -c "import zmq, tifffile, numpy" 2>/dev/null && echo "deps: Python packages present" || \
+	  { echo "deps: installing Python packages: $(PY_PKGS)"; python3 -m pip install -q $(PY_PKGS); }
+
+build: deps-deb
+	$(SWIFT) build $(BUILD_FLAGS) --product moire
+	$(SWIFT) build $(BUILD_FLAGS) --product moired
+
+demo: deps build
+	@mkdir -p $(dir $(DEMO_OUT))
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire run sim-hardware/protocols/tirf-sim.yaml --out $(DEMO_OUT)
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire inspect $(DEMO_OUT)
+	python3 examples/python/check_recording.py $(DEMO_OUT)
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --parallel --num-workers 2 2>&1 | tee .test-output.log; exit $${PIPESTATUS[0]}
+
+bench: deps build
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench transport
+
+clean:
+	rm -rf .build demo-output
