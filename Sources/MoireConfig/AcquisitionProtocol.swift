@@ -1,0 +1,210 @@
+import Foundation
+import MoireCore
+
+/// One imaging channel of a protocol.
+public struct ChannelSpec: Sendable, Equatable, Codable {
+    public var name: String
+    public var laser: String
+    public var powerMw: Double
+    public var exposureMs: Double
+    public var emissionNm: Double
+    /// Modulator pattern set for SIM modes.
+    public var patternSet: String?
+}
+
+/// Output settings of a protocol.
+public struct OutputSpec: Sendable, Equatable, Codable {
+    /// Recording path (resolved against the protocol's folder), or nil for no recording.
+    public var recording: String?
+    /// Result-bus endpoint (PUB); loopback by default.
+    public var publish: String?
+    /// Whether raw frames go out on the result bus too.
+    public var publishRaw: Bool
+}
+
+/// A validated acquisition protocol, with the rig it runs on.
+public struct AcquisitionProtocol: Sendable, Equatable {
+    public var file: String
+    public var name: String
+    public var rig: Rig
+    public var mode: AcquisitionMode
+    public var roiWidth: Int
+    public var roiHeight: Int
+    public var binning: Int
+    public var channels: [ChannelSpec]
+    public var angles: Int
+    public var phases: Int
+    public var timepoints: Int
+    public var intervalMs: Double
+    public var zPlanes: Int
+    public var zStepUm: Double
+    public var zStartUm: Double
+    public var reconstruction: [String: String]
+    public var denoise: [String: String]
+    public var outputs: OutputSpec
+    public var firstFrameDeadlineMs: Double
+    public var frameDeadlineMs: Double
+
+    /// Planes per time point: channels × z × angles × phases.
+    public var planesPerTimepoint: Int { channels.count * zPlanes * angles * phases }
+    public var totalFrames: Int { planesPerTimepoint * timepoints }
+    /// Pixel size in the sample, µm.
+    public var pixelSizeUm: Double {
+        rig.optics.samplePixelUm(cameraPixelUm: rig.cameraProfile.pixelUm, binning: binning)
+    }
+
+    /// Loads a protocol and its rig, checking every field against the rig's capabilities.
+    public static func load(file: String) throws -> AcquisitionProtocol {
+        try parse(ConfigNode.load(file: file))
+    }
+
+    public static func parse(_ root: ConfigNode) throws -> AcquisitionProtocol {
+        try root.checkVersion()
+        let name = try root.required("name").string()
+        let rigNode = try root.required("rig")
+        let rigPath = root.resolvePath(try rigNode.string())
+        let rig: Rig
+        do {
+            rig = try Rig.load(file: rigPath)
+        } catch let e as MoireError where e.kind == .io {
+            throw rigNode.error("cannot load rig '\(rigPath)': \(e.message)")
+        }
+        let modeNode = try root.required("mode")
+        let mode = try modeNode.choice(AcquisitionMode.self)
+        guard rig.modes.contains(mode) else {
+            throw modeNode.error("rig '\(rig.name)' cannot do mode '\(mode.rawValue)'; it can do: \(rig.modes.map(\.rawValue).joined(separator: ", "))")
+        }
+        let cam = rig.cameraProfile
+
+        // Camera ROI and binning.
+        var roiW = min(512, cam.sensorWidth), roiH = min(512, cam.sensorHeight), binning = 1
+        if let cn = try root.child("camera") {
+            if let bn = try cn.child("binning") {
+                binning = try bn.int()
+                guard cam.binning.contains(binning) else {
+                    throw bn.error("binning \(binning) is not supported by camera '\(rig.camera.profile.model)'; expected one of \(cam.binning)")
+                }
+            }
+            if let rn = try cn.child("roi") {
+                let r = try rn.ints(count: 2)
+                let maxW = cam.sensorWidth / binning, maxH = cam.sensorHeight / binning
+                guard r[0] >= cam.roiMin, r[1] >= cam.roiMin, r[0] <= maxW, r[1] <= maxH else {
+                    throw rn.error("ROI \(r[0])×\(r[1]) is outside the camera's limits \(cam.roiMin)…\(maxW) × \(cam.roiMin)…\(maxH) pixels")
+                }
+                roiW = r[0]; roiH = r[1]
+            }
+            try cn.finish()
+        }
+
+        // SIM pattern set dimensions.
+        var angles = 1, phases = 1
+        let simNode = try root.child("sim")
+        if mode.needsPatterns {
+            guard let simNode else { throw root.error("mode '\(mode.rawValue)' needs a 'sim' block with angles and phases") }
+            angles = try simNode.required("angles").int(in: 1...16)
+            phases = try simNode.required("phases").int(in: 2...16)
+            if mode == .llssim, angles != 1 { throw try simNode.required("angles").error("llssim uses one orientation; expected 1") }
+            try simNode.finish()
+        } else if let simNode {
+            throw simNode.error("a 'sim' block is only allowed in the modes sim2d, sim3d and llssim")
+        }
+
+        // Channels.
+        var channels: [ChannelSpec] = []
+        for cn in try root.required("channels").list() {
+            let cname = try cn.required("name").string()
+            guard cname.range(of: "^[A-Za-z0-9_-]+$", options: .regularExpression) != nil else {
+                throw try cn.required("name").error("channel name '\(cname)' may use letters, digits, '-' and '_' only")
+            }
+            if channels.contains(where: { $0.name == cname }) { throw cn.error("duplicate channel name '\(cname)'") }
+            let ln = try cn.required("laser")
+            let laserName = try ln.string()
+            guard let laser = rig.laser(named: laserName)?.profile.laser else {
+                throw ln.error("unknown device '\(laserName)': the rig has lasers \(rig.lasers.map(\.name).joined(separator: ", "))")
+            }
+            let power = try cn.required("power_mw").double(in: 0...laser.maxPowerMw, unit: " mW")
+            let exposure = try cn.required("exposure_ms").double(in: cam.exposureMs, unit: " ms")
+            let emission = try cn.optionalDouble("emission_nm", in: 200...2000, unit: " nm") ?? (laser.wavelengthNm + 30)
+            var patternSet: String?
+            if mode.needsPatterns {
+                let pn = try cn.required("pattern_set")
+                let ps = try pn.string()
+                guard let set = rig.modulator?.profile.modulator?.patternSet(named: ps) else {
+                    let names = rig.modulator?.profile.modulator?.patternSets.map(\.name) ?? []
+                    throw pn.error("unknown pattern set '\(ps)'; the modulator has: \(names.joined(separator: ", "))")
+                }
+                for a in 0..<angles { for p in 0..<phases where set.pattern(angle: a, phase: p) == nil {
+                    throw pn.error("pattern set '\(ps)' has no pattern for angle \(a), phase \(p) (it has \(set.angles) angles × \(set.phases) phases)")
+                } }
+                patternSet = ps
+            } else if let pn = try cn.child("pattern_set") {
+                throw pn.error("pattern_set is only used in SIM modes")
+            }
+            try cn.finish()
+            channels.append(ChannelSpec(name: cname, laser: laserName, powerMw: power, exposureMs: exposure,
+                                        emissionNm: emission, patternSet: patternSet))
+        }
+        if channels.isEmpty { throw try root.required("channels").error("expected at least one channel") }
+
+        // Time-lapse.
+        var timepoints = 1, interval = 0.0
+        if let tn = try root.child("timelapse") {
+            timepoints = try tn.required("count").int(in: 1...10_000_000)
+            interval = try tn.optionalDouble("interval_ms", in: 0...86_400_000, unit: " ms") ?? 0
+            try tn.finish()
+        }
+
+        // Z.
+        var zPlanes = 1, zStep = 0.0, zStart = 0.0
+        if let zn = try root.child("z") {
+            zPlanes = try zn.required("planes").int(in: 1...100_000)
+            zStep = try zn.optionalDouble("step_um", in: -1000...1000, unit: " µm") ?? 0
+            guard let stage = rig.stage?.profile.stage else { throw zn.error("a z range needs a stage; rig '\(rig.name)' has none") }
+            zStart = try zn.optionalDouble("start_um", in: stage.rangeUm, unit: " µm") ?? stage.homeUm
+            let end = zStart + Double(zPlanes - 1) * zStep
+            guard stage.rangeUm.contains(end) else {
+                throw zn.error("z range ends at \(fmt(end)) µm, outside the stage's range \(fmt(stage.rangeUm.lowerBound))…\(fmt(stage.rangeUm.upperBound)) µm")
+            }
+            if zPlanes > 1, zStep == 0 { throw zn.error("step_um must be non-zero for more than one plane") }
+            try zn.finish()
+        }
+        if mode == .sim3d, zPlanes < 2 { throw root.error("mode sim3d needs a 'z' block with at least 2 planes") }
+
+        if rig.leader == .modulator, let mp = rig.modulator?.profile.modulator {
+            let seqLen = channels.count * angles * phases
+            if seqLen > mp.sequenceMax {
+                throw modeNode.error("a time point needs a sequence of \(seqLen) patterns; the modulator holds at most \(mp.sequenceMax)")
+            }
+        }
+
+        let reconstruction = try root.child("reconstruction")?.stringMap() ?? [:]
+        let denoise = try root.child("denoise")?.stringMap() ?? [:]
+
+        var outputs = OutputSpec(recording: nil, publish: nil, publishRaw: true)
+        if let on = try root.child("outputs") {
+            outputs.recording = try on.optionalString("recording").map { root.resolvePath($0) }
+            if let pn = try on.child("publish") {
+                let ep = try pn.string()
+                guard ep.hasPrefix("tcp://") || ep.hasPrefix("ipc://") || ep.hasPrefix("inproc://") else {
+                    throw pn.error("endpoint '\(ep)' must start with tcp://, ipc:// or inproc://")
+                }
+                outputs.publish = ep
+            }
+            outputs.publishRaw = try on.optionalBool("publish_raw") ?? true
+            try on.finish()
+        }
+
+        var firstDeadline = 5000.0, frameDeadline = 1000.0
+        if let dn = try root.child("deadlines") {
+            firstDeadline = try dn.optionalDouble("first_frame_ms", in: 1...3_600_000, unit: " ms") ?? firstDeadline
+            frameDeadline = try dn.optionalDouble("frame_ms", in: 1...3_600_000, unit: " ms") ?? frameDeadline
+            try dn.finish()
+        }
+        try root.finish()
+        return AcquisitionProtocol(file: root.file, name: name, rig: rig, mode: mode, roiWidth: roiW, roiHeight: roiH,
+                                   binning: binning, channels: channels, angles: angles, phases: phases,
+                                   timepoints: timepoints, intervalMs: interval, zPlanes: zPlanes, zStepUm: zStep,
+                                   zStartUm: zStart, reconstruction: reconstruction, denoise: denoise, outputs: outputs,
+                                   firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import MoireCore
+import Yams
+
+/// A YAML node with its file and key path, that reads typed fields and reports errors at their place.
+///
+/// Every reader of a mapping records the keys it consumed; `finish()` rejects any key nobody
+/// asked for, so a misspelt field is an error, not a silently ignored line.
+public final class ConfigNode {
+    public let node: Node
+    public let file: String
+    /// Dotted key path, e.g. `channels[0].exposure_ms`.
+    public let path: String
+    private var consumed: Set<String> = []
+
+    public init(node: Node, file: String, path: String) {
+        self.node = node
+        self.file = file
+        self.path = path
+    }
+
+    /// Parses a YAML file; syntax errors carry file:line:column.
+    public static func load(file: String) throws -> ConfigNode {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw MoireError(.io, "cannot read file: \(error.localizedDescription)", place: file)
+        }
+        return try parse(text, file: file)
+    }
+
+    /// Parses YAML text that came from `file` (used for messages only).
+    public static func parse(_ text: String, file: String) throws -> ConfigNode {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw syntaxError(error, file: file)
+        } catch {
+            throw MoireError(.config, "YAML error: \(error)", place: file)
+        }
+        guard let node else { throw MoireError(.config, "file is empty; expected a YAML mapping", place: "\(file):1:1") }
+        return ConfigNode(node: node, file: file, path: "")
+    }
+
+    private static func syntaxError(_ error: YamlError, file: String) -> MoireError {
+        switch error {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+            let ctx = context.map { " (\($0.text))" } ?? ""
+            return MoireError(.config, "YAML syntax error: \(problem)\(ctx)", place: "\(file):\(mark.line):\(mark.column)")
+        default:
+            return MoireError(.config, "YAML error: \(error)", place: file)
+        }
+    }
+
+    /// file:line:column of this node.
+    public var place: String {
+        if let mark = node.mark { return "\(file):\(mark.line):\(mark.column)" }
+        return file
+    }
+
+    /// An error at this node naming its field.
+    public func error(_ message: String) -> MoireError {
+        MoireError(.config, path.isEmpty ? message : "\(path): \(message)", place: place)
+    }
+
+    // MARK: mapping access
+
+    private func mapping() throws -> Node.Mapping {
+        guard case let .mapping(m) = node else { throw error("expected a mapping of fields, found \(kindName)") }
+        return m
+    }
+
+    private var kindName: String {
+        switch node {
+        case .scalar(let s): return s.string.isEmpty ? "an empty value" : "the scalar '\(s.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    private func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    /// The child for `key`, or nil when absent (or explicitly null).
+    public func child(_ key: String) throws -> ConfigNode? {
+        let m = try mapping()
+        consumed.insert(key)
+        guard let value = m[key] else { return nil }
+        if case let .scalar(s) = value, s.style == .plain, ["", "~", "null", "Null", "NULL"].contains(s.string) { return nil }
+        return ConfigNode(node: value, file: file, path: childPath(key))
+    }
+
+    /// The child for `key`; an error naming the field when it is missing.
+    public func required(_ key: String) throws -> ConfigNode {
+        guard let c = try child(key) else {
+            throw MoireError(.config, "missing required field '\(childPath(key))'", place: place)
+        }
+        return c
+    }
+
+    /// Keys of this mapping, in file order.
+    public func keys() throws -> [String] {
+        try mapping().keys.compactMap { $0.string }
+    }
+
+    /// Rejects keys that were never read. Call after reading every known field.
+    public func finish() throws {
+        let m = try mapping()
+        for (key, _) in m {
+            guard let name = key.string else { continue }
+            if !consumed.contains(name) {
+                let known = consumed.sorted().joined(separator: ", ")
+                let keyNode = ConfigNode(node: key, file: file, path: childPath(name))
+                throw keyNode.error("unknown field '\(name)'; expected one of: \(known)")
+            }
+        }
+    }
+
+    /// The elements of a list.
+    public func list() throws -> [ConfigNode] {
+        guard case let .sequence(s) = node else { throw error("expected a list, found \(kindName)") }
+        return s.enumerated().map { ConfigNode(node: $1, file: file, path: "\(path)[\($0)]") }
+    }
+
+    // MARK: scalars
+
+    public func string() throws -> String {
+        guard case let .scalar(s) = node else { throw error("expected text, found \(kindName)") }
+        return s.string
+    }
+
+    public func double() throws -> Double {
+        guard case .scalar = node, let v = node.float ?? node.int.map(Double.init), v.isFinite else {
+            throw error("expected a number, found \(kindName)")
+        }
+        return v
+    }
+
+    public func int() throws -> Int {
+        guard case .scalar = node, let v = node.int else { throw error("expected a whole number, found \(kindName)") }
+        return v
+    }
+
+    public func bool() throws -> Bool {
+        guard case .scalar = node, let v = node.bool else { throw error("expected true or false, found \(kindName)") }
+        return v
+    }
+
+    /// A number checked against a closed range, with the unit in the message.
+    public func double(in range: ClosedRange<Double>, unit: String = "") throws -> Double {
+        let v = try double()
+        guard range.contains(v) else {
+            throw error("value \(fmt(v))\(unit) is out of range; expected \(fmt(range.lowerBound))…\(fmt(range.upperBound))\(unit)")
+        }
+        return v
+    }
+
+    public func int(in range: ClosedRange<Int>) throws -> Int {
+        let v = try int()
+        guard range.contains(v) else { throw error("value \(v) is out of range; expected \(range.lowerBound)…\(range.upperBound)") }
+        return v
+    }
+
+    /// One of a fixed set of words.
+    public func choice<E: RawRepresentable & CaseIterable>(_ type: E.Type) throws -> E where E.RawValue == String {
+        let s = try string()
+        guard let v = E(rawValue: s) else {
+            throw error("unknown value '\(s)'; expected one of: \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return v
+    }
+
+    public func doubles(count: Int? = nil) throws -> [Double] {
+        let items = try list()
+        if let count, items.count != count { throw error("expected a list of \(count) numbers, found \(items.count)") }
+        return try items.map { try $0.double() }
+    }
+
+    public func ints(count: Int? = nil) throws -> [Int] {
+        let items = try list()
+        if let count, items.count != count { throw error("expected a list of \(count) whole numbers, found \(items.count)") }
+        return try items.map { try $0.int() }
+    }
+
+    public func strings() throws -> [String] { try list().map { try $0.string() } }
+
+    /// A flat mapping of scalars as text (free-form option blocks passed to later stages).
+    public func stringMap() throws -> [String: String] {
+        var out: [String: String] = [:]
+        for key in try keys() {
+            guard let c = try child(key) else { continue }
+            out[key] = try c.string()
+        }
+        return out
+    }
+
+    /// Resolves a path written in this file relative to the file's folder.
+    public func resolvePath(_ p: String) -> String {
+        if p.hasPrefix("/") { return p }
+        let dir = (file as NSString).deletingLastPathComponent
+        return ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent(p)
+    }
+}
+
+func fmt(_ v: Double) -> String {
+    v == v.rounded() && abs(v) < 1e12 ? String(Int(v)) : String(v)
+}
+
+extension ConfigNode {
+    /// Optional field helpers.
+    public func optionalDouble(_ key: String, in range: ClosedRange<Double>, unit: String = "") throws -> Double? {
+        try child(key)?.double(in: range, unit: unit)
+    }
+    public func optionalInt(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        try child(key)?.int(in: range)
+    }
+    public func optionalString(_ key: String) throws -> String? { try child(key)?.string() }
+    public func optionalBool(_ key: String) throws -> Bool? { try child(key)?.bool() }
+
+    /// Checks the `moire: 1` version field.
+    public func checkVersion() throws {
+        let v = try required("moire")
+        let n = try v.int()
+        guard n == 1 else { throw v.error("unsupported format version \(n); this Moiré reads version 1") }
+    }
+}

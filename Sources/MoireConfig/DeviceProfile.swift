@@ -1,0 +1,244 @@
+import MoireCore
+
+/// The role a device model plays on a rig.
+public enum DeviceKind: String, Sendable, CaseIterable, Codable {
+    case camera, modulator, scanner, stage, laser
+}
+
+/// Driver families. Adding a device model of a known family is a new profile, not new code.
+public enum DriverFamily: String, Sendable, CaseIterable, Codable {
+    case sim, usb3vision, dlpc900, serialAscii = "serial-ascii"
+}
+
+/// Camera capabilities, timing and calibration from a profile.
+public struct CameraProfile: Sendable, Equatable {
+    public var sensorWidth: Int
+    public var sensorHeight: Int
+    public var pixelUm: Double
+    public var binning: [Int]
+    public var roiMin: Int
+    public var exposureMs: ClosedRange<Double>
+    public var triggerModes: [String]
+    public var bitDepth: Int
+    /// Readout time of the full sensor height in ms (rolling shutter: scales with ROI height).
+    public var readoutMs: Double
+    public var offsetADU: Double
+    /// ADU per photoelectron.
+    public var gainADUPerE: Double
+    public var readNoiseE: Double
+    public var qe: Double
+    public var fullWellE: Double
+
+    /// Readout time for an ROI `height` rows tall.
+    public func readoutMs(rows: Int) -> Double { readoutMs * Double(rows) / Double(sensorHeight) }
+}
+
+/// One pattern a modulator can show: its nominal wave vector, phase and modulation in the sample.
+public struct PatternSpec: Sendable, Equatable, Codable {
+    public var index: Int
+    public var angle: Int
+    public var phase: Int
+    /// Wave vector in cycles per µm in the sample plane.
+    public var kx: Double
+    public var ky: Double
+    public var phaseRad: Double
+    public var modulation: Double
+
+    public init(index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double) {
+        self.index = index; self.angle = angle; self.phase = phase
+        self.kx = kx; self.ky = ky; self.phaseRad = phaseRad; self.modulation = modulation
+    }
+}
+
+/// A named set of patterns for one excitation wavelength.
+public struct PatternSet: Sendable, Equatable {
+    public var name: String
+    public var wavelengthNm: Double
+    public var patterns: [PatternSpec]
+
+    public var angles: Int { (patterns.map(\.angle).max() ?? -1) + 1 }
+    public var phases: Int { (patterns.map(\.phase).max() ?? -1) + 1 }
+    public func pattern(angle: Int, phase: Int) -> PatternSpec? {
+        patterns.first { $0.angle == angle && $0.phase == phase }
+    }
+}
+
+public struct ModulatorProfile: Sendable, Equatable {
+    public var sequenceMax: Int
+    public var triggerOut: Bool
+    public var settleMs: Double
+    public var patternSets: [PatternSet]
+    public func patternSet(named name: String) -> PatternSet? { patternSets.first { $0.name == name } }
+}
+
+public struct ScannerProfile: Sendable, Equatable {
+    public var rangeV: ClosedRange<Double>
+    public var parkV: Double
+    public var umPerV: Double
+    public var settleMs: Double
+}
+
+public struct StageProfile: Sendable, Equatable {
+    public var rangeUm: ClosedRange<Double>
+    public var homeUm: Double
+    public var settleMs: Double
+}
+
+public struct LaserProfile: Sendable, Equatable {
+    public var wavelengthNm: Double
+    public var maxPowerMw: Double
+    public var ttl: Bool
+}
+
+/// A device profile: one YAML file per device model.
+public struct DeviceProfile: Sendable, Equatable {
+    public var file: String
+    public var kind: DeviceKind
+    public var model: String
+    public var driver: DriverFamily
+    /// Driver-specific connection settings (USB ids, serial port), as text.
+    public var connection: [String: String]
+    public var camera: CameraProfile?
+    public var modulator: ModulatorProfile?
+    public var scanner: ScannerProfile?
+    public var stage: StageProfile?
+    public var laser: LaserProfile?
+    /// Simulated fault behaviour or driver tables, as text (driver-specific).
+    public var extra: [String: String]
+
+    /// Loads and validates a profile file.
+    public static func load(file: String) throws -> DeviceProfile {
+        try parse(ConfigNode.load(file: file))
+    }
+
+    public static func parse(_ root: ConfigNode) throws -> DeviceProfile {
+        try root.checkVersion()
+        let kind = try root.required("kind").choice(DeviceKind.self)
+        let model = try root.required("model").string()
+        let driver = try root.required("driver").choice(DriverFamily.self)
+        let connection = try root.child("connection")?.stringMap() ?? [:]
+        let extra = try root.child("driver_options")?.stringMap() ?? [:]
+        var p = DeviceProfile(file: root.file, kind: kind, model: model, driver: driver, connection: connection, extra: extra)
+        switch kind {
+        case .camera: p.camera = try parseCamera(root)
+        case .modulator: p.modulator = try parseModulator(root)
+        case .scanner: p.scanner = try parseScanner(root)
+        case .stage: p.stage = try parseStage(root)
+        case .laser: p.laser = try parseLaser(root)
+        }
+        try root.finish()
+        return p
+    }
+
+    private static func range(_ node: ConfigNode, within limits: ClosedRange<Double>, unit: String) throws -> ClosedRange<Double> {
+        let v = try node.doubles(count: 2)
+        guard v[0] <= v[1] else { throw node.error("expected [min, max] with min ≤ max, found [\(fmt(v[0])), \(fmt(v[1]))]") }
+        guard limits.contains(v[0]), limits.contains(v[1]) else {
+            throw node.error("expected values within \(fmt(limits.lowerBound))…\(fmt(limits.upperBound))\(unit)")
+        }
+        return v[0]...v[1]
+    }
+
+    private static func parseCamera(_ root: ConfigNode) throws -> CameraProfile {
+        let cap = try root.required("capabilities")
+        let sensorNode = try cap.required("sensor")
+        let sensor = try sensorNode.ints(count: 2)
+        guard sensor.allSatisfy({ (1...16384).contains($0) }) else { throw sensorNode.error("sensor size must be 1…16384 pixels") }
+        let pixelUm = try cap.required("pixel_um").double(in: 0.1...100, unit: " µm")
+        let binning = try cap.child("binning")?.ints() ?? [1]
+        let roiMin = try cap.optionalInt("roi_min", in: 1...16384) ?? 16
+        let exposure = try range(cap.required("exposure_ms"), within: 0.001...3_600_000, unit: " ms")
+        let triggers = try cap.child("trigger_modes")?.strings() ?? ["internal", "software"]
+        let bitDepth = try cap.optionalInt("bit_depth", in: 8...16) ?? 16
+        try cap.finish()
+        let timing = try root.required("timing")
+        let readout = try timing.required("readout_ms").double(in: 0...10_000, unit: " ms")
+        try timing.finish()
+        let cal = try root.required("calibration")
+        let offset = try cal.required("offset_adu").double(in: 0...65535, unit: " ADU")
+        let gain = try cal.required("gain_adu_per_e").double(in: 0.001...1000, unit: " ADU/e⁻")
+        let read = try cal.required("read_noise_e").double(in: 0...1000, unit: " e⁻")
+        let qe = try cal.optionalDouble("qe", in: 0.01...1) ?? 0.8
+        let fullWell = try cal.optionalDouble("full_well_e", in: 1...10_000_000, unit: " e⁻") ?? 30000
+        try cal.finish()
+        return CameraProfile(sensorWidth: sensor[0], sensorHeight: sensor[1], pixelUm: pixelUm, binning: binning,
+                             roiMin: roiMin, exposureMs: exposure, triggerModes: triggers, bitDepth: bitDepth,
+                             readoutMs: readout, offsetADU: offset, gainADUPerE: gain, readNoiseE: read, qe: qe,
+                             fullWellE: fullWell)
+    }
+
+    private static func parseModulator(_ root: ConfigNode) throws -> ModulatorProfile {
+        let cap = try root.required("capabilities")
+        let seqMax = try cap.optionalInt("sequence_max", in: 0...1_000_000) ?? 0
+        let trigOut = try cap.optionalBool("trigger_out") ?? false
+        try cap.finish()
+        let timing = try root.child("timing")
+        let settle = try timing?.optionalDouble("settle_ms", in: 0...10_000, unit: " ms") ?? 0
+        try timing?.finish()
+        var sets: [PatternSet] = []
+        if let setsNode = try root.child("pattern_sets") {
+            for setNode in try setsNode.list() {
+                let name = try setNode.required("name").string()
+                if sets.contains(where: { $0.name == name }) { throw setNode.error("duplicate pattern set name '\(name)'") }
+                let wl = try setNode.required("wavelength_nm").double(in: 200...2000, unit: " nm")
+                var patterns: [PatternSpec] = []
+                for pn in try setNode.required("patterns").list() {
+                    let spec = PatternSpec(
+                        index: try pn.required("index").int(in: 0...1_000_000),
+                        angle: try pn.required("angle").int(in: 0...64),
+                        phase: try pn.required("phase").int(in: 0...64),
+                        kx: try pn.required("kx_per_um").double(in: -100...100, unit: " µm⁻¹"),
+                        ky: try pn.required("ky_per_um").double(in: -100...100, unit: " µm⁻¹"),
+                        phaseRad: try pn.required("phase_rad").double(in: -100...100, unit: " rad"),
+                        modulation: try pn.required("modulation").double(in: 0...1))
+                    try pn.finish()
+                    if patterns.contains(where: { $0.angle == spec.angle && $0.phase == spec.phase }) {
+                        throw pn.error("pattern for angle \(spec.angle), phase \(spec.phase) is listed twice")
+                    }
+                    patterns.append(spec)
+                }
+                try setNode.finish()
+                sets.append(PatternSet(name: name, wavelengthNm: wl, patterns: patterns))
+            }
+        }
+        return ModulatorProfile(sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets)
+    }
+
+    private static func parseScanner(_ root: ConfigNode) throws -> ScannerProfile {
+        let cap = try root.required("capabilities")
+        let r = try range(cap.required("range_v"), within: -100...100, unit: " V")
+        let parkNode = try cap.required("park_v")
+        let park = try parkNode.double()
+        guard r.contains(park) else { throw parkNode.error("park voltage \(fmt(park)) V lies outside range_v") }
+        try cap.finish()
+        let timing = try root.child("timing")
+        let settle = try timing?.optionalDouble("settle_ms", in: 0...10_000, unit: " ms") ?? 0
+        try timing?.finish()
+        let cal = try root.required("calibration")
+        let umPerV = try cal.required("um_per_v").double(in: -10_000...10_000, unit: " µm/V")
+        try cal.finish()
+        return ScannerProfile(rangeV: r, parkV: park, umPerV: umPerV, settleMs: settle)
+    }
+
+    private static func parseStage(_ root: ConfigNode) throws -> StageProfile {
+        let cap = try root.required("capabilities")
+        let r = try range(cap.required("range_um"), within: -100_000...100_000, unit: " µm")
+        let homeNode = try cap.child("home_um")
+        let home = try homeNode?.double() ?? r.lowerBound
+        if let homeNode, !r.contains(home) { throw homeNode.error("home position lies outside range_um") }
+        try cap.finish()
+        let timing = try root.child("timing")
+        let settle = try timing?.optionalDouble("settle_ms", in: 0...10_000, unit: " ms") ?? 0
+        try timing?.finish()
+        return StageProfile(rangeUm: r, homeUm: home, settleMs: settle)
+    }
+
+    private static func parseLaser(_ root: ConfigNode) throws -> LaserProfile {
+        let cap = try root.required("capabilities")
+        let wl = try cap.required("wavelength_nm").double(in: 200...2000, unit: " nm")
+        let maxP = try cap.required("max_power_mw").double(in: 0.001...100_000, unit: " mW")
+        let ttl = try cap.optionalBool("ttl") ?? true
+        try cap.finish()
+        return LaserProfile(wavelengthNm: wl, maxPowerMw: maxP, ttl: ttl)
+    }
+}

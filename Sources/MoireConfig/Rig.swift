@@ -1,0 +1,171 @@
+import MoireCore
+
+/// A device placed on a rig: its name there and its profile.
+public struct RigDevice: Sendable, Equatable {
+    public var name: String
+    public var profile: DeviceProfile
+}
+
+/// Acquisition modes a protocol can ask for.
+public enum AcquisitionMode: String, Sendable, CaseIterable, Codable {
+    case sim2d, sim3d, llssim, llsm, widefield
+
+    /// Pattern angles × phases per plane that the mode needs at least.
+    public var needsPatterns: Bool { self == .sim2d || self == .sim3d || self == .llssim }
+}
+
+/// Which device paces the acquisition.
+public enum TimingLeader: String, Sendable, CaseIterable, Codable {
+    /// The modulator runs an uploaded sequence and triggers the camera (hardware-sequenced).
+    case modulator
+    /// The host sets every device and triggers each exposure (software-timed).
+    case software
+}
+
+/// A simulated specimen description (sim rigs only).
+public struct SpecimenSpec: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable { case filaments, puncta, mixed, tiff }
+    public var file: String
+    public var kind: Kind
+    public var seed: UInt64
+    public var filaments: Int
+    public var puncta: Int
+    /// Emitted photons per µm² per ms per mW of excitation at a structure of unit density.
+    public var brightness: Double
+    /// Background fluorescence in the same unit (uniform, out-of-focus haze).
+    public var background: Double
+    /// Ground-truth image for `tiff` specimens, and its pixel size in µm.
+    public var tiffPath: String?
+    public var tiffPixelUm: Double?
+    /// Photobleaching: fraction of signal lost per exposure-second at 1 mW.
+    public var bleachPerMwS: Double
+
+    public static func load(file: String) throws -> SpecimenSpec {
+        let root = try ConfigNode.load(file: file)
+        try root.checkVersion()
+        let kind = try root.required("kind").choice(Kind.self)
+        let seed = try root.child("seed")?.int(in: 0...Int.max) ?? 1
+        let filaments = try root.optionalInt("filaments", in: 0...100_000) ?? (kind == .puncta ? 0 : 40)
+        let puncta = try root.optionalInt("puncta", in: 0...1_000_000) ?? (kind == .filaments ? 0 : 200)
+        let brightness = try root.optionalDouble("brightness", in: 0...1e9) ?? 20
+        let background = try root.optionalDouble("background", in: 0...1e9) ?? 0.5
+        let bleach = try root.optionalDouble("bleach_per_mw_s", in: 0...1e6) ?? 0
+        var tiffPath: String?
+        var tiffPixel: Double?
+        if kind == .tiff {
+            tiffPath = root.resolvePath(try root.required("tiff").string())
+            tiffPixel = try root.required("tiff_pixel_um").double(in: 0.001...100, unit: " µm")
+        }
+        try root.finish()
+        return SpecimenSpec(file: file, kind: kind, seed: UInt64(seed), filaments: filaments, puncta: puncta,
+                            brightness: brightness, background: background, tiffPath: tiffPath, tiffPixelUm: tiffPixel,
+                            bleachPerMwS: bleach)
+    }
+}
+
+/// A rig: which device fills each role, the optics, and the wiring.
+public struct Rig: Sendable, Equatable {
+    public var file: String
+    public var name: String
+    public var camera: RigDevice
+    public var modulator: RigDevice?
+    public var scanner: RigDevice?
+    public var stage: RigDevice?
+    public var lasers: [RigDevice]
+    public var optics: Optics
+    public var leader: TimingLeader
+    public var specimen: SpecimenSpec?
+
+    public var cameraProfile: CameraProfile { camera.profile.camera! }
+    public func laser(named name: String) -> RigDevice? { lasers.first { $0.name == name } }
+
+    /// Modes this rig can run, from the devices it has.
+    public var modes: [AcquisitionMode] {
+        var m: [AcquisitionMode] = [.widefield]
+        if let mod = modulator?.profile.modulator, !mod.patternSets.isEmpty {
+            m.append(.sim2d)
+            if stage != nil, mod.patternSets.contains(where: { $0.phases >= 5 }) { m.append(.sim3d) }
+        }
+        if scanner != nil, stage != nil { m.append(.llsm) }
+        if m.contains(.llsm), m.contains(.sim2d) { m.append(.llssim) }
+        return m
+    }
+
+    /// Every device on the rig, for safe-state sweeps and listings.
+    public var allDevices: [RigDevice] {
+        [camera] + [modulator, scanner, stage].compactMap { $0 } + lasers
+    }
+
+    public static func load(file: String) throws -> Rig {
+        let root = try ConfigNode.load(file: file)
+        try root.checkVersion()
+        let name = try root.required("name").string()
+        let devices = try root.required("devices")
+        func device(_ node: ConfigNode, kind: DeviceKind, defaultName: String) throws -> RigDevice {
+            let n = try node.optionalString("name") ?? defaultName
+            let pathNode = try node.required("profile")
+            let path = node.resolvePath(try pathNode.string())
+            let profile: DeviceProfile
+            do {
+                profile = try DeviceProfile.load(file: path)
+            } catch let e as MoireError where e.kind == .io {
+                throw pathNode.error("cannot load device profile '\(path)': \(e.message)")
+            }
+            guard profile.kind == kind else {
+                throw pathNode.error("profile '\(path)' describes a \(profile.kind.rawValue), but this role needs a \(kind.rawValue)")
+            }
+            try node.finish()
+            return RigDevice(name: n, profile: profile)
+        }
+        let camera = try device(devices.required("camera"), kind: .camera, defaultName: "camera")
+        let modulator = try devices.child("modulator").map { try device($0, kind: .modulator, defaultName: "modulator") }
+        let scanner = try devices.child("scanner").map { try device($0, kind: .scanner, defaultName: "scanner") }
+        let stage = try devices.child("stage").map { try device($0, kind: .stage, defaultName: "stage") }
+        var lasers: [RigDevice] = []
+        if let ln = try devices.child("lasers") {
+            for item in try ln.list() {
+                let l = try device(item, kind: .laser, defaultName: "laser\(lasers.count)")
+                if lasers.contains(where: { $0.name == l.name }) { throw item.error("duplicate laser name '\(l.name)'") }
+                lasers.append(l)
+            }
+        }
+        try devices.finish()
+        let on = try root.required("optics")
+        let optics = Optics(objectiveNA: try on.required("objective_na").double(in: 0.01...1.7),
+                            magnification: try on.required("magnification").double(in: 1...1000, unit: "×"),
+                            immersionIndex: try on.required("immersion_index").double(in: 1...2),
+                            tubeLensMm: try on.optionalDouble("tube_lens_mm", in: 1...10_000, unit: " mm"))
+        if optics.objectiveNA > optics.immersionIndex {
+            throw try on.required("objective_na").error("NA \(fmt(optics.objectiveNA)) exceeds the immersion index \(fmt(optics.immersionIndex))")
+        }
+        try on.finish()
+        var leader = TimingLeader.software
+        if let wiring = try root.child("wiring") {
+            if let ln = try wiring.child("leader") {
+                leader = try ln.choice(TimingLeader.self)
+                if leader == .modulator {
+                    guard let mp = modulator?.profile.modulator, mp.triggerOut, mp.sequenceMax > 0 else {
+                        throw ln.error("leader 'modulator' needs a modulator whose profile has trigger_out and sequence_max > 0")
+                    }
+                    guard camera.profile.camera!.triggerModes.contains("external") else {
+                        throw ln.error("leader 'modulator' needs a camera with the 'external' trigger mode")
+                    }
+                }
+            }
+            try wiring.finish()
+        }
+        var specimen: SpecimenSpec?
+        if let sim = try root.child("simulation") {
+            if let sp = try sim.child("specimen") {
+                let path = sim.resolvePath(try sp.string())
+                do { specimen = try SpecimenSpec.load(file: path) } catch let e as MoireError where e.kind == .io {
+                    throw sp.error("cannot load specimen '\(path)': \(e.message)")
+                }
+            }
+            try sim.finish()
+        }
+        try root.finish()
+        return Rig(file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
+                   lasers: lasers, optics: optics, leader: leader, specimen: specimen)
+    }
+}
