@@ -1,0 +1,183 @@
+import CZMQ
+import Foundation
+import MoireCore
+
+/// The one funnel for libzmq calls: checks the result, reads errno at once, throws a typed error.
+@discardableResult
+func zmqCall(_ what: @autoclosure () -> String, _ rc: Int32) throws -> Int32 {
+    if rc >= 0 { return rc }
+    let code = moire_zmq_errno()
+    throw ZMQError(code: code, operation: what())
+}
+
+/// A libzmq failure with its errno.
+public struct ZMQError: Error, CustomStringConvertible, Sendable {
+    public let code: Int32
+    public let operation: String
+    public var description: String { "\(operation): \(String(cString: zmq_strerror(code))) (errno \(code))" }
+    public var isTimeout: Bool { code == EAGAIN }
+    public var isTerminated: Bool { code == ETERM }
+    public var moireError: MoireError { MoireError(.transport, description) }
+}
+
+/// A ZeroMQ context, shared by every socket of a process (one per pipeline is fine).
+public final class ZMQContext: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    public init(ioThreads: Int = 1) {
+        handle = zmq_ctx_new()
+        _ = zmq_ctx_set(handle, ZMQ_IO_THREADS, Int32(ioThreads))
+    }
+
+    deinit { zmq_ctx_term(handle) }
+
+    /// Makes blocking calls on every socket of this context fail with ETERM (for shutdown).
+    public func shutdown() { zmq_ctx_shutdown(handle) }
+
+    /// The context shared by everything in this process.
+    public static let shared = ZMQContext()
+}
+
+/// ZeroMQ socket types Moiré uses.
+public enum ZMQSocketType: Int32, Sendable {
+    case pub = 1, sub = 2, req = 3, rep = 4, xpub = 9, xsub = 10, push = 8, pull = 7, pair = 0
+}
+
+/// A received message part. Keeps the libzmq message (and so a zero-copy frame's buffer) alive.
+public final class ZMQMessage: @unchecked Sendable {
+    let msg: UnsafeMutablePointer<zmq_msg_t>
+
+    init() {
+        msg = .allocate(capacity: 1)
+        zmq_msg_init(msg)
+    }
+
+    deinit {
+        zmq_msg_close(msg)
+        msg.deallocate()
+    }
+
+    public var count: Int { zmq_msg_size(msg) }
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: count) }
+    public var data: Data { Data(bytes) }
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// What a socket send takes as one part.
+public enum ZMQPart {
+    case bytes(Data)
+    case text(String)
+    /// A buffer owned elsewhere, sent without copying; `release` runs when libzmq is done with it.
+    case zeroCopy(UnsafeRawPointer, Int, release: @Sendable () -> Void)
+}
+
+private final class ReleaseBox {
+    let release: @Sendable () -> Void
+    init(_ r: @escaping @Sendable () -> Void) { release = r }
+}
+
+private let zeroCopyFree: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void = { _, hint in
+    guard let hint else { return }
+    Unmanaged<ReleaseBox>.fromOpaque(hint).takeRetainedValue().release()
+}
+
+/// One ZeroMQ socket; owned by one thread at a time, closed when dropped.
+public struct ZMQSocket: ~Copyable, @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+    public let type: ZMQSocketType
+
+    public init(_ context: ZMQContext = .shared, type: ZMQSocketType) throws {
+        guard let h = zmq_socket(context.handle, type.rawValue) else {
+            throw ZMQError(code: moire_zmq_errno(), operation: "zmq_socket")
+        }
+        handle = h
+        self.type = type
+        _ = moire_zmq_setsockopt_int(h, ZMQ_LINGER, 0)
+    }
+
+    deinit { zmq_close(handle) }
+
+    public func bind(_ endpoint: String) throws { try zmqCall("bind \(endpoint)", zmq_bind(handle, endpoint)) }
+    public func connect(_ endpoint: String) throws { try zmqCall("connect \(endpoint)", zmq_connect(handle, endpoint)) }
+
+    /// The endpoint actually bound (resolves `tcp://127.0.0.1:*`).
+    public func lastEndpoint() throws -> String {
+        var buf = [CChar](repeating: 0, count: 512)
+        var size = buf.count
+        try zmqCall("getsockopt LAST_ENDPOINT", zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buf, &size))
+        return String(cString: buf)
+    }
+
+    public func setOption(_ option: Int32, _ value: Int32) throws {
+        try zmqCall("setsockopt \(option)", moire_zmq_setsockopt_int(handle, option, value))
+    }
+
+    public func setOption(_ option: Int32, bytes: [UInt8]) throws {
+        try zmqCall("setsockopt \(option)", bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) })
+    }
+
+    public func subscribe(_ prefix: String) throws { try setOption(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
+
+    /// Receive timeout in ms (−1: block).
+    public func setReceiveTimeout(ms: Int32) throws { try setOption(ZMQ_RCVTIMEO, ms) }
+    public func setSendTimeout(ms: Int32) throws { try setOption(ZMQ_SNDTIMEO, ms) }
+
+    /// Sends a multipart message. Throws a timeout error (EAGAIN) when the send timeout passes.
+    public func send(_ parts: [ZMQPart], dontWait: Bool = false) throws {
+        for (i, part) in parts.enumerated() {
+            var flags: Int32 = i < parts.count - 1 ? ZMQ_SNDMORE : 0
+            if dontWait { flags |= ZMQ_DONTWAIT }
+            switch part {
+            case .bytes(let d):
+                try d.withUnsafeBytes { b in
+                    try zmqCall("send", zmq_send(handle, b.baseAddress, b.count, flags))
+                }
+            case .text(let s):
+                var s = s
+                try s.withUTF8 { b in try zmqCall("send", zmq_send(handle, b.baseAddress, b.count, flags)) }
+            case .zeroCopy(let ptr, let count, let release):
+                var msg = zmq_msg_t()
+                let box = Unmanaged.passRetained(ReleaseBox(release)).toOpaque()
+                let rc = zmq_msg_init_data(&msg, UnsafeMutableRawPointer(mutating: ptr), count, zeroCopyFree, box)
+                if rc != 0 {
+                    Unmanaged<ReleaseBox>.fromOpaque(box).takeRetainedValue().release()
+                    try zmqCall("zmq_msg_init_data", rc)
+                }
+                let sent = zmq_msg_send(&msg, handle, flags)
+                if sent < 0 {
+                    let code = moire_zmq_errno()
+                    zmq_msg_close(&msg)  // runs the release callback
+                    throw ZMQError(code: code, operation: "send")
+                }
+            }
+        }
+    }
+
+    /// Receives one whole multipart message. Throws a timeout error (EAGAIN) when the timeout passes.
+    public func receive(dontWait: Bool = false) throws -> [ZMQMessage] {
+        var parts: [ZMQMessage] = []
+        repeat {
+            let m = ZMQMessage()
+            try zmqCall("receive", zmq_msg_recv(m.msg, handle, dontWait && parts.isEmpty ? ZMQ_DONTWAIT : 0))
+            parts.append(m)
+        } while zmq_msg_more(parts[parts.count - 1].msg) != 0
+        return parts
+    }
+
+    /// Waits up to `timeoutMs` for a message to read; true when one is ready.
+    public func poll(timeoutMs: Int) throws -> Bool {
+        var item = zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
+        let n = try zmqCall("poll", zmq_poll(&item, 1, timeoutMs))
+        return n > 0 && (item.revents & Int16(ZMQ_POLLIN)) != 0
+    }
+}
+
+/// Loopback-only rule: binding anything but loopback needs CURVE keys (not configured here).
+public func checkLoopback(_ endpoint: String) throws {
+    guard endpoint.hasPrefix("tcp://") else { return }
+    let host = endpoint.dropFirst(6).split(separator: ":").dropLast().joined(separator: ":")
+    let allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]
+    if !allowed.contains(host) && !host.hasPrefix("127.") {
+        throw MoireError(.transport, "refusing to bind \(endpoint): non-loopback endpoints need CURVE keys, which are not configured", place: endpoint)
+    }
+}
