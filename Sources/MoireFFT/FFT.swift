@@ -1,0 +1,141 @@
+import CFFTW
+import Foundation
+import MoireCore
+
+/// A 64-byte aligned buffer of `count` elements from fftwf_malloc, freed on deinit.
+public final class AlignedBuffer<Element>: @unchecked Sendable {
+    public let count: Int
+    public let pointer: UnsafeMutablePointer<Element>
+
+    public init(count: Int) {
+        self.count = count
+        let raw = fftwf_malloc(max(1, count) * MemoryLayout<Element>.stride)!
+        pointer = raw.bindMemory(to: Element.self, capacity: max(1, count))
+        memset(raw, 0, max(1, count) * MemoryLayout<Element>.stride)
+    }
+
+    deinit { fftwf_free(pointer) }
+
+    public subscript(i: Int) -> Element {
+        get { pointer[i] }
+        set { pointer[i] = newValue }
+    }
+
+    public var buffer: UnsafeMutableBufferPointer<Element> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+}
+
+/// A complex single-precision number laid out as FFTW's `fftwf_complex`.
+public struct Complex32: Sendable, Equatable {
+    public var re: Float
+    public var im: Float
+    public init(_ re: Float, _ im: Float) { self.re = re; self.im = im }
+    public static let zero = Complex32(0, 0)
+}
+
+/// How hard FFTW searches for a fast plan.
+public enum PlanRigor: Sendable {
+    case estimate, measure
+    var flag: UInt32 { self == .estimate ? UInt32(FFTW_ESTIMATE) : UInt32(FFTW_MEASURE) }
+}
+
+/// Kinds of transform a plan performs.
+public enum FFTKind: Hashable, Sendable {
+    case r2c, c2r, c2cForward, c2cBackward
+}
+
+/// A 2D FFTW plan, made once and executed on any arrays of the same shape and alignment.
+///
+/// Unnormalised, as FFTW: a forward then backward transform multiplies by `width·height`.
+public final class FFTPlan2D: @unchecked Sendable {
+    public let width: Int
+    public let height: Int
+    public let kind: FFTKind
+    private let plan: fftwf_plan
+
+    /// Number of complex values in a half spectrum (r2c output).
+    public var halfSpectrumCount: Int { height * (width / 2 + 1) }
+
+    fileprivate init(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor) throws {
+        self.width = width; self.height = height; self.kind = kind
+        let n = width * height
+        let flags = rigor.flag
+        var made: fftwf_plan?
+        switch kind {
+        case .r2c:
+            let i = AlignedBuffer<Float>(count: n), o = AlignedBuffer<Complex32>(count: height * (width / 2 + 1))
+            made = o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: o.count) {
+                fftwf_plan_dft_r2c_2d(Int32(height), Int32(width), i.pointer, $0, flags)
+            }
+        case .c2r:
+            let i = AlignedBuffer<Complex32>(count: height * (width / 2 + 1)), o = AlignedBuffer<Float>(count: n)
+            made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: i.count) {
+                fftwf_plan_dft_c2r_2d(Int32(height), Int32(width), $0, o.pointer, flags)
+            }
+        case .c2cForward, .c2cBackward:
+            let i = AlignedBuffer<Complex32>(count: n), o = AlignedBuffer<Complex32>(count: n)
+            let sign = kind == .c2cForward ? FFTW_FORWARD : FFTW_BACKWARD
+            made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
+                o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
+                    fftwf_plan_dft_2d(Int32(height), Int32(width), ip, op, sign, flags)
+                }
+            }
+        }
+        guard let made else { throw MoireError(.numeric, "FFTW could not plan a \(width)×\(height) \(kind) transform") }
+        plan = made
+    }
+
+    deinit { FFT.planning.withLock { fftwf_destroy_plan(plan) } }
+
+    /// Real → half-complex spectrum.
+    public func forward(_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Complex32>) {
+        precondition(kind == .r2c)
+        output.withMemoryRebound(to: fftwf_complex.self, capacity: halfSpectrumCount) {
+            fftwf_execute_dft_r2c(plan, input, $0)
+        }
+    }
+
+    /// Half-complex spectrum → real (destroys the input, as FFTW's c2r does).
+    public func inverse(_ input: UnsafeMutablePointer<Complex32>, _ output: UnsafeMutablePointer<Float>) {
+        precondition(kind == .c2r)
+        input.withMemoryRebound(to: fftwf_complex.self, capacity: halfSpectrumCount) {
+            fftwf_execute_dft_c2r(plan, $0, output)
+        }
+    }
+
+    /// Complex → complex in the plan's direction.
+    public func execute(_ input: UnsafeMutablePointer<Complex32>, _ output: UnsafeMutablePointer<Complex32>) {
+        precondition(kind == .c2cForward || kind == .c2cBackward)
+        let n = width * height
+        input.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
+            output.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
+                fftwf_execute_dft(plan, ip, op)
+            }
+        }
+    }
+}
+
+/// The plan cache: one plan per shape, kind and rigor; planning serialised (FFTW's planner is not thread-safe).
+public enum FFT {
+    fileprivate static let planning = NSLock()
+    private struct Key: Hashable { let w: Int, h: Int, kind: FFTKind, measure: Bool }
+    nonisolated(unsafe) private static var cache: [Key: FFTPlan2D] = [:]
+
+    /// A cached plan for the shape and kind; made on first use.
+    public static func plan2D(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor = .estimate) throws -> FFTPlan2D {
+        guard width > 0, height > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height) is empty") }
+        return try planning.withLock {
+            let key = Key(w: width, h: height, kind: kind, measure: rigor == .measure)
+            if let p = cache[key] { return p }
+            let p = try FFTPlan2D(width: width, height: height, kind: kind, rigor: rigor)
+            cache[key] = p
+            return p
+        }
+    }
+}
+
+extension NSLock {
+    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+        lock(); defer { unlock() }
+        return try body()
+    }
+}

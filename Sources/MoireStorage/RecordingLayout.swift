@@ -1,0 +1,58 @@
+import Foundation
+import MoireCore
+
+/// What a recording holds: the planned grid and the run's description.
+///
+/// Plane order is time × channel × z × angle × phase (phase fastest), the acquisition order.
+public struct RecordingLayout: Codable, Sendable, Equatable {
+    public var run: String
+    public var name: String
+    public var mode: String
+    public var channels: [String]
+    public var excitationNm: [Double]
+    public var emissionNm: [Double]
+    public var timepoints: Int
+    public var zPlanes: Int
+    public var angles: Int
+    public var phases: Int
+    public var width: Int
+    public var height: Int
+    public var pixel: PixelFormat
+    public var pixelSizeUm: Double
+    public var zStepUm: Double
+    public var objectiveNA: Double
+    public var magnification: Double
+    public var protocolFile: String
+    public var rigFile: String
+
+    public init(run: String, name: String, mode: String, channels: [String], excitationNm: [Double], emissionNm: [Double],
+                timepoints: Int, zPlanes: Int, angles: Int, phases: Int, width: Int, height: Int, pixel: PixelFormat,
+                pixelSizeUm: Double, zStepUm: Double, objectiveNA: Double, magnification: Double,
+                protocolFile: String, rigFile: String) {
+        self.run = run; self.name = name; self.mode = mode; self.channels = channels; self.excitationNm = excitationNm
+        self.emissionNm = emissionNm; self.timepoints = timepoints; self.zPlanes = zPlanes; self.angles = angles
+        self.phases = phases; self.width = width; self.height = height; self.pixel = pixel
+        self.pixelSizeUm = pixelSizeUm; self.zStepUm = zStepUm; self.objectiveNA = objectiveNA
+        self.magnification = magnification; self.protocolFile = protocolFile; self.rigFile = rigFile
+    }
+
+    public var planesPerTimepoint: Int { channels.count * zPlanes * angles * phases }
+    public var planeBytes: Int { width * height * pixel.bytesPerPixel }
+
+    /// (t, c, z, angle, phase) of plane `i`.
+    public func coordinates(ofPlane i: Int) -> (t: Int, c: Int, z: Int, angle: Int, phase: Int) {
+        var r = i
+        let phase = r % phases; r /= phases
+        let angle = r % angles; r /= angles
+        let z = r % zPlanes; r /= zPlanes
+        let c = r % channels.count; r /= channels.count
+        return (r, c, z, angle, phase)
+    }
+}
+
+/// Per-plane facts kept in the OME-XML and the index.
+public struct PlaneRecord: Codable, Sendable, Equatable {
+    public var header: FrameHeader
+    /// False for planes padded to complete the grid after a stop (never acquired).
+    public var acquired: Bool
+}
