@@ -1,0 +1,149 @@
+import MoireConfig
+import MoireCore
+
+/// How a camera starts an exposure.
+public enum TriggerMode: String, Sendable, CaseIterable {
+    /// Free-running at the camera's own rate.
+    case `internal`
+    /// One exposure per pulse on its trigger input (from the timing leader).
+    case external
+    /// One exposure per host command.
+    case software
+}
+
+/// Camera settings for one acquisition.
+public struct CameraSettings: Sendable, Equatable {
+    public var width: Int
+    public var height: Int
+    public var binning: Int
+    public var exposureMs: Double
+    public var trigger: TriggerMode
+
+    public init(width: Int, height: Int, binning: Int = 1, exposureMs: Double, trigger: TriggerMode) {
+        self.width = width; self.height = height; self.binning = binning; self.exposureMs = exposureMs; self.trigger = trigger
+    }
+}
+
+/// A frame as a camera delivers it: its sequential id (a gap is a lost frame), pixels and state.
+public struct CapturedFrame: @unchecked Sendable {
+    /// Exposure counter from the start of acquisition, 0-based.
+    public var frameID: Int
+    public var slot: FrameSlot?
+    /// Payload bytes actually delivered (a malformed transfer delivers fewer).
+    public var byteCount: Int
+    public var width: Int
+    public var height: Int
+    public var exposureStartNs: Int64
+    public var state: DeviceState
+}
+
+/// A camera driver. One thread drives it; frames are pulled with a deadline.
+public protocol Camera: AnyObject, Sendable {
+    var name: String { get }
+    var profile: CameraProfile { get }
+    func configure(_ settings: CameraSettings) throws
+    /// Starts acquiring into `pool`.
+    func start(pool: FramePool) throws
+    /// One trigger pulse (external line or software command, by the configured mode).
+    func trigger() throws
+    /// The next frame, or nil when `timeoutMs` passed. Throws when the camera is gone.
+    func nextFrame(timeoutMs: Int) throws -> CapturedFrame?
+    /// Exposures the camera has made since `start` (its own counter, as a register would report).
+    var exposedCount: Int { get }
+    func stop()
+    var isAcquiring: Bool { get }
+}
+
+/// One step of a hardware-sequenced run: which pattern, which laser line, how long.
+public struct SequenceStep: Sendable, Equatable {
+    public var pattern: Int
+    public var laser: String?
+    public var exposureMs: Double
+    public var readoutMs: Double
+
+    public init(pattern: Int, laser: String?, exposureMs: Double, readoutMs: Double) {
+        self.pattern = pattern; self.laser = laser; self.exposureMs = exposureMs; self.readoutMs = readoutMs
+    }
+}
+
+/// A spatial light modulator or DMD showing illumination patterns.
+public protocol Modulator: AnyObject, Sendable {
+    var name: String { get }
+    var profile: ModulatorProfile { get }
+    /// Shows one pattern (−1: uniform illumination, as for widefield).
+    func show(pattern: Int) throws
+    /// Uploads a sequence the modulator runs on its own when started.
+    func upload(_ steps: [SequenceStep]) throws
+    /// Runs the uploaded sequence once: per step, show, gate the laser, pulse the camera trigger.
+    func startSequence(camera: Camera, lasers: [String: Laser]) throws
+    /// Waits for the running sequence to end; false on timeout.
+    func waitSequence(timeoutMs: Int) throws -> Bool
+    /// Stops any sequence and shows nothing (safe).
+    func idle()
+    var isIdle: Bool { get }
+}
+
+/// A laser with a software enable, a power set-point and a TTL gate.
+public protocol Laser: AnyObject, Sendable {
+    var name: String { get }
+    var profile: LaserProfile { get }
+    func setPower(mW: Double) throws
+    func setEnabled(_ on: Bool) throws
+    /// TTL gate (when the laser is enabled, it emits while the gate is high). Software runs hold it high.
+    func setGate(_ high: Bool)
+    var isEmitting: Bool { get }
+    var isEnabled: Bool { get }
+    var powerMw: Double { get }
+    /// Off, whatever state it was in. Never throws.
+    func safe()
+}
+
+/// A z stage or piezo.
+public protocol Stage: AnyObject, Sendable {
+    var name: String { get }
+    var profile: StageProfile { get }
+    func move(toUm z: Double) throws
+    var positionUm: Double { get }
+    /// Moves to the home position. Never throws.
+    func park()
+}
+
+/// A galvo scanner (TIRF angle, light-sheet scan).
+public protocol Scanner: AnyObject, Sendable {
+    var name: String { get }
+    var profile: ScannerProfile { get }
+    func set(volts: Double) throws
+    var volts: Double { get }
+    /// Moves to the park voltage. Never throws.
+    func park()
+    var isParked: Bool { get }
+}
+
+/// The devices of a rig, built from its profiles.
+public final class RigDevices: @unchecked Sendable {
+    public let rig: Rig
+    public let camera: Camera
+    public let modulator: Modulator?
+    public let scanner: Scanner?
+    public let stage: Stage?
+    public let lasers: [String: Laser]
+
+    public init(rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]) {
+        self.rig = rig; self.camera = camera; self.modulator = modulator; self.scanner = scanner
+        self.stage = stage; self.lasers = lasers
+    }
+
+    /// Lasers off, modulator idle, galvo parked, camera stopped, stage parked. Never throws.
+    public func makeSafe() {
+        for l in lasers.values { l.safe() }
+        modulator?.idle()
+        scanner?.park()
+        camera.stop()
+    }
+
+    /// True when every device is in its safe state.
+    public var isSafe: Bool {
+        lasers.values.allSatisfy { !$0.isEmitting && !$0.isEnabled } && (modulator?.isIdle ?? true)
+            && (scanner?.isParked ?? true) && !camera.isAcquiring
+    }
+}

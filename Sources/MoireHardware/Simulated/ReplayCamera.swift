@@ -1,0 +1,76 @@
+import Foundation
+import MoireConfig
+import MoireCore
+import MoireStorage
+
+/// A camera that serves a recording's planes in order, one per trigger, with the device state
+/// that was recorded; missing planes are "exposed but not delivered", as they were live.
+public final class ReplayCamera: Camera, @unchecked Sendable {
+    public let name: String
+    public let profile: CameraProfile
+    private let reader: OMETiffReader
+    private let records: [PlaneRecord]
+    private let clock: MoireClock
+    private let cond = NSCondition()
+    private var pool: FramePool?
+    private var next = 0
+    private var exposed = 0
+    private var ready: [CapturedFrame] = []
+    private var acquiring = false
+    private var settings = CameraSettings(width: 1, height: 1, exposureMs: 1, trigger: .software)
+
+    public init(path: String, profile: CameraProfile, clock: MoireClock = RealClock()) throws {
+        reader = try OMETiffReader(path: path)
+        guard let recs = reader.planeRecords() else {
+            throw MoireError(.format, "not a Moiré recording (no per-plane metadata); replay needs one", place: path)
+        }
+        records = recs.filter(\.acquired)
+        name = "replay"
+        self.profile = profile
+        self.clock = clock
+    }
+
+    public var planeCount: Int { records.count }
+
+    public func configure(_ s: CameraSettings) throws {
+        guard s.width == reader.width, s.height == reader.height else {
+            throw MoireError(.hardware, "the protocol asks for \(s.width)×\(s.height); the recording is \(reader.width)×\(reader.height)", place: reader.path)
+        }
+        settings = s
+    }
+
+    public func start(pool: FramePool) throws {
+        cond.lock(); self.pool = pool; acquiring = true; cond.unlock()
+    }
+
+    public func trigger() throws {
+        cond.lock(); defer { cond.unlock() }
+        guard acquiring else { return }
+        guard next < records.count else { return }
+        let rec = records[next]
+        let id = exposed
+        next += 1; exposed += 1
+        if rec.header.missing { return }
+        guard let slot = pool?.acquire() else { return }
+        try slot.withBytes { try reader.readPlane(rec.header.index, into: $0) }
+        ready.append(CapturedFrame(frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
+                                   height: reader.height, exposureStartNs: rec.header.exposureStartNs, state: rec.header.state))
+        cond.broadcast()
+    }
+
+    public func nextFrame(timeoutMs: Int) throws -> CapturedFrame? {
+        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        cond.lock(); defer { cond.unlock() }
+        while ready.isEmpty { if !cond.wait(until: deadline) { return nil } }
+        return ready.removeFirst()
+    }
+
+    public var exposedCount: Int { cond.lock(); defer { cond.unlock() }; return exposed }
+
+    public func stop() {
+        cond.lock(); acquiring = false; let l = ready; ready = []; cond.unlock()
+        for f in l { f.slot?.release() }
+    }
+
+    public var isAcquiring: Bool { cond.lock(); defer { cond.unlock() }; return acquiring }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import MoireConfig
+import MoireCore
+
+/// Faults a simulated camera can be told to produce.
+public enum CameraFault: Sendable, Equatable {
+    /// Exposes frame `id` but never delivers it (a lost transfer).
+    case dropFrame(Int)
+    /// After `n` frames, stops exposing and delivering (ignores triggers).
+    case stall(afterFrames: Int)
+    /// After `n` frames, the camera is gone: `nextFrame` throws.
+    case disconnect(afterFrames: Int)
+    /// Delivers frame `id` truncated to half its bytes.
+    case malformed(Int)
+}
+
+/// A physically simulated sCMOS camera.
+///
+/// Each exposure reads the bench (`SimWorld`) at its start: the pattern on the modulator, the
+/// lasers emitting and their power, the stage z. The expected photon count per pixel is
+/// `brightness · power · exposure · (B0 + m·Re(e^{iφ}·B1)) + background` from the `OpticalModel`;
+/// then photoelectrons ~ Poisson(QE · photons) (clipped at full well), ADU = offset + gain·e⁻ +
+/// N(0, (gain·read noise)²), rounded and clamped to 16 bit. No laser on ⇒ a dark frame.
+/// Frames are delivered after exposure + readout on the camera's clock. Noise is seeded per
+/// frame id, so a run is reproducible.
+public final class SimulatedCamera: Camera, @unchecked Sendable {
+    public let name: String
+    public let profile: CameraProfile
+    private let world: SimWorld
+    private let specimen: SpecimenSpec?
+    private let optics: Optics
+    private let clock: MoireClock
+    private let seed: UInt64
+    private let cond = NSCondition()
+    private var settings = CameraSettings(width: 512, height: 512, exposureMs: 10, trigger: .software)
+    private var model: OpticalModel?
+    private var pool: FramePool?
+    private var acquiring = false
+    private var pending: [(id: Int, startNs: Int64, snap: SimWorld.Snapshot)] = []
+    private var ready: [CapturedFrame] = []
+    private var exposed = 0
+    private var faults: [CameraFault] = []
+    private var disconnected = false
+    private var stalled = false
+    private var worker: Thread?
+    private var dose: [String: Double] = [:]
+    /// Frames lost because the pool had no free slot.
+    public private(set) var poolMisses = 0
+
+    public init(name: String, profile: CameraProfile, world: SimWorld, specimen: SpecimenSpec?, optics: Optics,
+                clock: MoireClock, seed: UInt64 = 1) {
+        self.name = name; self.profile = profile; self.world = world; self.specimen = specimen
+        self.optics = optics; self.clock = clock; self.seed = seed
+    }
+
+    /// Adds a fault to produce during the next acquisition.
+    public func inject(_ fault: CameraFault) { cond.lock(); faults.append(fault); cond.unlock() }
+
+    public func configure(_ s: CameraSettings) throws {
+        guard profile.exposureMs.contains(s.exposureMs) else {
+            throw MoireError(.hardware, "exposure \(s.exposureMs) ms outside \(profile.exposureMs)", place: "camera \(name)")
+        }
+        guard profile.binning.contains(s.binning), s.width * s.binning <= profile.sensorWidth, s.height * s.binning <= profile.sensorHeight,
+              s.width >= profile.roiMin, s.height >= profile.roiMin else {
+            throw MoireError(.hardware, "ROI \(s.width)×\(s.height) binning \(s.binning) not possible", place: "camera \(name)")
+        }
+        guard profile.triggerModes.contains(s.trigger.rawValue) else {
+            throw MoireError(.hardware, "trigger mode \(s.trigger.rawValue) not supported", place: "camera \(name)")
+        }
+        cond.lock(); defer { cond.unlock() }
+        guard !acquiring else { throw MoireError(.state, "cannot configure while acquiring", place: "camera \(name)") }
+        let px = optics.samplePixelUm(cameraPixelUm: profile.pixelUm, binning: s.binning)
+        if let specimen, model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px {
+            model = try OpticalModel(specimen: specimen, width: s.width, height: s.height, pixelUm: px, na: optics.objectiveNA)
+        }
+        settings = s
+    }
+
+    /// Precomputes the blurred images for the patterns and lasers a run will use (so the first frames are on time).
+    public func prepare(patterns: [PatternSpec?], emissionNm: [Double]) throws {
+        guard let model else { return }
+        for e in emissionNm {
+            _ = try model.widefield(emissionNm: e)
+            for p in patterns.compactMap({ $0 }) { _ = try model.sideband(kx: p.kx, ky: p.ky, emissionNm: e) }
+        }
+    }
+
+    public func start(pool: FramePool) throws {
+        cond.lock(); defer { cond.unlock() }
+        guard !acquiring else { throw MoireError(.state, "already acquiring", place: "camera \(name)") }
+        guard pool.slotBytes >= settings.width * settings.height * 2 else {
+            throw MoireError(.hardware, "frame pool slots are too small for \(settings.width)×\(settings.height)", place: "camera \(name)")
+        }
+        self.pool = pool
+        acquiring = true; exposed = 0; pending = []; ready = []; disconnected = false; stalled = false
+        let t = Thread { [self] in self.run() }
+        t.name = "moire.sim.camera"
+        worker = t
+        t.start()
+    }
+
+    public func trigger() throws {
+        cond.lock(); defer { cond.unlock() }
+        if disconnected { throw MoireError(.hardware, "camera disconnected", place: "camera \(name)") }
+        guard acquiring, settings.trigger != .internal else { return }
+        exposeLocked()
+    }
+
+    /// Starts one exposure now (lock held).
+    private func exposeLocked() {
+        if stalled { return }
+        let id = exposed
+        for f in faults {
+            if case .stall(let n) = f, id >= n { stalled = true; return }
+        }
+        exposed += 1
+        pending.append((id, clock.nowNs(), world.snapshot()))
+        cond.broadcast()
+    }
+
+    private func run() {
+        let expNs = Int64(settings.exposureMs * 1e6)
+        let readNs = Int64(profile.readoutMs(rows: settings.height * settings.binning) * 1e6)
+        var nextInternal = clock.nowNs()
+        while true {
+            cond.lock()
+            if settings.trigger == .internal && acquiring {
+                clock.sleep(untilNs: nextInternal)
+                exposeLocked()
+                nextInternal = clock.nowNs() + max(expNs, readNs) + (expNs > 0 ? 0 : 1)
+            }
+            while acquiring && pending.isEmpty { cond.wait(until: Date().addingTimeInterval(0.05)) ; if settings.trigger == .internal { break } }
+            guard acquiring else { cond.unlock(); return }
+            guard !pending.isEmpty else { cond.unlock(); continue }
+            let job = pending.removeFirst()
+            let faultsNow = faults
+            cond.unlock()
+            clock.sleep(untilNs: job.startNs + expNs + readNs)
+            if faultsNow.contains(.dropFrame(job.id)) { continue }
+            if faultsNow.contains(where: { if case .disconnect(let n) = $0 { return job.id >= n }; return false }) {
+                cond.lock(); disconnected = true; cond.broadcast(); cond.unlock()
+                continue
+            }
+            guard let slot = pool?.acquire() else {
+                cond.lock(); poolMisses += 1; cond.unlock()
+                continue
+            }
+            let state = render(job: job, into: slot)
+            var bytes = settings.width * settings.height * 2
+            if faultsNow.contains(.malformed(job.id)) { bytes /= 2 }
+            let frame = CapturedFrame(frameID: job.id, slot: slot, byteCount: bytes, width: settings.width, height: settings.height,
+                                      exposureStartNs: job.startNs, state: state)
+            cond.lock()
+            if acquiring { ready.append(frame); cond.broadcast() } else { slot.release() }
+            cond.unlock()
+        }
+    }
+
+    private func render(job: (id: Int, startNs: Int64, snap: SimWorld.Snapshot), into slot: FrameSlot) -> DeviceState {
+        let w = settings.width, h = settings.height, n = w * h
+        let snap = job.snap
+        var expected = [Float](repeating: 0, count: n)
+        let exposureMs = settings.exposureMs
+        let illuminated = snap.pattern != -2
+        if let model, let specimen, illuminated {
+            for l in snap.lasers {
+                let emission = l.wavelengthNm + 37
+                let bleach = exp(-specimen.bleachPerMwS * (dose[l.name] ?? 0))
+                dose[l.name, default: 0] += l.powerMw * exposureMs / 1000
+                let scale = Float(specimen.brightness * l.powerMw * exposureMs * bleach)
+                let bg = Float(specimen.background * l.powerMw * exposureMs)
+                guard let b0 = try? model.widefield(emissionNm: emission) else { continue }
+                if let spec = snap.spec, let b1 = try? model.sideband(kx: spec.kx, ky: spec.ky, emissionNm: emission) {
+                    let m = Float(spec.modulation), c = Float(cos(spec.phaseRad)), s = Float(sin(spec.phaseRad))
+                    for i in 0..<n { expected[i] += scale * (b0[i] + m * (c * b1[i].re - s * b1[i].im)) + bg }
+                } else {
+                    for i in 0..<n { expected[i] += scale * b0[i] + bg }
+                }
+            }
+        }
+        var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(job.id))
+        let qe = profile.qe, gain = profile.gainADUPerE, offset = profile.offsetADU
+        let readADU = profile.readNoiseE * gain, full = profile.fullWellE
+        slot.withBytes { raw in
+            let out = raw.bindMemory(to: UInt16.self)
+            for i in 0..<n {
+                let e = min(rng.poisson(Double(max(0, expected[i])) * qe), full)
+                let adu = offset + gain * e + readADU * rng.normal()
+                out[i] = UInt16(min(65535, max(0, adu.rounded())))
+            }
+        }
+        return DeviceState(pattern: snap.pattern, lasers: snap.lasers.map(\.name), zUm: snap.zUm, exposureMs: exposureMs)
+    }
+
+    public func nextFrame(timeoutMs: Int) throws -> CapturedFrame? {
+        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        cond.lock(); defer { cond.unlock() }
+        while ready.isEmpty {
+            if disconnected { throw MoireError(.hardware, "camera disconnected", place: "camera \(name)") }
+            if !cond.wait(until: deadline) { break }
+        }
+        if disconnected && ready.isEmpty { throw MoireError(.hardware, "camera disconnected", place: "camera \(name)") }
+        return ready.isEmpty ? nil : ready.removeFirst()
+    }
+
+    public var exposedCount: Int { cond.lock(); defer { cond.unlock() }; return exposed }
+
+    public func stop() {
+        cond.lock()
+        let was = acquiring
+        acquiring = false
+        let leftovers = ready
+        ready = []; pending = []
+        cond.broadcast()
+        cond.unlock()
+        for f in leftovers { f.slot?.release() }
+        if was { world.record("\(name).stop") }
+    }
+
+    public var isAcquiring: Bool { cond.lock(); defer { cond.unlock() }; return acquiring }
+}
