@@ -39,6 +39,8 @@ public struct AcquisitionProtocol: Sendable, Equatable {
     public var zPlanes: Int
     public var zStepUm: Double
     public var zStartUm: Double
+    /// True when the protocol has a `z` block (the stage is driven); false leaves z alone.
+    public var hasZ: Bool
     public var reconstruction: [String: String]
     public var denoise: [String: String]
     public var outputs: OutputSpec
@@ -156,7 +158,9 @@ public struct AcquisitionProtocol: Sendable, Equatable {
 
         // Z.
         var zPlanes = 1, zStep = 0.0, zStart = 0.0
-        if let zn = try root.child("z") {
+        let zNode = try root.child("z")
+        let hasZ = zNode != nil
+        if let zn = zNode {
             zPlanes = try zn.required("planes").int(in: 1...100_000)
             zStep = try zn.optionalDouble("step_um", in: -1000...1000, unit: " µm") ?? 0
             guard let stage = rig.stage?.profile.stage else { throw zn.error("a z range needs a stage; rig '\(rig.name)' has none") }
@@ -204,7 +208,7 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         return AcquisitionProtocol(file: root.file, name: name, rig: rig, mode: mode, roiWidth: roiW, roiHeight: roiH,
                                    binning: binning, channels: channels, angles: angles, phases: phases,
                                    timepoints: timepoints, intervalMs: interval, zPlanes: zPlanes, zStepUm: zStep,
-                                   zStartUm: zStart, reconstruction: reconstruction, denoise: denoise, outputs: outputs,
+                                   zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction, denoise: denoise, outputs: outputs,
                                    firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
     }
 }

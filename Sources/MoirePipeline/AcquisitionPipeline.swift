@@ -1,0 +1,117 @@
+import Foundation
+import Logging
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireHardware
+import MoireStorage
+import MoireTransport
+
+/// What a pipeline run produced.
+public struct PipelineResult: Sendable {
+    public var run: RunResult
+    public var runID: String
+    public var recording: RecordingSummary?
+    public var recordingError: MoireError?
+    public var publishEndpoint: String?
+    public var published: Int
+}
+
+/// Options that override or extend the protocol for one run.
+public struct PipelineOptions: Sendable {
+    public var recordingPath: String?
+    public var noRecording = false
+    public var publishEndpoint: String?
+    public var noPublish = false
+    public var poolSlots = 64
+    public var seed: UInt64 = 1
+    public init() {}
+}
+
+/// The acquisition pipeline: runner → raw bus → {recorder, result publisher}.
+///
+/// The same graph runs embedded in `moire run`, inside `moired`, and in tests; only the
+/// devices (simulated, replay, real) and the clock differ.
+public final class AcquisitionPipeline: @unchecked Sendable {
+    public let proto: AcquisitionProtocol
+    public let devices: RigDevices
+    public let runner: Runner
+    public let options: PipelineOptions
+    private let logger: Logger
+    public let runID: String
+
+    public init(protocol p: AcquisitionProtocol, devices: RigDevices? = nil, options: PipelineOptions = PipelineOptions(),
+                clock: MoireClock = RealClock(), logger: Logger = Logger(label: "moire.pipeline")) throws {
+        proto = p
+        self.options = options
+        self.logger = logger
+        let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
+        self.devices = devs
+        runID = Self.makeRunID()
+        runner = Runner(protocol: p, devices: devs, runID: runID, clock: clock, logger: logger)
+    }
+
+    static func makeRunID() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyyMMdd-HHmmss"
+        f.timeZone = TimeZone(identifier: "UTC")
+        return "\(f.string(from: Date()))-\(UUID().uuidString.prefix(6).lowercased())"
+    }
+
+    public var recordingPath: String? {
+        options.noRecording ? nil : (options.recordingPath ?? proto.outputs.recording)
+    }
+
+    public var layout: RecordingLayout {
+        RecordingLayout(run: runID, name: proto.name, mode: proto.mode.rawValue, channels: proto.channels.map(\.name),
+                        excitationNm: proto.channels.map { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm ?? 0 },
+                        emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints, zPlanes: proto.zPlanes,
+                        angles: proto.angles, phases: proto.phases, width: proto.roiWidth, height: proto.roiHeight,
+                        pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, zStepUm: proto.zStepUm,
+                        objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
+                        protocolFile: proto.file, rigFile: proto.rig.file)
+    }
+
+    /// Runs the acquisition to its end; every device is safe when this returns.
+    public func run(onProgress: @escaping (RunProgress) -> Void = { _ in }) throws -> PipelineResult {
+        defer { devices.makeSafe() }
+        let pool = FramePool(slots: options.poolSlots, bytes: proto.roiWidth * proto.roiHeight * 2)
+        let bus = try RawBus()
+        var stages: [BusStage] = []
+        var recorder: RecorderStage?
+        if let path = recordingPath {
+            let r = try RecorderStage(path: path, layout: layout, logger: logger)
+            r.onError = { [runner] e in runner.fail(e) }
+            recorder = r
+            stages.append(try BusStage(name: "recorder", endpoint: bus.endpoint, handle: r.handle))
+        }
+        var publisher: PublisherStage?
+        let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
+        if let endpoint {
+            let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw)
+            publisher = p
+            stages.append(try BusStage(name: "publisher", endpoint: bus.endpoint, handle: p.handle))
+        }
+        for s in stages { s.start() }
+        try bus.waitForSubscribers(stages.count)
+        let start = RunStart(run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
+                             rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
+                             magnification: proto.rig.optics.magnification, channels: proto.channels,
+                             shape: ["t": proto.timepoints, "c": proto.channels.count, "z": proto.zPlanes, "angles": proto.angles,
+                                     "phases": proto.phases, "width": proto.roiWidth, "height": proto.roiHeight],
+                             pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, startedNs: unixTimeNs())
+        try bus.publishRun(Wire.encode(start))
+        logger.info("run started", metadata: ["run": "\(runID)", "protocol": "\(proto.name)", "frames": "\(proto.totalFrames)",
+                                              "sequenced": "\(runner.hardwareSequenced ? "hardware" : "software")"])
+        let result = runner.run(pool: pool, sink: { try bus.publish($0) }, onProgress: onProgress)
+        let stop = RunStop(run: runID, reason: result.reason, error: result.error?.description, frames: result.delivered,
+                           missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs())
+        try bus.publishRun(Wire.encode(stop))
+        for s in stages where !s.join(timeoutSeconds: 120) {
+            logger.error("stage did not finish", metadata: ["stage": "\(s.name)"])
+        }
+        logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)", "missing": "\(result.missing)"])
+        return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
+                              publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0)
+    }
+}

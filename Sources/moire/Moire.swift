@@ -1,0 +1,38 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MoireCore
+
+@main
+struct Moire: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "moire",
+        abstract: "Moiré: acquisition, streaming and recording for super-resolution microscopes.",
+        subcommands: [Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Devices.self, Bench.self])
+}
+
+/// Logging for the CLI: warnings and above to stderr unless verbose.
+func bootstrapLogging(verbose: Bool) {
+    LoggingSystem.bootstrap { label in
+        var h = StreamLogHandler.standardError(label: label)
+        h.logLevel = verbose ? .debug : .warning
+        return h
+    }
+}
+
+/// Prints a Moiré error for people and exits non-zero (2 for bad input, 1 otherwise).
+func fail(_ error: Error) -> ExitCode {
+    if let e = error as? MoireError {
+        FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
+        switch e.kind {
+        case .config, .validation, .usage, .format: return ExitCode(2)
+        default: return ExitCode(1)
+        }
+    }
+    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    return ExitCode(1)
+}
+
+func absolute(_ path: String) -> String {
+    URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardized.path
+}

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireHardware
+import MoirePipeline
+import MoireStorage
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay a recording through the pipeline against simulated hardware, checking device state against the plan.")
+
+    @Argument(help: "Moiré OME-TIFF recording.") var recording: String
+    @Option(name: .long, help: "Protocol (default: the one the recording names).") var `protocol`: String?
+    @Option(name: .long, help: "Record the replay to this file.") var out: String?
+    @Option(name: .long, help: "Result-bus endpoint for the replayed frames.") var publish: String?
+    @Flag(name: .long, help: "No progress bar.") var quiet = false
+
+    func run() throws {
+        bootstrapLogging(verbose: false)
+        do {
+            let result = try ReplaySession.run(recording: recording, protocolFile: self.protocol, out: out, publish: publish) { _ in }
+            let r = result.run
+            print("replayed \(r.delivered) frames, \(r.missing) missing, \(r.stateMismatches) device-state mismatches against the plan: \(r.reason)")
+            if let s = result.recording { print("recording: \(s.path)") }
+            if r.stateMismatches > 0 || r.reason != "completed" { throw ExitCode(1) }
+        } catch let e as ExitCode { throw e } catch { throw fail(error) }
+    }
+}

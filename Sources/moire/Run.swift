@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoirePipeline
+import MoireTransport
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run an acquisition protocol (through a running moired, or embedded in this process).")
+
+    @Argument(help: "Protocol file (YAML).") var protocolFile: String
+    @Option(name: .long, help: "Recording path (overrides the protocol's outputs.recording).") var out: String?
+    @Flag(name: .long, help: "Do not record.") var noRecord = false
+    @Option(name: .long, help: "Result-bus endpoint (overrides outputs.publish).") var publish: String?
+    @Flag(name: .long, help: "Do not publish on the result bus.") var noPublish = false
+    @Option(name: .long, help: "Control endpoint of a running daemon.") var daemon = "tcp://127.0.0.1:5561"
+    @Flag(name: .long, help: "Run in this process even when a daemon answers.") var embedded = false
+    @Option(name: .long, help: "Seed of the simulated devices' noise.") var seed: UInt64 = 1
+    @Flag(name: .long, help: "No progress bar.") var quiet = false
+    @Flag(name: .long, help: "Debug logging.") var verbose = false
+
+    func run() throws {
+        bootstrapLogging(verbose: verbose)
+        let proto: AcquisitionProtocol
+        do { proto = try AcquisitionProtocol.load(file: protocolFile) } catch { throw fail(error) }
+        if !embedded, let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
+            try runThroughDaemon(proto)
+            return
+        }
+        var options = PipelineOptions()
+        options.recordingPath = out.map(absolute)
+        options.noRecording = noRecord
+        options.publishEndpoint = publish
+        options.noPublish = noPublish
+        options.seed = seed
+        let pipeline: AcquisitionPipeline
+        do { pipeline = try AcquisitionPipeline(protocol: proto, options: options) } catch { throw fail(error) }
+        let bar = ProgressBar(quiet: quiet)
+        let signals = SignalHandler { count in
+            if count == 1 {
+                FileHandle.standardError.write(Data("\nstopping after the current group (Ctrl-C again to abort)…\n".utf8))
+                pipeline.runner.requestStop()
+            } else {
+                pipeline.runner.abort()
+            }
+        }
+        defer { signals.cancel() }
+        if !quiet {
+            let target = pipeline.recordingPath.map { " → \($0)" } ?? ""
+            print("\(proto.name): \(proto.totalFrames) frames of \(proto.roiWidth)×\(proto.roiHeight) (\(proto.mode.rawValue), \(pipeline.runner.hardwareSequenced ? "hardware-sequenced" : "software-timed"))\(target)")
+        }
+        let result: PipelineResult
+        do { result = try pipeline.run(onProgress: { bar.update($0) }) } catch { bar.finish(); throw fail(error) }
+        bar.update(pipeline.runner.currentProgress, force: true)
+        bar.finish()
+        report(result)
+        if let e = result.recordingError { throw fail(e) }
+        if result.run.reason == "fault", let e = result.run.error { throw fail(e) }
+        if result.run.reason != "completed" { throw ExitCode(130) }
+    }
+
+    private func report(_ r: PipelineResult) {
+        let secs = Double(r.run.durationNs) / 1e9
+        print(String(format: "run %@: %@ — %d frames, %d missing, %.2f s (%.1f fps)", r.runID, r.run.reason, r.run.delivered,
+                     r.run.missing, secs, secs > 0 ? Double(r.run.delivered) / secs : 0))
+        if !r.run.missingIndices.isEmpty { print("missing frame indices: \(r.run.missingIndices.map(String.init).joined(separator: ", "))") }
+        if r.run.stateMismatches > 0 { print("warning: \(r.run.stateMismatches) frames had a device state that differs from the plan") }
+        if let s = r.recording { print("recording: \(s.path) (\(s.planes) planes, \(s.timepoints) time points, \(s.missing) missing)") }
+        if let e = r.publishEndpoint { print("published \(r.published) frames on \(e)") }
+    }
+
+    private func runThroughDaemon(_ proto: AcquisitionProtocol) throws {
+        let req = ControlRequest(cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute))
+        guard let reply = try ControlClient.call(daemon, req) else { throw fail(MoireError(.transport, "daemon did not answer", place: daemon)) }
+        guard reply.ok else { throw fail(MoireError(.config, reply.error ?? "daemon refused the run", place: daemon)) }
+        print("run \(reply.run ?? "?") started on the daemon at \(daemon)" + (reply.recording.map { " → \($0)" } ?? ""))
+        let bar = ProgressBar(quiet: quiet)
+        let signals = SignalHandler { _ in _ = try? ControlClient.call(daemon, ControlRequest(cmd: "stop")) }
+        defer { signals.cancel() }
+        let t0 = Date()
+        while true {
+            Thread.sleep(forTimeInterval: 0.2)
+            guard let s = try ControlClient.call(daemon, ControlRequest(cmd: "status")) else {
+                bar.finish()
+                throw fail(MoireError(.transport, "daemon stopped answering", place: daemon))
+            }
+            bar.update(RunProgress(done: s.frames ?? 0, planned: s.planned ?? 0, missing: s.missing ?? 0,
+                                   elapsedNs: Int64(Date().timeIntervalSince(t0) * 1e9), state: .acquiring))
+            if s.run != reply.run || s.state == "idle" || s.state == "faulted" {
+                bar.finish()
+                print("run \(reply.run ?? "?") ended: \(s.state ?? "?")\(s.error.map { " — \($0)" } ?? "")")
+                if s.state == "faulted" { throw ExitCode(1) }
+                return
+            }
+        }
+    }
+}
+
+/// SIGINT/SIGTERM → a handler with the count of signals so far.
+final class SignalHandler: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+    private var count = 0
+    private let lock = NSLock()
+
+    init(_ handler: @escaping @Sendable (Int) -> Void) {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { [self] in
+                lock.lock(); count += 1; let c = count; lock.unlock()
+                handler(sig == SIGTERM ? 2 : c)
+            }
+            s.resume()
+            sources.append(s)
+        }
+    }
+
+    func cancel() { for s in sources { s.cancel() } }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a protocol (and its rig and profiles) without touching any device.")
+    @Argument(help: "Protocol file (YAML).") var protocolFile: String
+
+    func run() throws {
+        do {
+            let p = try AcquisitionProtocol.load(file: protocolFile)
+            print("\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm")
+        } catch { throw fail(error) }
+    }
+}
