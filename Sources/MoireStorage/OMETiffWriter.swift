@@ -135,11 +135,49 @@ public final class OMETiffWriter {
         return summary
     }
 
-    /// Replaces the first IFD's ImageDescription (rewrites that directory at the end of the file).
+    /// Points the first IFD's ImageDescription at `xml`, appended at the end of the file.
+    ///
+    /// libtiff cannot rewrite a directory without re-chopping its strips (strip chopping cannot
+    /// be turned off in r+ mode), so this patches the one BigTIFF tag entry (count and offset,
+    /// 16 bytes) in place. Every plane stays where libtiff wrote it.
     static func writeDescription(path: String, xml: String) throws {
-        let t = try TIFFCall.open(path, mode: "r+")
-        defer { TIFFClose(t) }
-        try TIFFCall.check(moire_tiff_set_string(t, UInt32(TIFFTAG_IMAGEDESCRIPTION), xml), "setting OME-XML", path: path)
-        try TIFFCall.check(TIFFRewriteDirectory(t), "rewriting the first directory", path: path)
+        guard let fh = FileHandle(forUpdatingAtPath: path) else { throw MoireError(.io, "cannot reopen the recording", place: path) }
+        defer { try? fh.close() }
+        func read(_ offset: UInt64, _ n: Int) throws -> Data {
+            try fh.seek(toOffset: offset)
+            let d = try fh.read(upToCount: n) ?? Data()
+            guard d.count == n else { throw MoireError(.storage, "recording is truncated at byte \(offset)", place: path) }
+            return d
+        }
+        func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {
+            var v: T = 0
+            for i in 0..<MemoryLayout<T>.size { v |= T(d[d.startIndex + at + i]) << (8 * i) }
+            return v
+        }
+        let header = try read(0, 16)
+        guard header[0] == 0x49, header[1] == 0x49, le(header, 2, UInt16.self) == 43 else {
+            throw MoireError(.storage, "not a little-endian BigTIFF", place: path)
+        }
+        let ifd0 = le(header, 8, UInt64.self)
+        let count = le(try read(ifd0, 8), 0, UInt64.self)
+        guard count < 4096 else { throw MoireError(.storage, "first directory is corrupt", place: path) }
+        let entries = try read(ifd0 + 8, Int(count) * 20)
+        for i in 0..<Int(count) where le(entries, i * 20, UInt16.self) == 270 {
+            var bytes = Data(xml.utf8)
+            bytes.append(0)
+            let end = try fh.seekToEnd()
+            let at = (end + 7) / 8 * 8
+            try fh.seek(toOffset: end)
+            try fh.write(contentsOf: Data(count: Int(at - end)) + bytes)
+            try fh.synchronize()
+            var patch = Data()
+            patch.appendLE(UInt64(bytes.count))
+            patch.appendLE(at)
+            try fh.seek(toOffset: ifd0 + 8 + UInt64(i * 20) + 4)
+            try fh.write(contentsOf: patch)
+            try fh.synchronize()
+            return
+        }
+        throw MoireError(.storage, "first directory has no ImageDescription to replace", place: path)
     }
 }
