@@ -1,0 +1,118 @@
+import Foundation
+import MoireConfig
+import MoireCore
+import MoireTesting
+import Testing
+
+@Suite struct ConfigTests {
+    let dir = Fixtures.tempDir("config")
+
+    func loadError(_ yaml: String) -> MoireError? {
+        let p = Fixtures.write(yaml, to: "p.yaml", in: dir)
+        do { _ = try AcquisitionProtocol.load(file: p); return nil } catch let e as MoireError { return e } catch { return nil }
+    }
+
+    var base: String {
+        """
+        moire: 1
+        name: t
+        rig: \(Fixtures.path("sim-hardware/rigs/multisim.yaml"))
+        mode: sim2d
+        camera: {roi: [128, 128]}
+        channels:
+          - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 5, pattern_set: sim488}
+        sim: {angles: 3, phases: 3}
+        """
+    }
+
+    @Test func shippedProtocolsLoad() throws {
+        let tirf = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/tirf-sim.yaml"))
+        #expect(tirf.totalFrames == 180)
+        #expect(tirf.roiWidth == 512 && tirf.angles == 3 && tirf.phases == 3 && tirf.timepoints == 20)
+        #expect(abs(tirf.pixelSizeUm - 0.065) < 1e-9)
+        let two = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/gi-sim-2color.yaml"))
+        #expect(two.channels.map(\.name) == ["gfp", "mcherry"])
+        let wf = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/widefield.yaml"))
+        #expect(wf.mode == .widefield && wf.zPlanes == 5 && wf.hasZ)
+    }
+
+    @Test func patternSetsStateWaveVectors() throws {
+        let rig = try Rig.load(file: Fixtures.path("sim-hardware/rigs/multisim.yaml"))
+        let set = try #require(rig.modulator?.profile.modulator?.patternSet(named: "sim488"))
+        #expect(set.angles == 3 && set.phases == 3)
+        for p in set.patterns {
+            let k = (p.kx * p.kx + p.ky * p.ky).squareRoot()
+            #expect(abs(k - 2 * 1.35 / 0.488) < 1e-3)
+        }
+        #expect(rig.modes.contains(.sim2d) && rig.leader == .modulator)
+    }
+
+    @Test func yamlSyntaxErrorNamesLineAndColumn() throws {
+        let e = try #require(loadError("moire: 1\nname: [unclosed\nmode: sim2d\n"))
+        #expect(e.place?.hasSuffix("p.yaml:3:5") == true || e.place?.contains("p.yaml:") == true)
+        #expect(e.message.contains("syntax"))
+    }
+
+    @Test func unknownFieldIsRejectedAtItsLine() throws {
+        let e = try #require(loadError(base + "\nexposur_ms: 5\n"))
+        #expect(e.place?.hasSuffix("p.yaml:9:1") == true)
+        #expect(e.message.contains("unknown field 'exposur_ms'"))
+    }
+
+    @Test func exposureOutsideCameraRangeNamesField() throws {
+        let y = base.replacingOccurrences(of: "exposure_ms: 5", with: "exposure_ms: 20000")
+        let e = try #require(loadError(y))
+        #expect(e.message.contains("channels[0].exposure_ms"))
+        #expect(e.message.contains("out of range"))
+        #expect(e.place?.hasSuffix("p.yaml:7:58") == true)
+    }
+
+    @Test func unknownDeviceIsNamed() throws {
+        let e = try #require(loadError(base.replacingOccurrences(of: "laser: l488", with: "laser: l640")))
+        #expect(e.message.contains("unknown device 'l640'"))
+        #expect(e.place?.contains("p.yaml:7:") == true)
+    }
+
+    @Test func modeTheRigCannotDoIsRejected() throws {
+        let profiles = Fixtures.path("sim-hardware/profiles")
+        let rig = Fixtures.write("""
+        moire: 1
+        name: widefield only
+        devices:
+          camera: {profile: \(profiles)/camera-sim-scmos.yaml}
+          lasers: [{name: l488, profile: \(profiles)/laser-sim-488.yaml}]
+        optics: {objective_na: 1.4, magnification: 60, immersion_index: 1.518}
+        """, to: "wf-rig.yaml", in: dir)
+        let e = try #require(loadError(base.replacingOccurrences(of: Fixtures.path("sim-hardware/rigs/multisim.yaml"), with: rig)))
+        #expect(e.message.contains("cannot do mode 'sim2d'"))
+        #expect(e.place?.hasSuffix("p.yaml:4:7") == true)
+    }
+
+    @Test func missingRequiredFieldIsNamed() throws {
+        let e = try #require(loadError(base.replacingOccurrences(of: "name: t\n", with: "")))
+        #expect(e.message.contains("missing required field 'name'"))
+    }
+
+    @Test func profileErrorsPointIntoTheProfile() throws {
+        let p = Fixtures.write("""
+        moire: 1
+        kind: camera
+        model: broken
+        driver: sim
+        capabilities: {sensor: [2048, 2048], pixel_um: 6.5, exposure_ms: [10, 1]}
+        timing: {readout_ms: 10}
+        calibration: {offset_adu: 100, gain_adu_per_e: 0.5, read_noise_e: 1}
+        """, to: "cam.yaml", in: dir)
+        #expect(throws: MoireError.self) { try DeviceProfile.load(file: p) }
+        do { _ = try DeviceProfile.load(file: p) } catch let e as MoireError {
+            #expect(e.message.contains("capabilities.exposure_ms"))
+            #expect(e.place?.hasSuffix("cam.yaml:5:69") == true)
+        }
+    }
+
+    @Test func wrongTypeIsReportedWithExpectation() throws {
+        let e = try #require(loadError(base.replacingOccurrences(of: "angles: 3", with: "angles: three")))
+        #expect(e.message.contains("sim.angles"))
+        #expect(e.message.contains("expected a whole number"))
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import MoireFFT
+import Testing
+
+@Suite struct FFTTests {
+    @Test func cosineTransformsToTwoPeaksOfKnownHeight() throws {
+        let w = 32, h = 16, kx = 3, ky = 2
+        let plan = try FFT.plan2D(width: w, height: h, kind: .r2c)
+        let input = AlignedBuffer<Float>(count: w * h)
+        for y in 0..<h { for x in 0..<w { input[y * w + x] = Float(cos(2 * .pi * (Double(kx * x) / Double(w) + Double(ky * y) / Double(h)))) } }
+        let out = AlignedBuffer<Complex32>(count: plan.halfSpectrumCount)
+        plan.forward(input.pointer, out.pointer)
+        let peak = out[ky * (w / 2 + 1) + kx]
+        #expect(abs(peak.re - Float(w * h / 2)) < 1e-2 && abs(peak.im) < 1e-2)
+        var others: Float = 0
+        for i in 0..<plan.halfSpectrumCount where i != ky * (w / 2 + 1) + kx && i != (h - ky) * (w / 2 + 1) + kx {
+            others = max(others, abs(out[i].re) + abs(out[i].im))
+        }
+        #expect(others < 1e-2)
+    }
+
+    @Test func forwardThenInverseMultipliesBySize() throws {
+        let w = 24, h = 20
+        let f = try FFT.plan2D(width: w, height: h, kind: .c2cForward)
+        let b = try FFT.plan2D(width: w, height: h, kind: .c2cBackward)
+        let a = AlignedBuffer<Complex32>(count: w * h), s = AlignedBuffer<Complex32>(count: w * h), r = AlignedBuffer<Complex32>(count: w * h)
+        for i in 0..<(w * h) { a[i] = Complex32(Float(i % 7) - 3, Float(i % 5)) }
+        f.execute(a.pointer, s.pointer)
+        b.execute(s.pointer, r.pointer)
+        for i in 0..<(w * h) {
+            #expect(abs(r[i].re / Float(w * h) - a[i].re) < 1e-4 && abs(r[i].im / Float(w * h) - a[i].im) < 1e-4)
+        }
+    }
+
+    @Test func plansAreCachedPerShape() throws {
+        let a = try FFT.plan2D(width: 8, height: 8, kind: .r2c)
+        let b = try FFT.plan2D(width: 8, height: 8, kind: .r2c)
+        #expect(a === b)
+        #expect(throws: (any Error).self) { try FFT.plan2D(width: 0, height: 8, kind: .r2c) }
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import MoireConfig
+import MoireCore
+import MoireHardware
+import MoireTesting
+import Testing
+
+func stats(_ v: [Double]) -> (mean: Double, variance: Double) {
+    let m = v.reduce(0, +) / Double(v.count)
+    return (m, v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(v.count - 1))
+}
+
+@Suite struct NoiseTests {
+    @Test(arguments: [0.5, 3.0, 9.5, 10.5, 40.0, 700.0])
+    func poissonHasMeanAndVarianceLambda(lambda: Double) {
+        var r = SimRandom(seed: 42)
+        let s = stats((0..<40_000).map { _ in r.poisson(lambda) })
+        #expect(abs(s.mean - lambda) < 4 * (lambda / 40_000).squareRoot() + 1e-3)
+        #expect(abs(s.variance / lambda - 1) < 0.05)
+    }
+
+    @Test func normalIsStandard() {
+        var r = SimRandom(seed: 7)
+        let s = stats((0..<40_000).map { _ in r.normal() })
+        #expect(abs(s.mean) < 0.03 && abs(s.variance - 1) < 0.03)
+    }
+
+    @Test func idealOTFMatchesAnalyticValues() {
+        #expect(OpticalModel.idealOTF(0, cutoff: 5) == 1)
+        #expect(OpticalModel.idealOTF(5, cutoff: 5) == 0)
+        // r = 1/2: (2/π)(acos(1/2) − (1/2)·√(3/4)) = 0.391002
+        #expect(abs(OpticalModel.idealOTF(2.5, cutoff: 5) - 0.391002) < 1e-5)
+    }
+}
+
+@Suite struct SimulatedCameraTests {
+    let dir = Fixtures.tempDir("hw")
+
+    func setup(_ roi: Int = 64) throws -> (AcquisitionProtocol, RigDevices, SimWorld) {
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: roi))
+        let (d, w) = try Fixtures.devices(for: p)
+        try d.camera.configure(CameraSettings(width: roi, height: roi, exposureMs: 5, trigger: .software))
+        return (p, d, w)
+    }
+
+    func grab(_ d: RigDevices, pool: FramePool) throws -> (CapturedFrame, [Double]) {
+        try d.camera.trigger()
+        let f = try #require(try d.camera.nextFrame(timeoutMs: 5000))
+        let n = f.width * f.height
+        let px: [Double] = f.slot!.withBytes { raw in let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Double(b[$0]) } }
+        f.slot?.release()
+        return (f, px)
+    }
+
+    @Test func noLaserGivesADarkFrameOfOffsetAndReadNoise() throws {
+        let (p, d, _) = try setup()
+        let pool = FramePool(slots: 4, bytes: 64 * 64 * 2)
+        try d.camera.start(pool: pool)
+        defer { d.camera.stop() }
+        let (f, px) = try grab(d, pool: pool)
+        let cam = p.rig.cameraProfile
+        let s = stats(px)
+        #expect(f.state.lasers.isEmpty)
+        #expect(abs(s.mean - cam.offsetADU) < 0.2)
+        let readADU = cam.readNoiseE * cam.gainADUPerE
+        #expect(abs(s.variance.squareRoot() - readADU) / readADU < 0.15)
+    }
+
+    @Test func patternedFrameCarriesItsStateAndModulationAtTheProfilesWaveVector() throws {
+        let (p, d, _) = try setup()
+        let pool = FramePool(slots: 4, bytes: 64 * 64 * 2)
+        let spec = try #require(p.rig.modulator?.profile.modulator?.patternSet(named: "sim488")?.pattern(angle: 1, phase: 0))
+        try d.modulator?.show(pattern: spec.index)
+        try d.lasers["l488"]!.setPower(mW: 100)
+        try d.lasers["l488"]!.setEnabled(true)
+        try d.camera.start(pool: pool)
+        defer { d.camera.stop() }
+        let (f, px) = try grab(d, pool: pool)
+        #expect(f.state.pattern == spec.index && f.state.lasers == ["l488"] && f.state.exposureMs == 5)
+        let n = 64, mean = px.reduce(0, +) / Double(px.count)
+        func dft(_ kx: Double, _ ky: Double) -> Double {
+            var re = 0.0, im = 0.0
+            for y in 0..<n { for x in 0..<n {
+                let ph = -2 * .pi * (kx * (Double(x) - 32) + ky * (Double(y) - 32)) * p.pixelSizeUm
+                re += (px[y * n + x] - mean) * cos(ph); im += (px[y * n + x] - mean) * sin(ph)
+            } }
+            return (re * re + im * im).squareRoot()
+        }
+        let atPattern = dft(spec.kx, spec.ky)
+        let rotated = dft(-spec.ky, spec.kx)  // same |k|, 90° away: no pattern there
+        #expect(atPattern > 4 * rotated)
+    }
+
+    @Test func photonTransferFollowsPoissonGaussianModel() throws {
+        // Two frames of the same scene: their difference removes the structure; its variance is
+        // 2·(gain·(signal) + (gain·read)²) summed over pixels of similar signal.
+        let (p, d, _) = try setup()
+        let pool = FramePool(slots: 4, bytes: 64 * 64 * 2)
+        try d.modulator?.show(pattern: -1)
+        try d.lasers["l488"]!.setPower(mW: 100)
+        try d.lasers["l488"]!.setEnabled(true)
+        try d.camera.start(pool: pool)
+        defer { d.camera.stop() }
+        let (_, a) = try grab(d, pool: pool)
+        let (_, b) = try grab(d, pool: pool)
+        let cam = p.rig.cameraProfile
+        let meanSignal = zip(a, b).map { ($0 + $1) / 2 - cam.offsetADU }.reduce(0, +) / Double(a.count)
+        let diffVar = stats(zip(a, b).map { $0 - $1 }).variance
+        let predicted = 2 * (cam.gainADUPerE * meanSignal + pow(cam.readNoiseE * cam.gainADUPerE, 2))
+        #expect(meanSignal > 5)
+        #expect(abs(diffVar / predicted - 1) < 0.2)
+    }
+
+    @Test func droppedFrameIsExposedButNotDelivered() throws {
+        let (_, d, _) = try setup()
+        let cam = try #require(d.camera as? SimulatedCamera)
+        cam.inject(.dropFrame(1))
+        let pool = FramePool(slots: 4, bytes: 64 * 64 * 2)
+        try cam.start(pool: pool)
+        defer { cam.stop() }
+        for _ in 0..<3 { try cam.trigger() }
+        let f0 = try #require(try cam.nextFrame(timeoutMs: 3000)); f0.slot?.release()
+        let f2 = try #require(try cam.nextFrame(timeoutMs: 3000)); f2.slot?.release()
+        #expect(f0.frameID == 0 && f2.frameID == 2 && cam.exposedCount == 3)
+    }
+
+    @Test func disconnectedCameraThrows() throws {
+        let (_, d, _) = try setup()
+        let cam = try #require(d.camera as? SimulatedCamera)
+        cam.inject(.disconnect(afterFrames: 0))
+        try cam.start(pool: FramePool(slots: 2, bytes: 64 * 64 * 2))
+        defer { cam.stop() }
+        try cam.trigger()
+        #expect(throws: MoireError.self) { _ = try cam.nextFrame(timeoutMs: 3000) }
+    }
+
+    @Test func framesAreReproducibleForASeed() throws {
+        func one() throws -> [Double] {
+            let (_, d, _) = try setup(32)
+            try d.lasers["l488"]!.setPower(mW: 50); try d.lasers["l488"]!.setEnabled(true)
+            try d.modulator?.show(pattern: 0)
+            try d.camera.start(pool: FramePool(slots: 2, bytes: 32 * 32 * 2))
+            defer { d.camera.stop() }
+            return try grab(d, pool: FramePool(slots: 1, bytes: 8)).1
+        }
+        #expect(try one() == one())
+    }
+}
+
+@Suite struct USBLayerTests {
+    @Test func libusbContextListsDevicesOrSaysWhy() {
+        do {
+            let ctx = try USBContext()
+            let devs = try ctx.devices()
+            #expect(devs.allSatisfy { $0.bus >= 0 })
+        } catch let e as MoireError {
+            #expect(e.kind == .hardware)
+        } catch { Issue.record("unexpected error \(error)") }
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import MoireCore
+import MoireStorage
+import MoireTesting
+import Testing
+
+func layout(t: Int = 2, w: Int = 16, h: Int = 8) -> RecordingLayout {
+    RecordingLayout(run: "run-x", name: "test", mode: "sim2d", channels: ["gfp"], excitationNm: [488], emissionNm: [525],
+                    timepoints: t, zPlanes: 1, angles: 3, phases: 3, width: w, height: h, pixel: .uint16, pixelSizeUm: 0.065,
+                    zStepUm: 0, objectiveNA: 1.49, magnification: 100, protocolFile: "/p.yaml", rigFile: "/r.yaml")
+}
+
+func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeader, [UInt16]) {
+    let c = l.coordinates(ofPlane: i)
+    let h = FrameHeader(run: l.run, seq: i, index: i, t: c.t, channel: "gfp", c: 0, angle: c.angle, phase: c.phase, z: 0,
+                        width: l.width, height: l.height, pixelSizeUm: l.pixelSizeUm, exposureStartNs: Int64(i) * 1_000_000,
+                        missing: missing, state: DeviceState(pattern: c.angle * 3 + c.phase, lasers: ["l488"], zUm: 0, exposureMs: 5))
+    let px = (0..<(l.width * l.height)).map { UInt16(truncatingIfNeeded: $0 * 7 + i * 131) }
+    return (h, px)
+}
+
+@Suite struct RecordingTests {
+    let dir = Fixtures.tempDir("storage")
+
+    @Test func writtenRecordingReadsBackWithOMEDimensionsAndPlaneMetadata() throws {
+        let l = layout()
+        let path = "\(dir)/rec.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        for i in 0..<18 {
+            let (h, px) = plane(i, l, missing: i == 4)
+            try px.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        let s = try w.finish()
+        #expect(s.planes == 18 && s.missing == 1 && s.padded == 0 && s.timepoints == 2)
+        let r = try OMETiffReader(path: path)
+        #expect(r.planeCount == 18 && r.width == 16 && r.height == 8 && r.pixel == .uint16)
+        let xml = try #require(r.description)
+        #expect(xml.contains("SizeZ=\"9\"") && xml.contains("SizeT=\"2\"") && xml.contains("PhysicalSizeX=\"0.065\""))
+        #expect(xml.contains("ModuloAlongZ"))
+        let recs = try #require(r.planeRecords())
+        #expect(recs[13].header.angle == 1 && recs[13].header.phase == 1 && recs[13].header.t == 1)
+        #expect(recs[4].header.missing && !recs[5].header.missing)
+        let p7 = try r.readPlaneFloat(7)
+        #expect(p7 == plane(7, l).1.map(Float.init))
+        #expect(try r.readPlaneFloat(4).allSatisfy { $0 == 0 })
+        #expect(try RecordingIndex.read(path: RecordingIndex.path(for: path)).closed)
+    }
+
+    @Test func stopMidTimepointPadsAndFlagsNotAcquired() throws {
+        let l = layout()
+        let path = "\(dir)/partial.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        for i in 0..<11 { let (h, px) = plane(i, l); try px.withUnsafeBytes { try w.write(header: h, payload: $0) } }
+        let s = try w.finish()
+        #expect(s.planes == 18 && s.padded == 7 && s.acquired == 11)
+        let recs = try #require(OMETiffReader(path: path).planeRecords())
+        #expect(recs.filter { !$0.acquired }.count == 7)
+    }
+
+    @Test func outOfOrderAndWrongSizePlanesAreRejected() throws {
+        let l = layout()
+        let w = try OMETiffWriter(path: "\(dir)/bad.ome.tif", layout: l)
+        let (h, px) = plane(1, l)
+        #expect(throws: MoireError.self) { try px.withUnsafeBytes { try w.write(header: h, payload: $0) } }
+        let (h0, _) = plane(0, l)
+        #expect(throws: MoireError.self) { try [UInt16](repeating: 0, count: 3).withUnsafeBytes { try w.write(header: h0, payload: $0) } }
+    }
+
+    /// A kill at any instant: copy the files as they are mid-recording (what a kill -9 leaves), tear the
+    /// index's last record, and recover.
+    @Test func recoveryKeepsEveryCompleteFrameAndNothingElse() throws {
+        let l = layout(t: 3)
+        let path = "\(dir)/live.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        for i in 0..<13 { let (h, px) = plane(i, l); try px.withUnsafeBytes { try w.write(header: h, payload: $0) } }
+        let killed = "\(dir)/killed.ome.tif"
+        try FileManager.default.copyItem(atPath: path, toPath: killed)
+        var index = try Data(contentsOf: URL(fileURLWithPath: RecordingIndex.path(for: path)))
+        index.removeLast(5)  // torn last record: plane 12 is not known complete
+        try index.write(to: URL(fileURLWithPath: RecordingIndex.path(for: killed)))
+        let rep = try Recovery.recover(killed)
+        #expect(rep.recovered == 12 && !rep.indexWasClosed)
+        let r = try OMETiffReader(path: rep.summary.path)
+        let recs = try #require(r.planeRecords())
+        #expect(recs.filter(\.acquired).count == 12)
+        for i in 0..<12 { #expect(try r.readPlaneFloat(i) == plane(i, l).1.map(Float.init)) }
+    }
+
+    @Test func recoveryStopsAtPixelsThatFailTheirChecksum() throws {
+        let l = layout()
+        let path = "\(dir)/torn.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        for i in 0..<5 { let (h, px) = plane(i, l); try px.withUnsafeBytes { try w.write(header: h, payload: $0) } }
+        let killed = "\(dir)/torn-killed.ome.tif"
+        try FileManager.default.copyItem(atPath: path, toPath: killed)
+        try FileManager.default.copyItem(atPath: RecordingIndex.path(for: path), toPath: RecordingIndex.path(for: killed))
+        let entries = try RecordingIndex.read(path: RecordingIndex.path(for: killed)).entries
+        let fh = try #require(FileHandle(forUpdatingAtPath: killed))
+        try fh.seek(toOffset: entries[3].offset + 10)
+        try fh.write(contentsOf: Data([0xFF, 0xEE]))
+        try fh.close()
+        let rep = try Recovery.recover(killed)
+        #expect(rep.recovered == 3 && rep.corrupt == 1)
+    }
+
+    @Test func indexReaderSurvivesRandomBytes() throws {
+        var rng = SystemRandomNumberGenerator()
+        let good = "\(dir)/fuzz.idx"
+        let l = layout()
+        let w = try OMETiffWriter(path: "\(dir)/fuzz.ome.tif", layout: l)
+        for i in 0..<3 { let (h, px) = plane(i, l); try px.withUnsafeBytes { try w.write(header: h, payload: $0) } }
+        let base = try Data(contentsOf: URL(fileURLWithPath: RecordingIndex.path(for: "\(dir)/fuzz.ome.tif")))
+        for _ in 0..<300 {
+            var d = base
+            for _ in 0..<Int.random(in: 1...8, using: &rng) { d[Int.random(in: 0..<d.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            d = d.prefix(Int.random(in: 0...d.count, using: &rng))
+            try d.write(to: URL(fileURLWithPath: good))
+            if let c = try? RecordingIndex.read(path: good) { #expect(c.entries.count <= 3) }
+        }
+    }
+
+    @Test func notATIFFGivesAClearError() throws {
+        let p = Fixtures.write("hello", to: "not.tif", in: dir)
+        #expect(throws: MoireError.self) { try OMETiffReader(path: p) }
+        #expect(throws: MoireError.self) { try Recovery.recover(p) }
+    }
+}
+
+@Suite struct ImportTests {
+    @Test func realMRCDataImports() throws {
+        guard let data = Fixtures.sharedData else { return }
+        let s = try ImageImport.loadMRC("\(data)/rdl-sim-microtubules/raw-3x3-microtubules.mrc")
+        #expect(s.width == 256 && s.height == 256 && s.planes.count == 9)
+        #expect(abs((s.pixelSizeUm ?? 0) - 0.0626) < 1e-4)
+        let otf = try ImageImport.loadMRC("\(data)/rdl-sim-microtubules/otf-tirf488-radial.mrc")
+        #expect(otf.isComplex && otf.width == 257)
+        #expect(abs(otf.planes[0][0] - 1) < 1e-3)
+    }
+
+    @Test func truncatedMRCIsRejected() throws {
+        let dir = Fixtures.tempDir("mrc")
+        var d = Data(count: 1024)
+        d.withUnsafeMutableBytes { b in
+            b.storeBytes(of: Int32(16), toByteOffset: 0, as: Int32.self)
+            b.storeBytes(of: Int32(16), toByteOffset: 4, as: Int32.self)
+            b.storeBytes(of: Int32(2), toByteOffset: 8, as: Int32.self)
+            b.storeBytes(of: Int32(6), toByteOffset: 12, as: Int32.self)
+        }
+        d.append(Data(count: 100))
+        try d.write(to: URL(fileURLWithPath: "\(dir)/t.mrc"))
+        do { _ = try ImageImport.loadMRC("\(dir)/t.mrc"); Issue.record("accepted") } catch let e as MoireError {
+            #expect(e.message.contains("truncated"))
+        }
+    }
+
+    @Test func plainTIFFStackImports() throws {
+        let dir = Fixtures.tempDir("tiffimport")
+        let l = layout(t: 1)
+        let w = try OMETiffWriter(path: "\(dir)/s.tif", layout: l)
+        for i in 0..<9 { let (h, px) = plane(i, l); try px.withUnsafeBytes { try w.write(header: h, payload: $0) } }
+        try w.finish()
+        let s = try ImageImport.load("\(dir)/s.tif")
+        #expect(s.planes.count == 9 && s.width == 16 && s.pixelSizeUm == 0.065)
+    }
+}
