@@ -29,15 +29,20 @@ build: deps-deb
 	$(SWIFT) build $(BUILD_FLAGS) --product moire
 	$(SWIFT) build $(BUILD_FLAGS) --product moired
 
+# The main job: a 2D-SIM acquisition (3 × 3 patterns, 20 time points, 512×512) on the simulated
+# rig, recorded to OME-TIFF and published on tcp://127.0.0.1:5560, then inspected and read back
+# with tifffile.
 demo: deps build
 	@mkdir -p $(dir $(DEMO_OUT))
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire run sim-hardware/protocols/tirf-sim.yaml --out $(DEMO_OUT)
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire inspect $(DEMO_OUT)
 	python3 examples/python/check_recording.py $(DEMO_OUT)
 
+# Unit and component tests (Swift Testing), then the end-to-end checks through the executables.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --parallel --num-workers 2 2>&1 | tee .test-output.log; exit $${PIPESTATUS[0]}
+	$(SWIFT) test --skip-build --parallel --num-workers 2
+	BIN=$$($(SWIFT) build --show-bin-path) bash tests/integration.sh
 
 bench: deps build
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench transport

@@ -25,6 +25,9 @@ public struct PipelineOptions: Sendable {
     public var noPublish = false
     public var poolSlots = 64
     public var seed: UInt64 = 1
+    /// Wait (up to `subscriberWaitMs`) for this many result-bus subscribers before the first frame.
+    public var waitForSubscribers = 0
+    public var subscriberWaitMs = 10_000
     public init() {}
 }
 
@@ -89,6 +92,14 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
         if let endpoint {
             let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw)
+            if options.waitForSubscribers > 0 {
+                let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
+                while p.publisher.subscriptions < options.waitForSubscribers && Date() < deadline {
+                    p.publisher.serviceSubscriptions()
+                    usleep(5000)
+                }
+                logger.info("result-bus subscribers", metadata: ["count": "\(p.publisher.subscriptions)"])
+            }
             publisher = p
             stages.append(try BusStage(name: "publisher", endpoint: bus.endpoint, handle: p.handle))
         }

@@ -8,6 +8,7 @@ struct Devices: ParsableCommand {
     @Option(name: .long, help: "Folder of device profiles.") var profiles = "hardware-profiles"
 
     func run() throws {
+        bootstrapLogging(verbose: false)
         var matched = 0, seen = 0
         do {
             let usb = try USBContext()

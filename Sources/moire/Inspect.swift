@@ -8,6 +8,7 @@ struct Inspect: ParsableCommand {
     @Argument(help: "OME-TIFF recording or TIFF/MRC file.") var file: String
 
     func run() throws {
+        bootstrapLogging(verbose: false)
         do { try inspect() } catch let e as ExitCode { throw e } catch { throw fail(error) }
     }
 
@@ -63,6 +64,7 @@ struct Recover: ParsableCommand {
     @Option(name: .long, help: "Output path (default: NAME.recovered.ome.tif).") var out: String?
 
     func run() throws {
+        bootstrapLogging(verbose: false)
         do {
             let r = try Recovery.recover(file, output: out)
             print("recovered \(r.recovered) complete frames (\(r.summary.missing) recorded as missing) into \(r.summary.path)")

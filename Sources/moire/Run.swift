@@ -125,6 +125,7 @@ struct Validate: ParsableCommand {
     @Argument(help: "Protocol file (YAML).") var protocolFile: String
 
     func run() throws {
+        bootstrapLogging(verbose: false)
         do {
             let p = try AcquisitionProtocol.load(file: protocolFile)
             print("\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm")

@@ -15,6 +15,7 @@ struct Subscribe: ParsableCommand {
     @Flag(name: .long, help: "Print a summary only.") var quiet = false
 
     func run() throws {
+        bootstrapLogging(verbose: false)
         let sub: BusSubscriber
         do {
             var topics = [topic ?? ""]

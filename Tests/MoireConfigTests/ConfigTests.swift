@@ -64,7 +64,7 @@ import Testing
         let e = try #require(loadError(y))
         #expect(e.message.contains("channels[0].exposure_ms"))
         #expect(e.message.contains("out of range"))
-        #expect(e.place?.hasSuffix("p.yaml:7:58") == true)
+        #expect(e.place?.hasSuffix("p.yaml:7:57") == true)
     }
 
     @Test func unknownDeviceIsNamed() throws {
@@ -106,7 +106,7 @@ import Testing
         #expect(throws: MoireError.self) { try DeviceProfile.load(file: p) }
         do { _ = try DeviceProfile.load(file: p) } catch let e as MoireError {
             #expect(e.message.contains("capabilities.exposure_ms"))
-            #expect(e.place?.hasSuffix("cam.yaml:5:69") == true)
+            #expect(e.place?.hasSuffix("cam.yaml:5:66") == true)
         }
     }
 

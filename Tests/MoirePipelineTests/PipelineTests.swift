@@ -20,6 +20,7 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/e2e.ome.tif"
         o.publishEndpoint = endpoint
+        o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
         let sub = try BusSubscriber(endpoint: endpoint)
         nonisolated(unsafe) var items: [String] = []
@@ -84,25 +85,22 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
     }
 
     @Test func pythonExampleDecodesEveryFrameFromTheDocsAlone() throws {
-        guard let python = ["/usr/bin/python3", "/usr/local/bin/python3", "\(NSHomeDirectory())/.pyenv/shims/python3"]
-            .first(where: { FileManager.default.isExecutableFile(atPath: $0) }),
-            pythonHas(python, "zmq") else {
+        guard pythonHas("zmq") else {
             Issue.record("python3 with pyzmq and numpy is needed (make deps installs them)")
             return
         }
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 4))
         let port = freePort()
         let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: python)
-        proc.arguments = [Fixtures.path("examples/python/subscribe.py"), "tcp://127.0.0.1:\(port)", "20"]
+        proc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        proc.arguments = ["python3", Fixtures.path("examples/python/subscribe.py"), "tcp://127.0.0.1:\(port)", "20"]
         let pipe = Pipe()
         proc.standardOutput = pipe
         try proc.run()
-        Thread.sleep(forTimeInterval: 1.0)  // python start-up; frames before it joins are replayed via start only
         var o = PipelineOptions()
+        o.waitForSubscribers = 1
         o.noRecording = true
         o.publishEndpoint = "tcp://127.0.0.1:\(port)"
-        // Real time, so the python subscriber is connected well before the first frame.
         let r = try AcquisitionPipeline(protocol: p, options: o).run()
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         proc.waitUntilExit()
@@ -114,10 +112,10 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         #expect(s.frames == r.run.delivered)
     }
 
-    private func pythonHas(_ python: String, _ module: String) -> Bool {
+    private func pythonHas(_ module: String) -> Bool {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = ["-c", "import \(module), numpy"]
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", "import \(module), numpy"]
         p.standardError = FileHandle.nullDevice
         guard (try? p.run()) != nil else { return false }
         p.waitUntilExit()
