@@ -59,7 +59,7 @@ enum OMEXML {
         if ap > 1 {
             x += """
             <XMLAnnotation ID="Annotation:Modulo" Namespace="openmicroscopy.org/omero/dimension/modulo"><Value>\
-            <Modulo namespace="http://www.openmicroscopy.org/Schemas/Additions/2011-09">\
+            <Modulo xmlns="http://www.openmicroscopy.org/Schemas/Additions/2011-09">\
             <ModuloAlongZ Type="other" TypeDescription="SIM pattern: angle × phase (phase fastest)" Start="0" Step="1" End="\(ap - 1)">
             """
             for a in 0..<layout.angles { for ph in 0..<layout.phases { x += "<Label>angle\(a)-phase\(ph)</Label>" } }

@@ -33,6 +33,13 @@ public struct SimRandom: Sendable {
         return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
 
+    /// Two independent standard normals (Box–Muller, both branches).
+    @inline(__always) public mutating func normalPair() -> (Double, Double) {
+        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        let r = (-2 * log(u1)).squareRoot(), a = 2 * Double.pi * u2
+        return (r * cos(a), r * sin(a))
+    }
+
     /// Poisson-distributed count with mean `lambda`: inversion for small means, PTRS (Hörmann 1993) above.
     public mutating func poisson(_ lambda: Double) -> Double {
         if lambda <= 0 { return 0 }

@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireFFT
 
 /// Faults a simulated camera can be told to produce.
 public enum CameraFault: Sendable, Equatable {
@@ -156,37 +157,57 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         }
     }
 
+    /// One illumination term of a frame: `scale·(b0 + m·(c·Re b1 − s·Im b1)) + background`.
+    private struct Term: Sendable {
+        var b0: [Float]
+        var b1: [Complex32]?
+        var scale: Float, m: Float, c: Float, s: Float, bg: Float
+    }
+
     private func render(job: (id: Int, startNs: Int64, snap: SimWorld.Snapshot), into slot: FrameSlot) -> DeviceState {
-        let w = settings.width, h = settings.height, n = w * h
+        let w = settings.width, h = settings.height
         let snap = job.snap
-        var expected = [Float](repeating: 0, count: n)
         let exposureMs = settings.exposureMs
-        let illuminated = snap.pattern != -2
-        if let model, let specimen, illuminated {
+        var terms: [Term] = []
+        if let model, let specimen, snap.pattern != -2 {
             for l in snap.lasers {
                 let emission = l.wavelengthNm + 37
                 let bleach = exp(-specimen.bleachPerMwS * (dose[l.name] ?? 0))
                 dose[l.name, default: 0] += l.powerMw * exposureMs / 1000
-                let scale = Float(specimen.brightness * l.powerMw * exposureMs * bleach)
-                let bg = Float(specimen.background * l.powerMw * exposureMs)
                 guard let b0 = try? model.widefield(emissionNm: emission) else { continue }
+                var t = Term(b0: b0, b1: nil, scale: Float(specimen.brightness * l.powerMw * exposureMs * bleach), m: 0, c: 1, s: 0,
+                             bg: Float(specimen.background * l.powerMw * exposureMs))
                 if let spec = snap.spec, let b1 = try? model.sideband(kx: spec.kx, ky: spec.ky, emissionNm: emission) {
-                    let m = Float(spec.modulation), c = Float(cos(spec.phaseRad)), s = Float(sin(spec.phaseRad))
-                    for i in 0..<n { expected[i] += scale * (b0[i] + m * (c * b1[i].re - s * b1[i].im)) + bg }
-                } else {
-                    for i in 0..<n { expected[i] += scale * b0[i] + bg }
+                    t.b1 = b1; t.m = Float(spec.modulation); t.c = Float(cos(spec.phaseRad)); t.s = Float(sin(spec.phaseRad))
                 }
+                terms.append(t)
             }
         }
-        var rng = SimRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(job.id))
         let qe = profile.qe, gain = profile.gainADUPerE, offset = profile.offsetADU
         let readADU = profile.readNoiseE * gain, full = profile.fullWellE
+        let chunks = 8
+        let base = seed &* 0x9E37_79B9 &+ UInt64(job.id) &* 0x1_0000
+        let allTerms = terms
         slot.withBytes { raw in
-            let out = raw.bindMemory(to: UInt16.self)
-            for i in 0..<n {
-                let e = min(rng.poisson(Double(max(0, expected[i])) * qe), full)
-                let adu = offset + gain * e + readADU * rng.normal()
-                out[i] = UInt16(min(65535, max(0, adu.rounded())))
+            nonisolated(unsafe) let out = raw.bindMemory(to: UInt16.self)
+            // Rows split into chunks rendered in parallel; each chunk has its own seeded noise stream.
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                var rng = SimRandom(seed: base &+ UInt64(chunk))
+                let y0 = h * chunk / chunks, y1 = h * (chunk + 1) / chunks
+                var spare: Double?
+                for i in (y0 * w)..<(y1 * w) {
+                    var photons: Float = 0
+                    for t in allTerms {
+                        var v = t.b0[i]
+                        if let b1 = t.b1 { v += t.m * (t.c * b1[i].re - t.s * b1[i].im) }
+                        photons += t.scale * v + t.bg
+                    }
+                    let e = min(rng.poisson(Double(max(0, photons)) * qe), full)
+                    let g: Double
+                    if let sp = spare { g = sp; spare = nil } else { let pair = rng.normalPair(); g = pair.0; spare = pair.1 }
+                    let adu = offset + gain * e + readADU * g
+                    out[i] = UInt16(min(65535, max(0, adu.rounded())))
+                }
             }
         }
         return DeviceState(pattern: snap.pattern, lasers: snap.lasers.map(\.name), zUm: snap.zUm, exposureMs: exposureMs)
