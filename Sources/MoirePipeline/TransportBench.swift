@@ -47,14 +47,21 @@ public enum TransportBench {
         }
         done.wait()
         let busSecs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        // Peer: one memcpy per frame (what a copying bus would pay at least).
+        // Peer: one memcpy per frame into a ring of 32 frame buffers (what a copying bus pays at least).
         let src = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
-        let dst = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let ring = UnsafeMutableRawPointer.allocate(byteCount: bytes * 32, alignment: 64)
         memset(src, 1, bytes)
+        memset(ring, 0, bytes * 32)
+        var check = 0
         let m0 = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<frames { memcpy(dst, src, bytes) }
+        for f in 0..<frames {
+            src.storeBytes(of: UInt8(truncatingIfNeeded: f), as: UInt8.self)
+            memcpy(ring + (f % 32) * bytes, src, bytes)
+            check &+= Int(ring.load(fromByteOffset: (f % 32) * bytes, as: UInt8.self))
+        }
         let memSecs = Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
-        src.deallocate(); dst.deallocate()
+        if check == -1 { print(check) }
+        src.deallocate(); ring.deallocate()
         let total = Double(bytes * frames) / 1e9
         return (total / busSecs, total / memSecs)
     }
