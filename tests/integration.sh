@@ -17,13 +17,13 @@ PORT=$((20000 + RANDOM % 20000)); CPORT=$((PORT + 1))
 # 1. The demo protocol: 180 planes of 512×512 uint16 with pixel size and per-plane t/angle/phase.
 sed "s|publish: .*|publish: tcp://127.0.0.1:$PORT|" sim-hardware/protocols/tirf-sim.yaml > "$WORK/tirf.yaml"
 sed -i "s|rig: ../rigs/multisim.yaml|rig: $PWD/sim-hardware/rigs/multisim.yaml|" "$WORK/tirf.yaml"
-python3 examples/python/subscribe.py "tcp://127.0.0.1:$PORT" 60 > "$WORK/py.log" 2>&1 &
+python3 -u examples/python/subscribe.py "tcp://127.0.0.1:$PORT" 60 > "$WORK/py.log" 2>&1 &
 PYPID=$!
 sleep 0.3
 # Join mid-run: the subscriber above starts before; a second one starts after the first frames.
 "$MOIRE" run "$WORK/tirf.yaml" --out "$WORK/demo.ome.tif" --quiet > "$WORK/run.log" 2>&1 &
 RPID=$!
-sleep 1.5
+for _ in $(seq 1 200); do [ "$(grep -c seq= "$WORK/py.log" 2>/dev/null)" -ge 20 ] && break; sleep 0.05; done
 python3 examples/python/subscribe.py "tcp://127.0.0.1:$PORT" 60 > "$WORK/py-late.log" 2>&1 &
 LATE=$!
 wait $RPID; rc=$?
@@ -87,6 +87,38 @@ print(f"{len(good)} complete frames recovered, {a.shape[0] - len(acq)} padding p
 PY
 then ok "kill -9 of moired mid-run: moire recover keeps every complete frame and nothing else ($(head -1 "$WORK/recover.log"))"; else bad "recovery: $(cat "$WORK/recover.log")"; fi
 "$MOIRE" inspect "$WORK/recovered.ome.tif" > "$WORK/inspect.log" 2>&1 && ok "inspect reads the recovered file" || bad "inspect: $(cat "$WORK/inspect.log")"
+
+# 2b. SIGTERM to the daemon mid-run: graceful, the recording is closed and valid.
+"$MOIRED" --control "tcp://127.0.0.1:$CPORT" > "$WORK/daemon2.log" 2>&1 &
+DPID=$!
+sleep 1
+"$MOIRE" run "$WORK/tirf.yaml" --daemon "tcp://127.0.0.1:$CPORT" --out "$WORK/term.ome.tif" --quiet > "$WORK/drun2.log" 2>&1 &
+CPID=$!
+sleep 3
+kill -TERM "$DPID"; wait "$DPID"; drc=$?; DPID=
+wait $CPID 2>/dev/null
+if [ $drc -eq 0 ] && "$MOIRE" inspect "$WORK/term.ome.tif" > "$WORK/term.log" 2>&1 && grep -q "closed cleanly" "$WORK/term.log" \
+   && grep -q "devices safe" "$WORK/daemon2.log"; then
+  ok "SIGTERM to moired mid-run: exit 0, recording closed cleanly ($(grep planes: "$WORK/term.log" | xargs))"; else bad "SIGTERM: rc=$drc $(tail -3 "$WORK/daemon2.log") $(cat "$WORK/term.log")"; fi
+
+# 2c. Ctrl-C (SIGINT) to an embedded run: stops after the group, exit 130, valid recording.
+sed "s|count: 400|count: 200|" "$WORK/tirf.yaml" > "$WORK/long.yaml"
+"$MOIRE" run "$WORK/long.yaml" --embedded --no-publish --out "$WORK/int.ome.tif" --quiet > "$WORK/int.log" 2>&1 &
+IPID=$!
+sleep 3
+kill -INT $IPID; wait $IPID; irc=$?
+if [ $irc -eq 130 ] && grep -q "stopped" "$WORK/int.log" && "$MOIRE" inspect "$WORK/int.ome.tif" > "$WORK/int-inspect.log" 2>&1 \
+   && grep -q "closed cleanly" "$WORK/int-inspect.log"; then
+  ok "SIGINT to moire run: exit 130, run stopped, recording closed ($(grep planes: "$WORK/int-inspect.log" | xargs))"; else bad "SIGINT: rc=$irc $(cat "$WORK/int.log")"; fi
+
+# 2d. Simulated camera faults from the command line.
+sed "s|count: 400|count: 3|" "$WORK/tirf.yaml" > "$WORK/short.yaml"
+out=$("$MOIRE" run "$WORK/short.yaml" --embedded --no-publish --out "$WORK/drop.ome.tif" --quiet --fault drop:5 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q "1 missing" && "$MOIRE" inspect "$WORK/drop.ome.tif" | grep -q "missing plane indices: 5"; then
+  ok "dropped frame recorded as missing (index 5), run completed"; else bad "drop: rc=$rc $out"; fi
+out=$("$MOIRE" run "$WORK/short.yaml" --embedded --no-publish --out "$WORK/stall.ome.tif" --quiet --fault stall:12 2>&1); rc=$?
+if [ $rc -eq 1 ] && echo "$out" | grep -q "stalled" && "$MOIRE" inspect "$WORK/stall.ome.tif" | grep -q "12 acquired"; then
+  ok "camera stall fires the deadline: exit 1, clear error, 12 frames kept"; else bad "stall: rc=$rc $out"; fi
 
 # 3. Malformed protocols: non-zero exit, file:line:column and the field, nothing touched.
 check_bad() {  # name, sed expression, expected text

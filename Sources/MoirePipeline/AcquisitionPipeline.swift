@@ -28,6 +28,8 @@ public struct PipelineOptions: Sendable {
     /// Wait (up to `subscriberWaitMs`) for this many result-bus subscribers before the first frame.
     public var waitForSubscribers = 0
     public var subscriberWaitMs = 10_000
+    /// Faults for a simulated camera to produce (ignored by other cameras).
+    public var faults: [CameraFault] = []
     public init() {}
 }
 
@@ -50,6 +52,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         self.logger = logger
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs
+        if let sim = devs.camera as? SimulatedCamera { for f in options.faults { sim.inject(f) } }
         runID = Self.makeRunID()
         runner = Runner(protocol: p, devices: devs, runID: runID, clock: clock, logger: logger)
     }

@@ -3,6 +3,7 @@ import Foundation
 import MoireAcquisition
 import MoireConfig
 import MoireCore
+import MoireHardware
 import MoirePipeline
 import MoireTransport
 
@@ -18,14 +19,18 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Control endpoint of a running daemon.") var daemon = "tcp://127.0.0.1:5561"
     @Flag(name: .long, help: "Run in this process even when a daemon answers.") var embedded = false
     @Option(name: .long, help: "Seed of the simulated devices' noise.") var seed: UInt64 = 1
+    @Option(name: .long, help: "Simulated-camera fault to inject: drop:N, stall:N, disconnect:N, malformed:N (repeatable).")
+    var fault: [String] = []
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Debug logging.") var verbose = false
 
     func run() throws {
         bootstrapLogging(verbose: verbose)
+        let faults: [CameraFault]
+        do { faults = try fault.map(CameraFault.init(parsing:)) } catch { throw fail(error) }
         let proto: AcquisitionProtocol
         do { proto = try AcquisitionProtocol.load(file: protocolFile) } catch { throw fail(error) }
-        if !embedded, let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
+        if !embedded, faults.isEmpty, let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
             try runThroughDaemon(proto)
             return
         }
@@ -35,6 +40,7 @@ struct Run: ParsableCommand {
         options.publishEndpoint = publish
         options.noPublish = noPublish
         options.seed = seed
+        options.faults = faults
         let pipeline: AcquisitionPipeline
         do { pipeline = try AcquisitionPipeline(protocol: proto, options: options) } catch { throw fail(error) }
         let bar = ProgressBar(quiet: quiet)

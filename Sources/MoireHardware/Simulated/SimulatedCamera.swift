@@ -15,6 +15,23 @@ public enum CameraFault: Sendable, Equatable {
     case malformed(Int)
 }
 
+extension CameraFault {
+    /// Parses `drop:N`, `stall:N`, `disconnect:N` or `malformed:N` (N: frame id, or frames before the fault).
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let n = Int(parts[1]), n >= 0 else {
+            throw MoireError(.usage, "fault '\(text)' must look like drop:N, stall:N, disconnect:N or malformed:N")
+        }
+        switch parts[0] {
+        case "drop": self = .dropFrame(n)
+        case "stall": self = .stall(afterFrames: n)
+        case "disconnect": self = .disconnect(afterFrames: n)
+        case "malformed": self = .malformed(n)
+        default: throw MoireError(.usage, "unknown fault '\(parts[0])'; expected drop, stall, disconnect or malformed")
+        }
+    }
+}
+
 /// A physically simulated sCMOS camera.
 ///
 /// Each exposure reads the bench (`SimWorld`) at its start: the pattern on the modulator, the
