@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "MoireTransportTests", dependencies: ["MoireTransport", "MoireTesting"]),
         .testTarget(name: "MoireStorageTests", dependencies: ["MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireFFTTests", dependencies: ["MoireFFT"]),
-        .testTarget(name: "MoireHardwareTests", dependencies: ["MoireHardware", "MoireTesting"]),
+        .testTarget(name: "MoireHardwareTests", dependencies: ["MoireHardware", "MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireAcquisitionTests", dependencies: ["MoireAcquisition", "MoireTesting"]),
         .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireDenoise"]),
         .testTarget(name: "MoirePipelineTests", dependencies: ["MoirePipeline", "MoireTesting"]),

@@ -111,7 +111,11 @@ public final class Runner: @unchecked Sendable {
                     Thread.sleep(forTimeInterval: 0.01)
                 }
                 if state == .paused { set(.acquiring) }
-                if shouldStop { reason = aborted ? "aborted" : "stopped"; break }
+                if shouldStop {
+                    set(.stopping)
+                    reason = aborted ? "aborted" : "stopped"
+                    break
+                }
                 let first = group.first!
                 // Time-lapse interval: the first group of each time point waits for its slot.
                 if first.c == 0 && first.z == 0 && proto.intervalMs > 0 {

@@ -151,4 +151,38 @@ final class Sink: @unchecked Sendable {
         #expect(r.delivered == 3 && r.missing == p.totalFrames - 3)
         for f in held { f.release() }
     }
+
+    @Test func channelsWithDifferentExposuresLoseNothing() throws {
+        let (runner, d, _, p) = try make(Fixtures.smallProtocol(in: dir, timepoints: 3, channels: """
+          - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 2, pattern_set: sim488}
+          - {name: rfp, laser: l560, power_mw: 10, exposure_ms: 3, pattern_set: sim560}
+
+        """))
+        let sink = Sink()
+        let r = runner.run(pool: pool(), sink: sink.take)
+        #expect(r.reason == "completed" && r.missing == 0 && r.stateMismatches == 0 && r.delivered == p.totalFrames)
+        #expect(sink.headers.map(\.state.exposureMs) == EventPlan(p).events.map(\.exposureMs))
+        #expect(sink.headers.map(\.state.lasers) == EventPlan(p).events.map { [$0.laser] })
+        #expect(d.isSafe)
+    }
+
+    @Test func pauseHoldsTheRunBetweenGroupsUntilResumed() throws {
+        let (runner, d, _, p) = try make(Fixtures.smallProtocol(in: dir, timepoints: 2))
+        let sink = Sink()
+        nonisolated(unsafe) var sawPaused = false
+        let r = runner.run(pool: pool(), sink: { f in
+            sink.take(f)
+            if f.header.index == 8 {
+                runner.pause()
+                Thread {
+                    while runner.state != .paused { usleep(1000) }
+                    sawPaused = true
+                    runner.resume()
+                }.start()
+            }
+        })
+        #expect(sawPaused)
+        #expect(r.reason == "completed" && sink.headers.count == p.totalFrames)
+        #expect(d.isSafe)
+    }
 }

@@ -2,6 +2,7 @@ import Foundation
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireStorage
 import MoireTesting
 import Testing
 
@@ -144,6 +145,63 @@ func stats(_ v: [Double]) -> (mean: Double, variance: Double) {
             return try grab(d, pool: FramePool(slots: 1, bytes: 8)).1
         }
         #expect(try one() == one())
+    }
+}
+
+@Suite struct TimingAndSpecimenTests {
+    let dir = Fixtures.tempDir("hw2")
+
+    @Test func internalTriggerFreeRunsAtExposurePlusReadoutPeriod() throws {
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 64))
+        let clock = VirtualClock()
+        let (d, _) = try Fixtures.devices(for: p, clock: clock)
+        let cam = d.camera
+        try cam.configure(CameraSettings(width: 64, height: 64, exposureMs: 4, trigger: .internal))
+        try cam.start(pool: FramePool(slots: 8, bytes: 64 * 64 * 2))
+        defer { cam.stop() }
+        var starts: [Int64] = []
+        while starts.count < 5 {
+            let f = try #require(try cam.nextFrame(timeoutMs: 3000))
+            starts.append(f.exposureStartNs); f.slot?.release()
+        }
+        let readout = p.rig.cameraProfile.readoutMs(rows: 64) * 1e6
+        let period = Int64(max(4e6, readout))
+        #expect(zip(starts.dropFirst(), starts).allSatisfy { $0 - $1 == period })
+    }
+
+    @Test func groundTruthTIFFSpecimenIsImaged() throws {
+        // A bright square on black, imaged widefield: the frame is brightest inside the square.
+        let truth = "\(dir)/truth.tif"
+        let l = RecordingLayout(run: "gt", name: "gt", mode: "widefield", channels: ["x"], excitationNm: [], emissionNm: [],
+                                timepoints: 1, zPlanes: 1, angles: 1, phases: 1, width: 128, height: 128, pixel: .uint16,
+                                pixelSizeUm: 0.0325, zStepUm: 0, objectiveNA: 1, magnification: 1, protocolFile: "", rigFile: "")
+        let w = try OMETiffWriter(path: truth, layout: l)
+        var px = [UInt16](repeating: 0, count: 128 * 128)
+        for y in 40..<88 { for x in 40..<88 { px[y * 128 + x] = 1000 } }
+        let h = FrameHeader(run: "gt", seq: 0, index: 0, t: 0, channel: "x", c: 0, angle: 0, phase: 0, z: 0, width: 128, height: 128, pixelSizeUm: 0.0325)
+        try px.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        try w.finish()
+        let spec = Fixtures.write("moire: 1\nkind: tiff\ntiff: truth.tif\ntiff_pixel_um: 0.0325\nbrightness: 10\nbackground: 0\n", to: "gt.yaml", in: dir)
+        let rigText = try String(contentsOfFile: Fixtures.path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../profiles", with: Fixtures.path("sim-hardware/profiles"))
+            .replacingOccurrences(of: "../specimens/filaments.yaml", with: spec)
+        let rig = Fixtures.write(rigText, to: "gt-rig.yaml", in: dir)
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, rig: rig))
+        let (d, _) = try Fixtures.devices(for: p)
+        try d.camera.configure(CameraSettings(width: 64, height: 64, exposureMs: 5, trigger: .software))
+        try d.modulator?.show(pattern: -1)
+        try d.lasers["l488"]!.setPower(mW: 50); try d.lasers["l488"]!.setEnabled(true)
+        try d.camera.start(pool: FramePool(slots: 2, bytes: 64 * 64 * 2))
+        defer { d.camera.stop() }
+        try d.camera.trigger()
+        let f = try #require(try d.camera.nextFrame(timeoutMs: 3000))
+        let v: [Double] = f.slot!.withBytes { raw in let b = raw.bindMemory(to: UInt16.self); return (0..<4096).map { Double(b[$0]) } }
+        f.slot?.release()
+        // The 48×48 truth square at 0.0325 µm is 24×24 camera pixels (0.065 µm) in the centre.
+        let inside = stats((26..<38).flatMap { y in (26..<38).map { v[y * 64 + $0] } }).mean
+        let outside = stats((0..<8).flatMap { y in (0..<64).map { v[y * 64 + $0] } }).mean
+        #expect(inside > outside + 100)
+        #expect(abs(outside - p.rig.cameraProfile.offsetADU) < 3)
     }
 }
 

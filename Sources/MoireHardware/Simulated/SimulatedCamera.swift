@@ -61,6 +61,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     private var disconnected = false
     private var stalled = false
     private var worker: Thread?
+    /// Bumped by every `start`: a worker of an earlier acquisition sees the change and ends.
+    private var generation = 0
     private var dose: [String: Double] = [:]
     /// Frames lost because the pool had no free slot.
     public private(set) var poolMisses = 0
@@ -111,7 +113,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         }
         self.pool = pool
         acquiring = true; exposed = 0; pending = []; ready = []; disconnected = false; stalled = false
-        let t = Thread { [self] in self.run() }
+        generation += 1
+        let gen = generation
+        let t = Thread { [self] in self.run(generation: gen) }
         t.name = "moire.sim.camera"
         worker = t
         t.start()
@@ -125,30 +129,38 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     }
 
     /// Starts one exposure now (lock held).
-    private func exposeLocked() {
+    private func exposeLocked(startNs: Int64? = nil) {
         if stalled { return }
         let id = exposed
         for f in faults {
             if case .stall(let n) = f, id >= n { stalled = true; return }
         }
         exposed += 1
-        pending.append((id, clock.nowNs(), world.snapshot()))
+        pending.append((id, startNs ?? clock.nowNs(), world.snapshot()))
         cond.broadcast()
     }
 
-    private func run() {
+    private func run(generation gen: Int) {
         let expNs = Int64(settings.exposureMs * 1e6)
         let readNs = Int64(profile.readoutMs(rows: settings.height * settings.binning) * 1e6)
+        // Internal trigger: exposures start every max(exposure, readout) (rolling shutter, overlapped readout).
+        let period = max(expNs, readNs, 1)
         var nextInternal = clock.nowNs()
         while true {
             cond.lock()
             if settings.trigger == .internal && acquiring {
-                clock.sleep(untilNs: nextInternal)
-                exposeLocked()
-                nextInternal = clock.nowNs() + max(expNs, readNs) + (expNs > 0 ? 0 : 1)
+                if pending.isEmpty && clock.nowNs() < nextInternal {
+                    cond.unlock()
+                    clock.sleep(untilNs: nextInternal)
+                    cond.lock()
+                }
+                while clock.nowNs() >= nextInternal {
+                    exposeLocked(startNs: nextInternal)
+                    nextInternal += period
+                }
             }
-            while acquiring && pending.isEmpty { cond.wait(until: Date().addingTimeInterval(0.05)) ; if settings.trigger == .internal { break } }
-            guard acquiring else { cond.unlock(); return }
+            while acquiring && generation == gen && pending.isEmpty { cond.wait(until: Date().addingTimeInterval(0.05)) ; if settings.trigger == .internal { break } }
+            guard acquiring, generation == gen else { cond.unlock(); return }
             guard !pending.isEmpty else { cond.unlock(); continue }
             let job = pending.removeFirst()
             let faultsNow = faults
@@ -169,7 +181,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
             let frame = CapturedFrame(frameID: job.id, slot: slot, byteCount: bytes, width: settings.width, height: settings.height,
                                       exposureStartNs: job.startNs, state: state)
             cond.lock()
-            if acquiring { ready.append(frame); cond.broadcast() } else { slot.release() }
+            if acquiring && generation == gen { ready.append(frame); cond.broadcast() } else { slot.release() }
             cond.unlock()
         }
     }
