@@ -106,9 +106,12 @@ public final class OMETiffWriter {
         var padded = 0
         let ppt = layout.planesPerTimepoint
         if planes.isEmpty {
+            // Nothing acquired: leave no empty (unreadable) TIFF behind.
             finished = true
             TIFFClose(t); tif = nil
-            throw MoireError(.storage, "no plane was acquired; the recording is empty", place: path)
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path))
+            throw MoireError(.storage, "no plane was acquired; nothing was recorded", place: path)
         }
         while planes.count % ppt != 0 {
             let i = planes.count

@@ -122,3 +122,69 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         return p.terminationStatus == 0
     }
 }
+
+@Suite(.serialized) struct DaemonControllerTests {
+    let dir = Fixtures.tempDir("daemon")
+
+    func call(_ c: DaemonController, _ r: ControlRequest) throws -> ControlReply {
+        try #require(try ControlClient.call(c.endpoint, r))
+    }
+
+    @Test func startRunsToTheEndAndStatusReportsIt() throws {
+        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
+        c.start()
+        defer { c.shutdown() }
+        let proto = Fixtures.smallProtocol(in: dir, timepoints: 2)
+        let started = try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: "\(dir)/d.ome.tif"))
+        #expect(started.ok && started.planned == 18)
+        var s = try call(c, ControlRequest(cmd: "status"))
+        for _ in 0..<200 where s.state != "idle" || s.frames != 18 {
+            usleep(20_000); s = try call(c, ControlRequest(cmd: "status"))
+        }
+        #expect(s.state == "idle" && s.frames == 18 && s.run == started.run)
+        #expect(try OMETiffReader(path: "\(dir)/d.ome.tif").planeCount == 18)
+    }
+
+    @Test func badProtocolIsRefusedWithItsPlace() throws {
+        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.start()
+        defer { c.shutdown() }
+        let bad = Fixtures.write("moire: 1\nname: x\nmode: nonsense\n", to: "bad.yaml", in: dir)
+        let r = try call(c, ControlRequest(cmd: "start", protocolFile: bad))
+        #expect(!r.ok && r.error?.contains("bad.yaml:") == true)
+        #expect(c.current == nil)
+        let u = try call(c, ControlRequest(cmd: "launch"))
+        #expect(!u.ok && u.error?.contains("unknown command") == true)
+    }
+
+    @Test func secondStartIsRefusedAndShutdownLeavesDevicesSafe() throws {
+        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.start()
+        let proto = Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 200, exposureMs: 5)
+        let first = try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: "\(dir)/long.ome.tif"))
+        #expect(first.ok)
+        let second = try call(c, ControlRequest(cmd: "start", protocolFile: proto))
+        #expect(!second.ok && second.error?.contains("in progress") == true)
+        let running = try #require(c.current)
+        var s = try call(c, ControlRequest(cmd: "status"))
+        for _ in 0..<500 where (s.frames ?? 0) < 5 { usleep(10_000); s = try call(c, ControlRequest(cmd: "status")) }
+        c.shutdown()
+        #expect(c.current == nil)
+        #expect(running.devices.isSafe)
+        let idx = try RecordingIndex.read(path: RecordingIndex.path(for: "\(dir)/long.ome.tif"))
+        #expect(idx.closed && idx.entries.count >= 5)
+    }
+
+    @Test func runAbortedBeforeAnyFrameLeavesNoFile() throws {
+        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.start()
+        let proto = Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 5)
+        #expect(try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: "\(dir)/none.ome.tif")).ok)
+        c.shutdown()
+        // Either some frames made it (a valid file) or none did (no file at all): never an empty TIFF.
+        if FileManager.default.fileExists(atPath: "\(dir)/none.ome.tif") {
+            #expect(try OMETiffReader(path: "\(dir)/none.ome.tif").planeCount > 0)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireTransport
+
+/// The daemon's control plane: serves the control endpoint and runs one acquisition at a time.
+///
+/// Requests: `ping`, `status`, `start` (protocolFile, optional out), `stop`, `pause`, `resume`
+/// (docs/wire-format.md). A bad protocol is answered with its file:line:column error; nothing
+/// is touched. `moired` wraps this in a swift-service-lifecycle `Service`.
+public final class DaemonController: @unchecked Sendable {
+    public let server: ControlServer
+    public var endpoint: String { server.endpoint }
+    private let logger: Logger
+    private let lock = NSLock()
+    private var pipeline: AcquisitionPipeline?
+    private var lastResult: PipelineResult?
+    private var lastRun: String?
+    private var lastError: String?
+    private var serveThread: Thread?
+    /// Options applied to every run (tests use a virtual clock through `makePipeline`).
+    public var makePipeline: (AcquisitionProtocol, PipelineOptions, Logger) throws -> AcquisitionPipeline = {
+        try AcquisitionPipeline(protocol: $0, options: $1, logger: $2)
+    }
+
+    public init(endpoint: String, logger: Logger = Logger(label: "moired")) throws {
+        server = try ControlServer(endpoint: endpoint)
+        self.logger = logger
+    }
+
+    /// Starts serving requests on a thread of its own.
+    public func start() {
+        let t = Thread { [self] in server.serve { self.handle($0) } }
+        t.name = "moired.control"
+        serveThread = t
+        t.start()
+    }
+
+    /// Stops serving, aborts any run (devices safe) and waits up to `timeout` for its recording to close.
+    public func shutdown(timeout: Double = 10) {
+        current?.runner.abort()
+        current?.devices.makeSafe()
+        server.stop()
+        let deadline = Date().addingTimeInterval(timeout)
+        while current != nil && Date() < deadline { usleep(20_000) }
+    }
+
+    /// The run in progress, if any.
+    public var current: AcquisitionPipeline? { lock.lock(); defer { lock.unlock() }; return pipeline }
+
+    public func handle(_ req: ControlRequest) -> ControlReply {
+        switch req.cmd {
+        case "ping": return ControlReply(ok: true, state: status().state)
+        case "status": return status()
+        case "stop", "pause", "resume":
+            guard let p = current else { return ControlReply(ok: false, error: "no run in progress", state: "idle") }
+            switch req.cmd {
+            case "stop": p.runner.requestStop()
+            case "pause": p.runner.pause()
+            default: p.runner.resume()
+            }
+            return ControlReply(ok: true, state: p.runner.state.rawValue, run: p.runID)
+        case "start": return start(req)
+        default: return ControlReply(ok: false, error: "unknown command '\(req.cmd)'; expected start, stop, pause, resume, status or ping")
+        }
+    }
+
+    private func status() -> ControlReply {
+        lock.lock(); defer { lock.unlock() }
+        if let p = pipeline {
+            let pr = p.runner.currentProgress
+            return ControlReply(ok: true, state: pr.state.rawValue, run: p.runID, frames: pr.done, missing: pr.missing, planned: pr.planned,
+                                recording: p.recordingPath, publish: p.proto.outputs.publish)
+        }
+        if let r = lastResult, r.runID == lastRun {
+            return ControlReply(ok: true, error: r.run.error?.description ?? r.recordingError?.description,
+                                state: r.run.reason == "fault" ? "faulted" : "idle", run: r.runID,
+                                frames: r.run.delivered + r.run.missing, missing: r.run.missing, planned: r.run.planned,
+                                recording: r.recording?.path)
+        }
+        return ControlReply(ok: true, error: lastError, state: lastError == nil ? "idle" : "faulted", run: lastRun)
+    }
+
+    private func start(_ req: ControlRequest) -> ControlReply {
+        lock.lock(); defer { lock.unlock() }
+        if let p = pipeline { return ControlReply(ok: false, error: "run \(p.runID) is in progress", state: p.runner.state.rawValue, run: p.runID) }
+        guard let file = req.protocolFile else { return ControlReply(ok: false, error: "start needs protocolFile") }
+        do {
+            let proto = try AcquisitionProtocol.load(file: file)
+            var o = PipelineOptions()
+            o.recordingPath = req.out
+            let p = try makePipeline(proto, o, logger)
+            pipeline = p
+            lastRun = p.runID
+            lastError = nil
+            let t = Thread { [self] in
+                var result: PipelineResult?
+                var err: String?
+                do { result = try p.run() } catch { err = "\(error)" }
+                lock.lock(); pipeline = nil; lastResult = result; lastError = err; lock.unlock()
+            }
+            t.name = "moired.run"
+            t.start()
+            return ControlReply(ok: true, state: "arming", run: p.runID, planned: proto.totalFrames, recording: p.recordingPath,
+                                publish: proto.outputs.publish)
+        } catch {
+            return ControlReply(ok: false, error: "\(error)")
+        }
+    }
+}
