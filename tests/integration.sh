@@ -120,6 +120,16 @@ out=$("$MOIRE" run "$WORK/short.yaml" --embedded --no-publish --out "$WORK/stall
 if [ $rc -eq 1 ] && echo "$out" | grep -q "stalled" && "$MOIRE" inspect "$WORK/stall.ome.tif" | grep -q "12 acquired"; then
   ok "camera stall fires the deadline: exit 1, clear error, 12 frames kept"; else bad "stall: rc=$rc $out"; fi
 
+# 2e. moire subscribe records what it receives into an OME-TIFF.
+"$MOIRE" subscribe "tcp://127.0.0.1:$PORT" --topic raw.gfp --out "$WORK/sub.ome.tif" --quiet --timeout 30 > "$WORK/sub.log" 2>&1 &
+SPID=$!
+sleep 0.7
+"$MOIRE" run "$WORK/short.yaml" --embedded --no-record --quiet > /dev/null 2>&1
+wait $SPID; src=$?
+if [ $src -eq 0 ] && grep -q "received 27 frames, 0 missing, 0 sequence gaps" "$WORK/sub.log" \
+   && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); sys.exit(0 if a.size==27*512*512 else 1)" "$WORK/sub.ome.tif"; then
+  ok "moire subscribe --out: 27 frames received and written to an OME-TIFF tifffile reads"; else bad "subscribe: rc=$src $(cat "$WORK/sub.log")"; fi
+
 # 3. Malformed protocols: non-zero exit, file:line:column and the field, nothing touched.
 check_bad() {  # name, sed expression, expected text
   sed "$2" "$WORK/tirf.yaml" > "$WORK/bad.yaml"
