@@ -45,8 +45,11 @@ for i in range(180):
     kv = dict(x.split("=", 1) for x in m[f"plane{i}"].split())
     assert int(kv["t"]) == i // 9 and int(kv["angle"]) == (i // 3) % 3 and int(kv["phase"]) == i % 3, (i, kv)
     assert int(planes[i].get("TheT")) == i // 9 and int(planes[i].get("TheZ")) == i % 9
+import ome_types                                    # the OME 2016-06 schema, as Bio-Formats reads it
+with tifffile.TiffFile(sys.argv[1]) as t:
+    ome_types.from_xml(t.ome_metadata, validate=True)
 PY
-then ok "demo recording opens in tifffile: 180 planes 512×512 uint16, pixel size and per-plane t/angle/phase"; else bad "demo recording ($(tail -2 "$WORK/run.log"))"; fi
+then ok "demo recording opens in tifffile: 180 planes 512×512 uint16, pixel size, per-plane t/angle/phase; OME-XML valid against the schema"; else bad "demo recording ($(tail -2 "$WORK/run.log"))"; fi
 
 if tail -1 "$WORK/py.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["frames"]==180 and s["gaps"]==0 and s["first"]=="start" else 1)'; then
   ok "python example decodes all 180 frames, contiguous sequence numbers"; else bad "python example: $(tail -1 "$WORK/py.log")"; fi
