@@ -57,6 +57,7 @@ let package = Package(
         .testTarget(name: "MoireHardwareTests", dependencies: ["MoireHardware", "MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireAcquisitionTests", dependencies: ["MoireAcquisition", "MoireTesting"]),
         .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireDenoise"]),
+        .testTarget(name: "MoireReconstructionTests", dependencies: ["MoireReconstruction", "MoireTesting"]),
         .testTarget(name: "MoirePipelineTests", dependencies: ["MoirePipeline", "MoireTesting"]),
     ]
 )

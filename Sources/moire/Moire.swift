@@ -8,7 +8,7 @@ struct Moire: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moire",
         abstract: "Moiré: acquisition, streaming and recording for super-resolution microscopes.",
-        subcommands: [Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Devices.self, Bench.self])
+        subcommands: [Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Reconstruct.self, Devices.self, Bench.self])
 }
 
 /// Logging for the CLI: warnings and above to stderr unless verbose.
@@ -34,5 +34,6 @@ func fail(_ error: Error) -> ExitCode {
 }
 
 func absolute(_ path: String) -> String {
-    URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardized.path
+    if path.hasPrefix("/") { return URL(fileURLWithPath: path).standardized.path }
+    return URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/" + path).standardized.path
 }

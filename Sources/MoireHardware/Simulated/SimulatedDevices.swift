@@ -93,7 +93,31 @@ public final class SimulatedScanner: Scanner, @unchecked Sendable {
     public var isParked: Bool { volts == profile.parkV }
 }
 
+/// How the patterns a simulated modulator really projects differ from the nominal ones of its profile
+/// (a real SLM's calibration is never exact): wave vector scaled and rotated, phases offset.
+public struct PatternError: Sendable, Equatable {
+    public var kScale: Double
+    public var rotationDeg: Double
+    public var phaseOffsetRad: Double
+    public init(kScale: Double = 1, rotationDeg: Double = 0, phaseOffsetRad: Double = 0) {
+        self.kScale = kScale; self.rotationDeg = rotationDeg; self.phaseOffsetRad = phaseOffsetRad
+    }
+
+    /// The pattern actually projected for a nominal one.
+    public func apply(_ p: PatternSpec) -> PatternSpec {
+        let th = rotationDeg * .pi / 180
+        var q = p
+        q.kx = kScale * (p.kx * cos(th) - p.ky * sin(th))
+        q.ky = kScale * (p.kx * sin(th) + p.ky * cos(th))
+        q.phaseRad = p.phaseRad + phaseOffsetRad
+        return q
+    }
+}
+
 /// A simulated SLM/DMD: shows patterns from its profile, runs uploaded sequences, triggers the camera.
+///
+/// What it projects is the profile's pattern with `patternError` applied (from the profile's
+/// `driver_options` `k_scale`, `rotation_deg`, `phase_offset_rad`, or set by a test).
 public final class SimulatedModulator: Modulator, @unchecked Sendable {
     public let name: String
     public let profile: ModulatorProfile
@@ -107,6 +131,16 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable {
     private var cancel = false
     private var failure: MoireError?
     private let specs: [Int: PatternSpec]
+    private var error = PatternError()
+
+    /// The deviation of the projected patterns from the nominal ones.
+    public var patternError: PatternError {
+        get { lock.lock(); defer { lock.unlock() }; return error }
+        set { lock.lock(); error = newValue; lock.unlock() }
+    }
+
+    /// The pattern really projected for pattern `index` (the simulator's ground truth).
+    public func projected(_ index: Int) -> PatternSpec? { specs[index].map { patternError.apply($0) } }
 
     public init(name: String, profile: ModulatorProfile, world: SimWorld, clock: MoireClock) {
         self.name = name; self.profile = profile; self.world = world; self.clock = clock
@@ -119,7 +153,7 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable {
     /// The pattern on display and its nominal parameters (nil spec: uniform, or nothing when idle).
     var current: (Int, PatternSpec?) {
         lock.lock(); defer { lock.unlock() }
-        return active ? (shown, specs[shown]) : (-2, nil)
+        return active ? (shown, specs[shown].map { error.apply($0) }) : (-2, nil)
     }
 
     public func show(pattern: Int) throws {

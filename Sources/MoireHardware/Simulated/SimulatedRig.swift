@@ -15,7 +15,19 @@ public enum DeviceFactory {
         for d in rig.allDevices { try requireSim(d) }
         let camera = SimulatedCamera(name: rig.camera.name, profile: rig.cameraProfile, world: world, specimen: rig.specimen,
                                      optics: rig.optics, clock: clock, seed: seed)
-        let modulator = rig.modulator.map { SimulatedModulator(name: $0.name, profile: $0.profile.modulator!, world: world, clock: clock) }
+        let modulator = try rig.modulator.map { d -> SimulatedModulator in
+            let m = SimulatedModulator(name: d.name, profile: d.profile.modulator!, world: world, clock: clock)
+            func opt(_ key: String, _ def: Double) throws -> Double {
+                guard let t = d.profile.extra[key] else { return def }
+                guard let v = Double(t), v.isFinite else {
+                    throw MoireError(.config, "driver_options.\(key) must be a number; found '\(t)'", place: d.profile.file)
+                }
+                return v
+            }
+            m.patternError = PatternError(kScale: try opt("k_scale", 1), rotationDeg: try opt("rotation_deg", 0),
+                                          phaseOffsetRad: try opt("phase_offset_rad", 0))
+            return m
+        }
         let scanner = rig.scanner.map { SimulatedScanner(name: $0.name, profile: $0.profile.scanner!, world: world) }
         let stage = rig.stage.map { SimulatedStage(name: $0.name, profile: $0.profile.stage!, world: world, clock: clock) }
         var lasers: [String: Laser] = [:]

@@ -1,0 +1,163 @@
+import Foundation
+import Logging
+import MoireConfig
+import MoireCore
+import MoireReconstruction
+import MoireStorage
+
+/// Offline 2D-SIM of a recording or a plain TIFF/MRC stack (`moire reconstruct`).
+public struct OfflineSIM {
+    /// How raw frames are ordered in a plain stack.
+    public enum FrameOrder: String, Sendable, CaseIterable { case angleMajor = "angle-major", phaseMajor = "phase-major" }
+
+    /// The prior for parameter estimation.
+    public enum Prior: Sendable {
+        case none
+        case patterns([PatternPrior])
+        case period(Double)
+        /// Parameters used as given, without estimation.
+        case fixed(SIMParameters)
+    }
+
+    public var angles = 3
+    public var phases = 3
+    public var order = FrameOrder.angleMajor
+    public var pixelUm: Double?
+    public var na: Double?
+    public var emissionNm: Double?
+    public var otfFile: String?
+    public var otfAttenuation = 1.0
+    public var prior = Prior.none
+    public var options = SIM2DOptions()
+    /// Estimate once from the first phase set (default) or for every set.
+    public var estimateEverySet = false
+
+    public init() {}
+
+    /// What a reconstruction produced.
+    public struct Result: Sendable {
+        public var sr: [[Float]]
+        public var widefield: [[Float]]
+        public var parameters: [SIMParameters]
+        public var width: Int
+        public var height: Int
+        public var pixelUm: Double
+    }
+
+    /// Reads the input, fills options from a Moiré recording's metadata, and reconstructs every phase set.
+    public func run(input: String, logger: Logger = Logger(label: "moire.reconstruct"), progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+        var cfg = self
+        var planes: [[Float]]
+        var w = 0, h = 0
+        if input.lowercased().hasSuffix(".mrc") {
+            let s = try ImageImport.loadMRC(input)
+            guard !s.isComplex else { throw MoireError(.format, "complex MRC data is not a raw SIM stack", place: input) }
+            planes = s.planes; w = s.width; h = s.height
+            if cfg.pixelUm == nil { cfg.pixelUm = s.pixelSizeUm }
+        } else {
+            let r = try OMETiffReader(path: input)
+            w = r.width; h = r.height
+            if let layout = r.layout {
+                try cfg.adopt(layout, logger: logger)
+                let recs = r.planeRecords() ?? []
+                if let bad = recs.first(where: { $0.header.missing && $0.acquired }) {
+                    logger.warning("recording has missing frames; their phase sets are skipped", metadata: ["first": "\(bad.header.index)"])
+                }
+            }
+            planes = try (0..<r.planeCount).map { try r.readPlaneFloat($0) }
+        }
+        guard let pixel = cfg.pixelUm, pixel > 0 else { throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input) }
+        guard let na = cfg.na else { throw MoireError(.usage, "the numerical aperture is unknown; give --na", place: input) }
+        guard let em = cfg.emissionNm else { throw MoireError(.usage, "the emission wavelength is unknown; give --emission-nm", place: input) }
+        let per = cfg.angles * cfg.phases
+        guard planes.count >= per, planes.count % per == 0 else {
+            throw MoireError(.usage, "\(planes.count) frames is not a whole number of \(cfg.angles) × \(cfg.phases) phase sets", place: input)
+        }
+        let otf: RadialOTF
+        if let f = cfg.otfFile {
+            let m = try MeasuredRadialOTF.loadMRC(f)
+            let nyquist = 1 / (2 * pixel)
+            guard m.cutoff > 0.2 * nyquist, m.cutoff < 4 * nyquist else {
+                throw MoireError(.usage, String(format: "the OTF's cutoff %.2f µm⁻¹ does not fit images of %.4f µm pixels (Nyquist %.2f µm⁻¹): wrong OTF or wrong pixel size?", m.cutoff, pixel, nyquist), place: f)
+            }
+            otf = m
+        } else {
+            otf = IdealOTF(na: na, emissionNm: em, attenuation: cfg.otfAttenuation)
+        }
+        let rec = try SIM2DReconstructor(width: w, height: h, pixelUm: pixel, angles: cfg.angles, phases: cfg.phases, otf: otf, options: cfg.options)
+        var result = Result(sr: [], widefield: [], parameters: [], width: w, height: h, pixelUm: pixel)
+        var params: SIMParameters?
+        let sets = planes.count / per
+        for s in 0..<sets {
+            var frames = Array(planes[(s * per)..<((s + 1) * per)])
+            if cfg.order == .phaseMajor {
+                frames = (0..<per).map { i in frames[(i % cfg.phases) * cfg.angles + i / cfg.phases] }
+            }
+            if frames.contains(where: { f in f.allSatisfy { $0 == 0 } }) {
+                logger.warning("phase set has a blank (missing) frame; skipped", metadata: ["set": "\(s)"])
+                continue
+            }
+            if params == nil || cfg.estimateEverySet {
+                switch cfg.prior {
+                case .fixed(let p): params = p
+                case .patterns(let p): params = try rec.estimate(frames, priors: p)
+                case .period(let p): params = try rec.estimate(frames, periodUm: p)
+                case .none: params = try rec.estimate(frames, priors: nil)
+                }
+                for (a, ap) in params!.angles.enumerated() where ap.flagged {
+                    logger.warning("estimate not trusted; prior used", metadata: ["angle": "\(a)", "reason": "\(ap.reason ?? "")"])
+                }
+            }
+            result.sr.append(try rec.reconstruct(frames, parameters: params!))
+            result.widefield.append(try rec.widefield(frames))
+            result.parameters.append(params!)
+            progress(s + 1, sets)
+        }
+        guard !result.sr.isEmpty else { throw MoireError(.numeric, "no complete phase set to reconstruct", place: input) }
+        return result
+    }
+
+    /// Takes angles, phases, pixel size, NA, emission, background and the pattern prior from a recording.
+    mutating func adopt(_ l: RecordingLayout, logger: Logger) throws {
+        angles = l.angles; phases = l.phases
+        if pixelUm == nil { pixelUm = l.pixelSizeUm }
+        if na == nil { na = l.objectiveNA }
+        if emissionNm == nil { emissionNm = l.emissionNm.first }
+        if case .none = prior, FileManager.default.fileExists(atPath: l.protocolFile),
+           let proto = try? AcquisitionProtocol.load(file: l.protocolFile),
+           let setName = proto.channels.first?.patternSet,
+           let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName) {
+            prior = .patterns(PatternPrior.from(set, angles: angles, phases: phases))
+            if options.background == 0 { options.background = proto.rig.cameraProfile.offsetADU }
+        } else if case .none = prior {
+            logger.warning("the recording's protocol is not available; estimating blind (give --k-prior)")
+        }
+    }
+
+    /// Writes SR frames as a float32 OME-TIFF (one channel, T = phase sets).
+    public static func write(_ r: Result, to path: String, name: String) throws {
+        let layout = RecordingLayout(run: "sr-\(UUID().uuidString.prefix(8).lowercased())", name: name, mode: "sim2d-sr", channels: ["sr"],
+                                     excitationNm: [], emissionNm: [], timepoints: r.sr.count, zPlanes: 1, angles: 1, phases: 1,
+                                     width: 2 * r.width, height: 2 * r.height, pixel: .float32, pixelSizeUm: r.pixelUm / 2, zStepUm: 0,
+                                     objectiveNA: 0, magnification: 0, protocolFile: "", rigFile: "")
+        let w = try OMETiffWriter(path: path, layout: layout)
+        for (t, img) in r.sr.enumerated() {
+            var h = FrameHeader(stream: "sr", run: layout.run, seq: t, index: t, t: t, channel: "sr", c: 0, angle: 0, phase: 0, z: 0,
+                                width: 2 * r.width, height: 2 * r.height, pixel: .float32, pixelSizeUm: r.pixelUm / 2)
+            h.inputs = Array((t * 9)..<(t * 9 + 9))
+            try img.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        try w.finish()
+        try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path))
+    }
+
+    /// Widefield (upsampled 2×) beside SR, as a PNG.
+    public static func preview(_ r: Result, index: Int = 0) -> Data {
+        let wf = r.widefield[index]
+        var up = [Float](repeating: 0, count: 4 * wf.count)
+        let W = 2 * r.width
+        for y in 0..<(2 * r.height) { for x in 0..<W { up[y * W + x] = wf[(y / 2) * r.width + x / 2] } }
+        let (w, h, px) = PNGWriter.panels([(W, 2 * r.height, up), (W, 2 * r.height, r.sr[index])])
+        return PNGWriter.encode(width: w, height: h, pixels: px)
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+/// Writes 8-bit grayscale PNGs (stored deflate blocks: no compression library needed).
+public enum PNGWriter {
+    /// Encodes `pixels` (row-major, `width × height`, 0…255).
+    public static func encode(width: Int, height: Int, pixels: [UInt8]) -> Data {
+        var raw = Data(capacity: (width + 1) * height)
+        for y in 0..<height { raw.append(0); raw.append(contentsOf: pixels[(y * width)..<((y + 1) * width)]) }
+        // zlib stream of stored blocks (≤ 65535 bytes each) + Adler-32.
+        var z = Data([0x78, 0x01])
+        var offset = 0
+        while offset < raw.count || raw.isEmpty {
+            let len = min(65535, raw.count - offset)
+            let final: UInt8 = offset + len >= raw.count ? 1 : 0
+            z.append(final)
+            z.append(UInt8(len & 0xFF)); z.append(UInt8(len >> 8))
+            z.append(UInt8(~len & 0xFF)); z.append(UInt8((~len >> 8) & 0xFF))
+            z.append(raw[offset..<(offset + len)])
+            offset += len
+            if raw.isEmpty { break }
+        }
+        var a: UInt32 = 1, b: UInt32 = 0
+        for byte in raw { a = (a + UInt32(byte)) % 65521; b = (b + a) % 65521 }
+        z.append(contentsOf: withUnsafeBytes(of: ((b << 16) | a).bigEndian, Array.init))
+        var png = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        var ihdr = Data()
+        ihdr.append(contentsOf: withUnsafeBytes(of: UInt32(width).bigEndian, Array.init))
+        ihdr.append(contentsOf: withUnsafeBytes(of: UInt32(height).bigEndian, Array.init))
+        ihdr.append(contentsOf: [8, 0, 0, 0, 0])
+        png.append(chunk("IHDR", ihdr)); png.append(chunk("IDAT", z)); png.append(chunk("IEND", Data()))
+        return png
+    }
+
+    private static func chunk(_ type: String, _ body: Data) -> Data {
+        var d = Data(withUnsafeBytes(of: UInt32(body.count).bigEndian, Array.init))
+        let t = Data(type.utf8)
+        d.append(t); d.append(body)
+        d.append(contentsOf: withUnsafeBytes(of: crc(t + body).bigEndian, Array.init))
+        return d
+    }
+
+    private static let table: [UInt32] = (0..<256).map { i -> UInt32 in
+        var c = UInt32(i)
+        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func crc(_ d: Data) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        for b in d { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        return ~c
+    }
+
+    /// Maps floats to 0…255 between the `lo` and `hi` percentiles.
+    public static func normalise(_ v: [Float], lo: Double = 0.1, hi: Double = 99.9) -> [UInt8] {
+        let sorted = v.filter(\.isFinite).sorted()
+        guard !sorted.isEmpty else { return [UInt8](repeating: 0, count: v.count) }
+        let a = sorted[Int(Double(sorted.count - 1) * lo / 100)], b = sorted[Int(Double(sorted.count - 1) * hi / 100)]
+        let s = b > a ? 255 / (b - a) : 0
+        return v.map { UInt8(max(0, min(255, (($0 - a) * s).rounded()))) }
+    }
+
+    /// Side-by-side panels of equal height (each normalised on its own), separated by a 4-pixel gap.
+    public static func panels(_ images: [(width: Int, height: Int, pixels: [Float])]) -> (Int, Int, [UInt8]) {
+        let h = images.map(\.height).max() ?? 0
+        let w = images.map(\.width).reduce(0, +) + 4 * max(0, images.count - 1)
+        var out = [UInt8](repeating: 255, count: w * h)
+        var x0 = 0
+        for img in images {
+            let p = normalise(img.pixels)
+            for y in 0..<img.height { for x in 0..<img.width { out[y * w + x0 + x] = p[y * img.width + x] } }
+            x0 += img.width + 4
+        }
+        return (w, h, out)
+    }
+}

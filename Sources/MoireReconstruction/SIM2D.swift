@@ -1,0 +1,176 @@
+import Foundation
+import MoireCore
+import MoireFFT
+
+/// Options of a 2D-SIM reconstruction.
+public struct SIM2DOptions: Codable, Sendable, Equatable {
+    /// Wiener parameter w (relative to the OTF, which is 1 at 0).
+    public var wiener: Double = 0.05
+    /// Apodization reaches zero at this fraction of the extended cutoff (fc + |k|).
+    public var apodization: Double = 1.0
+    /// Strength (0…1) of the suppression of each band's out-of-focus background near its order centre.
+    public var suppression: Double = 0
+    /// Width (FWHM, cycles/µm) of that suppression.
+    public var suppressionFWHM: Double = 1.2
+    /// Constant camera background subtracted from every raw frame (ADU).
+    public var background: Double = 0
+    /// Pixels at the image edges faded to zero before transforms.
+    public var edgeTaper: Int = 16
+    /// A k estimate deviating more than this fraction from its prior is not trusted.
+    public var maxKDeviation: Double = 0.03
+    /// Orientations deviating more than this from the prior (degrees) are not trusted.
+    public var maxAngleDeviationDeg: Double = 2
+    /// Correlation peak over background needed to trust an estimate.
+    public var minConfidence: Double = 6
+    /// Search radius around the prior, in spectral pixels.
+    public var searchRadiusPx: Double = 4
+
+    public init() {}
+}
+
+/// 2D-SIM (TIRF-SIM, GI-SIM): band separation with per-frame phases, parameter estimation seeded
+/// by the nominal pattern, and generalized Wiener reconstruction on the 2× grid.
+///
+/// Frames come orientation-major: `frames[angle · phases + phase]`, each `width × height` floats.
+/// Not thread-safe: one reconstructor per thread (its buffers are reused).
+public final class SIM2DReconstructor: @unchecked Sendable {
+    public let width: Int
+    public let height: Int
+    public let pixelUm: Double
+    public let angles: Int
+    public let phases: Int
+    public let otf: RadialOTF
+    public var options: SIM2DOptions
+    let n: Int
+    let fwd: FFTPlan2D, inv: FFTPlan2D, bigInv: FFTPlan2D
+    let taper: [Float]
+    // Work buffers (small grid).
+    let bufA: AlignedBuffer<Complex32>, bufB: AlignedBuffer<Complex32>
+    let big: AlignedBuffer<Complex32>, bigOut: AlignedBuffer<Complex32>
+    var weightsCache: (params: SIMParameters, opts: SIM2DOptions, num: [BandPlacement])?
+
+    public init(width: Int, height: Int, pixelUm: Double, angles: Int, phases: Int, otf: RadialOTF,
+                options: SIM2DOptions = SIM2DOptions(), rigor: PlanRigor = .estimate) throws {
+        guard width >= 16, height >= 16, width % 2 == 0, height % 2 == 0 else {
+            throw MoireError(.usage, "SIM frames must be at least 16×16 with even sides; got \(width)×\(height)")
+        }
+        guard angles >= 1, phases >= 3 else { throw MoireError(.usage, "2D-SIM needs at least 1 angle and 3 phases; got \(angles)×\(phases)") }
+        guard pixelUm > 0 else { throw MoireError(.usage, "pixel size must be positive") }
+        self.width = width; self.height = height; self.pixelUm = pixelUm
+        self.angles = angles; self.phases = phases; self.otf = otf; self.options = options
+        n = width * height
+        fwd = try FFT.plan2D(width: width, height: height, kind: .c2cForward, rigor: rigor)
+        inv = try FFT.plan2D(width: width, height: height, kind: .c2cBackward, rigor: rigor)
+        bigInv = try FFT.plan2D(width: 2 * width, height: 2 * height, kind: .c2cBackward, rigor: rigor)
+        bufA = AlignedBuffer(count: n); bufB = AlignedBuffer(count: n)
+        big = AlignedBuffer(count: 4 * n); bigOut = AlignedBuffer(count: 4 * n)
+        taper = Self.makeTaper(width: width, height: height, edge: options.edgeTaper)
+    }
+
+    static func makeTaper(width: Int, height: Int, edge: Int) -> [Float] {
+        func ramp(_ i: Int, _ len: Int) -> Float {
+            guard edge > 0 else { return 1 }
+            let d = min(i, len - 1 - i)
+            if d >= edge { return 1 }
+            return Float(0.5 - 0.5 * cos(Double.pi * (Double(d) + 0.5) / Double(edge)))
+        }
+        var t = [Float](repeating: 1, count: width * height)
+        for y in 0..<height { let ry = ramp(y, height); for x in 0..<width { t[y * width + x] = ry * ramp(x, width) } }
+        return t
+    }
+
+    /// Spatial frequency (cycles/µm) of FFT index (u, v).
+    @inline(__always) func freq(_ u: Int, _ v: Int, w: Int, h: Int, scale: Double) -> (Double, Double) {
+        let fu = u < w / 2 ? u : u - w, fv = v < h / 2 ? v : v - h
+        return (Double(fu) / (Double(w) * scale), Double(fv) / (Double(h) * scale))
+    }
+
+    // MARK: input checks
+
+    /// Checks the frame count and sizes and rejects blank or non-finite frames.
+    func check(_ frames: [[Float]]) throws {
+        guard frames.count == angles * phases else {
+            throw MoireError(.usage, "2D-SIM with \(angles) angles × \(phases) phases needs \(angles * phases) frames; got \(frames.count)")
+        }
+        for (i, f) in frames.enumerated() {
+            guard f.count == n else { throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)") }
+            var lo = Float.infinity, hi = -Float.infinity
+            for v in f {
+                guard v.isFinite else { throw MoireError(.numeric, "frame \(i) contains NaN or infinite values") }
+                lo = min(lo, v); hi = max(hi, v)
+            }
+            guard hi - lo > 0 else { throw MoireError(.numeric, "frame \(i) is blank (every pixel is \(lo))") }
+        }
+    }
+
+    /// Background-subtracted, edge-tapered frame as complex values in `out`.
+    private func prepare(_ f: [Float], into out: AlignedBuffer<Complex32>) {
+        let bg = Float(options.background)
+        for i in 0..<n { out[i] = Complex32((f[i] - bg) * taper[i], 0) }
+    }
+
+    // MARK: band separation
+
+    /// Least-squares separation of one orientation's frames with phases `phi` into band 0 (real) and band +1.
+    func separate(_ frames: ArraySlice<[Float]>, phases phi: [Double]) -> (b0: [Float], c1: [Complex32]) {
+        // D_p = B0 + e^{iφp}·C + e^{−iφp}·conj(C): unknowns B0 (real), Re C, Im C. Normal equations, 3×3 real.
+        var m = [[Double]](repeating: [Double](repeating: 0, count: 3), count: 3)
+        var rows: [[Double]] = []
+        for p in phi { rows.append([1, 2 * cos(p), -2 * sin(p)]) }
+        for r in rows { for i in 0..<3 { for j in 0..<3 { m[i][j] += r[i] * r[j] } } }
+        let mi = invert3(m)
+        // W = (MᵀM)⁻¹ Mᵀ: coefficient of each frame for each unknown.
+        var w = [[Float]](repeating: [Float](repeating: 0, count: phi.count), count: 3)
+        for k in 0..<3 { for p in 0..<phi.count {
+            var s = 0.0
+            for j in 0..<3 { s += mi[k][j] * rows[p][j] }
+            w[k][p] = Float(s)
+        } }
+        var b0 = [Float](repeating: 0, count: n)
+        var c1 = [Complex32](repeating: .zero, count: n)
+        let bg = Float(options.background)
+        for (p, f) in frames.enumerated() {
+            let w0 = w[0][p], wr = w[1][p], wi = w[2][p]
+            f.withUnsafeBufferPointer { fp in
+                taper.withUnsafeBufferPointer { tp in
+                    for i in 0..<n {
+                        let v = (fp[i] - bg) * tp[i]
+                        b0[i] += w0 * v
+                        c1[i].re += wr * v
+                        c1[i].im += wi * v
+                    }
+                }
+            }
+        }
+        return (b0, c1)
+    }
+
+    private func invert3(_ a: [[Double]]) -> [[Double]] {
+        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+        let d = abs(det) < 1e-12 ? 1e-12 : det
+        var r = [[Double]](repeating: [0, 0, 0], count: 3)
+        r[0][0] = (a[1][1] * a[2][2] - a[1][2] * a[2][1]) / d
+        r[0][1] = (a[0][2] * a[2][1] - a[0][1] * a[2][2]) / d
+        r[0][2] = (a[0][1] * a[1][2] - a[0][2] * a[1][1]) / d
+        r[1][0] = (a[1][2] * a[2][0] - a[1][0] * a[2][2]) / d
+        r[1][1] = (a[0][0] * a[2][2] - a[0][2] * a[2][0]) / d
+        r[1][2] = (a[0][2] * a[1][0] - a[0][0] * a[1][2]) / d
+        r[2][0] = (a[1][0] * a[2][1] - a[1][1] * a[2][0]) / d
+        r[2][1] = (a[0][1] * a[2][0] - a[0][0] * a[2][1]) / d
+        r[2][2] = (a[0][0] * a[1][1] - a[0][1] * a[1][0]) / d
+        return r
+    }
+
+    // MARK: widefield
+
+    /// Mean of all frames, background subtracted (the widefield reference), `width × height`.
+    public func widefield(_ frames: [[Float]]) throws -> [Float] {
+        try check(frames)
+        var out = [Float](repeating: 0, count: n)
+        for f in frames { for i in 0..<n { out[i] += f[i] } }
+        let s = 1 / Float(frames.count), bg = Float(options.background)
+        for i in 0..<n { out[i] = out[i] * s - bg }
+        return out
+    }
+}

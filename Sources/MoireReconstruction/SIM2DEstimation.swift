@@ -1,0 +1,261 @@
+import Foundation
+import MoireCore
+import MoireFFT
+
+extension SIM2DReconstructor {
+    /// `Σ_r p(r)·e^{−i2π(kx·x + ky·y)·Δ}` at any (sub-pixel) wave vector, separably.
+    func dft(_ p: [Complex32], kx: Double, ky: Double) -> (re: Double, im: Double) {
+        var ex = [Complex32](repeating: .zero, count: width)
+        for x in 0..<width { let a = -2 * Double.pi * kx * Double(x) * pixelUm; ex[x] = Complex32(Float(cos(a)), Float(sin(a))) }
+        var re = 0.0, im = 0.0
+        p.withUnsafeBufferPointer { pp in
+            for y in 0..<height {
+                var rr: Float = 0, ri: Float = 0
+                let row = y * width
+                for x in 0..<width {
+                    let a = pp[row + x], e = ex[x]
+                    rr += a.re * e.re - a.im * e.im
+                    ri += a.re * e.im + a.im * e.re
+                }
+                let b = -2 * Double.pi * ky * Double(y) * pixelUm
+                let c = cos(b), s = sin(b)
+                re += Double(rr) * c - Double(ri) * s
+                im += Double(rr) * s + Double(ri) * c
+            }
+        }
+        return (re, im)
+    }
+
+    /// The image filtered by the OTF (times an optional low-frequency notch), back in real space.
+    func otfFiltered(_ image: [Complex32], notchSigma: Double = 0) -> [Complex32] {
+        for i in 0..<n { bufA[i] = image[i] }
+        fwd.execute(bufA.pointer, bufB.pointer)
+        let s = 1 / Float(n)
+        for v in 0..<height { for u in 0..<width {
+            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+            let f2 = fx * fx + fy * fy
+            var g = otf.value(f2.squareRoot())
+            if notchSigma > 0 { g *= 1 - exp(-f2 / (2 * notchSigma * notchSigma)) }
+            let i = v * width + u
+            bufB[i] = Complex32(bufB[i].re * Float(g) * s, bufB[i].im * Float(g) * s)
+        } }
+        inv.execute(bufB.pointer, bufA.pointer)
+        return Array(bufA.buffer)
+    }
+
+    /// Absolute pattern phase of one frame at wave vector k (Wicker's autocorrelation: arg Σ h(r)²·e^{−i2πk·r}).
+    func framePhase(_ frame: [Float], kx: Double, ky: Double) -> Double {
+        let bg = Float(options.background)
+        let h = otfFiltered((0..<n).map { Complex32((frame[$0] - bg) * taper[$0], 0) })
+        let q = h.map { Complex32($0.re * $0.re, 0) }
+        let d = dft(q, kx: kx, ky: ky)
+        return atan2(d.im, d.re)
+    }
+
+    /// Absolute pattern phase of every frame of one orientation at wave vector k.
+    ///
+    /// Each OTF-filtered frame is cross-correlated at k with the OTF-filtered mean of the frames
+    /// (band 0): `X_p = Σ_r conj(g0)·h_p·e^{−i2πk·r} = A·e^{iφ_p} + L`, where the leak L of band 0
+    /// is the same for every frame. Removing the mean over p removes L (exactly for equidistant
+    /// phases, to second order near them), so `φ_p = arg(X_p − mean X)`.
+    func framePhases(_ frames: ArraySlice<[Float]>, kx: Double, ky: Double) -> [Double] {
+        let bg = Float(options.background)
+        var mean = [Complex32](repeating: .zero, count: n)
+        for f in frames { for i in 0..<n { mean[i].re += (f[i] - bg) * taper[i] } }
+        let s = 1 / Float(frames.count)
+        for i in 0..<n { mean[i].re *= s }
+        let g0 = otfFiltered(mean)
+        var xs: [(Double, Double)] = []
+        for f in frames {
+            let h = otfFiltered((0..<n).map { Complex32((f[$0] - bg) * taper[$0], 0) })
+            var q = [Complex32](repeating: .zero, count: n)
+            for i in 0..<n { q[i] = Complex32(g0[i].re * h[i].re + g0[i].im * h[i].im, g0[i].re * h[i].im - g0[i].im * h[i].re) }
+            let d = dft(q, kx: kx, ky: ky)
+            xs.append((d.re, d.im))
+        }
+        let mr = xs.map(\.0).reduce(0, +) / Double(xs.count), mi = xs.map(\.1).reduce(0, +) / Double(xs.count)
+        return xs.map { atan2($0.1 - mi, $0.0 - mr) }
+    }
+
+    /// Estimates with a prior given only as the pattern period: the first orientation is found on
+    /// the ring |k| = 1/period (±3 %), the others are sought 180°/angles apart from it, in whichever
+    /// sense correlates better. Flagged like `estimate(_:priors:)`.
+    public func estimate(_ frames: [[Float]], periodUm: Double, modulation: Double = 0.7) throws -> SIMParameters {
+        try check(frames)
+        let k0 = 1 / periodUm
+        let equidistant = (0..<phases).map { 2 * Double.pi * Double($0) / Double(phases) }
+        let first = try estimateAngle(frames[0..<phases], prior: nil, relativePhases: equidistant, exclude: [],
+                                      ring: (0.97 * k0)...(1.03 * k0))
+        var out = [first]
+        let theta0 = atan2(first.ky, first.kx)
+        var sense = 0.0
+        for a in 1..<angles {
+            let slice = frames[(a * phases)..<((a + 1) * phases)]
+            var best: SIMAngleParameters?
+            for s in sense == 0 ? [1.0, -1.0] : [sense] {
+                let th = theta0 + s * Double(a) * .pi / Double(angles)
+                let prior = PatternPrior(kx: k0 * cos(th), ky: k0 * sin(th), phases: equidistant, modulation: modulation)
+                let r = try estimateAngle(slice, prior: prior, relativePhases: equidistant, exclude: [])
+                if best == nil || (r.flagged ? 0 : 1, r.confidence) > (best!.flagged ? 0 : 1, best!.confidence) {
+                    best = r
+                    if sense == 0 { sense = s }
+                }
+            }
+            if a == 1, let b = best {
+                // Keep the sense that won for angle 1.
+                let th1 = atan2(b.ky, b.kx)
+                var d = (th1 - theta0) * 180 / .pi
+                while d > 90 { d -= 180 }
+                while d < -90 { d += 180 }
+                sense = d >= 0 ? 1 : -1
+            }
+            out.append(best!)
+        }
+        return SIMParameters(angles: out)
+    }
+
+    /// Estimates every orientation's parameters, seeded by `priors` (one per angle) when given,
+    /// blind otherwise. Untrustworthy estimates fall back to the prior and are flagged.
+    public func estimate(_ frames: [[Float]], priors: [PatternPrior]?) throws -> SIMParameters {
+        try check(frames)
+        if let priors, priors.count != angles {
+            throw MoireError(.usage, "\(priors.count) pattern priors given for \(angles) angles")
+        }
+        var out: [SIMAngleParameters] = []
+        var taken: [(Double, Double)] = []
+        for a in 0..<angles {
+            let slice = frames[(a * phases)..<((a + 1) * phases)]
+            let prior = priors?[a]
+            let equidistant = (0..<phases).map { 2 * Double.pi * Double($0) / Double(phases) }
+            let relPhases = prior.map { p in p.phases.map { $0 - p.phases[0] } } ?? equidistant
+            out.append(try estimateAngle(slice, prior: prior, relativePhases: relPhases, exclude: taken))
+            taken.append((out[a].kx, out[a].ky))
+        }
+        return SIMParameters(angles: out)
+    }
+
+    private func estimateAngle(_ frames: ArraySlice<[Float]>, prior: PatternPrior?, relativePhases: [Double],
+                               exclude: [(Double, Double)], ring: ClosedRange<Double>? = nil) throws -> SIMAngleParameters {
+        let fc = otf.cutoff
+        let (b0, c1) = separate(frames, phases: relativePhases)
+        let g0 = otfFiltered(b0.map { Complex32($0, 0) }, notchSigma: 0.08 * fc)
+        let g1 = otfFiltered(c1)
+        var p = [Complex32](repeating: .zero, count: n)
+        for i in 0..<n { p[i] = Complex32(g0[i].re * g1[i].re + g0[i].im * g1[i].im, g0[i].re * g1[i].im - g0[i].im * g1[i].re) }
+        // Coarse: every integer shift at once.
+        for i in 0..<n { bufA[i] = p[i] }
+        fwd.execute(bufA.pointer, bufB.pointer)
+        let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm  // px per (cycle/µm)
+        var candidates: [(u: Int, v: Int)] = []
+        if let prior {
+            let r = options.searchRadiusPx
+            for sign in [1.0, -1.0] {
+                let cu = sign * prior.kx * sx, cv = sign * prior.ky * sy
+                for dv in Int(-r - 1)...Int(r + 1) { for du in Int(-r - 1)...Int(r + 1) {
+                    let u = Int(cu.rounded()) + du, v = Int(cv.rounded()) + dv
+                    if hypot(Double(u) - cu, Double(v) - cv) <= r { candidates.append((u, v)) }
+                } }
+            }
+        } else {
+            let rmin = (ring?.lowerBound ?? 0.5 * fc) * sx, rmax = (ring?.upperBound ?? 1.05 * fc) * sx
+            for v in -height / 2..<height / 2 { for u in 0..<width / 2 {
+                let r = hypot(Double(u), Double(v) * sx / sy)
+                guard r >= rmin, r <= rmax else { continue }
+                // Skip the orientations already found (and their mirrors).
+                if exclude.contains(where: { e in
+                    let d1 = hypot(Double(u) - e.0 * sx, Double(v) - e.1 * sy), d2 = hypot(Double(u) + e.0 * sx, Double(v) + e.1 * sy)
+                    return min(d1, d2) < 6
+                }) { continue }
+                candidates.append((u, v))
+            } }
+        }
+        func mag(_ u: Int, _ v: Int) -> Double {
+            let i = ((v % height) + height) % height * width + ((u % width) + width) % width
+            return Double(hypot(bufB[i].re, bufB[i].im))
+        }
+        guard let best = candidates.max(by: { mag($0.u, $0.v) < mag($1.u, $1.v) }) else {
+            throw MoireError(.numeric, "no candidate wave vectors to search (image too small for the OTF?)")
+        }
+        let around = candidates.filter { hypot(Double($0.u - best.u), Double($0.v - best.v)) > 2.5 }
+            .filter { c in prior == nil || hypot(Double(c.u + best.u), Double(c.v + best.v)) > 2.5 + options.searchRadiusPx }
+        let bgMean = around.isEmpty ? 1e-30 : around.map { mag($0.u, $0.v) }.reduce(0, +) / Double(around.count)
+        // Fine: descend on |X(k)| from the integer peak.
+        var kx = Double(best.u) / sx, ky = Double(best.v) / sy
+        func score(_ x: Double, _ y: Double) -> Double { let d = dft(p, kx: x, ky: y); return hypot(d.re, d.im) }
+        var cur = score(kx, ky)
+        var step = 0.5
+        while step > 0.002 {
+            var improved = false
+            for (dx, dy) in [(1.0, 0.0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)] {
+                let nx = kx + dx * step / sx, ny = ky + dy * step / sy
+                let s = score(nx, ny)
+                if s > cur { cur = s; kx = nx; ky = ny; improved = true }
+            }
+            if !improved { step /= 2 }
+        }
+        let confidence = cur / Double(n) / max(bgMean / Double(n), 1e-30) * 1
+        // Per-frame phases at this k, then separation with them and the modulation.
+        var result = try refine(frames, kx: kx, ky: ky, confidence: confidence, source: "estimated")
+        // Trust checks against the prior.
+        var reasons: [String] = []
+        if confidence < options.minConfidence { reasons.append(String(format: "weak correlation peak (%.1f < %.1f)", confidence, options.minConfidence)) }
+        if result.modulation < 0.05 || result.modulation > 1.5 { reasons.append(String(format: "implausible modulation %.3f", result.modulation)) }
+        if let prior {
+            let pk = (prior.kx * prior.kx + prior.ky * prior.ky).squareRoot()
+            let dk = abs(result.kMagnitude - pk) / pk
+            if dk > options.maxKDeviation { reasons.append(String(format: "|k| %.4f µm⁻¹ is %.1f%% from the prior %.4f", result.kMagnitude, dk * 100, pk)) }
+            var da = abs(result.angleDeg - SIMAngleParameters(kx: prior.kx, ky: prior.ky, phases: [], modulation: 0, confidence: 0,
+                                                              source: "", flagged: false).angleDeg)
+            da = min(da, 180 - da)
+            if da > options.maxAngleDeviationDeg { reasons.append(String(format: "orientation %.2f° from the prior", da)) }
+            if !reasons.isEmpty {
+                // Fall back to the prior's wave vector (sign as found), phases measured there, prior modulation.
+                let sign = (result.kx * prior.kx + result.ky * prior.ky) >= 0 ? 1.0 : -1.0
+                result = try refine(frames, kx: sign * prior.kx, ky: sign * prior.ky, confidence: confidence, source: "prior")
+                result.modulation = prior.modulation
+                result.flagged = true
+                result.reason = reasons.joined(separator: "; ")
+            }
+        } else if !reasons.isEmpty {
+            result.flagged = true
+            result.reason = reasons.joined(separator: "; ") + " (no prior to fall back to)"
+        }
+        return result
+    }
+
+    /// Phases per frame at k, then the band separation with them, the residual phase and the modulation.
+    private func refine(_ frames: ArraySlice<[Float]>, kx: Double, ky: Double, confidence: Double, source: String) throws -> SIMAngleParameters {
+        var phis = framePhases(frames, kx: kx, ky: ky)
+        // Unwrap relative to the first for readability.
+        for i in 1..<phis.count { while phis[i] < phis[0] { phis[i] += 2 * .pi }; while phis[i] >= phis[0] + 2 * .pi { phis[i] -= 2 * .pi } }
+        let (b0, c1) = separate(frames, phases: phis)
+        // Band +1 moved to the origin by a full (sub-pixel) shift: its spectrum is (m/2)·S̃(f)·O(f+k).
+        for y in 0..<height { for x in 0..<width {
+            let a = -2 * Double.pi * (kx * Double(x) + ky * Double(y)) * pixelUm
+            let c = Float(cos(a)), s = Float(sin(a)), v = c1[y * width + x]
+            bufA[y * width + x] = Complex32(v.re * c - v.im * s, v.re * s + v.im * c)
+        } }
+        let y1 = AlignedBuffer<Complex32>(count: n)
+        fwd.execute(bufA.pointer, y1.pointer)
+        for i in 0..<n { bufA[i] = Complex32(b0[i], 0) }
+        fwd.execute(bufA.pointer, bufB.pointer)
+        let fc = otf.cutoff
+        var numRe = 0.0, numIm = 0.0, den = 0.0
+        for v in 0..<height { for u in 0..<width {
+            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+            let f = hypot(fx, fy)
+            guard f > 0.15 * fc else { continue }
+            let o0 = otf.value(f), ok = otf.value(hypot(fx + kx, fy + ky))
+            guard o0 > 0.03, ok > 0.03 else { continue }
+            let i = v * width + u
+            let xr = Double(bufB[i].re) * ok, xi = Double(bufB[i].im) * ok
+            let yr = Double(y1[i].re) * o0, yi = Double(y1[i].im) * o0
+            numRe += xr * yr + xi * yi; numIm += xr * yi - xi * yr
+            den += xr * xr + xi * xi
+        } }
+        var modulation = 0.0, psi = 0.0
+        if den > 0 { modulation = 2 * hypot(numRe, numIm) / den; psi = atan2(numIm, numRe) }
+        return SIMAngleParameters(kx: kx, ky: ky, phases: phis.map { $0 + psi }, modulation: modulation,
+                                  confidence: confidence, source: source, flagged: false, reason: nil)
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import MoireConfig
+
+/// What is known of one pattern orientation before estimation: the nominal pattern of the modulator profile.
+public struct PatternPrior: Codable, Sendable, Equatable {
+    /// Wave vector, cycles/µm.
+    public var kx: Double
+    public var ky: Double
+    /// Phase of each frame of this orientation, rad.
+    public var phases: [Double]
+    public var modulation: Double
+
+    public init(kx: Double, ky: Double, phases: [Double], modulation: Double) {
+        self.kx = kx; self.ky = ky; self.phases = phases; self.modulation = modulation
+    }
+
+    /// The priors of a modulator pattern set, one per angle (phases in frame order).
+    public static func from(_ set: PatternSet, angles: Int, phases: Int) -> [PatternPrior] {
+        (0..<angles).map { a in
+            let ps = (0..<phases).compactMap { set.pattern(angle: a, phase: $0) }
+            let first = ps.first!
+            return PatternPrior(kx: first.kx, ky: first.ky, phases: ps.map(\.phaseRad),
+                                modulation: ps.map(\.modulation).reduce(0, +) / Double(ps.count))
+        }
+    }
+
+    /// Three (or n) orientations 180°/n apart with equidistant phases, from a period and the first angle.
+    public static func regular(periodUm: Double, firstAngleDeg: Double, angles: Int, phases: Int, modulation: Double = 0.7) -> [PatternPrior] {
+        (0..<angles).map { a in
+            let th = (firstAngleDeg + Double(a) * 180 / Double(angles)) * .pi / 180
+            return PatternPrior(kx: cos(th) / periodUm, ky: sin(th) / periodUm,
+                                phases: (0..<phases).map { 2 * .pi * Double($0) / Double(phases) }, modulation: modulation)
+        }
+    }
+}
+
+/// The parameters used for one orientation, with where they came from and how far to trust them.
+public struct SIMAngleParameters: Codable, Sendable, Equatable {
+    public var kx: Double
+    public var ky: Double
+    /// Absolute phase of each frame's pattern (rad), in the image's own coordinates (origin at pixel 0,0).
+    public var phases: [Double]
+    public var modulation: Double
+    /// Correlation peak over its surroundings (≥ the trust threshold for an estimate to be used).
+    public var confidence: Double
+    /// `estimated`, `prior` (fallback or no estimation), or `fixed` (given by the caller).
+    public var source: String
+    /// True when the estimate was not trustworthy and the prior was used instead.
+    public var flagged: Bool
+    public var reason: String?
+
+    public var kMagnitude: Double { (kx * kx + ky * ky).squareRoot() }
+    /// Orientation of the wave vector in degrees, folded into [0, 180).
+    public var angleDeg: Double {
+        var a = atan2(ky, kx) * 180 / .pi
+        while a < 0 { a += 180 }
+        while a >= 180 { a -= 180 }
+        return a
+    }
+}
+
+/// Parameters of a 2D-SIM reconstruction: one entry per orientation.
+public struct SIMParameters: Codable, Sendable, Equatable {
+    public var angles: [SIMAngleParameters]
+    public var flagged: Bool { angles.contains(where: \.flagged) }
+
+    public init(angles: [SIMAngleParameters]) { self.angles = angles }
+
+    /// Parameters taken from priors without estimation.
+    public static func fromPriors(_ priors: [PatternPrior], phaseOffset: Double = 0) -> SIMParameters {
+        SIMParameters(angles: priors.map {
+            SIMAngleParameters(kx: $0.kx, ky: $0.ky, phases: $0.phases.map { $0 + phaseOffset }, modulation: $0.modulation,
+                               confidence: 0, source: "prior", flagged: false, reason: nil)
+        })
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireHardware
+
+/// Simulated SIM data with known truth, for the reconstruction tests.
+public struct SimulatedSIMData {
+    /// Phase sets: `sets[t][angle · phases + phase]`, each `roi × roi` floats (ADU).
+    public var sets: [[[Float]]]
+    /// The patterns really projected, per angle (phase 0): the ground truth of the estimate.
+    public var truth: [PatternSpec]
+    /// The nominal patterns of the profile (the prior).
+    public var nominal: PatternSet
+    public var proto: AcquisitionProtocol
+    public var pixelUm: Double { proto.pixelSizeUm }
+    public var offsetADU: Double { proto.rig.cameraProfile.offsetADU }
+}
+
+extension Fixtures {
+    /// Acquires `timepoints` 2D-SIM phase sets on the simulated rig.
+    public static func simulateSIM(roi: Int = 256, powerMw: Double = 100, exposureMs: Double = 20, timepoints: Int = 1,
+                                   patternError: PatternError = PatternError(kScale: 1.004, rotationDeg: 0.3, phaseOffsetRad: 0.7),
+                                   seed: UInt64 = 1, specimen: String? = nil) throws -> SimulatedSIMData {
+        let dir = tempDir("simdata")
+        var rig: String?
+        if let specimen {
+            let text = try String(contentsOfFile: path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
+                .replacingOccurrences(of: "../profiles", with: path("sim-hardware/profiles"))
+                .replacingOccurrences(of: "../specimens/filaments.yaml", with: specimen)
+            rig = write(text, to: "rig.yaml", in: dir)
+        }
+        let file = smallProtocol(in: dir, roi: roi, timepoints: timepoints, channels:
+            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: sim488}\n",
+            rig: rig, frameDeadlineMs: 5000)
+        let p = try AcquisitionProtocol.load(file: file)
+        let clock = VirtualClock()
+        let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: seed)
+        let mod = devices.modulator as! SimulatedModulator
+        mod.patternError = patternError
+        let set = p.rig.modulator!.profile.modulator!.patternSet(named: "sim488")!
+        let runner = Runner(protocol: p, devices: devices, runID: "sim", clock: clock)
+        var frames: [[Float]] = []
+        let result = runner.run(pool: FramePool(slots: 8, bytes: roi * roi * 2), sink: { f in
+            let px: [Float] = f.withPayload { raw in
+                let b = raw.bindMemory(to: UInt16.self)
+                return (0..<(roi * roi)).map { Float(b[$0]) }
+            }
+            frames.append(px)
+            f.release()
+        })
+        guard result.reason == "completed", result.missing == 0 else {
+            throw MoireError(.hardware, "simulation failed: \(result.reason) \(result.error?.description ?? "")")
+        }
+        let per = p.angles * p.phases
+        let sets = stride(from: 0, to: frames.count, by: per).map { Array(frames[$0..<($0 + per)]) }
+        let truth = (0..<p.angles).map { a in mod.projected(set.pattern(angle: a, phase: 0)!.index)! }
+        return SimulatedSIMData(sets: sets, truth: truth, nominal: set, proto: p)
+    }
+}
