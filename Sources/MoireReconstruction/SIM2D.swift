@@ -8,8 +8,9 @@ public struct SIM2DOptions: Codable, Sendable, Equatable {
     public var wiener: Double = 0.05
     /// Apodization reaches zero at this fraction of the extended cutoff (fc + |k|).
     public var apodization: Double = 1.0
-    /// Strength (0…1) of the suppression of each band's out-of-focus background near its order centre.
-    public var suppression: Double = 0
+    /// Strength (0…1) of the suppression of bands ±1 near their order centres, where band 0 leaks
+    /// (out-of-focus background, imperfect separation) and would leave peaks at ±k.
+    public var suppression: Double = 0.99
     /// Width (FWHM, cycles/µm) of that suppression.
     public var suppressionFWHM: Double = 1.2
     /// Constant camera background subtracted from every raw frame (ADU).
@@ -24,6 +25,10 @@ public struct SIM2DOptions: Codable, Sendable, Equatable {
     public var minConfidence: Double = 6
     /// Search radius around the prior, in spectral pixels.
     public var searchRadiusPx: Double = 4
+    /// Low-frequency notch of band 0 during estimation (σ as a fraction of the OTF cutoff).
+    public var estimationNotch: Double = 0.15
+    /// Exponent of the OTF used as the estimation filter (1: matched filter; 0: flat within the support).
+    public var estimationFilterPower: Double = 1
 
     public init() {}
 }

@@ -34,7 +34,8 @@ extension SIM2DReconstructor {
         for v in 0..<height { for u in 0..<width {
             let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
             let f2 = fx * fx + fy * fy
-            var g = otf.value(f2.squareRoot())
+            let o = otf.value(f2.squareRoot())
+            var g = o > 0 ? pow(o, options.estimationFilterPower) : 0
             if notchSigma > 0 { g *= 1 - exp(-f2 / (2 * notchSigma * notchSigma)) }
             let i = v * width + u
             bufB[i] = Complex32(bufB[i].re * Float(g) * s, bufB[i].im * Float(g) * s)
@@ -50,6 +51,80 @@ extension SIM2DReconstructor {
         let q = h.map { Complex32($0.re * $0.re, 0) }
         let d = dft(q, kx: kx, ky: ky)
         return atan2(d.im, d.re)
+    }
+
+    /// The band-0 × band-1 correlation of one orientation: `p(r) = conj(g0)·g1` (filtered bands) and its
+    /// transform, whose magnitude peaks at the pattern's wave vector (integer spectral pixels).
+    func correlationMap(_ frames: ArraySlice<[Float]>, relativePhases: [Double]) -> (p: [Complex32], map: [Complex32]) {
+        let (b0, c1) = separate(frames, phases: relativePhases)
+        let g0 = otfFiltered(b0.map { Complex32($0, 0) }, notchSigma: options.estimationNotch * otf.cutoff)
+        let g1 = otfFiltered(c1)
+        var p = [Complex32](repeating: .zero, count: n)
+        for i in 0..<n { p[i] = Complex32(g0[i].re * g1[i].re + g0[i].im * g1[i].im, g0[i].re * g1[i].im - g0[i].im * g1[i].re) }
+        for i in 0..<n { bufA[i] = p[i] }
+        fwd.execute(bufA.pointer, bufB.pointer)
+        return (p, Array(bufB.buffer))
+    }
+
+    /// Finds the orientation θ and |k| on the ring around 1/period that best explains all
+    /// orientations at once (they are 180°/angles apart), then returns per-angle priors there.
+    func jointRingSearch(_ frames: [[Float]], periodUm: Double, modulation: Double) -> [PatternPrior] {
+        let equidistant = (0..<phases).map { 2 * Double.pi * Double($0) / Double(phases) }
+        let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm
+        let k0 = 1 / periodUm
+        var maps: [[Float]] = []
+        for a in 0..<angles {
+            let m = correlationMap(frames[(a * phases)..<((a + 1) * phases)], relativePhases: equidistant).map
+            var mag = m.map { hypot($0.re, $0.im) }
+            // Normalise by the mean over the search ring, so every orientation counts alike.
+            var sum: Float = 0, cnt = 0
+            for v in 0..<height { for u in 0..<width {
+                let fu = Double(signed(u, width)) / sx, fv = Double(signed(v, height)) / sy
+                let r = hypot(fu, fv)
+                if r > 0.95 * k0 && r < 1.05 * k0 { sum += mag[v * width + u]; cnt += 1 }
+            } }
+            let mean = cnt > 0 ? sum / Float(cnt) : 1
+            for i in 0..<n { mag[i] /= max(mean, 1e-30) }
+            maps.append(mag)
+        }
+        func at(_ m: [Float], _ kx: Double, _ ky: Double) -> Float {
+            // Bilinear in spectral pixels; the larger of k and −k (either may carry band +1).
+            func one(_ x: Double, _ y: Double) -> Float {
+                let x0 = Int(floor(x)), y0 = Int(floor(y)), tx = Float(x - Double(x0)), ty = Float(y - Double(y0))
+                func g(_ u: Int, _ v: Int) -> Float { m[((v % height) + height) % height * width + ((u % width) + width) % width] }
+                return (1 - ty) * ((1 - tx) * g(x0, y0) + tx * g(x0 + 1, y0)) + ty * ((1 - tx) * g(x0, y0 + 1) + tx * g(x0 + 1, y0 + 1))
+            }
+            return max(one(kx * sx, ky * sy), one(-kx * sx, -ky * sy))
+        }
+        var best: (score: Float, theta: Double, r: Double, sense: Double) = (-1, 0, k0, 1)
+        let step = 0.5 / (k0 * sx)  // half a spectral pixel along the ring, in radians
+        for sense in [1.0, -1.0] {
+            var theta = 0.0
+            while theta < Double.pi {
+                var r = 0.97 * k0
+                while r <= 1.03 * k0 {
+                    var score: Float = 0
+                    for a in 0..<angles {
+                        let th = theta + sense * Double(a) * .pi / Double(angles)
+                        score += at(maps[a], r * cos(th), r * sin(th))
+                    }
+                    if score > best.score { best = (score, theta, r, sense) }
+                    r += 0.5 / sx
+                }
+                theta += step
+            }
+        }
+        return (0..<angles).map { a in
+            let th = best.theta + best.sense * Double(a) * .pi / Double(angles)
+            let kx = best.r * cos(th), ky = best.r * sin(th)
+            // Keep the sign whose correlation is stronger.
+            let m = maps[a]
+            func g(_ x: Double, _ y: Double) -> Float {
+                m[((Int((y * sy).rounded()) % height) + height) % height * width + ((Int((x * sx).rounded()) % width) + width) % width]
+            }
+            let sign = g(kx, ky) >= g(-kx, -ky) ? 1.0 : -1.0
+            return PatternPrior(kx: sign * kx, ky: sign * ky, phases: equidistant, modulation: modulation)
+        }
     }
 
     /// Absolute pattern phase of every frame of one orientation at wave vector k.
@@ -77,41 +152,19 @@ extension SIM2DReconstructor {
         return xs.map { atan2($0.1 - mi, $0.0 - mr) }
     }
 
-    /// Estimates with a prior given only as the pattern period: the first orientation is found on
-    /// the ring |k| = 1/period (±3 %), the others are sought 180°/angles apart from it, in whichever
-    /// sense correlates better. Flagged like `estimate(_:priors:)`.
+    /// Estimates with a prior given only as the pattern period: the orientations, 180°/angles apart,
+    /// are found together on the ring |k| = 1/period (±3 %), each is then refined on its own and
+    /// checked like `estimate(_:priors:)` (against the joint solution).
     public func estimate(_ frames: [[Float]], periodUm: Double, modulation: Double = 0.7) throws -> SIMParameters {
         try check(frames)
-        let k0 = 1 / periodUm
-        let equidistant = (0..<phases).map { 2 * Double.pi * Double($0) / Double(phases) }
-        let first = try estimateAngle(frames[0..<phases], prior: nil, relativePhases: equidistant, exclude: [],
-                                      ring: (0.97 * k0)...(1.03 * k0))
-        var out = [first]
-        let theta0 = atan2(first.ky, first.kx)
-        var sense = 0.0
-        for a in 1..<angles {
-            let slice = frames[(a * phases)..<((a + 1) * phases)]
-            var best: SIMAngleParameters?
-            for s in sense == 0 ? [1.0, -1.0] : [sense] {
-                let th = theta0 + s * Double(a) * .pi / Double(angles)
-                let prior = PatternPrior(kx: k0 * cos(th), ky: k0 * sin(th), phases: equidistant, modulation: modulation)
-                let r = try estimateAngle(slice, prior: prior, relativePhases: equidistant, exclude: [])
-                if best == nil || (r.flagged ? 0 : 1, r.confidence) > (best!.flagged ? 0 : 1, best!.confidence) {
-                    best = r
-                    if sense == 0 { sense = s }
-                }
-            }
-            if a == 1, let b = best {
-                // Keep the sense that won for angle 1.
-                let th1 = atan2(b.ky, b.kx)
-                var d = (th1 - theta0) * 180 / .pi
-                while d > 90 { d -= 180 }
-                while d < -90 { d += 180 }
-                sense = d >= 0 ? 1 : -1
-            }
-            out.append(best!)
-        }
-        return SIMParameters(angles: out)
+        guard periodUm > 0 else { throw MoireError(.usage, "pattern period must be positive") }
+        let priors = jointRingSearch(frames, periodUm: periodUm, modulation: modulation)
+        var o = options
+        o.searchRadiusPx = 2
+        let saved = options
+        options = o
+        defer { options = saved }
+        return try estimate(frames, priors: priors)
     }
 
     /// Estimates every orientation's parameters, seeded by `priors` (one per angle) when given,
@@ -137,14 +190,8 @@ extension SIM2DReconstructor {
     private func estimateAngle(_ frames: ArraySlice<[Float]>, prior: PatternPrior?, relativePhases: [Double],
                                exclude: [(Double, Double)], ring: ClosedRange<Double>? = nil) throws -> SIMAngleParameters {
         let fc = otf.cutoff
-        let (b0, c1) = separate(frames, phases: relativePhases)
-        let g0 = otfFiltered(b0.map { Complex32($0, 0) }, notchSigma: 0.08 * fc)
-        let g1 = otfFiltered(c1)
-        var p = [Complex32](repeating: .zero, count: n)
-        for i in 0..<n { p[i] = Complex32(g0[i].re * g1[i].re + g0[i].im * g1[i].im, g0[i].re * g1[i].im - g0[i].im * g1[i].re) }
-        // Coarse: every integer shift at once.
-        for i in 0..<n { bufA[i] = p[i] }
-        fwd.execute(bufA.pointer, bufB.pointer)
+        let (p, map) = correlationMap(frames, relativePhases: relativePhases)
+        for i in 0..<n { bufB[i] = map[i] }
         let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm  // px per (cycle/µm)
         var candidates: [(u: Int, v: Int)] = []
         if let prior {
@@ -158,7 +205,7 @@ extension SIM2DReconstructor {
             }
         } else {
             let rmin = (ring?.lowerBound ?? 0.5 * fc) * sx, rmax = (ring?.upperBound ?? 1.05 * fc) * sx
-            for v in -height / 2..<height / 2 { for u in 0..<width / 2 {
+            for v in -height / 2..<height / 2 { for u in -width / 2..<width / 2 {
                 let r = hypot(Double(u), Double(v) * sx / sy)
                 guard r >= rmin, r <= rmax else { continue }
                 // Skip the orientations already found (and their mirrors).
@@ -173,12 +220,32 @@ extension SIM2DReconstructor {
             let i = ((v % height) + height) % height * width + ((u % width) + width) % width
             return Double(hypot(bufB[i].re, bufB[i].im))
         }
-        guard let best = candidates.max(by: { mag($0.u, $0.v) < mag($1.u, $1.v) }) else {
+        // Blind: flatten the radial fall-off of the correlation, so a peak stands out over its own ring.
+        var ringMean: [Double] = []
+        if prior == nil {
+            let rings = max(width, height)
+            var sum = [Double](repeating: 0, count: rings), cnt = [Double](repeating: 0, count: rings)
+            for v in 0..<height { for u in 0..<width {
+                let r = Int(hypot(Double(signed(u, width)), Double(signed(v, height)) * sx / sy).rounded())
+                if r < rings { sum[r] += mag(u, v); cnt[r] += 1 }
+            } }
+            ringMean = zip(sum, cnt).map { $1 > 0 ? max($0 / $1, 1e-30) : 1e-30 }
+        }
+        func rank(_ c: (u: Int, v: Int)) -> Double {
+            guard prior == nil else { return mag(c.u, c.v) }
+            let r = Int(hypot(Double(c.u), Double(c.v) * sx / sy).rounded())
+            return mag(c.u, c.v) / ringMean[min(r, ringMean.count - 1)]
+        }
+        guard let best = candidates.max(by: { rank($0) < rank($1) }) else {
             throw MoireError(.numeric, "no candidate wave vectors to search (image too small for the OTF?)")
         }
-        let around = candidates.filter { hypot(Double($0.u - best.u), Double($0.v - best.v)) > 2.5 }
-            .filter { c in prior == nil || hypot(Double(c.u + best.u), Double(c.v + best.v)) > 2.5 + options.searchRadiusPx }
-        let bgMean = around.isEmpty ? 1e-30 : around.map { mag($0.u, $0.v) }.reduce(0, +) / Double(around.count)
+        // Background: the correlation's mean magnitude 3…10 spectral pixels from the peak.
+        var bgSum = 0.0, bgCount = 0
+        for dv in -10...10 { for du in -10...10 {
+            let d = hypot(Double(du), Double(dv))
+            if d >= 3 && d <= 10 { bgSum += mag(best.u + du, best.v + dv); bgCount += 1 }
+        } }
+        let bgMean = max(bgSum / Double(max(bgCount, 1)), 1e-30)
         // Fine: descend on |X(k)| from the integer peak.
         var kx = Double(best.u) / sx, ky = Double(best.v) / sy
         func score(_ x: Double, _ y: Double) -> Double { let d = dft(p, kx: x, ky: y); return hypot(d.re, d.im) }
@@ -193,7 +260,7 @@ extension SIM2DReconstructor {
             }
             if !improved { step /= 2 }
         }
-        let confidence = cur / Double(n) / max(bgMean / Double(n), 1e-30) * 1
+        let confidence = cur / bgMean
         // Per-frame phases at this k, then separation with them and the modulation.
         var result = try refine(frames, kx: kx, ky: ky, confidence: confidence, source: "estimated")
         // Trust checks against the prior.

@@ -38,7 +38,7 @@ extension SIM2DReconstructor {
                 // Band 0 at F = f.
                 let f0x = Double(fu) / sx, f0y = Double(fv) / sy
                 i0[i] = Int32(((fv + H) % H) * W + (fu + W) % W)
-                h0[i] = Float(otf.value(hypot(f0x, f0y)) * att(f0x * f0x + f0y * f0y))
+                h0[i] = Float(otf.value(hypot(f0x, f0y)))
                 // Band +1 at F = f − k_int: content S̃(F)·O(F + k).
                 let Fu = fu - kxi, Fv = fv - kyi
                 let Fx = Double(Fu) / sx, Fy = Double(Fv) / sy

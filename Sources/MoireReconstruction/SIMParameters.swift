@@ -49,6 +49,12 @@ public struct SIMAngleParameters: Codable, Sendable, Equatable {
     public var flagged: Bool
     public var reason: String?
 
+    public init(kx: Double, ky: Double, phases: [Double], modulation: Double, confidence: Double, source: String,
+                flagged: Bool, reason: String? = nil) {
+        self.kx = kx; self.ky = ky; self.phases = phases; self.modulation = modulation
+        self.confidence = confidence; self.source = source; self.flagged = flagged; self.reason = reason
+    }
+
     public var kMagnitude: Double { (kx * kx + ky * ky).squareRoot() }
     /// Orientation of the wave vector in degrees, folded into [0, 180).
     public var angleDeg: Double {

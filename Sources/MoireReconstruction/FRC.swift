@@ -1,0 +1,47 @@
+import Foundation
+import MoireCore
+import MoireFFT
+
+/// Fourier ring correlation of two independent images of the same object.
+public enum FRC {
+    /// The FRC curve: (frequency in cycles/µm, correlation) per ring of one spectral pixel.
+    public static func curve(_ a: [Float], _ b: [Float], width: Int, height: Int, pixelUm: Double) throws -> [(Double, Double)] {
+        guard a.count == width * height, b.count == a.count, width == height else {
+            throw MoireError(.usage, "FRC needs two square images of the same size")
+        }
+        let plan = try FFT.plan2D(width: width, height: height, kind: .c2cForward)
+        func spectrum(_ x: [Float]) -> AlignedBuffer<Complex32> {
+            let mean = x.reduce(0, +) / Float(x.count)
+            let i = AlignedBuffer<Complex32>(count: x.count), o = AlignedBuffer<Complex32>(count: x.count)
+            // Edge-tapered so the image borders do not correlate.
+            let t = SIM2DReconstructor.makeTaper(width: width, height: height, edge: width / 16)
+            for k in 0..<x.count { i[k] = Complex32((x[k] - mean) * t[k], 0) }
+            plan.execute(i.pointer, o.pointer)
+            return o
+        }
+        let fa = spectrum(a), fb = spectrum(b)
+        let rings = width / 2
+        var num = [Double](repeating: 0, count: rings), da = num, db = num
+        for v in 0..<height { for u in 0..<width {
+            let fu = u < width / 2 ? u : u - width, fv = v < height / 2 ? v : v - height
+            let r = Int((Double(fu * fu + fv * fv)).squareRoot().rounded())
+            guard r < rings else { continue }
+            let i = v * width + u
+            num[r] += Double(fa[i].re * fb[i].re + fa[i].im * fb[i].im)
+            da[r] += Double(fa[i].re * fa[i].re + fa[i].im * fa[i].im)
+            db[r] += Double(fb[i].re * fb[i].re + fb[i].im * fb[i].im)
+        } }
+        return (1..<rings).map { r in (Double(r) / (Double(width) * pixelUm), num[r] / max((da[r] * db[r]).squareRoot(), 1e-30)) }
+    }
+
+    /// Resolution (µm) where the smoothed FRC first drops below `threshold` (1/7 by convention).
+    public static func resolution(_ a: [Float], _ b: [Float], width: Int, height: Int, pixelUm: Double, threshold: Double = 1.0 / 7) throws -> Double {
+        let c = try curve(a, b, width: width, height: height, pixelUm: pixelUm)
+        let smooth = c.indices.map { i -> Double in
+            let lo = max(0, i - 2), hi = min(c.count - 1, i + 2)
+            return c[lo...hi].map(\.1).reduce(0, +) / Double(hi - lo + 1)
+        }
+        for i in 2..<c.count where smooth[i] < threshold { return 1 / c[i].0 }
+        return 1 / c[c.count - 1].0
+    }
+}

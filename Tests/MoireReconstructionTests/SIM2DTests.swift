@@ -1,0 +1,174 @@
+import Foundation
+import MoireConfig
+import MoireCore
+import MoireHardware
+import MoireReconstruction
+import MoireStorage
+import MoireTesting
+import Testing
+
+func orientationError(_ a: Double, _ b: Double) -> Double {
+    var d = abs(a - b).truncatingRemainder(dividingBy: 180)
+    if d > 90 { d = 180 - d }
+    return d
+}
+
+func truthAngle(_ p: PatternSpec) -> Double {
+    SIMAngleParameters(kx: p.kx, ky: p.ky, phases: [], modulation: 0, confidence: 0, source: "", flagged: false).angleDeg
+}
+
+func reconstructor(_ d: SimulatedSIMData, roi: Int) throws -> SIM2DReconstructor {
+    var o = SIM2DOptions()
+    o.background = d.offsetADU
+    return try SIM2DReconstructor(width: roi, height: roi, pixelUm: d.pixelUm, angles: 3, phases: 3,
+                                  otf: IdealOTF(na: 1.49, emissionNm: 525), options: o)
+}
+
+@Suite(.serialized) struct SIM2DSimulatedTests {
+    @Test func highSignalEstimateMatchesTheSimulatorsTruth() throws {
+        let d = try Fixtures.simulateSIM(roi: 256, powerMw: 100, exposureMs: 20)
+        let rec = try reconstructor(d, roi: 256)
+        let p = try rec.estimate(d.sets[0], priors: PatternPrior.from(d.nominal, angles: 3, phases: 3))
+        for (a, ap) in p.angles.enumerated() {
+            let t = d.truth[a]
+            let tk = (t.kx * t.kx + t.ky * t.ky).squareRoot()
+            #expect(!ap.flagged && ap.source == "estimated")
+            #expect(abs(ap.kMagnitude - tk) / tk < 0.002, "|k| \(ap.kMagnitude) vs \(tk)")
+            #expect(orientationError(ap.angleDeg, truthAngle(t)) < 0.05, "angle \(ap.angleDeg) vs \(truthAngle(t))")
+            #expect(abs(ap.modulation - t.modulation) / t.modulation < 0.1, "m \(ap.modulation) vs \(t.modulation)")
+            // Phase steps: the projected patterns step by exactly 2π/3.
+            for i in 1..<3 { #expect(abs(ap.phases[i] - ap.phases[i - 1] - 2 * .pi / 3) < 0.1) }
+        }
+        // The estimate really moved from the nominal (pattern error 0.4 %, 0.3°) to the truth.
+        let nominal = PatternPrior.from(d.nominal, angles: 3, phases: 3)
+        #expect(orientationError(p.angles[0].angleDeg, atan2(nominal[0].ky, nominal[0].kx) * 180 / .pi) > 0.2)
+    }
+
+    @Test func srResolutionByFRCIsAtLeast1point7TimesFinerThanWidefield() throws {
+        let a = try Fixtures.simulateSIM(roi: 256, powerMw: 100, exposureMs: 20, seed: 11)
+        let b = try Fixtures.simulateSIM(roi: 256, powerMw: 100, exposureMs: 20, seed: 12)
+        let rec = try reconstructor(a, roi: 256)
+        let p = try rec.estimate(a.sets[0], priors: PatternPrior.from(a.nominal, angles: 3, phases: 3))
+        let srA = try rec.reconstruct(a.sets[0], parameters: p), srB = try rec.reconstruct(b.sets[0], parameters: p)
+        let wfA = try rec.widefield(a.sets[0]), wfB = try rec.widefield(b.sets[0])
+        let resSR = try FRC.resolution(srA, srB, width: 512, height: 512, pixelUm: a.pixelUm / 2)
+        let resWF = try FRC.resolution(wfA, wfB, width: 256, height: 256, pixelUm: a.pixelUm)
+        #expect(resWF / resSR >= 1.7, "FRC resolution: widefield \(resWF) µm, SR \(resSR) µm")
+    }
+
+    @Test func lowSignalEstimateIsAccurateOrFlaggedAndReplacedByThePrior() throws {
+        // About 30 photons at the brightest pixel.
+        let d = try Fixtures.simulateSIM(roi: 256, powerMw: 5, exposureMs: 1.2)
+        let brightest = d.sets[0].map { $0.max()! }.max()!
+        let cam = d.proto.rig.cameraProfile
+        let photons = (Double(brightest) - cam.offsetADU) / cam.gainADUPerE / cam.qe
+        #expect(photons > 15 && photons < 60, "brightest pixel \(photons) photons")
+        let rec = try reconstructor(d, roi: 256)
+        let priors = PatternPrior.from(d.nominal, angles: 3, phases: 3)
+        let p = try rec.estimate(d.sets[0], priors: priors)
+        for (a, ap) in p.angles.enumerated() {
+            let t = d.truth[a]
+            let tk = (t.kx * t.kx + t.ky * t.ky).squareRoot()
+            if ap.flagged {
+                #expect(ap.source == "prior" && ap.reason != nil)
+                #expect(abs(abs(ap.kx) - abs(priors[a].kx)) < 1e-12 && abs(abs(ap.ky) - abs(priors[a].ky)) < 1e-12)
+            } else {
+                #expect(abs(ap.kMagnitude - tk) / tk < 0.005)
+                #expect(orientationError(ap.angleDeg, truthAngle(t)) < 0.2)
+            }
+        }
+    }
+
+    @Test func hopelessSignalIsFlaggedAndThePriorUsed() throws {
+        let d = try Fixtures.simulateSIM(roi: 128, powerMw: 0.5, exposureMs: 0.5)
+        let rec = try reconstructor(d, roi: 128)
+        let priors = PatternPrior.from(d.nominal, angles: 3, phases: 3)
+        let p = try rec.estimate(d.sets[0], priors: priors)
+        #expect(p.flagged)
+        for (a, ap) in p.angles.enumerated() where ap.flagged {
+            #expect(ap.source == "prior" && ap.modulation == priors[a].modulation)
+            #expect(ap.reason?.isEmpty == false)
+        }
+        // Still a finite image, never garbage numbers.
+        let sr = try rec.reconstruct(d.sets[0], parameters: p)
+        #expect(sr.allSatisfy { $0.isFinite })
+    }
+
+    @Test func blindSearchFindsThePatternWithoutAPrior() throws {
+        let d = try Fixtures.simulateSIM(roi: 256, powerMw: 100, exposureMs: 20)
+        let rec = try reconstructor(d, roi: 256)
+        let p = try rec.estimate(d.sets[0], priors: nil)
+        for (a, ap) in p.angles.enumerated() {
+            let t = d.truth[a]
+            #expect(abs(ap.kMagnitude - (t.kx * t.kx + t.ky * t.ky).squareRoot()) < 0.01)
+            #expect(orientationError(ap.angleDeg, truthAngle(t)) < 0.1)
+        }
+    }
+}
+
+@Suite struct SIM2DInputTests {
+    let otf = IdealOTF(na: 1.49, emissionNm: 525)
+
+    @Test func wrongFrameCountBlankAndNaNFramesAreRejected() throws {
+        let rec = try SIM2DReconstructor(width: 32, height: 32, pixelUm: 0.065, angles: 3, phases: 3, otf: otf)
+        let good = (0..<9).map { i in (0..<1024).map { Float(($0 * 7 + i) % 13) } }
+        #expect(throws: MoireError.self) { try rec.estimate(Array(good.prefix(8)), priors: nil) }
+        var blank = good; blank[4] = [Float](repeating: 100, count: 1024)
+        do { _ = try rec.reconstruct(blank, parameters: .fromPriors(PatternPrior.regular(periodUm: 0.18, firstAngleDeg: 0, angles: 3, phases: 3)))
+            Issue.record("blank frame accepted") } catch let e as MoireError { #expect(e.message.contains("frame 4 is blank")) }
+        var nan = good; nan[2][5] = .nan
+        #expect(throws: MoireError.self) { try rec.widefield(nan) }
+        #expect(throws: MoireError.self) { try SIM2DReconstructor(width: 15, height: 32, pixelUm: 0.065, angles: 3, phases: 3, otf: otf) }
+    }
+
+    @Test func idealOTFHasTheAnalyticShape() {
+        let o = IdealOTF(na: 1.4, emissionNm: 500)
+        #expect(abs(o.cutoff - 5.6) < 1e-12)
+        #expect(o.value(0) == 1 && o.value(5.6) == 0 && o.value(7) == 0)
+        #expect(abs(o.value(2.8) - 0.391002) < 1e-5)
+    }
+
+    @Test func measuredRadialOTFFromTheRealData() throws {
+        guard let data = Fixtures.sharedData else { return }
+        let m = try MeasuredRadialOTF.loadMRC("\(data)/rdl-sim-microtubules/otf-tirf488-radial.mrc")
+        #expect(abs(m.step - 0.0312) < 1e-4 && m.value(0) == 1)
+        #expect(m.value(1) > m.value(2) && m.value(2) > m.value(4))
+        #expect(m.cutoff > 4 && m.cutoff < 8)
+    }
+}
+
+@Suite struct SIM2DRealDataTests {
+    @Test func microtubulesGiveThreeOrientations60DegreesApartAndNoResidualOrderPeaks() throws {
+        guard let data = Fixtures.sharedData else { Issue.record("../shared/data is needed"); return }
+        let s = try ImageImport.loadMRC("\(data)/rdl-sim-microtubules/raw-3x3-microtubules.mrc")
+        let otf = try MeasuredRadialOTF.loadMRC("\(data)/rdl-sim-microtubules/otf-tirf488-radial.mrc")
+        var o = SIM2DOptions()
+        o.background = 100
+        o.wiener = 0.2
+        let rec = try SIM2DReconstructor(width: 256, height: 256, pixelUm: 0.0626, angles: 3, phases: 3, otf: otf, options: o)
+        let p = try rec.estimate(s.planes, periodUm: 0.1807)
+        let angles = p.angles.map(\.angleDeg)
+        for i in 0..<3 { for j in (i + 1)..<3 {
+            #expect(abs(orientationError(angles[i], angles[j]) - 60) < 1, "orientations \(angles)")
+        } }
+        for ap in p.angles { #expect(abs(ap.kMagnitude - 5.53) / 5.53 < 0.03) }
+        // The SR spectrum at each order position: no peak over its neighbourhood.
+        let sr = try rec.reconstruct(s.planes, parameters: p)
+        let N = 512, px = 0.0626 / 2
+        for ap in p.angles {
+            let u = ap.kx * Double(N) * px, v = ap.ky * Double(N) * px
+            func mag(_ du: Double, _ dv: Double) -> Double {
+                var re = 0.0, im = 0.0
+                for y in 0..<N { for x in 0..<N where (x + y) % 1 == 0 {
+                    let a = -2 * Double.pi * ((u + du) * Double(x) + (v + dv) * Double(y)) / Double(N)
+                    re += Double(sr[y * N + x]) * cos(a); im += Double(sr[y * N + x]) * sin(a)
+                } }
+                return hypot(re, im)
+            }
+            let peak = max(mag(0, 0), mag(1, 0), mag(0, 1), mag(-1, 0), mag(0, -1))
+            let ring = (0..<12).map { i -> Double in let t = Double(i) * .pi / 6; return mag(5 * cos(t), 5 * sin(t)) }.sorted()
+            let median = (ring[5] + ring[6]) / 2
+            #expect(peak / median < 2.5, "order peak \(peak / median) at angle \(ap.angleDeg)")
+        }
+    }
+}
