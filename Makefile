@@ -51,8 +51,13 @@ test: deps
 	$(SWIFT) test --skip-build --parallel --num-workers 2
 	BIN=$$($(SWIFT) build --show-bin-path) bash tests/integration.sh
 
+# Benchmarks (release build). The sim2d peer is napari-sim-processor's ConvSimProcessor (no napari, no Qt).
 bench: deps build
+	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib || python3 -m pip install -q --break-system-packages matplotlib
+	@python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('napari_sim_processor') else 1)" \
+	  || python3 -m pip install -q --no-deps napari-sim-processor || python3 -m pip install -q --no-deps --break-system-packages napari-sim-processor
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench transport
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench sim2d
 
 clean:
 	rm -rf .build demo-output

@@ -117,14 +117,25 @@ public final class FFTPlan2D: @unchecked Sendable {
 /// The plan cache: one plan per shape, kind and rigor; planning serialised (FFTW's planner is not thread-safe).
 public enum FFT {
     fileprivate static let planning = NSLock()
-    private struct Key: Hashable { let w: Int, h: Int, kind: FFTKind, measure: Bool }
+    private struct Key: Hashable { let w: Int, h: Int, kind: FFTKind, measure: Bool, threads: Int }
     nonisolated(unsafe) private static var cache: [Key: FFTPlan2D] = [:]
+
+    nonisolated(unsafe) private static var threads = 1
+
+    /// Lets plans made from now on use `n` threads (FFTW's threads library); call once, early.
+    public static func useThreads(_ n: Int) {
+        planning.withLock {
+            if threads == 1 && n > 1 { fftwf_init_threads() }
+            threads = max(1, n)
+            fftwf_plan_with_nthreads(Int32(threads))
+        }
+    }
 
     /// A cached plan for the shape and kind; made on first use.
     public static func plan2D(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor = .estimate) throws -> FFTPlan2D {
         guard width > 0, height > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height) is empty") }
         return try planning.withLock {
-            let key = Key(w: width, h: height, kind: kind, measure: rigor == .measure)
+            let key = Key(w: width, h: height, kind: kind, measure: rigor == .measure, threads: threads)
             if let p = cache[key] { return p }
             let p = try FFTPlan2D(width: width, height: height, kind: kind, rigor: rigor)
             cache[key] = p

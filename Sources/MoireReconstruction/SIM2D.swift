@@ -47,12 +47,13 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     public let otf: RadialOTF
     public var options: SIM2DOptions
     let n: Int
-    let fwd: FFTPlan2D, inv: FFTPlan2D, bigInv: FFTPlan2D
+    let fwd: FFTPlan2D, inv: FFTPlan2D, r2c: FFTPlan2D, c2rBig: FFTPlan2D
     let taper: [Float]
     // Work buffers (small grid).
     let bufA: AlignedBuffer<Complex32>, bufB: AlignedBuffer<Complex32>
-    let big: AlignedBuffer<Complex32>, bigOut: AlignedBuffer<Complex32>
-    var weightsCache: (params: SIMParameters, opts: SIM2DOptions, num: [BandPlacement])?
+    let band0: AlignedBuffer<Float>, smallHalf: AlignedBuffer<Complex32>
+    let bigHalf: AlignedBuffer<Complex32>, bigReal: AlignedBuffer<Float>
+    var weightsCache: (params: SIMParameters, opts: SIM2DOptions, plan: WienerPlan)?
 
     public init(width: Int, height: Int, pixelUm: Double, angles: Int, phases: Int, otf: RadialOTF,
                 options: SIM2DOptions = SIM2DOptions(), rigor: PlanRigor = .estimate) throws {
@@ -66,9 +67,11 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         n = width * height
         fwd = try FFT.plan2D(width: width, height: height, kind: .c2cForward, rigor: rigor)
         inv = try FFT.plan2D(width: width, height: height, kind: .c2cBackward, rigor: rigor)
-        bigInv = try FFT.plan2D(width: 2 * width, height: 2 * height, kind: .c2cBackward, rigor: rigor)
+        r2c = try FFT.plan2D(width: width, height: height, kind: .r2c, rigor: rigor)
+        c2rBig = try FFT.plan2D(width: 2 * width, height: 2 * height, kind: .c2r, rigor: rigor)
         bufA = AlignedBuffer(count: n); bufB = AlignedBuffer(count: n)
-        big = AlignedBuffer(count: 4 * n); bigOut = AlignedBuffer(count: 4 * n)
+        band0 = AlignedBuffer(count: n); smallHalf = AlignedBuffer(count: height * (width / 2 + 1))
+        bigHalf = AlignedBuffer(count: 2 * height * (width + 1)); bigReal = AlignedBuffer(count: 4 * n)
         taper = Self.makeTaper(width: width, height: height, edge: options.edgeTaper)
     }
 
@@ -118,19 +121,8 @@ public final class SIM2DReconstructor: @unchecked Sendable {
 
     /// Least-squares separation of one orientation's frames with phases `phi` into band 0 (real) and band +1.
     func separate(_ frames: ArraySlice<[Float]>, phases phi: [Double]) -> (b0: [Float], c1: [Complex32]) {
-        // D_p = B0 + e^{iφp}·C + e^{−iφp}·conj(C): unknowns B0 (real), Re C, Im C. Normal equations, 3×3 real.
-        var m = [[Double]](repeating: [Double](repeating: 0, count: 3), count: 3)
-        var rows: [[Double]] = []
-        for p in phi { rows.append([1, 2 * cos(p), -2 * sin(p)]) }
-        for r in rows { for i in 0..<3 { for j in 0..<3 { m[i][j] += r[i] * r[j] } } }
-        let mi = invert3(m)
-        // W = (MᵀM)⁻¹ Mᵀ: coefficient of each frame for each unknown.
-        var w = [[Float]](repeating: [Float](repeating: 0, count: phi.count), count: 3)
-        for k in 0..<3 { for p in 0..<phi.count {
-            var s = 0.0
-            for j in 0..<3 { s += mi[k][j] * rows[p][j] }
-            w[k][p] = Float(s)
-        } }
+        // D_p = B0 + e^{iφp}·C + e^{−iφp}·conj(C): unknowns B0 (real), Re C, Im C, by least squares.
+        let w = separationWeights(phi)
         var b0 = [Float](repeating: 0, count: n)
         var c1 = [Complex32](repeating: .zero, count: n)
         let bg = Float(options.background)
@@ -150,7 +142,7 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         return (b0, c1)
     }
 
-    private func invert3(_ a: [[Double]]) -> [[Double]] {
+    func invert3(_ a: [[Double]]) -> [[Double]] {
         let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
             + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
         let d = abs(det) < 1e-12 ? 1e-12 : det

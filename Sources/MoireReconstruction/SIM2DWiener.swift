@@ -2,106 +2,186 @@ import Foundation
 import MoireCore
 import MoireFFT
 
-/// Where one band's small-grid spectrum goes in the 2× spectrum, and with which Wiener weight.
+/// Where one band's small-grid spectrum goes in the half spectrum of the 2× grid (−1: nowhere,
+/// its Hermitian mirror carries it), and with which Wiener weight.
 struct BandPlacement {
     var index: [Int32]
     var weight: [Float]
+}
+
+/// Everything precomputed for one set of parameters.
+struct WienerPlan {
+    /// Band 0 of all orientations together (its weight does not depend on the orientation), from the r2c half spectrum.
+    var band0: BandPlacement
+    /// Bands +1 and −1 per orientation, from the full spectrum of band +1 after its sub-pixel shift.
+    var plus: [BandPlacement]
+    var minus: [BandPlacement]
+    /// The sub-pixel part of each orientation's shift, e^{−i2πδ·r}.
+    var ramps: [AlignedBuffer<Complex32>]
+    /// Separation weights per orientation: [unknown][phase] for B0, Re C, Im C.
+    var separation: [[[Float]]]
 }
 
 extension SIM2DReconstructor {
     /// Signed frequency index (spectral pixels) of FFT index `u` on a grid of `len`.
     @inline(__always) func signed(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
 
-    /// Precomputes the placements and Wiener weights for `params` (done again only when they change).
-    func prepareWeights(_ params: SIMParameters) throws -> [BandPlacement] {
-        if let w = weightsCache, w.params == params, w.opts == options { return w.num }
+    /// Least-squares separation weights for phases `phi`: rows B0, Re C, Im C.
+    func separationWeights(_ phi: [Double]) -> [[Float]] {
+        var m = [[Double]](repeating: [Double](repeating: 0, count: 3), count: 3)
+        let rows = phi.map { [1, 2 * cos($0), -2 * sin($0)] }
+        for r in rows { for i in 0..<3 { for j in 0..<3 { m[i][j] += r[i] * r[j] } } }
+        let mi = invert3(m)
+        var w = [[Float]](repeating: [Float](repeating: 0, count: phi.count), count: 3)
+        for k in 0..<3 { for p in 0..<phi.count {
+            var s = 0.0
+            for j in 0..<3 { s += mi[k][j] * rows[p][j] }
+            w[k][p] = Float(s)
+        } }
+        return w
+    }
+
+    /// Precomputes placements, Wiener weights, ramps and separation weights for `params` (cached).
+    func prepareWeights(_ params: SIMParameters) throws -> WienerPlan {
+        if let w = weightsCache, w.params == params, w.opts == options { return w.plan }
         guard params.angles.count == angles, params.angles.allSatisfy({ $0.phases.count == phases }) else {
             throw MoireError(.usage, "parameters are for \(params.angles.count) angles; the reconstructor has \(angles) × \(phases)")
         }
-        let W = 2 * width, H = 2 * height
+        let W = 2 * width, H = 2 * height, halfW = W / 2 + 1
         let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm
         let fc = otf.cutoff
         let sigma = options.suppressionFWHM / 2.3548
         func att(_ d2: Double) -> Double { options.suppression > 0 ? 1 - options.suppression * exp(-d2 / (2 * sigma * sigma)) : 1 }
-        // H_o(F) on the big grid for every band, and where each small-grid sample lands.
-        var den = [Float](repeating: 0, count: W * H)
-        var bands: [(index: [Int32], h: [Float])] = []
+        /// Half-spectrum index of big-grid frequency (Fu, Fv), or −1 when its mirror holds it.
+        func half(_ Fu: Int, _ Fv: Int) -> Int32 {
+            let u = ((Fu % W) + W) % W, v = ((Fv % H) + H) % H
+            return u <= W / 2 ? Int32(v * halfW + u) : -1
+        }
+        var den = [Float](repeating: 0, count: H * halfW)
+        // Band 0 (r2c half spectrum of the small grid: u ≤ width/2).
+        let smallHalf = width / 2 + 1
+        var b0i = [Int32](repeating: -1, count: height * smallHalf), b0h = [Float](repeating: 0, count: height * smallHalf)
+        for v in 0..<height { for u in 0..<(width / 2) {
+            let fv = signed(v, height)
+            let i = v * smallHalf + u
+            b0i[i] = half(u, fv)
+            b0h[i] = Float(otf.value(hypot(Double(u) / sx, Double(fv) / sy)))
+        } }
+        // Bands ±1 per orientation (full small spectrum).
+        var plusH: [[Float]] = [], plusI: [[Int32]] = [], minusI: [[Int32]] = []
+        var ramps: [AlignedBuffer<Complex32>] = []
         for a in params.angles {
             let kxi = Int((a.kx * sx).rounded()), kyi = Int((a.ky * sy).rounded())
             let mh = a.modulation / 2
-            var i0 = [Int32](repeating: 0, count: n), h0 = [Float](repeating: 0, count: n)
-            var ip = [Int32](repeating: 0, count: n), hp = [Float](repeating: 0, count: n)
-            var im = [Int32](repeating: 0, count: n), hm = [Float](repeating: 0, count: n)
+            var ip = [Int32](repeating: -1, count: n), im = [Int32](repeating: -1, count: n), hp = [Float](repeating: 0, count: n)
             for v in 0..<height { for u in 0..<width {
                 let i = v * width + u
-                let fu = signed(u, width), fv = signed(v, height)
-                // Band 0 at F = f.
-                let f0x = Double(fu) / sx, f0y = Double(fv) / sy
-                i0[i] = Int32(((fv + H) % H) * W + (fu + W) % W)
-                h0[i] = Float(otf.value(hypot(f0x, f0y)))
-                // Band +1 at F = f − k_int: content S̃(F)·O(F + k).
-                let Fu = fu - kxi, Fv = fv - kyi
-                let Fx = Double(Fu) / sx, Fy = Double(Fv) / sy
-                ip[i] = Int32(((Fv % H + H) % H) * W + ((Fu % W) + W) % W)
-                let dxp = Fx + a.kx, dyp = Fy + a.ky
-                hp[i] = Float(mh * otf.value(hypot(dxp, dyp)) * att(dxp * dxp + dyp * dyp))
-                // Band −1 (Hermitian mirror) at −F: content S̃(F′)·O(F′ − k).
-                im[i] = Int32((((-Fv) % H + H) % H) * W + (((-Fu) % W) + W) % W)
-                hm[i] = hp[i]
+                let Fu = signed(u, width) - kxi, Fv = signed(v, height) - kyi
+                let dx = Double(Fu) / sx + a.kx, dy = Double(Fv) / sy + a.ky
+                hp[i] = Float(mh * otf.value(hypot(dx, dy)) * att(dx * dx + dy * dy))
+                ip[i] = half(Fu, Fv)
+                im[i] = half(-Fu, -Fv)
             } }
-            bands.append((i0, h0)); bands.append((ip, hp)); bands.append((im, hm))
+            plusH.append(hp); plusI.append(ip); minusI.append(im)
+            let ramp = AlignedBuffer<Complex32>(count: n)
+            let dx = a.kx - Double(kxi) / sx, dy = a.ky - Double(kyi) / sy
+            for y in 0..<height { for x in 0..<width {
+                let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm
+                ramp[y * width + x] = Complex32(Float(cos(ang)), Float(sin(ang)))
+            } }
+            ramps.append(ramp)
         }
-        for b in bands { for i in 0..<n { den[Int(b.index[i])] += b.h[i] * b.h[i] } }
+        // Denominator over the full plane: each band's |H|² at its own place and at its mirror.
+        func addDen(_ idx: Int32, _ h: Float) { if idx >= 0 { den[Int(idx)] += h * h } }
+        for v in 0..<height { for u in 0..<width {
+            // Band 0 of every orientation at F and (mirror) −F: only the stored half matters.
+            let fu = signed(u, width), fv = signed(v, height)
+            let h = Float(otf.value(hypot(Double(fu) / sx, Double(fv) / sy)))
+            addDen(half(fu, fv), h * Float(angles).squareRoot())
+        } }
+        for a in 0..<angles { for i in 0..<n { addDen(plusI[a][i], plusH[a][i]); addDen(minusI[a][i], plusH[a][i]) } }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
         let apoEdge = options.apodization * (fc + kmax)
         let w2 = Float(options.wiener * options.wiener)
-        var placements: [BandPlacement] = []
-        for b in bands {
-            var wt = [Float](repeating: 0, count: n)
-            for i in 0..<n {
-                let j = Int(b.index[i])
-                let (fx, fy) = freq(j % W, j / W, w: W, h: H, scale: pixelUm / 2)
-                let apo = max(0, 1 - hypot(fx, fy) / apoEdge)
-                wt[i] = b.h[i] * Float(apo) / (den[j] + w2)
-            }
-            placements.append(BandPlacement(index: b.index, weight: wt))
+        func weight(_ idx: Int32, _ h: Float) -> Float {
+            guard idx >= 0 else { return 0 }
+            let j = Int(idx)
+            let u = j % halfW, v = j / halfW
+            let fx = Double(u) / (Double(W) * pixelUm / 2), fy = Double(signed(v, H)) / (Double(H) * pixelUm / 2)
+            let apo = max(0, 1 - hypot(fx, fy) / apoEdge)
+            return h * Float(apo) / (den[j] + w2)
         }
-        weightsCache = (params, options, placements)
-        return placements
+        let band0 = BandPlacement(index: b0i, weight: (0..<b0i.count).map { weight(b0i[$0], b0h[$0]) })
+        let plus = (0..<angles).map { a in BandPlacement(index: plusI[a], weight: (0..<n).map { weight(plusI[a][$0], plusH[a][$0]) }) }
+        let minus = (0..<angles).map { a in BandPlacement(index: minusI[a], weight: (0..<n).map { weight(minusI[a][$0], plusH[a][$0]) }) }
+        let plan = WienerPlan(band0: band0, plus: plus, minus: minus, ramps: ramps,
+                              separation: params.angles.map { separationWeights($0.phases) })
+        weightsCache = (params, options, plan)
+        return plan
     }
 
     /// Reconstructs one SR frame (`2·width × 2·height`, same intensity scale as the widefield mean).
+    ///
+    /// Per frame: one real transform of band 0 (all orientations), one complex transform of band +1
+    /// per orientation (sub-pixel shift applied in real space, integer shift by placement, band −1
+    /// as its Hermitian mirror), and one complex-to-real transform on the 2× grid.
     public func reconstruct(_ frames: [[Float]], parameters params: SIMParameters) throws -> [Float] {
         try check(frames)
-        let placements = try prepareWeights(params)
-        let W = 2 * width, H = 2 * height
-        for i in 0..<(W * H) { big[i] = .zero }
-        let spec = AlignedBuffer<Complex32>(count: n)
-        for (a, ap) in params.angles.enumerated() {
-            let (b0, c1) = separate(frames[(a * phases)..<((a + 1) * phases)], phases: ap.phases)
-            // Band 0.
-            for i in 0..<n { bufA[i] = Complex32(b0[i], 0) }
-            fwd.execute(bufA.pointer, spec.pointer)
-            let p0 = placements[3 * a]
-            for i in 0..<n { let j = Int(p0.index[i]); big[j].re += p0.weight[i] * spec[i].re; big[j].im += p0.weight[i] * spec[i].im }
-            // Band ±1: sub-pixel part of the shift in real space, integer part by placement.
-            let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm
-            let dx = ap.kx - (ap.kx * sx).rounded() / sx, dy = ap.ky - (ap.ky * sy).rounded() / sy
-            for y in 0..<height { for x in 0..<width {
-                let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm
-                let c = Float(cos(ang)), s = Float(sin(ang)), v = c1[y * width + x]
-                bufA[y * width + x] = Complex32(v.re * c - v.im * s, v.re * s + v.im * c)
-            } }
-            fwd.execute(bufA.pointer, spec.pointer)
-            let pp = placements[3 * a + 1], pm = placements[3 * a + 2]
-            for i in 0..<n {
-                let s = spec[i]
-                let j = Int(pp.index[i]); big[j].re += pp.weight[i] * s.re; big[j].im += pp.weight[i] * s.im
-                let k = Int(pm.index[i]); big[k].re += pm.weight[i] * s.re; big[k].im -= pm.weight[i] * s.im
+        let plan = try prepareWeights(params)
+        let W = 2 * width, H = 2 * height, halfW = W / 2 + 1
+        let halfBig = H * halfW
+        for i in 0..<halfBig { bigHalf[i] = .zero }
+        for i in 0..<n { band0[i] = 0 }
+        let bg = Float(options.background)
+        for a in 0..<angles {
+            let w = plan.separation[a], ramp = plan.ramps[a]
+            for i in 0..<n { bufA[i] = .zero }
+            for p in 0..<phases {
+                let w0 = w[0][p], wr = w[1][p], wi = w[2][p]
+                frames[a * phases + p].withUnsafeBufferPointer { f in
+                    taper.withUnsafeBufferPointer { t in
+                        let b0 = band0.pointer, c = bufA.pointer
+                        for i in 0..<n {
+                            let v = (f[i] - bg) * t[i]
+                            b0[i] += w0 * v
+                            c[i].re += wr * v
+                            c[i].im += wi * v
+                        }
+                    }
+                }
             }
+            // Sub-pixel shift of band +1.
+            let c = bufA.pointer, r = ramp.pointer
+            for i in 0..<n {
+                let x = c[i], e = r[i]
+                c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
+            }
+            fwd.execute(bufA.pointer, bufB.pointer)
+            let pp = plan.plus[a], pm = plan.minus[a]
+            pp.index.withUnsafeBufferPointer { ip in pp.weight.withUnsafeBufferPointer { wp in
+                pm.index.withUnsafeBufferPointer { im in pm.weight.withUnsafeBufferPointer { wm in
+                    let s = bufB.pointer, out = bigHalf.pointer
+                    for i in 0..<n {
+                        let v = s[i]
+                        let j = Int(ip[i])
+                        if j >= 0 { out[j].re += wp[i] * v.re; out[j].im += wp[i] * v.im }
+                        let k = Int(im[i])
+                        if k >= 0 { out[k].re += wm[i] * v.re; out[k].im -= wm[i] * v.im }
+                    }
+                } }
+            } }
         }
-        bigInv.execute(big.pointer, bigOut.pointer)
+        r2c.forward(band0.pointer, smallHalf.pointer)
+        let b = plan.band0
+        b.index.withUnsafeBufferPointer { ip in b.weight.withUnsafeBufferPointer { wp in
+            let s = smallHalf.pointer, out = bigHalf.pointer
+            for i in 0..<ip.count {
+                let j = Int(ip[i])
+                if j >= 0 { out[j].re += wp[i] * s[i].re; out[j].im += wp[i] * s[i].im }
+            }
+        } }
+        c2rBig.inverse(bigHalf.pointer, bigReal.pointer)
         let scale = 1 / Float(n)
-        return (0..<(W * H)).map { bigOut[$0].re * scale }
+        return (0..<(W * H)).map { bigReal[$0] * scale }
     }
 }

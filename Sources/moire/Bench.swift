@@ -4,15 +4,16 @@ import MoirePipeline
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport.") var what: String
+    @Argument(help: "What to measure: transport, sim2d.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile = "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard what == "transport" else {
-            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport"))
+        guard what == "transport" || what == "sim2d" else {
+            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d"))
         }
+        if what == "sim2d" { return try sim2d() }
         do {
             let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -23,6 +24,37 @@ struct Bench: ParsableCommand {
             let file = try TransportBench.fileWrite(frames: frames, bytes: 512 * 512 * 2, dir: dir)
             print(String(format: "simulated camera 512×512 with recording: %.1f frames/s sustained, %d lost of %d   peer plain write(2): %.1f frames/s   ratio %.3f",
                          cam.fps, cam.lost, cam.delivered + cam.lost, file, cam.fps / file))
+        } catch { throw fail(error) }
+    }
+}
+
+extension Bench {
+    /// SR frames per second at 512×512×9 → 1024×1024, beside napari-sim-processor on the same data.
+    func sim2d() throws {
+        do {
+            let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let r = try SIMBench.run(protocolFile: protocolFile, repeats: 30, dir: dir)
+            print(String(format: "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
+                         r.width, r.width, 2 * r.width, 2 * r.width, r.fixedMs, r.firstFrameMs, r.estimateMs))
+            let peer = Process()
+            peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            peer.arguments = ["python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)", "0.525", "5"]
+            let out = Pipe()
+            peer.standardOutput = out
+            peer.standardError = FileHandle.nullDevice
+            try peer.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            peer.waitUntilExit()
+            struct Peer: Decodable { var peer: String?; var ms_per_frame: Double?; var calibrate_ms: Double?; var error: String? }
+            guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame else {
+                print("peer: not available (make bench installs napari-sim-processor --no-deps and matplotlib)")
+                return
+            }
+            print(String(format: "peer %@: %.2f ms per SR frame (calibration %.0f ms)   ratio peer/moire %.1f×",
+                         p.peer ?? "?", ms, p.calibrate_ms ?? 0, ms / r.fixedMs))
         } catch { throw fail(error) }
     }
 }

@@ -1,0 +1,67 @@
+import Foundation
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireFFT
+import MoireHardware
+import MoireReconstruction
+
+/// `moire bench sim2d`: milliseconds per SR frame for a simulated 512×512×9 phase set.
+public enum SIMBench {
+    public struct Report: Sendable {
+        public var width: Int
+        public var fixedMs: Double
+        public var estimateMs: Double
+        public var firstFrameMs: Double
+        public var rawPath: String
+        public var pixelUm: Double
+        public var na: Double
+    }
+
+    /// Acquires one phase set of `protocolFile` (its ROI) on the simulated rig, as floats.
+    public static func acquire(protocolFile: String) throws -> (AcquisitionProtocol, [[Float]]) {
+        var p = try AcquisitionProtocol.load(file: protocolFile)
+        p.timepoints = 1
+        let clock = VirtualClock()
+        let devices = try DeviceFactory.make(rig: p.rig, clock: clock)
+        let n = p.roiWidth * p.roiHeight
+        var frames: [[Float]] = []
+        let r = Runner(protocol: p, devices: devices, runID: "bench", clock: clock).run(pool: FramePool(slots: 8, bytes: n * 2)) { f in
+            frames.append(f.withPayload { raw in let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Float(b[$0]) } })
+            f.release()
+        }
+        guard r.reason == "completed", frames.count == p.planesPerTimepoint else {
+            throw MoireError(.hardware, "simulation for the benchmark failed: \(r.reason)")
+        }
+        return (p, Array(frames.prefix(p.angles * p.phases)))
+    }
+
+    public static func run(protocolFile: String, repeats: Int, dir: String) throws -> Report {
+        FFT.useThreads(ProcessInfo.processInfo.activeProcessorCount)
+        let (p, frames) = try acquire(protocolFile: protocolFile)
+        guard let setName = p.channels[0].patternSet, let set = p.rig.modulator?.profile.modulator?.patternSet(named: setName) else {
+            throw MoireError(.usage, "the benchmark protocol must be a SIM protocol", place: protocolFile)
+        }
+        var o = SIM2DOptions()
+        o.background = p.rig.cameraProfile.offsetADU
+        let rec = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
+                                         phases: p.phases, otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm),
+                                         options: o, rigor: .measure)
+        let priors = PatternPrior.from(set, angles: p.angles, phases: p.phases)
+        var t0 = DispatchTime.now().uptimeNanoseconds
+        let params = try rec.estimate(frames, priors: priors)
+        let estimateMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+        t0 = DispatchTime.now().uptimeNanoseconds
+        _ = try rec.reconstruct(frames, parameters: params)  // includes the weights for these parameters
+        let firstMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+        t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<repeats { _ = try rec.reconstruct(frames, parameters: params) }
+        let fixedMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(repeats)
+        let raw = "\(dir)/sim2d-raw.f32"
+        var flat = [Float](); flat.reserveCapacity(frames.count * frames[0].count)
+        for f in frames { flat.append(contentsOf: f.map { $0 - Float(o.background) }) }
+        try flat.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: raw)) }
+        return Report(width: p.roiWidth, fixedMs: fixedMs, estimateMs: estimateMs, firstFrameMs: firstMs, rawPath: raw,
+                      pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
+    }
+}
