@@ -51,9 +51,9 @@ with tifffile.TiffFile(sys.argv[1]) as t:
 PY
 then ok "demo recording opens in tifffile: 180 planes 512×512 uint16, pixel size, per-plane t/angle/phase; OME-XML valid against the schema"; else bad "demo recording ($(tail -2 "$WORK/run.log"))"; fi
 
-if tail -1 "$WORK/py.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["frames"]==180 and s["gaps"]==0 and s["first"]=="start" else 1)'; then
-  ok "python example decodes all 180 frames, contiguous sequence numbers"; else bad "python example: $(tail -1 "$WORK/py.log")"; fi
-if tail -1 "$WORK/py-late.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["first"]=="start" and s["gaps"]==0 and 0 < s["frames"] < 180 else 1)'; then
+if tail -1 "$WORK/py.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["streams"]["raw"]==180 and s["gaps"]==0 and s["first"]=="start" and s["streams"].get("sr",0)>0 else 1)'; then
+  ok "python example decodes all 180 raw frames and the live SR frames, contiguous sequence numbers ($(tail -1 "$WORK/py.log"))"; else bad "python example: $(tail -1 "$WORK/py.log")"; fi
+if tail -1 "$WORK/py-late.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["first"]=="start" and s["gaps"]==0 and 0 < s["streams"]["raw"] < 180 else 1)'; then
   ok "python subscriber started mid-run receives start first ($(tail -1 "$WORK/py-late.log"))"; else bad "late python subscriber: $(tail -1 "$WORK/py-late.log")"; fi
 
 # 2. kill -9 of the daemon mid-acquisition, then recover.

@@ -181,7 +181,22 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             }
         }
 
-        let reconstruction = try root.child("reconstruction")?.stringMap() ?? [:]
+        var reconstruction: [String: String] = [:]
+        if let rn = try root.child("reconstruction") {
+            // Checked here, with their places; the live stage reads them as text.
+            if let e = try rn.optionalBool("enabled") { reconstruction["enabled"] = String(e) }
+            if let r = try rn.optionalBool("record") { reconstruction["record"] = String(r) }
+            if let en = try rn.child("estimate") {
+                let e = try en.string()
+                let ok = e == "once" || e == "on-drop" || (e.hasPrefix("every:") && (Int(e.dropFirst(6)) ?? 0) > 0)
+                guard ok else { throw en.error("expected once, every:N (N ≥ 1) or on-drop; found '\(e)'") }
+                reconstruction["estimate"] = e
+            }
+            if let w = try rn.optionalDouble("wiener", in: 0.0001...10) { reconstruction["wiener"] = String(w) }
+            if let s = try rn.optionalDouble("suppression", in: 0...1) { reconstruction["suppression"] = String(s) }
+            if let b = try rn.optionalDouble("background", in: 0...65535, unit: " ADU") { reconstruction["background"] = String(b) }
+            try rn.finish()
+        }
         let denoise = try root.child("denoise")?.stringMap() ?? [:]
 
         var outputs = OutputSpec(recording: nil, publish: nil, publishRaw: true)

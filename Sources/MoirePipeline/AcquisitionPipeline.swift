@@ -15,6 +15,10 @@ public struct PipelineResult: Sendable {
     public var recordingError: MoireError?
     public var publishEndpoint: String?
     public var published: Int
+    /// Live SIM counters (nil when the run had no SIM stage).
+    public var sim: SIMStageCounters?
+    public var derivedPublished: Int = 0
+    public var srRecording: String?
 }
 
 /// Options that override or extend the protocol for one run.
@@ -30,6 +34,8 @@ public struct PipelineOptions: Sendable {
     public var subscriberWaitMs = 10_000
     /// Faults for a simulated camera to produce (ignored by other cameras).
     public var faults: [CameraFault] = []
+    /// No live reconstruction even for SIM protocols.
+    public var noReconstruction = false
     public init() {}
 }
 
@@ -91,10 +97,17 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             recorder = r
             stages.append(try BusStage(name: "recorder", endpoint: bus.endpoint, handle: r.handle))
         }
+        var sim: SIMStage?
+        let live = try LiveSIMOptions(proto.reconstruction, place: proto.file)
+        if proto.mode == .sim2d, live.enabled, !options.noReconstruction {
+            let s = try SIMStage(protocol: proto, options: live, recordingPath: recordingPath, logger: logger)
+            sim = s
+            stages.append(try BusStage(name: "sim", endpoint: bus.endpoint, handle: s.handle))
+        }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
         if let endpoint {
-            let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw)
+            let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: sim == nil ? 1 : 2)
             if options.waitForSubscribers > 0 {
                 let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
                 while p.publisher.subscriptions < options.waitForSubscribers && Date() < deadline {
@@ -104,10 +117,16 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 logger.info("result-bus subscribers", metadata: ["count": "\(p.publisher.subscriptions)"])
             }
             publisher = p
-            stages.append(try BusStage(name: "publisher", endpoint: bus.endpoint, handle: p.handle))
+            stages.append(try BusStage(name: "publisher", endpoints: [bus.endpoint] + (sim.map { [$0.bus.endpoint] } ?? []),
+                                       handle: { item, i in p.handle(item, bus: i) }))
         }
         for s in stages { s.start() }
         try bus.waitForSubscribers(stages.count)
+        if let sim {
+            // Its derived bus must see the publisher (when there is one) before the worker publishes.
+            if publisher != nil { try sim.bus.waitForSubscribers(1) }
+            sim.start()
+        }
         let start = RunStart(run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
                              rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
                              magnification: proto.rig.optics.magnification, channels: proto.channels,
@@ -124,8 +143,14 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         for s in stages where !s.join(timeoutSeconds: 120) {
             logger.error("stage did not finish", metadata: ["stage": "\(s.name)"])
         }
+        if let sim, !sim.join(timeoutSeconds: 120) { logger.error("SIM worker did not finish") }
+        if let c = sim?.counters {
+            logger.info("live SIM", metadata: ["sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
+                                               "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
+        }
         logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)", "missing": "\(result.missing)"])
         return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
-                              publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0)
+                              publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
+                              sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath)
     }
 }

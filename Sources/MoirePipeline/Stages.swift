@@ -4,27 +4,37 @@ import MoireCore
 import MoireStorage
 import MoireTransport
 
-/// A stage thread that reads the raw bus until the run's `stop` and hands each item to `handle`.
+/// A stage thread that reads one or more buses until its handler says stop, handing each item
+/// (with the index of the bus it came from) to `handle`.
 final class BusStage: @unchecked Sendable {
     let name: String
-    private let subscriber: BusSubscriber
+    private let subscribers: [BusSubscriber]
     private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
-    private let handle: (BusItem) -> Bool
+    private let handle: (BusItem, Int) -> Bool
 
     /// `handle` returns false to end the stage.
-    init(name: String, endpoint: String, handle: @escaping (BusItem) -> Bool) throws {
+    init(name: String, endpoints: [String], handle: @escaping (BusItem, Int) -> Bool) throws {
         self.name = name
-        subscriber = try BusSubscriber(endpoint: endpoint)
+        subscribers = try endpoints.map { try BusSubscriber(endpoint: $0) }
         self.handle = handle
+    }
+
+    convenience init(name: String, endpoint: String, handle: @escaping (BusItem) -> Bool) throws {
+        try self.init(name: name, endpoints: [endpoint], handle: { item, _ in handle(item) })
     }
 
     func start() {
         let t = Thread { [self] in
             defer { done.signal() }
+            let wait = subscribers.count == 1 ? 200 : 2
             while true {
-                guard let item = try? subscriber.next(timeoutMs: 200) else { continue }
-                if !handle(item) { return }
+                for (i, s) in subscribers.enumerated() {
+                    while let item = try? s.next(timeoutMs: wait) {
+                        if !handle(item, i) { return }
+                        if subscribers.count > 1 { break }
+                    }
+                }
             }
         }
         t.name = "moire.stage.\(name)"
@@ -81,28 +91,40 @@ final class RecorderStage: @unchecked Sendable {
     }
 }
 
-/// Forwards frames and lifecycle messages to the result bus (PUB).
+/// Forwards frames and lifecycle messages to the result bus (PUB): raw frames from bus 0 (when
+/// asked), derived frames (sr, wf, …) from the other buses. The run's `stop` goes out last, once
+/// every bus has stopped.
 final class PublisherStage: @unchecked Sendable {
     let publisher: ResultPublisher
     let publishRaw: Bool
+    let buses: Int
     private(set) var forwarded = 0
+    private(set) var derived = 0
+    private var stops = 0
+    private var rawStop: RunStop?
 
-    init(endpoint: String, publishRaw: Bool) throws {
+    init(endpoint: String, publishRaw: Bool, buses: Int = 1) throws {
         publisher = try ResultPublisher(endpoint: endpoint)
         self.publishRaw = publishRaw
+        self.buses = buses
     }
 
-    func handle(_ item: BusItem) -> Bool {
+    func handle(_ item: BusItem, bus: Int) -> Bool {
         switch item {
         case .frame(let h, let payload):
-            if publishRaw { try? publisher.publish(header: h, payload: payload.bytes); forwarded += 1 }
+            if bus > 0 { try? publisher.publish(header: h, payload: payload.bytes); derived += 1 }
+            else if publishRaw { try? publisher.publish(header: h, payload: payload.bytes); forwarded += 1 }
             return true
         case .run(_, let json):
             guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if ev.event == "start", let s = try? JSONDecoder().decode(RunStart.self, from: json) { try? publisher.publishStart(s) }
-            if ev.event == "stop", let s = try? JSONDecoder().decode(RunStop.self, from: json) {
-                try? publisher.publishStop(s)
-                return false
+            if bus == 0, ev.event == "start", let s = try? JSONDecoder().decode(RunStart.self, from: json) { try? publisher.publishStart(s) }
+            if ev.event == "stop" {
+                if bus == 0 { rawStop = try? JSONDecoder().decode(RunStop.self, from: json) }
+                stops += 1
+                if stops == buses {
+                    if let s = rawStop { try? publisher.publishStop(s) }
+                    return false
+                }
             }
             return true
         }

@@ -33,7 +33,7 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
                     items.append(ev)
                     if ev == "stop" { return }
                 case .frame(let h, let payload):
-                    if payload.count == h.byteCount { seqs.append(h.seq) }
+                    if h.stream == "raw", payload.count == h.byteCount { seqs.append(h.seq) }
                 }
             }
         }
@@ -106,10 +106,11 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         proc.waitUntilExit()
         #expect(proc.terminationStatus == 0)
         let last = try #require(out.split(separator: "\n").last)
-        struct Summary: Decodable { var first: String; var frames: Int; var missing: Int; var gaps: Int }
+        struct Summary: Decodable { var first: String; var frames: Int; var missing: Int; var gaps: Int; var streams: [String: Int] }
         let s = try JSONDecoder().decode(Summary.self, from: Data(last.utf8))
         #expect(s.first == "start" && s.gaps == 0 && s.missing == 0)
-        #expect(s.frames == r.run.delivered)
+        #expect(s.streams["raw"] == r.run.delivered)
+        #expect(s.streams["sr"] == r.sim?.reconstructed && s.streams["wf"] == r.sim?.reconstructed)
     }
 
     private func pythonHas(_ module: String) -> Bool {
@@ -185,6 +186,74 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         // Either some frames made it (a valid file) or none did (no file at all): never an empty TIFF.
         if FileManager.default.fileExists(atPath: "\(dir)/none.ome.tif") {
             #expect(try OMETiffReader(path: "\(dir)/none.ome.tif").planeCount > 0)
+        }
+    }
+}
+
+@Suite(.serialized) struct LiveSIMTests {
+    let dir = Fixtures.tempDir("livesim")
+
+    func run(_ extra: String, faults: [CameraFault] = [], record: String? = nil) throws -> (PipelineResult, [FrameHeader]) {
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 4, exposureMs: 5, extra: extra))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = record
+        o.noRecording = record == nil
+        o.publishEndpoint = endpoint
+        o.waitForSubscribers = 1
+        o.faults = faults
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        let sub = try BusSubscriber(endpoint: endpoint, topics: ["sr.", "run"])
+        nonisolated(unsafe) var headers: [FrameHeader] = []
+        let t = Thread {
+            while let item = try? sub.next(timeoutMs: 20_000) {
+                if case .frame(let h, let payload) = item, payload.count == h.byteCount { headers.append(h) }
+                if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" { return }
+            }
+        }
+        t.start()
+        let r = try pipe.run()
+        while !t.isFinished { usleep(10_000) }
+        return (r, headers)
+    }
+
+    @Test func srFramesCarryTheirInputsAndParameters() throws {
+        let (r, headers) = try run("")
+        let c = try #require(r.sim)
+        #expect(c.setsComplete == 4 && c.reconstructed + c.skippedBehind == 4 && c.reconstructed >= 1)
+        #expect(headers.count == c.reconstructed && r.derivedPublished == 2 * c.reconstructed)
+        for (i, h) in headers.enumerated() {
+            #expect(h.stream == "sr" && h.seq == i && h.width == 256 && h.pixel == .float32)
+            #expect(h.inputs?.count == 9 && h.inputs == Array((h.t * 9)..<(h.t * 9 + 9)))
+            #expect(h.params?["angle0.k"] != nil && h.params?["angle2.modulation"] != nil)
+        }
+        #expect(r.run.missing == 0)
+    }
+
+    @Test func aSetWithAMissingFrameIsSkippedNeverReconstructedWrong() throws {
+        let (r, headers) = try run("", faults: [.dropFrame(13)])
+        let c = try #require(r.sim)
+        #expect(c.skippedMissing == 1 && c.setsComplete == 3)
+        #expect(!headers.contains { $0.t == 1 })
+        #expect(r.run.missing == 1 && r.run.delivered == 35)
+    }
+
+    @Test func srFramesAreRecordedWhenAsked() throws {
+        let (r, _) = try run("reconstruction: {record: true, estimate: \"every:2\"}", record: "\(dir)/raw.ome.tif")
+        let path = try #require(r.srRecording)
+        let reader = try OMETiffReader(path: path)
+        #expect(reader.pixel == .float32 && reader.width == 256)
+        #expect(reader.planeRecords()?.filter(\.acquired).count == r.sim?.reconstructed)
+    }
+
+    @Test func badReconstructionOptionsAreRejectedWithTheirPlace() throws {
+        for (extra, field) in [("reconstruction: {wiener: lots}", "reconstruction.wiener"), ("reconstruction: {estimate: sometimes}", "reconstruction.estimate"),
+                               ("reconstruction: {sharpen: true}", "unknown field 'sharpen'")] {
+            do { _ = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, extra: extra)); Issue.record("accepted \(extra)") }
+            catch let e as MoireError {
+                #expect(e.message.contains(field))
+                #expect(e.place?.contains(".yaml:") == true)
+            }
         }
     }
 }

@@ -1,0 +1,245 @@
+import Foundation
+import Logging
+import MoireConfig
+import MoireCore
+import MoireReconstruction
+import MoireStorage
+import MoireTransport
+
+/// Live 2D-SIM options, from the protocol's `reconstruction:` block.
+public struct LiveSIMOptions: Sendable, Equatable {
+    public var enabled = true
+    /// `once` (first complete set), `every` N sets, or `on-drop` (again when the modulation drops).
+    public var estimate = "once"
+    public var every = 10
+    public var sim = SIM2DOptions()
+    /// Also write SR frames to `NAME.sr.ome.tif` beside the raw recording.
+    public var record = false
+
+    public init() {}
+
+    /// Reads the protocol's `reconstruction` block (text values).
+    public init(_ block: [String: String], place: String) throws {
+        func number(_ key: String) throws -> Double? {
+            guard let t = block[key] else { return nil }
+            guard let v = Double(t), v.isFinite else { throw MoireError(.config, "reconstruction.\(key) must be a number; found '\(t)'", place: place) }
+            return v
+        }
+        let known: Set = ["enabled", "estimate", "wiener", "suppression", "record", "background"]
+        if let bad = block.keys.first(where: { !known.contains($0) }) {
+            throw MoireError(.config, "reconstruction.\(bad) is not an option; expected one of \(known.sorted().joined(separator: ", "))", place: place)
+        }
+        if let e = block["enabled"] { enabled = e == "true" }
+        if let r = block["record"] { record = r == "true" }
+        if let e = block["estimate"] {
+            if e == "once" || e == "on-drop" { estimate = e } else if e.hasPrefix("every:"), let n = Int(e.dropFirst(6)), n > 0 {
+                estimate = "every"; every = n
+            } else { throw MoireError(.config, "reconstruction.estimate must be once, every:N or on-drop; found '\(e)'", place: place) }
+        }
+        if let w = try number("wiener") { sim.wiener = w }
+        if let s = try number("suppression") { sim.suppression = s }
+        if let b = try number("background") { sim.background = b }
+    }
+}
+
+/// Counters of the live SIM stage.
+public struct SIMStageCounters: Sendable, Equatable {
+    public var setsComplete = 0
+    public var reconstructed = 0
+    /// Complete sets dropped because the stage was still busy with an earlier one.
+    public var skippedBehind = 0
+    /// Sets with a missing frame: never reconstructed.
+    public var skippedMissing = 0
+    public var estimates = 0
+    public var flaggedEstimates = 0
+}
+
+/// The live reconstruction stage: assembles phase sets from the raw bus by header indices and
+/// reconstructs them on a worker thread, publishing `sr.<channel>` and `wf.<channel>` on its own
+/// in-process bus. The receiving thread only copies frames out and releases them, so the
+/// recorder never waits; when the worker is busy, older complete sets are skipped and counted.
+final class SIMStage: @unchecked Sendable {
+    let bus: RawBus
+    private let proto: AcquisitionProtocol
+    private let options: LiveSIMOptions
+    private let logger: Logger
+    private let lock = NSCondition()
+    private var pendingSet: (key: String, headers: [FrameHeader], frames: [[Float]])?
+    private var finished = false
+    private var partial: [String: (headers: [FrameHeader?], frames: [[Float]?])] = [:]
+    private var reconstructors: [Int: SIM2DReconstructor] = [:]
+    private var params: [Int: SIMParameters] = [:]
+    private(set) var counters = SIMStageCounters()
+    private var srSeq = 0, wfSeq = 0
+    private var worker: Thread?
+    private let done = DispatchSemaphore(value: 0)
+    private var recorder: OMETiffWriter?
+    private(set) var recordPath: String?
+    private var runID = ""
+
+    init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
+        proto = p
+        self.options = options
+        self.logger = logger
+        bus = try RawBus()
+        if options.record, let r = recordingPath {
+            var base = r
+            for ext in [".ome.tif", ".ome.tiff", ".tif"] where base.hasSuffix(ext) { base = String(base.dropLast(ext.count)); break }
+            recordPath = base + ".sr.ome.tif"
+        }
+        for (c, ch) in p.channels.enumerated() {
+            reconstructors[c] = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
+                                                       phases: p.phases, otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: ch.emissionNm),
+                                                       options: { var o = options.sim; if o.background == 0 { o.background = p.rig.cameraProfile.offsetADU }; return o }())
+        }
+    }
+
+    /// Starts the worker; the caller waits for one subscriber of `bus` before publishing.
+    func start() {
+        let t = Thread { [self] in work() }
+        t.name = "moire.stage.sim"
+        worker = t
+        t.start()
+    }
+
+    /// Receiver side: called on the raw-bus stage thread for every item.
+    func handle(_ item: BusItem) -> Bool {
+        switch item {
+        case .run(_, let json):
+            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
+            if ev.event == "start" {
+                runID = ev.run
+                try? bus.publishRun(json)
+            }
+            if ev.event == "stop" {
+                lock.lock(); finished = true; lock.broadcast(); lock.unlock()
+                return false
+            }
+            return true
+        case .frame(let h, let payload):
+            guard h.stream == "raw" else { return true }
+            let per = proto.angles * proto.phases
+            let key = "\(h.t)/\(h.c)/\(h.z)"
+            var entry = partial[key] ?? ([FrameHeader?](repeating: nil, count: per), [[Float]?](repeating: nil, count: per))
+            let slot = h.angle * proto.phases + h.phase
+            guard slot >= 0, slot < per else { return true }
+            entry.headers[slot] = h
+            if !h.missing, payload.count == h.byteCount {
+                let n = h.width * h.height
+                entry.frames[slot] = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+            }
+            // The set is over when its last frame (by plan order) has arrived.
+            if slot == per - 1 {
+                partial[key] = nil
+                let headers = entry.headers.compactMap { $0 }
+                let frames = entry.frames.compactMap { $0 }
+                if headers.count == per && frames.count == per {
+                    lock.lock()
+                    counters.setsComplete += 1
+                    if pendingSet != nil { counters.skippedBehind += 1 }
+                    pendingSet = (key, headers, frames)
+                    lock.signal()
+                    lock.unlock()
+                } else {
+                    lock.lock(); counters.skippedMissing += 1; lock.unlock()
+                    logger.warning("phase set with a missing frame skipped", metadata: ["set": "\(key)"])
+                }
+            } else {
+                partial[key] = entry
+            }
+            return true
+        }
+    }
+
+    private func work() {
+        defer { done.signal() }
+        while true {
+            lock.lock()
+            while pendingSet == nil && !finished { lock.wait() }
+            guard let job = pendingSet else { lock.unlock(); break }
+            pendingSet = nil
+            lock.unlock()
+            process(job.headers, job.frames)
+        }
+        if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
+        let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.reconstructed, missing: counters.skippedMissing,
+                           planned: 0, stoppedNs: unixTimeNs())
+        try? bus.publishRun(Wire.encode(stop))
+    }
+
+    private func process(_ headers: [FrameHeader], _ frames: [[Float]]) {
+        let h0 = headers[0]
+        guard let rec = reconstructors[h0.c] else { return }
+        do {
+            let setIndex = counters.reconstructed + counters.skippedBehind
+            var p = params[h0.c]
+            let needs: Bool
+            switch options.estimate {
+            case "every": needs = p == nil || setIndex % options.every == 0
+            case "on-drop": needs = p == nil || (p!.angles.map(\.modulation).min() ?? 1) < 0.1
+            default: needs = p == nil
+            }
+            if needs, let setName = proto.channels[h0.c].patternSet,
+               let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName) {
+                p = try rec.estimate(frames, priors: PatternPrior.from(set, angles: proto.angles, phases: proto.phases))
+                params[h0.c] = p
+                lock.lock(); counters.estimates += 1; if p!.flagged { counters.flaggedEstimates += 1 }; lock.unlock()
+                logger.info("SIM parameters estimated", metadata: [
+                    "channel": "\(h0.channel)", "k": "\(p!.angles.map { String(format: "%.4f", $0.kMagnitude) })",
+                    "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })", "flagged": "\(p!.flagged)"])
+            }
+            guard let params = p else { return }
+            let sr = try rec.reconstruct(frames, parameters: params)
+            let wf = try rec.widefield(frames)
+            var srh = FrameHeader(stream: "sr", run: h0.run, seq: srSeq, index: srSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
+                                  z: h0.z, width: 2 * rec.width, height: 2 * rec.height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
+                                  exposureStartNs: h0.exposureStartNs, state: h0.state)
+            srh.inputs = headers.map(\.seq)
+            srh.params = paramStrings(params)
+            var wfh = srh
+            wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height; wfh.pixelSizeUm = h0.pixelSizeUm
+            try publish(srh, sr)
+            try publish(wfh, wf)
+            srSeq += 1; wfSeq += 1
+            if let path = recordPath {
+                if recorder == nil {
+                    let l = RecordingLayout(run: h0.run, name: "SR of \(proto.name)", mode: "sim2d-sr", channels: proto.channels.map(\.name),
+                                            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                                            zPlanes: proto.zPlanes, angles: 1, phases: 1, width: srh.width, height: srh.height, pixel: .float32,
+                                            pixelSizeUm: srh.pixelSizeUm, zStepUm: proto.zStepUm, objectiveNA: proto.rig.optics.objectiveNA,
+                                            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+                    recorder = try OMETiffWriter(path: path, layout: l, logger: logger)
+                }
+                // SR planes in the order reconstructed; their headers keep t, c, z and the inputs.
+                var rh = srh
+                rh.index = recorder!.planesWritten
+                try sr.withUnsafeBytes { try recorder!.write(header: rh, payload: $0) }
+            }
+            lock.lock(); counters.reconstructed += 1; lock.unlock()
+        } catch {
+            logger.error("SIM reconstruction failed; set skipped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func publish(_ h: FrameHeader, _ pixels: [Float]) throws {
+        let pool = FramePool(slots: 1, bytes: pixels.count * 4)
+        guard let slot = pool.acquire() else { return }
+        slot.withBytes { b in pixels.withUnsafeBytes { b.copyMemory(from: $0) } }
+        try bus.publish(Frame(header: h, slot: slot))
+    }
+
+    private func paramStrings(_ p: SIMParameters) -> [String: String] {
+        var d: [String: String] = [:]
+        for (a, ap) in p.angles.enumerated() {
+            d["angle\(a).k"] = String(format: "%.5f,%.5f", ap.kx, ap.ky)
+            d["angle\(a).modulation"] = String(format: "%.3f", ap.modulation)
+            d["angle\(a).phases"] = ap.phases.map { String(format: "%.4f", $0) }.joined(separator: ",")
+            d["angle\(a).source"] = ap.flagged ? "\(ap.source) (flagged: \(ap.reason ?? ""))" : ap.source
+        }
+        d["wiener"] = String(options.sim.wiener)
+        return d
+    }
+
+    /// Waits for the worker to finish after the run's stop.
+    func join(timeoutSeconds: Double) -> Bool { done.wait(timeout: .now() + timeoutSeconds) == .success }
+}
