@@ -31,6 +31,10 @@ public struct OfflineSIM {
     public var options = SIM2DOptions()
     /// Estimate once from the first phase set (default) or for every set.
     public var estimateEverySet = false
+    /// Per-channel emission and prior, from a recording (sets cycle through channels, then z).
+    var channelEmission: [Double] = []
+    var channelPriors: [Prior] = []
+    var zPlanes = 1
 
     public init() {}
 
@@ -63,6 +67,14 @@ public struct OfflineSIM {
                 if let bad = recs.first(where: { $0.header.missing && $0.acquired }) {
                     logger.warning("recording has missing frames; their phase sets are skipped", metadata: ["first": "\(bad.header.index)"])
                 }
+                // Every plane must sit where its header says (angle-major within each set).
+                for (i, rec) in recs.enumerated() where rec.acquired {
+                    let inSet = i % (l0(layout))
+                    let angle = inSet / layout.phases, phase = inSet % layout.phases
+                    if rec.header.angle != angle || rec.header.phase != phase {
+                        throw MoireError(.format, "plane \(i) is angle \(rec.header.angle), phase \(rec.header.phase) by its header, but its position says angle \(angle), phase \(phase): the frame order is inconsistent", place: input)
+                    }
+                }
             }
             planes = try (0..<r.planeCount).map { try r.readPlaneFloat($0) }
         }
@@ -84,11 +96,26 @@ public struct OfflineSIM {
         } else {
             otf = IdealOTF(na: na, emissionNm: em, attenuation: cfg.otfAttenuation)
         }
-        let rec = try SIM2DReconstructor(width: w, height: h, pixelUm: pixel, angles: cfg.angles, phases: cfg.phases, otf: otf, options: cfg.options)
+        let channels = max(1, cfg.channelEmission.count)
+        var recs: [Int: SIM2DReconstructor] = [:]
+        func reconstructor(_ c: Int) throws -> SIM2DReconstructor {
+            if let r = recs[c] { return r }
+            var o: RadialOTF = otf
+            if cfg.otfFile == nil, c < cfg.channelEmission.count {
+                o = IdealOTF(na: na, emissionNm: cfg.channelEmission[c], attenuation: cfg.otfAttenuation)
+            }
+            let r = try SIM2DReconstructor(width: w, height: h, pixelUm: pixel, angles: cfg.angles, phases: cfg.phases, otf: o, options: cfg.options)
+            recs[c] = r
+            return r
+        }
         var result = Result(sr: [], widefield: [], parameters: [], width: w, height: h, pixelUm: pixel)
-        var params: SIMParameters?
+        var paramsByChannel: [Int: SIMParameters] = [:]
         let sets = planes.count / per
         for s in 0..<sets {
+            let c = (s / max(1, cfg.zPlanes)) % channels
+            let rec = try reconstructor(c)
+            var params = paramsByChannel[c]
+            let prior = c < cfg.channelPriors.count ? cfg.channelPriors[c] : cfg.prior
             var frames = Array(planes[(s * per)..<((s + 1) * per)])
             if cfg.order == .phaseMajor {
                 frames = (0..<per).map { i in frames[(i % cfg.phases) * cfg.angles + i / cfg.phases] }
@@ -98,7 +125,7 @@ public struct OfflineSIM {
                 continue
             }
             if params == nil || cfg.estimateEverySet {
-                switch cfg.prior {
+                switch prior {
                 case .fixed(let p): params = p
                 case .patterns(let p): params = try rec.estimate(frames, priors: p)
                 case .period(let p): params = try rec.estimate(frames, periodUm: p)
@@ -108,6 +135,7 @@ public struct OfflineSIM {
                     logger.warning("estimate not trusted; prior used", metadata: ["angle": "\(a)", "reason": "\(ap.reason ?? "")"])
                 }
             }
+            paramsByChannel[c] = params
             result.sr.append(try rec.reconstruct(frames, parameters: params!))
             result.widefield.append(try rec.widefield(frames))
             result.parameters.append(params!)
@@ -117,17 +145,21 @@ public struct OfflineSIM {
         return result
     }
 
+    private func l0(_ l: RecordingLayout) -> Int { l.angles * l.phases }
+
     /// Takes angles, phases, pixel size, NA, emission, background and the pattern prior from a recording.
     mutating func adopt(_ l: RecordingLayout, logger: Logger) throws {
         angles = l.angles; phases = l.phases
         if pixelUm == nil { pixelUm = l.pixelSizeUm }
         if na == nil { na = l.objectiveNA }
-        if emissionNm == nil { emissionNm = l.emissionNm.first }
+        if emissionNm == nil { channelEmission = l.emissionNm; emissionNm = l.emissionNm.first }
+        zPlanes = l.zPlanes
         if case .none = prior, FileManager.default.fileExists(atPath: l.protocolFile),
-           let proto = try? AcquisitionProtocol.load(file: l.protocolFile),
-           let setName = proto.channels.first?.patternSet,
-           let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName) {
-            prior = .patterns(PatternPrior.from(set, angles: angles, phases: phases))
+           let proto = try? AcquisitionProtocol.load(file: l.protocolFile) {
+            channelPriors = proto.channels.map { ch in
+                guard let name = ch.patternSet, let set = proto.rig.modulator?.profile.modulator?.patternSet(named: name) else { return .none }
+                return .patterns(PatternPrior.from(set, angles: angles, phases: phases))
+            }
             if options.background == 0 { options.background = proto.rig.cameraProfile.offsetADU }
         } else if case .none = prior {
             logger.warning("the recording's protocol is not available; estimating blind (give --k-prior)")

@@ -4,12 +4,8 @@ import MoireCore
 import MoirePipeline
 import MoireReconstruction
 
-struct Reconstruct: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Reconstruct 2D-SIM from a recording or a plain TIFF/MRC stack into an OME-TIFF of SR frames.")
-
-    @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
-    @Option(name: .long, help: "Output OME-TIFF (float32, 2× grid).") var out: String
+/// The SIM options shared by `reconstruct` and `preview`.
+struct SIMArguments: ParsableArguments {
     @Option(name: .long, help: "Pattern orientations.") var angles: Int?
     @Option(name: .long, help: "Phases per orientation.") var phases: Int?
     @Option(name: .long, help: "Frame order of a plain stack: angle-major or phase-major.") var order = "angle-major"
@@ -23,48 +19,63 @@ struct Reconstruct: ParsableCommand {
     var kPrior: String?
     @Flag(name: .long, help: "Estimate for every phase set (default: once, from the first).") var estimateEvery = false
     @Option(name: .long, help: "Wiener parameter.") var wiener: Double?
-    @Option(name: .long, help: "Out-of-focus background suppression strength near the order centres (0…1).") var suppression: Double?
+    @Option(name: .long, help: "Suppression of bands ±1 near their order centres (0…1).") var suppression: Double?
+
+    func job() throws -> OfflineSIM {
+        var job = OfflineSIM()
+        if let angles { job.angles = angles }
+        if let phases { job.phases = phases }
+        guard let o = OfflineSIM.FrameOrder(rawValue: order) else { throw MoireError(.usage, "--order must be angle-major or phase-major") }
+        job.order = o
+        job.pixelUm = pixelUm; job.na = na; job.emissionNm = emissionNm; job.otfFile = otf.map(absolute)
+        job.otfAttenuation = otfAttenuation
+        if let background { job.options.background = background }
+        if let wiener { job.options.wiener = wiener }
+        if let suppression { job.options.suppression = suppression }
+        job.estimateEverySet = estimateEvery
+        if let kPrior {
+            let parts = kPrior.split(separator: "@")
+            guard let period = Double(parts[0]), period > 0, parts.count <= 2 else {
+                throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.1807 or 0.1807@8")
+            }
+            if parts.count == 2, let first = Double(parts[1]) {
+                job.prior = .patterns(PatternPrior.regular(periodUm: period, firstAngleDeg: first, angles: job.angles, phases: job.phases))
+            } else {
+                job.prior = .period(period)
+            }
+        }
+        return job
+    }
+}
+
+func printParameters(_ p: SIMParameters) {
+    for (a, ap) in p.angles.enumerated() {
+        print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, modulation %.3f, confidence %.1f, %@%@",
+                     a, ap.kMagnitude, 1 / ap.kMagnitude, ap.angleDeg, ap.modulation, ap.confidence, ap.source,
+                     ap.flagged ? " — FLAGGED: \(ap.reason ?? "")" : ""))
+    }
+}
+
+struct Reconstruct: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reconstruct 2D-SIM from a recording or a plain TIFF/MRC stack into an OME-TIFF of SR frames.")
+
+    @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
+    @Option(name: .long, help: "Output OME-TIFF (float32, 2× grid).") var out: String
+    @OptionGroup var sim: SIMArguments
     @Option(name: .long, help: "Write the parameters used and their confidences as JSON.") var paramsOut: String?
     @Option(name: .long, help: "Write a PNG of widefield beside SR (first set).") var preview: String?
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            var job = OfflineSIM()
-            if let angles { job.angles = angles }
-            if let phases { job.phases = phases }
-            guard let o = OfflineSIM.FrameOrder(rawValue: order) else {
-                throw MoireError(.usage, "--order must be angle-major or phase-major")
-            }
-            job.order = o
-            job.pixelUm = pixelUm; job.na = na; job.emissionNm = emissionNm; job.otfFile = otf.map(absolute)
-            job.otfAttenuation = otfAttenuation
-            if let background { job.options.background = background }
-            if let wiener { job.options.wiener = wiener }
-            if let suppression { job.options.suppression = suppression }
-            job.estimateEverySet = estimateEvery
-            if let kPrior {
-                let parts = kPrior.split(separator: "@")
-                guard let period = Double(parts[0]), period > 0, parts.count <= 2 else {
-                    throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.1807 or 0.1807@8")
-                }
-                if parts.count == 2, let first = Double(parts[1]) {
-                    job.prior = .patterns(PatternPrior.regular(periodUm: period, firstAngleDeg: first, angles: job.angles, phases: job.phases))
-                } else {
-                    job.prior = .period(period)
-                }
-            }
+            let job = try sim.job()
             let r = try job.run(input: input) { done, total in
                 FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) phase sets".utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
             try OfflineSIM.write(r, to: out, name: "SR of \((input as NSString).lastPathComponent)")
-            let p = r.parameters[0]
-            for (a, ap) in p.angles.enumerated() {
-                print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, modulation %.3f, confidence %.1f, %@%@",
-                             a, ap.kMagnitude, 1 / ap.kMagnitude, ap.angleDeg, ap.modulation, ap.confidence, ap.source,
-                             ap.flagged ? " — FLAGGED: \(ap.reason ?? "")" : ""))
-            }
+            printParameters(r.parameters[0])
             print("wrote \(r.sr.count) SR frame(s) of \(2 * r.width)×\(2 * r.height) to \(out)")
             if let paramsOut {
                 let enc = JSONEncoder()
@@ -72,6 +83,27 @@ struct Reconstruct: ParsableCommand {
                 try enc.encode(r.parameters).write(to: URL(fileURLWithPath: paramsOut))
             }
             if let preview { try OfflineSIM.preview(r).write(to: URL(fileURLWithPath: preview)) }
+        } catch { throw fail(error) }
+    }
+}
+
+struct Preview: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a PNG of widefield beside SR for one phase set of a recording or file, to look rather than read.")
+
+    @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
+    @Option(name: .long, help: "PNG to write.") var out: String
+    @Option(name: .long, help: "Which phase set (0-based).") var set: Int = 0
+    @OptionGroup var sim: SIMArguments
+
+    func run() throws {
+        bootstrapLogging(verbose: false)
+        do {
+            let r = try sim.job().run(input: input)
+            guard set >= 0, set < r.sr.count else { throw MoireError(.usage, "--set \(set) does not exist; the input has \(r.sr.count) phase set(s)") }
+            try OfflineSIM.preview(r, index: set).write(to: URL(fileURLWithPath: out))
+            printParameters(r.parameters[set])
+            print("wrote \(out): widefield (left) and SR (right), \(4 * r.width + 4)×\(2 * r.height)")
         } catch { throw fail(error) }
     }
 }
