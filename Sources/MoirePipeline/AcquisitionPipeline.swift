@@ -99,7 +99,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         var sim: SIMStage?
         let live = try LiveSIMOptions(proto.reconstruction, place: proto.file)
-        if proto.mode == .sim2d, live.enabled, !options.noReconstruction {
+        if proto.mode == .sim2d || proto.mode == .llssim, live.enabled, !options.noReconstruction {
             let s = try SIMStage(protocol: proto, options: live, recordingPath: recordingPath, logger: logger)
             sim = s
             stages.append(try BusStage(name: "sim", endpoint: bus.endpoint, handle: s.handle))

@@ -5,7 +5,10 @@ import MoireFFT
 /// Fourier ring correlation of two independent images of the same object.
 public enum FRC {
     /// The FRC curve: (frequency in cycles/µm, correlation) per ring of one spectral pixel.
-    public static func curve(_ a: [Float], _ b: [Float], width: Int, height: Int, pixelUm: Double) throws -> [(Double, Double)] {
+    /// With `direction` (degrees) only frequencies within `halfAngle` degrees of that direction (either sign) count:
+    /// the resolution along one axis.
+    public static func curve(_ a: [Float], _ b: [Float], width: Int, height: Int, pixelUm: Double,
+                             direction: Double? = nil, halfAngle: Double = 20) throws -> [(Double, Double)] {
         guard a.count == width * height, b.count == a.count, width == height else {
             throw MoireError(.usage, "FRC needs two square images of the same size")
         }
@@ -21,22 +24,37 @@ public enum FRC {
         }
         let fa = spectrum(a), fb = spectrum(b)
         let rings = width / 2
-        var num = [Double](repeating: 0, count: rings), da = num, db = num
+        var num = [Double](repeating: 0, count: rings), da = num, db = num, count = num
         for v in 0..<height { for u in 0..<width {
             let fu = u < width / 2 ? u : u - width, fv = v < height / 2 ? v : v - height
             let r = Int((Double(fu * fu + fv * fv)).squareRoot().rounded())
             guard r < rings else { continue }
+            if let direction {
+                var d = abs(atan2(Double(fv), Double(fu)) * 180 / .pi - direction).truncatingRemainder(dividingBy: 180)
+                if d > 90 { d = 180 - d }
+                if d > halfAngle { continue }
+            }
             let i = v * width + u
+            count[r] += 1
             num[r] += Double(fa[i].re * fb[i].re + fa[i].im * fb[i].im)
             da[r] += Double(fa[i].re * fa[i].re + fa[i].im * fa[i].im)
             db[r] += Double(fb[i].re * fb[i].re + fb[i].im * fb[i].im)
         } }
-        return (1..<rings).map { r in (Double(r) / (Double(width) * pixelUm), num[r] / max((da[r] * db[r]).squareRoot(), 1e-30)) }
+        // Rings with no real content (power per pixel a billionth of the strongest ring's: outside the
+        // transfer function, where only round-off of the common signal remains) correlate as 0.
+        let power = (0..<rings).map { count[$0] > 0 ? (da[$0] * db[$0]).squareRoot() / count[$0] : 0 }
+        let top = power.dropFirst().max() ?? 0
+        return (1..<rings).map { r in
+            let f = Double(r) / (Double(width) * pixelUm)
+            guard power[r] > 1e-9 * top else { return (f, 0) }
+            return (f, num[r] / max((da[r] * db[r]).squareRoot(), 1e-30))
+        }
     }
 
     /// Resolution (µm) where the smoothed FRC first drops below `threshold` (1/7 by convention).
-    public static func resolution(_ a: [Float], _ b: [Float], width: Int, height: Int, pixelUm: Double, threshold: Double = 1.0 / 7) throws -> Double {
-        let c = try curve(a, b, width: width, height: height, pixelUm: pixelUm)
+    public static func resolution(_ a: [Float], _ b: [Float], width: Int, height: Int, pixelUm: Double, threshold: Double = 1.0 / 7,
+                                  direction: Double? = nil) throws -> Double {
+        let c = try curve(a, b, width: width, height: height, pixelUm: pixelUm, direction: direction)
         let smooth = c.indices.map { i -> Double in
             let lo = max(0, i - 2), hi = min(c.count - 1, i + 2)
             return c[lo...hi].map(\.1).reduce(0, +) / Double(hi - lo + 1)

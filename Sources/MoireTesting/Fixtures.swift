@@ -40,8 +40,8 @@ public enum Fixtures {
                                      exposureMs: Double = 2, extra: String = "", channels: String? = nil,
                                      rig: String? = nil, frameDeadlineMs: Int = 400) -> String {
         let rigPath = rig ?? path("sim-hardware/rigs/multisim.yaml")
-        let sim = mode.hasPrefix("sim") || mode == "llssim" ? "sim: {angles: 3, phases: 3}\n" : ""
-        let ps = mode.hasPrefix("sim") ? ", pattern_set: sim488" : ""
+        let sim = mode == "llssim" ? "sim: {angles: 1, phases: 3}\n" : (mode.hasPrefix("sim") ? "sim: {angles: 3, phases: 3}\n" : "")
+        let ps = mode.hasPrefix("sim") || mode == "llssim" ? ", pattern_set: sim488" : ""
         let ch = channels ?? "  - {name: gfp, laser: l488, power_mw: 40, exposure_ms: \(exposureMs), emission_nm: 525\(ps)}\n"
         let text = """
         moire: 1

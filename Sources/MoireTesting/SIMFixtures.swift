@@ -21,7 +21,7 @@ extension Fixtures {
     /// Acquires `timepoints` 2D-SIM phase sets on the simulated rig.
     public static func simulateSIM(roi: Int = 256, powerMw: Double = 100, exposureMs: Double = 20, timepoints: Int = 1,
                                    patternError: PatternError = PatternError(kScale: 1.004, rotationDeg: 0.3, phaseOffsetRad: 0.7),
-                                   seed: UInt64 = 1, specimen: String? = nil) throws -> SimulatedSIMData {
+                                   seed: UInt64 = 1, specimen: String? = nil, mode: String = "sim2d") throws -> SimulatedSIMData {
         let dir = tempDir("simdata")
         var rig: String?
         if let specimen {
@@ -30,7 +30,7 @@ extension Fixtures {
                 .replacingOccurrences(of: "../specimens/filaments.yaml", with: specimen)
             rig = write(text, to: "rig.yaml", in: dir)
         }
-        let file = smallProtocol(in: dir, roi: roi, timepoints: timepoints, channels:
+        let file = smallProtocol(in: dir, mode: mode, roi: roi, timepoints: timepoints, channels:
             "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: sim488}\n",
             rig: rig, frameDeadlineMs: 5000)
         let p = try AcquisitionProtocol.load(file: file)
