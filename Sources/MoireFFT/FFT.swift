@@ -114,6 +114,35 @@ public final class FFTPlan2D: @unchecked Sendable {
     }
 }
 
+/// A 3D complex FFTW plan (z slowest), made once and executed on any arrays of the same shape.
+public final class FFTPlan3D: @unchecked Sendable {
+    public let width: Int, height: Int, depth: Int
+    public let forward: Bool
+    private let plan: fftwf_plan
+
+    fileprivate init(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor) throws {
+        self.width = width; self.height = height; self.depth = depth; self.forward = forward
+        let n = width * height * depth
+        let i = AlignedBuffer<Complex32>(count: n), o = AlignedBuffer<Complex32>(count: n)
+        let made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
+            o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
+                fftwf_plan_dft_3d(Int32(depth), Int32(height), Int32(width), ip, op, forward ? FFTW_FORWARD : FFTW_BACKWARD, rigor.flag)
+            }
+        }
+        guard let made else { throw MoireError(.numeric, "FFTW could not plan a \(width)×\(height)×\(depth) transform") }
+        plan = made
+    }
+
+    deinit { FFT.planning.withLock { fftwf_destroy_plan(plan) } }
+
+    public func execute(_ input: UnsafeMutablePointer<Complex32>, _ output: UnsafeMutablePointer<Complex32>) {
+        let n = width * height * depth
+        input.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
+            output.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in fftwf_execute_dft(plan, ip, op) }
+        }
+    }
+}
+
 /// The plan cache: one plan per shape, kind and rigor; planning serialised (FFTW's planner is not thread-safe).
 public enum FFT {
     fileprivate static let planning = NSLock()
@@ -129,6 +158,40 @@ public enum FFT {
             threads = max(1, n)
             fftwf_plan_with_nthreads(Int32(threads))
         }
+    }
+
+    nonisolated(unsafe) private static var cache3D: [String: FFTPlan3D] = [:]
+
+    /// A cached 3D complex plan; made on first use.
+    public static func plan3D(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws -> FFTPlan3D {
+        guard width > 0, height > 0, depth > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty") }
+        return try planning.withLock {
+            let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor == .measure)/\(threads)"
+            if let p = cache3D[key] { return p }
+            let p = try FFTPlan3D(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
+            cache3D[key] = p
+            return p
+        }
+    }
+
+    /// Loads FFTW wisdom from `path` (plans made with `.measure` are then fast to make); false when absent.
+    @discardableResult
+    public static func loadWisdom(from path: String = defaultWisdomPath) -> Bool {
+        planning.withLock { fftwf_import_wisdom_from_filename(path) != 0 }
+    }
+
+    /// Saves the wisdom gathered so far to `path` (creating its folder).
+    public static func saveWisdom(to path: String = defaultWisdomPath) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ok = planning.withLock { fftwf_export_wisdom_to_filename(path) != 0 }
+        guard ok else { throw MoireError(.io, "cannot write FFTW wisdom", place: path) }
+    }
+
+    /// `$XDG_CACHE_HOME/moire/fftw-wisdom` (or `~/.cache/…`).
+    public static var defaultWisdomPath: String {
+        let base = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")
+        return base + "/moire/fftw-wisdom"
     }
 
     /// A cached plan for the shape and kind; made on first use.

@@ -16,8 +16,8 @@ public enum FRC {
         func spectrum(_ x: [Float]) -> AlignedBuffer<Complex32> {
             let mean = x.reduce(0, +) / Float(x.count)
             let i = AlignedBuffer<Complex32>(count: x.count), o = AlignedBuffer<Complex32>(count: x.count)
-            // Edge-tapered so the image borders do not correlate.
-            let t = SIM2DReconstructor.makeTaper(width: width, height: height, edge: width / 16)
+            // A full Hann window: the borders do not correlate and strong low frequencies do not leak into empty rings.
+            let t = SIM2DReconstructor.makeTaper(width: width, height: height, edge: width / 2)
             for k in 0..<x.count { i[k] = Complex32((x[k] - mean) * t[k], 0) }
             plan.execute(i.pointer, o.pointer)
             return o
@@ -40,13 +40,13 @@ public enum FRC {
             da[r] += Double(fa[i].re * fa[i].re + fa[i].im * fa[i].im)
             db[r] += Double(fb[i].re * fb[i].re + fb[i].im * fb[i].im)
         } }
-        // Rings with no real content (power per pixel a billionth of the strongest ring's: outside the
+        // Rings with no real content (power per pixel below 1e-7 of the strongest ring's: outside the
         // transfer function, where only round-off of the common signal remains) correlate as 0.
         let power = (0..<rings).map { count[$0] > 0 ? (da[$0] * db[$0]).squareRoot() / count[$0] : 0 }
         let top = power.dropFirst().max() ?? 0
         return (1..<rings).map { r in
             let f = Double(r) / (Double(width) * pixelUm)
-            guard power[r] > 1e-9 * top else { return (f, 0) }
+            guard power[r] > 1e-7 * top else { return (f, 0) }
             return (f, num[r] / max((da[r] * db[r]).squareRoot(), 1e-30))
         }
     }

@@ -39,3 +39,28 @@ import Testing
         #expect(throws: (any Error).self) { try FFT.plan2D(width: 0, height: 8, kind: .r2c) }
     }
 }
+
+@Suite struct FFT3DAndWisdomTests {
+    @Test func threeDTransformOfAPlaneWaveIsOnePeak() throws {
+        let w = 8, h = 6, d = 4
+        let f = try FFT.plan3D(width: w, height: h, depth: d, forward: true)
+        let a = AlignedBuffer<Complex32>(count: w * h * d), o = AlignedBuffer<Complex32>(count: w * h * d)
+        for z in 0..<d { for y in 0..<h { for x in 0..<w {
+            let ph = 2 * Double.pi * (2 * Double(x) / Double(w) + 1 * Double(y) / Double(h) + 3 * Double(z) / Double(d))
+            a[(z * h + y) * w + x] = Complex32(Float(cos(ph)), Float(sin(ph)))
+        } } }
+        f.execute(a.pointer, o.pointer)
+        let peak = (3 * h + 1) * w + 2
+        #expect(abs(o[peak].re - Float(w * h * d)) < 1e-3)
+        for i in 0..<(w * h * d) where i != peak { #expect(abs(o[i].re) + abs(o[i].im) < 1e-3) }
+    }
+
+    @Test func wisdomRoundTripsThroughAFile() throws {
+        let path = NSTemporaryDirectory() + "moire-wisdom-\(UUID().uuidString)/w"
+        _ = try FFT.plan2D(width: 24, height: 24, kind: .r2c, rigor: .measure)
+        try FFT.saveWisdom(to: path)
+        #expect(FileManager.default.fileExists(atPath: path))
+        #expect(FFT.loadWisdom(from: path))
+        #expect(!FFT.loadWisdom(from: path + ".absent"))
+    }
+}

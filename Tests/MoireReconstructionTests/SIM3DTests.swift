@@ -1,0 +1,85 @@
+import Foundation
+import MoireCore
+import MoireFFT
+import MoireHardware
+import MoireReconstruction
+import Testing
+
+/// Fourier shell correlation in a double cone around k_z (half-angle `cone`°): the axial resolution (µm) at 1/7.
+func axialFSC(_ a: [Float], _ b: [Float], n: Int, nz: Int, pixelUm: Double, dzUm: Double, cone: Double = 30) throws -> Double {
+    let f = try FFT.plan3D(width: n, height: n, depth: nz, forward: true)
+    // Windowed in all three axes (central half laterally, cosine fades axially) so borders do not correlate.
+    func win(_ i: Int, _ len: Int, _ edge: Int) -> Float {
+        let d = min(i, len - 1 - i)
+        return d >= edge ? 1 : Float(0.5 - 0.5 * cos(Double.pi * (Double(d) + 0.5) / Double(edge)))
+    }
+    func spec(_ x: [Float]) -> AlignedBuffer<Complex32> {
+        let m = x.reduce(0, +) / Float(x.count)
+        let i = AlignedBuffer<Complex32>(count: x.count), o = AlignedBuffer<Complex32>(count: x.count)
+        for k in 0..<x.count {
+            let xx = k % n, yy = (k / n) % n, zz = k / (n * n)
+            i[k] = Complex32((x[k] - m) * win(xx, n, n / 4) * win(yy, n, n / 4) * win(zz, nz, nz / 4), 0)
+        }
+        f.execute(i.pointer, o.pointer)
+        return o
+    }
+    let fa = spec(a), fb = spec(b)
+    let dk = 1 / (Double(nz) * dzUm)
+    let shells = nz / 2
+    var num = [Double](repeating: 0, count: shells), da = num, db = num
+    for w in 0..<nz { for v in 0..<n { for u in 0..<n {
+        let fx = Double(u < n / 2 ? u : u - n) / (Double(n) * pixelUm), fy = Double(v < n / 2 ? v : v - n) / (Double(n) * pixelUm)
+        let fz = Double(w < nz / 2 ? w : w - nz) * dk
+        let r = (fx * fx + fy * fy + fz * fz).squareRoot()
+        guard r > 0, atan2(hypot(fx, fy), abs(fz)) * 180 / .pi <= cone else { continue }
+        let s = Int((r / dk).rounded())
+        guard s < shells else { continue }
+        let i = (w * n + v) * n + u
+        num[s] += Double(fa[i].re * fb[i].re + fa[i].im * fb[i].im)
+        da[s] += Double(fa[i].re * fa[i].re + fa[i].im * fa[i].im); db[s] += Double(fb[i].re * fb[i].re + fb[i].im * fb[i].im)
+    } } }
+    let top = (1..<shells).map { (da[$0] * db[$0]).squareRoot() }.max() ?? 1
+    for s in 1..<shells {
+        let p = (da[s] * db[s]).squareRoot()
+        let c = p > 1e-9 * top ? num[s] / p : 0
+        if c < 1.0 / 7 { return 1 / (Double(s) * dk) }
+    }
+    return 1 / (Double(shells - 1) * dk)
+}
+
+@Suite(.serialized) struct SIM3DTests {
+    @Test func threeBeamSIMGainsLateralAndAxialResolution() throws {
+        var sim = SIM3DSimulator()
+        sim.n = 64; sim.nz = 32; sim.peakPhotons = 1000
+        let a = try sim.acquire(noiseSeed: 1), b = try sim.acquire(noiseSeed: 2)
+        let rec = try SIM3DReconstructor(n: 64, nz: 32, pixelUm: sim.pixelUm, dzUm: sim.dzUm, optics: sim.optics)
+        rec.background = sim.offsetADU
+        let params = (0..<3).map { i -> SIM3DAngle in
+            let (kx, ky) = sim.k(i)
+            return SIM3DAngle(kx: kx, ky: ky, kz: sim.kz, phases: (0..<5).map { sim.phase($0) }, m1: sim.m1, m2: sim.m2)
+        }
+        let srA = try rec.reconstruct(a, parameters: params), srB = try rec.reconstruct(b, parameters: params)
+        let wfA = try rec.widefield(a), wfB = try rec.widefield(b)
+        #expect(srA.allSatisfy { $0.isFinite })
+        // Lateral: FRC of the middle plane.
+        let mid = 16
+        func slice(_ v: [Float], _ n: Int) -> [Float] { Array(v[(mid * n * n)..<((mid + 1) * n * n)]) }
+        let latWF = try FRC.resolution(slice(wfA, 64), slice(wfB, 64), width: 64, height: 64, pixelUm: sim.pixelUm)
+        let latSR = try FRC.resolution(slice(srA, 128), slice(srB, 128), width: 128, height: 128, pixelUm: sim.pixelUm / 2)
+        // Axial: FSC in a cone around k_z (the widefield's missing cone).
+        let axWF = try axialFSC(wfA, wfB, n: 64, nz: 32, pixelUm: sim.pixelUm, dzUm: sim.dzUm)
+        let axSR = try axialFSC(srA, srB, n: 128, nz: 32, pixelUm: sim.pixelUm / 2, dzUm: sim.dzUm)
+        print("3D-SIM lateral \(latWF) → \(latSR) µm, axial \(axWF) → \(axSR) µm")
+        // Measured here: lateral 0.173 → 0.109 µm (1.58×), axial 0.33 → 0.27 µm (1.25×) at 1000 photons.
+        #expect(latWF / latSR >= 1.4, "lateral gain \(latWF / latSR)")
+        #expect(axWF / axSR >= 1.2, "axial gain \(axWF / axSR)")
+    }
+
+    @Test func phasesThatCannotSeparateFiveOrdersAreRejected() throws {
+        let rec = try SIM3DReconstructor(n: 16, nz: 4, pixelUm: 0.065, dzUm: 0.125, optics: Widefield3D(na: 1.4, immersionIndex: 1.518, emissionNm: 525))
+        let stacks = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: 1, count: 16 * 16 * 4), count: 5), count: 1)
+        let same = SIM3DAngle(kx: 2, ky: 0, kz: 1, phases: [0, 0, 0, 0, 0], m1: 0.8, m2: 0.6)
+        #expect(throws: MoireError.self) { try rec.reconstruct(stacks, parameters: [same]) }
+        #expect(throws: MoireError.self) { try rec.reconstruct([Array(stacks[0].prefix(4))], parameters: [same]) }
+    }
+}
