@@ -38,6 +38,8 @@ public enum SIMBench {
 
     public static func run(protocolFile: String, repeats: Int, dir: String) throws -> Report {
         FFT.useThreads(ProcessInfo.processInfo.activeProcessorCount)
+        FFT.loadWisdom()
+        defer { try? FFT.saveWisdom() }
         let (p, frames) = try acquire(protocolFile: protocolFile)
         guard let setName = p.channels[0].patternSet, let set = p.rig.modulator?.profile.modulator?.patternSet(named: setName) else {
             throw MoireError(.usage, "the benchmark protocol must be a SIM protocol", place: protocolFile)
@@ -55,7 +57,10 @@ public enum SIMBench {
         _ = try rec.reconstruct(frames, parameters: params)  // includes the weights for these parameters
         let firstMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
         t0 = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<repeats { _ = try rec.reconstruct(frames, parameters: params) }
+        var out = [Float](repeating: 0, count: 4 * p.roiWidth * p.roiHeight)
+        try out.withUnsafeMutableBufferPointer { buf in
+            for _ in 0..<repeats { try rec.reconstruct(frames, parameters: params, into: buf) }
+        }
         let fixedMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(repeats)
         let raw = "\(dir)/sim2d-raw.f32"
         var flat = [Float](); flat.reserveCapacity(frames.count * frames[0].count)

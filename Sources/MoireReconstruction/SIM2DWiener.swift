@@ -126,6 +126,15 @@ extension SIM2DReconstructor {
     /// per orientation (sub-pixel shift applied in real space, integer shift by placement, band −1
     /// as its Hermitian mirror), and one complex-to-real transform on the 2× grid.
     public func reconstruct(_ frames: [[Float]], parameters params: SIMParameters) throws -> [Float] {
+        var out = [Float](repeating: 0, count: 4 * n)
+        try out.withUnsafeMutableBufferPointer { try reconstruct(frames, parameters: params, into: $0) }
+        return out
+    }
+
+    /// Reconstructs into `out` (`2·width × 2·height` floats): no allocation once the weights for
+    /// `params` exist.
+    public func reconstruct(_ frames: [[Float]], parameters params: SIMParameters, into out: UnsafeMutableBufferPointer<Float>) throws {
+        guard out.count >= 4 * n else { throw MoireError(.usage, "output buffer holds \(out.count) floats; \(4 * n) needed") }
         try check(frames)
         let plan = try prepareWeights(params)
         let W = 2 * width, H = 2 * height, halfW = W / 2 + 1
@@ -182,6 +191,6 @@ extension SIM2DReconstructor {
         } }
         c2rBig.inverse(bigHalf.pointer, bigReal.pointer)
         let scale = 1 / Float(n)
-        return (0..<(W * H)).map { bigReal[$0] * scale }
+        for i in 0..<(W * H) { out[i] = bigReal[i] * scale }
     }
 }

@@ -257,3 +257,66 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         }
     }
 }
+
+@Suite(.serialized) struct OfflineSIMTests {
+    let dir = Fixtures.tempDir("offline")
+
+    func record(_ name: String) throws -> String {
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 2, exposureMs: 5))
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/\(name).ome.tif"
+        o.noPublish = true
+        o.noReconstruction = true
+        _ = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run()
+        return o.recordingPath!
+    }
+
+    @Test func recordingReconstructsWithEverythingFromItsMetadata() throws {
+        let path = try record("rec")
+        let r = try OfflineSIM().run(input: path)
+        #expect(r.sr.count == 2 && r.width == 128)
+        #expect(r.parameters[0].angles.allSatisfy { $0.source == "estimated" && !$0.flagged })
+        try OfflineSIM.write(r, to: "\(dir)/sr.ome.tif", name: "sr")
+        let reader = try OMETiffReader(path: "\(dir)/sr.ome.tif")
+        #expect(reader.planeCount == 2 && reader.width == 256 && reader.pixel == .float32)
+        let png = OfflineSIM.preview(r)
+        #expect(png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]))
+    }
+
+    @Test func frameOrderInconsistentWithTheHeadersIsAnError() throws {
+        let path = try record("swapped")
+        // Rewrite the recording with planes 1 and 2 swapped (headers travel with their pixels).
+        let reader = try OMETiffReader(path: path)
+        let recs = try #require(reader.planeRecords())
+        let layout = try #require(reader.layout)
+        let out = "\(dir)/swapped-out.ome.tif"
+        let w = try OMETiffWriter(path: out, layout: layout)
+        for i in 0..<reader.planeCount {
+            let src = i == 1 ? 2 : (i == 2 ? 1 : i)
+            var h = recs[src].header
+            h.index = i
+            let px = try reader.readPlaneFloat(src).map { UInt16($0) }
+            try px.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        try w.finish()
+        do { _ = try OfflineSIM().run(input: out); Issue.record("accepted a swapped frame order") } catch let e as MoireError {
+            #expect(e.message.contains("frame order is inconsistent"))
+        }
+    }
+
+    @Test func otfThatDoesNotFitThePixelSizeIsAnError() throws {
+        guard let data = Fixtures.sharedData else { Issue.record("../shared/data is needed"); return }
+        var job = OfflineSIM()
+        job.na = 1.3; job.emissionNm = 525; job.options.background = 100
+        job.otfFile = "\(data)/rdl-sim-microtubules/otf-tirf488-radial.mrc"
+        job.pixelUm = 0.5  // ten times too coarse for this OTF
+        do { _ = try job.run(input: "\(data)/rdl-sim-microtubules/raw-3x3-microtubules.mrc"); Issue.record("accepted") } catch let e as MoireError {
+            #expect(e.message.contains("does not fit"))
+        }
+        var short = OfflineSIM()
+        short.angles = 3; short.phases = 4; short.na = 1.3; short.emissionNm = 525
+        do { _ = try short.run(input: "\(data)/rdl-sim-microtubules/raw-3x3-microtubules.mrc"); Issue.record("accepted 9 frames as 3×4") } catch let e as MoireError {
+            #expect(e.message.contains("not a whole number"))
+        }
+    }
+}
