@@ -1,3 +1,4 @@
+import Foundation
 import MoireCore
 
 /// A device placed on a rig: its name there and its profile.
@@ -73,6 +74,10 @@ public struct Rig: Sendable, Equatable {
     public var stage: RigDevice?
     public var lasers: [RigDevice]
     public var optics: Optics
+    /// Measured radial OTF (MRC line) of the detection path, for reconstruction; nil: the ideal OTF.
+    public var otfFile: String?
+    /// Extra fall-off of the ideal OTF, a^(f/fc) (1: none).
+    public var otfAttenuation: Double = 1
     public var leader: TimingLeader
     public var specimen: SpecimenSpec?
 
@@ -138,6 +143,13 @@ public struct Rig: Sendable, Equatable {
         if optics.objectiveNA > optics.immersionIndex {
             throw try on.required("objective_na").error("NA \(fmt(optics.objectiveNA)) exceeds the immersion index \(fmt(optics.immersionIndex))")
         }
+        var otfFile: String?
+        if let otfNode = try on.child("otf") {
+            let path = on.resolvePath(try otfNode.string())
+            guard FileManager.default.fileExists(atPath: path) else { throw otfNode.error("OTF file '\(path)' does not exist") }
+            otfFile = path
+        }
+        let otfAttenuation = try on.optionalDouble("otf_attenuation", in: 0.01...1) ?? 1
         try on.finish()
         var leader = TimingLeader.software
         if let wiring = try root.child("wiring") {
@@ -166,6 +178,6 @@ public struct Rig: Sendable, Equatable {
         }
         try root.finish()
         return Rig(file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
-                   lasers: lasers, optics: optics, leader: leader, specimen: specimen)
+                   lasers: lasers, optics: optics, otfFile: otfFile, otfAttenuation: otfAttenuation, leader: leader, specimen: specimen)
     }
 }

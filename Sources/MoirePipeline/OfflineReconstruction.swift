@@ -161,6 +161,7 @@ public struct OfflineSIM {
                 return .patterns(PatternPrior.from(set, angles: angles, phases: phases))
             }
             if options.background == 0 { options.background = proto.rig.cameraProfile.offsetADU }
+            if otfFile == nil { otfFile = proto.rig.otfFile; otfAttenuation = proto.rig.otfAttenuation }
         } else if case .none = prior {
             logger.warning("the recording's protocol is not available; estimating blind (give --k-prior)")
         }

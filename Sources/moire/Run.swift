@@ -41,6 +41,8 @@ struct Run: ParsableCommand {
         options.noPublish = noPublish
         options.seed = seed
         options.faults = faults
+        Runtime.prepareFFT()
+        defer { Runtime.saveFFTWisdom() }
         let pipeline: AcquisitionPipeline
         do { pipeline = try AcquisitionPipeline(protocol: proto, options: options) } catch { throw fail(error) }
         let bar = ProgressBar(quiet: quiet)

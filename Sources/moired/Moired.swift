@@ -23,6 +23,8 @@ struct Moired: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "moired")
+        Runtime.prepareFFT()
+        defer { Runtime.saveFFTWisdom() }
         let service: ControlService
         do { service = try ControlService(endpoint: control, logger: logger) } catch {
             logger.error("cannot start", metadata: ["error": "\(error)"])

@@ -116,3 +116,26 @@ import Testing
         #expect(e.message.contains("expected a whole number"))
     }
 }
+
+@Suite struct RigOTFTests {
+    @Test func rigNamesAMeasuredOTFThatMustExist() throws {
+        let dir = Fixtures.tempDir("rigotf")
+        let profiles = Fixtures.path("sim-hardware/profiles")
+        func rig(_ otf: String) -> String {
+            Fixtures.write("""
+            moire: 1
+            name: r
+            devices:
+              camera: {profile: \(profiles)/camera-sim-scmos.yaml}
+            optics: {objective_na: 1.4, magnification: 60, immersion_index: 1.518, otf: \(otf), otf_attenuation: 0.9}
+            """, to: "rig.yaml", in: dir)
+        }
+        Fixtures.write("not really an MRC", to: "otf.mrc", in: dir)
+        let r = try Rig.load(file: rig("otf.mrc"))
+        #expect(r.otfFile == "\(dir)/otf.mrc" && r.otfAttenuation == 0.9)
+        do { _ = try Rig.load(file: rig("missing.mrc")); Issue.record("accepted") } catch let e as MoireError {
+            #expect(e.message.contains("optics.otf") && e.message.contains("does not exist"))
+            #expect(e.place?.contains("rig.yaml:5:") == true)
+        }
+    }
+}
