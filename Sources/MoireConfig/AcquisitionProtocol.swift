@@ -57,7 +57,7 @@ public struct AcquisitionProtocol: Sendable, Equatable {
 
     /// Loads a protocol and its rig, checking every field against the rig's capabilities.
     public static func load(file: String) throws -> AcquisitionProtocol {
-        try parse(ConfigNode.load(file: file))
+        try ConfigNode.withParsingLock { try parse(ConfigNode.load(file: file)) }
     }
 
     public static func parse(_ root: ConfigNode) throws -> AcquisitionProtocol {

@@ -7,6 +7,16 @@ import Yams
 /// Every reader of a mapping records the keys it consumed; `finish()` rejects any key nobody
 /// asked for, so a misspelt field is an error, not a silently ignored line.
 public final class ConfigNode {
+    /// Yams' tag resolver shares regular expressions that are not safe to use from several threads
+    /// at once: every load of a configuration file runs under this (recursive) lock.
+    static let parsing = NSRecursiveLock()
+
+    /// Runs `body` holding the configuration-parsing lock.
+    public static func withParsingLock<R>(_ body: () throws -> R) rethrows -> R {
+        parsing.lock(); defer { parsing.unlock() }
+        return try body()
+    }
+
     public let node: Node
     public let file: String
     /// Dotted key path, e.g. `channels[0].exposure_ms`.

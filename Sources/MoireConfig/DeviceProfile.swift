@@ -108,7 +108,7 @@ public struct DeviceProfile: Sendable, Equatable {
 
     /// Loads and validates a profile file.
     public static func load(file: String) throws -> DeviceProfile {
-        try parse(ConfigNode.load(file: file))
+        try ConfigNode.withParsingLock { try parse(ConfigNode.load(file: file)) }
     }
 
     public static func parse(_ root: ConfigNode) throws -> DeviceProfile {

@@ -42,6 +42,10 @@ public struct SpecimenSpec: Sendable, Equatable {
     public var bleachPerMwS: Double
 
     public static func load(file: String) throws -> SpecimenSpec {
+        try ConfigNode.withParsingLock { try loadLocked(file: file) }
+    }
+
+    private static func loadLocked(file: String) throws -> SpecimenSpec {
         let root = try ConfigNode.load(file: file)
         try root.checkVersion()
         let kind = try root.required("kind").choice(Kind.self)
@@ -102,6 +106,10 @@ public struct Rig: Sendable, Equatable {
     }
 
     public static func load(file: String) throws -> Rig {
+        try ConfigNode.withParsingLock { try loadLocked(file: file) }
+    }
+
+    private static func loadLocked(file: String) throws -> Rig {
         let root = try ConfigNode.load(file: file)
         try root.checkVersion()
         let name = try root.required("name").string()
