@@ -52,6 +52,8 @@ public struct SIMStageCounters: Sendable, Equatable {
     public var skippedMissing = 0
     public var estimates = 0
     public var flaggedEstimates = 0
+    /// Reconstructed frames not published because subscribers still held every output slot.
+    public var publishSkipped = 0
 }
 
 /// The live reconstruction stage: assembles phase sets from the raw bus by header indices and
@@ -64,9 +66,26 @@ final class SIMStage: @unchecked Sendable {
     private let options: LiveSIMOptions
     private let logger: Logger
     private let lock = NSCondition()
-    private var pendingSet: (key: String, headers: [FrameHeader], frames: [[Float]])?
+    /// Preallocated phase-set buffers: one filling, one pending, one being reconstructed.
+    private final class SetBuffer {
+        var frames: [[Float]]
+        var headers: [FrameHeader?]
+        var received: [Bool]
+        var key = ""
+        init(frames: Int, pixels: Int) {
+            self.frames = [[Float]](repeating: [Float](repeating: 0, count: pixels), count: frames)
+            headers = [FrameHeader?](repeating: nil, count: frames)
+            received = [Bool](repeating: false, count: frames)
+        }
+    }
+    private var buffers: [SetBuffer] = []
+    private var free: [Int] = []
+    private var filling: [String: Int] = [:]
+    private var pendingSet: Int?
     private var finished = false
-    private var partial: [String: (headers: [FrameHeader?], frames: [[Float]?])] = [:]
+    /// Output pools for sr and wf frames (preallocated; a frame finds no slot only when subscribers lag).
+    private let srPool: FramePool
+    private let wfPool: FramePool
     private var reconstructors: [Int: SIM2DReconstructor] = [:]
     private var params: [Int: SIMParameters] = [:]
     private(set) var counters = SIMStageCounters()
@@ -82,6 +101,11 @@ final class SIMStage: @unchecked Sendable {
         self.options = options
         self.logger = logger
         bus = try RawBus()
+        let per = p.angles * p.phases, pixels = p.roiWidth * p.roiHeight
+        buffers = (0..<3).map { _ in SetBuffer(frames: per, pixels: pixels) }
+        free = [0, 1, 2]
+        srPool = FramePool(slots: 4, bytes: 4 * pixels * 4)
+        wfPool = FramePool(slots: 4, bytes: pixels * 4)
         if options.record, let r = recordingPath {
             var base = r
             for ext in [".ome.tif", ".ome.tiff", ".tif"] where base.hasSuffix(ext) { base = String(base.dropLast(ext.count)); break }
@@ -122,32 +146,49 @@ final class SIMStage: @unchecked Sendable {
             guard h.stream == "raw" else { return true }
             let per = proto.angles * proto.phases
             let key = "\(h.t)/\(h.c)/\(h.z)"
-            var entry = partial[key] ?? ([FrameHeader?](repeating: nil, count: per), [[Float]?](repeating: nil, count: per))
             let slot = h.angle * proto.phases + h.phase
             guard slot >= 0, slot < per else { return true }
-            entry.headers[slot] = h
+            lock.lock()
+            var index = filling[key]
+            if index == nil {
+                if free.isEmpty, let p = pendingSet {
+                    // The worker is behind: the waiting set is dropped for the newer one.
+                    pendingSet = nil; free.append(p); counters.skippedBehind += 1
+                }
+                if let f = free.popLast() {
+                    index = f
+                    filling[key] = f
+                    let b = buffers[f]
+                    b.key = key
+                    for i in 0..<per { b.headers[i] = nil; b.received[i] = false }
+                }
+            }
+            lock.unlock()
+            guard let index else { return true }  // no buffer: this set is skipped (counted when it ends)
+            let b = buffers[index]
+            b.headers[slot] = h
             if !h.missing, payload.count == h.byteCount {
                 let n = h.width * h.height
-                entry.frames[slot] = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+                payload.bytes.withMemoryRebound(to: UInt16.self) { src in
+                    b.frames[slot].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
+                }
+                b.received[slot] = true
             }
             // The set is over when its last frame (by plan order) has arrived.
             if slot == per - 1 {
-                partial[key] = nil
-                let headers = entry.headers.compactMap { $0 }
-                let frames = entry.frames.compactMap { $0 }
-                if headers.count == per && frames.count == per {
-                    lock.lock()
+                lock.lock()
+                filling[key] = nil
+                if b.received.allSatisfy({ $0 }) {
                     counters.setsComplete += 1
-                    if pendingSet != nil { counters.skippedBehind += 1 }
-                    pendingSet = (key, headers, frames)
+                    if let p = pendingSet { counters.skippedBehind += 1; free.append(p) }
+                    pendingSet = index
                     lock.signal()
-                    lock.unlock()
                 } else {
-                    lock.lock(); counters.skippedMissing += 1; lock.unlock()
+                    counters.skippedMissing += 1
+                    free.append(index)
                     logger.warning("phase set with a missing frame skipped", metadata: ["set": "\(key)"])
                 }
-            } else {
-                partial[key] = entry
+                lock.unlock()
             }
             return true
         }
@@ -161,7 +202,9 @@ final class SIMStage: @unchecked Sendable {
             guard let job = pendingSet else { lock.unlock(); break }
             pendingSet = nil
             lock.unlock()
-            process(job.headers, job.frames)
+            let b = buffers[job]
+            process(b.headers.compactMap { $0 }, b.frames)
+            lock.lock(); free.append(job); lock.unlock()
         }
         if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
         let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.reconstructed, missing: counters.skippedMissing,
@@ -191,8 +234,13 @@ final class SIMStage: @unchecked Sendable {
                     "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })", "flagged": "\(p!.flagged)"])
             }
             guard let params = p else { return }
-            let sr = try rec.reconstruct(frames, parameters: params)
-            let wf = try rec.widefield(frames)
+            guard let srSlot = srPool.acquire() else { lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
+            guard let wfSlot = wfPool.acquire() else { srSlot.release(); lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
+            // The slots go back to their pools on any error; publishing hands them to the bus.
+            var srOwned = true, wfOwned = true
+            defer { if srOwned { srSlot.release() }; if wfOwned { wfSlot.release() } }
+            try srSlot.withBytes { try rec.reconstruct(frames, parameters: params, into: $0.bindMemory(to: Float.self)) }
+            try wfSlot.withBytes { try rec.widefield(frames, into: $0.bindMemory(to: Float.self)) }
             var srh = FrameHeader(stream: "sr", run: h0.run, seq: srSeq, index: srSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
                                   z: h0.z, width: 2 * rec.width, height: 2 * rec.height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
                                   exposureStartNs: h0.exposureStartNs, state: h0.state)
@@ -200,9 +248,7 @@ final class SIMStage: @unchecked Sendable {
             srh.params = paramStrings(params)
             var wfh = srh
             wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height; wfh.pixelSizeUm = h0.pixelSizeUm
-            try publish(srh, sr)
-            try publish(wfh, wf)
-            srSeq += 1; wfSeq += 1
+            let srBytes = srh.byteCount
             if let path = recordPath {
                 if recorder == nil {
                     let l = RecordingLayout(run: h0.run, name: "SR of \(proto.name)", mode: "sim2d-sr", channels: proto.channels.map(\.name),
@@ -215,19 +261,17 @@ final class SIMStage: @unchecked Sendable {
                 // SR planes in the order reconstructed; their headers keep t, c, z and the inputs.
                 var rh = srh
                 rh.index = recorder!.planesWritten
-                try sr.withUnsafeBytes { try recorder!.write(header: rh, payload: $0) }
+                try srSlot.withBytes { try recorder!.write(header: rh, payload: UnsafeRawBufferPointer(rebasing: $0[0..<srBytes])) }
             }
+            srOwned = false
+            try bus.publish(Frame(header: srh, slot: srSlot))
+            wfOwned = false
+            try bus.publish(Frame(header: wfh, slot: wfSlot))
+            srSeq += 1; wfSeq += 1
             lock.lock(); counters.reconstructed += 1; lock.unlock()
         } catch {
             logger.error("SIM reconstruction failed; set skipped", metadata: ["error": "\(error)"])
         }
-    }
-
-    private func publish(_ h: FrameHeader, _ pixels: [Float]) throws {
-        let pool = FramePool(slots: 1, bytes: pixels.count * 4)
-        guard let slot = pool.acquire() else { return }
-        slot.withBytes { b in pixels.withUnsafeBytes { b.copyMemory(from: $0) } }
-        try bus.publish(Frame(header: h, slot: slot))
     }
 
     private func paramStrings(_ p: SIMParameters) -> [String: String] {

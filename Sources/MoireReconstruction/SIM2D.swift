@@ -163,11 +163,18 @@ public final class SIM2DReconstructor: @unchecked Sendable {
 
     /// Mean of all frames, background subtracted (the widefield reference), `width × height`.
     public func widefield(_ frames: [[Float]]) throws -> [Float] {
-        try check(frames)
         var out = [Float](repeating: 0, count: n)
-        for f in frames { for i in 0..<n { out[i] += f[i] } }
+        try out.withUnsafeMutableBufferPointer { try widefield(frames, into: $0) }
+        return out
+    }
+
+    /// The widefield mean into `out` (`width × height` floats), without allocating.
+    public func widefield(_ frames: [[Float]], into out: UnsafeMutableBufferPointer<Float>) throws {
+        guard out.count >= n else { throw MoireError(.usage, "output buffer holds \(out.count) floats; \(n) needed") }
+        try check(frames)
+        for i in 0..<n { out[i] = 0 }
+        for f in frames { f.withUnsafeBufferPointer { fp in for i in 0..<n { out[i] += fp[i] } } }
         let s = 1 / Float(frames.count), bg = Float(options.background)
         for i in 0..<n { out[i] = out[i] * s - bg }
-        return out
     }
 }

@@ -58,7 +58,7 @@ func reconstructor(_ d: SimulatedSIMData, roi: Int) throws -> SIM2DReconstructor
 
     @Test func lowSignalEstimateIsAccurateOrFlaggedAndReplacedByThePrior() throws {
         // About 30 photons at the brightest pixel.
-        let d = try Fixtures.simulateSIM(roi: 256, powerMw: 5, exposureMs: 1.2)
+        let d = try Fixtures.simulateSIM(roi: 256, powerMw: 5, exposureMs: 0.8)
         let brightest = d.sets[0].map { $0.max()! }.max()!
         let cam = d.proto.rig.cameraProfile
         let photons = (Double(brightest) - cam.offsetADU) / cam.gainADUPerE / cam.qe
