@@ -27,6 +27,8 @@ public struct OfflineSIM {
     public var emissionNm: Double?
     public var otfFile: String?
     public var otfAttenuation = 1.0
+    /// Frequency step per OTF sample (cycles/µm) when the OTF file does not state it.
+    public var otfStep: Double?
     public var prior = Prior.none
     public var options = SIM2DOptions()
     /// Estimate once from the first phase set (default) or for every set.
@@ -87,7 +89,7 @@ public struct OfflineSIM {
         }
         let otf: RadialOTF
         if let f = cfg.otfFile {
-            let m = try MeasuredRadialOTF.loadMRC(f)
+            let m = try MeasuredRadialOTF.load(f, step: cfg.otfStep)
             let nyquist = 1 / (2 * pixel)
             guard m.cutoff > 0.2 * nyquist, m.cutoff < 4 * nyquist else {
                 throw MoireError(.usage, String(format: "the OTF's cutoff %.2f µm⁻¹ does not fit images of %.4f µm pixels (Nyquist %.2f µm⁻¹): wrong OTF or wrong pixel size?", m.cutoff, pixel, nyquist), place: f)

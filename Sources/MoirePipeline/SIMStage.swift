@@ -111,7 +111,7 @@ final class SIMStage: @unchecked Sendable {
             for ext in [".ome.tif", ".ome.tiff", ".tif"] where base.hasSuffix(ext) { base = String(base.dropLast(ext.count)); break }
             recordPath = base + ".sr.ome.tif"
         }
-        let measured = try p.rig.otfFile.map { try MeasuredRadialOTF.loadMRC($0) }
+        let measured = try p.rig.otfFile.map { try MeasuredRadialOTF.load($0) }
         for (c, ch) in p.channels.enumerated() {
             let otf: RadialOTF = measured ?? IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: ch.emissionNm, attenuation: p.rig.otfAttenuation)
             reconstructors[c] = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,

@@ -58,6 +58,35 @@ public struct MeasuredRadialOTF: RadialOTF {
         return samples[i] * (1 - t) + samples[i + 1] * t
     }
 
+    /// Loads a measured OTF from TIFF or MRC: a radially averaged line (complex or real, as in
+    /// shared/data), a 2D OTF image centred in its frame (radially averaged here), or a 3D OTF
+    /// stack (its kz planes summed first: the in-focus 2D OTF). The frequency step per sample comes
+    /// from `step`, or from an MRC header's cell size over grid size.
+    public static func load(_ path: String, step: Double? = nil) throws -> MeasuredRadialOTF {
+        let s = try ImageImport.load(path)
+        if s.height == 1 && s.planes.count == 1 { return try loadMRC(path, step: step) }
+        guard s.width == s.height, s.width >= 8 else {
+            throw MoireError(.format, "a 2D or 3D OTF must be square and at least 8 pixels; found \(s.width)×\(s.height)", place: path)
+        }
+        guard let st = step ?? (path.lowercased().hasSuffix(".mrc") ? s.pixelSizeUm : nil), st > 0 else {
+            throw MoireError(.usage, "give the OTF's frequency step per pixel (cycles/µm) for \((path as NSString).lastPathComponent)", place: path)
+        }
+        let n = s.width, c = Double(n / 2)
+        var sum = [Double](repeating: 0, count: n / 2 + 1), count = sum
+        for plane in s.planes {
+            for y in 0..<n { for x in 0..<n {
+                let r = Int(hypot(Double(x) - c, Double(y) - c).rounded())
+                guard r <= n / 2 else { continue }
+                let v: Double = s.isComplex ? Double(hypot(plane[2 * (y * n + x)], plane[2 * (y * n + x) + 1])) : Double(abs(plane[y * n + x]))
+                sum[r] += v; count[r] += 1
+            } }
+        }
+        let radial = zip(sum, count).map { $1 > 0 ? $0 / $1 : 0 }
+        do { return try MeasuredRadialOTF(samples: radial, step: st) } catch let e as MoireError {
+            throw MoireError(e.kind, e.message, place: path)
+        }
+    }
+
     /// Loads a radially averaged OTF stored as an MRC line (complex or real); the step comes from the
     /// header's cell size over grid size, or from `step` when given.
     public static func loadMRC(_ path: String, step: Double? = nil) throws -> MeasuredRadialOTF {

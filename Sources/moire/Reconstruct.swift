@@ -15,6 +15,7 @@ struct SIMArguments: ParsableArguments {
     @Option(name: .long, help: "Camera background subtracted from every frame (ADU).") var background: Double?
     @Option(name: .long, help: "Measured radial OTF (MRC line); default: the ideal OTF.") var otf: String?
     @Option(name: .long, help: "Attenuation of the ideal OTF (1: none).") var otfAttenuation: Double = 1
+    @Option(name: .long, help: "Frequency step per OTF pixel, cycles/µm (when the OTF file does not say).") var otfStep: Double?
     @Option(name: .long, help: "Pattern prior: PERIOD_UM (orientations 180°/angles apart, found), or PERIOD_UM@FIRST_ANGLE_DEG.")
     var kPrior: String?
     @Flag(name: .long, help: "Estimate for every phase set (default: once, from the first).") var estimateEvery = false
@@ -29,6 +30,7 @@ struct SIMArguments: ParsableArguments {
         job.order = o
         job.pixelUm = pixelUm; job.na = na; job.emissionNm = emissionNm; job.otfFile = otf.map(absolute)
         job.otfAttenuation = otfAttenuation
+        job.otfStep = otfStep
         if let background { job.options.background = background }
         if let wiener { job.options.wiener = wiener }
         if let suppression { job.options.suppression = suppression }

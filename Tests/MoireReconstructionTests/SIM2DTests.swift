@@ -4,6 +4,7 @@ import MoireCore
 import MoireHardware
 import MoireReconstruction
 import MoireStorage
+import MoireCore
 import MoireTesting
 import Testing
 
@@ -170,5 +171,27 @@ func reconstructor(_ d: SimulatedSIMData, roi: Int) throws -> SIM2DReconstructor
             let median = (ring[5] + ring[6]) / 2
             #expect(peak / median < 2.5, "order peak \(peak / median) at angle \(ap.angleDeg)")
         }
+    }
+}
+
+@Suite struct OTFFileTests {
+    @Test func twoDimensionalOTFImageIsRadiallyAveragedToTheIdealShape() throws {
+        // A 2D OTF image (centred) of the ideal OTF, written as a float TIFF, read back and averaged.
+        let dir = NSTemporaryDirectory() + "otf2d-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let ideal = IdealOTF(na: 1.4, emissionNm: 500), n = 128, step = 0.1
+        let layout = RecordingLayout(run: "otf", name: "otf", mode: "otf", channels: ["otf"], excitationNm: [], emissionNm: [],
+                                     timepoints: 1, zPlanes: 1, angles: 1, phases: 1, width: n, height: n, pixel: .float32,
+                                     pixelSizeUm: 1, zStepUm: 0, objectiveNA: 1.4, magnification: 1, protocolFile: "", rigFile: "")
+        let w = try OMETiffWriter(path: "\(dir)/otf.tif", layout: layout)
+        let img: [Float] = (0..<(n * n)).map { i in Float(ideal.value(hypot(Double(i % n - n / 2), Double(i / n - n / 2)) * step)) }
+        let h = FrameHeader(run: "otf", seq: 0, index: 0, t: 0, channel: "otf", c: 0, angle: 0, phase: 0, z: 0, width: n, height: n,
+                            pixel: .float32, pixelSizeUm: 1)
+        try img.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        try w.finish()
+        let m = try MeasuredRadialOTF.load("\(dir)/otf.tif", step: step)
+        for f in stride(from: 0.0, to: 5.6, by: 0.7) { #expect(abs(m.value(f) - ideal.value(f)) < 0.03, "f \(f)") }
+        #expect(abs(m.cutoff - ideal.cutoff) < 0.3)
+        #expect(throws: MoireError.self) { try MeasuredRadialOTF.load("\(dir)/otf.tif") }  // no step given
     }
 }
