@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
     ],
     targets: [
         // System libraries: module map + shim, nothing else. Each is imported by one Swift module.
@@ -35,6 +36,7 @@ let package = Package(
         .target(name: "MoirePipeline", dependencies: [
             "MoireAcquisition", "MoireTransport", "MoireStorage", "MoireReconstruction", "MoireDenoise",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ]),
         .target(name: "MoireTesting", dependencies: ["MoirePipeline"]),
         .executableTarget(name: "moire", dependencies: [

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import MoireAcquisition
 import MoireConfig
 import MoireCore
@@ -148,6 +149,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             logger.info("live SIM", metadata: ["sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
                                                "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
         }
+        Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)
+        Counter(label: "moire_raw_frames_total", dimensions: [("result", "missing")]).increment(by: result.missing)
         logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)", "missing": "\(result.missing)"])
         return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
                               publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import MoireConfig
 import MoireCore
 import MoireReconstruction
@@ -88,7 +89,18 @@ final class SIMStage: @unchecked Sendable {
     private let wfPool: FramePool
     private var reconstructors: [Int: SIM2DReconstructor] = [:]
     private var params: [Int: SIMParameters] = [:]
-    private(set) var counters = SIMStageCounters()
+    private(set) var counters = SIMStageCounters() {
+        didSet {
+            // The same figures as swift-metrics counters (a backend, when one is bootstrapped, exports them).
+            let d = counters, o = oldValue
+            if d.reconstructed > o.reconstructed { Self.reconstructedMetric.increment(by: d.reconstructed - o.reconstructed) }
+            if d.skippedBehind > o.skippedBehind { Self.behindMetric.increment(by: d.skippedBehind - o.skippedBehind) }
+            if d.skippedMissing > o.skippedMissing { Self.missingMetric.increment(by: d.skippedMissing - o.skippedMissing) }
+        }
+    }
+    static let reconstructedMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "reconstructed")])
+    static let behindMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_behind")])
+    static let missingMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_missing_frame")])
     private var srSeq = 0, wfSeq = 0
     private var worker: Thread?
     private let done = DispatchSemaphore(value: 0)

@@ -38,9 +38,9 @@ public enum Fixtures {
     /// A small protocol on the simulated Multi-SIM rig, written into `dir`.
     public static func smallProtocol(in dir: String, mode: String = "sim2d", roi: Int = 64, timepoints: Int = 2,
                                      exposureMs: Double = 2, extra: String = "", channels: String? = nil,
-                                     rig: String? = nil, frameDeadlineMs: Int = 400) -> String {
+                                     rig: String? = nil, frameDeadlineMs: Int = 400, phases: Int = 3) -> String {
         let rigPath = rig ?? path("sim-hardware/rigs/multisim.yaml")
-        let sim = mode == "llssim" ? "sim: {angles: 1, phases: 3}\n" : (mode.hasPrefix("sim") ? "sim: {angles: 3, phases: 3}\n" : "")
+        let sim = mode == "llssim" ? "sim: {angles: 1, phases: \(phases)}\n" : (mode.hasPrefix("sim") ? "sim: {angles: 3, phases: \(phases)}\n" : "")
         let ps = mode.hasPrefix("sim") || mode == "llssim" ? ", pattern_set: sim488" : ""
         let ch = channels ?? "  - {name: gfp, laser: l488, power_mw: 40, exposure_ms: \(exposureMs), emission_nm: 525\(ps)}\n"
         let text = """

@@ -21,7 +21,8 @@ extension Fixtures {
     /// Acquires `timepoints` 2D-SIM phase sets on the simulated rig.
     public static func simulateSIM(roi: Int = 256, powerMw: Double = 100, exposureMs: Double = 20, timepoints: Int = 1,
                                    patternError: PatternError = PatternError(kScale: 1.004, rotationDeg: 0.3, phaseOffsetRad: 0.7),
-                                   seed: UInt64 = 1, specimen: String? = nil, mode: String = "sim2d") throws -> SimulatedSIMData {
+                                   seed: UInt64 = 1, specimen: String? = nil, mode: String = "sim2d", phases: Int = 3,
+                                   patternSet: String = "sim488") throws -> SimulatedSIMData {
         let dir = tempDir("simdata")
         var rig: String?
         if let specimen {
@@ -31,14 +32,14 @@ extension Fixtures {
             rig = write(text, to: "rig.yaml", in: dir)
         }
         let file = smallProtocol(in: dir, mode: mode, roi: roi, timepoints: timepoints, channels:
-            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: sim488}\n",
-            rig: rig, frameDeadlineMs: 5000)
+            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: \(patternSet)}\n",
+            rig: rig, frameDeadlineMs: 5000, phases: phases)
         let p = try AcquisitionProtocol.load(file: file)
         let clock = VirtualClock()
         let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: seed)
         let mod = devices.modulator as! SimulatedModulator
         mod.patternError = patternError
-        let set = p.rig.modulator!.profile.modulator!.patternSet(named: "sim488")!
+        let set = p.rig.modulator!.profile.modulator!.patternSet(named: patternSet)!
         let runner = Runner(protocol: p, devices: devices, runID: "sim", clock: clock)
         var frames: [[Float]] = []
         let result = runner.run(pool: FramePool(slots: 8, bytes: roi * roi * 2), sink: { f in

@@ -29,4 +29,20 @@ import Testing
         #expect(gAlong >= 1.5, "gain along k \(gAlong)")
         #expect(gAcross < 1.25, "gain across k \(gAcross)")
     }
+
+    @Test func fivePhasesWorkTheSame() throws {
+        let a = try Fixtures.simulateSIM(roi: 128, powerMw: 100, exposureMs: 20, seed: 31, mode: "llssim", phases: 5, patternSet: "sim488-3d")
+        #expect(a.sets[0].count == 5)
+        var o = SIM2DOptions()
+        o.background = a.offsetADU
+        let rec = try SIM2DReconstructor(width: 128, height: 128, pixelUm: a.pixelUm, angles: 1, phases: 5,
+                                         otf: IdealOTF(na: 1.49, emissionNm: 525), options: o)
+        let p = try rec.estimate(a.sets[0], priors: PatternPrior.from(a.nominal, angles: 1, phases: 5))
+        let t = a.truth[0]
+        #expect(!p.angles[0].flagged)
+        #expect(abs(p.angles[0].kMagnitude - (t.kx * t.kx + t.ky * t.ky).squareRoot()) / (t.kx * t.kx + t.ky * t.ky).squareRoot() < 0.002)
+        for i in 1..<5 { #expect(abs(p.angles[0].phases[i] - p.angles[0].phases[i - 1] - 2 * .pi / 5) < 0.1) }
+        let sr = try rec.reconstruct(a.sets[0], parameters: p)
+        #expect(sr.count == 256 * 256 && sr.allSatisfy { $0.isFinite })
+    }
 }
