@@ -46,12 +46,7 @@ public final class Conv2D: @unchecked Sendable {
         return ((h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1)
     }
 
-    private func md(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
-        var d = dnnl_memory_desc_t()
-        let dd = dims.map(Int64.init)
-        try dnnlCall("dnnl_memory_desc_init_by_tag", dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dd, dnnl_f32, tag))
-        return d
-    }
+    private func md(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t { try engine.md(dims, tag) }
 
     private func plan(for x: Tensor) throws -> Plan {
         let key = "\(x.n)x\(x.c)x\(x.h)x\(x.w)"
@@ -86,20 +81,8 @@ public final class Conv2D: @unchecked Sendable {
         return p
     }
 
-    /// Runs a primitive on (argument, memory descriptor, buffer) triples.
     private func run(_ prim: dnnl_primitive_t?, _ args: [(Int32, dnnl_memory_desc_t, UnsafeMutablePointer<Float>)]) throws {
-        var mems: [dnnl_memory_t?] = []
-        defer { for m in mems { if let m { dnnl_memory_destroy(m) } } }
-        var exec: [dnnl_exec_arg_t] = []
-        for (arg, desc, ptr) in args {
-            var d = desc
-            var m: dnnl_memory_t?
-            try dnnlCall("dnnl_memory_create", dnnl_memory_create(&m, &d, engine.engine, ptr))
-            mems.append(m)
-            exec.append(dnnl_exec_arg_t(arg: arg, memory: m))
-        }
-        try dnnlCall("dnnl_primitive_execute", dnnl_primitive_execute(prim, engine.stream, Int32(exec.count), exec))
-        try dnnlCall("dnnl_stream_wait", dnnl_stream_wait(engine.stream))
+        try engine.run(prim, args)
     }
 
     /// y = W ⊛ x + b.

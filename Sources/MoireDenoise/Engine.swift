@@ -28,6 +28,40 @@ public final class DNNLEngine: @unchecked Sendable {
         dnnl_engine_destroy(engine)
     }
 
+    /// A plain-layout float32 memory descriptor.
+    func md(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+        var d = dnnl_memory_desc_t()
+        let dd = dims.map(Int64.init)
+        try dnnlCall("dnnl_memory_desc_init_by_tag", dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dd, dnnl_f32, tag))
+        return d
+    }
+
+    /// Creates a primitive descriptor and primitive from an operation descriptor.
+    func primitive(_ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil) throws -> (dnnl_primitive_desc_t?, dnnl_primitive_t?) {
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCall("\(what) descriptor", dnnl_primitive_desc_create(&pd, desc, nil, engine, hint))
+        var prim: dnnl_primitive_t?
+        let st = dnnl_primitive_create(&prim, pd)
+        if st != dnnl_success { dnnl_primitive_desc_destroy(pd); try dnnlCall(what, st) }
+        return (pd, prim)
+    }
+
+    /// Runs a primitive on (argument, memory descriptor, buffer) triples and waits for it.
+    func run(_ prim: dnnl_primitive_t?, _ args: [(Int32, dnnl_memory_desc_t, UnsafeMutablePointer<Float>)]) throws {
+        var mems: [dnnl_memory_t?] = []
+        defer { for m in mems { if let m { dnnl_memory_destroy(m) } } }
+        var exec: [dnnl_exec_arg_t] = []
+        for (arg, desc, ptr) in args {
+            var d = desc
+            var m: dnnl_memory_t?
+            try dnnlCall("dnnl_memory_create", dnnl_memory_create(&m, &d, engine, ptr))
+            mems.append(m)
+            exec.append(dnnl_exec_arg_t(arg: arg, memory: m))
+        }
+        try dnnlCall("dnnl_primitive_execute", dnnl_primitive_execute(prim, stream, Int32(exec.count), exec))
+        try dnnlCall("dnnl_stream_wait", dnnl_stream_wait(stream))
+    }
+
     /// oneDNN's version string (major.minor.patch).
     public static var version: String {
         let v = dnnl_version()!.pointee

@@ -1,0 +1,156 @@
+import CDNNL
+import Foundation
+import MoireCore
+
+/// Leaky ReLU (`alpha` = 0: ReLU), forward and backward through oneDNN's eltwise primitives.
+public final class Activation: @unchecked Sendable {
+    public let alpha: Float
+    let engine: DNNLEngine
+    private var plans: [String: (md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?])] = [:]
+
+    public init(engine: DNNLEngine, alpha: Float = 0.1) { self.engine = engine; self.alpha = alpha }
+
+    deinit {
+        for p in plans.values {
+            for q in [p.fwd, p.bwd] { if let q { dnnl_primitive_destroy(q) } }
+            for d in p.pds { if let d { dnnl_primitive_desc_destroy(d) } }
+        }
+    }
+
+    private func plan(_ x: Tensor) throws -> (md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]) {
+        let key = x.shape.map(String.init).joined(separator: "x")
+        if let p = plans[key] { return p }
+        var md = try engine.md(x.shape, dnnl_nchw)
+        var fd = dnnl_eltwise_desc_t()
+        try dnnlCall("eltwise forward desc", dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu, &md, alpha, 0))
+        let (fpd, fwd) = try engine.primitive("eltwise forward", &fd)
+        var bd = dnnl_eltwise_desc_t()
+        try dnnlCall("eltwise backward desc", dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu, &md, &md, alpha, 0))
+        let (bpd, bwd) = try engine.primitive("eltwise backward", &bd, hint: fpd)
+        let p = (md, fwd, bwd, [fpd, bpd])
+        plans[key] = p
+        return p
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let p = try plan(x)
+        let y = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
+        try engine.run(p.fwd, [(DNNL_ARG_SRC, p.md, x.data), (DNNL_ARG_DST, p.md, y.data)])
+        return y
+    }
+
+    /// dL/dx from the layer's input `x` and dL/dy.
+    public func backward(_ x: Tensor, gradOutput dy: Tensor) throws -> Tensor {
+        let p = try plan(x)
+        let dx = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
+        try engine.run(p.bwd, [(DNNL_ARG_SRC, p.md, x.data), (DNNL_ARG_DIFF_DST, p.md, dy.data), (DNNL_ARG_DIFF_SRC, p.md, dx.data)])
+        return dx
+    }
+}
+
+/// 2× nearest-neighbour upsampling, forward and backward through oneDNN's resampling primitives.
+public final class Upsample2x: @unchecked Sendable {
+    let engine: DNNLEngine
+    private var plans: [String: (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?])] = [:]
+
+    public init(engine: DNNLEngine) { self.engine = engine }
+
+    deinit {
+        for p in plans.values {
+            for q in [p.fwd, p.bwd] { if let q { dnnl_primitive_destroy(q) } }
+            for d in p.pds { if let d { dnnl_primitive_desc_destroy(d) } }
+        }
+    }
+
+    private func plan(_ x: Tensor) throws -> (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]) {
+        let key = x.shape.map(String.init).joined(separator: "x")
+        if let p = plans[key] { return p }
+        var src = try engine.md(x.shape, dnnl_nchw), dst = try engine.md([x.n, x.c, 2 * x.h, 2 * x.w], dnnl_nchw)
+        let factors: [Float] = [2, 2]
+        var fd = dnnl_resampling_desc_t()
+        try dnnlCall("resampling forward desc", dnnl_resampling_forward_desc_init(&fd, dnnl_forward_training, dnnl_resampling_nearest, factors, &src, &dst))
+        let (fpd, fwd) = try engine.primitive("resampling forward", &fd)
+        var bd = dnnl_resampling_desc_t()
+        try dnnlCall("resampling backward desc", dnnl_resampling_backward_desc_init(&bd, dnnl_resampling_nearest, factors, &src, &dst))
+        let (bpd, bwd) = try engine.primitive("resampling backward", &bd, hint: fpd)
+        let p = (src, dst, fwd, bwd, [fpd, bpd])
+        plans[key] = p
+        return p
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let p = try plan(x)
+        let y = Tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w)
+        try engine.run(p.fwd, [(DNNL_ARG_SRC, p.src, x.data), (DNNL_ARG_DST, p.dst, y.data)])
+        return y
+    }
+
+    public func backward(_ x: Tensor, gradOutput dy: Tensor) throws -> Tensor {
+        let p = try plan(x)
+        let dx = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
+        try engine.run(p.bwd, [(DNNL_ARG_DIFF_DST, p.dst, dy.data), (DNNL_ARG_DIFF_SRC, p.src, dx.data)])
+        return dx
+    }
+}
+
+/// Element-wise sum and channel concatenation (their backward passes are the identity and a split).
+public enum TensorOps {
+    public static func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
+        guard a.shape == b.shape else { throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)") }
+        let y = Tensor(n: a.n, c: a.c, h: a.h, w: a.w)
+        for i in 0..<a.count { y[i] = a[i] + b[i] }
+        return y
+    }
+
+    public static func concat(_ a: Tensor, _ b: Tensor) throws -> Tensor {
+        guard a.n == b.n, a.h == b.h, a.w == b.w else { throw MoireError(.usage, "cannot concatenate \(a.shape) and \(b.shape)") }
+        let y = Tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w)
+        let plane = a.h * a.w
+        for n in 0..<a.n {
+            (y.data + n * y.c * plane).update(from: a.data + n * a.c * plane, count: a.c * plane)
+            (y.data + (n * y.c + a.c) * plane).update(from: b.data + n * b.c * plane, count: b.c * plane)
+        }
+        return y
+    }
+
+    /// The gradients of the two parts of a concatenation.
+    public static func split(_ dy: Tensor, firstChannels c: Int) -> (Tensor, Tensor) {
+        let a = Tensor(n: dy.n, c: c, h: dy.h, w: dy.w), b = Tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w)
+        let plane = dy.h * dy.w
+        for n in 0..<dy.n {
+            a.data.advanced(by: n * c * plane).update(from: dy.data + n * dy.c * plane, count: c * plane)
+            b.data.advanced(by: n * b.c * plane).update(from: dy.data + (n * dy.c + c) * plane, count: b.c * plane)
+        }
+        return (a, b)
+    }
+}
+
+/// Adam (Kingma & Ba) over a list of parameter/gradient tensor pairs.
+public final class Adam: @unchecked Sendable {
+    public var learningRate: Float
+    public let beta1: Float, beta2: Float, epsilon: Float
+    private var m: [[Float]], v: [[Float]]
+    public private(set) var step = 0
+    let params: [(Tensor, Tensor)]
+
+    public init(parameters: [(Tensor, Tensor)], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8) {
+        params = parameters
+        self.learningRate = learningRate; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+        m = parameters.map { [Float](repeating: 0, count: $0.0.count) }
+        v = m
+    }
+
+    /// One update from the accumulated gradients.
+    public func update() {
+        step += 1
+        let c1 = 1 - pow(beta1, Float(step)), c2 = 1 - pow(beta2, Float(step))
+        for (k, (p, g)) in params.enumerated() {
+            for i in 0..<p.count {
+                let gi = g[i]
+                m[k][i] = beta1 * m[k][i] + (1 - beta1) * gi
+                v[k][i] = beta2 * v[k][i] + (1 - beta2) * gi * gi
+                p[i] -= learningRate * (m[k][i] / c1) / ((v[k][i] / c2).squareRoot() + epsilon)
+            }
+        }
+    }
+}

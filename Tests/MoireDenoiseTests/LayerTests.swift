@@ -1,0 +1,67 @@
+import Foundation
+import MoireDenoise
+import Testing
+
+/// Central finite differences of L = Σ f(x)·r against the analytic input gradient, at every `every`-th element.
+func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
+                        forward: (Tensor) throws -> Tensor, backward: (Tensor, Tensor) throws -> Tensor) throws {
+    let y = try forward(x)
+    let r = randomTensor(y.n, y.c, y.h, y.w, seed: 77)
+    let dx = try backward(x, r)
+    let eps: Float = 1e-2
+    for i in stride(from: 0, to: x.count, by: every) {
+        let v = x[i]
+        x[i] = v + eps; let yp = try forward(x)
+        x[i] = v - eps; let ym = try forward(x)
+        x[i] = v
+        var num = 0.0
+        for j in 0..<yp.count { num += (Double(yp[j]) - Double(ym[j])) * Double(r[j]) }
+        num /= Double(2 * eps)
+        #expect(abs(num - Double(dx[i])) < tolerance, "element \(i): numeric \(num) analytic \(dx[i])")
+    }
+}
+
+@Suite struct LayerTests {
+    let engine: DNNLEngine
+    init() throws { engine = try DNNLEngine() }
+
+    @Test func leakyReLUForwardAndGradient() throws {
+        let act = Activation(engine: engine, alpha: 0.1)
+        let x = randomTensor(1, 2, 5, 6, seed: 3)
+        for i in 0..<x.count where abs(x[i]) < 0.05 { x[i] = 0.3 }  // keep away from the kink
+        let y = try act.forward(x)
+        for i in 0..<x.count { #expect(y[i] == (x[i] > 0 ? x[i] : 0.1 * x[i])) }
+        try checkInputGradient(x, every: 1, forward: { try act.forward($0) }, backward: { try act.backward($0, gradOutput: $1) })
+    }
+
+    @Test func upsampleForwardAndGradient() throws {
+        let up = Upsample2x(engine: engine)
+        let x = randomTensor(1, 2, 3, 4, seed: 5)
+        let y = try up.forward(x)
+        #expect(y.shape == [1, 2, 6, 8])
+        #expect(y[y.index(0, 1, 5, 7)] == x[x.index(0, 1, 2, 3)] && y[y.index(0, 0, 2, 3)] == x[x.index(0, 0, 1, 1)])
+        try checkInputGradient(x, every: 1, forward: { try up.forward($0) }, backward: { try up.backward($0, gradOutput: $1) })
+    }
+
+    @Test func concatSplitsBackAndAddChecksShapes() throws {
+        let a = randomTensor(2, 2, 3, 3, seed: 1), b = randomTensor(2, 3, 3, 3, seed: 2)
+        let c = try TensorOps.concat(a, b)
+        #expect(c.shape == [2, 5, 3, 3])
+        let (ga, gb) = TensorOps.split(c, firstChannels: 2)
+        #expect(ga.values == a.values && gb.values == b.values)
+        #expect(throws: (any Error).self) { try TensorOps.add(a, b) }
+        #expect(try TensorOps.add(a, a).values == a.values.map { $0 * 2 })
+    }
+
+    @Test func adamMinimisesAQuadratic() {
+        let p = Tensor(n: 1, c: 1, h: 1, w: 3, values: [3, -2, 1]), g = Tensor(n: 1, c: 1, h: 1, w: 3)
+        let target: [Float] = [0.5, 0.25, -1]
+        let opt = Adam(parameters: [(p, g)], learningRate: 0.05)
+        for _ in 0..<600 {
+            for i in 0..<3 { g[i] = 2 * (p[i] - target[i]) }
+            opt.update()
+        }
+        for i in 0..<3 { #expect(abs(p[i] - target[i]) < 1e-2) }
+        #expect(opt.step == 600)
+    }
+}
