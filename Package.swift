@@ -40,7 +40,7 @@ let package = Package(
         ]),
         .target(name: "MoireTesting", dependencies: ["MoirePipeline"]),
         .executableTarget(name: "moire", dependencies: [
-            "MoirePipeline",
+            "MoirePipeline", "MoireDenoise",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -60,6 +60,6 @@ let package = Package(
         .testTarget(name: "MoireAcquisitionTests", dependencies: ["MoireAcquisition", "MoireTesting"]),
         .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireDenoise"]),
         .testTarget(name: "MoireReconstructionTests", dependencies: ["MoireReconstruction", "MoireTesting"]),
-        .testTarget(name: "MoirePipelineTests", dependencies: ["MoirePipeline", "MoireTesting"]),
+        .testTarget(name: "MoirePipelineTests", dependencies: ["MoirePipeline", "MoireDenoise", "MoireTesting"]),
     ]
 )

@@ -89,3 +89,22 @@ func syntheticFrame(size: Int, peakPhotons: Double, model: NoiseModel, seed: UIn
         #expect(throws: (any Error).self) { try d.adapt(f, width: 32, height: 32) }
     }
 }
+
+@Suite struct NoiseEstimationTests {
+    @Test func estimatedGainAndReadNoiseAreCloseToTheTruth() throws {
+        // A ramp (photons 0…200 across the frame) with known Poisson–Gaussian noise.
+        let size = 128, truth = NoiseModel(offset: 100, gain: 0.5, readVariance: 1.0)
+        var r = SeededRandom(seed: 3)
+        var frame = [Float]()
+        for y in 0..<size { for x in 0..<size {
+            let lam = 200 * Double(x + y) / Double(2 * size)
+            var k = 0.0, p = r.uniform(); let l = exp(-lam)
+            if lam < 30 { while p > l { k += 1; p *= r.uniform() } } else { k = (lam + lam.squareRoot() * r.normal()).rounded() }
+            frame.append(Float(truth.offset + truth.gain * k + truth.readVariance.squareRoot() * r.normal()))
+        } }
+        let m = try NoiseEstimation.estimate(frame, width: size, height: size)
+        #expect(abs(m.gain - truth.gain) / truth.gain < 0.15, "gain \(m.gain)")
+        #expect(abs(m.offset - truth.offset) < 3, "offset \(m.offset)")
+        #expect(m.readVariance < 4, "read variance \(m.readVariance)")
+    }
+}

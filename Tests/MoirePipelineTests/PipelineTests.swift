@@ -1,6 +1,7 @@
 import Foundation
 import MoireAcquisition
 import MoireConfig
+import MoireDenoise
 import MoireCore
 import MoireHardware
 import MoirePipeline
@@ -318,5 +319,34 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         do { _ = try short.run(input: "\(data)/rdl-sim-microtubules/raw-3x3-microtubules.mrc"); Issue.record("accepted 9 frames as 3×4") } catch let e as MoireError {
             #expect(e.message.contains("not a whole number"))
         }
+    }
+}
+
+@Suite struct OfflineDenoiseTests {
+    @Test func recordingIsDenoisedWithItsCamerasNoiseModel() throws {
+        let dir = Fixtures.tempDir("den")
+        var job = OfflineDenoise()
+        job.firstSteps = 10; job.adaptSteps = 1; job.crop = 32
+        job.noise = .fixed(NoiseModel(offset: 100, gain: 0.46, readVariance: 0.41))
+        let r = try job.run(input: Fixtures.path("sim-hardware/recordings/replay-fixture.ome.tif"))
+        #expect(r.frames.count == 18 && r.width == 64 && r.skipped == 0)
+        #expect(r.weightsVersions.first == 10 && r.weightsVersions.last == 27)
+        try OfflineDenoise.write(r, to: "\(dir)/den.ome.tif", name: "den")
+        let reader = try OMETiffReader(path: "\(dir)/den.ome.tif")
+        #expect(reader.planeCount == 18 && reader.pixel == .float32)
+        #expect(reader.planeRecords()?.last?.header.t == 17)
+    }
+
+    @Test func cameraModelComesFromTheRecordingsProtocol() throws {
+        let dir = Fixtures.tempDir("den2")
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 1))
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/rec.ome.tif"; o.noPublish = true; o.noReconstruction = true
+        _ = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run()
+        var job = OfflineDenoise()
+        job.firstSteps = 2; job.adaptSteps = 0
+        let r = try job.run(input: "\(dir)/rec.ome.tif")
+        let cam = p.rig.cameraProfile
+        #expect(r.model == NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2)))
     }
 }

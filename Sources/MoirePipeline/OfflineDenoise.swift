@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+import MoireConfig
+import MoireCore
+import MoireDenoise
+import MoireStorage
+
+/// Offline denoising (`moire denoise`): self-supervised adaptation on each frame, then inference.
+public struct OfflineDenoise {
+    public enum Noise: Sendable { case auto, fixed(NoiseModel), fromFile }
+    public var noise = Noise.fromFile
+    public var weights: String?
+    public var saveWeights: String?
+    /// Adaptation steps on each frame before it is denoised (the first frame gets `firstSteps`).
+    public var adaptSteps = 5
+    public var firstSteps = 100
+    public var crop = 32
+    public var learningRate: Float = 1e-3
+    public var seed: UInt64 = 1
+
+    public init() {}
+
+    public struct Result: Sendable {
+        public var frames: [[Float]]
+        public var width: Int, height: Int
+        public var pixelUm: Double?
+        public var model: NoiseModel
+        public var weightsVersions: [Int]
+        public var skipped: Int
+    }
+
+    public func run(input: String, logger: Logger = Logger(label: "moire.denoise"), progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+        let stack = try ImageImport.load(input)
+        guard !stack.isComplex else { throw MoireError(.format, "complex data cannot be denoised", place: input) }
+        guard let first = stack.planes.first else { throw MoireError(.format, "no planes", place: input) }
+        let w = stack.width, h = stack.height
+        var model: NoiseModel
+        switch noise {
+        case .fixed(let m): model = m
+        case .auto: model = try NoiseEstimation.estimate(first, width: w, height: h)
+        case .fromFile:
+            if let m = Self.cameraModel(input) { model = m } else {
+                model = try NoiseEstimation.estimate(first, width: w, height: h)
+                logger.notice("no camera noise model in the file; estimated from the first frame",
+                              metadata: ["offset": "\(model.offset)", "gain": "\(model.gain)", "readVariance": "\(model.readVariance)"])
+            }
+        }
+        let engine = try DNNLEngine()
+        let d = Denoiser(engine: engine, model: model, seed: seed)
+        d.crop = min(crop, (min(w, h) / 4) * 4)
+        d.learningRate = learningRate
+        if let weights { try WeightsFile.load(weights, into: d.net) }
+        // The network wants sides divisible by 4: pad by edge replication, crop back.
+        let pw = (w + 3) / 4 * 4, ph = (h + 3) / 4 * 4
+        func pad(_ f: [Float]) -> [Float] {
+            guard pw != w || ph != h else { return f }
+            return (0..<(pw * ph)).map { i in f[min(i / pw, h - 1) * w + min(i % pw, w - 1)] }
+        }
+        var out: [[Float]] = [], versions: [Int] = [], skipped = 0
+        for (i, plane) in stack.planes.enumerated() {
+            guard plane.allSatisfy(\.isFinite), (plane.max() ?? 0) > (plane.min() ?? 0) else {
+                logger.warning("frame skipped: blank or not finite", metadata: ["frame": "\(i)"])
+                out.append(plane); versions.append(d.weightsVersion); skipped += 1
+                continue
+            }
+            let p = pad(plane)
+            for _ in 0..<(i == 0 ? firstSteps : adaptSteps) { try d.adapt(p, width: pw, height: ph) }
+            let den = try d.denoise(p, width: pw, height: ph)
+            out.append((0..<(w * h)).map { den[($0 / w) * pw + $0 % w] })
+            versions.append(d.weightsVersion)
+            progress(i + 1, stack.planes.count)
+        }
+        if let saveWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) }
+        return Result(frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions, skipped: skipped)
+    }
+
+    /// The camera's noise model named by a Moiré recording (its protocol's rig's camera profile).
+    static func cameraModel(_ path: String) -> NoiseModel? {
+        guard let r = try? OMETiffReader(path: path), let l = r.layout, FileManager.default.fileExists(atPath: l.protocolFile),
+              let p = try? AcquisitionProtocol.load(file: l.protocolFile) else { return nil }
+        let c = p.rig.cameraProfile
+        return NoiseModel(offset: c.offsetADU, gain: c.gainADUPerE, readVariance: pow(c.readNoiseE * c.gainADUPerE, 2))
+    }
+
+    /// Writes denoised frames as a float32 OME-TIFF; each plane's header names the weights version.
+    public static func write(_ r: Result, to path: String, name: String) throws {
+        let layout = RecordingLayout(run: "den-\(UUID().uuidString.prefix(8).lowercased())", name: name, mode: "denoised", channels: ["den"],
+                                     excitationNm: [], emissionNm: [], timepoints: r.frames.count, zPlanes: 1, angles: 1, phases: 1,
+                                     width: r.width, height: r.height, pixel: .float32, pixelSizeUm: r.pixelUm ?? 1, zStepUm: 0,
+                                     objectiveNA: 0, magnification: 0, protocolFile: "", rigFile: "")
+        let w = try OMETiffWriter(path: path, layout: layout)
+        for (t, f) in r.frames.enumerated() {
+            var h = FrameHeader(stream: "den", run: layout.run, seq: t, index: t, t: t, channel: "den", c: 0, angle: 0, phase: 0, z: 0,
+                                width: r.width, height: r.height, pixel: .float32, pixelSizeUm: r.pixelUm ?? 1)
+            h.params = ["weightsVersion": String(r.weightsVersions[t])]
+            try f.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        try w.finish()
+        try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path))
+    }
+}

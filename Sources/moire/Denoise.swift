@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import MoireCore
+import MoireDenoise
+import MoirePipeline
+
+struct Denoise: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Denoise a recording or a TIFF/MRC stack with a self-supervised network adapted to each frame.")
+
+    @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
+    @Option(name: .long, help: "Output OME-TIFF (float32).") var out: String
+    @Option(name: .long, help: "Start from these weights.") var weights: String?
+    @Option(name: .long, help: "Save the adapted weights here.") var saveWeights: String?
+    @Option(name: .long, help: "Adaptation steps per frame.") var adaptSteps = 5
+    @Option(name: .long, help: "Adaptation steps on the first frame.") var firstSteps = 100
+    @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ (ADU, ADU/e⁻, e⁻ r.m.s.) or auto; default: the recording's camera profile, else auto.")
+    var noise: String?
+    @Option(name: .long, help: "Training crop size (pixels).") var crop = 32
+    @Option(name: .long, help: "Learning rate.") var lr: Float = 1e-3
+
+    func run() throws {
+        bootstrapLogging(verbose: false)
+        do {
+            var job = OfflineDenoise()
+            job.weights = weights.map(absolute); job.saveWeights = saveWeights
+            job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.learningRate = lr
+            if let noise {
+                if noise == "auto" { job.noise = .auto } else {
+                    let v = noise.split(separator: ",").compactMap { Double($0) }
+                    guard v.count == 3, v[1] > 0, v[2] >= 0 else {
+                        throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ (e.g. 100,0.46,1.4) or auto")
+                    }
+                    job.noise = .fixed(NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2)))
+                }
+            }
+            let r = try job.run(input: input) { done, total in
+                FileHandle.standardError.write(Data("\rdenoised \(done)/\(total) frames".utf8))
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
+            try OfflineDenoise.write(r, to: out, name: "denoised \((input as NSString).lastPathComponent)")
+            print(String(format: "noise model: offset %.1f ADU, gain %.3f ADU/e⁻, read variance %.2f ADU²", r.model.offset, r.model.gain, r.model.readVariance))
+            print("wrote \(r.frames.count) denoised frame(s) to \(out)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")")
+        } catch { throw fail(error) }
+    }
+}
