@@ -197,7 +197,27 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             if let b = try rn.optionalDouble("background", in: 0...65535, unit: " ADU") { reconstruction["background"] = String(b) }
             try rn.finish()
         }
-        let denoise = try root.child("denoise")?.stringMap() ?? [:]
+        var denoise: [String: String] = [:]
+        if let dn = try root.child("denoise") {
+            // Checked here, with their places; the denoise stage reads them as text.
+            if let v = try dn.optionalBool("enabled") { denoise["enabled"] = String(v) }
+            if let v = try dn.optionalInt("steps_per_frame", in: 0...100) { denoise["steps_per_frame"] = String(v) }
+            if let cn = try dn.child("crop") {
+                let v = try cn.int(in: 16...512)
+                guard v % 4 == 0 else { throw cn.error("crop must be a multiple of 4; found \(v)") }
+                denoise["crop"] = String(v)
+            }
+            if let v = try dn.optionalInt("batch", in: 1...64) { denoise["batch"] = String(v) }
+            if let v = try dn.optionalDouble("learning_rate", in: 1e-7...1) { denoise["learning_rate"] = String(v) }
+            if let v = try dn.optionalDouble("ema", in: 0...0.999) { denoise["ema"] = String(v) }
+            if let v = try dn.optionalInt("checkpoint_every", in: 0...1_000_000) { denoise["checkpoint_every"] = String(v) }
+            if let wn = try dn.child("weights") {
+                let path = dn.resolvePath(try wn.string())
+                guard FileManager.default.fileExists(atPath: path) else { throw wn.error("weights file '\(path)' does not exist") }
+                denoise["weights"] = path
+            }
+            try dn.finish()
+        }
 
         var outputs = OutputSpec(recording: nil, publish: nil, publishRaw: true)
         if let on = try root.child("outputs") {

@@ -68,10 +68,11 @@ public final class Denoiser: @unchecked Sendable {
         return loss
     }
 
-    /// The denoised frame in ADU (sides must be multiples of 4).
-    public func denoise(_ frame: [Float], width: Int, height: Int) throws -> [Float] {
+    /// The denoised frame in ADU (sides must be multiples of 4). `scale` overrides the normalisation
+    /// (to reproduce a published frame exactly, give the scale its header records).
+    public func denoise(_ frame: [Float], width: Int, height: Int, scale given: Float? = nil) throws -> [Float] {
         guard frame.count == width * height else { throw MoireError(.usage, "frame has \(frame.count) pixels; expected \(width)×\(height)") }
-        let s = normaliser(frame), off = Float(model.offset)
+        let s = given ?? normaliser(frame), off = Float(model.offset)
         let x = Tensor(n: 1, c: 1, h: height, w: width, values: frame.map { ($0 - off) / s })
         let y = try net.forward(x)
         return y.values.map { $0 * s + off }

@@ -20,6 +20,9 @@ public struct PipelineResult: Sendable {
     public var sim: SIMStageCounters?
     public var derivedPublished: Int = 0
     public var srRecording: String?
+    /// Live denoising counters (nil without a denoise stage) and where its checkpoints went.
+    public var denoise: DenoiseStageCounters?
+    public var denoiseCheckpoints: String?
 }
 
 /// Options that override or extend the protocol for one run.
@@ -37,6 +40,8 @@ public struct PipelineOptions: Sendable {
     public var faults: [CameraFault] = []
     /// No live reconstruction even for SIM protocols.
     public var noReconstruction = false
+    /// No live denoising even when the protocol asks for it.
+    public var noDenoise = false
     public init() {}
 }
 
@@ -105,10 +110,18 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             sim = s
             stages.append(try BusStage(name: "sim", endpoint: bus.endpoint, handle: s.handle))
         }
+        var den: DenoiseStage?
+        let denOptions = LiveDenoiseOptions(proto.denoise)
+        if denOptions.enabled, !options.noDenoise {
+            let d = try DenoiseStage(protocol: proto, options: denOptions, recordingPath: recordingPath, logger: logger)
+            den = d
+            stages.append(try BusStage(name: "denoise", endpoint: bus.endpoint, handle: d.handle))
+        }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
+        let derivedBuses = (sim.map { [$0.bus.endpoint] } ?? []) + (den.map { [$0.bus.endpoint] } ?? [])
         if let endpoint {
-            let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: sim == nil ? 1 : 2)
+            let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
             if options.waitForSubscribers > 0 {
                 let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
                 while p.publisher.subscriptions < options.waitForSubscribers && Date() < deadline {
@@ -118,7 +131,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 logger.info("result-bus subscribers", metadata: ["count": "\(p.publisher.subscriptions)"])
             }
             publisher = p
-            stages.append(try BusStage(name: "publisher", endpoints: [bus.endpoint] + (sim.map { [$0.bus.endpoint] } ?? []),
+            stages.append(try BusStage(name: "publisher", endpoints: [bus.endpoint] + derivedBuses,
                                        handle: { item, i in p.handle(item, bus: i) }))
         }
         for s in stages { s.start() }
@@ -127,6 +140,10 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             // Its derived bus must see the publisher (when there is one) before the worker publishes.
             if publisher != nil { try sim.bus.waitForSubscribers(1) }
             sim.start()
+        }
+        if let den {
+            if publisher != nil { try den.bus.waitForSubscribers(1) }
+            den.start()
         }
         let start = RunStart(run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
                              rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
@@ -145,6 +162,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             logger.error("stage did not finish", metadata: ["stage": "\(s.name)"])
         }
         if let sim, !sim.join(timeoutSeconds: 120) { logger.error("SIM worker did not finish") }
+        if let den, !den.join(timeoutSeconds: 120) { logger.error("denoise stage did not finish") }
         if let c = sim?.counters {
             logger.info("live SIM", metadata: ["sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
                                                "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
@@ -154,6 +172,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)", "missing": "\(result.missing)"])
         return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
                               publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
-                              sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath)
+                              sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
+                              denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir)
     }
 }

@@ -350,3 +350,52 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         #expect(r.model == NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2)))
     }
 }
+
+@Suite(.serialized) struct LiveDenoiseTests {
+    @Test func everyFrameNamesItsWeightsVersionAndACheckpointReproducesIt() throws {
+        let dir = Fixtures.tempDir("liveden")
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 12, exposureMs: 5,
+                                                                    extra: "denoise: {steps_per_frame: 2, crop: 32, batch: 2, checkpoint_every: 1}"))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"
+        o.publishEndpoint = endpoint
+        o.waitForSubscribers = 1
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        let sub = try BusSubscriber(endpoint: endpoint, topics: ["den.", "run"])
+        nonisolated(unsafe) var frames: [(FrameHeader, [Float])] = []
+        let t = Thread {
+            while let item = try? sub.next(timeoutMs: 30_000) {
+                if case .frame(let h, let payload) = item {
+                    frames.append((h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }))
+                }
+                if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" { return }
+            }
+        }
+        t.start()
+        let r = try pipe.run()
+        while !t.isFinished { usleep(10_000) }
+        let c = try #require(r.denoise)
+        #expect(c.denoised == frames.count && c.denoised + c.skipped + c.refused == 12 && c.denoised >= 1)
+        let versions = frames.compactMap { $0.0.params?["weightsVersion"].flatMap(Int.init) }
+        #expect(versions.count == frames.count && zip(versions.dropFirst(), versions).allSatisfy { $0 >= $1 })
+        #expect(frames.allSatisfy { $0.0.stream == "den" && $0.0.inputs?.count == 1 })
+        // Reproduce a published frame offline from the checkpoint of its weights version.
+        let dirW = try #require(r.denoiseCheckpoints)
+        let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        var reproduced = 0
+        for (h, px) in frames {
+            guard let v = h.params?["weightsVersion"].flatMap(Int.init), FileManager.default.fileExists(atPath: "\(dirW)/v\(v).bin"),
+                  let scale = h.params?["scale"].flatMap(Float.init) else { continue }
+            let cam = p.rig.cameraProfile
+            let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: 1))
+            try WeightsFile.load("\(dirW)/v\(v).bin", into: d.net)
+            let raw = try reader.readPlaneFloat(h.inputs![0])
+            let again = try d.denoise(raw, width: 64, height: 64, scale: scale)
+            #expect(again == px, "frame \(h.seq) (weights v\(v)) is not reproduced exactly")
+            reproduced += 1
+        }
+        #expect(reproduced >= 1)
+        #expect(r.run.missing == 0 && r.recording?.planes == 12)
+    }
+}

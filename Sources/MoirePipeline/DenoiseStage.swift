@@ -1,0 +1,237 @@
+import Foundation
+import Logging
+import MoireConfig
+import MoireCore
+import MoireDenoise
+import MoireStorage
+import MoireTransport
+
+/// Live denoising options, from the protocol's `denoise:` block.
+public struct LiveDenoiseOptions: Sendable, Equatable {
+    public var enabled = false
+    public var stepsPerFrame = 2
+    public var crop = 64
+    public var batch = 2
+    public var learningRate: Float = 5e-4
+    /// Inference weights follow the adapted ones as an exponential moving average (0: copy).
+    public var ema: Float = 0
+    /// Save the inference weights every N versions beside the recording (0: never).
+    public var checkpointEvery = 0
+    public var weights: String?
+
+    public init() {}
+
+    public init(_ block: [String: String]) {
+        enabled = block["enabled"] == "true" || (!block.isEmpty && block["enabled"] == nil)
+        if let v = block["steps_per_frame"].flatMap(Int.init) { stepsPerFrame = v }
+        if let v = block["crop"].flatMap(Int.init) { crop = v }
+        if let v = block["batch"].flatMap(Int.init) { batch = v }
+        if let v = block["learning_rate"].flatMap(Float.init) { learningRate = v }
+        if let v = block["ema"].flatMap(Float.init) { ema = v }
+        if let v = block["checkpoint_every"].flatMap(Int.init) { checkpointEvery = v }
+        weights = block["weights"]
+    }
+}
+
+/// Counters of the live denoise stage.
+public struct DenoiseStageCounters: Sendable, Equatable {
+    public var denoised = 0
+    /// Frames replaced by a newer one before inference took them.
+    public var skipped = 0
+    public var adaptationSteps = 0
+    /// Times the adapted weights diverged and were reset to the starting ones.
+    public var resets = 0
+    public var checkpoints = 0
+    /// Frames refused (not finite, blank).
+    public var refused = 0
+}
+
+/// Test-time-adapted denoising of every raw frame: inference with the current weights on one
+/// thread, self-supervised adaptation on crops of the newest frame on another; adapted weights are
+/// swapped in under a lock and counted (`weightsVersion`), every `den.<channel>` header names the
+/// version that made it, and checkpoints let any frame be reproduced offline. The receiving thread
+/// only copies the frame, so the recorder never waits.
+final class DenoiseStage: @unchecked Sendable {
+    let bus: RawBus
+    private let proto: AcquisitionProtocol
+    private let options: LiveDenoiseOptions
+    private let logger: Logger
+    private let inference: Denoiser, adaptation: Denoiser
+    private let initial: [[Float]]
+    private let lock = NSCondition()
+    private let weightsLock = NSLock()
+    private var latest: (header: FrameHeader, pixels: [Float])?
+    private var adaptFrame: [Float]?
+    private var finished = false
+    private var version = 0
+    private(set) var counters = DenoiseStageCounters()
+    private var recentLosses: [Double] = []
+    private let done = DispatchGroup()
+    private var runID = ""
+    private var seq = 0
+    let checkpointDir: String?
+    private let pool: FramePool
+
+    init(protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger) throws {
+        proto = p; self.options = options; self.logger = logger
+        bus = try RawBus()
+        let cam = p.rig.cameraProfile
+        let model = NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2))
+        let engineA = try DNNLEngine(), engineB = try DNNLEngine()
+        inference = Denoiser(engine: engineA, model: model, seed: 1)
+        adaptation = Denoiser(engine: engineB, model: model, seed: 1)
+        if let w = options.weights {
+            try WeightsFile.load(w, into: inference.net)
+            try WeightsFile.load(w, into: adaptation.net)
+        }
+        adaptation.crop = min(options.crop, (min(p.roiWidth, p.roiHeight) / 4) * 4)
+        adaptation.batch = options.batch
+        adaptation.learningRate = options.learningRate
+        initial = adaptation.net.convs.flatMap { [$0.weights.values, $0.bias.values] }
+        checkpointDir = recordingPath.map { r -> String in
+            var base = r
+            for ext in [".ome.tif", ".ome.tiff", ".tif"] where base.hasSuffix(ext) { base = String(base.dropLast(ext.count)); break }
+            return base + ".den-weights"
+        }
+        pool = FramePool(slots: 4, bytes: p.roiWidth * p.roiHeight * 4)
+        guard p.roiWidth % 4 == 0, p.roiHeight % 4 == 0 else {
+            throw MoireError(.config, "live denoising needs an ROI with sides divisible by 4; the protocol asks for \(p.roiWidth)×\(p.roiHeight)", place: p.file)
+        }
+    }
+
+    func start() {
+        // Version 0 (the starting weights) is a checkpoint too, so every frame can be reproduced.
+        if options.checkpointEvery > 0, let dir = checkpointDir {
+            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            if (try? WeightsFile.save(inference.net, weightsVersion: 0, to: "\(dir)/v0.bin")) != nil { counters.checkpoints += 1 }
+        }
+        for name in ["infer", "adapt"] {
+            done.enter()
+            let t = Thread { [self] in
+                if name == "infer" { infer() } else { adapt() }
+                done.leave()
+            }
+            t.name = "moire.stage.denoise.\(name)"
+            t.start()
+        }
+    }
+
+    func join(timeoutSeconds: Double) -> Bool { done.wait(timeout: .now() + timeoutSeconds) == .success }
+
+    /// Receiver: copies the newest raw frame (the recorder never waits for this stage).
+    func handle(_ item: BusItem) -> Bool {
+        switch item {
+        case .run(_, let json):
+            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
+            if ev.event == "start" { runID = ev.run }
+            if ev.event == "stop" {
+                lock.lock(); finished = true; lock.broadcast(); lock.unlock()
+                return false
+            }
+            return true
+        case .frame(let h, let payload):
+            guard h.stream == "raw", !h.missing, payload.count == h.byteCount else { return true }
+            let n = h.width * h.height
+            let pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+            lock.lock()
+            if latest != nil { counters.skipped += 1 }
+            latest = (h, pixels)
+            adaptFrame = pixels
+            lock.broadcast()
+            lock.unlock()
+            return true
+        }
+    }
+
+    private func infer() {
+        while true {
+            lock.lock()
+            while latest == nil && !finished { lock.wait() }
+            guard let job = latest else { lock.unlock(); break }
+            latest = nil
+            lock.unlock()
+            let (h, px) = job
+            guard px.allSatisfy(\.isFinite), (px.max() ?? 0) > (px.min() ?? 0) else {
+                lock.lock(); counters.refused += 1; lock.unlock(); continue
+            }
+            do {
+                weightsLock.lock()
+                let v = version
+                let out = try inference.denoise(px, width: h.width, height: h.height)
+                weightsLock.unlock()
+                guard let slot = pool.acquire() else { continue }
+                slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
+                var dh = h
+                dh.stream = "den"; dh.seq = seq; dh.pixel = .float32
+                dh.inputs = [h.seq]
+                dh.params = ["weightsVersion": String(v), "architecture": UNet.architecture,
+                             "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset)]
+                seq += 1
+                try bus.publish(Frame(header: dh, slot: slot))
+                lock.lock(); counters.denoised += 1; lock.unlock()
+            } catch {
+                weightsLock.unlock()
+                logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
+            }
+        }
+        let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.denoised, missing: counters.skipped, planned: 0, stoppedNs: unixTimeNs())
+        try? bus.publishRun(Wire.encode(stop))
+    }
+
+    private func adapt() {
+        while true {
+            lock.lock()
+            while adaptFrame == nil && !finished { lock.wait() }
+            guard let frame = adaptFrame else { lock.unlock(); break }
+            adaptFrame = nil
+            lock.unlock()
+            guard options.stepsPerFrame > 0, frame.allSatisfy(\.isFinite) else { continue }
+            do {
+                var diverged = false
+                for _ in 0..<options.stepsPerFrame {
+                    let loss = try adaptation.adapt(frame, width: proto.roiWidth, height: proto.roiHeight)
+                    let median = recentLosses.sorted().dropFirst(recentLosses.count / 2).first ?? loss
+                    if !loss.isFinite || (recentLosses.count >= 10 && loss > 20 * median) { diverged = true; break }
+                    recentLosses.append(loss)
+                    if recentLosses.count > 50 { recentLosses.removeFirst() }
+                }
+                lock.lock(); counters.adaptationSteps += options.stepsPerFrame; lock.unlock()
+                if diverged { resetAdaptation(); continue }
+                swapIn()
+            } catch {
+                resetAdaptation()
+            }
+        }
+    }
+
+    /// Copies (or moves by EMA) the adapted weights into the inference network: a new version.
+    private func swapIn() {
+        weightsLock.lock()
+        let e = options.ema
+        for (a, b) in zip(inference.net.convs, adaptation.net.convs) {
+            for (ta, tb) in [(a.weights, b.weights), (a.bias, b.bias)] {
+                for i in 0..<ta.count { ta[i] = e * ta[i] + (1 - e) * tb[i] }
+            }
+        }
+        version += 1
+        let v = version
+        if options.checkpointEvery > 0, v % options.checkpointEvery == 0, let dir = checkpointDir {
+            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            if (try? WeightsFile.save(inference.net, weightsVersion: v, to: "\(dir)/v\(v).bin")) != nil {
+                lock.lock(); counters.checkpoints += 1; lock.unlock()
+            }
+        }
+        weightsLock.unlock()
+    }
+
+    /// Back to the starting weights after a divergence (the inference network keeps its last good ones).
+    private func resetAdaptation() {
+        var k = 0
+        for c in adaptation.net.convs {
+            for t in [c.weights, c.bias] { for i in 0..<t.count { t[i] = initial[k][i] }; k += 1 }
+        }
+        recentLosses.removeAll()
+        lock.lock(); counters.resets += 1; lock.unlock()
+        logger.warning("denoiser adaptation diverged; reset to the starting weights")
+    }
+}
