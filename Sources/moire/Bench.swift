@@ -4,15 +4,16 @@ import MoirePipeline
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport, sim2d.") var what: String
+    @Argument(help: "What to measure: transport, sim2d, denoise.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile = "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard what == "transport" || what == "sim2d" else {
-            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d"))
+        guard ["transport", "sim2d", "denoise"].contains(what) else {
+            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, denoise"))
         }
+        if what == "denoise" { return try denoise() }
         if what == "sim2d" { return try sim2d() }
         do {
             let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
@@ -29,6 +30,33 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// Denoising frames per second at 512×512, beside the same network and step in PyTorch (when installed).
+    func denoise() throws {
+        do {
+            let r = try DenoiseBench.run()
+            print(String(format: "moire denoise 512×512: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame",
+                         r.inferenceFPS, r.adaptedFPS, r.steps, r.batch, r.crop))
+            let peer = Process()
+            peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            let venv = "Benchmarks/.venv/bin/python3"
+            peer.arguments = FileManager.default.isExecutableFile(atPath: venv) ? [venv, "Benchmarks/peers/denoise_peer.py"] : ["python3", "Benchmarks/peers/denoise_peer.py"]
+            let out = Pipe()
+            peer.standardOutput = out
+            peer.standardError = FileHandle.nullDevice
+            try peer.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            peer.waitUntilExit()
+            struct Peer: Decodable { var inference_fps: Double?; var adapted_fps: Double?; var error: String? }
+            guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let inf = p.inference_fps, let ad = p.adapted_fps else {
+                print("peer: PyTorch not available (make bench-denoise makes Benchmarks/.venv with torch)")
+                return
+            }
+            print(String(format: "peer PyTorch (CPU, same network and step): %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×",
+                         inf, ad, r.inferenceFPS / inf, r.adaptedFPS / ad))
+        } catch { throw fail(error) }
+    }
+
     /// SR frames per second at 512×512×9 → 1024×1024, beside napari-sim-processor on the same data.
     func sim2d() throws {
         do {
