@@ -58,6 +58,7 @@ bench: deps build
 	  || python3 -m pip install -q --no-deps napari-sim-processor || python3 -m pip install -q --no-deps --break-system-packages napari-sim-processor
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench transport
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench sim2d
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench denoise
 
 clean:
 	rm -rf .build demo-output
