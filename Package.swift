@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "MoireFFTTests", dependencies: ["MoireFFT"]),
         .testTarget(name: "MoireHardwareTests", dependencies: ["MoireHardware", "MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireAcquisitionTests", dependencies: ["MoireAcquisition", "MoireTesting"]),
-        .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireDenoise"]),
+        .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireDenoise", "MoireTesting"]),
         .testTarget(name: "MoireReconstructionTests", dependencies: ["MoireReconstruction", "MoireTesting"]),
         .testTarget(name: "MoirePipelineTests", dependencies: ["MoirePipeline", "MoireDenoise", "MoireTesting"]),
     ]

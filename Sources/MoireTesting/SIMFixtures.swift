@@ -59,3 +59,46 @@ extension Fixtures {
         return SimulatedSIMData(sets: sets, truth: truth, nominal: set, proto: p)
     }
 }
+
+/// A simulated widefield time-lapse with its noise-free truth (ADU).
+public struct SimulatedWidefield {
+    public var frames: [[Float]]
+    public var truth: [Float]
+    public var width: Int
+    public var offset: Double, gain: Double, readVariance: Double
+}
+
+extension Fixtures {
+    /// `count` widefield frames of the simulated rig (static specimen) and the expected image they are noisy copies of.
+    public static func simulateWidefield(roi: Int = 128, powerMw: Double, exposureMs: Double, count: Int, seed: UInt64 = 1,
+                                         specimen: String? = nil) throws -> SimulatedWidefield {
+        let dir = tempDir("wfdata")
+        var rig: String?
+        if let specimen {
+            let text = try String(contentsOfFile: path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
+                .replacingOccurrences(of: "../profiles", with: path("sim-hardware/profiles"))
+                .replacingOccurrences(of: "../specimens/filaments.yaml", with: specimen)
+            rig = write(text, to: "rig.yaml", in: dir)
+        }
+        let file = smallProtocol(in: dir, mode: "widefield", roi: roi, timepoints: count, channels:
+            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525}\n", rig: rig, frameDeadlineMs: 5000)
+        let p = try AcquisitionProtocol.load(file: file)
+        let clock = VirtualClock()
+        let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: seed)
+        var frames: [[Float]] = []
+        let n = roi * roi
+        let r = Runner(protocol: p, devices: devices, runID: "wf", clock: clock).run(pool: FramePool(slots: 8, bytes: n * 2)) { f in
+            frames.append(f.withPayload { raw in let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Float(b[$0]) } })
+            f.release()
+        }
+        guard r.reason == "completed", r.missing == 0 else { throw MoireError(.hardware, "simulation failed: \(r.reason)") }
+        // The camera's expected signal for a uniformly lit widefield frame, without noise.
+        let cam = p.rig.cameraProfile, spec = p.rig.specimen!
+        let model = try OpticalModel(specimen: spec, width: roi, height: roi, pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
+        let b0 = try model.widefield(emissionNm: 488 + 37)
+        let scale = spec.brightness * powerMw * exposureMs, bg = spec.background * powerMw * exposureMs
+        let truth = b0.map { Float(cam.offsetADU + cam.gainADUPerE * cam.qe * (scale * Double($0) + bg)) }
+        return SimulatedWidefield(frames: frames, truth: truth, width: roi, offset: cam.offsetADU, gain: cam.gainADUPerE,
+                                  readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2))
+    }
+}
