@@ -133,6 +133,15 @@ if [ $src -eq 0 ] && grep -q "received 27 frames, 0 missing, 0 sequence gaps" "$
    && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); sys.exit(0 if a.size==27*512*512 else 1)" "$WORK/sub.ome.tif"; then
   ok "moire subscribe --out: 27 frames received and written to an OME-TIFF tifffile reads"; else bad "subscribe: rc=$src $(cat "$WORK/sub.log")"; fi
 
+# 2f. Offline: reconstruct, preview, train and denoise the replay fixture.
+FIX=sim-hardware/recordings/replay-fixture.ome.tif
+if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-sr.ome.tif" --na 1.49 --emission-nm 525 --background 100 --k-prior 0.1807@8 > "$WORK/fx.log" 2>&1 \
+   && "$MOIRE" preview "$FIX" --out "$WORK/fx.png" --na 1.49 --emission-nm 525 --background 100 --k-prior 0.1807@8 >> "$WORK/fx.log" 2>&1 \
+   && "$MOIRE" train "$FIX" --out "$WORK/w.bin" --steps 20 --crop 32 --noise 100,0.46,1.4 >> "$WORK/fx.log" 2>&1 \
+   && "$MOIRE" denoise "$FIX" --out "$WORK/fx-den.ome.tif" --weights "$WORK/w.bin" --first-steps 2 --adapt-steps 1 --noise 100,0.46,1.4 >> "$WORK/fx.log" 2>&1 \
+   && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); b=tifffile.imread(sys.argv[2]); sys.exit(0 if a.shape[-1]==128 and b.size==18*64*64 and open(sys.argv[3],'rb').read(4)==b'\x89PNG' else 1)" "$WORK/fx-sr.ome.tif" "$WORK/fx-den.ome.tif" "$WORK/fx.png"; then
+  ok "offline reconstruct, preview, train and denoise of the replay fixture write files tifffile reads"; else bad "offline tools: $(tail -5 "$WORK/fx.log")"; fi
+
 # 3. Malformed protocols: non-zero exit, file:line:column and the field, nothing touched.
 check_bad() {  # name, sed expression, expected text
   sed "$2" "$WORK/tirf.yaml" > "$WORK/bad.yaml"

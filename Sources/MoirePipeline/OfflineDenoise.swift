@@ -34,17 +34,7 @@ public struct OfflineDenoise {
         guard !stack.isComplex else { throw MoireError(.format, "complex data cannot be denoised", place: input) }
         guard let first = stack.planes.first else { throw MoireError(.format, "no planes", place: input) }
         let w = stack.width, h = stack.height
-        var model: NoiseModel
-        switch noise {
-        case .fixed(let m): model = m
-        case .auto: model = try NoiseEstimation.estimate(first, width: w, height: h)
-        case .fromFile:
-            if let m = Self.cameraModel(input) { model = m } else {
-                model = try NoiseEstimation.estimate(first, width: w, height: h)
-                logger.notice("no camera noise model in the file; estimated from the first frame",
-                              metadata: ["offset": "\(model.offset)", "gain": "\(model.gain)", "readVariance": "\(model.readVariance)"])
-            }
-        }
+        let model = try noiseModel(input: input, first: first, width: w, height: h, logger: logger)
         let engine = try DNNLEngine()
         let d = Denoiser(engine: engine, model: model, seed: seed)
         d.crop = min(crop, (min(w, h) / 4) * 4)
@@ -72,6 +62,20 @@ public struct OfflineDenoise {
         }
         if let saveWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) }
         return Result(frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions, skipped: skipped)
+    }
+
+    /// The noise model this job uses for `input`: given, the recording camera's, or estimated from `first`.
+    public func noiseModel(input: String, first: [Float], width: Int, height: Int, logger: Logger = Logger(label: "moire.denoise")) throws -> NoiseModel {
+        switch noise {
+        case .fixed(let m): return m
+        case .auto: return try NoiseEstimation.estimate(first, width: width, height: height)
+        case .fromFile:
+            if let m = Self.cameraModel(input) { return m }
+            let m = try NoiseEstimation.estimate(first, width: width, height: height)
+            logger.notice("no camera noise model in the file; estimated from the first frame",
+                          metadata: ["offset": "\(m.offset)", "gain": "\(m.gain)", "readVariance": "\(m.readVariance)"])
+            return m
+        }
     }
 
     /// The camera's noise model named by a Moiré recording (its protocol's rig's camera profile).

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import MoireCore
+import MoireDenoise
+import MoirePipeline
+import MoireStorage
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train the denoiser self-supervised on a recording or TIFF/MRC stack and save its weights.")
+
+    @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
+    @Option(name: .long, help: "Weights file to write.") var out: String
+    @Option(name: .long, help: "Training steps.") var steps = 500
+    @Option(name: .long, help: "Crop size (multiple of 4).") var crop = 64
+    @Option(name: .long, help: "Crops per step.") var batch = 4
+    @Option(name: .long, help: "Learning rate.") var lr: Float = 1e-3
+    @Option(name: .long, help: "Start from these weights.") var weights: String?
+    @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
+    @Option(name: .long, help: "Write the loss curve (step, loss) as CSV.") var lossCurve: String?
+    @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
+
+    func run() throws {
+        bootstrapLogging(verbose: false)
+        do {
+            let stack = try ImageImport.load(input)
+            guard let first = stack.planes.first, stack.width >= crop, stack.height >= crop, crop % 4 == 0 else {
+                throw MoireError(.usage, "the input must have planes of at least \(crop)×\(crop) (crop a multiple of 4)", place: input)
+            }
+            var job = OfflineDenoise()
+            if let noise, noise != "auto" {
+                let v = noise.split(separator: ",").compactMap { Double($0) }
+                guard v.count == 3 else { throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ or auto") }
+                job.noise = .fixed(NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2)))
+            } else if noise == "auto" { job.noise = .auto }
+            let model = try job.noiseModel(input: input, first: first, width: stack.width, height: stack.height)
+            let d = Denoiser(engine: try DNNLEngine(), model: model, seed: seed)
+            d.crop = crop; d.batch = batch; d.learningRate = lr
+            if let weights { try WeightsFile.load(absolute(weights), into: d.net) }
+            let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
+            guard !usable.isEmpty else { throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: input) }
+            var curve = "step,loss\n", smoothed = Double.nan
+            let bar = max(1, steps / 50)
+            for s in 0..<steps {
+                let loss = try d.adapt(usable[s % usable.count], width: stack.width, height: stack.height)
+                smoothed = smoothed.isNaN ? loss : 0.95 * smoothed + 0.05 * loss
+                curve += "\(s),\(loss)\n"
+                if s % bar == 0 || s == steps - 1 {
+                    FileHandle.standardError.write(Data(String(format: "\rstep %d/%d  loss %.5f", s + 1, steps, smoothed).utf8))
+                }
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
+            try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: out)
+            if let lossCurve { try curve.write(toFile: lossCurve, atomically: true, encoding: .utf8) }
+            print(String(format: "trained %d steps on %d plane(s); final smoothed loss %.5f; weights written to %@", steps, usable.count, smoothed, out))
+        } catch { throw fail(error) }
+    }
+}
