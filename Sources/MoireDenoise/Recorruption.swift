@@ -30,3 +30,20 @@ public enum Recorruption {
         return (a, t)
     }
 }
+
+/// Neighbor2Neighbor sub-sampling (Huang et al., 2021): from each 2×2 cell two different pixels are
+/// drawn, giving two half-size images of the same scene whose noise is independent.
+public enum NeighbourSampling {
+    /// (g1, g2), each `width/2 × height/2`.
+    public static func pair(_ image: [Float], width: Int, height: Int, rng: inout SeededRandom) -> ([Float], [Float]) {
+        let w2 = width / 2, h2 = height / 2
+        var a = [Float](repeating: 0, count: w2 * h2), b = a
+        let neighbours = [(0, 1), (1, 0), (1, 3), (3, 1), (0, 2), (2, 0), (2, 3), (3, 2)]  // edge-sharing pairs in a 2×2 cell
+        for y in 0..<h2 { for x in 0..<w2 {
+            let (i, j) = neighbours[Int(rng.next() % 8)]
+            func px(_ k: Int) -> Float { image[(2 * y + k / 2) * width + 2 * x + k % 2] }
+            a[y * w2 + x] = px(i); b[y * w2 + x] = px(j)
+        } }
+        return (a, b)
+    }
+}

@@ -33,20 +33,48 @@ public final class Denoiser: @unchecked Sendable {
         return s
     }
 
-    /// One Adam step on `batch` random crops of `frame` (`width × height`, ADU). Returns the loss.
+    /// One Adam step on `batch` random crops of `frame` (`width × height`, ADU) with recorrupted pairs. Returns the loss.
     @discardableResult
     public func adapt(_ frame: [Float], width: Int, height: Int) throws -> Double {
+        try validate(frame, width: width, height: height)
+        var local = rng
+        defer { rng = local }
+        return try step(width: width, height: height, crop: crop, makePair: { patch in
+            Recorruption.pair(patch, model: self.model, rng: &local)
+        }, source: { frame })
+    }
+
+    /// One Adam step with pairs that need no noise model: `input`/`target` are two images of the same
+    /// scene with independent noise (odd and even frames of a time-lapse, neighbouring planes, or a
+    /// Neighbor2Neighbor sub-sampled pair).
+    @discardableResult
+    public func adapt(input: [Float], target: [Float], width: Int, height: Int) throws -> Double {
+        try validate(input, width: width, height: height)
+        try validate(target, width: width, height: height)
+        return try step(width: width, height: height, crop: crop, pair: (input, target))
+    }
+
+    func validate(_ frame: [Float], width: Int, height: Int) throws {
         guard frame.count == width * height, width >= crop, height >= crop else {
             throw MoireError(.usage, "frame \(width)×\(height) is smaller than the \(crop)-pixel crops")
         }
         guard frame.allSatisfy(\.isFinite) else { throw MoireError(.numeric, "frame contains NaN or infinite values") }
-        let s = normaliser(frame), off = Float(model.offset)
+    }
+
+    /// Crops `batch` patches (from one image, made into pairs by `makePair`, or from a given pair) and takes one Adam step.
+    func step(width: Int, height: Int, crop: Int, makePair: (([Float]) -> ([Float], [Float]))? = nil,
+              source: (() -> [Float])? = nil, pair: ([Float], [Float])? = nil) throws -> Double {
+        let first = pair?.0 ?? source!()
+        let s = normaliser(first), off = Float(model.offset)
         let x = Tensor(n: batch, c: 1, h: crop, w: crop), target = Tensor(n: batch, c: 1, h: crop, w: crop)
         for b in 0..<batch {
             let x0 = Int(rng.next() % UInt64(width - crop + 1)), y0 = Int(rng.next() % UInt64(height - crop + 1))
-            var patch = [Float](repeating: 0, count: crop * crop)
-            for y in 0..<crop { for xx in 0..<crop { patch[y * crop + xx] = frame[(y0 + y) * width + x0 + xx] } }
-            let (a, t) = Recorruption.pair(patch, model: model, rng: &rng)
+            func cut(_ img: [Float]) -> [Float] {
+                var patch = [Float](repeating: 0, count: crop * crop)
+                for y in 0..<crop { for xx in 0..<crop { patch[y * crop + xx] = img[(y0 + y) * width + x0 + xx] } }
+                return patch
+            }
+            let (a, t) = pair.map { (cut($0.0), cut($0.1)) } ?? makePair!(cut(first))
             for i in 0..<(crop * crop) {
                 x[b * crop * crop + i] = (a[i] - off) / s
                 target[b * crop * crop + i] = (t[i] - off) / s
