@@ -76,7 +76,15 @@ struct Run: ParsableCommand {
         if !r.run.missingIndices.isEmpty { print("missing frame indices: \(r.run.missingIndices.map(String.init).joined(separator: ", "))") }
         if r.run.stateMismatches > 0 { print("warning: \(r.run.stateMismatches) frames had a device state that differs from the plan") }
         if let s = r.recording { print("recording: \(s.path) (\(s.planes) planes, \(s.timepoints) time points, \(s.missing) missing)") }
-        if let e = r.publishEndpoint { print("published \(r.published) frames on \(e)") }
+        if let c = r.sim {
+            print("live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
+                  + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
+        }
+        if let c = r.denoise {
+            print("live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
+                  + (r.denoiseCheckpoints.map { c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : "" } ?? ""))
+        }
+        if let e = r.publishEndpoint { print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)") }
     }
 
     private func runThroughDaemon(_ proto: AcquisitionProtocol) throws {
