@@ -18,22 +18,24 @@ public struct SimulatedSIMData {
 }
 
 extension Fixtures {
+    /// The simulated Multi-SIM rig with another specimen file, written into `dir`.
+    public static func rig(withSpecimen specimen: String, in dir: String) throws -> String {
+        let text = try String(contentsOfFile: path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../profiles", with: path("sim-hardware/profiles"))
+            .replacingOccurrences(of: "../specimens/filaments.yaml", with: specimen)
+        return write(text, to: "rig.yaml", in: dir)
+    }
+
     /// Acquires `timepoints` 2D-SIM phase sets on the simulated rig.
     public static func simulateSIM(roi: Int = 256, powerMw: Double = 100, exposureMs: Double = 20, timepoints: Int = 1,
                                    patternError: PatternError = PatternError(kScale: 1.004, rotationDeg: 0.3, phaseOffsetRad: 0.7),
                                    seed: UInt64 = 1, specimen: String? = nil, mode: String = "sim2d", phases: Int = 3,
                                    patternSet: String = "sim488") throws -> SimulatedSIMData {
         let dir = tempDir("simdata")
-        var rig: String?
-        if let specimen {
-            let text = try String(contentsOfFile: path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
-                .replacingOccurrences(of: "../profiles", with: path("sim-hardware/profiles"))
-                .replacingOccurrences(of: "../specimens/filaments.yaml", with: specimen)
-            rig = write(text, to: "rig.yaml", in: dir)
-        }
+        let rigFile = try specimen.map { try Fixtures.rig(withSpecimen: $0, in: dir) }
         let file = smallProtocol(in: dir, mode: mode, roi: roi, timepoints: timepoints, channels:
             "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: \(patternSet)}\n",
-            rig: rig, frameDeadlineMs: 5000, phases: phases)
+            rig: rigFile, frameDeadlineMs: 5000, phases: phases)
         let p = try AcquisitionProtocol.load(file: file)
         let clock = VirtualClock()
         let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: seed)
@@ -73,15 +75,9 @@ extension Fixtures {
     public static func simulateWidefield(roi: Int = 128, powerMw: Double, exposureMs: Double, count: Int, seed: UInt64 = 1,
                                          specimen: String? = nil) throws -> SimulatedWidefield {
         let dir = tempDir("wfdata")
-        var rig: String?
-        if let specimen {
-            let text = try String(contentsOfFile: path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
-                .replacingOccurrences(of: "../profiles", with: path("sim-hardware/profiles"))
-                .replacingOccurrences(of: "../specimens/filaments.yaml", with: specimen)
-            rig = write(text, to: "rig.yaml", in: dir)
-        }
+        let rigFile = try specimen.map { try Fixtures.rig(withSpecimen: $0, in: dir) }
         let file = smallProtocol(in: dir, mode: "widefield", roi: roi, timepoints: count, channels:
-            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525}\n", rig: rig, frameDeadlineMs: 5000)
+            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525}\n", rig: rigFile, frameDeadlineMs: 5000)
         let p = try AcquisitionProtocol.load(file: file)
         let clock = VirtualClock()
         let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: seed)

@@ -30,22 +30,29 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// Runs a peer benchmark script and returns what it printed.
+    func runPeer(_ arguments: [String]) throws -> Data {
+        let peer = Process()
+        peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        peer.arguments = arguments
+        let out = Pipe()
+        peer.standardOutput = out
+        peer.standardError = FileHandle.nullDevice
+        try peer.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        peer.waitUntilExit()
+        return data
+    }
+
     /// Denoising frames per second at 512×512, beside the same network and step in PyTorch (when installed).
     func denoise() throws {
         do {
             let r = try DenoiseBench.run()
             print(String(format: "moire denoise 512×512: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame",
                          r.inferenceFPS, r.adaptedFPS, r.steps, r.batch, r.crop))
-            let peer = Process()
-            peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             let venv = "Benchmarks/.venv/bin/python3"
-            peer.arguments = FileManager.default.isExecutableFile(atPath: venv) ? [venv, "Benchmarks/peers/denoise_peer.py"] : ["python3", "Benchmarks/peers/denoise_peer.py"]
-            let out = Pipe()
-            peer.standardOutput = out
-            peer.standardError = FileHandle.nullDevice
-            try peer.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            peer.waitUntilExit()
+            let data = try runPeer(FileManager.default.isExecutableFile(atPath: venv) ? [venv, "Benchmarks/peers/denoise_peer.py"]
+                                                                                      : ["python3", "Benchmarks/peers/denoise_peer.py"])
             struct Peer: Decodable { var inference_fps: Double?; var adapted_fps: Double?; var error: String? }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
                   let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let inf = p.inference_fps, let ad = p.adapted_fps else {
@@ -66,15 +73,7 @@ extension Bench {
             let r = try SIMBench.run(protocolFile: protocolFile, repeats: 30, dir: dir)
             print(String(format: "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
                          r.width, r.width, 2 * r.width, 2 * r.width, r.fixedMs, r.firstFrameMs, r.estimateMs))
-            let peer = Process()
-            peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            peer.arguments = ["python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)", "0.525", "5"]
-            let out = Pipe()
-            peer.standardOutput = out
-            peer.standardError = FileHandle.nullDevice
-            try peer.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            peer.waitUntilExit()
+            let data = try runPeer(["python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)", "0.525", "5"])
             struct Peer: Decodable { var peer: String?; var ms_per_frame: Double?; var calibrate_ms: Double?; var error: String? }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
                   let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame else {
