@@ -95,7 +95,6 @@ public final class Runner: @unchecked Sendable {
         var missingIndices: [Int] = []
         var reason = "completed"
         var failure: MoireError?
-        defer { devices.makeSafe() }
         do {
             set(.arming)
             try arm(pool: pool)

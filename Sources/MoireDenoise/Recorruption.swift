@@ -1,4 +1,5 @@
 import Foundation
+import MoireConfig
 import MoireCore
 
 /// The camera noise model of a frame in ADU: variance = gain·(signal − offset) + readVariance.
@@ -11,6 +12,11 @@ public struct NoiseModel: Codable, Sendable, Equatable {
 
     public init(offset: Double, gain: Double, readVariance: Double) {
         self.offset = offset; self.gain = gain; self.readVariance = readVariance
+    }
+
+    /// The model a camera profile's calibration states (read variance = (gain · read noise)²).
+    public init(camera c: CameraProfile) {
+        self.init(offset: c.offsetADU, gain: c.gainADUPerE, readVariance: pow(c.readNoiseE * c.gainADUPerE, 2))
     }
 }
 

@@ -37,11 +37,8 @@ public final class Denoiser: @unchecked Sendable {
     @discardableResult
     public func adapt(_ frame: [Float], width: Int, height: Int) throws -> Double {
         try validate(frame, width: width, height: height)
-        var local = rng
-        defer { rng = local }
-        return try step(width: width, height: height, crop: crop, makePair: { patch in
-            Recorruption.pair(patch, model: self.model, rng: &local)
-        }, source: { frame })
+        let model = self.model
+        return try step(frame, width: width, height: height) { patch, rng in Recorruption.pair(patch, model: model, rng: &rng) }
     }
 
     /// One Adam step with pairs that need no noise model: `input`/`target` are two images of the same
@@ -51,7 +48,7 @@ public final class Denoiser: @unchecked Sendable {
     public func adapt(input: [Float], target: [Float], width: Int, height: Int) throws -> Double {
         try validate(input, width: width, height: height)
         try validate(target, width: width, height: height)
-        return try step(width: width, height: height, crop: crop, pair: (input, target))
+        return try step(input, target: target, width: width, height: height)
     }
 
     func validate(_ frame: [Float], width: Int, height: Int) throws {
@@ -61,11 +58,12 @@ public final class Denoiser: @unchecked Sendable {
         guard frame.allSatisfy(\.isFinite) else { throw MoireError(.numeric, "frame contains NaN or infinite values") }
     }
 
-    /// Crops `batch` patches (from one image, made into pairs by `makePair`, or from a given pair) and takes one Adam step.
-    func step(width: Int, height: Int, crop: Int, makePair: (([Float]) -> ([Float], [Float]))? = nil,
-              source: (() -> [Float])? = nil, pair: ([Float], [Float])? = nil) throws -> Double {
-        let first = pair?.0 ?? source!()
-        let s = normaliser(first), off = Float(model.offset)
+    /// Crops `batch` patches at the same places of `input` and `target` (or, without a target, makes
+    /// each input patch into a pair with `makePair`) and takes one Adam step. One random stream
+    /// draws the crop positions and the pairs.
+    func step(_ input: [Float], target targetImage: [Float]? = nil, width: Int, height: Int,
+              makePair: (([Float], inout SeededRandom) -> ([Float], [Float]))? = nil) throws -> Double {
+        let s = normaliser(input), off = Float(model.offset)
         let x = Tensor(n: batch, c: 1, h: crop, w: crop), target = Tensor(n: batch, c: 1, h: crop, w: crop)
         for b in 0..<batch {
             let x0 = Int(rng.next() % UInt64(width - crop + 1)), y0 = Int(rng.next() % UInt64(height - crop + 1))
@@ -74,7 +72,7 @@ public final class Denoiser: @unchecked Sendable {
                 for y in 0..<crop { for xx in 0..<crop { patch[y * crop + xx] = img[(y0 + y) * width + x0 + xx] } }
                 return patch
             }
-            let (a, t) = pair.map { (cut($0.0), cut($0.1)) } ?? makePair!(cut(first))
+            let (a, t) = targetImage.map { (cut(input), cut($0)) } ?? makePair!(cut(input), &rng)
             for i in 0..<(crop * crop) {
                 x[b * crop * crop + i] = (a[i] - off) / s
                 target[b * crop * crop + i] = (t[i] - off) / s

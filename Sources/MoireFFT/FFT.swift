@@ -206,10 +206,3 @@ public enum FFT {
         }
     }
 }
-
-extension NSLock {
-    func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        lock(); defer { unlock() }
-        return try body()
-    }
-}

@@ -75,8 +75,7 @@ final class DenoiseStage: @unchecked Sendable {
     init(protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger) throws {
         proto = p; self.options = options; self.logger = logger
         bus = try RawBus()
-        let cam = p.rig.cameraProfile
-        let model = NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2))
+        let model = NoiseModel(camera: p.rig.cameraProfile)
         let engineA = try DNNLEngine(), engineB = try DNNLEngine()
         inference = Denoiser(engine: engineA, model: model, seed: 1)
         adaptation = Denoiser(engine: engineB, model: model, seed: 1)
@@ -88,11 +87,7 @@ final class DenoiseStage: @unchecked Sendable {
         adaptation.batch = options.batch
         adaptation.learningRate = options.learningRate
         initial = adaptation.net.convs.flatMap { [$0.weights.values, $0.bias.values] }
-        checkpointDir = recordingPath.map { r -> String in
-            var base = r
-            for ext in [".ome.tif", ".ome.tiff", ".tif"] where base.hasSuffix(ext) { base = String(base.dropLast(ext.count)); break }
-            return base + ".den-weights"
-        }
+        checkpointDir = recordingPath.map { RecordingIndex.stem(of: $0) + ".den-weights" }
         pool = FramePool(slots: 4, bytes: p.roiWidth * p.roiHeight * 4)
         guard p.roiWidth % 4 == 0, p.roiHeight % 4 == 0 else {
             throw MoireError(.config, "live denoising needs an ROI with sides divisible by 4; the protocol asks for \(p.roiWidth)×\(p.roiHeight)", place: p.file)

@@ -82,24 +82,14 @@ public struct OfflineDenoise {
     static func cameraModel(_ path: String) -> NoiseModel? {
         guard let r = try? OMETiffReader(path: path), let l = r.layout, FileManager.default.fileExists(atPath: l.protocolFile),
               let p = try? AcquisitionProtocol.load(file: l.protocolFile) else { return nil }
-        let c = p.rig.cameraProfile
-        return NoiseModel(offset: c.offsetADU, gain: c.gainADUPerE, readVariance: pow(c.readNoiseE * c.gainADUPerE, 2))
+        return NoiseModel(camera: p.rig.cameraProfile)
     }
 
     /// Writes denoised frames as a float32 OME-TIFF; each plane's header names the weights version.
     public static func write(_ r: Result, to path: String, name: String) throws {
-        let layout = RecordingLayout(run: "den-\(UUID().uuidString.prefix(8).lowercased())", name: name, mode: "denoised", channels: ["den"],
-                                     excitationNm: [], emissionNm: [], timepoints: r.frames.count, zPlanes: 1, angles: 1, phases: 1,
-                                     width: r.width, height: r.height, pixel: .float32, pixelSizeUm: r.pixelUm ?? 1, zStepUm: 0,
-                                     objectiveNA: 0, magnification: 0, protocolFile: "", rigFile: "")
-        let w = try OMETiffWriter(path: path, layout: layout)
-        for (t, f) in r.frames.enumerated() {
-            var h = FrameHeader(stream: "den", run: layout.run, seq: t, index: t, t: t, channel: "den", c: 0, angle: 0, phase: 0, z: 0,
-                                width: r.width, height: r.height, pixel: .float32, pixelSizeUm: r.pixelUm ?? 1)
+        try FloatStack.write(r.frames, width: r.width, height: r.height, pixelUm: r.pixelUm ?? 1, to: path, name: name,
+                             stream: "den", mode: "denoised") { t, h in
             h.params = ["weightsVersion": String(r.weightsVersions[t])]
-            try f.withUnsafeBytes { try w.write(header: h, payload: $0) }
         }
-        try w.finish()
-        try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path))
     }
 }

@@ -71,7 +71,7 @@ public struct OfflineSIM {
                 }
                 // Every plane must sit where its header says (angle-major within each set).
                 for (i, rec) in recs.enumerated() where rec.acquired {
-                    let inSet = i % (l0(layout))
+                    let inSet = i % (layout.angles * layout.phases)
                     let angle = inSet / layout.phases, phase = inSet % layout.phases
                     if rec.header.angle != angle || rec.header.phase != phase {
                         throw MoireError(.format, "plane \(i) is angle \(rec.header.angle), phase \(rec.header.phase) by its header, but its position says angle \(angle), phase \(phase): the frame order is inconsistent", place: input)
@@ -147,8 +147,6 @@ public struct OfflineSIM {
         return result
     }
 
-    private func l0(_ l: RecordingLayout) -> Int { l.angles * l.phases }
-
     /// Takes angles, phases, pixel size, NA, emission, background and the pattern prior from a recording.
     mutating func adopt(_ l: RecordingLayout, logger: Logger) throws {
         angles = l.angles; phases = l.phases
@@ -171,19 +169,11 @@ public struct OfflineSIM {
 
     /// Writes SR frames as a float32 OME-TIFF (one channel, T = phase sets).
     public static func write(_ r: Result, to path: String, name: String) throws {
-        let layout = RecordingLayout(run: "sr-\(UUID().uuidString.prefix(8).lowercased())", name: name, mode: "sim2d-sr", channels: ["sr"],
-                                     excitationNm: [], emissionNm: [], timepoints: r.sr.count, zPlanes: 1, angles: 1, phases: 1,
-                                     width: 2 * r.width, height: 2 * r.height, pixel: .float32, pixelSizeUm: r.pixelUm / 2, zStepUm: 0,
-                                     objectiveNA: 0, magnification: 0, protocolFile: "", rigFile: "")
-        let w = try OMETiffWriter(path: path, layout: layout)
-        for (t, img) in r.sr.enumerated() {
-            var h = FrameHeader(stream: "sr", run: layout.run, seq: t, index: t, t: t, channel: "sr", c: 0, angle: 0, phase: 0, z: 0,
-                                width: 2 * r.width, height: 2 * r.height, pixel: .float32, pixelSizeUm: r.pixelUm / 2)
-            h.inputs = Array((t * 9)..<(t * 9 + 9))
-            try img.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        try FloatStack.write(r.sr, width: 2 * r.width, height: 2 * r.height, pixelUm: r.pixelUm / 2, to: path, name: name,
+                             stream: "sr", mode: "sim2d-sr") { t, h in
+            let per = r.parameters[t].angles.count * (r.parameters[t].angles.first?.phases.count ?? 0)
+            h.inputs = Array((t * per)..<((t + 1) * per))
         }
-        try w.finish()
-        try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path))
     }
 
     /// Widefield (upsampled 2×) beside SR, as a PNG.

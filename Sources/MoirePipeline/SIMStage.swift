@@ -119,9 +119,7 @@ final class SIMStage: @unchecked Sendable {
         srPool = FramePool(slots: 4, bytes: 4 * pixels * 4)
         wfPool = FramePool(slots: 4, bytes: pixels * 4)
         if options.record, let r = recordingPath {
-            var base = r
-            for ext in [".ome.tif", ".ome.tiff", ".tif"] where base.hasSuffix(ext) { base = String(base.dropLast(ext.count)); break }
-            recordPath = base + ".sr.ome.tif"
+            recordPath = RecordingIndex.stem(of: r) + ".sr.ome.tif"
         }
         let measured = try p.rig.otfFile.map { try MeasuredRadialOTF.load($0) }
         for (c, ch) in p.channels.enumerated() {

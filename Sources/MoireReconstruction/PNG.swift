@@ -1,4 +1,5 @@
 import Foundation
+import MoireStorage
 
 /// Writes 8-bit grayscale PNGs (stored deflate blocks: no compression library needed).
 public enum PNGWriter {
@@ -35,20 +36,8 @@ public enum PNGWriter {
         var d = Data(withUnsafeBytes(of: UInt32(body.count).bigEndian, Array.init))
         let t = Data(type.utf8)
         d.append(t); d.append(body)
-        d.append(contentsOf: withUnsafeBytes(of: crc(t + body).bigEndian, Array.init))
+        d.append(contentsOf: withUnsafeBytes(of: CRC32.checksum(t + body).bigEndian, Array.init))
         return d
-    }
-
-    private static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
-    static func crc(_ d: Data) -> UInt32 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in d { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-        return ~c
     }
 
     /// Maps floats to 0…255 between the `lo` and `hi` percentiles.

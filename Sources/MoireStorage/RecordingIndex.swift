@@ -17,6 +17,14 @@ public enum RecordingIndex {
     /// The index path for a recording.
     public static func path(for recording: String) -> String { recording + ".moire-index" }
 
+    /// A recording's path without its TIFF extension: the base for files made beside it.
+    public static func stem(of recording: String) -> String {
+        for ext in [".ome.tif", ".ome.tiff", ".tif", ".tiff"] where recording.hasSuffix(ext) {
+            return String(recording.dropLast(ext.count))
+        }
+        return recording
+    }
+
     /// One intact plane record.
     public struct Entry: Sendable, Equatable {
         public var plane: PlaneRecord

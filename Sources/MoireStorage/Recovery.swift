@@ -50,11 +50,6 @@ public enum Recovery {
     }
 
     public static func defaultOutput(_ damaged: String) -> String {
-        var base = damaged
-        for ext in [".ome.tif", ".ome.tiff", ".tif", ".tiff"] where base.hasSuffix(ext) {
-            base = String(base.dropLast(ext.count))
-            break
-        }
-        return base + ".recovered.ome.tif"
+        RecordingIndex.stem(of: damaged) + ".recovered.ome.tif"
     }
 }

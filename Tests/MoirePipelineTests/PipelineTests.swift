@@ -12,6 +12,22 @@ import Testing
 
 func freePort() -> Int { Int.random(in: 20_000..<60_000) }
 
+/// Runs `pipe` while a subscriber on `endpoint` collects every item up to the run's `stop`.
+func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String] = [""], timeoutMs: Int = 20_000) throws -> (PipelineResult, [BusItem]) {
+    let sub = try BusSubscriber(endpoint: endpoint, topics: topics)
+    nonisolated(unsafe) var items: [BusItem] = []
+    let t = Thread {
+        while let item = try? sub.next(timeoutMs: timeoutMs) {
+            items.append(item)
+            if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" { return }
+        }
+    }
+    t.start()
+    let r = try pipe.run()
+    while !t.isFinished { usleep(10_000) }
+    return (r, items)
+}
+
 @Suite(.serialized) struct PipelineTests {
     let dir = Fixtures.tempDir("pipeline")
 
@@ -23,24 +39,14 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         o.publishEndpoint = endpoint
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let sub = try BusSubscriber(endpoint: endpoint)
-        nonisolated(unsafe) var items: [String] = []
-        nonisolated(unsafe) var seqs: [Int] = []
-        let t = Thread {
-            while let item = try? sub.next(timeoutMs: 8000) {
-                switch item {
-                case .run(_, let json):
-                    let ev = (try? JSONDecoder().decode(RunEvent.self, from: json))?.event ?? "?"
-                    items.append(ev)
-                    if ev == "stop" { return }
-                case .frame(let h, let payload):
-                    if h.stream == "raw", payload.count == h.byteCount { seqs.append(h.seq) }
-                }
+        let (r, received) = try runListening(pipe, endpoint: endpoint, timeoutMs: 8000)
+        var items: [String] = [], seqs: [Int] = []
+        for item in received {
+            switch item {
+            case .run(_, let json): items.append((try? JSONDecoder().decode(RunEvent.self, from: json))?.event ?? "?")
+            case .frame(let h, let payload): if h.stream == "raw", payload.count == h.byteCount { seqs.append(h.seq) }
             }
         }
-        t.start()
-        let r = try pipe.run()
-        while !t.isFinished { usleep(10_000) }
         #expect(r.run.reason == "completed" && r.run.delivered == 27)
         #expect(r.recording?.planes == 27 && r.recordingError == nil)
         #expect(items.last == "stop")
@@ -204,17 +210,11 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         o.waitForSubscribers = 1
         o.faults = faults
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let sub = try BusSubscriber(endpoint: endpoint, topics: ["sr.", "run"])
-        nonisolated(unsafe) var headers: [FrameHeader] = []
-        let t = Thread {
-            while let item = try? sub.next(timeoutMs: 20_000) {
-                if case .frame(let h, let payload) = item, payload.count == h.byteCount { headers.append(h) }
-                if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" { return }
-            }
+        let (r, items) = try runListening(pipe, endpoint: endpoint, topics: ["sr.", "run"])
+        let headers = items.compactMap { item -> FrameHeader? in
+            if case .frame(let h, let payload) = item, payload.count == h.byteCount { return h }
+            return nil
         }
-        t.start()
-        let r = try pipe.run()
-        while !t.isFinished { usleep(10_000) }
         return (r, headers)
     }
 
@@ -362,19 +362,11 @@ func freePort() -> Int { Int.random(in: 20_000..<60_000) }
         o.publishEndpoint = endpoint
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let sub = try BusSubscriber(endpoint: endpoint, topics: ["den.", "run"])
-        nonisolated(unsafe) var frames: [(FrameHeader, [Float])] = []
-        let t = Thread {
-            while let item = try? sub.next(timeoutMs: 30_000) {
-                if case .frame(let h, let payload) = item {
-                    frames.append((h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }))
-                }
-                if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" { return }
-            }
+        let (r, items) = try runListening(pipe, endpoint: endpoint, topics: ["den.", "run"], timeoutMs: 30_000)
+        let frames = items.compactMap { item -> (FrameHeader, [Float])? in
+            if case .frame(let h, let payload) = item { return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
+            return nil
         }
-        t.start()
-        let r = try pipe.run()
-        while !t.isFinished { usleep(10_000) }
         let c = try #require(r.denoise)
         #expect(c.denoised == frames.count && c.denoised + c.skipped + c.refused == 12 && c.denoised >= 1)
         let versions = frames.compactMap { $0.0.params?["weightsVersion"].flatMap(Int.init) }
