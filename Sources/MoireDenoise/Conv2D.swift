@@ -5,8 +5,11 @@ import MoireCore
 /// A 2D convolution (k×k, stride 1 or 2, "same"-style padding) with bias, forward and backward
 /// through oneDNN primitives created once per input shape and reused.
 ///
-/// Weights are OIHW, bias per output channel. `backward` accumulates into `gradWeights` and
-/// `gradBias`, and returns the input gradient unless asked not to (a first layer never needs it).
+/// Activations are channels-last; weights are kept OIHW (what the weights file stores and the
+/// optimiser updates) and reordered into the layout oneDNN's convolution asks for (`format_tag_any`,
+/// a blocked layout on AVX-512/AVX2) before use; weight gradients come back the same way.
+/// `backward` accumulates into `gradWeights` and `gradBias`, and returns the input gradient unless
+/// asked not to (a first layer never needs it).
 public final class Conv2D: @unchecked Sendable {
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int
     public let weights: Tensor, bias: Tensor
@@ -14,12 +17,37 @@ public final class Conv2D: @unchecked Sendable {
     let engine: DNNLEngine
     private var plans: [String: Plan] = [:]
 
+    /// A buffer in the layout a primitive chose, with reorders to and from the plain OIHW weights.
+    final class Packed {
+        let md: dnnl_memory_desc_t
+        let data: UnsafeMutablePointer<Float>?   // nil when the chosen layout is OIHW itself
+        var toPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
+        var fromPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
+        init(engine: DNNLEngine, chosen: dnnl_memory_desc_t, plain: dnnl_memory_desc_t) throws {
+            var c = chosen, p = plain
+            md = chosen
+            if dnnl_memory_desc_equal(&c, &p) != 0 { data = nil; return }
+            let bytes = dnnl_memory_desc_get_size(&c)
+            data = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64).bindMemory(to: Float.self, capacity: bytes / 4)
+            toPacked = try engine.reorder(from: plain, to: chosen)
+            fromPacked = try engine.reorder(from: chosen, to: plain)
+        }
+        deinit {
+            if let data { UnsafeMutableRawPointer(data).deallocate() }
+            for p in [toPacked.1, fromPacked.1] { if let p { dnnl_primitive_destroy(p) } }
+            for d in [toPacked.0, fromPacked.0] { if let d { dnnl_primitive_desc_destroy(d) } }
+        }
+    }
+
     final class Plan {
         var fwdPD: dnnl_primitive_desc_t?, fwd: dnnl_primitive_t?
         var bwdDataPD: dnnl_primitive_desc_t?, bwdData: dnnl_primitive_t?
         var bwdWeightsPD: dnnl_primitive_desc_t?, bwdWeights: dnnl_primitive_t?
-        var srcMD = dnnl_memory_desc_t(), dstMD = dnnl_memory_desc_t(), wMD = dnnl_memory_desc_t(), bMD = dnnl_memory_desc_t()
+        var srcMD = dnnl_memory_desc_t(), dstMD = dnnl_memory_desc_t(), bMD = dnnl_memory_desc_t()
+        var fwdWeights: Packed?, bwdDataWeights: Packed?, diffWeights: Packed?
         var outH = 0, outW = 0
+        let gw: Tensor, gb: Tensor   // this pass's weight and bias gradients, before accumulation
+        init(gw: Tensor, gb: Tensor) { self.gw = gw; self.gb = gb }
         deinit {
             for p in [fwd, bwdData, bwdWeights] { if let p { dnnl_primitive_destroy(p) } }
             for d in [fwdPD, bwdDataPD, bwdWeightsPD] { if let d { dnnl_primitive_desc_destroy(d) } }
@@ -31,10 +59,10 @@ public final class Conv2D: @unchecked Sendable {
         precondition(kernel % 2 == 1 && (stride == 1 || stride == 2))
         self.engine = engine
         self.inChannels = inChannels; self.outChannels = outChannels; self.kernel = kernel; self.stride = stride
-        weights = Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel)
-        bias = Tensor(n: 1, c: outChannels, h: 1, w: 1)
-        gradWeights = Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel)
-        gradBias = Tensor(n: 1, c: outChannels, h: 1, w: 1)
+        weights = Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel, layout: .nchw)
+        bias = Tensor(n: 1, c: outChannels, h: 1, w: 1, layout: .nchw)
+        gradWeights = Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel, layout: .nchw)
+        gradBias = Tensor(n: 1, c: outChannels, h: 1, w: 1, layout: .nchw)
         var rng = SeededRandom(seed: seed)
         let sigma = (2 / Double(inChannels * kernel * kernel)).squareRoot()
         for i in 0..<weights.count { weights[i] = Float(rng.normal() * sigma) }
@@ -46,69 +74,98 @@ public final class Conv2D: @unchecked Sendable {
         return ((h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1)
     }
 
-    private func md(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t { try engine.md(dims, tag) }
-
-    private func plan(for x: Tensor) throws -> Plan {
-        let key = "\(x.n)x\(x.c)x\(x.h)x\(x.w)"
-        if let p = plans[key] { return p }
-        guard x.c == inChannels else { throw MoireError(.usage, "convolution expects \(inChannels) input channels; got \(x.c)") }
-        let p = Plan()
-        let (oh, ow) = outputSize(h: x.h, w: x.w)
-        p.outH = oh; p.outW = ow
-        let pad = kernel / 2
-        let padR = [(oh - 1) * stride + kernel - x.h - pad, (ow - 1) * stride + kernel - x.w - pad].map(Int64.init)
-        let padL: [Int64] = [Int64(pad), Int64(pad)], strides: [Int64] = [Int64(stride), Int64(stride)]
-        p.srcMD = try md([x.n, x.c, x.h, x.w], dnnl_nchw)
-        p.dstMD = try md([x.n, outChannels, oh, ow], dnnl_nchw)
-        p.wMD = try md([outChannels, inChannels, kernel, kernel], dnnl_oihw)
-        p.bMD = try md([outChannels], dnnl_x)
-        var fd = dnnl_convolution_desc_t()
-        try dnnlCall("convolution forward desc", dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
-                                                                                   &p.srcMD, &p.wMD, &p.bMD, &p.dstMD, strides, padL, padR))
-        try dnnlCall("convolution forward pd", dnnl_primitive_desc_create(&p.fwdPD, &fd, nil, engine.engine, nil))
-        try dnnlCall("convolution forward", dnnl_primitive_create(&p.fwd, p.fwdPD))
-        var bd = dnnl_convolution_desc_t()
-        try dnnlCall("convolution backward-data desc", dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &p.srcMD, &p.wMD,
-                                                                                              &p.dstMD, strides, padL, padR))
-        try dnnlCall("convolution backward-data pd", dnnl_primitive_desc_create(&p.bwdDataPD, &bd, nil, engine.engine, p.fwdPD))
-        try dnnlCall("convolution backward-data", dnnl_primitive_create(&p.bwdData, p.bwdDataPD))
-        var wd = dnnl_convolution_desc_t()
-        try dnnlCall("convolution backward-weights desc", dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &p.srcMD,
-                                                                                                    &p.wMD, &p.bMD, &p.dstMD, strides, padL, padR))
-        try dnnlCall("convolution backward-weights pd", dnnl_primitive_desc_create(&p.bwdWeightsPD, &wd, nil, engine.engine, p.fwdPD))
-        try dnnlCall("convolution backward-weights", dnnl_primitive_create(&p.bwdWeights, p.bwdWeightsPD))
-        plans[key] = p
+    private func plan(for x: Tensor, needInputGradient: Bool) throws -> Plan {
+        let key = "\(x.n)x\(x.c)x\(x.h)x\(x.w)\(x.layout)"
+        let p: Plan
+        if let known = plans[key] {
+            p = known
+        } else {
+            guard x.c == inChannels else { throw MoireError(.usage, "convolution expects \(inChannels) input channels; got \(x.c)") }
+            p = Plan(gw: Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel, layout: .nchw),
+                     gb: Tensor(n: 1, c: outChannels, h: 1, w: 1, layout: .nchw))
+            let (oh, ow) = outputSize(h: x.h, w: x.w)
+            p.outH = oh; p.outW = ow
+            p.srcMD = try engine.md(x)
+            p.dstMD = try engine.md([x.n, outChannels, oh, ow], x.layout == .nchw ? dnnl_nchw : dnnl_nhwc)
+            p.bMD = try engine.md([outChannels], dnnl_x)
+            let plainW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw)
+            var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
+            var fd = try descriptors(p, anyW: &anyW)
+            try dnnlCall("convolution forward pd", dnnl_primitive_desc_create(&p.fwdPD, &fd.fwd, nil, engine.engine, nil))
+            try dnnlCall("convolution forward", dnnl_primitive_create(&p.fwd, p.fwdPD))
+            p.fwdWeights = try Packed(engine: engine, chosen: dnnl_primitive_desc_query_md(p.fwdPD, dnnl_query_weights_md, 0)!.pointee, plain: plainW)
+            try dnnlCall("convolution backward-weights pd", dnnl_primitive_desc_create(&p.bwdWeightsPD, &fd.bwdW, nil, engine.engine, p.fwdPD))
+            try dnnlCall("convolution backward-weights", dnnl_primitive_create(&p.bwdWeights, p.bwdWeightsPD))
+            p.diffWeights = try Packed(engine: engine, chosen: dnnl_primitive_desc_query_md(p.bwdWeightsPD, dnnl_query_diff_weights_md, 0)!.pointee,
+                                       plain: plainW)
+            plans[key] = p
+        }
+        if needInputGradient, p.bwdData == nil {
+            // Made only when asked for: a one-channel first layer's data gradient is never needed (and slow).
+            var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
+            var fd = try descriptors(p, anyW: &anyW)
+            try dnnlCall("convolution backward-data pd", dnnl_primitive_desc_create(&p.bwdDataPD, &fd.bwdD, nil, engine.engine, p.fwdPD))
+            try dnnlCall("convolution backward-data", dnnl_primitive_create(&p.bwdData, p.bwdDataPD))
+            p.bwdDataWeights = try Packed(engine: engine, chosen: dnnl_primitive_desc_query_md(p.bwdDataPD, dnnl_query_weights_md, 0)!.pointee,
+                                          plain: try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw))
+        }
         return p
     }
 
-    private func run(_ prim: dnnl_primitive_t?, _ args: [(Int32, dnnl_memory_desc_t, UnsafeMutablePointer<Float>)]) throws {
-        try engine.run(prim, args)
+    private func descriptors(_ p: Plan, anyW: inout dnnl_memory_desc_t) throws
+        -> (fwd: dnnl_convolution_desc_t, bwdD: dnnl_convolution_desc_t, bwdW: dnnl_convolution_desc_t) {
+        let pad = kernel / 2
+        let h = Int(p.srcMD.dims.2), w = Int(p.srcMD.dims.3)
+        let padR = [(p.outH - 1) * stride + kernel - h - pad, (p.outW - 1) * stride + kernel - w - pad].map(Int64.init)
+        let padL: [Int64] = [Int64(pad), Int64(pad)], strides: [Int64] = [Int64(stride), Int64(stride)]
+        var fd = dnnl_convolution_desc_t(), bd = dnnl_convolution_desc_t(), wd = dnnl_convolution_desc_t()
+        try dnnlCall("convolution forward desc", dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+                                                                                   &p.srcMD, &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
+        try dnnlCall("convolution backward-data desc", dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &p.srcMD, &anyW,
+                                                                                              &p.dstMD, strides, padL, padR))
+        try dnnlCall("convolution backward-weights desc", dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &p.srcMD,
+                                                                                                    &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
+        return (fd, bd, wd)
+    }
+
+    /// The weights as the primitive wants them (reordered from OIHW when its layout differs).
+    private func packedWeights(_ packed: Packed) throws -> UnsafeMutablePointer<Float> {
+        guard let data = packed.data else { return weights.data }
+        try engine.run(packed.toPacked.1, [(DNNL_ARG_FROM, try engine.md(weights.shape, dnnl_oihw), weights.data), (DNNL_ARG_TO, packed.md, data)])
+        return data
     }
 
     /// y = W ⊛ x + b.
-    public func forward(_ x: Tensor) throws -> Tensor {
-        let p = try plan(for: x)
-        let y = Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW)
-        try run(p.fwd, [(DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.wMD, weights.data), (DNNL_ARG_BIAS, p.bMD, bias.data),
-                        (DNNL_ARG_DST, p.dstMD, y.data)])
+    public func forward(_ x: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
+        let p = try plan(for: x, needInputGradient: false)
+        let y = ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+            ?? Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+        let w = try packedWeights(p.fwdWeights!)
+        try engine.run(p.fwd, [(DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.fwdWeights!.md, w), (DNNL_ARG_BIAS, p.bMD, bias.data),
+                               (DNNL_ARG_DST, p.dstMD, y.data)])
         return y
     }
 
     /// Accumulates dL/dW and dL/db for input `x` and output gradient `dy`; returns dL/dx when `needInputGradient`.
     @discardableResult
-    public func backward(_ x: Tensor, gradOutput dy: Tensor, needInputGradient: Bool = true) throws -> Tensor? {
-        let p = try plan(for: x)
-        guard dy.c == outChannels, dy.h == p.outH, dy.w == p.outW, dy.n == x.n else {
+    public func backward(_ x: Tensor, gradOutput dy: Tensor, needInputGradient: Bool = true, workspace ws: Workspace? = nil) throws -> Tensor? {
+        let p = try plan(for: x, needInputGradient: needInputGradient)
+        guard dy.c == outChannels, dy.h == p.outH, dy.w == p.outW, dy.n == x.n, dy.layout == x.layout else {
             throw MoireError(.usage, "output gradient is \(dy.shape); expected [\(x.n), \(outChannels), \(p.outH), \(p.outW)]")
         }
-        let gw = Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel), gb = Tensor(n: 1, c: outChannels, h: 1, w: 1)
-        try run(p.bwdWeights, [(DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_DIFF_DST, p.dstMD, dy.data),
-                               (DNNL_ARG_DIFF_WEIGHTS, p.wMD, gw.data), (DNNL_ARG_DIFF_BIAS, p.bMD, gb.data)])
+        let plainW = try engine.md(weights.shape, dnnl_oihw)
+        let gw = p.gw, gb = p.gb
+        let dw = p.diffWeights!
+        try engine.run(p.bwdWeights, [(DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_DIFF_DST, p.dstMD, dy.data),
+                                      (DNNL_ARG_DIFF_WEIGHTS, dw.md, dw.data ?? gw.data), (DNNL_ARG_DIFF_BIAS, p.bMD, gb.data)])
+        if let packed = dw.data { try engine.run(dw.fromPacked.1, [(DNNL_ARG_FROM, dw.md, packed), (DNNL_ARG_TO, plainW, gw.data)]) }
         for i in 0..<gw.count { gradWeights[i] += gw[i] }
         for i in 0..<gb.count { gradBias[i] += gb[i] }
         guard needInputGradient else { return nil }
-        let dx = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
-        try run(p.bwdData, [(DNNL_ARG_DIFF_DST, p.dstMD, dy.data), (DNNL_ARG_WEIGHTS, p.wMD, weights.data), (DNNL_ARG_DIFF_SRC, p.srcMD, dx.data)])
+        let dx = ws?.like(x) ?? x.like()
+        let w = try packedWeights(p.bwdDataWeights!)
+        try engine.run(p.bwdData, [(DNNL_ARG_DIFF_DST, p.dstMD, dy.data), (DNNL_ARG_WEIGHTS, p.bwdDataWeights!.md, w),
+                                   (DNNL_ARG_DIFF_SRC, p.srcMD, dx.data)])
         return dx
     }
 

@@ -36,6 +36,9 @@ public final class DNNLEngine: @unchecked Sendable {
         return d
     }
 
+    /// The memory descriptor of a tensor in its own layout.
+    func md(_ t: Tensor) throws -> dnnl_memory_desc_t { try md(t.shape, t.layout == .nchw ? dnnl_nchw : dnnl_nhwc) }
+
     /// Creates a primitive descriptor and primitive from an operation descriptor.
     func primitive(_ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil) throws -> (dnnl_primitive_desc_t?, dnnl_primitive_t?) {
         var pd: dnnl_primitive_desc_t?
@@ -60,6 +63,17 @@ public final class DNNLEngine: @unchecked Sendable {
         }
         try dnnlCall("dnnl_primitive_execute", dnnl_primitive_execute(prim, stream, Int32(exec.count), exec))
         try dnnlCall("dnnl_stream_wait", dnnl_stream_wait(stream))
+    }
+
+    /// A reorder primitive between two layouts of the same data.
+    func reorder(from src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws -> (dnnl_primitive_desc_t?, dnnl_primitive_t?) {
+        var s = src, d = dst
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCall("reorder descriptor", dnnl_reorder_primitive_desc_create(&pd, &s, engine, &d, engine, nil))
+        var prim: dnnl_primitive_t?
+        let st = dnnl_primitive_create(&prim, pd)
+        if st != dnnl_success { dnnl_primitive_desc_destroy(pd); try dnnlCall("reorder", st) }
+        return (pd, prim)
     }
 
     /// oneDNN's version string (major.minor.patch).

@@ -18,9 +18,9 @@ public final class Activation: @unchecked Sendable {
     }
 
     private func plan(_ x: Tensor) throws -> (md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]) {
-        let key = x.shape.map(String.init).joined(separator: "x")
+        let key = x.shape.map(String.init).joined(separator: "x") + "\(x.layout)"
         if let p = plans[key] { return p }
-        var md = try engine.md(x.shape, dnnl_nchw)
+        var md = try engine.md(x)
         var fd = dnnl_eltwise_desc_t()
         try dnnlCall("eltwise forward desc", dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu, &md, alpha, 0))
         let (fpd, fwd) = try engine.primitive("eltwise forward", &fd)
@@ -32,17 +32,17 @@ public final class Activation: @unchecked Sendable {
         return p
     }
 
-    public func forward(_ x: Tensor) throws -> Tensor {
+    public func forward(_ x: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(x)
-        let y = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
+        let y = ws?.like(x) ?? x.like()
         try engine.run(p.fwd, [(DNNL_ARG_SRC, p.md, x.data), (DNNL_ARG_DST, p.md, y.data)])
         return y
     }
 
     /// dL/dx from the layer's input `x` and dL/dy.
-    public func backward(_ x: Tensor, gradOutput dy: Tensor) throws -> Tensor {
+    public func backward(_ x: Tensor, gradOutput dy: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(x)
-        let dx = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
+        let dx = ws?.like(x) ?? x.like()
         try engine.run(p.bwd, [(DNNL_ARG_SRC, p.md, x.data), (DNNL_ARG_DIFF_DST, p.md, dy.data), (DNNL_ARG_DIFF_SRC, p.md, dx.data)])
         return dx
     }
@@ -63,9 +63,9 @@ public final class Upsample2x: @unchecked Sendable {
     }
 
     private func plan(_ x: Tensor) throws -> (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]) {
-        let key = x.shape.map(String.init).joined(separator: "x")
+        let key = x.shape.map(String.init).joined(separator: "x") + "\(x.layout)"
         if let p = plans[key] { return p }
-        var src = try engine.md(x.shape, dnnl_nchw), dst = try engine.md([x.n, x.c, 2 * x.h, 2 * x.w], dnnl_nchw)
+        var src = try engine.md(x), dst = try engine.md([x.n, x.c, 2 * x.h, 2 * x.w], x.layout == .nchw ? dnnl_nchw : dnnl_nhwc)
         let factors: [Float] = [2, 2]
         var fd = dnnl_resampling_desc_t()
         try dnnlCall("resampling forward desc", dnnl_resampling_forward_desc_init(&fd, dnnl_forward_training, dnnl_resampling_nearest, factors, &src, &dst))
@@ -78,48 +78,51 @@ public final class Upsample2x: @unchecked Sendable {
         return p
     }
 
-    public func forward(_ x: Tensor) throws -> Tensor {
+    public func forward(_ x: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(x)
-        let y = Tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w)
+        let y = ws?.tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w, layout: x.layout) ?? Tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w, layout: x.layout)
         try engine.run(p.fwd, [(DNNL_ARG_SRC, p.src, x.data), (DNNL_ARG_DST, p.dst, y.data)])
         return y
     }
 
-    public func backward(_ x: Tensor, gradOutput dy: Tensor) throws -> Tensor {
+    public func backward(_ x: Tensor, gradOutput dy: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(x)
-        let dx = Tensor(n: x.n, c: x.c, h: x.h, w: x.w)
+        let dx = ws?.like(x) ?? x.like()
         try engine.run(p.bwd, [(DNNL_ARG_DIFF_DST, p.dst, dy.data), (DNNL_ARG_DIFF_SRC, p.src, dx.data)])
         return dx
     }
 }
 
-/// Element-wise sum and channel concatenation (their backward passes are the identity and a split).
+/// Element-wise sum and channel concatenation (their backward passes are the identity and a split),
+/// for channels-last tensors (and one-channel tensors, where both layouts agree).
 public enum TensorOps {
-    public static func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
-        guard a.shape == b.shape else { throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)") }
-        let y = Tensor(n: a.n, c: a.c, h: a.h, w: a.w)
+    public static func add(_ a: Tensor, _ b: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
+        guard a.shape == b.shape, a.layout == b.layout else { throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)") }
+        let y = ws?.like(a) ?? a.like()
         for i in 0..<a.count { y[i] = a[i] + b[i] }
         return y
     }
 
-    public static func concat(_ a: Tensor, _ b: Tensor) throws -> Tensor {
-        guard a.n == b.n, a.h == b.h, a.w == b.w else { throw MoireError(.usage, "cannot concatenate \(a.shape) and \(b.shape)") }
-        let y = Tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w)
-        let plane = a.h * a.w
-        for n in 0..<a.n {
-            (y.data + n * y.c * plane).update(from: a.data + n * a.c * plane, count: a.c * plane)
-            (y.data + (n * y.c + a.c) * plane).update(from: b.data + n * b.c * plane, count: b.c * plane)
+    public static func concat(_ a: Tensor, _ b: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
+        guard a.n == b.n, a.h == b.h, a.w == b.w, a.layout == .nhwc, b.layout == .nhwc else {
+            throw MoireError(.usage, "cannot concatenate \(a.shape) and \(b.shape)")
+        }
+        let y = ws?.tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w) ?? Tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w, layout: .nhwc)
+        for p in 0..<(a.n * a.h * a.w) {
+            (y.data + p * y.c).update(from: a.data + p * a.c, count: a.c)
+            (y.data + p * y.c + a.c).update(from: b.data + p * b.c, count: b.c)
         }
         return y
     }
 
     /// The gradients of the two parts of a concatenation.
-    public static func split(_ dy: Tensor, firstChannels c: Int) -> (Tensor, Tensor) {
-        let a = Tensor(n: dy.n, c: c, h: dy.h, w: dy.w), b = Tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w)
-        let plane = dy.h * dy.w
-        for n in 0..<dy.n {
-            a.data.advanced(by: n * c * plane).update(from: dy.data + n * dy.c * plane, count: c * plane)
-            b.data.advanced(by: n * b.c * plane).update(from: dy.data + (n * dy.c + c) * plane, count: b.c * plane)
+    public static func split(_ dy: Tensor, firstChannels c: Int, workspace ws: Workspace? = nil) -> (Tensor, Tensor) {
+        precondition(dy.layout == .nhwc && c > 0 && c < dy.c)
+        let a = ws?.tensor(n: dy.n, c: c, h: dy.h, w: dy.w) ?? Tensor(n: dy.n, c: c, h: dy.h, w: dy.w, layout: .nhwc)
+        let b = ws?.tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w) ?? Tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w, layout: .nhwc)
+        for p in 0..<(dy.n * dy.h * dy.w) {
+            (a.data + p * c).update(from: dy.data + p * dy.c, count: c)
+            (b.data + p * b.c).update(from: dy.data + p * dy.c + c, count: b.c)
         }
         return (a, b)
     }

@@ -7,14 +7,18 @@ import MoireCore
 /// enc1: conv 1→16, conv 16→16 · enc2: conv/2 16→32, conv 32→32 · bottom: conv/2 32→64, conv 64→64 ·
 /// dec2: up, concat enc2, conv 96→32 · dec1: up, concat enc1, conv 48→16 · out: 1×1 conv 16→1, added
 /// to the input. LeakyReLU(0.1) after every 3×3 convolution. Input sides must be multiples of 4.
+/// One network serves one thread (its workspaces are reused from pass to pass).
 public final class UNet: @unchecked Sendable {
     public static let architecture = "unet2-16-32-64-residual"
     let engine: DNNLEngine
     public let convs: [Conv2D]
     let act: Activation
     let up: Upsample2x
+    /// Activation memory reused from pass to pass: inference, training forward (what a Cache holds), backward.
+    private let inferenceSpace = Workspace(), trainingSpace = Workspace(), gradientSpace = Workspace()
 
-    /// Everything the backward pass needs from a forward pass.
+    /// Everything the backward pass needs from a forward pass. Its tensors live in the network's
+    /// training workspace: a cache is good until the next forward pass with a cache.
     public final class Cache {
         var inputs: [Tensor] = []   // input of each convolution, in order
         var preActs: [Tensor] = []  // output of each 3×3 convolution, before its activation
@@ -42,11 +46,11 @@ public final class UNet: @unchecked Sendable {
     public var parameters: [(Tensor, Tensor)] { convs.flatMap { [($0.weights, $0.gradWeights), ($0.bias, $0.gradBias)] } }
     public func zeroGradients() { convs.forEach { $0.zeroGradients() } }
 
-    private func block(_ i: Int, _ x: Tensor, _ cache: Cache?) throws -> Tensor {
+    private func block(_ i: Int, _ x: Tensor, _ cache: Cache?, _ ws: Workspace) throws -> Tensor {
         cache?.inputs.append(x)
-        let z = try convs[i].forward(x)
+        let z = try convs[i].forward(x, workspace: ws)
         cache?.preActs.append(z)
-        return try act.forward(z)
+        return try act.forward(z, workspace: ws)
     }
 
     /// Denoises `x` (1 channel, sides multiples of 4); with `cache`, keeps what backward needs.
@@ -54,15 +58,17 @@ public final class UNet: @unchecked Sendable {
         guard x.c == 1, x.h % 4 == 0, x.w % 4 == 0 else {
             throw MoireError(.usage, "the denoiser takes 1-channel images with sides divisible by 4; got \(x.shape)")
         }
-        let e1 = try block(1, try block(0, x, cache), cache)
-        let e2 = try block(3, try block(2, e1, cache), cache)
-        let b = try block(5, try block(4, e2, cache), cache)
+        let ws = cache == nil ? inferenceSpace : trainingSpace
+        ws.reset()
+        let e1 = try block(1, try block(0, x, cache, ws), cache, ws)
+        let e2 = try block(3, try block(2, e1, cache, ws), cache, ws)
+        let b = try block(5, try block(4, e2, cache, ws), cache, ws)
         cache?.enc1 = e1; cache?.enc2 = e2; cache?.bottom = b
-        let d2 = try block(6, try TensorOps.concat(try up.forward(b), e2), cache)
-        let d1 = try block(7, try TensorOps.concat(try up.forward(d2), e1), cache)
+        let d2 = try block(6, try TensorOps.concat(try up.forward(b, workspace: ws), e2, workspace: ws), cache, ws)
+        let d1 = try block(7, try TensorOps.concat(try up.forward(d2, workspace: ws), e1, workspace: ws), cache, ws)
         cache?.inputs.append(d1)
-        let r = try convs[8].forward(d1)
-        return try TensorOps.add(x, r)
+        let r = try convs[8].forward(d1, workspace: ws)
+        return try TensorOps.add(x, r)  // the output is the caller's own
     }
 
     /// Accumulates parameter gradients for dL/dy (no input gradient: never needed, and slow for one channel).
@@ -71,26 +77,29 @@ public final class UNet: @unchecked Sendable {
         guard inp.count == 9, pre.count == 8, cache.enc1 != nil, cache.enc2 != nil, let b = cache.bottom else {
             throw MoireError(.state, "backward needs the cache of a forward pass")
         }
-        func actBack(_ i: Int, _ g: Tensor) throws -> Tensor { try act.backward(pre[i], gradOutput: g) }
+        let ws = gradientSpace
+        ws.reset()
+        func actBack(_ i: Int, _ g: Tensor) throws -> Tensor { try act.backward(pre[i], gradOutput: g, workspace: ws) }
+        func convBack(_ i: Int, _ g: Tensor) throws -> Tensor { try convs[i].backward(inp[i], gradOutput: g, workspace: ws)! }
         // out: y = x + conv8(d1)
-        let gd1 = try convs[8].backward(inp[8], gradOutput: dy)!
+        let gd1 = try convBack(8, dy)
         // dec1: d1 = act(conv7(concat(up(d2), e1)))
-        let g7 = try convs[7].backward(inp[7], gradOutput: try actBack(7, gd1))!
-        let (gUp1, gE1a) = TensorOps.split(g7, firstChannels: 32)
-        let gd2 = try up.backward(pre[6], gradOutput: gUp1)  // shape of d2 = act(pre[6])
+        let g7 = try convBack(7, try actBack(7, gd1))
+        let (gUp1, gE1a) = TensorOps.split(g7, firstChannels: 32, workspace: ws)
+        let gd2 = try up.backward(pre[6], gradOutput: gUp1, workspace: ws)  // shape of d2 = act(pre[6])
         // dec2: d2 = act(conv6(concat(up(b), e2)))
-        let g6 = try convs[6].backward(inp[6], gradOutput: try actBack(6, gd2))!
-        let (gUp2, gE2a) = TensorOps.split(g6, firstChannels: 64)
-        let gb = try up.backward(b, gradOutput: gUp2)
+        let g6 = try convBack(6, try actBack(6, gd2))
+        let (gUp2, gE2a) = TensorOps.split(g6, firstChannels: 64, workspace: ws)
+        let gb = try up.backward(b, gradOutput: gUp2, workspace: ws)
         // bottom
-        let g5 = try convs[5].backward(inp[5], gradOutput: try actBack(5, gb))!
-        let g4 = try convs[4].backward(inp[4], gradOutput: try actBack(4, g5))!
+        let g5 = try convBack(5, try actBack(5, gb))
+        let g4 = try convBack(4, try actBack(4, g5))
         // enc2 output gradient: from the bottom and from the skip
-        let gE2 = try TensorOps.add(g4, gE2a)
-        let g3 = try convs[3].backward(inp[3], gradOutput: try actBack(3, gE2))!
-        let g2 = try convs[2].backward(inp[2], gradOutput: try actBack(2, g3))!
-        let gE1 = try TensorOps.add(g2, gE1a)
-        let g1 = try convs[1].backward(inp[1], gradOutput: try actBack(1, gE1))!
+        let gE2 = try TensorOps.add(g4, gE2a, workspace: ws)
+        let g3 = try convBack(3, try actBack(3, gE2))
+        let g2 = try convBack(2, try actBack(2, g3))
+        let gE1 = try TensorOps.add(g2, gE1a, workspace: ws)
+        let g1 = try convBack(1, try actBack(1, gE1))
         try convs[0].backward(inp[0], gradOutput: try actBack(0, g1), needInputGradient: false)
     }
 }

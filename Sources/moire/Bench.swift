@@ -56,7 +56,7 @@ extension Bench {
             struct Peer: Decodable { var inference_fps: Double?; var adapted_fps: Double?; var error: String? }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
                   let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let inf = p.inference_fps, let ad = p.adapted_fps else {
-                print("peer: PyTorch not available (make bench-denoise makes Benchmarks/.venv with torch)")
+                print("peer: PyTorch not available (make bench makes Benchmarks/.venv with torch from PyPI)")
                 return
             }
             print(String(format: "peer PyTorch (CPU, same network and step): %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×",
