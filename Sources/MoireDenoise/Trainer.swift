@@ -9,14 +9,29 @@ import MoireCore
 public final class Denoiser: @unchecked Sendable {
     public let net: UNet
     public var model: NoiseModel
-    public var learningRate: Float = 1e-3 { didSet { optimizer.learningRate = learningRate } }
+    /// The starting learning rate; with `decay`, step n uses `learningRate · decay.factor^(min(n, steps)/steps)`.
+    public var learningRate: Float = 1e-3 { didSet { optimizer.learningRate = currentRate } }
+    public var decay: (factor: Float, steps: Int)? { didSet { optimizer.learningRate = currentRate } }
+    /// Weight averaging for inference: with a decay d in (0, 1), `denoise` uses the bias-corrected
+    /// exponential moving average of the weights over the adaptation steps (Polyak averaging), which
+    /// removes the step-to-step jitter of the last update; 0 uses the current weights.
+    public var averaging: Float = 0
     public var crop = 32
     public var batch = 4
+    /// Recorruption strength α: the input gets α·σ of extra noise, the target σ/α less (see `Recorruption`).
+    public var alpha = 1.0
     public private(set) var weightsVersion = 0
     public private(set) var scale: Float?
     public private(set) var lastLoss: Double = .nan
     let optimizer: Adam
     var rng: SeededRandom
+    private var average: [[Float]] = []
+    private var averagedSteps = 0
+
+    var currentRate: Float {
+        guard let decay, decay.steps > 0 else { return learningRate }
+        return learningRate * pow(decay.factor, Float(min(weightsVersion, decay.steps)) / Float(decay.steps))
+    }
 
     public init(engine: DNNLEngine, model: NoiseModel, seed: UInt64 = 1) {
         net = UNet(engine: engine, seed: seed)
@@ -37,8 +52,8 @@ public final class Denoiser: @unchecked Sendable {
     @discardableResult
     public func adapt(_ frame: [Float], width: Int, height: Int) throws -> Double {
         try validate(frame, width: width, height: height)
-        let model = self.model
-        return try step(frame, width: width, height: height) { patch, rng in Recorruption.pair(patch, model: model, rng: &rng) }
+        let model = self.model, alpha = self.alpha
+        return try step(frame, width: width, height: height) { patch, rng in Recorruption.pair(patch, model: model, alpha: alpha, rng: &rng) }
     }
 
     /// One Adam step with pairs that need no noise model: `input`/`target` are two images of the same
@@ -88,8 +103,17 @@ public final class Denoiser: @unchecked Sendable {
         loss /= Double(y.count)
         guard loss.isFinite else { throw MoireError(.numeric, "training loss is not finite") }
         try net.backward(cache, gradOutput: g)
+        optimizer.learningRate = currentRate
         optimizer.update()
         weightsVersion += 1
+        if averaging > 0 {
+            let params = net.parameters
+            if average.count != params.count { average = params.map { [Float](repeating: 0, count: $0.0.count) }; averagedSteps = 0 }
+            averagedSteps += 1
+            for (k, (p, _)) in params.enumerated() {
+                for i in 0..<p.count { average[k][i] = averaging * average[k][i] + (1 - averaging) * p[i] }
+            }
+        }
         lastLoss = loss
         return loss
     }
@@ -100,8 +124,18 @@ public final class Denoiser: @unchecked Sendable {
         guard frame.count == width * height else { throw MoireError(.usage, "frame has \(frame.count) pixels; expected \(width)×\(height)") }
         let s = given ?? normaliser(frame), off = Float(model.offset)
         let x = Tensor(n: 1, c: 1, h: height, w: width, values: frame.map { ($0 - off) / s })
-        let y = try net.forward(x)
+        let y = try withInferenceWeights { try net.forward(x) }
         return y.values.map { $0 * s + off }
+    }
+
+    /// Runs `body` with the weights inference uses: the averaged ones when averaging is on.
+    public func withInferenceWeights<T>(_ body: () throws -> T) rethrows -> T {
+        guard averaging > 0, averagedSteps > 0 else { return try body() }
+        let params = net.parameters, correction = 1 / (1 - pow(averaging, Float(averagedSteps)))
+        let current = params.map { $0.0.values }
+        for (k, (p, _)) in params.enumerated() { for i in 0..<p.count { p[i] = average[k][i] * correction } }
+        defer { for (k, (p, _)) in params.enumerated() { current[k].withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) } } }
+        return try body()
     }
 }
 

@@ -14,8 +14,12 @@ public struct OfflineDenoise {
     /// Adaptation steps on each frame before it is denoised (the first frame gets `firstSteps`).
     public var adaptSteps = 5
     public var firstSteps = 100
-    public var crop = 32
+    /// Crop side (clamped to the frame) and crops per step; whole-frame crops train best here.
+    public var crop = 128
+    public var batch = 1
     public var learningRate: Float = 1e-3
+    /// Weight averaging for inference (see `Denoiser.averaging`).
+    public var averaging: Float = 0.99
     public var seed: UInt64 = 1
 
     public init() {}
@@ -38,7 +42,9 @@ public struct OfflineDenoise {
         let engine = try DNNLEngine()
         let d = Denoiser(engine: engine, model: model, seed: seed)
         d.crop = min(crop, (min(w, h) / 4) * 4)
+        d.batch = batch
         d.learningRate = learningRate
+        d.averaging = averaging
         if let weights { try WeightsFile.load(weights, into: d.net) }
         // The network wants sides divisible by 4: pad by edge replication, crop back.
         let pw = (w + 3) / 4 * 4, ph = (h + 3) / 4 * 4
@@ -60,7 +66,7 @@ public struct OfflineDenoise {
             versions.append(d.weightsVersion)
             progress(i + 1, stack.planes.count)
         }
-        if let saveWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) }
+        if let saveWeights { try d.withInferenceWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) } }
         return Result(frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions, skipped: skipped)
     }
 

@@ -16,7 +16,9 @@ struct Denoise: ParsableCommand {
     @Option(name: .long, help: "Adaptation steps on the first frame.") var firstSteps = 100
     @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ (ADU, ADU/e⁻, e⁻ r.m.s.) or auto; default: the recording's camera profile, else auto.")
     var noise: String?
-    @Option(name: .long, help: "Training crop size (pixels).") var crop = 32
+    @Option(name: .long, help: "Training crop size (pixels; clamped to the frame).") var crop = 128
+    @Option(name: .long, help: "Crops per adaptation step.") var batch = 1
+    @Option(name: .long, help: "Weight averaging for inference (EMA decay; 0: off).") var averaging: Float = 0.99
     @Option(name: .long, help: "Learning rate.") var lr: Float = 1e-3
 
     func run() throws {
@@ -24,7 +26,7 @@ struct Denoise: ParsableCommand {
         do {
             var job = OfflineDenoise()
             job.weights = weights.map(absolute); job.saveWeights = saveWeights
-            job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.learningRate = lr
+            job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch; job.learningRate = lr; job.averaging = averaging
             if let noise {
                 if noise == "auto" { job.noise = .auto } else {
                     let v = noise.split(separator: ",").compactMap { Double($0) }

@@ -12,9 +12,11 @@ struct Train: ParsableCommand {
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "Weights file to write.") var out: String
     @Option(name: .long, help: "Training steps.") var steps = 500
-    @Option(name: .long, help: "Crop size (multiple of 4).") var crop = 64
-    @Option(name: .long, help: "Crops per step.") var batch = 4
-    @Option(name: .long, help: "Learning rate.") var lr: Float = 1e-3
+    @Option(name: .long, help: "Crop size (multiple of 4).") var crop = 128
+    @Option(name: .long, help: "Crops per step.") var batch = 1
+    @Option(name: .long, help: "Starting learning rate.") var lr: Float = 3e-3
+    @Option(name: .long, help: "Factor the learning rate decays by over the run (exponentially).") var decay: Float = 0.05
+    @Option(name: .long, help: "Weight averaging of the saved weights (EMA decay; 0: the last weights).") var averaging: Float = 0.99
     @Option(name: .long, help: "Start from these weights.") var weights: String?
     @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
     @Option(name: .long, help: "Write the loss curve (step, loss) as CSV.") var lossCurve: String?
@@ -24,9 +26,10 @@ struct Train: ParsableCommand {
         bootstrapLogging(verbose: false)
         do {
             let stack = try ImageImport.load(input)
-            guard let first = stack.planes.first, stack.width >= crop, stack.height >= crop, crop % 4 == 0 else {
-                throw MoireError(.usage, "the input must have planes of at least \(crop)×\(crop) (crop a multiple of 4)", place: input)
+            guard let first = stack.planes.first, min(stack.width, stack.height) >= 16, crop % 4 == 0, crop >= 16 else {
+                throw MoireError(.usage, "the crop must be a multiple of 4 of at least 16, and the planes at least 16×16", place: input)
             }
+            let crop = min(self.crop, min(stack.width, stack.height) / 4 * 4)
             var job = OfflineDenoise()
             if let noise, noise != "auto" {
                 let v = noise.split(separator: ",").compactMap { Double($0) }
@@ -35,7 +38,7 @@ struct Train: ParsableCommand {
             } else if noise == "auto" { job.noise = .auto }
             let model = try job.noiseModel(input: input, first: first, width: stack.width, height: stack.height)
             let d = Denoiser(engine: try DNNLEngine(), model: model, seed: seed)
-            d.crop = crop; d.batch = batch; d.learningRate = lr
+            d.crop = crop; d.batch = batch; d.learningRate = lr; d.decay = (decay, steps); d.averaging = averaging
             if let weights { try WeightsFile.load(absolute(weights), into: d.net) }
             let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
             guard !usable.isEmpty else { throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: input) }
@@ -50,7 +53,7 @@ struct Train: ParsableCommand {
                 }
             }
             FileHandle.standardError.write(Data("\n".utf8))
-            try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: out)
+            try d.withInferenceWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: out) }
             if let lossCurve { try curve.write(toFile: lossCurve, atomically: true, encoding: .utf8) }
             print(String(format: "trained %d steps on %d plane(s); final smoothed loss %.5f; weights written to %@", steps, usable.count, smoothed, out))
         } catch { throw fail(error) }
