@@ -26,6 +26,13 @@ public enum ImageMetrics {
         return total / Double(g.count)
     }
 
+    /// The truth normalised between its 0.1 and 99.9 percentiles, and `x` fitted to it by least squares
+    /// (what PSNR and SSIM compare).
+    public static func fitted(_ x: [Float], truth: [Float]) -> (truth: [Float], fitted: [Float]) {
+        let (g, f) = normalisedPair(x, truth)
+        return (g.map(Float.init), f.map(Float.init))
+    }
+
     static func normalisedPair(_ x: [Float], _ truth: [Float]) -> ([Double], [Double]) {
         let s = truth.sorted()
         let lo = Double(s[Int(Double(s.count - 1) * 0.001)]), hi = Double(s[Int(Double(s.count - 1) * 0.999)])

@@ -63,3 +63,39 @@ public enum FRC {
         return 1 / c[c.count - 1].0
     }
 }
+
+/// Periodic reconstruction artifacts: how far an SR image's spectrum at the pattern's order
+/// positions stands out of its neighbourhood.
+public enum OrderPeaks {
+    /// |F| at ±(harmonic·k) (the largest over the nearest spectral pixels) over the median of a ring
+    /// of 12 points 5 spectral pixels around it, by direct Fourier sums (no window). `k` in cycles/µm.
+    public static func ratio(_ image: [Float], width: Int, height: Int, pixelUm: Double, kx: Double, ky: Double, harmonic: Int = 1) -> Double {
+        let (peak, ring) = measure(image, width: width, height: height, pixelUm: pixelUm, kx: kx, ky: ky, harmonic: harmonic)
+        return peak / max(ring, 1e-30)
+    }
+
+    /// |F| at ±(harmonic·k) (the largest over the nearest spectral pixels), mean removed.
+    public static func magnitude(_ image: [Float], width: Int, height: Int, pixelUm: Double, kx: Double, ky: Double, harmonic: Int = 1) -> Double {
+        measure(image, width: width, height: height, pixelUm: pixelUm, kx: kx, ky: ky, harmonic: harmonic).peak
+    }
+
+    static func measure(_ image: [Float], width: Int, height: Int, pixelUm: Double, kx: Double, ky: Double, harmonic: Int) -> (peak: Double, ring: Double) {
+        let mean = image.reduce(0, +) / Float(image.count)
+        let u = Double(harmonic) * kx * Double(width) * pixelUm, v = Double(harmonic) * ky * Double(height) * pixelUm
+        func mag(_ du: Double, _ dv: Double) -> Double {
+            var re = 0.0, im = 0.0
+            for y in 0..<height {
+                let py = -2 * Double.pi * (v + dv) * Double(y) / Double(height)
+                for x in 0..<width {
+                    let a = py - 2 * Double.pi * (u + du) * Double(x) / Double(width)
+                    let val = Double(image[y * width + x] - mean)
+                    re += val * cos(a); im += val * sin(a)
+                }
+            }
+            return hypot(re, im)
+        }
+        let peak = [(0.0, 0.0), (1, 0), (0, 1), (-1, 0), (0, -1)].map { mag($0.0, $0.1) }.max()!
+        let ring = (0..<12).map { i -> Double in let t = Double(i) * .pi / 6; return mag(5 * cos(t), 5 * sin(t)) }.sorted()
+        return (peak, (ring[5] + ring[6]) / 2)
+    }
+}

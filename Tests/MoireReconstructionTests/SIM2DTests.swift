@@ -157,19 +157,8 @@ func reconstructor(_ d: SimulatedSIMData, roi: Int) throws -> SIM2DReconstructor
         let sr = try rec.reconstruct(s.planes, parameters: p)
         let N = 512, px = 0.0626 / 2
         for ap in p.angles {
-            let u = ap.kx * Double(N) * px, v = ap.ky * Double(N) * px
-            func mag(_ du: Double, _ dv: Double) -> Double {
-                var re = 0.0, im = 0.0
-                for y in 0..<N { for x in 0..<N where (x + y) % 1 == 0 {
-                    let a = -2 * Double.pi * ((u + du) * Double(x) + (v + dv) * Double(y)) / Double(N)
-                    re += Double(sr[y * N + x]) * cos(a); im += Double(sr[y * N + x]) * sin(a)
-                } }
-                return hypot(re, im)
-            }
-            let peak = max(mag(0, 0), mag(1, 0), mag(0, 1), mag(-1, 0), mag(0, -1))
-            let ring = (0..<12).map { i -> Double in let t = Double(i) * .pi / 6; return mag(5 * cos(t), 5 * sin(t)) }.sorted()
-            let median = (ring[5] + ring[6]) / 2
-            #expect(peak / median < 2.5, "order peak \(peak / median) at angle \(ap.angleDeg)")
+            let r = OrderPeaks.ratio(sr, width: N, height: N, pixelUm: px, kx: ap.kx, ky: ap.ky)
+            #expect(r < 2.5, "order peak \(r) at angle \(ap.angleDeg)")
         }
     }
 }

@@ -1,0 +1,72 @@
+import Foundation
+import MoireCore
+import MoireDenoise
+import MoireReconstruction
+
+/// Denoising for 2D-SIM that respects the illumination pattern, in one of two ways:
+///
+/// - `.rawPhases`: the network learns, by recorruption, to denoise the raw phase images; each phase
+///   image is denoised, then the set is reconstructed.
+/// - `.srPairs` (after ZS-DeconvNet-SIM): each raw phase image is recorrupted into a pair
+///   (ŷ = y + α·σ·g, ỹ = y − σ·g/α), both sets are reconstructed with the same parameters, and the
+///   network learns f(SR(ŷ)) → SR(ỹ). The reconstruction is linear, so the two SR images' noises
+///   stay uncorrelated and the pair is an unbiased proxy for a clean target; inference denoises SR(y).
+///
+/// The reconstruction parameters are fixed (estimated beforehand). Not thread-safe.
+public final class SIMDenoiser: @unchecked Sendable {
+    public enum Method: String, Sendable, CaseIterable { case rawPhases = "raw", srPairs = "sr" }
+    public let method: Method
+    public let denoiser: Denoiser
+    public var parameters: SIMParameters
+    let rec: SIM2DReconstructor
+    let model: NoiseModel
+    var rng: SeededRandom
+
+    public init(engine: DNNLEngine, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
+                method: Method, seed: UInt64 = 1) {
+        self.method = method; self.rec = reconstructor; self.parameters = parameters; self.model = model
+        // On SR images only pairs are used (no noise model), and the SR image has no camera offset.
+        denoiser = Denoiser(engine: engine, model: method == .rawPhases ? model : NoiseModel(offset: 0, gain: 1, readVariance: 0), seed: seed)
+        rng = SeededRandom(seed: seed &+ 7)
+    }
+
+    var setSize: Int { rec.angles * rec.phases }
+
+    func check(_ set: [[Float]]) throws {
+        guard set.count == setSize, set.allSatisfy({ $0.count == rec.width * rec.height }) else {
+            throw MoireError(.usage, "a SIM set of \(setSize) frames of \(rec.width)×\(rec.height) is needed; got \(set.count)")
+        }
+    }
+
+    /// One adaptation step from a raw phase set (ADU). Returns the loss.
+    @discardableResult
+    public func adapt(set: [[Float]]) throws -> Double {
+        try check(set)
+        switch method {
+        case .rawPhases:
+            let frame = set[Int(rng.next() % UInt64(set.count))]
+            return try denoiser.adapt(frame, width: rec.width, height: rec.height)
+        case .srPairs:
+            var a: [[Float]] = [], b: [[Float]] = []
+            for f in set {
+                let (x, y) = Recorruption.pair(f, model: model, alpha: denoiser.alpha, rng: &rng)
+                a.append(x); b.append(y)
+            }
+            let srA = try rec.reconstruct(a, parameters: parameters), srB = try rec.reconstruct(b, parameters: parameters)
+            return try denoiser.adapt(input: srA, target: srB, width: 2 * rec.width, height: 2 * rec.height)
+        }
+    }
+
+    /// The denoised SR image (2× grid) of a raw phase set.
+    public func reconstruct(set: [[Float]]) throws -> [Float] {
+        try check(set)
+        switch method {
+        case .rawPhases:
+            let clean = try set.map { try denoiser.denoise($0, width: rec.width, height: rec.height) }
+            return try rec.reconstruct(clean, parameters: parameters)
+        case .srPairs:
+            let sr = try rec.reconstruct(set, parameters: parameters)
+            return try denoiser.denoise(sr, width: 2 * rec.width, height: 2 * rec.height)
+        }
+    }
+}
