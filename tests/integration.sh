@@ -142,6 +142,13 @@ if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-sr.ome.tif" --na 1.49 --emission-
    && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); b=tifffile.imread(sys.argv[2]); sys.exit(0 if a.shape[-1]==128 and b.size==18*64*64 and open(sys.argv[3],'rb').read(4)==b'\x89PNG' else 1)" "$WORK/fx-sr.ome.tif" "$WORK/fx-den.ome.tif" "$WORK/fx.png"; then
   ok "offline reconstruct, preview, train and denoise of the replay fixture write files tifffile reads"; else bad "offline tools: $(tail -5 "$WORK/fx.log")"; fi
 
+# 2g. SIM denoising offline (recorrupted sets reconstructed twice) and denoising of a PNG.
+if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-srden.ome.tif" --na 1.49 --emission-nm 525 --background 100 --k-prior 0.1807@8 \
+     --denoise 6 --noise 100,0.46,1.4 > "$WORK/fxd.log" 2>&1 \
+   && "$MOIRE" denoise Tests/Data/png/grey16-dynamic.png --out "$WORK/png-den.ome.tif" --first-steps 2 --adapt-steps 0 --noise 0,1,1 >> "$WORK/fxd.log" 2>&1 \
+   && python3 -c "import tifffile,sys; a=tifffile.TiffFile(sys.argv[1]); b=tifffile.imread(sys.argv[2]); sys.exit(0 if 'denoised SR' in a.ome_metadata and a.asarray().shape[-1]==128 and b.shape[-2:]==(30,40) else 1)" "$WORK/fx-srden.ome.tif" "$WORK/png-den.ome.tif"; then
+  ok "moire reconstruct --denoise writes denoised SR frames; moire denoise reads a 16-bit PNG"; else bad "SIM/PNG denoising: $(tail -5 "$WORK/fxd.log")"; fi
+
 # 3. Malformed protocols: non-zero exit, file:line:column and the field, nothing touched.
 check_bad() {  # name, sed expression, expected text
   sed "$2" "$WORK/tirf.yaml" > "$WORK/bad.yaml"

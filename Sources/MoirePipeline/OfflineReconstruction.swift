@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MoireConfig
 import MoireCore
+import MoireDenoise
 import MoireReconstruction
 import MoireStorage
 
@@ -33,6 +34,11 @@ public struct OfflineSIM {
     public var options = SIM2DOptions()
     /// Estimate once from the first phase set (default) or for every set.
     public var estimateEverySet = false
+    /// Self-supervised SIM denoising (`SIMDenoiser`): adaptation steps per channel (0: off), the method,
+    /// and the camera noise model (default: the recording's camera, else estimated from the first frame).
+    public var denoiseSteps = 0
+    public var denoiseMethod = SIMDenoiser.Method.srPairs
+    public var noise: NoiseModel?
     /// Per-channel emission and prior, from a recording (sets cycle through channels, then z).
     var channelEmission: [Double] = []
     var channelPriors: [Prior] = []
@@ -48,10 +54,13 @@ public struct OfflineSIM {
         public var width: Int
         public var height: Int
         public var pixelUm: Double
+        /// The SIM denoising method applied to `sr`, if any.
+        public var denoised: SIMDenoiser.Method?
     }
 
     /// Reads the input, fills options from a Moiré recording's metadata, and reconstructs every phase set.
-    public func run(input: String, logger: Logger = Logger(label: "moire.reconstruct"), progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+    public func run(input: String, logger: Logger = Logger(label: "moire.reconstruct"), progress: (Int, Int) -> Void = { _, _ in },
+                    denoiseProgress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         var cfg = self
         var planes: [[Float]]
         var w = 0, h = 0
@@ -112,6 +121,7 @@ public struct OfflineSIM {
         }
         var result = Result(sr: [], widefield: [], parameters: [], width: w, height: h, pixelUm: pixel)
         var paramsByChannel: [Int: SIMParameters] = [:]
+        var kept: [(channel: Int, frames: [[Float]])] = []
         let sets = planes.count / per
         for s in 0..<sets {
             let c = (s / max(1, cfg.zPlanes)) % channels
@@ -141,9 +151,34 @@ public struct OfflineSIM {
             result.sr.append(try rec.reconstruct(frames, parameters: params!))
             result.widefield.append(try rec.widefield(frames))
             result.parameters.append(params!)
+            kept.append((c, frames))
             progress(s + 1, sets)
         }
         guard !result.sr.isEmpty else { throw MoireError(.numeric, "no complete phase set to reconstruct", place: input) }
+        if cfg.denoiseSteps > 0 {
+            let model = try cfg.noise ?? OfflineDenoise.cameraModel(input)
+                ?? NoiseEstimation.estimate(kept[0].frames[0], width: w, height: h)
+            let engine = try DNNLEngine()
+            for c in Set(kept.map(\.channel)).sorted() {
+                let idx = kept.indices.filter { kept[$0].channel == c }
+                let sd = SIMDenoiser(engine: engine, reconstructor: try reconstructor(c), parameters: result.parameters[idx[0]],
+                                     model: model, method: cfg.denoiseMethod, seed: 1)
+                let d = sd.denoiser
+                d.crop = min(128, (min(w, h) / 4) * 4); d.batch = 1; d.learningRate = 3e-3
+                d.decay = (0.05, cfg.denoiseSteps); d.averaging = 0.99
+                for step in 0..<cfg.denoiseSteps {
+                    let i = idx[step % idx.count]
+                    sd.parameters = result.parameters[i]
+                    try sd.adapt(set: kept[i].frames)
+                    if step % max(1, cfg.denoiseSteps / 50) == 0 { denoiseProgress(step + 1, cfg.denoiseSteps) }
+                }
+                for i in idx {
+                    sd.parameters = result.parameters[i]
+                    result.sr[i] = try sd.reconstruct(set: kept[i].frames)
+                }
+            }
+            result.denoised = cfg.denoiseMethod
+        }
         return result
     }
 

@@ -14,12 +14,16 @@ public struct ImageStack: Sendable {
 
 /// Import of plain TIFF stacks and MRC files (IMOD/CCP4 flavour).
 public enum ImageImport {
-    /// Loads a TIFF (any Moiré-readable pixel type) or MRC file by its extension.
+    /// Loads a TIFF (any Moiré-readable pixel type), MRC or PNG file by its extension, or a folder of PNG files.
     public static func load(_ path: String) throws -> ImageStack {
         let lower = path.lowercased()
+        var isDir: ObjCBool = false
+        if lower.hasSuffix(".png") || (FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue) {
+            return try PNGImport.load(path)
+        }
         if lower.hasSuffix(".mrc") || lower.hasSuffix(".st") || lower.hasSuffix(".ali") { return try loadMRC(path) }
         if lower.hasSuffix(".tif") || lower.hasSuffix(".tiff") { return try loadTIFF(path) }
-        throw MoireError(.format, "unknown image format; expected .tif, .tiff or .mrc", place: path)
+        throw MoireError(.format, "unknown image format; expected .tif, .tiff, .mrc, .png or a folder of .png files", place: path)
     }
 
     public static func loadTIFF(_ path: String) throws -> ImageStack {

@@ -27,15 +27,7 @@ struct Denoise: ParsableCommand {
             var job = OfflineDenoise()
             job.weights = weights.map(absolute); job.saveWeights = saveWeights
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch; job.learningRate = lr; job.averaging = averaging
-            if let noise {
-                if noise == "auto" { job.noise = .auto } else {
-                    let v = noise.split(separator: ",").compactMap { Double($0) }
-                    guard v.count == 3, v[1] > 0, v[2] >= 0 else {
-                        throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ (e.g. 100,0.46,1.4) or auto")
-                    }
-                    job.noise = .fixed(NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2)))
-                }
-            }
+            if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
             let r = try job.run(input: input) { done, total in
                 FileHandle.standardError.write(Data("\rdenoised \(done)/\(total) frames".utf8))
             }
@@ -45,4 +37,14 @@ struct Denoise: ParsableCommand {
             print("wrote \(r.frames.count) denoised frame(s) to \(out)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")")
         } catch { throw fail(error) }
     }
+}
+
+/// `--noise OFFSET,GAIN,READ` (ADU, ADU/e⁻, e⁻ r.m.s.) as a noise model; `auto` gives nil (estimate from the image).
+func parseNoise(_ text: String) throws -> NoiseModel? {
+    if text == "auto" { return nil }
+    let v = text.split(separator: ",").compactMap { Double($0) }
+    guard v.count == 3, v[1] > 0, v[2] >= 0 else {
+        throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ (e.g. 100,0.46,1.4) or auto; got \(text)")
+    }
+    return NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2))
 }

@@ -67,16 +67,27 @@ struct Reconstruct: ParsableCommand {
     @OptionGroup var sim: SIMArguments
     @Option(name: .long, help: "Write the parameters used and their confidences as JSON.") var paramsOut: String?
     @Option(name: .long, help: "Write a PNG of widefield beside SR (first set).") var preview: String?
+    @Option(name: .long, help: "Denoise the SR frames self-supervised with this many adaptation steps per channel (0: off).") var denoise = 0
+    @Option(name: .long, help: "SIM denoising method: sr (recorrupted sets reconstructed twice; the better one) or raw (denoise the phase images).")
+    var denoiseMethod = "sr"
+    @Option(name: .long, help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            let job = try sim.job()
-            let r = try job.run(input: input) { done, total in
-                FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) phase sets".utf8))
+            var job = try sim.job()
+            guard denoise >= 0, let method = SIMDenoiser.Method(rawValue: denoiseMethod) else {
+                throw MoireError(.usage, "--denoise takes a number of steps ≥ 0 and --denoise-method sr or raw")
             }
+            job.denoiseSteps = denoise; job.denoiseMethod = method
+            if let noise { job.noise = try parseNoise(noise) }
+            let r = try job.run(input: input, progress: { done, total in
+                FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) phase sets".utf8))
+            }, denoiseProgress: { done, total in
+                FileHandle.standardError.write(Data("\rdenoising: adaptation step \(done)/\(total)   ".utf8))
+            })
             FileHandle.standardError.write(Data("\n".utf8))
-            try OfflineSIM.write(r, to: out, name: "SR of \((input as NSString).lastPathComponent)")
+            try OfflineSIM.write(r, to: out, name: (r.denoised != nil ? "denoised SR of " : "SR of ") + (input as NSString).lastPathComponent)
             printParameters(r.parameters[0])
             print("wrote \(r.sr.count) SR frame(s) of \(2 * r.width)×\(2 * r.height) to \(out)")
             if let paramsOut {

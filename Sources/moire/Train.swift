@@ -31,11 +31,7 @@ struct Train: ParsableCommand {
             }
             let crop = min(self.crop, min(stack.width, stack.height) / 4 * 4)
             var job = OfflineDenoise()
-            if let noise, noise != "auto" {
-                let v = noise.split(separator: ",").compactMap { Double($0) }
-                guard v.count == 3 else { throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ or auto") }
-                job.noise = .fixed(NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2)))
-            } else if noise == "auto" { job.noise = .auto }
+            if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
             let model = try job.noiseModel(input: input, first: first, width: stack.width, height: stack.height)
             let d = Denoiser(engine: try DNNLEngine(), model: model, seed: seed)
             d.crop = crop; d.batch = batch; d.learningRate = lr; d.decay = (decay, steps); d.averaging = averaging

@@ -163,3 +163,59 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
         #expect(s.planes.count == 9 && s.width == 16 && s.pixelSizeUm == 0.065)
     }
 }
+
+/// PNG import against files zlib's own encoder wrote (Tests/Data/png/make_fixtures.py: dynamic and fixed
+/// Huffman blocks, every row filter, IDAT split in two), with the pixel formula as the reference.
+@Suite struct PNGImportTests {
+    func expected(_ w: Int, _ h: Int, bits: Int, colour: Bool) -> [Float] {
+        (0..<(w * h)).map { i in
+            let x = i % w, y = i / w
+            let v = (x * 37 + y * 101 + x * y) % (1 << bits)
+            return colour ? Float(v + v / 2 + v / 4) / 3 : Float(v)
+        }
+    }
+
+    @Test func greyscale16BitDynamicHuffmanAnd8BitFixedHuffmanAndColourDecodeExactly() throws {
+        let g16 = try ImageImport.load(Fixtures.path("Tests/Data/png/grey16-dynamic.png"))
+        #expect(g16.width == 40 && g16.height == 30 && g16.planes.count == 1)
+        #expect(g16.planes[0] == expected(40, 30, bits: 16, colour: false))
+        let g8 = try ImageImport.load(Fixtures.path("Tests/Data/png/grey8-fixed.png"))
+        #expect(g8.width == 33 && g8.height == 17 && g8.planes[0] == expected(33, 17, bits: 8, colour: false))
+        let rgb = try ImageImport.load(Fixtures.path("Tests/Data/png/rgb8-dynamic.png"))
+        #expect(rgb.planes[0] == expected(20, 12, bits: 8, colour: true))
+    }
+
+    @Test func aFolderOfPNGsIsAStackInNameOrder() throws {
+        let dir = Fixtures.tempDir("pngstack")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let src = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("Tests/Data/png/grey8-fixed.png")))
+        try src.write(to: URL(fileURLWithPath: dir + "/b.png"))
+        // Our own writer's stored-block PNG of another image of the same size, first by name.
+        let other = (0..<(33 * 17)).map { UInt8($0 % 251) }
+        try PNGWriter.encode(width: 33, height: 17, pixels: other).write(to: URL(fileURLWithPath: dir + "/a.png"))
+        let s = try ImageImport.load(dir)
+        #expect(s.planes.count == 2)
+        #expect(s.planes[0] == other.map(Float.init))
+        #expect(s.planes[1] == expected(33, 17, bits: 8, colour: false))
+    }
+
+    @Test func damagedAndTruncatedPNGsAreRefusedWithTheirPlace() throws {
+        let good = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("Tests/Data/png/grey16-dynamic.png"))))
+        var flipped = good
+        flipped[60] ^= 0x40  // inside the first IDAT: its CRC fails
+        #expect(throws: MoireError.self) { try PNGImport.decode(Data(flipped), place: "x.png") }
+        for cut in [7, 20, 40, good.count / 2, good.count - 13] {
+            #expect(throws: MoireError.self) { try PNGImport.decode(Data(good[0..<cut]), place: "x.png") }
+        }
+        do { _ = try PNGImport.decode(Data(flipped), place: "x.png") } catch let e as MoireError {
+            #expect("\(e)".contains("x.png") && "\(e)".contains("CRC"))
+        }
+        // Random bytes after a valid signature never crash the decoder.
+        var r = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            var junk = Array(good[0..<8]) + (0..<Int.random(in: 0..<300, using: &r)).map { _ in UInt8.random(in: 0...255, using: &r) }
+            if junk.count > 20 { junk[11] = 13 }
+            _ = try? PNGImport.decode(Data(junk), place: "junk.png")
+        }
+    }
+}

@@ -1,5 +1,4 @@
 import Foundation
-import MoireStorage
 
 /// Writes 8-bit grayscale PNGs (stored deflate blocks: no compression library needed).
 public enum PNGWriter {
