@@ -21,7 +21,8 @@ public final class Denoiser: @unchecked Sendable {
     /// Recorruption strength α: the input gets α·σ of extra noise, the target σ/α less (see `Recorruption`).
     public var alpha = 1.0
     public private(set) var weightsVersion = 0
-    public private(set) var scale: Float?
+    /// The normalisation scale (ADU), taken from the first frame seen unless set.
+    public var scale: Float?
     public private(set) var lastLoss: Double = .nan
     let optimizer: Adam
     var rng: SeededRandom

@@ -113,9 +113,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         var den: DenoiseStage?
         let denOptions = LiveDenoiseOptions(proto.denoise)
         if denOptions.enabled, !options.noDenoise {
-            let d = try DenoiseStage(protocol: proto, options: denOptions, recordingPath: recordingPath, logger: logger)
+            // With live SIM, the SR frames are denoised (adapting on the phase sets by SR pairs); else the raw frames.
+            let d = try DenoiseStage(protocol: proto, options: denOptions, recordingPath: recordingPath, logger: logger,
+                                     source: sim.map { .simSR($0) } ?? .raw)
             den = d
-            stages.append(try BusStage(name: "denoise", endpoint: bus.endpoint, handle: d.handle))
+            sim?.onSet = { [d] c, frames, params in d.offer(channel: c, frames: frames, params: params) }
+            stages.append(try BusStage(name: "denoise", endpoint: sim?.bus.endpoint ?? bus.endpoint, handle: d.handle))
         }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
@@ -135,10 +138,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                                        handle: { item, i in p.handle(item, bus: i) }))
         }
         for s in stages { s.start() }
-        try bus.waitForSubscribers(stages.count)
+        let onSIMBus = (den != nil && sim != nil) ? 1 : 0
+        try bus.waitForSubscribers(stages.count - onSIMBus)
         if let sim {
-            // Its derived bus must see the publisher (when there is one) before the worker publishes.
-            if publisher != nil { try sim.bus.waitForSubscribers(1) }
+            // Its derived bus must see the publisher (when there is one) and the SR denoiser before the worker publishes.
+            let n = (publisher != nil ? 1 : 0) + onSIMBus
+            if n > 0 { try sim.bus.waitForSubscribers(n) }
             sim.start()
         }
         if let den {

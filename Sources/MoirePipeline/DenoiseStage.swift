@@ -3,6 +3,7 @@ import Logging
 import MoireConfig
 import MoireCore
 import MoireDenoise
+import MoireReconstruction
 import MoireStorage
 import MoireTransport
 
@@ -46,8 +47,9 @@ public struct DenoiseStageCounters: Sendable, Equatable {
     public var refused = 0
 }
 
-/// Test-time-adapted denoising of every raw frame: inference with the current weights on one
-/// thread, self-supervised adaptation on crops of the newest frame on another; adapted weights are
+/// Test-time-adapted denoising of every raw frame (or, for SIM, every SR frame): inference with the
+/// current weights on one thread, self-supervised adaptation on the newest frame (for SIM: the
+/// newest raw phase set, by `SIMDenoiser`'s SR pairs, the method measured better) on another; adapted weights are
 /// swapped in under a lock and counted (`weightsVersion`), every `den.<channel>` header names the
 /// version that made it, and checkpoints let any frame be reproduced offline. The receiving thread
 /// only copies the frame, so the recorder never waits.
@@ -71,11 +73,20 @@ final class DenoiseStage: @unchecked Sendable {
     private var seq = 0
     let checkpointDir: String?
     private let pool: FramePool
+    /// What is denoised: raw frames, or the SR frames of a live SIM stage (adapting on its phase sets).
+    enum Source { case raw, simSR(SIMStage) }
+    private let source: Source
+    private let cameraModel: NoiseModel
+    private var adaptSet: (channel: Int, frames: [[Float]], params: SIMParameters)?
+    private var simDenoisers: [Int: SIMDenoiser] = [:]
 
-    init(protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger) throws {
-        proto = p; self.options = options; self.logger = logger
+    init(protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger, source: Source = .raw) throws {
+        proto = p; self.options = options; self.logger = logger; self.source = source
         bus = try RawBus()
-        let model = NoiseModel(camera: p.rig.cameraProfile)
+        cameraModel = NoiseModel(camera: p.rig.cameraProfile)
+        var sim = false
+        if case .simSR = source { sim = true }
+        let model = sim ? SIMDenoiser.srModel : cameraModel
         let engineA = try DNNLEngine(), engineB = try DNNLEngine()
         inference = Denoiser(engine: engineA, model: model, seed: 1)
         adaptation = Denoiser(engine: engineB, model: model, seed: 1)
@@ -83,12 +94,13 @@ final class DenoiseStage: @unchecked Sendable {
             try WeightsFile.load(w, into: inference.net)
             try WeightsFile.load(w, into: adaptation.net)
         }
-        adaptation.crop = min(options.crop, (min(p.roiWidth, p.roiHeight) / 4) * 4)
+        let sides = sim ? 2 : 1
+        adaptation.crop = min(options.crop, (min(p.roiWidth, p.roiHeight) * sides / 4) * 4)
         adaptation.batch = options.batch
         adaptation.learningRate = options.learningRate
         initial = adaptation.net.convs.flatMap { [$0.weights.values, $0.bias.values] }
         checkpointDir = recordingPath.map { RecordingIndex.stem(of: $0) + ".den-weights" }
-        pool = FramePool(slots: 4, bytes: p.roiWidth * p.roiHeight * 4)
+        pool = FramePool(slots: 4, bytes: p.roiWidth * p.roiHeight * 4 * sides * sides)
         guard p.roiWidth % 4 == 0, p.roiHeight % 4 == 0 else {
             throw MoireError(.config, "live denoising needs an ROI with sides divisible by 4; the protocol asks for \(p.roiWidth)×\(p.roiHeight)", place: p.file)
         }
@@ -113,7 +125,14 @@ final class DenoiseStage: @unchecked Sendable {
 
     func join(timeoutSeconds: Double) -> Bool { done.wait(timeout: .now() + timeoutSeconds) == .success }
 
-    /// Receiver: copies the newest raw frame (the recorder never waits for this stage).
+    var isSIM: Bool { if case .simSR = source { return true } else { return false } }
+
+    /// For SIM: the newest reconstructed phase set (from the SIM stage's worker), to adapt on.
+    func offer(channel: Int, frames: [[Float]], params: SIMParameters) {
+        lock.lock(); adaptSet = (channel, frames, params); lock.broadcast(); lock.unlock()
+    }
+
+    /// Receiver: copies the newest raw (or SR) frame (the recorder never waits for this stage).
     func handle(_ item: BusItem) -> Bool {
         switch item {
         case .run(_, let json):
@@ -125,13 +144,18 @@ final class DenoiseStage: @unchecked Sendable {
             }
             return true
         case .frame(let h, let payload):
-            guard h.stream == "raw", !h.missing, payload.count == h.byteCount else { return true }
+            guard h.stream == (isSIM ? "sr" : "raw"), !h.missing, payload.count == h.byteCount else { return true }
             let n = h.width * h.height
-            let pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+            let pixels: [Float]
+            switch h.pixel {
+            case .uint16: pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+            case .float32: pixels = payload.bytes.withMemoryRebound(to: Float.self) { b in Array(b[0..<n]) }
+            default: return true
+            }
             lock.lock()
             if latest != nil { counters.skipped += 1 }
             latest = (h, pixels)
-            adaptFrame = pixels
+            if !isSIM { adaptFrame = pixels }
             lock.broadcast()
             lock.unlock()
             return true
@@ -160,7 +184,8 @@ final class DenoiseStage: @unchecked Sendable {
                 dh.stream = "den"; dh.seq = seq; dh.pixel = .float32
                 dh.inputs = [h.seq]
                 dh.params = ["weightsVersion": String(v), "architecture": UNet.architecture,
-                             "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset)]
+                             "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset),
+                             "method": isSIM ? "sim-sr-pairs" : "recorrupted-raw"]
                 seq += 1
                 try bus.publish(Frame(header: dh, slot: slot))
                 lock.lock(); counters.denoised += 1; lock.unlock()
@@ -173,18 +198,33 @@ final class DenoiseStage: @unchecked Sendable {
         try? bus.publishRun(Wire.encode(stop))
     }
 
+    /// One adaptation step on the newest input: a raw frame, or (SIM) a raw phase set through SR pairs.
+    private func step(frame: [Float]?, set: (channel: Int, frames: [[Float]], params: SIMParameters)?) throws -> Double {
+        if let set, case .simSR(let sim) = source {
+            if simDenoisers[set.channel] == nil {
+                simDenoisers[set.channel] = SIMDenoiser(denoiser: adaptation, reconstructor: try sim.makeReconstructor(channel: set.channel),
+                                                        parameters: set.params, model: cameraModel, method: .srPairs, seed: 1)
+            }
+            let sd = simDenoisers[set.channel]!
+            sd.parameters = set.params
+            return try sd.adapt(set: set.frames)
+        }
+        return try adaptation.adapt(frame!, width: proto.roiWidth, height: proto.roiHeight)
+    }
+
     private func adapt() {
         while true {
             lock.lock()
-            while adaptFrame == nil && !finished { lock.wait() }
-            guard let frame = adaptFrame else { lock.unlock(); break }
-            adaptFrame = nil
+            while adaptFrame == nil && adaptSet == nil && !finished { lock.wait() }
+            guard adaptFrame != nil || adaptSet != nil else { lock.unlock(); break }
+            let frame = adaptFrame, set = adaptSet
+            adaptFrame = nil; adaptSet = nil
             lock.unlock()
-            guard options.stepsPerFrame > 0, frame.allSatisfy(\.isFinite) else { continue }
+            guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else { continue }
             do {
                 var diverged = false
                 for _ in 0..<options.stepsPerFrame {
-                    let loss = try adaptation.adapt(frame, width: proto.roiWidth, height: proto.roiHeight)
+                    let loss = try step(frame: frame, set: set)
                     let median = recentLosses.sorted().dropFirst(recentLosses.count / 2).first ?? loss
                     if !loss.isFinite || (recentLosses.count >= 10 && loss > 20 * median) { diverged = true; break }
                     recentLosses.append(loss)
@@ -208,6 +248,7 @@ final class DenoiseStage: @unchecked Sendable {
                 for i in 0..<ta.count { ta[i] = e * ta[i] + (1 - e) * tb[i] }
             }
         }
+        if let s = adaptation.scale { inference.scale = s }  // one normalisation for both networks
         version += 1
         let v = version
         if options.checkpointEvery > 0, v % options.checkpointEvery == 0, let dir = checkpointDir {

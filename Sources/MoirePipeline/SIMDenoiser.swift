@@ -22,13 +22,24 @@ public final class SIMDenoiser: @unchecked Sendable {
     let model: NoiseModel
     var rng: SeededRandom
 
-    public init(engine: DNNLEngine, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
+    public convenience init(engine: DNNLEngine, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
+                            method: Method, seed: UInt64 = 1) {
+        self.init(denoiser: Denoiser(engine: engine, model: method == .rawPhases ? model : Self.srModel, seed: seed),
+                  reconstructor: reconstructor, parameters: parameters, model: model, method: method, seed: seed)
+    }
+
+    /// With a given network (shared, e.g. by the channels of a live stage); for `.srPairs` its noise
+    /// model should be `srModel`.
+    public init(denoiser: Denoiser, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
                 method: Method, seed: UInt64 = 1) {
         self.method = method; self.rec = reconstructor; self.parameters = parameters; self.model = model
-        // On SR images only pairs are used (no noise model), and the SR image has no camera offset.
-        denoiser = Denoiser(engine: engine, model: method == .rawPhases ? model : NoiseModel(offset: 0, gain: 1, readVariance: 0), seed: seed)
+        self.denoiser = denoiser
         rng = SeededRandom(seed: seed &+ 7)
     }
+
+    /// The normalisation model of a network that works on SR images: only pairs are used (no noise
+    /// model), and SR images carry no camera offset.
+    public static let srModel = NoiseModel(offset: 0, gain: 1, readVariance: 0)
 
     var setSize: Int { rec.angles * rec.phases }
 

@@ -107,6 +107,16 @@ final class SIMStage: @unchecked Sendable {
     private var recorder: OMETiffWriter?
     private(set) var recordPath: String?
     private var runID = ""
+    /// Called on the worker after each reconstructed set with its channel, raw frames (ADU) and
+    /// parameters (the live SIM denoiser adapts on them).
+    var onSet: ((_ channel: Int, _ frames: [[Float]], _ params: SIMParameters) -> Void)?
+
+    /// A new reconstructor configured like this stage's for `channel` (one per thread).
+    func makeReconstructor(channel: Int) throws -> SIM2DReconstructor {
+        guard let r = reconstructors[channel] else { throw MoireError(.usage, "no channel \(channel)") }
+        return try SIM2DReconstructor(width: r.width, height: r.height, pixelUm: r.pixelUm, angles: r.angles, phases: r.phases,
+                                      otf: r.otf, options: r.options)
+    }
 
     init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
         proto = p
@@ -279,6 +289,7 @@ final class SIMStage: @unchecked Sendable {
             try bus.publish(Frame(header: wfh, slot: wfSlot))
             srSeq += 1; wfSeq += 1
             lock.lock(); counters.reconstructed += 1; lock.unlock()
+            onSet?(h0.c, frames, params)
         } catch {
             logger.error("SIM reconstruction failed; set skipped", metadata: ["error": "\(error)"])
         }

@@ -391,3 +391,42 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         #expect(r.run.missing == 0 && r.recording?.planes == 12)
     }
 }
+
+@Suite(.serialized) struct LiveSIMDenoiseTests {
+    /// With live SIM, the SR frames are denoised (adapting on the phase sets by SR pairs): every `den.`
+    /// frame is SR-sized, names its weights version and its SR input, and is reproduced exactly from
+    /// the checkpoint of its version and the published SR frame.
+    @Test func srFramesAreDenoisedLiveAndReproducibleFromTheirCheckpoint() throws {
+        let dir = Fixtures.tempDir("livesimden")
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "sim2d", roi: 64, timepoints: 6, exposureMs: 5,
+                                                                    extra: "denoise: {steps_per_frame: 2, crop: 64, batch: 1, checkpoint_every: 1}"))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"
+        o.publishEndpoint = endpoint
+        o.waitForSubscribers = 1
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        let (r, items) = try runListening(pipe, endpoint: endpoint, topics: ["den.", "sr.", "run"], timeoutMs: 60_000)
+        var sr: [Int: [Float]] = [:], den: [(FrameHeader, [Float])] = []
+        for item in items {
+            guard case .frame(let h, let payload) = item else { continue }
+            let px = payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }
+            if h.stream == "sr" { sr[h.seq] = px } else if h.stream == "den" { den.append((h, px)) }
+        }
+        let c = try #require(r.denoise)
+        #expect(c.denoised == den.count && c.denoised >= 1 && c.adaptationSteps >= 2)
+        #expect(den.allSatisfy { $0.0.width == 128 && $0.0.height == 128 && $0.0.params?["method"] == "sim-sr-pairs" })
+        let dirW = try #require(r.denoiseCheckpoints)
+        var reproduced = 0
+        for (h, px) in den {
+            guard let v = h.params?["weightsVersion"].flatMap(Int.init), let scale = h.params?["scale"].flatMap(Float.init),
+                  let input = h.inputs?.first, let srPx = sr[input] else { continue }
+            let d = Denoiser(engine: try DNNLEngine(), model: SIMDenoiser.srModel)
+            try WeightsFile.load("\(dirW)/v\(v).bin", into: d.net)
+            #expect(try d.denoise(srPx, width: 128, height: 128, scale: scale) == px, "den frame \(h.seq) (v\(v))")
+            reproduced += 1
+        }
+        #expect(reproduced >= 1)
+        #expect(r.run.missing == 0)
+    }
+}
