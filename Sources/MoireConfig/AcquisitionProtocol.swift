@@ -211,6 +211,11 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             if let v = try dn.optionalDouble("learning_rate", in: 1e-7...1) { denoise["learning_rate"] = String(v) }
             if let v = try dn.optionalDouble("ema", in: 0...0.999) { denoise["ema"] = String(v) }
             if let v = try dn.optionalInt("checkpoint_every", in: 0...1_000_000) { denoise["checkpoint_every"] = String(v) }
+            if let pn = try dn.child("pairs") {
+                let v = try pn.string()
+                guard ["recorrupt", "odd-even"].contains(v) else { throw pn.error("pairs must be recorrupt or odd-even; found '\(v)'") }
+                denoise["pairs"] = v
+            }
             if let wn = try dn.child("weights") {
                 let path = dn.resolvePath(try wn.string())
                 guard FileManager.default.fileExists(atPath: path) else { throw wn.error("weights file '\(path)' does not exist") }

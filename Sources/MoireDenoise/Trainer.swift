@@ -16,6 +16,9 @@ public final class Denoiser: @unchecked Sendable {
     /// exponential moving average of the weights over the adaptation steps (Polyak averaging), which
     /// removes the step-to-step jitter of the last update; 0 uses the current weights.
     public var averaging: Float = 0
+    /// With a deconvolution term (ZS-DeconvNet), the network's output is the deconvolved image and
+    /// training fits its PSF-blurred version to the target, with Hessian regularisation.
+    public var deconvolution: DeconvolutionLoss?
     public var crop = 32
     public var batch = 4
     /// Recorruption strength α: the input gets α·σ of extra noise, the target σ/α less (see `Recorruption`).
@@ -99,9 +102,13 @@ public final class Denoiser: @unchecked Sendable {
         let y = try net.forward(x, cache: cache)
         let g = Tensor(n: batch, c: 1, h: crop, w: crop)
         var loss = 0.0
-        let k = 2 / Float(y.count)
-        for i in 0..<y.count { let d = y[i] - target[i]; loss += Double(d * d); g[i] = k * d }
-        loss /= Double(y.count)
+        if let deconvolution {
+            loss = deconvolution.evaluate(y.data, target: target.data, batch: batch, width: crop, height: crop, grad: g.data)
+        } else {
+            let k = 2 / Float(y.count)
+            for i in 0..<y.count { let d = y[i] - target[i]; loss += Double(d * d); g[i] = k * d }
+            loss /= Double(y.count)
+        }
         guard loss.isFinite else { throw MoireError(.numeric, "training loss is not finite") }
         try net.backward(cache, gradOutput: g)
         optimizer.learningRate = currentRate

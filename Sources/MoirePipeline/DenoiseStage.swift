@@ -19,6 +19,9 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
     /// Save the inference weights every N versions beside the recording (0: never).
     public var checkpointEvery = 0
     public var weights: String?
+    /// Training pairs for raw frames: `recorrupt` (camera noise model) or `odd-even` (each frame
+    /// against the previous frame of the same channel and plane: a time-lapse's neighbours).
+    public var oddEvenPairs = false
 
     public init() {}
 
@@ -31,6 +34,7 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
         if let v = block["ema"].flatMap(Float.init) { ema = v }
         if let v = block["checkpoint_every"].flatMap(Int.init) { checkpointEvery = v }
         weights = block["weights"]
+        oddEvenPairs = block["pairs"] == "odd-even"
     }
 }
 
@@ -64,6 +68,9 @@ final class DenoiseStage: @unchecked Sendable {
     private let weightsLock = NSLock()
     private var latest: (header: FrameHeader, pixels: [Float])?
     private var adaptFrame: [Float]?
+    /// For odd/even pairs: the frame before the newest one of the same channel and plane.
+    private var adaptPartner: [Float]?
+    private var previous: [String: [Float]] = [:]
     private var finished = false
     private var version = 0
     private(set) var counters = DenoiseStageCounters()
@@ -155,7 +162,16 @@ final class DenoiseStage: @unchecked Sendable {
             lock.lock()
             if latest != nil { counters.skipped += 1 }
             latest = (h, pixels)
-            if !isSIM { adaptFrame = pixels }
+            if !isSIM {
+                let key = "\(h.c)/\(h.z)"
+                if options.oddEvenPairs {
+                    // Only a frame with a predecessor of the same channel and plane can be trained on.
+                    if let prev = previous[key] { adaptFrame = pixels; adaptPartner = prev }
+                    previous[key] = pixels
+                } else {
+                    adaptFrame = pixels
+                }
+            }
             lock.broadcast()
             lock.unlock()
             return true
@@ -185,7 +201,7 @@ final class DenoiseStage: @unchecked Sendable {
                 dh.inputs = [h.seq]
                 dh.params = ["weightsVersion": String(v), "architecture": UNet.architecture,
                              "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset),
-                             "method": isSIM ? "sim-sr-pairs" : "recorrupted-raw"]
+                             "method": isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")]
                 seq += 1
                 try bus.publish(Frame(header: dh, slot: slot))
                 lock.lock(); counters.denoised += 1; lock.unlock()
@@ -199,7 +215,7 @@ final class DenoiseStage: @unchecked Sendable {
     }
 
     /// One adaptation step on the newest input: a raw frame, or (SIM) a raw phase set through SR pairs.
-    private func step(frame: [Float]?, set: (channel: Int, frames: [[Float]], params: SIMParameters)?) throws -> Double {
+    private func step(frame: [Float]?, partner: [Float]?, set: (channel: Int, frames: [[Float]], params: SIMParameters)?) throws -> Double {
         if let set, case .simSR(let sim) = source {
             if simDenoisers[set.channel] == nil {
                 simDenoisers[set.channel] = SIMDenoiser(denoiser: adaptation, reconstructor: try sim.makeReconstructor(channel: set.channel),
@@ -209,6 +225,7 @@ final class DenoiseStage: @unchecked Sendable {
             sd.parameters = set.params
             return try sd.adapt(set: set.frames)
         }
+        if let partner { return try adaptation.adapt(input: frame!, target: partner, width: proto.roiWidth, height: proto.roiHeight) }
         return try adaptation.adapt(frame!, width: proto.roiWidth, height: proto.roiHeight)
     }
 
@@ -217,14 +234,14 @@ final class DenoiseStage: @unchecked Sendable {
             lock.lock()
             while adaptFrame == nil && adaptSet == nil && !finished { lock.wait() }
             guard adaptFrame != nil || adaptSet != nil else { lock.unlock(); break }
-            let frame = adaptFrame, set = adaptSet
-            adaptFrame = nil; adaptSet = nil
+            let frame = adaptFrame, set = adaptSet, partner = adaptPartner
+            adaptFrame = nil; adaptSet = nil; adaptPartner = nil
             lock.unlock()
             guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else { continue }
             do {
                 var diverged = false
                 for _ in 0..<options.stepsPerFrame {
-                    let loss = try step(frame: frame, set: set)
+                    let loss = try step(frame: frame, partner: partner, set: set)
                     let median = recentLosses.sorted().dropFirst(recentLosses.count / 2).first ?? loss
                     if !loss.isFinite || (recentLosses.count >= 10 && loss > 20 * median) { diverged = true; break }
                     recentLosses.append(loss)

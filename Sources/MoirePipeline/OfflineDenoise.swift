@@ -22,6 +22,16 @@ public struct OfflineDenoise {
     public var averaging: Float = 0.99
     public var seed: UInt64 = 1
 
+    /// Training pairs: recorrupted from the noise model; odd/even planes (time-lapse frames or stack
+    /// planes, each trained against its neighbour); or Neighbor2Neighbor sub-sampled pairs.
+    public enum Pairs: String, Sendable, CaseIterable { case recorrupt, oddEven = "odd-even", neighbour }
+    public var pairs = Pairs.recorrupt
+    /// The deconvolution term (ZS-DeconvNet): the PSF as a Gaussian of this σ in pixels, or (`psfSigmaPx`
+    /// nil) the widefield model from the recording's NA, emission and pixel size.
+    public var deconvolve = false
+    public var psfSigmaPx: Double?
+    public var hessianWeight: Float = 0.0005
+
     public init() {}
 
     public struct Result: Sendable {
@@ -41,11 +51,12 @@ public struct OfflineDenoise {
         let model = try noiseModel(input: input, first: first, width: w, height: h, logger: logger)
         let engine = try DNNLEngine()
         let d = Denoiser(engine: engine, model: model, seed: seed)
-        d.crop = min(crop, (min(w, h) / 4) * 4)
+        d.crop = min(crop, (min(w, h) / (pairs == .neighbour ? 8 : 4)) * 4)
         d.batch = batch
         d.learningRate = learningRate
         d.averaging = averaging
         if let weights { try WeightsFile.load(weights, into: d.net) }
+        if deconvolve { d.deconvolution = try deconvolutionLoss(input: input, pixelUm: stack.pixelSizeUm) }
         // The network wants sides divisible by 4: pad by edge replication, crop back.
         let pw = (w + 3) / 4 * 4, ph = (h + 3) / 4 * 4
         func pad(_ f: [Float]) -> [Float] {
@@ -60,7 +71,21 @@ public struct OfflineDenoise {
                 continue
             }
             let p = pad(plane)
-            for _ in 0..<(i == 0 ? firstSteps : adaptSteps) { try d.adapt(p, width: pw, height: ph) }
+            let partner = stack.planes.count > 1 ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
+            for _ in 0..<(i == 0 ? firstSteps : adaptSteps) {
+                switch pairs {
+                case .recorrupt: try d.adapt(p, width: pw, height: ph)
+                case .oddEven:
+                    guard let partner, partner.allSatisfy(\.isFinite) else {
+                        throw MoireError(.usage, "odd/even pairs need at least two finite planes", place: input)
+                    }
+                    try d.adapt(input: p, target: partner, width: pw, height: ph)
+                case .neighbour:
+                    var rng = SeededRandom(seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion))
+                    let (a, b) = NeighbourSampling.pair(p, width: pw, height: ph, rng: &rng)
+                    try d.adapt(input: a, target: b, width: pw / 2, height: ph / 2)
+                }
+            }
             let den = try d.denoise(p, width: pw, height: ph)
             out.append((0..<(w * h)).map { den[($0 / w) * pw + $0 % w] })
             versions.append(d.weightsVersion)
@@ -68,6 +93,18 @@ public struct OfflineDenoise {
         }
         if let saveWeights { try d.withInferenceWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) } }
         return Result(frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions, skipped: skipped)
+    }
+
+    /// The odd/even partner of plane `i` of `count` (≥ 2): 0↔1, 2↔3, …; an unpaired last plane pairs with the one before.
+    public static func partner(of i: Int, count: Int) -> Int { i % 2 == 0 ? (i + 1 < count ? i + 1 : i - 1) : i - 1 }
+
+    /// The deconvolution term for `input`: a Gaussian PSF of the given σ, or the widefield model from the recording.
+    public func deconvolutionLoss(input: String, pixelUm: Double?) throws -> DeconvolutionLoss {
+        if let psfSigmaPx { return try DeconvolutionLoss.gaussian(sigmaPx: psfSigmaPx, hessianWeight: hessianWeight) }
+        guard let l = (try? OMETiffReader(path: input))?.layout, let em = l.emissionNm.first, l.objectiveNA > 0 else {
+            throw MoireError(.usage, "the PSF is unknown for this file (no recording optics); give --psf-sigma in pixels", place: input)
+        }
+        return try DeconvolutionLoss.widefield(na: l.objectiveNA, emissionNm: em, pixelUm: pixelUm ?? l.pixelSizeUm, hessianWeight: hessianWeight)
     }
 
     /// The noise model this job uses for `input`: given, the recording camera's, or estimated from `first`.

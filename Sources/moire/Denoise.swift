@@ -19,6 +19,7 @@ struct Denoise: ParsableCommand {
     @Option(name: .long, help: "Training crop size (pixels; clamped to the frame).") var crop = 128
     @Option(name: .long, help: "Crops per adaptation step.") var batch = 1
     @Option(name: .long, help: "Weight averaging for inference (EMA decay; 0: off).") var averaging: Float = 0.99
+    @OptionGroup var training: TrainingPairArguments
     @Option(name: .long, help: "Learning rate.") var lr: Float = 1e-3
 
     func run() throws {
@@ -27,6 +28,7 @@ struct Denoise: ParsableCommand {
             var job = OfflineDenoise()
             job.weights = weights.map(absolute); job.saveWeights = saveWeights
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch; job.learningRate = lr; job.averaging = averaging
+            try training.apply(to: &job)
             if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
             let r = try job.run(input: input) { done, total in
                 FileHandle.standardError.write(Data("\rdenoised \(done)/\(total) frames".utf8))
@@ -47,4 +49,21 @@ func parseNoise(_ text: String) throws -> NoiseModel? {
         throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ (e.g. 100,0.46,1.4) or auto; got \(text)")
     }
     return NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2))
+}
+
+/// Training pairs and the deconvolution term, shared by `denoise` and `train`.
+struct TrainingPairArguments: ParsableArguments {
+    @Option(name: .long, help: "Training pairs: recorrupt (camera noise model), odd-even (neighbouring planes or frames), neighbour (Neighbor2Neighbor sub-sampling).")
+    var pairs = "recorrupt"
+    @Flag(name: .long, help: "Deconvolve too (ZS-DeconvNet term: output ⊛ PSF fits the data, Hessian regularisation).") var deconvolve = false
+    @Option(name: .long, help: "PSF for --deconvolve: Gaussian σ in pixels (default: the widefield model from the recording's optics).") var psfSigma: Double?
+    @Option(name: .long, help: "Hessian regularisation weight for --deconvolve.") var hessian: Float = 0.0005
+
+    func apply(to job: inout OfflineDenoise) throws {
+        guard let p = OfflineDenoise.Pairs(rawValue: pairs) else {
+            throw MoireError(.usage, "--pairs must be one of \(OfflineDenoise.Pairs.allCases.map(\.rawValue).joined(separator: ", ")); got \(pairs)")
+        }
+        guard psfSigma.map({ $0 > 0 }) ?? true, hessian >= 0 else { throw MoireError(.usage, "--psf-sigma must be > 0 and --hessian ≥ 0") }
+        job.pairs = p; job.deconvolve = deconvolve; job.psfSigmaPx = psfSigma; job.hessianWeight = hessian
+    }
 }

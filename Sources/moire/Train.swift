@@ -21,6 +21,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
     @Option(name: .long, help: "Write the loss curve (step, loss) as CSV.") var lossCurve: String?
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
+    @OptionGroup var training: TrainingPairArguments
 
     func run() throws {
         bootstrapLogging(verbose: false)
@@ -32,16 +33,32 @@ struct Train: ParsableCommand {
             let crop = min(self.crop, min(stack.width, stack.height) / 4 * 4)
             var job = OfflineDenoise()
             if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
+            try training.apply(to: &job)
             let model = try job.noiseModel(input: input, first: first, width: stack.width, height: stack.height)
             let d = Denoiser(engine: try DNNLEngine(), model: model, seed: seed)
             d.crop = crop; d.batch = batch; d.learningRate = lr; d.decay = (decay, steps); d.averaging = averaging
             if let weights { try WeightsFile.load(absolute(weights), into: d.net) }
+            if job.deconvolve { d.deconvolution = try job.deconvolutionLoss(input: input, pixelUm: stack.pixelSizeUm) }
+            if job.pairs == .neighbour { d.crop = min(d.crop, (min(stack.width, stack.height) / 8) * 4) }
             let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
             guard !usable.isEmpty else { throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: input) }
             var curve = "step,loss\n", smoothed = Double.nan
             let bar = max(1, steps / 50)
             for s in 0..<steps {
-                let loss = try d.adapt(usable[s % usable.count], width: stack.width, height: stack.height)
+                let plane = usable[s % usable.count]
+                let loss: Double
+                switch job.pairs {
+                case .recorrupt: loss = try d.adapt(plane, width: stack.width, height: stack.height)
+                case .oddEven:
+                    guard usable.count > 1 else { throw MoireError(.usage, "odd/even pairs need at least two usable planes", place: input) }
+                    let i = s % usable.count
+                    loss = try d.adapt(input: plane, target: usable[OfflineDenoise.partner(of: i, count: usable.count)],
+                                       width: stack.width, height: stack.height)
+                case .neighbour:
+                    var rng = SeededRandom(seed: seed &+ UInt64(s))
+                    let (a, b) = NeighbourSampling.pair(plane, width: stack.width, height: stack.height, rng: &rng)
+                    loss = try d.adapt(input: a, target: b, width: stack.width / 2, height: stack.height / 2)
+                }
                 smoothed = smoothed.isNaN ? loss : 0.95 * smoothed + 0.05 * loss
                 curve += "\(s),\(loss)\n"
                 if s % bar == 0 || s == steps - 1 {

@@ -82,6 +82,19 @@ func syntheticFrame(size: Int, peakPhotons: Double, model: NoiseModel, seed: UIn
         #expect(throws: (any Error).self) { try WeightsFile.load("\(dir)/short", into: net) }
     }
 
+    @Test func allZeroFramesAndCropsTrainAndInferWithFiniteResults() throws {
+        let d = Denoiser(engine: engine, model: model)
+        d.crop = 32; d.batch = 2
+        // Below the offset everywhere (a dark or blanked camera), and a frame whose crops land in a zero block.
+        let zero = [Float](repeating: 0, count: 64 * 64)
+        var partly = (0..<(64 * 64)).map { Float(100 + $0 % 17) }
+        for y in 0..<48 { for x in 0..<48 { partly[y * 64 + x] = 0 } }
+        for f in [zero, partly] {
+            for _ in 0..<3 { #expect(try d.adapt(f, width: 64, height: 64).isFinite) }
+            #expect(try d.denoise(f, width: 64, height: 64).allSatisfy(\.isFinite))
+        }
+    }
+
     @Test func nanFramesAreRefused() throws {
         let d = Denoiser(engine: engine, model: model)
         var f = [Float](repeating: 100, count: 32 * 32)

@@ -337,6 +337,60 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         #expect(reader.planeRecords()?.last?.header.t == 17)
     }
 
+    @Test func saturatedAndBlankFramesArePassedThroughAndCounted() throws {
+        let dir = Fixtures.tempDir("densat")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let w = 32, h = 32
+        let normal = (0..<(w * h)).map { UInt8(20 + ($0 * 7) % 50) }
+        let planes = [normal, [UInt8](repeating: 255, count: w * h), normal, [UInt8](repeating: 0, count: w * h)]
+        for (i, p) in planes.enumerated() {
+            try PNGWriter.encode(width: w, height: h, pixels: p).write(to: URL(fileURLWithPath: "\(dir)/f\(i).png"))
+        }
+        var job = OfflineDenoise()
+        job.firstSteps = 2; job.adaptSteps = 1
+        job.noise = .fixed(NoiseModel(offset: 10, gain: 1, readVariance: 1))
+        let r = try job.run(input: dir)
+        #expect(r.frames.count == 4 && r.skipped == 2)
+        #expect(r.frames[1] == planes[1].map(Float.init) && r.frames[3] == planes[3].map(Float.init))
+        #expect(r.frames[0].allSatisfy(\.isFinite) && r.frames[0] != planes[0].map(Float.init))
+    }
+
+    @Test func oddEvenAndNeighbourPairsAndTheDeconvolutionTermRunOnARecording() throws {
+        let dir = Fixtures.tempDir("denpairs")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 9,
+                                                                    exposureMs: 0.3))
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/rec.ome.tif"; o.noPublish = true
+        _ = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run()
+        let reader = try OMETiffReader(path: "\(dir)/rec.ome.tif")
+        let raw = try reader.readPlaneFloat(0)
+        // The static specimen's mean over the other frames is the reference: denoising brings frame 0 closer to it.
+        let others = try (1..<9).map { try reader.readPlaneFloat($0) }
+        let reference = (0..<raw.count).map { i in others.map { $0[i] }.reduce(0, +) / Float(others.count) }
+        func distance(_ f: [Float]) -> Double { zip(f, reference).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +) / Double(f.count) }
+        for pairs in OfflineDenoise.Pairs.allCases {
+            var job = OfflineDenoise()
+            job.pairs = pairs; job.firstSteps = 60; job.adaptSteps = 1; job.learningRate = 2e-3
+            let r = try job.run(input: "\(dir)/rec.ome.tif")
+            #expect(r.frames.count == 9 && r.skipped == 0)
+            print("pairs \(pairs): distance \(distance(r.frames[0])) raw \(distance(raw))")
+            #expect(distance(r.frames[0]) < 0.8 * distance(raw), "\(pairs): \(distance(r.frames[0])) vs raw \(distance(raw))")
+        }
+        #expect(OfflineDenoise.partner(of: 4, count: 5) == 3 && OfflineDenoise.partner(of: 2, count: 5) == 3 && OfflineDenoise.partner(of: 1, count: 5) == 0)
+        // The deconvolution term's PSF comes from the recording's optics (NA, emission, pixel size).
+        var job = OfflineDenoise()
+        job.deconvolve = true
+        let loss = try job.deconvolutionLoss(input: "\(dir)/rec.ome.tif", pixelUm: nil)
+        let expected = try DeconvolutionLoss.widefield(na: p.rig.optics.objectiveNA, emissionNm: 525, pixelUm: p.pixelSizeUm)
+        #expect(loss.size == expected.size && loss.psf == expected.psf)
+        job.firstSteps = 5; job.adaptSteps = 0
+        #expect(try job.run(input: "\(dir)/rec.ome.tif").frames[0].allSatisfy { $0.isFinite })
+        // A plain file has no optics: a clear error unless the PSF is given.
+        try PNGWriter.encode(width: 32, height: 32, pixels: [UInt8](repeating: 9, count: 1024)).write(to: URL(fileURLWithPath: "\(dir)/x.png"))
+        #expect(throws: MoireError.self) { _ = try job.deconvolutionLoss(input: "\(dir)/x.png", pixelUm: nil) }
+    }
+
     @Test func cameraModelComesFromTheRecordingsProtocol() throws {
         let dir = Fixtures.tempDir("den2")
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 1))
@@ -389,6 +443,29 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         }
         #expect(reproduced >= 1)
         #expect(r.run.missing == 0 && r.recording?.planes == 12)
+    }
+}
+
+@Suite(.serialized) struct LiveOddEvenTests {
+    /// `pairs: odd-even` trains each frame against the previous frame of the same plane: adaptation happens
+    /// (from the second frame on) and headers name the method.
+    @Test func oddEvenPairsAdaptLiveAndHeadersSaySo() throws {
+        let dir = Fixtures.tempDir("liveoe")
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 8, exposureMs: 5,
+                                                                    extra: "denoise: {steps_per_frame: 1, crop: 32, batch: 1, pairs: odd-even}"))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.publishEndpoint = endpoint
+        o.waitForSubscribers = 1
+        let (r, items) = try runListening(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint,
+                                          topics: ["den.", "run"], timeoutMs: 30_000)
+        let headers = items.compactMap { item -> FrameHeader? in if case .frame(let h, _) = item { return h }; return nil }
+        let c = try #require(r.denoise)
+        #expect(c.adaptationSteps >= 1 && c.denoised >= 1)
+        #expect(headers.allSatisfy { $0.params?["method"] == "odd-even-raw" })
+        // A wrong pairs value is refused with its place.
+        let bad = Fixtures.smallProtocol(in: dir, mode: "widefield", extra: "denoise: {pairs: sideways}")
+        #expect(throws: MoireError.self) { _ = try AcquisitionProtocol.load(file: bad) }
     }
 }
 
