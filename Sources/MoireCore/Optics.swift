@@ -1,3 +1,4 @@
+import Foundation
 /// Detection optics of a rig, enough to model the OTF and the pixel size in the sample.
 public struct Optics: Codable, Sendable, Equatable {
     public var objectiveNA: Double
@@ -21,5 +22,59 @@ public struct Optics: Codable, Sendable, Equatable {
     /// Incoherent cutoff frequency 2·NA/λ in cycles per µm.
     public func cutoffPerUm(emissionNm: Double) -> Double {
         2 * objectiveNA / (emissionNm / 1000)
+    }
+}
+
+/// The geometry of a sample-scan light-sheet stack (lattice light-sheet): the stage steps the sample
+/// by `stepUm` along the scan direction, which makes `angleDeg` with the camera's x axis in the
+/// detection objective's frame. Plane i therefore sees the sample shifted by i·step·cos θ along x
+/// and i·step·sin θ along the detection axis: deskewing shifts plane i by i·step·cos θ / pixel pixels,
+/// and the deskewed planes are step·|sin θ| apart.
+public struct LightSheetGeometry: Sendable, Codable, Equatable {
+    public var angleDeg: Double
+    public var stepUm: Double
+    public var pixelUm: Double
+
+    public init(angleDeg: Double, stepUm: Double, pixelUm: Double) throws {
+        guard angleDeg.isFinite, abs(angleDeg) > 0.5, abs(angleDeg) < 89.5 else {
+            throw MoireError(.usage, "the sheet angle must lie strictly between 0° and 90° (0.5°…89.5°); got \(angleDeg)°: at 0° the planes coincide in depth, at 90° there is nothing to deskew")
+        }
+        guard stepUm.isFinite, stepUm > 0 else { throw MoireError(.usage, "the scan step must be positive; got \(stepUm) µm") }
+        guard pixelUm.isFinite, pixelUm > 0 else { throw MoireError(.usage, "the pixel size must be positive; got \(pixelUm) µm") }
+        self.angleDeg = angleDeg; self.stepUm = stepUm; self.pixelUm = pixelUm
+    }
+
+    var theta: Double { angleDeg * .pi / 180 }
+    /// Deskew shift of plane i, in pixels: i · shiftPerPlane.
+    public var shiftPerPlane: Double { stepUm * cos(theta) / pixelUm }
+    /// Spacing of the deskewed planes along the detection axis, µm.
+    public var planeSpacingUm: Double { stepUm * abs(sin(theta)) }
+    /// Width of the deskewed volume: nx + ⌊nz·step·|cos θ| / pixel⌋.
+    public func deskewedWidth(nx: Int, nz: Int) -> Int { nx + Int((Double(nz) * stepUm * abs(cos(theta)) / pixelUm).rounded(.down)) }
+}
+
+/// The Gaussian model of a light-sheet microscope's overall PSF in the deskewed (detection) frame:
+/// lateral σ = 0.21 λ/NA (Zhang et al. 2007); along the detection axis the detection PSF (FWHM
+/// 0.88 λ / (n − √(n² − NA²))) times the sheet's profile (FWHM = its thickness), Gaussians whose
+/// product has 1/σz² = 1/σdet² + 1/σsheet².
+public struct LightSheetOptics: Sendable, Codable, Equatable {
+    public var na: Double
+    public var immersionIndex: Double
+    public var emissionNm: Double
+    public var sheetThicknessUm: Double
+
+    public init(na: Double = 1.1, immersionIndex: Double = 1.33, emissionNm: Double = 520, sheetThicknessUm: Double = 1.0) throws {
+        guard na > 0, na < immersionIndex, emissionNm > 0, sheetThicknessUm > 0 else {
+            throw MoireError(.usage, "light-sheet optics need 0 < NA < n, a positive wavelength and a positive sheet thickness")
+        }
+        self.na = na; self.immersionIndex = immersionIndex; self.emissionNm = emissionNm; self.sheetThicknessUm = sheetThicknessUm
+    }
+
+    public var sigmaLateralUm: Double { 0.21 * emissionNm / 1000 / na }
+    public var sigmaAxialUm: Double {
+        let n = immersionIndex, lam = emissionNm / 1000
+        let det = 0.88 * lam / (n - (n * n - na * na).squareRoot()) / 2.3548
+        let sheet = sheetThicknessUm / 2.3548
+        return 1 / (1 / (det * det) + 1 / (sheet * sheet)).squareRoot()
     }
 }

@@ -143,6 +143,40 @@ public final class FFTPlan3D: @unchecked Sendable {
     }
 }
 
+/// A 3D real-to-complex (forward) or complex-to-real (backward) FFTW plan (z slowest): the complex
+/// side holds `(width/2 + 1) × height × depth` values. Unnormalised, like FFTW.
+public final class FFTPlan3DReal: @unchecked Sendable {
+    public let width: Int, height: Int, depth: Int
+    public let forward: Bool
+    private let plan: fftwf_plan
+    public var complexCount: Int { (width / 2 + 1) * height * depth }
+
+    fileprivate init(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor) throws {
+        self.width = width; self.height = height; self.depth = depth; self.forward = forward
+        let r = AlignedBuffer<Float>(count: width * height * depth), c = AlignedBuffer<Complex32>(count: (width / 2 + 1) * height * depth)
+        let made = c.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: c.count) { cp in
+            forward ? fftwf_plan_dft_r2c_3d(Int32(depth), Int32(height), Int32(width), r.pointer, cp, rigor.flag)
+                    : fftwf_plan_dft_c2r_3d(Int32(depth), Int32(height), Int32(width), cp, r.pointer, rigor.flag)
+        }
+        guard let made else { throw MoireError(.numeric, "FFTW could not plan a real \(width)×\(height)×\(depth) transform") }
+        plan = made
+    }
+
+    deinit { FFT.planning.withLock { fftwf_destroy_plan(plan) } }
+
+    /// Forward: real `input` → complex `output`.
+    public func execute(real input: UnsafeMutablePointer<Float>, complex output: UnsafeMutablePointer<Complex32>) {
+        precondition(forward)
+        output.withMemoryRebound(to: fftwf_complex.self, capacity: complexCount) { fftwf_execute_dft_r2c(plan, input, $0) }
+    }
+
+    /// Backward: complex `input` (overwritten by FFTW) → real `output`.
+    public func execute(complex input: UnsafeMutablePointer<Complex32>, real output: UnsafeMutablePointer<Float>) {
+        precondition(!forward)
+        input.withMemoryRebound(to: fftwf_complex.self, capacity: complexCount) { fftwf_execute_dft_c2r(plan, $0, output) }
+    }
+}
+
 /// The plan cache: one plan per shape, kind and rigor; planning serialised (FFTW's planner is not thread-safe).
 public enum FFT {
     fileprivate static let planning = NSLock()
@@ -171,6 +205,31 @@ public enum FFT {
             let p = try FFTPlan3D(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
             cache3D[key] = p
             return p
+        }
+    }
+
+    nonisolated(unsafe) private static var cache3DReal: [String: FFTPlan3DReal] = [:]
+
+    /// A cached 3D real plan (r2c when `forward`, c2r otherwise); made on first use.
+    public static func plan3DReal(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws -> FFTPlan3DReal {
+        guard width > 0, height > 0, depth > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty") }
+        return try planning.withLock {
+            let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor == .measure)/\(threads)"
+            if let p = cache3DReal[key] { return p }
+            let p = try FFTPlan3DReal(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
+            cache3DReal[key] = p
+            return p
+        }
+    }
+
+    /// The smallest size ≥ `n` whose only prime factors are 2, 3, 5 and 7 (sizes FFTW transforms fast).
+    public static func goodSize(_ n: Int) -> Int {
+        var m = max(1, n)
+        while true {
+            var k = m
+            for p in [2, 3, 5, 7] { while k % p == 0 { k /= p } }
+            if k == 1 { return m }
+            m += 1
         }
     }
 
