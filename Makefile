@@ -62,6 +62,8 @@ bench: deps build
 	@Benchmarks/.venv/bin/python3 -c "import torch, numpy" 2>/dev/null || { echo "bench: installing torch from PyPI into Benchmarks/.venv (large, once)"; \
 	  Benchmarks/.venv/bin/python3 -m pip install -q torch numpy; }
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench denoise
+	@python3 -c "import skimage" 2>/dev/null || python3 -m pip install -q scikit-image || python3 -m pip install -q --break-system-packages scikit-image
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench llsm
 
 clean:
 	rm -rf .build demo-output

@@ -89,6 +89,12 @@ public enum LightSheetPSF {
     }
 }
 
+/// Runs `body` over `0..<n` in contiguous chunks on all cores.
+func parallelRanges(_ n: Int, _ body: @Sendable (Range<Int>) -> Void) {
+    let chunks = max(1, min(ProcessInfo.processInfo.activeProcessorCount * 4, n / 65_536))
+    DispatchQueue.concurrentPerform(iterations: chunks) { c in body((n * c / chunks)..<(n * (c + 1) / chunks)) }
+}
+
 /// Richardson–Lucy deconvolution in 3D through MoireFFT (real-to-complex transforms, planned once
 /// per padded shape), with background subtraction, edge-replicating padding by the PSF's half size
 /// (to an FFT-friendly size) and Biggs–Andrews acceleration (first-order vector extrapolation,
@@ -98,7 +104,11 @@ public final class RichardsonLucy: @unchecked Sendable {
     let pw: Int, ph: Int, pd: Int, px: Int, py: Int, pz: Int
     let otf: AlignedBuffer<Complex32>
     let fwd: FFTPlan3DReal, inv: FFTPlan3DReal
-    let spectrum: AlignedBuffer<Complex32>, real: AlignedBuffer<Float>
+    let spectrum: AlignedBuffer<Complex32>
+    /// Work buffers of the padded size, reused from run to run: data, estimate, previous estimate,
+    /// prediction, blurred prediction/ratio, and the last two steps.
+    let data: AlignedBuffer<Float>, x: AlignedBuffer<Float>, prev: AlignedBuffer<Float>, y: AlignedBuffer<Float>, blur: AlignedBuffer<Float>
+    var g: AlignedBuffer<Float>, gPrev: AlignedBuffer<Float>
 
     /// For volumes of `width × height × depth` and a PSF with odd sides no larger than the volume's.
     public init(psf: Volume, width: Int, height: Int, depth: Int, rigor: PlanRigor = .estimate) throws {
@@ -118,7 +128,7 @@ public final class RichardsonLucy: @unchecked Sendable {
         fwd = try FFT.plan3DReal(width: pw, height: ph, depth: pd, forward: true, rigor: rigor)
         inv = try FFT.plan3DReal(width: pw, height: ph, depth: pd, forward: false, rigor: rigor)
         spectrum = AlignedBuffer<Complex32>(count: fwd.complexCount)
-        real = AlignedBuffer<Float>(count: pw * ph * pd)
+        let real = AlignedBuffer<Float>(count: pw * ph * pd)
         otf = AlignedBuffer<Complex32>(count: fwd.complexCount)
         // The PSF, normalised, with its centre wrapped to the origin; the OTF carries the 1/N of the inverse FFT.
         let n = Float(pw * ph * pd)
@@ -127,18 +137,34 @@ public final class RichardsonLucy: @unchecked Sendable {
             real.pointer[(wz * ph + wy) * pw + wx] = psf[x, y, z] / sum / n
         } } }
         fwd.execute(real: real.pointer, complex: otf.pointer)
+        let count = pw * ph * pd
+        data = real  // reused: its contents are replaced by every run
+        x = AlignedBuffer(count: count); prev = AlignedBuffer(count: count); y = AlignedBuffer(count: count); blur = AlignedBuffer(count: count)
+        g = AlignedBuffer(count: count); gPrev = AlignedBuffer(count: count)
     }
 
-    /// out = PSF ⊛ x (or the correlation, the adjoint, when `adjoint`), on the padded grid.
-    func apply(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, adjoint: Bool) {
-        let n = pw * ph * pd
-        real.pointer.update(from: x, count: n)
-        fwd.execute(real: real.pointer, complex: spectrum.pointer)
-        let c = spectrum.pointer, o = otf.pointer
-        for i in 0..<fwd.complexCount {
-            let a = c[i], b = o[i]
-            c[i] = adjoint ? Complex32(a.re * b.re + a.im * b.im, a.im * b.re - a.re * b.im)
-                           : Complex32(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re)
+    /// A percentile of the volume from a strided sample of at most a million voxels.
+    static func percentile(_ v: [Float], _ q: Double) -> Float {
+        let stride = max(1, v.count / 1_000_000)
+        var sample: [Float] = []
+        sample.reserveCapacity(v.count / stride + 1)
+        var i = 0
+        while i < v.count { sample.append(v[i]); i += stride }
+        sample.sort()
+        return sample[min(sample.count - 1, Int(Double(sample.count - 1) * q))]
+    }
+
+    /// out = PSF ⊛ x (or the correlation, the adjoint, when `adjoint`), on the padded grid. `x` and
+    /// `out` must be FFTW-aligned buffers of the padded size; they may be the same.
+    func apply(_ x: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, adjoint: Bool) {
+        fwd.execute(real: x, complex: spectrum.pointer)  // out-of-place r2c leaves x intact
+        nonisolated(unsafe) let c = spectrum.pointer, o = otf.pointer
+        parallelRanges(fwd.complexCount) { range in
+            for i in range {
+                let a = c[i], b = o[i]
+                c[i] = adjoint ? Complex32(a.re * b.re + a.im * b.im, a.im * b.re - a.re * b.im)
+                               : Complex32(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re)
+            }
         }
         inv.execute(complex: spectrum.pointer, real: out)
     }
@@ -152,48 +178,69 @@ public final class RichardsonLucy: @unchecked Sendable {
         }
         guard iterations >= 0 else { throw MoireError(.usage, "iterations must be ≥ 0") }
         guard image.data.allSatisfy(\.isFinite) else { throw MoireError(.numeric, "the volume contains NaN or infinite values") }
-        let bg = background ?? {
-            let sorted = image.data.sorted()
-            return sorted[sorted.count / 100]
-        }()
+        let bg = background ?? Self.percentile(image.data, 0.01)
         let n = pw * ph * pd
-        // Edge-replicating padding of the background-subtracted data.
-        var d = [Float](repeating: 0, count: n)
-        for z in 0..<pd {
-            let sz = min(max(z - pz, 0), depth - 1)
-            for y in 0..<ph {
-                let sy = min(max(y - py, 0), height - 1)
-                for x in 0..<pw {
-                    let sx = min(max(x - px, 0), width - 1)
-                    d[(z * ph + y) * pw + x] = max(0, image[sx, sy, sz] - bg)
+        let (W, H, D, PW, PH, PX, PY, PZ) = (width, height, depth, pw, ph, px, py, pz)
+        // Edge-replicating padding of the background-subtracted data, plane by plane in parallel.
+        image.data.withUnsafeBufferPointer { src in
+            nonisolated(unsafe) let sp = src.baseAddress!, dp = data.pointer
+            DispatchQueue.concurrentPerform(iterations: pd) { z in
+                let sz = min(max(z - PZ, 0), D - 1)
+                for yy in 0..<PH {
+                    let sy = min(max(yy - PY, 0), H - 1)
+                    let row = sp + (sz * H + sy) * W, out = dp + (z * PH + yy) * PW
+                    let left = max(0, row[0] - bg), right = max(0, row[W - 1] - bg)
+                    for xx in 0..<PX { out[xx] = left }
+                    for xx in 0..<W { out[PX + xx] = max(0, row[xx] - bg) }
+                    for xx in (PX + W)..<PW { out[xx] = right }
                 }
             }
         }
-        var x = d, prev = d
-        var g = [Float](repeating: 0, count: n), gPrev = [Float](repeating: 0, count: n)
-        var y = [Float](repeating: 0, count: n), blur = [Float](repeating: 0, count: n)
+        x.pointer.update(from: data.pointer, count: n)
+        prev.pointer.update(from: data.pointer, count: n)
         var alpha: Float = 0
-        let eps: Float = 1e-6
+        let eps: Float = 1e-6, tiny: Float = 1e-20
+        let chunks = 16
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: 2 * chunks)
+        defer { partial.deallocate() }
         for k in 0..<iterations {
+            nonisolated(unsafe) let xp = x.pointer, pp = prev.pointer, yp = y.pointer, bp = blur.pointer, dp = data.pointer
+            nonisolated(unsafe) let gp = g.pointer, gq = gPrev.pointer, pr = partial
+            let a = alpha, reduce = accelerate && k >= 1
             // Prediction (Biggs–Andrews) from the last two estimates.
-            for i in 0..<n { y[i] = max(0, x[i] + alpha * (x[i] - prev[i])) }
-            y.withUnsafeBufferPointer { yp in blur.withUnsafeMutableBufferPointer { apply(yp.baseAddress!, into: $0.baseAddress!, adjoint: false) } }
-            for i in 0..<n { blur[i] = d[i] / max(blur[i], eps) }
-            blur.withUnsafeMutableBufferPointer { bp in apply(bp.baseAddress!, into: bp.baseAddress!, adjoint: true) }
-            prev = x
-            for i in 0..<n { x[i] = max(0, y[i] * blur[i]); g[i] = x[i] - y[i] }
-            if accelerate, k >= 1 {
+            // Values below `tiny` are set to 0: RL drives empty regions towards 0, and denormal floats are slow.
+            parallelRanges(n) { r in for i in r { let v = xp[i] + a * (xp[i] - pp[i]); yp[i] = v > tiny ? v : 0 } }
+            apply(yp, into: bp, adjoint: false)
+            parallelRanges(n) { r in for i in r { bp[i] = dp[i] / max(bp[i], eps) } }
+            apply(bp, into: bp, adjoint: true)
+            // Update, the step g = x − y, and the sums for the next α, in one pass.
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
                 var num: Double = 0, den: Double = 0
-                for i in 0..<n { num += Double(g[i] * gPrev[i]); den += Double(gPrev[i] * gPrev[i]) }
+                for i in (n * c / chunks)..<(n * (c + 1) / chunks) {
+                    pp[i] = xp[i]
+                    var v = yp[i] * bp[i]
+                    if !(v > tiny) { v = 0 }
+                    xp[i] = v
+                    let gi = v - yp[i]
+                    gp[i] = gi
+                    if reduce { num += Double(gi * gq[i]); den += Double(gq[i] * gq[i]) }
+                }
+                pr[2 * c] = num; pr[2 * c + 1] = den
+            }
+            if reduce {
+                let num = (0..<chunks).map { partial[2 * $0] }.reduce(0, +), den = (0..<chunks).map { partial[2 * $0 + 1] }.reduce(0, +)
                 alpha = den > 0 ? Float(min(max(num / den, 0), 1)) : 0
             }
             swap(&g, &gPrev)
             progress(k + 1, iterations)
         }
         var out = [Float](repeating: 0, count: width * height * depth)
-        for z in 0..<depth { for yy in 0..<height {
-            for xx in 0..<width { out[(z * height + yy) * width + xx] = x[((z + pz) * ph + yy + py) * pw + xx + px] }
-        } }
+        out.withUnsafeMutableBufferPointer { o in
+            nonisolated(unsafe) let op = o.baseAddress!, xp = x.pointer
+            DispatchQueue.concurrentPerform(iterations: D) { z in
+                for yy in 0..<H { (op + (z * H + yy) * W).update(from: xp + ((z + PZ) * PH + yy + PY) * PW + PX, count: W) }
+            }
+        }
         return Volume(width: width, height: height, depth: depth, data: out, voxelUm: image.voxelUm)
     }
 }

@@ -4,15 +4,16 @@ import MoirePipeline
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport, sim2d, denoise.") var what: String
+    @Argument(help: "What to measure: transport, sim2d, denoise, llsm.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile = "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard ["transport", "sim2d", "denoise"].contains(what) else {
-            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, denoise"))
+        guard ["transport", "sim2d", "denoise", "llsm"].contains(what) else {
+            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, denoise, llsm"))
         }
+        if what == "llsm" { return try llsm() }
         if what == "denoise" { return try denoise() }
         if what == "sim2d" { return try sim2d() }
         do {
@@ -42,6 +43,29 @@ extension Bench {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         peer.waitUntilExit()
         return data
+    }
+
+    /// Deskew + 10 RL iterations of a 512×512×101 stack, beside numpy + scikit-image on the same stack.
+    func llsm() throws {
+        do {
+            let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let r = try LightSheetBench.run(dir: dir)
+            let ours = r.deskewSeconds + r.deconvolutionSeconds
+            print(String(format: "moire llsm %d×%d×%d → deskewed %d×%d×%d: deskew %.2f s + 10 RL iterations %.2f s = %.2f s (set-up once per stack shape — FFTW plans, OTF, buffers — %.2f s, not counted)",
+                         r.raw.w, r.raw.h, r.raw.d, r.deskewed.w, r.deskewed.h, r.deskewed.d, r.deskewSeconds, r.deconvolutionSeconds, ours, r.planSeconds))
+            let data = try runPeer(["python3", "Benchmarks/peers/llsm_peer.py", r.rawPath, r.psfPath, "\(r.raw.w)", "\(r.raw.h)", "\(r.raw.d)",
+                                    "\(r.psf.w)", "\(r.psf.h)", "\(r.psf.d)", "\(r.angleDeg)", "\(r.stepUm)", "\(r.pixelUm)", "10"])
+            struct Peer: Decodable { var deskew_s: Double?; var deconvolution_s: Double?; var total_s: Double?; var error: String? }
+            guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let total = p.total_s else {
+                print("peer: not available (make bench installs scikit-image)")
+                return
+            }
+            print(String(format: "peer numpy deskew %.2f s + scikit-image richardson_lucy %.2f s = %.2f s   ratio peer/moire %.1f×",
+                         p.deskew_s ?? 0, p.deconvolution_s ?? 0, total, total / ours))
+        } catch { throw fail(error) }
     }
 
     /// Denoising frames per second at 512×512, beside the same network and step in PyTorch (when installed).
