@@ -126,7 +126,11 @@ public final class Runner: @unchecked Sendable {
                     try devices.camera.start(pool: pool)
                     configuredExposure = first.exposureMs
                 }
-                if let stage = devices.stage, proto.hasZ, stage.positionUm != first.zUm {
+                if proto.hasZ, (proto.mode == .llsm || proto.mode == .llssim), proto.rig.lightSheet?.scan == .galvo, let sc = devices.scanner {
+                    // Galvo scan: the sheet and the detection focus move together; the sample stays.
+                    let volts = first.zUm / sc.profile.umPerV
+                    if sc.volts != volts { try sc.set(volts: volts) }
+                } else if let stage = devices.stage, proto.hasZ, stage.positionUm != first.zUm {
                     try stage.move(toUm: first.zUm)
                 }
                 let base = devices.camera.exposedCount

@@ -43,6 +43,8 @@ public struct AcquisitionProtocol: Sendable, Equatable {
     public var hasZ: Bool
     public var reconstruction: [String: String]
     public var denoise: [String: String]
+    /// Live light-sheet processing (mode llsm): `iterations`, `record_volumes`, `background`.
+    public var lightSheet: [String: String] = [:]
     public var outputs: OutputSpec
     public var firstFrameDeadlineMs: Double
     public var frameDeadlineMs: Double
@@ -163,16 +165,36 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         if let zn = zNode {
             zPlanes = try zn.required("planes").int(in: 1...100_000)
             zStep = try zn.optionalDouble("step_um", in: -1000...1000, unit: " µm") ?? 0
-            guard let stage = rig.stage?.profile.stage else { throw zn.error("a z range needs a stage; rig '\(rig.name)' has none") }
-            zStart = try zn.optionalDouble("start_um", in: stage.rangeUm, unit: " µm") ?? stage.homeUm
+            let galvoScan = (mode == .llsm || mode == .llssim) && rig.lightSheet?.scan == .galvo
+            let range: ClosedRange<Double>, home: Double, what: String
+            if galvoScan, let sc = rig.scanner?.profile.scanner {
+                range = (sc.rangeV.lowerBound * sc.umPerV)...(sc.rangeV.upperBound * sc.umPerV); home = sc.parkV * sc.umPerV; what = "galvo scan"
+            } else {
+                guard let stage = rig.stage?.profile.stage else { throw zn.error("a z range needs a stage; rig '\(rig.name)' has none") }
+                range = stage.rangeUm; home = stage.homeUm; what = "stage"
+            }
+            zStart = try zn.optionalDouble("start_um", in: range, unit: " µm") ?? home
             let end = zStart + Double(zPlanes - 1) * zStep
-            guard stage.rangeUm.contains(end) else {
-                throw zn.error("z range ends at \(fmt(end)) µm, outside the stage's range \(fmt(stage.rangeUm.lowerBound))…\(fmt(stage.rangeUm.upperBound)) µm")
+            guard range.contains(end) else {
+                throw zn.error("z range ends at \(fmt(end)) µm, outside the \(what)'s range \(fmt(range.lowerBound))…\(fmt(range.upperBound)) µm")
+            }
+            if mode == .llsm, zStep <= 0 {
+                throw try zn.child("step_um")?.error("the light-sheet scan step must be positive; found \(fmt(zStep)) µm")
+                    ?? zn.error("a light-sheet stack needs a positive step_um")
             }
             if zPlanes > 1, zStep == 0 { throw zn.error("step_um must be non-zero for more than one plane") }
             try zn.finish()
         }
         if mode == .sim3d, zPlanes < 2 { throw root.error("mode sim3d needs a 'z' block with at least 2 planes") }
+        if mode == .llsm, zPlanes < 2 { throw (zNode ?? root).error("mode llsm needs a 'z' block (the scan) with at least 2 planes") }
+        var lightSheet: [String: String] = [:]
+        if let ln = try root.child("light_sheet") {
+            guard mode == .llsm else { throw ln.error("a 'light_sheet' block is only allowed in mode llsm") }
+            if let v = try ln.optionalInt("iterations", in: 0...500) { lightSheet["iterations"] = String(v) }
+            if let v = try ln.optionalBool("record_volumes") { lightSheet["record_volumes"] = String(v) }
+            if let v = try ln.optionalDouble("background", in: 0...65535, unit: " ADU") { lightSheet["background"] = String(v) }
+            try ln.finish()
+        }
 
         if rig.leader == .modulator, let mp = rig.modulator?.profile.modulator {
             let seqLen = channels.count * angles * phases
@@ -248,7 +270,7 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         return AcquisitionProtocol(file: root.file, name: name, rig: rig, mode: mode, roiWidth: roiW, roiHeight: roiH,
                                    binning: binning, channels: channels, angles: angles, phases: phases,
                                    timepoints: timepoints, intervalMs: interval, zPlanes: zPlanes, zStepUm: zStep,
-                                   zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction, denoise: denoise, outputs: outputs,
-                                   firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
+                                   zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction, denoise: denoise, lightSheet: lightSheet,
+                                   outputs: outputs, firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
     }
 }

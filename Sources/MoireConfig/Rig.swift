@@ -23,9 +23,20 @@ public enum TimingLeader: String, Sendable, CaseIterable, Codable {
     case software
 }
 
+/// A rig's light sheet: its angle to the scan direction, thickness (FWHM) and length, and what
+/// scans the stack (the sample stage, or the galvo that moves sheet and detection focus together).
+public struct LightSheetSpec: Sendable, Equatable {
+    public enum Scan: String, Sendable, CaseIterable { case stage, galvo }
+    public var angleDeg: Double
+    public var thicknessUm: Double
+    public var lengthUm: Double
+    public var scan: Scan
+}
+
 /// A simulated specimen description (sim rigs only).
 public struct SpecimenSpec: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable { case filaments, puncta, mixed, tiff }
+    /// `beads`: 3D point-like beads (`puncta` of them) in a box of `sizeUm`, for light-sheet rigs.
+    public enum Kind: String, Sendable, CaseIterable { case filaments, puncta, mixed, tiff, beads }
     public var file: String
     public var kind: Kind
     public var seed: UInt64
@@ -40,6 +51,8 @@ public struct SpecimenSpec: Sendable, Equatable {
     public var tiffPixelUm: Double?
     /// Photobleaching: fraction of signal lost per exposure-second at 1 mW.
     public var bleachPerMwS: Double
+    /// The box 3D specimens fill (x along the deskewed width, y, z along the detection axis), µm.
+    public var sizeUm: [Double] = [60, 30, 20]
 
     public static func load(file: String) throws -> SpecimenSpec {
         try ConfigNode.withParsingLock { try loadLocked(file: file) }
@@ -61,10 +74,15 @@ public struct SpecimenSpec: Sendable, Equatable {
             tiffPath = root.resolvePath(try root.required("tiff").string())
             tiffPixel = try root.required("tiff_pixel_um").double(in: 0.001...100, unit: " µm")
         }
+        var size = [60.0, 30, 20]
+        if let sn = try root.child("size_um") {
+            size = try sn.doubles(count: 3)
+            guard size.allSatisfy({ $0 > 0 && $0 <= 10_000 }) else { throw sn.error("size_um must be three positive lengths (µm)") }
+        }
         try root.finish()
         return SpecimenSpec(file: file, kind: kind, seed: UInt64(seed), filaments: filaments, puncta: puncta,
                             brightness: brightness, background: background, tiffPath: tiffPath, tiffPixelUm: tiffPixel,
-                            bleachPerMwS: bleach)
+                            bleachPerMwS: bleach, sizeUm: size)
     }
 }
 
@@ -84,6 +102,7 @@ public struct Rig: Sendable, Equatable {
     public var otfAttenuation: Double = 1
     public var leader: TimingLeader
     public var specimen: SpecimenSpec?
+    public var lightSheet: LightSheetSpec?
 
     public var cameraProfile: CameraProfile { camera.profile.camera! }
     public func laser(named name: String) -> RigDevice? { lasers.first { $0.name == name } }
@@ -95,8 +114,8 @@ public struct Rig: Sendable, Equatable {
             m.append(.sim2d)
             if stage != nil, mod.patternSets.contains(where: { $0.phases >= 5 }) { m.append(.sim3d) }
         }
-        if scanner != nil, stage != nil { m.append(.llsm) }
-        if m.contains(.llsm), m.contains(.sim2d) { m.append(.llssim) }
+        if let ls = lightSheet, ls.scan == .stage ? stage != nil : scanner != nil { m.append(.llsm) }
+        if m.contains(.sim2d), (m.contains(.llsm) || (scanner != nil && stage != nil)) { m.append(.llssim) }
         return m
     }
 
@@ -174,6 +193,24 @@ public struct Rig: Sendable, Equatable {
             }
             try wiring.finish()
         }
+        var lightSheet: LightSheetSpec?
+        if let ln = try root.child("light_sheet") {
+            let an = try ln.required("angle_deg")
+            let angle = try an.double()
+            guard abs(angle) >= 0.5, abs(angle) <= 89.5 else {
+                throw an.error("the sheet angle must lie strictly between 0° and 90° (0.5…89.5°); found \(fmt(angle))°")
+            }
+            let thickness = try ln.required("thickness_um").double(in: 0.05...50, unit: " µm")
+            let length = try ln.optionalDouble("length_um", in: 1...10_000, unit: " µm") ?? 50
+            var scan = LightSheetSpec.Scan.stage
+            if let sn = try ln.child("scan") {
+                scan = try sn.choice(LightSheetSpec.Scan.self)
+                if scan == .galvo, scanner == nil { throw sn.error("a galvo scan needs a scanner; the rig has none") }
+            }
+            if scan == .stage, stage == nil { throw ln.error("a stage scan needs a stage; the rig has none") }
+            try ln.finish()
+            lightSheet = LightSheetSpec(angleDeg: angle, thicknessUm: thickness, lengthUm: length, scan: scan)
+        }
         var specimen: SpecimenSpec?
         if let sim = try root.child("simulation") {
             if let sp = try sim.child("specimen") {
@@ -186,6 +223,7 @@ public struct Rig: Sendable, Equatable {
         }
         try root.finish()
         return Rig(file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
-                   lasers: lasers, optics: optics, otfFile: otfFile, otfAttenuation: otfAttenuation, leader: leader, specimen: specimen)
+                   lasers: lasers, optics: optics, otfFile: otfFile, otfAttenuation: otfAttenuation, leader: leader, specimen: specimen,
+                   lightSheet: lightSheet)
     }
 }

@@ -144,7 +144,7 @@ public final class RichardsonLucy: @unchecked Sendable {
     }
 
     /// A percentile of the volume from a strided sample of at most a million voxels.
-    static func percentile(_ v: [Float], _ q: Double) -> Float {
+    public static func percentile(_ v: [Float], _ q: Double) -> Float {
         let stride = max(1, v.count / 1_000_000)
         var sample: [Float] = []
         sample.reserveCapacity(v.count / stride + 1)

@@ -71,10 +71,12 @@ struct Reconstruct: ParsableCommand {
     @Option(name: .long, help: "SIM denoising method: sr (recorrupted sets reconstructed twice; the better one) or raw (denoise the phase images).")
     var denoiseMethod = "sr"
     @Option(name: .long, help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
+    @OptionGroup(title: "Light sheet (--llsm)") var llsm: LightSheetArguments
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            if llsm.llsm { return try reconstructLightSheet() }
             var job = try sim.job()
             guard denoise >= 0, let method = SIMDenoiser.Method(rawValue: denoiseMethod) else {
                 throw MoireError(.usage, "--denoise takes a number of steps ≥ 0 and --denoise-method sr or raw")
@@ -98,6 +100,40 @@ struct Reconstruct: ParsableCommand {
             if let preview { try OfflineSIM.preview(r).write(to: URL(fileURLWithPath: preview)) }
         } catch { throw fail(error) }
     }
+}
+
+extension Reconstruct {
+    /// Deskew and deconvolution of sample-scan light-sheet stacks into volumes.
+    func reconstructLightSheet() throws {
+        var job = try OfflineLightSheet()
+        job.angleDeg = llsm.angle; job.stepUm = llsm.stepUm; job.pixelUm = sim.pixelUm; job.planesPerVolume = llsm.planesPerVolume
+        job.iterations = llsm.iterations; job.psfFile = llsm.psf.map(absolute); job.background = llsm.volumeBackground
+        job.optics = try LightSheetOptics(na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex, emissionNm: sim.emissionNm ?? 520,
+                                          sheetThicknessUm: llsm.sheetUm)
+        let r = try job.run(input: input) { what, i, n in
+            FileHandle.standardError.write(Data("\r\(what): deconvolution iteration \(i)/\(n)   ".utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        try OfflineLightSheet.write(r, to: out, name: "deskewed, deconvolved \((input as NSString).lastPathComponent)")
+        let v = r.deconvolved[0]
+        print(String(format: "wrote %d volume(s) of %d×%d×%d voxels (%.4f × %.4f × %.4f µm) to %@", r.deconvolved.count, v.width, v.height, v.depth,
+                     v.voxelUm.x, v.voxelUm.y, v.voxelUm.z, out))
+        if let preview { try OfflineLightSheet.preview(r).write(to: URL(fileURLWithPath: preview)) }
+    }
+}
+
+/// Geometry and deconvolution options of light-sheet stacks.
+struct LightSheetArguments: ParsableArguments {
+    @Flag(name: .long, help: "The input is a sample-scan light-sheet stack: deskew and deconvolve it into volumes.") var llsm = false
+    @Option(name: .long, help: "Sheet angle to the scan direction, degrees (e.g. 31.5).") var angle: Double?
+    @Option(name: .long, help: "Scan step between planes, µm (default: the recording's z step).") var stepUm: Double?
+    @Option(name: .long, help: "Planes per volume of a plain stack (default: all).") var planesPerVolume: Int?
+    @Option(name: .long, help: "Richardson-Lucy iterations (0: deskew only).") var iterations = 10
+    @Option(name: .long, help: "Measured PSF (TIFF/MRC, odd sides, deskewed frame); default: the Gaussian model (--na, --emission-nm, --sheet-um).")
+    var psf: String?
+    @Option(name: .long, help: "Light-sheet thickness (FWHM), µm, for the PSF model.") var sheetUm = 1.0
+    @Option(name: .long, help: "Immersion index for the PSF model.") var immersionIndex = 1.33
+    @Option(name: .long, help: "Background subtracted before deconvolution (default: the volume's 1st percentile).") var volumeBackground: Float?
 }
 
 struct Preview: ParsableCommand {

@@ -43,31 +43,15 @@ public struct LightSheetSimulator: Sendable {
         return out
     }
 
-    /// The expected photons of raw plane `i` (no noise).
+    /// The expected photons of raw plane `i` (no noise), rendered by `LightSheetRenderer` at scan position i·step.
     public func expectedPlane(_ i: Int, beads: [(x: Double, y: Double, z: Double)]) -> [Double] {
-        var img = [Double](repeating: backgroundPhotons, count: width * height)
-        let s = geometry.shiftPerPlane, dx = geometry.pixelUm
-        let xOffset = s < 0 ? Double(geometry.deskewedWidth(nx: width, nz: planes) - width) : 0
-        let zi = Double(i) * geometry.planeSpacingUm
-        let sl = optics.sigmaLateralUm, sz = optics.sigmaAxialUm
-        for b in beads {
-            let dz = zi - b.z
-            guard abs(dz) < 5 * sz else { continue }
-            let a = peakPhotons * exp(-dz * dz / (2 * sz * sz))
-            // Raw column u sees deskewed x = u + i·s (+ offset for negative angles).
-            let cu = b.x / dx - Double(i) * s - xOffset, cv = b.y / dx
-            let reach = Int((5 * sl / dx).rounded(.up))
-            let v0 = max(0, Int(cv) - reach), v1 = min(height - 1, Int(cv) + reach)
-            let u0 = max(0, Int(cu.rounded(.down)) - reach), u1 = min(width - 1, Int(cu.rounded(.down)) + reach)
-            guard v0 <= v1, u0 <= u1 else { continue }
-            for v in v0...v1 {
-                for u in u0...u1 {
-                    let ddx = (Double(u) - cu) * dx, ddy = (Double(v) - cv) * dx
-                    img[v * width + u] += a * exp(-(ddx * ddx + ddy * ddy) / (2 * sl * sl))
-                }
-            }
-        }
-        return img
+        // For negative angles the deskewed frame starts (W − nx) columns further left.
+        let xOffset = geometry.shiftPerPlane < 0 ? Double(geometry.deskewedWidth(nx: width, nz: planes) - width) * geometry.pixelUm : 0
+        let r = LightSheetRenderer(angleDeg: geometry.angleDeg, pixelUm: geometry.pixelUm, optics: optics,
+                                   emitters: beads.map { ($0.x - xOffset, $0.y, $0.z) })
+        var img = [Float](repeating: 0, count: width * height)
+        img.withUnsafeMutableBufferPointer { r.add(scanUm: Double(i) * geometry.stepUm, width: width, height: height, peak: peakPhotons, into: $0.baseAddress!) }
+        return img.map { Double($0) + backgroundPhotons }
     }
 
     /// The raw stack in ADU, plane by plane, with the camera's noise.
@@ -80,5 +64,57 @@ public struct LightSheetSimulator: Sendable {
             }
         }
         return (stack, b)
+    }
+}
+
+/// Renders what a light-sheet camera sees at one scan position: point emitters (beads) in the
+/// deskewed frame (x along the deskewed width, y, z along the detection axis, µm, for scan position
+/// 0), imaged through the Gaussian optics of `LightSheetOptics`. At scan position s the camera's
+/// column u sees x = u·pixel + s·cos θ, and the focal plane lies at z = s·sin θ.
+public struct LightSheetRenderer: Sendable {
+    public var angleDeg: Double
+    public var pixelUm: Double
+    public var optics: LightSheetOptics
+    public var emitters: [(x: Double, y: Double, z: Double)]
+
+    public init(angleDeg: Double, pixelUm: Double, optics: LightSheetOptics, emitters: [(x: Double, y: Double, z: Double)]) {
+        self.angleDeg = angleDeg; self.pixelUm = pixelUm; self.optics = optics; self.emitters = emitters
+    }
+
+    /// Seeded beads filling a box of `sizeUm` (x, y, z), at least 4 axial σ apart.
+    public static func beads(count: Int, sizeUm: [Double], seed: UInt64, optics: LightSheetOptics) -> [(x: Double, y: Double, z: Double)] {
+        var r = SimRandom(seed: seed)
+        var out: [(x: Double, y: Double, z: Double)] = []
+        var tries = 0
+        while out.count < count && tries < count * 100 {
+            tries += 1
+            let p = (r.uniform() * sizeUm[0], r.uniform() * sizeUm[1], r.uniform() * sizeUm[2])
+            if out.allSatisfy({ hypot(hypot($0.x - p.0, $0.y - p.1), $0.z - p.2) > 4 * optics.sigmaAxialUm }) { out.append(p) }
+        }
+        return out
+    }
+
+    /// Adds `peak · profile` of every emitter near the focal plane at scan position `scanUm` to `image`.
+    public func add(scanUm: Double, width: Int, height: Int, peak: Double, into image: UnsafeMutablePointer<Float>) {
+        let th = angleDeg * .pi / 180, dx = pixelUm
+        let shift = scanUm * cos(th), zf = scanUm * sin(th)
+        let sl = optics.sigmaLateralUm, sz = optics.sigmaAxialUm
+        let reach = Int((5 * sl / dx).rounded(.up))
+        for e in emitters {
+            let dz = zf - e.z
+            guard abs(dz) < 5 * sz else { continue }
+            let a = peak * exp(-dz * dz / (2 * sz * sz))
+            let cu = (e.x - shift) / dx, cv = e.y / dx
+            let u0 = max(0, Int(cu.rounded(.down)) - reach), u1 = min(width - 1, Int(cu.rounded(.down)) + reach)
+            let v0 = max(0, Int(cv) - reach), v1 = min(height - 1, Int(cv) + reach)
+            guard u0 <= u1, v0 <= v1 else { continue }
+            for v in v0...v1 {
+                let ddy = (Double(v) - cv) * dx
+                for u in u0...u1 {
+                    let ddx = (Double(u) - cu) * dx
+                    image[v * width + u] += Float(a * exp(-(ddx * ddx + ddy * ddy) / (2 * sl * sl)))
+                }
+            }
+        }
     }
 }

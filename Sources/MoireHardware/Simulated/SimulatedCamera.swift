@@ -67,10 +67,30 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     /// Frames lost because the pool had no free slot.
     public private(set) var poolMisses = 0
 
+    /// The rig's light sheet: with a 3D specimen (`beads`) the camera renders the inclined plane at the
+    /// current scan position (stage, or galvo) instead of a 2D specimen.
+    private let lightSheet: LightSheetSpec?
+    private var sheetRenderers: [Double: LightSheetRenderer] = [:]
+    private var samplePixelUm = 0.1
+
     public init(name: String, profile: CameraProfile, world: SimWorld, specimen: SpecimenSpec?, optics: Optics,
-                clock: MoireClock, seed: UInt64 = 1) {
+                clock: MoireClock, seed: UInt64 = 1, lightSheet: LightSheetSpec? = nil) {
         self.name = name; self.profile = profile; self.world = world; self.specimen = specimen
-        self.optics = optics; self.clock = clock; self.seed = seed
+        self.optics = optics; self.clock = clock; self.seed = seed; self.lightSheet = lightSheet
+    }
+
+    var rendersLightSheet: Bool { lightSheet != nil && specimen?.kind == .beads }
+
+    /// The light-sheet renderer for an emission wavelength (the PSF depends on it).
+    private func sheetRenderer(emissionNm: Double) -> LightSheetRenderer? {
+        guard let ls = lightSheet, let specimen, specimen.kind == .beads else { return nil }
+        if let r = sheetRenderers[emissionNm] { return r }
+        guard let o = try? LightSheetOptics(na: optics.objectiveNA, immersionIndex: optics.immersionIndex, emissionNm: emissionNm,
+                                            sheetThicknessUm: ls.thicknessUm) else { return nil }
+        let beads = LightSheetRenderer.beads(count: specimen.puncta, sizeUm: specimen.sizeUm, seed: specimen.seed, optics: o)
+        let r = LightSheetRenderer(angleDeg: ls.angleDeg, pixelUm: samplePixelUm, optics: o, emitters: beads)
+        sheetRenderers[emissionNm] = r
+        return r
     }
 
     /// Adds a fault to produce during the next acquisition.
@@ -90,7 +110,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         cond.lock(); defer { cond.unlock() }
         guard !acquiring else { throw MoireError(.state, "cannot configure while acquiring", place: "camera \(name)") }
         let px = optics.samplePixelUm(cameraPixelUm: profile.pixelUm, binning: s.binning)
-        if let specimen, model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px {
+        if px != samplePixelUm { sheetRenderers = [:]; samplePixelUm = px }
+        if let specimen, !rendersLightSheet, model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px {
             model = try OpticalModel(specimen: specimen, width: s.width, height: s.height, pixelUm: px, na: optics.objectiveNA)
         }
         settings = s
@@ -212,6 +233,20 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 terms.append(t)
             }
         }
+        // Light sheet: the inclined plane of the 3D specimen at the current scan position.
+        var sheet: [Float]?
+        if rendersLightSheet, let specimen, snap.pattern != -2, !snap.lasers.isEmpty {
+            let scan = lightSheet!.scan == .galvo ? snap.scannerUm : snap.zUm
+            var img = [Float](repeating: 0, count: w * h)
+            for l in snap.lasers {
+                guard let r = sheetRenderer(emissionNm: l.wavelengthNm + 37) else { continue }
+                let bg = Float(specimen.background * l.powerMw * exposureMs)
+                for i in 0..<img.count { img[i] += bg }
+                img.withUnsafeMutableBufferPointer { r.add(scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs, into: $0.baseAddress!) }
+            }
+            sheet = img
+        }
+        let sheetPhotons = sheet
         let qe = profile.qe, gain = profile.gainADUPerE, offset = profile.offsetADU
         let readADU = profile.readNoiseE * gain, full = profile.fullWellE
         let chunks = 8
@@ -225,7 +260,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 let y0 = h * chunk / chunks, y1 = h * (chunk + 1) / chunks
                 var spare: Double?
                 for i in (y0 * w)..<(y1 * w) {
-                    var photons: Float = 0
+                    var photons: Float = sheetPhotons?[i] ?? 0
                     for t in allTerms {
                         var v = t.b0[i]
                         if let b1 = t.b1 { v += t.m * (t.c * b1[i].re - t.s * b1[i].im) }

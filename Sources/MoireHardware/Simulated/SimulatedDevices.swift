@@ -78,6 +78,7 @@ public final class SimulatedScanner: Scanner, @unchecked Sendable {
     public init(name: String, profile: ScannerProfile, world: SimWorld) {
         self.name = name; self.profile = profile; self.world = world
         v = profile.parkV
+        world.register(self)
     }
 
     public func set(volts: Double) throws {

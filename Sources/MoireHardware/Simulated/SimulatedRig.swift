@@ -14,7 +14,7 @@ public enum DeviceFactory {
         }
         for d in rig.allDevices { try requireSim(d) }
         let camera = SimulatedCamera(name: rig.camera.name, profile: rig.cameraProfile, world: world, specimen: rig.specimen,
-                                     optics: rig.optics, clock: clock, seed: seed)
+                                     optics: rig.optics, clock: clock, seed: seed, lightSheet: rig.lightSheet)
         let modulator = try rig.modulator.map { d -> SimulatedModulator in
             let m = SimulatedModulator(name: d.name, profile: d.profile.modulator!, world: world, clock: clock)
             func opt(_ key: String, _ def: Double) throws -> Double {

@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import MoireCore
+import MoireFFT
+import MoireReconstruction
+import MoireStorage
+
+/// Offline light-sheet processing (`moire reconstruct --llsm`): raw sample-scan stacks (a recording,
+/// or a plain TIFF/MRC/PNG stack) deskewed and deconvolved into volumes.
+public struct OfflineLightSheet {
+    public var angleDeg: Double?
+    public var stepUm: Double?
+    public var pixelUm: Double?
+    /// Planes per volume in a plain stack (default: all planes are one volume).
+    public var planesPerVolume: Int?
+    public var iterations = 10
+    /// A measured PSF (TIFF/MRC, odd sides, in the deskewed frame); default: the Gaussian model of `optics`.
+    public var psfFile: String?
+    public var optics: LightSheetOptics
+    public var background: Float?
+
+    public init() throws { optics = try LightSheetOptics() }
+
+    public struct Result: Sendable {
+        public var raw: [Volume]
+        public var deskewed: [Volume]
+        public var deconvolved: [Volume]
+        public var geometry: LightSheetGeometry
+    }
+
+    public func run(input: String, logger: Logger = Logger(label: "moire.llsm"), progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> Result {
+        let stack = try ImageImport.load(input)
+        guard !stack.isComplex, !stack.planes.isEmpty else { throw MoireError(.format, "no real-valued planes to process", place: input) }
+        var per = planesPerVolume ?? stack.planes.count
+        var missing = Set<Int>()
+        let angle = angleDeg
+        var step = stepUm
+        if let r = try? OMETiffReader(path: input), let l = r.layout {
+            per = planesPerVolume ?? l.zPlanes
+            if step == nil, l.zStepUm > 0 { step = l.zStepUm }
+            for (i, rec) in (r.planeRecords() ?? []).enumerated() where rec.header.missing { missing.insert(i) }
+        }
+        guard let angle else { throw MoireError(.usage, "the sheet angle is unknown; give --angle (degrees)", place: input) }
+        guard let step else { throw MoireError(.usage, "the scan step is unknown; give --step-um", place: input) }
+        guard let pixel = pixelUm ?? stack.pixelSizeUm else { throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input) }
+        let g = try LightSheetGeometry(angleDeg: angle, stepUm: step, pixelUm: pixel)
+        guard per >= 2, stack.planes.count % per == 0 else {
+            throw MoireError(.usage, "\(stack.planes.count) planes is not a whole number of volumes of \(per) planes (≥ 2)", place: input)
+        }
+        if !missing.isEmpty { logger.warning("missing planes filled with the stack's background and flagged", metadata: ["count": "\(missing.count)"]) }
+        FFT.useThreads(ProcessInfo.processInfo.activeProcessorCount)
+        var result = Result(raw: [], deskewed: [], deconvolved: [], geometry: g)
+        var rl: RichardsonLucy?
+        let count = stack.planes.count / per
+        for v in 0..<count {
+            var planes = Array(stack.planes[(v * per)..<((v + 1) * per)])
+            let fill = RichardsonLucy.percentile(planes.flatMap { $0 }, 0.01)
+            for i in 0..<per where missing.contains(v * per + i) { planes[i] = [Float](repeating: fill, count: stack.width * stack.height) }
+            let raw = try Volume(planes: planes, width: stack.width, height: stack.height, voxelUm: (pixel, pixel, step))
+            let desk = Deskew.apply(raw, geometry: g, pad: fill)
+            if rl == nil {
+                let psf: Volume
+                if let psfFile {
+                    let p = try ImageImport.load(psfFile)
+                    psf = try Volume(planes: p.planes, width: p.width, height: p.height, voxelUm: desk.voxelUm)
+                } else {
+                    psf = LightSheetPSF.model(optics, voxelUm: desk.voxelUm)
+                }
+                do { rl = try RichardsonLucy(psf: psf, width: desk.width, height: desk.height, depth: desk.depth) } catch let e as MoireError {
+                    throw MoireError(e.kind, e.message, place: psfFile ?? input)
+                }
+            }
+            let dec = iterations > 0 ? try rl!.run(desk, iterations: iterations, background: background) { i, n in progress("volume \(v + 1)/\(count)", i, n) } : desk
+            result.raw.append(raw); result.deskewed.append(desk); result.deconvolved.append(dec)
+        }
+        return result
+    }
+
+    /// Writes the processed volumes as a float32 OME-TIFF (Z planes per time point, voxel size after deskew).
+    public static func write(_ r: Result, to path: String, name: String) throws {
+        try FloatStack.write(volumes: r.deconvolved, to: path, name: name, stream: "vol", mode: "llsm-volume") { _, _, h in
+            h.params = ["sheetAngleDeg": String(r.geometry.angleDeg), "stepUm": String(r.geometry.stepUm)]
+        }
+    }
+
+    /// A PNG of maximum intensity projections along z: raw (skewed) stack, deskewed, deconvolved (first volume).
+    public static func preview(_ r: Result) -> Data {
+        let (w, h, px) = PNGWriter.panels([r.raw[0].mip(along: 2), r.deskewed[0].mip(along: 2), r.deconvolved[0].mip(along: 2)]
+            .map { (width: $0.width, height: $0.height, pixels: $0.pixels) })
+        return PNGWriter.encode(width: w, height: h, pixels: px)
+    }
+}
