@@ -149,6 +149,15 @@ if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-srden.ome.tif" --na 1.49 --emissi
    && python3 -c "import tifffile,sys; a=tifffile.TiffFile(sys.argv[1]); b=tifffile.imread(sys.argv[2]); sys.exit(0 if 'denoised SR' in a.ome_metadata and a.asarray().shape[-1]==128 and b.shape[-2:]==(30,40) else 1)" "$WORK/fx-srden.ome.tif" "$WORK/png-den.ome.tif"; then
   ok "moire reconstruct --denoise writes denoised SR frames; moire denoise reads a 16-bit PNG"; else bad "SIM/PNG denoising: $(tail -5 "$WORK/fxd.log")"; fi
 
+# 2h. Lattice light-sheet: a live llsm run (volumes published and recorded) and offline deskew + deconvolution.
+sed -e "s|rig: ../rigs/lattice.yaml|rig: $PWD/sim-hardware/rigs/lattice.yaml|" -e "s|planes: 100|planes: 40|" -e "s|count: 2|count: 1|" \
+    -e "s|roi: \[256, 128\]|roi: [128, 64]|" -e "s|recording: .*|recording: $WORK/lattice.ome.tif|" sim-hardware/protocols/lattice-beads.yaml > "$WORK/lattice.yaml"
+if "$MOIRE" run "$WORK/lattice.yaml" --embedded --no-publish --quiet > "$WORK/llsm.log" 2>&1 \
+   && grep -q "1 deskewed, deconvolved volumes" "$WORK/llsm.log" \
+   && "$MOIRE" reconstruct "$WORK/lattice.ome.tif" --llsm --iterations 3 --out "$WORK/llsm-vol.ome.tif" --preview "$WORK/llsm.png" >> "$WORK/llsm.log" 2>&1 \
+   && python3 -c "import tifffile,sys; a=tifffile.TiffFile(sys.argv[1]); b=tifffile.TiffFile(sys.argv[2]); s=a.series[0]; w=128+int(40*0.4*0.8526/0.104); sys.exit(0 if s.axes.endswith('ZYX') and s.shape[-3:]==(40,64,w) and b.series[0].shape[-3:]==(40,64,w) and 'PhysicalSizeZ' in a.ome_metadata else 1)" "$WORK/llsm-vol.ome.tif" "$WORK/lattice.vol.ome.tif"; then
+  ok "llsm: live volumes recorded and moire reconstruct --llsm writes ZYX volumes of the deskewed width tifffile reads"; else bad "llsm: $(tail -5 "$WORK/llsm.log")"; fi
+
 # 3. Malformed protocols: non-zero exit, file:line:column and the field, nothing touched.
 check_bad() {  # name, sed expression, expected text
   sed "$2" "$WORK/tirf.yaml" > "$WORK/bad.yaml"

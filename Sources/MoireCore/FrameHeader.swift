@@ -49,6 +49,8 @@ public struct FrameHeader: Codable, Sendable, Equatable {
     public var inputs: [Int]?
     /// For derived frames: parameters used (reconstruction, denoiser weights version).
     public var params: [String: String]?
+    /// Planes in the payload of a volume message (`vol.*`: z slowest); nil for 2D frames.
+    public var depth: Int?
 
     public init(stream: String = "raw", run: String, seq: Int, index: Int, t: Int, channel: String, c: Int,
                 angle: Int, phase: Int, z: Int, width: Int, height: Int, pixel: PixelFormat = .uint16,
@@ -62,5 +64,5 @@ public struct FrameHeader: Codable, Sendable, Equatable {
     }
 
     /// Payload size in bytes for a complete frame.
-    public var byteCount: Int { width * height * pixel.bytesPerPixel }
+    public var byteCount: Int { width * height * (depth ?? 1) * pixel.bytesPerPixel }
 }

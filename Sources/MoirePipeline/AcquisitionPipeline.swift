@@ -23,6 +23,9 @@ public struct PipelineResult: Sendable {
     /// Live denoising counters (nil without a denoise stage) and where its checkpoints went.
     public var denoise: DenoiseStageCounters?
     public var denoiseCheckpoints: String?
+    /// Live light-sheet counters (nil without a volume stage) and the volume recording.
+    public var volumes: VolumeStageCounters?
+    public var volumeRecording: String?
 }
 
 /// Options that override or extend the protocol for one run.
@@ -110,6 +113,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             sim = s
             stages.append(try BusStage(name: "sim", endpoint: bus.endpoint, handle: s.handle))
         }
+        var vol: VolumeStage?
+        if proto.mode == .llsm, !options.noReconstruction {
+            let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger)
+            vol = v
+            stages.append(try BusStage(name: "volume", endpoint: bus.endpoint, handle: v.handle))
+        }
         var den: DenoiseStage?
         let denOptions = LiveDenoiseOptions(proto.denoise)
         if denOptions.enabled, !options.noDenoise {
@@ -122,7 +131,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
-        let derivedBuses = (sim.map { [$0.bus.endpoint] } ?? []) + (den.map { [$0.bus.endpoint] } ?? [])
+        let derivedBuses = (sim.map { [$0.bus.endpoint] } ?? []) + (den.map { [$0.bus.endpoint] } ?? []) + (vol.map { [$0.bus.endpoint] } ?? [])
         if let endpoint {
             let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
             if options.waitForSubscribers > 0 {
@@ -150,6 +159,10 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             if publisher != nil { try den.bus.waitForSubscribers(1) }
             den.start()
         }
+        if let vol {
+            if publisher != nil { try vol.bus.waitForSubscribers(1) }
+            vol.start()
+        }
         let start = RunStart(run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
                              rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
                              magnification: proto.rig.optics.magnification, channels: proto.channels,
@@ -168,6 +181,11 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         if let sim, !sim.join(timeoutSeconds: 120) { logger.error("SIM worker did not finish") }
         if let den, !den.join(timeoutSeconds: 120) { logger.error("denoise stage did not finish") }
+        if let vol, !vol.join(timeoutSeconds: 600) { logger.error("light-sheet stage did not finish") }
+        if let c = vol?.counters {
+            logger.info("live light sheet", metadata: ["stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
+                                                       "skipped.behind": "\(c.skippedBehind)", "missing.planes": "\(c.missingPlanes)"])
+        }
         if let c = sim?.counters {
             logger.info("live SIM", metadata: ["sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
                                                "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
@@ -178,6 +196,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
                               publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
                               sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
-                              denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir)
+                              denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir, volumes: vol?.counters,
+                              volumeRecording: vol?.recordPath)
     }
 }

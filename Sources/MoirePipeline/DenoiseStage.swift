@@ -20,7 +20,8 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
     public var checkpointEvery = 0
     public var weights: String?
     /// Training pairs for raw frames: `recorrupt` (camera noise model) or `odd-even` (each frame
-    /// against the previous frame of the same channel and plane: a time-lapse's neighbours).
+    /// against the previous frame of the same channel and plane: a time-lapse's neighbours; in a
+    /// light-sheet stack, the neighbouring plane).
     public var oddEvenPairs = false
 
     public init() {}
@@ -163,7 +164,8 @@ final class DenoiseStage: @unchecked Sendable {
             if latest != nil { counters.skipped += 1 }
             latest = (h, pixels)
             if !isSIM {
-                let key = "\(h.c)/\(h.z)"
+                // Time-lapse: the previous frame of the same plane; light-sheet stacks: the neighbouring plane.
+                let key = proto.mode == .llsm ? "\(h.c)" : "\(h.c)/\(h.z)"
                 if options.oddEvenPairs {
                     // Only a frame with a predecessor of the same channel and plane can be trained on.
                     if let prev = previous[key] { adaptFrame = pixels; adaptPartner = prev }

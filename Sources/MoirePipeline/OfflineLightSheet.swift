@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MoireConfig
 import MoireCore
 import MoireFFT
 import MoireReconstruction
@@ -33,12 +34,22 @@ public struct OfflineLightSheet {
         guard !stack.isComplex, !stack.planes.isEmpty else { throw MoireError(.format, "no real-valued planes to process", place: input) }
         var per = planesPerVolume ?? stack.planes.count
         var missing = Set<Int>()
-        let angle = angleDeg
+        var angle = angleDeg
         var step = stepUm
+        var optics = self.optics
         if let r = try? OMETiffReader(path: input), let l = r.layout {
             per = planesPerVolume ?? l.zPlanes
             if step == nil, l.zStepUm > 0 { step = l.zStepUm }
             for (i, rec) in (r.planeRecords() ?? []).enumerated() where rec.header.missing { missing.insert(i) }
+            // A Moiré llsm recording: the sheet angle and the optics from its protocol's rig.
+            if FileManager.default.fileExists(atPath: l.protocolFile), let p = try? AcquisitionProtocol.load(file: l.protocolFile),
+               let ls = p.rig.lightSheet {
+                if angle == nil { angle = ls.angleDeg }
+                if psfFile == nil {
+                    optics = try LightSheetOptics(na: p.rig.optics.objectiveNA, immersionIndex: p.rig.optics.immersionIndex,
+                                                  emissionNm: p.channels.first?.emissionNm ?? optics.emissionNm, sheetThicknessUm: ls.thicknessUm)
+                }
+            }
         }
         guard let angle else { throw MoireError(.usage, "the sheet angle is unknown; give --angle (degrees)", place: input) }
         guard let step else { throw MoireError(.usage, "the scan step is unknown; give --step-um", place: input) }

@@ -27,8 +27,9 @@ public enum Wire {
         do { h = try JSONDecoder().decode(FrameHeader.self, from: header) } catch {
             throw MoireError(.format, "malformed frame header: \(describe(error))", place: "topic \(topic)")
         }
-        guard h.width > 0, h.height > 0, h.width <= 65536, h.height <= 65536 else {
-            throw MoireError(.format, "frame header has an invalid shape \(h.width)×\(h.height)", place: "topic \(topic) seq \(h.seq)")
+        guard h.width > 0, h.height > 0, h.width <= 65536, h.height <= 65536, (h.depth ?? 1) > 0, (h.depth ?? 1) <= 65536 else {
+            throw MoireError(.format, "frame header has an invalid shape \(h.width)×\(h.height)\(h.depth.map { "×\($0)" } ?? "")",
+                             place: "topic \(topic) seq \(h.seq)")
         }
         let expected = h.missing ? 0 : h.byteCount
         guard payloadBytes == expected else {

@@ -80,6 +80,10 @@ struct Run: ParsableCommand {
             print("live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
                   + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
         }
+        if let c = r.volumes {
+            print("live light sheet: \(c.volumes) deskewed, deconvolved volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
+                  + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
+        }
         if let c = r.denoise {
             print("live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
                   + (r.denoiseCheckpoints.map { c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : "" } ?? ""))

@@ -1,0 +1,189 @@
+import Foundation
+import Logging
+import MoireConfig
+import MoireCore
+import MoireFFT
+import MoireReconstruction
+import MoireStorage
+import MoireTransport
+
+/// Counters of the live light-sheet stage.
+public struct VolumeStageCounters: Sendable, Equatable {
+    public var stacksComplete = 0
+    public var volumes = 0
+    /// Stacks dropped because the worker was still busy with an earlier one.
+    public var skippedBehind = 0
+    /// Planes that did not come: filled with the stack's background, flagged in the volume's header.
+    public var missingPlanes = 0
+}
+
+/// The live light-sheet stage (mode llsm): assembles each time point's planes of a channel into a
+/// stack by their header indices (a missing plane is filled with the stack's background, flagged
+/// and counted, never shifted), deskews it, deconvolves it (Richardson–Lucy, the Gaussian PSF model
+/// of the rig's optics and sheet) and publishes `vol.<channel>` (the volume, float32, z slowest,
+/// `depth` in the header) and `mip.<channel>` (its maximum intensity projection along z); volumes are
+/// recorded to `NAME.vol.ome.tif` beside the raw recording. The receiving thread only copies planes.
+final class VolumeStage: @unchecked Sendable {
+    let bus: RawBus
+    private let proto: AcquisitionProtocol
+    private let logger: Logger
+    private let geometry: LightSheetGeometry
+    private let iterations: Int
+    private let background: Float?
+    private let lock = NSCondition()
+    private final class Stack {
+        var planes: [[Float]]
+        var received: [Bool]
+        var headers: [FrameHeader?]
+        init(planes: Int, pixels: Int) {
+            self.planes = [[Float]](repeating: [Float](repeating: 0, count: pixels), count: planes)
+            received = [Bool](repeating: false, count: planes); headers = [FrameHeader?](repeating: nil, count: planes)
+        }
+    }
+    private var filling: [String: Stack] = [:]
+    private var pending: Stack?
+    private var finished = false
+    private(set) var counters = VolumeStageCounters()
+    private var deconvolvers: [Int: RichardsonLucy] = [:]
+    private let volPool: FramePool, mipPool: FramePool
+    private var volSeq = 0, mipSeq = 0
+    private var recorder: OMETiffWriter?
+    private(set) var recordPath: String?
+    private let done = DispatchSemaphore(value: 0)
+    private var runID = ""
+
+    init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger) throws {
+        guard let ls = p.rig.lightSheet else { throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file) }
+        proto = p; self.logger = logger
+        geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
+        iterations = p.lightSheet["iterations"].flatMap(Int.init) ?? 10
+        background = p.lightSheet["background"].flatMap(Float.init)
+        bus = try RawBus()
+        let w = geometry.deskewedWidth(nx: p.roiWidth, nz: p.zPlanes)
+        volPool = FramePool(slots: 2, bytes: w * p.roiHeight * p.zPlanes * 4)
+        mipPool = FramePool(slots: 4, bytes: w * p.roiHeight * 4)
+        if p.lightSheet["record_volumes"] != "false", let r = recordingPath { recordPath = RecordingIndex.stem(of: r) + ".vol.ome.tif" }
+    }
+
+    func start() {
+        let t = Thread { [self] in work() }
+        t.name = "moire.stage.volume"
+        t.start()
+    }
+
+    func join(timeoutSeconds: Double) -> Bool { done.wait(timeout: .now() + timeoutSeconds) == .success }
+
+    /// Receiver: copies each raw plane into its stack; the stack is handed over when its last plane (by plan order) arrives.
+    func handle(_ item: BusItem) -> Bool {
+        switch item {
+        case .run(_, let json):
+            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
+            if ev.event == "start" { runID = ev.run; try? bus.publishRun(json) }
+            if ev.event == "stop" { lock.lock(); finished = true; lock.broadcast(); lock.unlock(); return false }
+            return true
+        case .frame(let h, let payload):
+            guard h.stream == "raw", h.z >= 0, h.z < proto.zPlanes else { return true }
+            let key = "\(h.t)/\(h.c)"
+            let stack = filling[key] ?? Stack(planes: proto.zPlanes, pixels: proto.roiWidth * proto.roiHeight)
+            filling[key] = stack
+            stack.headers[h.z] = h
+            if !h.missing, payload.count == h.byteCount, h.pixel == .uint16 {
+                let n = h.width * h.height
+                payload.bytes.withMemoryRebound(to: UInt16.self) { src in
+                    stack.planes[h.z].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
+                }
+                stack.received[h.z] = true
+            }
+            if h.z == proto.zPlanes - 1 {
+                filling[key] = nil
+                lock.lock()
+                counters.stacksComplete += 1
+                if pending != nil { counters.skippedBehind += 1 }
+                pending = stack
+                lock.signal()
+                lock.unlock()
+            }
+            return true
+        }
+    }
+
+    private func work() {
+        defer { done.signal() }
+        while true {
+            lock.lock()
+            while pending == nil && !finished { lock.wait() }
+            guard let stack = pending else { lock.unlock(); break }
+            pending = nil
+            lock.unlock()
+            do { try process(stack) } catch { logger.error("light-sheet volume failed; stack skipped", metadata: ["error": "\(error)"]) }
+        }
+        if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
+        let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.volumes, missing: counters.skippedBehind,
+                           planned: 0, stoppedNs: unixTimeNs())
+        try? bus.publishRun(Wire.encode(stop))
+    }
+
+    private func process(_ stack: Stack) throws {
+        guard let h0 = stack.headers.compactMap({ $0 }).first else { return }
+        let missing = (0..<proto.zPlanes).filter { !stack.received[$0] }
+        let present = stack.planes.indices.filter { stack.received[$0] }
+        guard !present.isEmpty else { return }
+        let fill = RichardsonLucy.percentile(present.flatMap { stack.planes[$0] }, 0.01)
+        for z in missing { stack.planes[z] = [Float](repeating: fill, count: proto.roiWidth * proto.roiHeight) }
+        if !missing.isEmpty {
+            lock.lock(); counters.missingPlanes += missing.count; lock.unlock()
+            logger.warning("stack with missing planes: filled with its background and flagged", metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
+        }
+        let raw = try Volume(planes: stack.planes, width: proto.roiWidth, height: proto.roiHeight,
+                             voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.stepUm))
+        let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
+        var vol = desk
+        if iterations > 0 {
+            if deconvolvers[h0.c] == nil {
+                let ch = proto.channels[h0.c]
+                let optics = try LightSheetOptics(na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
+                                                  emissionNm: ch.emissionNm, sheetThicknessUm: proto.rig.lightSheet!.thicknessUm)
+                deconvolvers[h0.c] = try RichardsonLucy(psf: LightSheetPSF.model(optics, voxelUm: desk.voxelUm),
+                                                        width: desk.width, height: desk.height, depth: desk.depth)
+            }
+            vol = try deconvolvers[h0.c]!.run(desk, iterations: iterations, background: background)
+        }
+        var vh = FrameHeader(stream: "vol", run: h0.run, seq: volSeq, index: volSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
+                             z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
+                             exposureStartNs: h0.exposureStartNs, state: h0.state)
+        vh.depth = vol.depth
+        vh.inputs = stack.headers.compactMap { $0?.seq }
+        vh.params = ["voxelZUm": String(vol.voxelUm.z), "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
+                     "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ",")]
+        if let path = recordPath {
+            if recorder == nil {
+                let l = RecordingLayout(run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),
+                                        excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                                        zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
+                                        pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
+                                        magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+                recorder = try OMETiffWriter(path: path, layout: l, logger: logger)
+            }
+            let plane = vol.width * vol.height
+            for z in 0..<vol.depth {
+                var ph = vh
+                ph.depth = nil; ph.z = z; ph.index = recorder!.planesWritten
+                try vol.data.withUnsafeBytes { try recorder!.write(header: ph, payload: UnsafeRawBufferPointer(rebasing: $0[(z * plane * 4)..<((z + 1) * plane * 4)])) }
+            }
+        }
+        if let slot = volPool.acquire() {
+            slot.withBytes { b in vol.data.withUnsafeBytes { b.copyMemory(from: $0) } }
+            try bus.publish(Frame(header: vh, slot: slot))
+            volSeq += 1
+        }
+        let mip = vol.mip(along: 2)
+        if let slot = mipPool.acquire() {
+            slot.withBytes { b in mip.pixels.withUnsafeBytes { b.copyMemory(from: $0) } }
+            var mh = vh
+            mh.stream = "mip"; mh.depth = nil; mh.seq = mipSeq; mh.index = mipSeq
+            try bus.publish(Frame(header: mh, slot: slot))
+            mipSeq += 1
+        }
+        lock.lock(); counters.volumes += 1; lock.unlock()
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireHardware
+import MoirePipeline
+import MoireReconstruction
+import MoireStorage
+import MoireTesting
+import MoireTransport
+import Testing
+
+/// A light-sheet rig from the simulated profiles (`lightSheet` is its `light_sheet:` block) and a protocol on it.
+func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thickness_um: 1.0, scan: stage}", planes: Int = 30,
+                     step: Double = 0.4, timepoints: Int = 2, extra: String = "light_sheet: {iterations: 3}") -> String {
+    let prof = Fixtures.path("sim-hardware/profiles")
+    let spec = Fixtures.write("moire: 1\nkind: beads\nseed: 4\npuncta: 40\nsize_um: [16, 6, 6]\nbrightness: 20\nbackground: 0.02\n",
+                              to: "beads.yaml", in: dir)
+    let rig = Fixtures.write("""
+        moire: 1
+        name: lattice test rig
+        devices:
+          camera: {name: cam, profile: \(prof)/camera-sim-scmos.yaml}
+          scanner: {name: galvo, profile: \(prof)/galvo-sim.yaml}
+          stage: {name: scan, profile: \(prof)/scanstage-sim.yaml}
+          lasers:
+            - {name: l488, profile: \(prof)/laser-sim-488.yaml}
+        optics: {objective_na: 1.1, magnification: 62.5, immersion_index: 1.33}
+        light_sheet: \(lightSheet)
+        wiring: {leader: software}
+        simulation: {specimen: \(spec)}
+        """, to: "rig.yaml", in: dir)
+    return Fixtures.write("""
+        moire: 1
+        name: lattice test
+        rig: \(rig)
+        mode: llsm
+        camera: {roi: [64, 32]}
+        channels:
+          - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 2, emission_nm: 520}
+        z: {planes: \(planes), step_um: \(step), start_um: 0}
+        timelapse: {count: \(timepoints)}
+        \(extra)
+        deadlines: {first_frame_ms: 5000, frame_ms: 2000}
+        """, to: "lattice.yaml", in: dir)
+}
+
+@Suite(.serialized) struct LightSheetPipelineTests {
+    /// Runs the pipeline while a subscriber collects `vol.` and `mip.` messages until the run is over and the bus is quiet.
+    func collect(_ pipe: AcquisitionPipeline, endpoint: String) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
+        let sub = try BusSubscriber(endpoint: endpoint, topics: ["vol.", "mip."])
+        nonisolated(unsafe) var headers: [FrameHeader] = [], payloads: [[Float]] = []
+        nonisolated(unsafe) var running = true
+        let t = Thread {
+            while true {
+                guard let item = try? sub.next(timeoutMs: 500) else { if !running { return }; continue }
+                if case .frame(let h, let p) = item { headers.append(h); payloads.append(p.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
+            }
+        }
+        t.start()
+        let r = try pipe.run()
+        running = false
+        while !t.isFinished { usleep(10_000) }
+        return (r, headers, payloads)
+    }
+
+    @Test func liveVolumesArePublishedAndRecordedWithTheDeskewGeometry() throws {
+        let dir = Fixtures.tempDir("llsmlive")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir))
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        let c = try #require(r.volumes)
+        #expect(c.volumes == 2 && c.missingPlanes == 0 && r.run.missing == 0)
+        let vols = headers.enumerated().filter { $0.element.stream == "vol" }
+        #expect(vols.count == 2)
+        for (i, h) in vols {
+            #expect(h.width == g.deskewedWidth(nx: 64, nz: 30) && h.height == 32 && h.depth == 30)
+            #expect(abs((Double(h.params?["voxelZUm"] ?? "") ?? 0) - g.planeSpacingUm) < 1e-6)
+            #expect(payloads[i].count == h.width * h.height * 30 && payloads[i].allSatisfy(\.isFinite))
+            #expect(h.inputs?.count == 30)
+        }
+        #expect(headers.filter { $0.stream == "mip" }.count == 2)
+        // The recorded volumes: ZYX per time point, voxel size after deskew, the same numbers as published.
+        let path = try #require(r.volumeRecording)
+        let rd = try OMETiffReader(path: path)
+        let l = try #require(rd.layout)
+        #expect(l.zPlanes == 30 && l.timepoints == 2 && l.width == g.deskewedWidth(nx: 64, nz: 30) && abs(l.zStepUm - g.planeSpacingUm) < 1e-6)
+        let plane = l.width * l.height
+        #expect(try rd.readPlaneFloat(7) == Array(payloads[vols[0].offset][(7 * plane)..<(8 * plane)]))
+    }
+
+    @Test func aMissingPlaneIsFilledFlaggedAndCountedNeverShifted() throws {
+        let dir = Fixtures.tempDir("llsmmiss")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, timepoints: 1, extra: "light_sheet: {iterations: 0}"))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.noRecording = true; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        o.faults = [.dropFrame(12)]
+        let (r, headers, _) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        #expect(r.run.missing == 1)
+        let c = try #require(r.volumes)
+        #expect(c.volumes == 1 && c.missingPlanes == 1)
+        let v = try #require(headers.first { $0.stream == "vol" })
+        #expect(v.params?["missingPlanes"] == "12" && v.depth == 30)
+    }
+
+    @Test func galvoScanSeesWhatTheStageScanSees() throws {
+        func frames(_ lightSheet: String) throws -> [[UInt16]] {
+            let dir = Fixtures.tempDir("llsmscan")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: lightSheet, planes: 6, timepoints: 1))
+            let clock = VirtualClock()
+            let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: 3)
+            var out: [[UInt16]] = []
+            let res = Runner(protocol: p, devices: devices, runID: "scan", clock: clock).run(pool: FramePool(slots: 8, bytes: 64 * 32 * 2)) { f in
+                out.append(f.withPayload { Array($0.bindMemory(to: UInt16.self)) }); f.release()
+            }
+            #expect(res.reason == "completed")
+            return out
+        }
+        let stage = try frames("{angle_deg: 31.5, thickness_um: 1.0, scan: stage}")
+        let galvo = try frames("{angle_deg: 31.5, thickness_um: 1.0, scan: galvo}")
+        #expect(stage.count == 6 && stage == galvo)
+        // Consecutive planes differ: the scan really moves the specimen through the sheet.
+        #expect(stage[0] != stage[3])
+    }
+
+    @Test func badLightSheetGeometryIsRejectedWithItsPlace() throws {
+        let dir = Fixtures.tempDir("llsmbad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (sheet, text) in [("{angle_deg: 0, thickness_um: 1.0}", "angle"), ("{angle_deg: 90, thickness_um: 1.0}", "angle"),
+                              ("{angle_deg: 31.5, thickness_um: -1}", "thickness_um")] {
+            do {
+                _ = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: sheet))
+                Issue.record("accepted \(sheet)")
+            } catch let e as MoireError { #expect("\(e)".contains("rig.yaml") && "\(e)".contains(text), "\(e)") }
+        }
+        for step in [0.0, -0.4] {
+            #expect(throws: MoireError.self) { _ = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, step: step)) }
+        }
+        // A rig without a light sheet cannot do llsm.
+        let multisim = Fixtures.smallProtocol(in: dir, mode: "llsm")
+        do { _ = try AcquisitionProtocol.load(file: multisim); Issue.record("llsm accepted on a rig without a light sheet") } catch let e as MoireError {
+            #expect("\(e)".contains("cannot do mode 'llsm'"))
+        }
+    }
+}
