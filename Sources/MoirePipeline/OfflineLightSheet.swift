@@ -19,6 +19,8 @@ public struct OfflineLightSheet {
     public var psfFile: String?
     public var optics: LightSheetOptics
     public var background: Float?
+    /// Also rotate each volume into the coverslip frame (isotropic voxels).
+    public var rotate = false
 
     public init() throws { optics = try LightSheetOptics() }
 
@@ -81,7 +83,8 @@ public struct OfflineLightSheet {
                     throw MoireError(e.kind, e.message, place: psfFile ?? input)
                 }
             }
-            let dec = iterations > 0 ? try rl!.run(desk, iterations: iterations, background: background) { i, n in progress("volume \(v + 1)/\(count)", i, n) } : desk
+            var dec = iterations > 0 ? try rl!.run(desk, iterations: iterations, background: background) { i, n in progress("volume \(v + 1)/\(count)", i, n) } : desk
+            if rotate { dec = CoverslipRotation.apply(dec, angleDeg: g.angleDeg) }
             result.raw.append(raw); result.deskewed.append(desk); result.deconvolved.append(dec)
         }
         return result

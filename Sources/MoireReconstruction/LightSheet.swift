@@ -244,3 +244,50 @@ public final class RichardsonLucy: @unchecked Sendable {
         return Volume(width: width, height: height, depth: depth, data: out, voxelUm: image.voxelUm)
     }
 }
+
+/// Rotation of a deskewed volume (detection frame: x, y in the focal plane, z along the detection
+/// axis) into the coverslip frame: X′ along the scan direction, Y, Z′ normal to the coverslip,
+/// X′ = x cos θ + z sin θ, Z′ = −x sin θ + z cos θ. The output has isotropic voxels of the lateral
+/// pixel size, covers the rotated volume's bounding box, and is sampled bilinearly in the x–z plane.
+public enum CoverslipRotation {
+    /// The output grid: the coverslip coordinates (µm) of voxel (0, 0, 0), the voxel size, and the shape.
+    public struct Grid: Sendable { public var originX: Double, originZ: Double, voxelUm: Double, width: Int, depth: Int }
+
+    public static func grid(for v: Volume, angleDeg: Double) -> Grid {
+        let th = angleDeg * .pi / 180, c = cos(th), s = sin(th)
+        let xs = [0, Double(v.width - 1) * v.voxelUm.x], zs = [0, Double(v.depth - 1) * v.voxelUm.z]
+        var X: [Double] = [], Z: [Double] = []
+        for x in xs { for z in zs { X.append(x * c + z * s); Z.append(-x * s + z * c) } }
+        let step = v.voxelUm.x
+        return Grid(originX: X.min()!, originZ: Z.min()!, voxelUm: step,
+                    width: Int(((X.max()! - X.min()!) / step).rounded(.down)) + 1, depth: Int(((Z.max()! - Z.min()!) / step).rounded(.down)) + 1)
+    }
+
+    public static func apply(_ v: Volume, angleDeg: Double, pad: Float = 0) -> Volume {
+        let g = grid(for: v, angleDeg: angleDeg)
+        let th = angleDeg * .pi / 180, c = cos(th), s = sin(th)
+        let W = v.width, H = v.height, D = v.depth, vx = v.voxelUm.x, vz = v.voxelUm.z
+        var out = [Float](repeating: pad, count: g.width * H * g.depth)
+        v.data.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                nonisolated(unsafe) let sp = src.baseAddress!, dp = dst.baseAddress!
+                DispatchQueue.concurrentPerform(iterations: g.depth) { k in
+                    let Zp = g.originZ + Double(k) * g.voxelUm
+                    for i in 0..<g.width {
+                        let Xp = g.originX + Double(i) * g.voxelUm
+                        let fx = (Xp * c - Zp * s) / vx, fz = (Xp * s + Zp * c) / vz
+                        guard fx >= 0, fz >= 0, fx <= Double(W - 1), fz <= Double(D - 1) else { continue }
+                        let x0 = min(Int(fx), W - 2), z0 = min(Int(fz), D - 2)
+                        let ax = Float(fx - Double(x0)), az = Float(fz - Double(z0))
+                        for y in 0..<H {
+                            let a = sp[(z0 * H + y) * W + x0], b = sp[(z0 * H + y) * W + x0 + 1]
+                            let cc = sp[((z0 + 1) * H + y) * W + x0], d = sp[((z0 + 1) * H + y) * W + x0 + 1]
+                            dp[(k * H + y) * g.width + i] = (a * (1 - ax) + b * ax) * (1 - az) + (cc * (1 - ax) + d * ax) * az
+                        }
+                    }
+                }
+            }
+        }
+        return Volume(width: g.width, height: H, depth: g.depth, data: out, voxelUm: (g.voxelUm, v.voxelUm.y, g.voxelUm))
+    }
+}

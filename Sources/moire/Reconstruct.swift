@@ -108,6 +108,7 @@ extension Reconstruct {
         var job = try OfflineLightSheet()
         job.angleDeg = llsm.angle; job.stepUm = llsm.stepUm; job.pixelUm = sim.pixelUm; job.planesPerVolume = llsm.planesPerVolume
         job.iterations = llsm.iterations; job.psfFile = llsm.psf.map(absolute); job.background = llsm.volumeBackground
+        job.rotate = llsm.rotate
         job.optics = try LightSheetOptics(na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex, emissionNm: sim.emissionNm ?? 520,
                                           sheetThicknessUm: llsm.sheetUm)
         let r = try job.run(input: input) { what, i, n in
@@ -134,6 +135,7 @@ struct LightSheetArguments: ParsableArguments {
     @Option(name: .long, help: "Light-sheet thickness (FWHM), µm, for the PSF model.") var sheetUm = 1.0
     @Option(name: .long, help: "Immersion index for the PSF model.") var immersionIndex = 1.33
     @Option(name: .long, help: "Background subtracted before deconvolution (default: the volume's 1st percentile).") var volumeBackground: Float?
+    @Flag(name: .long, help: "Rotate the volumes into the coverslip frame (isotropic voxels of the pixel size).") var rotate = false
 }
 
 struct Preview: ParsableCommand {

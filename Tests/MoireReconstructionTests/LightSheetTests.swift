@@ -134,3 +134,24 @@ func fwhm(_ v: Volume, _ x: Int, _ y: Int, _ z: Int, axis: Int, reach: Int) -> D
                      ratios.sorted()[ratios.count / 2], ratios.max()!))
     }
 }
+
+@Suite struct CoverslipRotationTests {
+    /// Beads of known detection-frame position land at X′ = x cos θ + z sin θ, Z′ = −x sin θ + z cos θ in the rotated volume.
+    @Test func beadsLandWhereTheRotationPutsThem() throws {
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: 0.104)
+        var sim = LightSheetSimulator(geometry: g, optics: try LightSheetOptics(), width: 96, height: 32, planes: 30)
+        sim.beads = 6; sim.seed = 5; sim.readNoiseE = 0; sim.backgroundPhotons = 0
+        let (planes, beads) = sim.acquire(noiseSeed: 2)
+        let desk = Deskew.apply(try Volume(planes: planes, width: 96, height: 32, voxelUm: (0.104, 0.104, 0.4)), geometry: g, pad: Float(sim.offsetADU))
+        let rot = CoverslipRotation.apply(desk, angleDeg: 31.5, pad: Float(sim.offsetADU))
+        let grid = CoverslipRotation.grid(for: desk, angleDeg: 31.5)
+        #expect(rot.width == grid.width && rot.depth == grid.depth && abs(rot.voxelUm.z - 0.104) < 1e-12)
+        let th = 31.5 * Double.pi / 180
+        for b in beads {
+            let X = b.x * cos(th) + b.z * sin(th), Z = -b.x * sin(th) + b.z * cos(th)
+            let ti = (X - grid.originX) / grid.voxelUm, tk = (Z - grid.originZ) / grid.voxelUm, ty = b.y / 0.104
+            let c = centroid(rot, Int(ti.rounded()), Int(ty.rounded()), Int(tk.rounded()), r: (5, 4, 5))
+            #expect(abs(c.0 - ti) < 0.75 && abs(c.1 - ty) < 0.75 && abs(c.2 - tk) < 0.75, "bead at \(ti), \(ty), \(tk) found at \(c)")
+        }
+    }
+}
