@@ -291,3 +291,25 @@ public enum CoverslipRotation {
         return Volume(width: g.width, height: H, depth: g.depth, data: out, voxelUm: (g.voxelUm, v.voxelUm.y, g.voxelUm))
     }
 }
+
+/// LLS-SIM volumes: every plane's phase set is reconstructed along the pattern axis (one orientation,
+/// `SIM2DReconstructor`, on the 2× grid), then the SR planes are deskewed with half the pixel size.
+public enum LightSheetSIM {
+    /// `sets[plane][phase]`, each `rec.width × rec.height`; the same parameters for every plane.
+    public static func volume(sets: [[[Float]]], reconstructor rec: SIM2DReconstructor, parameters: SIMParameters,
+                              geometry g: LightSheetGeometry, pad: Float = 0) throws -> Volume {
+        guard !sets.isEmpty else { throw MoireError(.usage, "no planes") }
+        let sr = try sets.map { try rec.reconstruct($0, parameters: parameters) }
+        let half = try LightSheetGeometry(angleDeg: g.angleDeg, stepUm: g.stepUm, pixelUm: g.pixelUm / 2)
+        let raw = try Volume(planes: sr, width: 2 * rec.width, height: 2 * rec.height, voxelUm: (half.pixelUm, half.pixelUm, g.stepUm))
+        return Deskew.apply(raw, geometry: half, pad: pad)
+    }
+
+    /// The widefield counterpart (the mean of each phase set), deskewed at the camera's pixel size.
+    public static func widefield(sets: [[[Float]]], reconstructor rec: SIM2DReconstructor, geometry g: LightSheetGeometry,
+                                 pad: Float = 0) throws -> Volume {
+        let wf = try sets.map { try rec.widefield($0) }
+        return Deskew.apply(try Volume(planes: wf, width: rec.width, height: rec.height, voxelUm: (g.pixelUm, g.pixelUm, g.stepUm)),
+                            geometry: g, pad: pad)
+    }
+}

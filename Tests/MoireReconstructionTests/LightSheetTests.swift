@@ -155,3 +155,40 @@ func fwhm(_ v: Volume, _ x: Int, _ y: Int, _ z: Int, axis: Int, reach: Int) -> D
         }
     }
 }
+
+@Suite struct LightSheetSIMTests {
+    /// LLS-SIM: 3 phases per plane along x, reconstructed plane by plane and deskewed at half the pixel:
+    /// beads sit where they are and are narrower along the pattern (x) than in the deskewed widefield.
+    @Test func llsSIMVolumesAreSharperAlongThePattern() throws {
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: 0.104)
+        var sim = LightSheetSimulator(geometry: g, optics: try LightSheetOptics(), width: 128, height: 64, planes: 30)
+        sim.beads = 8; sim.seed = 7; sim.peakPhotons = 800
+        let k = 3.4, m = 0.9
+        let (sets, beads, phis) = sim.acquireSIM(phases: 3, kUmInv: k, modulation: m, noiseSeed: 4)
+        var o = SIM2DOptions()
+        o.background = sim.offsetADU
+        let rec = try SIM2DReconstructor(width: 128, height: 64, pixelUm: g.pixelUm, angles: 1, phases: 3,
+                                         otf: IdealOTF(na: 1.1, emissionNm: 520), options: o)
+        let params = SIMParameters(angles: [SIMAngleParameters(kx: k, ky: 0, phases: phis, modulation: m, confidence: 0, source: "given", flagged: false)])
+        let sr = try LightSheetSIM.volume(sets: sets, reconstructor: rec, parameters: params, geometry: g)
+        let wf = try LightSheetSIM.widefield(sets: sets, reconstructor: rec, geometry: g, pad: Float(sim.offsetADU))
+        let half = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: 0.052)
+        #expect(sr.width == half.deskewedWidth(nx: 256, nz: 30) && sr.height == 128 && sr.depth == 30)
+        var ratios: [(Double, Double)] = []
+        for b in beads {
+            let wx = b.x / 0.104, wy = b.y / 0.104, wz = b.z / g.planeSpacingUm
+            let sx = b.x / 0.052, sy = b.y / 0.052
+            let (x0, y0, z0) = (Int(wx.rounded()), Int(wy.rounded()), Int(wz.rounded()))
+            let (x1, y1) = (Int(sx.rounded()), Int(sy.rounded()))
+            let c = centroid(sr, x1, y1, z0, r: (8, 8, 3))
+            #expect(abs(c.0 - sx) < 1 && abs(c.1 - sy) < 1 && abs(c.2 - wz) < 0.7, "bead at \(sx), \(sy), \(wz) found at \(c)")
+            // FWHM in µm along x (the pattern) and along y.
+            let wfx = fwhm(wf, x0, y0, z0, axis: 0, reach: 6) * 0.104, srx = fwhm(sr, x1, y1, z0, axis: 0, reach: 12) * 0.052
+            let wfy = fwhm(wf, x0, y0, z0, axis: 1, reach: 6) * 0.104, sry = fwhm(sr, x1, y1, z0, axis: 1, reach: 12) * 0.052
+            ratios.append((srx / wfx, sry / wfy))
+        }
+        let mx = ratios.map(\.0).sorted()[ratios.count / 2], my = ratios.map(\.1).sorted()[ratios.count / 2]
+        print(String(format: "LLS-SIM: median FWHM SR/widefield along the pattern %.2f, across %.2f", mx, my))
+        #expect(mx < 0.8 && mx < my - 0.1)
+    }
+}

@@ -54,6 +54,29 @@ public struct LightSheetSimulator: Sendable {
         return img.map { Double($0) + backgroundPhotons }
     }
 
+    /// LLS-SIM: every plane acquired with `phases` shifts of a pattern along x (`kUmInv`, modulation
+    /// `m`, phase 2π·p/phases + 0.4); returns the phase sets plane by plane (ADU) and the beads.
+    public func acquireSIM(phases: Int, kUmInv: Double, modulation m: Double, noiseSeed: UInt64)
+        -> (sets: [[[Float]]], beads: [(x: Double, y: Double, z: Double)], phasesRad: [Double]) {
+        let b = beadPositions()
+        var r = SimRandom(seed: noiseSeed)
+        let xOffset = geometry.shiftPerPlane < 0 ? Double(geometry.deskewedWidth(nx: width, nz: planes) - width) * geometry.pixelUm : 0
+        let rend = LightSheetRenderer(angleDeg: geometry.angleDeg, pixelUm: geometry.pixelUm, optics: optics,
+                                      emitters: b.map { ($0.x - xOffset, $0.y, $0.z) })
+        let phis = (0..<phases).map { 2 * Double.pi * Double($0) / Double(phases) + 0.4 }
+        let sets = (0..<planes).map { i in
+            phis.map { phi -> [Float] in
+                var img = [Float](repeating: 0, count: width * height)
+                img.withUnsafeMutableBufferPointer {
+                    rend.add(scanUm: Double(i) * geometry.stepUm, width: width, height: height, peak: peakPhotons,
+                             pattern: .init(kUmInv: kUmInv, phaseRad: phi, modulation: m), into: $0.baseAddress!)
+                }
+                return img.map { Float(offsetADU + gainADUPerE * (r.poisson(Double($0) + backgroundPhotons) + readNoiseE * r.normal())).rounded() }
+            }
+        }
+        return (sets, b, phis)
+    }
+
     /// The raw stack in ADU, plane by plane, with the camera's noise.
     public func acquire(noiseSeed: UInt64) -> (planes: [[Float]], beads: [(x: Double, y: Double, z: Double)]) {
         let b = beadPositions()
@@ -94,8 +117,15 @@ public struct LightSheetRenderer: Sendable {
         return out
     }
 
-    /// Adds `peak · profile` of every emitter near the focal plane at scan position `scanUm` to `image`.
-    public func add(scanUm: Double, width: Int, height: Int, peak: Double, into image: UnsafeMutablePointer<Float>) {
+    /// A structured (lattice SIM) excitation fixed to the microscope: intensity 1 + m·cos(2π k·x + φ)
+    /// along the camera's x (x = column · pixel, µm).
+    public struct Pattern: Sendable { public var kUmInv: Double, phaseRad: Double, modulation: Double
+        public init(kUmInv: Double, phaseRad: Double, modulation: Double) { self.kUmInv = kUmInv; self.phaseRad = phaseRad; self.modulation = modulation }
+    }
+
+    /// Adds `peak · profile` of every emitter near the focal plane at scan position `scanUm` to `image`;
+    /// with a pattern, each emitter is excited by the pattern's intensity where it sits in the sheet.
+    public func add(scanUm: Double, width: Int, height: Int, peak: Double, pattern: Pattern? = nil, into image: UnsafeMutablePointer<Float>) {
         let th = angleDeg * .pi / 180, dx = pixelUm
         let shift = scanUm * cos(th), zf = scanUm * sin(th)
         let sl = optics.sigmaLateralUm, sz = optics.sigmaAxialUm
@@ -103,8 +133,9 @@ public struct LightSheetRenderer: Sendable {
         for e in emitters {
             let dz = zf - e.z
             guard abs(dz) < 5 * sz else { continue }
-            let a = peak * exp(-dz * dz / (2 * sz * sz))
             let cu = (e.x - shift) / dx, cv = e.y / dx
+            var a = peak * exp(-dz * dz / (2 * sz * sz))
+            if let p = pattern { a *= 1 + p.modulation * cos(2 * .pi * p.kUmInv * cu * dx + p.phaseRad) }
             let u0 = max(0, Int(cu.rounded(.down)) - reach), u1 = min(width - 1, Int(cu.rounded(.down)) + reach)
             let v0 = max(0, Int(cv) - reach), v1 = min(height - 1, Int(cv) + reach)
             guard u0 <= u1, v0 <= v1 else { continue }
