@@ -153,7 +153,7 @@ if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-srden.ome.tif" --na 1.49 --emissi
 sed -e "s|rig: ../rigs/lattice.yaml|rig: $PWD/sim-hardware/rigs/lattice.yaml|" -e "s|planes: 100|planes: 40|" -e "s|count: 2|count: 1|" \
     -e "s|roi: \[256, 128\]|roi: [128, 64]|" -e "s|recording: .*|recording: $WORK/lattice.ome.tif|" sim-hardware/protocols/lattice-beads.yaml > "$WORK/lattice.yaml"
 if "$MOIRE" run "$WORK/lattice.yaml" --embedded --no-publish --quiet > "$WORK/llsm.log" 2>&1 \
-   && grep -q "1 deskewed, deconvolved volumes" "$WORK/llsm.log" \
+   && grep -q "live light sheet: 1 volumes" "$WORK/llsm.log" \
    && "$MOIRE" reconstruct "$WORK/lattice.ome.tif" --llsm --iterations 3 --out "$WORK/llsm-vol.ome.tif" --preview "$WORK/llsm.png" >> "$WORK/llsm.log" 2>&1 \
    && python3 -c "import tifffile,sys; a=tifffile.TiffFile(sys.argv[1]); b=tifffile.TiffFile(sys.argv[2]); s=a.series[0]; w=128+int(40*0.4*0.8526/0.104); sys.exit(0 if s.axes.endswith('ZYX') and s.shape[-3:]==(40,64,w) and b.series[0].shape[-3:]==(40,64,w) and 'PhysicalSizeZ' in a.ome_metadata else 1)" "$WORK/llsm-vol.ome.tif" "$WORK/lattice.vol.ome.tif"; then
   ok "llsm: live volumes recorded and moire reconstruct --llsm writes ZYX volumes of the deskewed width tifffile reads"; else bad "llsm: $(tail -5 "$WORK/llsm.log")"; fi

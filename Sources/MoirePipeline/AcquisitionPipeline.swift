@@ -118,6 +118,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger)
             vol = v
             stages.append(try BusStage(name: "volume", endpoint: bus.endpoint, handle: v.handle))
+        } else if proto.mode == .llssim, proto.rig.lightSheet != nil, let sim {
+            // LLS-SIM on a light-sheet rig: the SR planes of the SIM stage are stacked and deskewed.
+            let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger, fromSR: true)
+            sim.lossless = true
+            vol = v
+            stages.append(try BusStage(name: "volume", endpoint: sim.bus.endpoint, handle: v.handle))
         }
         var den: DenoiseStage?
         let denOptions = LiveDenoiseOptions(proto.denoise)
@@ -147,7 +153,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                                        handle: { item, i in p.handle(item, bus: i) }))
         }
         for s in stages { s.start() }
-        let onSIMBus = (den != nil && sim != nil) ? 1 : 0
+        let onSIMBus = ((den != nil && sim != nil) ? 1 : 0) + ((vol != nil && sim != nil) ? 1 : 0)
         try bus.waitForSubscribers(stages.count - onSIMBus)
         if let sim {
             // Its derived bus must see the publisher (when there is one) and the SR denoiser before the worker publishes.

@@ -82,7 +82,11 @@ final class SIMStage: @unchecked Sendable {
     private var buffers: [SetBuffer] = []
     private var free: [Int] = []
     private var filling: [String: Int] = [:]
-    private var pendingSet: Int?
+    /// Complete sets waiting for the worker, oldest first (at most one unless `lossless`).
+    private var pendingSets: [Int] = []
+    /// Never skip a set (LLS-SIM volumes need every plane): buffers are added instead, and the
+    /// receiving thread's backlog waits in the in-process bus's queue (the recorder never waits).
+    var lossless = false
     private var finished = false
     /// Output pools for sr and wf frames (preallocated; a frame finds no slot only when subscribers lag).
     private let srPool: FramePool
@@ -171,9 +175,12 @@ final class SIMStage: @unchecked Sendable {
             lock.lock()
             var index = filling[key]
             if index == nil {
-                if free.isEmpty, let p = pendingSet {
+                if free.isEmpty, lossless {
+                    buffers.append(SetBuffer(frames: per, pixels: proto.roiWidth * proto.roiHeight))
+                    free.append(buffers.count - 1)
+                } else if free.isEmpty, !pendingSets.isEmpty {
                     // The worker is behind: the waiting set is dropped for the newer one.
-                    pendingSet = nil; free.append(p); counters.skippedBehind += 1
+                    free.append(pendingSets.removeFirst()); counters.skippedBehind += 1
                 }
                 if let f = free.popLast() {
                     index = f
@@ -200,8 +207,8 @@ final class SIMStage: @unchecked Sendable {
                 filling[key] = nil
                 if b.received.allSatisfy({ $0 }) {
                     counters.setsComplete += 1
-                    if let p = pendingSet { counters.skippedBehind += 1; free.append(p) }
-                    pendingSet = index
+                    if !lossless, !pendingSets.isEmpty { counters.skippedBehind += 1; free.append(pendingSets.removeFirst()) }
+                    pendingSets.append(index)
                     lock.signal()
                 } else {
                     counters.skippedMissing += 1
@@ -218,11 +225,11 @@ final class SIMStage: @unchecked Sendable {
         defer { done.signal() }
         while true {
             lock.lock()
-            while pendingSet == nil && !finished { lock.wait() }
-            guard let job = pendingSet else { lock.unlock(); break }
-            pendingSet = nil
+            while pendingSets.isEmpty && !finished { lock.wait() }
+            guard !pendingSets.isEmpty else { lock.unlock(); break }
+            let job = pendingSets.removeFirst()
+            let b = buffers[job]  // read under the lock: the receiver may append buffers (lossless)
             lock.unlock()
-            let b = buffers[job]
             process(b.headers.compactMap { $0 }, b.frames)
             lock.lock(); free.append(job); lock.unlock()
         }
@@ -254,8 +261,15 @@ final class SIMStage: @unchecked Sendable {
                     "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })", "flagged": "\(p!.flagged)"])
             }
             guard let params = p else { return }
-            guard let srSlot = srPool.acquire() else { lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
-            guard let wfSlot = wfPool.acquire() else { srSlot.release(); lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
+            // Lossless (LLS-SIM volumes): wait up to 10 s for subscribers to hand a slot back rather than skip.
+            func acquire(_ pool: FramePool) -> FrameSlot? {
+                var slot = pool.acquire()
+                var waited = 0
+                while slot == nil, lossless, waited < 10_000 { usleep(1000); waited += 1; slot = pool.acquire() }
+                return slot
+            }
+            guard let srSlot = acquire(srPool) else { lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
+            guard let wfSlot = acquire(wfPool) else { srSlot.release(); lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
             // The slots go back to their pools on any error; publishing hands them to the bus.
             var srOwned = true, wfOwned = true
             defer { if srOwned { srSlot.release() }; if wfOwned { wfSlot.release() } }

@@ -29,6 +29,9 @@ final class VolumeStage: @unchecked Sendable {
     private let logger: Logger
     private let geometry: LightSheetGeometry
     private let iterations: Int
+    /// LLS-SIM: the stage stacks the SIM stage's SR planes (2× grid) instead of raw planes.
+    private let fromSR: Bool
+    private let planeWidth: Int, planeHeight: Int
     private let background: Float?
     private let lock = NSCondition()
     private final class Stack {
@@ -41,7 +44,7 @@ final class VolumeStage: @unchecked Sendable {
         }
     }
     private var filling: [String: Stack] = [:]
-    private var pending: Stack?
+    private var queue: [Stack] = []
     private var finished = false
     private(set) var counters = VolumeStageCounters()
     private var deconvolvers: [Int: RichardsonLucy] = [:]
@@ -52,16 +55,19 @@ final class VolumeStage: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var runID = ""
 
-    init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger) throws {
+    init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false) throws {
         guard let ls = p.rig.lightSheet else { throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file) }
-        proto = p; self.logger = logger
-        geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
-        iterations = p.lightSheet["iterations"].flatMap(Int.init) ?? 10
+        proto = p; self.logger = logger; self.fromSR = fromSR
+        let scale = fromSR ? 2 : 1
+        planeWidth = p.roiWidth * scale; planeHeight = p.roiHeight * scale
+        geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm / Double(scale))
+        // SR planes are already sharpened by the reconstruction: no deconvolution of LLS-SIM volumes.
+        iterations = fromSR ? 0 : p.lightSheet["iterations"].flatMap(Int.init) ?? 10
         background = p.lightSheet["background"].flatMap(Float.init)
         bus = try RawBus()
-        let w = geometry.deskewedWidth(nx: p.roiWidth, nz: p.zPlanes)
-        volPool = FramePool(slots: 2, bytes: w * p.roiHeight * p.zPlanes * 4)
-        mipPool = FramePool(slots: 4, bytes: w * p.roiHeight * 4)
+        let w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes)
+        volPool = FramePool(slots: 2, bytes: w * planeHeight * p.zPlanes * 4)
+        mipPool = FramePool(slots: 4, bytes: w * planeHeight * 4)
         if p.lightSheet["record_volumes"] != "false", let r = recordingPath { recordPath = RecordingIndex.stem(of: r) + ".vol.ome.tif" }
     }
 
@@ -79,27 +85,45 @@ final class VolumeStage: @unchecked Sendable {
         case .run(_, let json):
             guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
             if ev.event == "start" { runID = ev.run; try? bus.publishRun(json) }
-            if ev.event == "stop" { lock.lock(); finished = true; lock.broadcast(); lock.unlock(); return false }
+            if ev.event == "stop" {
+                // Stacks still filling (their last plane never came) are processed with their missing planes.
+                lock.lock()
+                queue += filling.values.sorted { ($0.headers.compactMap { $0 }.first?.t ?? 0) < ($1.headers.compactMap { $0 }.first?.t ?? 0) }
+                filling = [:]
+                finished = true; lock.broadcast(); lock.unlock()
+                return false
+            }
             return true
         case .frame(let h, let payload):
-            guard h.stream == "raw", h.z >= 0, h.z < proto.zPlanes else { return true }
+            guard h.stream == (fromSR ? "sr" : "raw"), h.z >= 0, h.z < proto.zPlanes else { return true }
             let key = "\(h.t)/\(h.c)"
-            let stack = filling[key] ?? Stack(planes: proto.zPlanes, pixels: proto.roiWidth * proto.roiHeight)
+            lock.lock()
+            let stack = filling[key] ?? Stack(planes: proto.zPlanes, pixels: planeWidth * planeHeight)
             filling[key] = stack
+            lock.unlock()
             stack.headers[h.z] = h
-            if !h.missing, payload.count == h.byteCount, h.pixel == .uint16 {
+            if !h.missing, payload.count == h.byteCount, h.width == planeWidth, h.height == planeHeight {
                 let n = h.width * h.height
-                payload.bytes.withMemoryRebound(to: UInt16.self) { src in
-                    stack.planes[h.z].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
+                switch h.pixel {
+                case .uint16:
+                    payload.bytes.withMemoryRebound(to: UInt16.self) { src in
+                        stack.planes[h.z].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
+                    }
+                    stack.received[h.z] = true
+                case .float32:
+                    payload.bytes.withMemoryRebound(to: Float.self) { src in
+                        stack.planes[h.z].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = src[i] } }
+                    }
+                    stack.received[h.z] = true
+                default: break
                 }
-                stack.received[h.z] = true
             }
             if h.z == proto.zPlanes - 1 {
-                filling[key] = nil
                 lock.lock()
+                filling[key] = nil
                 counters.stacksComplete += 1
-                if pending != nil { counters.skippedBehind += 1 }
-                pending = stack
+                if !queue.isEmpty { queue.removeFirst(); counters.skippedBehind += 1 }
+                queue.append(stack)
                 lock.signal()
                 lock.unlock()
             }
@@ -111,9 +135,9 @@ final class VolumeStage: @unchecked Sendable {
         defer { done.signal() }
         while true {
             lock.lock()
-            while pending == nil && !finished { lock.wait() }
-            guard let stack = pending else { lock.unlock(); break }
-            pending = nil
+            while queue.isEmpty && !finished { lock.wait() }
+            guard !queue.isEmpty else { lock.unlock(); break }
+            let stack = queue.removeFirst()
             lock.unlock()
             do { try process(stack) } catch { logger.error("light-sheet volume failed; stack skipped", metadata: ["error": "\(error)"]) }
         }
@@ -129,12 +153,12 @@ final class VolumeStage: @unchecked Sendable {
         let present = stack.planes.indices.filter { stack.received[$0] }
         guard !present.isEmpty else { return }
         let fill = RichardsonLucy.percentile(present.flatMap { stack.planes[$0] }, 0.01)
-        for z in missing { stack.planes[z] = [Float](repeating: fill, count: proto.roiWidth * proto.roiHeight) }
+        for z in missing { stack.planes[z] = [Float](repeating: fill, count: planeWidth * planeHeight) }
         if !missing.isEmpty {
             lock.lock(); counters.missingPlanes += missing.count; lock.unlock()
             logger.warning("stack with missing planes: filled with its background and flagged", metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
         }
-        let raw = try Volume(planes: stack.planes, width: proto.roiWidth, height: proto.roiHeight,
+        let raw = try Volume(planes: stack.planes, width: planeWidth, height: planeHeight,
                              voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.stepUm))
         let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
         var vol = desk
@@ -153,7 +177,7 @@ final class VolumeStage: @unchecked Sendable {
                              exposureStartNs: h0.exposureStartNs, state: h0.state)
         vh.depth = vol.depth
         vh.inputs = stack.headers.compactMap { $0?.seq }
-        vh.params = ["voxelZUm": String(vol.voxelUm.z), "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
+        vh.params = ["voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw", "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
                      "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ",")]
         if let path = recordPath {
             if recorder == nil {

@@ -81,7 +81,7 @@ struct Run: ParsableCommand {
                   + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
         }
         if let c = r.volumes {
-            print("live light sheet: \(c.volumes) deskewed, deconvolved volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
+            print("live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
                   + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
         }
         if let c = r.denoise {

@@ -12,7 +12,7 @@ import Testing
 
 /// A light-sheet rig from the simulated profiles (`lightSheet` is its `light_sheet:` block) and a protocol on it.
 func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thickness_um: 1.0, scan: stage}", planes: Int = 30,
-                     step: Double = 0.4, timepoints: Int = 2, extra: String = "light_sheet: {iterations: 3}") -> String {
+                     step: Double = 0.4, timepoints: Int = 2, extra: String = "light_sheet: {iterations: 3}", sim: Bool = false) -> String {
     let prof = Fixtures.path("sim-hardware/profiles")
     let spec = Fixtures.write("moire: 1\nkind: beads\nseed: 4\npuncta: 40\nsize_um: [16, 6, 6]\nbrightness: 20\nbackground: 0.02\n",
                               to: "beads.yaml", in: dir)
@@ -21,6 +21,7 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         name: lattice test rig
         devices:
           camera: {name: cam, profile: \(prof)/camera-sim-scmos.yaml}
+        \(sim ? "  modulator: {name: slm, profile: \(prof)/slm-lattice-sim.yaml}" : "")
           scanner: {name: galvo, profile: \(prof)/galvo-sim.yaml}
           stage: {name: scan, profile: \(prof)/scanstage-sim.yaml}
           lasers:
@@ -34,10 +35,11 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         moire: 1
         name: lattice test
         rig: \(rig)
-        mode: llsm
+        mode: \(sim ? "llssim" : "llsm")
         camera: {roi: [64, 32]}
         channels:
-          - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 2, emission_nm: 520}
+          - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 2, emission_nm: 520\(sim ? ", pattern_set: lattice488" : "")}
+        \(sim ? "sim: {angles: 1, phases: 3}" : "")
         z: {planes: \(planes), step_um: \(step), start_um: 0}
         timelapse: {count: \(timepoints)}
         \(extra)
@@ -91,6 +93,23 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         #expect(l.zPlanes == 30 && l.timepoints == 2 && l.width == g.deskewedWidth(nx: 64, nz: 30) && abs(l.zStepUm - g.planeSpacingUm) < 1e-6)
         let plane = l.width * l.height
         #expect(try rd.readPlaneFloat(7) == Array(payloads[vols[0].offset][(7 * plane)..<(8 * plane)]))
+    }
+
+    @Test func llsSIMStacksTheSRPlanesIntoDeskewedVolumes() throws {
+        let dir = Fixtures.tempDir("llssimlive")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, planes: 12, timepoints: 1, extra: "", sim: true))
+        #expect(p.mode == .llssim && p.phases == 3)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.noRecording = true; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        #expect(r.sim?.reconstructed == 12)
+        let half = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm / 2)
+        let v = try #require(headers.firstIndex { $0.stream == "vol" })
+        #expect(headers[v].width == half.deskewedWidth(nx: 128, nz: 12) && headers[v].height == 64 && headers[v].depth == 12)
+        #expect(headers[v].params?["source"] == "sim-sr" && abs(headers[v].pixelSizeUm - p.pixelSizeUm / 2) < 1e-9)
+        #expect(headers[v].inputs?.count == 12 && payloads[v].allSatisfy(\.isFinite))
     }
 
     @Test func aMissingPlaneIsFilledFlaggedAndCountedNeverShifted() throws {

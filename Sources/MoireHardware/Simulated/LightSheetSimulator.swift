@@ -69,7 +69,7 @@ public struct LightSheetSimulator: Sendable {
                 var img = [Float](repeating: 0, count: width * height)
                 img.withUnsafeMutableBufferPointer {
                     rend.add(scanUm: Double(i) * geometry.stepUm, width: width, height: height, peak: peakPhotons,
-                             pattern: .init(kUmInv: kUmInv, phaseRad: phi, modulation: m), into: $0.baseAddress!)
+                             pattern: .init(kx: kUmInv, phaseRad: phi, modulation: m), into: $0.baseAddress!)
                 }
                 return img.map { Float(offsetADU + gainADUPerE * (r.poisson(Double($0) + backgroundPhotons) + readNoiseE * r.normal())).rounded() }
             }
@@ -117,10 +117,12 @@ public struct LightSheetRenderer: Sendable {
         return out
     }
 
-    /// A structured (lattice SIM) excitation fixed to the microscope: intensity 1 + m·cos(2π k·x + φ)
-    /// along the camera's x (x = column · pixel, µm).
-    public struct Pattern: Sendable { public var kUmInv: Double, phaseRad: Double, modulation: Double
-        public init(kUmInv: Double, phaseRad: Double, modulation: Double) { self.kUmInv = kUmInv; self.phaseRad = phaseRad; self.modulation = modulation }
+    /// A structured (lattice SIM) excitation fixed to the microscope: intensity 1 + m·cos(2π(kx·x + ky·y) + φ)
+    /// in camera coordinates (x = column · pixel, y = row · pixel, µm).
+    public struct Pattern: Sendable { public var kx: Double, ky: Double, phaseRad: Double, modulation: Double
+        public init(kx: Double, ky: Double = 0, phaseRad: Double, modulation: Double) {
+            self.kx = kx; self.ky = ky; self.phaseRad = phaseRad; self.modulation = modulation
+        }
     }
 
     /// Adds `peak · profile` of every emitter near the focal plane at scan position `scanUm` to `image`;
@@ -135,7 +137,7 @@ public struct LightSheetRenderer: Sendable {
             guard abs(dz) < 5 * sz else { continue }
             let cu = (e.x - shift) / dx, cv = e.y / dx
             var a = peak * exp(-dz * dz / (2 * sz * sz))
-            if let p = pattern { a *= 1 + p.modulation * cos(2 * .pi * p.kUmInv * cu * dx + p.phaseRad) }
+            if let p = pattern { a *= 1 + p.modulation * cos(2 * .pi * (p.kx * cu + p.ky * cv) * dx + p.phaseRad) }
             let u0 = max(0, Int(cu.rounded(.down)) - reach), u1 = min(width - 1, Int(cu.rounded(.down)) + reach)
             let v0 = max(0, Int(cv) - reach), v1 = min(height - 1, Int(cv) + reach)
             guard u0 <= u1, v0 <= v1 else { continue }

@@ -242,7 +242,11 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 guard let r = sheetRenderer(emissionNm: l.wavelengthNm + 37) else { continue }
                 let bg = Float(specimen.background * l.powerMw * exposureMs)
                 for i in 0..<img.count { img[i] += bg }
-                img.withUnsafeMutableBufferPointer { r.add(scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs, into: $0.baseAddress!) }
+                // Lattice SIM: the modulator's pattern structures the sheet (in camera coordinates).
+                let pattern = snap.spec.map { LightSheetRenderer.Pattern(kx: $0.kx, ky: $0.ky, phaseRad: $0.phaseRad, modulation: $0.modulation) }
+                img.withUnsafeMutableBufferPointer {
+                    r.add(scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs, pattern: pattern, into: $0.baseAddress!)
+                }
             }
             sheet = img
         }
