@@ -90,6 +90,32 @@ public struct OfflineLightSheet {
         return result
     }
 
+    /// LLS-SIM recordings (`llssim` on a light-sheet rig): every plane's phase set reconstructed by
+    /// `sim` (on the 2× grid), the SR planes stacked per time point and deskewed at half the pixel.
+    public func runSIM(input: String, sim: OfflineSIM, logger: Logger = Logger(label: "moire.llsm")) throws -> Result {
+        let r = try OMETiffReader(path: input)
+        guard let l = r.layout, l.mode == "llssim" else { throw MoireError(.usage, "not an llssim recording", place: input) }
+        guard FileManager.default.fileExists(atPath: l.protocolFile), let p = try? AcquisitionProtocol.load(file: l.protocolFile),
+              let ls = p.rig.lightSheet else {
+            throw MoireError(.usage, "the recording's protocol and its light-sheet rig are needed for LLS-SIM volumes", place: input)
+        }
+        let srResult = try sim.run(input: input, logger: logger)
+        let per = l.zPlanes
+        guard srResult.sr.count % per == 0 else {
+            throw MoireError(.numeric, "\(srResult.sr.count) SR planes are not whole volumes of \(per) planes (a phase set was skipped)", place: input)
+        }
+        let g = try LightSheetGeometry(angleDeg: angleDeg ?? ls.angleDeg, stepUm: stepUm ?? l.zStepUm, pixelUm: (pixelUm ?? l.pixelSizeUm) / 2)
+        var result = Result(raw: [], deskewed: [], deconvolved: [], geometry: g)
+        for v in 0..<(srResult.sr.count / per) {
+            let raw = try Volume(planes: Array(srResult.sr[(v * per)..<((v + 1) * per)]), width: 2 * srResult.width, height: 2 * srResult.height,
+                                 voxelUm: (g.pixelUm, g.pixelUm, g.stepUm))
+            let desk = Deskew.apply(raw, geometry: g, pad: 0)
+            result.raw.append(raw); result.deskewed.append(desk)
+            result.deconvolved.append(rotate ? CoverslipRotation.apply(desk, angleDeg: g.angleDeg) : desk)
+        }
+        return result
+    }
+
     /// Writes the processed volumes as a float32 OME-TIFF (Z planes per time point, voxel size after deskew).
     public static func write(_ r: Result, to path: String, name: String) throws {
         try FloatStack.write(volumes: r.deconvolved, to: path, name: name, stream: "vol", mode: "llsm-volume") { _, _, h in

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MoireCore
 import MoirePipeline
+import MoireStorage
 import MoireReconstruction
 
 /// The SIM options shared by `reconstruct` and `preview`.
@@ -111,7 +112,8 @@ extension Reconstruct {
         job.rotate = llsm.rotate
         job.optics = try LightSheetOptics(na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex, emissionNm: sim.emissionNm ?? 520,
                                           sheetThicknessUm: llsm.sheetUm)
-        let r = try job.run(input: input) { what, i, n in
+        let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
+        let r = isLLSSIM ? try job.runSIM(input: input, sim: try sim.job()) : try job.run(input: input) { what, i, n in
             FileHandle.standardError.write(Data("\r\(what): deconvolution iteration \(i)/\(n)   ".utf8))
         }
         FileHandle.standardError.write(Data("\n".utf8))

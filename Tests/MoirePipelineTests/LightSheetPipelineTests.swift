@@ -110,6 +110,14 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         #expect(headers[v].width == half.deskewedWidth(nx: 128, nz: 12) && headers[v].height == 64 && headers[v].depth == 12)
         #expect(headers[v].params?["source"] == "sim-sr" && abs(headers[v].pixelSizeUm - p.pixelSizeUm / 2) < 1e-9)
         #expect(headers[v].inputs?.count == 12 && payloads[v].allSatisfy(\.isFinite))
+
+        // Offline: the recording of the same run gives a volume of the same geometry.
+        var o2 = PipelineOptions()
+        o2.recordingPath = "\(dir)/raw.ome.tif"; o2.noPublish = true
+        _ = try AcquisitionPipeline(protocol: p, options: o2, clock: VirtualClock()).run()
+        let off = try OfflineLightSheet().runSIM(input: "\(dir)/raw.ome.tif", sim: OfflineSIM())
+        #expect(off.deskewed.count == 1 && off.deskewed[0].width == headers[v].width && off.deskewed[0].depth == 12)
+        #expect(abs(off.geometry.pixelUm - p.pixelSizeUm / 2) < 1e-12)
     }
 
     @Test func aMissingPlaneIsFilledFlaggedAndCountedNeverShifted() throws {
