@@ -114,3 +114,51 @@ import Testing
         }
     }
 }
+
+@Suite struct U3VStreamTests {
+    func image(_ id: Int, _ w: Int = 64, _ h: Int = 32) -> [UInt16] { (0..<(w * h)).map { UInt16(truncatingIfNeeded: $0 * 7 + id * 1000) } }
+
+    @Test func imagesAreAssembledAndGapsAndLostTrailersAreMissingFrames() throws {
+        let dev = SimulatedU3VStream()
+        dev.transferBytes = 1000  // several payload transfers per image
+        let rx = U3VStreamReceiver(transport: dev)
+        dev.send(blockID: 0, width: 64, height: 32, pixels: image(0))
+        dev.send(blockID: 1, width: 64, height: 32, pixels: image(1), skip: true)          // lost entirely
+        dev.send(blockID: 2, width: 64, height: 32, pixels: image(2), dropTrailer: true)   // trailer lost
+        dev.send(blockID: 3, width: 64, height: 32, pixels: image(3))
+        var got: [U3VBlock] = []
+        while let b = try rx.next(timeoutMs: 50) { got.append(b) }
+        #expect(got.count == 4)
+        guard got.count == 4 else { return }
+        if case .image(let id, let l, let p) = got[0] {
+            #expect(id == 0 && l.sizeX == 64 && l.sizeY == 32)
+            let px = stride(from: 0, to: p.count, by: 2).map { UInt16(p[$0]) | UInt16(p[$0 + 1]) << 8 }
+            #expect(px == image(0))
+        } else { Issue.record("block 0 is not an image: \(got[0])") }
+        #expect(got[1] == .missing(blockID: 1, reason: "block id gap"))
+        #expect(got[2] == .missing(blockID: 2, reason: "trailer missing"))
+        if case .image(let id, _, _) = got[3] { #expect(id == 3) } else { Issue.record("block 3 is not an image") }
+    }
+
+    @Test func garbageAndShortPayloadsDoNotCrashAndAreCounted() throws {
+        let dev = SimulatedU3VStream()
+        let rx = U3VStreamReceiver(transport: dev)
+        var r = SimRandom(seed: 5)
+        for _ in 0..<200 { dev.sendRaw((0..<Int(r.next() % 64)).map { _ in UInt8(truncatingIfNeeded: r.next()) }) }
+        dev.send(blockID: 0, width: 16, height: 16, pixels: image(0, 16, 16))
+        // A block whose payload is short: the trailer's valid size disagrees with the leader's image.
+        dev.sendRaw(U3VLeader(blockID: 1, timestampNs: 0, pixelFormat: 0x0110_0007, sizeX: 16, sizeY: 16).encode())
+        dev.sendRaw([UInt8](repeating: 1, count: 100))
+        dev.sendRaw(U3VTrailer(blockID: 1, validPayloadSize: 100).encode())
+        var got: [U3VBlock] = []
+        while let b = try rx.next(timeoutMs: 50) { got.append(b) }
+        #expect(rx.malformed > 0)
+        #expect(got.count == 2)
+        if got.count == 2 {
+            if case .image(let id, _, _) = got[0] { #expect(id == 0) } else { Issue.record("not an image: \(got[0])") }
+            if case .missing(let id, let why) = got[1] { #expect(id == 1 && why.contains("512 expected")) } else { Issue.record("not missing: \(got[1])") }
+        }
+        dev.vanished = true
+        #expect(throws: MoireError.self) { _ = try rx.next(timeoutMs: 10) }
+    }
+}
