@@ -29,8 +29,23 @@ public struct CameraProfile: Sendable, Equatable {
     public var qe: Double
     public var fullWellE: Double
 
+    /// Feature registers of a register-mapped camera (USB3 Vision), from its GenICam XML.
+    public var registers: [String: CameraRegister] = [:]
+    /// SHA-256 of the GenICam XML the register table was extracted from.
+    public var genicamXMLSHA256: String?
+
     /// Readout time for an ROI `height` rows tall.
     public func readoutMs(rows: Int) -> Double { readoutMs * Double(rows) / Double(sensorHeight) }
+}
+
+/// A camera feature's register: address, and how its value is stored.
+public struct CameraRegister: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable { case uint32, uint64, float32, float64, command }
+    public var address: UInt64
+    public var kind: Kind
+    /// Value unit scale: register value = feature value × scale (e.g. ExposureTime in µs: 1000 per ms).
+    public var scale: Double
+    public init(address: UInt64, kind: Kind, scale: Double = 1) { self.address = address; self.kind = kind; self.scale = scale }
 }
 
 /// One pattern a modulator can show: its nominal wave vector, phase and modulation in the sample.
@@ -161,10 +176,29 @@ public struct DeviceProfile: Sendable, Equatable {
         let qe = try cal.optionalDouble("qe", in: 0.01...1) ?? 0.8
         let fullWell = try cal.optionalDouble("full_well_e", in: 1...10_000_000, unit: " e⁻") ?? 30000
         try cal.finish()
-        return CameraProfile(sensorWidth: sensor[0], sensorHeight: sensor[1], pixelUm: pixelUm, binning: binning,
-                             roiMin: roiMin, exposureMs: exposure, triggerModes: triggers, bitDepth: bitDepth,
-                             readoutMs: readout, offsetADU: offset, gainADUPerE: gain, readNoiseE: read, qe: qe,
-                             fullWellE: fullWell)
+        var profile = CameraProfile(sensorWidth: sensor[0], sensorHeight: sensor[1], pixelUm: pixelUm, binning: binning,
+                                    roiMin: roiMin, exposureMs: exposure, triggerModes: triggers, bitDepth: bitDepth,
+                                    readoutMs: readout, offsetADU: offset, gainADUPerE: gain, readNoiseE: read, qe: qe,
+                                    fullWellE: fullWell)
+        if let rn = try root.child("registers") {
+            for name in try rn.keys() {
+                let entry = try rn.required(name)
+                let an = try entry.required("address")
+                let text = try an.string()
+                let parsed = text.lowercased().hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
+                guard let address = parsed else { throw an.error("register address must be a number or 0x… hex; found '\(text)'") }
+                let kind = try entry.required("type").choice(CameraRegister.Kind.self)
+                let scale = try entry.optionalDouble("scale", in: 1e-12...1e12) ?? 1
+                try entry.finish()
+                profile.registers[name] = CameraRegister(address: address, kind: kind, scale: scale)
+            }
+        }
+        if let hn = try root.child("genicam_xml_sha256") {
+            let h = try hn.string()
+            guard h.count == 64, h.allSatisfy(\.isHexDigit) else { throw hn.error("genicam_xml_sha256 must be 64 hex digits") }
+            profile.genicamXMLSHA256 = h
+        }
+        return profile
     }
 
     private static func parseModulator(_ root: ConfigNode) throws -> ModulatorProfile {

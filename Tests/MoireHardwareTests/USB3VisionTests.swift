@@ -1,6 +1,8 @@
 import Foundation
 import MoireCore
+import MoireConfig
 import MoireHardware
+import MoireTesting
 import Testing
 
 @Suite struct U3VCodecTests {
@@ -160,5 +162,59 @@ import Testing
         }
         dev.vanished = true
         #expect(throws: MoireError.self) { _ = try rx.next(timeoutMs: 10) }
+    }
+}
+
+@Suite(.serialized) struct USB3VisionCameraTests {
+    func profile() throws -> CameraProfile {
+        let p = try DeviceProfile.load(file: Fixtures.path("hardware-profiles/cameras/u3v-generic-scmos.yaml"))
+        return try #require(p.camera)
+    }
+
+    @Test func theDriverConfiguresStreamsAndStopsThroughTheByteProtocol() throws {
+        let prof = try profile()
+        #expect(prof.registers.count == 8 && prof.registers["ExposureTime"]?.kind == .float32)
+        let sim = SimulatedU3VCamera(profile: prof)
+        sim.dropBlocks = [2]
+        let cam = try USB3VisionCamera(name: "cam", profile: prof, control: sim.control, stream: sim.stream)
+        try cam.configure(CameraSettings(width: 64, height: 32, exposureMs: 5, trigger: .software))
+        #expect(sim.control.u32(0x30204) == 64 && sim.control.u32(0x30224) == 32 && sim.control.u32(0x30504) == 1)
+        #expect(Float(bitPattern: sim.control.u32(0x30404)) == 5000)  // 5 ms as µs
+        let pool = FramePool(slots: 4, bytes: 64 * 32 * 2)
+        try cam.start(pool: pool)
+        #expect(sim.control.u32(SimulatedU3VCamera.sirm + U3V.SIRM.control) == 1)
+        #expect(sim.control.u32(SimulatedU3VCamera.sirm + U3V.SIRM.payloadTransferSize) == 64 * 32 * 2)
+        var ids: [Int] = []
+        for _ in 0..<4 {
+            try cam.trigger()
+            if let f = try cam.nextFrame(timeoutMs: 200) {
+                ids.append(f.frameID)
+                let first: UInt16 = f.slot!.withBytes { $0.load(as: UInt16.self) }
+                #expect(first == UInt16(100 + f.frameID * 10) && f.width == 64 && f.height == 32)
+                f.slot!.release()
+            }
+        }
+        // Block 2 never came: the frame ids skip it, and the exposure counter still counts it.
+        #expect(ids == [0, 1, 3] && cam.exposedCount == 4)
+        cam.stop()
+        #expect(sim.control.u32(SimulatedU3VCamera.sirm + U3V.SIRM.control) == 0 && !cam.isAcquiring)
+        #expect(sim.control.commands.contains { $0.commandID == U3V.writeMemCmd && $0.scd.prefix(8) == [0x24, 0x07, 0x03, 0, 0, 0, 0, 0] })
+    }
+
+    @Test func unpluggingMidStreamIsAClearErrorAndAProfileWithoutFeaturesIsRefused() throws {
+        let prof = try profile()
+        let sim = SimulatedU3VCamera(profile: prof)
+        let cam = try USB3VisionCamera(name: "cam", profile: prof, control: sim.control, stream: sim.stream)
+        try cam.configure(CameraSettings(width: 32, height: 16, exposureMs: 1, trigger: .software))
+        try cam.start(pool: FramePool(slots: 2, bytes: 32 * 16 * 2))
+        sim.stream.vanished = true; sim.control.vanished = true
+        do { _ = try cam.nextFrame(timeoutMs: 100); Issue.record("a vanished camera delivered") } catch let e as MoireError {
+            #expect(e.kind == .hardware && "\(e)".contains("disconnected"))
+        }
+        cam.stop()  // never throws, even with the device gone
+        var bare = prof
+        bare.registers["TriggerSoftware"] = nil
+        do { _ = try USB3VisionCamera(name: "cam", profile: bare, control: SimulatedU3VCamera(profile: bare).control, stream: sim.stream)
+             Issue.record("accepted") } catch let e as MoireError { #expect(e.kind == .config && "\(e)".contains("TriggerSoftware")) }
     }
 }

@@ -20,6 +20,8 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
     /// Status to answer with (0: success).
     public var failStatus: UInt16 = 0
     public private(set) var commands: [GenCPCommand] = []
+    /// Called after every WriteMem with its address and data (the device reacting to a register).
+    public var onWrite: ((UInt64, [UInt8]) -> Void)?
     private let cond = NSCondition()
     private var outbox: [(due: UInt64, bytes: [UInt8])] = []
 
@@ -55,6 +57,7 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
                 let data = Array(cmd.scd.dropFirst(8))
                 for (i, b) in data.enumerated() { memory[address + UInt64(i)] = b }
                 answer.scd.le(UInt16(0)); answer.scd.le(UInt16(data.count))
+                onWrite?(address, data)
             default:
                 answer.status = 0x8001
             }

@@ -1,0 +1,165 @@
+import Foundation
+import MoireConfig
+import MoireCore
+
+/// The USB3 Vision camera driver: bootstrap registers (ABRM → SBRM → SIRM) size the control and
+/// stream channels; the camera features an acquisition needs (Width, Height, ExposureTime,
+/// TriggerMode, TriggerSoftware, AcquisitionStart, AcquisitionStop, PayloadSize) come from the
+/// profile's register table; frames come from the stream channel, a gap in block ids being missing
+/// frames (the runner sees the skipped frame ids). The transports are libusb's bulk endpoints or
+/// simulated peers, byte for byte the same.
+public final class USB3VisionCamera: Camera, @unchecked Sendable {
+    public let name: String
+    public let profile: CameraProfile
+    let control: GenCPChannel
+    let receiver: U3VStreamReceiver
+    private var sirm: UInt64 = 0
+    private var settings = CameraSettings(width: 0, height: 0, exposureMs: 1, trigger: .software)
+    private var pool: FramePool?
+    private var acquiring = false
+    public private(set) var exposedCount = 0
+
+    public static let requiredFeatures = ["Width", "Height", "ExposureTime", "TriggerMode", "TriggerSoftware",
+                                          "AcquisitionStart", "AcquisitionStop", "PayloadSize"]
+
+    public init(name: String, profile: CameraProfile, control: ControlTransport, stream: StreamTransport) throws {
+        let missing = Self.requiredFeatures.filter { profile.registers[$0] == nil }
+        guard missing.isEmpty else {
+            throw MoireError(.config, "the camera profile's register table lacks \(missing.joined(separator: ", "))", place: "camera \(name)")
+        }
+        self.name = name; self.profile = profile
+        self.control = GenCPChannel(transport: control)
+        receiver = U3VStreamReceiver(transport: stream)
+        try bootstrap()
+    }
+
+    /// ABRM: response time and SBRM address; SBRM: transfer limits and SIRM address.
+    private func bootstrap() throws {
+        let responseMs = try control.readU32(U3V.ABRM.maximumDeviceResponseTime)
+        control.timeoutMs = Int(min(max(responseMs, 10), 10_000))
+        let sbrm = try control.readU64(U3V.ABRM.sbrmAddress)
+        let maxAck = try control.readU32(sbrm + U3V.SBRM.maximumAcknowledgeTransferLength)
+        control.maxReadBytes = max(4, Int(maxAck) - 12)
+        sirm = try control.readU64(sbrm + U3V.SBRM.sirmAddress)
+    }
+
+    private func write(_ feature: String, _ value: Double) throws {
+        let r = profile.registers[feature]!
+        let v = value * r.scale
+        var b: [UInt8] = []
+        switch r.kind {
+        case .uint32, .command: b.le(UInt32(max(0, v.rounded())))
+        case .uint64: b.le(UInt64(max(0, v.rounded())))
+        case .float32: b.le(Float(v).bitPattern)
+        case .float64: b.le(v.bitPattern)
+        }
+        try control.writeMem(address: r.address, data: b)
+    }
+
+    public func configure(_ s: CameraSettings) throws {
+        guard !acquiring else { throw MoireError(.state, "cannot configure while acquiring", place: "camera \(name)") }
+        guard profile.exposureMs.contains(s.exposureMs) else {
+            throw MoireError(.hardware, "exposure \(s.exposureMs) ms outside \(profile.exposureMs)", place: "camera \(name)")
+        }
+        try write("Width", Double(s.width)); try write("Height", Double(s.height))
+        try write("ExposureTime", s.exposureMs)
+        try write("TriggerMode", s.trigger == .internal ? 0 : 1)
+        settings = s
+    }
+
+    public func start(pool: FramePool) throws {
+        guard pool.slotBytes >= settings.width * settings.height * 2 else {
+            throw MoireError(.hardware, "frame pool slots are too small for \(settings.width)×\(settings.height)", place: "camera \(name)")
+        }
+        let payload = Int(try control.readU32(profile.registers["PayloadSize"]!.address))
+        guard payload == settings.width * settings.height * 2 else {
+            throw MoireError(.hardware, "the camera reports a payload of \(payload) bytes for \(settings.width)×\(settings.height) Mono16",
+                             place: "camera \(name)")
+        }
+        // Stream interface: transfers of at most 1 MiB, the rest in the final transfer.
+        let transfer = min(payload, 1 << 20)
+        try control.writeU32(sirm + U3V.SIRM.payloadTransferSize, UInt32(transfer))
+        try control.writeU32(sirm + U3V.SIRM.payloadTransferCount, UInt32(payload / transfer))
+        try control.writeU32(sirm + U3V.SIRM.payloadFinalTransfer1Size, UInt32(payload % transfer))
+        receiver.maxTransferBytes = transfer
+        try control.writeU32(sirm + U3V.SIRM.control, 1)
+        self.pool = pool
+        exposedCount = 0
+        try write("AcquisitionStart", 1)
+        acquiring = true
+    }
+
+    public func trigger() throws { try write("TriggerSoftware", 1) }
+
+    public func nextFrame(timeoutMs: Int) throws -> CapturedFrame? {
+        let end = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
+        while true {
+            let left = max(0, Int((Int64(end) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1_000_000))
+            guard let block = try receiver.next(timeoutMs: left) else { return nil }
+            switch block {
+            case .missing(let id, _):
+                exposedCount = max(exposedCount, Int(id) + 1)  // the runner sees the gap in frame ids
+                continue
+            case .image(let id, let leader, let payload):
+                exposedCount = max(exposedCount, Int(id) + 1)
+                guard let slot = pool?.acquire() else { continue }
+                slot.withBytes { b in payload.withUnsafeBytes { b.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<min($0.count, b.count)])) } }
+                return CapturedFrame(frameID: Int(id), slot: slot, byteCount: payload.count, width: Int(leader.sizeX), height: Int(leader.sizeY),
+                                     exposureStartNs: Int64(leader.timestampNs), state: DeviceState(exposureMs: settings.exposureMs))
+            }
+        }
+    }
+
+    public func stop() {
+        guard acquiring else { return }
+        acquiring = false
+        try? write("AcquisitionStop", 1)
+        try? control.writeU32(sirm + U3V.SIRM.control, 0)
+    }
+
+    public var isAcquiring: Bool { acquiring }
+}
+
+/// A whole simulated USB3 Vision camera: the control peer's register map laid out like a device's
+/// (ABRM, SBRM, SIRM, the feature registers of a profile) and the stream peer, sending a Mono16
+/// image of its size per software trigger (or `freeRunFrames` at AcquisitionStart in internal mode).
+public final class SimulatedU3VCamera: @unchecked Sendable {
+    public let control = SimulatedU3VPeer()
+    public let stream = SimulatedU3VStream()
+    let registers: [String: CameraRegister]
+    public var freeRunFrames = 10
+    /// Block ids the camera "loses" (never sends).
+    public var dropBlocks: Set<UInt64> = []
+    private var nextBlock: UInt64 = 0
+    public static let sbrm: UInt64 = 0x1_0000, sirm: UInt64 = 0x2_0000
+
+    public init(profile: CameraProfile) {
+        registers = profile.registers
+        control.setU32(U3V.ABRM.maximumDeviceResponseTime, 200)
+        control.setU64(U3V.ABRM.sbrmAddress, Self.sbrm)
+        control.setU32(Self.sbrm + U3V.SBRM.maximumAcknowledgeTransferLength, 1024)
+        control.setU64(Self.sbrm + U3V.SBRM.sirmAddress, Self.sirm)
+        control.onWrite = { [unowned self] address, _ in self.written(address) }
+    }
+
+    func value(_ feature: String) -> UInt32 { registers[feature].map { control.u32($0.address) } ?? 0 }
+
+    /// The device's reaction to a register write (called by the control peer).
+    func written(_ address: UInt64) {
+        let w = Int(value("Width")), h = Int(value("Height"))
+        if address == registers["Width"]?.address || address == registers["Height"]?.address, let ps = registers["PayloadSize"] {
+            control.setU32(ps.address, UInt32(w * h * 2))
+        }
+        if address == registers["AcquisitionStart"]?.address, value("TriggerMode") == 0 {
+            for _ in 0..<freeRunFrames { sendFrame(w, h) }
+        }
+        if address == registers["TriggerSoftware"]?.address, control.u32(Self.sirm + U3V.SIRM.control) & 1 == 1 { sendFrame(w, h) }
+    }
+
+    private func sendFrame(_ w: Int, _ h: Int) {
+        let id = nextBlock
+        nextBlock += 1
+        let pixels = (0..<(w * h)).map { UInt16(truncatingIfNeeded: 100 + Int(id) * 10 + $0 % 97) }
+        stream.send(blockID: id, width: w, height: h, pixels: pixels, skip: dropBlocks.contains(id))
+    }
+}
