@@ -198,26 +198,27 @@ public enum FFT {
 
     /// A cached 3D complex plan; made on first use.
     public static func plan3D(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws -> FFTPlan3D {
-        guard width > 0, height > 0, depth > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty") }
-        return try planning.withLock {
-            let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor == .measure)/\(threads)"
-            if let p = cache3D[key] { return p }
-            let p = try FFTPlan3D(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
-            cache3D[key] = p
-            return p
-        }
+        try cached3D(&cache3D, width, height, depth, forward, rigor) { try FFTPlan3D(width: width, height: height, depth: depth, forward: forward, rigor: rigor) }
     }
 
     nonisolated(unsafe) private static var cache3DReal: [String: FFTPlan3DReal] = [:]
 
     /// A cached 3D real plan (r2c when `forward`, c2r otherwise); made on first use.
     public static func plan3DReal(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws -> FFTPlan3DReal {
+        try cached3D(&cache3DReal, width, height, depth, forward, rigor) {
+            try FFTPlan3DReal(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
+        }
+    }
+
+    /// One 3D plan per shape, direction, rigor and thread count, made under the planning lock.
+    private static func cached3D<P>(_ cache: inout [String: P], _ width: Int, _ height: Int, _ depth: Int, _ forward: Bool,
+                                    _ rigor: PlanRigor, make: () throws -> P) throws -> P {
         guard width > 0, height > 0, depth > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty") }
         return try planning.withLock {
             let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor == .measure)/\(threads)"
-            if let p = cache3DReal[key] { return p }
-            let p = try FFTPlan3DReal(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
-            cache3DReal[key] = p
+            if let p = cache[key] { return p }
+            let p = try make()
+            cache[key] = p
             return p
         }
     }

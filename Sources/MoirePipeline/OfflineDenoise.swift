@@ -71,20 +71,10 @@ public struct OfflineDenoise {
                 continue
             }
             let p = pad(plane)
-            let partner = stack.planes.count > 1 ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
+            let partner = pairs == .oddEven && stack.planes.count > 1 ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
             for _ in 0..<(i == 0 ? firstSteps : adaptSteps) {
-                switch pairs {
-                case .recorrupt: try d.adapt(p, width: pw, height: ph)
-                case .oddEven:
-                    guard let partner, partner.allSatisfy(\.isFinite) else {
-                        throw MoireError(.usage, "odd/even pairs need at least two finite planes", place: input)
-                    }
-                    try d.adapt(input: p, target: partner, width: pw, height: ph)
-                case .neighbour:
-                    var rng = SeededRandom(seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion))
-                    let (a, b) = NeighbourSampling.pair(p, width: pw, height: ph, rng: &rng)
-                    try d.adapt(input: a, target: b, width: pw / 2, height: ph / 2)
-                }
+                try adaptStep(d, plane: p, partner: partner, width: pw, height: ph,
+                              seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion), place: input)
             }
             let den = try d.denoise(p, width: pw, height: ph)
             out.append((0..<(w * h)).map { den[($0 / w) * pw + $0 % w] })
@@ -93,6 +83,25 @@ public struct OfflineDenoise {
         }
         if let saveWeights { try d.withInferenceWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) } }
         return Result(frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions, skipped: skipped)
+    }
+
+    /// One adaptation step on `plane` with this job's kind of pairs: recorrupted, against `partner`
+    /// (its odd/even neighbour), or a Neighbor2Neighbor pair drawn with `seed`. Returns the loss.
+    @discardableResult
+    public func adaptStep(_ d: Denoiser, plane: [Float], partner: [Float]?, width: Int, height: Int, seed: UInt64, place: String) throws -> Double {
+        switch pairs {
+        case .recorrupt:
+            return try d.adapt(plane, width: width, height: height)
+        case .oddEven:
+            guard let partner, partner.allSatisfy(\.isFinite) else {
+                throw MoireError(.usage, "odd/even pairs need at least two finite planes", place: place)
+            }
+            return try d.adapt(input: plane, target: partner, width: width, height: height)
+        case .neighbour:
+            var rng = SeededRandom(seed: seed)
+            let (a, b) = NeighbourSampling.pair(plane, width: width, height: height, rng: &rng)
+            return try d.adapt(input: a, target: b, width: width / 2, height: height / 2)
+        }
     }
 
     /// The odd/even partner of plane `i` of `count` (≥ 2): 0↔1, 2↔3, …; an unpaired last plane pairs with the one before.

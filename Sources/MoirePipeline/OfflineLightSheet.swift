@@ -47,10 +47,7 @@ public struct OfflineLightSheet {
             if FileManager.default.fileExists(atPath: l.protocolFile), let p = try? AcquisitionProtocol.load(file: l.protocolFile),
                let ls = p.rig.lightSheet {
                 if angle == nil { angle = ls.angleDeg }
-                if psfFile == nil {
-                    optics = try LightSheetOptics(na: p.rig.optics.objectiveNA, immersionIndex: p.rig.optics.immersionIndex,
-                                                  emissionNm: p.channels.first?.emissionNm ?? optics.emissionNm, sheetThicknessUm: ls.thicknessUm)
-                }
+                if psfFile == nil { optics = try p.lightSheetOptics(emissionNm: p.channels.first?.emissionNm ?? optics.emissionNm) }
             }
         }
         guard let angle else { throw MoireError(.usage, "the sheet angle is unknown; give --angle (degrees)", place: input) }
@@ -63,29 +60,28 @@ public struct OfflineLightSheet {
         if !missing.isEmpty { logger.warning("missing planes filled with the stack's background and flagged", metadata: ["count": "\(missing.count)"]) }
         FFT.useThreads(ProcessInfo.processInfo.activeProcessorCount)
         var result = Result(raw: [], deskewed: [], deconvolved: [], geometry: g)
-        var rl: RichardsonLucy?
+        let psfFile = self.psfFile
+        let processor = LightSheetProcessor(geometry: g, iterations: iterations, background: background) { voxel in
+            if let psfFile {
+                let p = try ImageImport.load(psfFile)
+                return try Volume(planes: p.planes, width: p.width, height: p.height, voxelUm: voxel)
+            }
+            return LightSheetPSF.model(optics, voxelUm: voxel)
+        }
         let count = stack.planes.count / per
         for v in 0..<count {
-            var planes = Array(stack.planes[(v * per)..<((v + 1) * per)])
-            let fill = RichardsonLucy.percentile(planes.flatMap { $0 }, 0.01)
-            for i in 0..<per where missing.contains(v * per + i) { planes[i] = [Float](repeating: fill, count: stack.width * stack.height) }
-            let raw = try Volume(planes: planes, width: stack.width, height: stack.height, voxelUm: (pixel, pixel, step))
-            let desk = Deskew.apply(raw, geometry: g, pad: fill)
-            if rl == nil {
-                let psf: Volume
-                if let psfFile {
-                    let p = try ImageImport.load(psfFile)
-                    psf = try Volume(planes: p.planes, width: p.width, height: p.height, voxelUm: desk.voxelUm)
-                } else {
-                    psf = LightSheetPSF.model(optics, voxelUm: desk.voxelUm)
+            let planes = Array(stack.planes[(v * per)..<((v + 1) * per)])
+            let gone = Set((0..<per).filter { missing.contains(v * per + $0) })
+            let out: (raw: Volume, deskewed: Volume, volume: Volume)
+            do {
+                out = try processor.process(planes: planes, width: stack.width, height: stack.height, missing: gone) { i, n in
+                    progress("volume \(v + 1)/\(count)", i, n)
                 }
-                do { rl = try RichardsonLucy(psf: psf, width: desk.width, height: desk.height, depth: desk.depth) } catch let e as MoireError {
-                    throw MoireError(e.kind, e.message, place: psfFile ?? input)
-                }
+            } catch let e as MoireError where e.kind == .usage {
+                throw MoireError(e.kind, e.message, place: psfFile ?? input)  // the PSF does not fit
             }
-            var dec = iterations > 0 ? try rl!.run(desk, iterations: iterations, background: background) { i, n in progress("volume \(v + 1)/\(count)", i, n) } : desk
-            if rotate { dec = CoverslipRotation.apply(dec, angleDeg: g.angleDeg) }
-            result.raw.append(raw); result.deskewed.append(desk); result.deconvolved.append(dec)
+            result.raw.append(out.raw); result.deskewed.append(out.deskewed)
+            result.deconvolved.append(rotate ? CoverslipRotation.apply(out.volume, angleDeg: g.angleDeg) : out.volume)
         }
         return result
     }

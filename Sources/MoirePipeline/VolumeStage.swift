@@ -47,7 +47,8 @@ final class VolumeStage: @unchecked Sendable {
     private var queue: [Stack] = []
     private var finished = false
     private(set) var counters = VolumeStageCounters()
-    private var deconvolvers: [Int: RichardsonLucy] = [:]
+    /// One processor per channel (the PSF depends on the emission).
+    private var processors: [Int: LightSheetProcessor] = [:]
     private let volPool: FramePool, mipPool: FramePool
     private var volSeq = 0, mipSeq = 0
     private var recorder: OMETiffWriter?
@@ -150,28 +151,18 @@ final class VolumeStage: @unchecked Sendable {
     private func process(_ stack: Stack) throws {
         guard let h0 = stack.headers.compactMap({ $0 }).first else { return }
         let missing = (0..<proto.zPlanes).filter { !stack.received[$0] }
-        let present = stack.planes.indices.filter { stack.received[$0] }
-        guard !present.isEmpty else { return }
-        let fill = RichardsonLucy.percentile(present.flatMap { stack.planes[$0] }, 0.01)
-        for z in missing { stack.planes[z] = [Float](repeating: fill, count: planeWidth * planeHeight) }
+        guard missing.count < proto.zPlanes else { return }
         if !missing.isEmpty {
             lock.lock(); counters.missingPlanes += missing.count; lock.unlock()
             logger.warning("stack with missing planes: filled with its background and flagged", metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
         }
-        let raw = try Volume(planes: stack.planes, width: planeWidth, height: planeHeight,
-                             voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.stepUm))
-        let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
-        var vol = desk
-        if iterations > 0 {
-            if deconvolvers[h0.c] == nil {
-                let ch = proto.channels[h0.c]
-                let optics = try LightSheetOptics(na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
-                                                  emissionNm: ch.emissionNm, sheetThicknessUm: proto.rig.lightSheet!.thicknessUm)
-                deconvolvers[h0.c] = try RichardsonLucy(psf: LightSheetPSF.model(optics, voxelUm: desk.voxelUm),
-                                                        width: desk.width, height: desk.height, depth: desk.depth)
+        if processors[h0.c] == nil {
+            let optics = try proto.lightSheetOptics(emissionNm: proto.channels[h0.c].emissionNm)
+            processors[h0.c] = LightSheetProcessor(geometry: geometry, iterations: iterations, background: background) {
+                LightSheetPSF.model(optics, voxelUm: $0)
             }
-            vol = try deconvolvers[h0.c]!.run(desk, iterations: iterations, background: background)
         }
+        let vol = try processors[h0.c]!.process(planes: stack.planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
         var vh = FrameHeader(stream: "vol", run: h0.run, seq: volSeq, index: volSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
                              z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
                              exposureStartNs: h0.exposureStartNs, state: h0.state)
@@ -209,5 +200,14 @@ final class VolumeStage: @unchecked Sendable {
             mipSeq += 1
         }
         lock.lock(); counters.volumes += 1; lock.unlock()
+    }
+}
+
+extension AcquisitionProtocol {
+    /// The light-sheet optics of this protocol's rig for one emission wavelength (the PSF model's inputs).
+    func lightSheetOptics(emissionNm: Double) throws -> LightSheetOptics {
+        guard let ls = rig.lightSheet else { throw MoireError(.config, "the rig has no light sheet", place: rig.file) }
+        return try LightSheetOptics(na: rig.optics.objectiveNA, immersionIndex: rig.optics.immersionIndex, emissionNm: emissionNm,
+                                    sheetThicknessUm: ls.thicknessUm)
     }
 }

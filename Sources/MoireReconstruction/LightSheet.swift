@@ -333,3 +333,49 @@ public enum LightSheetSIM {
                             geometry: g, pad: pad)
     }
 }
+
+/// Raw sample-scan planes → a deskewed, deconvolved volume: what the live volume stage and
+/// `moire reconstruct --llsm` share. Planes that did not come are filled with the stack's
+/// background (the 1st percentile of the planes that did), never shifted; the deconvolver is made
+/// on the first volume (its PSF from `psf`, given the deskewed voxel size) and reused.
+public final class LightSheetProcessor: @unchecked Sendable {
+    public let geometry: LightSheetGeometry
+    public let iterations: Int
+    public let background: Float?
+    let psf: ((x: Double, y: Double, z: Double)) throws -> Volume
+    private var deconvolver: RichardsonLucy?
+
+    public init(geometry: LightSheetGeometry, iterations: Int, background: Float? = nil,
+                psf: @escaping ((x: Double, y: Double, z: Double)) throws -> Volume) {
+        self.geometry = geometry; self.iterations = iterations; self.background = background; self.psf = psf
+    }
+
+    /// The 1st percentile of `planes`, from a strided sample of at most a million pixels.
+    public static func background(of planes: [[Float]]) -> Float {
+        let total = planes.reduce(0) { $0 + $1.count }
+        guard total > 0 else { return 0 }
+        let stride = max(1, total / 1_000_000)
+        var sample: [Float] = []
+        sample.reserveCapacity(total / stride + planes.count)
+        for p in planes { var i = 0; while i < p.count { sample.append(p[i]); i += stride } }
+        sample.sort()
+        return sample[Int(Double(sample.count - 1) * 0.01)]
+    }
+
+    /// Processes one stack of `width × height` planes; `missing` lists the planes that did not come.
+    public func process(planes: [[Float]], width: Int, height: Int, missing: Set<Int> = [],
+                        progress: (Int, Int) -> Void = { _, _ in }) throws -> (raw: Volume, deskewed: Volume, volume: Volume) {
+        let present = planes.indices.filter { !missing.contains($0) }.map { planes[$0] }
+        guard !present.isEmpty else { throw MoireError(.numeric, "a stack with no plane") }
+        let fill = Self.background(of: present)
+        var filled = planes
+        for z in missing where z < filled.count { filled[z] = [Float](repeating: fill, count: width * height) }
+        let raw = try Volume(planes: filled, width: width, height: height, voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.stepUm))
+        let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
+        guard iterations > 0 else { return (raw, desk, desk) }
+        if deconvolver == nil {
+            deconvolver = try RichardsonLucy(psf: try psf(desk.voxelUm), width: desk.width, height: desk.height, depth: desk.depth)
+        }
+        return (raw, desk, try deconvolver!.run(desk, iterations: iterations, background: background, progress: progress))
+    }
+}

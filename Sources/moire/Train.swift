@@ -45,20 +45,9 @@ struct Train: ParsableCommand {
             var curve = "step,loss\n", smoothed = Double.nan
             let bar = max(1, steps / 50)
             for s in 0..<steps {
-                let plane = usable[s % usable.count]
-                let loss: Double
-                switch job.pairs {
-                case .recorrupt: loss = try d.adapt(plane, width: stack.width, height: stack.height)
-                case .oddEven:
-                    guard usable.count > 1 else { throw MoireError(.usage, "odd/even pairs need at least two usable planes", place: input) }
-                    let i = s % usable.count
-                    loss = try d.adapt(input: plane, target: usable[OfflineDenoise.partner(of: i, count: usable.count)],
-                                       width: stack.width, height: stack.height)
-                case .neighbour:
-                    var rng = SeededRandom(seed: seed &+ UInt64(s))
-                    let (a, b) = NeighbourSampling.pair(plane, width: stack.width, height: stack.height, rng: &rng)
-                    loss = try d.adapt(input: a, target: b, width: stack.width / 2, height: stack.height / 2)
-                }
+                let i = s % usable.count
+                let loss = try job.adaptStep(d, plane: usable[i], partner: usable.count > 1 ? usable[OfflineDenoise.partner(of: i, count: usable.count)] : nil,
+                                             width: stack.width, height: stack.height, seed: seed &+ UInt64(s), place: input)
                 smoothed = smoothed.isNaN ? loss : 0.95 * smoothed + 0.05 * loss
                 curve += "\(s),\(loss)\n"
                 if s % bar == 0 || s == steps - 1 {

@@ -82,12 +82,12 @@ public final class GenCPChannel: @unchecked Sendable {
     }
 
     public func readU32(_ address: UInt64) throws -> UInt32 {
-        let b = try readMem(address: address, count: 4)
-        return b.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+        var r = LEReader(try readMem(address: address, count: 4), what: "register")
+        return try r.u32()
     }
     public func readU64(_ address: UInt64) throws -> UInt64 {
-        let b = try readMem(address: address, count: 8)
-        return b.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+        var r = LEReader(try readMem(address: address, count: 8), what: "register")
+        return try r.u64()
     }
     public func writeU32(_ address: UInt64, _ v: UInt32) throws {
         var b: [UInt8] = []
