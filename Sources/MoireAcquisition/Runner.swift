@@ -159,8 +159,8 @@ public final class Runner: @unchecked Sendable {
                     switch outcome {
                     case .frame(let f):
                         header.exposureStartNs = f.exposureStartNs
-                        header.state = f.state
-                        if !stateMatches(f.state, event) {
+                        header.state = f.stateObserved ? f.state : plannedState(event)
+                        if f.stateObserved, !stateMatches(f.state, event) {
                             mismatches += 1
                             logger.warning("device state differs from the plan", metadata: [
                                 "index": "\(event.index)", "planned.pattern": "\(event.pattern)", "state.pattern": "\(f.state.pattern)",
@@ -264,6 +264,10 @@ public final class Runner: @unchecked Sendable {
         FrameHeader(stream: "raw", run: runID, seq: e.index, index: e.index, t: e.t, channel: e.channel, c: e.c, angle: e.angle,
                     phase: e.phase, z: e.z, width: proto.roiWidth, height: proto.roiHeight, pixel: .uint16,
                     pixelSizeUm: proto.pixelSizeUm)
+    }
+
+    private func plannedState(_ e: AcquisitionEvent) -> DeviceState {
+        DeviceState(pattern: e.pattern, lasers: [e.laser], zUm: proto.hasZ ? e.zUm : 0, exposureMs: e.exposureMs)
     }
 
     private func stateMatches(_ s: DeviceState, _ e: AcquisitionEvent) -> Bool {

@@ -58,20 +58,25 @@ public struct AcquisitionProtocol: Sendable, Equatable {
     }
 
     /// Loads a protocol and its rig, checking every field against the rig's capabilities.
-    public static func load(file: String) throws -> AcquisitionProtocol {
-        try ConfigNode.withParsingLock { try parse(ConfigNode.load(file: file)) }
+    /// `rigFile` runs the protocol on another rig than the one it names (the protocol is checked against it).
+    public static func load(file: String, rigFile: String? = nil) throws -> AcquisitionProtocol {
+        try ConfigNode.withParsingLock { try parse(ConfigNode.load(file: file), rigFile: rigFile) }
     }
 
-    public static func parse(_ root: ConfigNode) throws -> AcquisitionProtocol {
+    public static func parse(_ root: ConfigNode, rigFile: String? = nil) throws -> AcquisitionProtocol {
         try root.checkVersion()
         let name = try root.required("name").string()
         let rigNode = try root.required("rig")
-        let rigPath = root.resolvePath(try rigNode.string())
         let rig: Rig
-        do {
-            rig = try Rig.load(file: rigPath)
-        } catch let e as MoireError where e.kind == .io {
-            throw rigNode.error("cannot load rig '\(rigPath)': \(e.message)")
+        if let rigFile {
+            rig = try Rig.loadLocked(file: rigFile)
+        } else {
+            let rigPath = root.resolvePath(try rigNode.string())
+            do {
+                rig = try Rig.loadLocked(file: rigPath)
+            } catch let e as MoireError where e.kind == .io {
+                throw rigNode.error("cannot load rig '\(rigPath)': \(e.message)")
+            }
         }
         let modeNode = try root.required("mode")
         let mode = try modeNode.choice(AcquisitionMode.self)

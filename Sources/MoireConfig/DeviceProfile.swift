@@ -45,7 +45,11 @@ public struct CameraRegister: Sendable, Equatable {
     public var kind: Kind
     /// Value unit scale: register value = feature value × scale (e.g. ExposureTime in µs: 1000 per ms).
     public var scale: Double
-    public init(address: UInt64, kind: Kind, scale: Double = 1) { self.address = address; self.kind = kind; self.scale = scale }
+    /// Named values of an enumeration feature (TriggerSource: software, external).
+    public var values: [String: UInt32] = [:]
+    public init(address: UInt64, kind: Kind, scale: Double = 1, values: [String: UInt32] = [:]) {
+        self.address = address; self.kind = kind; self.scale = scale; self.values = values
+    }
 }
 
 /// One pattern a modulator can show: its nominal wave vector, phase and modulation in the sample.
@@ -58,11 +62,20 @@ public struct PatternSpec: Sendable, Equatable, Codable {
     public var ky: Double
     public var phaseRad: Double
     public var modulation: Double
+    /// Where a DMD keeps this pattern: image index in its pattern memory and bit plane.
+    public var dmd: DMDImage?
 
-    public init(index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double) {
+    public init(index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double, dmd: DMDImage? = nil) {
         self.index = index; self.angle = angle; self.phase = phase
-        self.kx = kx; self.ky = ky; self.phaseRad = phaseRad; self.modulation = modulation
+        self.kx = kx; self.ky = ky; self.phaseRad = phaseRad; self.modulation = modulation; self.dmd = dmd
     }
+}
+
+/// A binary pattern in a DMD controller's pattern memory: image index (24-bit image) and bit plane.
+public struct DMDImage: Sendable, Equatable, Hashable, Codable {
+    public var image: Int
+    public var bit: Int
+    public init(image: Int, bit: Int) { self.image = image; self.bit = bit }
 }
 
 /// A named set of patterns for one excitation wavelength.
@@ -83,7 +96,14 @@ public struct ModulatorProfile: Sendable, Equatable {
     public var triggerOut: Bool
     public var settleMs: Double
     public var patternSets: [PatternSet]
+    /// The DMD image that lights the whole field (widefield, pattern −1).
+    public var uniformDMD: DMDImage?
     public func patternSet(named name: String) -> PatternSet? { patternSets.first { $0.name == name } }
+    /// The pattern with this index, in any set.
+    public func pattern(index: Int) -> PatternSpec? {
+        for s in patternSets { if let p = s.patterns.first(where: { $0.index == index }) { return p } }
+        return nil
+    }
 }
 
 public struct ScannerProfile: Sendable, Equatable {
@@ -118,6 +138,8 @@ public struct DeviceProfile: Sendable, Equatable {
     public var scanner: ScannerProfile?
     public var stage: StageProfile?
     public var laser: LaserProfile?
+    /// Commands of a device on a serial (ASCII line) controller (`driver: serial-ascii`).
+    public var serial: SerialProfile?
     /// Simulated fault behaviour or driver tables, as text (driver-specific).
     public var extra: [String: String]
 
@@ -140,6 +162,21 @@ public struct DeviceProfile: Sendable, Equatable {
         case .scanner: p.scanner = try parseScanner(root)
         case .stage: p.stage = try parseStage(root)
         case .laser: p.laser = try parseLaser(root)
+        }
+        if let sn = try root.child("serial") {
+            guard driver == .serialAscii else { throw sn.error("a serial block needs driver serial-ascii") }
+            guard kind != .camera, kind != .modulator else { throw sn.error("serial-ascii drives scanners, stages and lasers, not a \(kind.rawValue)") }
+            p.serial = try SerialProfile.parse(sn, kind: kind)
+        } else if driver == .serialAscii {
+            throw MoireError(.config, "driver serial-ascii needs a serial block with the controller's commands", place: root.place)
+        }
+        if driver == .dlpc900 {
+            guard kind == .modulator, let m = p.modulator else { throw try root.required("driver").error("driver dlpc900 drives modulators only") }
+            let unmapped = m.patternSets.flatMap(\.patterns).filter { $0.dmd == nil }.map(\.index)
+            guard unmapped.isEmpty else {
+                throw MoireError(.config, "driver dlpc900: patterns \(unmapped.map(String.init).joined(separator: ", ")) have no dmd: [image, bit]", place: root.place)
+            }
+            guard m.uniformDMD != nil else { throw MoireError(.config, "driver dlpc900 needs dmd_uniform: [image, bit] (the all-on image for widefield)", place: root.place) }
         }
         try root.finish()
         return p
@@ -189,8 +226,12 @@ public struct DeviceProfile: Sendable, Equatable {
                 guard let address = parsed else { throw an.error("register address must be a number or 0x… hex; found '\(text)'") }
                 let kind = try entry.required("type").choice(CameraRegister.Kind.self)
                 let scale = try entry.optionalDouble("scale", in: 1e-12...1e12) ?? 1
+                var values: [String: UInt32] = [:]
+                if let vn = try entry.child("values") {
+                    for k in try vn.keys() { values[k] = UInt32(try vn.required(k).int(in: 0...Int(UInt32.max))) }
+                }
                 try entry.finish()
-                profile.registers[name] = CameraRegister(address: address, kind: kind, scale: scale)
+                profile.registers[name] = CameraRegister(address: address, kind: kind, scale: scale, values: values)
             }
         }
         if let hn = try root.child("genicam_xml_sha256") {
@@ -224,7 +265,8 @@ public struct DeviceProfile: Sendable, Equatable {
                         kx: try pn.required("kx_per_um").double(in: -100...100, unit: " µm⁻¹"),
                         ky: try pn.required("ky_per_um").double(in: -100...100, unit: " µm⁻¹"),
                         phaseRad: try pn.required("phase_rad").double(in: -100...100, unit: " rad"),
-                        modulation: try pn.required("modulation").double(in: 0...1))
+                        modulation: try pn.required("modulation").double(in: 0...1),
+                        dmd: try pn.child("dmd").map(parseDMD))
                     try pn.finish()
                     if patterns.contains(where: { $0.angle == spec.angle && $0.phase == spec.phase }) {
                         throw pn.error("pattern for angle \(spec.angle), phase \(spec.phase) is listed twice")
@@ -235,7 +277,16 @@ public struct DeviceProfile: Sendable, Equatable {
                 sets.append(PatternSet(name: name, wavelengthNm: wl, patterns: patterns))
             }
         }
-        return ModulatorProfile(sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets)
+        let uniform = try root.child("dmd_uniform").map(parseDMD)
+        return ModulatorProfile(sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets, uniformDMD: uniform)
+    }
+
+    /// `[image, bit]`: image index 0…2047 (11 bits), bit plane 0…23.
+    private static func parseDMD(_ n: ConfigNode) throws -> DMDImage {
+        let v = try n.ints(count: 2)
+        guard (0...2047).contains(v[0]) else { throw n.error("DMD image index must be 0…2047; found \(v[0])") }
+        guard (0...23).contains(v[1]) else { throw n.error("DMD bit plane must be 0…23; found \(v[1])") }
+        return DMDImage(image: v[0], bit: v[1])
     }
 
     private static func parseScanner(_ root: ConfigNode) throws -> ScannerProfile {

@@ -3,8 +3,12 @@ import MoireCore
 
 /// A device placed on a rig: its name there and its profile.
 public struct RigDevice: Sendable, Equatable {
+    /// What the driver talks to: the device itself (USB, serial port), or a simulated peer in this
+    /// process that speaks the device's protocol byte for byte (for tests and demonstrations).
+    public enum Connect: String, Sendable, CaseIterable { case device, simulatedPeer = "simulated-peer" }
     public var name: String
     public var profile: DeviceProfile
+    public var connect: Connect = .device
 }
 
 /// Acquisition modes a protocol can ask for.
@@ -128,7 +132,7 @@ public struct Rig: Sendable, Equatable {
         try ConfigNode.withParsingLock { try loadLocked(file: file) }
     }
 
-    private static func loadLocked(file: String) throws -> Rig {
+    static func loadLocked(file: String) throws -> Rig {
         let root = try ConfigNode.load(file: file)
         try root.checkVersion()
         let name = try root.required("name").string()
@@ -146,8 +150,15 @@ public struct Rig: Sendable, Equatable {
             guard profile.kind == kind else {
                 throw pathNode.error("profile '\(path)' describes a \(profile.kind.rawValue), but this role needs a \(kind.rawValue)")
             }
+            var connect = RigDevice.Connect.device
+            if let cn = try node.child("connect") {
+                connect = try cn.choice(RigDevice.Connect.self)
+                if connect == .simulatedPeer, profile.driver == .sim {
+                    throw cn.error("connect: simulated-peer is for devices with a real driver; '\(profile.model)' is already simulated")
+                }
+            }
             try node.finish()
-            return RigDevice(name: n, profile: profile)
+            return RigDevice(name: n, profile: profile, connect: connect)
         }
         let camera = try device(devices.required("camera"), kind: .camera, defaultName: "camera")
         let modulator = try devices.child("modulator").map { try device($0, kind: .modulator, defaultName: "modulator") }

@@ -35,6 +35,9 @@ public struct CapturedFrame: @unchecked Sendable {
     public var height: Int
     public var exposureStartNs: Int64
     public var state: DeviceState
+    /// Whether `state` was observed with the exposure (simulated bench) or is unknown to the camera
+    /// (a real camera: the runner records the planned state).
+    public var stateObserved: Bool = true
 }
 
 /// A camera driver. One thread drives it; frames are pulled with a deadline.
@@ -127,6 +130,8 @@ public final class RigDevices: @unchecked Sendable {
     public let scanner: Scanner?
     public let stage: Stage?
     public let lasers: [String: Laser]
+    /// The in-process peers of devices connected as `simulated-peer` (their logs are what tests compare).
+    public internal(set) var peers: SimulatedPeers?
 
     public init(rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]) {
         self.rig = rig; self.camera = camera; self.modulator = modulator; self.scanner = scanner

@@ -88,7 +88,7 @@ public final class DaemonController: @unchecked Sendable {
         if let p = pipeline { return ControlReply(ok: false, error: "run \(p.runID) is in progress", state: p.runner.state.rawValue, run: p.runID) }
         guard let file = req.protocolFile else { return ControlReply(ok: false, error: "start needs protocolFile") }
         do {
-            let proto = try AcquisitionProtocol.load(file: file)
+            let proto = try AcquisitionProtocol.load(file: file, rigFile: req.rig)
             var o = PipelineOptions()
             o.recordingPath = req.out
             let p = try makePipeline(proto, o, logger)

@@ -8,8 +8,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var cmd: String
     public var protocolFile: String?
     public var out: String?
-    public init(cmd: String, protocolFile: String? = nil, out: String? = nil) {
-        self.cmd = cmd; self.protocolFile = protocolFile; self.out = out
+    /// Runs the protocol on this rig instead of the one it names.
+    public var rig: String?
+    public init(cmd: String, protocolFile: String? = nil, out: String? = nil, rig: String? = nil) {
+        self.cmd = cmd; self.protocolFile = protocolFile; self.out = out; self.rig = rig
     }
 }
 

@@ -13,6 +13,7 @@ struct Run: ParsableCommand {
 
     @Argument(help: "Protocol file (YAML).") var protocolFile: String
     @Option(name: .long, help: "Recording path (overrides the protocol's outputs.recording).") var out: String?
+    @Option(name: .long, help: "Rig file to run on instead of the protocol's rig (e.g. hardware-profiles/rigs/dmd-sim.yaml).") var rig: String?
     @Flag(name: .long, help: "Do not record.") var noRecord = false
     @Option(name: .long, help: "Result-bus endpoint (overrides outputs.publish).") var publish: String?
     @Flag(name: .long, help: "Do not publish on the result bus.") var noPublish = false
@@ -29,7 +30,7 @@ struct Run: ParsableCommand {
         let faults: [CameraFault]
         do { faults = try fault.map(CameraFault.init(parsing:)) } catch { throw fail(error) }
         let proto: AcquisitionProtocol
-        do { proto = try AcquisitionProtocol.load(file: protocolFile) } catch { throw fail(error) }
+        do { proto = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig.map(absolute)) } catch { throw fail(error) }
         if !embedded, faults.isEmpty, let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
             try runThroughDaemon(proto)
             return
@@ -92,7 +93,7 @@ struct Run: ParsableCommand {
     }
 
     private func runThroughDaemon(_ proto: AcquisitionProtocol) throws {
-        let req = ControlRequest(cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute))
+        let req = ControlRequest(cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute))
         guard let reply = try ControlClient.call(daemon, req) else { throw fail(MoireError(.transport, "daemon did not answer", place: daemon)) }
         guard reply.ok else { throw fail(MoireError(.config, reply.error ?? "daemon refused the run", place: daemon)) }
         print("run \(reply.run ?? "?") started on the daemon at \(daemon)" + (reply.recording.map { " → \($0)" } ?? ""))
@@ -143,11 +144,12 @@ final class SignalHandler: @unchecked Sendable {
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Check a protocol (and its rig and profiles) without touching any device.")
     @Argument(help: "Protocol file (YAML).") var protocolFile: String
+    @Option(name: .long, help: "Rig file to check against instead of the protocol's rig.") var rig: String?
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            let p = try AcquisitionProtocol.load(file: protocolFile)
+            let p = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig)
             print("\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm")
         } catch { throw fail(error) }
     }

@@ -9,7 +9,7 @@ import Testing
         defer { peer.stop() }
         let port = try SerialPort(path: peer.pty.slavePath, baud: 115_200)
         let ch = SerialLineChannel(port: port, timeoutMs: 500)
-        #expect(try ch.query("*").hasPrefix("Moire simulated serial controller"))
+        #expect(try ch.query("*").hasPrefix("ARC TRIGGERSCOPE"))
         #expect(try ch.query("DAC1,32768") == "!DAC1,32768")
         #expect(try ch.query("TTL3,1") == "!TTL3,1")
         #expect(try ch.query("TTL3,0") == "!TTL3,0")

@@ -2,17 +2,70 @@ import Foundation
 import MoireCore
 
 /// A DLPC900 controller's USB HID side, byte for byte, for tests: display mode, the pattern
-/// look-up table (0x1A34 entries, 0x1A31 configuration), start/stop; each message answered with a
-/// reply report (nack for unknown commands or bad data). It logs the patterns it would show, in
-/// order, so a test can compare them with the frames' headers.
-public final class SimulatedDLPC900: @unchecked Sendable {
+/// look-up table (0x1A34 entries, 0x1A31 configuration), validation (0x1A1A), start/stop (0x1A24),
+/// main status (0x1A0C); each message answered with a reply report (nack for unknown commands or
+/// bad data). When started, its sequencer shows the table on its own clock (exposure, then dark
+/// time; `repeat` passes, 0 = until stopped) or, for entries that wait for a trigger, one entry per
+/// trigger-in pulse. Each shown entry calls `onDisplay` (what the mirrors show) and, on the first
+/// pass of a table, pulses trigger out (`onTriggerOut`, wired to the camera). It logs every entry
+/// that pulsed trigger out, in order, so a test can compare them with the frames' headers. It is
+/// also a `HIDTransport`, so drivers talk to it exactly as to the USB device.
+public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
+    private let cond = NSCondition()
     public private(set) var mode: UInt8 = 0
     public private(set) var lut: [UInt16: DLPC900.LUTEntry] = [:]
     public private(set) var lutLength = 0, repeatCount: UInt32 = 0
-    public private(set) var running = false
-    public private(set) var shown: [DLPC900.LUTEntry] = []
+    private var _running = false
+    private var _shown: [DLPC900.LUTEntry] = []
+    private var generation = 0
+    private var triggerCount = 0
+    private var outbox: [[UInt8]] = []
+    /// The device is gone: every transfer fails.
+    public var vanished: Bool { get { cond.lock(); defer { cond.unlock() }; return _vanished } set { cond.lock(); _vanished = newValue; cond.broadcast(); cond.unlock() } }
+    private var _vanished = false
+
+    /// The mirrors now show this entry (nil: dark, the sequencer stopped).
+    public var onDisplay: ((DLPC900.LUTEntry?) -> Void)?
+    /// A trigger-out pulse at the start of an entry's exposure.
+    public var onTriggerOut: (() -> Void)?
 
     public init() {}
+
+    public var running: Bool { cond.lock(); defer { cond.unlock() }; return _running }
+    /// Entries that pulsed trigger out (or were advanced by trigger in), in order.
+    public var shown: [DLPC900.LUTEntry] { cond.lock(); defer { cond.unlock() }; return _shown }
+    public func clearLog() { cond.lock(); _shown = []; cond.unlock() }
+
+    // MARK: HIDTransport (the host's side of the USB pipe)
+
+    private var inbound: [[UInt8]] = []
+
+    public func write(report: [UInt8], timeoutMs: Int) throws {
+        cond.lock()
+        guard !_vanished else { cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "DLPC900 peer") }
+        inbound.append(report)
+        // A message is complete when its reports cover the length in its header.
+        let bodies = inbound.map { $0.count == DLPC900.reportSize + 1 ? Array($0.dropFirst()) : $0 }
+        let total = bodies[0].count >= 4 ? 4 + Int(UInt16(bodies[0][2]) | UInt16(bodies[0][3]) << 8) : 0
+        guard bodies.count * DLPC900.reportSize >= total else { cond.unlock(); return }
+        let message = inbound
+        inbound = []
+        cond.unlock()
+        let reply = handle(message)
+        cond.lock(); outbox += reply; cond.broadcast(); cond.unlock()
+    }
+
+    public func read(timeoutMs: Int) throws -> [UInt8]? {
+        let end = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        cond.lock(); defer { cond.unlock() }
+        while true {
+            guard !_vanished else { throw MoireError(.hardware, "device disconnected", place: "DLPC900 peer") }
+            if !outbox.isEmpty { return outbox.removeFirst() }
+            if !cond.wait(until: end) { return nil }
+        }
+    }
+
+    // MARK: the controller
 
     /// Handles one message (as reports) and returns the reply reports.
     public func handle(_ reports: [[UInt8]]) -> [[UInt8]] {
@@ -20,6 +73,8 @@ public final class SimulatedDLPC900: @unchecked Sendable {
             return DLPC900.Message(flags: DLPC900.flagNack, sequence: 0, command: 0, data: []).reports()
         }
         var ok = true
+        var data: [UInt8] = []
+        cond.lock()
         switch m.command {
         case DLPC900.displayMode: if m.data.count == 1, m.data[0] <= 3 { mode = m.data[0] } else { ok = false }
         case DLPC900.lutDefinition:
@@ -30,22 +85,84 @@ public final class SimulatedDLPC900: @unchecked Sendable {
                 repeatCount = m.data[2...5].reversed().reduce(0) { $0 << 8 | UInt32($1) }
                 ok = (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
             } else { ok = false }
+        case DLPC900.validate:
+            // bit 0: table incomplete; bit 1: an exposure shorter than the 1-bit minimum (105 µs).
+            let complete = lutLength > 0 && (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
+            let tooShort = (0..<lutLength).contains { (lut[UInt16($0)]?.exposureUs ?? 0) < 105 }
+            data = [(complete ? 0 : 1) | (tooShort ? 2 : 0)]
+        case DLPC900.mainStatus:
+            data = [_running ? DLPC900Modulator.statusSequencerRunning : 0x01]
         case DLPC900.patternStartStop:
             guard m.data.count == 1, m.data[0] <= 2 else { ok = false; break }
             if m.data[0] == 2 {
                 // Starting needs a pattern mode and a configured table.
-                if (mode == 1 || mode == 3) && lutLength > 0 { running = true } else { ok = false }
+                if (mode == 1 || mode == 3) && lutLength > 0 { startLocked() } else { ok = false }
             } else {
-                running = false  // stop or pause
+                stopLocked()  // stop or pause
             }
         default: ok = false
         }
-        return DLPC900.Message(flags: ok ? 0 : DLPC900.flagNack, sequence: m.sequence, command: m.command, data: []).reports()
+        cond.unlock()
+        return DLPC900.Message(flags: ok ? 0 : DLPC900.flagNack, sequence: m.sequence, command: m.command, data: data).reports()
     }
 
-    /// A trigger-in pulse while running: the next table entry is shown (logged).
+    private func startLocked() {
+        stopLocked()
+        _running = true
+        generation += 1
+        triggerCount = 0
+        let gen = generation
+        let table = (0..<lutLength).map { lut[UInt16($0)]! }
+        let passes = repeatCount
+        guard !table.contains(where: \.waitForTrigger) else { return }  // advanced by trigger-in pulses
+        let t = Thread { [self] in sequence(table, passes: passes, generation: gen) }
+        t.name = "moire.sim.dlpc900"
+        t.start()
+    }
+
+    private func stopLocked() {
+        if _running { generation += 1; _running = false; cond.broadcast() }
+    }
+
+    private func alive(_ gen: Int) -> Bool { cond.lock(); defer { cond.unlock() }; return generation == gen && !_vanished }
+
+    /// Waits `us` microseconds unless the sequence is stopped; false when stopped.
+    private func wait(us: UInt32, _ gen: Int) -> Bool {
+        let end = Date().addingTimeInterval(Double(us) / 1e6)
+        cond.lock(); defer { cond.unlock() }
+        while generation == gen && !_vanished { if !cond.wait(until: end) { return true } }
+        return false
+    }
+
+    private func sequence(_ table: [DLPC900.LUTEntry], passes: UInt32, generation gen: Int) {
+        var pass: UInt32 = 0
+        while passes == 0 || pass < passes {
+            for e in table {
+                guard alive(gen) else { onDisplay?(nil); return }
+                onDisplay?(e)
+                if pass == 0 {
+                    cond.lock(); _shown.append(e); cond.unlock()
+                    onTriggerOut?()
+                }
+                guard wait(us: e.exposureUs, gen) else { onDisplay?(nil); return }
+                if e.clearAfter { onDisplay?(nil) }
+                guard wait(us: e.darkUs, gen) else { return }
+            }
+            pass += 1
+        }
+        cond.lock()
+        if generation == gen { _running = false }
+        cond.unlock()
+        onDisplay?(nil)
+    }
+
+    /// A trigger-in pulse while running a table that waits for triggers: the next entry is shown.
     public func triggerIn() {
-        guard running, lutLength > 0, let e = lut[UInt16(shown.count % lutLength)] else { return }
-        shown.append(e)
+        cond.lock()
+        guard _running, lutLength > 0, let e = lut[UInt16(triggerCount % lutLength)], e.waitForTrigger else { cond.unlock(); return }
+        triggerCount += 1
+        _shown.append(e)
+        cond.unlock()
+        onDisplay?(e)
     }
 }

@@ -8,7 +8,7 @@ import MoireCore
 /// control, the given baud rate; reads wait with poll(2) up to a timeout.
 public final class SerialPort: @unchecked Sendable {
     public let path: String
-    let fd: Int32
+    private(set) var fd: Int32
 
     public init(path: String, baud: Int = 115_200) throws {
         self.path = path
@@ -23,7 +23,12 @@ public final class SerialPort: @unchecked Sendable {
         try SerialPort.makeRaw(fd, baud: 115_200, place: path)
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Closes the port now (the peer sees a hang-up). Only when no other thread uses it.
+    public func hangUp() {
+        if fd >= 0 { close(fd); fd = -1 }
+    }
 
     static func makeRaw(_ fd: Int32, baud: Int, place: String) throws {
         var t = termios()
@@ -102,6 +107,11 @@ public final class SerialLineChannel: @unchecked Sendable {
 
     public init(port: SerialPort, terminator: UInt8 = 0x0A, timeoutMs: Int = 200) {
         self.port = port; self.terminator = terminator; self.timeoutMs = timeoutMs
+    }
+
+    /// Sends `command` without waiting for a reply.
+    public func send(_ command: String) throws {
+        try port.write(Array(command.utf8) + [terminator])
     }
 
     /// Sends `command` and returns its reply line (without the terminator; a trailing CR is dropped).

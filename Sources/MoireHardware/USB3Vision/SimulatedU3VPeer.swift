@@ -15,8 +15,12 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
     public var staleFirst = false
     /// Never answer.
     public var silent = false
-    /// The device is gone: every transfer fails.
-    public var vanished = false
+    /// The device is gone: every transfer fails (a waiting receive at once).
+    public var vanished: Bool {
+        get { cond.lock(); defer { cond.unlock() }; return _vanished }
+        set { cond.lock(); _vanished = newValue; cond.broadcast(); cond.unlock() }
+    }
+    private var _vanished = false
     /// Status to answer with (0: success).
     public var failStatus: UInt16 = 0
     public private(set) var commands: [GenCPCommand] = []
@@ -27,14 +31,16 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
 
     public init() {}
 
-    public func setU32(_ address: UInt64, _ v: UInt32) { for i in 0..<4 { memory[address + UInt64(i)] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
-    public func setU64(_ address: UInt64, _ v: UInt64) { for i in 0..<8 { memory[address + UInt64(i)] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
-    public func u32(_ address: UInt64) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(memory[address + UInt64($1)] ?? 0) << (8 * UInt32($1)) } }
+    public func setU32(_ address: UInt64, _ v: UInt32) { cond.lock(); defer { cond.unlock() }; for i in 0..<4 { memory[address + UInt64(i)] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
+    public func setU64(_ address: UInt64, _ v: UInt64) { cond.lock(); defer { cond.unlock() }; for i in 0..<8 { memory[address + UInt64(i)] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+    public func u32(_ address: UInt64) -> UInt32 { cond.lock(); defer { cond.unlock() }; return (0..<4).reduce(0) { $0 | UInt32(memory[address + UInt64($1)] ?? 0) << (8 * UInt32($1)) } }
 
     public func send(_ bytes: [UInt8], timeoutMs: Int) throws {
-        guard !vanished else { throw MoireError(.hardware, "device disconnected", place: "USB3 Vision peer") }
         let cmd = try GenCPCommand.decode(bytes)
-        cond.lock(); defer { cond.unlock() }
+        cond.lock()
+        guard !_vanished else { cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "USB3 Vision peer") }
+        var written: (UInt64, [UInt8])?
+        defer { cond.unlock(); if let (a, d) = written { onWrite?(a, d) } }
         commands.append(cmd)
         guard !silent else { return }
         let now = DispatchTime.now().uptimeNanoseconds
@@ -57,7 +63,7 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
                 let data = Array(cmd.scd.dropFirst(8))
                 for (i, b) in data.enumerated() { memory[address + UInt64(i)] = b }
                 answer.scd.le(UInt16(0)); answer.scd.le(UInt16(data.count))
-                onWrite?(address, data)
+                written = (address, data)
             default:
                 answer.status = 0x8001
             }
@@ -69,10 +75,10 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
     }
 
     public func receive(timeoutMs: Int) throws -> [UInt8]? {
-        guard !vanished else { throw MoireError(.hardware, "device disconnected", place: "USB3 Vision peer") }
         let end = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         cond.lock(); defer { cond.unlock() }
         while true {
+            guard !_vanished else { throw MoireError(.hardware, "device disconnected", place: "USB3 Vision peer") }
             let now = DispatchTime.now().uptimeNanoseconds
             if let first = outbox.first, first.due <= now { outbox.removeFirst(); return first.bytes }
             guard now < end else { return nil }

@@ -65,6 +65,9 @@ public final class U3VStreamReceiver: @unchecked Sendable {
         }
     }
 
+    /// Forgets the block ids seen (a new acquisition counts from 0 again).
+    public func reset() { expectedBlock = nil; queued = [] }
+
     /// The missing blocks a gap in ids before `id` implies; advances the expected id past `id`.
     private func gap(before id: UInt64) -> [U3VBlock] {
         var out: [U3VBlock] = []
@@ -100,17 +103,29 @@ public final class SimulatedU3VStream: StreamTransport, @unchecked Sendable {
     private let cond = NSCondition()
     private var transfers: [[UInt8]] = []
     public var transferBytes = 65_536
-    public var vanished = false
+    private var _vanished = false
+    /// The device is gone: reads fail (a waiting read at once).
+    public var vanished: Bool {
+        get { cond.lock(); defer { cond.unlock() }; return _vanished }
+        set { cond.lock(); _vanished = newValue; cond.broadcast(); cond.unlock() }
+    }
+    /// Transfers queued and not yet read.
+    public var backlog: Int { cond.lock(); defer { cond.unlock() }; return transfers.count }
 
     public init() {}
 
     /// Queues one Mono16 image as the device would send it. `dropTrailer` loses its trailer; `skip` sends nothing (a gap).
-    public func send(blockID: UInt64, width: Int, height: Int, pixels: [UInt16], dropTrailer: Bool = false, skip: Bool = false) {
+    public func send(blockID: UInt64, width: Int, height: Int, pixels: [UInt16], timestampNs: UInt64? = nil, dropTrailer: Bool = false, skip: Bool = false) {
         guard !skip else { return }
-        var payload: [UInt8] = []
-        payload.reserveCapacity(pixels.count * 2)
-        for p in pixels { payload.le(p) }
-        var out: [[UInt8]] = [U3VLeader(blockID: blockID, timestampNs: blockID * 1000, pixelFormat: 0x0110_0007,
+        var payload: [UInt8]
+        if UInt16(littleEndian: 1) == 1 {
+            payload = pixels.withUnsafeBytes { Array($0) }
+        } else {
+            payload = []
+            payload.reserveCapacity(pixels.count * 2)
+            for p in pixels { payload.le(p) }
+        }
+        var out: [[UInt8]] = [U3VLeader(blockID: blockID, timestampNs: timestampNs ?? blockID * 1000, pixelFormat: 0x0110_0007,
                                         sizeX: UInt32(width), sizeY: UInt32(height)).encode()]
         var i = 0
         while i < payload.count { out.append(Array(payload[i..<min(payload.count, i + transferBytes)])); i += transferBytes }
@@ -122,10 +137,13 @@ public final class SimulatedU3VStream: StreamTransport, @unchecked Sendable {
     public func sendRaw(_ bytes: [UInt8]) { cond.lock(); transfers.append(bytes); cond.broadcast(); cond.unlock() }
 
     public func read(maxBytes: Int, timeoutMs: Int) throws -> [UInt8]? {
-        guard !vanished else { throw MoireError(.hardware, "device disconnected", place: "USB3 Vision stream") }
         let end = Date(timeIntervalSinceNow: Double(timeoutMs) / 1000)
         cond.lock(); defer { cond.unlock() }
-        while transfers.isEmpty { if !cond.wait(until: end) { return nil } }
+        while true {
+            guard !_vanished else { throw MoireError(.hardware, "device disconnected", place: "USB3 Vision stream") }
+            if !transfers.isEmpty { break }
+            if !cond.wait(until: end) { return nil }
+        }
         let t = transfers.removeFirst()
         return Array(t.prefix(maxBytes))
     }

@@ -64,6 +64,14 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
         try write("Width", Double(s.width)); try write("Height", Double(s.height))
         try write("ExposureTime", s.exposureMs)
         try write("TriggerMode", s.trigger == .internal ? 0 : 1)
+        if s.trigger != .internal, let src = profile.registers["TriggerSource"] {
+            guard let v = src.values[s.trigger.rawValue] else {
+                throw MoireError(.config, "the profile's TriggerSource has no value for '\(s.trigger.rawValue)'", place: "camera \(name)")
+            }
+            var b: [UInt8] = []
+            b.le(v)
+            try control.writeMem(address: src.address, data: b)
+        }
         settings = s
     }
 
@@ -85,6 +93,7 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
         try control.writeU32(sirm + U3V.SIRM.control, 1)
         self.pool = pool
         exposedCount = 0
+        receiver.reset()
         try write("AcquisitionStart", 1)
         acquiring = true
     }
@@ -105,7 +114,8 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
                 guard let slot = pool?.acquire() else { continue }
                 slot.withBytes { b in payload.withUnsafeBytes { b.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<min($0.count, b.count)])) } }
                 return CapturedFrame(frameID: Int(id), slot: slot, byteCount: payload.count, width: Int(leader.sizeX), height: Int(leader.sizeY),
-                                     exposureStartNs: Int64(leader.timestampNs), state: DeviceState(exposureMs: settings.exposureMs))
+                                     exposureStartNs: Int64(leader.timestampNs), state: DeviceState(exposureMs: settings.exposureMs),
+                                     stateObserved: false)
             }
         }
     }
@@ -121,8 +131,11 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
 }
 
 /// A whole simulated USB3 Vision camera: the control peer's register map laid out like a device's
-/// (ABRM, SBRM, SIRM, the feature registers of a profile) and the stream peer, sending a Mono16
-/// image of its size per software trigger (or `freeRunFrames` at AcquisitionStart in internal mode).
+/// (ABRM, SBRM, SIRM, the feature registers of a profile) and the stream peer. Its sensor is a
+/// `SimulatedCamera` (the physical simulation: optics, pattern, noise, timing) when one is given,
+/// otherwise a test ramp; an exposure starts per software trigger, per pulse on its trigger input
+/// (`externalTrigger`, wired to a DMD's trigger out) when TriggerSource says external, or
+/// `freeRunFrames` at AcquisitionStart in free run. Block ids count from 0 at every start.
 public final class SimulatedU3VCamera: @unchecked Sendable {
     public let control = SimulatedU3VPeer()
     public let stream = SimulatedU3VStream()
@@ -132,9 +145,16 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
     public var dropBlocks: Set<UInt64> = []
     private var nextBlock: UInt64 = 0
     public static let sbrm: UInt64 = 0x1_0000, sirm: UInt64 = 0x2_0000
+    private let sensor: SimulatedCamera?
+    private let lock = NSLock()
+    private var acquiring = false
+    private var generation = 0
+    /// Exposures started by a trigger-input pulse.
+    public private(set) var externalTriggers = 0
 
-    public init(profile: CameraProfile) {
+    public init(profile: CameraProfile, sensor: SimulatedCamera? = nil) {
         registers = profile.registers
+        self.sensor = sensor
         control.setU32(U3V.ABRM.maximumDeviceResponseTime, 200)
         control.setU64(U3V.ABRM.sbrmAddress, Self.sbrm)
         control.setU32(Self.sbrm + U3V.SBRM.maximumAcknowledgeTransferLength, 1024)
@@ -143,6 +163,18 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
     }
 
     func value(_ feature: String) -> UInt32 { registers[feature].map { control.u32($0.address) } ?? 0 }
+    private func source(is name: String) -> Bool {
+        guard let r = registers["TriggerSource"] else { return name == "software" }
+        return r.values[name].map { control.u32(r.address) == $0 } ?? false
+    }
+
+    /// The device is unplugged: control and stream fail from now on.
+    public func vanish() {
+        control.vanished = true
+        stream.vanished = true
+        lock.lock(); acquiring = false; generation += 1; lock.unlock()
+        sensor?.stop()
+    }
 
     /// The device's reaction to a register write (called by the control peer).
     func written(_ address: UInt64) {
@@ -150,16 +182,69 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
         if address == registers["Width"]?.address || address == registers["Height"]?.address, let ps = registers["PayloadSize"] {
             control.setU32(ps.address, UInt32(w * h * 2))
         }
-        if address == registers["AcquisitionStart"]?.address, value("TriggerMode") == 0 {
-            for _ in 0..<freeRunFrames { sendFrame(w, h) }
-        }
-        if address == registers["TriggerSoftware"]?.address, control.u32(Self.sirm + U3V.SIRM.control) & 1 == 1 { sendFrame(w, h) }
+        if address == registers["AcquisitionStart"]?.address { startAcquisition(w, h) }
+        if address == registers["AcquisitionStop"]?.address { stopAcquisition() }
+        if address == registers["TriggerSoftware"]?.address, value("TriggerMode") == 1, source(is: "software"),
+           control.u32(Self.sirm + U3V.SIRM.control) & 1 == 1 { expose(w, h) }
     }
 
-    private func sendFrame(_ w: Int, _ h: Int) {
-        let id = nextBlock
-        nextBlock += 1
+    /// A pulse on the trigger input line.
+    public func externalTrigger() {
+        lock.lock(); let on = acquiring; lock.unlock()
+        guard on, value("TriggerMode") == 1, source(is: "external") else { return }
+        lock.lock(); externalTriggers += 1; lock.unlock()
+        expose(Int(value("Width")), Int(value("Height")))
+    }
+
+    private func startAcquisition(_ w: Int, _ h: Int) {
+        stopAcquisition()
+        lock.lock(); nextBlock = 0; acquiring = true; generation += 1; let gen = generation; lock.unlock()
+        if let sensor {
+            var exposureMs = 10.0
+            if let r = registers["ExposureTime"] {
+                let raw = control.u32(r.address)
+                exposureMs = (r.kind == .float32 ? Double(Float(bitPattern: raw)) : Double(raw)) / r.scale
+            }
+            do {
+                try sensor.configure(CameraSettings(width: w, height: h, exposureMs: exposureMs, trigger: .software))
+                let pool = FramePool(slots: 8, bytes: w * h * 2)
+                try sensor.start(pool: pool)
+            } catch {
+                return  // the sensor refuses the settings: no frames (the host's deadline reports it)
+            }
+            let t = Thread { [self] in pump(generation: gen, width: w, height: h) }
+            t.name = "moire.sim.u3v.sensor"
+            t.start()
+        }
+        if value("TriggerMode") == 0 { for _ in 0..<freeRunFrames { expose(w, h) } }
+    }
+
+    private func stopAcquisition() {
+        lock.lock(); let was = acquiring; acquiring = false; generation += 1; lock.unlock()
+        if was { sensor?.stop() }
+    }
+
+    private func expose(_ w: Int, _ h: Int) {
+        if let sensor { try? sensor.trigger(); return }
+        lock.lock(); let id = nextBlock; nextBlock += 1; lock.unlock()
         let pixels = (0..<(w * h)).map { UInt16(truncatingIfNeeded: 100 + Int(id) * 10 + $0 % 97) }
         stream.send(blockID: id, width: w, height: h, pixels: pixels, skip: dropBlocks.contains(id))
+    }
+
+    /// Sends the sensor's frames as stream blocks as they are read out.
+    private func pump(generation gen: Int, width w: Int, height h: Int) {
+        guard let sensor else { return }
+        while true {
+            lock.lock(); let live = generation == gen; lock.unlock()
+            guard live else { return }
+            guard let f = try? sensor.nextFrame(timeoutMs: 20) else { continue }
+            guard let slot = f.slot else { continue }
+            var pixels = [UInt16](repeating: 0, count: w * h)
+            slot.withBytes { b in pixels.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[0..<min(b.count, w * h * 2)])) } }
+            slot.release()
+            lock.lock(); let id = nextBlock; nextBlock += 1; lock.unlock()
+            stream.send(blockID: id, width: w, height: h, pixels: pixels, timestampNs: UInt64(max(0, f.exposureStartNs)),
+                        skip: dropBlocks.contains(id))
+        }
     }
 }

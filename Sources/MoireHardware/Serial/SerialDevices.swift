@@ -1,0 +1,176 @@
+import Foundation
+import MoireConfig
+import MoireCore
+
+/// One serial controller (a TriggerScope- or Tiger-style box) shared by the devices wired to it:
+/// one command at a time, each line built from a profile's template and its reply checked.
+public final class SerialController: @unchecked Sendable {
+    public let port: SerialPort
+    let channel: SerialLineChannel
+    private let lock = NSLock()
+
+    /// Opens `path` with the profile's framing; checks the identification reply when the profile has one.
+    public init(path: String, profile: SerialProfile) throws {
+        port = try SerialPort(path: path, baud: profile.baud)
+        channel = SerialLineChannel(port: port, terminator: profile.terminator, timeoutMs: profile.timeoutMs)
+        if let id = profile.identify { try run(id, values: profile.values, place: "identify") }
+    }
+
+    /// Sends a command; with an expected reply, waits for it and checks it.
+    @discardableResult
+    public func run(_ command: SerialCommand, values: [String: String], place: String) throws -> String? {
+        let line = SerialCommand.fill(command.send, values)
+        lock.lock(); defer { lock.unlock() }
+        guard let expected = command.reply.map({ SerialCommand.fill($0, values) }) else {
+            try channel.send(line)
+            return nil
+        }
+        let reply = try channel.query(line)
+        guard SerialCommand.replyMatches(reply, expected: expected) else {
+            throw MoireError(.hardware, "unexpected reply '\(reply.prefix(80))' to '\(line)'; expected '\(expected)'", place: "\(port.path): \(place)")
+        }
+        return reply
+    }
+}
+
+/// The values of one call: the device's fixed values, the physical value under its unit name, and
+/// the DAC counts when the command maps them.
+func serialValues(_ profile: SerialProfile, _ command: SerialCommand, unit: String, value: Double, extra: [String: String] = [:]) -> [String: String] {
+    var v = profile.values.merging(extra) { $1 }
+    v[unit] = String(format: "%.4f", value)
+    if let c = command.counts(value) { v["counts"] = String(c) }
+    return v
+}
+
+/// A device on a serial controller, by its profile's command templates.
+public class SerialDevice: @unchecked Sendable {
+    public let name: String
+    let serial: SerialProfile
+    let controller: SerialController
+    let place: String
+
+    init(name: String, kind: DeviceKind, serial: SerialProfile, controller: SerialController) {
+        self.name = name; self.serial = serial; self.controller = controller; place = "\(kind.rawValue) \(name)"
+    }
+
+    func command(_ key: String) throws -> SerialCommand {
+        guard let c = serial.commands[key] else { throw MoireError(.unsupported, "the profile has no '\(key)' command", place: place) }
+        return c
+    }
+
+    func run(_ key: String, unit: String = "value", value: Double = 0, extra: [String: String] = [:]) throws {
+        let c = try command(key)
+        do { try controller.run(c, values: serialValues(serial, c, unit: unit, value: value, extra: extra), place: "\(place) \(key)") } catch let e as MoireError {
+            throw MoireError(e.kind, e.message, place: e.place ?? place)
+        }
+    }
+
+    /// Loads a table of values the controller steps through on its own, one per trigger pulse
+    /// (`waveform_point` per value, then `waveform_arm`), where the controller stores sequences.
+    public func loadWaveform(_ values: [Double], unit: String) throws {
+        guard serial.commands["waveform_point"] != nil, serial.commands["waveform_arm"] != nil else {
+            throw MoireError(.unsupported, "this controller profile has no waveform commands (waveform_point, waveform_arm)", place: place)
+        }
+        for (i, v) in values.enumerated() { try run("waveform_point", unit: unit, value: v, extra: ["index": String(i)]) }
+        try run("waveform_arm", extra: ["count": String(values.count)])
+    }
+}
+
+/// A galvo on a serial controller's analog output (`set` with {volts} or {counts}).
+public final class SerialScanner: SerialDevice, Scanner, @unchecked Sendable {
+    public let profile: ScannerProfile
+    private let lock = NSLock()
+    private var v: Double
+
+    public init(name: String, profile: ScannerProfile, serial: SerialProfile, controller: SerialController) {
+        self.profile = profile; v = profile.parkV
+        super.init(name: name, kind: .scanner, serial: serial, controller: controller)
+    }
+
+    public func set(volts: Double) throws {
+        guard profile.rangeV.contains(volts) else { throw MoireError(.hardware, "\(volts) V outside \(profile.rangeV)", place: place) }
+        try run("set", unit: "volts", value: volts)
+        lock.lock(); v = volts; lock.unlock()
+        Thread.sleep(forTimeInterval: profile.settleMs / 1000)
+    }
+
+    /// Volts stepped through per trigger pulse (analog waveform), where the controller supports it.
+    public func loadWaveform(volts: [Double]) throws {
+        for x in volts where !profile.rangeV.contains(x) { throw MoireError(.hardware, "waveform value \(x) V outside \(profile.rangeV)", place: place) }
+        try loadWaveform(volts, unit: "volts")
+    }
+
+    public var volts: Double { lock.lock(); defer { lock.unlock() }; return v }
+    public func park() {
+        do { try run("set", unit: "volts", value: profile.parkV); lock.lock(); v = profile.parkV; lock.unlock() } catch {}
+    }
+    public var isParked: Bool { volts == profile.parkV }
+}
+
+/// A piezo or stage on a serial controller (`move` with {um} or {counts}).
+public final class SerialStage: SerialDevice, Stage, @unchecked Sendable {
+    public let profile: StageProfile
+    private let lock = NSLock()
+    private var z: Double
+
+    public init(name: String, profile: StageProfile, serial: SerialProfile, controller: SerialController) {
+        self.profile = profile; z = profile.homeUm
+        super.init(name: name, kind: .stage, serial: serial, controller: controller)
+    }
+
+    public func move(toUm target: Double) throws {
+        guard profile.rangeUm.contains(target) else { throw MoireError(.hardware, "z \(target) µm outside \(profile.rangeUm)", place: place) }
+        try run("move", unit: "um", value: target)
+        lock.lock(); z = target; lock.unlock()
+        Thread.sleep(forTimeInterval: profile.settleMs / 1000)
+    }
+
+    public var positionUm: Double { lock.lock(); defer { lock.unlock() }; return z }
+    public func park() {
+        do { try run("move", unit: "um", value: profile.homeUm); lock.lock(); z = profile.homeUm; lock.unlock() } catch {}
+    }
+}
+
+/// A laser switched by a serial controller's TTL line (`on`/`off`), its power by an analog line
+/// (`power` with {mw} or {counts}) when the profile has one, and its fast gate (`gate_on`/`gate_off`)
+/// when wired; without a gate command the laser emits whenever it is on.
+public final class SerialLaser: SerialDevice, Laser, @unchecked Sendable {
+    public let profile: LaserProfile
+    private let lock = NSLock()
+    private var enabled = false, gate = true, power = 0.0
+
+    public init(name: String, profile: LaserProfile, serial: SerialProfile, controller: SerialController) {
+        self.profile = profile
+        super.init(name: name, kind: .laser, serial: serial, controller: controller)
+    }
+
+    public func setPower(mW: Double) throws {
+        guard (0...profile.maxPowerMw).contains(mW) else {
+            throw MoireError(.hardware, "power \(mW) mW outside 0…\(profile.maxPowerMw) mW", place: place)
+        }
+        if serial.commands["power"] != nil { try run("power", unit: "mw", value: mW) }
+        lock.lock(); power = mW; lock.unlock()
+    }
+
+    public func setEnabled(_ on: Bool) throws {
+        try run(on ? "on" : "off")
+        lock.lock(); enabled = on; lock.unlock()
+    }
+
+    public func setGate(_ high: Bool) {
+        guard serial.commands["gate_on"] != nil else { return }
+        if (try? run(high ? "gate_on" : "gate_off")) != nil { lock.lock(); gate = high; lock.unlock() }
+    }
+
+    public var isEmitting: Bool { lock.lock(); defer { lock.unlock() }; return enabled && gate && power > 0 }
+    public var isEnabled: Bool { lock.lock(); defer { lock.unlock() }; return enabled }
+    public var powerMw: Double { lock.lock(); defer { lock.unlock() }; return power }
+
+    /// Commands the laser off (and its gate low); the state is off whatever the reply.
+    public func safe() {
+        try? run("off")
+        let gated = serial.commands["gate_off"] != nil
+        if gated { try? run("gate_off") }
+        lock.lock(); enabled = false; if gated { gate = false }; lock.unlock()
+    }
+}
