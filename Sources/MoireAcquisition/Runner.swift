@@ -226,7 +226,9 @@ public final class Runner: @unchecked Sendable {
         for ch in proto.channels {
             guard devices.lasers[ch.laser] != nil else { throw MoireError(.hardware, "laser '\(ch.laser)' is not on this rig") }
         }
-        try devices.modulator?.show(pattern: -1)
+        // Hardware-sequenced: the modulator stays idle until the first sequence (a pattern shown now could
+        // fire the camera's trigger input once it starts); software-timed: uniform until the first frame.
+        if !hardwareSequenced { try devices.modulator?.show(pattern: -1) }
         try cam.start(pool: pool)
     }
 

@@ -204,15 +204,3 @@ func stats(_ v: [Double]) -> (mean: Double, variance: Double) {
         #expect(abs(outside - p.rig.cameraProfile.offsetADU) < 3)
     }
 }
-
-@Suite struct USBLayerTests {
-    @Test func libusbContextListsDevicesOrSaysWhy() {
-        do {
-            let ctx = try USBContext()
-            let devs = try ctx.devices()
-            #expect(devs.allSatisfy { $0.bus >= 0 })
-        } catch let e as MoireError {
-            #expect(e.kind == .hardware)
-        } catch { Issue.record("unexpected error \(error)") }
-    }
-}

@@ -173,7 +173,7 @@ import Testing
 
     @Test func theDriverConfiguresStreamsAndStopsThroughTheByteProtocol() throws {
         let prof = try profile()
-        #expect(prof.registers.count == 8 && prof.registers["ExposureTime"]?.kind == .float32)
+        #expect(prof.registers.count == 9 && prof.registers["ExposureTime"]?.kind == .float32)
         let sim = SimulatedU3VCamera(profile: prof)
         sim.dropBlocks = [2]
         let cam = try USB3VisionCamera(name: "cam", profile: prof, control: sim.control, stream: sim.stream)

@@ -95,18 +95,50 @@ public final class PseudoTerminal: @unchecked Sendable {
     }
 }
 
+/// Splits a serial byte stream into reply lines: a line ends at the terminator (a trailing CR is
+/// dropped); a line that is not UTF-8 text, or more than `maxReply` bytes without a terminator, is
+/// an error (and its bytes are discarded, so the next line decodes cleanly).
+public struct SerialLineDecoder: Sendable {
+    public var terminator: UInt8
+    public var maxReply: Int
+    private var pending: [UInt8] = []
+
+    public init(terminator: UInt8 = 0x0A, maxReply: Int = 256) { self.terminator = terminator; self.maxReply = maxReply }
+
+    public mutating func push(_ bytes: [UInt8]) { pending += bytes }
+
+    /// The next complete line, nil when none is complete yet.
+    public mutating func next() throws -> String? {
+        if let i = pending.firstIndex(of: terminator) {
+            var line = Array(pending[..<i])
+            pending.removeFirst(i + 1)
+            if line.last == 0x0D { line.removeLast() }
+            guard line.count <= maxReply else { throw MoireError(.format, "reply longer than \(maxReply) bytes") }
+            guard let s = String(validating: line, as: UTF8.self) else {
+                throw MoireError(.format, "reply is not text: \(line.prefix(16).map { String(format: "%02X", $0) }.joined(separator: " "))")
+            }
+            return s
+        }
+        guard pending.count <= maxReply else {
+            pending.removeAll()
+            throw MoireError(.format, "reply longer than \(maxReply) bytes without a terminator")
+        }
+        return nil
+    }
+}
+
 /// Line-oriented command/reply framing for serial controllers: a command is sent with the
 /// terminator; the reply is the bytes up to the next terminator, within the timeout. Replies longer
 /// than `maxReply`, or that do not come, are errors naming the command.
 public final class SerialLineChannel: @unchecked Sendable {
     let port: SerialPort
-    public var terminator: UInt8
     public var timeoutMs: Int
-    public var maxReply = 256
-    private var pending: [UInt8] = []
+    private var decoder: SerialLineDecoder
+    public var terminator: UInt8 { decoder.terminator }
 
-    public init(port: SerialPort, terminator: UInt8 = 0x0A, timeoutMs: Int = 200) {
-        self.port = port; self.terminator = terminator; self.timeoutMs = timeoutMs
+    public init(port: SerialPort, terminator: UInt8 = 0x0A, timeoutMs: Int = 200, maxReply: Int = 256) {
+        self.port = port; self.timeoutMs = timeoutMs
+        decoder = SerialLineDecoder(terminator: terminator, maxReply: maxReply)
     }
 
     /// Sends `command` without waiting for a reply.
@@ -123,23 +155,14 @@ public final class SerialLineChannel: @unchecked Sendable {
     func readLine(for command: String) throws -> String {
         let end = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         while true {
-            if let i = pending.firstIndex(of: terminator) {
-                var line = Array(pending[..<i])
-                pending.removeFirst(i + 1)
-                if line.last == 0x0D { line.removeLast() }
-                guard let s = String(bytes: line, encoding: .utf8) else {
-                    throw MoireError(.format, "reply is not text: \(line.prefix(16).map { String(format: "%02X", $0) }.joined(separator: " "))",
-                                     place: "\(port.path): \(command)")
-                }
-                return s
-            }
-            guard pending.count <= maxReply else {
-                pending.removeAll()
-                throw MoireError(.format, "reply longer than \(maxReply) bytes without a terminator", place: "\(port.path): \(command)")
+            do {
+                if let line = try decoder.next() { return line }
+            } catch let e as MoireError {
+                throw MoireError(e.kind, e.message, place: "\(port.path): \(command)")
             }
             let now = DispatchTime.now().uptimeNanoseconds
             guard now < end else { throw MoireError(.deadline, "no reply within \(timeoutMs) ms", place: "\(port.path): \(command)") }
-            pending += try port.read(timeoutMs: Int((end - now) / 1_000_000) + 1)
+            decoder.push(try port.read(timeoutMs: Int((end - now) / 1_000_000) + 1))
         }
     }
 }

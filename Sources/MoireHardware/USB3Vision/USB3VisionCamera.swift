@@ -104,7 +104,11 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
         let end = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         while true {
             let left = max(0, Int((Int64(end) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1_000_000))
-            guard let block = try receiver.next(timeoutMs: left) else { return nil }
+            let next: U3VBlock?
+            do { next = try receiver.next(timeoutMs: left) } catch let e as MoireError {
+                throw MoireError(e.kind, e.message, place: "camera \(name)" + (e.place.map { " (\($0))" } ?? ""))
+            }
+            guard let block = next else { return nil }
             switch block {
             case .missing(let id, _):
                 exposedCount = max(exposedCount, Int(id) + 1)  // the runner sees the gap in frame ids

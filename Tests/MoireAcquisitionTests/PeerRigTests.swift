@@ -1,0 +1,75 @@
+import Foundation
+import MoireAcquisition
+import MoireConfig
+import MoireCore
+import MoireHardware
+import MoireTesting
+import Testing
+
+/// The real drivers (USB3 Vision, DLPC900, serial-ascii) running an acquisition against their
+/// byte-level peers, through hardware-profiles/rigs/dmd-sim.yaml.
+@Suite(.serialized) struct PeerRigTests {
+    let dir = Fixtures.tempDir("peer-rig")
+    let rig = Fixtures.path("hardware-profiles/rigs/dmd-sim.yaml")
+
+    func make(timepoints: Int = 2, frameDeadlineMs: Int = 1000) throws -> (Runner, RigDevices, AcquisitionProtocol) {
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: timepoints, rig: rig, frameDeadlineMs: frameDeadlineMs))
+        let d = try DeviceFactory.make(rig: p.rig, clock: RealClock())
+        return (Runner(protocol: p, devices: d, runID: "peer"), d, p)
+    }
+
+    @Test func theRigUsesTheRealDriversOnPeers() throws {
+        let (_, d, _) = try make()
+        #expect(d.camera is USB3VisionCamera && d.modulator is DLPC900Modulator)
+        #expect(d.scanner is SerialScanner && d.stage is SerialStage && d.lasers.values.allSatisfy { $0 is SerialLaser })
+        let peers = try #require(d.peers)
+        #expect(peers.camera != nil && peers.dmd != nil && peers.serial.count == 1, "one controller port shared by galvo, piezo and lasers")
+    }
+
+    @Test func a2DSIMRunDeliversFramesInOrderWithTheDMDShowingEachHeadersPattern() throws {
+        let (runner, d, p) = try make()
+        #expect(runner.hardwareSequenced)
+        let sink = Sink()
+        let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
+        #expect(r.reason == "completed", "\(String(describing: r.error))")
+        #expect(r.delivered == p.totalFrames && r.missing == 0)
+        #expect(sink.headers.map(\.index) == Array(0..<p.totalFrames), "frames arrive in order")
+        let peers = try #require(d.peers)
+        let dmd = try #require(peers.dmd)
+        let profile = try #require(p.rig.modulator?.profile.modulator)
+        // The controller's log: every entry that fired the camera, in order.
+        let fired = dmd.shown
+        #expect(fired.count == p.totalFrames)
+        for (h, e) in zip(sink.headers, fired) {
+            let spec = try #require(profile.pattern(index: h.state.pattern))
+            #expect(spec.dmd == DMDImage(image: Int(e.imageIndex), bit: Int(e.bitPosition)), "frame \(h.index)")
+            #expect(spec.angle == h.angle && spec.phase == h.phase)
+        }
+        #expect(peers.camera?.externalTriggers == p.totalFrames, "every exposure started on the DMD's trigger out")
+        #expect(d.isSafe)
+        let serial = try #require(peers.serial.values.first).state()
+        #expect(serial.log.contains("TTL1=1") && serial.ttl[1] == false, "the 488 laser was switched on, and is off after the run")
+    }
+
+    @Test func unpluggingTheCameraMidStreamEndsTheRunWithinItsDeadlineLasersOff() throws {
+        let (runner, d, p) = try make(timepoints: 6, frameDeadlineMs: 500)
+        let peers = try #require(d.peers)
+        let sink = Sink()
+        let start = Date()
+        var vanishedAt: Date?
+        let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take, onProgress: { prog in
+            if prog.done == 12, vanishedAt == nil { vanishedAt = Date(); peers.camera?.vanish() }
+        })
+        let took = Date().timeIntervalSince(vanishedAt ?? start)
+        #expect(r.reason == "fault")
+        let message = r.error.map { "\($0)" } ?? ""
+        #expect(message.contains("disconnected"), "\(message)")
+        #expect(took < Double(p.frameDeadlineMs) / 1000 + 1.5, "stopped \(took) s after the unplug")
+        #expect(r.delivered >= 12 && r.delivered < p.totalFrames)
+        let serial = try #require(peers.serial.values.first).state()
+        #expect(serial.ttl.values.allSatisfy { !$0 }, "every laser line commanded off: \(serial.ttl)")
+        #expect(serial.log.last(where: { $0.hasPrefix("TTL1") }) == "TTL1=0")
+        #expect(peers.dmd?.running == false, "the DMD sequencer stopped")
+        #expect(d.lasers.values.allSatisfy { !$0.isEnabled })
+    }
+}
