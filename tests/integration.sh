@@ -158,6 +158,20 @@ if "$MOIRE" run "$WORK/lattice.yaml" --embedded --no-publish --quiet > "$WORK/ll
    && python3 -c "import tifffile,sys; a=tifffile.TiffFile(sys.argv[1]); b=tifffile.TiffFile(sys.argv[2]); s=a.series[0]; w=128+int(40*0.4*0.8526/0.104); sys.exit(0 if s.axes.endswith('ZYX') and s.shape[-3:]==(40,64,w) and b.series[0].shape[-3:]==(40,64,w) and 'PhysicalSizeZ' in a.ome_metadata else 1)" "$WORK/llsm-vol.ome.tif" "$WORK/lattice.vol.ome.tif"; then
   ok "llsm: live volumes recorded and moire reconstruct --llsm writes ZYX volumes of the deskewed width tifffile reads"; else bad "llsm: $(tail -5 "$WORK/llsm.log")"; fi
 
+# 2i. Real drivers on byte-level peers: the demo protocol unchanged on the DMD rig (USB3 Vision camera,
+#     DLPC900, serial controller), recorded, and its SIM patterns estimated from the recording; then
+#     `moire devices` on a machine without USB devices or serial ports.
+if "$MOIRE" run sim-hardware/protocols/tirf-sim.yaml --rig hardware-profiles/rigs/dmd-sim.yaml --embedded --no-publish --quiet \
+     --out "$WORK/dmd.ome.tif" > "$WORK/dmd.log" 2>&1 \
+   && grep -q "completed — 180 frames, 0 missing" "$WORK/dmd.log" && grep -q "180 planes, 20 time points, 0 missing" "$WORK/dmd.log" \
+   && "$MOIRE" reconstruct "$WORK/dmd.ome.tif" --out "$WORK/dmd-sr.ome.tif" > "$WORK/dmd-sr.log" 2>&1 \
+   && [ "$(grep -c 'µm⁻¹ (period 0.18[01]' "$WORK/dmd-sr.log")" -eq 3 ]; then
+  ok "dmd-sim rig: tirf-sim.yaml unchanged on the real drivers and peers, 180 frames, patterns estimated at the DMD's period"
+else bad "dmd-sim rig: $(tail -3 "$WORK/dmd.log") $(tail -4 "$WORK/dmd-sr.log" 2>/dev/null)"; fi
+out=$("$MOIRE" devices --profiles hardware-profiles 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q "^usb: [0-9]* device(s) on the bus, 0 matching a profile" && echo "$out" | grep -q "^serial:"; then
+  ok "moire devices: $(echo "$out" | tr '\n' ' ')"; else bad "moire devices: rc=$rc $out"; fi
+
 # 3. Malformed protocols: non-zero exit, file:line:column and the field, nothing touched.
 check_bad() {  # name, sed expression, expected text
   sed "$2" "$WORK/tirf.yaml" > "$WORK/bad.yaml"

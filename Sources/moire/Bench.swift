@@ -4,15 +4,16 @@ import MoirePipeline
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport, sim2d, denoise, llsm.") var what: String
+    @Argument(help: "What to measure: transport, sim2d, denoise, llsm, usb.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile = "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard ["transport", "sim2d", "denoise", "llsm"].contains(what) else {
-            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, denoise, llsm"))
+        guard ["transport", "sim2d", "denoise", "llsm", "usb"].contains(what) else {
+            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, denoise, llsm, usb"))
         }
+        if what == "usb" { return try usb() }
         if what == "llsm" { return try llsm() }
         if what == "denoise" { return try denoise() }
         if what == "sim2d" { return try sim2d() }
@@ -31,6 +32,16 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// The USB3 Vision driver streaming from the simulated device, beside the bare transfers.
+    func usb() throws {
+        do {
+            for r in try USBBench.run(profileFile: "hardware-profiles/cameras/u3v-generic-scmos.yaml") {
+                print(String(format: "usb3vision driver %d×%d Mono16: %.1f frames/s, %.0f MB/s, CPU %.2f ms/frame   peer (transfers read with no driver): %.1f frames/s, %.0f MB/s   ratio %.2f",
+                             r.width, r.height, r.driverFPS, r.driverMBps, r.cpuMsPerFrame, r.rawFPS, r.rawMBps, r.driverFPS / r.rawFPS))
+            }
+        } catch { throw fail(error) }
+    }
+
     /// Runs a peer benchmark script and returns what it printed.
     func runPeer(_ arguments: [String]) throws -> Data {
         let peer = Process()

@@ -152,11 +152,16 @@ import Testing
         dev.sendRaw(U3VLeader(blockID: 1, timestampNs: 0, pixelFormat: 0x0110_0007, sizeX: 16, sizeY: 16).encode())
         dev.sendRaw([UInt8](repeating: 1, count: 100))
         dev.sendRaw(U3VTrailer(blockID: 1, validPayloadSize: 100).encode())
+        // A leader announcing an impossible image (2³²−1 square, 8 bytes per pixel): refused, no overflow, no huge allocation.
+        dev.sendRaw(U3VLeader(blockID: 2, timestampNs: 0, pixelFormat: 0x0140_0000, sizeX: .max, sizeY: .max).encode())
+        dev.sendRaw([UInt8](repeating: 1, count: 100))
+        dev.sendRaw(U3VTrailer(blockID: 2, validPayloadSize: 100).encode())
         var got: [U3VBlock] = []
         while let b = try rx.next(timeoutMs: 50) { got.append(b) }
         #expect(rx.malformed > 0)
-        #expect(got.count == 2)
-        if got.count == 2 {
+        #expect(got.count == 3)
+        if got.count == 3, case .missing(let id, _) = got[2] { #expect(id == 2) } else { Issue.record("the impossible block was not missing") }
+        if got.count >= 2 {
             if case .image(let id, _, _) = got[0] { #expect(id == 0) } else { Issue.record("not an image: \(got[0])") }
             if case .missing(let id, let why) = got[1] { #expect(id == 1 && why.contains("512 expected")) } else { Issue.record("not missing: \(got[1])") }
         }

@@ -50,11 +50,12 @@ public final class U3VStreamReceiver: @unchecked Sendable {
                     queued.append(.missing(blockID: open.blockID, reason: "trailer missing"))
                 }
                 leader = l; payload = []
+                payload.reserveCapacity(min(Self.imageBytes(l), 1 << 28))
                 continue
             }
             if prefix == U3V.trailerPrefix, let tr = try? U3VTrailer.decode(t) {
                 guard let l = leader, tr.blockID == l.blockID else { malformed += 1; continue }
-                let expected = Int(l.sizeX) * Int(l.sizeY) * Self.bytesPerPixel(l.pixelFormat)
+                let expected = Self.imageBytes(l)
                 if tr.status != 0 { return emit(.missing(blockID: l.blockID, reason: "trailer status \(U3V.statusText(tr.status))")) }
                 guard payload.count == expected, Int(tr.validPayloadSize) == expected else {
                     return emit(.missing(blockID: l.blockID, reason: "payload \(payload.count) bytes (trailer says \(tr.validPayloadSize)); \(expected) expected"))
@@ -85,6 +86,14 @@ public final class U3VStreamReceiver: @unchecked Sendable {
         queued += gap(before: id)
         queued.append(block)
         return queued.removeFirst()
+    }
+
+    /// Bytes of the image a leader announces (no overflow: at most 2³² × 2³² × 32 bytes fits in Int64 only
+    /// when clamped, so the product saturates).
+    static func imageBytes(_ l: U3VLeader) -> Int {
+        let (a, o1) = Int(l.sizeX).multipliedReportingOverflow(by: Int(l.sizeY))
+        let (b, o2) = a.multipliedReportingOverflow(by: bytesPerPixel(l.pixelFormat))
+        return o1 || o2 ? Int.max : b
     }
 
     /// Bytes per pixel of the PFNC formats the driver accepts (Mono8, Mono10/12/14/16 in 16 bit).

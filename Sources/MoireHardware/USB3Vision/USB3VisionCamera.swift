@@ -155,6 +155,9 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
     private var generation = 0
     /// Exposures started by a trigger-input pulse.
     public private(set) var externalTriggers = 0
+    /// Send one precomputed test image every time (benchmarks: the peer's own cost stays small).
+    public var constantImage = false
+    private var cachedImage: (w: Int, h: Int, pixels: [UInt16])?
 
     public init(profile: CameraProfile, sensor: SimulatedCamera? = nil) {
         registers = profile.registers
@@ -231,7 +234,13 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
     private func expose(_ w: Int, _ h: Int) {
         if let sensor { try? sensor.trigger(); return }
         lock.lock(); let id = nextBlock; nextBlock += 1; lock.unlock()
-        let pixels = (0..<(w * h)).map { UInt16(truncatingIfNeeded: 100 + Int(id) * 10 + $0 % 97) }
+        let pixels: [UInt16]
+        if constantImage, let c = cachedImage, c.w == w, c.h == h {
+            pixels = c.pixels
+        } else {
+            pixels = (0..<(w * h)).map { UInt16(truncatingIfNeeded: 100 + Int(id) * 10 + $0 % 97) }
+            if constantImage { cachedImage = (w, h, pixels) }
+        }
         stream.send(blockID: id, width: w, height: h, pixels: pixels, skip: dropBlocks.contains(id))
     }
 
