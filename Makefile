@@ -64,6 +64,7 @@ bench: deps build
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench denoise
 	@python3 -c "import skimage" 2>/dev/null || python3 -m pip install -q scikit-image || python3 -m pip install -q --break-system-packages scikit-image
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench llsm
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench usb
 
 clean:
 	rm -rf .build demo-output

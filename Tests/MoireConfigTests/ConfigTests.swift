@@ -139,3 +139,56 @@ import Testing
         }
     }
 }
+
+/// Device profiles of the real driver families: every shipped profile and rig loads; a profile that
+/// cannot drive its device is refused at load, naming the place.
+@Suite struct HardwareProfileTests {
+    let dir = Fixtures.tempDir("hw-profiles")
+
+    func error(_ yaml: String) -> String {
+        let p = Fixtures.write(yaml, to: "p-\(UUID().uuidString.prefix(6)).yaml", in: dir)
+        do { _ = try DeviceProfile.load(file: p); return "" } catch { return "\(error)" }
+    }
+
+    @Test func shippedProfilesAndTheDMDRigLoad() throws {
+        let rig = try Rig.load(file: Fixtures.path("hardware-profiles/rigs/dmd-sim.yaml"))
+        #expect(rig.camera.profile.driver == .usb3vision && rig.modulator?.profile.driver == .dlpc900)
+        #expect(rig.allDevices.allSatisfy { $0.connect == .simulatedPeer })
+        #expect(rig.modes.contains(.sim2d) && rig.leader == .modulator)
+        let dmd = try #require(rig.modulator?.profile.modulator)
+        #expect(dmd.patternSets.flatMap(\.patterns).allSatisfy { $0.dmd != nil } && dmd.uniformDMD == DMDImage(image: 1, bit: 0))
+        let laser = try #require(rig.laser(named: "l488")?.profile.serial)
+        #expect(laser.values["ttl"] == "1" && laser.commands["power"]?.counts(200) == 49151)
+        // The foundation's 2D-SIM protocol validates unchanged against the DMD rig.
+        let p = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/tirf-sim.yaml"), rigFile: rig.file)
+        #expect(p.rig.name == rig.name && p.totalFrames == 180)
+    }
+
+    @Test func profilesThatCannotDriveTheirDeviceAreRefused() {
+        let serialHead = "moire: 1\nkind: scanner\nmodel: g\ndriver: serial-ascii\nconnection: {port: /dev/ttyACM0}\ncapabilities: {range_v: [-10, 10], park_v: 0}\ncalibration: {um_per_v: 1}\n"
+        #expect(error(serialHead).contains("needs a serial block"))
+        #expect(error(serialHead + "serial: {commands: {park: {send: \"P\"}}}\n").contains("needs the commands set"))
+        let counts = error(serialHead + "serial: {commands: {set: {send: \"DAC1,{counts}\"}}}\n")
+        #expect(counts.contains("{counts}") && counts.contains(":8:"))
+        #expect(error(serialHead + "serial: {commands: {set: {send: \"DAC1,{counts}\", from: [10, -10], to: [0, 1]}}}\n").contains("low < high"))
+        let modHead = "moire: 1\nkind: modulator\nmodel: d\ndriver: dlpc900\ncapabilities: {sequence_max: 10, trigger_out: true}\n"
+        let pat = "pattern_sets:\n  - {name: s, wavelength_nm: 488, patterns: [{index: 0, angle: 0, phase: 0, kx_per_um: 1, ky_per_um: 0, phase_rad: 0, modulation: 0.8%@}]}\n"
+        #expect(error(modHead + "dmd_uniform: [1, 0]\n" + pat.replacingOccurrences(of: "%@", with: "")).contains("patterns 0 have no dmd"))
+        #expect(error(modHead + pat.replacingOccurrences(of: "%@", with: ", dmd: [0, 0]")).contains("dmd_uniform"))
+        #expect(error(modHead + "dmd_uniform: [1, 24]\n" + pat.replacingOccurrences(of: "%@", with: ", dmd: [0, 0]")).contains("bit plane must be 0…23"))
+        #expect(error(modHead + "dmd_uniform: [1, 0]\n" + pat.replacingOccurrences(of: "%@", with: ", dmd: [0, 0]")) == "")
+    }
+
+    @Test func simulatedPeerNeedsARealDriver() throws {
+        let rig = Fixtures.write("""
+        moire: 1
+        name: r
+        devices:
+          camera: {profile: \(Fixtures.path("sim-hardware/profiles/camera-sim-scmos.yaml")), connect: simulated-peer}
+        optics: {objective_na: 1.4, magnification: 60, immersion_index: 1.518}
+        """, to: "rig-peer.yaml", in: dir)
+        do { _ = try Rig.load(file: rig); Issue.record("accepted") } catch let e as MoireError {
+            #expect(e.message.contains("already simulated") && (e.place ?? "").contains("rig-peer.yaml:4"))
+        }
+    }
+}
