@@ -48,6 +48,7 @@ import Testing
         wires.attach(peer)
         let p = try Self.profile()
         let m = try DLPC900Modulator(name: "dmd", profile: p, transport: peer)
+        #expect(peer.triggerOutConfig == [0, 0, 0, 0, 0] && peer.triggerInConfig == [0, 0, 0], "triggers configured when the driver opens")
         try m.show(pattern: 4)
         #expect(peer.running && !m.isIdle && peer.mode == 1)
         let want = try #require(p.pattern(index: 4)?.dmd)

@@ -86,6 +86,10 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
             _ = try channel.call(DLPC900.mainStatus, [], read: true)
             try channel.call(DLPC900.patternStartStop, [0])
             try channel.call(DLPC900.displayMode, [1])
+            // Trigger out 1 (to the camera): not inverted, no rising/falling-edge delay.
+            try channel.call(DLPC900.triggerOut1, [0, 0, 0, 0, 0])
+            // Trigger in 1: no delay, rising edge (for tables whose entries wait for a trigger).
+            try channel.call(DLPC900.triggerIn1, [0, 0, 0])
         } catch let e as MoireError {
             throw MoireError(e.kind, "\(e.message)", place: "modulator \(name) (DLPC900)")
         }

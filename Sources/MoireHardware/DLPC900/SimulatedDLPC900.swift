@@ -15,6 +15,8 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     public private(set) var mode: UInt8 = 0
     public private(set) var lut: [UInt16: DLPC900.LUTEntry] = [:]
     public private(set) var lutLength = 0, repeatCount: UInt32 = 0
+    /// Trigger out 1 (invert, rising and falling delays) and trigger in 1 (delay, polarity) as configured.
+    public private(set) var triggerOutConfig: [UInt8]?, triggerInConfig: [UInt8]?
     private var _running = false
     private var _shown: [DLPC900.LUTEntry] = []
     private var generation = 0
@@ -85,6 +87,10 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
                 repeatCount = m.data[2...5].reversed().reduce(0) { $0 << 8 | UInt32($1) }
                 ok = (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
             } else { ok = false }
+        case DLPC900.triggerOut1:
+            if m.data.count == 5 { triggerOutConfig = m.data } else { ok = false }
+        case DLPC900.triggerIn1:
+            if m.data.count == 3 { triggerInConfig = m.data } else { ok = false }
         case DLPC900.validate:
             // bit 0: table incomplete; bit 1: an exposure shorter than the 1-bit minimum (105 µs).
             let complete = lutLength > 0 && (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
@@ -115,16 +121,18 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
         let table = (0..<lutLength).map { lut[UInt16($0)]! }
         let passes = repeatCount
         guard !table.contains(where: \.waitForTrigger) else { return }  // advanced by trigger-in pulses
+        // The first entry is on the mirrors (and has fired trigger out) before the start is acknowledged.
+        onDisplay?(table[0])
+        _shown.append(table[0])
+        onTriggerOut?()
         let t = Thread { [self] in sequence(table, passes: passes, generation: gen) }
         t.name = "moire.sim.dlpc900"
         t.start()
     }
 
     private func stopLocked() {
-        if _running { generation += 1; _running = false; cond.broadcast() }
+        if _running { generation += 1; _running = false; cond.broadcast(); onDisplay?(nil) }
     }
-
-    private func alive(_ gen: Int) -> Bool { cond.lock(); defer { cond.unlock() }; return generation == gen && !_vanished }
 
     /// Waits `us` microseconds unless the sequence is stopped; false when stopped.
     private func wait(us: UInt32, _ gen: Int) -> Bool {
@@ -134,26 +142,30 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
         return false
     }
 
+    /// Shows `e` (nil: dark) and optionally fires trigger out, only while table `gen` is still the running one
+    /// (a stopped table's thread must not touch the mirrors afterwards).
+    private func display(_ e: DLPC900.LUTEntry?, _ gen: Int, fire: Bool = false) -> Bool {
+        cond.lock(); defer { cond.unlock() }
+        guard generation == gen, !_vanished else { return false }
+        onDisplay?(e)
+        if fire, let e { _shown.append(e); onTriggerOut?() }
+        return true
+    }
+
     private func sequence(_ table: [DLPC900.LUTEntry], passes: UInt32, generation gen: Int) {
         var pass: UInt32 = 0
         while passes == 0 || pass < passes {
-            for e in table {
-                guard alive(gen) else { onDisplay?(nil); return }
-                onDisplay?(e)
-                if pass == 0 {
-                    cond.lock(); _shown.append(e); cond.unlock()
-                    onTriggerOut?()
-                }
-                guard wait(us: e.exposureUs, gen) else { onDisplay?(nil); return }
-                if e.clearAfter { onDisplay?(nil) }
+            for (i, e) in table.enumerated() {
+                if pass > 0 || i > 0 { guard display(e, gen, fire: pass == 0) else { return } }
+                guard wait(us: e.exposureUs, gen) else { return }
+                if e.clearAfter { guard display(nil, gen) else { return } }
                 guard wait(us: e.darkUs, gen) else { return }
             }
             pass += 1
         }
         cond.lock()
-        if generation == gen { _running = false }
+        if generation == gen { _running = false; onDisplay?(nil) }
         cond.unlock()
-        onDisplay?(nil)
     }
 
     /// A trigger-in pulse while running a table that waits for triggers: the next entry is shown.
