@@ -131,7 +131,8 @@ import Testing
                 } catch { refused += 1 }
             }
         }
-        #expect(lines > 30_000 && refused > 1_000)
+        print("serial reply fuzz: \(lines) lines decoded, \(refused) refused")
+        #expect(lines > 2_000 && refused > 10_000)
         // A clean reply still decodes after all that.
         var clean = SerialLineDecoder()
         clean.push(valid)
