@@ -1,3 +1,4 @@
+import Foundation
 import MoireCore
 
 /// The role a device model plays on a rig.
@@ -71,6 +72,19 @@ public struct PatternSpec: Sendable, Equatable, Codable {
     }
 }
 
+/// A DMD's mirror array and its image in the sample: what pattern generation needs. With `upload`,
+/// the driver generates every pattern's binary grating and uploads them (pattern-on-the-fly mode)
+/// instead of using images flashed into the controller.
+public struct DMDGeometry: Sendable, Equatable {
+    public var width: Int, height: Int
+    /// Sample µm per mirror through the illumination optics.
+    public var sampleUmPerMirror: Double
+    public var upload: Bool
+    public init(width: Int, height: Int, sampleUmPerMirror: Double, upload: Bool) {
+        self.width = width; self.height = height; self.sampleUmPerMirror = sampleUmPerMirror; self.upload = upload
+    }
+}
+
 /// A binary pattern in a DMD controller's pattern memory: image index (24-bit image) and bit plane.
 public struct DMDImage: Sendable, Equatable, Hashable, Codable {
     public var image: Int
@@ -98,6 +112,8 @@ public struct ModulatorProfile: Sendable, Equatable {
     public var patternSets: [PatternSet]
     /// The DMD image that lights the whole field (widefield, pattern −1).
     public var uniformDMD: DMDImage?
+    /// The mirror array, for generated and uploaded patterns.
+    public var dmdGeometry: DMDGeometry?
     public func patternSet(named name: String) -> PatternSet? { patternSets.first { $0.name == name } }
     /// The pattern with this index, in any set.
     public func pattern(index: Int) -> PatternSpec? {
@@ -278,7 +294,22 @@ public struct DeviceProfile: Sendable, Equatable {
             }
         }
         let uniform = try root.child("dmd_uniform").map(parseDMD)
-        return ModulatorProfile(sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets, uniformDMD: uniform)
+        var geometry: DMDGeometry?
+        if let gn = try root.child("dmd_geometry") {
+            let mn = try gn.required("mirrors")
+            let m = try mn.ints(count: 2)
+            guard (1...4096).contains(m[0]), (1...4096).contains(m[1]) else { throw mn.error("mirrors must be [width, height], 1…4096 each") }
+            let s = try gn.required("sample_um_per_mirror").double(in: 1e-4...100, unit: " µm")
+            let upload = try gn.optionalBool("upload") ?? false
+            try gn.finish()
+            geometry = DMDGeometry(width: m[0], height: m[1], sampleUmPerMirror: s, upload: upload)
+            // Each generated grating must be resolvable: at least 2 mirrors per period.
+            for p in sets.flatMap(\.patterns) where hypot(p.kx, p.ky) * s > 0.5 {
+                throw gn.error("pattern \(p.index) has a period of \(String(format: "%.2f", 1 / (hypot(p.kx, p.ky) * s))) mirrors; at least 2 are needed")
+            }
+        }
+        return ModulatorProfile(sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets, uniformDMD: uniform,
+                                dmdGeometry: geometry)
     }
 
     /// `[image, bit]`: image index 0…2047 (11 bits), bit plane 0…23.

@@ -127,4 +127,87 @@ import Testing
         }
         #expect(refused > 10_000)
     }
+
+    /// The grating's Fourier coefficient at a frequency (cycles per mirror): magnitude and phase.
+    static func coefficient(_ plane: [UInt8], width: Int, height: Int, fx: Double, fy: Double) -> (mag: Double, phase: Double) {
+        var re = 0.0, im = 0.0
+        for y in 0..<height { for x in 0..<width where plane[y * width + x] != 0 {
+            let a = 2 * Double.pi * (fx * Double(x) + fy * Double(y))
+            re += cos(a); im -= sin(a)
+        } }
+        let n = Double(width * height)
+        return (hypot(re, im) / n, atan2(im, re))
+    }
+
+    @Test func erleRoundTripsImagesAndCompressesGratings() throws {
+        var r = SimRandom(seed: 77)
+        for (w, h) in [(1, 1), (17, 5), (200, 3)] {
+            let noise = (0..<(w * h)).map { _ in UInt32(truncatingIfNeeded: r.next()) & 0xFF_FFFF }
+            #expect(try DMDPatterns.decodeERLE(DMDPatterns.encodeERLE(noise, width: w, height: h), width: w, height: h) == noise)
+        }
+        var p = try Self.profile()
+        p.dmdGeometry = DMDGeometry(width: 240, height: 135, sampleUmPerMirror: 0.03, upload: true)
+        let images = DMDPatterns.images(for: p, geometry: p.dmdGeometry!)
+        let img = try #require(images[1])
+        let encoded = DMDPatterns.encodeERLE(img, width: 240, height: 135)
+        // One run (2-byte length + pixel), 134 lines copied from the line above (4 bytes each), the end mark.
+        #expect(encoded.count == 5 + 134 * 4 + 3, "\(encoded.count) bytes for 97 200 uncompressed")
+        #expect(try DMDPatterns.parse(DMDPatterns.header(width: 240, height: 135, encodedBytes: encoded.count) + encoded).pixels == img)
+    }
+
+    @Test func generatedPatternsAreUploadedAndCarryEachPatternsWaveVectorAndPhase() throws {
+        let peer = SimulatedDLPC900()
+        var p = try Self.profile()
+        let s = 0.03
+        p.dmdGeometry = DMDGeometry(width: 240, height: 135, sampleUmPerMirror: s, upload: true)
+        let m = try DLPC900Modulator(name: "dmd", profile: p, transport: peer)
+        #expect(peer.mode == 3 && peer.uploadError == nil && Set(peer.uploaded.keys) == [0, 1])
+        #expect(m.uploadedBytes.keys.sorted() == [0, 1])
+        #expect(peer.bitPlane(image: 1, bit: 0)?.allSatisfy { $0 == 1 } == true, "dmd_uniform: all mirrors on")
+        let set = try #require(p.patternSet(named: "sim488"))
+        var phases: [Double] = []
+        for ph in 0..<3 {
+            let spec = try #require(set.pattern(angle: 1, phase: ph))
+            let plane = try #require(peer.bitPlane(image: spec.dmd!.image, bit: spec.dmd!.bit))
+            let at = Self.coefficient(plane, width: 240, height: 135, fx: spec.kx * s, fy: spec.ky * s)
+            let off = Self.coefficient(plane, width: 240, height: 135, fx: spec.kx * s * 0.8, fy: spec.ky * s * 0.8)
+            #expect(at.mag > 0.25 && at.mag > 10 * off.mag, "a square grating's fundamental (2/π·½ ≈ 0.32) at the pattern's k: \(at.mag) vs \(off.mag)")
+            phases.append(at.phase)
+        }
+        for k in 1..<3 {
+            var d = phases[k] - phases[0] - 2 * Double.pi / 3 * Double(k)
+            d = atan2(sin(d), cos(d))
+            #expect(abs(d) < 0.1, "phase step \(k): off by \(d) rad")
+        }
+        try m.show(pattern: 4)
+        #expect(peer.running)
+    }
+
+    @Test func aBrokenUploadIsReportedByValidation() throws {
+        let peer = SimulatedDLPC900()
+        let m = try DLPC900Modulator(name: "dmd", profile: Self.profile(), transport: peer)
+        // An image whose data does not decode (a header, then garbage).
+        _ = peer.handle(DLPC900.Message.write(DLPC900.patternLoadInit, [0, 0, 52, 0, 0, 0], sequence: 1).reports())
+        _ = peer.handle(DLPC900.Message.write(DLPC900.patternLoadData, [52, 0] + DMDPatterns.header(width: 4, height: 1, encodedBytes: 4) + [9, 9, 9, 9], sequence: 2).reports())
+        #expect(peer.uploadError != nil)
+        do { try m.show(pattern: 0); Issue.record("a broken upload validated") } catch let e as MoireError { #expect("\(e)".contains("validation")) }
+    }
+
+    /// The image decoders survive random and truncated bytes (fixed seed, 100 000 inputs).
+    @Test func imageDecodersSurviveRandomAndTruncatedBytes() {
+        var r = SimRandom(seed: 2048)
+        let good = DMDPatterns.encodeERLE((0..<64).map { UInt32($0 % 5) }, width: 16, height: 4)
+        var refused = 0
+        for i in 0..<100_000 {
+            var b: [UInt8]
+            switch i % 3 {
+            case 0: b = Array(good.prefix(Int(r.next() % UInt64(good.count + 1))))
+            case 1: b = good; for _ in 0..<(1 + Int(r.next() % 4)) { b[Int(r.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: r.next()) }
+            default: b = (0..<Int(r.next() % 64)).map { _ in UInt8(truncatingIfNeeded: r.next()) }
+            }
+            if (try? DMDPatterns.decodeERLE(b, width: 16, height: 4)) == nil { refused += 1 }
+            if i % 10 == 0, (try? DMDPatterns.parse(DMDPatterns.header(width: 16, height: 4, encodedBytes: b.count) + b)) == nil { refused += 0 }
+        }
+        #expect(refused > 60_000)
+    }
 }

@@ -23,6 +23,14 @@ public final class DLPC900Channel: @unchecked Sendable {
 
     static func name(_ command: UInt16) -> String { String(format: "0x%04X", command) }
 
+    /// Sends a write command that asks for no reply (bulk data: pattern upload).
+    public func post(_ command: UInt16, _ data: [UInt8]) throws {
+        lock.lock(); defer { lock.unlock() }
+        sequence = sequence == 255 ? 1 : sequence + 1
+        let m = DLPC900.Message(flags: 0, sequence: sequence, command: command, data: data)
+        for r in m.reports() { try transport.write(report: r, timeoutMs: timeoutMs) }
+    }
+
     /// Sends a write (or, with `read`, a read) command and returns the reply's data.
     @discardableResult
     public func call(_ command: UInt16, _ data: [UInt8], read: Bool = false) throws -> [UInt8] {
@@ -62,9 +70,11 @@ public final class DLPC900Channel: @unchecked Sendable {
     }
 }
 
-/// The DLPC900 modulator driver (DLP6500/DLP9000 boards) in pre-stored pattern mode: the profile
-/// maps every pattern of its pattern sets to an image index and bit plane of the controller's
-/// pattern memory (`dmd: [image, bit]`) and names the all-on image (`dmd_uniform`). Showing one
+/// The DLPC900 modulator driver (DLP6500/DLP9000 boards) in pre-stored pattern mode — or, when the
+/// profile's `dmd_geometry` says `upload`, pattern-on-the-fly mode with every pattern's binary
+/// grating generated and uploaded when the driver opens: the profile maps every pattern of its
+/// pattern sets to an image index and bit plane of the controller's pattern memory
+/// (`dmd: [image, bit]`) and names the all-on image (`dmd_uniform`). Showing one
 /// pattern is a one-entry look-up table repeated; a sequence is a table of one entry per step
 /// (exposure, dark time = camera readout, trigger out per pattern to the camera), run once. Idle is
 /// the sequencer stopped.
@@ -78,20 +88,51 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
 
     /// Main status (0x1A0C) bit: the sequencer is running.
     public static let statusSequencerRunning: UInt8 = 0x02
+    /// Bytes of image data per 0x1A2B message.
+    public static let uploadChunk = 504
+    /// Display mode: 1 pre-stored, 3 pattern on the fly (uploaded).
+    let displayMode: UInt8
+    /// Encoded bytes uploaded per image index (when patterns are uploaded).
+    public private(set) var uploadedBytes: [Int: Int] = [:]
 
     public init(name: String, profile: ModulatorProfile, transport: HIDTransport, timeoutMs: Int = 500) throws {
         self.name = name; self.profile = profile
         channel = DLPC900Channel(transport: transport, timeoutMs: timeoutMs)
+        displayMode = profile.dmdGeometry?.upload == true ? 3 : 1
         do {
             _ = try channel.call(DLPC900.mainStatus, [], read: true)
             try channel.call(DLPC900.patternStartStop, [0])
-            try channel.call(DLPC900.displayMode, [1])
+            try channel.call(DLPC900.displayMode, [displayMode])
             // Trigger out 1 (to the camera): not inverted, no rising/falling-edge delay.
             try channel.call(DLPC900.triggerOut1, [0, 0, 0, 0, 0])
             // Trigger in 1: no delay, rising edge (for tables whose entries wait for a trigger).
             try channel.call(DLPC900.triggerIn1, [0, 0, 0])
+            if let g = profile.dmdGeometry, g.upload { try uploadPatterns(g) }
         } catch let e as MoireError {
             throw MoireError(e.kind, "\(e.message)", place: "modulator \(name) (DLPC900)")
+        }
+    }
+
+    /// Generates the gratings of every pattern (and the all-on image), packs them 24 to an image,
+    /// and uploads each image ERLE-encoded (0x1A2A, then 0x1A2B chunks), the last image first as the
+    /// controller expects; the controller's validation then covers the uploaded images too.
+    private func uploadPatterns(_ g: DMDGeometry) throws {
+        for (index, pixels) in DMDPatterns.images(for: profile, geometry: g).sorted(by: { $0.key > $1.key }) {
+            let encoded = DMDPatterns.encodeERLE(pixels, width: g.width, height: g.height)
+            let data = DMDPatterns.header(width: g.width, height: g.height, encodedBytes: encoded.count) + encoded
+            var initData: [UInt8] = []
+            initData.le(UInt16(index)); initData.le(UInt32(data.count))
+            try channel.call(DLPC900.patternLoadInit, initData)
+            var off = 0
+            while off < data.count {
+                let n = min(Self.uploadChunk, data.count - off)
+                var chunk: [UInt8] = []
+                chunk.reserveCapacity(n + 2)
+                chunk.le(UInt16(n)); chunk += data[off..<(off + n)]
+                try channel.post(DLPC900.patternLoadData, chunk)
+                off += n
+            }
+            uploadedBytes[index] = encoded.count
         }
     }
 
@@ -112,7 +153,7 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
     /// Loads a table (stop, entries, configuration, validation).
     private func load(_ entries: [DLPC900.LUTEntry], repeatCount: UInt32) throws {
         try channel.call(DLPC900.patternStartStop, [0])
-        try channel.call(DLPC900.displayMode, [1])
+        try channel.call(DLPC900.displayMode, [displayMode])
         for e in entries { try channel.call(DLPC900.lutDefinition, e.encode()) }
         var cfg: [UInt8] = []
         cfg.le(UInt16(entries.count)); cfg.le(repeatCount)

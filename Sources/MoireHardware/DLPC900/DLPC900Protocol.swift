@@ -13,6 +13,8 @@ public enum DLPC900 {
     public static let lutDefinition: UInt16 = 0x1A34     // 12 bytes: one pattern of the look-up table
     public static let triggerIn1: UInt16 = 0x1A35        // 3 bytes
     public static let mainStatus: UInt16 = 0x1A0C        // read: 1 byte (bit 0 mirrors parked, bit 1 sequencer running)
+    public static let patternLoadInit: UInt16 = 0x1A2A   // image index u16, byte count u32 (header + encoded image)
+    public static let patternLoadData: UInt16 = 0x1A2B   // byte count u16, then up to 504 bytes of the image
     public static let validate: UInt16 = 0x1A1A          // read: 1 byte of error bits (0: the table is valid)
 
     public static let flagRead: UInt8 = 0x80, flagReply: UInt8 = 0x40, flagNack: UInt8 = 0x20

@@ -15,6 +15,11 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     public private(set) var mode: UInt8 = 0
     public private(set) var lut: [UInt16: DLPC900.LUTEntry] = [:]
     public private(set) var lutLength = 0, repeatCount: UInt32 = 0
+    /// Images uploaded in pattern-on-the-fly mode (24-bit pixels), by index, and the image being received.
+    public private(set) var uploaded: [Int: (width: Int, height: Int, pixels: [UInt32])] = [:]
+    private var receiving: (index: Int, expected: Int, bytes: [UInt8])?
+    /// An upload that did not decode (reported by validation, bit 3).
+    public private(set) var uploadError: String?
     /// Trigger out 1 (invert, rising and falling delays) and trigger in 1 (delay, polarity) as configured.
     public private(set) var triggerOutConfig: [UInt8]?, triggerInConfig: [UInt8]?
     private var _running = false
@@ -37,6 +42,12 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     /// Entries that pulsed trigger out (or were advanced by trigger in), in order.
     public var shown: [DLPC900.LUTEntry] { cond.lock(); defer { cond.unlock() }; return _shown }
     public func clearLog() { cond.lock(); _shown = []; cond.unlock() }
+
+    /// Bit plane `bit` of uploaded image `image` (1: mirror on), nil when no such image came.
+    public func bitPlane(image: Int, bit: Int) -> [UInt8]? {
+        cond.lock(); defer { cond.unlock() }
+        return uploaded[image].map { img in img.pixels.map { UInt8($0 >> UInt32(bit) & 1) } }
+    }
 
     // MARK: HIDTransport (the host's side of the USB pipe)
 
@@ -91,11 +102,35 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
             if m.data.count == 5 { triggerOutConfig = m.data } else { ok = false }
         case DLPC900.triggerIn1:
             if m.data.count == 3 { triggerInConfig = m.data } else { ok = false }
+        case DLPC900.patternLoadInit:
+            guard m.data.count == 6 else { ok = false; break }
+            let index = Int(UInt16(m.data[0]) | UInt16(m.data[1]) << 8)
+            let n = Int(m.data[2...5].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+            guard index < 2048, (48...(64 << 20)).contains(n) else { ok = false; break }
+            receiving = (index, n, [])
+            receiving!.bytes.reserveCapacity(n)
+        case DLPC900.patternLoadData:
+            guard m.data.count >= 2, var r = receiving else { ok = false; uploadError = "image data without 0x1A2A"; break }
+            let n = Int(UInt16(m.data[0]) | UInt16(m.data[1]) << 8)
+            guard n == m.data.count - 2, r.bytes.count + n <= r.expected else {
+                ok = false; uploadError = "image \(r.index): a chunk of \(n) bytes does not fit"; receiving = nil; break
+            }
+            r.bytes += m.data[2...]
+            receiving = r
+            if r.bytes.count == r.expected {
+                receiving = nil
+                do {
+                    let img = try DMDPatterns.parse(r.bytes)
+                    uploaded[r.index] = img
+                } catch { uploadError = "image \(r.index): \(error)" }
+            }
         case DLPC900.validate:
-            // bit 0: table incomplete; bit 1: an exposure shorter than the 1-bit minimum (105 µs).
+            // bit 0: table incomplete; bit 1: an exposure shorter than the 1-bit minimum (105 µs);
+            // bit 3: an uploaded image did not decode, or a pattern-on-the-fly entry names an image never uploaded.
             let complete = lutLength > 0 && (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
             let tooShort = (0..<lutLength).contains { (lut[UInt16($0)]?.exposureUs ?? 0) < 105 }
-            data = [(complete ? 0 : 1) | (tooShort ? 2 : 0)]
+            let missingImage = mode == 3 && (0..<lutLength).contains { uploaded[Int(lut[UInt16($0)]?.imageIndex ?? 0)] == nil }
+            data = [(complete ? 0 : 1) | (tooShort ? 2 : 0) | (uploadError != nil || missingImage ? 8 : 0)]
         case DLPC900.mainStatus:
             data = [_running ? DLPC900Modulator.statusSequencerRunning : 0x01]
         case DLPC900.patternStartStop:
@@ -109,6 +144,7 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
         default: ok = false
         }
         cond.unlock()
+        guard m.flags & DLPC900.flagReply != 0 else { return [] }  // no reply asked for
         return DLPC900.Message(flags: ok ? 0 : DLPC900.flagNack, sequence: m.sequence, command: m.command, data: data).reports()
     }
 
