@@ -149,7 +149,7 @@ public final class Runner: @unchecked Sendable {
                         try devices.modulator?.show(pattern: event.pattern)
                         laser?.setGate(true)
                         try laser?.setEnabled(true)
-                        try devices.camera.trigger()
+                        if let line = devices.cameraTrigger { try line.pulse() } else { try devices.camera.trigger() }
                     }
                     let deadline = Int(firstFrame ? proto.firstFrameDeadlineMs : proto.frameDeadlineMs)
                     let outcome = try collect(expectedID: base + k, deadlineMs: deadline)
@@ -209,7 +209,7 @@ public final class Runner: @unchecked Sendable {
 
     private func cameraSettings(exposureMs: Double) -> CameraSettings {
         CameraSettings(width: proto.roiWidth, height: proto.roiHeight, binning: proto.binning, exposureMs: exposureMs,
-                       trigger: hardwareSequenced ? .external : .software)
+                       trigger: hardwareSequenced || devices.cameraTrigger != nil ? .external : .software)
     }
 
     private func arm(pool: FramePool) throws {

@@ -3,7 +3,8 @@ import MoireCore
 
 /// The role a device model plays on a rig.
 public enum DeviceKind: String, Sendable, CaseIterable, Codable {
-    case camera, modulator, scanner, stage, laser
+    /// `trigger`: a digital output wired to the camera's trigger input (a TTL line of a controller).
+    case camera, modulator, scanner, stage, laser, trigger
 }
 
 /// Driver families. Adding a device model of a known family is a new profile, not new code.
@@ -178,6 +179,8 @@ public struct DeviceProfile: Sendable, Equatable {
         case .scanner: p.scanner = try parseScanner(root)
         case .stage: p.stage = try parseStage(root)
         case .laser: p.laser = try parseLaser(root)
+        case .trigger:
+            guard driver == .serialAscii else { throw try root.required("driver").error("a trigger line is driven by serial-ascii") }
         }
         if let sn = try root.child("serial") {
             guard driver == .serialAscii else { throw sn.error("a serial block needs driver serial-ascii") }

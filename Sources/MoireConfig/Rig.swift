@@ -99,6 +99,9 @@ public struct Rig: Sendable, Equatable {
     public var scanner: RigDevice?
     public var stage: RigDevice?
     public var lasers: [RigDevice]
+    /// A controller's digital line wired to the camera's trigger input (software-timed rigs: each
+    /// exposure is a pulse on it instead of a software command).
+    public var cameraTrigger: RigDevice?
     public var optics: Optics
     /// Measured radial OTF (MRC line) of the detection path, for reconstruction; nil: the ideal OTF.
     public var otfFile: String?
@@ -125,7 +128,7 @@ public struct Rig: Sendable, Equatable {
 
     /// Every device on the rig, for safe-state sweeps and listings.
     public var allDevices: [RigDevice] {
-        [camera] + [modulator, scanner, stage].compactMap { $0 } + lasers
+        [camera] + [modulator, scanner, stage].compactMap { $0 } + lasers + [cameraTrigger].compactMap { $0 }
     }
 
     public static func load(file: String) throws -> Rig {
@@ -190,7 +193,14 @@ public struct Rig: Sendable, Equatable {
         let otfAttenuation = try on.optionalDouble("otf_attenuation", in: 0.01...1) ?? 1
         try on.finish()
         var leader = TimingLeader.software
+        var cameraTrigger: RigDevice?
         if let wiring = try root.child("wiring") {
+            if let tn = try wiring.child("camera_trigger") {
+                cameraTrigger = try device(tn, kind: .trigger, defaultName: "camera_trigger")
+                guard camera.profile.camera!.triggerModes.contains("external") else {
+                    throw tn.error("a camera trigger line needs a camera with the 'external' trigger mode")
+                }
+            }
             if let ln = try wiring.child("leader") {
                 leader = try ln.choice(TimingLeader.self)
                 if leader == .modulator {
@@ -234,7 +244,7 @@ public struct Rig: Sendable, Equatable {
         }
         try root.finish()
         return Rig(file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
-                   lasers: lasers, optics: optics, otfFile: otfFile, otfAttenuation: otfAttenuation, leader: leader, specimen: specimen,
+                   lasers: lasers, cameraTrigger: cameraTrigger, optics: optics, otfFile: otfFile, otfAttenuation: otfAttenuation, leader: leader, specimen: specimen,
                    lightSheet: lightSheet)
     }
 }

@@ -83,6 +83,7 @@ public struct SerialProfile: Sendable, Equatable {
         case .scanner: return ["set"]
         case .stage: return ["move"]
         case .laser: return ["on", "off"]
+        case .trigger: return ["high", "low"]
         case .camera, .modulator: return []
         }
     }

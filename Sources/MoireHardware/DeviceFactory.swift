@@ -62,7 +62,7 @@ public enum DeviceFactory {
             case .dlpc900:
                 let transport: HIDTransport
                 if let peers, d.connect == .simulatedPeer {
-                    transport = peers.makeDMD(name: d.name, profile: mp)
+                    transport = peers.makeDMD(name: d.name, profile: mp, firesCamera: rig.leader == .modulator)
                 } else {
                     let vid = d.profile.connection["vendor_id"].flatMap(parseHex16) ?? 0x0451
                     let pid = d.profile.connection["product_id"].flatMap(parseHex16) ?? 0xC900
@@ -122,6 +122,11 @@ public enum DeviceFactory {
         }
         let devices = RigDevices(rig: rig, camera: camera, modulator: modulator, scanner: scanner, stage: stage, lasers: lasers)
         devices.peers = peers
+        if let d = rig.cameraTrigger {
+            guard d.profile.driver == .serialAscii else { throw wrong(d) }
+            devices.cameraTrigger = SerialTriggerLine(name: d.name, serial: d.profile.serial!, controller: try controller(d))
+            if d.connect == .simulatedPeer { peers?.wireCameraTrigger(d) }
+        }
         return devices
     }
 }

@@ -122,6 +122,15 @@ public protocol Scanner: AnyObject, Sendable {
     var isParked: Bool { get }
 }
 
+/// A digital output wired to the camera's trigger input.
+public protocol TriggerLine: AnyObject, Sendable {
+    var name: String { get }
+    /// One pulse (rising edge starts the exposure).
+    func pulse() throws
+    /// Low, whatever state it was in. Never throws.
+    func safe()
+}
+
 /// The devices of a rig, built from its profiles.
 public final class RigDevices: @unchecked Sendable {
     public let rig: Rig
@@ -132,6 +141,8 @@ public final class RigDevices: @unchecked Sendable {
     public let lasers: [String: Laser]
     /// The in-process peers of devices connected as `simulated-peer` (their logs are what tests compare).
     public internal(set) var peers: SimulatedPeers?
+    /// The line that triggers the camera in software-timed runs, when the rig wires one.
+    public internal(set) var cameraTrigger: TriggerLine?
 
     public init(rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]) {
         self.rig = rig; self.camera = camera; self.modulator = modulator; self.scanner = scanner
@@ -141,6 +152,7 @@ public final class RigDevices: @unchecked Sendable {
     /// Lasers off, modulator idle, galvo parked, camera stopped, stage parked. Never throws.
     public func makeSafe() {
         for l in lasers.values { l.safe() }
+        cameraTrigger?.safe()
         modulator?.idle()
         scanner?.park()
         camera.stop()

@@ -72,4 +72,33 @@ import Testing
         #expect(peers.dmd?.running == false, "the DMD sequencer stopped")
         #expect(d.lasers.values.allSatisfy { !$0.isEnabled })
     }
+
+    /// Software-timed on the peers, the camera triggered by the controller's TTL line (rig wiring
+    /// `camera_trigger`): every exposure starts on a pulse, frames arrive in order with their patterns.
+    @Test func aSoftwareTimedRunTriggersTheCameraThroughTheControllersTTLLine() throws {
+        let text = try String(contentsOfFile: rig, encoding: .utf8)
+            .replacingOccurrences(of: "leader: modulator        # the DLPC900 runs each pattern set; its trigger out 1 fires the camera",
+                                  with: "leader: software\n  camera_trigger: {name: camtrig, profile: ../triggers/triggerscope-camera-ttl.yaml, connect: simulated-peer}")
+            .replacingOccurrences(of: "../cameras/", with: Fixtures.path("hardware-profiles/cameras/"))
+            .replacingOccurrences(of: "../modulators/", with: Fixtures.path("hardware-profiles/modulators/"))
+            .replacingOccurrences(of: "../scanners/", with: Fixtures.path("hardware-profiles/scanners/"))
+            .replacingOccurrences(of: "../stages/", with: Fixtures.path("hardware-profiles/stages/"))
+            .replacingOccurrences(of: "../lasers/", with: Fixtures.path("hardware-profiles/lasers/"))
+            .replacingOccurrences(of: "../triggers/", with: Fixtures.path("hardware-profiles/triggers/"))
+            .replacingOccurrences(of: "../../sim-hardware/", with: Fixtures.path("sim-hardware/"))
+        let rigFile = Fixtures.write(text, to: "dmd-software.yaml", in: dir)
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 1, rig: rigFile, frameDeadlineMs: 1000))
+        let d = try DeviceFactory.make(rig: p.rig, clock: RealClock())
+        let runner = Runner(protocol: p, devices: d, runID: "ttl")
+        #expect(!runner.hardwareSequenced && d.cameraTrigger is SerialTriggerLine)
+        let sink = Sink()
+        let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
+        #expect(r.reason == "completed" && r.delivered == p.totalFrames, "\(String(describing: r.error))")
+        #expect(sink.headers.map(\.index) == Array(0..<p.totalFrames))
+        let peers = try #require(d.peers)
+        #expect(peers.camera?.externalTriggers == p.totalFrames, "one exposure per TTL pulse")
+        let log = try #require(peers.serial.values.first).state()
+        #expect(log.log.filter { $0 == "TTL3=1" }.count == p.totalFrames && log.ttl[3] == false)
+        #expect(d.isSafe)
+    }
 }

@@ -174,3 +174,17 @@ public final class SerialLaser: SerialDevice, Laser, @unchecked Sendable {
         lock.lock(); enabled = false; if gated { gate = false }; lock.unlock()
     }
 }
+
+/// A controller's digital line wired to the camera's trigger input (`high`, `low`): a pulse is high then low.
+public final class SerialTriggerLine: SerialDevice, TriggerLine, @unchecked Sendable {
+    public init(name: String, serial: SerialProfile, controller: SerialController) {
+        super.init(name: name, kind: .trigger, serial: serial, controller: controller)
+    }
+
+    public func pulse() throws {
+        try run("high")
+        try run("low")
+    }
+
+    public func safe() { try? run("low") }
+}

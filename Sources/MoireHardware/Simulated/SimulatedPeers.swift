@@ -24,7 +24,8 @@ public final class SimulatedPeers: @unchecked Sendable {
 
     /// The DLPC900 peer for a modulator profile: shown entries map back to the profile's patterns
     /// (the all-on image to uniform illumination, anything else unknown to dark mirrors).
-    func makeDMD(name: String, profile: ModulatorProfile) -> SimulatedDLPC900 {
+    /// `firesCamera`: its trigger out is wired to the camera's trigger input (the rig's leader is the modulator).
+    func makeDMD(name: String, profile: ModulatorProfile, firesCamera: Bool) -> SimulatedDLPC900 {
         let d = SimulatedDLPC900()
         let m = SimulatedModulator(name: "\(name).mirrors", profile: profile, world: world, clock: clock)
         var byImage: [DMDImage: Int] = [:]
@@ -34,7 +35,7 @@ public final class SimulatedPeers: @unchecked Sendable {
             guard let m else { return }
             if let e, let p = byImage[DMDImage(image: Int(e.imageIndex), bit: Int(e.bitPosition))] { try? m.show(pattern: p) } else { m.idle() }
         }
-        d.onTriggerOut = { [weak self] in self?.camera?.externalTrigger() }
+        if firesCamera { d.onTriggerOut = { [weak self] in self?.camera?.externalTrigger() } }
         dmd = d; mirrors = m
         return d
     }
@@ -72,6 +73,14 @@ public final class SimulatedPeers: @unchecked Sendable {
             if let c = s.commands["power"], let cap = c.match(line, fixed: fixed), let mw = Self.value(c, cap, unit: "mw") {
                 try? physics.setPower(mW: min(max(0, mw), physics.profile.maxPowerMw))
             }
+        }
+    }
+
+    /// A controller line wired to the camera's trigger input: its `high` command is a rising edge.
+    func wireCameraTrigger(_ d: RigDevice) {
+        guard let s = d.profile.serial, let port = d.profile.connection["port"], let high = s.commands["high"] else { return }
+        add(port) { [weak self] line in
+            if high.match(line, fixed: s.values) != nil { self?.camera?.externalTrigger() }
         }
     }
 
