@@ -168,6 +168,9 @@ if "$MOIRE" run sim-hardware/protocols/tirf-sim.yaml --rig hardware-profiles/rig
    && [ "$(grep -c 'µm⁻¹ (period 0.18[01]' "$WORK/dmd-sr.log")" -eq 3 ]; then
   ok "dmd-sim rig: tirf-sim.yaml unchanged on the real drivers and peers, 180 frames, patterns estimated at the DMD's period"
 else bad "dmd-sim rig: $(tail -3 "$WORK/dmd.log") $(tail -4 "$WORK/dmd-sr.log" 2>/dev/null)"; fi
+out=$("$MOIRE" run sim-hardware/protocols/tirf-sim.yaml --rig hardware-profiles/rigs/dmd.yaml --embedded --no-publish --quiet --out "$WORK/real.ome.tif" 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q "no USB device" && [ ! -e "$WORK/real.ome.tif" ]; then
+  ok "the real DMD rig without its devices → exit $rc, clear error, no recording: $out"; else bad "real rig without devices: rc=$rc $out"; fi
 out=$("$MOIRE" devices --profiles hardware-profiles 2>&1); rc=$?
 if [ $rc -eq 0 ] && echo "$out" | grep -q "^usb: [0-9]* device(s) on the bus, 0 matching a profile" && echo "$out" | grep -q "^serial:"; then
   ok "moire devices: $(echo "$out" | tr '\n' ' ')"; else bad "moire devices: rc=$rc $out"; fi

@@ -159,9 +159,12 @@ import Testing
         #expect(dmd.patternSets.flatMap(\.patterns).allSatisfy { $0.dmd != nil } && dmd.uniformDMD == DMDImage(image: 1, bit: 0))
         let laser = try #require(rig.laser(named: "l488")?.profile.serial)
         #expect(laser.values["ttl"] == "1" && laser.commands["power"]?.counts(200) == 49151)
-        // The foundation's 2D-SIM protocol validates unchanged against the DMD rig.
+        // The foundation's 2D-SIM protocol validates unchanged against the DMD rig, and against the real one.
         let p = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/tirf-sim.yaml"), rigFile: rig.file)
         #expect(p.rig.name == rig.name && p.totalFrames == 180)
+        let real = try Rig.load(file: Fixtures.path("hardware-profiles/rigs/dmd.yaml"))
+        #expect(real.allDevices.allSatisfy { $0.connect == .device } && real.specimen == nil)
+        #expect(real.allDevices.map(\.profile) == rig.allDevices.map(\.profile))
     }
 
     @Test func profilesThatCannotDriveTheirDeviceAreRefused() {
