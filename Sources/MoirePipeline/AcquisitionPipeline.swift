@@ -68,6 +68,9 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs
         if let sim = devs.camera as? SimulatedCamera { for f in options.faults { sim.inject(f) } }
+        // A USB3 Vision camera on its simulated peer: the faults happen in the peer's sensor and reach
+        // the driver through the stream (a lost exposure is a block-id gap).
+        if let peer = devs.peers?.camera { for f in options.faults { peer.inject(f) } }
         runID = Self.makeRunID()
         runner = Runner(protocol: p, devices: devs, runID: runID, clock: clock, logger: logger)
     }

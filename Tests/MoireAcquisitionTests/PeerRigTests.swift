@@ -51,6 +51,15 @@ import Testing
         #expect(serial.log.contains("TTL1=1") && serial.ttl[1] == false, "the 488 laser was switched on, and is off after the run")
     }
 
+    @Test func anExposureLostInTheCameraIsABlockIdGapAndAMissingFrame() throws {
+        let (runner, d, p) = try make()
+        d.peers?.camera?.inject(.dropFrame(4))
+        let sink = Sink()
+        let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
+        #expect(r.reason == "completed" && r.missing == 1 && r.missingIndices == [4] && r.delivered == p.totalFrames - 1)
+        #expect(sink.headers.map(\.index) == Array(0..<p.totalFrames) && sink.headers[4].missing)
+    }
+
     @Test func unpluggingTheCameraMidStreamEndsTheRunWithinItsDeadlineLasersOff() throws {
         let (runner, d, p) = try make(timepoints: 6, frameDeadlineMs: 500)
         let peers = try #require(d.peers)

@@ -175,6 +175,9 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
         return r.values[name].map { control.u32(r.address) == $0 } ?? false
     }
 
+    /// A fault for the sensor to produce (dropped, stalled, malformed exposures) during the next acquisition.
+    public func inject(_ fault: CameraFault) { sensor?.inject(fault) }
+
     /// The device is unplugged: control and stream fail from now on.
     public func vanish() {
         control.vanished = true
@@ -255,7 +258,8 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
             var pixels = [UInt16](repeating: 0, count: w * h)
             slot.withBytes { b in pixels.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[0..<min(b.count, w * h * 2)])) } }
             slot.release()
-            lock.lock(); let id = nextBlock; nextBlock += 1; lock.unlock()
+            // The sensor's exposure counter is the block id: an exposure it lost is a gap the host sees.
+            let id = UInt64(f.frameID)
             stream.send(blockID: id, width: w, height: h, pixels: pixels, timestampNs: UInt64(max(0, f.exposureStartNs)),
                         skip: dropBlocks.contains(id))
         }
