@@ -107,6 +107,20 @@ import Testing
         do { try sc.set(volts: 1); Issue.record("silence accepted") } catch let e as MoireError { #expect(e.kind == .deadline) }
     }
 
+    @Test func anUnpluggedControllerIsAHangUpAndSafeNeverThrows() throws {
+        let peer = try SimulatedSerialController()
+        let laser = try Self.profile("lasers/triggerscope-laser-488.yaml")
+        let l = SerialLaser(name: "l488", profile: laser.laser!, serial: laser.serial!,
+                            controller: try SerialController(path: peer.pty.slavePath, profile: laser.serial!))
+        try l.setEnabled(true)
+        peer.vanish()
+        do { try l.setEnabled(true); Issue.record("a vanished controller answered") } catch let e as MoireError {
+            #expect(e.kind == .hardware || e.kind == .deadline, "\(e)")
+        }
+        l.safe()  // commanded, cannot be confirmed; never throws
+        #expect(!l.isEnabled)
+    }
+
     /// The reply decoder and the reply matcher survive random and truncated bytes (fixed seed, 100 000 inputs).
     @Test func replyDecodingSurvivesRandomAndTruncatedBytes() {
         var r = SimRandom(seed: 232)
