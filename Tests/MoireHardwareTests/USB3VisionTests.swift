@@ -176,6 +176,24 @@ import Testing
         return try #require(p.camera)
     }
 
+    @Test func theCamerasGenICamFileMustBeTheOneTheRegisterTableCameFrom() throws {
+        var prof = try profile()
+        let sim = SimulatedU3VCamera(profile: prof)
+        let expected = SHA256.hex(Array(SimulatedU3VCamera.genicamXML(registers: prof.registers).utf8))
+        print("simulated camera GenICam file SHA-256: \(expected)")
+        #expect(prof.genicamXMLSHA256 == expected, "the shipped profile records the simulated camera's file")
+        let cam = try USB3VisionCamera(name: "cam", profile: prof, control: sim.control, stream: sim.stream)
+        #expect(cam.genicamSHA256 == expected)
+        // Another camera's file: refused before anything is written.
+        prof.genicamXMLSHA256 = String(repeating: "ab", count: 32)
+        do { _ = try USB3VisionCamera(name: "cam", profile: prof, control: sim.control, stream: sim.stream); Issue.record("accepted") } catch let e as MoireError {
+            #expect(e.kind == .config && e.message.contains("not the one the profile's register table came from"))
+        }
+        // A profile that records no hash is accepted.
+        prof.genicamXMLSHA256 = nil
+        #expect(try USB3VisionCamera(name: "cam", profile: prof, control: sim.control, stream: sim.stream).genicamSHA256 == expected)
+    }
+
     @Test func theDriverConfiguresStreamsAndStopsThroughTheByteProtocol() throws {
         let prof = try profile()
         #expect(prof.registers.count == 9 && prof.registers["ExposureTime"]?.kind == .float32)

@@ -18,6 +18,8 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
     private var pool: FramePool?
     private var acquiring = false
     public private(set) var exposedCount = 0
+    /// SHA-256 of the GenICam file the camera carries (first manifest entry), when it has a manifest.
+    public private(set) var genicamSHA256: String?
 
     public static let requiredFeatures = ["Width", "Height", "ExposureTime", "TriggerMode", "TriggerSoftware",
                                           "AcquisitionStart", "AcquisitionStop", "PayloadSize"]
@@ -41,6 +43,30 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
         let maxAck = try control.readU32(sbrm + U3V.SBRM.maximumAcknowledgeTransferLength)
         control.maxReadBytes = max(4, Int(maxAck) - 12)
         sirm = try control.readU64(sbrm + U3V.SBRM.sirmAddress)
+        try checkGenICamFile()
+    }
+
+    /// The register table is only right for the camera whose GenICam file it came from: the file
+    /// named by the first manifest entry (file version u32, schema u32, address u64, size u64,
+    /// SHA-1, reserved: 64 bytes after the u64 entry count) is read and its SHA-256 compared with the
+    /// profile's `genicam_xml_sha256`. A different file is refused; a profile without a hash is accepted.
+    private func checkGenICamFile() throws {
+        let manifest = try control.readU64(U3V.ABRM.manifestTableAddress)
+        guard manifest != 0 else { return }
+        let entries = try control.readU64(manifest)
+        guard entries >= 1, entries <= 64 else {
+            throw MoireError(.hardware, "the camera's manifest table lists \(entries) files", place: "camera \(name)")
+        }
+        var r = LEReader(try control.readMem(address: manifest + 8, count: 64), what: "manifest entry")
+        _ = try r.u32(); _ = try r.u32()
+        let address = try r.u64(), size = try r.u64()
+        guard size > 0, size <= 64 << 20 else { throw MoireError(.hardware, "the camera's GenICam file is \(size) bytes", place: "camera \(name)") }
+        let digest = SHA256.hex(try control.readMem(address: address, count: Int(size)))
+        genicamSHA256 = digest
+        if let want = profile.genicamXMLSHA256?.lowercased(), want != digest {
+            throw MoireError(.config, "this camera's GenICam file (SHA-256 \(digest.prefix(16))…) is not the one the profile's register table came from (\(want.prefix(16))…); extract the registers from this camera's file",
+                             place: "camera \(name)")
+        }
     }
 
     private func write(_ feature: String, _ value: Double) throws {
@@ -166,7 +192,38 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
         control.setU64(U3V.ABRM.sbrmAddress, Self.sbrm)
         control.setU32(Self.sbrm + U3V.SBRM.maximumAcknowledgeTransferLength, 1024)
         control.setU64(Self.sbrm + U3V.SBRM.sirmAddress, Self.sirm)
+        // The device's GenICam file and the manifest table that names it.
+        let file = Array(Self.genicamXML(registers: profile.registers).utf8)
+        control.setU64(U3V.ABRM.manifestTableAddress, Self.manifest)
+        control.setU64(Self.manifest, 1)
+        control.setU32(Self.manifest + 8, 0x0001_0000)        // file version 1.0.0
+        control.setU32(Self.manifest + 12, 0)                 // schema: uncompressed XML
+        control.setU64(Self.manifest + 16, Self.xmlAddress)
+        control.setU64(Self.manifest + 24, UInt64(file.count))
+        control.setBytes(Self.xmlAddress, file)
         control.onWrite = { [unowned self] address, _ in self.written(address) }
+    }
+
+    public static let manifest: UInt64 = 0x3_0000, xmlAddress: UInt64 = 0x4_0000
+
+    /// The simulated camera's GenICam file: its features as integer/float/command registers.
+    public static func genicamXML(registers: [String: CameraRegister]) -> String {
+        var x = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<RegisterDescription ModelName=\"MoireSimulatedU3V\" VendorName=\"Moire\" "
+        x += "StandardNameSpace=\"None\" SchemaMajorVersion=\"1\" SchemaMinorVersion=\"1\" SchemaSubMinorVersion=\"0\" "
+        x += "MajorVersion=\"1\" MinorVersion=\"0\" SubMinorVersion=\"0\" ProductGuid=\"00000000-0000-0000-0000-000000000000\" "
+        x += "VersionGuid=\"00000000-0000-0000-0000-000000000001\" xmlns=\"http://www.genicam.org/GenApi/Version_1_1\">\n"
+        for (name, r) in registers.sorted(by: { $0.key < $1.key }) {
+            let addr = String(format: "0x%llX", r.address)
+            switch r.kind {
+            case .float32, .float64:
+                x += "  <FloatReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>\(r.kind == .float32 ? 4 : 8)</Length><AccessMode>RW</AccessMode><pPort>Device</pPort><Endianess>LittleEndian</Endianess></FloatReg>\n"
+            case .command:
+                x += "  <IntReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>4</Length><AccessMode>WO</AccessMode><pPort>Device</pPort><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess></IntReg>\n"
+            case .uint32, .uint64:
+                x += "  <IntReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>\(r.kind == .uint32 ? 4 : 8)</Length><AccessMode>RW</AccessMode><pPort>Device</pPort><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess></IntReg>\n"
+            }
+        }
+        return x + "</RegisterDescription>\n"
     }
 
     func value(_ feature: String) -> UInt32 { registers[feature].map { control.u32($0.address) } ?? 0 }
