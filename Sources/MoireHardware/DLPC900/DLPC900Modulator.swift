@@ -26,8 +26,16 @@ public final class DLPC900Channel: @unchecked Sendable {
     /// Sends a write command that asks for no reply (bulk data: pattern upload).
     public func post(_ command: UInt16, _ data: [UInt8]) throws {
         lock.lock(); defer { lock.unlock() }
+        try send(DLPC900.Message(flags: 0, sequence: nextSequence(), command: command, data: data))
+    }
+
+    /// The next sequence byte (1…255; the lock is held).
+    private func nextSequence() -> UInt8 {
         sequence = sequence == 255 ? 1 : sequence + 1
-        let m = DLPC900.Message(flags: 0, sequence: sequence, command: command, data: data)
+        return sequence
+    }
+
+    private func send(_ m: DLPC900.Message) throws {
         for r in m.reports() { try transport.write(report: r, timeoutMs: timeoutMs) }
     }
 
@@ -35,11 +43,10 @@ public final class DLPC900Channel: @unchecked Sendable {
     @discardableResult
     public func call(_ command: UInt16, _ data: [UInt8], read: Bool = false) throws -> [UInt8] {
         lock.lock(); defer { lock.unlock() }
-        sequence = sequence == 255 ? 1 : sequence + 1
-        let seq = sequence
+        let seq = nextSequence()
         var m = DLPC900.Message.write(command, data, sequence: seq)
         if read { m.flags |= DLPC900.flagRead }
-        for r in m.reports() { try transport.write(report: r, timeoutMs: timeoutMs) }
+        try send(m)
         let end = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         while true {
             let now = DispatchTime.now().uptimeNanoseconds
@@ -99,7 +106,7 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
         self.name = name; self.profile = profile
         channel = DLPC900Channel(transport: transport, timeoutMs: timeoutMs)
         displayMode = profile.dmdGeometry?.upload == true ? 3 : 1
-        do {
+        try guarded {
             _ = try channel.call(DLPC900.mainStatus, [], read: true)
             try channel.call(DLPC900.patternStartStop, [0])
             try channel.call(DLPC900.displayMode, [displayMode])
@@ -108,8 +115,6 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
             // Trigger in 1: no delay, rising edge (for tables whose entries wait for a trigger).
             try channel.call(DLPC900.triggerIn1, [0, 0, 0])
             if let g = profile.dmdGeometry, g.upload { try uploadPatterns(g) }
-        } catch let e as MoireError {
-            throw MoireError(e.kind, "\(e.message)", place: "modulator \(name) (DLPC900)")
         }
     }
 

@@ -57,10 +57,10 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
         cond.lock()
         guard !_vanished else { cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "DLPC900 peer") }
         inbound.append(report)
-        // A message is complete when its reports cover the length in its header.
-        let bodies = inbound.map { $0.count == DLPC900.reportSize + 1 ? Array($0.dropFirst()) : $0 }
-        let total = bodies[0].count >= 4 ? 4 + Int(UInt16(bodies[0][2]) | UInt16(bodies[0][3]) << 8) : 0
-        guard bodies.count * DLPC900.reportSize >= total else { cond.unlock(); return }
+        // A message is complete when its reports cover the length in its header (in the first report).
+        let first = inbound[0], h = first.count == DLPC900.reportSize + 1 ? 1 : 0
+        let total = first.count >= h + 4 ? 4 + Int(UInt16(first[h + 2]) | UInt16(first[h + 3]) << 8) : 0
+        guard inbound.count * DLPC900.reportSize >= total else { cond.unlock(); return }
         let message = inbound
         inbound = []
         cond.unlock()

@@ -65,6 +65,16 @@ public class SerialDevice: @unchecked Sendable {
         }
     }
 
+    /// Commands an analog position (`set` volts, `move` µm) within its range, then waits for it to settle.
+    func drive(_ key: String, unit: String, to value: Double, within range: ClosedRange<Double>, settleMs: Double) throws {
+        guard range.contains(value) else {
+            let symbol = ["volts": "V", "um": "µm"][unit] ?? unit
+            throw MoireError(.hardware, "\(value) \(symbol) outside \(range.lowerBound)…\(range.upperBound) \(symbol)", place: place)
+        }
+        try run(key, unit: unit, value: value)
+        Thread.sleep(forTimeInterval: settleMs / 1000)
+    }
+
     /// Loads a table of values the controller steps through on its own, one per trigger pulse
     /// (`waveform_point` per value, then `waveform_arm`), where the controller stores sequences.
     public func loadWaveform(_ values: [Double], unit: String) throws {
@@ -88,10 +98,8 @@ public final class SerialScanner: SerialDevice, Scanner, @unchecked Sendable {
     }
 
     public func set(volts: Double) throws {
-        guard profile.rangeV.contains(volts) else { throw MoireError(.hardware, "\(volts) V outside \(profile.rangeV)", place: place) }
-        try run("set", unit: "volts", value: volts)
+        try drive("set", unit: "volts", to: volts, within: profile.rangeV, settleMs: profile.settleMs)
         lock.lock(); v = volts; lock.unlock()
-        Thread.sleep(forTimeInterval: profile.settleMs / 1000)
     }
 
     /// Volts stepped through per trigger pulse (analog waveform), where the controller supports it.
@@ -101,9 +109,7 @@ public final class SerialScanner: SerialDevice, Scanner, @unchecked Sendable {
     }
 
     public var volts: Double { lock.lock(); defer { lock.unlock() }; return v }
-    public func park() {
-        do { try run("set", unit: "volts", value: profile.parkV); lock.lock(); v = profile.parkV; lock.unlock() } catch {}
-    }
+    public func park() { try? set(volts: profile.parkV) }
     public var isParked: Bool { volts == profile.parkV }
 }
 
@@ -119,16 +125,12 @@ public final class SerialStage: SerialDevice, Stage, @unchecked Sendable {
     }
 
     public func move(toUm target: Double) throws {
-        guard profile.rangeUm.contains(target) else { throw MoireError(.hardware, "z \(target) µm outside \(profile.rangeUm)", place: place) }
-        try run("move", unit: "um", value: target)
+        try drive("move", unit: "um", to: target, within: profile.rangeUm, settleMs: profile.settleMs)
         lock.lock(); z = target; lock.unlock()
-        Thread.sleep(forTimeInterval: profile.settleMs / 1000)
     }
 
     public var positionUm: Double { lock.lock(); defer { lock.unlock() }; return z }
-    public func park() {
-        do { try run("move", unit: "um", value: profile.homeUm); lock.lock(); z = profile.homeUm; lock.unlock() } catch {}
-    }
+    public func park() { try? move(toUm: profile.homeUm) }
 }
 
 /// A laser switched by a serial controller's TTL line (`on`/`off`), its power by an analog line

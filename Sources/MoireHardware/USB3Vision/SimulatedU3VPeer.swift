@@ -31,8 +31,8 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
 
     public init() {}
 
-    public func setU32(_ address: UInt64, _ v: UInt32) { cond.lock(); defer { cond.unlock() }; for i in 0..<4 { memory[address + UInt64(i)] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
-    public func setU64(_ address: UInt64, _ v: UInt64) { cond.lock(); defer { cond.unlock() }; for i in 0..<8 { memory[address + UInt64(i)] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+    public func setU32(_ address: UInt64, _ v: UInt32) { var b: [UInt8] = []; b.le(v); setBytes(address, b) }
+    public func setU64(_ address: UInt64, _ v: UInt64) { var b: [UInt8] = []; b.le(v); setBytes(address, b) }
     public func setBytes(_ address: UInt64, _ bytes: [UInt8]) { cond.lock(); defer { cond.unlock() }; for (i, b) in bytes.enumerated() { memory[address + UInt64(i)] = b } }
     public func u32(_ address: UInt64) -> UInt32 { cond.lock(); defer { cond.unlock() }; return (0..<4).reduce(0) { $0 | UInt32(memory[address + UInt64($1)] ?? 0) << (8 * UInt32($1)) } }
 

@@ -134,6 +134,12 @@ public final class SimulatedU3VStream: StreamTransport, @unchecked Sendable {
             payload.reserveCapacity(pixels.count * 2)
             for p in pixels { payload.le(p) }
         }
+        send(blockID: blockID, width: width, height: height, payload: payload, timestampNs: timestampNs, dropTrailer: dropTrailer)
+    }
+
+    /// Queues one Mono16 image already in little-endian bytes.
+    public func send(blockID: UInt64, width: Int, height: Int, payload: [UInt8], timestampNs: UInt64? = nil, dropTrailer: Bool = false, skip: Bool = false) {
+        guard !skip else { return }
         var out: [[UInt8]] = [U3VLeader(blockID: blockID, timestampNs: timestampNs ?? blockID * 1000, pixelFormat: 0x0110_0007,
                                         sizeX: UInt32(width), sizeY: UInt32(height)).encode()]
         var i = 0

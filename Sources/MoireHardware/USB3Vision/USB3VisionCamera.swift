@@ -94,9 +94,7 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
             guard let v = src.values[s.trigger.rawValue] else {
                 throw MoireError(.config, "the profile's TriggerSource has no value for '\(s.trigger.rawValue)'", place: "camera \(name)")
             }
-            var b: [UInt8] = []
-            b.le(v)
-            try control.writeMem(address: src.address, data: b)
+            try control.writeU32(src.address, v)
         }
         settings = s
     }
@@ -312,12 +310,11 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
             guard live else { return }
             guard let f = try? sensor.nextFrame(timeoutMs: 20) else { continue }
             guard let slot = f.slot else { continue }
-            var pixels = [UInt16](repeating: 0, count: w * h)
-            slot.withBytes { b in pixels.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[0..<min(b.count, w * h * 2)])) } }
+            let payload = slot.withBytes { Array(UnsafeRawBufferPointer(rebasing: $0[0..<min($0.count, w * h * 2)])) }
             slot.release()
             // The sensor's exposure counter is the block id: an exposure it lost is a gap the host sees.
             let id = UInt64(f.frameID)
-            stream.send(blockID: id, width: w, height: h, pixels: pixels, timestampNs: UInt64(max(0, f.exposureStartNs)),
+            stream.send(blockID: id, width: w, height: h, payload: payload, timestampNs: UInt64(max(0, f.exposureStartNs)),
                         skip: dropBlocks.contains(id))
         }
     }
