@@ -32,7 +32,8 @@ public enum LightSheetBench {
         try psf.data.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: psfPath)) }
         t0 = DispatchTime.now().uptimeNanoseconds
         // FFTW_MEASURE plans (slow to make the first time; kept as wisdom for the next run).
-        let rl = try RichardsonLucy(psf: psf, width: desk.width, height: desk.height, depth: desk.depth, rigor: .measure)
+        let rl = try RichardsonLucy(psf: psf, width: desk.width, height: desk.height, depth: desk.depth,
+                                    band: Deskew.band(geometry: g, nx: width, nz: planes, margin: psf.width / 2), rigor: .measure)
         try? FFT.saveWisdom()
         let planS = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         // Two runs, the faster counted (the first also touches memory for the first time).

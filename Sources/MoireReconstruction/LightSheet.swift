@@ -76,6 +76,33 @@ public enum Deskew {
     }
 }
 
+/// The sheared band of columns a deskewed stack's data fill: plane z's data lie within columns
+/// `origin + shear·z ..< origin + shear·z + width`. Outside it (the deskewed volume's empty triangles,
+/// a third of the benchmark's volume) there is only the pad. `RichardsonLucy` given a band works on
+/// the band's grid: relabelling every row by a whole number of columns is exact (no interpolation),
+/// and the PSF relabelled the same way keeps the convolution the same.
+public struct ShearedBand: Sendable, Equatable {
+    public var shear: Int, origin: Int, width: Int
+    public init(shear: Int, origin: Int, width: Int) { self.shear = shear; self.origin = origin; self.width = width }
+}
+
+extension Deskew {
+    /// The band of a deskewed stack of `nz` planes `nx` wide: the shear is the whole number of
+    /// columns nearest the per-plane shift, the band covers every plane's data and `margin` columns
+    /// on either side.
+    public static func band(geometry g: LightSheetGeometry, nx: Int, nz: Int, margin: Int) -> ShearedBand {
+        let w = g.deskewedWidth(nx: nx, nz: nz), s = g.shiftPerPlane, offset = s < 0 ? Double(w - nx) : 0
+        let n = Int(s.rounded())
+        var lo = Int.max, hi = Int.min
+        for z in 0..<nz {
+            let shift = Double(z) * s + offset
+            lo = min(lo, Int(shift.rounded(.down)) - n * z)
+            hi = max(hi, Int((shift + Double(nx - 1)).rounded(.up)) - n * z)
+        }
+        return ShearedBand(shear: n, origin: lo - margin, width: hi - lo + 1 + 2 * margin)
+    }
+}
+
 /// The light-sheet PSF for deconvolution in the deskewed frame.
 public enum LightSheetPSF {
     /// The Gaussian model of `LightSheetOptics`, sampled on `voxel` out to ±4σ (odd sides), sum 1.
@@ -107,9 +134,14 @@ func parallelRanges(_ n: Int, _ body: @Sendable (Range<Int>) -> Void) {
 /// per padded shape), with background subtraction, edge-replicating padding by the PSF's half size
 /// (to an FFT-friendly size) and Biggs–Andrews acceleration (first-order vector extrapolation,
 /// α = Σ gₖ·gₖ₋₁ / Σ gₖ₋₁² clamped to [0, 1]).
+///
+/// Given a `ShearedBand`, it works on the band's grid (the band's width instead of the volume's),
+/// with the PSF's rows relabelled by the same shear, and writes 0 outside the band.
 public final class RichardsonLucy: @unchecked Sendable {
     public let width: Int, height: Int, depth: Int
-    let pw: Int, ph: Int, pd: Int, px: Int, py: Int, pz: Int
+    public let band: ShearedBand
+    /// The padded grid (sides and the padding before the data).
+    public let pw: Int, ph: Int, pd: Int, px: Int, py: Int, pz: Int
     let otf: AlignedBuffer<Complex32>
     /// The OTF's real part when its imaginary part is negligible (a centro-symmetric PSF, such as the
     /// model's): multiplying by it is cheaper and reads half the memory, and the adjoint is the same.
@@ -122,8 +154,9 @@ public final class RichardsonLucy: @unchecked Sendable {
     var x: AlignedBuffer<Float>, prev: AlignedBuffer<Float>
     var g: AlignedBuffer<Float>, gPrev: AlignedBuffer<Float>
 
-    /// For volumes of `width × height × depth` and a PSF with odd sides no larger than the volume's.
-    public init(psf: Volume, width: Int, height: Int, depth: Int, rigor: PlanRigor = .estimate) throws {
+    /// For volumes of `width × height × depth` and a PSF with odd sides no larger than the volume's;
+    /// `band`: where the data lie (default: everywhere).
+    public init(psf: Volume, width: Int, height: Int, depth: Int, band: ShearedBand? = nil, rigor: PlanRigor = .estimate) throws {
         guard psf.width % 2 == 1, psf.height % 2 == 1, psf.depth % 2 == 1 else {
             throw MoireError(.usage, "the PSF must have odd sides (centred); got \(psf.width)×\(psf.height)×\(psf.depth)")
         }
@@ -135,18 +168,28 @@ public final class RichardsonLucy: @unchecked Sendable {
             throw MoireError(.usage, "the PSF must be finite, non-negative and not all zero")
         }
         self.width = width; self.height = height; self.depth = depth
-        px = psf.width / 2; py = psf.height / 2; pz = psf.depth / 2
-        pw = FFT.goodSize(width + 2 * px); ph = FFT.goodSize(height + 2 * py); pd = FFT.goodSize(depth + 2 * pz)
+        let band = band ?? ShearedBand(shear: 0, origin: 0, width: width)
+        guard band.width >= 1 else { throw MoireError(.usage, "an empty band") }
+        self.band = band
+        // The PSF on the band's grid: row (y, z) moved by shear·(z − centre) columns, the centre kept.
+        let n = band.shear, rz = psf.depth / 2, grow = abs(n) * rz
+        var kernel = Volume(width: psf.width + 2 * grow, height: psf.height, depth: psf.depth,
+                            data: [Float](repeating: 0, count: (psf.width + 2 * grow) * psf.height * psf.depth), voxelUm: psf.voxelUm)
+        for z in 0..<psf.depth { for y in 0..<psf.height { for x in 0..<psf.width {
+            kernel.data[(z * psf.height + y) * kernel.width + x + grow - n * (z - rz)] = psf[x, y, z]
+        } } }
+        px = kernel.width / 2; py = psf.height / 2; pz = psf.depth / 2
+        pw = FFT.goodSize(band.width + 2 * px); ph = FFT.goodSize(height + 2 * py); pd = FFT.goodSize(depth + 2 * pz)
         fwd = try FFT.plan3DReal(width: pw, height: ph, depth: pd, forward: true, rigor: rigor)
         inv = try FFT.plan3DReal(width: pw, height: ph, depth: pd, forward: false, rigor: rigor)
         spectrum = AlignedBuffer<Complex32>(count: fwd.complexCount)
         let real = AlignedBuffer<Float>(count: pw * ph * pd)
         otf = AlignedBuffer<Complex32>(count: fwd.complexCount)
         // The PSF, normalised, with its centre wrapped to the origin; the OTF carries the 1/N of the inverse FFT.
-        let n = Float(pw * ph * pd)
-        for z in 0..<psf.depth { for y in 0..<psf.height { for x in 0..<psf.width {
+        let count = Float(pw * ph * pd)
+        for z in 0..<kernel.depth { for y in 0..<kernel.height { for x in 0..<kernel.width {
             let wx = (x - px + pw) % pw, wy = (y - py + ph) % ph, wz = (z - pz + pd) % pd
-            real.pointer[(wz * ph + wy) * pw + wx] = psf[x, y, z] / sum / n
+            real.pointer[(wz * ph + wy) * pw + wx] = kernel[x, y, z] / sum / count
         } } }
         fwd.execute(real: real.pointer, complex: otf.pointer)
         var maxRe: Float = 0, maxIm: Float = 0
@@ -158,10 +201,10 @@ public final class RichardsonLucy: @unchecked Sendable {
         } else {
             realOTF = nil
         }
-        let count = pw * ph * pd
+        let voxels = pw * ph * pd
         data = real  // reused: its contents are replaced by every run
-        x = AlignedBuffer(count: count); prev = AlignedBuffer(count: count); y = AlignedBuffer(count: count); blur = AlignedBuffer(count: count)
-        g = AlignedBuffer(count: count); gPrev = AlignedBuffer(count: count)
+        x = AlignedBuffer(count: voxels); prev = AlignedBuffer(count: voxels); y = AlignedBuffer(count: voxels); blur = AlignedBuffer(count: voxels)
+        g = AlignedBuffer(count: voxels); gPrev = AlignedBuffer(count: voxels)
     }
 
     /// A percentile of the volume from a strided sample of at most a million voxels.
@@ -217,18 +260,24 @@ public final class RichardsonLucy: @unchecked Sendable {
         let bg = background ?? Self.percentile(image.data, 0.01)
         let n = pw * ph * pd
         let (W, H, D, PW, PH, PX, PY, PZ) = (width, height, depth, pw, ph, px, py, pz)
-        // Edge-replicating padding of the background-subtracted data, plane by plane in parallel.
+        let (BW, shear, origin) = (band.width, band.shear, band.origin)
+        // Edge-replicating padding of the background-subtracted band, plane by plane in parallel: band
+        // column b of plane z is the volume's column origin + shear·z + b (clamped to the volume).
         image.data.withUnsafeBufferPointer { src in
             nonisolated(unsafe) let sp = src.baseAddress!, dp = data.pointer
             DispatchQueue.concurrentPerform(iterations: pd) { z in
-                let sz = min(max(z - PZ, 0), D - 1)
+                let sz = min(max(z - PZ, 0), D - 1), first = origin + shear * sz
+                let inLo = min(max(0, -first), BW), inHi = max(inLo, min(BW, W - first))  // band columns inside the volume
                 for yy in 0..<PH {
                     let sy = min(max(yy - PY, 0), H - 1)
                     let row = sp + (sz * H + sy) * W, out = dp + (z * PH + yy) * PW
-                    let left = max(0, row[0] - bg), right = max(0, row[W - 1] - bg)
+                    @inline(__always) func at(_ b: Int) -> Float { max(0, row[min(max(first + b, 0), W - 1)] - bg) }
+                    let left = at(0), right = at(BW - 1)
                     for xx in 0..<PX { out[xx] = left }
-                    for xx in 0..<W { out[PX + xx] = max(0, row[xx] - bg) }
-                    for xx in (PX + W)..<PW { out[xx] = right }
+                    for b in 0..<inLo { out[PX + b] = at(b) }
+                    for b in inLo..<inHi { out[PX + b] = max(0, row[first + b] - bg) }
+                    for b in inHi..<BW { out[PX + b] = at(b) }
+                    for xx in (PX + BW)..<PW { out[xx] = right }
                 }
             }
         }
@@ -310,7 +359,12 @@ public final class RichardsonLucy: @unchecked Sendable {
         out.withUnsafeMutableBufferPointer { o in
             nonisolated(unsafe) let op = o.baseAddress!, xp = x.pointer
             DispatchQueue.concurrentPerform(iterations: D) { z in
-                for yy in 0..<H { (op + (z * H + yy) * W).update(from: xp + ((z + PZ) * PH + yy + PY) * PW + PX, count: W) }
+                // Volume columns lo..<hi are band columns lo − first…; outside the band: 0.
+                let first = origin + shear * z, lo = max(0, first), hi = min(W, first + BW)
+                guard lo < hi else { return }
+                for yy in 0..<H {
+                    (op + (z * H + yy) * W + lo).update(from: xp + ((z + PZ) * PH + yy + PY) * PW + PX + lo - first, count: hi - lo)
+                }
             }
         }
         return Volume(width: width, height: height, depth: depth, data: out, voxelUm: image.voxelUm)
@@ -426,7 +480,10 @@ public final class LightSheetProcessor: @unchecked Sendable {
         let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
         guard iterations > 0 else { return (raw, desk, desk) }
         if deconvolver == nil {
-            deconvolver = try RichardsonLucy(psf: try psf(desk.voxelUm), width: desk.width, height: desk.height, depth: desk.depth)
+            // On the band of the deskewed volume the data fill (not its empty triangles).
+            let p = try psf(desk.voxelUm)
+            deconvolver = try RichardsonLucy(psf: p, width: desk.width, height: desk.height, depth: desk.depth,
+                                             band: Deskew.band(geometry: geometry, nx: width, nz: raw.depth, margin: p.width / 2))
         }
         return (raw, desk, try deconvolver!.run(desk, iterations: iterations, background: background, progress: progress))
     }
