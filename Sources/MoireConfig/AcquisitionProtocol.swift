@@ -43,7 +43,7 @@ public struct AcquisitionProtocol: Sendable, Equatable {
     public var hasZ: Bool
     public var reconstruction: [String: String]
     public var denoise: [String: String]
-    /// Live light-sheet processing (mode llsm): `iterations`, `record_volumes`, `background`.
+    /// Live light-sheet processing (mode llsm): `iterations`, `record_volumes`, `background`, `rotate`.
     public var lightSheet: [String: String] = [:]
     public var outputs: OutputSpec
     public var firstFrameDeadlineMs: Double
@@ -197,6 +197,7 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             guard mode == .llsm else { throw ln.error("a 'light_sheet' block is only allowed in mode llsm") }
             if let v = try ln.optionalInt("iterations", in: 0...500) { lightSheet["iterations"] = String(v) }
             if let v = try ln.optionalBool("record_volumes") { lightSheet["record_volumes"] = String(v) }
+            if let v = try ln.optionalBool("rotate") { lightSheet["rotate"] = String(v) }
             if let v = try ln.optionalDouble("background", in: 0...65535, unit: " ADU") { lightSheet["background"] = String(v) }
             try ln.finish()
         }

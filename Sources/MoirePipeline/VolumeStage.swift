@@ -20,7 +20,7 @@ public struct VolumeStageCounters: Sendable, Equatable {
 /// The live light-sheet stage (mode llsm): assembles each time point's planes of a channel into a
 /// stack by their header indices (a missing plane is filled with the stack's background, flagged
 /// and counted, never shifted), deskews it, deconvolves it (Richardson–Lucy, the Gaussian PSF model
-/// of the rig's optics and sheet) and publishes `vol.<channel>` (the volume, float32, z slowest,
+/// of the rig's optics and sheet), with `rotate` turns it into the coverslip frame, and publishes `vol.<channel>` (the volume, float32, z slowest,
 /// `depth` in the header) and `mip.<channel>` (its maximum intensity projection along z); volumes are
 /// recorded to `NAME.vol.ome.tif` beside the raw recording. The receiving thread only copies planes.
 final class VolumeStage: @unchecked Sendable {
@@ -33,6 +33,8 @@ final class VolumeStage: @unchecked Sendable {
     private let fromSR: Bool
     private let planeWidth: Int, planeHeight: Int
     private let background: Float?
+    /// Volumes turned into the coverslip frame (`CoverslipRotation`) before they are published and recorded.
+    private let rotate: Bool
     private let lock = NSCondition()
     private final class Stack {
         var planes: [[Float]]
@@ -65,9 +67,15 @@ final class VolumeStage: @unchecked Sendable {
         // SR planes are already sharpened by the reconstruction: no deconvolution of LLS-SIM volumes.
         iterations = fromSR ? 0 : p.lightSheet["iterations"].flatMap(Int.init) ?? 10
         background = p.lightSheet["background"].flatMap(Float.init)
+        rotate = p.lightSheet["rotate"] == "true"
         bus = try RawBus()
-        let w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes)
-        volPool = FramePool(slots: 2, bytes: w * planeHeight * p.zPlanes * 4)
+        var w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes), d = p.zPlanes
+        if rotate {
+            let g = CoverslipRotation.grid(width: w, depth: d, voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm),
+                                           angleDeg: geometry.angleDeg)
+            w = g.width; d = g.depth
+        }
+        volPool = FramePool(slots: 2, bytes: w * planeHeight * d * 4)
         mipPool = FramePool(slots: 4, bytes: w * planeHeight * 4)
         if p.lightSheet["record_volumes"] != "false", let r = recordingPath { recordPath = RecordingIndex.stem(of: r) + ".vol.ome.tif" }
     }
@@ -162,14 +170,16 @@ final class VolumeStage: @unchecked Sendable {
                 LightSheetPSF.model(optics, voxelUm: $0)
             }
         }
-        let vol = try processors[h0.c]!.process(planes: stack.planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
+        var vol = try processors[h0.c]!.process(planes: stack.planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
+        if rotate { vol = CoverslipRotation.apply(vol, angleDeg: geometry.angleDeg) }
         var vh = FrameHeader(stream: "vol", run: h0.run, seq: volSeq, index: volSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
                              z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
                              exposureStartNs: h0.exposureStartNs, state: h0.state)
         vh.depth = vol.depth
         vh.inputs = stack.headers.compactMap { $0?.seq }
         vh.params = ["voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw", "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
-                     "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ",")]
+                     "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ","),
+                     "frame": rotate ? "coverslip" : "detection"]
         if let path = recordPath {
             if recorder == nil {
                 let l = RecordingLayout(run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),

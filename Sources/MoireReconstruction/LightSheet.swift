@@ -380,11 +380,16 @@ public enum CoverslipRotation {
     public struct Grid: Sendable { public var originX: Double, originZ: Double, voxelUm: Double, width: Int, depth: Int }
 
     public static func grid(for v: Volume, angleDeg: Double) -> Grid {
+        grid(width: v.width, depth: v.depth, voxelUm: v.voxelUm, angleDeg: angleDeg)
+    }
+
+    /// The output grid of a volume `width` wide and `depth` deep with voxels `voxelUm`.
+    public static func grid(width: Int, depth: Int, voxelUm: (x: Double, y: Double, z: Double), angleDeg: Double) -> Grid {
         let th = angleDeg * .pi / 180, c = cos(th), s = sin(th)
-        let xs = [0, Double(v.width - 1) * v.voxelUm.x], zs = [0, Double(v.depth - 1) * v.voxelUm.z]
+        let xs = [0, Double(width - 1) * voxelUm.x], zs = [0, Double(depth - 1) * voxelUm.z]
         var X: [Double] = [], Z: [Double] = []
         for x in xs { for z in zs { X.append(x * c + z * s); Z.append(-x * s + z * c) } }
-        let step = v.voxelUm.x
+        let step = voxelUm.x
         return Grid(originX: X.min()!, originZ: Z.min()!, voxelUm: step,
                     width: Int(((X.max()! - X.min()!) / step).rounded(.down)) + 1, depth: Int(((Z.max()! - Z.min()!) / step).rounded(.down)) + 1)
     }

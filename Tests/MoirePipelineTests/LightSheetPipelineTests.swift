@@ -95,6 +95,30 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         #expect(try rd.readPlaneFloat(7) == Array(payloads[vols[0].offset][(7 * plane)..<(8 * plane)]))
     }
 
+    /// `rotate: true`: the live volumes are turned into the coverslip frame (isotropic voxels of the
+    /// pixel size) before they are published and recorded.
+    @Test func liveVolumesCanBeRotatedIntoTheCoverslipFrame() throws {
+        let dir = Fixtures.tempDir("llsmrot")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, planes: 20, timepoints: 1, extra: "light_sheet: {iterations: 2, rotate: true}"))
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm)
+        let grid = CoverslipRotation.grid(width: g.deskewedWidth(nx: 64, nz: 20), depth: 20,
+                                          voxelUm: (g.pixelUm, g.pixelUm, g.planeSpacingUm), angleDeg: 31.5)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        #expect(r.volumes?.volumes == 1)
+        let v = try #require(headers.firstIndex { $0.stream == "vol" })
+        let h = headers[v]
+        #expect(h.width == grid.width && h.height == 32 && h.depth == grid.depth && grid.depth != 20)
+        #expect(h.params?["frame"] == "coverslip" && abs((Double(h.params?["voxelZUm"] ?? "") ?? 0) - g.pixelUm) < 1e-9)
+        #expect(payloads[v].count == grid.width * 32 * grid.depth)
+        let path = try #require(r.volumeRecording)
+        let l = try #require(try OMETiffReader(path: path).layout)
+        #expect(l.width == grid.width && l.zPlanes == grid.depth && abs(l.zStepUm - g.pixelUm) < 1e-9)
+    }
+
     @Test func llsSIMStacksTheSRPlanesIntoDeskewedVolumes() throws {
         let dir = Fixtures.tempDir("llssimlive")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -169,6 +193,13 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         }
         for step in [0.0, -0.4] {
             #expect(throws: MoireError.self) { _ = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, step: step)) }
+        }
+        // A light_sheet block's values are checked with their place in the protocol.
+        for (extra, text) in [("light_sheet: {rotate: sideways}", "rotate"), ("light_sheet: {iterations: -2}", "iterations")] {
+            do {
+                _ = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, extra: extra))
+                Issue.record("accepted \(extra)")
+            } catch let e as MoireError { #expect("\(e)".contains("lattice.yaml") && "\(e)".contains(text), "\(e)") }
         }
         // A rig without a light sheet cannot do llsm.
         let multisim = Fixtures.smallProtocol(in: dir, mode: "llsm")
