@@ -43,7 +43,7 @@ public struct AcquisitionProtocol: Sendable, Equatable {
     public var hasZ: Bool
     public var reconstruction: [String: String]
     public var denoise: [String: String]
-    /// Live light-sheet processing (mode llsm): `iterations`, `record_volumes`, `background`, `rotate`.
+    /// Live light-sheet processing (mode llsm): `iterations`, `record_volumes`, `background`, `rotate`, `source`.
     public var lightSheet: [String: String] = [:]
     public var outputs: OutputSpec
     public var firstFrameDeadlineMs: Double
@@ -193,11 +193,17 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         if mode == .sim3d, zPlanes < 2 { throw root.error("mode sim3d needs a 'z' block with at least 2 planes") }
         if mode == .llsm, zPlanes < 2 { throw (zNode ?? root).error("mode llsm needs a 'z' block (the scan) with at least 2 planes") }
         var lightSheet: [String: String] = [:]
+        var sourceNode: ConfigNode?
         if let ln = try root.child("light_sheet") {
             guard mode == .llsm else { throw ln.error("a 'light_sheet' block is only allowed in mode llsm") }
             if let v = try ln.optionalInt("iterations", in: 0...500) { lightSheet["iterations"] = String(v) }
             if let v = try ln.optionalBool("record_volumes") { lightSheet["record_volumes"] = String(v) }
             if let v = try ln.optionalBool("rotate") { lightSheet["rotate"] = String(v) }
+            if let sn = try ln.child("source") {
+                let v = try sn.string()
+                guard ["raw", "denoised"].contains(v) else { throw sn.error("source must be raw or denoised; found '\(v)'") }
+                lightSheet["source"] = v; sourceNode = sn
+            }
             if let v = try ln.optionalDouble("background", in: 0...65535, unit: " ADU") { lightSheet["background"] = String(v) }
             try ln.finish()
         }
@@ -250,6 +256,9 @@ public struct AcquisitionProtocol: Sendable, Equatable {
                 denoise["weights"] = path
             }
             try dn.finish()
+        }
+        if lightSheet["source"] == "denoised", let sn = sourceNode, denoise.isEmpty || denoise["enabled"] == "false" {
+            throw sn.error("source: denoised needs live denoising (a 'denoise' block that is not disabled)")
         }
 
         var outputs = OutputSpec(recording: nil, publish: nil, publishRaw: true)

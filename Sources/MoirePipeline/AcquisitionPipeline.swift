@@ -136,6 +136,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                                      source: sim.map { .simSR($0) } ?? .raw)
             den = d
             sim?.onSet = { [d] c, frames, params in d.offer(channel: c, frames: frames, params: params) }
+            if proto.lightSheet["source"] == "denoised", sim == nil { vol?.denoiser = d }
             stages.append(try BusStage(name: "denoise", endpoint: sim?.bus.endpoint ?? bus.endpoint, handle: d.handle))
         }
         var publisher: PublisherStage?

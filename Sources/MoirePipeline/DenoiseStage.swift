@@ -135,6 +135,16 @@ final class DenoiseStage: @unchecked Sendable {
 
     var isSIM: Bool { if case .simSR = source { return true } else { return false } }
 
+    /// Denoises a whole light-sheet stack with one weights version (the current inference weights,
+    /// held for the whole stack): what the volume stage deconvolves with `light_sheet.source: denoised`.
+    /// `scale`: the normalisation used (nil: each plane's own, before the first adaptation).
+    func denoise(planes: [[Float]], width: Int, height: Int, skip: Set<Int>) throws -> (planes: [[Float]], version: Int, scale: Float?) {
+        weightsLock.lock()
+        defer { weightsLock.unlock() }
+        let out = try planes.enumerated().map { z, p in skip.contains(z) ? p : try inference.denoise(p, width: width, height: height) }
+        return (out, version, inference.scale)
+    }
+
     /// For SIM: the newest reconstructed phase set (from the SIM stage's worker), to adapt on.
     func offer(channel: Int, frames: [[Float]], params: SIMParameters) {
         lock.lock(); adaptSet = (channel, frames, params); lock.broadcast(); lock.unlock()

@@ -19,10 +19,12 @@ public struct VolumeStageCounters: Sendable, Equatable {
 
 /// The live light-sheet stage (mode llsm): assembles each time point's planes of a channel into a
 /// stack by their header indices (a missing plane is filled with the stack's background, flagged
-/// and counted, never shifted), deskews it, deconvolves it (Richardson–Lucy, the Gaussian PSF model
-/// of the rig's optics and sheet), with `rotate` turns it into the coverslip frame, and publishes `vol.<channel>` (the volume, float32, z slowest,
-/// `depth` in the header) and `mip.<channel>` (its maximum intensity projection along z); volumes are
-/// recorded to `NAME.vol.ome.tif` beside the raw recording. The receiving thread only copies planes.
+/// and counted, never shifted), with `source: denoised` denoises its planes with the live denoiser's
+/// current weights, deskews it, deconvolves it (Richardson–Lucy, the Gaussian PSF model of the rig's
+/// optics and sheet), with `rotate` turns it into the coverslip frame, and publishes `vol.<channel>`
+/// (the volume, float32, z slowest, `depth` in the header) and `mip.<channel>` (its maximum intensity
+/// projection along z); volumes are recorded to `NAME.vol.ome.tif` beside the raw recording. The
+/// receiving thread only copies planes.
 final class VolumeStage: @unchecked Sendable {
     let bus: RawBus
     private let proto: AcquisitionProtocol
@@ -35,6 +37,9 @@ final class VolumeStage: @unchecked Sendable {
     private let background: Float?
     /// Volumes turned into the coverslip frame (`CoverslipRotation`) before they are published and recorded.
     private let rotate: Bool
+    /// With `light_sheet.source: denoised`: the live denoiser whose current weights denoise every
+    /// plane of a stack before it is deskewed (set by the pipeline).
+    var denoiser: DenoiseStage?
     private let lock = NSCondition()
     private final class Stack {
         var planes: [[Float]]
@@ -170,7 +175,11 @@ final class VolumeStage: @unchecked Sendable {
                 LightSheetPSF.model(optics, voxelUm: $0)
             }
         }
-        var vol = try processors[h0.c]!.process(planes: stack.planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
+        var planes = stack.planes, weightsVersion: Int?, scale: Float?
+        if let denoiser {
+            (planes, weightsVersion, scale) = try denoiser.denoise(planes: planes, width: planeWidth, height: planeHeight, skip: Set(missing))
+        }
+        var vol = try processors[h0.c]!.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
         if rotate { vol = CoverslipRotation.apply(vol, angleDeg: geometry.angleDeg) }
         var vh = FrameHeader(stream: "vol", run: h0.run, seq: volSeq, index: volSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
                              z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
@@ -180,6 +189,10 @@ final class VolumeStage: @unchecked Sendable {
         vh.params = ["voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw", "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
                      "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ","),
                      "frame": rotate ? "coverslip" : "detection"]
+        if let weightsVersion {
+            vh.params?["source"] = "denoised"; vh.params?["weightsVersion"] = String(weightsVersion)
+            if let scale { vh.params?["denoiseScale"] = String(scale) }
+        }
         if let path = recordPath {
             if recorder == nil {
                 let l = RecordingLayout(run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),

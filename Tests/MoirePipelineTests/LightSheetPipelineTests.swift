@@ -2,6 +2,7 @@ import Foundation
 import MoireAcquisition
 import MoireConfig
 import MoireCore
+import MoireDenoise
 import MoireHardware
 import MoirePipeline
 import MoireReconstruction
@@ -117,6 +118,55 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         let path = try #require(r.volumeRecording)
         let l = try #require(try OMETiffReader(path: path).layout)
         #expect(l.width == grid.width && l.zPlanes == grid.depth && abs(l.zStepUm - g.pixelUm) < 1e-9)
+    }
+
+    /// `source: denoised`: every plane of a stack is denoised with one weights version of the live
+    /// denoiser before the deskew; the volume names the version, and that version's checkpoint with
+    /// the recorded raw planes reproduces the volume exactly.
+    @Test func denoisedVolumesNameTheirWeightsAndAreReproducible() throws {
+        let dir = Fixtures.tempDir("llsmden")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, planes: 8, timepoints: 6, extra: """
+            light_sheet: {iterations: 0, source: denoised}
+            denoise: {steps_per_frame: 1, crop: 16, batch: 1, checkpoint_every: 1}
+            """))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: RealClock()), endpoint: endpoint)
+        // Real time: a stack arriving while the worker is busy replaces the waiting one (counted).
+        let c = try #require(r.volumes)
+        #expect(c.volumes + c.skippedBehind == 6 && c.volumes >= 1 && r.run.missing == 0)
+        let vols = headers.enumerated().filter { $0.element.stream == "vol" }
+        #expect(vols.count == c.volumes)
+        let ckpt = try #require(r.denoiseCheckpoints)
+        let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm)
+        let cam = p.rig.cameraProfile
+        for (i, h) in vols {
+            #expect(h.params?["source"] == "denoised")
+            let v = try #require(h.params?["weightsVersion"].flatMap(Int.init))
+            let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: 1))
+            try WeightsFile.load("\(ckpt)/v\(v).bin", into: d.net)
+            let inputs = try #require(h.inputs)
+            #expect(inputs.count == 8)
+            let scale = h.params?["denoiseScale"].flatMap(Float.init)
+            let planes = try inputs.map { try d.denoise(try reader.readPlaneFloat($0), width: 64, height: 32, scale: scale) }
+            let again = try LightSheetProcessor(geometry: g, iterations: 0) { LightSheetPSF.model(try LightSheetOptics(), voxelUm: $0) }
+                .process(planes: planes, width: 64, height: 32).volume
+            let same = again.data == payloads[i]
+            #expect(same, "volume \(i) (weights v\(v)) is not reproduced")
+            // Not the raw planes' volume.
+            let raw = try LightSheetProcessor(geometry: g, iterations: 0) { LightSheetPSF.model(try LightSheetOptics(), voxelUm: $0) }
+                .process(planes: try inputs.map { try reader.readPlaneFloat($0) }, width: 64, height: 32).volume
+            let differs = raw.data != payloads[i]
+            #expect(differs)
+        }
+        // source: denoised without live denoising is refused with its place.
+        do {
+            _ = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, extra: "light_sheet: {source: denoised}"))
+            Issue.record("source: denoised accepted without a denoise block")
+        } catch let e as MoireError { #expect("\(e)".contains("lattice.yaml") && "\(e)".contains("source"), "\(e)") }
     }
 
     @Test func llsSIMStacksTheSRPlanesIntoDeskewedVolumes() throws {
