@@ -39,7 +39,8 @@ public struct LightSheetSpec: Sendable, Equatable {
 
 /// A simulated specimen description (sim rigs only).
 public struct SpecimenSpec: Sendable, Equatable {
-    /// `beads`: 3D point-like beads (`puncta` of them) in a box of `sizeUm`, for light-sheet rigs.
+    /// `beads`: 3D point-like beads (`puncta` of them) and, when asked for, 3D filaments (`filaments`
+    /// worm-like chains) in a box of `sizeUm`, for light-sheet rigs.
     public enum Kind: String, Sendable, CaseIterable { case filaments, puncta, mixed, tiff, beads }
     public var file: String
     public var kind: Kind
@@ -67,7 +68,8 @@ public struct SpecimenSpec: Sendable, Equatable {
         try root.checkVersion()
         let kind = try root.required("kind").choice(Kind.self)
         let seed = try root.child("seed")?.int(in: 0...Int.max) ?? 1
-        let filaments = try root.optionalInt("filaments", in: 0...100_000) ?? (kind == .puncta ? 0 : 40)
+        // 3D specimens (`beads`) have filaments only when asked for.
+        let filaments = try root.optionalInt("filaments", in: 0...100_000) ?? (kind == .puncta || kind == .beads ? 0 : 40)
         let puncta = try root.optionalInt("puncta", in: 0...1_000_000) ?? (kind == .filaments ? 0 : 200)
         let brightness = try root.optionalDouble("brightness", in: 0...1e9) ?? 20
         let background = try root.optionalDouble("background", in: 0...1e9) ?? 0.5

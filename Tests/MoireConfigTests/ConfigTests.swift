@@ -5,6 +5,16 @@ import MoireTesting
 import Testing
 
 @Suite struct ConfigTests {
+    /// Every protocol shipped in sim-hardware/protocols loads (with its rig, profiles and specimen).
+    @Test func everyShippedProtocolLoads() throws {
+        let dir = Fixtures.path("sim-hardware/protocols")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(files.count >= 7)
+        for f in files {
+            do { _ = try AcquisitionProtocol.load(file: "\(dir)/\(f)") } catch { Issue.record("\(f): \(error)") }
+        }
+    }
+
     let dir = Fixtures.tempDir("config")
 
     func loadError(_ yaml: String) -> MoireError? {

@@ -165,6 +165,59 @@ func fwhm(_ v: Volume, _ x: Int, _ y: Int, _ z: Int, axis: Int, reach: Int) -> D
     }
 }
 
+@Suite struct LightSheetFilamentTests {
+    /// 3D filaments: the chains are continuous (one emitter every 0.05 µm), bend with the persistence
+    /// length asked for, stay in their box, and each lands where the deskew puts it: the deskewed
+    /// volume is bright along every chain point the stack saw.
+    @Test func filamentsAreContinuousChainsThatDeskewToTheirPlace() throws {
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: 0.104)
+        let o = try LightSheetOptics()
+        let nx = 128, ny = 48, nz = 40
+        let box = [Double(g.deskewedWidth(nx: nx, nz: nz)) * 0.104, Double(ny) * 0.104, Double(nz) * g.planeSpacingUm]
+        let chain = LightSheetRenderer.filaments(count: 3, sizeUm: box, seed: 2)
+        #expect(chain.allSatisfy { $0.x >= 0 && $0.x <= box[0] && $0.y >= 0 && $0.y <= box[1] && $0.z >= 0 && $0.z <= box[2] })
+        var jumps = 0
+        for (a, b) in zip(chain, chain.dropFirst()) where hypot(hypot(a.x - b.x, a.y - b.y), a.z - b.z) > 0.05 + 1e-9 { jumps += 1 }
+        #expect(jumps == 2, "three chains: two jumps between them, none within")
+        // Persistence: over the first µm of a chain (20 steps) the direction turns by ≈ √(2 · 1 / 5) rad.
+        let long = LightSheetRenderer.filaments(count: 400, sizeUm: [1000, 1000, 1000], seed: 3)
+        var cosines: [Double] = []
+        var i = 0
+        while i + 41 < long.count {
+            let a = long[i], b = long[i + 1], c = long[i + 20], d = long[i + 21]
+            let u = (b.x - a.x, b.y - a.y, b.z - a.z), v = (d.x - c.x, d.y - c.y, d.z - c.z)
+            let dot = (u.0 * v.0 + u.1 * v.1 + u.2 * v.2) / (0.05 * 0.05)
+            // Both steps, and everything between them, within one chain (no jump to the next chain).
+            let oneChain = (i..<(i + 21)).allSatisfy { hypot(hypot(long[$0 + 1].x - long[$0].x, long[$0 + 1].y - long[$0].y), long[$0 + 1].z - long[$0].z) < 0.05 + 1e-9 }
+            if oneChain { cosines.append(dot) }
+            i += 100
+        }
+        let meanCos = cosines.reduce(0, +) / Double(cosines.count)
+        #expect(cosines.count > 500 && abs(meanCos - exp(-1.0 / 5)) < 0.05, "⟨cos θ⟩ over 1 µm: \(meanCos), expected \(exp(-0.2))")
+        // The stack (noise-free), deskewed: bright at every chain point the raw planes saw.
+        let r = LightSheetRenderer(angleDeg: 31.5, pixelUm: 0.104, optics: o, emitters: chain,
+                                   weights: [Double](repeating: LightSheetRenderer.filamentWeight, count: chain.count))
+        let planes = (0..<nz).map { k -> [Float] in
+            var img = [Float](repeating: 0, count: nx * ny)
+            img.withUnsafeMutableBufferPointer { r.add(scanUm: Double(k) * 0.4, width: nx, height: ny, peak: 100, into: $0.baseAddress!) }
+            return img
+        }
+        let desk = Deskew.apply(try Volume(planes: planes, width: nx, height: ny, voxelUm: (0.104, 0.104, 0.4)), geometry: g)
+        let peak = desk.data.max()!
+        var checked = 0, dim = 0
+        for p in chain {
+            let x = p.x / 0.104, y = p.y / 0.104, z = p.z / g.planeSpacingUm
+            let u = x - z * g.shiftPerPlane
+            guard u > 6, u < Double(nx - 7), y > 4, y < Double(ny - 5), z > 4, z < Double(nz - 5) else { continue }
+            checked += 1
+            if desk[Int(x.rounded()), Int(y.rounded()), Int(z.rounded())] < 0.2 * peak { dim += 1 }
+        }
+        #expect(checked > 100 && dim == 0, "\(dim) of \(checked) chain points dim in the deskewed volume")
+        // Away from the chains: dark.
+        #expect(desk.data.filter { $0 > 0.2 * peak }.count < desk.data.count / 10)
+    }
+}
+
 @Suite struct CoverslipRotationTests {
     /// Beads of known detection-frame position land at X′ = x cos θ + z sin θ, Z′ = −x sin θ + z cos θ in the rotated volume.
     @Test func beadsLandWhereTheRotationPutsThem() throws {

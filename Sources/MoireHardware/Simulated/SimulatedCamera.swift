@@ -88,7 +88,10 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         guard let o = try? LightSheetOptics(na: optics.objectiveNA, immersionIndex: optics.immersionIndex, emissionNm: emissionNm,
                                             sheetThicknessUm: ls.thicknessUm) else { return nil }
         let beads = LightSheetRenderer.beads(count: specimen.puncta, sizeUm: specimen.sizeUm, seed: specimen.seed, optics: o)
-        let r = LightSheetRenderer(angleDeg: ls.angleDeg, pixelUm: samplePixelUm, optics: o, emitters: beads)
+        let fil = LightSheetRenderer.filaments(count: specimen.filaments, sizeUm: specimen.sizeUm, seed: specimen.seed)
+        let r = LightSheetRenderer(angleDeg: ls.angleDeg, pixelUm: samplePixelUm, optics: o, emitters: beads + fil,
+                                   weights: fil.isEmpty ? [] : [Double](repeating: 1, count: beads.count)
+                                       + [Double](repeating: LightSheetRenderer.filamentWeight, count: fil.count))
         sheetRenderers[emissionNm] = r
         return r
     }
