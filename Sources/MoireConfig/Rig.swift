@@ -35,6 +35,15 @@ public struct LightSheetSpec: Sendable, Equatable {
     public var thicknessUm: Double
     public var lengthUm: Double
     public var scan: Scan
+    /// Measured PSFs for deconvolving the volumes (TIFF or MRC, odd sides, sampled on the deskewed
+    /// voxels): one for every channel, and/or one per emission wavelength (nm). None: the model.
+    public var psfFile: String? = nil
+    public var psfByEmissionNm: [Double: String] = [:]
+
+    /// The measured PSF for a channel's emission: its own (within 0.5 nm), else the common one.
+    public func psf(emissionNm: Double) -> String? {
+        psfByEmissionNm.first { abs($0.key - emissionNm) <= 0.5 }?.value ?? psfFile
+    }
 }
 
 /// A simulated specimen description (sim rigs only).
@@ -231,8 +240,27 @@ public struct Rig: Sendable, Equatable {
                 if scan == .galvo, scanner == nil { throw sn.error("a galvo scan needs a scanner; the rig has none") }
             }
             if scan == .stage, stage == nil { throw ln.error("a stage scan needs a stage; the rig has none") }
+            var psfFile: String?, psfs: [Double: String] = [:]
+            if let pn = try ln.child("psf") {
+                func file(_ n: ConfigNode) throws -> String {
+                    let path = n.resolvePath(try n.string())
+                    guard FileManager.default.fileExists(atPath: path) else { throw n.error("PSF file '\(path)' does not exist") }
+                    return path
+                }
+                if case .mapping = pn.node {
+                    for key in try pn.keys() {
+                        guard let c = try pn.child(key) else { continue }
+                        guard let nm = Double(key), nm > 0, nm < 2000 else {
+                            throw c.error("the keys of psf are emission wavelengths in nm (e.g. 520: psf520.tif); found '\(key)'")
+                        }
+                        psfs[nm] = try file(c)
+                    }
+                } else {
+                    psfFile = try file(pn)
+                }
+            }
             try ln.finish()
-            lightSheet = LightSheetSpec(angleDeg: angle, thicknessUm: thickness, lengthUm: length, scan: scan)
+            lightSheet = LightSheetSpec(angleDeg: angle, thicknessUm: thickness, lengthUm: length, scan: scan, psfFile: psfFile, psfByEmissionNm: psfs)
         }
         var specimen: SpecimenSpec?
         if let sim = try root.child("simulation") {

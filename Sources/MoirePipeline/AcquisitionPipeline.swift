@@ -5,6 +5,7 @@ import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireReconstruction
 import MoireStorage
 import MoireTransport
 
@@ -59,12 +60,16 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     public let options: PipelineOptions
     private let logger: Logger
     public let runID: String
+    /// The rig's measured light-sheet PSFs by channel (checked at init).
+    private let measuredPSFs: [Int: Volume]
 
     public init(protocol p: AcquisitionProtocol, devices: RigDevices? = nil, options: PipelineOptions = PipelineOptions(),
                 clock: MoireClock = RealClock(), logger: Logger = Logger(label: "moire.pipeline")) throws {
         proto = p
         self.options = options
         self.logger = logger
+        // What can be refused without the hardware is, before any device is opened.
+        measuredPSFs = options.noReconstruction ? [:] : try VolumeStage.measuredPSFs(for: p)
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs
         if let sim = devs.camera as? SimulatedCamera { for f in options.faults { sim.inject(f) } }
@@ -73,6 +78,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if let peer = devs.peers?.camera { for f in options.faults { peer.inject(f) } }
         runID = Self.makeRunID()
         runner = Runner(protocol: p, devices: devs, runID: runID, clock: clock, logger: logger)
+    }
+
+    /// The checks a run makes before it opens any device, beyond the protocol's own (today: the
+    /// rig's measured light-sheet PSFs load and fit the volumes). `moire validate` runs them too.
+    public static func preflight(_ p: AcquisitionProtocol) throws {
+        _ = try VolumeStage.measuredPSFs(for: p)
     }
 
     static func makeRunID() -> String {
@@ -118,7 +129,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         var vol: VolumeStage?
         if proto.mode == .llsm, !options.noReconstruction {
-            let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger)
+            let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger, measuredPSF: measuredPSFs)
             vol = v
             stages.append(try BusStage(name: "volume", endpoint: bus.endpoint, handle: v.handle))
         } else if proto.mode == .llssim, proto.rig.lightSheet != nil, let sim {

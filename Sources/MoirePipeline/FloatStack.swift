@@ -4,7 +4,7 @@ import MoireReconstruction
 import MoireStorage
 
 /// Writes derived frames (SR, denoised) as a one-channel float32 OME-TIFF, one plane per time point.
-enum FloatStack {
+public enum FloatStack {
     /// `annotate` fills each plane's header (inputs, parameters) before it is written.
     static func write(_ frames: [[Float]], width: Int, height: Int, pixelUm: Double, to path: String, name: String,
                       stream: String, mode: String, annotate: (Int, inout FrameHeader) -> Void = { _, _ in }) throws {
@@ -25,7 +25,7 @@ enum FloatStack {
     }
 
     /// Writes volumes (one per time point) as a float32 OME-TIFF, Z planes of each in order, with the voxel size.
-    static func write(volumes: [Volume], to path: String, name: String, stream: String, mode: String,
+    public static func write(volumes: [Volume], to path: String, name: String, stream: String, mode: String,
                       annotate: (Int, Int, inout FrameHeader) -> Void = { _, _, _ in }) throws {
         guard let v0 = volumes.first else { throw MoireError(.usage, "no volume to write") }
         let layout = RecordingLayout(run: "\(stream)-\(UUID().uuidString.prefix(8).lowercased())", name: name, mode: mode, channels: [stream],

@@ -20,8 +20,8 @@ public struct VolumeStageCounters: Sendable, Equatable {
 /// The live light-sheet stage (mode llsm): assembles each time point's planes of a channel into a
 /// stack by their header indices (a missing plane is filled with the stack's background, flagged
 /// and counted, never shifted), with `source: denoised` denoises its planes with the live denoiser's
-/// current weights, deskews it, deconvolves it (Richardson–Lucy, the Gaussian PSF model of the rig's
-/// optics and sheet), with `rotate` turns it into the coverslip frame, and publishes `vol.<channel>`
+/// current weights, deskews it, deconvolves it (Richardson–Lucy; the rig's measured PSF, or the Gaussian
+/// model of its optics and sheet), with `rotate` turns it into the coverslip frame, and publishes `vol.<channel>`
 /// (the volume, float32, z slowest, `depth` in the header) and `mip.<channel>` (its maximum intensity
 /// projection along z); volumes are recorded to `NAME.vol.ome.tif` beside the raw recording. The
 /// receiving thread only copies planes.
@@ -37,6 +37,8 @@ final class VolumeStage: @unchecked Sendable {
     private let background: Float?
     /// Volumes turned into the coverslip frame (`CoverslipRotation`) before they are published and recorded.
     private let rotate: Bool
+    /// Measured PSFs by channel (the rig's `light_sheet.psf`); the others use the model.
+    private let measuredPSF: [Int: Volume]
     /// With `light_sheet.source: denoised`: the live denoiser whose current weights denoise every
     /// plane of a stack before it is deskewed (set by the pipeline).
     var denoiser: DenoiseStage?
@@ -63,7 +65,8 @@ final class VolumeStage: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var runID = ""
 
-    init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false) throws {
+    /// `measuredPSF`: by channel, from `measuredPSFs(for:)` (made before the devices are opened).
+    init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false, measuredPSF: [Int: Volume] = [:]) throws {
         guard let ls = p.rig.lightSheet else { throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file) }
         proto = p; self.logger = logger; self.fromSR = fromSR
         let scale = fromSR ? 2 : 1
@@ -73,6 +76,7 @@ final class VolumeStage: @unchecked Sendable {
         iterations = fromSR ? 0 : p.lightSheet["iterations"].flatMap(Int.init) ?? 10
         background = p.lightSheet["background"].flatMap(Float.init)
         rotate = p.lightSheet["rotate"] == "true"
+        self.measuredPSF = iterations > 0 ? measuredPSF : [:]
         bus = try RawBus()
         var w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes), d = p.zPlanes
         if rotate {
@@ -83,6 +87,36 @@ final class VolumeStage: @unchecked Sendable {
         volPool = FramePool(slots: 2, bytes: w * planeHeight * d * 4)
         mipPool = FramePool(slots: 4, bytes: w * planeHeight * 4)
         if p.lightSheet["record_volumes"] != "false", let r = recordingPath { recordPath = RecordingIndex.stem(of: r) + ".vol.ome.tif" }
+    }
+
+    /// The rig's measured PSFs (`light_sheet.psf`) by channel, loaded and checked against the volumes
+    /// `p` makes: a run does not start with a PSF it cannot use. Channels without one use the model.
+    static func measuredPSFs(for p: AcquisitionProtocol) throws -> [Int: Volume] {
+        guard p.mode == .llsm, let ls = p.rig.lightSheet, (p.lightSheet["iterations"].flatMap(Int.init) ?? 10) > 0 else { return [:] }
+        let geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
+        let w = geometry.deskewedWidth(nx: p.roiWidth, nz: p.zPlanes)
+        var out: [Int: Volume] = [:]
+        for (c, ch) in p.channels.enumerated() {
+            guard let file = ls.psf(emissionNm: ch.emissionNm) else {
+                if !ls.psfByEmissionNm.isEmpty {
+                    throw MoireError(.config, "light_sheet.psf has no PSF for channel \(ch.name)'s emission (\(ch.emissionNm) nm) and no common one", place: p.rig.file)
+                }
+                continue
+            }
+            do {
+                let img = try ImageImport.load(file)
+                if let px = img.pixelSizeUm, abs(px - geometry.pixelUm) > 0.01 * geometry.pixelUm {
+                    throw MoireError(.config, "the PSF is sampled at \(px) µm; the deskewed volumes at \(geometry.pixelUm) µm")
+                }
+                let psf = try Volume(planes: img.planes, width: img.width, height: img.height,
+                                     voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm))
+                try RichardsonLucy.check(psf: psf, width: w, height: p.roiHeight, depth: p.zPlanes)
+                out[c] = psf
+            } catch let e as MoireError {
+                throw MoireError(.config, "light_sheet.psf for channel \(ch.name): \(e.message)", place: file)
+            }
+        }
+        return out
     }
 
     func start() {
@@ -171,8 +205,9 @@ final class VolumeStage: @unchecked Sendable {
         }
         if processors[h0.c] == nil {
             let optics = try proto.lightSheetOptics(emissionNm: proto.channels[h0.c].emissionNm)
+            let measured = measuredPSF[h0.c]
             processors[h0.c] = LightSheetProcessor(geometry: geometry, iterations: iterations, background: background) {
-                LightSheetPSF.model(optics, voxelUm: $0)
+                measured ?? LightSheetPSF.model(optics, voxelUm: $0)
             }
         }
         var planes = stack.planes, weightsVersion: Int?, scale: Float?
@@ -188,7 +223,7 @@ final class VolumeStage: @unchecked Sendable {
         vh.inputs = stack.headers.compactMap { $0?.seq }
         vh.params = ["voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw", "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
                      "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ","),
-                     "frame": rotate ? "coverslip" : "detection"]
+                     "frame": rotate ? "coverslip" : "detection", "psf": measuredPSF[h0.c] != nil ? "measured" : "model"]
         if let weightsVersion {
             vh.params?["source"] = "denoised"; vh.params?["weightsVersion"] = String(weightsVersion)
             if let scale { vh.params?["denoiseScale"] = String(scale) }

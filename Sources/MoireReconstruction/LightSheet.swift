@@ -157,16 +157,8 @@ public final class RichardsonLucy: @unchecked Sendable {
     /// For volumes of `width × height × depth` and a PSF with odd sides no larger than the volume's;
     /// `band`: where the data lie (default: everywhere).
     public init(psf: Volume, width: Int, height: Int, depth: Int, band: ShearedBand? = nil, rigor: PlanRigor = .estimate) throws {
-        guard psf.width % 2 == 1, psf.height % 2 == 1, psf.depth % 2 == 1 else {
-            throw MoireError(.usage, "the PSF must have odd sides (centred); got \(psf.width)×\(psf.height)×\(psf.depth)")
-        }
-        guard psf.width <= 2 * width + 1, psf.height <= 2 * height + 1, psf.depth <= 2 * depth + 1 else {
-            throw MoireError(.usage, "the PSF (\(psf.width)×\(psf.height)×\(psf.depth)) is larger than the volume (\(width)×\(height)×\(depth)) allows")
-        }
+        try Self.check(psf: psf, width: width, height: height, depth: depth)
         let sum = psf.data.reduce(0, +)
-        guard sum.isFinite, sum > 0, psf.data.allSatisfy({ $0 >= 0 && $0.isFinite }) else {
-            throw MoireError(.usage, "the PSF must be finite, non-negative and not all zero")
-        }
         self.width = width; self.height = height; self.depth = depth
         let band = band ?? ShearedBand(shear: 0, origin: 0, width: width)
         guard band.width >= 1 else { throw MoireError(.usage, "an empty band") }
@@ -205,6 +197,21 @@ public final class RichardsonLucy: @unchecked Sendable {
         data = real  // reused: its contents are replaced by every run
         x = AlignedBuffer(count: voxels); prev = AlignedBuffer(count: voxels); y = AlignedBuffer(count: voxels); blur = AlignedBuffer(count: voxels)
         g = AlignedBuffer(count: voxels); gPrev = AlignedBuffer(count: voxels)
+    }
+
+    /// Refuses a PSF this deconvolver cannot use for volumes of `width × height × depth`: even
+    /// sides (no centre), larger than the volume allows, negative, not finite or all zero.
+    public static func check(psf: Volume, width: Int, height: Int, depth: Int) throws {
+        guard psf.width % 2 == 1, psf.height % 2 == 1, psf.depth % 2 == 1 else {
+            throw MoireError(.usage, "the PSF must have odd sides (centred); got \(psf.width)×\(psf.height)×\(psf.depth)")
+        }
+        guard psf.width <= 2 * width + 1, psf.height <= 2 * height + 1, psf.depth <= 2 * depth + 1 else {
+            throw MoireError(.usage, "the PSF (\(psf.width)×\(psf.height)×\(psf.depth)) is larger than the volume (\(width)×\(height)×\(depth)) allows")
+        }
+        let sum = psf.data.reduce(0, +)
+        guard sum.isFinite, sum > 0, psf.data.allSatisfy({ $0 >= 0 && $0.isFinite }) else {
+            throw MoireError(.usage, "the PSF must be finite, non-negative and not all zero")
+        }
     }
 
     /// A percentile of the volume from a strided sample of at most a million voxels.

@@ -150,6 +150,7 @@ struct Validate: ParsableCommand {
         bootstrapLogging(verbose: false)
         do {
             let p = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig)
+            try AcquisitionPipeline.preflight(p)
             print("\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm")
         } catch { throw fail(error) }
     }

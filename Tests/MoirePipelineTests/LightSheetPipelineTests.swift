@@ -169,6 +169,51 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         } catch let e as MoireError { #expect("\(e)".contains("lattice.yaml") && "\(e)".contains("source"), "\(e)") }
     }
 
+    /// The rig's `light_sheet.psf`: the live stage deconvolves with the measured PSF (the volume is the
+    /// one the same PSF gives offline, not the model's); a PSF it cannot use stops the run before it starts.
+    @Test func liveVolumesAreDeconvolvedWithTheRigsMeasuredPSF() throws {
+        let dir = Fixtures.tempDir("llsmpsf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: 0.104)
+        let voxel = (g.pixelUm, g.pixelUm, g.planeSpacingUm)
+        // "Measured": the model of a sheet 2.5 µm thick (the rig says 1.0).
+        let measured = LightSheetPSF.model(try LightSheetOptics(sheetThicknessUm: 2.5), voxelUm: voxel)
+        try FloatStack.write(volumes: [measured], to: "\(dir)/psf.ome.tif", name: "psf", stream: "psf", mode: "psf")
+        let sheet = "{angle_deg: 31.5, thickness_um: 1.0, scan: stage, psf: \(dir)/psf.ome.tif}"
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: sheet, planes: 16, timepoints: 1))
+        #expect(p.rig.lightSheet?.psf(emissionNm: 520) == "\(dir)/psf.ome.tif")
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        #expect(r.volumes?.volumes == 1)
+        let v = try #require(headers.firstIndex { $0.stream == "vol" })
+        #expect(headers[v].params?["psf"] == "measured")
+        let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        let planes = try (0..<16).map { try reader.readPlaneFloat($0) }
+        func offline(_ psf: Volume) throws -> [Float] {
+            try LightSheetProcessor(geometry: g, iterations: 3) { _ in psf }.process(planes: planes, width: 64, height: 32).volume.data
+        }
+        let withMeasured = try offline(measured), withModel = try offline(LightSheetPSF.model(try LightSheetOptics(), voxelUm: voxel))
+        let same = withMeasured == payloads[v], differs = withModel != payloads[v]
+        #expect(same && differs)
+        // A PSF with even sides, and a per-wavelength table without this channel's emission: refused before the run.
+        let even = Volume(width: 4, height: 5, depth: 5, data: [Float](repeating: 1, count: 100), voxelUm: voxel)
+        try FloatStack.write(volumes: [even], to: "\(dir)/even.ome.tif", name: "psf", stream: "psf", mode: "psf")
+        for (psf, text) in [("\(dir)/even.ome.tif", "odd sides"), ("{600: \(dir)/psf.ome.tif}", "no PSF for channel gfp")] {
+            let bad = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: "{angle_deg: 31.5, thickness_um: 1.0, scan: stage, psf: \(psf)}",
+                                                                          planes: 16, timepoints: 1))
+            do {
+                _ = try AcquisitionPipeline(protocol: bad, options: o, clock: VirtualClock())
+                Issue.record("accepted psf \(psf)")
+            } catch let e as MoireError { #expect("\(e)".contains(text), "\(e)") }
+        }
+        // A file that is not there: the rig names it.
+        #expect(throws: MoireError.self) {
+            _ = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: "{angle_deg: 31.5, thickness_um: 1.0, scan: stage, psf: nowhere.tif}"))
+        }
+    }
+
     @Test func llsSIMStacksTheSRPlanesIntoDeskewedVolumes() throws {
         let dir = Fixtures.tempDir("llssimlive")
         defer { try? FileManager.default.removeItem(atPath: dir) }
