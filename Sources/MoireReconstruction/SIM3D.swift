@@ -79,12 +79,7 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         guard parameters.count == stacks.count else { throw MoireError(.usage, "\(parameters.count) parameter sets for \(stacks.count) orientations") }
         let N = 2 * n, total = n * n * nz, big = N * N * nz
         let taper = SIM2DReconstructor.makeTaper(width: n, height: n, edge: max(8, n / 8))
-        // Axial fade of the outer planes: the stack's top and bottom do not wrap into each other.
-        let zEdge = max(2, nz / 8)
-        let zTaper: [Float] = (0..<nz).map { z in
-            let d = min(z, nz - 1 - z)
-            return d >= zEdge ? 1 : Float(0.5 - 0.5 * cos(Double.pi * (Double(d) + 0.5) / Double(zEdge)))
-        }
+        let zTaper = axialTaper()
         let sx = Double(n) * pixelUm, sz = Double(nz) * dzUm
         @inline(__always) func sgn(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
         func bigIndex(_ U: Int, _ V: Int, _ W: Int) -> Int { ((((W % nz) + nz) % nz) * N + ((V % N) + N) % N) * N + ((U % N) + N) % N }
