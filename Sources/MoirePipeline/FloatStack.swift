@@ -6,7 +6,7 @@ import MoireStorage
 /// Writes derived frames (SR, denoised) as a one-channel float32 OME-TIFF, one plane per time point.
 public enum FloatStack {
     /// `annotate` fills each plane's header (inputs, parameters) before it is written.
-    static func write(_ frames: [[Float]], width: Int, height: Int, pixelUm: Double, to path: String, name: String,
+    public static func write(_ frames: [[Float]], width: Int, height: Int, pixelUm: Double, to path: String, name: String,
                       stream: String, mode: String, annotate: (Int, inout FrameHeader) -> Void = { _, _ in }) throws {
         let layout = RecordingLayout(run: "\(stream)-\(UUID().uuidString.prefix(8).lowercased())", name: name, mode: mode, channels: [stream],
                                      excitationNm: [], emissionNm: [], timepoints: frames.count, zPlanes: 1, angles: 1, phases: 1,

@@ -2,6 +2,18 @@ import Foundation
 import MoireCore
 import MoireFFT
 
+extension SIM3DAngle {
+    /// The axial frequency of order 1 of a three-beam pattern whose side beams make lateral frequency
+    /// `kUm` (cycles/µm): the centre beam's n/λ minus the side beams' axial component √((n/λ)² − k²).
+    public static func threeBeamKz(kUm: Double, excitationNm: Double, immersionIndex: Double) throws -> Double {
+        let kn = immersionIndex / (excitationNm / 1000)
+        guard kUm > 0, kUm < kn else {
+            throw MoireError(.usage, "a pattern of \(kUm) cycles/µm cannot be made with \(excitationNm) nm light in n = \(immersionIndex) (at most \(kn))")
+        }
+        return kn - (kn * kn - kUm * kUm).squareRoot()
+    }
+}
+
 /// 3D-SIM parameters estimated from the data, with what the estimation saw.
 public struct SIM3DEstimate: Sendable {
     /// What to reconstruct with: the estimated lateral wave vectors and per-frame phases, the prior's
@@ -25,11 +37,24 @@ extension SIM3DReconstructor {
     /// kz and the modulations are the prior's (kz follows from the excitation optics; the projected
     /// modulation is not m₁).
     public func estimate(_ stacks: [[[Float]]], priors: [SIM3DAngle], options: SIM2DOptions = SIM2DOptions()) throws -> SIM3DEstimate {
+        try estimate(stacks, prior: .patterns(priors), options: options)
+    }
+
+    /// What the estimation starts from: the nominal parameters of every orientation, or only the
+    /// pattern's period (orientations 180°/angles apart, found together on the ring) with the axial
+    /// frequency and the modulations to assume.
+    public enum Prior: Sendable {
+        case patterns([SIM3DAngle])
+        case period(Double, kz: Double, m1: Double = 0.7, m2: Double = 0.5)
+    }
+
+    public func estimate(_ stacks: [[[Float]]], prior: Prior, options: SIM2DOptions = SIM2DOptions()) throws -> SIM3DEstimate {
         try check(stacks)
-        guard priors.count == stacks.count else { throw MoireError(.usage, "\(priors.count) pattern priors for \(stacks.count) orientations") }
         let phases = stacks[0].count
-        guard stacks.allSatisfy({ $0.count == phases }), priors.allSatisfy({ $0.phases.count == phases }) else {
-            throw MoireError(.usage, "every orientation (and its prior) needs the same number of phases")
+        guard stacks.allSatisfy({ $0.count == phases }) else { throw MoireError(.usage, "every orientation needs the same number of phases") }
+        if case .patterns(let priors) = prior {
+            guard priors.count == stacks.count else { throw MoireError(.usage, "\(priors.count) pattern priors for \(stacks.count) orientations") }
+            guard priors.allSatisfy({ $0.phases.count == phases }) else { throw MoireError(.usage, "every prior needs \(phases) phases") }
         }
         let zTaper = axialTaper()
         let bg = Float(background), plane = n * n
@@ -48,7 +73,15 @@ extension SIM3DReconstructor {
         o.background = 0
         let rec2 = try SIM2DReconstructor(width: n, height: n, pixelUm: pixelUm, angles: stacks.count, phases: phases,
                                           otf: IdealOTF(na: optics.na, emissionNm: optics.wavelengthUm * 1000), options: o)
-        let projected = try rec2.estimate(frames, priors: priors.map { PatternPrior(kx: $0.kx, ky: $0.ky, phases: $0.phases, modulation: $0.m1) })
+        let projected: SIMParameters, priors: [SIM3DAngle]
+        switch prior {
+        case .patterns(let given):
+            projected = try rec2.estimate(frames, priors: given.map { PatternPrior(kx: $0.kx, ky: $0.ky, phases: $0.phases, modulation: $0.m1) })
+            priors = given
+        case .period(let period, let kz, let m1, let m2):
+            projected = try rec2.estimate(frames, periodUm: period, modulation: m1)
+            priors = projected.angles.map { SIM3DAngle(kx: $0.kx, ky: $0.ky, kz: kz, phases: $0.phases, m1: m1, m2: m2) }
+        }
         var angles: [SIM3DAngle] = []
         for (a, (e, p)) in zip(projected.angles, priors).enumerated() {
             var angle = SIM3DAngle(kx: e.kx, ky: e.ky, kz: p.kz, phases: e.phases, m1: p.m1, m2: p.m2)

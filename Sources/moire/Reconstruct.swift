@@ -61,7 +61,7 @@ func printParameters(_ p: SIMParameters) {
 
 struct Reconstruct: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Reconstruct 2D-SIM from a recording or a plain TIFF/MRC stack into an OME-TIFF of SR frames.")
+        abstract: "Reconstruct 2D-SIM (--sim3d: 3D-SIM volumes; --llsm: light-sheet volumes) from a recording or a plain TIFF/MRC stack into an OME-TIFF.")
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "Output OME-TIFF (float32, 2× grid).") var out: String
@@ -73,11 +73,13 @@ struct Reconstruct: ParsableCommand {
     var denoiseMethod = "sr"
     @Option(name: .long, help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
     @OptionGroup(title: "Light sheet (--llsm)") var llsm: LightSheetArguments
+    @OptionGroup(title: "3D-SIM (--sim3d)") var sim3d: SIM3DArguments
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
             if llsm.llsm { return try reconstructLightSheet() }
+            if sim3d.sim3d { return try reconstructSIM3D() }
             var job = try sim.job()
             guard denoise >= 0, let method = SIMDenoiser.Method(rawValue: denoiseMethod) else {
                 throw MoireError(.usage, "--denoise takes a number of steps ≥ 0 and --denoise-method sr or raw")
@@ -110,7 +112,7 @@ extension Reconstruct {
         job.angleDeg = llsm.angle; job.stepUm = llsm.stepUm; job.pixelUm = sim.pixelUm; job.planesPerVolume = llsm.planesPerVolume
         job.iterations = llsm.iterations; job.psfFile = llsm.psf.map(absolute); job.background = llsm.volumeBackground
         job.rotate = llsm.rotate
-        job.optics = try LightSheetOptics(na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex, emissionNm: sim.emissionNm ?? 520,
+        job.optics = try LightSheetOptics(na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex ?? 1.33, emissionNm: sim.emissionNm ?? 520,
                                           sheetThicknessUm: llsm.sheetUm)
         let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
         let r = isLLSSIM ? try job.runSIM(input: input, sim: try sim.job()) : try job.run(input: input) { what, i, n in
@@ -125,6 +127,58 @@ extension Reconstruct {
     }
 }
 
+/// Geometry of 3D-SIM stacks.
+struct SIM3DArguments: ParsableArguments {
+    @Flag(name: .long, help: "The input is 3D-SIM (three-beam, ≥ 5 phases): phase-stepped z-stacks reconstructed into volumes.") var sim3d = false
+    @Option(name: .long, help: "Planes per z-stack of a plain stack.") var zPlanes: Int?
+    @Option(name: .long, help: "Distance between planes, µm (default: the recording's z step).") var zStepUm: Double?
+    @Option(name: .long, help: "Plane order of a plain stack: z-angle-phase or angle-z-phase (phase fastest).") var stackOrder = "z-angle-phase"
+    @Option(name: .long, help: "Excitation wavelength, nm (the pattern's axial frequency follows from it).") var excitationNm = 488.0
+}
+
+extension Reconstruct {
+    /// 3D-SIM volumes from phase-stepped z-stacks.
+    func reconstructSIM3D() throws {
+        var job = OfflineSIM3D()
+        job.angles = sim.angles ?? 3; job.phases = sim.phases ?? 5
+        job.zPlanes = sim3d.zPlanes; job.zStepUm = sim3d.zStepUm; job.pixelUm = sim.pixelUm
+        guard let order = OfflineSIM3D.StackOrder(rawValue: sim3d.stackOrder) else {
+            throw MoireError(.usage, "--stack-order must be z-angle-phase or angle-z-phase")
+        }
+        job.order = order
+        job.na = sim.na ?? 1.4; job.emissionNm = sim.emissionNm ?? 525; job.excitationNm = sim3d.excitationNm
+        job.immersionIndex = llsm.immersionIndex ?? 1.518
+        job.background = sim.background; job.wiener = sim.wiener
+        if let kPrior = sim.kPrior {
+            let parts = kPrior.split(separator: "@")
+            guard let period = Double(parts[0]), period > 0, parts.count <= 2, parts.count == 1 || Double(parts[1]) != nil else {
+                throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.4167 or 0.4167@10")
+            }
+            job.periodUm = period
+            if parts.count == 2 { job.firstAngleDeg = Double(parts[1]) }
+        }
+        let r = try job.run(input: input) { done, total in
+            FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) volumes".utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        try OfflineSIM3D.write(r, to: out, name: "3D-SIM of \((input as NSString).lastPathComponent)")
+        for (a, (e, d)) in zip(r.estimate.angles, r.estimate.projected.angles).enumerated() {
+            print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, kz %.4f µm⁻¹, m1 %.3f, m2 %.3f, confidence %.1f, %@%@",
+                         a, hypot(e.kx, e.ky), 1 / hypot(e.kx, e.ky), d.angleDeg, e.kz, e.m1, e.m2, d.confidence, d.source,
+                         d.flagged ? " — FLAGGED: \(d.reason ?? "")" : ""))
+        }
+        let v = r.sr[0]
+        print(String(format: "wrote %d volume(s) of %d×%d×%d voxels (%.4f × %.4f × %.4f µm) to %@", r.sr.count, v.width, v.height, v.depth,
+                     v.voxelUm.x, v.voxelUm.y, v.voxelUm.z, out))
+        if let paramsOut {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(r.estimate.angles).write(to: URL(fileURLWithPath: paramsOut))
+        }
+        if let preview { try OfflineSIM3D.preview(r).write(to: URL(fileURLWithPath: preview)) }
+    }
+}
+
 /// Geometry and deconvolution options of light-sheet stacks.
 struct LightSheetArguments: ParsableArguments {
     @Flag(name: .long, help: "The input is a sample-scan light-sheet stack: deskew and deconvolve it into volumes.") var llsm = false
@@ -135,7 +189,7 @@ struct LightSheetArguments: ParsableArguments {
     @Option(name: .long, help: "Measured PSF (TIFF/MRC, odd sides, deskewed frame); default: the Gaussian model (--na, --emission-nm, --sheet-um).")
     var psf: String?
     @Option(name: .long, help: "Light-sheet thickness (FWHM), µm, for the PSF model.") var sheetUm = 1.0
-    @Option(name: .long, help: "Immersion index for the PSF model.") var immersionIndex = 1.33
+    @Option(name: .long, help: "Immersion index for the PSF model (default: 1.33 with --llsm, 1.518 with --sim3d).") var immersionIndex: Double?
     @Option(name: .long, help: "Background subtracted before deconvolution (default: the volume's 1st percentile).") var volumeBackground: Float?
     @Flag(name: .long, help: "Rotate the volumes into the coverslip frame (isotropic voxels of the pixel size).") var rotate = false
 }

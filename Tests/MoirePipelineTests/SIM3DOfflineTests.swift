@@ -1,0 +1,69 @@
+import Foundation
+import MoireCore
+import MoireHardware
+import MoirePipeline
+import MoireReconstruction
+import MoireStorage
+import MoireTesting
+import Testing
+
+@Suite(.serialized) struct SIM3DOfflineTests {
+    /// `moire reconstruct --sim3d` on a plain stack (z × angle × phase, phase fastest): with only the
+    /// pattern's period as a prior, the orientations are found, the parameters estimated, and the SR
+    /// volume is the one the simulator's true parameters give; widefield and SR written and read back.
+    @Test func aPlainStackIsReconstructedFromThePeriodAlone() throws {
+        let dir = Fixtures.tempDir("sim3doff")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var sim = SIM3DSimulator()
+        sim.n = 128; sim.nz = 32; sim.peakPhotons = 1000
+        let stacks = try sim.acquire(noiseSeed: 7)
+        let plane = 128 * 128
+        var frames: [[Float]] = []
+        for z in 0..<32 { for a in 0..<3 { for p in 0..<5 { frames.append(Array(stacks[a][p][(z * plane)..<((z + 1) * plane)])) } } }
+        try FloatStack.write(frames, width: 128, height: 128, pixelUm: sim.pixelUm, to: "\(dir)/stack.ome.tif", name: "3D-SIM", stream: "raw", mode: "stack")
+        var job = OfflineSIM3D()
+        job.zPlanes = 32; job.zStepUm = sim.dzUm; job.periodUm = 1 / sim.k1
+        job.na = sim.optics.na; job.immersionIndex = sim.optics.immersionIndex; job.emissionNm = sim.optics.wavelengthUm * 1000
+        job.background = sim.offsetADU
+        let r = try job.run(input: "\(dir)/stack.ome.tif")
+        #expect(r.sr.count == 1 && r.sr[0].width == 256 && r.sr[0].depth == 32 && abs(r.sr[0].voxelUm.x - sim.pixelUm / 2) < 1e-12)
+        #expect(r.estimate.projected.angles.allSatisfy { !$0.flagged })
+        // kz from the three-beam geometry at 488 nm in the simulator's immersion: the simulator's.
+        #expect(abs(r.estimate.angles[0].kz - sim.kz) < 0.01)
+        let rec = try SIM3DReconstructor(n: 128, nz: 32, pixelUm: sim.pixelUm, dzUm: sim.dzUm, optics: sim.optics)
+        rec.background = sim.offsetADU
+        let truth = (0..<3).map { i -> SIM3DAngle in
+            let (kx, ky) = sim.k(i)
+            return SIM3DAngle(kx: kx, ky: ky, kz: sim.kz, phases: (0..<5).map { sim.phase($0) }, m1: sim.m1, m2: sim.m2)
+        }
+        let reference = try rec.reconstruct(stacks, parameters: truth)
+        var num = 0.0, den = 0.0
+        for (a, b) in zip(r.sr[0].data, reference) { num += Double(a - b) * Double(a - b); den += Double(b) * Double(b) }
+        #expect((num / den).squareRoot() < 0.05, "relative difference to the true parameters' volume \((num / den).squareRoot())")
+        try OfflineSIM3D.write(r, to: "\(dir)/sr.ome.tif", name: "SR")
+        let back = try OMETiffReader(path: "\(dir)/sr.ome.tif")
+        let l = try #require(back.layout)
+        #expect(l.width == 256 && l.zPlanes == 32 && abs(l.zStepUm - sim.dzUm) < 1e-9)
+        #expect(try back.readPlaneFloat(16) == Array(r.sr[0].data[(16 * 256 * 256)..<(17 * 256 * 256)]))
+        #expect(OfflineSIM3D.preview(r).starts(with: [0x89, 0x50, 0x4E, 0x47]))
+    }
+
+    /// Stacks it cannot reconstruct are refused with the file named: not square, not whole volumes, no prior.
+    @Test func badStacksAreRefusedWithTheirPlace() throws {
+        let dir = Fixtures.tempDir("sim3dbad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let frames = [[Float]](repeating: [Float](repeating: 100, count: 32 * 16), count: 60)
+        try FloatStack.write(frames, width: 32, height: 16, pixelUm: 0.08, to: "\(dir)/rect.ome.tif", name: "x", stream: "raw", mode: "stack")
+        let square = [[Float]](repeating: [Float](repeating: 100, count: 32 * 32), count: 61)
+        try FloatStack.write(square, width: 32, height: 32, pixelUm: 0.08, to: "\(dir)/odd.ome.tif", name: "x", stream: "raw", mode: "stack")
+        var job = OfflineSIM3D()
+        job.zPlanes = 4; job.zStepUm = 0.125; job.periodUm = 0.42
+        for (file, text) in [("rect", "square"), ("odd", "whole volumes")] {
+            do { _ = try job.run(input: "\(dir)/\(file).ome.tif"); Issue.record("\(file) accepted") } catch let e as MoireError {
+                #expect("\(e)".contains(text) && "\(e)".contains("\(file).ome.tif"), "\(e)")
+            }
+        }
+        job.periodUm = nil
+        #expect(throws: MoireError.self) { _ = try job.run(input: "\(dir)/odd.ome.tif") }
+    }
+}
