@@ -66,10 +66,15 @@ public struct PatternSpec: Sendable, Equatable, Codable {
     public var modulation: Double
     /// Where a DMD keeps this pattern: image index in its pattern memory and bit plane.
     public var dmd: DMDImage?
+    /// A three-beam (3D-SIM) pattern: the modulation of order 2 (at 2k); `modulation` is then order
+    /// 1's, whose axial frequency follows from k and the wavelength. Nil: a two-beam pattern.
+    public var order2Modulation: Double?
 
-    public init(index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double, dmd: DMDImage? = nil) {
+    public init(index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double, dmd: DMDImage? = nil,
+                order2Modulation: Double? = nil) {
         self.index = index; self.angle = angle; self.phase = phase
         self.kx = kx; self.ky = ky; self.phaseRad = phaseRad; self.modulation = modulation; self.dmd = dmd
+        self.order2Modulation = order2Modulation
     }
 }
 
@@ -275,6 +280,8 @@ public struct DeviceProfile: Sendable, Equatable {
                 let name = try setNode.required("name").string()
                 if sets.contains(where: { $0.name == name }) { throw setNode.error("duplicate pattern set name '\(name)'") }
                 let wl = try setNode.required("wavelength_nm").double(in: 200...2000, unit: " nm")
+                // Three-beam (3D-SIM) sets state order 2's modulation.
+                let m2 = try setNode.optionalDouble("order2_modulation", in: 0...1)
                 var patterns: [PatternSpec] = []
                 for pn in try setNode.required("patterns").list() {
                     let spec = PatternSpec(
@@ -285,7 +292,7 @@ public struct DeviceProfile: Sendable, Equatable {
                         ky: try pn.required("ky_per_um").double(in: -100...100, unit: " µm⁻¹"),
                         phaseRad: try pn.required("phase_rad").double(in: -100...100, unit: " rad"),
                         modulation: try pn.required("modulation").double(in: 0...1),
-                        dmd: try pn.child("dmd").map(parseDMD))
+                        dmd: try pn.child("dmd").map(parseDMD), order2Modulation: m2)
                     try pn.finish()
                     if patterns.contains(where: { $0.angle == spec.angle && $0.phase == spec.phase }) {
                         throw pn.error("pattern for angle \(spec.angle), phase \(spec.phase) is listed twice")

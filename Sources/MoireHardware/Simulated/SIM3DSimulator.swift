@@ -70,33 +70,87 @@ public struct SIM3DSimulator: Sendable {
 
     /// Noisy stacks `[angle][phase]`, each `n × n × nz` (x fastest, z slowest), in ADU.
     public func acquire(noiseSeed: UInt64) throws -> [[[Float]]] {
-        let fn = 2 * n, total = fn * fn * nz
-        let psf = try optics.psf(n: fn, pixelUm: pixelUm / 2, nz: nz, dzUm: dzUm)
-        let fwd = try FFT.plan3D(width: fn, height: fn, depth: nz, forward: true)
-        let inv = try FFT.plan3D(width: fn, height: fn, depth: nz, forward: false)
-        // Transfer functions: the PSF (orders 0, 2) and the PSF·cos(2π kz z) (order 1), centred at the origin.
-        func transfer(axial: Bool) -> AlignedBuffer<Complex32> {
-            let a = AlignedBuffer<Complex32>(count: total), b = AlignedBuffer<Complex32>(count: total)
-            for z in 0..<nz {
-                let w = axial ? Float(cos(2 * Double.pi * kz * Double(z - nz / 2) * dzUm)) : 1
-                for y in 0..<fn { for x in 0..<fn {
-                    a[(((z + nz / 2) % nz) * fn + (y + fn / 2) % fn) * fn + (x + fn / 2) % fn] = Complex32(psf[(z * fn + y) * fn + x] * w, 0)
-                } }
+        let model = try BandModel(self)
+        let b0 = model.b0
+        let scale = Float(peakPhotons) / max(b0.max() ?? 1, 1e-12)
+        var rng = SimRandom(seed: noiseSeed)
+        var stacks: [[[Float]]] = []
+        for ang in 0..<angles {
+            let (kx, ky) = k(ang)
+            let (b1, b2) = model.sidebands(kx: kx, ky: ky)
+            var perPhase: [[Float]] = []
+            for p in 0..<phases {
+                let phi = phase(p)
+                let c1 = Float(cos(phi)), s1 = Float(sin(phi)), c2 = Float(cos(2 * phi)), s2 = Float(sin(2 * phi))
+                var v = [Float](repeating: 0, count: n * n * nz)
+                for i in 0..<v.count {
+                    let expected = scale * (b0[i] + Float(m1) * (c1 * b1[i].re - s1 * b1[i].im) + Float(m2) * (c2 * b2[i].re - s2 * b2[i].im))
+                    let e = rng.poisson(Double(max(0, expected)))
+                    v[i] = Float(offsetADU + gainADUPerE * e + gainADUPerE * readNoiseE * rng.normal())
+                }
+                perPhase.append(v)
             }
-            fwd.execute(a.pointer, b.pointer)
-            return b
+            stacks.append(perPhase)
         }
-        let h0 = transfer(axial: false), h1 = transfer(axial: true)
-        let s = specimen()
-        let a = AlignedBuffer<Complex32>(count: total), b = AlignedBuffer<Complex32>(count: total)
+        return stacks
+    }
+
+    /// The noise-free blurred volumes of the specimen (camera pixels, `n × n × nz`, z = 0 mid-stack):
+    /// B0 (widefield), and per wave vector B1 (order 1, the PSF times cos(2π kz z)) and B2 (order 2).
+    /// A frame at stage plane z, pattern (k, φ) is `B0 + m1·Re(e^{iφ}·B1) + m2·Re(e^{2iφ}·B2)` there.
+    public final class BandModel: @unchecked Sendable {
+        public private(set) var b0: [Float]
+        let sim: SIM3DSimulator
+        let fwd: FFTPlan3D, inv: FFTPlan3D
+        let h0: AlignedBuffer<Complex32>, h1: AlignedBuffer<Complex32>
+        let specimen: [Float]
+        let a: AlignedBuffer<Complex32>, b: AlignedBuffer<Complex32>
+        private let lock = NSLock()
+
+        public init(_ sim: SIM3DSimulator) throws {
+            self.sim = sim
+            let n = sim.n, nz = sim.nz, fn = 2 * n, total = fn * fn * nz
+            let psf = try sim.optics.psf(n: fn, pixelUm: sim.pixelUm / 2, nz: nz, dzUm: sim.dzUm)
+            let fwd = try FFT.plan3D(width: fn, height: fn, depth: nz, forward: true)
+            self.fwd = fwd
+            inv = try FFT.plan3D(width: fn, height: fn, depth: nz, forward: false)
+            // Transfer functions: the PSF (orders 0, 2) and the PSF·cos(2π kz z) (order 1), centred at the origin.
+            func transfer(axial: Bool) -> AlignedBuffer<Complex32> {
+                let a = AlignedBuffer<Complex32>(count: total), b = AlignedBuffer<Complex32>(count: total)
+                for z in 0..<nz {
+                    let w = axial ? Float(cos(2 * Double.pi * sim.kz * Double(z - nz / 2) * sim.dzUm)) : 1
+                    for y in 0..<fn { for x in 0..<fn {
+                        a[(((z + nz / 2) % nz) * fn + (y + fn / 2) % fn) * fn + (x + fn / 2) % fn] = Complex32(psf[(z * fn + y) * fn + x] * w, 0)
+                    } }
+                }
+                fwd.execute(a.pointer, b.pointer)
+                return b
+            }
+            h0 = transfer(axial: false); h1 = transfer(axial: true)
+            specimen = sim.specimen()
+            a = AlignedBuffer<Complex32>(count: total); b = AlignedBuffer<Complex32>(count: total)
+            b0 = []
+            b0 = blur(0, 0, 0, h0).map(\.re)
+        }
+
+        /// B1 and B2 for the wave vector (kx, ky) of order 1.
+        public func sidebands(kx: Double, ky: Double) -> (b1: [Complex32], b2: [Complex32]) {
+            (blur(kx, ky, 1, h1), blur(kx, ky, 2, h0))
+        }
+
+        /// The sideband of a two-beam pattern (no axial modulation): `B0 + m·Re(e^{iφ}·B)`.
+        public func twoBeamSideband(kx: Double, ky: Double) -> [Complex32] { blur(kx, ky, 1, h0) }
+
         /// (S·e^{i m 2πk·r}) ⊗ h, binned 2×2 laterally.
         func blur(_ kx: Double, _ ky: Double, _ order: Int, _ h: AlignedBuffer<Complex32>) -> [Complex32] {
+            lock.lock(); defer { lock.unlock() }
+            let n = sim.n, nz = sim.nz, fn = 2 * n, total = fn * fn * nz, pixelUm = sim.pixelUm
             for z in 0..<nz { for y in 0..<fn {
                 let ry = (Double(y) - 0.5) * pixelUm / 2
                 for x in 0..<fn {
                     let rx = (Double(x) - 0.5) * pixelUm / 2
                     let ph = 2 * Double.pi * Double(order) * (kx * rx + ky * ry)
-                    let v = s[(z * fn + y) * fn + x]
+                    let v = specimen[(z * fn + y) * fn + x]
                     a[(z * fn + y) * fn + x] = Complex32(v * Float(cos(ph)), v * Float(sin(ph)))
                 }
             } }
@@ -115,27 +169,6 @@ public struct SIM3DSimulator: Sendable {
             } } }
             return out
         }
-        let b0 = blur(0, 0, 0, h0).map(\.re)
-        let scale = Float(peakPhotons) / max(b0.max() ?? 1, 1e-12)
-        var rng = SimRandom(seed: noiseSeed)
-        var stacks: [[[Float]]] = []
-        for ang in 0..<angles {
-            let (kx, ky) = k(ang)
-            let b1 = blur(kx, ky, 1, h1), b2 = blur(kx, ky, 2, h0)
-            var perPhase: [[Float]] = []
-            for p in 0..<phases {
-                let phi = phase(p)
-                let c1 = Float(cos(phi)), s1 = Float(sin(phi)), c2 = Float(cos(2 * phi)), s2 = Float(sin(2 * phi))
-                var v = [Float](repeating: 0, count: n * n * nz)
-                for i in 0..<v.count {
-                    let expected = scale * (b0[i] + Float(m1) * (c1 * b1[i].re - s1 * b1[i].im) + Float(m2) * (c2 * b2[i].re - s2 * b2[i].im))
-                    let e = rng.poisson(Double(max(0, expected)))
-                    v[i] = Float(offsetADU + gainADUPerE * e + gainADUPerE * readNoiseE * rng.normal())
-                }
-                perPhase.append(v)
-            }
-            stacks.append(perPhase)
-        }
-        return stacks
     }
+
 }

@@ -13,6 +13,8 @@ public final class SimWorld: @unchecked Sendable {
         public var zUm: Double
         /// The galvo's scan position (volts × µm per volt), when there is a scanner.
         public var scannerUm: Double = 0
+        /// The stage's home: where a 3D specimen's middle sits (widefield/SIM on a 3D specimen).
+        public var stageHomeUm: Double = 0
     }
 
     private let lock = NSLock()
@@ -39,7 +41,7 @@ public final class SimWorld: @unchecked Sendable {
         let (p, spec) = m?.current ?? (-1, nil)
         let emitting = ls.filter(\.isEmitting).map { (name: $0.name, powerMw: $0.powerMw, wavelengthNm: $0.profile.wavelengthNm) }
         return Snapshot(pattern: p, spec: spec, lasers: emitting, zUm: s?.positionUm ?? 0,
-                        scannerUm: sc.map { $0.volts * $0.profile.umPerV } ?? 0)
+                        scannerUm: sc.map { $0.volts * $0.profile.umPerV } ?? 0, stageHomeUm: s?.profile.homeUm ?? 0)
     }
 
     func record(_ line: String) {

@@ -81,6 +81,77 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
 
     var rendersLightSheet: Bool { lightSheet != nil && specimen?.kind == .beads }
 
+    /// Widefield and SIM on a 3D specimen (`beads`) without a light sheet (square ROIs up to 256):
+    /// the focal plane at the stage's z through the 3D PSF (`SIM3DSimulator.BandModel`: the
+    /// simulator's cell-like specimen, seeded by the rig's specimen; its middle at the stage's home). A
+    /// three-beam pattern (`order2_modulation` in its set) adds order 1 with its axial modulation
+    /// cos(2π kz Δz) fixed to the focal plane and order 2 at 2k; a two-beam pattern order 1 alone.
+    func rendersVolume(_ s: CameraSettings) -> Bool {
+        lightSheet == nil && specimen?.kind == .beads && s.width == s.height && s.width % 2 == 0 && s.width >= 16 && s.width <= 256
+    }
+    private var volumeModels: [String: (model: SIM3DSimulator.BandModel, norm: Float)] = [:]
+    private var volumeSidebands: [String: (b1: [Complex32], b2: [Complex32]?)] = [:]
+    static let volumeGrid = (planes: 32, dzUm: 0.125)
+
+    /// Order 1's axial frequency of a three-beam pattern of lateral frequency k at `excitationNm`.
+    func threeBeamKz(k: Double, excitationNm: Double) -> Double {
+        let kn = optics.immersionIndex / (excitationNm / 1000)
+        return k < kn ? kn - (kn * kn - k * k).squareRoot() : 0
+    }
+
+    /// The band model for an emission wavelength and order 1's kz (made once; seconds at 128²).
+    private func volumeModel(emissionNm: Double, kz: Double) -> (model: SIM3DSimulator.BandModel, norm: Float)? {
+        let w = settings.width
+        guard let specimen else { return nil }
+        let key = "\(emissionNm)/\(String(format: "%.5f", kz))/\(w)/\(samplePixelUm)"
+        if let m = volumeModels[key] { return m }
+        var sim = SIM3DSimulator()
+        sim.n = w; sim.pixelUm = samplePixelUm; sim.nz = Self.volumeGrid.planes; sim.dzUm = Self.volumeGrid.dzUm
+        sim.optics = Widefield3D(na: optics.objectiveNA, immersionIndex: optics.immersionIndex, emissionNm: emissionNm)
+        sim.kz = kz; sim.specimenSeed = specimen.seed
+        guard let m = try? SIM3DSimulator.BandModel(sim) else { return nil }
+        let entry = (m, 1 / max(m.b0.max() ?? 1, 1e-12))
+        volumeModels[key] = entry
+        return entry
+    }
+
+    /// Expected photons per unit brightness of the focal plane at `zUm` under `spec` (nil: uniform).
+    private func volumePlane(zUm: Double, spec: PatternSpec?, excitationNm: Double) -> [Float]? {
+        let emission = excitationNm + 37
+        let threeBeam = spec?.order2Modulation != nil
+        let kz = spec.map { threeBeamBand($0, excitationNm) } ?? 0
+        guard let (model, norm) = volumeModel(emissionNm: emission, kz: threeBeam ? kz : 0) else { return nil }
+        let n = settings.width, plane = n * n, nz = Self.volumeGrid.planes
+        let f = min(max(zUm / Self.volumeGrid.dzUm + Double(nz / 2), 0), Double(nz - 1))
+        let z0 = min(Int(f), nz - 2), t = Float(f - Double(z0))
+        var out = [Float](repeating: 0, count: plane)
+        for i in 0..<plane { out[i] = norm * ((1 - t) * model.b0[z0 * plane + i] + t * model.b0[(z0 + 1) * plane + i]) }
+        guard let spec else { return out }
+        let key = "\(emission)/\(kz)/\(spec.kx)/\(spec.ky)/\(threeBeam)/\(n)/\(samplePixelUm)"
+        let bands: (b1: [Complex32], b2: [Complex32]?)
+        if let b = volumeSidebands[key] { bands = b } else {
+            if threeBeam { let (b1, b2) = model.sidebands(kx: spec.kx, ky: spec.ky); bands = (b1, b2) }
+            else { bands = (model.twoBeamSideband(kx: spec.kx, ky: spec.ky), nil) }
+            volumeSidebands[key] = bands
+        }
+        let m1 = Float(spec.modulation), m2 = Float(spec.order2Modulation ?? 0)
+        let c1 = Float(cos(spec.phaseRad)), s1 = Float(sin(spec.phaseRad)), c2 = Float(cos(2 * spec.phaseRad)), s2 = Float(sin(2 * spec.phaseRad))
+        for i in 0..<plane {
+            let a = bands.b1[z0 * plane + i], b = bands.b1[(z0 + 1) * plane + i]
+            let re = (1 - t) * a.re + t * b.re, im = (1 - t) * a.im + t * b.im
+            out[i] += norm * m1 * (c1 * re - s1 * im)
+            if let b2 = bands.b2 {
+                let p = b2[z0 * plane + i], q = b2[(z0 + 1) * plane + i]
+                out[i] += norm * m2 * (c2 * ((1 - t) * p.re + t * q.re) - s2 * ((1 - t) * p.im + t * q.im))
+            }
+        }
+        return out
+    }
+
+    private func threeBeamBand(_ spec: PatternSpec, _ excitationNm: Double) -> Double {
+        spec.order2Modulation == nil ? 0 : threeBeamKz(k: hypot(spec.kx, spec.ky), excitationNm: excitationNm)
+    }
+
     /// The light-sheet renderer for an emission wavelength (the PSF depends on it).
     private func sheetRenderer(emissionNm: Double) -> LightSheetRenderer? {
         guard let ls = lightSheet, let specimen, specimen.kind == .beads else { return nil }
@@ -114,7 +185,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         guard !acquiring else { throw MoireError(.state, "cannot configure while acquiring", place: "camera \(name)") }
         let px = optics.samplePixelUm(cameraPixelUm: profile.pixelUm, binning: s.binning)
         if px != samplePixelUm { sheetRenderers = [:]; samplePixelUm = px }
-        if let specimen, !rendersLightSheet, model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px {
+        if rendersVolume(s) {
+            model = nil
+        } else if let specimen, !rendersLightSheet, model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px {
             model = try OpticalModel(specimen: specimen, width: s.width, height: s.height, pixelUm: px, na: optics.objectiveNA)
         }
         settings = s
@@ -122,6 +195,13 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
 
     /// Precomputes the blurred images for the patterns and lasers a run will use (so the first frames are on time).
     public func prepare(patterns: [PatternSpec?], emissionNm: [Double]) throws {
+        if rendersVolume(settings) {
+            for e in emissionNm {
+                _ = volumePlane(zUm: 0, spec: nil, excitationNm: e - 37)
+                for p in patterns.compactMap({ $0 }) { _ = volumePlane(zUm: 0, spec: p, excitationNm: e - 37) }
+            }
+            return
+        }
         guard let model else { return }
         for e in emissionNm {
             _ = try model.widefield(emissionNm: e)
@@ -250,6 +330,18 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 img.withUnsafeMutableBufferPointer {
                     r.add(scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs, pattern: pattern, into: $0.baseAddress!)
                 }
+            }
+            sheet = img
+        }
+        // A 3D specimen without a light sheet: the focal plane at the stage's z.
+        if rendersVolume(settings), let specimen, snap.pattern != -2, !snap.lasers.isEmpty {
+            var img = [Float](repeating: 0, count: w * h)
+            for l in snap.lasers {
+                let bleach = exp(-specimen.bleachPerMwS * (dose[l.name] ?? 0))
+                dose[l.name, default: 0] += l.powerMw * exposureMs / 1000
+                guard let p = volumePlane(zUm: snap.zUm - snap.stageHomeUm, spec: snap.spec, excitationNm: l.wavelengthNm) else { continue }
+                let scale = Float(specimen.brightness * l.powerMw * exposureMs * bleach), bg = Float(specimen.background * l.powerMw * exposureMs)
+                for i in 0..<img.count { img[i] += scale * p[i] + bg }
             }
             sheet = img
         }
