@@ -42,28 +42,21 @@ final class VolumeStage: @unchecked Sendable {
     /// With `light_sheet.source: denoised`: the live denoiser whose current weights denoise every
     /// plane of a stack before it is deskewed (set by the pipeline).
     var denoiser: DenoiseStage?
-    private let lock = NSCondition()
-    private final class Stack {
-        var planes: [[Float]]
-        var received: [Bool]
-        var headers: [FrameHeader?]
-        init(planes: Int, pixels: Int) {
-            self.planes = [[Float]](repeating: [Float](repeating: 0, count: pixels), count: planes)
-            received = [Bool](repeating: false, count: planes); headers = [FrameHeader?](repeating: nil, count: planes)
-        }
+    private let lock = NSLock()
+    private let stacks: StackQueue
+    private var own = VolumeStageCounters()
+    var counters: VolumeStageCounters {
+        lock.lock(); defer { lock.unlock() }
+        var c = own
+        (c.stacksComplete, c.skippedBehind) = stacks.counts
+        return c
     }
-    private var filling: [String: Stack] = [:]
-    private var queue: [Stack] = []
-    private var finished = false
-    private(set) var counters = VolumeStageCounters()
     /// One processor per channel (the PSF depends on the emission).
     private var processors: [Int: LightSheetProcessor] = [:]
     private let volPool: FramePool, mipPool: FramePool
     private var volSeq = 0, mipSeq = 0
     private var recorder: OMETiffWriter?
     private(set) var recordPath: String?
-    private let done = DispatchSemaphore(value: 0)
-    private var runID = ""
 
     /// `measuredPSF`: by channel, from `measuredPSFs(for:)` (made before the devices are opened).
     init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false, measuredPSF: [Int: Volume] = [:]) throws {
@@ -78,6 +71,7 @@ final class VolumeStage: @unchecked Sendable {
         rotate = p.lightSheet["rotate"] == "true"
         self.measuredPSF = iterations > 0 ? measuredPSF : [:]
         bus = try RawBus()
+        stacks = StackQueue(stream: fromSR ? "sr" : "raw", slots: p.zPlanes, width: planeWidth, height: planeHeight) { $0.z }
         var w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes), d = p.zPlanes
         if rotate {
             let g = CoverslipRotation.grid(width: w, depth: d, voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm),
@@ -120,87 +114,28 @@ final class VolumeStage: @unchecked Sendable {
     }
 
     func start() {
-        let t = Thread { [self] in work() }
-        t.name = "moire.stage.volume"
-        t.start()
-    }
-
-    func join(timeoutSeconds: Double) -> Bool { done.wait(timeout: .now() + timeoutSeconds) == .success }
-
-    /// Receiver: copies each raw plane into its stack; the stack is handed over when its last plane (by plan order) arrives.
-    func handle(_ item: BusItem) -> Bool {
-        switch item {
-        case .run(_, let json):
-            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if ev.event == "start" { runID = ev.run; try? bus.publishRun(json) }
-            if ev.event == "stop" {
-                // Stacks still filling (their last plane never came) are processed with their missing planes.
-                lock.lock()
-                queue += filling.values.sorted { ($0.headers.compactMap { $0 }.first?.t ?? 0) < ($1.headers.compactMap { $0 }.first?.t ?? 0) }
-                filling = [:]
-                finished = true; lock.broadcast(); lock.unlock()
-                return false
-            }
-            return true
-        case .frame(let h, let payload):
-            guard h.stream == (fromSR ? "sr" : "raw"), h.z >= 0, h.z < proto.zPlanes else { return true }
-            let key = "\(h.t)/\(h.c)"
-            lock.lock()
-            let stack = filling[key] ?? Stack(planes: proto.zPlanes, pixels: planeWidth * planeHeight)
-            filling[key] = stack
-            lock.unlock()
-            stack.headers[h.z] = h
-            if !h.missing, payload.count == h.byteCount, h.width == planeWidth, h.height == planeHeight {
-                let n = h.width * h.height
-                switch h.pixel {
-                case .uint16:
-                    payload.bytes.withMemoryRebound(to: UInt16.self) { src in
-                        stack.planes[h.z].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
-                    }
-                    stack.received[h.z] = true
-                case .float32:
-                    payload.bytes.withMemoryRebound(to: Float.self) { src in
-                        stack.planes[h.z].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = src[i] } }
-                    }
-                    stack.received[h.z] = true
-                default: break
-                }
-            }
-            if h.z == proto.zPlanes - 1 {
-                lock.lock()
-                filling[key] = nil
-                counters.stacksComplete += 1
-                if !queue.isEmpty { queue.removeFirst(); counters.skippedBehind += 1 }
-                queue.append(stack)
-                lock.signal()
-                lock.unlock()
-            }
-            return true
+        let bus = self.bus
+        stacks.onRunStart = { try? bus.publishRun($0) }
+        stacks.start(name: "moire.stage.volume", logger: logger, process: { [self] in try process($0) }) { [self] in
+            if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
+            let c = counters
+            let stop = RunStop(run: stacks.runID, reason: "completed", error: nil, frames: c.volumes, missing: c.skippedBehind,
+                               planned: 0, stoppedNs: unixTimeNs())
+            try? bus.publishRun(Wire.encode(stop))
         }
     }
 
-    private func work() {
-        defer { done.signal() }
-        while true {
-            lock.lock()
-            while queue.isEmpty && !finished { lock.wait() }
-            guard !queue.isEmpty else { lock.unlock(); break }
-            let stack = queue.removeFirst()
-            lock.unlock()
-            do { try process(stack) } catch { logger.error("light-sheet volume failed; stack skipped", metadata: ["error": "\(error)"]) }
-        }
-        if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
-        let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.volumes, missing: counters.skippedBehind,
-                           planned: 0, stoppedNs: unixTimeNs())
-        try? bus.publishRun(Wire.encode(stop))
-    }
+    func join(timeoutSeconds: Double) -> Bool { stacks.join(timeoutSeconds: timeoutSeconds) }
 
-    private func process(_ stack: Stack) throws {
-        guard let h0 = stack.headers.compactMap({ $0 }).first else { return }
-        let missing = (0..<proto.zPlanes).filter { !stack.received[$0] }
+    /// Receiver: copies each plane into its stack by the header's t, c and z.
+    func handle(_ item: BusItem) -> Bool { stacks.handle(item) }
+
+    private func process(_ stack: StackQueue.Stack) throws {
+        guard let h0 = stack.first else { return }
+        let missing = stack.missing
         guard missing.count < proto.zPlanes else { return }
         if !missing.isEmpty {
-            lock.lock(); counters.missingPlanes += missing.count; lock.unlock()
+            lock.lock(); own.missingPlanes += missing.count; lock.unlock()
             logger.warning("stack with missing planes: filled with its background and flagged", metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
         }
         if processors[h0.c] == nil {
@@ -257,7 +192,7 @@ final class VolumeStage: @unchecked Sendable {
             try bus.publish(Frame(header: mh, slot: slot))
             mipSeq += 1
         }
-        lock.lock(); counters.volumes += 1; lock.unlock()
+        lock.lock(); own.volumes += 1; lock.unlock()
     }
 }
 
