@@ -27,6 +27,9 @@ public struct PipelineResult: Sendable {
     /// Live light-sheet counters (nil without a volume stage) and the volume recording.
     public var volumes: VolumeStageCounters?
     public var volumeRecording: String?
+    /// Live 3D-SIM counters (nil without a 3D-SIM stage) and its SR volume recording.
+    public var sim3d: SIM3DStageCounters? = nil
+    public var sim3dRecording: String? = nil
 }
 
 /// Options that override or extend the protocol for one run.
@@ -139,6 +142,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             vol = v
             stages.append(try BusStage(name: "volume", endpoint: sim.bus.endpoint, handle: v.handle))
         }
+        var sim3d: SIM3DStage?
+        if proto.mode == .sim3d, live.enabled, !options.noReconstruction {
+            let s = try SIM3DStage(protocol: proto, options: live, recordingPath: recordingPath, logger: logger)
+            sim3d = s
+            stages.append(try BusStage(name: "sim3d", endpoint: bus.endpoint, handle: s.handle))
+        }
         var den: DenoiseStage?
         let denOptions = LiveDenoiseOptions(proto.denoise)
         if denOptions.enabled, !options.noDenoise {
@@ -152,7 +161,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
-        let derivedBuses = (sim.map { [$0.bus.endpoint] } ?? []) + (den.map { [$0.bus.endpoint] } ?? []) + (vol.map { [$0.bus.endpoint] } ?? [])
+        let derivedBuses: [String] = [sim?.bus.endpoint, den?.bus.endpoint, vol?.bus.endpoint, sim3d?.bus.endpoint].compactMap { $0 }
         if let endpoint {
             let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
             if options.waitForSubscribers > 0 {
@@ -184,6 +193,10 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             if publisher != nil { try vol.bus.waitForSubscribers(1) }
             vol.start()
         }
+        if let sim3d {
+            if publisher != nil { try sim3d.bus.waitForSubscribers(1) }
+            sim3d.start()
+        }
         let start = RunStart(run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
                              rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
                              magnification: proto.rig.optics.magnification, channels: proto.channels,
@@ -203,6 +216,11 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if let sim, !sim.join(timeoutSeconds: 120) { logger.error("SIM worker did not finish") }
         if let den, !den.join(timeoutSeconds: 120) { logger.error("denoise stage did not finish") }
         if let vol, !vol.join(timeoutSeconds: 600) { logger.error("light-sheet stage did not finish") }
+        if let sim3d, !sim3d.join(timeoutSeconds: 600) { logger.error("3D-SIM stage did not finish") }
+        if let c = sim3d?.counters {
+            logger.info("live 3D-SIM", metadata: ["stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
+                                                  "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
+        }
         if let c = vol?.counters {
             logger.info("live light sheet", metadata: ["stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
                                                        "skipped.behind": "\(c.skippedBehind)", "missing.planes": "\(c.missingPlanes)"])
@@ -218,6 +236,6 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                               publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
                               sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
                               denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir, volumes: vol?.counters,
-                              volumeRecording: vol?.recordPath)
+                              volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath)
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import MoireCore
+import MoireReconstruction
+import MoireStorage
 import MoireTransport
 
 /// Frames of one stream gathered into stacks per time point and channel, each frame in the slot its
@@ -113,4 +115,56 @@ final class StackQueue: @unchecked Sendable {
 
     /// The two counters under the lock.
     var counts: (complete: Int, skippedBehind: Int) { lock.lock(); defer { lock.unlock() }; return (stacksComplete, skippedBehind) }
+}
+
+/// Where a volume stage's volumes go: published on its bus (the volume, `depth` in the header, and
+/// its z projection as `mip.<channel>`) and, with a path, recorded plane by plane (ZYX per time
+/// point and channel) to a float32 OME-TIFF whose layout is made from the first volume.
+final class VolumeOutput: @unchecked Sendable {
+    let bus: RawBus
+    let recordPath: String?
+    private let volPool: FramePool, mipPool: FramePool
+    private var mipSeq = 0
+    private(set) var volumeSeq = 0
+    private var recorder: OMETiffWriter?
+
+    /// `volumeBytes`, `projectionBytes`: the largest volume and projection (float32).
+    init(bus: RawBus, volumeBytes: Int, projectionBytes: Int, recordPath: String?) {
+        self.bus = bus; self.recordPath = recordPath
+        volPool = FramePool(slots: 2, bytes: volumeBytes)
+        mipPool = FramePool(slots: 4, bytes: projectionBytes)
+    }
+
+    /// Records and publishes `vol` with header `vh` (its seq and index are this output's count).
+    func emit(_ vol: Volume, header: FrameHeader, layout: (Volume) -> RecordingLayout, logger: Logger) throws {
+        var vh = header
+        vh.seq = volumeSeq; vh.index = volumeSeq; vh.depth = vol.depth
+        if let path = recordPath {
+            if recorder == nil { recorder = try OMETiffWriter(path: path, layout: layout(vol), logger: logger) }
+            let bytes = vol.width * vol.height * 4
+            for z in 0..<vol.depth {
+                var ph = vh
+                ph.depth = nil; ph.z = z; ph.index = recorder!.planesWritten
+                try vol.data.withUnsafeBytes { try recorder!.write(header: ph, payload: UnsafeRawBufferPointer(rebasing: $0[(z * bytes)..<((z + 1) * bytes)])) }
+            }
+        }
+        if let slot = volPool.acquire() {
+            slot.withBytes { b in vol.data.withUnsafeBytes { b.copyMemory(from: $0) } }
+            try bus.publish(Frame(header: vh, slot: slot))
+            volumeSeq += 1
+        }
+        let mip = vol.mip(along: 2)
+        if let slot = mipPool.acquire() {
+            slot.withBytes { b in mip.pixels.withUnsafeBytes { b.copyMemory(from: $0) } }
+            var mh = vh
+            mh.stream = "mip"; mh.depth = nil; mh.seq = mipSeq; mh.index = mipSeq
+            try bus.publish(Frame(header: mh, slot: slot))
+            mipSeq += 1
+        }
+    }
+
+    /// Closes the recording (its index file is not needed once it is complete).
+    func finish() {
+        if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
+    }
 }

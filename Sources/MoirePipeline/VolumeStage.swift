@@ -53,10 +53,8 @@ final class VolumeStage: @unchecked Sendable {
     }
     /// One processor per channel (the PSF depends on the emission).
     private var processors: [Int: LightSheetProcessor] = [:]
-    private let volPool: FramePool, mipPool: FramePool
-    private var volSeq = 0, mipSeq = 0
-    private var recorder: OMETiffWriter?
-    private(set) var recordPath: String?
+    private let output: VolumeOutput
+    var recordPath: String? { output.recordPath }
 
     /// `measuredPSF`: by channel, from `measuredPSFs(for:)` (made before the devices are opened).
     init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false, measuredPSF: [Int: Volume] = [:]) throws {
@@ -78,9 +76,8 @@ final class VolumeStage: @unchecked Sendable {
                                            angleDeg: geometry.angleDeg)
             w = g.width; d = g.depth
         }
-        volPool = FramePool(slots: 2, bytes: w * planeHeight * d * 4)
-        mipPool = FramePool(slots: 4, bytes: w * planeHeight * 4)
-        if p.lightSheet["record_volumes"] != "false", let r = recordingPath { recordPath = RecordingIndex.stem(of: r) + ".vol.ome.tif" }
+        let path = p.lightSheet["record_volumes"] != "false" ? recordingPath.map { RecordingIndex.stem(of: $0) + ".vol.ome.tif" } : nil
+        output = VolumeOutput(bus: bus, volumeBytes: w * planeHeight * d * 4, projectionBytes: w * planeHeight * 4, recordPath: path)
     }
 
     /// The rig's measured PSFs (`light_sheet.psf`) by channel, loaded and checked against the volumes
@@ -117,7 +114,7 @@ final class VolumeStage: @unchecked Sendable {
         let bus = self.bus
         stacks.onRunStart = { try? bus.publishRun($0) }
         stacks.start(name: "moire.stage.volume", logger: logger, process: { [self] in try process($0) }) { [self] in
-            if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
+            output.finish()
             let c = counters
             let stop = RunStop(run: stacks.runID, reason: "completed", error: nil, frames: c.volumes, missing: c.skippedBehind,
                                planned: 0, stoppedNs: unixTimeNs())
@@ -151,10 +148,9 @@ final class VolumeStage: @unchecked Sendable {
         }
         var vol = try processors[h0.c]!.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
         if rotate { vol = CoverslipRotation.apply(vol, angleDeg: geometry.angleDeg) }
-        var vh = FrameHeader(stream: "vol", run: h0.run, seq: volSeq, index: volSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
+        var vh = FrameHeader(stream: "vol", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
                              z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
                              exposureStartNs: h0.exposureStartNs, state: h0.state)
-        vh.depth = vol.depth
         vh.inputs = stack.headers.compactMap { $0?.seq }
         vh.params = ["voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw", "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
                      "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ","),
@@ -163,35 +159,13 @@ final class VolumeStage: @unchecked Sendable {
             vh.params?["source"] = "denoised"; vh.params?["weightsVersion"] = String(weightsVersion)
             if let scale { vh.params?["denoiseScale"] = String(scale) }
         }
-        if let path = recordPath {
-            if recorder == nil {
-                let l = RecordingLayout(run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),
-                                        excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                                        zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
-                                        pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
-                                        magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
-                recorder = try OMETiffWriter(path: path, layout: l, logger: logger)
-            }
-            let plane = vol.width * vol.height
-            for z in 0..<vol.depth {
-                var ph = vh
-                ph.depth = nil; ph.z = z; ph.index = recorder!.planesWritten
-                try vol.data.withUnsafeBytes { try recorder!.write(header: ph, payload: UnsafeRawBufferPointer(rebasing: $0[(z * plane * 4)..<((z + 1) * plane * 4)])) }
-            }
-        }
-        if let slot = volPool.acquire() {
-            slot.withBytes { b in vol.data.withUnsafeBytes { b.copyMemory(from: $0) } }
-            try bus.publish(Frame(header: vh, slot: slot))
-            volSeq += 1
-        }
-        let mip = vol.mip(along: 2)
-        if let slot = mipPool.acquire() {
-            slot.withBytes { b in mip.pixels.withUnsafeBytes { b.copyMemory(from: $0) } }
-            var mh = vh
-            mh.stream = "mip"; mh.depth = nil; mh.seq = mipSeq; mh.index = mipSeq
-            try bus.publish(Frame(header: mh, slot: slot))
-            mipSeq += 1
-        }
+        try output.emit(vol, header: vh, layout: { vol in
+            RecordingLayout(run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),
+                            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                            zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
+                            pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
+                            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+        }, logger: logger)
         lock.lock(); own.volumes += 1; lock.unlock()
     }
 }

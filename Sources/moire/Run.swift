@@ -85,6 +85,10 @@ struct Run: ParsableCommand {
             print("live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
                   + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
         }
+        if let c = r.sim3d {
+            print("live 3D-SIM: \(c.volumes) SR volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
+                  + (r.sim3dRecording.map { c.volumes > 0 ? "; SR volumes recorded to \($0)" : "" } ?? ""))
+        }
         if let c = r.denoise {
             print("live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
                   + (r.denoiseCheckpoints.map { c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : "" } ?? ""))

@@ -48,23 +48,27 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         """, to: "lattice.yaml", in: dir)
 }
 
-@Suite(.serialized) struct LightSheetPipelineTests {
-    /// Runs the pipeline while a subscriber collects `vol.` and `mip.` messages until the run is over and the bus is quiet.
-    func collect(_ pipe: AcquisitionPipeline, endpoint: String) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
-        let sub = try BusSubscriber(endpoint: endpoint, topics: ["vol.", "mip."])
-        nonisolated(unsafe) var headers: [FrameHeader] = [], payloads: [[Float]] = []
-        nonisolated(unsafe) var running = true
-        let t = Thread {
-            while true {
-                guard let item = try? sub.next(timeoutMs: 500) else { if !running { return }; continue }
-                if case .frame(let h, let p) = item { headers.append(h); payloads.append(p.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
-            }
+/// Runs the pipeline while a subscriber collects the float32 frames of `topics` until the run is over and the bus is quiet.
+func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String]) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
+    let sub = try BusSubscriber(endpoint: endpoint, topics: topics)
+    nonisolated(unsafe) var headers: [FrameHeader] = [], payloads: [[Float]] = []
+    nonisolated(unsafe) var running = true
+    let t = Thread {
+        while true {
+            guard let item = try? sub.next(timeoutMs: 500) else { if !running { return }; continue }
+            if case .frame(let h, let p) = item { headers.append(h); payloads.append(p.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
         }
-        t.start()
-        let r = try pipe.run()
-        running = false
-        while !t.isFinished { usleep(10_000) }
-        return (r, headers, payloads)
+    }
+    t.start()
+    let r = try pipe.run()
+    running = false
+    while !t.isFinished { usleep(10_000) }
+    return (r, headers, payloads)
+}
+
+@Suite(.serialized) struct LightSheetPipelineTests {
+    func collect(_ pipe: AcquisitionPipeline, endpoint: String) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
+        try collectDerived(pipe, endpoint: endpoint, topics: ["vol.", "mip."])
     }
 
     @Test func liveVolumesArePublishedAndRecordedWithTheDeskewGeometry() throws {

@@ -100,3 +100,36 @@ import Testing
         #expect(throws: MoireError.self) { _ = try job.run(input: "\(dir)/odd.ome.tif") }
     }
 }
+
+@Suite(.serialized) struct LiveSIM3DTests {
+    /// Mode sim3d live: the stack of every time point is reconstructed with parameters estimated on the
+    /// first (seeded by the SLM's pattern set) and published as one `sr3d.<channel>` volume on the 2×
+    /// grid with its parameters, and recorded; a stack with a lost frame is skipped and counted.
+    @Test func sim3dStacksAreReconstructedLive() throws {
+        let dir = Fixtures.tempDir("sim3dlive")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/sim3d-cell.yaml"))
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/s3.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
+        let (r, headers, payloads) = try collectDerived(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint, topics: ["sr3d.", "mip."])
+        let c = try #require(r.sim3d)
+        #expect(c.volumes == 1 && c.stacksComplete == 1 && c.skippedMissing == 0)
+        let v = try #require(headers.firstIndex { $0.stream == "sr3d" })
+        let h = headers[v]
+        #expect(h.width == 256 && h.height == 256 && h.depth == 16 && h.inputs?.count == 240 && payloads[v].count == 256 * 256 * 16)
+        #expect(h.params?["flagged"] == "0,0,0")
+        let ks = (h.params?["k"] ?? "").split(separator: ",").compactMap { Double($0) }
+        #expect(ks.count == 3 && ks.allSatisfy { abs($0 - 2.4 * 1.002) < 0.002 * 2.4 }, "\(ks)")
+        #expect(headers.contains { $0.stream == "mip" && $0.width == 256 })
+        let path = try #require(r.sim3dRecording)
+        let rd = try OMETiffReader(path: path)
+        #expect(rd.layout?.zPlanes == 16 && rd.layout?.width == 256)
+        #expect(try rd.readPlaneFloat(8) == Array(payloads[v][(8 * 256 * 256)..<(9 * 256 * 256)]))
+        // A lost frame: the stack cannot be separated; skipped and counted, no volume.
+        var o2 = PipelineOptions()
+        o2.noRecording = true; o2.noPublish = true; o2.faults = [.dropFrame(37)]
+        let r2 = try AcquisitionPipeline(protocol: p, options: o2, clock: VirtualClock()).run()
+        #expect(r2.run.missing == 1 && r2.sim3d?.skippedMissing == 1 && r2.sim3d?.volumes == 0)
+    }
+}

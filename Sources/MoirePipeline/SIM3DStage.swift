@@ -1,0 +1,159 @@
+import Foundation
+import Logging
+import MoireConfig
+import MoireCore
+import MoireFFT
+import MoireReconstruction
+import MoireStorage
+import MoireTransport
+
+/// Counters of the live 3D-SIM stage.
+public struct SIM3DStageCounters: Sendable, Equatable {
+    public var stacksComplete = 0
+    public var volumes = 0
+    /// Stacks replaced by a newer one while the worker was busy.
+    public var skippedBehind = 0
+    /// Stacks with frames that did not come: a phase set with a hole cannot be separated, so the
+    /// volume is skipped (counted), never made from shifted frames.
+    public var skippedMissing = 0
+}
+
+/// The live 3D-SIM stage (mode sim3d): every time point's z × angle × phase frames of a channel are
+/// gathered by their headers (`StackQueue`); the parameters are estimated on the channel's first
+/// complete stack (`SIM3DReconstructor.estimate`, seeded by the channel's pattern set — nominal
+/// wave vectors, phases and modulations, kz from the laser's wavelength) and reused; each stack is
+/// reconstructed into a volume on the 2× lateral grid, published as `sr3d.<channel>` (float32, z
+/// slowest, `depth` in the header, the parameters in `params`) with its z projection
+/// `mip.<channel>`, and with `reconstruction.record` recorded to `NAME.sr3d.ome.tif`.
+final class SIM3DStage: @unchecked Sendable {
+    let bus: RawBus
+    private let proto: AcquisitionProtocol
+    private let logger: Logger
+    private let stacks: StackQueue
+    private let n: Int, nz: Int, angles: Int, phases: Int
+    private let options: LiveSIMOptions
+    private let lock = NSLock()
+    private var own = SIM3DStageCounters()
+    private var reconstructors: [Int: (rec: SIM3DReconstructor, parameters: [SIM3DAngle], flagged: [Bool])] = [:]
+    private let output: VolumeOutput
+    var recordPath: String? { output.recordPath }
+
+    var counters: SIM3DStageCounters {
+        lock.lock(); defer { lock.unlock() }
+        var c = own
+        (c.stacksComplete, c.skippedBehind) = stacks.counts
+        return c
+    }
+
+    init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
+        guard p.roiWidth == p.roiHeight, p.roiWidth % 2 == 0, p.roiWidth >= 16, p.zPlanes >= 4, p.zPlanes % 2 == 0, p.phases >= 5 else {
+            throw MoireError(.config, "live 3D-SIM needs a square ROI with even sides (≥ 16), an even number of z planes (≥ 4) and ≥ 5 phases; "
+                             + "the protocol asks for \(p.roiWidth)×\(p.roiHeight), \(p.zPlanes) planes, \(p.phases) phases "
+                             + "(or turn live reconstruction off: reconstruction: {enabled: false})", place: p.file)
+        }
+        proto = p; self.logger = logger; self.options = options
+        n = p.roiWidth; nz = p.zPlanes; angles = p.angles; phases = p.phases
+        bus = try RawBus()
+        let (a, ph) = (angles, phases)
+        stacks = StackQueue(stream: "raw", slots: nz * angles * phases, width: n, height: n) { h in
+            guard h.z >= 0, h.angle >= 0, h.angle < a, h.phase >= 0, h.phase < ph else { return nil }
+            return (h.z * a + h.angle) * ph + h.phase
+        }
+        output = VolumeOutput(bus: bus, volumeBytes: 4 * n * n * nz * 4, projectionBytes: 4 * n * n * 4,
+                              recordPath: options.record ? recordingPath.map { RecordingIndex.stem(of: $0) + ".sr3d.ome.tif" } : nil)
+    }
+
+    func start() {
+        let bus = self.bus
+        stacks.onRunStart = { try? bus.publishRun($0) }
+        stacks.start(name: "moire.stage.sim3d", logger: logger, process: { [self] in try process($0) }) { [self] in
+            output.finish()
+            let c = counters
+            let stop = RunStop(run: stacks.runID, reason: "completed", error: nil, frames: c.volumes, missing: c.skippedBehind + c.skippedMissing,
+                               planned: 0, stoppedNs: unixTimeNs())
+            try? bus.publishRun(Wire.encode(stop))
+        }
+    }
+
+    func join(timeoutSeconds: Double) -> Bool { stacks.join(timeoutSeconds: timeoutSeconds) }
+
+    func handle(_ item: BusItem) -> Bool { stacks.handle(item) }
+
+    /// The channel's pattern set as 3D-SIM priors: per angle the nominal wave vector (order 1), the
+    /// phases in frame order, m₁, m₂ (`order2_modulation`, else 0.5), kz from the laser's wavelength.
+    func priors(channel c: Int) throws -> [SIM3DAngle] {
+        let ch = proto.channels[c]
+        guard let name = ch.patternSet, let set = proto.rig.modulator?.profile.modulator?.patternSet(named: name) else {
+            throw MoireError(.config, "channel \(ch.name) has no pattern set for 3D-SIM priors", place: proto.file)
+        }
+        let wavelength = proto.rig.laser(named: ch.laser)?.profile.laser?.wavelengthNm ?? set.wavelengthNm
+        return try (0..<angles).map { a in
+            let specs = try (0..<phases).map { p -> PatternSpec in
+                guard let s = set.pattern(angle: a, phase: p) else {
+                    throw MoireError(.config, "pattern set \(name) has no pattern for angle \(a), phase \(p)", place: proto.rig.file)
+                }
+                return s
+            }
+            let k = hypot(specs[0].kx, specs[0].ky)
+            return SIM3DAngle(kx: specs[0].kx, ky: specs[0].ky,
+                              kz: try SIM3DAngle.threeBeamKz(kUm: k, excitationNm: wavelength, immersionIndex: proto.rig.optics.immersionIndex),
+                              phases: specs.map(\.phaseRad), m1: specs[0].modulation, m2: specs[0].order2Modulation ?? 0.5)
+        }
+    }
+
+    private func process(_ stack: StackQueue.Stack) throws {
+        guard let h0 = stack.first else { return }
+        if !stack.missing.isEmpty {
+            lock.lock(); own.skippedMissing += 1; lock.unlock()
+            logger.warning("3D-SIM stack with missing frames skipped", metadata: ["t": "\(h0.t)", "missing": "\(stack.missing.count)"])
+            return
+        }
+        let plane = n * n
+        // [angle][phase] stacks of n × n × nz from the z × angle × phase slots.
+        let phaseStacks: [[[Float]]] = (0..<angles).map { a in
+            (0..<phases).map { p in
+                var s = [Float](repeating: 0, count: plane * nz)
+                for z in 0..<nz { s.replaceSubrange((z * plane)..<((z + 1) * plane), with: stack.planes[(z * angles + a) * phases + p]) }
+                return s
+            }
+        }
+        if reconstructors[h0.c] == nil {
+            let ch = proto.channels[h0.c]
+            let rec = try SIM3DReconstructor(n: n, nz: nz, pixelUm: proto.pixelSizeUm, dzUm: abs(proto.zStepUm),
+                                             optics: Widefield3D(na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
+                                                                 emissionNm: ch.emissionNm))
+            rec.background = options.sim.background > 0 ? options.sim.background : proto.rig.cameraProfile.offsetADU
+            rec.wiener = options.sim.wiener
+            let est = try rec.estimate(phaseStacks, priors: try priors(channel: h0.c))
+            reconstructors[h0.c] = (rec, est.angles, est.projected.angles.map(\.flagged))
+            for (a, (e, d)) in zip(est.angles, est.projected.angles).enumerated() {
+                logger.info("3D-SIM parameters estimated", metadata: ["channel": "\(ch.name)", "angle": "\(a)",
+                                                                      "k": "\(String(format: "%.4f", hypot(e.kx, e.ky)))",
+                                                                      "orientation": "\(String(format: "%.2f", d.angleDeg))",
+                                                                      "m1": "\(String(format: "%.2f", e.m1))", "flagged": "\(d.flagged)"])
+            }
+        }
+        let (rec, parameters, flagged) = reconstructors[h0.c]!
+        let vol = Volume(width: 2 * n, height: 2 * n, depth: nz, data: try rec.reconstruct(phaseStacks, parameters: parameters),
+                         voxelUm: (proto.pixelSizeUm / 2, proto.pixelSizeUm / 2, abs(proto.zStepUm)))
+        var vh = FrameHeader(stream: "sr3d", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
+                             z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
+                             exposureStartNs: h0.exposureStartNs, state: h0.state)
+        vh.inputs = stack.headers.compactMap { $0?.seq }
+        vh.params = ["voxelZUm": String(vol.voxelUm.z),
+                     "k": parameters.map { String(format: "%.5f", hypot($0.kx, $0.ky)) }.joined(separator: ","),
+                     "orientationDeg": parameters.map { String(format: "%.3f", atan2($0.ky, $0.kx) * 180 / .pi) }.joined(separator: ","),
+                     "kz": parameters.map { String(format: "%.5f", $0.kz) }.joined(separator: ","),
+                     "m1": parameters.map { String(format: "%.3f", $0.m1) }.joined(separator: ","),
+                     "m2": parameters.map { String(format: "%.3f", $0.m2) }.joined(separator: ","),
+                     "flagged": flagged.map { $0 ? "1" : "0" }.joined(separator: ",")]
+        try output.emit(vol, header: vh, layout: { vol in
+            RecordingLayout(run: h0.run, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr", channels: proto.channels.map(\.name),
+                            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                            zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
+                            pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
+                            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+        }, logger: logger)
+        lock.lock(); own.volumes += 1; lock.unlock()
+    }
+}
