@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MoireConfig
 import MoireCore
 import MoireFFT
 import MoireReconstruction
@@ -21,7 +22,9 @@ public struct OfflineSIM3D {
     public var order = StackOrder.zap
     public var pixelUm: Double?
     public var zStepUm: Double?
-    public var na = 1.4, immersionIndex = 1.518, emissionNm = 525.0, excitationNm = 488.0
+    /// Optics; nil: a recording's own (its protocol's rig and first channel), else 1.4, 1.518, 525 nm.
+    public var na: Double?, immersionIndex: Double?, emissionNm: Double?
+    public var excitationNm = 488.0
     /// The pattern's period (order 1, µm): the prior of the estimation; with `firstAngleDeg` the
     /// orientations are given too (180°/angles apart), else found.
     public var periodUm: Double?
@@ -40,6 +43,9 @@ public struct OfflineSIM3D {
     public func run(input: String, logger: Logger = Logger(label: "moire.sim3d"), progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         var angles = self.angles, phases = self.phases, nz = zPlanes, order = self.order
         var dz = zStepUm, pixel = pixelUm, bg = background
+        var na = self.na ?? 1.4, emission = emissionNm ?? 525, immersion = immersionIndex ?? 1.518
+        /// A recording's own pattern priors (its protocol's first channel), when no period is given.
+        var recordedPriors: [SIM3DAngle]?
         let stack: ImageStack
         if input.lowercased().hasSuffix(".tif") || input.lowercased().hasSuffix(".tiff"), let r = try? OMETiffReader(path: input),
            let l = r.layout, l.mode == "sim3d" {
@@ -47,6 +53,12 @@ public struct OfflineSIM3D {
             angles = l.angles; phases = l.phases; nz = nz ?? l.zPlanes; order = .zap
             if dz == nil, l.zStepUm > 0 { dz = l.zStepUm }
             if pixel == nil { pixel = l.pixelSizeUm }
+            if FileManager.default.fileExists(atPath: l.protocolFile), let p = try? AcquisitionProtocol.load(file: l.protocolFile), !p.channels.isEmpty {
+                na = self.na ?? p.rig.optics.objectiveNA; immersion = immersionIndex ?? p.rig.optics.immersionIndex
+                emission = emissionNm ?? p.channels[0].emissionNm
+                if periodUm == nil { recordedPriors = try? p.sim3dPriors(channel: 0) }
+                if bg == nil { bg = p.rig.cameraProfile.offsetADU }
+            }
             stack = try ImageImport.load(input)
         } else {
             stack = try ImageImport.load(input)
@@ -56,7 +68,7 @@ public struct OfflineSIM3D {
         guard let nz else { throw MoireError(.usage, "the planes per stack are unknown; give --z-planes", place: input) }
         guard let dz, dz > 0 else { throw MoireError(.usage, "the z step is unknown; give --z-step-um", place: input) }
         guard let pixel = pixel ?? stack.pixelSizeUm, pixel > 0 else { throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input) }
-        guard let period = periodUm, period > 0 else {
+        guard (periodUm ?? 0) > 0 || recordedPriors != nil else {
             throw MoireError(.usage, "3D-SIM needs the pattern's period as a prior (--k-prior PERIOD_UM[@FIRST_ANGLE_DEG])", place: input)
         }
         guard stack.width == stack.height else {
@@ -68,7 +80,7 @@ public struct OfflineSIM3D {
         }
         let n = stack.width
         let rec = try SIM3DReconstructor(n: n, nz: nz, pixelUm: pixel, dzUm: dz,
-                                         optics: Widefield3D(na: na, immersionIndex: immersionIndex, emissionNm: emissionNm))
+                                         optics: Widefield3D(na: na, immersionIndex: immersion, emissionNm: emission))
         rec.background = bg ?? 0
         if let wiener { rec.wiener = wiener }
         let plane = n * n
@@ -85,18 +97,21 @@ public struct OfflineSIM3D {
                 }
             }
         }
-        let kUm = 1 / period
-        let kz = try SIM3DAngle.threeBeamKz(kUm: kUm, excitationNm: excitationNm, immersionIndex: immersionIndex)
         let first = stacks(0)
         let prior: SIM3DReconstructor.Prior
-        if let firstAngleDeg {
+        if let recordedPriors {
+            prior = .patterns(recordedPriors)
+        } else if let period = periodUm, let firstAngleDeg {
+            let kUm = 1 / period
+            let kz = try SIM3DAngle.threeBeamKz(kUm: kUm, excitationNm: excitationNm, immersionIndex: immersion)
             prior = .patterns((0..<angles).map { a in
                 let th = (firstAngleDeg + Double(a) * 180 / Double(angles)) * .pi / 180
                 return SIM3DAngle(kx: kUm * cos(th), ky: kUm * sin(th), kz: kz, phases: (0..<phases).map { 2 * .pi * Double($0) / Double(phases) },
                                   m1: 0.7, m2: 0.5)
             })
         } else {
-            prior = .period(period, kz: kz)
+            let period = periodUm!
+            prior = .period(period, kz: try SIM3DAngle.threeBeamKz(kUm: 1 / period, excitationNm: excitationNm, immersionIndex: immersion))
         }
         let estimate = try rec.estimate(first, prior: prior)
         for (a, (e, d)) in zip(estimate.angles, estimate.projected.angles).enumerated() {

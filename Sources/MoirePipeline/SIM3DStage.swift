@@ -79,28 +79,6 @@ final class SIM3DStage: @unchecked Sendable {
 
     func handle(_ item: BusItem) -> Bool { stacks.handle(item) }
 
-    /// The channel's pattern set as 3D-SIM priors: per angle the nominal wave vector (order 1), the
-    /// phases in frame order, m₁, m₂ (`order2_modulation`, else 0.5), kz from the laser's wavelength.
-    func priors(channel c: Int) throws -> [SIM3DAngle] {
-        let ch = proto.channels[c]
-        guard let name = ch.patternSet, let set = proto.rig.modulator?.profile.modulator?.patternSet(named: name) else {
-            throw MoireError(.config, "channel \(ch.name) has no pattern set for 3D-SIM priors", place: proto.file)
-        }
-        let wavelength = proto.rig.laser(named: ch.laser)?.profile.laser?.wavelengthNm ?? set.wavelengthNm
-        return try (0..<angles).map { a in
-            let specs = try (0..<phases).map { p -> PatternSpec in
-                guard let s = set.pattern(angle: a, phase: p) else {
-                    throw MoireError(.config, "pattern set \(name) has no pattern for angle \(a), phase \(p)", place: proto.rig.file)
-                }
-                return s
-            }
-            let k = hypot(specs[0].kx, specs[0].ky)
-            return SIM3DAngle(kx: specs[0].kx, ky: specs[0].ky,
-                              kz: try SIM3DAngle.threeBeamKz(kUm: k, excitationNm: wavelength, immersionIndex: proto.rig.optics.immersionIndex),
-                              phases: specs.map(\.phaseRad), m1: specs[0].modulation, m2: specs[0].order2Modulation ?? 0.5)
-        }
-    }
-
     private func process(_ stack: StackQueue.Stack) throws {
         guard let h0 = stack.first else { return }
         if !stack.missing.isEmpty {
@@ -124,7 +102,7 @@ final class SIM3DStage: @unchecked Sendable {
                                                                  emissionNm: ch.emissionNm))
             rec.background = options.sim.background > 0 ? options.sim.background : proto.rig.cameraProfile.offsetADU
             rec.wiener = options.sim.wiener
-            let est = try rec.estimate(phaseStacks, priors: try priors(channel: h0.c))
+            let est = try rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (rec, est.angles, est.projected.angles.map(\.flagged))
             for (a, (e, d)) in zip(est.angles, est.projected.angles).enumerated() {
                 logger.info("3D-SIM parameters estimated", metadata: ["channel": "\(ch.name)", "angle": "\(a)",
@@ -155,5 +133,29 @@ final class SIM3DStage: @unchecked Sendable {
                             magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
         }, logger: logger)
         lock.lock(); own.volumes += 1; lock.unlock()
+    }
+}
+
+extension AcquisitionProtocol {
+    /// A channel's pattern set as 3D-SIM priors: per angle the nominal wave vector (order 1), the
+    /// phases in frame order, m₁, m₂ (`order2_modulation`, else 0.5), kz from the laser's wavelength.
+    public func sim3dPriors(channel c: Int) throws -> [SIM3DAngle] {
+        let ch = channels[c]
+        guard let name = ch.patternSet, let set = rig.modulator?.profile.modulator?.patternSet(named: name) else {
+            throw MoireError(.config, "channel \(ch.name) has no pattern set for 3D-SIM priors", place: file)
+        }
+        let wavelength = rig.laser(named: ch.laser)?.profile.laser?.wavelengthNm ?? set.wavelengthNm
+        return try (0..<angles).map { a in
+            let specs = try (0..<phases).map { p -> PatternSpec in
+                guard let s = set.pattern(angle: a, phase: p) else {
+                    throw MoireError(.config, "pattern set \(name) has no pattern for angle \(a), phase \(p)", place: rig.file)
+                }
+                return s
+            }
+            let k = hypot(specs[0].kx, specs[0].ky)
+            return SIM3DAngle(kx: specs[0].kx, ky: specs[0].ky,
+                              kz: try SIM3DAngle.threeBeamKz(kUm: k, excitationNm: wavelength, immersionIndex: rig.optics.immersionIndex),
+                              phases: specs.map(\.phaseRad), m1: specs[0].modulation, m2: specs[0].order2Modulation ?? 0.5)
+        }
     }
 }

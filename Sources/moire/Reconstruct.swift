@@ -146,8 +146,8 @@ extension Reconstruct {
             throw MoireError(.usage, "--stack-order must be z-angle-phase or angle-z-phase")
         }
         job.order = order
-        job.na = sim.na ?? 1.4; job.emissionNm = sim.emissionNm ?? 525; job.excitationNm = sim3d.excitationNm
-        job.immersionIndex = llsm.immersionIndex ?? 1.518
+        job.na = sim.na; job.emissionNm = sim.emissionNm; job.excitationNm = sim3d.excitationNm
+        job.immersionIndex = llsm.immersionIndex
         job.background = sim.background; job.wiener = sim.wiener
         if let kPrior = sim.kPrior {
             let parts = kPrior.split(separator: "@")

@@ -52,8 +52,8 @@ import Testing
 
     /// A sim3d acquisition on the simulated rig with a 3D specimen: the camera renders the focal plane
     /// of the specimen at the stage's z under the SLM's three-beam patterns; `moire reconstruct
-    /// --sim3d` of the recording finds the patterns the simulated SLM really projected (|k| 0.2 %
-    /// larger and 0.15° rotated from the nominal ones).
+    /// --sim3d` of the recording (priors and optics from its own protocol and rig) finds the patterns
+    /// the simulated SLM really projected (|k| 0.2 % larger and 0.15° rotated from the nominal ones).
     @Test func aSimulatedSIM3DRunIsReconstructedFromItsRecording() throws {
         let dir = Fixtures.tempDir("sim3drun")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -69,9 +69,8 @@ import Testing
         var sab = 0.0, saa = 0.0, sbb = 0.0
         for (a, b) in zip(first, last) { sab += Double(a - mf) * Double(b - ml); saa += Double(a - mf) * Double(a - mf); sbb += Double(b - ml) * Double(b - ml) }
         #expect(sab / (saa * sbb).squareRoot() < 0.8)
-        var job = OfflineSIM3D()
-        job.periodUm = 1 / 2.4; job.na = 1.49
-        let rec = try job.run(input: "\(dir)/sim3d.ome.tif")
+        // No prior given: the recording's protocol names the SLM's pattern set, the rig the optics.
+        let rec = try OfflineSIM3D().run(input: "\(dir)/sim3d.ome.tif")
         #expect(rec.sr.count == 1 && rec.sr[0].width == 256 && rec.sr[0].depth == 16)
         for (a, e) in rec.estimate.projected.angles.enumerated() {
             #expect(!e.flagged)
