@@ -16,6 +16,8 @@ public struct SIM3DStageCounters: Sendable, Equatable {
     /// Stacks with frames that did not come: a phase set with a hole cannot be separated, so the
     /// volume is skipped (counted), never made from shifted frames.
     public var skippedMissing = 0
+    /// Parameter estimations (once per channel; with `estimate: every:N` every N-th stack again).
+    public var estimations = 0
 }
 
 /// The live 3D-SIM stage (mode sim3d): every time point's z × angle × phase frames of a channel are
@@ -35,6 +37,7 @@ final class SIM3DStage: @unchecked Sendable {
     private let lock = NSLock()
     private var own = SIM3DStageCounters()
     private var reconstructors: [Int: (rec: SIM3DReconstructor, parameters: [SIM3DAngle], flagged: [Bool])] = [:]
+    private var lastEstimatedT: [Int: Int] = [:]
     private let output: VolumeOutput
     var recordPath: String? { output.recordPath }
 
@@ -95,6 +98,14 @@ final class SIM3DStage: @unchecked Sendable {
                 return s
             }
         }
+        // `estimate: every:N`: estimated again (from the priors) on the first stack processed N or more
+        // time points after the last estimation (stacks skipped while busy do not delay it further).
+        if options.estimate == "every", let last = lastEstimatedT[h0.c], h0.t - last >= options.every, let r = reconstructors[h0.c] {
+            let est = try r.rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
+            reconstructors[h0.c] = (r.rec, est.angles, est.projected.angles.map(\.flagged))
+            lastEstimatedT[h0.c] = h0.t
+            lock.lock(); own.estimations += 1; lock.unlock()
+        }
         if reconstructors[h0.c] == nil {
             let ch = proto.channels[h0.c]
             let rec = try SIM3DReconstructor(n: n, nz: nz, pixelUm: proto.pixelSizeUm, dzUm: abs(proto.zStepUm),
@@ -104,6 +115,8 @@ final class SIM3DStage: @unchecked Sendable {
             rec.wiener = options.sim.wiener
             let est = try rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (rec, est.angles, est.projected.angles.map(\.flagged))
+            lastEstimatedT[h0.c] = h0.t
+            lock.lock(); own.estimations += 1; lock.unlock()
             for (a, (e, d)) in zip(est.angles, est.projected.angles).enumerated() {
                 logger.info("3D-SIM parameters estimated", metadata: ["channel": "\(ch.name)", "angle": "\(a)",
                                                                       "k": "\(String(format: "%.4f", hypot(e.kx, e.ky)))",

@@ -113,7 +113,7 @@ import Testing
         o.recordingPath = "\(dir)/s3.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
         let (r, headers, payloads) = try collectDerived(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint, topics: ["sr3d.", "mip."])
         let c = try #require(r.sim3d)
-        #expect(c.volumes == 1 && c.stacksComplete == 1 && c.skippedMissing == 0)
+        #expect(c.volumes == 1 && c.stacksComplete == 1 && c.skippedMissing == 0 && c.estimations == 1)
         let v = try #require(headers.firstIndex { $0.stream == "sr3d" })
         let h = headers[v]
         #expect(h.width == 256 && h.height == 256 && h.depth == 16 && h.inputs?.count == 240 && payloads[v].count == 256 * 256 * 16)
@@ -125,6 +125,20 @@ import Testing
         let rd = try OMETiffReader(path: path)
         #expect(rd.layout?.zPlanes == 16 && rd.layout?.width == 256)
         #expect(try rd.readPlaneFloat(8) == Array(payloads[v][(8 * 256 * 256)..<(9 * 256 * 256)]))
+        // `estimate: every:2` over three time points (a smaller stack): estimated on the first and again on the third.
+        let text = try String(contentsOfFile: Fixtures.path("sim-hardware/protocols/sim3d-cell.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../rigs/sim3d.yaml", with: Fixtures.path("sim-hardware/rigs/sim3d.yaml"))
+            .replacingOccurrences(of: "roi: [128, 128]", with: "roi: [64, 64]")
+            .replacingOccurrences(of: "planes: 16", with: "planes: 8")
+            .replacingOccurrences(of: "count: 1", with: "count: 3")
+            .replacingOccurrences(of: "record: true", with: "record: false\n  estimate: every:2")
+        let small = try AcquisitionProtocol.load(file: Fixtures.write(text, to: "small.yaml", in: dir))
+        var o3 = PipelineOptions()
+        o3.noRecording = true; o3.noPublish = true
+        let r3 = try AcquisitionPipeline(protocol: small, options: o3, clock: VirtualClock()).run()
+        let c3 = try #require(r3.sim3d)
+        // The last stack is never replaced; the one between may be (counted).
+        #expect(c3.volumes + c3.skippedBehind == 3 && c3.volumes >= 2 && c3.estimations == 2, "\(c3)")
         // A lost frame: the stack cannot be separated; skipped and counted, no volume.
         var o2 = PipelineOptions()
         o2.noRecording = true; o2.noPublish = true; o2.faults = [.dropFrame(37)]
