@@ -53,6 +53,8 @@ public final class Runner: @unchecked Sendable {
     private var pauseRequested = false
     private var progress = RunProgress(done: 0, planned: 0, missing: 0, elapsedNs: 0, state: .idle)
     private var externalFault: MoireError?
+    /// The controller stepping the scan through a stored table (`wiring.scan_trigger`), during a run.
+    private var positionTable: PositionTable?
 
     /// Hardware-sequenced when the rig's leader is the modulator and the run uses patterns or it can sequence.
     public var hardwareSequenced: Bool { proto.rig.leader == .modulator && devices.modulator != nil }
@@ -126,7 +128,9 @@ public final class Runner: @unchecked Sendable {
                     try devices.camera.start(pool: pool)
                     configuredExposure = first.exposureMs
                 }
-                if proto.hasZ, (proto.mode == .llsm || proto.mode == .llssim), proto.rig.lightSheet?.scan == .galvo, let sc = devices.scanner {
+                if positionTable != nil {
+                    // The controller steps the scan itself at the end of every exposure.
+                } else if proto.hasZ, (proto.mode == .llsm || proto.mode == .llssim), proto.rig.lightSheet?.scan == .galvo, let sc = devices.scanner {
                     // Galvo scan: the sheet and the detection focus move together; the sample stays.
                     let volts = first.zUm / sc.profile.umPerV
                     if sc.volts != volts { try sc.set(volts: volts) }
@@ -199,6 +203,7 @@ public final class Runner: @unchecked Sendable {
             failure = MoireError(.hardware, "\(error)")
             reason = "fault"
         }
+        positionTable?.disarmTable()
         devices.makeSafe()
         set(failure != nil && reason == "fault" ? .faulted : .idle)
         if let failure { logger.error("run ended with a fault", metadata: ["error": "\(failure)"]) }
@@ -229,6 +234,23 @@ public final class Runner: @unchecked Sendable {
         // Hardware-sequenced: the modulator stays idle until the first sequence (a pattern shown now could
         // fire the camera's trigger input once it starts); software-timed: uniform until the first frame.
         if !hardwareSequenced { try devices.modulator?.show(pattern: -1) }
+        // Hardware-timed scan (`wiring.scan_trigger`): the positions of one stack cycle stored in the
+        // controller, entry k where frame k + 1 is exposed (pulse k is the end of frame k's exposure;
+        // the last entry returns to the first plane for the next channel or time point). The first
+        // plane is commanded; no plane after it is.
+        positionTable = nil
+        if proto.rig.scanTrigger, proto.hasZ {
+            let galvo = (proto.mode == .llsm || proto.mode == .llssim) && proto.rig.lightSheet?.scan == .galvo
+            let device = galvo ? devices.scanner as? PositionTable : devices.stage as? PositionTable
+            let cycle = plan.events.filter { $0.t == 0 && $0.c == 0 }
+            if let device, let first = cycle.first {
+                let position = { (z: Double) in galvo ? z / self.devices.scanner!.profile.umPerV : z }
+                if galvo { try devices.scanner!.set(volts: position(first.zUm)) } else { try devices.stage!.move(toUm: first.zUm) }
+                try device.loadTable(cycle.indices.map { position(cycle[($0 + 1) % cycle.count].zUm) })
+                positionTable = device
+                logger.info("scan positions stored in the controller, stepped by the camera's exposure output", metadata: ["entries": "\(cycle.count)"])
+            }
+        }
         try cam.start(pool: pool)
     }
 

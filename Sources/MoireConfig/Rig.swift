@@ -113,6 +113,10 @@ public struct Rig: Sendable, Equatable {
     /// A controller's digital line wired to the camera's trigger input (software-timed rigs: each
     /// exposure is a pulse on it instead of a software command).
     public var cameraTrigger: RigDevice?
+    /// The controller that drives the z scan (the stage, or the galvo of a galvo-scanned light
+    /// sheet) has its trigger input wired to the camera's exposure output: a table of positions is
+    /// loaded once and stepped at the end of every exposure (`wiring.scan_trigger: camera`).
+    public var scanTrigger = false
     public var optics: Optics
     /// Measured radial OTF (MRC line) of the detection path, for reconstruction; nil: the ideal OTF.
     public var otfFile: String?
@@ -205,12 +209,23 @@ public struct Rig: Sendable, Equatable {
         try on.finish()
         var leader = TimingLeader.software
         var cameraTrigger: RigDevice?
+        var scanTrigger = false
         if let wiring = try root.child("wiring") {
             if let tn = try wiring.child("camera_trigger") {
                 cameraTrigger = try device(tn, kind: .trigger, defaultName: "camera_trigger")
                 guard camera.profile.camera!.triggerModes.contains("external") else {
                     throw tn.error("a camera trigger line needs a camera with the 'external' trigger mode")
                 }
+            }
+            if let sn = try wiring.child("scan_trigger") {
+                guard try sn.string() == "camera" else { throw sn.error("scan_trigger must be 'camera' (the camera's exposure output)") }
+                let tabled = [stage, scanner].compactMap { $0 }.filter { d in
+                    d.profile.serial.map { $0.commands["waveform_point"] != nil && $0.commands["waveform_arm"] != nil } ?? false
+                }
+                guard !tabled.isEmpty else {
+                    throw sn.error("scan_trigger needs a stage or scanner on a serial controller whose profile has waveform_point and waveform_arm")
+                }
+                scanTrigger = true
             }
             if let ln = try wiring.child("leader") {
                 leader = try ln.choice(TimingLeader.self)
@@ -274,7 +289,7 @@ public struct Rig: Sendable, Equatable {
         }
         try root.finish()
         return Rig(file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
-                   lasers: lasers, cameraTrigger: cameraTrigger, optics: optics, otfFile: otfFile, otfAttenuation: otfAttenuation, leader: leader, specimen: specimen,
-                   lightSheet: lightSheet)
+                   lasers: lasers, cameraTrigger: cameraTrigger, scanTrigger: scanTrigger, optics: optics, otfFile: otfFile,
+                   otfAttenuation: otfAttenuation, leader: leader, specimen: specimen, lightSheet: lightSheet)
     }
 }

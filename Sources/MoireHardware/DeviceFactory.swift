@@ -28,11 +28,17 @@ public enum DeviceFactory {
             SimulatedCamera(name: name, profile: rig.cameraProfile, world: world, specimen: rig.specimen, optics: rig.optics, clock: clock,
                             seed: seed, lightSheet: rig.lightSheet)
         }
+        /// The simulated sensor (its exposure output), when the camera is simulated.
+        var sensor: SimulatedCamera?
         switch camDev.profile.driver {
-        case .sim: camera = simCamera(camDev.name)
+        case .sim:
+            let c = simCamera(camDev.name)
+            camera = c; sensor = c
         case .usb3vision:
             if let peers, camDev.connect == .simulatedPeer {
-                let peer = SimulatedU3VCamera(profile: rig.cameraProfile, sensor: simCamera("\(camDev.name).sensor"))
+                let c = simCamera("\(camDev.name).sensor")
+                sensor = c
+                let peer = SimulatedU3VCamera(profile: rig.cameraProfile, sensor: c)
                 peers.camera = peer
                 camera = try USB3VisionCamera(name: camDev.name, profile: rig.cameraProfile, control: peer.control, stream: peer.stream)
             } else {
@@ -126,6 +132,12 @@ public enum DeviceFactory {
             guard d.profile.driver == .serialAscii else { throw wrong(d) }
             devices.cameraTrigger = SerialTriggerLine(name: d.name, serial: d.profile.serial!, controller: try controller(d))
             if d.connect == .simulatedPeer { peers?.wireCameraTrigger(d) }
+        }
+        // The scan controller's trigger input on the camera's exposure output (peers: the simulated sensor's).
+        if rig.scanTrigger, let sensor, let peers {
+            let ports = Set([rig.stage, rig.scanner].compactMap { $0 }.filter { $0.connect == .simulatedPeer }.compactMap { $0.profile.connection["port"] })
+            let peerControllers = try ports.sorted().map { try peers.serialController(port: $0) }
+            sensor.onExposureEnd = { for c in peerControllers { c.triggerIn() } }
         }
         return devices
     }

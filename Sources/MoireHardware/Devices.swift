@@ -122,6 +122,16 @@ public protocol Scanner: AnyObject, Sendable {
     var isParked: Bool { get }
 }
 
+/// A positioner whose controller can step through a stored table of positions on its own, one
+/// entry per pulse on its trigger input (the camera's exposure output: `wiring.scan_trigger`).
+public protocol PositionTable: AnyObject, Sendable {
+    /// Stores `positions` (the device's unit: µm for a stage, V for a galvo) and arms the table;
+    /// pulse k moves to entry k mod count.
+    func loadTable(_ positions: [Double]) throws
+    /// Disarms the table (pulses move nothing). Never throws.
+    func disarmTable()
+}
+
 /// A digital output wired to the camera's trigger input.
 public protocol TriggerLine: AnyObject, Sendable {
     var name: String { get }

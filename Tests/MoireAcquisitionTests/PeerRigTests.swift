@@ -51,6 +51,41 @@ import Testing
         #expect(serial.log.contains("TTL1=1") && serial.ttl[1] == false, "the 488 laser was switched on, and is off after the run")
     }
 
+    /// `wiring.scan_trigger: camera`: the piezo's positions for a whole z-stack are stored in the
+    /// controller once and stepped by the camera's exposure output, so every frame is exposed at its
+    /// plane (as the bench saw it) with no move commanded per plane; the table is disarmed after the run.
+    @Test func aZStackSteppedByTheCamerasExposureOutputExposesEveryFrameAtItsPlane() throws {
+        let text = try String(contentsOfFile: rig, encoding: .utf8)
+            .replacingOccurrences(of: "../../sim-hardware/", with: Fixtures.path("sim-hardware") + "/")
+            .replacingOccurrences(of: " ../", with: " " + Fixtures.path("hardware-profiles") + "/")
+            .replacingOccurrences(of: "  leader: modulator", with: "  leader: modulator\n  scan_trigger: camera")
+        let tabled = Fixtures.write(text, to: "dmd-sim-table.yaml", in: dir)
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 2, extra: "z: {planes: 4, step_um: 0.5, start_um: 49}",
+                                                                          rig: tabled))
+        #expect(p.rig.scanTrigger)
+        let d = try DeviceFactory.make(rig: p.rig, clock: RealClock())
+        let runner = Runner(protocol: p, devices: d, runID: "table")
+        let sink = Sink()
+        let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
+        #expect(r.reason == "completed" && r.delivered == p.totalFrames && r.missing == 0, "\(String(describing: r.error))")
+        // Every frame exposed at its plane, as the simulated sensor saw the bench at the exposure's start.
+        let seen = try #require(d.peers?.camera?.sensorCamera).exposureStates
+        #expect(seen.count == p.totalFrames)
+        for (h, st) in zip(sink.headers, seen) { #expect(abs(st.zUm - (49 + 0.5 * Double(h.z))) < 0.01, "frame \(h.index) exposed at z \(st.zUm)") }
+        let log = try #require(d.peers?.serial.values.first).state().log
+        // One table of one stack (4 planes × 9 frames), armed once; the piezo (line 2) commanded only to the first plane.
+        #expect(log.filter { $0 == "ARM2=36" }.count == 1 && log.last(where: { $0.hasPrefix("ARM2") }) == "ARM2=0")
+        let commanded = log.filter { $0.hasPrefix("DAC2=") }.count
+        #expect(commanded == 1 + p.totalFrames, "1 commanded move and one step per exposure; found \(commanded)")
+        // Without the wiring, the same run commands a move per plane and time point.
+        let plain = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 2, extra: "z: {planes: 4, step_um: 0.5, start_um: 49}", rig: rig))
+        let d2 = try DeviceFactory.make(rig: plain.rig, clock: RealClock())
+        let r2 = Runner(protocol: plain, devices: d2, runID: "plain").run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: Sink().take)
+        #expect(r2.reason == "completed")
+        let log2 = try #require(d2.peers?.serial.values.first).state().log
+        #expect(!log2.contains { $0.hasPrefix("ARM2") } && log2.filter { $0.hasPrefix("DAC2=") }.count == 8)
+    }
+
     @Test func anExposureLostInTheCameraIsABlockIdGapAndAMissingFrame() throws {
         let (runner, d, p) = try make()
         d.peers?.camera?.inject(.dropFrame(4))

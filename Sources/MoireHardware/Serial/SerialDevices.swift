@@ -84,10 +84,13 @@ public class SerialDevice: @unchecked Sendable {
         for (i, v) in values.enumerated() { try run("waveform_point", unit: unit, value: v, extra: ["index": String(i)]) }
         try run("waveform_arm", extra: ["count": String(values.count)])
     }
+
+    /// Disarms the stored table (`waveform_arm` with a count of 0). Never throws.
+    public func disarmTable() { try? run("waveform_arm", extra: ["count": "0"]) }
 }
 
 /// A galvo on a serial controller's analog output (`set` with {volts} or {counts}).
-public final class SerialScanner: SerialDevice, Scanner, @unchecked Sendable {
+public final class SerialScanner: SerialDevice, Scanner, PositionTable, @unchecked Sendable {
     public let profile: ScannerProfile
     private let lock = NSLock()
     private var v: Double
@@ -108,13 +111,15 @@ public final class SerialScanner: SerialDevice, Scanner, @unchecked Sendable {
         try loadWaveform(volts, unit: "volts")
     }
 
+    public func loadTable(_ positions: [Double]) throws { try loadWaveform(volts: positions) }
+
     public var volts: Double { lock.lock(); defer { lock.unlock() }; return v }
     public func park() { try? set(volts: profile.parkV) }
     public var isParked: Bool { volts == profile.parkV }
 }
 
 /// A piezo or stage on a serial controller (`move` with {um} or {counts}).
-public final class SerialStage: SerialDevice, Stage, @unchecked Sendable {
+public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked Sendable {
     public let profile: StageProfile
     private let lock = NSLock()
     private var z: Double
@@ -127,6 +132,12 @@ public final class SerialStage: SerialDevice, Stage, @unchecked Sendable {
     public func move(toUm target: Double) throws {
         try drive("move", unit: "um", to: target, within: profile.rangeUm, settleMs: profile.settleMs)
         lock.lock(); z = target; lock.unlock()
+    }
+
+    /// Positions (µm) stepped through per trigger pulse.
+    public func loadTable(_ positions: [Double]) throws {
+        for x in positions where !profile.rangeUm.contains(x) { throw MoireError(.hardware, "table position \(x) µm outside \(profile.rangeUm)", place: place) }
+        try loadWaveform(positions, unit: "um")
     }
 
     public var positionUm: Double { lock.lock(); defer { lock.unlock() }; return z }

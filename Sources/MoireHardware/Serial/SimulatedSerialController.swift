@@ -5,7 +5,7 @@ import MoireCore
 /// tests: `*` → identification; `DAC<n>,<0…65535>` sets an analog line (galvo, piezo, laser power),
 /// `TTL<n>,<0|1>` a digital line (laser, camera trigger), `PDAC<n>,<i>,<value>` stores entry i of an
 /// analog line's sequence and `ARM<n>,<count>` arms it (each trigger-in pulse then steps the line to
-/// the next entry); each answered `!` + the command, anything else `?`. It logs every line state in
+/// the next entry; a count of 0 disarms); each answered `!` + the command, anything else `?`. It logs every line state in
 /// order and tells `onLine` of every accepted command (the wires to the simulated devices);
 /// `silent` stops answering, `garbage` answers noise, `vanish()` hangs up.
 public final class SimulatedSerialController: @unchecked Sendable {
@@ -94,6 +94,9 @@ public final class SimulatedSerialController: @unchecked Sendable {
         if parts.count == 3, line.hasPrefix("PDAC"), let n = num(parts[0], drop: 4), let i = num(parts[1]), let v = num(parts[2]),
            (1...16).contains(n), (0..<1024).contains(i), (0...65535).contains(v) {
             tables[n, default: [:]][i] = v; return "!" + line
+        }
+        if parts.count == 2, line.hasPrefix("ARM"), let n = num(parts[0], drop: 3), num(parts[1]) == 0, (1...16).contains(n) {
+            armed[n] = nil; log.append("ARM\(n)=0"); return "!" + line
         }
         if parts.count == 2, line.hasPrefix("ARM"), let n = num(parts[0], drop: 3), let c = num(parts[1]), (1...16).contains(n), c > 0,
            (0..<c).allSatisfy({ tables[n]?[$0] != nil }) {

@@ -64,6 +64,13 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     /// Bumped by every `start`: a worker of an earlier acquisition sees the change and ends.
     private var generation = 0
     private var dose: [String: Double] = [:]
+    /// Called at the end of every exposure (the camera's exposure output falling): wires to a
+    /// controller's trigger input (`wiring.scan_trigger`).
+    nonisolated(unsafe) public var onExposureEnd: (() -> Void)?
+    /// What the bench was at each rendered exposure's start (the last 10 000), for tests that check
+    /// where frames were really exposed when the driver between cannot report it.
+    public var exposureStates: [DeviceState] { cond.lock(); defer { cond.unlock() }; return exposureLog }
+    private var exposureLog: [DeviceState] = []
     /// Frames lost because the pool had no free slot.
     public private(set) var poolMisses = 0
 
@@ -269,6 +276,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
             let job = pending.removeFirst()
             let faultsNow = faults
             cond.unlock()
+            clock.sleep(untilNs: job.startNs + expNs)
+            onExposureEnd?()  // the exposure output's falling edge
             clock.sleep(untilNs: job.startNs + expNs + readNs)
             if faultsNow.contains(.dropFrame(job.id)) { continue }
             if faultsNow.contains(where: { if case .disconnect(let n) = $0 { return job.id >= n }; return false }) {
@@ -280,6 +289,10 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 continue
             }
             let state = render(job: job, into: slot)
+            cond.lock()
+            exposureLog.append(state)
+            if exposureLog.count > 10_000 { exposureLog.removeFirst(exposureLog.count - 10_000) }
+            cond.unlock()
             var bytes = settings.width * settings.height * 2
             if faultsNow.contains(.malformed(job.id)) { bytes /= 2 }
             let frame = CapturedFrame(frameID: job.id, slot: slot, byteCount: bytes, width: settings.width, height: settings.height,

@@ -174,6 +174,8 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
     private var nextBlock: UInt64 = 0
     public static let sbrm: UInt64 = 0x1_0000, sirm: UInt64 = 0x2_0000
     private let sensor: SimulatedCamera?
+    /// The simulated sensor behind the peer (what it exposed, where).
+    public var sensorCamera: SimulatedCamera? { sensor }
     private let lock = NSLock()
     private var acquiring = false
     private var generation = 0
