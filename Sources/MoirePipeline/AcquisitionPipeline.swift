@@ -73,6 +73,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         self.logger = logger
         // What can be refused without the hardware is, before any device is opened.
         measuredPSFs = options.noReconstruction ? [:] : try VolumeStage.measuredPSFs(for: p)
+        if !options.noReconstruction, p.mode == .sim3d, try LiveSIMOptions(p.reconstruction, place: p.file).enabled { try SIM3DStage.check(p) }
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs
         if let sim = devs.camera as? SimulatedCamera { for f in options.faults { sim.inject(f) } }
@@ -83,10 +84,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         runner = Runner(protocol: p, devices: devs, runID: runID, clock: clock, logger: logger)
     }
 
-    /// The checks a run makes before it opens any device, beyond the protocol's own (today: the
-    /// rig's measured light-sheet PSFs load and fit the volumes). `moire validate` runs them too.
+    /// The checks a run makes before it opens any device, beyond the protocol's own: the rig's
+    /// measured light-sheet PSFs load and fit the volumes; live 3D-SIM can reconstruct the stacks.
+    /// `moire validate` runs them too.
     public static func preflight(_ p: AcquisitionProtocol) throws {
         _ = try VolumeStage.measuredPSFs(for: p)
+        if p.mode == .sim3d, try LiveSIMOptions(p.reconstruction, place: p.file).enabled { try SIM3DStage.check(p) }
     }
 
     static func makeRunID() -> String {

@@ -48,12 +48,18 @@ final class SIM3DStage: @unchecked Sendable {
         return c
     }
 
-    init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
+    /// Refuses a protocol live 3D-SIM cannot reconstruct (before any device is opened or file written).
+    static func check(_ p: AcquisitionProtocol) throws {
         guard p.roiWidth == p.roiHeight, p.roiWidth % 2 == 0, p.roiWidth >= 16, p.zPlanes >= 4, p.zPlanes % 2 == 0, p.phases >= 5 else {
             throw MoireError(.config, "live 3D-SIM needs a square ROI with even sides (≥ 16), an even number of z planes (≥ 4) and ≥ 5 phases; "
                              + "the protocol asks for \(p.roiWidth)×\(p.roiHeight), \(p.zPlanes) planes, \(p.phases) phases "
                              + "(or turn live reconstruction off: reconstruction: {enabled: false})", place: p.file)
         }
+        for c in p.channels.indices { _ = try p.sim3dPriors(channel: c) }
+    }
+
+    init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
+        try Self.check(p)
         proto = p; self.logger = logger; self.options = options
         n = p.roiWidth; nz = p.zPlanes; angles = p.angles; phases = p.phases
         bus = try RawBus()

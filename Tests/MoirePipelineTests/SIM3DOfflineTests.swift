@@ -139,6 +139,15 @@ import Testing
         let c3 = try #require(r3.sim3d)
         // The last stack is never replaced; the one between may be (counted).
         #expect(c3.volumes + c3.skippedBehind == 3 && c3.volumes >= 2 && c3.estimations == 2, "\(c3)")
+        // A stack live 3D-SIM cannot reconstruct (odd planes): refused before any device opens or file is written.
+        let odd = try AcquisitionProtocol.load(file: Fixtures.write(text.replacingOccurrences(of: "planes: 8", with: "planes: 7"), to: "odd.yaml", in: dir))
+        var o4 = PipelineOptions()
+        o4.recordingPath = "\(dir)/odd.ome.tif"; o4.noPublish = true
+        do { _ = try AcquisitionPipeline(protocol: odd, options: o4, clock: VirtualClock()); Issue.record("odd planes accepted") } catch let e as MoireError {
+            #expect("\(e)".contains("even number of z planes") && "\(e)".contains("odd.yaml"), "\(e)")
+        }
+        #expect(throws: MoireError.self) { try AcquisitionPipeline.preflight(odd) }
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/odd.ome.tif"))
         // A lost frame: the stack cannot be separated; skipped and counted, no volume.
         var o2 = PipelineOptions()
         o2.noRecording = true; o2.noPublish = true; o2.faults = [.dropFrame(37)]
