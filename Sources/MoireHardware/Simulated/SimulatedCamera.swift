@@ -204,7 +204,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     public func prepare(patterns: [PatternSpec?], emissionNm: [Double]) throws {
         if rendersVolume(settings) {
             for e in emissionNm {
-                _ = volumePlane(zUm: 0, spec: nil, excitationNm: e - 37)
+                // Widefield frames need the model without a pattern; patterned runs only their patterns'.
+                if patterns.allSatisfy({ $0 == nil }) { _ = volumePlane(zUm: 0, spec: nil, excitationNm: e - 37) }
                 for p in patterns.compactMap({ $0 }) { _ = volumePlane(zUm: 0, spec: p, excitationNm: e - 37) }
             }
             return
