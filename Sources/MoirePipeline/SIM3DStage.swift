@@ -16,7 +16,7 @@ public struct SIM3DStageCounters: Sendable, Equatable {
     /// Stacks with frames that did not come: a phase set with a hole cannot be separated, so the
     /// volume is skipped (counted), never made from shifted frames.
     public var skippedMissing = 0
-    /// Parameter estimations (once per channel; with `estimate: every:N` every N-th stack again).
+    /// Parameter estimations (once per channel; again with `estimate: every:N` or `on-drop`).
     public var estimations = 0
 }
 
@@ -106,7 +106,14 @@ final class SIM3DStage: @unchecked Sendable {
         }
         // `estimate: every:N`: estimated again (from the priors) on the first stack processed N or more
         // time points after the last estimation (stacks skipped while busy do not delay it further).
-        if options.estimate == "every", let last = lastEstimatedT[h0.c], h0.t - last >= options.every, let r = reconstructors[h0.c] {
+        // `estimate: on-drop`: estimated again when order 1's modulation under the current parameters
+        // falls below 60 % of what the estimation found, in any orientation (the pattern has moved).
+        var dropped = false
+        if options.estimate == "on-drop", let r = reconstructors[h0.c] {
+            for a in 0..<angles where try r.rec.modulation(phaseStacks[a], r.parameters[a]) < 0.6 * r.parameters[a].m1 { dropped = true }
+        }
+        if dropped || options.estimate == "every", let last = lastEstimatedT[h0.c], dropped || h0.t - last >= options.every,
+           let r = reconstructors[h0.c] {
             let est = try r.rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (r.rec, est.angles, est.projected.angles.map(\.flagged))
             lastEstimatedT[h0.c] = h0.t

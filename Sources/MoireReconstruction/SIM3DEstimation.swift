@@ -104,6 +104,13 @@ extension SIM3DReconstructor {
         return SIM3DEstimate(angles: angles, projected: projected)
     }
 
+    /// Order 1's modulation in one orientation's phase stacks under `angle`'s parameters (2|c₁| of
+    /// `regress`): it drops when the pattern has moved away from them (the live stage's `on-drop`).
+    public func modulation(_ stacks: [[Float]], _ angle: SIM3DAngle) throws -> Double {
+        let (c1, _) = try regress(stacks, angle)
+        return 2 * Double(hypot(c1.re, c1.im))
+    }
+
     /// Least-squares coefficients c₁, c₂ of the bands separated with `angle`'s phases against band 0
     /// in 3D: band m moved back by m·k is c_m·S̃·OTF_m and band 0 is S̃·OTF₀, so over the voxels where
     /// both OTFs are well above 0, c_m = Σ conj(B₀·OTF_m)·(Y_m·OTF₀) / Σ |B₀·OTF_m|² — its argument

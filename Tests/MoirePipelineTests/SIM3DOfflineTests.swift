@@ -139,6 +139,26 @@ import Testing
         let c3 = try #require(r3.sim3d)
         // The last stack is never replaced; the one between may be (counted).
         #expect(c3.volumes + c3.skippedBehind == 3 && c3.volumes >= 2 && c3.estimations == 2, "\(c3)")
+        // `estimate: on-drop`: a pattern that moves (1.65° and 2.7 % off, as a drifting SLM might) after
+        // the first stack drops order 1's modulation under the old parameters: estimated again. A pattern
+        // that stays: estimated once.
+        // (The full 128² × 16 stack: the estimate is trusted there, two time points.)
+        let full = try String(contentsOfFile: Fixtures.path("sim-hardware/protocols/sim3d-cell.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../rigs/sim3d.yaml", with: Fixtures.path("sim-hardware/rigs/sim3d.yaml"))
+            .replacingOccurrences(of: "count: 1", with: "count: 2")
+            .replacingOccurrences(of: "record: true", with: "record: false\n  estimate: on-drop")
+            .replacingOccurrences(of: "frame_ms: 1000", with: "frame_ms: 30000")  // the simulator blurs the moved patterns on their first frame
+        let onDrop = try AcquisitionProtocol.load(file: Fixtures.write(full, to: "ondrop.yaml", in: dir))
+        for moves in [false, true] {
+            let pipe = try AcquisitionPipeline(protocol: onDrop, options: o3, clock: VirtualClock())
+            let slm = try #require(pipe.devices.modulator as? SimulatedModulator)
+            let r4 = try pipe.run { progress in
+                if moves, progress.done == 16 * 15 { slm.patternError = PatternError(kScale: 1.027, rotationDeg: 1.65, phaseOffsetRad: 0.4) }
+            }
+            let c4 = try #require(r4.sim3d)
+            #expect(c4.estimations == (moves ? 2 : 1), "pattern moved: \(moves); \(c4)")
+            #expect(c4.volumes == 2 && r4.run.missing == 0)
+        }
         // A stack live 3D-SIM cannot reconstruct (odd planes): refused before any device opens or file is written.
         let odd = try AcquisitionProtocol.load(file: Fixtures.write(text.replacingOccurrences(of: "planes: 8", with: "planes: 7"), to: "odd.yaml", in: dir))
         var o4 = PipelineOptions()
