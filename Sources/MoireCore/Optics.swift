@@ -78,3 +78,16 @@ public struct LightSheetOptics: Sendable, Codable, Equatable {
         return 1 / (1 / (det * det) + 1 / (sheet * sheet)).squareRoot()
     }
 }
+
+/// A three-beam (3D-SIM) pattern: a centre beam along the axis and two side beams whose lateral
+/// frequency is order 1's k. Order 1 is modulated axially at kz = n/λ − √((n/λ)² − k²) (the centre
+/// beam's axial frequency minus the side beams'); order 2 (at 2k) is not.
+public enum ThreeBeam {
+    /// Order 1's axial frequency (cycles/µm) for lateral frequency `kUm` at `excitationNm` in
+    /// `immersionIndex`; nil when side beams of that k cannot propagate (k ≥ n/λ).
+    public static func kz(kUm: Double, excitationNm: Double, immersionIndex: Double) -> Double? {
+        let kn = immersionIndex / (excitationNm / 1000)
+        guard kUm >= 0, kUm < kn else { return nil }
+        return kn - (kn * kn - kUm * kUm).squareRoot()
+    }
+}

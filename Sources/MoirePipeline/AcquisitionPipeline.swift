@@ -72,8 +72,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         self.options = options
         self.logger = logger
         // What can be refused without the hardware is, before any device is opened.
-        measuredPSFs = options.noReconstruction ? [:] : try VolumeStage.measuredPSFs(for: p)
-        if !options.noReconstruction, p.mode == .sim3d, try LiveSIMOptions(p.reconstruction, place: p.file).enabled { try SIM3DStage.check(p) }
+        measuredPSFs = options.noReconstruction ? [:] : try Self.preflight(p)
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs
         if let sim = devs.camera as? SimulatedCamera { for f in options.faults { sim.inject(f) } }
@@ -87,9 +86,11 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     /// The checks a run makes before it opens any device, beyond the protocol's own: the rig's
     /// measured light-sheet PSFs load and fit the volumes; live 3D-SIM can reconstruct the stacks.
     /// `moire validate` runs them too.
-    public static func preflight(_ p: AcquisitionProtocol) throws {
-        _ = try VolumeStage.measuredPSFs(for: p)
+    /// Returns the measured PSFs by channel (the volume stage uses them).
+    @discardableResult
+    public static func preflight(_ p: AcquisitionProtocol) throws -> [Int: Volume] {
         if p.mode == .sim3d, try LiveSIMOptions(p.reconstruction, place: p.file).enabled { try SIM3DStage.check(p) }
+        return try VolumeStage.measuredPSFs(for: p)
     }
 
     static func makeRunID() -> String {

@@ -46,7 +46,6 @@ public struct OfflineSIM3D {
         var na = self.na ?? 1.4, emission = emissionNm ?? 525, immersion = immersionIndex ?? 1.518
         /// A recording's own pattern priors (its protocol's first channel), when no period is given.
         var recordedPriors: [SIM3DAngle]?
-        let stack: ImageStack
         if input.lowercased().hasSuffix(".tif") || input.lowercased().hasSuffix(".tiff"), let r = try? OMETiffReader(path: input),
            let l = r.layout, l.mode == "sim3d" {
             // A Moiré sim3d recording: its own geometry.
@@ -59,10 +58,8 @@ public struct OfflineSIM3D {
                 if periodUm == nil { recordedPriors = try? p.sim3dPriors(channel: 0) }
                 if bg == nil { bg = p.rig.cameraProfile.offsetADU }
             }
-            stack = try ImageImport.load(input)
-        } else {
-            stack = try ImageImport.load(input)
         }
+        let stack = try ImageImport.load(input)
         if bg == nil { bg = Double(LightSheetProcessor.background(of: Array(stack.planes.prefix(64)))) }
         guard !stack.isComplex, !stack.planes.isEmpty else { throw MoireError(.format, "no real-valued planes to reconstruct", place: input) }
         guard let nz else { throw MoireError(.usage, "the planes per stack are unknown; give --z-planes", place: input) }
@@ -86,15 +83,8 @@ public struct OfflineSIM3D {
         let plane = n * n
         /// Stacks `[angle][phase]` of volume v.
         func stacks(_ v: Int) -> [[[Float]]] {
-            (0..<angles).map { a in
-                (0..<phases).map { p in
-                    var s = [Float](repeating: 0, count: plane * nz)
-                    for z in 0..<nz {
-                        let i = v * per + (order == .zap ? (z * angles + a) * phases + p : (a * nz + z) * phases + p)
-                        s.replaceSubrange((z * plane)..<((z + 1) * plane), with: stack.planes[i])
-                    }
-                    return s
-                }
+            SIM3DReconstructor.phaseStacks(nz: nz, angles: angles, phases: phases, plane: plane) { z, a, p in
+                stack.planes[v * per + (order == .zap ? (z * angles + a) * phases + p : (a * nz + z) * phases + p)]
             }
         }
         let first = stacks(0)

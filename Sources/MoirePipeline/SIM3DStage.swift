@@ -58,8 +58,8 @@ final class SIM3DStage: @unchecked Sendable {
         for c in p.channels.indices { _ = try p.sim3dPriors(channel: c) }
     }
 
+    /// For a protocol `check` accepted (the pipeline checks it before opening any device).
     init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
-        try Self.check(p)
         proto = p; self.logger = logger; self.options = options
         n = p.roiWidth; nz = p.zPlanes; angles = p.angles; phases = p.phases
         bus = try RawBus()
@@ -73,14 +73,9 @@ final class SIM3DStage: @unchecked Sendable {
     }
 
     func start() {
-        let bus = self.bus
-        stacks.onRunStart = { try? bus.publishRun($0) }
-        stacks.start(name: "moire.stage.sim3d", logger: logger, process: { [self] in try process($0) }) { [self] in
-            output.finish()
+        stacks.start(name: "moire.stage.sim3d", logger: logger, output: output, process: { [self] in try process($0) }) { [self] in
             let c = counters
-            let stop = RunStop(run: stacks.runID, reason: "completed", error: nil, frames: c.volumes, missing: c.skippedBehind + c.skippedMissing,
-                               planned: 0, stoppedNs: unixTimeNs())
-            try? bus.publishRun(Wire.encode(stop))
+            return (c.volumes, c.skippedBehind + c.skippedMissing)
         }
     }
 
@@ -97,12 +92,9 @@ final class SIM3DStage: @unchecked Sendable {
         }
         let plane = n * n
         // [angle][phase] stacks of n × n × nz from the z × angle × phase slots.
-        let phaseStacks: [[[Float]]] = (0..<angles).map { a in
-            (0..<phases).map { p in
-                var s = [Float](repeating: 0, count: plane * nz)
-                for z in 0..<nz { s.replaceSubrange((z * plane)..<((z + 1) * plane), with: stack.planes[(z * angles + a) * phases + p]) }
-                return s
-            }
+        let (angles, phases) = (self.angles, self.phases)
+        let phaseStacks = SIM3DReconstructor.phaseStacks(nz: nz, angles: angles, phases: phases, plane: plane) { z, a, p in
+            stack.planes[(z * angles + a) * phases + p]
         }
         // `estimate: every:N`: estimated again (from the priors) on the first stack processed N or more
         // time points after the last estimation (stacks skipped while busy do not delay it further).

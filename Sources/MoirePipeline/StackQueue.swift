@@ -30,20 +30,30 @@ final class StackQueue: @unchecked Sendable {
     private var filling: [String: Stack] = [:]
     private var queue: [Stack] = []
     private var finished = false
-    private(set) var stacksComplete = 0
-    private(set) var skippedBehind = 0
-    private(set) var runID = ""
+    private var stacksComplete = 0
+    private var skippedBehind = 0
+    private var runID = ""
     private let done = DispatchSemaphore(value: 0)
-    /// Called with the run-start event (the receiving thread), for stages that republish it.
-    nonisolated(unsafe) var onRunStart: (Data) -> Void = { _ in }
+    /// Where the stage's run start is republished (set by `start`).
+    private var republish: RawBus?
 
     init(stream: String, slots: Int, width: Int, height: Int, slot: @escaping (FrameHeader) -> Int?) {
         self.stream = stream; self.slots = slots; self.width = width; self.height = height; self.slot = slot
     }
 
-    /// Runs `process` on every stack handed over, then `end`, on a thread of its own.
-    func start(name: String, logger: Logger, process: @escaping (Stack) throws -> Void, end: @escaping () -> Void) {
-        nonisolated(unsafe) let process = process, end = end
+    /// Runs the stage on a thread of its own: `process` on every stack handed over, the run's start
+    /// republished on `output`'s bus, and at the end `output` closed and the stage's own run stop
+    /// published there (`summary`: volumes made, stacks not made into volumes).
+    func start(name: String, logger: Logger, output: VolumeOutput, process: @escaping (Stack) throws -> Void,
+               summary: @escaping () -> (volumes: Int, notMade: Int)) {
+        nonisolated(unsafe) let process = process, summary = summary
+        republish = output.bus
+        nonisolated(unsafe) let end = { [self] in
+            output.finish()
+            let (volumes, notMade) = summary()
+            let stop = RunStop(run: runID, reason: "completed", error: nil, frames: volumes, missing: notMade, planned: 0, stoppedNs: unixTimeNs())
+            try? output.bus.publishRun(Wire.encode(stop))
+        }
         let t = Thread { [self] in
             defer { done.signal() }
             while true {
@@ -67,7 +77,7 @@ final class StackQueue: @unchecked Sendable {
         switch item {
         case .run(_, let json):
             guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if ev.event == "start" { runID = ev.run; onRunStart(json) }
+            if ev.event == "start" { runID = ev.run; try? republish?.publishRun(json) }
             if ev.event == "stop" {
                 lock.lock()
                 queue += filling.values.sorted { ($0.first?.t ?? 0) < ($1.first?.t ?? 0) }

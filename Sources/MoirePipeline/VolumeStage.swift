@@ -111,14 +111,9 @@ final class VolumeStage: @unchecked Sendable {
     }
 
     func start() {
-        let bus = self.bus
-        stacks.onRunStart = { try? bus.publishRun($0) }
-        stacks.start(name: "moire.stage.volume", logger: logger, process: { [self] in try process($0) }) { [self] in
-            output.finish()
+        stacks.start(name: "moire.stage.volume", logger: logger, output: output, process: { [self] in try process($0) }) { [self] in
             let c = counters
-            let stop = RunStop(run: stacks.runID, reason: "completed", error: nil, frames: c.volumes, missing: c.skippedBehind,
-                               planned: 0, stoppedNs: unixTimeNs())
-            try? bus.publishRun(Wire.encode(stop))
+            return (c.volumes, c.skippedBehind)
         }
     }
 

@@ -37,6 +37,19 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         bigInv = try FFT.plan3D(width: 2 * n, height: 2 * n, depth: nz, forward: false)
     }
 
+    /// The `[angle][phase]` stacks (`nz` planes of `frame(z, angle, phase)`, each `plane` pixels, z
+    /// slowest) that `reconstruct` and `estimate` take, from frames in any acquisition order.
+    public static func phaseStacks(nz: Int, angles: Int, phases: Int, plane: Int,
+                                   frame: (_ z: Int, _ angle: Int, _ phase: Int) -> [Float]) -> [[[Float]]] {
+        (0..<angles).map { a in
+            (0..<phases).map { p in
+                var s = [Float](repeating: 0, count: plane * nz)
+                for z in 0..<nz { s.replaceSubrange((z * plane)..<((z + 1) * plane), with: frame(z, a, p)) }
+                return s
+            }
+        }
+    }
+
     /// Widefield reference: the mean of every frame, background subtracted.
     public func widefield(_ stacks: [[[Float]]]) throws -> [Float] {
         try check(stacks)

@@ -5,12 +5,12 @@ import MoireFFT
 extension SIM3DAngle {
     /// The axial frequency of order 1 of a three-beam pattern whose side beams make lateral frequency
     /// `kUm` (cycles/µm): the centre beam's n/λ minus the side beams' axial component √((n/λ)² − k²).
+    /// `ThreeBeam.kz`, an error when the pattern cannot be made.
     public static func threeBeamKz(kUm: Double, excitationNm: Double, immersionIndex: Double) throws -> Double {
-        let kn = immersionIndex / (excitationNm / 1000)
-        guard kUm > 0, kUm < kn else {
-            throw MoireError(.usage, "a pattern of \(kUm) cycles/µm cannot be made with \(excitationNm) nm light in n = \(immersionIndex) (at most \(kn))")
+        guard kUm > 0, let kz = ThreeBeam.kz(kUm: kUm, excitationNm: excitationNm, immersionIndex: immersionIndex) else {
+            throw MoireError(.usage, "a pattern of \(kUm) cycles/µm cannot be made with \(excitationNm) nm light in n = \(immersionIndex) (at most \(immersionIndex / (excitationNm / 1000)))")
         }
-        return kn - (kn * kn - kUm * kUm).squareRoot()
+        return kz
     }
 }
 

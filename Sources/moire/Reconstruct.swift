@@ -37,11 +37,8 @@ struct SIMArguments: ParsableArguments {
         if let suppression { job.options.suppression = suppression }
         job.estimateEverySet = estimateEvery
         if let kPrior {
-            let parts = kPrior.split(separator: "@")
-            guard let period = Double(parts[0]), period > 0, parts.count <= 2 else {
-                throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.1807 or 0.1807@8")
-            }
-            if parts.count == 2, let first = Double(parts[1]) {
+            let (period, first) = try parseKPrior(kPrior)
+            if let first {
                 job.prior = .patterns(PatternPrior.regular(periodUm: period, firstAngleDeg: first, angles: job.angles, phases: job.phases))
             } else {
                 job.prior = .period(period)
@@ -49,6 +46,15 @@ struct SIMArguments: ParsableArguments {
         }
         return job
     }
+}
+
+/// `--k-prior PERIOD_UM[@FIRST_ANGLE_DEG]`.
+func parseKPrior(_ text: String) throws -> (periodUm: Double, firstAngleDeg: Double?) {
+    let parts = text.split(separator: "@")
+    guard parts.count == 1 || parts.count == 2, let period = Double(parts[0]), period > 0, parts.count == 1 || Double(parts[1]) != nil else {
+        throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.1807 or 0.1807@8")
+    }
+    return (period, parts.count == 2 ? Double(parts[1]) : nil)
 }
 
 func printParameters(_ p: SIMParameters) {
@@ -149,14 +155,7 @@ extension Reconstruct {
         job.na = sim.na; job.emissionNm = sim.emissionNm; job.excitationNm = sim3d.excitationNm
         job.immersionIndex = llsm.immersionIndex
         job.background = sim.background; job.wiener = sim.wiener
-        if let kPrior = sim.kPrior {
-            let parts = kPrior.split(separator: "@")
-            guard let period = Double(parts[0]), period > 0, parts.count <= 2, parts.count == 1 || Double(parts[1]) != nil else {
-                throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.4167 or 0.4167@10")
-            }
-            job.periodUm = period
-            if parts.count == 2 { job.firstAngleDeg = Double(parts[1]) }
-        }
+        if let kPrior = sim.kPrior { (job.periodUm, job.firstAngleDeg) = try parseKPrior(kPrior) }
         let r = try job.run(input: input) { done, total in
             FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) volumes".utf8))
         }

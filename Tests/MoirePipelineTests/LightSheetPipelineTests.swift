@@ -48,6 +48,17 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
         """, to: "lattice.yaml", in: dir)
 }
 
+/// Runs `p` (recording to `recordingPath`, or not), publishing on a free port, and collects the float32
+/// frames of `topics` (`collectDerived`).
+func runCollecting(_ p: AcquisitionProtocol, recordingPath: String?, faults: [CameraFault] = [], clock: MoireClock = VirtualClock(),
+                   topics: [String]) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
+    let endpoint = "tcp://127.0.0.1:\(freePort())"
+    var o = PipelineOptions()
+    if let recordingPath { o.recordingPath = recordingPath } else { o.noRecording = true }
+    o.publishEndpoint = endpoint; o.waitForSubscribers = 1; o.faults = faults
+    return try collectDerived(try AcquisitionPipeline(protocol: p, options: o, clock: clock), endpoint: endpoint, topics: topics)
+}
+
 /// Runs the pipeline while a subscriber collects the float32 frames of `topics` until the run is over and the bus is quiet.
 func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String]) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
     let sub = try BusSubscriber(endpoint: endpoint, topics: topics)
@@ -67,19 +78,12 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
 }
 
 @Suite(.serialized) struct LightSheetPipelineTests {
-    func collect(_ pipe: AcquisitionPipeline, endpoint: String) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
-        try collectDerived(pipe, endpoint: endpoint, topics: ["vol.", "mip."])
-    }
-
     @Test func liveVolumesArePublishedAndRecordedWithTheDeskewGeometry() throws {
         let dir = Fixtures.tempDir("llsmlive")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir))
         let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm)
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/raw.ome.tif", topics: ["vol.", "mip."])
         let c = try #require(r.volumes)
         #expect(c.volumes == 2 && c.missingPlanes == 0 && r.run.missing == 0)
         let vols = headers.enumerated().filter { $0.element.stream == "vol" }
@@ -109,10 +113,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
         let g = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm)
         let grid = CoverslipRotation.grid(width: g.deskewedWidth(nx: 64, nz: 20), depth: 20,
                                           voxelUm: (g.pixelUm, g.pixelUm, g.planeSpacingUm), angleDeg: 31.5)
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/raw.ome.tif", topics: ["vol.", "mip."])
         #expect(r.volumes?.volumes == 1)
         let v = try #require(headers.firstIndex { $0.stream == "vol" })
         let h = headers[v]
@@ -134,10 +135,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
             light_sheet: {iterations: 0, source: denoised}
             denoise: {steps_per_frame: 1, crop: 16, batch: 1, checkpoint_every: 1}
             """))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: RealClock()), endpoint: endpoint)
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/raw.ome.tif", clock: RealClock(), topics: ["vol.", "mip."])
         // Real time: a stack arriving while the worker is busy replaces the waiting one (counted).
         let c = try #require(r.volumes)
         #expect(c.volumes + c.skippedBehind == 6 && c.volumes >= 1 && r.run.missing == 0)
@@ -186,10 +184,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
         let sheet = "{angle_deg: 31.5, thickness_um: 1.0, scan: stage, psf: \(dir)/psf.ome.tif}"
         let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: sheet, planes: 16, timepoints: 1))
         #expect(p.rig.lightSheet?.psf(emissionNm: 520) == "\(dir)/psf.ome.tif")
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.recordingPath = "\(dir)/raw.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/raw.ome.tif", topics: ["vol.", "mip."])
         #expect(r.volumes?.volumes == 1)
         let v = try #require(headers.firstIndex { $0.stream == "vol" })
         #expect(headers[v].params?["psf"] == "measured")
@@ -208,7 +203,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
             let bad = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, lightSheet: "{angle_deg: 31.5, thickness_um: 1.0, scan: stage, psf: \(psf)}",
                                                                           planes: 16, timepoints: 1))
             do {
-                _ = try AcquisitionPipeline(protocol: bad, options: o, clock: VirtualClock())
+                _ = try AcquisitionPipeline(protocol: bad, options: PipelineOptions(), clock: VirtualClock())
                 Issue.record("accepted psf \(psf)")
             } catch let e as MoireError { #expect("\(e)".contains(text), "\(e)") }
         }
@@ -223,10 +218,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, planes: 12, timepoints: 1, extra: "", sim: true))
         #expect(p.mode == .llssim && p.phases == 3)
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.noRecording = true; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        let (r, headers, payloads) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: nil, topics: ["vol.", "mip."])
         #expect(r.sim?.reconstructed == 12)
         let half = try LightSheetGeometry(angleDeg: 31.5, stepUm: 0.4, pixelUm: p.pixelSizeUm / 2)
         let v = try #require(headers.firstIndex { $0.stream == "vol" })
@@ -247,11 +239,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
         let dir = Fixtures.tempDir("llsmmiss")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, timepoints: 1, extra: "light_sheet: {iterations: 0}"))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.noRecording = true; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        o.faults = [.dropFrame(12)]
-        let (r, headers, _) = try collect(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint)
+        let (r, headers, _) = try runCollecting(p, recordingPath: nil, faults: [.dropFrame(12)], topics: ["vol.", "mip."])
         #expect(r.run.missing == 1)
         let c = try #require(r.volumes)
         #expect(c.volumes == 1 && c.missingPlanes == 1)

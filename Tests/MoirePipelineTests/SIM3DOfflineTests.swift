@@ -108,10 +108,7 @@ import Testing
         let dir = Fixtures.tempDir("sim3dlive")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let p = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/sim3d-cell.yaml"))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
-        var o = PipelineOptions()
-        o.recordingPath = "\(dir)/s3.ome.tif"; o.publishEndpoint = endpoint; o.waitForSubscribers = 1
-        let (r, headers, payloads) = try collectDerived(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint, topics: ["sr3d.", "mip."])
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/s3.ome.tif", topics: ["sr3d.", "mip."])
         let c = try #require(r.sim3d)
         #expect(c.volumes == 1 && c.stacksComplete == 1 && c.skippedMissing == 0 && c.estimations == 1)
         let v = try #require(headers.firstIndex { $0.stream == "sr3d" })

@@ -67,20 +67,26 @@ public class SerialDevice: @unchecked Sendable {
 
     /// Commands an analog position (`set` volts, `move` µm) within its range, then waits for it to settle.
     func drive(_ key: String, unit: String, to value: Double, within range: ClosedRange<Double>, settleMs: Double) throws {
-        guard range.contains(value) else {
-            let symbol = ["volts": "V", "um": "µm"][unit] ?? unit
-            throw MoireError(.hardware, "\(value) \(symbol) outside \(range.lowerBound)…\(range.upperBound) \(symbol)", place: place)
-        }
+        try check(value, unit: unit, within: range)
         try run(key, unit: unit, value: value)
         Thread.sleep(forTimeInterval: settleMs / 1000)
     }
 
-    /// Loads a table of values the controller steps through on its own, one per trigger pulse
-    /// (`waveform_point` per value, then `waveform_arm`), where the controller stores sequences.
-    public func loadWaveform(_ values: [Double], unit: String) throws {
+    /// An analog value outside the device's range is refused before anything is sent.
+    func check(_ value: Double, unit: String, within range: ClosedRange<Double>) throws {
+        guard range.contains(value) else {
+            let symbol = ["volts": "V", "um": "µm"][unit] ?? unit
+            throw MoireError(.hardware, "\(value) \(symbol) outside \(range.lowerBound)…\(range.upperBound) \(symbol)", place: place)
+        }
+    }
+
+    /// Loads a table of values (each within `range`) the controller steps through on its own, one
+    /// per trigger pulse (`waveform_point` per value, then `waveform_arm`), where it stores sequences.
+    public func loadWaveform(_ values: [Double], unit: String, within range: ClosedRange<Double>) throws {
         guard serial.commands["waveform_point"] != nil, serial.commands["waveform_arm"] != nil else {
             throw MoireError(.unsupported, "this controller profile has no waveform commands (waveform_point, waveform_arm)", place: place)
         }
+        for v in values { try check(v, unit: unit, within: range) }
         for (i, v) in values.enumerated() { try run("waveform_point", unit: unit, value: v, extra: ["index": String(i)]) }
         try run("waveform_arm", extra: ["count": String(values.count)])
     }
@@ -106,10 +112,7 @@ public final class SerialScanner: SerialDevice, Scanner, PositionTable, @uncheck
     }
 
     /// Volts stepped through per trigger pulse (analog waveform), where the controller supports it.
-    public func loadWaveform(volts: [Double]) throws {
-        for x in volts where !profile.rangeV.contains(x) { throw MoireError(.hardware, "waveform value \(x) V outside \(profile.rangeV)", place: place) }
-        try loadWaveform(volts, unit: "volts")
-    }
+    public func loadWaveform(volts: [Double]) throws { try loadWaveform(volts, unit: "volts", within: profile.rangeV) }
 
     public func loadTable(_ positions: [Double]) throws { try loadWaveform(volts: positions) }
 
@@ -135,10 +138,7 @@ public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked S
     }
 
     /// Positions (µm) stepped through per trigger pulse.
-    public func loadTable(_ positions: [Double]) throws {
-        for x in positions where !profile.rangeUm.contains(x) { throw MoireError(.hardware, "table position \(x) µm outside \(profile.rangeUm)", place: place) }
-        try loadWaveform(positions, unit: "um")
-    }
+    public func loadTable(_ positions: [Double]) throws { try loadWaveform(positions, unit: "um", within: profile.rangeUm) }
 
     public var positionUm: Double { lock.lock(); defer { lock.unlock() }; return z }
     public func park() { try? move(toUm: profile.homeUm) }

@@ -67,7 +67,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     /// Called at the end of every exposure (the camera's exposure output falling): wires to a
     /// controller's trigger input (`wiring.scan_trigger`).
     nonisolated(unsafe) public var onExposureEnd: (() -> Void)?
-    /// What the bench was at each rendered exposure's start (the last 10 000), for tests that check
+    /// What the bench was at each rendered exposure's start (at least the last 10 000), for tests that check
     /// where frames were really exposed when the driver between cannot report it.
     public var exposureStates: [DeviceState] { cond.lock(); defer { cond.unlock() }; return exposureLog }
     private var exposureLog: [DeviceState] = []
@@ -100,12 +100,6 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     private var volumeSidebands: [String: (b1: [Complex32], b2: [Complex32]?)] = [:]
     static let volumeGrid = (planes: 32, dzUm: 0.125)
 
-    /// Order 1's axial frequency of a three-beam pattern of lateral frequency k at `excitationNm`.
-    func threeBeamKz(k: Double, excitationNm: Double) -> Double {
-        let kn = optics.immersionIndex / (excitationNm / 1000)
-        return k < kn ? kn - (kn * kn - k * k).squareRoot() : 0
-    }
-
     /// The band model for an emission wavelength and order 1's kz (made once; seconds at 128²).
     private func volumeModel(emissionNm: Double, kz: Double) -> (model: SIM3DSimulator.BandModel, norm: Float)? {
         let w = settings.width
@@ -126,8 +120,10 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     private func volumePlane(zUm: Double, spec: PatternSpec?, excitationNm: Double) -> [Float]? {
         let emission = excitationNm + 37
         let threeBeam = spec?.order2Modulation != nil
-        let kz = spec.map { threeBeamBand($0, excitationNm) } ?? 0
-        guard let (model, norm) = volumeModel(emissionNm: emission, kz: threeBeam ? kz : 0) else { return nil }
+        let kz = spec.flatMap { s in
+            threeBeam ? ThreeBeam.kz(kUm: hypot(s.kx, s.ky), excitationNm: excitationNm, immersionIndex: optics.immersionIndex) : nil
+        } ?? 0
+        guard let (model, norm) = volumeModel(emissionNm: emission, kz: kz) else { return nil }
         let n = settings.width, plane = n * n, nz = Self.volumeGrid.planes
         let f = min(max(zUm / Self.volumeGrid.dzUm + Double(nz / 2), 0), Double(nz - 1))
         let z0 = min(Int(f), nz - 2), t = Float(f - Double(z0))
@@ -153,10 +149,6 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
             }
         }
         return out
-    }
-
-    private func threeBeamBand(_ spec: PatternSpec, _ excitationNm: Double) -> Double {
-        spec.order2Modulation == nil ? 0 : threeBeamKz(k: hypot(spec.kx, spec.ky), excitationNm: excitationNm)
     }
 
     /// The light-sheet renderer for an emission wavelength (the PSF depends on it).
@@ -292,7 +284,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
             let state = render(job: job, into: slot)
             cond.lock()
             exposureLog.append(state)
-            if exposureLog.count > 10_000 { exposureLog.removeFirst(exposureLog.count - 10_000) }
+            if exposureLog.count >= 20_000 { exposureLog.removeFirst(10_000) }  // trimmed in blocks, not per frame
             cond.unlock()
             var bytes = settings.width * settings.height * 2
             if faultsNow.contains(.malformed(job.id)) { bytes /= 2 }
@@ -330,8 +322,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 terms.append(t)
             }
         }
-        // Light sheet: the inclined plane of the 3D specimen at the current scan position.
-        var sheet: [Float]?
+        // A 3D specimen's photons (instead of the 2D terms): with a light sheet, the inclined plane at the
+        // current scan position; without, the focal plane at the stage's z.
+        var rendered: [Float]?
         if rendersLightSheet, let specimen, snap.pattern != -2, !snap.lasers.isEmpty {
             let scan = lightSheet!.scan == .galvo ? snap.scannerUm : snap.zUm
             var img = [Float](repeating: 0, count: w * h)
@@ -345,9 +338,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                     r.add(scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs, pattern: pattern, into: $0.baseAddress!)
                 }
             }
-            sheet = img
+            rendered = img
         }
-        // A 3D specimen without a light sheet: the focal plane at the stage's z.
         if rendersVolume(settings), let specimen, snap.pattern != -2, !snap.lasers.isEmpty {
             var img = [Float](repeating: 0, count: w * h)
             for l in snap.lasers {
@@ -357,9 +349,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 let scale = Float(specimen.brightness * l.powerMw * exposureMs * bleach), bg = Float(specimen.background * l.powerMw * exposureMs)
                 for i in 0..<img.count { img[i] += scale * p[i] + bg }
             }
-            sheet = img
+            rendered = img
         }
-        let sheetPhotons = sheet
+        let renderedPhotons = rendered
         let qe = profile.qe, gain = profile.gainADUPerE, offset = profile.offsetADU
         let readADU = profile.readNoiseE * gain, full = profile.fullWellE
         let chunks = 8
@@ -373,7 +365,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 let y0 = h * chunk / chunks, y1 = h * (chunk + 1) / chunks
                 var spare: Double?
                 for i in (y0 * w)..<(y1 * w) {
-                    var photons: Float = sheetPhotons?[i] ?? 0
+                    var photons: Float = renderedPhotons?[i] ?? 0
                     for t in allTerms {
                         var v = t.b0[i]
                         if let b1 = t.b1 { v += t.m * (t.c * b1[i].re - t.s * b1[i].im) }
