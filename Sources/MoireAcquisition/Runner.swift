@@ -22,6 +22,10 @@ public struct RunResult: Sendable, Equatable {
     public var planned: Int
     public var missingIndices: [Int]
     public var durationNs: Int64
+    /// Frames the camera lost because every slot of the frame pool was in use (consumers too slow).
+    public var poolExhausted: Int = 0
+    /// Times the camera waited for a free slot (virtual time: backpressure instead of loss).
+    public var poolWaits: Int = 0
 }
 
 /// Progress of a run, for progress bars and status replies.
@@ -90,9 +94,17 @@ public final class Runner: @unchecked Sendable {
     private var aborted: Bool { lock.lock(); defer { lock.unlock() }; return abortRequested }
 
     /// Runs the plan, handing every frame (or missing-frame record) in plan order to `sink`.
-    /// The sink takes ownership of the frame's slot reference.
+    /// The sink takes ownership of the frame's slot reference. The calling thread's waits run on
+    /// the runner's clock (it participates in virtual time).
     public func run(pool: FramePool, sink: (Frame) throws -> Void, onProgress: (RunProgress) -> Void = { _ in }) -> RunResult {
+        clock.participate { execute(pool: pool, sink: sink, onProgress: onProgress) }
+    }
+
+    private func execute(pool: FramePool, sink: (Frame) throws -> Void, onProgress: (RunProgress) -> Void) -> RunResult {
         let start = clock.nowNs()
+        let exhaustedBefore = pool.exhaustedCount
+        let waitsBefore = pool.waitedCount
+        var poolLossesAttributed = 0
         var delivered = 0, missing = 0, malformed = 0, mismatches = 0
         var missingIndices: [Int] = []
         var reason = "completed"
@@ -109,7 +121,7 @@ public final class Runner: @unchecked Sendable {
                     lock.lock(); let paused = pauseRequested && !stopRequested; lock.unlock()
                     if !paused { break }
                     if state != .paused { set(.paused) }
-                    Thread.sleep(forTimeInterval: 0.01)
+                    Thread.sleep(forTimeInterval: 0.01)  // paused: time stands still in virtual time
                 }
                 if state == .paused { set(.acquiring) }
                 if shouldStop {
@@ -156,7 +168,11 @@ public final class Runner: @unchecked Sendable {
                         if let line = devices.cameraTrigger { try line.pulse() } else { try devices.camera.trigger() }
                     }
                     let deadline = Int(firstFrame ? proto.firstFrameDeadlineMs : proto.frameDeadlineMs)
-                    let outcome = try collect(expectedID: base + k, deadlineMs: deadline)
+                    var outcome = try collect(expectedID: base + k, deadlineMs: deadline)
+                    if case .missing(.lost) = outcome, pool.exhaustedCount - exhaustedBefore > poolLossesAttributed {
+                        poolLossesAttributed += 1
+                        outcome = .missing(.poolExhausted)
+                    }
                     if !hardwareSequenced { try laser?.setEnabled(false) }
                     firstFrame = false
                     var header = makeHeader(event)
@@ -174,6 +190,7 @@ public final class Runner: @unchecked Sendable {
                         try sink(Frame(header: header, slot: f.slot))
                     case .missing(let why):
                         header.missing = true
+                        header.missingReason = why.reason
                         header.exposureStartNs = clock.nowNs() - start
                         if why == .malformed { malformed += 1 }
                         missing += 1
@@ -205,11 +222,17 @@ public final class Runner: @unchecked Sendable {
         }
         positionTable?.disarmTable()
         devices.makeSafe()
+        let poolExhausted = pool.exhaustedCount - exhaustedBefore
+        if poolExhausted > 0 {
+            logger.warning("frames lost: every frame-pool slot was in use (the consumers did not keep up)", metadata: [
+                "lost": "\(poolExhausted)", "slots": "\(pool.slotCount)"])
+        }
         set(failure != nil && reason == "fault" ? .faulted : .idle)
         if let failure { logger.error("run ended with a fault", metadata: ["error": "\(failure)"]) }
         return RunResult(reason: reason, error: failure, delivered: delivered, missing: missing, malformed: malformed,
                          stateMismatches: mismatches, planned: plan.events.count, missingIndices: missingIndices,
-                         durationNs: clock.nowNs() - start)
+                         durationNs: clock.nowNs() - start, poolExhausted: poolExhausted,
+                         poolWaits: pool.waitedCount - waitsBefore)
     }
 
     private func cameraSettings(exposureMs: Double) -> CameraSettings {
@@ -254,7 +277,17 @@ public final class Runner: @unchecked Sendable {
         try cam.start(pool: pool)
     }
 
-    private enum MissingWhy: String { case lost, malformed }
+    private enum MissingWhy: String {
+        case lost, malformed, poolExhausted
+
+        var reason: MissingReason {
+            switch self {
+            case .lost: .lost
+            case .malformed: .malformed
+            case .poolExhausted: .poolExhausted
+            }
+        }
+    }
     private enum Outcome { case frame(CapturedFrame), missing(MissingWhy) }
 
     /// Waits for frame `expectedID`: a later id or a lost transfer means it is missing; nothing

@@ -17,6 +17,16 @@ public struct DeviceState: Codable, Sendable, Equatable {
     }
 }
 
+/// Why a frame did not come (wire key `missingReason`, recording key `lost`).
+public enum MissingReason: String, Codable, Sendable, Equatable {
+    /// Exposed but never delivered (a lost transfer, a dropped frame).
+    case lost
+    /// Delivered with the wrong size.
+    case malformed
+    /// The camera had no free frame-pool slot to put it in: the consumers did not keep up.
+    case poolExhausted = "pool-exhausted"
+}
+
 /// Everything a consumer needs to know about one frame (wire format v1 header, recording index).
 ///
 /// Field names are the JSON keys of docs/wire-format.md; keep them in step.
@@ -44,6 +54,8 @@ public struct FrameHeader: Codable, Sendable, Equatable {
     public var publishedNs: Int64
     /// True when the frame did not come: the payload is empty (wire) or zero (recording).
     public var missing: Bool
+    /// Why a missing frame did not come (nil for a frame that came, or when unknown).
+    public var missingReason: MissingReason?
     public var state: DeviceState
     /// For derived frames: the sequence numbers of the raw frames they were made from.
     public var inputs: [Int]?

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// A preallocated ring of frame buffers: the camera fills slots, consumers release them.
@@ -5,14 +6,20 @@ import Synchronization
 /// No allocation happens after `init`. A slot is handed out with one reference; every extra
 /// consumer `retain`s it and every consumer `release`s it; at zero it is free again.
 /// `acquire()` never blocks: when every slot is in use it returns nil and the caller counts
-/// the frame as lost.
+/// the frame as lost (real hardware cannot wait). `acquire(waitingUpToSeconds:)` blocks until a
+/// consumer frees a slot (simulated hardware in virtual time: backpressure instead of loss).
 public final class FramePool: @unchecked Sendable {
+    // The slot memory and reference counts are guarded by `lock`; the counters are atomics.
     public let slotCount: Int
     public let slotBytes: Int
     private let storage: UnsafeMutableRawPointer
     private let refCounts: UnsafeMutablePointer<Int>
     private let lock = Mutex<[Int]>([])
     private let exhausted = Atomic<Int>(0)
+    private let waited = Atomic<Int>(0)
+    /// Producers blocked in `acquire(waitingUpToSeconds:)`; a release wakes them through `slotFreed`.
+    private let blockedProducers = Atomic<Int>(0)
+    private let slotFreed = NSCondition()
 
     /// Creates `slots` buffers of `bytes` bytes each, 64-byte aligned.
     public init(slots: Int, bytes: Int) {
@@ -31,18 +38,41 @@ public final class FramePool: @unchecked Sendable {
         refCounts.deallocate()
     }
 
-    /// Takes a free slot with one reference, or nil when all are in use.
+    /// Takes a free slot with one reference, or nil (counted as exhaustion) when all are in use.
     public func acquire() -> FrameSlot? {
+        guard let slot = take() else {
+            exhausted.add(1, ordering: .relaxed)
+            return nil
+        }
+        return slot
+    }
+
+    /// Takes a free slot, waiting for a consumer to free one when all are in use; nil (counted as
+    /// exhaustion) only when none came back within `seconds` of wall time (a hang watchdog).
+    public func acquire(waitingUpToSeconds seconds: Double) -> FrameSlot? {
+        if let slot = take() { return slot }
+        waited.add(1, ordering: .relaxed)
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        slotFreed.lock()
+        defer { slotFreed.unlock() }
+        blockedProducers.add(1, ordering: .sequentiallyConsistent)
+        defer { blockedProducers.subtract(1, ordering: .sequentiallyConsistent) }
+        while true {
+            if let slot = take() { return slot }
+            if !slotFreed.wait(until: deadline), Date() >= deadline {
+                exhausted.add(1, ordering: .relaxed)
+                return nil
+            }
+        }
+    }
+
+    private func take() -> FrameSlot? {
         let index: Int? = lock.withLock { free in
             guard let i = free.popLast() else { return nil }
             refCounts[i] = 1
             return i
         }
-        guard let index else {
-            exhausted.add(1, ordering: .relaxed)
-            return nil
-        }
-        return FrameSlot(pool: self, index: index)
+        return index.map { FrameSlot(pool: self, index: $0) }
     }
 
     /// Adds `count` references to a slot (one per extra consumer).
@@ -60,12 +90,19 @@ public final class FramePool: @unchecked Sendable {
             refCounts[index] -= 1
             if refCounts[index] == 0 { free.append(index) }
         }
+        if blockedProducers.load(ordering: .sequentiallyConsistent) > 0 {
+            slotFreed.lock()
+            slotFreed.broadcast()
+            slotFreed.unlock()
+        }
     }
 
     /// Slots currently free.
     public var freeCount: Int { lock.withLock { $0.count } }
-    /// How many times `acquire` found no free slot.
+    /// How many times a slot was asked for and none was given (a frame lost to exhaustion).
     public var exhaustedCount: Int { exhausted.load(ordering: .relaxed) }
+    /// How many times a producer had to wait for a consumer to free a slot (backpressure).
+    public var waitedCount: Int { waited.load(ordering: .relaxed) }
 
     /// Base address of a slot; valid while the caller holds a reference.
     public func address(of index: Int) -> UnsafeMutableRawPointer {

@@ -212,7 +212,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                                               "sequenced": "\(runner.hardwareSequenced ? "hardware" : "software")"])
         let result = runner.run(pool: pool, sink: { try bus.publish($0) }, onProgress: onProgress)
         let stop = RunStop(run: runID, reason: result.reason, error: result.error?.description, frames: result.delivered,
-                           missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs())
+                           missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs(),
+                           poolExhausted: result.poolExhausted)
         try bus.publishRun(Wire.encode(stop))
         for s in stages where !s.join(timeoutSeconds: 120) {
             logger.error("stage did not finish", metadata: ["stage": "\(s.name)"])
@@ -235,7 +236,9 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "missing")]).increment(by: result.missing)
-        logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)", "missing": "\(result.missing)"])
+        logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)",
+                                            "missing": "\(result.missing)", "pool.exhausted": "\(result.poolExhausted)",
+                                            "pool.waits": "\(result.poolWaits)"])
         return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
                               publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
                               sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,

@@ -106,7 +106,9 @@ public final class OMETiffReader {
                                 exposureStartNs: Int64(kv["startNs"] ?? "") ?? 0, missing: status != "ok",
                                 state: DeviceState(pattern: Int(kv["pattern"] ?? "") ?? -1, lasers: lasers,
                                                    zUm: Double(kv["zUm"] ?? "") ?? 0, exposureMs: Double(kv["exposureMs"] ?? "") ?? 0))
-            out.append(PlaneRecord(header: h, acquired: status != "not-acquired"))
+            var record = PlaneRecord(header: h, acquired: status != "not-acquired")
+            record.header.missingReason = kv["lost"].flatMap(MissingReason.init(rawValue:))
+            out.append(record)
         }
         return out
     }

@@ -70,7 +70,8 @@ enum OMEXML {
         for (i, p) in planes.enumerated() {
             let h = p.header
             let status = !p.acquired ? "not-acquired" : (h.missing ? "missing" : "ok")
-            x += "<M K=\"plane\(i)\">t=\(h.t) c=\(h.c) z=\(h.z) angle=\(h.angle) phase=\(h.phase) seq=\(h.seq) index=\(h.index) status=\(status) pattern=\(h.state.pattern) lasers=\(h.state.lasers.joined(separator: ",")) zUm=\(num(h.state.zUm)) exposureMs=\(num(h.state.exposureMs)) startNs=\(h.exposureStartNs)</M>\n"
+            let lost = p.acquired && h.missing ? (h.missingReason.map { " lost=\($0.rawValue)" } ?? "") : ""
+            x += "<M K=\"plane\(i)\">t=\(h.t) c=\(h.c) z=\(h.z) angle=\(h.angle) phase=\(h.phase) seq=\(h.seq) index=\(h.index) status=\(status)\(lost) pattern=\(h.state.pattern) lasers=\(h.state.lasers.joined(separator: ",")) zUm=\(num(h.state.zUm)) exposureMs=\(num(h.state.exposureMs)) startNs=\(h.exposureStartNs)</M>\n"
         }
         x += "</Value></MapAnnotation>\n</StructuredAnnotations>\n</OME>\n"
         return x

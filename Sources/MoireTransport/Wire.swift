@@ -91,10 +91,14 @@ public struct RunStop: Codable, Sendable, Equatable {
     public var missing: Int
     public var planned: Int
     public var stoppedNs: Int64
+    /// Of `missing`: frames lost because the camera's frame pool was exhausted (raw stream only).
+    public var poolExhausted: Int?
 
-    public init(run: String, reason: String, error: String?, frames: Int, missing: Int, planned: Int, stoppedNs: Int64) {
+    public init(run: String, reason: String, error: String?, frames: Int, missing: Int, planned: Int, stoppedNs: Int64,
+                poolExhausted: Int? = nil) {
         self.run = run; self.reason = reason; self.error = error; self.frames = frames; self.missing = missing
         self.planned = planned; self.stoppedNs = stoppedNs
+        self.poolExhausted = poolExhausted
     }
 }
 

@@ -43,6 +43,10 @@ struct Inspect: ParsableCommand {
         print("  channels: \(layout.channels.joined(separator: ", ")); pixel \(String(format: "%.4f", layout.pixelSizeUm)) µm")
         print("  planes: \(planes.count) written, \(planes.count - missing.count - padded.count) acquired, \(missing.count) missing, \(padded.count) not acquired (run stopped)")
         print("  planned: \(layout.timepoints * layout.planesPerTimepoint) planes (\(layout.timepoints) time points)")
+        let poolLost = missing.filter { $0.header.missingReason == .poolExhausted }.count
+        if poolLost > 0 {
+            print("  of the missing: \(poolLost) lost because every frame-pool slot was in use (consumers did not keep up)")
+        }
         if !missing.isEmpty { print("  missing plane indices: \(missing.map { String($0.header.index) }.joined(separator: ", "))") }
         let starts = planes.filter { $0.acquired && !$0.header.missing }.map(\.header.exposureStartNs)
         if starts.count > 1 {

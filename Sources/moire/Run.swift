@@ -74,6 +74,10 @@ struct Run: ParsableCommand {
         let secs = Double(r.run.durationNs) / 1e9
         print(String(format: "run %@: %@ — %d frames, %d missing, %.2f s (%.1f fps)", r.runID, r.run.reason, r.run.delivered,
                      r.run.missing, secs, secs > 0 ? Double(r.run.delivered) / secs : 0))
+        if r.run.poolExhausted > 0 {
+            print("warning: \(r.run.poolExhausted) of the missing frames were lost because every frame-pool slot was in use "
+                  + "(the recorder or live stages did not keep up)")
+        }
         if !r.run.missingIndices.isEmpty { print("missing frame indices: \(r.run.missingIndices.map(String.init).joined(separator: ", "))") }
         if r.run.stateMismatches > 0 { print("warning: \(r.run.stateMismatches) frames had a device state that differs from the plan") }
         if let s = r.recording { print("recording: \(s.path) (\(s.planes) planes, \(s.timepoints) time points, \(s.missing) missing)") }

@@ -144,12 +144,38 @@ final class Sink: @unchecked Sendable {
         #expect(d.isSafe)
     }
 
-    @Test func exhaustedPoolLosesFramesVisibly() throws {
-        let (runner, _, _, p) = try make(Fixtures.smallProtocol(in: dir, timepoints: 1))
+    @Test func exhaustedPoolLosesFramesVisiblyWhereTheCameraCannotWait() throws {
+        // Real hardware (backpressure .drop): a consumer that keeps every slot loses the frames after them.
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 1))
+        let clock = VirtualClock(backpressure: .drop)
+        let (d, _) = try Fixtures.devices(for: p, clock: clock)
+        let runner = Runner(protocol: p, devices: d, runID: "t", clock: clock)
         var held: [Frame] = []
         let r = runner.run(pool: FramePool(slots: 3, bytes: 64 * 64 * 2), sink: { held.append($0) })
         #expect(r.delivered == 3 && r.missing == p.totalFrames - 3)
+        #expect(r.poolExhausted == p.totalFrames - 3)
+        let reasons = held.filter(\.header.missing).map(\.header.missingReason)
+        #expect(reasons == Array(repeating: .poolExhausted, count: p.totalFrames - 3))
         for f in held { f.release() }
+    }
+
+    @Test func aSlowConsumerInVirtualTimeMakesTheCameraWaitAndLosesNothing() throws {
+        // Simulated hardware in virtual time (backpressure .block): a consumer that holds slots for a
+        // while (wall time) stalls the camera, not the plan; nothing is lost and the waits are counted.
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 2))
+        let clock = VirtualClock()
+        let (d, _) = try Fixtures.devices(for: p, clock: clock)
+        let runner = Runner(protocol: p, devices: d, runID: "t", clock: clock)
+        let releaser = DispatchQueue(label: "slow consumer")
+        var headers: [FrameHeader] = []
+        let r = runner.run(pool: FramePool(slots: 2, bytes: 64 * 64 * 2), sink: { frame in
+            headers.append(frame.header)
+            releaser.asyncAfter(deadline: .now() + 0.005) { frame.release() }
+        })
+        releaser.sync {}
+        #expect(r.reason == "completed" && r.missing == 0 && r.delivered == p.totalFrames && r.poolExhausted == 0)
+        #expect(r.poolWaits > 0)
+        #expect(headers.map(\.seq) == Array(0..<p.totalFrames))
     }
 
     @Test func channelsWithDifferentExposuresLoseNothing() throws {

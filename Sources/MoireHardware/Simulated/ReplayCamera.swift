@@ -11,7 +11,8 @@ public final class ReplayCamera: Camera, @unchecked Sendable {
     private let reader: OMETiffReader
     private let records: [PlaneRecord]
     private let clock: MoireClock
-    private let cond = NSCondition()
+    /// Guards the state below; its waits run on the replay's clock.
+    private let cond: ClockCondition
     private var pool: FramePool?
     private var next = 0
     private var exposed = 0
@@ -28,6 +29,7 @@ public final class ReplayCamera: Camera, @unchecked Sendable {
         name = "replay"
         self.profile = profile
         self.clock = clock
+        cond = clock.makeCondition()
     }
 
     public var planeCount: Int { records.count }
@@ -51,7 +53,13 @@ public final class ReplayCamera: Camera, @unchecked Sendable {
         let id = exposed
         next += 1; exposed += 1
         if rec.header.missing { return }
-        guard let slot = pool?.acquire() else { return }
+        // Backpressure as the simulated camera: virtual time waits for a free slot, real time drops.
+        let slot: FrameSlot?
+        switch clock.backpressure {
+        case .drop: slot = pool?.acquire()
+        case .block: slot = pool?.acquire(waitingUpToSeconds: hangWatchdogSeconds)
+        }
+        guard let slot else { return }
         try slot.withBytes { try reader.readPlane(rec.header.index, into: $0) }
         ready.append(CapturedFrame(frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
                                    height: reader.height, exposureStartNs: rec.header.exposureStartNs, state: rec.header.state))
@@ -59,9 +67,9 @@ public final class ReplayCamera: Camera, @unchecked Sendable {
     }
 
     public func nextFrame(timeoutMs: Int) throws -> CapturedFrame? {
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        let deadline = clock.deadline(afterMs: Double(timeoutMs))
         cond.lock(); defer { cond.unlock() }
-        while ready.isEmpty { if !cond.wait(until: deadline) { return nil } }
+        while ready.isEmpty { if !cond.wait(untilNs: deadline) { return nil } }
         return ready.removeFirst()
     }
 

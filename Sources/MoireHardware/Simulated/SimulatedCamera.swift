@@ -49,7 +49,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     private let optics: Optics
     private let clock: MoireClock
     private let seed: UInt64
-    private let cond = NSCondition()
+    /// Guards the acquisition state below; its waits run on the camera's clock.
+    private let cond: ClockCondition
     private var settings = CameraSettings(width: 512, height: 512, exposureMs: 10, trigger: .software)
     private var model: OpticalModel?
     private var pool: FramePool?
@@ -60,7 +61,6 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     private var faults: [CameraFault] = []
     private var disconnected = false
     private var stalled = false
-    private var worker: Thread?
     /// Bumped by every `start`: a worker of an earlier acquisition sees the change and ends.
     private var generation = 0
     private var dose: [String: Double] = [:]
@@ -71,8 +71,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     /// where frames were really exposed when the driver between cannot report it.
     public var exposureStates: [DeviceState] { cond.lock(); defer { cond.unlock() }; return exposureLog }
     private var exposureLog: [DeviceState] = []
-    /// Frames lost because the pool had no free slot.
-    public private(set) var poolMisses = 0
+    /// Frames lost because the pool had no free slot (real time only: in virtual time the camera waits).
+    public var poolMisses: Int { cond.withLock { poolMissCount } }
+    private var poolMissCount = 0
 
     /// The rig's light sheet: with a 3D specimen (`beads`) the camera renders the inclined plane at the
     /// current scan position (stage, or galvo) instead of a 2D specimen.
@@ -84,6 +85,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 clock: MoireClock, seed: UInt64 = 1, lightSheet: LightSheetSpec? = nil) {
         self.name = name; self.profile = profile; self.world = world; self.specimen = specimen
         self.optics = optics; self.clock = clock; self.seed = seed; self.lightSheet = lightSheet
+        cond = clock.makeCondition()
     }
 
     var rendersLightSheet: Bool { lightSheet != nil && specimen?.kind == .beads }
@@ -219,10 +221,7 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         acquiring = true; exposed = 0; pending = []; ready = []; disconnected = false; stalled = false
         generation += 1
         let gen = generation
-        let t = Thread { [self] in self.run(generation: gen) }
-        t.name = "moire.sim.camera"
-        worker = t
-        t.start()
+        clock.startThread(name: "moire.sim.camera") { [self] in self.run(generation: gen) }
     }
 
     public func trigger() throws {
@@ -252,20 +251,18 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
         var nextInternal = clock.nowNs()
         while true {
             cond.lock()
-            if settings.trigger == .internal && acquiring {
-                if pending.isEmpty && clock.nowNs() < nextInternal {
-                    cond.unlock()
-                    clock.sleep(untilNs: nextInternal)
-                    cond.lock()
+            // Waits for an exposure: a trigger, or the internal trigger's next start.
+            while acquiring && generation == gen {
+                if settings.trigger == .internal {
+                    while clock.nowNs() >= nextInternal {
+                        exposeLocked(startNs: nextInternal)
+                        nextInternal += period
+                    }
                 }
-                while clock.nowNs() >= nextInternal {
-                    exposeLocked(startNs: nextInternal)
-                    nextInternal += period
-                }
+                if !pending.isEmpty { break }
+                _ = cond.wait(untilNs: settings.trigger == .internal ? nextInternal : nil)
             }
-            while acquiring && generation == gen && pending.isEmpty { cond.wait(until: Date().addingTimeInterval(0.05)) ; if settings.trigger == .internal { break } }
             guard acquiring, generation == gen else { cond.unlock(); return }
-            guard !pending.isEmpty else { cond.unlock(); continue }
             let job = pending.removeFirst()
             let faultsNow = faults
             cond.unlock()
@@ -277,8 +274,14 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 cond.lock(); disconnected = true; cond.broadcast(); cond.unlock()
                 continue
             }
-            guard let slot = pool?.acquire() else {
-                cond.lock(); poolMisses += 1; cond.unlock()
+            // Backpressure: real time drops and counts; virtual time waits for a consumer (time stands still).
+            let slot: FrameSlot?
+            switch clock.backpressure {
+            case .drop: slot = pool?.acquire()
+            case .block: slot = pool?.acquire(waitingUpToSeconds: hangWatchdogSeconds)
+            }
+            guard let slot else {
+                cond.withLock { poolMissCount += 1 }
                 continue
             }
             let state = render(job: job, into: slot)
@@ -383,11 +386,11 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     }
 
     public func nextFrame(timeoutMs: Int) throws -> CapturedFrame? {
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        let deadline = clock.deadline(afterMs: Double(timeoutMs))
         cond.lock(); defer { cond.unlock() }
         while ready.isEmpty {
             if disconnected { throw MoireError(.hardware, "camera disconnected", place: "camera \(name)") }
-            if !cond.wait(until: deadline) { break }
+            if !cond.wait(untilNs: deadline) { break }
         }
         if disconnected && ready.isEmpty { throw MoireError(.hardware, "camera disconnected", place: "camera \(name)") }
         return ready.isEmpty ? nil : ready.removeFirst()

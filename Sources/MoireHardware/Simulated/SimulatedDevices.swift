@@ -124,7 +124,8 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable {
     public let profile: ModulatorProfile
     private let world: SimWorld
     private let clock: MoireClock
-    private let lock = NSCondition()
+    /// Guards the state below; its waits run on the modulator's clock.
+    private let lock: ClockCondition
     private var shown = -1
     private var active = false
     private var sequence: [SequenceStep] = []
@@ -145,6 +146,7 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable {
 
     public init(name: String, profile: ModulatorProfile, world: SimWorld, clock: MoireClock) {
         self.name = name; self.profile = profile; self.world = world; self.clock = clock
+        lock = clock.makeCondition()
         var s: [Int: PatternSpec] = [:]
         for set in profile.patternSets { for p in set.patterns { s[p.index] = p } }
         specs = s
@@ -184,7 +186,7 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable {
         let steps = sequence
         lock.unlock()
         world.record("\(name).start")
-        let t = Thread { [self] in
+        clock.startThread(name: "moire.sim.modulator") { [self] in
             defer { lock.lock(); running = false; lock.broadcast(); lock.unlock() }
             for step in steps {
                 lock.lock()
@@ -204,21 +206,21 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable {
                 clock.sleep(ns: Int64(step.readoutMs * 1e6))
             }
         }
-        t.name = "moire.sim.modulator"
-        t.start()
     }
 
     public func waitSequence(timeoutMs: Int) throws -> Bool {
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        let deadline = clock.deadline(afterMs: Double(timeoutMs))
         lock.lock(); defer { lock.unlock() }
-        while running { if !lock.wait(until: deadline) { return false } }
+        while running { if !lock.wait(untilNs: deadline) { return false } }
         if let failure { throw failure }
         return true
     }
 
     public func idle() {
         lock.lock(); cancel = true; active = false; shown = -1
-        while running { _ = lock.wait(until: Date().addingTimeInterval(0.5)); if running { break } }
+        // The sequence ends at its next step; half a second of the modulator's time at most.
+        let deadline = clock.deadline(afterMs: 500)
+        while running { if !lock.wait(untilNs: deadline) { break } }
         lock.unlock()
         world.record("\(name).idle")
     }
