@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev pkg-config
-PY_PKGS := pyzmq tifffile numpy ome-types
+PY_PKGS := pyzmq tifffile numpy ome-types xmlschema
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release
 
-.PHONY: deps deps-deb deps-py build build-debug demo test bench clean
+.PHONY: deps deps-deb deps-py build build-debug demo test test-stress test-run bench clean
 
 deps: deps-deb deps-py
 
@@ -22,14 +22,14 @@ deps-deb:
 	else echo "deps: Debian packages present"; fi
 
 deps-py:
-	@if python3 -c "import zmq, tifffile, numpy, ome_types" 2>/dev/null; then echo "deps: Python packages present"; else \
+	@if python3 -c "import zmq, tifffile, numpy, ome_types, xmlschema" 2>/dev/null; then echo "deps: Python packages present"; else \
 	  echo "deps: installing Python packages: $(PY_PKGS)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  command -v python3 >/dev/null || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3 python3-pip >/dev/null; }; \
 	  python3 -m pip --version >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-pip >/dev/null; \
 	  python3 -m pip install -q $(PY_PKGS) 2>/dev/null || python3 -m pip install -q --break-system-packages $(PY_PKGS) \
 	    || { DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-zmq python3-numpy python3-tifffile >/dev/null; }; \
-	  python3 -c "import zmq, tifffile, numpy, ome_types" || { echo "deps: could not install $(PY_PKGS)"; exit 1; }; \
+	  python3 -c "import zmq, tifffile, numpy, ome_types, xmlschema" || { echo "deps: could not install $(PY_PKGS)"; exit 1; }; \
 	fi
 
 build: deps-deb
@@ -48,6 +48,16 @@ demo: deps build
 # Unit and component tests (Swift Testing), then the end-to-end checks through the executables.
 test: deps
 	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --parallel --num-workers 2
+	BIN=$$($(SWIFT) build --show-bin-path) bash tests/integration.sh
+
+# The same suite while two busy loops keep both cores loaded: a test that needs an idle machine fails here.
+test-stress: deps
+	$(SWIFT) build --build-tests
+	@bash tests/with-load.sh 2 $(MAKE) --no-print-directory test-run
+
+# The suite without the set-up (for test-stress).
+test-run:
 	$(SWIFT) test --skip-build --parallel --num-workers 2
 	BIN=$$($(SWIFT) build --show-bin-path) bash tests/integration.sh
 

@@ -12,23 +12,31 @@ ok() { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 cleanup() { [ -n "${DPID:-}" ] && kill -9 "$DPID" 2>/dev/null; [ -n "${PYPID:-}" ] && kill "$PYPID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-PORT=$((20000 + RANDOM % 20000)); CPORT=$((PORT + 1))
+# Endpoints are ipc sockets in the work folder: no port can be taken by anything else on the machine.
+PUB="ipc://$WORK/pub.sock"
+# Waits (a hang watchdog of 120 s, not a speed assumption) until the command given succeeds.
+await() { for _ in $(seq 1 1200); do "$@" && return 0; sleep 0.1; done; echo "await: gave up on: $*"; return 1; }
+# True when the file exists and holds at least N bytes.
+has_bytes() { [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ]; }
+# Starts moired on its own ipc control socket; returns when it says it listens.
+start_daemon() {  # log file
+  "$MOIRED" --control "$CONTROL" > "$1" 2>&1 &
+  DPID=$!
+  await grep -q "moired listening" "$1"
+}
+CONTROL="ipc://$WORK/control.sock"
+FRAMES20=$((20 * 512 * 512 * 2))   # twenty 512×512 frames: the recording is well under way
 
 # 1. The demo protocol: 180 planes of 512×512 uint16 with pixel size and per-plane t/angle/phase.
-sed "s|publish: .*|publish: tcp://127.0.0.1:$PORT|" sim-hardware/protocols/tirf-sim.yaml > "$WORK/tirf.yaml"
+#    The run waits for the Python subscriber (--wait-subscribers) and runs in virtual time, so the
+#    counts below hold however loaded the machine is.
+sed "s|publish: .*|publish: $PUB|" sim-hardware/protocols/tirf-sim.yaml > "$WORK/tirf.yaml"
 sed -i "s|rig: ../rigs/multisim.yaml|rig: $PWD/sim-hardware/rigs/multisim.yaml|" "$WORK/tirf.yaml"
-python3 -u examples/python/subscribe.py "tcp://127.0.0.1:$PORT" 60 > "$WORK/py.log" 2>&1 &
+python3 -u examples/python/subscribe.py "$PUB" 120 > "$WORK/py.log" 2>&1 &
 PYPID=$!
-sleep 0.3
-# Join mid-run: the subscriber above starts before; a second one starts after the first frames.
-"$MOIRE" run "$WORK/tirf.yaml" --out "$WORK/demo.ome.tif" --quiet > "$WORK/run.log" 2>&1 &
-RPID=$!
-for _ in $(seq 1 200); do [ "$(grep -c seq= "$WORK/py.log" 2>/dev/null)" -ge 20 ] && break; sleep 0.05; done
-python3 examples/python/subscribe.py "tcp://127.0.0.1:$PORT" 60 > "$WORK/py-late.log" 2>&1 &
-LATE=$!
-wait $RPID; rc=$?
+"$MOIRE" run "$WORK/tirf.yaml" --embedded --clock virtual --wait-subscribers 1 --out "$WORK/demo.ome.tif" --quiet > "$WORK/run.log" 2>&1
+rc=$?
 wait $PYPID; PYPID=
-wait $LATE
 if [ $rc -eq 0 ] && python3 - "$WORK/demo.ome.tif" <<'PY'
 import sys, re, tifffile, xml.etree.ElementTree as ET
 ns = {"o": "http://www.openmicroscopy.org/Schemas/OME/2016-06"}
@@ -53,17 +61,26 @@ then ok "demo recording opens in tifffile: 180 planes 512×512 uint16, pixel siz
 
 if tail -1 "$WORK/py.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["streams"]["raw"]==180 and s["gaps"]==0 and s["first"]=="start" and s["streams"].get("sr",0)>0 else 1)'; then
   ok "python example decodes all 180 raw frames and the live SR frames, contiguous sequence numbers ($(tail -1 "$WORK/py.log"))"; else bad "python example: $(tail -1 "$WORK/py.log")"; fi
-if tail -1 "$WORK/py-late.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["first"]=="start" and s["gaps"]==0 and 0 < s["streams"]["raw"] < 180 else 1)'; then
+# Join mid-run: a subscriber that starts once the recording is under way gets the run's start first,
+# then contiguous frames; the run is stopped (SIGINT) once it has some.
+sed "s|count: 20|count: 400|" "$WORK/tirf.yaml" > "$WORK/late.yaml"
+"$MOIRE" run "$WORK/late.yaml" --embedded --clock virtual --out "$WORK/late.ome.tif" --quiet > "$WORK/late-run.log" 2>&1 &
+RPID=$!
+await has_bytes "$WORK/late.ome.tif" $FRAMES20
+python3 -u examples/python/subscribe.py "$PUB" 120 > "$WORK/py-late.log" 2>&1 &
+LATE=$!
+await grep -q "seq=" "$WORK/py-late.log"
+kill -INT $RPID; wait $RPID
+wait $LATE
+if tail -1 "$WORK/py-late.log" | python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); sys.exit(0 if s["first"]=="start" and s["gaps"]==0 and 0 < s["streams"]["raw"] < 3600 else 1)'; then
   ok "python subscriber started mid-run receives start first ($(tail -1 "$WORK/py-late.log"))"; else bad "late python subscriber: $(tail -1 "$WORK/py-late.log")"; fi
 
 # 2. kill -9 of the daemon mid-acquisition, then recover.
-"$MOIRED" --control "tcp://127.0.0.1:$CPORT" > "$WORK/daemon.log" 2>&1 &
-DPID=$!
-sleep 1
+start_daemon "$WORK/daemon.log"
 sed -i "s|count: 20|count: 400|" "$WORK/tirf.yaml"
-"$MOIRE" run "$WORK/tirf.yaml" --daemon "tcp://127.0.0.1:$CPORT" --out "$WORK/killed.ome.tif" --quiet > "$WORK/drun.log" 2>&1 &
+"$MOIRE" run "$WORK/tirf.yaml" --daemon "$CONTROL" --out "$WORK/killed.ome.tif" --quiet > "$WORK/drun.log" 2>&1 &
 CPID=$!
-sleep 4
+await has_bytes "$WORK/killed.ome.tif" $FRAMES20
 kill -9 "$DPID"; DPID=
 wait $CPID 2>/dev/null
 if "$MOIRE" recover "$WORK/killed.ome.tif" --out "$WORK/recovered.ome.tif" > "$WORK/recover.log" 2>&1 && python3 - "$WORK" <<'PY'
@@ -92,12 +109,11 @@ then ok "kill -9 of moired mid-run: moire recover keeps every complete frame and
 "$MOIRE" inspect "$WORK/recovered.ome.tif" > "$WORK/inspect.log" 2>&1 && ok "inspect reads the recovered file" || bad "inspect: $(cat "$WORK/inspect.log")"
 
 # 2b. SIGTERM to the daemon mid-run: graceful, the recording is closed and valid.
-"$MOIRED" --control "tcp://127.0.0.1:$CPORT" > "$WORK/daemon2.log" 2>&1 &
-DPID=$!
-sleep 1
-"$MOIRE" run "$WORK/tirf.yaml" --daemon "tcp://127.0.0.1:$CPORT" --out "$WORK/term.ome.tif" --quiet > "$WORK/drun2.log" 2>&1 &
+rm -f "$WORK/control.sock"
+start_daemon "$WORK/daemon2.log"
+"$MOIRE" run "$WORK/tirf.yaml" --daemon "$CONTROL" --out "$WORK/term.ome.tif" --quiet > "$WORK/drun2.log" 2>&1 &
 CPID=$!
-sleep 3
+await has_bytes "$WORK/term.ome.tif" $FRAMES20
 kill -TERM "$DPID"; wait "$DPID"; drc=$?; DPID=
 wait $CPID 2>/dev/null
 if [ $drc -eq 0 ] && "$MOIRE" inspect "$WORK/term.ome.tif" > "$WORK/term.log" 2>&1 && grep -q "closed cleanly" "$WORK/term.log" \
@@ -108,7 +124,7 @@ if [ $drc -eq 0 ] && "$MOIRE" inspect "$WORK/term.ome.tif" > "$WORK/term.log" 2>
 sed "s|count: 400|count: 200|" "$WORK/tirf.yaml" > "$WORK/long.yaml"
 "$MOIRE" run "$WORK/long.yaml" --embedded --no-publish --out "$WORK/int.ome.tif" --quiet > "$WORK/int.log" 2>&1 &
 IPID=$!
-sleep 3
+await has_bytes "$WORK/int.ome.tif" $FRAMES20
 kill -INT $IPID; wait $IPID; irc=$?
 if [ $irc -eq 130 ] && grep -q "stopped" "$WORK/int.log" && "$MOIRE" inspect "$WORK/int.ome.tif" > "$WORK/int-inspect.log" 2>&1 \
    && grep -q "closed cleanly" "$WORK/int-inspect.log"; then
@@ -116,18 +132,17 @@ if [ $irc -eq 130 ] && grep -q "stopped" "$WORK/int.log" && "$MOIRE" inspect "$W
 
 # 2d. Simulated camera faults from the command line.
 sed "s|count: 400|count: 3|" "$WORK/tirf.yaml" > "$WORK/short.yaml"
-out=$("$MOIRE" run "$WORK/short.yaml" --embedded --no-publish --out "$WORK/drop.ome.tif" --quiet --fault drop:5 2>&1); rc=$?
+out=$("$MOIRE" run "$WORK/short.yaml" --embedded --clock virtual --no-publish --out "$WORK/drop.ome.tif" --quiet --fault drop:5 2>&1); rc=$?
 if [ $rc -eq 0 ] && echo "$out" | grep -q "1 missing" && "$MOIRE" inspect "$WORK/drop.ome.tif" | grep -q "missing plane indices: 5"; then
   ok "dropped frame recorded as missing (index 5), run completed"; else bad "drop: rc=$rc $out"; fi
-out=$("$MOIRE" run "$WORK/short.yaml" --embedded --no-publish --out "$WORK/stall.ome.tif" --quiet --fault stall:12 2>&1); rc=$?
+out=$("$MOIRE" run "$WORK/short.yaml" --embedded --clock virtual --no-publish --out "$WORK/stall.ome.tif" --quiet --fault stall:12 2>&1); rc=$?
 if [ $rc -eq 1 ] && echo "$out" | grep -q "stalled" && "$MOIRE" inspect "$WORK/stall.ome.tif" | grep -q "12 acquired"; then
   ok "camera stall fires the deadline: exit 1, clear error, 12 frames kept"; else bad "stall: rc=$rc $out"; fi
 
 # 2e. moire subscribe records what it receives into an OME-TIFF.
-"$MOIRE" subscribe "tcp://127.0.0.1:$PORT" --topic raw.gfp --out "$WORK/sub.ome.tif" --quiet --timeout 30 > "$WORK/sub.log" 2>&1 &
+"$MOIRE" subscribe "$PUB" --topic raw.gfp --out "$WORK/sub.ome.tif" --quiet --timeout 120 > "$WORK/sub.log" 2>&1 &
 SPID=$!
-sleep 0.7
-"$MOIRE" run "$WORK/short.yaml" --embedded --no-record --quiet > /dev/null 2>&1
+"$MOIRE" run "$WORK/short.yaml" --embedded --clock virtual --wait-subscribers 1 --no-record --quiet > /dev/null 2>&1
 wait $SPID; src=$?
 if [ $src -eq 0 ] && grep -q "received 27 frames, 0 missing, 0 sequence gaps" "$WORK/sub.log" \
    && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); sys.exit(0 if a.size==27*512*512 else 1)" "$WORK/sub.ome.tif"; then

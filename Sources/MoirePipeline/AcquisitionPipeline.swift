@@ -65,6 +65,9 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     public let runID: String
     /// The rig's measured light-sheet PSFs by channel (checked at init).
     private let measuredPSFs: [Int: Volume]
+    /// Called with the result bus's endpoint as bound (a `tcp://127.0.0.1:*` endpoint resolved to its
+    /// port) before the run waits for subscribers: the moment a subscriber can connect.
+    public var onPublisherBound: (@Sendable (String) -> Void)?
 
     public init(protocol p: AcquisitionProtocol, devices: RigDevices? = nil, options: PipelineOptions = PipelineOptions(),
                 clock: MoireClock = RealClock(), logger: Logger = Logger(label: "moire.pipeline")) throws {
@@ -168,6 +171,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         let derivedBuses: [String] = [sim?.bus.endpoint, den?.bus.endpoint, vol?.bus.endpoint, sim3d?.bus.endpoint].compactMap { $0 }
         if let endpoint {
             let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
+            onPublisherBound?(p.publisher.endpoint)
             if options.waitForSubscribers > 0 {
                 let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
                 while p.publisher.subscriptions < options.waitForSubscribers && Date() < deadline {

@@ -17,11 +17,23 @@ struct Run: ParsableCommand {
     @Flag(name: .long, help: "Do not record.") var noRecord = false
     @Option(name: .long, help: "Result-bus endpoint (overrides outputs.publish).") var publish: String?
     @Flag(name: .long, help: "Do not publish on the result bus.") var noPublish = false
-    @Option(name: .long, help: "Control endpoint of a running daemon.") var daemon = "tcp://127.0.0.1:5561"
+    @Option(name: .long, help: """
+        Control endpoint of the daemon to run on; the run fails when it does not answer. \
+        Without it, a daemon answering at \(Run.defaultDaemon) is used, else the run is embedded.
+        """)
+    var daemon: String?
+    @Option(name: .long, help: "Wait (up to 30 s) for this many result-bus subscribers before the first frame.")
+    var waitSubscribers = 0
     @Flag(name: .long, help: "Run in this process even when a daemon answers.") var embedded = false
     @Option(name: .long, help: "Seed of the simulated devices' noise.") var seed: UInt64 = 1
     @Option(name: .long, help: "Simulated-camera fault to inject: drop:N, stall:N, disconnect:N, malformed:N (repeatable).")
     var fault: [String] = []
+    @Option(name: .long, help: """
+        Time of an embedded run on simulated devices: real (the camera's own rate; a frame the consumers \
+        cannot take is dropped and counted, as real hardware does) or virtual (as fast as the machine \
+        allows; devices wait for the consumers, so nothing is lost but by an injected fault).
+        """)
+    var clock: RunClock = .real
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Debug logging.") var verbose = false
 
@@ -31,8 +43,20 @@ struct Run: ParsableCommand {
         do { faults = try fault.map(CameraFault.init(parsing:)) } catch { throw fail(error) }
         let proto: AcquisitionProtocol
         do { proto = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig.map(absolute)) } catch { throw fail(error) }
-        if !embedded, faults.isEmpty, let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
-            try runThroughDaemon(proto)
+        if let daemon {
+            guard clock == .real else { throw fail(MoireError(.usage, "--clock works on embedded runs only")) }
+            guard !embedded else { throw fail(MoireError(.usage, "--daemon and --embedded exclude each other")) }
+            guard faults.isEmpty else { throw fail(MoireError(.usage, "--fault works on embedded runs only")) }
+            let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 2000)
+            guard reply?.ok == true else {
+                throw fail(MoireError(.transport, "no daemon answers; start moired there or run with --embedded", place: daemon))
+            }
+            try runThroughDaemon(proto, at: daemon)
+            return
+        }
+        if !embedded, faults.isEmpty, clock == .real,
+           let reply = try? ControlClient.call(Run.defaultDaemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
+            try runThroughDaemon(proto, at: Run.defaultDaemon)
             return
         }
         var options = PipelineOptions()
@@ -42,10 +66,16 @@ struct Run: ParsableCommand {
         options.noPublish = noPublish
         options.seed = seed
         options.faults = faults
+        options.waitForSubscribers = waitSubscribers
+        options.subscriberWaitMs = 30_000
         Runtime.prepareFFT()
         defer { Runtime.saveFFTWisdom() }
         let pipeline: AcquisitionPipeline
-        do { pipeline = try AcquisitionPipeline(protocol: proto, options: options) } catch { throw fail(error) }
+        do {
+            pipeline = try AcquisitionPipeline(protocol: proto, options: options, clock: clock.makeClock())
+        } catch {
+            throw fail(error)
+        }
         let bar = ProgressBar(quiet: quiet)
         let signals = SignalHandler { count in
             if count == 1 {
@@ -100,7 +130,10 @@ struct Run: ParsableCommand {
         if let e = r.publishEndpoint { print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)") }
     }
 
-    private func runThroughDaemon(_ proto: AcquisitionProtocol) throws {
+    /// Where `moire run` looks for a daemon when `--daemon` is not given.
+    static let defaultDaemon = "tcp://127.0.0.1:5561"
+
+    private func runThroughDaemon(_ proto: AcquisitionProtocol, at daemon: String) throws {
         let req = ControlRequest(cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute))
         guard let reply = try ControlClient.call(daemon, req) else { throw fail(MoireError(.transport, "daemon did not answer", place: daemon)) }
         guard reply.ok else { throw fail(MoireError(.config, reply.error ?? "daemon refused the run", place: daemon)) }
@@ -123,6 +156,19 @@ struct Run: ParsableCommand {
                 if s.state == "faulted" { throw ExitCode(1) }
                 return
             }
+        }
+    }
+}
+
+/// The time an embedded run runs on (`moire run --clock`).
+enum RunClock: String, ExpressibleByArgument, CaseIterable {
+    case real
+    case virtual
+
+    func makeClock() -> MoireClock {
+        switch self {
+        case .real: RealClock()
+        case .virtual: VirtualClock()
         }
     }
 }

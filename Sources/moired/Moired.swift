@@ -51,11 +51,9 @@ final class ControlService: Service, @unchecked Sendable {
 
     func run() async throws {
         controller.start()
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled && !Task.isShuttingDownGracefully { try? await Task.sleep(for: .milliseconds(100)) }
-        } onGracefulShutdown: { [logger] in
-            logger.info("shutting down: stopping any run")
-        }
+        // Serves until the group shuts down gracefully (SIGINT/SIGTERM) or is cancelled.
+        try? await gracefulShutdown()
+        logger.info("shutting down: stopping any run")
         // Abort any run (devices safe) and let its thread close the recording.
         let controller = self.controller
         await Task.detached { controller.shutdown() }.value

@@ -52,28 +52,23 @@ func latticeProtocol(in dir: String, lightSheet: String = "{angle_deg: 31.5, thi
 /// frames of `topics` (`collectDerived`).
 func runCollecting(_ p: AcquisitionProtocol, recordingPath: String?, faults: [CameraFault] = [], clock: MoireClock = VirtualClock(),
                    topics: [String]) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
-    let endpoint = "tcp://127.0.0.1:\(freePort())"
     var o = PipelineOptions()
     if let recordingPath { o.recordingPath = recordingPath } else { o.noRecording = true }
-    o.publishEndpoint = endpoint; o.waitForSubscribers = 1; o.faults = faults
-    return try collectDerived(try AcquisitionPipeline(protocol: p, options: o, clock: clock), endpoint: endpoint, topics: topics)
+    o.publishEndpoint = loopbackAnyPort
+    o.waitForSubscribers = 1
+    o.faults = faults
+    return try collectDerived(try AcquisitionPipeline(protocol: p, options: o, clock: clock), topics: topics)
 }
 
-/// Runs the pipeline while a subscriber collects the float32 frames of `topics` until the run is over and the bus is quiet.
-func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String]) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
-    let sub = try BusSubscriber(endpoint: endpoint, topics: topics)
-    nonisolated(unsafe) var headers: [FrameHeader] = [], payloads: [[Float]] = []
-    nonisolated(unsafe) var running = true
-    let t = Thread {
-        while true {
-            guard let item = try? sub.next(timeoutMs: 500) else { if !running { return }; continue }
-            if case .frame(let h, let p) = item { headers.append(h); payloads.append(p.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
-        }
+/// Runs the pipeline while a subscriber collects the float32 frames of `topics` up to the run's `stop`.
+func collectDerived(_ pipe: AcquisitionPipeline, topics: [String]) throws -> (PipelineResult, [FrameHeader], [[Float]]) {
+    let (r, items) = try runListening(pipe, topics: topics, timeoutMs: 120_000)
+    var headers: [FrameHeader] = []
+    var payloads: [[Float]] = []
+    for case .frame(let h, let p) in items {
+        headers.append(h)
+        payloads.append(p.bytes.withMemoryRebound(to: Float.self) { Array($0) })
     }
-    t.start()
-    let r = try pipe.run()
-    running = false
-    while !t.isFinished { usleep(10_000) }
     return (r, headers, payloads)
 }
 
@@ -135,8 +130,8 @@ func collectDerived(_ pipe: AcquisitionPipeline, endpoint: String, topics: [Stri
             light_sheet: {iterations: 0, source: denoised}
             denoise: {steps_per_frame: 1, crop: 16, batch: 1, checkpoint_every: 1}
             """))
-        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/raw.ome.tif", clock: RealClock(), topics: ["vol.", "mip."])
-        // Real time: a stack arriving while the worker is busy replaces the waiting one (counted).
+        let (r, headers, payloads) = try runCollecting(p, recordingPath: "\(dir)/raw.ome.tif", topics: ["vol.", "mip."])
+        // A stack arriving while the worker is busy replaces the waiting one (counted).
         let c = try #require(r.volumes)
         #expect(c.volumes + c.skippedBehind == 6 && c.volumes >= 1 && r.run.missing == 0)
         let vols = headers.enumerated().filter { $0.element.stream == "vol" }

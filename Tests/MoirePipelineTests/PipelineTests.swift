@@ -10,22 +10,59 @@ import MoireTesting
 import MoireTransport
 import Testing
 
-func freePort() -> Int { Int.random(in: 20_000..<60_000) }
+/// A loopback endpoint on a port the system picks; the pipeline reads the bound one back.
+let loopbackAnyPort = "tcp://127.0.0.1:*"
 
-/// Runs `pipe` while a subscriber on `endpoint` collects every item up to the run's `stop`.
-func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String] = [""], timeoutMs: Int = 20_000) throws -> (PipelineResult, [BusItem]) {
-    let sub = try BusSubscriber(endpoint: endpoint, topics: topics)
-    nonisolated(unsafe) var items: [BusItem] = []
-    let t = Thread {
-        while let item = try? sub.next(timeoutMs: timeoutMs) {
-            items.append(item)
-            if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" { return }
-        }
+/// Collects a result bus's items up to the run's `stop`, from the moment the publisher is bound.
+final class BusCollector: @unchecked Sendable {
+    // `items` and `failure` are written by the collecting thread before `done` is signalled and read after.
+    private let topics: [String]
+    private let timeoutMs: Int
+    private var items: [BusItem] = []
+    private var failure: Error?
+    private let done = DispatchSemaphore(value: 0)
+
+    /// `timeoutMs`: the hang watchdog between two items.
+    init(topics: [String], timeoutMs: Int) {
+        self.topics = topics.contains("") || topics.contains("run") ? topics : topics + ["run"]
+        self.timeoutMs = timeoutMs
     }
-    t.start()
+
+    /// Connects to `endpoint` and collects on a thread of its own.
+    func start(endpoint: String) {
+        let subscriber: BusSubscriber
+        do { subscriber = try BusSubscriber(endpoint: endpoint, topics: topics) } catch {
+            failure = error
+            done.signal()
+            return
+        }
+        Thread { [self] in
+            defer { done.signal() }
+            while let item = try? subscriber.next(timeoutMs: timeoutMs) {
+                if case .run(_, let json) = item, (try? JSONDecoder().decode(RunEvent.self, from: json))?.event == "stop" {
+                    items.append(item)
+                    return
+                }
+                items.append(item)
+            }
+        }.start()
+    }
+
+    /// Waits for the `stop` (or the watchdog) and returns what came.
+    func finish() throws -> [BusItem] {
+        done.wait()
+        if let failure { throw failure }
+        return items
+    }
+}
+
+/// Runs `pipe` (publishing on `loopbackAnyPort`, waiting for one subscriber) while a subscriber
+/// collects every item up to the run's `stop`.
+func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutMs: Int = 20_000) throws -> (PipelineResult, [BusItem]) {
+    let collector = BusCollector(topics: topics, timeoutMs: timeoutMs)
+    pipe.onPublisherBound = { collector.start(endpoint: $0) }
     let r = try pipe.run()
-    while !t.isFinished { usleep(10_000) }
-    return (r, items)
+    return (r, try collector.finish())
 }
 
 @Suite(.serialized) struct PipelineTests {
@@ -33,13 +70,13 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
 
     @Test func endToEndRecordsEveryFrameAndPublishesContiguousSequences() throws {
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 3))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let endpoint = loopbackAnyPort
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/e2e.ome.tif"
         o.publishEndpoint = endpoint
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let (r, received) = try runListening(pipe, endpoint: endpoint, timeoutMs: 8000)
+        let (r, received) = try runListening(pipe, timeoutMs: 8000)
         var items: [String] = [], seqs: [Int] = []
         for item in received {
             switch item {
@@ -97,18 +134,21 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
             return
         }
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, timepoints: 4))
-        let port = freePort()
         let proc = Process()
         proc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        proc.arguments = ["python3", Fixtures.path("examples/python/subscribe.py"), "tcp://127.0.0.1:\(port)", "20"]
         let pipe = Pipe()
         proc.standardOutput = pipe
-        try proc.run()
         var o = PipelineOptions()
         o.waitForSubscribers = 1
+        o.subscriberWaitMs = 120_000  // a hang watchdog: Python starts slowly on a loaded machine
         o.noRecording = true
-        o.publishEndpoint = "tcp://127.0.0.1:\(port)"
-        let r = try AcquisitionPipeline(protocol: p, options: o).run()
+        o.publishEndpoint = loopbackAnyPort
+        let pipeline = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        pipeline.onPublisherBound = { endpoint in
+            proc.arguments = ["python3", Fixtures.path("examples/python/subscribe.py"), endpoint, "120"]
+            try? proc.run()
+        }
+        let r = try pipeline.run()
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         proc.waitUntilExit()
         #expect(proc.terminationStatus == 0)
@@ -135,7 +175,18 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
     let dir = Fixtures.tempDir("daemon")
 
     func call(_ c: DaemonController, _ r: ControlRequest) throws -> ControlReply {
-        try #require(try ControlClient.call(c.endpoint, r))
+        try #require(try ControlClient.call(c.endpoint, r, timeoutMs: 60_000))
+    }
+
+    /// Polls the daemon's status until `done` holds (a hang watchdog of two minutes, not a speed check).
+    func awaitStatus(_ c: DaemonController, until done: (ControlReply) -> Bool) throws -> ControlReply {
+        let watchdog = Date(timeIntervalSinceNow: 120)
+        var status = try call(c, ControlRequest(cmd: "status"))
+        while !done(status) && Date() < watchdog {
+            usleep(20_000)
+            status = try call(c, ControlRequest(cmd: "status"))
+        }
+        return status
     }
 
     @Test func startRunsToTheEndAndStatusReportsIt() throws {
@@ -146,10 +197,7 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         let proto = Fixtures.smallProtocol(in: dir, timepoints: 2)
         let started = try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: "\(dir)/d.ome.tif"))
         #expect(started.ok && started.planned == 18)
-        var s = try call(c, ControlRequest(cmd: "status"))
-        for _ in 0..<200 where s.state != "idle" || s.frames != 18 {
-            usleep(20_000); s = try call(c, ControlRequest(cmd: "status"))
-        }
+        let s = try awaitStatus(c) { $0.state == "idle" && $0.frames == 18 }
         #expect(s.state == "idle" && s.frames == 18 && s.run == started.run)
         #expect(try OMETiffReader(path: "\(dir)/d.ome.tif").planeCount == 18)
     }
@@ -168,6 +216,7 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
 
     @Test func secondStartIsRefusedAndShutdownLeavesDevicesSafe() throws {
         let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         let proto = Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 200, exposureMs: 5)
         let first = try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: "\(dir)/long.ome.tif"))
@@ -175,8 +224,7 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         let second = try call(c, ControlRequest(cmd: "start", protocolFile: proto))
         #expect(!second.ok && second.error?.contains("in progress") == true)
         let running = try #require(c.current)
-        var s = try call(c, ControlRequest(cmd: "status"))
-        for _ in 0..<500 where (s.frames ?? 0) < 5 { usleep(10_000); s = try call(c, ControlRequest(cmd: "status")) }
+        _ = try awaitStatus(c) { ($0.frames ?? 0) >= 5 }
         c.shutdown()
         #expect(c.current == nil)
         #expect(running.devices.isSafe)
@@ -186,6 +234,7 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
 
     @Test func runAbortedBeforeAnyFrameLeavesNoFile() throws {
         let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         let proto = Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 5)
         #expect(try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: "\(dir)/none.ome.tif")).ok)
@@ -202,7 +251,7 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
 
     func run(_ extra: String, faults: [CameraFault] = [], record: String? = nil) throws -> (PipelineResult, [FrameHeader]) {
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 4, exposureMs: 5, extra: extra))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let endpoint = loopbackAnyPort
         var o = PipelineOptions()
         o.recordingPath = record
         o.noRecording = record == nil
@@ -210,7 +259,7 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         o.waitForSubscribers = 1
         o.faults = faults
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let (r, items) = try runListening(pipe, endpoint: endpoint, topics: ["sr.", "run"])
+        let (r, items) = try runListening(pipe, topics: ["sr.", "run"])
         let headers = items.compactMap { item -> FrameHeader? in
             if case .frame(let h, let payload) = item, payload.count == h.byteCount { return h }
             return nil
@@ -410,13 +459,13 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         let dir = Fixtures.tempDir("liveden")
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 12, exposureMs: 5,
                                                                     extra: "denoise: {steps_per_frame: 2, crop: 32, batch: 2, checkpoint_every: 1}"))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let endpoint = loopbackAnyPort
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/raw.ome.tif"
         o.publishEndpoint = endpoint
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let (r, items) = try runListening(pipe, endpoint: endpoint, topics: ["den.", "run"], timeoutMs: 30_000)
+        let (r, items) = try runListening(pipe, topics: ["den.", "run"], timeoutMs: 30_000)
         let frames = items.compactMap { item -> (FrameHeader, [Float])? in
             if case .frame(let h, let payload) = item { return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
             return nil
@@ -453,11 +502,11 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         let dir = Fixtures.tempDir("liveoe")
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 8, exposureMs: 5,
                                                                     extra: "denoise: {steps_per_frame: 1, crop: 32, batch: 1, pairs: odd-even}"))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let endpoint = loopbackAnyPort
         var o = PipelineOptions()
         o.publishEndpoint = endpoint
         o.waitForSubscribers = 1
-        let (r, items) = try runListening(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()), endpoint: endpoint,
+        let (r, items) = try runListening(try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()),
                                           topics: ["den.", "run"], timeoutMs: 30_000)
         let headers = items.compactMap { item -> FrameHeader? in if case .frame(let h, _) = item { return h }; return nil }
         let c = try #require(r.denoise)
@@ -477,13 +526,13 @@ func runListening(_ pipe: AcquisitionPipeline, endpoint: String, topics: [String
         let dir = Fixtures.tempDir("livesimden")
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "sim2d", roi: 64, timepoints: 6, exposureMs: 5,
                                                                     extra: "denoise: {steps_per_frame: 2, crop: 64, batch: 1, checkpoint_every: 1}"))
-        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let endpoint = loopbackAnyPort
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/raw.ome.tif"
         o.publishEndpoint = endpoint
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
-        let (r, items) = try runListening(pipe, endpoint: endpoint, topics: ["den.", "sr.", "run"], timeoutMs: 60_000)
+        let (r, items) = try runListening(pipe, topics: ["den.", "sr.", "run"], timeoutMs: 60_000)
         var sr: [Int: [Float]] = [:], den: [(FrameHeader, [Float])] = []
         for item in items {
             guard case .frame(let h, let payload) = item else { continue }
