@@ -6,7 +6,7 @@ PY_PKGS := pyzmq tifffile numpy ome-types xmlschema
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release
 
-.PHONY: deps deps-deb deps-py build build-debug demo test test-stress test-run bench clean
+.PHONY: deps deps-deb deps-py build build-debug demo test test-stress test-run bench bench-fidelity clean
 
 deps: deps-deb deps-py
 
@@ -75,6 +75,14 @@ bench: deps build
 	@python3 -c "import skimage" 2>/dev/null || python3 -m pip install -q scikit-image || python3 -m pip install -q --break-system-packages scikit-image
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench llsm
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench usb
+
+# 2D-SIM fidelity against ground truth (Benchmarks/fidelity): Moiré beside the known-parameter Wiener
+# ceiling, napari-sim-processor and widefield on 16 simulated scenes; table, JSON and PNG plot.
+bench-fidelity: deps build
+	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib || python3 -m pip install -q --break-system-packages matplotlib
+	@python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('napari_sim_processor') else 1)" \
+	  || python3 -m pip install -q --no-deps napari-sim-processor || python3 -m pip install -q --no-deps --break-system-packages napari-sim-processor
+	python3 Benchmarks/fidelity/fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results $(FIDELITY_ARGS)
 
 clean:
 	rm -rf .build demo-output

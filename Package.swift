@@ -1,6 +1,12 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+// Each target declares exactly the modules its sources import (PackageGraphTests keeps it so).
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+
 let package = Package(
     name: "Moire",
     platforms: [.macOS(.v15)],
@@ -24,42 +30,50 @@ let package = Package(
         .systemLibrary(name: "CUSB", pkgConfig: "libusb-1.0"),
         .systemLibrary(name: "CDNNL"),
 
-        .target(name: "MoireCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "MoireCore"),
         .target(name: "MoireConfig", dependencies: ["MoireCore", "Yams"]),
-        .target(name: "MoireTransport", dependencies: ["MoireConfig", "CZMQ", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "MoireStorage", dependencies: ["MoireConfig", "CTIFF", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "MoireFFT", dependencies: ["MoireConfig", "CFFTW"]),
-        .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireFFT", "MoireStorage", "CUSB", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "MoireAcquisition", dependencies: ["MoireHardware", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "MoireReconstruction", dependencies: ["MoireAcquisition", "MoireFFT"]),
-        .target(name: "MoireDenoise", dependencies: ["MoireAcquisition", "CDNNL"]),
+        .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
+        .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", logging]),
+        .target(name: "MoireFFT", dependencies: ["MoireCore", "CFFTW"]),
+        .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage", "CUSB"]),
+        .target(name: "MoireAcquisition", dependencies: ["MoireConfig", "MoireCore", "MoireHardware", logging]),
+        .target(name: "MoireReconstruction", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage"]),
+        .target(name: "MoireDenoise", dependencies: ["MoireConfig", "MoireCore", "CDNNL"]),
         .target(name: "MoirePipeline", dependencies: [
-            "MoireAcquisition", "MoireTransport", "MoireStorage", "MoireReconstruction", "MoireDenoise",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireFFT", "MoireHardware",
+            "MoireReconstruction", "MoireStorage", "MoireTransport", logging, metrics,
         ]),
-        .target(name: "MoireTesting", dependencies: ["MoirePipeline"]),
+        .target(name: "MoireTesting", dependencies: [
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoirePipeline",
+        ]),
         .executableTarget(name: "moire", dependencies: [
-            "MoirePipeline", "MoireDenoise",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
+            "MoireReconstruction", "MoireStorage", "MoireTransport", argumentParser, logging,
         ]),
         .executableTarget(name: "moired", dependencies: [
-            "MoirePipeline",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoirePipeline", "MoireTransport",
+            argumentParser, logging, serviceLifecycle,
         ]),
 
         .testTarget(name: "MoireCoreTests", dependencies: ["MoireCore"]),
-        .testTarget(name: "MoireConfigTests", dependencies: ["MoireConfig", "MoireTesting"]),
-        .testTarget(name: "MoireTransportTests", dependencies: ["MoireTransport", "MoireTesting"]),
-        .testTarget(name: "MoireStorageTests", dependencies: ["MoireStorage", "MoireTesting"]),
+        .testTarget(name: "MoireConfigTests", dependencies: ["MoireConfig", "MoireCore", "MoireTesting"]),
+        .testTarget(name: "MoireTransportTests", dependencies: ["MoireCore", "MoireTransport"]),
+        .testTarget(name: "MoireStorageTests", dependencies: ["MoireCore", "MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireFFTTests", dependencies: ["MoireFFT"]),
-        .testTarget(name: "MoireHardwareTests", dependencies: ["MoireHardware", "MoireStorage", "MoireTesting"]),
-        .testTarget(name: "MoireAcquisitionTests", dependencies: ["MoireAcquisition", "MoireTesting"]),
-        .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireDenoise", "MoireTesting"]),
-        .testTarget(name: "MoireReconstructionTests", dependencies: ["MoireReconstruction", "MoireTesting"]),
-        .testTarget(name: "MoirePipelineTests", dependencies: ["MoirePipeline", "MoireDenoise", "MoireTesting"]),
+        .testTarget(name: "MoireHardwareTests", dependencies: [
+            "MoireConfig", "MoireCore", "MoireHardware", "MoireStorage", "MoireTesting",
+        ]),
+        .testTarget(name: "MoireAcquisitionTests", dependencies: [
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireTesting",
+        ]),
+        .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireCore", "MoireDenoise", "MoireTesting"]),
+        .testTarget(name: "MoireReconstructionTests", dependencies: [
+            "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireReconstruction", "MoireStorage",
+            "MoireTesting",
+        ]),
+        .testTarget(name: "MoirePipelineTests", dependencies: [
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
+            "MoireReconstruction", "MoireStorage", "MoireTesting", "MoireTransport",
+        ]),
     ]
 )
