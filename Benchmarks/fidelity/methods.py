@@ -102,15 +102,29 @@ def fourier_upsample_complex(img):
     return np.fft.ifft2(np.fft.ifftshift(big)) * 4
 
 
-def napari_sim_processor(raw, scene):
-    spec = importlib.util.find_spec("napari_sim_processor")
-    if spec is None:
-        return None
-    if "napari_sim_processor" not in sys.modules or not hasattr(sys.modules["napari_sim_processor"], "__path__"):
+_conv_sim_processor = None
+
+
+def conv_sim_processor_class():
+    """napari-sim-processor's ConvSimProcessor, loaded without the package's Qt widget (nil when not installed)."""
+    global _conv_sim_processor
+    if _conv_sim_processor is None:
+        spec = importlib.util.find_spec("napari_sim_processor")
+        if spec is None:
+            return None
         pkg = types.ModuleType("napari_sim_processor")
         pkg.__path__ = list(spec.submodule_search_locations)
         sys.modules["napari_sim_processor"] = pkg
-    from napari_sim_processor.processors.convSimProcessor import ConvSimProcessor
+        from napari_sim_processor.processors.convSimProcessor import ConvSimProcessor
+        _conv_sim_processor = ConvSimProcessor
+    return _conv_sim_processor
+
+
+def napari_sim_processor(raw, scene):
+    """napari-sim-processor's reconstruction with its own calibration (parameter estimation)."""
+    ConvSimProcessor = conv_sim_processor_class()
+    if ConvSimProcessor is None:
+        return None
     n = scene.n
     img = (raw.astype(np.float32) - OFFSET_ADU)
     p = ConvSimProcessor(angleSteps=3, phaseSteps=3)

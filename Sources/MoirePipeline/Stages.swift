@@ -69,11 +69,15 @@ final class RecorderStage: @unchecked Sendable {
         switch item {
         case .frame(let h, let payload):
             guard error == nil, let writer else { return true }
-            do { try writer.write(header: h, payload: payload.bytes) } catch let e as MoireError {
-                error = e
-                logger.error("recording failed", metadata: ["error": "\(e)"])
-                onError(e)
-            } catch {}
+            do {
+                try writer.write(header: h, payload: payload.bytes)
+            } catch {
+                // Recording has priority: any failure stops the run safely, with its message.
+                let failure = (error as? MoireError) ?? MoireError(.storage, "\(error)", place: path)
+                self.error = failure
+                logger.error("recording failed", metadata: ["error": "\(failure)"])
+                onError(failure)
+            }
             return true
         case .run(_, let json):
             guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json), ev.event == "stop" else { return true }
@@ -85,9 +89,13 @@ final class RecorderStage: @unchecked Sendable {
     func finish() {
         guard let w = writer else { return }
         writer = nil
-        do { summary = try w.finish() } catch let e as MoireError {
-            if error == nil { error = e }
-        } catch {}
+        do {
+            summary = try w.finish()
+        } catch {
+            let failure = (error as? MoireError) ?? MoireError(.storage, "\(error)", place: path)
+            logger.error("closing the recording failed", metadata: ["error": "\(failure)"])
+            if self.error == nil { self.error = failure }
+        }
     }
 }
 
