@@ -15,8 +15,12 @@ public struct SIM2DOptions: Codable, Sendable, Equatable {
     public var suppressionFWHM: Double = 1.2
     /// Constant camera background subtracted from every raw frame (ADU).
     public var background: Double = 0
-    /// Pixels at the image edges faded to zero before transforms.
+    /// Pixels at the image edges faded to zero before the transforms of parameter estimation.
     public var edgeTaper: Int = 16
+    /// Pixels of mirrored border added on every side before the reconstruction's transforms,
+    /// faded to zero across the border: the whole field is kept, with no wrap-around at its edges
+    /// (rounded up to an even number).
+    public var edgePadding: Int = 16
     /// A k estimate deviating more than this fraction from its prior is not trusted.
     public var maxKDeviation: Double = 0.03
     /// Orientations deviating more than this from the prior (degrees) are not trusted.
@@ -47,10 +51,15 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     public let otf: RadialOTF
     public var options: SIM2DOptions
     let n: Int
-    let fwd: FFTPlan2D, inv: FFTPlan2D, r2c: FFTPlan2D, c2rBig: FFTPlan2D
+    let fwd: FFTPlan2D, inv: FFTPlan2D
     let taper: [Float]
-    // Work buffers (small grid).
+    // Work buffers of estimation (the camera's grid).
     let bufA: AlignedBuffer<Complex32>, bufB: AlignedBuffer<Complex32>
+    /// The reconstruction's grid: the frame with `padding` mirrored pixels on every side.
+    let grid: PaddedGrid
+    let gridForward: FFTPlan2D, gridR2C: FFTPlan2D, c2rBig: FFTPlan2D
+    // Work buffers of reconstruction (the padded grid and its 2× grid).
+    let gridA: AlignedBuffer<Complex32>, gridB: AlignedBuffer<Complex32>
     let band0: AlignedBuffer<Float>, smallHalf: AlignedBuffer<Complex32>
     let bigHalf: AlignedBuffer<Complex32>, bigReal: AlignedBuffer<Float>
     var weightsCache: (params: SIMParameters, opts: SIM2DOptions, plan: WienerPlan)?
@@ -67,12 +76,20 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         n = width * height
         fwd = try FFT.plan2D(width: width, height: height, kind: .c2cForward, rigor: rigor)
         inv = try FFT.plan2D(width: width, height: height, kind: .c2cBackward, rigor: rigor)
-        r2c = try FFT.plan2D(width: width, height: height, kind: .r2c, rigor: rigor)
-        c2rBig = try FFT.plan2D(width: 2 * width, height: 2 * height, kind: .c2r, rigor: rigor)
-        bufA = AlignedBuffer(count: n); bufB = AlignedBuffer(count: n)
-        band0 = AlignedBuffer(count: n); smallHalf = AlignedBuffer(count: height * (width / 2 + 1))
-        bigHalf = AlignedBuffer(count: 2 * height * (width + 1)); bigReal = AlignedBuffer(count: 4 * n)
+        bufA = AlignedBuffer(count: n)
+        bufB = AlignedBuffer(count: n)
         taper = Self.makeTaper(width: width, height: height, edge: options.edgeTaper)
+        let g = PaddedGrid(width: width, height: height, padding: options.edgePadding)
+        grid = g
+        gridForward = try FFT.plan2D(width: g.width, height: g.height, kind: .c2cForward, rigor: rigor)
+        gridR2C = try FFT.plan2D(width: g.width, height: g.height, kind: .r2c, rigor: rigor)
+        c2rBig = try FFT.plan2D(width: 2 * g.width, height: 2 * g.height, kind: .c2r, rigor: rigor)
+        gridA = AlignedBuffer(count: g.count)
+        gridB = AlignedBuffer(count: g.count)
+        band0 = AlignedBuffer(count: g.count)
+        smallHalf = AlignedBuffer(count: g.height * (g.width / 2 + 1))
+        bigHalf = AlignedBuffer(count: 2 * g.height * (g.width + 1))
+        bigReal = AlignedBuffer(count: 4 * g.count)
     }
 
     static func makeTaper(width: Int, height: Int, edge: Int) -> [Float] {
@@ -176,5 +193,69 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         for f in frames { f.withUnsafeBufferPointer { fp in for i in 0..<n { out[i] += fp[i] } } }
         let s = 1 / Float(frames.count), bg = Float(options.background)
         for i in 0..<n { out[i] = out[i] * s - bg }
+    }
+}
+
+/// The reconstruction's grid: a frame with a mirrored border on every side, faded to zero across
+/// the border, so that the periodic transforms see no edge. Each border is at least the padding
+/// asked for, widened until the side has no prime factor above 7 (fast transforms).
+struct PaddedGrid: Sendable {
+    let width: Int
+    let height: Int
+    /// Border columns on the left and on the right, rows at the top and at the bottom.
+    let paddingX: Int
+    let paddingY: Int
+    /// For every grid pixel, the frame pixel it mirrors (row-major, frame `fieldWidth` wide).
+    let source: [Int32]
+    /// For every grid pixel, its weight: 1 over the frame, a cosine fade to 0 across the border.
+    let window: [Float]
+
+    var count: Int { width * height }
+
+    init(width fieldWidth: Int, height fieldHeight: Int, padding requested: Int) {
+        paddingX = Self.padding(for: fieldWidth, atLeast: requested)
+        paddingY = Self.padding(for: fieldHeight, atLeast: requested)
+        width = fieldWidth + 2 * paddingX
+        height = fieldHeight + 2 * paddingY
+        var source = [Int32](repeating: 0, count: width * height)
+        var window = [Float](repeating: 0, count: width * height)
+        for y in 0..<height {
+            let sy = Self.mirror(y - paddingY, fieldHeight)
+            let wy = Self.fade(y, field: fieldHeight, padding: paddingY)
+            for x in 0..<width {
+                source[y * width + x] = Int32(sy * fieldWidth + Self.mirror(x - paddingX, fieldWidth))
+                window[y * width + x] = wy * Self.fade(x, field: fieldWidth, padding: paddingX)
+            }
+        }
+        self.source = source
+        self.window = window
+    }
+
+    /// The smallest even border ≥ `requested` (0 stays 0) that leaves `side + 2·border` 7-smooth.
+    static func padding(for side: Int, atLeast requested: Int) -> Int {
+        guard requested > 0 else { return 0 }
+        var border = (requested + 1) / 2 * 2
+        while !isSmooth(side + 2 * border) { border += 2 }
+        return border
+    }
+
+    static func isSmooth(_ value: Int) -> Bool {
+        var rest = value
+        for prime in [2, 3, 5, 7] { while rest % prime == 0 { rest /= prime } }
+        return rest == 1
+    }
+
+    /// Symmetric mirror of frame coordinate `j` (any integer) into 0..<len, the edge pixel repeated once.
+    static func mirror(_ j: Int, _ len: Int) -> Int {
+        let period = 2 * len
+        let folded = ((j % period) + period) % period
+        return folded < len ? folded : period - 1 - folded
+    }
+
+    /// 1 inside the frame; across the border a cosine from 1 (next to the frame) to 0 (at the grid's edge).
+    static func fade(_ i: Int, field: Int, padding: Int) -> Float {
+        let outside = i < padding ? padding - i : (i >= padding + field ? i - (padding + field) + 1 : 0)
+        guard outside > 0 else { return 1 }
+        return Float(0.5 + 0.5 * cos(Double.pi * (Double(outside) - 0.5) / Double(padding)))
     }
 }

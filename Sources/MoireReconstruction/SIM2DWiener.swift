@@ -47,8 +47,10 @@ extension SIM2DReconstructor {
         guard params.angles.count == angles, params.angles.allSatisfy({ $0.phases.count == phases }) else {
             throw MoireError(.usage, "parameters are for \(params.angles.count) angles; the reconstructor has \(angles) × \(phases)")
         }
-        let W = 2 * width, H = 2 * height, halfW = W / 2 + 1
-        let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm
+        // Everything on the padded grid (gw × gh) and its 2× grid.
+        let gw = grid.width, gh = grid.height, gn = grid.count
+        let W = 2 * gw, H = 2 * gh, halfW = W / 2 + 1
+        let sx = Double(gw) * pixelUm, sy = Double(gh) * pixelUm
         let fc = otf.cutoff
         let sigma = options.suppressionFWHM / 2.3548
         func att(_ d2: Double) -> Double { options.suppression > 0 ? 1 - options.suppression * exp(-d2 / (2 * sigma * sigma)) : 1 }
@@ -59,10 +61,10 @@ extension SIM2DReconstructor {
         }
         var den = [Float](repeating: 0, count: H * halfW)
         // Band 0 (r2c half spectrum of the small grid: u ≤ width/2).
-        let smallHalf = width / 2 + 1
-        var b0i = [Int32](repeating: -1, count: height * smallHalf), b0h = [Float](repeating: 0, count: height * smallHalf)
-        for v in 0..<height { for u in 0..<(width / 2) {
-            let fv = signed(v, height)
+        let smallHalf = gw / 2 + 1
+        var b0i = [Int32](repeating: -1, count: gh * smallHalf), b0h = [Float](repeating: 0, count: gh * smallHalf)
+        for v in 0..<gh { for u in 0..<(gw / 2) {
+            let fv = signed(v, gh)
             let i = v * smallHalf + u
             b0i[i] = half(u, fv)
             b0h[i] = Float(otf.value(hypot(Double(u) / sx, Double(fv) / sy)))
@@ -73,33 +75,37 @@ extension SIM2DReconstructor {
         for a in params.angles {
             let kxi = Int((a.kx * sx).rounded()), kyi = Int((a.ky * sy).rounded())
             let mh = a.modulation / 2
-            var ip = [Int32](repeating: -1, count: n), im = [Int32](repeating: -1, count: n), hp = [Float](repeating: 0, count: n)
-            for v in 0..<height { for u in 0..<width {
-                let i = v * width + u
-                let Fu = signed(u, width) - kxi, Fv = signed(v, height) - kyi
+            var ip = [Int32](repeating: -1, count: gn), im = [Int32](repeating: -1, count: gn), hp = [Float](repeating: 0, count: gn)
+            for v in 0..<gh { for u in 0..<gw {
+                let i = v * gw + u
+                let Fu = signed(u, gw) - kxi, Fv = signed(v, gh) - kyi
                 let dx = Double(Fu) / sx + a.kx, dy = Double(Fv) / sy + a.ky
                 hp[i] = Float(mh * otf.value(hypot(dx, dy)) * att(dx * dx + dy * dy))
                 ip[i] = half(Fu, Fv)
                 im[i] = half(-Fu, -Fv)
             } }
             plusH.append(hp); plusI.append(ip); minusI.append(im)
-            let ramp = AlignedBuffer<Complex32>(count: n)
+            let ramp = AlignedBuffer<Complex32>(count: gn)
             let dx = a.kx - Double(kxi) / sx, dy = a.ky - Double(kyi) / sy
-            for y in 0..<height { for x in 0..<width {
-                let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm
-                ramp[y * width + x] = Complex32(Float(cos(ang)), Float(sin(ang)))
+            // The whole shift e^{−i2πk·(r − r₀)} is referenced to the frame's first pixel r₀ (where the
+            // phases are measured), not the padded grid's: the placement does the integer part from the
+            // grid's origin, so the ramp carries the sub-pixel part and the constant e^{i2πk·r₀}.
+            let constant = 2 * Double.pi * (a.kx * Double(grid.paddingX) + a.ky * Double(grid.paddingY)) * pixelUm
+            for y in 0..<gh { for x in 0..<gw {
+                let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm + constant
+                ramp[y * gw + x] = Complex32(Float(cos(ang)), Float(sin(ang)))
             } }
             ramps.append(ramp)
         }
         // Denominator over the full plane: each band's |H|² at its own place and at its mirror.
         func addDen(_ idx: Int32, _ h: Float) { if idx >= 0 { den[Int(idx)] += h * h } }
-        for v in 0..<height { for u in 0..<width {
+        for v in 0..<gh { for u in 0..<gw {
             // Band 0 of every orientation at F and (mirror) −F: only the stored half matters.
-            let fu = signed(u, width), fv = signed(v, height)
+            let fu = signed(u, gw), fv = signed(v, gh)
             let h = Float(otf.value(hypot(Double(fu) / sx, Double(fv) / sy)))
             addDen(half(fu, fv), h * Float(angles).squareRoot())
         } }
-        for a in 0..<angles { for i in 0..<n { addDen(plusI[a][i], plusH[a][i]); addDen(minusI[a][i], plusH[a][i]) } }
+        for a in 0..<angles { for i in 0..<gn { addDen(plusI[a][i], plusH[a][i]); addDen(minusI[a][i], plusH[a][i]) } }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
         let apoEdge = options.apodization * (fc + kmax)
         let w2 = Float(options.wiener * options.wiener)
@@ -112,8 +118,8 @@ extension SIM2DReconstructor {
             return h * Float(apo) / (den[j] + w2)
         }
         let band0 = BandPlacement(index: b0i, weight: (0..<b0i.count).map { weight(b0i[$0], b0h[$0]) })
-        let plus = (0..<angles).map { a in BandPlacement(index: plusI[a], weight: (0..<n).map { weight(plusI[a][$0], plusH[a][$0]) }) }
-        let minus = (0..<angles).map { a in BandPlacement(index: minusI[a], weight: (0..<n).map { weight(minusI[a][$0], plusH[a][$0]) }) }
+        let plus = (0..<angles).map { a in BandPlacement(index: plusI[a], weight: (0..<gn).map { weight(plusI[a][$0], plusH[a][$0]) }) }
+        let minus = (0..<angles).map { a in BandPlacement(index: minusI[a], weight: (0..<gn).map { weight(minusI[a][$0], plusH[a][$0]) }) }
         let plan = WienerPlan(band0: band0, plus: plus, minus: minus, ramps: ramps,
                               separation: params.angles.map { separationWeights($0.phases) })
         weightsCache = (params, options, plan)
@@ -132,45 +138,49 @@ extension SIM2DReconstructor {
     }
 
     /// Reconstructs into `out` (`2·width × 2·height` floats): no allocation once the weights for
-    /// `params` exist.
+    /// `params` exist. The transforms run on the padded grid (mirrored, faded border); the frame's
+    /// part of the result is cut out.
     public func reconstruct(_ frames: [[Float]], parameters params: SIMParameters, into out: UnsafeMutableBufferPointer<Float>) throws {
         guard out.count >= 4 * n else { throw MoireError(.usage, "output buffer holds \(out.count) floats; \(4 * n) needed") }
         try check(frames)
         let plan = try prepareWeights(params)
-        let W = 2 * width, H = 2 * height, halfW = W / 2 + 1
+        let gw = grid.width, gh = grid.height, gn = grid.count
+        let W = 2 * gw, H = 2 * gh, halfW = W / 2 + 1
         let halfBig = H * halfW
         for i in 0..<halfBig { bigHalf[i] = .zero }
-        for i in 0..<n { band0[i] = 0 }
+        for i in 0..<gn { band0[i] = 0 }
         let bg = Float(options.background)
         for a in 0..<angles {
             let w = plan.separation[a], ramp = plan.ramps[a]
-            for i in 0..<n { bufA[i] = .zero }
+            for i in 0..<gn { gridA[i] = .zero }
             for p in 0..<phases {
                 let w0 = w[0][p], wr = w[1][p], wi = w[2][p]
                 frames[a * phases + p].withUnsafeBufferPointer { f in
-                    taper.withUnsafeBufferPointer { t in
-                        let b0 = band0.pointer, c = bufA.pointer
-                        for i in 0..<n {
-                            let v = (f[i] - bg) * t[i]
-                            b0[i] += w0 * v
-                            c[i].re += wr * v
-                            c[i].im += wi * v
+                    grid.source.withUnsafeBufferPointer { src in
+                        grid.window.withUnsafeBufferPointer { win in
+                            let b0 = band0.pointer, c = gridA.pointer
+                            for i in 0..<gn {
+                                let v = (f[Int(src[i])] - bg) * win[i]
+                                b0[i] += w0 * v
+                                c[i].re += wr * v
+                                c[i].im += wi * v
+                            }
                         }
                     }
                 }
             }
             // Sub-pixel shift of band +1.
-            let c = bufA.pointer, r = ramp.pointer
-            for i in 0..<n {
+            let c = gridA.pointer, r = ramp.pointer
+            for i in 0..<gn {
                 let x = c[i], e = r[i]
                 c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
             }
-            fwd.execute(bufA.pointer, bufB.pointer)
+            gridForward.execute(gridA.pointer, gridB.pointer)
             let pp = plan.plus[a], pm = plan.minus[a]
             pp.index.withUnsafeBufferPointer { ip in pp.weight.withUnsafeBufferPointer { wp in
                 pm.index.withUnsafeBufferPointer { im in pm.weight.withUnsafeBufferPointer { wm in
-                    let s = bufB.pointer, out = bigHalf.pointer
-                    for i in 0..<n {
+                    let s = gridB.pointer, out = bigHalf.pointer
+                    for i in 0..<gn {
                         let v = s[i]
                         let j = Int(ip[i])
                         if j >= 0 { out[j].re += wp[i] * v.re; out[j].im += wp[i] * v.im }
@@ -180,7 +190,7 @@ extension SIM2DReconstructor {
                 } }
             } }
         }
-        r2c.forward(band0.pointer, smallHalf.pointer)
+        gridR2C.forward(band0.pointer, smallHalf.pointer)
         let b = plan.band0
         b.index.withUnsafeBufferPointer { ip in b.weight.withUnsafeBufferPointer { wp in
             let s = smallHalf.pointer, out = bigHalf.pointer
@@ -190,7 +200,11 @@ extension SIM2DReconstructor {
             }
         } }
         c2rBig.inverse(bigHalf.pointer, bigReal.pointer)
-        let scale = 1 / Float(n)
-        for i in 0..<(W * H) { out[i] = bigReal[i] * scale }
+        let scale = 1 / Float(gn)
+        let outWidth = 2 * width
+        for y in 0..<(2 * height) {
+            let row = (y + 2 * grid.paddingY) * W + 2 * grid.paddingX
+            for x in 0..<outWidth { out[y * outWidth + x] = bigReal[row + x] * scale }
+        }
     }
 }

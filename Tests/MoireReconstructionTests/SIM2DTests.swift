@@ -57,6 +57,32 @@ func reconstructor(_ d: SimulatedSIMData, roi: Int) throws -> SIM2DReconstructor
         #expect(resWF / resSR >= 1.7, "FRC resolution: widefield \(resWF) µm, SR \(resSR) µm")
     }
 
+    @Test func theWholeFieldIsKeptNoDarkBorder() throws {
+        // The transforms run on a mirrored, faded border around the frame: the SR frame's outer rows
+        // and columns keep the brightness the widefield image has there (a faded frame would lose it).
+        let d = try Fixtures.simulateSIM(roi: 128, powerMw: 100, exposureMs: 20, seed: 5)
+        let rec = try reconstructor(d, roi: 128)
+        let p = try rec.estimate(d.sets[0], priors: PatternPrior.from(d.nominal, angles: 3, phases: 3))
+        let sr = try rec.reconstruct(d.sets[0], parameters: p)
+        let wf = try rec.widefield(d.sets[0])
+        /// Mean over the band of `width` pixels along the edges of a `side`² image, and over the rest.
+        func borderAndInterior(_ image: [Float], side: Int, width: Int) -> (border: Double, interior: Double) {
+            var border = 0.0, interior = 0.0, nb = 0.0, ni = 0.0
+            for y in 0..<side {
+                for x in 0..<side {
+                    let edge = min(x, y, side - 1 - x, side - 1 - y) < width
+                    if edge { border += Double(image[y * side + x]); nb += 1 } else { interior += Double(image[y * side + x]); ni += 1 }
+                }
+            }
+            return (border / nb, interior / ni)
+        }
+        let srMeans = borderAndInterior(sr, side: 256, width: 8)
+        let wfMeans = borderAndInterior(wf, side: 128, width: 4)
+        let srRatio = srMeans.border / srMeans.interior
+        let wfRatio = wfMeans.border / wfMeans.interior
+        #expect(abs(srRatio / wfRatio - 1) < 0.1, "border/interior: SR \(srRatio), widefield \(wfRatio)")
+    }
+
     @Test func lowSignalEstimateIsAccurateOrFlaggedAndReplacedByThePrior() throws {
         // About 30 photons at the brightest pixel.
         let d = try Fixtures.simulateSIM(roi: 256, powerMw: 5, exposureMs: 0.8)
