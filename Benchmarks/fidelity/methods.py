@@ -27,21 +27,10 @@ def mirror_pad(img):
     return np.concatenate([top, top[::-1, :]], axis=0)
 
 
-def fourier_upsample(img, factor=2):
-    """Band-limited interpolation onto a grid `factor`× finer (same sample positions at 0)."""
-    n0, n1 = img.shape
-    spec = np.fft.fftshift(np.fft.fft2(img))
-    big = np.zeros((n0 * factor, n1 * factor), complex)
-    o0 = (n0 * factor - n0) // 2
-    o1 = (n1 * factor - n1) // 2
-    big[o0:o0 + n0, o1:o1 + n1] = spec
-    return np.real(np.fft.ifft2(np.fft.ifftshift(big))) * factor * factor
-
-
 def widefield(raw, scene):
     wf = raw.astype(float).mean(axis=0) - OFFSET_ADU
     n = scene.n
-    up = fourier_upsample(mirror_pad(wf))
+    up = np.real(fourier_upsample_complex(mirror_pad(wf)))
     return up[:2 * n, :2 * n]
 
 
@@ -95,6 +84,7 @@ def wiener_ceiling(raw, scene, angles, reference, metric, w_grid=None):
 
 
 def fourier_upsample_complex(img):
+    """Band-limited interpolation onto the 2× grid (sample 0 stays at 0)."""
     n0, n1 = img.shape
     spec = np.fft.fftshift(np.fft.fft2(img))
     big = np.zeros((2 * n0, 2 * n1), complex)

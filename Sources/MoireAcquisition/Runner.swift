@@ -43,7 +43,7 @@ public struct RunProgress: Sendable {
 
 /// Runs an event plan on a rig's devices: arms them, sequences exposures, collects frames
 /// with deadlines, and leaves every device safe however the run ends.
-public final class Runner: @unchecked Sendable {
+public final class Runner: @unchecked Sendable { // control state under `lock`
     public let proto: AcquisitionProtocol
     public let devices: RigDevices
     public let plan: EventPlan

@@ -14,7 +14,7 @@ public enum Backpressure: Sendable, Equatable {
 /// The clock contract: every wait of a device or runner goes through its clock — `sleep`, or
 /// a timed `wait` on a `ClockCondition` the clock made — and every thread that does such waits
 /// is started with `startThread` or runs inside `participate`. Wall-clock timeouts remain only
-/// as hang watchdogs (`ClockCondition.hangWatchdogSeconds`).
+/// as hang watchdogs (`hangWatchdogSeconds`).
 public protocol MoireClock: Sendable {
     /// Nanoseconds since the clock's origin.
     func nowNs() -> Int64
@@ -87,7 +87,7 @@ public struct RealClock: MoireClock {
 }
 
 /// An `NSCondition` timed by a `RealClock`.
-final class WallCondition: ClockCondition, @unchecked Sendable {
+final class WallCondition: ClockCondition, @unchecked Sendable { // immutable: a thread-safe NSCondition and a clock value
     // NSCondition is thread-safe; the clock is an immutable value.
     private let condition = NSCondition()
     private let clock: RealClock
@@ -117,7 +117,7 @@ final class WallCondition: ClockCondition, @unchecked Sendable {
 /// pool, a bus) holds time still, so simulated devices run as fast as the machine allows and a
 /// loaded machine changes nothing that the timing model says. A thread that does not
 /// participate and sleeps moves time forward at once.
-public final class VirtualClock: MoireClock, @unchecked Sendable {
+public final class VirtualClock: MoireClock, @unchecked Sendable { // all mutable state under `scheduler`
     // Every mutable field below is guarded by `scheduler`.
     private let scheduler = NSCondition()
     private var now: Int64 = 0
@@ -275,7 +275,7 @@ public final class VirtualClock: MoireClock, @unchecked Sendable {
 }
 
 /// A lock and condition timed by a `VirtualClock`.
-final class VirtualCondition: ClockCondition, @unchecked Sendable {
+final class VirtualCondition: ClockCondition, @unchecked Sendable { // immutable: an NSLock and the clock
     // NSLock is thread-safe; the clock does its own locking.
     private let mutex = NSLock()
     private let clock: VirtualClock

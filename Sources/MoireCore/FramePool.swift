@@ -8,7 +8,7 @@ import Synchronization
 /// `acquire()` never blocks: when every slot is in use it returns nil and the caller counts
 /// the frame as lost (real hardware cannot wait). `acquire(waitingUpToSeconds:)` blocks until a
 /// consumer frees a slot (simulated hardware in virtual time: backpressure instead of loss).
-public final class FramePool: @unchecked Sendable {
+public final class FramePool: @unchecked Sendable { // slots under `lock` (Mutex), counters atomic
     // The slot memory and reference counts are guarded by `lock`; the counters are atomics.
     public let slotCount: Int
     public let slotBytes: Int
@@ -66,6 +66,15 @@ public final class FramePool: @unchecked Sendable {
         }
     }
 
+    /// Takes a slot as a device timed by a clock with `backpressure` does: `.drop` never waits,
+    /// `.block` waits for a consumer (up to the hang watchdog).
+    public func acquire(for backpressure: Backpressure) -> FrameSlot? {
+        switch backpressure {
+        case .drop: acquire()
+        case .block: acquire(waitingUpToSeconds: hangWatchdogSeconds)
+        }
+    }
+
     private func take() -> FrameSlot? {
         let index: Int? = lock.withLock { free in
             guard let i = free.popLast() else { return nil }
@@ -111,7 +120,7 @@ public final class FramePool: @unchecked Sendable {
 }
 
 /// One referenced slot of a `FramePool`.
-public struct FrameSlot: @unchecked Sendable {
+public struct FrameSlot: @unchecked Sendable { // a pool and an index; the pool locks
     public let pool: FramePool
     public let index: Int
 
@@ -125,7 +134,7 @@ public struct FrameSlot: @unchecked Sendable {
 }
 
 /// A frame: its header and the pooled slot that holds its pixels (nil for a missing frame).
-public struct Frame: @unchecked Sendable {
+public struct Frame: @unchecked Sendable { // a header value and a FrameSlot
     public var header: FrameHeader
     public var slot: FrameSlot?
 

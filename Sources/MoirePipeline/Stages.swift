@@ -73,7 +73,7 @@ final class RecorderStage: @unchecked Sendable {
                 try writer.write(header: h, payload: payload.bytes)
             } catch {
                 // Recording has priority: any failure stops the run safely, with its message.
-                let failure = (error as? MoireError) ?? MoireError(.storage, "\(error)", place: path)
+                let failure = storageError(error)
                 self.error = failure
                 logger.error("recording failed", metadata: ["error": "\(failure)"])
                 onError(failure)
@@ -86,13 +86,18 @@ final class RecorderStage: @unchecked Sendable {
         }
     }
 
+    /// Any error of the writer as a `MoireError` naming the recording.
+    private func storageError(_ error: Error) -> MoireError {
+        (error as? MoireError) ?? MoireError(.storage, "\(error)", place: path)
+    }
+
     func finish() {
         guard let w = writer else { return }
         writer = nil
         do {
             summary = try w.finish()
         } catch {
-            let failure = (error as? MoireError) ?? MoireError(.storage, "\(error)", place: path)
+            let failure = storageError(error)
             logger.error("closing the recording failed", metadata: ["error": "\(failure)"])
             if self.error == nil { self.error = failure }
         }

@@ -5,7 +5,7 @@ import MoireStorage
 
 /// A camera that serves a recording's planes in order, one per trigger, with the device state
 /// that was recorded; missing planes are "exposed but not delivered", as they were live.
-public final class ReplayCamera: Camera, @unchecked Sendable {
+public final class ReplayCamera: Camera, @unchecked Sendable { // all mutable state under `cond`
     public let name: String
     public let profile: CameraProfile
     private let reader: OMETiffReader
@@ -54,12 +54,7 @@ public final class ReplayCamera: Camera, @unchecked Sendable {
         next += 1; exposed += 1
         if rec.header.missing { return }
         // Backpressure as the simulated camera: virtual time waits for a free slot, real time drops.
-        let slot: FrameSlot?
-        switch clock.backpressure {
-        case .drop: slot = pool?.acquire()
-        case .block: slot = pool?.acquire(waitingUpToSeconds: hangWatchdogSeconds)
-        }
-        guard let slot else { return }
+        guard let slot = pool?.acquire(for: clock.backpressure) else { return }
         try slot.withBytes { try reader.readPlane(rec.header.index, into: $0) }
         ready.append(CapturedFrame(frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
                                    height: reader.height, exposureStartNs: rec.header.exposureStartNs, state: rec.header.state))

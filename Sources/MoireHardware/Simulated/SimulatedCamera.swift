@@ -41,7 +41,7 @@ extension CameraFault {
 /// N(0, (gain·read noise)²), rounded and clamped to 16 bit. No laser on ⇒ a dark frame.
 /// Frames are delivered after exposure + readout on the camera's clock. Noise is seeded per
 /// frame id, so a run is reproducible.
-public final class SimulatedCamera: Camera, @unchecked Sendable {
+public final class SimulatedCamera: Camera, @unchecked Sendable { // state under `cond`; caches: worker only
     public let name: String
     public let profile: CameraProfile
     private let world: SimWorld
@@ -71,9 +71,6 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
     /// where frames were really exposed when the driver between cannot report it.
     public var exposureStates: [DeviceState] { cond.lock(); defer { cond.unlock() }; return exposureLog }
     private var exposureLog: [DeviceState] = []
-    /// Frames lost because the pool had no free slot (real time only: in virtual time the camera waits).
-    public var poolMisses: Int { cond.withLock { poolMissCount } }
-    private var poolMissCount = 0
 
     /// The rig's light sheet: with a 3D specimen (`beads`) the camera renders the inclined plane at the
     /// current scan position (stage, or galvo) instead of a 2D specimen.
@@ -275,15 +272,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable {
                 continue
             }
             // Backpressure: real time drops and counts; virtual time waits for a consumer (time stands still).
-            let slot: FrameSlot?
-            switch clock.backpressure {
-            case .drop: slot = pool?.acquire()
-            case .block: slot = pool?.acquire(waitingUpToSeconds: hangWatchdogSeconds)
-            }
-            guard let slot else {
-                cond.withLock { poolMissCount += 1 }
-                continue
-            }
+            // A frame with no slot is lost; the pool counts it (the run reports it as pool exhaustion).
+            guard let slot = pool?.acquire(for: clock.backpressure) else { continue }
             let state = render(job: job, into: slot)
             cond.lock()
             exposureLog.append(state)

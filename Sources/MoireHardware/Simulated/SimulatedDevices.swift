@@ -3,7 +3,7 @@ import MoireConfig
 import MoireCore
 
 /// A simulated laser: enable, power set-point and TTL gate; emits when enabled and gated.
-public final class SimulatedLaser: Laser, @unchecked Sendable {
+public final class SimulatedLaser: Laser, @unchecked Sendable { // state under `lock`
     public let name: String
     public let profile: LaserProfile
     private let world: SimWorld
@@ -40,7 +40,7 @@ public final class SimulatedLaser: Laser, @unchecked Sendable {
 }
 
 /// A simulated z stage with a settle time.
-public final class SimulatedStage: Stage, @unchecked Sendable {
+public final class SimulatedStage: Stage, @unchecked Sendable { // z under `lock`
     public let name: String
     public let profile: StageProfile
     private let world: SimWorld
@@ -68,7 +68,7 @@ public final class SimulatedStage: Stage, @unchecked Sendable {
 }
 
 /// A simulated galvo.
-public final class SimulatedScanner: Scanner, @unchecked Sendable {
+public final class SimulatedScanner: Scanner, @unchecked Sendable { // volts under `lock`
     public let name: String
     public let profile: ScannerProfile
     private let world: SimWorld
@@ -119,7 +119,7 @@ public struct PatternError: Sendable, Equatable {
 ///
 /// What it projects is the profile's pattern with `patternError` applied (from the profile's
 /// `driver_options` `k_scale`, `rotation_deg`, `phase_offset_rad`, or set by a test).
-public final class SimulatedModulator: Modulator, @unchecked Sendable {
+public final class SimulatedModulator: Modulator, @unchecked Sendable { // state under `lock`
     public let name: String
     public let profile: ModulatorProfile
     private let world: SimWorld
