@@ -117,7 +117,7 @@ final class SIM3DStage: @unchecked Sendable {
                                              optics: Widefield3D(na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
                                                                  emissionNm: ch.emissionNm))
             rec.background = options.sim.background > 0 ? options.sim.background : proto.rig.cameraProfile.offsetADU
-            rec.wiener = options.sim.wiener
+            if let w = options.sim.wiener.constant { rec.wiener = w }
             let est = try rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (rec, est.angles, est.projected.angles.map(\.flagged))
             lastEstimatedT[h0.c] = h0.t

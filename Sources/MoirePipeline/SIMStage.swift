@@ -16,6 +16,8 @@ public struct LiveSIMOptions: Sendable, Equatable {
     public var sim = SIM2DOptions()
     /// Also write SR frames to `NAME.sr.ome.tif` beside the raw recording.
     public var record = false
+    /// Complete phase sets that may wait for the reconstruction (each holds its frames as floats).
+    public var backlogSets = 32
 
     public init() {}
 
@@ -26,7 +28,7 @@ public struct LiveSIMOptions: Sendable, Equatable {
             guard let v = Double(t), v.isFinite else { throw MoireError(.config, "reconstruction.\(key) must be a number; found '\(t)'", place: place) }
             return v
         }
-        let known: Set = ["enabled", "estimate", "wiener", "suppression", "record", "background"]
+        let known: Set = ["enabled", "estimate", "wiener", "suppression", "record", "background", "backlog"]
         if let bad = block.keys.first(where: { !known.contains($0) }) {
             throw MoireError(.config, "reconstruction.\(bad) is not an option; expected one of \(known.sorted().joined(separator: ", "))", place: place)
         }
@@ -37,9 +39,20 @@ public struct LiveSIMOptions: Sendable, Equatable {
                 estimate = "every"; every = n
             } else { throw MoireError(.config, "reconstruction.estimate must be once, every:N or on-drop; found '\(e)'", place: place) }
         }
-        if let w = try number("wiener") { sim.wiener = w }
-        if let s = try number("suppression") { sim.suppression = s }
+        if let text = block["wiener"] {
+            guard let w = WienerParameter(text) else {
+                throw MoireError(.config, "reconstruction.wiener must be auto or a positive number; found '\(text)'", place: place)
+            }
+            sim.wiener = w
+        }
+        if let text = block["suppression"] {
+            guard let s = OrderSuppression(text) else {
+                throw MoireError(.config, "reconstruction.suppression must be auto or a number in 0…1; found '\(text)'", place: place)
+            }
+            sim.suppression = s
+        }
         if let b = try number("background") { sim.background = b }
+        if let b = try number("backlog") { backlogSets = Int(b) }
     }
 }
 
@@ -60,7 +73,9 @@ public struct SIMStageCounters: Sendable, Equatable {
 /// The live reconstruction stage: assembles phase sets from the raw bus by header indices and
 /// reconstructs them on a worker thread, publishing `sr.<channel>` and `wf.<channel>` on its own
 /// in-process bus. The receiving thread only copies frames out and releases them, so the
-/// recorder never waits; when the worker is busy, older complete sets are skipped and counted.
+/// recorder never waits. Complete sets wait for the worker in a backlog (the first estimation
+/// takes several sets' time; the worker catches up after it); only when the backlog is full is
+/// the oldest waiting set skipped, and counted.
 final class SIMStage: @unchecked Sendable {
     let bus: RawBus
     private let proto: AcquisitionProtocol
@@ -82,8 +97,11 @@ final class SIMStage: @unchecked Sendable {
     private var buffers: [SetBuffer] = []
     private var free: [Int] = []
     private var filling: [String: Int] = [:]
-    /// Complete sets waiting for the worker, oldest first (at most one unless `lossless`).
+    /// Complete sets waiting for the worker, oldest first (at most `backlogSets` unless `lossless`).
     private var pendingSets: [Int] = []
+    /// How many complete sets may wait for the worker: enough to cover the first estimation
+    /// (about 0.3 s at 512², several sets at camera speed) and catch up after it.
+    let backlogSets: Int
     /// Never skip a set (LLS-SIM volumes need every plane): buffers are added instead, and the
     /// receiving thread's backlog waits in the in-process bus's queue (the recorder never waits).
     var lossless = false
@@ -130,6 +148,7 @@ final class SIMStage: @unchecked Sendable {
         let per = p.angles * p.phases, pixels = p.roiWidth * p.roiHeight
         buffers = (0..<3).map { _ in SetBuffer(frames: per, pixels: pixels) }
         free = [0, 1, 2]
+        backlogSets = options.backlogSets
         srPool = FramePool(slots: 4, bytes: 4 * pixels * 4)
         wfPool = FramePool(slots: 4, bytes: pixels * 4)
         if options.record, let r = recordingPath {
@@ -175,7 +194,8 @@ final class SIMStage: @unchecked Sendable {
             lock.lock()
             var index = filling[key]
             if index == nil {
-                if free.isEmpty, lossless {
+                if free.isEmpty, lossless || pendingSets.count < backlogSets {
+                    // One filling, the backlog, one being reconstructed: buffers grow to that and no further.
                     buffers.append(SetBuffer(frames: per, pixels: proto.roiWidth * proto.roiHeight))
                     free.append(buffers.count - 1)
                 } else if free.isEmpty, !pendingSets.isEmpty {
@@ -207,7 +227,7 @@ final class SIMStage: @unchecked Sendable {
                 filling[key] = nil
                 if b.received.allSatisfy({ $0 }) {
                     counters.setsComplete += 1
-                    if !lossless, !pendingSets.isEmpty { counters.skippedBehind += 1; free.append(pendingSets.removeFirst()) }
+                    if !lossless, pendingSets.count >= backlogSets { counters.skippedBehind += 1; free.append(pendingSets.removeFirst()) }
                     pendingSets.append(index)
                     lock.signal()
                 } else {
@@ -279,7 +299,7 @@ final class SIMStage: @unchecked Sendable {
                                   z: h0.z, width: 2 * rec.width, height: 2 * rec.height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
                                   exposureStartNs: h0.exposureStartNs, state: h0.state)
             srh.inputs = headers.map(\.seq)
-            srh.params = paramStrings(params)
+            srh.params = paramStrings(params, spectrum: rec.lastSpectralModel)
             var wfh = srh
             wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height; wfh.pixelSizeUm = h0.pixelSizeUm
             let srBytes = srh.byteCount
@@ -309,7 +329,7 @@ final class SIMStage: @unchecked Sendable {
         }
     }
 
-    private func paramStrings(_ p: SIMParameters) -> [String: String] {
+    private func paramStrings(_ p: SIMParameters, spectrum: SpectralModel?) -> [String: String] {
         var d: [String: String] = [:]
         for (a, ap) in p.angles.enumerated() {
             d["angle\(a).k"] = String(format: "%.5f,%.5f", ap.kx, ap.ky)
@@ -317,7 +337,11 @@ final class SIMStage: @unchecked Sendable {
             d["angle\(a).phases"] = ap.phases.map { String(format: "%.4f", $0) }.joined(separator: ",")
             d["angle\(a).source"] = ap.flagged ? "\(ap.source) (flagged: \(ap.reason ?? ""))" : ap.source
         }
-        d["wiener"] = String(options.sim.wiener)
+        d["wiener"] = options.sim.wiener.description
+        if let spectrum {
+            d["wiener.atCutoff"] = String(format: "%.4g", spectrum.wienerAtCutoff)
+        }
+        d["suppression"] = options.sim.suppression.description
         return d
     }
 

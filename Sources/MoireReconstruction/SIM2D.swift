@@ -4,15 +4,19 @@ import MoireFFT
 
 /// Options of a 2D-SIM reconstruction.
 public struct SIM2DOptions: Codable, Sendable, Equatable {
-    /// Wiener parameter w (relative to the OTF, which is 1 at 0).
-    public var wiener: Double = 0.05
-    /// Apodization reaches zero at this fraction of the extended cutoff (fc + |k|).
+    /// Regularisation of the Wiener filter: adaptive (from each set's own signal and noise) or a constant w.
+    public var wiener: WienerParameter = .adaptive
+    /// The apodization is the ideal incoherent OTF whose cutoff is this fraction of the extended
+    /// support (f_c + |k|): the transfer function of the SR image.
     public var apodization: Double = 1.0
     /// Strength (0…1) of the suppression of bands ±1 near their order centres, where band 0 leaks
     /// (out-of-focus background, imperfect separation) and would leave peaks at ±k.
-    public var suppression: Double = 0.99
+    public var suppression: OrderSuppression = .adaptive
     /// Width (FWHM, cycles/µm) of that suppression.
     public var suppressionFWHM: Double = 1.2
+    /// How the filter weighs each orientation's bands ±1: by one modulation common to every
+    /// orientation (the mean of the trusted estimates), or by each orientation's own estimate.
+    public var modulationInFilter: ModulationInFilter = .common
     /// Constant camera background subtracted from every raw frame (ADU).
     public var background: Double = 0
     /// Pixels at the image edges faded to zero before the transforms of parameter estimation.
@@ -63,6 +67,12 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     let band0: AlignedBuffer<Float>, smallHalf: AlignedBuffer<Complex32>
     let bigHalf: AlignedBuffer<Complex32>, bigReal: AlignedBuffer<Float>
     var weightsCache: (params: SIMParameters, opts: SIM2DOptions, plan: WienerPlan)?
+    /// The filter on the 2× grid's half spectrum, and |band 0|² of the set (the adaptive filter's input).
+    var wienerFilter: WienerFilter
+    let bandPower: AlignedBuffer<Float>
+    /// The signal and noise measured on the last set reconstructed with the adaptive filter (nil:
+    /// a constant w, or the fallback when the set offered no noise reference or no signal).
+    public internal(set) var lastSpectralModel: SpectralModel?
 
     public init(width: Int, height: Int, pixelUm: Double, angles: Int, phases: Int, otf: RadialOTF,
                 options: SIM2DOptions = SIM2DOptions(), rigor: PlanRigor = .estimate) throws {
@@ -90,6 +100,8 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         smallHalf = AlignedBuffer(count: g.height * (g.width / 2 + 1))
         bigHalf = AlignedBuffer(count: 2 * g.height * (g.width + 1))
         bigReal = AlignedBuffer(count: 4 * g.count)
+        wienerFilter = WienerFilter(values: AlignedBuffer(count: 2 * g.height * (g.width + 1)))
+        bandPower = AlignedBuffer(count: g.height * (g.width / 2 + 1))
     }
 
     static func makeTaper(width: Int, height: Int, edge: Int) -> [Float] {

@@ -279,6 +279,7 @@ extension SIM2DReconstructor {
                 // Fall back to the prior's wave vector (sign as found), phases measured there, prior modulation.
                 let sign = (result.kx * prior.kx + result.ky * prior.ky) >= 0 ? 1.0 : -1.0
                 result = try refine(frames, kx: sign * prior.kx, ky: sign * prior.ky, confidence: confidence, source: "prior")
+                reasons.append(String(format: "modulation measured at the prior's k %.3f", result.modulation))
                 result.modulation = prior.modulation
                 result.flagged = true
                 result.reason = reasons.joined(separator: "; ")
@@ -307,7 +308,10 @@ extension SIM2DReconstructor {
         for i in 0..<n { bufA[i] = Complex32(b0[i], 0) }
         fwd.execute(bufA.pointer, bufB.pointer)
         let fc = otf.cutoff
-        var numRe = 0.0, numIm = 0.0, den = 0.0
+        let model = bandModel(band0: bufB)
+        // The noise of band 0 inflates Σ|x|² (regression dilution): its expected part is taken out.
+        let noise = model?.noisePower ?? 0
+        var numRe = 0.0, numIm = 0.0, den = 0.0, noiseInDen = 0.0
         for v in 0..<height { for u in 0..<width {
             let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
             let f = hypot(fx, fy)
@@ -319,10 +323,97 @@ extension SIM2DReconstructor {
             let yr = Double(y1[i].re) * o0, yi = Double(y1[i].im) * o0
             numRe += xr * yr + xi * yi; numIm += xr * yi - xi * yr
             den += xr * xr + xi * xi
+            noiseInDen += noise * ok * ok
         } }
+        let signalInDen = max(den - noiseInDen, 0.25 * den)
         var modulation = 0.0, psi = 0.0
-        if den > 0 { modulation = 2 * hypot(numRe, numIm) / den; psi = atan2(numIm, numRe) }
-        return SIMAngleParameters(kx: kx, ky: ky, phases: phis.map { $0 + psi }, modulation: modulation,
-                                  confidence: confidence, source: source, flagged: false, reason: nil)
+        if den > 0 { modulation = 2 * hypot(numRe, numIm) / signalInDen; psi = atan2(numIm, numRe) }
+        var result = SIMAngleParameters(kx: kx, ky: ky, phases: phis.map { $0 + psi }, modulation: modulation,
+                                        confidence: confidence, source: source, flagged: false, reason: nil)
+        result.orderLeak = model.map { orderLeak(model: $0, band0: bufB, shiftedBand: y1, kx: kx, ky: ky, modulation: modulation) }
+        return result
+    }
+
+    /// How many times the predicted power band +1 may hold near its origin before it counts as a leak.
+    static let leakTolerance = 3.0
+
+    /// The spectral model (signal power law, noise beyond the OTF support) of one orientation's band 0 spectrum.
+    func bandModel(band0: AlignedBuffer<Complex32>) -> SpectralModel? {
+        let fc = otf.cutoff
+        var power = [Float](repeating: 0, count: n)
+        var rho = [Float](repeating: 0, count: n)
+        var transfer = [Float](repeating: 0, count: n)
+        for v in 0..<height { for u in 0..<width {
+            let i = v * width + u
+            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+            let f = hypot(fx, fy)
+            power[i] = band0[i].re * band0[i].re + band0[i].im * band0[i].im
+            rho[i] = Float(f / fc)
+            transfer[i] = Float(otf.value(f))
+        } }
+        return power.withUnsafeBufferPointer { SpectralModel.fit(power: $0, rho: rho, otf: transfer, orientations: 1) }
+    }
+
+    /// The Wiener attenuation of band +1 around its raw-spectrum origin, ring by ring (one spectral
+    /// pixel wide, out to the suppression's FWHM): in each ring the power the in-focus signal and
+    /// the noise predict, `(m/2)²·OTF(f)²·P(f − k) + noise` (P and the noise from the spectral model
+    /// of band 0, or band 0 itself where it shows more), is compared with the power measured; where the measured power exceeds the
+    /// prediction by more than `leakTolerance` times, the ring is attenuated to the prediction; 1 elsewhere.
+    ///
+    /// - Parameters:
+    ///   - model: the spectral model of this orientation's band 0.
+    ///   - band0: the spectrum of this orientation's band 0 (where the OTF passes enough of the
+    ///     object frequencies concerned, their power is read from it when above the model's: an
+    ///     anisotropic object, filaments, departs from any radial law).
+    ///   - shiftedBand: the spectrum of band +1 moved to the origin (object frequency F at index F).
+    func orderLeak(model: SpectralModel, band0: AlignedBuffer<Complex32>, shiftedBand: AlignedBuffer<Complex32>,
+                   kx: Double, ky: Double, modulation: Double) -> OrderLeak {
+        let fc = otf.cutoff
+        let step = 1 / (Double(max(width, height)) * pixelUm)
+        let rings = Int((options.suppressionFWHM / step).rounded(.up)) + 1
+        var measured = [Double](repeating: 0, count: rings)
+        var predicted = [Double](repeating: 0, count: rings)
+        var samples = [Int](repeating: 0, count: rings)
+        let halfModulation = modulation / 2
+        for v in 0..<height { for u in 0..<width {
+            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+            let raw = hypot(fx + kx, fy + ky)
+            let ring = Int((raw / step).rounded())
+            guard ring < rings else { continue }
+            let value = shiftedBand[v * width + u]
+            measured[ring] += Double(value.re * value.re + value.im * value.im)
+            let h = halfModulation * otf.value(raw)
+            let object = hypot(fx, fy)
+            var signal = model.amplitude * pow(max(object / fc, 1e-3), -model.exponent)
+            let transfer = otf.value(object)
+            if transfer > 0.05 {
+                let b = band0[v * width + u]
+                let measuredSignal = (Double(b.re * b.re + b.im * b.im) - model.noisePower) / (transfer * transfer)
+                signal = max(signal, measuredSignal)
+            }
+            predicted[ring] += h * h * signal + model.noisePower
+            samples[ring] += 1
+        } }
+        let measuredRatio = (0..<rings).map { r -> Double in
+            guard samples[r] > 0, measured[r] > 0 else { return 1 }
+            // The power law is only a model of the object's spectrum, and a ring holds few samples:
+            // up to `leakTolerance` times the prediction plus three chi-square spreads (1/√N) is
+            // not yet a leak. Above it, the band is brought down to the prediction (a Wiener weight).
+            let tolerance = Self.leakTolerance + 3 / Double(samples[r]).squareRoot()
+            let excess = measured[r] / predicted[r]
+            return excess > tolerance ? 1 / excess : 1
+        }
+        // A leak falls off away from the origin: each ring is attenuated at least as much as any
+        // ring outside it (the few samples of the inner rings are noisy); the attenuation is
+        // faded out over the outer half of the range, so the band has no step at its edge.
+        var attenuation = measuredRatio
+        for r in stride(from: rings - 2, through: 0, by: -1) { attenuation[r] = min(attenuation[r], attenuation[r + 1]) }
+        let fadeStart = Double(rings - 1) / 2
+        for r in 0..<rings where Double(r) > fadeStart {
+            let t = (Double(r) - fadeStart) / (Double(rings - 1) - fadeStart)
+            let keep = 0.5 + 0.5 * cos(Double.pi * t)
+            attenuation[r] = 1 - (1 - attenuation[r]) * keep
+        }
+        return OrderLeak(ringStep: step, attenuation: attenuation)
     }
 }

@@ -11,7 +11,7 @@ struct BandPlacement {
 
 /// Everything precomputed for one set of parameters.
 struct WienerPlan {
-    /// Band 0 of all orientations together (its weight does not depend on the orientation), from the r2c half spectrum.
+    /// Band 0 of all orientations together (its OTF does not depend on the orientation), from the r2c half spectrum.
     var band0: BandPlacement
     /// Bands +1 and −1 per orientation, from the full spectrum of band +1 after its sub-pixel shift.
     var plus: [BandPlacement]
@@ -20,6 +20,21 @@ struct WienerPlan {
     var ramps: [AlignedBuffer<Complex32>]
     /// Separation weights per orientation: [unknown][phase] for B0, Re C, Im C.
     var separation: [[[Float]]]
+    /// Per sample of the 2× grid's half spectrum: Σ|H|² over every band that lands there, the
+    /// apodization (the ideal OTF of the extended support) and the normalised frequency f/f_c.
+    var denominator: [Float]
+    var apodization: [Float]
+    var bigRho: [Float]
+    /// Per sample of band 0's half spectrum: f/f_c and the OTF (what the spectral model is fitted to).
+    var band0Rho: [Float]
+    var band0OTF: [Float]
+}
+
+/// The filter applied to the 2× grid's half spectrum after the bands are summed (each weighted by
+/// its own OTF): apodization / (Σ|H|² + w²(f)), for the regularisation it was built with.
+struct WienerFilter {
+    let values: AlignedBuffer<Float>
+    var builtFor: (params: SIMParameters, options: SIM2DOptions, model: SpectralModel?)?
 }
 
 extension SIM2DReconstructor {
@@ -53,7 +68,6 @@ extension SIM2DReconstructor {
         let sx = Double(gw) * pixelUm, sy = Double(gh) * pixelUm
         let fc = otf.cutoff
         let sigma = options.suppressionFWHM / 2.3548
-        func att(_ d2: Double) -> Double { options.suppression > 0 ? 1 - options.suppression * exp(-d2 / (2 * sigma * sigma)) : 1 }
         /// Half-spectrum index of big-grid frequency (Fu, Fv), or −1 when its mirror holds it.
         func half(_ Fu: Int, _ Fv: Int) -> Int32 {
             let u = ((Fu % W) + W) % W, v = ((Fv % H) + H) % H
@@ -72,9 +86,11 @@ extension SIM2DReconstructor {
         // Bands ±1 per orientation (full small spectrum).
         var plusH: [[Float]] = [], plusI: [[Int32]] = [], minusI: [[Int32]] = []
         var ramps: [AlignedBuffer<Complex32>] = []
-        for a in params.angles {
+        let filterModulations = options.modulationInFilter.modulations(params)
+        for (a, filterModulation) in zip(params.angles, filterModulations) {
+            func att(_ d2: Double) -> Double { options.suppression.factor(distance: d2.squareRoot(), leak: a.orderLeak, gaussianSigma: sigma) }
             let kxi = Int((a.kx * sx).rounded()), kyi = Int((a.ky * sy).rounded())
-            let mh = a.modulation / 2
+            let mh = filterModulation / 2
             var ip = [Int32](repeating: -1, count: gn), im = [Int32](repeating: -1, count: gn), hp = [Float](repeating: 0, count: gn)
             for v in 0..<gh { for u in 0..<gw {
                 let i = v * gw + u
@@ -107,24 +123,69 @@ extension SIM2DReconstructor {
         } }
         for a in 0..<angles { for i in 0..<gn { addDen(plusI[a][i], plusH[a][i]); addDen(minusI[a][i], plusH[a][i]) } }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
-        let apoEdge = options.apodization * (fc + kmax)
-        let w2 = Float(options.wiener * options.wiener)
-        func weight(_ idx: Int32, _ h: Float) -> Float {
-            guard idx >= 0 else { return 0 }
-            let j = Int(idx)
-            let u = j % halfW, v = j / halfW
+        // Apodization toward the extended support f_c + |k|, shaped like the ideal incoherent OTF there.
+        let apodizationShape = IdealOTF(na: 1, emissionNm: 2000 / (options.apodization * (fc + kmax)))
+        var apodization = [Float](repeating: 0, count: H * halfW)
+        var bigRho = [Float](repeating: 0, count: H * halfW)
+        for v in 0..<H { for u in 0..<halfW {
             let fx = Double(u) / (Double(W) * pixelUm / 2), fy = Double(signed(v, H)) / (Double(H) * pixelUm / 2)
-            let apo = max(0, 1 - hypot(fx, fy) / apoEdge)
-            return h * Float(apo) / (den[j] + w2)
-        }
-        let band0 = BandPlacement(index: b0i, weight: (0..<b0i.count).map { weight(b0i[$0], b0h[$0]) })
-        let plus = (0..<angles).map { a in BandPlacement(index: plusI[a], weight: (0..<gn).map { weight(plusI[a][$0], plusH[a][$0]) }) }
-        let minus = (0..<angles).map { a in BandPlacement(index: minusI[a], weight: (0..<gn).map { weight(minusI[a][$0], plusH[a][$0]) }) }
-        let plan = WienerPlan(band0: band0, plus: plus, minus: minus, ramps: ramps,
-                              separation: params.angles.map { separationWeights($0.phases) })
+            let f = hypot(fx, fy)
+            apodization[v * halfW + u] = Float(apodizationShape.value(f))
+            bigRho[v * halfW + u] = Float(f / fc)
+        } }
+        var band0Rho = [Float](repeating: 0, count: gh * smallHalf)
+        for v in 0..<gh { for u in 0..<smallHalf {
+            band0Rho[v * smallHalf + u] = Float(hypot(Double(u) / sx, Double(signed(v, gh)) / sy) / fc)
+        } }
+        var band0OTF = b0h
+        for v in 0..<gh { band0OTF[v * smallHalf + gw / 2] = Float(otf.value(hypot(Double(gw / 2) / sx, Double(signed(v, gh)) / sy))) }
+        let plan = WienerPlan(band0: BandPlacement(index: b0i, weight: b0h),
+                              plus: (0..<angles).map { BandPlacement(index: plusI[$0], weight: plusH[$0]) },
+                              minus: (0..<angles).map { BandPlacement(index: minusI[$0], weight: plusH[$0]) },
+                              ramps: ramps, separation: params.angles.map { separationWeights($0.phases) },
+                              denominator: den, apodization: apodization, bigRho: bigRho,
+                              band0Rho: band0Rho, band0OTF: band0OTF)
         weightsCache = (params, options, plan)
         return plan
     }
+
+    /// The signal and noise of the set whose band-0 half spectrum is in `smallHalf`.
+    func measureSpectrum(_ plan: WienerPlan) -> SpectralModel? {
+        let count = plan.band0Rho.count
+        for i in 0..<count {
+            let s = smallHalf[i]
+            bandPower[i] = s.re * s.re + s.im * s.im
+        }
+        return SpectralModel.fit(power: UnsafeBufferPointer(start: bandPower.pointer, count: count),
+                                 rho: plan.band0Rho, otf: plan.band0OTF, orientations: angles)
+    }
+
+    /// Makes `wienerFilter` match `params`, the options and (adaptive) the set's spectral model;
+    /// rebuilt only when one of them changed visibly.
+    func updateFilter(_ plan: WienerPlan, params: SIMParameters, model: SpectralModel?) {
+        if let built = wienerFilter.builtFor, built.params == params, built.options == options {
+            switch (built.model, model) {
+            case (nil, nil): return
+            case let (old?, new?) where !new.differsVisibly(from: old): return
+            default: break
+            }
+        }
+        let fixed: Double
+        switch options.wiener {
+        case .fixed(let w): fixed = w * w
+        case .adaptive: fixed = Self.fallbackWiener * Self.fallbackWiener
+        }
+        let values = wienerFilter.values
+        for j in 0..<plan.denominator.count {
+            let regularisation = model?.regularisation(atNormalisedFrequency: Double(plan.bigRho[j])) ?? fixed
+            values[j] = plan.apodization[j] / (plan.denominator[j] + Float(regularisation))
+        }
+        wienerFilter.builtFor = (params, options, model)
+    }
+
+    /// The constant w used when the adaptive filter has no noise reference (the OTF fills the
+    /// camera's whole spectrum) or no signal above the noise.
+    static let fallbackWiener = 0.1
 
     /// Reconstructs one SR frame (`2·width × 2·height`, same intensity scale as the widefield mean).
     ///
@@ -199,6 +260,18 @@ extension SIM2DReconstructor {
                 if j >= 0 { out[j].re += wp[i] * s[i].re; out[j].im += wp[i] * s[i].im }
             }
         } }
+        var model: SpectralModel?
+        if options.wiener == .adaptive {
+            model = measureSpectrum(plan)
+        }
+        lastSpectralModel = model
+        updateFilter(plan, params: params, model: model)
+        let filter = wienerFilter.values.pointer, spectrum = bigHalf.pointer
+        for j in 0..<halfBig {
+            let f = filter[j]
+            spectrum[j].re *= f
+            spectrum[j].im *= f
+        }
         c2rBig.inverse(bigHalf.pointer, bigReal.pointer)
         let scale = 1 / Float(gn)
         let outWidth = 2 * width

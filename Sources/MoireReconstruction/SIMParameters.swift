@@ -48,6 +48,8 @@ public struct SIMAngleParameters: Codable, Sendable, Equatable {
     /// True when the estimate was not trustworthy and the prior was used instead.
     public var flagged: Bool
     public var reason: String?
+    /// How band 0 leaks into band +1 around its raw-spectrum origin, measured at estimation (nil: not measured).
+    public var orderLeak: OrderLeak?
 
     public init(kx: Double, ky: Double, phases: [Double], modulation: Double, confidence: Double, source: String,
                 flagged: Bool, reason: String? = nil) {
@@ -63,6 +65,29 @@ public struct SIMAngleParameters: Codable, Sendable, Equatable {
         while a >= 180 { a -= 180 }
         return a
     }
+}
+
+/// The attenuation of band +1, ring by ring around its raw-spectrum origin: where the measured
+/// power is several times what the in-focus signal explains (band 0 leaking in), the ring is
+/// brought down to what the signal explains; 1 elsewhere.
+public struct OrderLeak: Codable, Sendable, Equatable {
+    /// Ring width, cycles/µm (ring r is centred r·step from the origin).
+    public var ringStep: Double
+    public var attenuation: [Double]
+
+    public init(ringStep: Double, attenuation: [Double]) {
+        self.ringStep = ringStep
+        self.attenuation = attenuation
+    }
+
+    /// The attenuation of the ring `distance` cycles/µm from the origin falls in (1 beyond the last).
+    public func attenuation(at distance: Double) -> Double {
+        let ring = Int((distance / ringStep).rounded())
+        return ring < attenuation.count ? attenuation[ring] : 1
+    }
+
+    /// The strongest attenuation, as the power ratio measured ÷ predicted (1: no leak).
+    public var peakLeak: Double { 1 / max(attenuation.min() ?? 1, 1e-9) }
 }
 
 /// Parameters of a 2D-SIM reconstruction: one entry per orientation.

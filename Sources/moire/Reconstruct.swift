@@ -20,8 +20,10 @@ struct SIMArguments: ParsableArguments {
     @Option(name: .long, help: "Pattern prior: PERIOD_UM (orientations 180°/angles apart, found), or PERIOD_UM@FIRST_ANGLE_DEG.")
     var kPrior: String?
     @Flag(name: .long, help: "Estimate for every phase set (default: once, from the first).") var estimateEvery = false
-    @Option(name: .long, help: "Wiener parameter.") var wiener: Double?
-    @Option(name: .long, help: "Suppression of bands ±1 near their order centres (0…1).") var suppression: Double?
+    @Option(name: .long, help: "Wiener parameter: auto (from each set's own signal and noise; 2D-SIM) or a constant w.")
+    var wiener: WienerParameter?
+    @Option(name: .long, help: "Suppression of bands ±1 near their order centres: auto (where band 0 leaks into them) or 0…1.")
+    var suppression: OrderSuppression?
 
     func job() throws -> OfflineSIM {
         var job = OfflineSIM()
@@ -48,6 +50,14 @@ struct SIMArguments: ParsableArguments {
     }
 }
 
+extension WienerParameter: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+}
+
+extension OrderSuppression: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+}
+
 /// `--k-prior PERIOD_UM[@FIRST_ANGLE_DEG]`.
 func parseKPrior(_ text: String) throws -> (periodUm: Double, firstAngleDeg: Double?) {
     let parts = text.split(separator: "@")
@@ -59,8 +69,9 @@ func parseKPrior(_ text: String) throws -> (periodUm: Double, firstAngleDeg: Dou
 
 func printParameters(_ p: SIMParameters) {
     for (a, ap) in p.angles.enumerated() {
-        print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, modulation %.3f, confidence %.1f, %@%@",
-                     a, ap.kMagnitude, 1 / ap.kMagnitude, ap.angleDeg, ap.modulation, ap.confidence, ap.source,
+        let leak = ap.orderLeak.map { String(format: ", order leak %.1f×", $0.peakLeak) } ?? ""
+        print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, modulation %.3f, confidence %.1f%@, %@%@",
+                     a, ap.kMagnitude, 1 / ap.kMagnitude, ap.angleDeg, ap.modulation, ap.confidence, leak, ap.source,
                      ap.flagged ? " — FLAGGED: \(ap.reason ?? "")" : ""))
     }
 }
@@ -154,7 +165,7 @@ extension Reconstruct {
         job.order = order
         job.na = sim.na; job.emissionNm = sim.emissionNm; job.excitationNm = sim3d.excitationNm
         job.immersionIndex = llsm.immersionIndex
-        job.background = sim.background; job.wiener = sim.wiener
+        job.background = sim.background; job.wiener = sim.wiener?.constant
         if let kPrior = sim.kPrior { (job.periodUm, job.firstAngleDeg) = try parseKPrior(kPrior) }
         let r = try job.run(input: input) { done, total in
             FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) volumes".utf8))

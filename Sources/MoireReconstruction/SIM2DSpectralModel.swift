@@ -1,0 +1,190 @@
+import Foundation
+
+/// How the generalized Wiener filter of 2D-SIM is regularised.
+public enum WienerParameter: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// From each phase set's own spectra: the noise power measured beyond the OTF support, the
+    /// object's power spectrum as a power law fitted within it; the regularisation at every
+    /// frequency is their ratio (the mean-square-error optimal linear filter).
+    case adaptive
+    /// One constant w (relative to the OTF, which is 1 at 0) at every frequency.
+    case fixed(Double)
+
+    public var description: String {
+        switch self {
+        case .adaptive: return "auto"
+        case .fixed(let w): return String(w)
+        }
+    }
+
+    /// The constant w, nil when adaptive.
+    public var constant: Double? {
+        if case .fixed(let w) = self { return w }
+        return nil
+    }
+
+    /// `auto` or a positive number (as typed by a user or written in a protocol).
+    public init?(_ text: String) {
+        if text == "auto" {
+            self = .adaptive
+            return
+        }
+        guard let w = Double(text), w.isFinite, w > 0 else { return nil }
+        self = .fixed(w)
+    }
+}
+
+/// Which modulation the Wiener filter assumes for each orientation's bands ±1.
+///
+/// The filter passes a band in proportion to m² where noise dominates, so an orientation whose
+/// modulation is estimated low (a weak estimate on sparse or dim data, more often than a weak
+/// pattern) would be starved and the others would dominate the spectrum. One pattern generator
+/// gives every orientation nearly the same modulation; `.common` uses the mean of the trusted
+/// estimates for all of them, so the SR transfer function stays isotropic.
+public enum ModulationInFilter: String, Codable, Sendable, Equatable, CaseIterable {
+    case common
+    case perOrientation = "per-orientation"
+
+    /// The modulation the filter uses for every orientation of `params`.
+    public func modulations(_ params: SIMParameters) -> [Double] {
+        switch self {
+        case .perOrientation:
+            return params.angles.map(\.modulation)
+        case .common:
+            let trusted = params.angles.filter { !$0.flagged }
+            let pool = trusted.isEmpty ? params.angles : trusted
+            let mean = pool.map(\.modulation).reduce(0, +) / Double(max(pool.count, 1))
+            return params.angles.map { _ in mean }
+        }
+    }
+}
+
+/// How bands ±1 are attenuated near their order centres, where band 0 leaks into them (phase
+/// errors, out-of-focus light the pattern modulates as well) and would leave peaks at ±k.
+public enum OrderSuppression: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// Per orientation and ring, from the leak measured at estimation (`SIMAngleParameters.orderLeak`):
+    /// none where band +1 near its origin holds about what the in-focus signal predicts, down to
+    /// the prediction where it holds several times more.
+    case adaptive
+    /// The same strength (0…1) for every orientation.
+    case fixed(Double)
+
+    public var description: String {
+        switch self {
+        case .adaptive: return "auto"
+        case .fixed(let s): return String(s)
+        }
+    }
+
+    /// `auto` or a number in 0…1.
+    public init?(_ text: String) {
+        if text == "auto" {
+            self = .adaptive
+            return
+        }
+        guard let s = Double(text), s >= 0, s <= 1 else { return nil }
+        self = .fixed(s)
+    }
+
+    /// The factor on band ±1 of an orientation `distance` cycles/µm from its raw-spectrum origin
+    /// (`gaussianSigma`: the fixed suppression's width).
+    public func factor(distance: Double, leak: OrderLeak?, gaussianSigma: Double) -> Double {
+        switch self {
+        case .fixed(let s):
+            return s > 0 ? 1 - s * exp(-distance * distance / (2 * gaussianSigma * gaussianSigma)) : 1
+        case .adaptive:
+            return leak?.attenuation(at: distance) ?? 1
+        }
+    }
+}
+
+/// The signal and noise of one phase set, as the adaptive Wiener filter sees them.
+///
+/// Measured on band 0 (the sum over orientations of each orientation's separated band 0):
+/// - `noisePower`: the mean |B̃(f)|² beyond 1.05 f_c, where no signal passes the OTF, divided by
+///   the number of orientations: the noise power of one orientation's band (bands ±1 carry the
+///   same, since the least-squares separation weighs the phases alike);
+/// - the object's power spectrum `P(ρ) = amplitude · ρ^(−exponent)` (ρ = f/f_c), fitted in log–log
+///   to radial averages of (|B̃|² − noise)/(orientations² · OTF²) between 0.1 and 0.7 f_c.
+/// The Wiener regularisation at normalised frequency ρ is then `noisePower / P(ρ)`.
+public struct SpectralModel: Sendable, Equatable {
+    public var noisePower: Double
+    public var amplitude: Double
+    public var exponent: Double
+
+    /// w² at normalised frequency ρ (ρ ≥ a floor that keeps it finite at the origin).
+    public func regularisation(atNormalisedFrequency rho: Double) -> Double {
+        noisePower / (amplitude * pow(max(rho, 1e-3), -exponent))
+    }
+
+    /// The constant-w equivalent at the OTF cutoff (for reports).
+    public var wienerAtCutoff: Double { regularisation(atNormalisedFrequency: 1).squareRoot() }
+
+    /// True when the filter built from `other` would differ visibly from this one's.
+    func differsVisibly(from other: SpectralModel) -> Bool {
+        let ratio = log(noisePower / amplitude) - log(other.noisePower / other.amplitude)
+        return abs(ratio) > 0.1 || abs(exponent - other.exponent) > 0.03
+    }
+
+    /// Fits the model to a band-0 half spectrum.
+    ///
+    /// - Parameters:
+    ///   - power: |B̃|² per half-spectrum sample.
+    ///   - rho: normalised radial frequency f/f_c of each sample.
+    ///   - otf: the detection OTF at each sample.
+    ///   - orientations: how many orientations' bands 0 were summed.
+    /// - Returns: nil when nothing lies beyond the OTF support (no noise reference) or when the
+    ///   signal stands above the noise in fewer than three radial bins.
+    public static func fit(power: UnsafeBufferPointer<Float>, rho: [Float], otf: [Float], orientations: Int) -> SpectralModel? {
+        let beyond: Float = 1.05
+        var noiseSum = 0.0
+        var noiseCount = 0
+        let bins = 16
+        let low = log(0.1), high = log(0.7)
+        var binPower = [Double](repeating: 0, count: bins)
+        var binOTF2 = [Double](repeating: 0, count: bins)
+        var binLogRho = [Double](repeating: 0, count: bins)
+        var binCount = [Int](repeating: 0, count: bins)
+        for i in 0..<rho.count {
+            let r = rho[i]
+            if r > beyond {
+                noiseSum += Double(power[i])
+                noiseCount += 1
+                continue
+            }
+            guard r >= 0.1, r < 0.7 else { continue }
+            let logRho = log(Double(r))
+            let bin = min(bins - 1, Int(Double(bins) * (logRho - low) / (high - low)))
+            binPower[bin] += Double(power[i])
+            binOTF2[bin] += Double(otf[i] * otf[i])
+            binLogRho[bin] += logRho
+            binCount[bin] += 1
+        }
+        guard noiseCount >= 64 else { return nil }
+        let noiseOfSum = noiseSum / Double(noiseCount)
+        let count = Double(orientations)
+        var xs: [Double] = []
+        var ys: [Double] = []
+        for b in 0..<bins where binCount[b] >= 4 {
+            let n = Double(binCount[b])
+            let signal = binPower[b] / n - noiseOfSum
+            // A bin whose power does not clearly exceed the noise says nothing about the signal.
+            guard signal > 0.1 * noiseOfSum, binOTF2[b] > 0 else { continue }
+            xs.append(binLogRho[b] / n)
+            ys.append(log(signal / (count * count * binOTF2[b] / n)))
+        }
+        guard xs.count >= 3 else { return nil }
+        let mx = xs.reduce(0, +) / Double(xs.count)
+        let my = ys.reduce(0, +) / Double(ys.count)
+        var sxy = 0.0
+        var sxx = 0.0
+        for (x, y) in zip(xs, ys) {
+            sxy += (x - mx) * (y - my)
+            sxx += (x - mx) * (x - mx)
+        }
+        let slope = sxx > 0 ? sxy / sxx : 0
+        let exponent = min(5, max(0, -slope))
+        // Intercept refitted with the clamped exponent.
+        let intercept = zip(xs, ys).map { $1 + exponent * $0 }.reduce(0, +) / Double(xs.count)
+        return SpectralModel(noisePower: noiseOfSum / count, amplitude: exp(intercept), exponent: exponent)
+    }
+}
