@@ -70,3 +70,35 @@ public enum SIMBench {
                       pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
     }
 }
+
+/// A live 2D-SIM acquisition on the simulated rig in real time, with recording: does the SIM
+/// stage reconstruct every complete phase set at camera speed?
+public enum LiveSIMBench {
+    public struct Result: Sendable {
+        public var rawFramesPerSecond: Double
+        public var framesLost: Int
+        public var sets: SIMStageCounters
+        public var seconds: Double
+        public var width: Int
+    }
+
+    /// Runs `protocolFile` (a sim2d protocol) for `timepoints` phase sets with the exposure set so
+    /// that raw frames come at `rawFramesPerSecond`, recording into `dir`.
+    public static func run(protocolFile: String, rawFramesPerSecond: Double, timepoints: Int, dir: String) throws -> Result {
+        var p = try AcquisitionProtocol.load(file: protocolFile)
+        guard p.mode == .sim2d else { throw MoireError(.usage, "the live SIM benchmark needs a sim2d protocol", place: protocolFile) }
+        p.timepoints = timepoints
+        p.intervalMs = 0
+        for c in p.channels.indices { p.channels[c].exposureMs = 1000 / rawFramesPerSecond }
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/bench-live-sim.ome.tif"
+        o.noPublish = true
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: RealClock())
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let r = try pipe.run()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        guard let sets = r.sim else { throw MoireError(.usage, "the run had no live SIM stage", place: protocolFile) }
+        return Result(rawFramesPerSecond: Double(r.run.delivered) / seconds, framesLost: r.run.missing, sets: sets,
+                      seconds: seconds, width: p.roiWidth)
+    }
+}

@@ -84,7 +84,11 @@ extension SIM2DReconstructor {
             b0h[i] = Float(otf.value(hypot(Double(u) / sx, Double(fv) / sy)))
         } }
         // Bands ±1 per orientation (full small spectrum).
-        var plusH: [[Float]] = [], plusI: [[Int32]] = [], minusI: [[Int32]] = []
+        // Per sample of band +1: the numerator's weight h·a and the denominator's h²·a, where a ≤ 1
+        // is the order-centre attenuation. The attenuation weighs the band as if it were 1/a times
+        // noisier there (a per-band Wiener weight): where no other band carries those frequencies
+        // they are regularised, never amplified (h·a·D / (h²·a²) would boost them by 1/a).
+        var plusH: [[Float]] = [], plusDen: [[Float]] = [], plusI: [[Int32]] = [], minusI: [[Int32]] = []
         var ramps: [AlignedBuffer<Complex32>] = []
         let filterModulations = options.modulationInFilter.modulations(params)
         for (a, filterModulation) in zip(params.angles, filterModulations) {
@@ -92,15 +96,18 @@ extension SIM2DReconstructor {
             let kxi = Int((a.kx * sx).rounded()), kyi = Int((a.ky * sy).rounded())
             let mh = filterModulation / 2
             var ip = [Int32](repeating: -1, count: gn), im = [Int32](repeating: -1, count: gn), hp = [Float](repeating: 0, count: gn)
+            var hd = [Float](repeating: 0, count: gn)
             for v in 0..<gh { for u in 0..<gw {
                 let i = v * gw + u
                 let Fu = signed(u, gw) - kxi, Fv = signed(v, gh) - kyi
                 let dx = Double(Fu) / sx + a.kx, dy = Double(Fv) / sy + a.ky
-                hp[i] = Float(mh * otf.value(hypot(dx, dy)) * att(dx * dx + dy * dy))
+                let h = mh * otf.value(hypot(dx, dy)), attenuation = att(dx * dx + dy * dy)
+                hp[i] = Float(h * attenuation)
+                hd[i] = Float(h * h * attenuation)
                 ip[i] = half(Fu, Fv)
                 im[i] = half(-Fu, -Fv)
             } }
-            plusH.append(hp); plusI.append(ip); minusI.append(im)
+            plusH.append(hp); plusDen.append(hd); plusI.append(ip); minusI.append(im)
             let ramp = AlignedBuffer<Complex32>(count: gn)
             let dx = a.kx - Double(kxi) / sx, dy = a.ky - Double(kyi) / sy
             // The whole shift e^{−i2πk·(r − r₀)} is referenced to the frame's first pixel r₀ (where the
@@ -115,13 +122,14 @@ extension SIM2DReconstructor {
         }
         // Denominator over the full plane: each band's |H|² at its own place and at its mirror.
         func addDen(_ idx: Int32, _ h: Float) { if idx >= 0 { den[Int(idx)] += h * h } }
+        func addDenWeight(_ idx: Int32, _ weight: Float) { if idx >= 0 { den[Int(idx)] += weight } }
         for v in 0..<gh { for u in 0..<gw {
             // Band 0 of every orientation at F and (mirror) −F: only the stored half matters.
             let fu = signed(u, gw), fv = signed(v, gh)
             let h = Float(otf.value(hypot(Double(fu) / sx, Double(fv) / sy)))
             addDen(half(fu, fv), h * Float(angles).squareRoot())
         } }
-        for a in 0..<angles { for i in 0..<gn { addDen(plusI[a][i], plusH[a][i]); addDen(minusI[a][i], plusH[a][i]) } }
+        for a in 0..<angles { for i in 0..<gn { addDenWeight(plusI[a][i], plusDen[a][i]); addDenWeight(minusI[a][i], plusDen[a][i]) } }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
         // Apodization toward the extended support f_c + |k|, shaped like the ideal incoherent OTF there.
         let apodizationShape = IdealOTF(na: 1, emissionNm: 2000 / (options.apodization * (fc + kmax)))

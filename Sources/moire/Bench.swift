@@ -4,15 +4,16 @@ import MoirePipeline
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport, sim2d, denoise, llsm, usb.") var what: String
+    @Argument(help: "What to measure: transport, sim2d, live-sim, denoise, llsm, usb.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile = "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard ["transport", "sim2d", "denoise", "llsm", "usb"].contains(what) else {
-            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, denoise, llsm, usb"))
+        guard ["transport", "sim2d", "live-sim", "denoise", "llsm", "usb"].contains(what) else {
+            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, live-sim, denoise, llsm, usb"))
         }
+        if what == "live-sim" { return try liveSIM() }
         if what == "usb" { return try usb() }
         if what == "llsm" { return try llsm() }
         if what == "denoise" { return try denoise() }
@@ -96,6 +97,33 @@ extension Bench {
             }
             print(String(format: "peer PyTorch (CPU, same network and step): %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×",
                          inf, ad, r.inferenceFPS / inf, r.adaptedFPS / ad))
+        } catch { throw fail(error) }
+    }
+
+    /// A live 512×512 2D-SIM run at 100 raw frames/s with recording: every complete set reconstructed?
+    /// Beside it, the share of those sets napari-sim-processor could reconstruct at its measured speed.
+    func liveSIM() throws {
+        do {
+            let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let r = try LiveSIMBench.run(protocolFile: protocolFile, rawFramesPerSecond: 100, timepoints: 60, dir: dir)
+            let c = r.sets
+            let setsPerSecond = Double(c.setsComplete) / r.seconds
+            print(String(format: "moire live 2D-SIM %d×%d with recording: %.1f raw frames/s (%d lost), %d complete phase sets, %d reconstructed, %d skipped behind, %d with a missing frame, %d estimation(s)",
+                         r.width, r.width, r.rawFramesPerSecond, r.framesLost, c.setsComplete, c.reconstructed, c.skippedBehind, c.skippedMissing, c.estimates))
+            let offline = try SIMBench.run(protocolFile: protocolFile, repeats: 3, dir: dir)
+            let data = try runPeer(["python3", "Benchmarks/peers/sim2d_peer.py", offline.rawPath, "\(offline.width)", "\(offline.pixelUm)", "\(offline.na)", "0.525", "5"])
+            struct Peer: Decodable { var peer: String?; var ms_per_frame: Double?; var error: String? }
+            guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame else {
+                print("peer: not available (make bench installs napari-sim-processor --no-deps)")
+                return
+            }
+            let ours = Double(c.reconstructed) / Double(max(c.setsComplete, 1))
+            let peerShare = min(1, 1000 / ms / setsPerSecond)
+            print(String(format: "peer %@: %.1f ms per set, so at most %.0f%% of these %.1f sets/s   share reconstructed moire/peer %.2f×",
+                         p.peer ?? "?", ms, 100 * peerShare, setsPerSecond, ours / peerShare))
         } catch { throw fail(error) }
     }
 

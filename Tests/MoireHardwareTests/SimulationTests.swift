@@ -26,6 +26,24 @@ func stats(_ v: [Double]) -> (mean: Double, variance: Double) {
         #expect(abs(s.mean) < 0.03 && abs(s.variance - 1) < 0.03)
     }
 
+    @Test func normalPairsAreStandardUncorrelatedAndGaussianInTheTails() {
+        var r = SimRandom(seed: 11)
+        var first: [Double] = [], second: [Double] = []
+        for _ in 0..<40_000 {
+            let (a, b) = r.normalPair()
+            first.append(a)
+            second.append(b)
+        }
+        let all = first + second
+        let s = stats(all)
+        #expect(abs(s.mean) < 0.02 && abs(s.variance - 1) < 0.03)
+        let correlation = zip(first, second).map { $0 * $1 }.reduce(0, +) / Double(first.count)
+        #expect(abs(correlation) < 0.02)
+        // P(|x| > 2) = 4.55 % for a standard normal (a uniform or triangular stand-in gives 0 or far less).
+        let tail = Double(all.filter { abs($0) > 2 }.count) / Double(all.count)
+        #expect(abs(tail - 0.0455) < 0.005, "tail \(tail)")
+    }
+
     @Test func idealOTFMatchesAnalyticValues() {
         #expect(OpticalModel.idealOTF(0, cutoff: 5) == 1)
         #expect(OpticalModel.idealOTF(5, cutoff: 5) == 0)
