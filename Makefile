@@ -68,6 +68,7 @@ bench: deps build
 	  || python3 -m pip install -q --no-deps napari-sim-processor || python3 -m pip install -q --no-deps --break-system-packages napari-sim-processor
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench transport
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench sim2d
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench live-sim
 	@test -x Benchmarks/.venv/bin/python3 || python3 -m venv Benchmarks/.venv
 	@Benchmarks/.venv/bin/python3 -c "import torch, numpy" 2>/dev/null || { echo "bench: installing torch from PyPI into Benchmarks/.venv (large, once)"; \
 	  Benchmarks/.venv/bin/python3 -m pip install -q torch numpy; }

@@ -33,9 +33,29 @@ public struct Complex32: Sendable, Equatable {
 }
 
 /// How hard FFTW searches for a fast plan.
-public enum PlanRigor: Sendable {
-    case estimate, measure
-    var flag: UInt32 { self == .estimate ? UInt32(FFTW_ESTIMATE) : UInt32(FFTW_MEASURE) }
+public enum PlanRigor: Hashable, Sendable {
+    /// A heuristic plan, made at once.
+    case estimate
+    /// The fastest plan FFTW finds by timing candidates (seconds to minutes for large 3D shapes
+    /// the first time; instant when the wisdom holds it).
+    case measure
+    /// The measured plan when the loaded wisdom holds one for this shape, else an estimated plan:
+    /// never slow to make (live runs; `moire wisdom` makes the wisdom once per machine).
+    case fromWisdom
+
+    var flag: UInt32 {
+        switch self {
+        case .estimate: return UInt32(FFTW_ESTIMATE)
+        case .measure: return UInt32(FFTW_MEASURE)
+        case .fromWisdom: return UInt32(FFTW_MEASURE) | UInt32(FFTW_WISDOM_ONLY)
+        }
+    }
+
+    /// Plans with `make(flags)`; a wisdom-only plan that the wisdom cannot give is estimated instead.
+    func plan(_ make: (UInt32) -> fftwf_plan?) -> fftwf_plan? {
+        if let made = make(flag) { return made }
+        return self == .fromWisdom ? make(UInt32(FFTW_ESTIMATE)) : nil
+    }
 }
 
 /// Kinds of transform a plan performs.
@@ -58,25 +78,24 @@ public final class FFTPlan2D: @unchecked Sendable {
     fileprivate init(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor) throws {
         self.width = width; self.height = height; self.kind = kind
         let n = width * height
-        let flags = rigor.flag
         var made: fftwf_plan?
         switch kind {
         case .r2c:
             let i = AlignedBuffer<Float>(count: n), o = AlignedBuffer<Complex32>(count: height * (width / 2 + 1))
-            made = o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: o.count) {
-                fftwf_plan_dft_r2c_2d(Int32(height), Int32(width), i.pointer, $0, flags)
+            made = o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: o.count) { op in
+                rigor.plan { fftwf_plan_dft_r2c_2d(Int32(height), Int32(width), i.pointer, op, $0) }
             }
         case .c2r:
             let i = AlignedBuffer<Complex32>(count: height * (width / 2 + 1)), o = AlignedBuffer<Float>(count: n)
-            made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: i.count) {
-                fftwf_plan_dft_c2r_2d(Int32(height), Int32(width), $0, o.pointer, flags)
+            made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: i.count) { ip in
+                rigor.plan { fftwf_plan_dft_c2r_2d(Int32(height), Int32(width), ip, o.pointer, $0) }
             }
         case .c2cForward, .c2cBackward:
             let i = AlignedBuffer<Complex32>(count: n), o = AlignedBuffer<Complex32>(count: n)
             let sign = kind == .c2cForward ? FFTW_FORWARD : FFTW_BACKWARD
             made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
                 o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
-                    fftwf_plan_dft_2d(Int32(height), Int32(width), ip, op, sign, flags)
+                    rigor.plan { fftwf_plan_dft_2d(Int32(height), Int32(width), ip, op, sign, $0) }
                 }
             }
         }
@@ -126,7 +145,7 @@ public final class FFTPlan3D: @unchecked Sendable {
         let i = AlignedBuffer<Complex32>(count: n), o = AlignedBuffer<Complex32>(count: n)
         let made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
             o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
-                fftwf_plan_dft_3d(Int32(depth), Int32(height), Int32(width), ip, op, forward ? FFTW_FORWARD : FFTW_BACKWARD, rigor.flag)
+                rigor.plan { fftwf_plan_dft_3d(Int32(depth), Int32(height), Int32(width), ip, op, forward ? FFTW_FORWARD : FFTW_BACKWARD, $0) }
             }
         }
         guard let made else { throw MoireError(.numeric, "FFTW could not plan a \(width)×\(height)×\(depth) transform") }
@@ -155,8 +174,10 @@ public final class FFTPlan3DReal: @unchecked Sendable {
         self.width = width; self.height = height; self.depth = depth; self.forward = forward
         let r = AlignedBuffer<Float>(count: width * height * depth), c = AlignedBuffer<Complex32>(count: (width / 2 + 1) * height * depth)
         let made = c.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: c.count) { cp in
-            forward ? fftwf_plan_dft_r2c_3d(Int32(depth), Int32(height), Int32(width), r.pointer, cp, rigor.flag)
-                    : fftwf_plan_dft_c2r_3d(Int32(depth), Int32(height), Int32(width), cp, r.pointer, rigor.flag)
+            rigor.plan { flags in
+                forward ? fftwf_plan_dft_r2c_3d(Int32(depth), Int32(height), Int32(width), r.pointer, cp, flags)
+                        : fftwf_plan_dft_c2r_3d(Int32(depth), Int32(height), Int32(width), cp, r.pointer, flags)
+            }
         }
         guard let made else { throw MoireError(.numeric, "FFTW could not plan a real \(width)×\(height)×\(depth) transform") }
         plan = made
@@ -180,7 +201,7 @@ public final class FFTPlan3DReal: @unchecked Sendable {
 /// The plan cache: one plan per shape, kind and rigor; planning serialised (FFTW's planner is not thread-safe).
 public enum FFT {
     fileprivate static let planning = NSLock()
-    private struct Key: Hashable { let w: Int, h: Int, kind: FFTKind, measure: Bool, threads: Int }
+    private struct Key: Hashable { let w: Int, h: Int, kind: FFTKind, rigor: PlanRigor, threads: Int }
     nonisolated(unsafe) private static var cache: [Key: FFTPlan2D] = [:]
 
     nonisolated(unsafe) private static var threads = 1
@@ -215,7 +236,7 @@ public enum FFT {
                                     _ rigor: PlanRigor, make: () throws -> P) throws -> P {
         guard width > 0, height > 0, depth > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty") }
         return try planning.withLock {
-            let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor == .measure)/\(threads)"
+            let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor)/\(threads)"
             if let p = cache[key] { return p }
             let p = try make()
             cache[key] = p
@@ -258,7 +279,7 @@ public enum FFT {
     public static func plan2D(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor = .estimate) throws -> FFTPlan2D {
         guard width > 0, height > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height) is empty") }
         return try planning.withLock {
-            let key = Key(w: width, h: height, kind: kind, measure: rigor == .measure, threads: threads)
+            let key = Key(w: width, h: height, kind: kind, rigor: rigor, threads: threads)
             if let p = cache[key] { return p }
             let p = try FFTPlan2D(width: width, height: height, kind: kind, rigor: rigor)
             cache[key] = p

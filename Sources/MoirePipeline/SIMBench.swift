@@ -71,8 +71,13 @@ public enum SIMBench {
     }
 }
 
-/// A live 2D-SIM acquisition on the simulated rig in real time, with recording: does the SIM
-/// stage reconstruct every complete phase set at camera speed?
+/// A live 2D-SIM acquisition in real time, with recording: does the SIM stage reconstruct every
+/// complete phase set at camera speed?
+///
+/// The simulated rig renders the raw frames ahead of time into a recording (in virtual time: its
+/// physical simulation, Poisson noise included, costs more than a real camera's CPU budget), which
+/// a `ReplayCamera` then serves in real time at the protocol's frame rate through the whole
+/// pipeline: raw bus, recorder and the live SIM stage, with simulated lasers and modulator.
 public enum LiveSIMBench {
     public struct Result: Sendable {
         public var rawFramesPerSecond: Double
@@ -83,17 +88,40 @@ public enum LiveSIMBench {
     }
 
     /// Runs `protocolFile` (a sim2d protocol) for `timepoints` phase sets with the exposure set so
-    /// that raw frames come at `rawFramesPerSecond`, recording into `dir`.
+    /// that raw frames come at `rawFramesPerSecond` (less the camera's readout and the
+    /// modulator's settling per frame), recording into `dir`.
     public static func run(protocolFile: String, rawFramesPerSecond: Double, timepoints: Int, dir: String) throws -> Result {
         var p = try AcquisitionProtocol.load(file: protocolFile)
         guard p.mode == .sim2d else { throw MoireError(.usage, "the live SIM benchmark needs a sim2d protocol", place: protocolFile) }
         p.timepoints = timepoints
         p.intervalMs = 0
-        for c in p.channels.indices { p.channels[c].exposureMs = 1000 / rawFramesPerSecond }
+        // Each frame takes its exposure, the rolling readout of the ROI and the modulator's settling.
+        let readoutMs = p.rig.cameraProfile.readoutMs(rows: p.roiHeight)
+        let settleMs = p.rig.modulator?.profile.modulator?.settleMs ?? 0
+        let exposureMs = 1000 / rawFramesPerSecond - readoutMs - settleMs
+        guard exposureMs > 0.1 else {
+            throw MoireError(.usage, String(format: "%.0f raw frames/s leaves no exposure after %.2f ms readout and %.2f ms settling",
+                                            rawFramesPerSecond, readoutMs, settleMs), place: protocolFile)
+        }
+        for c in p.channels.indices { p.channels[c].exposureMs = exposureMs }
+        // 1. The frames, rendered by the simulated rig in virtual time.
+        var rendering = p
+        rendering.reconstruction["enabled"] = "false"
+        let source = "\(dir)/bench-live-sim-source.ome.tif"
+        var renderOptions = PipelineOptions()
+        renderOptions.recordingPath = source
+        renderOptions.noPublish = true
+        _ = try AcquisitionPipeline(protocol: rendering, options: renderOptions, clock: VirtualClock()).run()
+        // 2. Served in real time through the whole pipeline, live SIM on, recording.
+        let clock = RealClock()
+        let simulated = try DeviceFactory.make(rig: p.rig, clock: clock)
+        let camera = try ReplayCamera(path: source, profile: p.rig.cameraProfile, clock: clock)
+        let devices = RigDevices(rig: p.rig, camera: camera, modulator: simulated.modulator, scanner: simulated.scanner,
+                                 stage: simulated.stage, lasers: simulated.lasers)
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/bench-live-sim.ome.tif"
         o.noPublish = true
-        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: RealClock())
+        let pipe = try AcquisitionPipeline(protocol: p, devices: devices, options: o, clock: clock)
         let t0 = DispatchTime.now().uptimeNanoseconds
         let r = try pipe.run()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9

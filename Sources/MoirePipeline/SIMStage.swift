@@ -159,7 +159,8 @@ final class SIMStage: @unchecked Sendable {
             let otf: RadialOTF = measured ?? IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: ch.emissionNm, attenuation: p.rig.otfAttenuation)
             reconstructors[c] = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
                                                        phases: p.phases, otf: otf,
-                                                       options: { var o = options.sim; if o.background == 0 { o.background = p.rig.cameraProfile.offsetADU }; return o }())
+                                                       options: { var o = options.sim; if o.background == 0 { o.background = p.rig.cameraProfile.offsetADU }; return o }(),
+                                                       rigor: .fromWisdom)
         }
     }
 

@@ -110,7 +110,43 @@ final class VolumeStage: @unchecked Sendable {
         return out
     }
 
+    /// The processor of `channel`, made on first use (its deconvolver is planned by `prepare`).
+    private func processor(channel: Int) throws -> LightSheetProcessor {
+        lock.lock()
+        defer { lock.unlock() }
+        if let made = processors[channel] { return made }
+        let optics = try proto.lightSheetOptics(emissionNm: proto.channels[channel].emissionNm)
+        let measured = measuredPSF[channel]
+        let made = LightSheetProcessor(geometry: geometry, iterations: iterations, background: background, rigor: .fromWisdom) {
+            measured ?? LightSheetPSF.model(optics, voxelUm: $0)
+        }
+        processors[channel] = made
+        return made
+    }
+
+    /// Plans every channel's deconvolution on a thread of its own while the devices arm, so the
+    /// first volume does not wait for it (plans from the wisdom `moire wisdom` made, else estimated).
+    func prepare() {
+        guard iterations > 0 else { return }
+        let thread = Thread { [self] in
+            let started = DispatchTime.now().uptimeNanoseconds
+            for channel in proto.channels.indices {
+                do {
+                    try processor(channel: channel).prepare(width: planeWidth, height: planeHeight, depth: proto.zPlanes)
+                } catch {
+                    // The first stack makes it again and reports the error where it counts.
+                    logger.warning("deconvolution could not be prepared ahead", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            logger.info("deconvolution prepared while the devices armed", metadata: ["seconds": "\(String(format: "%.2f", seconds))"])
+        }
+        thread.name = "moire.stage.volume.prepare"
+        thread.start()
+    }
+
     func start() {
+        prepare()
         stacks.start(name: "moire.stage.volume", logger: logger, output: output, process: { [self] in try process($0) }) { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind)
@@ -130,18 +166,12 @@ final class VolumeStage: @unchecked Sendable {
             lock.lock(); own.missingPlanes += missing.count; lock.unlock()
             logger.warning("stack with missing planes: filled with its background and flagged", metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
         }
-        if processors[h0.c] == nil {
-            let optics = try proto.lightSheetOptics(emissionNm: proto.channels[h0.c].emissionNm)
-            let measured = measuredPSF[h0.c]
-            processors[h0.c] = LightSheetProcessor(geometry: geometry, iterations: iterations, background: background) {
-                measured ?? LightSheetPSF.model(optics, voxelUm: $0)
-            }
-        }
+        let processor = try self.processor(channel: h0.c)
         var planes = stack.planes, weightsVersion: Int?, scale: Float?
         if let denoiser {
             (planes, weightsVersion, scale) = try denoiser.denoise(planes: planes, width: planeWidth, height: planeHeight, skip: Set(missing))
         }
-        var vol = try processors[h0.c]!.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
+        var vol = try processor.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
         if rotate { vol = CoverslipRotation.apply(vol, angleDeg: geometry.angleDeg) }
         var vh = FrameHeader(stream: "vol", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
                              z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,

@@ -460,12 +460,30 @@ public final class LightSheetProcessor: @unchecked Sendable {
     public let geometry: LightSheetGeometry
     public let iterations: Int
     public let background: Float?
+    /// How the deconvolver's transforms are planned (live runs: `.fromWisdom`, never slow).
+    public let rigor: PlanRigor
     let psf: ((x: Double, y: Double, z: Double)) throws -> Volume
     private var deconvolver: RichardsonLucy?
+    /// Held while the deconvolver is made: `prepare` on one thread, the first `process` on another.
+    private let preparation = NSLock()
 
-    public init(geometry: LightSheetGeometry, iterations: Int, background: Float? = nil,
+    public init(geometry: LightSheetGeometry, iterations: Int, background: Float? = nil, rigor: PlanRigor = .estimate,
                 psf: @escaping ((x: Double, y: Double, z: Double)) throws -> Volume) {
-        self.geometry = geometry; self.iterations = iterations; self.background = background; self.psf = psf
+        self.geometry = geometry; self.iterations = iterations; self.background = background; self.rigor = rigor; self.psf = psf
+    }
+
+    /// Makes the deconvolver (PSF, OTF, FFT plans: the slow part of the first stack) for stacks
+    /// of `depth` raw planes of `width × height`, ahead of the first stack: the live stage calls it
+    /// while the devices arm. `process` waits for it when it is still running.
+    public func prepare(width: Int, height: Int, depth: Int) throws {
+        preparation.lock()
+        defer { preparation.unlock() }
+        guard iterations > 0, deconvolver == nil else { return }
+        // The deskewed volume's shape and voxel, as `Deskew.apply` makes them.
+        let deskewedWidth = geometry.deskewedWidth(nx: width, nz: depth)
+        let p = try psf((geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm))
+        deconvolver = try RichardsonLucy(psf: p, width: deskewedWidth, height: height, depth: depth,
+                                         band: Deskew.band(geometry: geometry, nx: width, nz: depth, margin: p.width / 2), rigor: rigor)
     }
 
     /// The 1st percentile of `planes`, from a strided sample of at most a million pixels.
@@ -491,12 +509,11 @@ public final class LightSheetProcessor: @unchecked Sendable {
         let raw = try Volume(planes: filled, width: width, height: height, voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.stepUm))
         let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
         guard iterations > 0 else { return (raw, desk, desk) }
-        if deconvolver == nil {
-            // On the band of the deskewed volume the data fill (not its empty triangles).
-            let p = try psf(desk.voxelUm)
-            deconvolver = try RichardsonLucy(psf: p, width: desk.width, height: desk.height, depth: desk.depth,
-                                             band: Deskew.band(geometry: geometry, nx: width, nz: raw.depth, margin: p.width / 2))
-        }
-        return (raw, desk, try deconvolver!.run(desk, iterations: iterations, background: background, progress: progress))
+        // On the band of the deskewed volume the data fill (not its empty triangles).
+        try prepare(width: width, height: height, depth: raw.depth)
+        preparation.lock()
+        let deconvolver = self.deconvolver!
+        preparation.unlock()
+        return (raw, desk, try deconvolver.run(desk, iterations: iterations, background: background, progress: progress))
     }
 }

@@ -19,6 +19,25 @@ import Testing
         #expect(others < 1e-2)
     }
 
+    @Test func aWisdomOnlyPlanWithoutWisdomFallsBackToAnEstimatedPlanThatTransformsAlike() throws {
+        // An odd shape no other test plans: the wisdom has nothing for it, so FFTW's wisdom-only
+        // planner gives no plan and an estimated one is made instead.
+        let w = 26, h = 14, d = 6
+        let fromWisdom = try FFT.plan3DReal(width: w, height: h, depth: d, forward: true, rigor: .fromWisdom)
+        let estimated = try FFT.plan3DReal(width: w, height: h, depth: d, forward: true, rigor: .estimate)
+        let input = AlignedBuffer<Float>(count: w * h * d)
+        for i in 0..<(w * h * d) { input[i] = Float((i * 37) % 11) - 5 }
+        let a = AlignedBuffer<Complex32>(count: fromWisdom.complexCount), b = AlignedBuffer<Complex32>(count: estimated.complexCount)
+        fromWisdom.execute(real: input.pointer, complex: a.pointer)
+        estimated.execute(real: input.pointer, complex: b.pointer)
+        for i in 0..<fromWisdom.complexCount {
+            #expect(abs(a[i].re - b[i].re) < 1e-3 && abs(a[i].im - b[i].im) < 1e-3)
+        }
+        // The sum of the input is the transform at the origin: the plan transforms, not just exists.
+        let sum = (0..<(w * h * d)).reduce(Float(0)) { $0 + input[$1] }
+        #expect(abs(a[0].re - sum) < 1e-2)
+    }
+
     @Test func forwardThenInverseMultipliesBySize() throws {
         let w = 24, h = 20
         let f = try FFT.plan2D(width: w, height: h, kind: .c2cForward)
