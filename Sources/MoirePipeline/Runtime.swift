@@ -11,4 +11,7 @@ public enum Runtime {
 
     /// Saves the FFTW wisdom gathered in this run (best effort).
     public static func saveFFTWisdom() { try? FFT.saveWisdom() }
+
+    /// Where the wisdom is kept.
+    public static var fftWisdomPath: String { FFT.defaultWisdomPath }
 }

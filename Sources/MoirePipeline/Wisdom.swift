@@ -15,6 +15,9 @@ public enum Wisdom {
         public var seconds: Double
     }
 
+    /// Saves the wisdom gathered so far (`Runtime.fftWisdomPath`); an error names the file.
+    public static func save() throws { try FFT.saveWisdom() }
+
     /// Makes measured plans for every transform the live stages of `protocolFile` use (light-sheet
     /// deconvolution per channel, the 2D-SIM reconstruction grid) and adds them to the loaded wisdom.
     public static func make(protocolFile: String, progress: (String) -> Void = { _ in }) throws -> Report {

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import MoireFFT
 import MoirePipeline
 
 /// `moire wisdom PROTOCOL…`: measured FFT plans for the protocols' shapes, saved once per machine.
@@ -8,7 +7,7 @@ struct WisdomCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wisdom",
         abstract: "Make FFTW wisdom for the protocols' shapes once on this machine, so live runs plan their transforms at once.",
-        discussion: "Light-sheet deconvolution of large stacks can take minutes to measure the first time; with the wisdom, a live run's first volume does not wait for it. Saved to \(FFT.defaultWisdomPath).")
+        discussion: "Light-sheet deconvolution of large stacks can take minutes to measure the first time; with the wisdom, a live run's first volume does not wait for it. Saved to \(Runtime.fftWisdomPath).")
 
     @Argument(help: "Protocol files (YAML).") var protocols: [String]
 
@@ -26,8 +25,8 @@ struct WisdomCommand: ParsableCommand {
                     print(String(format: "%@: %@ (%.1f s)", file, report.shapes.joined(separator: "; "), report.seconds))
                 }
             }
-            try FFT.saveWisdom()
-            print("wisdom saved to \(FFT.defaultWisdomPath)")
+            try Wisdom.save()
+            print("wisdom saved to \(Runtime.fftWisdomPath)")
         } catch { throw fail(error) }
     }
 }

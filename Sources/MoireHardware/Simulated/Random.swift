@@ -33,16 +33,11 @@ public struct SimRandom: Sendable {
         return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
 
-    /// Two independent standard normals (Marsaglia's polar method: one logarithm and one square
-    /// root per pair, no trigonometry; a point outside the unit disc, 21 % of them, is drawn again).
+    /// Two independent standard normals (Box–Muller, both branches).
     @inline(__always) public mutating func normalPair() -> (Double, Double) {
-        while true {
-            let x = 2 * uniform() - 1, y = 2 * uniform() - 1
-            let s = x * x + y * y
-            guard s > 0, s < 1 else { continue }
-            let f = (-2 * log(s) / s).squareRoot()
-            return (x * f, y * f)
-        }
+        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        let r = (-2 * log(u1)).squareRoot(), a = 2 * Double.pi * u2
+        return (r * cos(a), r * sin(a))
     }
 
     /// Poisson-distributed count with mean `lambda`: inversion for small means, PTRS (Hörmann 1993) above.
