@@ -17,6 +17,7 @@ public final class OMETiffReader {
     public init(path: String) throws {
         self.path = path
         guard FileManager.default.fileExists(atPath: path) else { throw MoireError(.io, "no such file", place: path) }
+        try InputFile.requireRegular(path)
         tif = try TIFFCall.open(path, mode: "r")
         var w: UInt32 = 0, h: UInt32 = 0, bps: UInt16 = 0, spp: UInt16 = 1, fmt: UInt16 = UInt16(SAMPLEFORMAT_UINT)
         guard moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w) != 0, moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h) != 0 else {
@@ -38,6 +39,22 @@ public final class OMETiffReader {
         var desc: UnsafePointer<CChar>?
         description = moire_tiff_get_string(tif, UInt32(TIFFTAG_IMAGEDESCRIPTION), &desc) != 0 ? desc.map { String(cString: $0) } : nil
         planeCount = Int(TIFFNumberOfDirectories(tif))
+        // The pixels the file claims must fit in it: uncompressed, byte for byte; compressed, at
+        // most 1032:1 (deflate's limit). A small crafted file cannot make a reader allocate gigabytes.
+        var compression: UInt16 = UInt16(COMPRESSION_NONE)
+        _ = moire_tiff_get_u16(tif, UInt32(TIFFTAG_COMPRESSION), &compression)
+        let fileSize = try InputFile.size(path)
+        let storedBytesPerPixel = max(1, Int(bps) / 8)
+        let (pixels, overflowPixels) = Int(w).multipliedReportingOverflow(by: Int(h))
+        let (planeBytes, overflowPlane) = pixels.multipliedReportingOverflow(by: storedBytesPerPixel)
+        let (claimed, overflowTotal) = planeBytes.multipliedReportingOverflow(by: max(planeCount, 1))
+        let ratio: UInt64 = compression == UInt16(COMPRESSION_NONE) ? 1 : 1032
+        let (room, overflowRoom) = fileSize.multipliedReportingOverflow(by: ratio)
+        guard w > 0, h > 0, !overflowPixels, !overflowPlane, !overflowTotal,
+              overflowRoom || UInt64(claimed) <= room else {
+            // Every stored property is set: the deinit closes the file.
+            throw MoireError(.format, "the file (\(fileSize) bytes) claims \(planeCount) planes of \(w)×\(h) \(bps)-bit pixels, more than it can hold; truncated or not a valid TIFF", place: path)
+        }
     }
 
     deinit { TIFFClose(tif) }
@@ -82,7 +99,7 @@ public final class OMETiffReader {
     /// The recording layout, for files written by Moiré.
     public var layout: RecordingLayout? {
         guard let description, let json = Self.mapValue(description, key: "layout") else { return nil }
-        return try? JSONDecoder().decode(RecordingLayout.self, from: Data(OMEXML.unescape(json).utf8))
+        return try? JSONDecoder().decode(RecordingLayout.self, from: Data(OMEXML.unescape(json).utf8)).validated()
     }
 
     /// Per-plane records from a Moiré OME-XML (nil for other files).

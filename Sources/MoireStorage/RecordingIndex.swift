@@ -44,6 +44,7 @@ public enum RecordingIndex {
 
     /// Reads every intact record; stops at the first torn or corrupt one.
     public static func read(path: String) throws -> Contents {
+        try InputFile.requireRegular(path)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw MoireError(.io, "cannot read the recording index", place: path)
         }
@@ -53,7 +54,7 @@ public enum RecordingIndex {
             throw MoireError(.format, "not a Moiré recording index (bad header)", place: path)
         }
         let layout: RecordingLayout
-        do { layout = try JSONDecoder().decode(RecordingLayout.self, from: Data(json)) } catch {
+        do { layout = try JSONDecoder().decode(RecordingLayout.self, from: Data(json)).validated() } catch {
             throw MoireError(.format, "index layout is malformed: \(error)", place: path)
         }
         var entries: [Entry] = []

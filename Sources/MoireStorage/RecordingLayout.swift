@@ -37,6 +37,24 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
     }
 
     public var planesPerTimepoint: Int { channels.count * zPlanes * angles * phases }
+
+    /// Throws unless every dimension is within what a recording can hold (checked arithmetic): a
+    /// layout read from a file is only trusted after this.
+    public func validated() throws -> RecordingLayout {
+        func bad(_ what: String) -> MoireError { MoireError(.format, "recording layout: \(what)") }
+        guard (1...65_536).contains(width), (1...65_536).contains(height) else { throw bad("plane size \(width)×\(height) is out of range") }
+        guard (1...1_024).contains(channels.count) else { throw bad("\(channels.count) channels") }
+        for (name, value) in [("time points", timepoints), ("z planes", zPlanes), ("angles", angles), ("phases", phases)] {
+            guard (1...100_000_000).contains(value) else { throw bad("\(value) \(name)") }
+        }
+        var planes = channels.count
+        for factor in [zPlanes, angles, phases, timepoints] {
+            let (product, overflow) = planes.multipliedReportingOverflow(by: factor)
+            guard !overflow, product <= 1_000_000_000 else { throw bad("more than 10⁹ planes") }
+            planes = product
+        }
+        return self
+    }
     public var planeBytes: Int { width * height * pixel.bytesPerPixel }
 
     /// (t, c, z, angle, phase) of plane `i`.

@@ -23,6 +23,7 @@ public enum Recovery {
         let contents = try RecordingIndex.read(path: indexPath)
         let out = output ?? defaultOutput(damaged)
         guard out != damaged else { throw MoireError(.usage, "recovery output must differ from the damaged file", place: damaged) }
+        let fileSize = try InputFile.size(damaged)
         guard let fh = FileHandle(forReadingAtPath: damaged) else { throw MoireError(.io, "cannot open the recording", place: damaged) }
         defer { try? fh.close() }
         let writer = try OMETiffWriter(path: out, layout: contents.layout, logger: logger)
@@ -33,6 +34,12 @@ public enum Recovery {
             if header.missing {
                 try writer.write(header: header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
                 continue
+            }
+            // A record is trusted only when it names one whole plane inside the file.
+            guard e.bytes == UInt64(contents.layout.planeBytes), e.offset <= fileSize, e.bytes <= fileSize - e.offset else {
+                corrupt += 1
+                logger.warning("plane \(header.index): the index names \(e.bytes) bytes at offset \(e.offset), outside the file or not one plane; recovery stops here")
+                break
             }
             try fh.seek(toOffset: e.offset)
             let data = try fh.read(upToCount: Int(e.bytes)) ?? Data()

@@ -1,0 +1,24 @@
+import Foundation
+
+/// Checks on a file before a reader opens it.
+public enum InputFile {
+    /// Throws unless `path` is a regular file: a FIFO, a device or a directory would block a reader
+    /// or feed it without end. Symbolic links are followed.
+    public static func requireRegular(_ path: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw MoireError(.io, "cannot open: \(String(cString: strerror(errno)))", place: path)
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw MoireError(.io, "not a regular file (a FIFO, device or directory); refused", place: path)
+        }
+    }
+
+    /// The size of a regular file in bytes.
+    public static func size(_ path: String) throws -> UInt64 {
+        try requireRegular(path)
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw MoireError(.io, "cannot stat", place: path) }
+        return UInt64(info.st_size)
+    }
+}
