@@ -71,7 +71,11 @@ public final class DaemonController: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if let p = pipeline {
             let pr = p.runner.currentProgress
-            return ControlReply(ok: true, state: pr.state.rawValue, run: p.runID, frames: pr.done, missing: pr.missing, planned: pr.planned,
+            // The runner is idle before it arms and after its last frame; until the pipeline has
+            // closed its stages, recording and result bus, the run is not over: a start would be refused.
+            var state = pr.state.rawValue
+            if pr.state == .idle { state = pr.done + pr.missing > 0 ? "finishing" : "arming" }
+            return ControlReply(ok: true, state: state, run: p.runID, frames: pr.done, missing: pr.missing, planned: pr.planned,
                                 recording: p.recordingPath, publish: p.proto.outputs.publish)
         }
         if let r = lastResult, r.runID == lastRun {

@@ -202,6 +202,25 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(try OMETiffReader(path: "\(dir)/d.ome.tif").planeCount == 18)
     }
 
+    /// The result bus is closed when a run ends: a second run on the same publish endpoint binds it
+    /// again and completes, with its recording (the security issue's R1).
+    @Test func twoRunsBackToBackOnOnePublishEndpointBothComplete() throws {
+        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
+        c.start()
+        defer { c.shutdown() }
+        let endpoint = "ipc://\(dir)/results-\(UUID().uuidString.prefix(6))"
+        let proto = Fixtures.smallProtocol(in: dir, timepoints: 2, extra: "outputs: {publish: \"\(endpoint)\"}")
+        for run in 0..<2 {
+            let out = "\(dir)/back-to-back-\(run).ome.tif"
+            let started = try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: out))
+            #expect(started.ok, "run \(run): \(started.error ?? "")")
+            let s = try awaitStatus(c) { $0.state == "idle" && $0.run == started.run && ($0.frames == 18 || $0.error != nil) }
+            #expect(s.frames == 18 && s.error == nil, "run \(run): \(s)")
+            #expect(try OMETiffReader(path: out).planeCount == 18)
+        }
+    }
+
     @Test func badProtocolIsRefusedWithItsPlace() throws {
         let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
         c.start()
