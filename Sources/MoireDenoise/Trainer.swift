@@ -6,6 +6,7 @@ import MoireCore
 /// Frames are normalised as `(ADU − offset) / scale` (scale: a high percentile of the first frame
 /// seen); training draws random crops, recorrupts them with the noise model and minimises the
 /// mean squared error between f(ŷ) and ỹ with Adam. `weightsVersion` counts the updates.
+// @unchecked Sendable: one thread at a time (the stage's worker); weights shared under DenoiseStage.weightsLock.
 public final class Denoiser: @unchecked Sendable {
     public let net: UNet
     public var model: NoiseModel

@@ -8,6 +8,7 @@ import MoireCore
 /// dec2: up, concat enc2, conv 96→32 · dec1: up, concat enc1, conv 48→16 · out: 1×1 conv 16→1, added
 /// to the input. LeakyReLU(0.1) after every 3×3 convolution. Input sides must be multiples of 4.
 /// One network serves one thread (its workspaces are reused from pass to pass).
+// @unchecked Sendable: layers and buffers of one network: used by one thread at a time (see the doc).
 public final class UNet: @unchecked Sendable {
     public static let architecture = "unet2-16-32-64-residual"
     let engine: DNNLEngine

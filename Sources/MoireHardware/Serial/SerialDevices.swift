@@ -4,6 +4,7 @@ import MoireCore
 
 /// One serial controller (a TriggerScope- or Tiger-style box) shared by the devices wired to it:
 /// one command at a time, each line built from a profile's template and its reply checked.
+// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
 public final class SerialController: @unchecked Sendable {
     public let port: SerialPort
     let channel: SerialLineChannel
@@ -43,6 +44,7 @@ func serialValues(_ profile: SerialProfile, _ command: SerialCommand, unit: Stri
 }
 
 /// A device on a serial controller, by its profile's command templates.
+// @unchecked Sendable: immutable; exchanges go through SerialController's `lock`.
 public class SerialDevice: @unchecked Sendable {
     public let name: String
     let serial: SerialProfile
@@ -96,6 +98,7 @@ public class SerialDevice: @unchecked Sendable {
 }
 
 /// A galvo on a serial controller's analog output (`set` with {volts} or {counts}).
+// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
 public final class SerialScanner: SerialDevice, Scanner, PositionTable, @unchecked Sendable {
     public let profile: ScannerProfile
     private let lock = NSLock()
@@ -122,6 +125,7 @@ public final class SerialScanner: SerialDevice, Scanner, PositionTable, @uncheck
 }
 
 /// A piezo or stage on a serial controller (`move` with {um} or {counts}).
+// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
 public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked Sendable {
     public let profile: StageProfile
     private let lock = NSLock()
@@ -147,6 +151,7 @@ public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked S
 /// A laser switched by a serial controller's TTL line (`on`/`off`), its power by an analog line
 /// (`power` with {mw} or {counts}) when the profile has one, and its fast gate (`gate_on`/`gate_off`)
 /// when wired; without a gate command the laser emits whenever it is on.
+// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
 public final class SerialLaser: SerialDevice, Laser, @unchecked Sendable {
     public let profile: LaserProfile
     private let lock = NSLock()
@@ -189,6 +194,7 @@ public final class SerialLaser: SerialDevice, Laser, @unchecked Sendable {
 }
 
 /// A controller's digital line wired to the camera's trigger input (`high`, `low`): a pulse is high then low.
+// @unchecked Sendable: no state of its own; its exchanges go through SerialController's lock.
 public final class SerialTriggerLine: SerialDevice, TriggerLine, @unchecked Sendable {
     public init(name: String, serial: SerialProfile, controller: SerialController) {
         super.init(name: name, kind: .trigger, serial: serial, controller: controller)
