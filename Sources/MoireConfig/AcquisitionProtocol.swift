@@ -226,20 +226,8 @@ public struct AcquisitionProtocol: Sendable, Equatable {
                 guard ok else { throw en.error("expected once, every:N (N ≥ 1) or on-drop; found '\(e)'") }
                 reconstruction["estimate"] = e
             }
-            if let wn = try rn.child("wiener") {
-                if try wn.string() == "auto" {
-                    reconstruction["wiener"] = "auto"
-                } else {
-                    reconstruction["wiener"] = String(try wn.double(in: 0.0001...10))
-                }
-            }
-            if let sn = try rn.child("suppression") {
-                if try sn.string() == "auto" {
-                    reconstruction["suppression"] = "auto"
-                } else {
-                    reconstruction["suppression"] = String(try sn.double(in: 0...1))
-                }
-            }
+            reconstruction["wiener"] = try rn.optionalAutoOrDouble("wiener", in: 0.0001...10)
+            reconstruction["suppression"] = try rn.optionalAutoOrDouble("suppression", in: 0...1)
             if let b = try rn.optionalDouble("background", in: 0...65535, unit: " ADU") { reconstruction["background"] = String(b) }
             if let b = try rn.optionalInt("backlog", in: 1...1000) { reconstruction["backlog"] = String(b) }
             try rn.finish()

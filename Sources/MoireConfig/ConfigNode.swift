@@ -227,6 +227,12 @@ extension ConfigNode {
         try child(key)?.int(in: range)
     }
     public func optionalString(_ key: String) throws -> String? { try child(key)?.string() }
+    /// `auto`, or a number within `range` (as text either way).
+    public func optionalAutoOrDouble(_ key: String, in range: ClosedRange<Double>) throws -> String? {
+        guard let node = try child(key) else { return nil }
+        if try node.string() == "auto" { return "auto" }
+        return String(try node.double(in: range))
+    }
     public func optionalBool(_ key: String) throws -> Bool? { try child(key)?.bool() }
 
     /// Checks the `moire: 1` version field.

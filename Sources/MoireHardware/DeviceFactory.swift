@@ -8,6 +8,14 @@ import MoireCore
 /// in-process peer that speaks the device's protocol byte for byte, with the bench's physics
 /// behind it; otherwise the driver opens the device (USB, serial port).
 public enum DeviceFactory {
+    /// The rig's simulated devices with a `ReplayCamera` serving `recording`'s planes instead of its camera.
+    public static func replaying(_ recording: String, rig: Rig, clock: MoireClock) throws -> RigDevices {
+        let simulated = try make(rig: rig, clock: clock)
+        let camera = try ReplayCamera(path: recording, profile: rig.cameraProfile, clock: clock)
+        return RigDevices(rig: rig, camera: camera, modulator: simulated.modulator, scanner: simulated.scanner,
+                          stage: simulated.stage, lasers: simulated.lasers)
+    }
+
     public static func make(rig: Rig, clock: MoireClock = RealClock(), world: SimWorld = SimWorld(), seed: UInt64 = 1) throws -> RigDevices {
         let peers = rig.allDevices.contains { $0.connect == .simulatedPeer } ? SimulatedPeers(world: world, clock: clock) : nil
         var usbContext: USBContext?

@@ -25,9 +25,7 @@ public enum ReplaySession {
         let acquired = planes.filter(\.acquired).count
         proto.timepoints = max(1, acquired / layout.planesPerTimepoint)
         let clock = VirtualClock()
-        let sim = try DeviceFactory.make(rig: proto.rig, clock: clock)
-        let camera = try ReplayCamera(path: recording, profile: proto.rig.cameraProfile, clock: clock)
-        let devices = RigDevices(rig: proto.rig, camera: camera, modulator: sim.modulator, scanner: sim.scanner, stage: sim.stage, lasers: sim.lasers)
+        let devices = try DeviceFactory.replaying(recording, rig: proto.rig, clock: clock)
         var options = PipelineOptions()
         options.recordingPath = out
         options.noRecording = out == nil

@@ -114,10 +114,7 @@ public enum LiveSIMBench {
         _ = try AcquisitionPipeline(protocol: rendering, options: renderOptions, clock: VirtualClock()).run()
         // 2. Served in real time through the whole pipeline, live SIM on, recording.
         let clock = RealClock()
-        let simulated = try DeviceFactory.make(rig: p.rig, clock: clock)
-        let camera = try ReplayCamera(path: source, profile: p.rig.cameraProfile, clock: clock)
-        let devices = RigDevices(rig: p.rig, camera: camera, modulator: simulated.modulator, scanner: simulated.scanner,
-                                 stage: simulated.stage, lasers: simulated.lasers)
+        let devices = try DeviceFactory.replaying(source, rig: p.rig, clock: clock)
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/bench-live-sim.ome.tif"
         o.noPublish = true

@@ -478,14 +478,22 @@ public final class LightSheetProcessor: @unchecked Sendable {
     /// of `depth` raw planes of `width × height`, ahead of the first stack: the live stage calls it
     /// while the devices arm. `process` waits for it when it is still running.
     public func prepare(width: Int, height: Int, depth: Int) throws {
+        guard iterations > 0 else { return }
+        _ = try madeDeconvolver(width: width, height: height, depth: depth)
+    }
+
+    /// The deconvolver, made on first use (under `preparation`).
+    private func madeDeconvolver(width: Int, height: Int, depth: Int) throws -> RichardsonLucy {
         preparation.lock()
         defer { preparation.unlock() }
-        guard iterations > 0, deconvolver == nil else { return }
+        if let made = deconvolver { return made }
         // The deskewed volume's shape and voxel, as `Deskew.apply` makes them.
         let deskewedWidth = geometry.deskewedWidth(nx: width, nz: depth)
         let p = try psf((geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm))
-        deconvolver = try RichardsonLucy(psf: p, width: deskewedWidth, height: height, depth: depth,
-                                         band: Deskew.band(geometry: geometry, nx: width, nz: depth, margin: p.width / 2), rigor: rigor)
+        let made = try RichardsonLucy(psf: p, width: deskewedWidth, height: height, depth: depth,
+                                      band: Deskew.band(geometry: geometry, nx: width, nz: depth, margin: p.width / 2), rigor: rigor)
+        deconvolver = made
+        return made
     }
 
     /// The 1st percentile of `planes`, from a strided sample of at most a million pixels.
@@ -512,10 +520,7 @@ public final class LightSheetProcessor: @unchecked Sendable {
         let desk = Deskew.apply(raw, geometry: geometry, pad: fill)
         guard iterations > 0 else { return (raw, desk, desk) }
         // On the band of the deskewed volume the data fill (not its empty triangles).
-        try prepare(width: width, height: height, depth: raw.depth)
-        preparation.lock()
-        let deconvolver = self.deconvolver!
-        preparation.unlock()
+        let deconvolver = try madeDeconvolver(width: width, height: height, depth: raw.depth)
         return (raw, desk, try deconvolver.run(desk, iterations: iterations, background: background, progress: progress))
     }
 }

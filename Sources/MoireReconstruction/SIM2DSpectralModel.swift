@@ -135,30 +135,68 @@ public struct SpectralModel: Sendable, Equatable {
     /// - Returns: nil when nothing lies beyond the OTF support (no noise reference) or when the
     ///   signal stands above the noise in fewer than three radial bins.
     public static func fit(power: UnsafeBufferPointer<Float>, rho: [Float], otf: [Float], orientations: Int) -> SpectralModel? {
-        let beyond: Float = 1.05
+        fit(power: power, sampling: Sampling(rho: rho, otf: otf), orientations: orientations)
+    }
+
+    /// Where each spectrum sample goes in the fit (the noise, a radial bin, or nowhere) and what
+    /// each bin holds besides the power: all fixed by the grid, made once per reconstructor.
+    struct Sampling {
+        static let noiseSample: Int8 = -2
+        static let unused: Int8 = -1
+        static let bins = 16
+        /// Per sample: `noiseSample`, `unused` or its bin.
+        let destination: [Int8]
+        let binCount: [Int]
+        let binOTF2: [Double]
+        let binLogRho: [Double]
+
+        init(rho: [Float], otf: [Float]) {
+            let beyond: Float = 1.05
+            let low = log(0.1), high = log(0.7)
+            var destination = [Int8](repeating: Self.unused, count: rho.count)
+            var binCount = [Int](repeating: 0, count: Self.bins)
+            var binOTF2 = [Double](repeating: 0, count: Self.bins)
+            var binLogRho = [Double](repeating: 0, count: Self.bins)
+            for i in 0..<rho.count {
+                let r = rho[i]
+                if r > beyond {
+                    destination[i] = Self.noiseSample
+                    continue
+                }
+                guard r >= 0.1, r < 0.7 else { continue }
+                let logRho = log(Double(r))
+                let bin = min(Self.bins - 1, Int(Double(Self.bins) * (logRho - low) / (high - low)))
+                destination[i] = Int8(bin)
+                binCount[bin] += 1
+                binOTF2[bin] += Double(otf[i] * otf[i])
+                binLogRho[bin] += logRho
+            }
+            self.destination = destination
+            self.binCount = binCount
+            self.binOTF2 = binOTF2
+            self.binLogRho = binLogRho
+        }
+    }
+
+    /// Fits the model to a half spectrum whose samples `sampling` places (the per-set work: one
+    /// pass summing the power into the noise and the bins).
+    static func fit(power: UnsafeBufferPointer<Float>, sampling: Sampling, orientations: Int) -> SpectralModel? {
+        let bins = Sampling.bins
         var noiseSum = 0.0
         var noiseCount = 0
-        let bins = 16
-        let low = log(0.1), high = log(0.7)
         var binPower = [Double](repeating: 0, count: bins)
-        var binOTF2 = [Double](repeating: 0, count: bins)
-        var binLogRho = [Double](repeating: 0, count: bins)
-        var binCount = [Int](repeating: 0, count: bins)
-        for i in 0..<rho.count {
-            let r = rho[i]
-            if r > beyond {
-                noiseSum += Double(power[i])
-                noiseCount += 1
-                continue
+        sampling.destination.withUnsafeBufferPointer { destination in
+            for i in 0..<destination.count {
+                let d = destination[i]
+                if d >= 0 {
+                    binPower[Int(d)] += Double(power[i])
+                } else if d == Sampling.noiseSample {
+                    noiseSum += Double(power[i])
+                    noiseCount += 1
+                }
             }
-            guard r >= 0.1, r < 0.7 else { continue }
-            let logRho = log(Double(r))
-            let bin = min(bins - 1, Int(Double(bins) * (logRho - low) / (high - low)))
-            binPower[bin] += Double(power[i])
-            binOTF2[bin] += Double(otf[i] * otf[i])
-            binLogRho[bin] += logRho
-            binCount[bin] += 1
         }
+        let binCount = sampling.binCount, binOTF2 = sampling.binOTF2, binLogRho = sampling.binLogRho
         guard noiseCount >= 64 else { return nil }
         let noiseOfSum = noiseSum / Double(noiseCount)
         let count = Double(orientations)

@@ -25,9 +25,8 @@ struct WienerPlan {
     var denominator: [Float]
     var apodization: [Float]
     var bigRho: [Float]
-    /// Per sample of band 0's half spectrum: f/f_c and the OTF (what the spectral model is fitted to).
-    var band0Rho: [Float]
-    var band0OTF: [Float]
+    /// Where each sample of band 0's half spectrum goes in the spectral model's fit.
+    var band0Sampling: SpectralModel.Sampling
 }
 
 /// The filter applied to the 2× grid's half spectrum after the bands are summed (each weighted by
@@ -121,15 +120,14 @@ extension SIM2DReconstructor {
             ramps.append(ramp)
         }
         // Denominator over the full plane: each band's |H|² at its own place and at its mirror.
-        func addDen(_ idx: Int32, _ h: Float) { if idx >= 0 { den[Int(idx)] += h * h } }
-        func addDenWeight(_ idx: Int32, _ weight: Float) { if idx >= 0 { den[Int(idx)] += weight } }
+        func addDen(_ idx: Int32, _ weight: Float) { if idx >= 0 { den[Int(idx)] += weight } }
         for v in 0..<gh { for u in 0..<gw {
             // Band 0 of every orientation at F and (mirror) −F: only the stored half matters.
             let fu = signed(u, gw), fv = signed(v, gh)
             let h = Float(otf.value(hypot(Double(fu) / sx, Double(fv) / sy)))
-            addDen(half(fu, fv), h * Float(angles).squareRoot())
+            addDen(half(fu, fv), h * h * Float(angles))
         } }
-        for a in 0..<angles { for i in 0..<gn { addDenWeight(plusI[a][i], plusDen[a][i]); addDenWeight(minusI[a][i], plusDen[a][i]) } }
+        for a in 0..<angles { for i in 0..<gn { addDen(plusI[a][i], plusDen[a][i]); addDen(minusI[a][i], plusDen[a][i]) } }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
         // Apodization toward the extended support f_c + |k|, shaped like the ideal incoherent OTF there.
         let apodizationShape = IdealOTF(na: 1, emissionNm: 2000 / (options.apodization * (fc + kmax)))
@@ -152,20 +150,20 @@ extension SIM2DReconstructor {
                               minus: (0..<angles).map { BandPlacement(index: minusI[$0], weight: plusH[$0]) },
                               ramps: ramps, separation: params.angles.map { separationWeights($0.phases) },
                               denominator: den, apodization: apodization, bigRho: bigRho,
-                              band0Rho: band0Rho, band0OTF: band0OTF)
+                              band0Sampling: SpectralModel.Sampling(rho: band0Rho, otf: band0OTF))
         weightsCache = (params, options, plan)
         return plan
     }
 
     /// The signal and noise of the set whose band-0 half spectrum is in `smallHalf`.
     func measureSpectrum(_ plan: WienerPlan) -> SpectralModel? {
-        let count = plan.band0Rho.count
+        let count = plan.band0Sampling.destination.count
         for i in 0..<count {
             let s = smallHalf[i]
             bandPower[i] = s.re * s.re + s.im * s.im
         }
         return SpectralModel.fit(power: UnsafeBufferPointer(start: bandPower.pointer, count: count),
-                                 rho: plan.band0Rho, otf: plan.band0OTF, orientations: angles)
+                                 sampling: plan.band0Sampling, orientations: angles)
     }
 
     /// Makes `wienerFilter` match `params`, the options and (adaptive) the set's spectral model;

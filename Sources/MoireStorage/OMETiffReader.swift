@@ -17,7 +17,7 @@ public final class OMETiffReader {
     public init(path: String) throws {
         self.path = path
         guard FileManager.default.fileExists(atPath: path) else { throw MoireError(.io, "no such file", place: path) }
-        try InputFile.requireRegular(path)
+        let fileSize = try InputFile.size(path)
         tif = try TIFFCall.open(path, mode: "r")
         var w: UInt32 = 0, h: UInt32 = 0, bps: UInt16 = 0, spp: UInt16 = 1, fmt: UInt16 = UInt16(SAMPLEFORMAT_UINT)
         guard moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w) != 0, moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h) != 0 else {
@@ -43,7 +43,6 @@ public final class OMETiffReader {
         // most 1032:1 (deflate's limit). A small crafted file cannot make a reader allocate gigabytes.
         var compression: UInt16 = UInt16(COMPRESSION_NONE)
         _ = moire_tiff_get_u16(tif, UInt32(TIFFTAG_COMPRESSION), &compression)
-        let fileSize = try InputFile.size(path)
         let storedBytesPerPixel = max(1, Int(bps) / 8)
         let (pixels, overflowPixels) = Int(w).multipliedReportingOverflow(by: Int(h))
         let (planeBytes, overflowPlane) = pixels.multipliedReportingOverflow(by: storedBytesPerPixel)
