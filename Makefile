@@ -6,7 +6,7 @@ PY_PKGS := pyzmq tifffile numpy ome-types xmlschema
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release
 
-.PHONY: deps deps-deb deps-py build build-debug demo test test-stress test-run bench bench-fidelity clean
+.PHONY: deps deps-deb deps-py build build-debug demo lint test test-stress test-run bench bench-fidelity clean
 
 deps: deps-deb deps-py
 
@@ -46,10 +46,14 @@ demo: deps build
 	python3 examples/python/check_recording.py $(DEMO_OUT)
 
 # Unit and component tests (Swift Testing), then the end-to-end checks through the executables.
-test: deps
+test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --parallel --num-workers 2
 	BIN=$$($(SWIFT) build --show-bin-path) bash tests/integration.sh
+
+# House style (.swift-format: 4-space indents, 120 columns, one declaration per line) over Sources/.
+lint:
+	$(SWIFT) format lint --strict --recursive Sources
 
 # The same suite while two busy loops keep both cores loaded: a test that needs an idle machine fails here.
 test-stress: deps

@@ -36,10 +36,12 @@ public struct EventPlan: Sendable {
                     for a in 0..<p.angles {
                         for ph in 0..<p.phases {
                             let pattern = set?.pattern(angle: a, phase: ph)?.index ?? -1
-                            events.append(AcquisitionEvent(index: events.count, t: t, c: c, z: z, angle: a, phase: ph,
-                                                           channel: ch.name, laser: ch.laser, powerMw: ch.powerMw,
-                                                           exposureMs: ch.exposureMs, pattern: pattern,
-                                                           zUm: p.zStartUm + Double(z) * p.zStepUm))
+                            events.append(
+                                AcquisitionEvent(
+                                    index: events.count, t: t, c: c, z: z, angle: a, phase: ph,
+                                    channel: ch.name, laser: ch.laser, powerMw: ch.powerMw,
+                                    exposureMs: ch.exposureMs, pattern: pattern,
+                                    zUm: p.zStartUm + Double(z) * p.zStepUm))
                         }
                     }
                 }
@@ -52,6 +54,6 @@ public struct EventPlan: Sendable {
 
     /// Events split into (t, channel, z) groups.
     public var groups: [ArraySlice<AcquisitionEvent>] {
-        stride(from: 0, to: events.count, by: groupSize).map { events[$0 ..< min($0 + groupSize, events.count)] }
+        stride(from: 0, to: events.count, by: groupSize).map { events[$0..<min($0 + groupSize, events.count)] }
     }
 }

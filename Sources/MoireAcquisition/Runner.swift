@@ -43,7 +43,7 @@ public struct RunProgress: Sendable {
 
 /// Runs an event plan on a rig's devices: arms them, sequences exposures, collects frames
 /// with deadlines, and leaves every device safe however the run ends.
-public final class Runner: @unchecked Sendable { // control state under `lock`
+public final class Runner: @unchecked Sendable {  // control state under `lock`
     public let proto: AcquisitionProtocol
     public let devices: RigDevices
     public let plan: EventPlan
@@ -63,8 +63,10 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
     /// Hardware-sequenced when the rig's leader is the modulator and the run uses patterns or it can sequence.
     public var hardwareSequenced: Bool { proto.rig.leader == .modulator && devices.modulator != nil }
 
-    public init(protocol p: AcquisitionProtocol, devices: RigDevices, runID: String, clock: MoireClock = RealClock(),
-                logger: Logger = Logger(label: "moire.runner")) {
+    public init(
+        protocol p: AcquisitionProtocol, devices: RigDevices, runID: String, clock: MoireClock = RealClock(),
+        logger: Logger = Logger(label: "moire.runner")
+    ) {
         proto = p; self.devices = devices; self.runID = runID; self.clock = clock; self.logger = logger
         plan = EventPlan(p)
         progress.planned = plan.events.count
@@ -96,16 +98,22 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
     /// Runs the plan, handing every frame (or missing-frame record) in plan order to `sink`.
     /// The sink takes ownership of the frame's slot reference. The calling thread's waits run on
     /// the runner's clock (it participates in virtual time).
-    public func run(pool: FramePool, sink: (Frame) throws -> Void, onProgress: (RunProgress) -> Void = { _ in }) -> RunResult {
+    public func run(pool: FramePool, sink: (Frame) throws -> Void, onProgress: (RunProgress) -> Void = { _ in })
+        -> RunResult
+    {
         clock.participate { execute(pool: pool, sink: sink, onProgress: onProgress) }
     }
 
-    private func execute(pool: FramePool, sink: (Frame) throws -> Void, onProgress: (RunProgress) -> Void) -> RunResult {
+    private func execute(pool: FramePool, sink: (Frame) throws -> Void, onProgress: (RunProgress) -> Void) -> RunResult
+    {
         let start = clock.nowNs()
         let exhaustedBefore = pool.exhaustedCount
         let waitsBefore = pool.waitedCount
         var poolLossesAttributed = 0
-        var delivered = 0, missing = 0, malformed = 0, mismatches = 0
+        var delivered = 0
+        var missing = 0
+        var malformed = 0
+        var mismatches = 0
         var missingIndices: [Int] = []
         var reason = "completed"
         var failure: MoireError?
@@ -142,7 +150,9 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
                 }
                 if positionTable != nil {
                     // The controller steps the scan itself at the end of every exposure.
-                } else if proto.hasZ, (proto.mode == .llsm || proto.mode == .llssim), proto.rig.lightSheet?.scan == .galvo, let sc = devices.scanner {
+                } else if proto.hasZ, (proto.mode == .llsm || proto.mode == .llssim),
+                    proto.rig.lightSheet?.scan == .galvo, let sc = devices.scanner
+                {
                     // Galvo scan: the sheet and the detection focus move together; the sample stays.
                     let volts = first.zUm / sc.profile.umPerV
                     if sc.volts != volts { try sc.set(volts: volts) }
@@ -156,7 +166,11 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
                     laser?.setGate(false)
                     try laser?.setEnabled(true)
                     let readout = proto.rig.cameraProfile.readoutMs(rows: proto.roiHeight * proto.binning)
-                    try mod.upload(group.map { SequenceStep(pattern: $0.pattern, laser: $0.laser, exposureMs: $0.exposureMs, readoutMs: readout) })
+                    try mod.upload(
+                        group.map {
+                            SequenceStep(
+                                pattern: $0.pattern, laser: $0.laser, exposureMs: $0.exposureMs, readoutMs: readout)
+                        })
                     try mod.startSequence(camera: devices.camera, lasers: devices.lasers)
                 }
                 for (k, event) in group.enumerated() {
@@ -182,9 +196,13 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
                         header.state = f.stateObserved ? f.state : plannedState(event)
                         if f.stateObserved, !stateMatches(f.state, event) {
                             mismatches += 1
-                            logger.warning("device state differs from the plan", metadata: [
-                                "index": "\(event.index)", "planned.pattern": "\(event.pattern)", "state.pattern": "\(f.state.pattern)",
-                                "state.lasers": "\(f.state.lasers)"])
+                            logger.warning(
+                                "device state differs from the plan",
+                                metadata: [
+                                    "index": "\(event.index)", "planned.pattern": "\(event.pattern)",
+                                    "state.pattern": "\(f.state.pattern)",
+                                    "state.lasers": "\(f.state.lasers)",
+                                ])
                         }
                         delivered += 1
                         try sink(Frame(header: header, slot: f.slot))
@@ -199,7 +217,8 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
                         try sink(Frame(header: header, slot: nil))
                     }
                     lock.lock()
-                    progress.done = event.index + 1; progress.missing = missing; progress.elapsedNs = clock.nowNs() - start
+                    progress.done = event.index + 1; progress.missing = missing;
+                    progress.elapsedNs = clock.nowNs() - start
                     let snapshot = progress
                     lock.unlock()
                     onProgress(snapshot)
@@ -208,7 +227,9 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
                 }
                 if hardwareSequenced, let mod = devices.modulator {
                     guard try mod.waitSequence(timeoutMs: Int(proto.frameDeadlineMs)) else {
-                        throw MoireError(.deadline, "modulator sequence did not finish within \(Int(proto.frameDeadlineMs)) ms", place: "modulator \(mod.name)")
+                        throw MoireError(
+                            .deadline, "modulator sequence did not finish within \(Int(proto.frameDeadlineMs)) ms",
+                            place: "modulator \(mod.name)")
                     }
                     try laser?.setEnabled(false)
                 }
@@ -224,20 +245,25 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
         devices.makeSafe()
         let poolExhausted = pool.exhaustedCount - exhaustedBefore
         if poolExhausted > 0 {
-            logger.warning("frames lost: every frame-pool slot was in use (the consumers did not keep up)", metadata: [
-                "lost": "\(poolExhausted)", "slots": "\(pool.slotCount)"])
+            logger.warning(
+                "frames lost: every frame-pool slot was in use (the consumers did not keep up)",
+                metadata: [
+                    "lost": "\(poolExhausted)", "slots": "\(pool.slotCount)",
+                ])
         }
         set(failure != nil && reason == "fault" ? .faulted : .idle)
         if let failure { logger.error("run ended with a fault", metadata: ["error": "\(failure)"]) }
-        return RunResult(reason: reason, error: failure, delivered: delivered, missing: missing, malformed: malformed,
-                         stateMismatches: mismatches, planned: plan.events.count, missingIndices: missingIndices,
-                         durationNs: clock.nowNs() - start, poolExhausted: poolExhausted,
-                         poolWaits: pool.waitedCount - waitsBefore)
+        return RunResult(
+            reason: reason, error: failure, delivered: delivered, missing: missing, malformed: malformed,
+            stateMismatches: mismatches, planned: plan.events.count, missingIndices: missingIndices,
+            durationNs: clock.nowNs() - start, poolExhausted: poolExhausted,
+            poolWaits: pool.waitedCount - waitsBefore)
     }
 
     private func cameraSettings(exposureMs: Double) -> CameraSettings {
-        CameraSettings(width: proto.roiWidth, height: proto.roiHeight, binning: proto.binning, exposureMs: exposureMs,
-                       trigger: hardwareSequenced || devices.cameraTrigger != nil ? .external : .software)
+        CameraSettings(
+            width: proto.roiWidth, height: proto.roiHeight, binning: proto.binning, exposureMs: exposureMs,
+            trigger: hardwareSequenced || devices.cameraTrigger != nil ? .external : .software)
     }
 
     private func arm(pool: FramePool) throws {
@@ -248,11 +274,15 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
             let sets = devices.modulator?.profile.patternSets ?? []
             let used = Set(plan.events.map(\.pattern))
             let specs = sets.flatMap(\.patterns).filter { used.contains($0.index) }
-            let emissions = Set(proto.channels.compactMap { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm }).map { $0 + 37 }
+            let emissions = Set(
+                proto.channels.compactMap { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm }
+            ).map { $0 + 37 }
             try sim.prepare(patterns: specs, emissionNm: emissions)
         }
         for ch in proto.channels {
-            guard devices.lasers[ch.laser] != nil else { throw MoireError(.hardware, "laser '\(ch.laser)' is not on this rig") }
+            guard devices.lasers[ch.laser] != nil else {
+                throw MoireError(.hardware, "laser '\(ch.laser)' is not on this rig")
+            }
         }
         // Hardware-sequenced: the modulator stays idle until the first sequence (a pattern shown now could
         // fire the camera's trigger input once it starts); software-timed: uniform until the first frame.
@@ -268,10 +298,16 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
             let cycle = plan.events.filter { $0.t == 0 && $0.c == 0 }
             if let device, let first = cycle.first {
                 let position = { (z: Double) in galvo ? z / self.devices.scanner!.profile.umPerV : z }
-                if galvo { try devices.scanner!.set(volts: position(first.zUm)) } else { try devices.stage!.move(toUm: first.zUm) }
+                if galvo {
+                    try devices.scanner!.set(volts: position(first.zUm))
+                } else {
+                    try devices.stage!.move(toUm: first.zUm)
+                }
                 try device.loadTable(cycle.indices.map { position(cycle[($0 + 1) % cycle.count].zUm) })
                 positionTable = device
-                logger.info("scan positions stored in the controller, stepped by the camera's exposure output", metadata: ["entries": "\(cycle.count)"])
+                logger.info(
+                    "scan positions stored in the controller, stepped by the camera's exposure output",
+                    metadata: ["entries": "\(cycle.count)"])
             }
         }
         try cam.start(pool: pool)
@@ -295,19 +331,27 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
     private func collect(expectedID: Int, deadlineMs: Int) throws -> Outcome {
         while true {
             let next: CapturedFrame?
-            if let early = pendingEarly { pendingEarly = nil; next = early } else { next = try devices.camera.nextFrame(timeoutMs: deadlineMs) }
+            if let early = pendingEarly {
+                pendingEarly = nil; next = early
+            } else {
+                next = try devices.camera.nextFrame(timeoutMs: deadlineMs)
+            }
             guard let f = next else {
                 if aborted { throw MoireError(.aborted, "run aborted") }
                 if devices.camera.exposedCount > expectedID { return .missing(.lost) }
-                throw MoireError(.deadline, "no frame from the camera within \(deadlineMs) ms (frame \(expectedID)); the camera stalled",
-                                 place: "camera \(devices.camera.name)")
+                throw MoireError(
+                    .deadline,
+                    "no frame from the camera within \(deadlineMs) ms (frame \(expectedID)); the camera stalled",
+                    place: "camera \(devices.camera.name)")
             }
             if f.frameID < expectedID { f.slot?.release(); continue }
             if f.frameID > expectedID {
                 pendingEarly = f
                 return .missing(.lost)
             }
-            if f.byteCount != proto.roiWidth * proto.roiHeight * 2 || f.width != proto.roiWidth || f.height != proto.roiHeight {
+            if f.byteCount != proto.roiWidth * proto.roiHeight * 2 || f.width != proto.roiWidth
+                || f.height != proto.roiHeight
+            {
                 f.slot?.release()
                 return .missing(.malformed)
             }
@@ -318,9 +362,10 @@ public final class Runner: @unchecked Sendable { // control state under `lock`
     private var pendingEarly: CapturedFrame?
 
     private func makeHeader(_ e: AcquisitionEvent) -> FrameHeader {
-        FrameHeader(stream: "raw", run: runID, seq: e.index, index: e.index, t: e.t, channel: e.channel, c: e.c, angle: e.angle,
-                    phase: e.phase, z: e.z, width: proto.roiWidth, height: proto.roiHeight, pixel: .uint16,
-                    pixelSizeUm: proto.pixelSizeUm)
+        FrameHeader(
+            stream: "raw", run: runID, seq: e.index, index: e.index, t: e.t, channel: e.channel, c: e.c, angle: e.angle,
+            phase: e.phase, z: e.z, width: proto.roiWidth, height: proto.roiHeight, pixel: .uint16,
+            pixelSizeUm: proto.pixelSizeUm)
     }
 
     private func plannedState(_ e: AcquisitionEvent) -> DeviceState {

@@ -81,24 +81,33 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         let modeNode = try root.required("mode")
         let mode = try modeNode.choice(AcquisitionMode.self)
         guard rig.modes.contains(mode) else {
-            throw modeNode.error("rig '\(rig.name)' cannot do mode '\(mode.rawValue)'; it can do: \(rig.modes.map(\.rawValue).joined(separator: ", "))")
+            throw modeNode.error(
+                "rig '\(rig.name)' cannot do mode '\(mode.rawValue)'; it can do: \(rig.modes.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         let cam = rig.cameraProfile
 
         // Camera ROI and binning.
-        var roiW = min(512, cam.sensorWidth), roiH = min(512, cam.sensorHeight), binning = 1
+        var roiW = min(512, cam.sensorWidth)
+        var roiH = min(512, cam.sensorHeight)
+        var binning = 1
         if let cn = try root.child("camera") {
             if let bn = try cn.child("binning") {
                 binning = try bn.int()
                 guard cam.binning.contains(binning) else {
-                    throw bn.error("binning \(binning) is not supported by camera '\(rig.camera.profile.model)'; expected one of \(cam.binning)")
+                    throw bn.error(
+                        "binning \(binning) is not supported by camera '\(rig.camera.profile.model)'; expected one of \(cam.binning)"
+                    )
                 }
             }
             if let rn = try cn.child("roi") {
                 let r = try rn.ints(count: 2)
-                let maxW = cam.sensorWidth / binning, maxH = cam.sensorHeight / binning
+                let maxW = cam.sensorWidth / binning
+                let maxH = cam.sensorHeight / binning
                 guard r[0] >= cam.roiMin, r[1] >= cam.roiMin, r[0] <= maxW, r[1] <= maxH else {
-                    throw rn.error("ROI \(r[0])×\(r[1]) is outside the camera's limits \(cam.roiMin)…\(maxW) × \(cam.roiMin)…\(maxH) pixels")
+                    throw rn.error(
+                        "ROI \(r[0])×\(r[1]) is outside the camera's limits \(cam.roiMin)…\(maxW) × \(cam.roiMin)…\(maxH) pixels"
+                    )
                 }
                 roiW = r[0]; roiH = r[1]
             }
@@ -106,13 +115,18 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         }
 
         // SIM pattern set dimensions.
-        var angles = 1, phases = 1
+        var angles = 1
+        var phases = 1
         let simNode = try root.child("sim")
         if mode.needsPatterns {
-            guard let simNode else { throw root.error("mode '\(mode.rawValue)' needs a 'sim' block with angles and phases") }
+            guard let simNode else {
+                throw root.error("mode '\(mode.rawValue)' needs a 'sim' block with angles and phases")
+            }
             angles = try simNode.required("angles").int(in: 1...16)
             phases = try simNode.required("phases").int(in: 2...16)
-            if mode == .llssim, angles != 1 { throw try simNode.required("angles").error("llssim uses one orientation; expected 1") }
+            if mode == .llssim, angles != 1 {
+                throw try simNode.required("angles").error("llssim uses one orientation; expected 1")
+            }
             try simNode.finish()
         } else if let simNode {
             throw simNode.error("a 'sim' block is only allowed in the modes sim2d, sim3d and llssim")
@@ -129,11 +143,14 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             let ln = try cn.required("laser")
             let laserName = try ln.string()
             guard let laser = rig.laser(named: laserName)?.profile.laser else {
-                throw ln.error("unknown device '\(laserName)': the rig has lasers \(rig.lasers.map(\.name).joined(separator: ", "))")
+                throw ln.error(
+                    "unknown device '\(laserName)': the rig has lasers \(rig.lasers.map(\.name).joined(separator: ", "))"
+                )
             }
             let power = try cn.required("power_mw").double(in: 0...laser.maxPowerMw, unit: " mW")
             let exposure = try cn.required("exposure_ms").double(in: cam.exposureMs, unit: " ms")
-            let emission = try cn.optionalDouble("emission_nm", in: 200...2000, unit: " nm") ?? (laser.wavelengthNm + 30)
+            let emission =
+                try cn.optionalDouble("emission_nm", in: 200...2000, unit: " nm") ?? (laser.wavelengthNm + 30)
             var patternSet: String?
             if mode.needsPatterns {
                 let pn = try cn.required("pattern_set")
@@ -142,21 +159,28 @@ public struct AcquisitionProtocol: Sendable, Equatable {
                     let names = rig.modulator?.profile.modulator?.patternSets.map(\.name) ?? []
                     throw pn.error("unknown pattern set '\(ps)'; the modulator has: \(names.joined(separator: ", "))")
                 }
-                for a in 0..<angles { for p in 0..<phases where set.pattern(angle: a, phase: p) == nil {
-                    throw pn.error("pattern set '\(ps)' has no pattern for angle \(a), phase \(p) (it has \(set.angles) angles × \(set.phases) phases)")
-                } }
+                for a in 0..<angles {
+                    for p in 0..<phases where set.pattern(angle: a, phase: p) == nil {
+                        throw pn.error(
+                            "pattern set '\(ps)' has no pattern for angle \(a), phase \(p) (it has \(set.angles) angles × \(set.phases) phases)"
+                        )
+                    }
+                }
                 patternSet = ps
             } else if let pn = try cn.child("pattern_set") {
                 throw pn.error("pattern_set is only used in SIM modes")
             }
             try cn.finish()
-            channels.append(ChannelSpec(name: cname, laser: laserName, powerMw: power, exposureMs: exposure,
-                                        emissionNm: emission, patternSet: patternSet))
+            channels.append(
+                ChannelSpec(
+                    name: cname, laser: laserName, powerMw: power, exposureMs: exposure,
+                    emissionNm: emission, patternSet: patternSet))
         }
         if channels.isEmpty { throw try root.required("channels").error("expected at least one channel") }
 
         // Time-lapse.
-        var timepoints = 1, interval = 0.0
+        var timepoints = 1
+        var interval = 0.0
         if let tn = try root.child("timelapse") {
             timepoints = try tn.required("count").int(in: 1...10_000_000)
             interval = try tn.optionalDouble("interval_ms", in: 0...86_400_000, unit: " ms") ?? 0
@@ -164,34 +188,46 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         }
 
         // Z.
-        var zPlanes = 1, zStep = 0.0, zStart = 0.0
+        var zPlanes = 1
+        var zStep = 0.0
+        var zStart = 0.0
         let zNode = try root.child("z")
         let hasZ = zNode != nil
         if let zn = zNode {
             zPlanes = try zn.required("planes").int(in: 1...100_000)
             zStep = try zn.optionalDouble("step_um", in: -1000...1000, unit: " µm") ?? 0
             let galvoScan = (mode == .llsm || mode == .llssim) && rig.lightSheet?.scan == .galvo
-            let range: ClosedRange<Double>, home: Double, what: String
+            let range: ClosedRange<Double>
+            let home: Double
+            let what: String
             if galvoScan, let sc = rig.scanner?.profile.scanner {
-                range = (sc.rangeV.lowerBound * sc.umPerV)...(sc.rangeV.upperBound * sc.umPerV); home = sc.parkV * sc.umPerV; what = "galvo scan"
+                range = (sc.rangeV.lowerBound * sc.umPerV)...(sc.rangeV.upperBound * sc.umPerV);
+                home = sc.parkV * sc.umPerV; what = "galvo scan"
             } else {
-                guard let stage = rig.stage?.profile.stage else { throw zn.error("a z range needs a stage; rig '\(rig.name)' has none") }
+                guard let stage = rig.stage?.profile.stage else {
+                    throw zn.error("a z range needs a stage; rig '\(rig.name)' has none")
+                }
                 range = stage.rangeUm; home = stage.homeUm; what = "stage"
             }
             zStart = try zn.optionalDouble("start_um", in: range, unit: " µm") ?? home
             let end = zStart + Double(zPlanes - 1) * zStep
             guard range.contains(end) else {
-                throw zn.error("z range ends at \(fmt(end)) µm, outside the \(what)'s range \(fmt(range.lowerBound))…\(fmt(range.upperBound)) µm")
+                throw zn.error(
+                    "z range ends at \(fmt(end)) µm, outside the \(what)'s range \(fmt(range.lowerBound))…\(fmt(range.upperBound)) µm"
+                )
             }
             if mode == .llsm, zStep <= 0 {
-                throw try zn.child("step_um")?.error("the light-sheet scan step must be positive; found \(fmt(zStep)) µm")
+                throw try zn.child("step_um")?.error(
+                    "the light-sheet scan step must be positive; found \(fmt(zStep)) µm")
                     ?? zn.error("a light-sheet stack needs a positive step_um")
             }
             if zPlanes > 1, zStep == 0 { throw zn.error("step_um must be non-zero for more than one plane") }
             try zn.finish()
         }
         if mode == .sim3d, zPlanes < 2 { throw root.error("mode sim3d needs a 'z' block with at least 2 planes") }
-        if mode == .llsm, zPlanes < 2 { throw (zNode ?? root).error("mode llsm needs a 'z' block (the scan) with at least 2 planes") }
+        if mode == .llsm, zPlanes < 2 {
+            throw (zNode ?? root).error("mode llsm needs a 'z' block (the scan) with at least 2 planes")
+        }
         var lightSheet: [String: String] = [:]
         var sourceNode: ConfigNode?
         if let ln = try root.child("light_sheet") {
@@ -201,17 +237,23 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             if let v = try ln.optionalBool("rotate") { lightSheet["rotate"] = String(v) }
             if let sn = try ln.child("source") {
                 let v = try sn.string()
-                guard ["raw", "denoised"].contains(v) else { throw sn.error("source must be raw or denoised; found '\(v)'") }
+                guard ["raw", "denoised"].contains(v) else {
+                    throw sn.error("source must be raw or denoised; found '\(v)'")
+                }
                 lightSheet["source"] = v; sourceNode = sn
             }
-            if let v = try ln.optionalDouble("background", in: 0...65535, unit: " ADU") { lightSheet["background"] = String(v) }
+            if let v = try ln.optionalDouble("background", in: 0...65535, unit: " ADU") {
+                lightSheet["background"] = String(v)
+            }
             try ln.finish()
         }
 
         if rig.leader == .modulator, let mp = rig.modulator?.profile.modulator {
             let seqLen = channels.count * angles * phases
             if seqLen > mp.sequenceMax {
-                throw modeNode.error("a time point needs a sequence of \(seqLen) patterns; the modulator holds at most \(mp.sequenceMax)")
+                throw modeNode.error(
+                    "a time point needs a sequence of \(seqLen) patterns; the modulator holds at most \(mp.sequenceMax)"
+                )
             }
         }
 
@@ -228,7 +270,9 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             }
             reconstruction["wiener"] = try rn.optionalAutoOrDouble("wiener", in: 0.0001...10)
             reconstruction["suppression"] = try rn.optionalAutoOrDouble("suppression", in: 0...1)
-            if let b = try rn.optionalDouble("background", in: 0...65535, unit: " ADU") { reconstruction["background"] = String(b) }
+            if let b = try rn.optionalDouble("background", in: 0...65535, unit: " ADU") {
+                reconstruction["background"] = String(b)
+            }
             if let b = try rn.optionalInt("backlog", in: 1...1000) { reconstruction["backlog"] = String(b) }
             try rn.finish()
         }
@@ -245,15 +289,21 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             if let v = try dn.optionalInt("batch", in: 1...64) { denoise["batch"] = String(v) }
             if let v = try dn.optionalDouble("learning_rate", in: 1e-7...1) { denoise["learning_rate"] = String(v) }
             if let v = try dn.optionalDouble("ema", in: 0...0.999) { denoise["ema"] = String(v) }
-            if let v = try dn.optionalInt("checkpoint_every", in: 0...1_000_000) { denoise["checkpoint_every"] = String(v) }
+            if let v = try dn.optionalInt("checkpoint_every", in: 0...1_000_000) {
+                denoise["checkpoint_every"] = String(v)
+            }
             if let pn = try dn.child("pairs") {
                 let v = try pn.string()
-                guard ["recorrupt", "odd-even"].contains(v) else { throw pn.error("pairs must be recorrupt or odd-even; found '\(v)'") }
+                guard ["recorrupt", "odd-even"].contains(v) else {
+                    throw pn.error("pairs must be recorrupt or odd-even; found '\(v)'")
+                }
                 denoise["pairs"] = v
             }
             if let wn = try dn.child("weights") {
                 let path = dn.resolvePath(try wn.string())
-                guard FileManager.default.fileExists(atPath: path) else { throw wn.error("weights file '\(path)' does not exist") }
+                guard FileManager.default.fileExists(atPath: path) else {
+                    throw wn.error("weights file '\(path)' does not exist")
+                }
                 denoise["weights"] = path
             }
             try dn.finish()
@@ -276,17 +326,19 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             try on.finish()
         }
 
-        var firstDeadline = 5000.0, frameDeadline = 1000.0
+        var firstDeadline = 5000.0
+        var frameDeadline = 1000.0
         if let dn = try root.child("deadlines") {
             firstDeadline = try dn.optionalDouble("first_frame_ms", in: 1...3_600_000, unit: " ms") ?? firstDeadline
             frameDeadline = try dn.optionalDouble("frame_ms", in: 1...3_600_000, unit: " ms") ?? frameDeadline
             try dn.finish()
         }
         try root.finish()
-        return AcquisitionProtocol(file: root.file, name: name, rig: rig, mode: mode, roiWidth: roiW, roiHeight: roiH,
-                                   binning: binning, channels: channels, angles: angles, phases: phases,
-                                   timepoints: timepoints, intervalMs: interval, zPlanes: zPlanes, zStepUm: zStep,
-                                   zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction, denoise: denoise, lightSheet: lightSheet,
-                                   outputs: outputs, firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
+        return AcquisitionProtocol(
+            file: root.file, name: name, rig: rig, mode: mode, roiWidth: roiW, roiHeight: roiH,
+            binning: binning, channels: channels, angles: angles, phases: phases,
+            timepoints: timepoints, intervalMs: interval, zPlanes: zPlanes, zStepUm: zStep,
+            zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction, denoise: denoise, lightSheet: lightSheet,
+            outputs: outputs, firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
     }
 }

@@ -50,15 +50,19 @@ public final class ConfigNode {
         } catch {
             throw MoireError(.config, "YAML error: \(error)", place: file)
         }
-        guard let node else { throw MoireError(.config, "file is empty; expected a YAML mapping", place: "\(file):1:1") }
+        guard let node else {
+            throw MoireError(.config, "file is empty; expected a YAML mapping", place: "\(file):1:1")
+        }
         return ConfigNode(node: node, file: file, path: "")
     }
 
     private static func syntaxError(_ error: YamlError, file: String) -> MoireError {
         switch error {
-        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
+            let .composer(context, problem, mark, _):
             let ctx = context.map { " (\($0.text))" } ?? ""
-            return MoireError(.config, "YAML syntax error: \(problem)\(ctx)", place: "\(file):\(mark.line):\(mark.column)")
+            return MoireError(
+                .config, "YAML syntax error: \(problem)\(ctx)", place: "\(file):\(mark.line):\(mark.column)")
         default:
             return MoireError(.config, "YAML error: \(error)", place: file)
         }
@@ -98,7 +102,9 @@ public final class ConfigNode {
         let m = try mapping()
         consumed.insert(key)
         guard let value = m[key] else { return nil }
-        if case let .scalar(s) = value, s.style == .plain, ["", "~", "null", "Null", "NULL"].contains(s.string) { return nil }
+        if case let .scalar(s) = value, s.style == .plain, ["", "~", "null", "Null", "NULL"].contains(s.string) {
+            return nil
+        }
         return ConfigNode(node: value, file: file, path: childPath(key))
     }
 
@@ -162,14 +168,18 @@ public final class ConfigNode {
     public func double(in range: ClosedRange<Double>, unit: String = "") throws -> Double {
         let v = try double()
         guard range.contains(v) else {
-            throw error("value \(fmt(v))\(unit) is out of range; expected \(fmt(range.lowerBound))…\(fmt(range.upperBound))\(unit)")
+            throw error(
+                "value \(fmt(v))\(unit) is out of range; expected \(fmt(range.lowerBound))…\(fmt(range.upperBound))\(unit)"
+            )
         }
         return v
     }
 
     public func int(in range: ClosedRange<Int>) throws -> Int {
         let v = try int()
-        guard range.contains(v) else { throw error("value \(v) is out of range; expected \(range.lowerBound)…\(range.upperBound)") }
+        guard range.contains(v) else {
+            throw error("value \(v) is out of range; expected \(range.lowerBound)…\(range.upperBound)")
+        }
         return v
     }
 
@@ -190,7 +200,9 @@ public final class ConfigNode {
 
     public func ints(count: Int? = nil) throws -> [Int] {
         let items = try list()
-        if let count, items.count != count { throw error("expected a list of \(count) whole numbers, found \(items.count)") }
+        if let count, items.count != count {
+            throw error("expected a list of \(count) whole numbers, found \(items.count)")
+        }
         return try items.map { try $0.int() }
     }
 

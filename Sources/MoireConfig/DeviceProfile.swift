@@ -70,8 +70,11 @@ public struct PatternSpec: Sendable, Equatable, Codable {
     /// 1's, whose axial frequency follows from k and the wavelength. Nil: a two-beam pattern.
     public var order2Modulation: Double?
 
-    public init(index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double, dmd: DMDImage? = nil,
-                order2Modulation: Double? = nil) {
+    public init(
+        index: Int, angle: Int, phase: Int, kx: Double, ky: Double, phaseRad: Double, modulation: Double,
+        dmd: DMDImage? = nil,
+        order2Modulation: Double? = nil
+    ) {
         self.index = index; self.angle = angle; self.phase = phase
         self.kx = kx; self.ky = ky; self.phaseRad = phaseRad; self.modulation = modulation; self.dmd = dmd
         self.order2Modulation = order2Modulation
@@ -177,7 +180,8 @@ public struct DeviceProfile: Sendable, Equatable {
         let driver = try root.required("driver").choice(DriverFamily.self)
         let connection = try root.child("connection")?.stringMap() ?? [:]
         let extra = try root.child("driver_options")?.stringMap() ?? [:]
-        var p = DeviceProfile(file: root.file, kind: kind, model: model, driver: driver, connection: connection, extra: extra)
+        var p = DeviceProfile(
+            file: root.file, kind: kind, model: model, driver: driver, connection: connection, extra: extra)
         switch kind {
         case .camera: p.camera = try parseCamera(root)
         case .modulator: p.modulator = try parseModulator(root)
@@ -185,30 +189,48 @@ public struct DeviceProfile: Sendable, Equatable {
         case .stage: p.stage = try parseStage(root)
         case .laser: p.laser = try parseLaser(root)
         case .trigger:
-            guard driver == .serialAscii else { throw try root.required("driver").error("a trigger line is driven by serial-ascii") }
+            guard driver == .serialAscii else {
+                throw try root.required("driver").error("a trigger line is driven by serial-ascii")
+            }
         }
         if let sn = try root.child("serial") {
             guard driver == .serialAscii else { throw sn.error("a serial block needs driver serial-ascii") }
-            guard kind != .camera, kind != .modulator else { throw sn.error("serial-ascii drives scanners, stages and lasers, not a \(kind.rawValue)") }
+            guard kind != .camera, kind != .modulator else {
+                throw sn.error("serial-ascii drives scanners, stages and lasers, not a \(kind.rawValue)")
+            }
             p.serial = try SerialProfile.parse(sn, kind: kind)
         } else if driver == .serialAscii {
-            throw MoireError(.config, "driver serial-ascii needs a serial block with the controller's commands", place: root.place)
+            throw MoireError(
+                .config, "driver serial-ascii needs a serial block with the controller's commands", place: root.place)
         }
         if driver == .dlpc900 {
-            guard kind == .modulator, let m = p.modulator else { throw try root.required("driver").error("driver dlpc900 drives modulators only") }
+            guard kind == .modulator, let m = p.modulator else {
+                throw try root.required("driver").error("driver dlpc900 drives modulators only")
+            }
             let unmapped = m.patternSets.flatMap(\.patterns).filter { $0.dmd == nil }.map(\.index)
             guard unmapped.isEmpty else {
-                throw MoireError(.config, "driver dlpc900: patterns \(unmapped.map(String.init).joined(separator: ", ")) have no dmd: [image, bit]", place: root.place)
+                throw MoireError(
+                    .config,
+                    "driver dlpc900: patterns \(unmapped.map(String.init).joined(separator: ", ")) have no dmd: [image, bit]",
+                    place: root.place)
             }
-            guard m.uniformDMD != nil else { throw MoireError(.config, "driver dlpc900 needs dmd_uniform: [image, bit] (the all-on image for widefield)", place: root.place) }
+            guard m.uniformDMD != nil else {
+                throw MoireError(
+                    .config, "driver dlpc900 needs dmd_uniform: [image, bit] (the all-on image for widefield)",
+                    place: root.place)
+            }
         }
         try root.finish()
         return p
     }
 
-    private static func range(_ node: ConfigNode, within limits: ClosedRange<Double>, unit: String) throws -> ClosedRange<Double> {
+    private static func range(_ node: ConfigNode, within limits: ClosedRange<Double>, unit: String) throws
+        -> ClosedRange<Double>
+    {
         let v = try node.doubles(count: 2)
-        guard v[0] <= v[1] else { throw node.error("expected [min, max] with min ≤ max, found [\(fmt(v[0])), \(fmt(v[1]))]") }
+        guard v[0] <= v[1] else {
+            throw node.error("expected [min, max] with min ≤ max, found [\(fmt(v[0])), \(fmt(v[1]))]")
+        }
         guard limits.contains(v[0]), limits.contains(v[1]) else {
             throw node.error("expected values within \(fmt(limits.lowerBound))…\(fmt(limits.upperBound))\(unit)")
         }
@@ -219,7 +241,9 @@ public struct DeviceProfile: Sendable, Equatable {
         let cap = try root.required("capabilities")
         let sensorNode = try cap.required("sensor")
         let sensor = try sensorNode.ints(count: 2)
-        guard sensor.allSatisfy({ (1...16384).contains($0) }) else { throw sensorNode.error("sensor size must be 1…16384 pixels") }
+        guard sensor.allSatisfy({ (1...16384).contains($0) }) else {
+            throw sensorNode.error("sensor size must be 1…16384 pixels")
+        }
         let pixelUm = try cap.required("pixel_um").double(in: 0.1...100, unit: " µm")
         let binning = try cap.child("binning")?.ints() ?? [1]
         let roiMin = try cap.optionalInt("roi_min", in: 1...16384) ?? 16
@@ -237,17 +261,20 @@ public struct DeviceProfile: Sendable, Equatable {
         let qe = try cal.optionalDouble("qe", in: 0.01...1) ?? 0.8
         let fullWell = try cal.optionalDouble("full_well_e", in: 1...10_000_000, unit: " e⁻") ?? 30000
         try cal.finish()
-        var profile = CameraProfile(sensorWidth: sensor[0], sensorHeight: sensor[1], pixelUm: pixelUm, binning: binning,
-                                    roiMin: roiMin, exposureMs: exposure, triggerModes: triggers, bitDepth: bitDepth,
-                                    readoutMs: readout, offsetADU: offset, gainADUPerE: gain, readNoiseE: read, qe: qe,
-                                    fullWellE: fullWell)
+        var profile = CameraProfile(
+            sensorWidth: sensor[0], sensorHeight: sensor[1], pixelUm: pixelUm, binning: binning,
+            roiMin: roiMin, exposureMs: exposure, triggerModes: triggers, bitDepth: bitDepth,
+            readoutMs: readout, offsetADU: offset, gainADUPerE: gain, readNoiseE: read, qe: qe,
+            fullWellE: fullWell)
         if let rn = try root.child("registers") {
             for name in try rn.keys() {
                 let entry = try rn.required(name)
                 let an = try entry.required("address")
                 let text = try an.string()
                 let parsed = text.lowercased().hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
-                guard let address = parsed else { throw an.error("register address must be a number or 0x… hex; found '\(text)'") }
+                guard let address = parsed else {
+                    throw an.error("register address must be a number or 0x… hex; found '\(text)'")
+                }
                 let kind = try entry.required("type").choice(CameraRegister.Kind.self)
                 let scale = try entry.optionalDouble("scale", in: 1e-12...1e12) ?? 1
                 var values: [String: UInt32] = [:]
@@ -260,7 +287,9 @@ public struct DeviceProfile: Sendable, Equatable {
         }
         if let hn = try root.child("genicam_xml_sha256") {
             let h = try hn.string()
-            guard h.count == 64, h.allSatisfy(\.isHexDigit) else { throw hn.error("genicam_xml_sha256 must be 64 hex digits") }
+            guard h.count == 64, h.allSatisfy(\.isHexDigit) else {
+                throw hn.error("genicam_xml_sha256 must be 64 hex digits")
+            }
             profile.genicamXMLSHA256 = h
         }
         return profile
@@ -278,7 +307,9 @@ public struct DeviceProfile: Sendable, Equatable {
         if let setsNode = try root.child("pattern_sets") {
             for setNode in try setsNode.list() {
                 let name = try setNode.required("name").string()
-                if sets.contains(where: { $0.name == name }) { throw setNode.error("duplicate pattern set name '\(name)'") }
+                if sets.contains(where: { $0.name == name }) {
+                    throw setNode.error("duplicate pattern set name '\(name)'")
+                }
                 let wl = try setNode.required("wavelength_nm").double(in: 200...2000, unit: " nm")
                 // Three-beam (3D-SIM) sets state order 2's modulation.
                 let m2 = try setNode.optionalDouble("order2_modulation", in: 0...1)
@@ -308,18 +339,23 @@ public struct DeviceProfile: Sendable, Equatable {
         if let gn = try root.child("dmd_geometry") {
             let mn = try gn.required("mirrors")
             let m = try mn.ints(count: 2)
-            guard (1...4096).contains(m[0]), (1...4096).contains(m[1]) else { throw mn.error("mirrors must be [width, height], 1…4096 each") }
+            guard (1...4096).contains(m[0]), (1...4096).contains(m[1]) else {
+                throw mn.error("mirrors must be [width, height], 1…4096 each")
+            }
             let s = try gn.required("sample_um_per_mirror").double(in: 1e-4...100, unit: " µm")
             let upload = try gn.optionalBool("upload") ?? false
             try gn.finish()
             geometry = DMDGeometry(width: m[0], height: m[1], sampleUmPerMirror: s, upload: upload)
             // Each generated grating must be resolvable: at least 2 mirrors per period.
             for p in sets.flatMap(\.patterns) where hypot(p.kx, p.ky) * s > 0.5 {
-                throw gn.error("pattern \(p.index) has a period of \(String(format: "%.2f", 1 / (hypot(p.kx, p.ky) * s))) mirrors; at least 2 are needed")
+                throw gn.error(
+                    "pattern \(p.index) has a period of \(String(format: "%.2f", 1 / (hypot(p.kx, p.ky) * s))) mirrors; at least 2 are needed"
+                )
             }
         }
-        return ModulatorProfile(sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets, uniformDMD: uniform,
-                                dmdGeometry: geometry)
+        return ModulatorProfile(
+            sequenceMax: seqMax, triggerOut: trigOut, settleMs: settle, patternSets: sets, uniformDMD: uniform,
+            dmdGeometry: geometry)
     }
 
     /// `[image, bit]`: image index 0…2047 (11 bits), bit plane 0…23.

@@ -78,7 +78,8 @@ public struct SpecimenSpec: Sendable, Equatable {
         let kind = try root.required("kind").choice(Kind.self)
         let seed = try root.child("seed")?.int(in: 0...Int.max) ?? 1
         // 3D specimens (`beads`) have filaments only when asked for.
-        let filaments = try root.optionalInt("filaments", in: 0...100_000) ?? (kind == .puncta || kind == .beads ? 0 : 40)
+        let filaments =
+            try root.optionalInt("filaments", in: 0...100_000) ?? (kind == .puncta || kind == .beads ? 0 : 40)
         let puncta = try root.optionalInt("puncta", in: 0...1_000_000) ?? (kind == .filaments ? 0 : 200)
         let brightness = try root.optionalDouble("brightness", in: 0...1e9) ?? 20
         let background = try root.optionalDouble("background", in: 0...1e9) ?? 0.5
@@ -92,12 +93,15 @@ public struct SpecimenSpec: Sendable, Equatable {
         var size = [60.0, 30, 20]
         if let sn = try root.child("size_um") {
             size = try sn.doubles(count: 3)
-            guard size.allSatisfy({ $0 > 0 && $0 <= 10_000 }) else { throw sn.error("size_um must be three positive lengths (µm)") }
+            guard size.allSatisfy({ $0 > 0 && $0 <= 10_000 }) else {
+                throw sn.error("size_um must be three positive lengths (µm)")
+            }
         }
         try root.finish()
-        return SpecimenSpec(file: file, kind: kind, seed: UInt64(seed), filaments: filaments, puncta: puncta,
-                            brightness: brightness, background: background, tiffPath: tiffPath, tiffPixelUm: tiffPixel,
-                            bleachPerMwS: bleach, sizeUm: size)
+        return SpecimenSpec(
+            file: file, kind: kind, seed: UInt64(seed), filaments: filaments, puncta: puncta,
+            brightness: brightness, background: background, tiffPath: tiffPath, tiffPixelUm: tiffPixel,
+            bleachPerMwS: bleach, sizeUm: size)
     }
 }
 
@@ -166,43 +170,54 @@ public struct Rig: Sendable, Equatable {
                 throw pathNode.error("cannot load device profile '\(path)': \(e.message)")
             }
             guard profile.kind == kind else {
-                throw pathNode.error("profile '\(path)' describes a \(profile.kind.rawValue), but this role needs a \(kind.rawValue)")
+                throw pathNode.error(
+                    "profile '\(path)' describes a \(profile.kind.rawValue), but this role needs a \(kind.rawValue)")
             }
             var connect = RigDevice.Connect.device
             if let cn = try node.child("connect") {
                 connect = try cn.choice(RigDevice.Connect.self)
                 if connect == .simulatedPeer, profile.driver == .sim {
-                    throw cn.error("connect: simulated-peer is for devices with a real driver; '\(profile.model)' is already simulated")
+                    throw cn.error(
+                        "connect: simulated-peer is for devices with a real driver; '\(profile.model)' is already simulated"
+                    )
                 }
             }
             try node.finish()
             return RigDevice(name: n, profile: profile, connect: connect)
         }
         let camera = try device(devices.required("camera"), kind: .camera, defaultName: "camera")
-        let modulator = try devices.child("modulator").map { try device($0, kind: .modulator, defaultName: "modulator") }
+        let modulator = try devices.child("modulator").map {
+            try device($0, kind: .modulator, defaultName: "modulator")
+        }
         let scanner = try devices.child("scanner").map { try device($0, kind: .scanner, defaultName: "scanner") }
         let stage = try devices.child("stage").map { try device($0, kind: .stage, defaultName: "stage") }
         var lasers: [RigDevice] = []
         if let ln = try devices.child("lasers") {
             for item in try ln.list() {
                 let l = try device(item, kind: .laser, defaultName: "laser\(lasers.count)")
-                if lasers.contains(where: { $0.name == l.name }) { throw item.error("duplicate laser name '\(l.name)'") }
+                if lasers.contains(where: { $0.name == l.name }) {
+                    throw item.error("duplicate laser name '\(l.name)'")
+                }
                 lasers.append(l)
             }
         }
         try devices.finish()
         let on = try root.required("optics")
-        let optics = Optics(objectiveNA: try on.required("objective_na").double(in: 0.01...1.7),
-                            magnification: try on.required("magnification").double(in: 1...1000, unit: "×"),
-                            immersionIndex: try on.required("immersion_index").double(in: 1...2),
-                            tubeLensMm: try on.optionalDouble("tube_lens_mm", in: 1...10_000, unit: " mm"))
+        let optics = Optics(
+            objectiveNA: try on.required("objective_na").double(in: 0.01...1.7),
+            magnification: try on.required("magnification").double(in: 1...1000, unit: "×"),
+            immersionIndex: try on.required("immersion_index").double(in: 1...2),
+            tubeLensMm: try on.optionalDouble("tube_lens_mm", in: 1...10_000, unit: " mm"))
         if optics.objectiveNA > optics.immersionIndex {
-            throw try on.required("objective_na").error("NA \(fmt(optics.objectiveNA)) exceeds the immersion index \(fmt(optics.immersionIndex))")
+            throw try on.required("objective_na").error(
+                "NA \(fmt(optics.objectiveNA)) exceeds the immersion index \(fmt(optics.immersionIndex))")
         }
         var otfFile: String?
         if let otfNode = try on.child("otf") {
             let path = on.resolvePath(try otfNode.string())
-            guard FileManager.default.fileExists(atPath: path) else { throw otfNode.error("OTF file '\(path)' does not exist") }
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw otfNode.error("OTF file '\(path)' does not exist")
+            }
             otfFile = path
         }
         let otfAttenuation = try on.optionalDouble("otf_attenuation", in: 0.01...1) ?? 1
@@ -218,12 +233,17 @@ public struct Rig: Sendable, Equatable {
                 }
             }
             if let sn = try wiring.child("scan_trigger") {
-                guard try sn.string() == "camera" else { throw sn.error("scan_trigger must be 'camera' (the camera's exposure output)") }
+                guard try sn.string() == "camera" else {
+                    throw sn.error("scan_trigger must be 'camera' (the camera's exposure output)")
+                }
                 let tabled = [stage, scanner].compactMap { $0 }.filter { d in
-                    d.profile.serial.map { $0.commands["waveform_point"] != nil && $0.commands["waveform_arm"] != nil } ?? false
+                    d.profile.serial.map { $0.commands["waveform_point"] != nil && $0.commands["waveform_arm"] != nil }
+                        ?? false
                 }
                 guard !tabled.isEmpty else {
-                    throw sn.error("scan_trigger needs a stage or scanner on a serial controller whose profile has waveform_point and waveform_arm")
+                    throw sn.error(
+                        "scan_trigger needs a stage or scanner on a serial controller whose profile has waveform_point and waveform_arm"
+                    )
                 }
                 scanTrigger = true
             }
@@ -231,7 +251,8 @@ public struct Rig: Sendable, Equatable {
                 leader = try ln.choice(TimingLeader.self)
                 if leader == .modulator {
                     guard let mp = modulator?.profile.modulator, mp.triggerOut, mp.sequenceMax > 0 else {
-                        throw ln.error("leader 'modulator' needs a modulator whose profile has trigger_out and sequence_max > 0")
+                        throw ln.error(
+                            "leader 'modulator' needs a modulator whose profile has trigger_out and sequence_max > 0")
                     }
                     guard camera.profile.camera!.triggerModes.contains("external") else {
                         throw ln.error("leader 'modulator' needs a camera with the 'external' trigger mode")
@@ -255,18 +276,22 @@ public struct Rig: Sendable, Equatable {
                 if scan == .galvo, scanner == nil { throw sn.error("a galvo scan needs a scanner; the rig has none") }
             }
             if scan == .stage, stage == nil { throw ln.error("a stage scan needs a stage; the rig has none") }
-            var psfFile: String?, psfs: [Double: String] = [:]
+            var psfFile: String?
+            var psfs: [Double: String] = [:]
             if let pn = try ln.child("psf") {
                 func file(_ n: ConfigNode) throws -> String {
                     let path = n.resolvePath(try n.string())
-                    guard FileManager.default.fileExists(atPath: path) else { throw n.error("PSF file '\(path)' does not exist") }
+                    guard FileManager.default.fileExists(atPath: path) else {
+                        throw n.error("PSF file '\(path)' does not exist")
+                    }
                     return path
                 }
                 if case .mapping = pn.node {
                     for key in try pn.keys() {
                         guard let c = try pn.child(key) else { continue }
                         guard let nm = Double(key), nm > 0, nm < 2000 else {
-                            throw c.error("the keys of psf are emission wavelengths in nm (e.g. 520: psf520.tif); found '\(key)'")
+                            throw c.error(
+                                "the keys of psf are emission wavelengths in nm (e.g. 520: psf520.tif); found '\(key)'")
                         }
                         psfs[nm] = try file(c)
                     }
@@ -275,7 +300,9 @@ public struct Rig: Sendable, Equatable {
                 }
             }
             try ln.finish()
-            lightSheet = LightSheetSpec(angleDeg: angle, thicknessUm: thickness, lengthUm: length, scan: scan, psfFile: psfFile, psfByEmissionNm: psfs)
+            lightSheet = LightSheetSpec(
+                angleDeg: angle, thicknessUm: thickness, lengthUm: length, scan: scan, psfFile: psfFile,
+                psfByEmissionNm: psfs)
         }
         var specimen: SpecimenSpec?
         if let sim = try root.child("simulation") {
@@ -288,8 +315,9 @@ public struct Rig: Sendable, Equatable {
             try sim.finish()
         }
         try root.finish()
-        return Rig(file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
-                   lasers: lasers, cameraTrigger: cameraTrigger, scanTrigger: scanTrigger, optics: optics, otfFile: otfFile,
-                   otfAttenuation: otfAttenuation, leader: leader, specimen: specimen, lightSheet: lightSheet)
+        return Rig(
+            file: file, name: name, camera: camera, modulator: modulator, scanner: scanner, stage: stage,
+            lasers: lasers, cameraTrigger: cameraTrigger, scanTrigger: scanTrigger, optics: optics, otfFile: otfFile,
+            otfAttenuation: otfAttenuation, leader: leader, specimen: specimen, lightSheet: lightSheet)
     }
 }

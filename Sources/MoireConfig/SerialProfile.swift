@@ -20,14 +20,16 @@ public struct SerialCommand: Sendable, Equatable {
     /// Counts for a physical value (clamped to the range).
     public func counts(_ value: Double) -> Int? {
         guard let from, let to else { return nil }
-        let f = (min(max(value, from.lowerBound), from.upperBound) - from.lowerBound) / (from.upperBound - from.lowerBound)
+        let f =
+            (min(max(value, from.lowerBound), from.upperBound) - from.lowerBound) / (from.upperBound - from.lowerBound)
         return Int((to.lowerBound + f * (to.upperBound - to.lowerBound)).rounded())
     }
 
     /// The physical value for counts (inverse of `counts`).
     public func value(counts c: Double) -> Double? {
         guard let from, let to else { return nil }
-        return from.lowerBound + (c - to.lowerBound) / (to.upperBound - to.lowerBound) * (from.upperBound - from.lowerBound)
+        return from.lowerBound + (c - to.lowerBound) / (to.upperBound - to.lowerBound)
+            * (from.upperBound - from.lowerBound)
     }
 
     /// Fills `{name}` placeholders.
@@ -42,12 +44,15 @@ public struct SerialCommand: Sendable, Equatable {
     public func match(_ line: String, fixed: [String: String]) -> [String: Double]? {
         let t = Self.fill(send, fixed)
         var captured: [String: Double] = [:]
-        var ti = t.startIndex, li = line.startIndex
+        var ti = t.startIndex
+        var li = line.startIndex
         while ti < t.endIndex {
             if t[ti] == "{", let close = t[ti...].firstIndex(of: "}") {
                 let name = String(t[t.index(after: ti)..<close])
                 var end = li
-                while end < line.endIndex, line[end].isNumber || line[end] == "-" || line[end] == "." { end = line.index(after: end) }
+                while end < line.endIndex, line[end].isNumber || line[end] == "-" || line[end] == "." {
+                    end = line.index(after: end)
+                }
                 guard end > li, let v = Double(line[li..<end]) else { return nil }
                 captured[name] = v
                 li = end; ti = t.index(after: close)
@@ -102,9 +107,12 @@ public struct SerialProfile: Sendable, Equatable {
         let values = try node.child("values")?.stringMap() ?? [:]
         func command(_ c: ConfigNode) throws -> SerialCommand {
             let send = try c.required("send").string()
-            guard !send.isEmpty, !send.contains("\n"), !send.contains("\r") else { throw c.error("send must be one non-empty line") }
+            guard !send.isEmpty, !send.contains("\n"), !send.contains("\r") else {
+                throw c.error("send must be one non-empty line")
+            }
             let reply = try c.optionalString("reply")
-            var from: ClosedRange<Double>?, to: ClosedRange<Double>?
+            var from: ClosedRange<Double>?
+            var to: ClosedRange<Double>?
             if let fn = try c.child("from") {
                 let v = try fn.doubles(count: 2)
                 guard v[0] < v[1] else { throw fn.error("from must be [low, high] with low < high") }
@@ -117,7 +125,9 @@ public struct SerialProfile: Sendable, Equatable {
             } else if try c.child("to") != nil {
                 throw c.error("to needs from")
             }
-            if send.contains("{counts}") && from == nil { throw c.error("send uses {counts} but the command has no from/to mapping") }
+            if send.contains("{counts}") && from == nil {
+                throw c.error("send uses {counts} but the command has no from/to mapping")
+            }
             try c.finish()
             return SerialCommand(send: send, reply: reply, from: from, to: to)
         }
@@ -126,8 +136,12 @@ public struct SerialProfile: Sendable, Equatable {
         let cn = try node.required("commands")
         for name in try cn.keys() { commands[name] = try command(cn.required(name)) }
         let missing = SerialProfile.required(for: kind).filter { commands[$0] == nil }
-        guard missing.isEmpty else { throw cn.error("a \(kind.rawValue) on a serial controller needs the commands \(missing.joined(separator: ", "))") }
+        guard missing.isEmpty else {
+            throw cn.error(
+                "a \(kind.rawValue) on a serial controller needs the commands \(missing.joined(separator: ", "))")
+        }
         try node.finish()
-        return SerialProfile(baud: baud, terminator: term, timeoutMs: timeout, identify: identify, values: values, commands: commands)
+        return SerialProfile(
+            baud: baud, terminator: term, timeoutMs: timeout, identify: identify, values: values, commands: commands)
     }
 }

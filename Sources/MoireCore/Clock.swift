@@ -87,7 +87,8 @@ public struct RealClock: MoireClock {
 }
 
 /// An `NSCondition` timed by a `RealClock`.
-final class WallCondition: ClockCondition, @unchecked Sendable { // immutable: a thread-safe NSCondition and a clock value
+// immutable: a thread-safe NSCondition and a clock value
+final class WallCondition: ClockCondition, @unchecked Sendable {
     // NSCondition is thread-safe; the clock is an immutable value.
     private let condition = NSCondition()
     private let clock: RealClock
@@ -117,7 +118,7 @@ final class WallCondition: ClockCondition, @unchecked Sendable { // immutable: a
 /// pool, a bus) holds time still, so simulated devices run as fast as the machine allows and a
 /// loaded machine changes nothing that the timing model says. A thread that does not
 /// participate and sleeps moves time forward at once.
-public final class VirtualClock: MoireClock, @unchecked Sendable { // all mutable state under `scheduler`
+public final class VirtualClock: MoireClock, @unchecked Sendable {  // all mutable state under `scheduler`
     // Every mutable field below is guarded by `scheduler`.
     private let scheduler = NSCondition()
     private var now: Int64 = 0
@@ -275,7 +276,7 @@ public final class VirtualClock: MoireClock, @unchecked Sendable { // all mutabl
 }
 
 /// A lock and condition timed by a `VirtualClock`.
-final class VirtualCondition: ClockCondition, @unchecked Sendable { // immutable: an NSLock and the clock
+final class VirtualCondition: ClockCondition, @unchecked Sendable {  // immutable: an NSLock and the clock
     // NSLock is thread-safe; the clock does its own locking.
     private let mutex = NSLock()
     private let clock: VirtualClock

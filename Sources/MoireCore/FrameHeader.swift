@@ -64,10 +64,12 @@ public struct FrameHeader: Codable, Sendable, Equatable {
     /// Planes in the payload of a volume message (`vol.*`: z slowest); nil for 2D frames.
     public var depth: Int?
 
-    public init(stream: String = "raw", run: String, seq: Int, index: Int, t: Int, channel: String, c: Int,
-                angle: Int, phase: Int, z: Int, width: Int, height: Int, pixel: PixelFormat = .uint16,
-                pixelSizeUm: Double, exposureStartNs: Int64 = 0, publishedNs: Int64 = 0, missing: Bool = false,
-                state: DeviceState = DeviceState(), inputs: [Int]? = nil, params: [String: String]? = nil) {
+    public init(
+        stream: String = "raw", run: String, seq: Int, index: Int, t: Int, channel: String, c: Int,
+        angle: Int, phase: Int, z: Int, width: Int, height: Int, pixel: PixelFormat = .uint16,
+        pixelSizeUm: Double, exposureStartNs: Int64 = 0, publishedNs: Int64 = 0, missing: Bool = false,
+        state: DeviceState = DeviceState(), inputs: [Int]? = nil, params: [String: String]? = nil
+    ) {
         self.stream = stream; self.run = run; self.seq = seq; self.index = index; self.t = t
         self.channel = channel; self.c = c; self.angle = angle; self.phase = phase; self.z = z
         self.width = width; self.height = height; self.pixel = pixel; self.pixelSizeUm = pixelSizeUm

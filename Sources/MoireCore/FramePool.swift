@@ -8,7 +8,7 @@ import Synchronization
 /// `acquire()` never blocks: when every slot is in use it returns nil and the caller counts
 /// the frame as lost (real hardware cannot wait). `acquire(waitingUpToSeconds:)` blocks until a
 /// consumer frees a slot (simulated hardware in virtual time: backpressure instead of loss).
-public final class FramePool: @unchecked Sendable { // slots under `lock` (Mutex), counters atomic
+public final class FramePool: @unchecked Sendable {  // slots under `lock` (Mutex), counters atomic
     // The slot memory and reference counts are guarded by `lock`; the counters are atomics.
     public let slotCount: Int
     public let slotBytes: Int
@@ -120,7 +120,7 @@ public final class FramePool: @unchecked Sendable { // slots under `lock` (Mutex
 }
 
 /// One referenced slot of a `FramePool`.
-public struct FrameSlot: @unchecked Sendable { // a pool and an index; the pool locks
+public struct FrameSlot: @unchecked Sendable {  // a pool and an index; the pool locks
     public let pool: FramePool
     public let index: Int
 
@@ -134,7 +134,7 @@ public struct FrameSlot: @unchecked Sendable { // a pool and an index; the pool 
 }
 
 /// A frame: its header and the pooled slot that holds its pixels (nil for a missing frame).
-public struct Frame: @unchecked Sendable { // a header value and a FrameSlot
+public struct Frame: @unchecked Sendable {  // a header value and a FrameSlot
     public var header: FrameHeader
     public var slot: FrameSlot?
 

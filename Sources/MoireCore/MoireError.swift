@@ -2,7 +2,8 @@
 public struct MoireError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What went wrong, coarsely, so callers can react without parsing text.
     public enum Kind: String, Sendable, Equatable {
-        case config, validation, io, format, transport, hardware, deadline, state, storage, numeric, usage, unsupported, aborted
+        case config, validation, io, format, transport, hardware, deadline, state, storage, numeric, usage, unsupported,
+            aborted
     }
 
     public var kind: Kind

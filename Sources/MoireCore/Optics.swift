@@ -1,4 +1,5 @@
 import Foundation
+
 /// Detection optics of a rig, enough to model the OTF and the pixel size in the sample.
 public struct Optics: Codable, Sendable, Equatable {
     public var objectiveNA: Double
@@ -37,10 +38,17 @@ public struct LightSheetGeometry: Sendable, Codable, Equatable {
 
     public init(angleDeg: Double, stepUm: Double, pixelUm: Double) throws {
         guard angleDeg.isFinite, abs(angleDeg) > 0.5, abs(angleDeg) < 89.5 else {
-            throw MoireError(.usage, "the sheet angle must lie strictly between 0° and 90° (0.5°…89.5°); got \(angleDeg)°: at 0° the planes coincide in depth, at 90° there is nothing to deskew")
+            throw MoireError(
+                .usage,
+                "the sheet angle must lie strictly between 0° and 90° (0.5°…89.5°); got \(angleDeg)°: at 0° the planes coincide in depth, at 90° there is nothing to deskew"
+            )
         }
-        guard stepUm.isFinite, stepUm > 0 else { throw MoireError(.usage, "the scan step must be positive; got \(stepUm) µm") }
-        guard pixelUm.isFinite, pixelUm > 0 else { throw MoireError(.usage, "the pixel size must be positive; got \(pixelUm) µm") }
+        guard stepUm.isFinite, stepUm > 0 else {
+            throw MoireError(.usage, "the scan step must be positive; got \(stepUm) µm")
+        }
+        guard pixelUm.isFinite, pixelUm > 0 else {
+            throw MoireError(.usage, "the pixel size must be positive; got \(pixelUm) µm")
+        }
         self.angleDeg = angleDeg; self.stepUm = stepUm; self.pixelUm = pixelUm
     }
 
@@ -50,7 +58,9 @@ public struct LightSheetGeometry: Sendable, Codable, Equatable {
     /// Spacing of the deskewed planes along the detection axis, µm.
     public var planeSpacingUm: Double { stepUm * abs(sin(theta)) }
     /// Width of the deskewed volume: nx + ⌊nz·step·|cos θ| / pixel⌋.
-    public func deskewedWidth(nx: Int, nz: Int) -> Int { nx + Int((Double(nz) * stepUm * abs(cos(theta)) / pixelUm).rounded(.down)) }
+    public func deskewedWidth(nx: Int, nz: Int) -> Int {
+        nx + Int((Double(nz) * stepUm * abs(cos(theta)) / pixelUm).rounded(.down))
+    }
 }
 
 /// The Gaussian model of a light-sheet microscope's overall PSF in the deskewed (detection) frame:
@@ -63,16 +73,21 @@ public struct LightSheetOptics: Sendable, Codable, Equatable {
     public var emissionNm: Double
     public var sheetThicknessUm: Double
 
-    public init(na: Double = 1.1, immersionIndex: Double = 1.33, emissionNm: Double = 520, sheetThicknessUm: Double = 1.0) throws {
+    public init(
+        na: Double = 1.1, immersionIndex: Double = 1.33, emissionNm: Double = 520, sheetThicknessUm: Double = 1.0
+    ) throws {
         guard na > 0, na < immersionIndex, emissionNm > 0, sheetThicknessUm > 0 else {
-            throw MoireError(.usage, "light-sheet optics need 0 < NA < n, a positive wavelength and a positive sheet thickness")
+            throw MoireError(
+                .usage, "light-sheet optics need 0 < NA < n, a positive wavelength and a positive sheet thickness")
         }
-        self.na = na; self.immersionIndex = immersionIndex; self.emissionNm = emissionNm; self.sheetThicknessUm = sheetThicknessUm
+        self.na = na; self.immersionIndex = immersionIndex; self.emissionNm = emissionNm;
+        self.sheetThicknessUm = sheetThicknessUm
     }
 
     public var sigmaLateralUm: Double { 0.21 * emissionNm / 1000 / na }
     public var sigmaAxialUm: Double {
-        let n = immersionIndex, lam = emissionNm / 1000
+        let n = immersionIndex
+        let lam = emissionNm / 1000
         let det = 0.88 * lam / (n - (n * n - na * na).squareRoot()) / 2.3548
         let sheet = sheetThicknessUm / 2.3548
         return 1 / (1 / (det * det) + 1 / (sheet * sheet)).squareRoot()

@@ -21,15 +21,17 @@ public final class Conv2D: @unchecked Sendable {
     /// A buffer in the layout a primitive chose, with reorders to and from the plain OIHW weights.
     final class Packed {
         let md: dnnl_memory_desc_t
-        let data: UnsafeMutablePointer<Float>?   // nil when the chosen layout is OIHW itself
+        let data: UnsafeMutablePointer<Float>?  // nil when the chosen layout is OIHW itself
         var toPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
         var fromPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
         init(engine: DNNLEngine, chosen: dnnl_memory_desc_t, plain: dnnl_memory_desc_t) throws {
-            var c = chosen, p = plain
+            var c = chosen
+            var p = plain
             md = chosen
             if dnnl_memory_desc_equal(&c, &p) != 0 { data = nil; return }
             let bytes = dnnl_memory_desc_get_size(&c)
-            data = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64).bindMemory(to: Float.self, capacity: bytes / 4)
+            data = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64).bindMemory(
+                to: Float.self, capacity: bytes / 4)
             toPacked = try engine.reorder(from: plain, to: chosen)
             fromPacked = try engine.reorder(from: chosen, to: plain)
         }
@@ -47,7 +49,7 @@ public final class Conv2D: @unchecked Sendable {
         var srcMD = dnnl_memory_desc_t(), dstMD = dnnl_memory_desc_t(), bMD = dnnl_memory_desc_t()
         var fwdWeights: Packed?, bwdDataWeights: Packed?, diffWeights: Packed?
         var outH = 0, outW = 0
-        let gw: Tensor, gb: Tensor   // this pass's weight and bias gradients, before accumulation
+        let gw: Tensor, gb: Tensor  // this pass's weight and bias gradients, before accumulation
         init(gw: Tensor, gb: Tensor) { self.gw = gw; self.gb = gb }
         deinit {
             for p in [fwd, bwdData, bwdWeights] { if let p { dnnl_primitive_destroy(p) } }
@@ -81,9 +83,12 @@ public final class Conv2D: @unchecked Sendable {
         if let known = plans[key] {
             p = known
         } else {
-            guard x.c == inChannels else { throw MoireError(.usage, "convolution expects \(inChannels) input channels; got \(x.c)") }
-            p = Plan(gw: Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel, layout: .nchw),
-                     gb: Tensor(n: 1, c: outChannels, h: 1, w: 1, layout: .nchw))
+            guard x.c == inChannels else {
+                throw MoireError(.usage, "convolution expects \(inChannels) input channels; got \(x.c)")
+            }
+            p = Plan(
+                gw: Tensor(n: outChannels, c: inChannels, h: kernel, w: kernel, layout: .nchw),
+                gb: Tensor(n: 1, c: outChannels, h: 1, w: 1, layout: .nchw))
             let (oh, ow) = outputSize(h: x.h, w: x.w)
             p.outH = oh; p.outW = ow
             p.srcMD = try engine.md(x)
@@ -92,81 +97,127 @@ public final class Conv2D: @unchecked Sendable {
             let plainW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw)
             var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
             var fd = try descriptors(p, anyW: &anyW)
-            try dnnlCall("convolution forward pd", dnnl_primitive_desc_create(&p.fwdPD, &fd.fwd, nil, engine.engine, nil))
+            try dnnlCall(
+                "convolution forward pd", dnnl_primitive_desc_create(&p.fwdPD, &fd.fwd, nil, engine.engine, nil))
             try dnnlCall("convolution forward", dnnl_primitive_create(&p.fwd, p.fwdPD))
-            p.fwdWeights = try Packed(engine: engine, chosen: dnnl_primitive_desc_query_md(p.fwdPD, dnnl_query_weights_md, 0)!.pointee, plain: plainW)
-            try dnnlCall("convolution backward-weights pd", dnnl_primitive_desc_create(&p.bwdWeightsPD, &fd.bwdW, nil, engine.engine, p.fwdPD))
+            p.fwdWeights = try Packed(
+                engine: engine, chosen: dnnl_primitive_desc_query_md(p.fwdPD, dnnl_query_weights_md, 0)!.pointee,
+                plain: plainW)
+            try dnnlCall(
+                "convolution backward-weights pd",
+                dnnl_primitive_desc_create(&p.bwdWeightsPD, &fd.bwdW, nil, engine.engine, p.fwdPD))
             try dnnlCall("convolution backward-weights", dnnl_primitive_create(&p.bwdWeights, p.bwdWeightsPD))
-            p.diffWeights = try Packed(engine: engine, chosen: dnnl_primitive_desc_query_md(p.bwdWeightsPD, dnnl_query_diff_weights_md, 0)!.pointee,
-                                       plain: plainW)
+            p.diffWeights = try Packed(
+                engine: engine,
+                chosen: dnnl_primitive_desc_query_md(p.bwdWeightsPD, dnnl_query_diff_weights_md, 0)!.pointee,
+                plain: plainW)
             plans[key] = p
         }
         if needInputGradient, p.bwdData == nil {
             // Made only when asked for: a one-channel first layer's data gradient is never needed (and slow).
             var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
             var fd = try descriptors(p, anyW: &anyW)
-            try dnnlCall("convolution backward-data pd", dnnl_primitive_desc_create(&p.bwdDataPD, &fd.bwdD, nil, engine.engine, p.fwdPD))
+            try dnnlCall(
+                "convolution backward-data pd",
+                dnnl_primitive_desc_create(&p.bwdDataPD, &fd.bwdD, nil, engine.engine, p.fwdPD))
             try dnnlCall("convolution backward-data", dnnl_primitive_create(&p.bwdData, p.bwdDataPD))
-            p.bwdDataWeights = try Packed(engine: engine, chosen: dnnl_primitive_desc_query_md(p.bwdDataPD, dnnl_query_weights_md, 0)!.pointee,
-                                          plain: try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw))
+            p.bwdDataWeights = try Packed(
+                engine: engine, chosen: dnnl_primitive_desc_query_md(p.bwdDataPD, dnnl_query_weights_md, 0)!.pointee,
+                plain: try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw))
         }
         return p
     }
 
     private func descriptors(_ p: Plan, anyW: inout dnnl_memory_desc_t) throws
-        -> (fwd: dnnl_convolution_desc_t, bwdD: dnnl_convolution_desc_t, bwdW: dnnl_convolution_desc_t) {
+        -> (fwd: dnnl_convolution_desc_t, bwdD: dnnl_convolution_desc_t, bwdW: dnnl_convolution_desc_t)
+    {
         let pad = kernel / 2
-        let h = Int(p.srcMD.dims.2), w = Int(p.srcMD.dims.3)
+        let h = Int(p.srcMD.dims.2)
+        let w = Int(p.srcMD.dims.3)
         let padR = [(p.outH - 1) * stride + kernel - h - pad, (p.outW - 1) * stride + kernel - w - pad].map(Int64.init)
-        let padL: [Int64] = [Int64(pad), Int64(pad)], strides: [Int64] = [Int64(stride), Int64(stride)]
-        var fd = dnnl_convolution_desc_t(), bd = dnnl_convolution_desc_t(), wd = dnnl_convolution_desc_t()
-        try dnnlCall("convolution forward desc", dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
-                                                                                   &p.srcMD, &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
-        try dnnlCall("convolution backward-data desc", dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &p.srcMD, &anyW,
-                                                                                              &p.dstMD, strides, padL, padR))
-        try dnnlCall("convolution backward-weights desc", dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &p.srcMD,
-                                                                                                    &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
+        let padL: [Int64] = [Int64(pad), Int64(pad)]
+        let strides: [Int64] = [Int64(stride), Int64(stride)]
+        var fd = dnnl_convolution_desc_t()
+        var bd = dnnl_convolution_desc_t()
+        var wd = dnnl_convolution_desc_t()
+        try dnnlCall(
+            "convolution forward desc",
+            dnnl_convolution_forward_desc_init(
+                &fd, dnnl_forward_training, dnnl_convolution_direct,
+                &p.srcMD, &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
+        try dnnlCall(
+            "convolution backward-data desc",
+            dnnl_convolution_backward_data_desc_init(
+                &bd, dnnl_convolution_direct, &p.srcMD, &anyW,
+                &p.dstMD, strides, padL, padR))
+        try dnnlCall(
+            "convolution backward-weights desc",
+            dnnl_convolution_backward_weights_desc_init(
+                &wd, dnnl_convolution_direct, &p.srcMD,
+                &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
         return (fd, bd, wd)
     }
 
     /// The weights as the primitive wants them (reordered from OIHW when its layout differs).
     private func packedWeights(_ packed: Packed) throws -> UnsafeMutablePointer<Float> {
         guard let data = packed.data else { return weights.data }
-        try engine.run(packed.toPacked.1, [(DNNL_ARG_FROM, try engine.md(weights.shape, dnnl_oihw), weights.data), (DNNL_ARG_TO, packed.md, data)])
+        try engine.run(
+            packed.toPacked.1,
+            [(DNNL_ARG_FROM, try engine.md(weights.shape, dnnl_oihw), weights.data), (DNNL_ARG_TO, packed.md, data)])
         return data
     }
 
     /// y = W ⊛ x + b.
     public func forward(_ x: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(for: x, needInputGradient: false)
-        let y = ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+        let y =
+            ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
             ?? Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
         let w = try packedWeights(p.fwdWeights!)
-        try engine.run(p.fwd, [(DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.fwdWeights!.md, w), (DNNL_ARG_BIAS, p.bMD, bias.data),
-                               (DNNL_ARG_DST, p.dstMD, y.data)])
+        try engine.run(
+            p.fwd,
+            [
+                (DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.fwdWeights!.md, w),
+                (DNNL_ARG_BIAS, p.bMD, bias.data),
+                (DNNL_ARG_DST, p.dstMD, y.data),
+            ])
         return y
     }
 
     /// Accumulates dL/dW and dL/db for input `x` and output gradient `dy`; returns dL/dx when `needInputGradient`.
     @discardableResult
-    public func backward(_ x: Tensor, gradOutput dy: Tensor, needInputGradient: Bool = true, workspace ws: Workspace? = nil) throws -> Tensor? {
+    public func backward(
+        _ x: Tensor, gradOutput dy: Tensor, needInputGradient: Bool = true, workspace ws: Workspace? = nil
+    ) throws -> Tensor? {
         let p = try plan(for: x, needInputGradient: needInputGradient)
         guard dy.c == outChannels, dy.h == p.outH, dy.w == p.outW, dy.n == x.n, dy.layout == x.layout else {
-            throw MoireError(.usage, "output gradient is \(dy.shape); expected [\(x.n), \(outChannels), \(p.outH), \(p.outW)]")
+            throw MoireError(
+                .usage, "output gradient is \(dy.shape); expected [\(x.n), \(outChannels), \(p.outH), \(p.outW)]")
         }
         let plainW = try engine.md(weights.shape, dnnl_oihw)
-        let gw = p.gw, gb = p.gb
+        let gw = p.gw
+        let gb = p.gb
         let dw = p.diffWeights!
-        try engine.run(p.bwdWeights, [(DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_DIFF_DST, p.dstMD, dy.data),
-                                      (DNNL_ARG_DIFF_WEIGHTS, dw.md, dw.data ?? gw.data), (DNNL_ARG_DIFF_BIAS, p.bMD, gb.data)])
-        if let packed = dw.data { try engine.run(dw.fromPacked.1, [(DNNL_ARG_FROM, dw.md, packed), (DNNL_ARG_TO, plainW, gw.data)]) }
+        try engine.run(
+            p.bwdWeights,
+            [
+                (DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_DIFF_DST, p.dstMD, dy.data),
+                (DNNL_ARG_DIFF_WEIGHTS, dw.md, dw.data ?? gw.data), (DNNL_ARG_DIFF_BIAS, p.bMD, gb.data),
+            ])
+        if let packed = dw.data {
+            try engine.run(dw.fromPacked.1, [(DNNL_ARG_FROM, dw.md, packed), (DNNL_ARG_TO, plainW, gw.data)])
+        }
         for i in 0..<gw.count { gradWeights[i] += gw[i] }
         for i in 0..<gb.count { gradBias[i] += gb[i] }
         guard needInputGradient else { return nil }
         let dx = ws?.like(x) ?? x.like()
         let w = try packedWeights(p.bwdDataWeights!)
-        try engine.run(p.bwdData, [(DNNL_ARG_DIFF_DST, p.dstMD, dy.data), (DNNL_ARG_WEIGHTS, p.bwdDataWeights!.md, w),
-                                   (DNNL_ARG_DIFF_SRC, p.srcMD, dx.data)])
+        try engine.run(
+            p.bwdData,
+            [
+                (DNNL_ARG_DIFF_DST, p.dstMD, dy.data), (DNNL_ARG_WEIGHTS, p.bwdDataWeights!.md, w),
+                (DNNL_ARG_DIFF_SRC, p.srcMD, dx.data),
+            ])
         return dx
     }
 

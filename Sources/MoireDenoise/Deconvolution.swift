@@ -24,16 +24,20 @@ public struct DeconvolutionLoss: Sendable {
         guard sum.isFinite, sum > 0, psf.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
             throw MoireError(.usage, "the PSF must be finite, non-negative and not all zero")
         }
-        guard hessianWeight >= 0, hessianWeight.isFinite else { throw MoireError(.usage, "the Hessian weight must be ≥ 0") }
+        guard hessianWeight >= 0, hessianWeight.isFinite else {
+            throw MoireError(.usage, "the Hessian weight must be ≥ 0")
+        }
         self.psf = psf.map { $0 / sum }; self.size = size; self.hessianWeight = hessianWeight
     }
 
     /// A sampled Gaussian PSF of standard deviation `sigmaPx`, out to 3σ.
     public static func gaussian(sigmaPx: Double, hessianWeight: Float = 0.02) throws -> DeconvolutionLoss {
         guard sigmaPx > 0 else { throw MoireError(.usage, "the PSF width must be positive") }
-        let r = max(1, Int((3 * sigmaPx).rounded(.up))), n = 2 * r + 1
+        let r = max(1, Int((3 * sigmaPx).rounded(.up)))
+        let n = 2 * r + 1
         let k = (0..<(n * n)).map { i -> Float in
-            let x = Double(i % n - r), y = Double(i / n - r)
+            let x = Double(i % n - r)
+            let y = Double(i / n - r)
             return Float(exp(-(x * x + y * y) / (2 * sigmaPx * sigmaPx)))
         }
         return try DeconvolutionLoss(psf: k, size: n, hessianWeight: hessianWeight)
@@ -41,13 +45,18 @@ public struct DeconvolutionLoss: Sendable {
 
     /// The widefield PSF model: the Gaussian that best fits the Airy disk, σ = 0.21 λ / NA
     /// (Zhang, Zerubia & Olivo-Marin 2007), in pixels of `pixelUm`.
-    public static func widefield(na: Double, emissionNm: Double, pixelUm: Double, hessianWeight: Float = 0.02) throws -> DeconvolutionLoss {
-        guard na > 0, emissionNm > 0, pixelUm > 0 else { throw MoireError(.usage, "NA, emission wavelength and pixel size must be positive") }
+    public static func widefield(na: Double, emissionNm: Double, pixelUm: Double, hessianWeight: Float = 0.02) throws
+        -> DeconvolutionLoss
+    {
+        guard na > 0, emissionNm > 0, pixelUm > 0 else {
+            throw MoireError(.usage, "NA, emission wavelength and pixel size must be positive")
+        }
         return try gaussian(sigmaPx: 0.21 * emissionNm / 1000 / na / pixelUm, hessianWeight: hessianWeight)
     }
 
     /// Zero-padded "same" correlation (`flip` false) or convolution (`flip` true) of one plane with the PSF.
-    func filter(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, width w: Int, height h: Int, flip: Bool) {
+    func filter(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, width w: Int, height h: Int, flip: Bool)
+    {
         let r = size / 2
         for y in 0..<h {
             for xx in 0..<w {
@@ -68,13 +77,19 @@ public struct DeconvolutionLoss: Sendable {
     }
 
     /// The loss of outputs `x` (`batch` planes of `width × height`) against `target`, and its gradient in `grad`.
-    public func evaluate(_ x: UnsafePointer<Float>, target: UnsafePointer<Float>, batch: Int, width w: Int, height h: Int,
-                         grad: UnsafeMutablePointer<Float>) -> Double {
-        let n = w * h, total = Double(batch * n)
+    public func evaluate(
+        _ x: UnsafePointer<Float>, target: UnsafePointer<Float>, batch: Int, width w: Int, height h: Int,
+        grad: UnsafeMutablePointer<Float>
+    ) -> Double {
+        let n = w * h
+        let total = Double(batch * n)
         var loss = 0.0
-        var blurred = [Float](repeating: 0, count: n), residual = [Float](repeating: 0, count: n)
+        var blurred = [Float](repeating: 0, count: n)
+        var residual = [Float](repeating: 0, count: n)
         for b in 0..<batch {
-            let xb = x + b * n, tb = target + b * n, gb = grad + b * n
+            let xb = x + b * n
+            let tb = target + b * n
+            let gb = grad + b * n
             // Data term: PSF ⊛ x against the target; gradient through the adjoint (the flipped kernel).
             blurred.withUnsafeMutableBufferPointer { bl in
                 filter(xb, bl.baseAddress!, width: w, height: h, flip: true)

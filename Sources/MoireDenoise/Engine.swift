@@ -33,7 +33,8 @@ public final class DNNLEngine: @unchecked Sendable {
     func md(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
         var d = dnnl_memory_desc_t()
         let dd = dims.map(Int64.init)
-        try dnnlCall("dnnl_memory_desc_init_by_tag", dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dd, dnnl_f32, tag))
+        try dnnlCall(
+            "dnnl_memory_desc_init_by_tag", dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dd, dnnl_f32, tag))
         return d
     }
 
@@ -41,7 +42,9 @@ public final class DNNLEngine: @unchecked Sendable {
     func md(_ t: Tensor) throws -> dnnl_memory_desc_t { try md(t.shape, t.layout == .nchw ? dnnl_nchw : dnnl_nhwc) }
 
     /// Creates a primitive descriptor and primitive from an operation descriptor.
-    func primitive(_ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil) throws -> (dnnl_primitive_desc_t?, dnnl_primitive_t?) {
+    func primitive(_ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil) throws -> (
+        dnnl_primitive_desc_t?, dnnl_primitive_t?
+    ) {
         var pd: dnnl_primitive_desc_t?
         try dnnlCall("\(what) descriptor", dnnl_primitive_desc_create(&pd, desc, nil, engine, hint))
         var prim: dnnl_primitive_t?
@@ -67,8 +70,11 @@ public final class DNNLEngine: @unchecked Sendable {
     }
 
     /// A reorder primitive between two layouts of the same data.
-    func reorder(from src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws -> (dnnl_primitive_desc_t?, dnnl_primitive_t?) {
-        var s = src, d = dst
+    func reorder(from src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws -> (
+        dnnl_primitive_desc_t?, dnnl_primitive_t?
+    ) {
+        var s = src
+        var d = dst
         var pd: dnnl_primitive_desc_t?
         try dnnlCall("reorder descriptor", dnnl_reorder_primitive_desc_create(&pd, &s, engine, &d, engine, nil))
         var prim: dnnl_primitive_t?

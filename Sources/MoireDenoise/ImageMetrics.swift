@@ -14,14 +14,20 @@ public enum ImageMetrics {
     public static func ssim(_ x: [Float], truth: [Float], width: Int) -> Double {
         let (g, f) = normalisedPair(x, truth)
         let h = g.count / width
-        let mx = blur(f, width, h, 1.5), my = blur(g, width, h, 1.5)
-        let sxx = blur(f.map { $0 * $0 }, width, h, 1.5), syy = blur(g.map { $0 * $0 }, width, h, 1.5)
+        let mx = blur(f, width, h, 1.5)
+        let my = blur(g, width, h, 1.5)
+        let sxx = blur(f.map { $0 * $0 }, width, h, 1.5)
+        let syy = blur(g.map { $0 * $0 }, width, h, 1.5)
         let sxy = blur(zip(f, g).map { $0 * $1 }, width, h, 1.5)
-        let c1 = 0.01 * 0.01, c2 = 0.03 * 0.03
+        let c1 = 0.01 * 0.01
+        let c2 = 0.03 * 0.03
         var total = 0.0
         for i in 0..<g.count {
-            let vx = sxx[i] - mx[i] * mx[i], vy = syy[i] - my[i] * my[i], cxy = sxy[i] - mx[i] * my[i]
-            total += ((2 * mx[i] * my[i] + c1) * (2 * cxy + c2)) / ((mx[i] * mx[i] + my[i] * my[i] + c1) * (vx + vy + c2))
+            let vx = sxx[i] - mx[i] * mx[i]
+            let vy = syy[i] - my[i] * my[i]
+            let cxy = sxy[i] - mx[i] * my[i]
+            total +=
+                ((2 * mx[i] * my[i] + c1) * (2 * cxy + c2)) / ((mx[i] * mx[i] + my[i] * my[i] + c1) * (vx + vy + c2))
         }
         return total / Double(g.count)
     }
@@ -35,12 +41,16 @@ public enum ImageMetrics {
 
     static func normalisedPair(_ x: [Float], _ truth: [Float]) -> ([Double], [Double]) {
         let s = truth.sorted()
-        let lo = Double(s[Int(Double(s.count - 1) * 0.001)]), hi = Double(s[Int(Double(s.count - 1) * 0.999)])
+        let lo = Double(s[Int(Double(s.count - 1) * 0.001)])
+        let hi = Double(s[Int(Double(s.count - 1) * 0.999)])
         let g = truth.map { (Double($0) - lo) / max(hi - lo, 1e-12) }
         let xs = x.map(Double.init)
-        let mx = xs.reduce(0, +) / Double(xs.count), mg = g.reduce(0, +) / Double(g.count)
-        let sxx = xs.map { ($0 - mx) * ($0 - mx) }.reduce(0, +), sxg = zip(xs, g).map { ($0 - mx) * ($1 - mg) }.reduce(0, +)
-        let a = sxx > 0 ? sxg / sxx : 0, b = mg - a * mx
+        let mx = xs.reduce(0, +) / Double(xs.count)
+        let mg = g.reduce(0, +) / Double(g.count)
+        let sxx = xs.map { ($0 - mx) * ($0 - mx) }.reduce(0, +)
+        let sxg = zip(xs, g).map { ($0 - mx) * ($1 - mg) }.reduce(0, +)
+        let a = sxx > 0 ? sxg / sxx : 0
+        let b = mg - a * mx
         return (g, xs.map { a * $0 + b })
     }
 
@@ -50,22 +60,29 @@ public enum ImageMetrics {
         var k = (-r...r).map { exp(-Double($0 * $0) / (2 * sigma * sigma)) }
         let ks = k.reduce(0, +); k = k.map { $0 / ks }
         func clampIndex(_ i: Int, _ n: Int) -> Int { i < 0 ? -i - 1 : (i >= n ? 2 * n - i - 1 : i) }
-        var tmp = [Double](repeating: 0, count: v.count), out = tmp
-        for y in 0..<h { for x in 0..<w {
-            var s = 0.0
-            for j in -r...r { s += k[j + r] * v[y * w + clampIndex(x + j, w)] }
-            tmp[y * w + x] = s
-        } }
-        for y in 0..<h { for x in 0..<w {
-            var s = 0.0
-            for j in -r...r { s += k[j + r] * tmp[clampIndex(y + j, h) * w + x] }
-            out[y * w + x] = s
-        } }
+        var tmp = [Double](repeating: 0, count: v.count)
+        var out = tmp
+        for y in 0..<h {
+            for x in 0..<w {
+                var s = 0.0
+                for j in -r...r { s += k[j + r] * v[y * w + clampIndex(x + j, w)] }
+                tmp[y * w + x] = s
+            }
+        }
+        for y in 0..<h {
+            for x in 0..<w {
+                var s = 0.0
+                for j in -r...r { s += k[j + r] * tmp[clampIndex(y + j, h) * w + x] }
+                out[y * w + x] = s
+            }
+        }
         return out
     }
 
     /// The Gaussian filter with the σ (0.5…3 in steps of 0.25) that scores best against the truth, and that score.
-    public static func bestGaussian(_ x: [Float], truth: [Float], width: Int) -> (sigma: Double, psnr: Double, image: [Float]) {
+    public static func bestGaussian(_ x: [Float], truth: [Float], width: Int) -> (
+        sigma: Double, psnr: Double, image: [Float]
+    ) {
         var best = (0.0, -Double.infinity, x)
         for s in stride(from: 0.5, through: 3.0, by: 0.25) {
             let f = blur(x.map(Double.init), width, x.count / width, s).map(Float.init)

@@ -7,7 +7,10 @@ import MoireCore
 public final class Activation: @unchecked Sendable {
     public let alpha: Float
     let engine: DNNLEngine
-    private var plans: [String: (md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?])] = [:]
+    private var plans:
+        [String: (
+            md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]
+        )] = [:]
 
     public init(engine: DNNLEngine, alpha: Float = 0.1) { self.engine = engine; self.alpha = alpha }
 
@@ -18,15 +21,20 @@ public final class Activation: @unchecked Sendable {
         }
     }
 
-    private func plan(_ x: Tensor) throws -> (md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]) {
+    private func plan(_ x: Tensor) throws -> (
+        md: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]
+    ) {
         let key = x.shape.map(String.init).joined(separator: "x") + "\(x.layout)"
         if let p = plans[key] { return p }
         var md = try engine.md(x)
         var fd = dnnl_eltwise_desc_t()
-        try dnnlCall("eltwise forward desc", dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu, &md, alpha, 0))
+        try dnnlCall(
+            "eltwise forward desc",
+            dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu, &md, alpha, 0))
         let (fpd, fwd) = try engine.primitive("eltwise forward", &fd)
         var bd = dnnl_eltwise_desc_t()
-        try dnnlCall("eltwise backward desc", dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu, &md, &md, alpha, 0))
+        try dnnlCall(
+            "eltwise backward desc", dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu, &md, &md, alpha, 0))
         let (bpd, bwd) = try engine.primitive("eltwise backward", &bd, hint: fpd)
         let p = (md, fwd, bwd, [fpd, bpd])
         plans[key] = p
@@ -44,7 +52,9 @@ public final class Activation: @unchecked Sendable {
     public func backward(_ x: Tensor, gradOutput dy: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(x)
         let dx = ws?.like(x) ?? x.like()
-        try engine.run(p.bwd, [(DNNL_ARG_SRC, p.md, x.data), (DNNL_ARG_DIFF_DST, p.md, dy.data), (DNNL_ARG_DIFF_SRC, p.md, dx.data)])
+        try engine.run(
+            p.bwd,
+            [(DNNL_ARG_SRC, p.md, x.data), (DNNL_ARG_DIFF_DST, p.md, dy.data), (DNNL_ARG_DIFF_SRC, p.md, dx.data)])
         return dx
     }
 }
@@ -53,7 +63,11 @@ public final class Activation: @unchecked Sendable {
 // @unchecked Sendable: layer buffers: used by the one thread that runs its network.
 public final class Upsample2x: @unchecked Sendable {
     let engine: DNNLEngine
-    private var plans: [String: (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?])] = [:]
+    private var plans:
+        [String: (
+            src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?,
+            pds: [dnnl_primitive_desc_t?]
+        )] = [:]
 
     public init(engine: DNNLEngine) { self.engine = engine }
 
@@ -64,16 +78,24 @@ public final class Upsample2x: @unchecked Sendable {
         }
     }
 
-    private func plan(_ x: Tensor) throws -> (src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?, pds: [dnnl_primitive_desc_t?]) {
+    private func plan(_ x: Tensor) throws -> (
+        src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, fwd: dnnl_primitive_t?, bwd: dnnl_primitive_t?,
+        pds: [dnnl_primitive_desc_t?]
+    ) {
         let key = x.shape.map(String.init).joined(separator: "x") + "\(x.layout)"
         if let p = plans[key] { return p }
-        var src = try engine.md(x), dst = try engine.md([x.n, x.c, 2 * x.h, 2 * x.w], x.layout == .nchw ? dnnl_nchw : dnnl_nhwc)
+        var src = try engine.md(x)
+        var dst = try engine.md([x.n, x.c, 2 * x.h, 2 * x.w], x.layout == .nchw ? dnnl_nchw : dnnl_nhwc)
         let factors: [Float] = [2, 2]
         var fd = dnnl_resampling_desc_t()
-        try dnnlCall("resampling forward desc", dnnl_resampling_forward_desc_init(&fd, dnnl_forward_training, dnnl_resampling_nearest, factors, &src, &dst))
+        try dnnlCall(
+            "resampling forward desc",
+            dnnl_resampling_forward_desc_init(&fd, dnnl_forward_training, dnnl_resampling_nearest, factors, &src, &dst))
         let (fpd, fwd) = try engine.primitive("resampling forward", &fd)
         var bd = dnnl_resampling_desc_t()
-        try dnnlCall("resampling backward desc", dnnl_resampling_backward_desc_init(&bd, dnnl_resampling_nearest, factors, &src, &dst))
+        try dnnlCall(
+            "resampling backward desc",
+            dnnl_resampling_backward_desc_init(&bd, dnnl_resampling_nearest, factors, &src, &dst))
         let (bpd, bwd) = try engine.primitive("resampling backward", &bd, hint: fpd)
         let p = (src, dst, fwd, bwd, [fpd, bpd])
         plans[key] = p
@@ -82,7 +104,9 @@ public final class Upsample2x: @unchecked Sendable {
 
     public func forward(_ x: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(x)
-        let y = ws?.tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w, layout: x.layout) ?? Tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w, layout: x.layout)
+        let y =
+            ws?.tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w, layout: x.layout)
+            ?? Tensor(n: x.n, c: x.c, h: 2 * x.h, w: 2 * x.w, layout: x.layout)
         try engine.run(p.fwd, [(DNNL_ARG_SRC, p.src, x.data), (DNNL_ARG_DST, p.dst, y.data)])
         return y
     }
@@ -99,7 +123,9 @@ public final class Upsample2x: @unchecked Sendable {
 /// for channels-last tensors (and one-channel tensors, where both layouts agree).
 public enum TensorOps {
     public static func add(_ a: Tensor, _ b: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
-        guard a.shape == b.shape, a.layout == b.layout else { throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)") }
+        guard a.shape == b.shape, a.layout == b.layout else {
+            throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)")
+        }
         let y = ws?.like(a) ?? a.like()
         for i in 0..<a.count { y[i] = a[i] + b[i] }
         return y
@@ -109,7 +135,9 @@ public enum TensorOps {
         guard a.n == b.n, a.h == b.h, a.w == b.w, a.layout == .nhwc, b.layout == .nhwc else {
             throw MoireError(.usage, "cannot concatenate \(a.shape) and \(b.shape)")
         }
-        let y = ws?.tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w) ?? Tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w, layout: .nhwc)
+        let y =
+            ws?.tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w)
+            ?? Tensor(n: a.n, c: a.c + b.c, h: a.h, w: a.w, layout: .nhwc)
         for p in 0..<(a.n * a.h * a.w) {
             (y.data + p * y.c).update(from: a.data + p * a.c, count: a.c)
             (y.data + p * y.c + a.c).update(from: b.data + p * b.c, count: b.c)
@@ -121,7 +149,9 @@ public enum TensorOps {
     public static func split(_ dy: Tensor, firstChannels c: Int, workspace ws: Workspace? = nil) -> (Tensor, Tensor) {
         precondition(dy.layout == .nhwc && c > 0 && c < dy.c)
         let a = ws?.tensor(n: dy.n, c: c, h: dy.h, w: dy.w) ?? Tensor(n: dy.n, c: c, h: dy.h, w: dy.w, layout: .nhwc)
-        let b = ws?.tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w) ?? Tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w, layout: .nhwc)
+        let b =
+            ws?.tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w)
+            ?? Tensor(n: dy.n, c: dy.c - c, h: dy.h, w: dy.w, layout: .nhwc)
         for p in 0..<(dy.n * dy.h * dy.w) {
             (a.data + p * c).update(from: dy.data + p * dy.c, count: c)
             (b.data + p * b.c).update(from: dy.data + p * dy.c + c, count: b.c)
@@ -139,7 +169,10 @@ public final class Adam: @unchecked Sendable {
     public private(set) var step = 0
     let params: [(Tensor, Tensor)]
 
-    public init(parameters: [(Tensor, Tensor)], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8) {
+    public init(
+        parameters: [(Tensor, Tensor)], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+        epsilon: Float = 1e-8
+    ) {
         params = parameters
         self.learningRate = learningRate; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
         m = parameters.map { [Float](repeating: 0, count: $0.0.count) }
@@ -149,7 +182,8 @@ public final class Adam: @unchecked Sendable {
     /// One update from the accumulated gradients.
     public func update() {
         step += 1
-        let c1 = 1 - pow(beta1, Float(step)), c2 = 1 - pow(beta2, Float(step))
+        let c1 = 1 - pow(beta1, Float(step))
+        let c2 = 1 - pow(beta2, Float(step))
         for (k, (p, g)) in params.enumerated() {
             for i in 0..<p.count {
                 let gi = g[i]

@@ -25,8 +25,11 @@ public struct NoiseModel: Codable, Sendable, Equatable {
 /// unbiased proxy for training on clean targets.
 public enum Recorruption {
     /// Returns (input, target) in ADU for frame `y` (ADU), with one noise draw from `rng`.
-    public static func pair(_ y: [Float], model: NoiseModel, alpha: Double = 1, rng: inout SeededRandom) -> ([Float], [Float]) {
-        var a = [Float](repeating: 0, count: y.count), t = a
+    public static func pair(_ y: [Float], model: NoiseModel, alpha: Double = 1, rng: inout SeededRandom) -> (
+        [Float], [Float]
+    ) {
+        var a = [Float](repeating: 0, count: y.count)
+        var t = a
         for i in 0..<y.count {
             let s2 = max(0, model.gain * (Double(y[i]) - model.offset)) + model.readVariance
             let g = rng.normal() * s2.squareRoot()
@@ -42,14 +45,19 @@ public enum Recorruption {
 public enum NeighbourSampling {
     /// (g1, g2), each `width/2 × height/2`.
     public static func pair(_ image: [Float], width: Int, height: Int, rng: inout SeededRandom) -> ([Float], [Float]) {
-        let w2 = width / 2, h2 = height / 2
-        var a = [Float](repeating: 0, count: w2 * h2), b = a
-        let neighbours = [(0, 1), (1, 0), (1, 3), (3, 1), (0, 2), (2, 0), (2, 3), (3, 2)]  // edge-sharing pairs in a 2×2 cell
-        for y in 0..<h2 { for x in 0..<w2 {
-            let (i, j) = neighbours[Int(rng.next() % 8)]
-            func px(_ k: Int) -> Float { image[(2 * y + k / 2) * width + 2 * x + k % 2] }
-            a[y * w2 + x] = px(i); b[y * w2 + x] = px(j)
-        } }
+        let w2 = width / 2
+        let h2 = height / 2
+        var a = [Float](repeating: 0, count: w2 * h2)
+        var b = a
+        // edge-sharing pairs in a 2×2 cell
+        let neighbours = [(0, 1), (1, 0), (1, 3), (3, 1), (0, 2), (2, 0), (2, 3), (3, 2)]
+        for y in 0..<h2 {
+            for x in 0..<w2 {
+                let (i, j) = neighbours[Int(rng.next() % 8)]
+                func px(_ k: Int) -> Float { image[(2 * y + k / 2) * width + 2 * x + k % 2] }
+                a[y * w2 + x] = px(i); b[y * w2 + x] = px(j)
+            }
+        }
         return (a, b)
     }
 }

@@ -57,8 +57,11 @@ public final class Denoiser: @unchecked Sendable {
     @discardableResult
     public func adapt(_ frame: [Float], width: Int, height: Int) throws -> Double {
         try validate(frame, width: width, height: height)
-        let model = self.model, alpha = self.alpha
-        return try step(frame, width: width, height: height) { patch, rng in Recorruption.pair(patch, model: model, alpha: alpha, rng: &rng) }
+        let model = self.model
+        let alpha = self.alpha
+        return try step(frame, width: width, height: height) { patch, rng in
+            Recorruption.pair(patch, model: model, alpha: alpha, rng: &rng)
+        }
     }
 
     /// One Adam step with pairs that need no noise model: `input`/`target` are two images of the same
@@ -81,12 +84,17 @@ public final class Denoiser: @unchecked Sendable {
     /// Crops `batch` patches at the same places of `input` and `target` (or, without a target, makes
     /// each input patch into a pair with `makePair`) and takes one Adam step. One random stream
     /// draws the crop positions and the pairs.
-    func step(_ input: [Float], target targetImage: [Float]? = nil, width: Int, height: Int,
-              makePair: (([Float], inout SeededRandom) -> ([Float], [Float]))? = nil) throws -> Double {
-        let s = normaliser(input), off = Float(model.offset)
-        let x = Tensor(n: batch, c: 1, h: crop, w: crop), target = Tensor(n: batch, c: 1, h: crop, w: crop)
+    func step(
+        _ input: [Float], target targetImage: [Float]? = nil, width: Int, height: Int,
+        makePair: (([Float], inout SeededRandom) -> ([Float], [Float]))? = nil
+    ) throws -> Double {
+        let s = normaliser(input)
+        let off = Float(model.offset)
+        let x = Tensor(n: batch, c: 1, h: crop, w: crop)
+        let target = Tensor(n: batch, c: 1, h: crop, w: crop)
         for b in 0..<batch {
-            let x0 = Int(rng.next() % UInt64(width - crop + 1)), y0 = Int(rng.next() % UInt64(height - crop + 1))
+            let x0 = Int(rng.next() % UInt64(width - crop + 1))
+            let y0 = Int(rng.next() % UInt64(height - crop + 1))
             func cut(_ img: [Float]) -> [Float] {
                 var patch = [Float](repeating: 0, count: crop * crop)
                 for y in 0..<crop { for xx in 0..<crop { patch[y * crop + xx] = img[(y0 + y) * width + x0 + xx] } }
@@ -104,7 +112,8 @@ public final class Denoiser: @unchecked Sendable {
         let g = Tensor(n: batch, c: 1, h: crop, w: crop)
         var loss = 0.0
         if let deconvolution {
-            loss = deconvolution.evaluate(y.data, target: target.data, batch: batch, width: crop, height: crop, grad: g.data)
+            loss = deconvolution.evaluate(
+                y.data, target: target.data, batch: batch, width: crop, height: crop, grad: g.data)
         } else {
             let k = 2 / Float(y.count)
             for i in 0..<y.count { let d = y[i] - target[i]; loss += Double(d * d); g[i] = k * d }
@@ -117,7 +126,9 @@ public final class Denoiser: @unchecked Sendable {
         weightsVersion += 1
         if averaging > 0 {
             let params = net.parameters
-            if average.count != params.count { average = params.map { [Float](repeating: 0, count: $0.0.count) }; averagedSteps = 0 }
+            if average.count != params.count {
+                average = params.map { [Float](repeating: 0, count: $0.0.count) }; averagedSteps = 0
+            }
             averagedSteps += 1
             for (k, (p, _)) in params.enumerated() {
                 for i in 0..<p.count { average[k][i] = averaging * average[k][i] + (1 - averaging) * p[i] }
@@ -130,8 +141,11 @@ public final class Denoiser: @unchecked Sendable {
     /// The denoised frame in ADU (sides must be multiples of 4). `scale` overrides the normalisation
     /// (to reproduce a published frame exactly, give the scale its header records).
     public func denoise(_ frame: [Float], width: Int, height: Int, scale given: Float? = nil) throws -> [Float] {
-        guard frame.count == width * height else { throw MoireError(.usage, "frame has \(frame.count) pixels; expected \(width)×\(height)") }
-        let s = given ?? normaliser(frame), off = Float(model.offset)
+        guard frame.count == width * height else {
+            throw MoireError(.usage, "frame has \(frame.count) pixels; expected \(width)×\(height)")
+        }
+        let s = given ?? normaliser(frame)
+        let off = Float(model.offset)
         let x = Tensor(n: 1, c: 1, h: height, w: width, values: frame.map { ($0 - off) / s })
         let y = try withInferenceWeights { try net.forward(x) }
         return y.values.map { $0 * s + off }
@@ -140,10 +154,15 @@ public final class Denoiser: @unchecked Sendable {
     /// Runs `body` with the weights inference uses: the averaged ones when averaging is on.
     public func withInferenceWeights<T>(_ body: () throws -> T) rethrows -> T {
         guard averaging > 0, averagedSteps > 0 else { return try body() }
-        let params = net.parameters, correction = 1 / (1 - pow(averaging, Float(averagedSteps)))
+        let params = net.parameters
+        let correction = 1 / (1 - pow(averaging, Float(averagedSteps)))
         let current = params.map { $0.0.values }
         for (k, (p, _)) in params.enumerated() { for i in 0..<p.count { p[i] = average[k][i] * correction } }
-        defer { for (k, (p, _)) in params.enumerated() { current[k].withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) } } }
+        defer {
+            for (k, (p, _)) in params.enumerated() {
+                current[k].withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) }
+            }
+        }
         return try body()
     }
 }

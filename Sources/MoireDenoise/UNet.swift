@@ -21,7 +21,7 @@ public final class UNet: @unchecked Sendable {
     /// Everything the backward pass needs from a forward pass. Its tensors live in the network's
     /// training workspace: a cache is good until the next forward pass with a cache.
     public final class Cache {
-        var inputs: [Tensor] = []   // input of each convolution, in order
+        var inputs: [Tensor] = []  // input of each convolution, in order
         var preActs: [Tensor] = []  // output of each 3×3 convolution, before its activation
         var enc1: Tensor?, enc2: Tensor?, bottom: Tensor?
         public init() {}
@@ -29,9 +29,15 @@ public final class UNet: @unchecked Sendable {
 
     public init(engine: DNNLEngine, seed: UInt64 = 1) {
         self.engine = engine
-        let specs: [(Int, Int, Int, Int)] = [(1, 16, 3, 1), (16, 16, 3, 1), (16, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 2), (64, 64, 3, 1),
-                                             (96, 32, 3, 1), (48, 16, 3, 1), (16, 1, 1, 1)]
-        convs = specs.enumerated().map { i, s in Conv2D(engine: engine, inChannels: s.0, outChannels: s.1, kernel: s.2, stride: s.3, seed: seed &+ UInt64(i) &* 7919) }
+        let specs: [(Int, Int, Int, Int)] = [
+            (1, 16, 3, 1), (16, 16, 3, 1), (16, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 2), (64, 64, 3, 1),
+            (96, 32, 3, 1), (48, 16, 3, 1), (16, 1, 1, 1),
+        ]
+        convs = specs.enumerated().map { i, s in
+            Conv2D(
+                engine: engine, inChannels: s.0, outChannels: s.1, kernel: s.2, stride: s.3,
+                seed: seed &+ UInt64(i) &* 7919)
+        }
         // The residual branch starts near zero: the untrained network passes its input through.
         for i in 0..<convs[8].weights.count { convs[8].weights[i] *= 0.1 }
         act = Activation(engine: engine, alpha: 0.1)
@@ -44,7 +50,9 @@ public final class UNet: @unchecked Sendable {
         return zip(convs, scale).map { $0.inChannels * $0.outChannels * $0.kernel * $0.kernel / $1 }.reduce(0, +)
     }
 
-    public var parameters: [(Tensor, Tensor)] { convs.flatMap { [($0.weights, $0.gradWeights), ($0.bias, $0.gradBias)] } }
+    public var parameters: [(Tensor, Tensor)] {
+        convs.flatMap { [($0.weights, $0.gradWeights), ($0.bias, $0.gradBias)] }
+    }
     public func zeroGradients() { convs.forEach { $0.zeroGradients() } }
 
     private func block(_ i: Int, _ x: Tensor, _ cache: Cache?, _ ws: Workspace) throws -> Tensor {
@@ -74,14 +82,17 @@ public final class UNet: @unchecked Sendable {
 
     /// Accumulates parameter gradients for dL/dy (no input gradient: never needed, and slow for one channel).
     public func backward(_ cache: Cache, gradOutput dy: Tensor) throws {
-        let inp = cache.inputs, pre = cache.preActs
+        let inp = cache.inputs
+        let pre = cache.preActs
         guard inp.count == 9, pre.count == 8, cache.enc1 != nil, cache.enc2 != nil, let b = cache.bottom else {
             throw MoireError(.state, "backward needs the cache of a forward pass")
         }
         let ws = gradientSpace
         ws.reset()
         func actBack(_ i: Int, _ g: Tensor) throws -> Tensor { try act.backward(pre[i], gradOutput: g, workspace: ws) }
-        func convBack(_ i: Int, _ g: Tensor) throws -> Tensor { try convs[i].backward(inp[i], gradOutput: g, workspace: ws)! }
+        func convBack(_ i: Int, _ g: Tensor) throws -> Tensor {
+            try convs[i].backward(inp[i], gradOutput: g, workspace: ws)!
+        }
         // out: y = x + conv8(d1)
         let gd1 = try convBack(8, dy)
         // dec1: d1 = act(conv7(concat(up(d2), e1)))

@@ -22,7 +22,8 @@ public enum WeightsFile {
             entries.append(.init(name: "conv\(i).weight", shape: c.weights.shape))
             entries.append(.init(name: "conv\(i).bias", shape: [c.outChannels]))
         }
-        let json = try JSONEncoder().encode(Header(architecture: UNet.architecture, weightsVersion: weightsVersion, tensors: entries))
+        let json = try JSONEncoder().encode(
+            Header(architecture: UNet.architecture, weightsVersion: weightsVersion, tensors: entries))
         var d = Data(magic)
         withUnsafeBytes(of: formatVersion.littleEndian) { d.append(contentsOf: $0) }
         withUnsafeBytes(of: UInt32(json.count).littleEndian) { d.append(contentsOf: $0) }
@@ -40,18 +41,31 @@ public enum WeightsFile {
     /// Loads weights into `net`; a file of another format version, architecture or shape is refused.
     @discardableResult
     public static func load(_ path: String, into net: UNet) throws -> Header {
-        guard let d = FileManager.default.contents(atPath: path) else { throw MoireError(.io, "cannot read weights file", place: path) }
-        guard d.count >= 16, Array(d.prefix(8)) == magic else { throw MoireError(.format, "not a Moiré weights file", place: path) }
-        func u32(_ o: Int) -> UInt32 { d.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self)) } }
-        let version = u32(8), hlen = Int(u32(12))
-        guard version == formatVersion else {
-            throw MoireError(.format, "weights file format version \(version); this Moiré reads version \(formatVersion)", place: path)
+        guard let d = FileManager.default.contents(atPath: path) else {
+            throw MoireError(.io, "cannot read weights file", place: path)
         }
-        guard d.count >= 16 + hlen, let header = try? JSONDecoder().decode(Header.self, from: d.subdata(in: 16..<(16 + hlen))) else {
+        guard d.count >= 16, Array(d.prefix(8)) == magic else {
+            throw MoireError(.format, "not a Moiré weights file", place: path)
+        }
+        func u32(_ o: Int) -> UInt32 {
+            d.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+        }
+        let version = u32(8)
+        let hlen = Int(u32(12))
+        guard version == formatVersion else {
+            throw MoireError(
+                .format, "weights file format version \(version); this Moiré reads version \(formatVersion)",
+                place: path)
+        }
+        guard d.count >= 16 + hlen,
+            let header = try? JSONDecoder().decode(Header.self, from: d.subdata(in: 16..<(16 + hlen)))
+        else {
             throw MoireError(.format, "weights file header is damaged", place: path)
         }
         guard header.architecture == UNet.architecture else {
-            throw MoireError(.format, "weights are for '\(header.architecture)'; this network is '\(UNet.architecture)'", place: path)
+            throw MoireError(
+                .format, "weights are for '\(header.architecture)'; this network is '\(UNet.architecture)'", place: path
+            )
         }
         let expected = net.convs.enumerated().flatMap { i, c in [(c.weights.shape), [c.outChannels]] }
         guard header.tensors.map(\.shape) == expected else {
@@ -59,14 +73,20 @@ public enum WeightsFile {
         }
         let total = expected.map { $0.reduce(1, *) }.reduce(0, +)
         guard d.count == 16 + hlen + 4 * total else {
-            throw MoireError(.format, "weights file holds \(d.count - 16 - hlen) bytes of data; expected \(4 * total)", place: path)
+            throw MoireError(
+                .format, "weights file holds \(d.count - 16 - hlen) bytes of data; expected \(4 * total)", place: path)
         }
         var o = 16 + hlen
         d.withUnsafeBytes { b in
-            for c in net.convs { for t in [c.weights, c.bias] { for i in 0..<t.count {
-                t[i] = Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self)))
-                o += 4
-            } } }
+            for c in net.convs {
+                for t in [c.weights, c.bias] {
+                    for i in 0..<t.count {
+                        t[i] = Float(
+                            bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self)))
+                        o += 4
+                    }
+                }
+            }
         }
         return header
     }

@@ -83,17 +83,20 @@ public final class FFTPlan2D: @unchecked Sendable {
         var made: fftwf_plan?
         switch kind {
         case .r2c:
-            let i = AlignedBuffer<Float>(count: n), o = AlignedBuffer<Complex32>(count: height * (width / 2 + 1))
+            let i = AlignedBuffer<Float>(count: n)
+            let o = AlignedBuffer<Complex32>(count: height * (width / 2 + 1))
             made = o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: o.count) { op in
                 rigor.plan { fftwf_plan_dft_r2c_2d(Int32(height), Int32(width), i.pointer, op, $0) }
             }
         case .c2r:
-            let i = AlignedBuffer<Complex32>(count: height * (width / 2 + 1)), o = AlignedBuffer<Float>(count: n)
+            let i = AlignedBuffer<Complex32>(count: height * (width / 2 + 1))
+            let o = AlignedBuffer<Float>(count: n)
             made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: i.count) { ip in
                 rigor.plan { fftwf_plan_dft_c2r_2d(Int32(height), Int32(width), ip, o.pointer, $0) }
             }
         case .c2cForward, .c2cBackward:
-            let i = AlignedBuffer<Complex32>(count: n), o = AlignedBuffer<Complex32>(count: n)
+            let i = AlignedBuffer<Complex32>(count: n)
+            let o = AlignedBuffer<Complex32>(count: n)
             let sign = kind == .c2cForward ? FFTW_FORWARD : FFTW_BACKWARD
             made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
                 o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
@@ -145,13 +148,19 @@ public final class FFTPlan3D: @unchecked Sendable {
     fileprivate init(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor) throws {
         self.width = width; self.height = height; self.depth = depth; self.forward = forward
         let n = width * height * depth
-        let i = AlignedBuffer<Complex32>(count: n), o = AlignedBuffer<Complex32>(count: n)
+        let i = AlignedBuffer<Complex32>(count: n)
+        let o = AlignedBuffer<Complex32>(count: n)
         let made = i.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { ip in
             o.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: n) { op in
-                rigor.plan { fftwf_plan_dft_3d(Int32(depth), Int32(height), Int32(width), ip, op, forward ? FFTW_FORWARD : FFTW_BACKWARD, $0) }
+                rigor.plan {
+                    fftwf_plan_dft_3d(
+                        Int32(depth), Int32(height), Int32(width), ip, op, forward ? FFTW_FORWARD : FFTW_BACKWARD, $0)
+                }
             }
         }
-        guard let made else { throw MoireError(.numeric, "FFTW could not plan a \(width)×\(height)×\(depth) transform") }
+        guard let made else {
+            throw MoireError(.numeric, "FFTW could not plan a \(width)×\(height)×\(depth) transform")
+        }
         plan = made
     }
 
@@ -176,14 +185,18 @@ public final class FFTPlan3DReal: @unchecked Sendable {
 
     fileprivate init(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor) throws {
         self.width = width; self.height = height; self.depth = depth; self.forward = forward
-        let r = AlignedBuffer<Float>(count: width * height * depth), c = AlignedBuffer<Complex32>(count: (width / 2 + 1) * height * depth)
+        let r = AlignedBuffer<Float>(count: width * height * depth)
+        let c = AlignedBuffer<Complex32>(count: (width / 2 + 1) * height * depth)
         let made = c.pointer.withMemoryRebound(to: fftwf_complex.self, capacity: c.count) { cp in
             rigor.plan { flags in
-                forward ? fftwf_plan_dft_r2c_3d(Int32(depth), Int32(height), Int32(width), r.pointer, cp, flags)
-                        : fftwf_plan_dft_c2r_3d(Int32(depth), Int32(height), Int32(width), cp, r.pointer, flags)
+                forward
+                    ? fftwf_plan_dft_r2c_3d(Int32(depth), Int32(height), Int32(width), r.pointer, cp, flags)
+                    : fftwf_plan_dft_c2r_3d(Int32(depth), Int32(height), Int32(width), cp, r.pointer, flags)
             }
         }
-        guard let made else { throw MoireError(.numeric, "FFTW could not plan a real \(width)×\(height)×\(depth) transform") }
+        guard let made else {
+            throw MoireError(.numeric, "FFTW could not plan a real \(width)×\(height)×\(depth) transform")
+        }
         plan = made
     }
 
@@ -192,13 +205,17 @@ public final class FFTPlan3DReal: @unchecked Sendable {
     /// Forward: real `input` → complex `output`.
     public func execute(real input: UnsafeMutablePointer<Float>, complex output: UnsafeMutablePointer<Complex32>) {
         precondition(forward)
-        output.withMemoryRebound(to: fftwf_complex.self, capacity: complexCount) { fftwf_execute_dft_r2c(plan, input, $0) }
+        output.withMemoryRebound(to: fftwf_complex.self, capacity: complexCount) {
+            fftwf_execute_dft_r2c(plan, input, $0)
+        }
     }
 
     /// Backward: complex `input` (overwritten by FFTW) → real `output`.
     public func execute(complex input: UnsafeMutablePointer<Complex32>, real output: UnsafeMutablePointer<Float>) {
         precondition(!forward)
-        input.withMemoryRebound(to: fftwf_complex.self, capacity: complexCount) { fftwf_execute_dft_c2r(plan, $0, output) }
+        input.withMemoryRebound(to: fftwf_complex.self, capacity: complexCount) {
+            fftwf_execute_dft_c2r(plan, $0, output)
+        }
     }
 }
 
@@ -222,23 +239,33 @@ public enum FFT {
     nonisolated(unsafe) private static var cache3D: [String: FFTPlan3D] = [:]
 
     /// A cached 3D complex plan; made on first use.
-    public static func plan3D(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws -> FFTPlan3D {
-        try cached3D(&cache3D, width, height, depth, forward, rigor) { try FFTPlan3D(width: width, height: height, depth: depth, forward: forward, rigor: rigor) }
+    public static func plan3D(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws
+        -> FFTPlan3D
+    {
+        try cached3D(&cache3D, width, height, depth, forward, rigor) {
+            try FFTPlan3D(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
+        }
     }
 
     nonisolated(unsafe) private static var cache3DReal: [String: FFTPlan3DReal] = [:]
 
     /// A cached 3D real plan (r2c when `forward`, c2r otherwise); made on first use.
-    public static func plan3DReal(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate) throws -> FFTPlan3DReal {
+    public static func plan3DReal(width: Int, height: Int, depth: Int, forward: Bool, rigor: PlanRigor = .estimate)
+        throws -> FFTPlan3DReal
+    {
         try cached3D(&cache3DReal, width, height, depth, forward, rigor) {
             try FFTPlan3DReal(width: width, height: height, depth: depth, forward: forward, rigor: rigor)
         }
     }
 
     /// One 3D plan per shape, direction, rigor and thread count, made under the planning lock.
-    private static func cached3D<P>(_ cache: inout [String: P], _ width: Int, _ height: Int, _ depth: Int, _ forward: Bool,
-                                    _ rigor: PlanRigor, make: () throws -> P) throws -> P {
-        guard width > 0, height > 0, depth > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty") }
+    private static func cached3D<P>(
+        _ cache: inout [String: P], _ width: Int, _ height: Int, _ depth: Int, _ forward: Bool,
+        _ rigor: PlanRigor, make: () throws -> P
+    ) throws -> P {
+        guard width > 0, height > 0, depth > 0 else {
+            throw MoireError(.numeric, "FFT shape \(width)×\(height)×\(depth) is empty")
+        }
         return try planning.withLock {
             let key = "\(width)x\(height)x\(depth)/\(forward)/\(rigor)/\(threads)"
             if let p = cache[key] { return p }
@@ -280,7 +307,8 @@ public enum FFT {
     }
 
     /// A cached plan for the shape and kind; made on first use.
-    public static func plan2D(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor = .estimate) throws -> FFTPlan2D {
+    public static func plan2D(width: Int, height: Int, kind: FFTKind, rigor: PlanRigor = .estimate) throws -> FFTPlan2D
+    {
         guard width > 0, height > 0 else { throw MoireError(.numeric, "FFT shape \(width)×\(height) is empty") }
         return try planning.withLock {
             let key = Key(w: width, h: height, kind: kind, rigor: rigor, threads: threads)

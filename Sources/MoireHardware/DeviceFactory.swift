@@ -12,12 +12,16 @@ public enum DeviceFactory {
     public static func replaying(_ recording: String, rig: Rig, clock: MoireClock) throws -> RigDevices {
         let simulated = try make(rig: rig, clock: clock)
         let camera = try ReplayCamera(path: recording, profile: rig.cameraProfile, clock: clock)
-        return RigDevices(rig: rig, camera: camera, modulator: simulated.modulator, scanner: simulated.scanner,
-                          stage: simulated.stage, lasers: simulated.lasers)
+        return RigDevices(
+            rig: rig, camera: camera, modulator: simulated.modulator, scanner: simulated.scanner,
+            stage: simulated.stage, lasers: simulated.lasers)
     }
 
-    public static func make(rig: Rig, clock: MoireClock = RealClock(), world: SimWorld = SimWorld(), seed: UInt64 = 1) throws -> RigDevices {
-        let peers = rig.allDevices.contains { $0.connect == .simulatedPeer } ? SimulatedPeers(world: world, clock: clock) : nil
+    public static func make(rig: Rig, clock: MoireClock = RealClock(), world: SimWorld = SimWorld(), seed: UInt64 = 1)
+        throws -> RigDevices
+    {
+        let peers =
+            rig.allDevices.contains { $0.connect == .simulatedPeer } ? SimulatedPeers(world: world, clock: clock) : nil
         var usbContext: USBContext?
         func usb() throws -> USBContext {
             if let usbContext { return usbContext }
@@ -26,15 +30,20 @@ public enum DeviceFactory {
             return c
         }
         func wrong(_ d: RigDevice) -> MoireError {
-            MoireError(.config, "driver '\(d.profile.driver.rawValue)' cannot drive a \(d.profile.kind.rawValue) ('\(d.name)')", place: d.profile.file)
+            MoireError(
+                .config,
+                "driver '\(d.profile.driver.rawValue)' cannot drive a \(d.profile.kind.rawValue) ('\(d.name)')",
+                place: d.profile.file)
         }
 
         // Camera
         let camera: Camera
         let camDev = rig.camera
         func simCamera(_ name: String) -> SimulatedCamera {
-            SimulatedCamera(name: name, profile: rig.cameraProfile, world: world, specimen: rig.specimen, optics: rig.optics, clock: clock,
-                            seed: seed, lightSheet: rig.lightSheet)
+            SimulatedCamera(
+                name: name, profile: rig.cameraProfile, world: world, specimen: rig.specimen, optics: rig.optics,
+                clock: clock,
+                seed: seed, lightSheet: rig.lightSheet)
         }
         /// The simulated sensor (its exposure output), when the camera is simulated.
         var sensor: SimulatedCamera?
@@ -48,7 +57,8 @@ public enum DeviceFactory {
                 sensor = c
                 let peer = SimulatedU3VCamera(profile: rig.cameraProfile, sensor: c)
                 peers.camera = peer
-                camera = try USB3VisionCamera(name: camDev.name, profile: rig.cameraProfile, control: peer.control, stream: peer.stream)
+                camera = try USB3VisionCamera(
+                    name: camDev.name, profile: rig.cameraProfile, control: peer.control, stream: peer.stream)
             } else {
                 let (c, s) = try USB3VisionUSB.open(context: try usb(), connection: camDev.profile.connection)
                 camera = try USB3VisionCamera(name: camDev.name, profile: rig.cameraProfile, control: c, stream: s)
@@ -66,12 +76,14 @@ public enum DeviceFactory {
                 func opt(_ key: String, _ def: Double) throws -> Double {
                     guard let t = d.profile.extra[key] else { return def }
                     guard let v = Double(t), v.isFinite else {
-                        throw MoireError(.config, "driver_options.\(key) must be a number; found '\(t)'", place: d.profile.file)
+                        throw MoireError(
+                            .config, "driver_options.\(key) must be a number; found '\(t)'", place: d.profile.file)
                     }
                     return v
                 }
-                m.patternError = PatternError(kScale: try opt("k_scale", 1), rotationDeg: try opt("rotation_deg", 0),
-                                              phaseOffsetRad: try opt("phase_offset_rad", 0))
+                m.patternError = PatternError(
+                    kScale: try opt("k_scale", 1), rotationDeg: try opt("rotation_deg", 0),
+                    phaseOffsetRad: try opt("phase_offset_rad", 0))
                 modulator = m
             case .dlpc900:
                 let transport: HIDTransport
@@ -91,7 +103,8 @@ public enum DeviceFactory {
         var controllers: [String: SerialController] = [:]
         func controller(_ d: RigDevice) throws -> SerialController {
             guard let port = d.profile.connection["port"] else {
-                throw MoireError(.config, "a serial-ascii device needs connection.port (e.g. /dev/ttyACM0)", place: d.profile.file)
+                throw MoireError(
+                    .config, "a serial-ascii device needs connection.port (e.g. /dev/ttyACM0)", place: d.profile.file)
             }
             if let c = controllers[port] { return c }
             var path = port
@@ -109,8 +122,11 @@ public enum DeviceFactory {
             switch d.profile.driver {
             case .sim: scanner = SimulatedScanner(name: d.name, profile: d.profile.scanner!, world: world)
             case .serialAscii:
-                scanner = SerialScanner(name: d.name, profile: d.profile.scanner!, serial: d.profile.serial!, controller: try controller(d))
-                if d.connect == .simulatedPeer { peers?.wire(d, physics: SimulatedScanner(name: d.name, profile: d.profile.scanner!, world: world)) }
+                scanner = SerialScanner(
+                    name: d.name, profile: d.profile.scanner!, serial: d.profile.serial!, controller: try controller(d))
+                if d.connect == .simulatedPeer {
+                    peers?.wire(d, physics: SimulatedScanner(name: d.name, profile: d.profile.scanner!, world: world))
+                }
             default: throw wrong(d)
             }
         }
@@ -119,8 +135,12 @@ public enum DeviceFactory {
             switch d.profile.driver {
             case .sim: stage = SimulatedStage(name: d.name, profile: d.profile.stage!, world: world, clock: clock)
             case .serialAscii:
-                stage = SerialStage(name: d.name, profile: d.profile.stage!, serial: d.profile.serial!, controller: try controller(d))
-                if d.connect == .simulatedPeer { peers?.wire(d, physics: SimulatedStage(name: d.name, profile: d.profile.stage!, world: world, clock: clock)) }
+                stage = SerialStage(
+                    name: d.name, profile: d.profile.stage!, serial: d.profile.serial!, controller: try controller(d))
+                if d.connect == .simulatedPeer {
+                    peers?.wire(
+                        d, physics: SimulatedStage(name: d.name, profile: d.profile.stage!, world: world, clock: clock))
+                }
             default: throw wrong(d)
             }
         }
@@ -129,21 +149,29 @@ public enum DeviceFactory {
             switch d.profile.driver {
             case .sim: lasers[d.name] = SimulatedLaser(name: d.name, profile: d.profile.laser!, world: world)
             case .serialAscii:
-                lasers[d.name] = SerialLaser(name: d.name, profile: d.profile.laser!, serial: d.profile.serial!, controller: try controller(d))
-                if d.connect == .simulatedPeer { peers?.wire(d, physics: SimulatedLaser(name: d.name, profile: d.profile.laser!, world: world)) }
+                lasers[d.name] = SerialLaser(
+                    name: d.name, profile: d.profile.laser!, serial: d.profile.serial!, controller: try controller(d))
+                if d.connect == .simulatedPeer {
+                    peers?.wire(d, physics: SimulatedLaser(name: d.name, profile: d.profile.laser!, world: world))
+                }
             default: throw wrong(d)
             }
         }
-        let devices = RigDevices(rig: rig, camera: camera, modulator: modulator, scanner: scanner, stage: stage, lasers: lasers)
+        let devices = RigDevices(
+            rig: rig, camera: camera, modulator: modulator, scanner: scanner, stage: stage, lasers: lasers)
         devices.peers = peers
         if let d = rig.cameraTrigger {
             guard d.profile.driver == .serialAscii else { throw wrong(d) }
-            devices.cameraTrigger = SerialTriggerLine(name: d.name, serial: d.profile.serial!, controller: try controller(d))
+            devices.cameraTrigger = SerialTriggerLine(
+                name: d.name, serial: d.profile.serial!, controller: try controller(d))
             if d.connect == .simulatedPeer { peers?.wireCameraTrigger(d) }
         }
         // The scan controller's trigger input on the camera's exposure output (peers: the simulated sensor's).
         if rig.scanTrigger, let sensor, let peers {
-            let ports = Set([rig.stage, rig.scanner].compactMap { $0 }.filter { $0.connect == .simulatedPeer }.compactMap { $0.profile.connection["port"] })
+            let ports = Set(
+                [rig.stage, rig.scanner].compactMap { $0 }.filter { $0.connect == .simulatedPeer }.compactMap {
+                    $0.profile.connection["port"]
+                })
             let peerControllers = try ports.sorted().map { try peers.serialController(port: $0) }
             sensor.onExposureEnd = { for c in peerControllers { c.triggerIn() } }
         }

@@ -20,7 +20,8 @@ public struct CameraSettings: Sendable, Equatable {
     public var trigger: TriggerMode
 
     public init(width: Int, height: Int, binning: Int = 1, exposureMs: Double, trigger: TriggerMode) {
-        self.width = width; self.height = height; self.binning = binning; self.exposureMs = exposureMs; self.trigger = trigger
+        self.width = width; self.height = height; self.binning = binning; self.exposureMs = exposureMs;
+        self.trigger = trigger
     }
 }
 
@@ -156,7 +157,9 @@ public final class RigDevices: @unchecked Sendable {
     /// The line that triggers the camera in software-timed runs, when the rig wires one.
     public internal(set) var cameraTrigger: TriggerLine?
 
-    public init(rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]) {
+    public init(
+        rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]
+    ) {
         self.rig = rig; self.camera = camera; self.modulator = modulator; self.scanner = scanner
         self.stage = stage; self.lasers = lasers
     }

@@ -70,8 +70,10 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     /// port) before the run waits for subscribers: the moment a subscriber can connect.
     public var onPublisherBound: (@Sendable (String) -> Void)?
 
-    public init(protocol p: AcquisitionProtocol, devices: RigDevices? = nil, options: PipelineOptions = PipelineOptions(),
-                clock: MoireClock = RealClock(), logger: Logger = Logger(label: "moire.pipeline")) throws {
+    public init(
+        protocol p: AcquisitionProtocol, devices: RigDevices? = nil, options: PipelineOptions = PipelineOptions(),
+        clock: MoireClock = RealClock(), logger: Logger = Logger(label: "moire.pipeline")
+    ) throws {
         proto = p
         self.options = options
         self.logger = logger
@@ -109,13 +111,14 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     }
 
     public var layout: RecordingLayout {
-        RecordingLayout(run: runID, name: proto.name, mode: proto.mode.rawValue, channels: proto.channels.map(\.name),
-                        excitationNm: proto.channels.map { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm ?? 0 },
-                        emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints, zPlanes: proto.zPlanes,
-                        angles: proto.angles, phases: proto.phases, width: proto.roiWidth, height: proto.roiHeight,
-                        pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, zStepUm: proto.zStepUm,
-                        objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
-                        protocolFile: proto.file, rigFile: proto.rig.file)
+        RecordingLayout(
+            run: runID, name: proto.name, mode: proto.mode.rawValue, channels: proto.channels.map(\.name),
+            excitationNm: proto.channels.map { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm ?? 0 },
+            emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints, zPlanes: proto.zPlanes,
+            angles: proto.angles, phases: proto.phases, width: proto.roiWidth, height: proto.roiHeight,
+            pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, zStepUm: proto.zStepUm,
+            objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
+            protocolFile: proto.file, rigFile: proto.rig.file)
     }
 
     /// Runs the acquisition to its end; every device is safe when this returns.
@@ -140,7 +143,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         var vol: VolumeStage?
         if proto.mode == .llsm, !options.noReconstruction {
-            let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger, measuredPSF: measuredPSFs)
+            let v = try VolumeStage(
+                protocol: proto, recordingPath: recordingPath, logger: logger, measuredPSF: measuredPSFs)
             vol = v
             stages.append(try BusStage(name: "volume", endpoint: bus.endpoint, handle: v.handle))
         } else if proto.mode == .llssim, proto.rig.lightSheet != nil, let sim {
@@ -160,8 +164,9 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         let denOptions = LiveDenoiseOptions(proto.denoise)
         if denOptions.enabled, !options.noDenoise {
             // With live SIM, the SR frames are denoised (adapting on the phase sets by SR pairs); else the raw frames.
-            let d = try DenoiseStage(protocol: proto, options: denOptions, recordingPath: recordingPath, logger: logger,
-                                     source: sim.map { .simSR($0) } ?? .raw)
+            let d = try DenoiseStage(
+                protocol: proto, options: denOptions, recordingPath: recordingPath, logger: logger,
+                source: sim.map { .simSR($0) } ?? .raw)
             den = d
             sim?.onSet = { [d] c, frames, params in d.offer(channel: c, frames: frames, params: params) }
             if proto.lightSheet["source"] == "denoised", sim == nil { vol?.denoiser = d }
@@ -169,9 +174,11 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
-        let derivedBuses: [String] = [sim?.bus.endpoint, den?.bus.endpoint, vol?.bus.endpoint, sim3d?.bus.endpoint].compactMap { $0 }
+        let derivedBuses: [String] = [sim?.bus.endpoint, den?.bus.endpoint, vol?.bus.endpoint, sim3d?.bus.endpoint]
+            .compactMap { $0 }
         if let endpoint {
-            let p = try PublisherStage(endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
+            let p = try PublisherStage(
+                endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
             onPublisherBound?(p.publisher.endpoint)
             if options.waitForSubscribers > 0 {
                 let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
@@ -182,8 +189,10 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 logger.info("result-bus subscribers", metadata: ["count": "\(p.publisher.subscriptions)"])
             }
             publisher = p
-            stages.append(try BusStage(name: "publisher", endpoints: [bus.endpoint] + derivedBuses,
-                                       handle: { item, i in p.handle(item, bus: i) }))
+            stages.append(
+                try BusStage(
+                    name: "publisher", endpoints: [bus.endpoint] + derivedBuses,
+                    handle: { item, i in p.handle(item, bus: i) }))
         }
         for s in stages { s.start() }
         let onSIMBus = ((den != nil && sim != nil) ? 1 : 0) + ((vol != nil && sim != nil) ? 1 : 0)
@@ -206,19 +215,27 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             if publisher != nil { try sim3d.bus.waitForSubscribers(1) }
             sim3d.start()
         }
-        let start = RunStart(run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
-                             rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
-                             magnification: proto.rig.optics.magnification, channels: proto.channels,
-                             shape: ["t": proto.timepoints, "c": proto.channels.count, "z": proto.zPlanes, "angles": proto.angles,
-                                     "phases": proto.phases, "width": proto.roiWidth, "height": proto.roiHeight],
-                             pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, startedNs: unixTimeNs())
+        let start = RunStart(
+            run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
+            rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
+            magnification: proto.rig.optics.magnification, channels: proto.channels,
+            shape: [
+                "t": proto.timepoints, "c": proto.channels.count, "z": proto.zPlanes, "angles": proto.angles,
+                "phases": proto.phases, "width": proto.roiWidth, "height": proto.roiHeight,
+            ],
+            pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, startedNs: unixTimeNs())
         try bus.publishRun(Wire.encode(start))
-        logger.info("run started", metadata: ["run": "\(runID)", "protocol": "\(proto.name)", "frames": "\(proto.totalFrames)",
-                                              "sequenced": "\(runner.hardwareSequenced ? "hardware" : "software")"])
+        logger.info(
+            "run started",
+            metadata: [
+                "run": "\(runID)", "protocol": "\(proto.name)", "frames": "\(proto.totalFrames)",
+                "sequenced": "\(runner.hardwareSequenced ? "hardware" : "software")",
+            ])
         let result = runner.run(pool: pool, sink: { try bus.publish($0) }, onProgress: onProgress)
-        let stop = RunStop(run: runID, reason: result.reason, error: result.error?.description, frames: result.delivered,
-                           missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs(),
-                           poolExhausted: result.poolExhausted)
+        let stop = RunStop(
+            run: runID, reason: result.reason, error: result.error?.description, frames: result.delivered,
+            missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs(),
+            poolExhausted: result.poolExhausted)
         try bus.publishRun(Wire.encode(stop))
         for s in stages where !s.join(timeoutSeconds: 120) {
             logger.error("stage did not finish", metadata: ["stage": "\(s.name)"])
@@ -228,26 +245,43 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if let vol, !vol.join(timeoutSeconds: 600) { logger.error("light-sheet stage did not finish") }
         if let sim3d, !sim3d.join(timeoutSeconds: 600) { logger.error("3D-SIM stage did not finish") }
         if let c = sim3d?.counters {
-            logger.info("live 3D-SIM", metadata: ["stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
-                                                  "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
+            logger.info(
+                "live 3D-SIM",
+                metadata: [
+                    "stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
+                    "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)",
+                ])
         }
         if let c = vol?.counters {
-            logger.info("live light sheet", metadata: ["stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
-                                                       "skipped.behind": "\(c.skippedBehind)", "missing.planes": "\(c.missingPlanes)"])
+            logger.info(
+                "live light sheet",
+                metadata: [
+                    "stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
+                    "skipped.behind": "\(c.skippedBehind)", "missing.planes": "\(c.missingPlanes)",
+                ])
         }
         if let c = sim?.counters {
-            logger.info("live SIM", metadata: ["sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
-                                               "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)"])
+            logger.info(
+                "live SIM",
+                metadata: [
+                    "sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
+                    "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)",
+                ])
         }
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "missing")]).increment(by: result.missing)
-        logger.info("run ended", metadata: ["reason": "\(result.reason)", "frames": "\(result.delivered)",
-                                            "missing": "\(result.missing)", "pool.exhausted": "\(result.poolExhausted)",
-                                            "pool.waits": "\(result.poolWaits)"])
-        return PipelineResult(run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
-                              publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
-                              sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
-                              denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir, volumes: vol?.counters,
-                              volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath)
+        logger.info(
+            "run ended",
+            metadata: [
+                "reason": "\(result.reason)", "frames": "\(result.delivered)",
+                "missing": "\(result.missing)", "pool.exhausted": "\(result.poolExhausted)",
+                "pool.waits": "\(result.poolWaits)",
+            ])
+        return PipelineResult(
+            run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
+            publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
+            sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
+            denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir, volumes: vol?.counters,
+            volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath)
     }
 }

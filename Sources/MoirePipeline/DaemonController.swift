@@ -64,7 +64,9 @@ public final class DaemonController: @unchecked Sendable {
             }
             return ControlReply(ok: true, state: p.runner.state.rawValue, run: p.runID)
         case "start": return start(req)
-        default: return ControlReply(ok: false, error: "unknown command '\(req.cmd)'; expected start, stop, pause, resume, status or ping")
+        default:
+            return ControlReply(
+                ok: false, error: "unknown command '\(req.cmd)'; expected start, stop, pause, resume, status or ping")
         }
     }
 
@@ -76,21 +78,26 @@ public final class DaemonController: @unchecked Sendable {
             // closed its stages, recording and result bus, the run is not over: a start would be refused.
             var state = pr.state.rawValue
             if pr.state == .idle { state = pr.done + pr.missing > 0 ? "finishing" : "arming" }
-            return ControlReply(ok: true, state: state, run: p.runID, frames: pr.done, missing: pr.missing, planned: pr.planned,
-                                recording: p.recordingPath, publish: p.proto.outputs.publish)
+            return ControlReply(
+                ok: true, state: state, run: p.runID, frames: pr.done, missing: pr.missing, planned: pr.planned,
+                recording: p.recordingPath, publish: p.proto.outputs.publish)
         }
         if let r = lastResult, r.runID == lastRun {
-            return ControlReply(ok: true, error: r.run.error?.description ?? r.recordingError?.description,
-                                state: r.run.reason == "fault" ? "faulted" : "idle", run: r.runID,
-                                frames: r.run.delivered + r.run.missing, missing: r.run.missing, planned: r.run.planned,
-                                recording: r.recording?.path)
+            return ControlReply(
+                ok: true, error: r.run.error?.description ?? r.recordingError?.description,
+                state: r.run.reason == "fault" ? "faulted" : "idle", run: r.runID,
+                frames: r.run.delivered + r.run.missing, missing: r.run.missing, planned: r.run.planned,
+                recording: r.recording?.path)
         }
         return ControlReply(ok: true, error: lastError, state: lastError == nil ? "idle" : "faulted", run: lastRun)
     }
 
     private func start(_ req: ControlRequest) -> ControlReply {
         lock.lock(); defer { lock.unlock() }
-        if let p = pipeline { return ControlReply(ok: false, error: "run \(p.runID) is in progress", state: p.runner.state.rawValue, run: p.runID) }
+        if let p = pipeline {
+            return ControlReply(
+                ok: false, error: "run \(p.runID) is in progress", state: p.runner.state.rawValue, run: p.runID)
+        }
         guard let file = req.protocolFile else { return ControlReply(ok: false, error: "start needs protocolFile") }
         do {
             let proto = try AcquisitionProtocol.load(file: file, rigFile: req.rig)
@@ -108,8 +115,9 @@ public final class DaemonController: @unchecked Sendable {
             }
             t.name = "moired.run"
             t.start()
-            return ControlReply(ok: true, state: "arming", run: p.runID, planned: proto.totalFrames, recording: p.recordingPath,
-                                publish: proto.outputs.publish)
+            return ControlReply(
+                ok: true, state: "arming", run: p.runID, planned: proto.totalFrames, recording: p.recordingPath,
+                publish: proto.outputs.publish)
         } catch {
             return ControlReply(ok: false, error: "\(error)")
         }

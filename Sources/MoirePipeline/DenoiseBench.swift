@@ -4,9 +4,14 @@ import MoireDenoise
 
 /// `moire bench denoise`: frames per second at 512×512, inference alone and with adaptation steps.
 public enum DenoiseBench {
-    public struct Report: Sendable { public var inferenceFPS: Double; public var adaptedFPS: Double; public var steps: Int; public var crop: Int; public var batch: Int }
+    public struct Report: Sendable {
+        public var inferenceFPS: Double; public var adaptedFPS: Double; public var steps: Int; public var crop: Int;
+        public var batch: Int
+    }
 
-    public static func run(size: Int = 512, frames: Int = 20, steps: Int = 2, crop: Int = 64, batch: Int = 2) throws -> Report {
+    public static func run(size: Int = 512, frames: Int = 20, steps: Int = 2, crop: Int = 64, batch: Int = 2) throws
+        -> Report
+    {
         let model = NoiseModel(offset: 100, gain: 0.5, readVariance: 1)
         var r = SeededRandom(seed: 1)
         let frame = (0..<(size * size)).map { _ in Float(100 + 10 * r.uniform()) }

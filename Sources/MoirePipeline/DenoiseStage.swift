@@ -89,14 +89,18 @@ final class DenoiseStage: @unchecked Sendable {
     private var adaptSet: (channel: Int, frames: [[Float]], params: SIMParameters)?
     private var simDenoisers: [Int: SIMDenoiser] = [:]
 
-    init(protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger, source: Source = .raw) throws {
+    init(
+        protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger,
+        source: Source = .raw
+    ) throws {
         proto = p; self.options = options; self.logger = logger; self.source = source
         bus = try RawBus()
         cameraModel = NoiseModel(camera: p.rig.cameraProfile)
         var sim = false
         if case .simSR = source { sim = true }
         let model = sim ? SIMDenoiser.srModel : cameraModel
-        let engineA = try DNNLEngine(), engineB = try DNNLEngine()
+        let engineA = try DNNLEngine()
+        let engineB = try DNNLEngine()
         inference = Denoiser(engine: engineA, model: model, seed: 1)
         adaptation = Denoiser(engine: engineB, model: model, seed: 1)
         if let w = options.weights {
@@ -111,7 +115,10 @@ final class DenoiseStage: @unchecked Sendable {
         checkpointDir = recordingPath.map { RecordingIndex.stem(of: $0) + ".den-weights" }
         pool = FramePool(slots: 4, bytes: p.roiWidth * p.roiHeight * 4 * sides * sides)
         guard p.roiWidth % 4 == 0, p.roiHeight % 4 == 0 else {
-            throw MoireError(.config, "live denoising needs an ROI with sides divisible by 4; the protocol asks for \(p.roiWidth)×\(p.roiHeight)", place: p.file)
+            throw MoireError(
+                .config,
+                "live denoising needs an ROI with sides divisible by 4; the protocol asks for \(p.roiWidth)×\(p.roiHeight)",
+                place: p.file)
         }
     }
 
@@ -119,7 +126,9 @@ final class DenoiseStage: @unchecked Sendable {
         // Version 0 (the starting weights) is a checkpoint too, so every frame can be reproduced.
         if options.checkpointEvery > 0, let dir = checkpointDir {
             try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            if (try? WeightsFile.save(inference.net, weightsVersion: 0, to: "\(dir)/v0.bin")) != nil { counters.checkpoints += 1 }
+            if (try? WeightsFile.save(inference.net, weightsVersion: 0, to: "\(dir)/v0.bin")) != nil {
+                counters.checkpoints += 1
+            }
         }
         for name in ["infer", "adapt"] {
             done.enter()
@@ -139,10 +148,14 @@ final class DenoiseStage: @unchecked Sendable {
     /// Denoises a whole light-sheet stack with one weights version (the current inference weights,
     /// held for the whole stack): what the volume stage deconvolves with `light_sheet.source: denoised`.
     /// `scale`: the normalisation used (nil: each plane's own, before the first adaptation).
-    func denoise(planes: [[Float]], width: Int, height: Int, skip: Set<Int>) throws -> (planes: [[Float]], version: Int, scale: Float?) {
+    func denoise(planes: [[Float]], width: Int, height: Int, skip: Set<Int>) throws -> (
+        planes: [[Float]], version: Int, scale: Float?
+    ) {
         weightsLock.lock()
         defer { weightsLock.unlock() }
-        let out = try planes.enumerated().map { z, p in skip.contains(z) ? p : try inference.denoise(p, width: width, height: height) }
+        let out = try planes.enumerated().map { z, p in
+            skip.contains(z) ? p : try inference.denoise(p, width: width, height: height)
+        }
         return (out, version, inference.scale)
     }
 
@@ -167,7 +180,8 @@ final class DenoiseStage: @unchecked Sendable {
             let n = h.width * h.height
             let pixels: [Float]
             switch h.pixel {
-            case .uint16: pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+            case .uint16:
+                pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
             case .float32: pixels = payload.bytes.withMemoryRebound(to: Float.self) { b in Array(b[0..<n]) }
             default: return true
             }
@@ -212,9 +226,11 @@ final class DenoiseStage: @unchecked Sendable {
                 var dh = h
                 dh.stream = "den"; dh.seq = seq; dh.pixel = .float32
                 dh.inputs = [h.seq]
-                dh.params = ["weightsVersion": String(v), "architecture": UNet.architecture,
-                             "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset),
-                             "method": isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")]
+                dh.params = [
+                    "weightsVersion": String(v), "architecture": UNet.architecture,
+                    "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset),
+                    "method": isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw"),
+                ]
                 seq += 1
                 try bus.publish(Frame(header: dh, slot: slot))
                 lock.lock(); counters.denoised += 1; lock.unlock()
@@ -223,22 +239,29 @@ final class DenoiseStage: @unchecked Sendable {
                 logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
             }
         }
-        let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.denoised, missing: counters.skipped, planned: 0, stoppedNs: unixTimeNs())
+        let stop = RunStop(
+            run: runID, reason: "completed", error: nil, frames: counters.denoised, missing: counters.skipped,
+            planned: 0, stoppedNs: unixTimeNs())
         try? bus.publishRun(Wire.encode(stop))
     }
 
     /// One adaptation step on the newest input: a raw frame, or (SIM) a raw phase set through SR pairs.
-    private func step(frame: [Float]?, partner: [Float]?, set: (channel: Int, frames: [[Float]], params: SIMParameters)?) throws -> Double {
+    private func step(
+        frame: [Float]?, partner: [Float]?, set: (channel: Int, frames: [[Float]], params: SIMParameters)?
+    ) throws -> Double {
         if let set, case .simSR(let sim) = source {
             if simDenoisers[set.channel] == nil {
-                simDenoisers[set.channel] = SIMDenoiser(denoiser: adaptation, reconstructor: try sim.makeReconstructor(channel: set.channel),
-                                                        parameters: set.params, model: cameraModel, method: .srPairs, seed: 1)
+                simDenoisers[set.channel] = SIMDenoiser(
+                    denoiser: adaptation, reconstructor: try sim.makeReconstructor(channel: set.channel),
+                    parameters: set.params, model: cameraModel, method: .srPairs, seed: 1)
             }
             let sd = simDenoisers[set.channel]!
             sd.parameters = set.params
             return try sd.adapt(set: set.frames)
         }
-        if let partner { return try adaptation.adapt(input: frame!, target: partner, width: proto.roiWidth, height: proto.roiHeight) }
+        if let partner {
+            return try adaptation.adapt(input: frame!, target: partner, width: proto.roiWidth, height: proto.roiHeight)
+        }
         return try adaptation.adapt(frame!, width: proto.roiWidth, height: proto.roiHeight)
     }
 
@@ -247,10 +270,14 @@ final class DenoiseStage: @unchecked Sendable {
             lock.lock()
             while adaptFrame == nil && adaptSet == nil && !finished { lock.wait() }
             guard adaptFrame != nil || adaptSet != nil else { lock.unlock(); break }
-            let frame = adaptFrame, set = adaptSet, partner = adaptPartner
+            let frame = adaptFrame
+            let set = adaptSet
+            let partner = adaptPartner
             adaptFrame = nil; adaptSet = nil; adaptPartner = nil
             lock.unlock()
-            guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else { continue }
+            guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else {
+                continue
+            }
             do {
                 var diverged = false
                 for _ in 0..<options.stepsPerFrame {

@@ -43,11 +43,14 @@ public struct OfflineDenoise {
         public var skipped: Int
     }
 
-    public func run(input: String, logger: Logger = Logger(label: "moire.denoise"), progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+    public func run(
+        input: String, logger: Logger = Logger(label: "moire.denoise"), progress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> Result {
         let stack = try ImageImport.load(input)
         guard !stack.isComplex else { throw MoireError(.format, "complex data cannot be denoised", place: input) }
         guard let first = stack.planes.first else { throw MoireError(.format, "no planes", place: input) }
-        let w = stack.width, h = stack.height
+        let w = stack.width
+        let h = stack.height
         let model = try noiseModel(input: input, first: first, width: w, height: h, logger: logger)
         let engine = try DNNLEngine()
         let d = Denoiser(engine: engine, model: model, seed: seed)
@@ -58,12 +61,15 @@ public struct OfflineDenoise {
         if let weights { try WeightsFile.load(weights, into: d.net) }
         if deconvolve { d.deconvolution = try deconvolutionLoss(input: input, pixelUm: stack.pixelSizeUm) }
         // The network wants sides divisible by 4: pad by edge replication, crop back.
-        let pw = (w + 3) / 4 * 4, ph = (h + 3) / 4 * 4
+        let pw = (w + 3) / 4 * 4
+        let ph = (h + 3) / 4 * 4
         func pad(_ f: [Float]) -> [Float] {
             guard pw != w || ph != h else { return f }
             return (0..<(pw * ph)).map { i in f[min(i / pw, h - 1) * w + min(i % pw, w - 1)] }
         }
-        var out: [[Float]] = [], versions: [Int] = [], skipped = 0
+        var out: [[Float]] = []
+        var versions: [Int] = []
+        var skipped = 0
         for (i, plane) in stack.planes.enumerated() {
             guard plane.allSatisfy(\.isFinite), (plane.max() ?? 0) > (plane.min() ?? 0) else {
                 logger.warning("frame skipped: blank or not finite", metadata: ["frame": "\(i)"])
@@ -71,24 +77,35 @@ public struct OfflineDenoise {
                 continue
             }
             let p = pad(plane)
-            let partner = pairs == .oddEven && stack.planes.count > 1 ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
+            let partner =
+                pairs == .oddEven && stack.planes.count > 1
+                ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
             for _ in 0..<(i == 0 ? firstSteps : adaptSteps) {
-                try adaptStep(d, plane: p, partner: partner, width: pw, height: ph,
-                              seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion), place: input)
+                try adaptStep(
+                    d, plane: p, partner: partner, width: pw, height: ph,
+                    seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion), place: input)
             }
             let den = try d.denoise(p, width: pw, height: ph)
             out.append((0..<(w * h)).map { den[($0 / w) * pw + $0 % w] })
             versions.append(d.weightsVersion)
             progress(i + 1, stack.planes.count)
         }
-        if let saveWeights { try d.withInferenceWeights { try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights) } }
-        return Result(frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions, skipped: skipped)
+        if let saveWeights {
+            try d.withInferenceWeights {
+                try WeightsFile.save(d.net, weightsVersion: d.weightsVersion, to: saveWeights)
+            }
+        }
+        return Result(
+            frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions,
+            skipped: skipped)
     }
 
     /// One adaptation step on `plane` with this job's kind of pairs: recorrupted, against `partner`
     /// (its odd/even neighbour), or a Neighbor2Neighbor pair drawn with `seed`. Returns the loss.
     @discardableResult
-    public func adaptStep(_ d: Denoiser, plane: [Float], partner: [Float]?, width: Int, height: Int, seed: UInt64, place: String) throws -> Double {
+    public func adaptStep(
+        _ d: Denoiser, plane: [Float], partner: [Float]?, width: Int, height: Int, seed: UInt64, place: String
+    ) throws -> Double {
         switch pairs {
         case .recorrupt:
             return try d.adapt(plane, width: width, height: height)
@@ -111,36 +128,46 @@ public struct OfflineDenoise {
     public func deconvolutionLoss(input: String, pixelUm: Double?) throws -> DeconvolutionLoss {
         if let psfSigmaPx { return try DeconvolutionLoss.gaussian(sigmaPx: psfSigmaPx, hessianWeight: hessianWeight) }
         guard let l = (try? OMETiffReader(path: input))?.layout, let em = l.emissionNm.first, l.objectiveNA > 0 else {
-            throw MoireError(.usage, "the PSF is unknown for this file (no recording optics); give --psf-sigma in pixels", place: input)
+            throw MoireError(
+                .usage, "the PSF is unknown for this file (no recording optics); give --psf-sigma in pixels",
+                place: input)
         }
-        return try DeconvolutionLoss.widefield(na: l.objectiveNA, emissionNm: em, pixelUm: pixelUm ?? l.pixelSizeUm, hessianWeight: hessianWeight)
+        return try DeconvolutionLoss.widefield(
+            na: l.objectiveNA, emissionNm: em, pixelUm: pixelUm ?? l.pixelSizeUm, hessianWeight: hessianWeight)
     }
 
     /// The noise model this job uses for `input`: given, the recording camera's, or estimated from `first`.
-    public func noiseModel(input: String, first: [Float], width: Int, height: Int, logger: Logger = Logger(label: "moire.denoise")) throws -> NoiseModel {
+    public func noiseModel(
+        input: String, first: [Float], width: Int, height: Int, logger: Logger = Logger(label: "moire.denoise")
+    ) throws -> NoiseModel {
         switch noise {
         case .fixed(let m): return m
         case .auto: return try NoiseEstimation.estimate(first, width: width, height: height)
         case .fromFile:
             if let m = Self.cameraModel(input) { return m }
             let m = try NoiseEstimation.estimate(first, width: width, height: height)
-            logger.notice("no camera noise model in the file; estimated from the first frame",
-                          metadata: ["offset": "\(m.offset)", "gain": "\(m.gain)", "readVariance": "\(m.readVariance)"])
+            logger.notice(
+                "no camera noise model in the file; estimated from the first frame",
+                metadata: ["offset": "\(m.offset)", "gain": "\(m.gain)", "readVariance": "\(m.readVariance)"])
             return m
         }
     }
 
     /// The camera's noise model named by a Moiré recording (its protocol's rig's camera profile).
     static func cameraModel(_ path: String) -> NoiseModel? {
-        guard let r = try? OMETiffReader(path: path), let l = r.layout, FileManager.default.fileExists(atPath: l.protocolFile),
-              let p = try? AcquisitionProtocol.load(file: l.protocolFile) else { return nil }
+        guard let r = try? OMETiffReader(path: path), let l = r.layout,
+            FileManager.default.fileExists(atPath: l.protocolFile),
+            let p = try? AcquisitionProtocol.load(file: l.protocolFile)
+        else { return nil }
         return NoiseModel(camera: p.rig.cameraProfile)
     }
 
     /// Writes denoised frames as a float32 OME-TIFF; each plane's header names the weights version.
     public static func write(_ r: Result, to path: String, name: String) throws {
-        try FloatStack.write(r.frames, width: r.width, height: r.height, pixelUm: r.pixelUm ?? 1, to: path, name: name,
-                             stream: "den", mode: "denoised") { t, h in
+        try FloatStack.write(
+            r.frames, width: r.width, height: r.height, pixelUm: r.pixelUm ?? 1, to: path, name: name,
+            stream: "den", mode: "denoised"
+        ) { t, h in
             h.params = ["weightsVersion": String(r.weightsVersions[t])]
         }
     }

@@ -9,7 +9,9 @@ import MoireStorage
 /// Offline 2D-SIM of a recording or a plain TIFF/MRC stack (`moire reconstruct`).
 public struct OfflineSIM {
     /// How raw frames are ordered in a plain stack.
-    public enum FrameOrder: String, Sendable, CaseIterable { case angleMajor = "angle-major", phaseMajor = "phase-major" }
+    public enum FrameOrder: String, Sendable, CaseIterable {
+        case angleMajor = "angle-major", phaseMajor = "phase-major"
+    }
 
     /// The prior for parameter estimation.
     public enum Prior: Sendable {
@@ -59,14 +61,19 @@ public struct OfflineSIM {
     }
 
     /// Reads the input, fills options from a Moiré recording's metadata, and reconstructs every phase set.
-    public func run(input: String, logger: Logger = Logger(label: "moire.reconstruct"), progress: (Int, Int) -> Void = { _, _ in },
-                    denoiseProgress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+    public func run(
+        input: String, logger: Logger = Logger(label: "moire.reconstruct"), progress: (Int, Int) -> Void = { _, _ in },
+        denoiseProgress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> Result {
         var cfg = self
         var planes: [[Float]]
-        var w = 0, h = 0
+        var w = 0
+        var h = 0
         if input.lowercased().hasSuffix(".mrc") {
             let s = try ImageImport.loadMRC(input)
-            guard !s.isComplex else { throw MoireError(.format, "complex MRC data is not a raw SIM stack", place: input) }
+            guard !s.isComplex else {
+                throw MoireError(.format, "complex MRC data is not a raw SIM stack", place: input)
+            }
             planes = s.planes; w = s.width; h = s.height
             if cfg.pixelUm == nil { cfg.pixelUm = s.pixelSizeUm }
         } else {
@@ -76,32 +83,51 @@ public struct OfflineSIM {
                 try cfg.adopt(layout, logger: logger)
                 let recs = r.planeRecords() ?? []
                 if let bad = recs.first(where: { $0.header.missing && $0.acquired }) {
-                    logger.warning("recording has missing frames; their phase sets are skipped", metadata: ["first": "\(bad.header.index)"])
+                    logger.warning(
+                        "recording has missing frames; their phase sets are skipped",
+                        metadata: ["first": "\(bad.header.index)"])
                 }
                 // Every plane must sit where its header says (angle-major within each set).
                 for (i, rec) in recs.enumerated() where rec.acquired {
                     let inSet = i % (layout.angles * layout.phases)
-                    let angle = inSet / layout.phases, phase = inSet % layout.phases
+                    let angle = inSet / layout.phases
+                    let phase = inSet % layout.phases
                     if rec.header.angle != angle || rec.header.phase != phase {
-                        throw MoireError(.format, "plane \(i) is angle \(rec.header.angle), phase \(rec.header.phase) by its header, but its position says angle \(angle), phase \(phase): the frame order is inconsistent", place: input)
+                        throw MoireError(
+                            .format,
+                            "plane \(i) is angle \(rec.header.angle), phase \(rec.header.phase) by its header, but its position says angle \(angle), phase \(phase): the frame order is inconsistent",
+                            place: input)
                     }
                 }
             }
             planes = try (0..<r.planeCount).map { try r.readPlaneFloat($0) }
         }
-        guard let pixel = cfg.pixelUm, pixel > 0 else { throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input) }
-        guard let na = cfg.na else { throw MoireError(.usage, "the numerical aperture is unknown; give --na", place: input) }
-        guard let em = cfg.emissionNm else { throw MoireError(.usage, "the emission wavelength is unknown; give --emission-nm", place: input) }
+        guard let pixel = cfg.pixelUm, pixel > 0 else {
+            throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input)
+        }
+        guard let na = cfg.na else {
+            throw MoireError(.usage, "the numerical aperture is unknown; give --na", place: input)
+        }
+        guard let em = cfg.emissionNm else {
+            throw MoireError(.usage, "the emission wavelength is unknown; give --emission-nm", place: input)
+        }
         let per = cfg.angles * cfg.phases
         guard planes.count >= per, planes.count % per == 0 else {
-            throw MoireError(.usage, "\(planes.count) frames is not a whole number of \(cfg.angles) × \(cfg.phases) phase sets", place: input)
+            throw MoireError(
+                .usage, "\(planes.count) frames is not a whole number of \(cfg.angles) × \(cfg.phases) phase sets",
+                place: input)
         }
         let otf: RadialOTF
         if let f = cfg.otfFile {
             let m = try MeasuredRadialOTF.load(f, step: cfg.otfStep)
             let nyquist = 1 / (2 * pixel)
             guard m.cutoff > 0.2 * nyquist, m.cutoff < 4 * nyquist else {
-                throw MoireError(.usage, String(format: "the OTF's cutoff %.2f µm⁻¹ does not fit images of %.4f µm pixels (Nyquist %.2f µm⁻¹): wrong OTF or wrong pixel size?", m.cutoff, pixel, nyquist), place: f)
+                throw MoireError(
+                    .usage,
+                    String(
+                        format:
+                            "the OTF's cutoff %.2f µm⁻¹ does not fit images of %.4f µm pixels (Nyquist %.2f µm⁻¹): wrong OTF or wrong pixel size?",
+                        m.cutoff, pixel, nyquist), place: f)
             }
             otf = m
         } else {
@@ -115,7 +141,9 @@ public struct OfflineSIM {
             if cfg.otfFile == nil, c < cfg.channelEmission.count {
                 o = IdealOTF(na: na, emissionNm: cfg.channelEmission[c], attenuation: cfg.otfAttenuation)
             }
-            let r = try SIM2DReconstructor(width: w, height: h, pixelUm: pixel, angles: cfg.angles, phases: cfg.phases, otf: o, options: cfg.options)
+            let r = try SIM2DReconstructor(
+                width: w, height: h, pixelUm: pixel, angles: cfg.angles, phases: cfg.phases, otf: o,
+                options: cfg.options)
             recs[c] = r
             return r
         }
@@ -144,7 +172,8 @@ public struct OfflineSIM {
                 case .none: params = try rec.estimate(frames, priors: nil)
                 }
                 for (a, ap) in params!.angles.enumerated() where ap.flagged {
-                    logger.warning("estimate not trusted; prior used", metadata: ["angle": "\(a)", "reason": "\(ap.reason ?? "")"])
+                    logger.warning(
+                        "estimate not trusted; prior used", metadata: ["angle": "\(a)", "reason": "\(ap.reason ?? "")"])
                 }
             }
             paramsByChannel[c] = params
@@ -154,15 +183,19 @@ public struct OfflineSIM {
             kept.append((c, frames))
             progress(s + 1, sets)
         }
-        guard !result.sr.isEmpty else { throw MoireError(.numeric, "no complete phase set to reconstruct", place: input) }
+        guard !result.sr.isEmpty else {
+            throw MoireError(.numeric, "no complete phase set to reconstruct", place: input)
+        }
         if cfg.denoiseSteps > 0 {
-            let model = try cfg.noise ?? OfflineDenoise.cameraModel(input)
+            let model =
+                try cfg.noise ?? OfflineDenoise.cameraModel(input)
                 ?? NoiseEstimation.estimate(kept[0].frames[0], width: w, height: h)
             let engine = try DNNLEngine()
             for c in Set(kept.map(\.channel)).sorted() {
                 let idx = kept.indices.filter { kept[$0].channel == c }
-                let sd = SIMDenoiser(engine: engine, reconstructor: try reconstructor(c), parameters: result.parameters[idx[0]],
-                                     model: model, method: cfg.denoiseMethod, seed: 1)
+                let sd = SIMDenoiser(
+                    engine: engine, reconstructor: try reconstructor(c), parameters: result.parameters[idx[0]],
+                    model: model, method: cfg.denoiseMethod, seed: 1)
                 let d = sd.denoiser
                 d.crop = min(128, (min(w, h) / 4) * 4); d.batch = 1; d.learningRate = 3e-3
                 d.decay = (0.05, cfg.denoiseSteps); d.averaging = 0.99
@@ -190,9 +223,12 @@ public struct OfflineSIM {
         if emissionNm == nil { channelEmission = l.emissionNm; emissionNm = l.emissionNm.first }
         zPlanes = l.zPlanes
         if case .none = prior, FileManager.default.fileExists(atPath: l.protocolFile),
-           let proto = try? AcquisitionProtocol.load(file: l.protocolFile) {
+            let proto = try? AcquisitionProtocol.load(file: l.protocolFile)
+        {
             channelPriors = proto.channels.map { ch in
-                guard let name = ch.patternSet, let set = proto.rig.modulator?.profile.modulator?.patternSet(named: name) else { return .none }
+                guard let name = ch.patternSet,
+                    let set = proto.rig.modulator?.profile.modulator?.patternSet(named: name)
+                else { return .none }
                 return .patterns(PatternPrior.from(set, angles: angles, phases: phases))
             }
             if options.background == 0 { options.background = proto.rig.cameraProfile.offsetADU }
@@ -204,8 +240,10 @@ public struct OfflineSIM {
 
     /// Writes SR frames as a float32 OME-TIFF (one channel, T = phase sets).
     public static func write(_ r: Result, to path: String, name: String) throws {
-        try FloatStack.write(r.sr, width: 2 * r.width, height: 2 * r.height, pixelUm: r.pixelUm / 2, to: path, name: name,
-                             stream: "sr", mode: "sim2d-sr") { t, h in
+        try FloatStack.write(
+            r.sr, width: 2 * r.width, height: 2 * r.height, pixelUm: r.pixelUm / 2, to: path, name: name,
+            stream: "sr", mode: "sim2d-sr"
+        ) { t, h in
             let per = r.parameters[t].angles.count * (r.parameters[t].angles.first?.phases.count ?? 0)
             h.inputs = Array((t * per)..<((t + 1) * per))
         }

@@ -40,19 +40,32 @@ public struct OfflineSIM3D {
         public var estimate: SIM3DEstimate
     }
 
-    public func run(input: String, logger: Logger = Logger(label: "moire.sim3d"), progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
-        var angles = self.angles, phases = self.phases, nz = zPlanes, order = self.order
-        var dz = zStepUm, pixel = pixelUm, bg = background
-        var na = self.na ?? 1.4, emission = emissionNm ?? 525, immersion = immersionIndex ?? 1.518
+    public func run(
+        input: String, logger: Logger = Logger(label: "moire.sim3d"), progress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> Result {
+        var angles = self.angles
+        var phases = self.phases
+        var nz = zPlanes
+        var order = self.order
+        var dz = zStepUm
+        var pixel = pixelUm
+        var bg = background
+        var na = self.na ?? 1.4
+        var emission = emissionNm ?? 525
+        var immersion = immersionIndex ?? 1.518
         /// A recording's own pattern priors (its protocol's first channel), when no period is given.
         var recordedPriors: [SIM3DAngle]?
-        if input.lowercased().hasSuffix(".tif") || input.lowercased().hasSuffix(".tiff"), let r = try? OMETiffReader(path: input),
-           let l = r.layout, l.mode == "sim3d" {
+        if input.lowercased().hasSuffix(".tif") || input.lowercased().hasSuffix(".tiff"),
+            let r = try? OMETiffReader(path: input),
+            let l = r.layout, l.mode == "sim3d"
+        {
             // A Moiré sim3d recording: its own geometry.
             angles = l.angles; phases = l.phases; nz = nz ?? l.zPlanes; order = .zap
             if dz == nil, l.zStepUm > 0 { dz = l.zStepUm }
             if pixel == nil { pixel = l.pixelSizeUm }
-            if FileManager.default.fileExists(atPath: l.protocolFile), let p = try? AcquisitionProtocol.load(file: l.protocolFile), !p.channels.isEmpty {
+            if FileManager.default.fileExists(atPath: l.protocolFile),
+                let p = try? AcquisitionProtocol.load(file: l.protocolFile), !p.channels.isEmpty
+            {
                 na = self.na ?? p.rig.optics.objectiveNA; immersion = immersionIndex ?? p.rig.optics.immersionIndex
                 emission = emissionNm ?? p.channels[0].emissionNm
                 if periodUm == nil { recordedPriors = try? p.sim3dPriors(channel: 0) }
@@ -61,23 +74,37 @@ public struct OfflineSIM3D {
         }
         let stack = try ImageImport.load(input)
         if bg == nil { bg = Double(LightSheetProcessor.background(of: Array(stack.planes.prefix(64)))) }
-        guard !stack.isComplex, !stack.planes.isEmpty else { throw MoireError(.format, "no real-valued planes to reconstruct", place: input) }
-        guard let nz else { throw MoireError(.usage, "the planes per stack are unknown; give --z-planes", place: input) }
+        guard !stack.isComplex, !stack.planes.isEmpty else {
+            throw MoireError(.format, "no real-valued planes to reconstruct", place: input)
+        }
+        guard let nz else {
+            throw MoireError(.usage, "the planes per stack are unknown; give --z-planes", place: input)
+        }
         guard let dz, dz > 0 else { throw MoireError(.usage, "the z step is unknown; give --z-step-um", place: input) }
-        guard let pixel = pixel ?? stack.pixelSizeUm, pixel > 0 else { throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input) }
+        guard let pixel = pixel ?? stack.pixelSizeUm, pixel > 0 else {
+            throw MoireError(.usage, "the pixel size is unknown; give --pixel-um", place: input)
+        }
         guard (periodUm ?? 0) > 0 || recordedPriors != nil else {
-            throw MoireError(.usage, "3D-SIM needs the pattern's period as a prior (--k-prior PERIOD_UM[@FIRST_ANGLE_DEG])", place: input)
+            throw MoireError(
+                .usage, "3D-SIM needs the pattern's period as a prior (--k-prior PERIOD_UM[@FIRST_ANGLE_DEG])",
+                place: input)
         }
         guard stack.width == stack.height else {
-            throw MoireError(.usage, "3D-SIM reconstructs square frames; these are \(stack.width)×\(stack.height) (crop them first)", place: input)
+            throw MoireError(
+                .usage, "3D-SIM reconstructs square frames; these are \(stack.width)×\(stack.height) (crop them first)",
+                place: input)
         }
         let per = nz * angles * phases
         guard angles >= 1, phases >= 5, nz >= 4, stack.planes.count % per == 0 else {
-            throw MoireError(.usage, "\(stack.planes.count) planes are not whole volumes of \(nz) z × \(angles) angles × \(phases) phases (≥ 5 phases, ≥ 4 planes)", place: input)
+            throw MoireError(
+                .usage,
+                "\(stack.planes.count) planes are not whole volumes of \(nz) z × \(angles) angles × \(phases) phases (≥ 5 phases, ≥ 4 planes)",
+                place: input)
         }
         let n = stack.width
-        let rec = try SIM3DReconstructor(n: n, nz: nz, pixelUm: pixel, dzUm: dz,
-                                         optics: Widefield3D(na: na, immersionIndex: immersion, emissionNm: emission))
+        let rec = try SIM3DReconstructor(
+            n: n, nz: nz, pixelUm: pixel, dzUm: dz,
+            optics: Widefield3D(na: na, immersionIndex: immersion, emissionNm: emission))
         rec.background = bg ?? 0
         if let wiener { rec.wiener = wiener }
         let plane = n * n
@@ -94,28 +121,40 @@ public struct OfflineSIM3D {
         } else if let period = periodUm, let firstAngleDeg {
             let kUm = 1 / period
             let kz = try SIM3DAngle.threeBeamKz(kUm: kUm, excitationNm: excitationNm, immersionIndex: immersion)
-            prior = .patterns((0..<angles).map { a in
-                let th = (firstAngleDeg + Double(a) * 180 / Double(angles)) * .pi / 180
-                return SIM3DAngle(kx: kUm * cos(th), ky: kUm * sin(th), kz: kz, phases: (0..<phases).map { 2 * .pi * Double($0) / Double(phases) },
-                                  m1: 0.7, m2: 0.5)
-            })
+            prior = .patterns(
+                (0..<angles).map { a in
+                    let th = (firstAngleDeg + Double(a) * 180 / Double(angles)) * .pi / 180
+                    return SIM3DAngle(
+                        kx: kUm * cos(th), ky: kUm * sin(th), kz: kz,
+                        phases: (0..<phases).map { 2 * .pi * Double($0) / Double(phases) },
+                        m1: 0.7, m2: 0.5)
+                })
         } else {
             let period = periodUm!
-            prior = .period(period, kz: try SIM3DAngle.threeBeamKz(kUm: 1 / period, excitationNm: excitationNm, immersionIndex: immersion))
+            prior = .period(
+                period,
+                kz: try SIM3DAngle.threeBeamKz(kUm: 1 / period, excitationNm: excitationNm, immersionIndex: immersion))
         }
         let estimate = try rec.estimate(first, prior: prior)
         for (a, (e, d)) in zip(estimate.angles, estimate.projected.angles).enumerated() {
-            logger.info("3D-SIM parameters", metadata: ["angle": "\(a)", "k": "\(String(format: "%.4f", hypot(e.kx, e.ky)))",
-                                                        "orientation": "\(String(format: "%.2f", d.angleDeg))", "m1": "\(String(format: "%.2f", e.m1))",
-                                                        "m2": "\(String(format: "%.2f", e.m2))", "flagged": "\(d.flagged)"])
+            logger.info(
+                "3D-SIM parameters",
+                metadata: [
+                    "angle": "\(a)", "k": "\(String(format: "%.4f", hypot(e.kx, e.ky)))",
+                    "orientation": "\(String(format: "%.2f", d.angleDeg))", "m1": "\(String(format: "%.2f", e.m1))",
+                    "m2": "\(String(format: "%.2f", e.m2))", "flagged": "\(d.flagged)",
+                ])
         }
         let count = stack.planes.count / per
         var result = Result(sr: [], widefield: [], estimate: estimate)
         for v in 0..<count {
             let s = v == 0 ? first : stacks(v)
-            result.sr.append(Volume(width: 2 * n, height: 2 * n, depth: nz, data: try rec.reconstruct(s, parameters: estimate.angles),
-                                    voxelUm: (pixel / 2, pixel / 2, dz)))
-            result.widefield.append(Volume(width: n, height: n, depth: nz, data: try rec.widefield(s), voxelUm: (pixel, pixel, dz)))
+            result.sr.append(
+                Volume(
+                    width: 2 * n, height: 2 * n, depth: nz, data: try rec.reconstruct(s, parameters: estimate.angles),
+                    voxelUm: (pixel / 2, pixel / 2, dz)))
+            result.widefield.append(
+                Volume(width: n, height: n, depth: nz, data: try rec.widefield(s), voxelUm: (pixel, pixel, dz)))
             progress(v + 1, count)
         }
         return result
@@ -129,13 +168,16 @@ public struct OfflineSIM3D {
     /// A PNG of the middle plane of the first volume: widefield beside SR.
     public static func preview(_ r: Result) -> Data {
         func mid(_ v: Volume) -> (width: Int, height: Int, pixels: [Float]) {
-            let z = v.depth / 2, plane = v.width * v.height
+            let z = v.depth / 2
+            let plane = v.width * v.height
             return (v.width, v.height, Array(v.data[(z * plane)..<((z + 1) * plane)]))
         }
         // The widefield plane doubled (nearest), to sit beside the SR plane at the same scale.
         let wf = mid(r.widefield[0])
         var big = [Float](repeating: 0, count: 4 * wf.pixels.count)
-        for y in 0..<(2 * wf.height) { for x in 0..<(2 * wf.width) { big[y * 2 * wf.width + x] = wf.pixels[(y / 2) * wf.width + x / 2] } }
+        for y in 0..<(2 * wf.height) {
+            for x in 0..<(2 * wf.width) { big[y * 2 * wf.width + x] = wf.pixels[(y / 2) * wf.width + x / 2] }
+        }
         let (w, h, px) = PNGWriter.panels([(2 * wf.width, 2 * wf.height, big), mid(r.sr[0])])
         return PNGWriter.encode(width: w, height: h, pixels: px)
     }

@@ -10,16 +10,23 @@ import MoireStorage
 /// with simulated lasers, modulator and stage, and the runner checks every recorded device
 /// state against the plan.
 public enum ReplaySession {
-    public static func run(recording: String, protocolFile: String? = nil, out: String? = nil, publish: String? = nil,
-                           logger: Logger = Logger(label: "moire.replay"), onProgress: @escaping (RunProgress) -> Void) throws -> PipelineResult {
+    public static func run(
+        recording: String, protocolFile: String? = nil, out: String? = nil, publish: String? = nil,
+        logger: Logger = Logger(label: "moire.replay"), onProgress: @escaping (RunProgress) -> Void
+    ) throws -> PipelineResult {
         let reader = try OMETiffReader(path: recording)
         guard let layout = reader.layout, let planes = reader.planeRecords() else {
             throw MoireError(.format, "not a Moiré recording (no layout in its OME-XML)", place: recording)
         }
         let protoPath = protocolFile ?? layout.protocolFile
         var proto = try AcquisitionProtocol.load(file: protoPath)
-        guard proto.roiWidth == layout.width, proto.roiHeight == layout.height, proto.planesPerTimepoint == layout.planesPerTimepoint else {
-            throw MoireError(.validation, "the recording (\(layout.width)×\(layout.height), \(layout.planesPerTimepoint) planes per time point) does not match the protocol \(protoPath)", place: recording)
+        guard proto.roiWidth == layout.width, proto.roiHeight == layout.height,
+            proto.planesPerTimepoint == layout.planesPerTimepoint
+        else {
+            throw MoireError(
+                .validation,
+                "the recording (\(layout.width)×\(layout.height), \(layout.planesPerTimepoint) planes per time point) does not match the protocol \(protoPath)",
+                place: recording)
         }
         // Replay what was acquired: the recorded number of time points.
         let acquired = planes.filter(\.acquired).count
@@ -33,7 +40,8 @@ public enum ReplaySession {
         options.noPublish = publish == nil
         proto.firstFrameDeadlineMs = 1000
         proto.frameDeadlineMs = 300
-        let pipeline = try AcquisitionPipeline(protocol: proto, devices: devices, options: options, clock: clock, logger: logger)
+        let pipeline = try AcquisitionPipeline(
+            protocol: proto, devices: devices, options: options, clock: clock, logger: logger)
         return try pipeline.run(onProgress: onProgress)
     }
 }

@@ -51,10 +51,14 @@ final class SIM3DStage: @unchecked Sendable {
 
     /// Refuses a protocol live 3D-SIM cannot reconstruct (before any device is opened or file written).
     static func check(_ p: AcquisitionProtocol) throws {
-        guard p.roiWidth == p.roiHeight, p.roiWidth % 2 == 0, p.roiWidth >= 16, p.zPlanes >= 4, p.zPlanes % 2 == 0, p.phases >= 5 else {
-            throw MoireError(.config, "live 3D-SIM needs a square ROI with even sides (≥ 16), an even number of z planes (≥ 4) and ≥ 5 phases; "
-                             + "the protocol asks for \(p.roiWidth)×\(p.roiHeight), \(p.zPlanes) planes, \(p.phases) phases "
-                             + "(or turn live reconstruction off: reconstruction: {enabled: false})", place: p.file)
+        guard p.roiWidth == p.roiHeight, p.roiWidth % 2 == 0, p.roiWidth >= 16, p.zPlanes >= 4, p.zPlanes % 2 == 0,
+            p.phases >= 5
+        else {
+            throw MoireError(
+                .config,
+                "live 3D-SIM needs a square ROI with even sides (≥ 16), an even number of z planes (≥ 4) and ≥ 5 phases; "
+                    + "the protocol asks for \(p.roiWidth)×\(p.roiHeight), \(p.zPlanes) planes, \(p.phases) phases "
+                    + "(or turn live reconstruction off: reconstruction: {enabled: false})", place: p.file)
         }
         for c in p.channels.indices { _ = try p.sim3dPriors(channel: c) }
     }
@@ -69,12 +73,14 @@ final class SIM3DStage: @unchecked Sendable {
             guard h.z >= 0, h.angle >= 0, h.angle < a, h.phase >= 0, h.phase < ph else { return nil }
             return (h.z * a + h.angle) * ph + h.phase
         }
-        output = VolumeOutput(bus: bus, volumeBytes: 4 * n * n * nz * 4, projectionBytes: 4 * n * n * 4,
-                              recordPath: options.record ? recordingPath.map { RecordingIndex.stem(of: $0) + ".sr3d.ome.tif" } : nil)
+        output = VolumeOutput(
+            bus: bus, volumeBytes: 4 * n * n * nz * 4, projectionBytes: 4 * n * n * 4,
+            recordPath: options.record ? recordingPath.map { RecordingIndex.stem(of: $0) + ".sr3d.ome.tif" } : nil)
     }
 
     func start() {
-        stacks.start(name: "moire.stage.sim3d", logger: logger, output: output, process: { [self] in try process($0) }) { [self] in
+        stacks.start(name: "moire.stage.sim3d", logger: logger, output: output, process: { [self] in try process($0) })
+        { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind + c.skippedMissing)
         }
@@ -88,13 +94,16 @@ final class SIM3DStage: @unchecked Sendable {
         guard let h0 = stack.first else { return }
         if !stack.missing.isEmpty {
             lock.lock(); own.skippedMissing += 1; lock.unlock()
-            logger.warning("3D-SIM stack with missing frames skipped", metadata: ["t": "\(h0.t)", "missing": "\(stack.missing.count)"])
+            logger.warning(
+                "3D-SIM stack with missing frames skipped",
+                metadata: ["t": "\(h0.t)", "missing": "\(stack.missing.count)"])
             return
         }
         let plane = n * n
         // [angle][phase] stacks of n × n × nz from the z × angle × phase slots.
         let (angles, phases) = (self.angles, self.phases)
-        let phaseStacks = SIM3DReconstructor.phaseStacks(nz: nz, angles: angles, phases: phases, plane: plane) { z, a, p in
+        let phaseStacks = SIM3DReconstructor.phaseStacks(nz: nz, angles: angles, phases: phases, plane: plane) {
+            z, a, p in
             stack.planes[(z * angles + a) * phases + p]
         }
         // `estimate: every:N`: estimated again (from the priors) on the first stack processed N or more
@@ -103,10 +112,14 @@ final class SIM3DStage: @unchecked Sendable {
         // falls below 60 % of what the estimation found, in any orientation (the pattern has moved).
         var dropped = false
         if options.estimate == "on-drop", let r = reconstructors[h0.c] {
-            for a in 0..<angles where try r.rec.modulation(phaseStacks[a], r.parameters[a]) < 0.6 * r.parameters[a].m1 { dropped = true }
+            for a in 0..<angles where try r.rec.modulation(phaseStacks[a], r.parameters[a]) < 0.6 * r.parameters[a].m1 {
+                dropped = true
+            }
         }
-        if dropped || options.estimate == "every", let last = lastEstimatedT[h0.c], dropped || h0.t - last >= options.every,
-           let r = reconstructors[h0.c] {
+        if dropped || options.estimate == "every", let last = lastEstimatedT[h0.c],
+            dropped || h0.t - last >= options.every,
+            let r = reconstructors[h0.c]
+        {
             let est = try r.rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (r.rec, est.angles, est.projected.angles.map(\.flagged))
             lastEstimatedT[h0.c] = h0.t
@@ -114,9 +127,11 @@ final class SIM3DStage: @unchecked Sendable {
         }
         if reconstructors[h0.c] == nil {
             let ch = proto.channels[h0.c]
-            let rec = try SIM3DReconstructor(n: n, nz: nz, pixelUm: proto.pixelSizeUm, dzUm: abs(proto.zStepUm),
-                                             optics: Widefield3D(na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
-                                                                 emissionNm: ch.emissionNm))
+            let rec = try SIM3DReconstructor(
+                n: n, nz: nz, pixelUm: proto.pixelSizeUm, dzUm: abs(proto.zStepUm),
+                optics: Widefield3D(
+                    na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
+                    emissionNm: ch.emissionNm))
             rec.background = options.sim.background > 0 ? options.sim.background : proto.rig.cameraProfile.offsetADU
             if let w = options.sim.wiener.constant { rec.wiener = w }
             let est = try rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
@@ -124,33 +139,46 @@ final class SIM3DStage: @unchecked Sendable {
             lastEstimatedT[h0.c] = h0.t
             lock.lock(); own.estimations += 1; lock.unlock()
             for (a, (e, d)) in zip(est.angles, est.projected.angles).enumerated() {
-                logger.info("3D-SIM parameters estimated", metadata: ["channel": "\(ch.name)", "angle": "\(a)",
-                                                                      "k": "\(String(format: "%.4f", hypot(e.kx, e.ky)))",
-                                                                      "orientation": "\(String(format: "%.2f", d.angleDeg))",
-                                                                      "m1": "\(String(format: "%.2f", e.m1))", "flagged": "\(d.flagged)"])
+                logger.info(
+                    "3D-SIM parameters estimated",
+                    metadata: [
+                        "channel": "\(ch.name)", "angle": "\(a)",
+                        "k": "\(String(format: "%.4f", hypot(e.kx, e.ky)))",
+                        "orientation": "\(String(format: "%.2f", d.angleDeg))",
+                        "m1": "\(String(format: "%.2f", e.m1))", "flagged": "\(d.flagged)",
+                    ])
             }
         }
         let (rec, parameters, flagged) = reconstructors[h0.c]!
-        let vol = Volume(width: 2 * n, height: 2 * n, depth: nz, data: try rec.reconstruct(phaseStacks, parameters: parameters),
-                         voxelUm: (proto.pixelSizeUm / 2, proto.pixelSizeUm / 2, abs(proto.zStepUm)))
-        var vh = FrameHeader(stream: "sr3d", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
-                             z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
-                             exposureStartNs: h0.exposureStartNs, state: h0.state)
+        let vol = Volume(
+            width: 2 * n, height: 2 * n, depth: nz, data: try rec.reconstruct(phaseStacks, parameters: parameters),
+            voxelUm: (proto.pixelSizeUm / 2, proto.pixelSizeUm / 2, abs(proto.zStepUm)))
+        var vh = FrameHeader(
+            stream: "sr3d", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
+            z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
+            exposureStartNs: h0.exposureStartNs, state: h0.state)
         vh.inputs = stack.headers.compactMap { $0?.seq }
-        vh.params = ["voxelZUm": String(vol.voxelUm.z),
-                     "k": parameters.map { String(format: "%.5f", hypot($0.kx, $0.ky)) }.joined(separator: ","),
-                     "orientationDeg": parameters.map { String(format: "%.3f", atan2($0.ky, $0.kx) * 180 / .pi) }.joined(separator: ","),
-                     "kz": parameters.map { String(format: "%.5f", $0.kz) }.joined(separator: ","),
-                     "m1": parameters.map { String(format: "%.3f", $0.m1) }.joined(separator: ","),
-                     "m2": parameters.map { String(format: "%.3f", $0.m2) }.joined(separator: ","),
-                     "flagged": flagged.map { $0 ? "1" : "0" }.joined(separator: ",")]
-        try output.emit(vol, header: vh, layout: { vol in
-            RecordingLayout(run: h0.run, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr", channels: proto.channels.map(\.name),
-                            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                            zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
-                            pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
-                            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
-        }, logger: logger)
+        vh.params = [
+            "voxelZUm": String(vol.voxelUm.z),
+            "k": parameters.map { String(format: "%.5f", hypot($0.kx, $0.ky)) }.joined(separator: ","),
+            "orientationDeg": parameters.map { String(format: "%.3f", atan2($0.ky, $0.kx) * 180 / .pi) }.joined(
+                separator: ","),
+            "kz": parameters.map { String(format: "%.5f", $0.kz) }.joined(separator: ","),
+            "m1": parameters.map { String(format: "%.3f", $0.m1) }.joined(separator: ","),
+            "m2": parameters.map { String(format: "%.3f", $0.m2) }.joined(separator: ","),
+            "flagged": flagged.map { $0 ? "1" : "0" }.joined(separator: ","),
+        ]
+        try output.emit(
+            vol, header: vh,
+            layout: { vol in
+                RecordingLayout(
+                    run: h0.run, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr",
+                    channels: proto.channels.map(\.name),
+                    excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                    zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
+                    pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
+                    magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+            }, logger: logger)
         lock.lock(); own.volumes += 1; lock.unlock()
     }
 }
@@ -167,14 +195,17 @@ extension AcquisitionProtocol {
         return try (0..<angles).map { a in
             let specs = try (0..<phases).map { p -> PatternSpec in
                 guard let s = set.pattern(angle: a, phase: p) else {
-                    throw MoireError(.config, "pattern set \(name) has no pattern for angle \(a), phase \(p)", place: rig.file)
+                    throw MoireError(
+                        .config, "pattern set \(name) has no pattern for angle \(a), phase \(p)", place: rig.file)
                 }
                 return s
             }
             let k = hypot(specs[0].kx, specs[0].ky)
-            return SIM3DAngle(kx: specs[0].kx, ky: specs[0].ky,
-                              kz: try SIM3DAngle.threeBeamKz(kUm: k, excitationNm: wavelength, immersionIndex: rig.optics.immersionIndex),
-                              phases: specs.map(\.phaseRad), m1: specs[0].modulation, m2: specs[0].order2Modulation ?? 0.5)
+            return SIM3DAngle(
+                kx: specs[0].kx, ky: specs[0].ky,
+                kz: try SIM3DAngle.threeBeamKz(
+                    kUm: k, excitationNm: wavelength, immersionIndex: rig.optics.immersionIndex),
+                phases: specs.map(\.phaseRad), m1: specs[0].modulation, m2: specs[0].order2Modulation ?? 0.5)
         }
     }
 }

@@ -26,8 +26,13 @@ public enum SIMBench {
         let devices = try DeviceFactory.make(rig: p.rig, clock: clock)
         let n = p.roiWidth * p.roiHeight
         var frames: [[Float]] = []
-        let r = Runner(protocol: p, devices: devices, runID: "bench", clock: clock).run(pool: FramePool(slots: 8, bytes: n * 2)) { f in
-            frames.append(f.withPayload { raw in let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Float(b[$0]) } })
+        let r = Runner(protocol: p, devices: devices, runID: "bench", clock: clock).run(
+            pool: FramePool(slots: 8, bytes: n * 2)
+        ) { f in
+            frames.append(
+                f.withPayload { raw in
+                    let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Float(b[$0]) }
+                })
             f.release()
         }
         guard r.reason == "completed", frames.count == p.planesPerTimepoint else {
@@ -41,14 +46,17 @@ public enum SIMBench {
         FFT.loadWisdom()
         defer { try? FFT.saveWisdom() }
         let (p, frames) = try acquire(protocolFile: protocolFile)
-        guard let setName = p.channels[0].patternSet, let set = p.rig.modulator?.profile.modulator?.patternSet(named: setName) else {
+        guard let setName = p.channels[0].patternSet,
+            let set = p.rig.modulator?.profile.modulator?.patternSet(named: setName)
+        else {
             throw MoireError(.usage, "the benchmark protocol must be a SIM protocol", place: protocolFile)
         }
         var o = SIM2DOptions()
         o.background = p.rig.cameraProfile.offsetADU
-        let rec = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
-                                         phases: p.phases, otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm),
-                                         options: o, rigor: .measure)
+        let rec = try SIM2DReconstructor(
+            width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
+            phases: p.phases, otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm),
+            options: o, rigor: .measure)
         let priors = PatternPrior.from(set, angles: p.angles, phases: p.phases)
         var t0 = DispatchTime.now().uptimeNanoseconds
         let params = try rec.estimate(frames, priors: priors)
@@ -66,8 +74,9 @@ public enum SIMBench {
         var flat = [Float](); flat.reserveCapacity(frames.count * frames[0].count)
         for f in frames { flat.append(contentsOf: f.map { $0 - Float(o.background) }) }
         try flat.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: raw)) }
-        return Report(width: p.roiWidth, fixedMs: fixedMs, estimateMs: estimateMs, firstFrameMs: firstMs, rawPath: raw,
-                      pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
+        return Report(
+            width: p.roiWidth, fixedMs: fixedMs, estimateMs: estimateMs, firstFrameMs: firstMs, rawPath: raw,
+            pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
     }
 }
 
@@ -90,9 +99,13 @@ public enum LiveSIMBench {
     /// Runs `protocolFile` (a sim2d protocol) for `timepoints` phase sets with the exposure set so
     /// that raw frames come at `rawFramesPerSecond` (less the camera's readout and the
     /// modulator's settling per frame), recording into `dir`.
-    public static func run(protocolFile: String, rawFramesPerSecond: Double, timepoints: Int, dir: String) throws -> Result {
+    public static func run(protocolFile: String, rawFramesPerSecond: Double, timepoints: Int, dir: String) throws
+        -> Result
+    {
         var p = try AcquisitionProtocol.load(file: protocolFile)
-        guard p.mode == .sim2d else { throw MoireError(.usage, "the live SIM benchmark needs a sim2d protocol", place: protocolFile) }
+        guard p.mode == .sim2d else {
+            throw MoireError(.usage, "the live SIM benchmark needs a sim2d protocol", place: protocolFile)
+        }
         p.timepoints = timepoints
         p.intervalMs = 0
         // Each frame takes its exposure, the rolling readout of the ROI and the modulator's settling.
@@ -100,8 +113,11 @@ public enum LiveSIMBench {
         let settleMs = p.rig.modulator?.profile.modulator?.settleMs ?? 0
         let exposureMs = 1000 / rawFramesPerSecond - readoutMs - settleMs
         guard exposureMs > 0.1 else {
-            throw MoireError(.usage, String(format: "%.0f raw frames/s leaves no exposure after %.2f ms readout and %.2f ms settling",
-                                            rawFramesPerSecond, readoutMs, settleMs), place: protocolFile)
+            throw MoireError(
+                .usage,
+                String(
+                    format: "%.0f raw frames/s leaves no exposure after %.2f ms readout and %.2f ms settling",
+                    rawFramesPerSecond, readoutMs, settleMs), place: protocolFile)
         }
         for c in p.channels.indices { p.channels[c].exposureMs = exposureMs }
         // 1. The frames, rendered by the simulated rig in virtual time.
@@ -123,7 +139,8 @@ public enum LiveSIMBench {
         let r = try pipe.run()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard let sets = r.sim else { throw MoireError(.usage, "the run had no live SIM stage", place: protocolFile) }
-        return Result(rawFramesPerSecond: Double(r.run.delivered) / seconds, framesLost: r.run.missing, sets: sets,
-                      seconds: seconds, width: p.roiWidth)
+        return Result(
+            rawFramesPerSecond: Double(r.run.delivered) / seconds, framesLost: r.run.missing, sets: sets,
+            seconds: seconds, width: p.roiWidth)
     }
 }

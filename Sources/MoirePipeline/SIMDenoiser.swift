@@ -29,16 +29,21 @@ public final class SIMDenoiser: @unchecked Sendable {
     let model: NoiseModel
     var rng: SeededRandom
 
-    public convenience init(engine: DNNLEngine, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
-                            method: Method, seed: UInt64 = 1) {
-        self.init(denoiser: Denoiser(engine: engine, model: method == .rawPhases ? model : Self.srModel, seed: seed),
-                  reconstructor: reconstructor, parameters: parameters, model: model, method: method, seed: seed)
+    public convenience init(
+        engine: DNNLEngine, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
+        method: Method, seed: UInt64 = 1
+    ) {
+        self.init(
+            denoiser: Denoiser(engine: engine, model: method == .rawPhases ? model : Self.srModel, seed: seed),
+            reconstructor: reconstructor, parameters: parameters, model: model, method: method, seed: seed)
     }
 
     /// With a given network (shared, e.g. by the channels of a live stage); for `.srPairs` its noise
     /// model should be `srModel`.
-    public init(denoiser: Denoiser, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
-                method: Method, seed: UInt64 = 1) {
+    public init(
+        denoiser: Denoiser, reconstructor: SIM2DReconstructor, parameters: SIMParameters, model: NoiseModel,
+        method: Method, seed: UInt64 = 1
+    ) {
         self.method = method; self.rec = reconstructor; self.parameters = parameters; self.model = model
         reconstructor.options.wiener = .fixed(Self.inputWiener)
         self.denoiser = denoiser
@@ -53,7 +58,8 @@ public final class SIMDenoiser: @unchecked Sendable {
 
     func check(_ set: [[Float]]) throws {
         guard set.count == setSize, set.allSatisfy({ $0.count == rec.width * rec.height }) else {
-            throw MoireError(.usage, "a SIM set of \(setSize) frames of \(rec.width)×\(rec.height) is needed; got \(set.count)")
+            throw MoireError(
+                .usage, "a SIM set of \(setSize) frames of \(rec.width)×\(rec.height) is needed; got \(set.count)")
         }
     }
 
@@ -69,12 +75,14 @@ public final class SIMDenoiser: @unchecked Sendable {
             let frame = set[Int(rng.next() % UInt64(set.count))]
             return try denoiser.adapt(frame, width: rec.width, height: rec.height)
         case .srPairs:
-            var a: [[Float]] = [], b: [[Float]] = []
+            var a: [[Float]] = []
+            var b: [[Float]] = []
             for f in set {
                 let (x, y) = Recorruption.pair(f, model: model, alpha: denoiser.alpha, rng: &rng)
                 a.append(x); b.append(y)
             }
-            let srA = try rec.reconstruct(a, parameters: parameters), srB = try rec.reconstruct(b, parameters: parameters)
+            let srA = try rec.reconstruct(a, parameters: parameters)
+            let srB = try rec.reconstruct(b, parameters: parameters)
             return try denoiser.adapt(input: srA, target: srB, width: 2 * rec.width, height: 2 * rec.height)
         }
     }

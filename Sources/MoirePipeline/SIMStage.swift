@@ -25,29 +25,42 @@ public struct LiveSIMOptions: Sendable, Equatable {
     public init(_ block: [String: String], place: String) throws {
         func number(_ key: String) throws -> Double? {
             guard let t = block[key] else { return nil }
-            guard let v = Double(t), v.isFinite else { throw MoireError(.config, "reconstruction.\(key) must be a number; found '\(t)'", place: place) }
+            guard let v = Double(t), v.isFinite else {
+                throw MoireError(.config, "reconstruction.\(key) must be a number; found '\(t)'", place: place)
+            }
             return v
         }
         let known: Set = ["enabled", "estimate", "wiener", "suppression", "record", "background", "backlog"]
         if let bad = block.keys.first(where: { !known.contains($0) }) {
-            throw MoireError(.config, "reconstruction.\(bad) is not an option; expected one of \(known.sorted().joined(separator: ", "))", place: place)
+            throw MoireError(
+                .config,
+                "reconstruction.\(bad) is not an option; expected one of \(known.sorted().joined(separator: ", "))",
+                place: place)
         }
         if let e = block["enabled"] { enabled = e == "true" }
         if let r = block["record"] { record = r == "true" }
         if let e = block["estimate"] {
-            if e == "once" || e == "on-drop" { estimate = e } else if e.hasPrefix("every:"), let n = Int(e.dropFirst(6)), n > 0 {
+            if e == "once" || e == "on-drop" {
+                estimate = e
+            } else if e.hasPrefix("every:"), let n = Int(e.dropFirst(6)), n > 0 {
                 estimate = "every"; every = n
-            } else { throw MoireError(.config, "reconstruction.estimate must be once, every:N or on-drop; found '\(e)'", place: place) }
+            } else {
+                throw MoireError(
+                    .config, "reconstruction.estimate must be once, every:N or on-drop; found '\(e)'", place: place)
+            }
         }
         if let text = block["wiener"] {
             guard let w = WienerParameter(text) else {
-                throw MoireError(.config, "reconstruction.wiener must be auto or a positive number; found '\(text)'", place: place)
+                throw MoireError(
+                    .config, "reconstruction.wiener must be auto or a positive number; found '\(text)'", place: place)
             }
             sim.wiener = w
         }
         if let text = block["suppression"] {
             guard let s = OrderSuppression(text) else {
-                throw MoireError(.config, "reconstruction.suppression must be auto or a number in 0…1; found '\(text)'", place: place)
+                throw MoireError(
+                    .config, "reconstruction.suppression must be auto or a number in 0…1; found '\(text)'", place: place
+                )
             }
             sim.suppression = s
         }
@@ -115,10 +128,15 @@ final class SIMStage: @unchecked Sendable {
     private(set) var counters = SIMStageCounters() {
         didSet {
             // The same figures as swift-metrics counters (a backend, when one is bootstrapped, exports them).
-            let d = counters, o = oldValue
-            if d.reconstructed > o.reconstructed { Self.reconstructedMetric.increment(by: d.reconstructed - o.reconstructed) }
+            let d = counters
+            let o = oldValue
+            if d.reconstructed > o.reconstructed {
+                Self.reconstructedMetric.increment(by: d.reconstructed - o.reconstructed)
+            }
             if d.skippedBehind > o.skippedBehind { Self.behindMetric.increment(by: d.skippedBehind - o.skippedBehind) }
-            if d.skippedMissing > o.skippedMissing { Self.missingMetric.increment(by: d.skippedMissing - o.skippedMissing) }
+            if d.skippedMissing > o.skippedMissing {
+                Self.missingMetric.increment(by: d.skippedMissing - o.skippedMissing)
+            }
         }
     }
     static let reconstructedMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "reconstructed")])
@@ -137,8 +155,9 @@ final class SIMStage: @unchecked Sendable {
     /// A new reconstructor configured like this stage's for `channel` (one per thread).
     func makeReconstructor(channel: Int) throws -> SIM2DReconstructor {
         guard let r = reconstructors[channel] else { throw MoireError(.usage, "no channel \(channel)") }
-        return try SIM2DReconstructor(width: r.width, height: r.height, pixelUm: r.pixelUm, angles: r.angles, phases: r.phases,
-                                      otf: r.otf, options: r.options)
+        return try SIM2DReconstructor(
+            width: r.width, height: r.height, pixelUm: r.pixelUm, angles: r.angles, phases: r.phases,
+            otf: r.otf, options: r.options)
     }
 
     init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
@@ -146,7 +165,8 @@ final class SIMStage: @unchecked Sendable {
         self.options = options
         self.logger = logger
         bus = try RawBus()
-        let per = p.angles * p.phases, pixels = p.roiWidth * p.roiHeight
+        let per = p.angles * p.phases
+        let pixels = p.roiWidth * p.roiHeight
         buffers = (0..<3).map { _ in SetBuffer(frames: per, pixels: pixels) }
         free = [0, 1, 2]
         backlogSets = options.backlogSets
@@ -157,11 +177,16 @@ final class SIMStage: @unchecked Sendable {
         }
         let measured = try p.rig.otfFile.map { try MeasuredRadialOTF.load($0) }
         for (c, ch) in p.channels.enumerated() {
-            let otf: RadialOTF = measured ?? IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: ch.emissionNm, attenuation: p.rig.otfAttenuation)
-            reconstructors[c] = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
-                                                       phases: p.phases, otf: otf,
-                                                       options: { var o = options.sim; if o.background == 0 { o.background = p.rig.cameraProfile.offsetADU }; return o }(),
-                                                       rigor: .fromWisdom)
+            let otf: RadialOTF =
+                measured
+                ?? IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: ch.emissionNm, attenuation: p.rig.otfAttenuation)
+            reconstructors[c] = try SIM2DReconstructor(
+                width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
+                phases: p.phases, otf: otf,
+                options: {
+                    var o = options.sim; if o.background == 0 { o.background = p.rig.cameraProfile.offsetADU }; return o
+                }(),
+                rigor: .fromWisdom)
         }
     }
 
@@ -229,7 +254,9 @@ final class SIMStage: @unchecked Sendable {
                 filling[key] = nil
                 if b.received.allSatisfy({ $0 }) {
                     counters.setsComplete += 1
-                    if !lossless, pendingSets.count >= backlogSets { counters.skippedBehind += 1; free.append(pendingSets.removeFirst()) }
+                    if !lossless, pendingSets.count >= backlogSets {
+                        counters.skippedBehind += 1; free.append(pendingSets.removeFirst())
+                    }
                     pendingSets.append(index)
                     lock.signal()
                 } else {
@@ -255,9 +282,13 @@ final class SIMStage: @unchecked Sendable {
             process(b.headers.compactMap { $0 }, b.frames)
             lock.lock(); free.append(job); lock.unlock()
         }
-        if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
-        let stop = RunStop(run: runID, reason: "completed", error: nil, frames: counters.reconstructed, missing: counters.skippedMissing,
-                           planned: 0, stoppedNs: unixTimeNs())
+        if let r = recorder {
+            _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path))
+        }
+        let stop = RunStop(
+            run: runID, reason: "completed", error: nil, frames: counters.reconstructed,
+            missing: counters.skippedMissing,
+            planned: 0, stoppedNs: unixTimeNs())
         try? bus.publishRun(Wire.encode(stop))
     }
 
@@ -274,13 +305,18 @@ final class SIMStage: @unchecked Sendable {
             default: needs = p == nil
             }
             if needs, let setName = proto.channels[h0.c].patternSet,
-               let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName) {
+                let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName)
+            {
                 p = try rec.estimate(frames, priors: PatternPrior.from(set, angles: proto.angles, phases: proto.phases))
                 params[h0.c] = p
                 lock.lock(); counters.estimates += 1; if p!.flagged { counters.flaggedEstimates += 1 }; lock.unlock()
-                logger.info("SIM parameters estimated", metadata: [
-                    "channel": "\(h0.channel)", "k": "\(p!.angles.map { String(format: "%.4f", $0.kMagnitude) })",
-                    "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })", "flagged": "\(p!.flagged)"])
+                logger.info(
+                    "SIM parameters estimated",
+                    metadata: [
+                        "channel": "\(h0.channel)", "k": "\(p!.angles.map { String(format: "%.4f", $0.kMagnitude) })",
+                        "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })",
+                        "flagged": "\(p!.flagged)",
+                    ])
             }
             guard let params = p else { return }
             // Lossless (LLS-SIM volumes): wait up to 10 s for subscribers to hand a slot back rather than skip.
@@ -291,33 +327,47 @@ final class SIMStage: @unchecked Sendable {
                 return slot
             }
             guard let srSlot = acquire(srPool) else { lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
-            guard let wfSlot = acquire(wfPool) else { srSlot.release(); lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
+            guard let wfSlot = acquire(wfPool) else {
+                srSlot.release(); lock.lock(); counters.publishSkipped += 1; lock.unlock(); return
+            }
             // The slots go back to their pools on any error; publishing hands them to the bus.
-            var srOwned = true, wfOwned = true
+            var srOwned = true
+            var wfOwned = true
             defer { if srOwned { srSlot.release() }; if wfOwned { wfSlot.release() } }
-            try srSlot.withBytes { try rec.reconstruct(frames, parameters: params, into: $0.bindMemory(to: Float.self)) }
+            try srSlot.withBytes {
+                try rec.reconstruct(frames, parameters: params, into: $0.bindMemory(to: Float.self))
+            }
             try wfSlot.withBytes { try rec.widefield(frames, into: $0.bindMemory(to: Float.self)) }
-            var srh = FrameHeader(stream: "sr", run: h0.run, seq: srSeq, index: srSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
-                                  z: h0.z, width: 2 * rec.width, height: 2 * rec.height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
-                                  exposureStartNs: h0.exposureStartNs, state: h0.state)
+            var srh = FrameHeader(
+                stream: "sr", run: h0.run, seq: srSeq, index: srSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0,
+                phase: 0,
+                z: h0.z, width: 2 * rec.width, height: 2 * rec.height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
+                exposureStartNs: h0.exposureStartNs, state: h0.state)
             srh.inputs = headers.map(\.seq)
             srh.params = paramStrings(params, spectrum: rec.lastSpectralModel)
             var wfh = srh
-            wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height; wfh.pixelSizeUm = h0.pixelSizeUm
+            wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height;
+            wfh.pixelSizeUm = h0.pixelSizeUm
             let srBytes = srh.byteCount
             if let path = recordPath {
                 if recorder == nil {
-                    let l = RecordingLayout(run: h0.run, name: "SR of \(proto.name)", mode: "sim2d-sr", channels: proto.channels.map(\.name),
-                                            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                                            zPlanes: proto.zPlanes, angles: 1, phases: 1, width: srh.width, height: srh.height, pixel: .float32,
-                                            pixelSizeUm: srh.pixelSizeUm, zStepUm: proto.zStepUm, objectiveNA: proto.rig.optics.objectiveNA,
-                                            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+                    let l = RecordingLayout(
+                        run: h0.run, name: "SR of \(proto.name)", mode: "sim2d-sr",
+                        channels: proto.channels.map(\.name),
+                        excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                        zPlanes: proto.zPlanes, angles: 1, phases: 1, width: srh.width, height: srh.height,
+                        pixel: .float32,
+                        pixelSizeUm: srh.pixelSizeUm, zStepUm: proto.zStepUm, objectiveNA: proto.rig.optics.objectiveNA,
+                        magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file
+                    )
                     recorder = try OMETiffWriter(path: path, layout: l, logger: logger)
                 }
                 // SR planes in the order reconstructed; their headers keep t, c, z and the inputs.
                 var rh = srh
                 rh.index = recorder!.planesWritten
-                try srSlot.withBytes { try recorder!.write(header: rh, payload: UnsafeRawBufferPointer(rebasing: $0[0..<srBytes])) }
+                try srSlot.withBytes {
+                    try recorder!.write(header: rh, payload: UnsafeRawBufferPointer(rebasing: $0[0..<srBytes]))
+                }
             }
             srOwned = false
             try bus.publish(Frame(header: srh, slot: srSlot))

@@ -45,14 +45,19 @@ final class StackQueue: @unchecked Sendable {
     /// Runs the stage on a thread of its own: `process` on every stack handed over, the run's start
     /// republished on `output`'s bus, and at the end `output` closed and the stage's own run stop
     /// published there (`summary`: volumes made, stacks not made into volumes).
-    func start(name: String, logger: Logger, output: VolumeOutput, process: @escaping (Stack) throws -> Void,
-               summary: @escaping () -> (volumes: Int, notMade: Int)) {
-        nonisolated(unsafe) let process = process, summary = summary
+    func start(
+        name: String, logger: Logger, output: VolumeOutput, process: @escaping (Stack) throws -> Void,
+        summary: @escaping () -> (volumes: Int, notMade: Int)
+    ) {
+        nonisolated(unsafe) let process = process
+        nonisolated(unsafe) let summary = summary
         republish = output.bus
         nonisolated(unsafe) let end = { [self] in
             output.finish()
             let (volumes, notMade) = summary()
-            let stop = RunStop(run: runID, reason: "completed", error: nil, frames: volumes, missing: notMade, planned: 0, stoppedNs: unixTimeNs())
+            let stop = RunStop(
+                run: runID, reason: "completed", error: nil, frames: volumes, missing: notMade, planned: 0,
+                stoppedNs: unixTimeNs())
             try? output.bus.publishRun(Wire.encode(stop))
         }
         let t = Thread { [self] in
@@ -63,7 +68,9 @@ final class StackQueue: @unchecked Sendable {
                 guard !queue.isEmpty else { lock.unlock(); break }
                 let stack = queue.removeFirst()
                 lock.unlock()
-                do { try process(stack) } catch { logger.error("\(name): stack skipped", metadata: ["error": "\(error)"]) }
+                do { try process(stack) } catch {
+                    logger.error("\(name): stack skipped", metadata: ["error": "\(error)"])
+                }
             }
             end()
         }
@@ -100,7 +107,9 @@ final class StackQueue: @unchecked Sendable {
                 switch h.pixel {
                 case .uint16:
                     payload.bytes.withMemoryRebound(to: UInt16.self) { src in
-                        stack.planes[s].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
+                        stack.planes[s].withUnsafeMutableBufferPointer { dst in
+                            for i in 0..<n { dst[i] = Float(src[i]) }
+                        }
                     }
                     stack.received[s] = true
                 case .float32:
@@ -125,7 +134,9 @@ final class StackQueue: @unchecked Sendable {
     }
 
     /// The two counters under the lock.
-    var counts: (complete: Int, skippedBehind: Int) { lock.lock(); defer { lock.unlock() }; return (stacksComplete, skippedBehind) }
+    var counts: (complete: Int, skippedBehind: Int) {
+        lock.lock(); defer { lock.unlock() }; return (stacksComplete, skippedBehind)
+    }
 }
 
 /// Where a volume stage's volumes go: published on its bus (the volume, `depth` in the header, and
@@ -157,7 +168,10 @@ final class VolumeOutput: @unchecked Sendable {
             for z in 0..<vol.depth {
                 var ph = vh
                 ph.depth = nil; ph.z = z; ph.index = recorder!.planesWritten
-                try vol.data.withUnsafeBytes { try recorder!.write(header: ph, payload: UnsafeRawBufferPointer(rebasing: $0[(z * bytes)..<((z + 1) * bytes)])) }
+                try vol.data.withUnsafeBytes {
+                    try recorder!.write(
+                        header: ph, payload: UnsafeRawBufferPointer(rebasing: $0[(z * bytes)..<((z + 1) * bytes)]))
+                }
             }
         }
         if let slot = volPool.acquire() {
@@ -177,6 +191,8 @@ final class VolumeOutput: @unchecked Sendable {
 
     /// Closes the recording (its index file is not needed once it is complete).
     func finish() {
-        if let r = recorder { _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path)) }
+        if let r = recorder {
+            _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path))
+        }
     }
 }

@@ -128,12 +128,17 @@ final class PublisherStage: @unchecked Sendable {
     func handle(_ item: BusItem, bus: Int) -> Bool {
         switch item {
         case .frame(let h, let payload):
-            if bus > 0 { try? publisher.publish(header: h, payload: payload.bytes); derived += 1 }
-            else if publishRaw { try? publisher.publish(header: h, payload: payload.bytes); forwarded += 1 }
+            if bus > 0 {
+                try? publisher.publish(header: h, payload: payload.bytes); derived += 1
+            } else if publishRaw {
+                try? publisher.publish(header: h, payload: payload.bytes); forwarded += 1
+            }
             return true
         case .run(_, let json):
             guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if bus == 0, ev.event == "start", let s = try? JSONDecoder().decode(RunStart.self, from: json) { try? publisher.publishStart(s) }
+            if bus == 0, ev.event == "start", let s = try? JSONDecoder().decode(RunStart.self, from: json) {
+                try? publisher.publishStart(s)
+            }
             if ev.event == "stop" {
                 if bus == 0 { rawStop = try? JSONDecoder().decode(RunStop.self, from: json) }
                 stops += 1

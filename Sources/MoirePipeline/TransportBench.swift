@@ -18,7 +18,9 @@ public struct TransportBenchReport: Sendable {
 /// Measures the in-process raw bus and the recording path.
 public enum TransportBench {
     /// Raw-bus throughput: `frames` 512×512 uint16 frames published zero-copy to one subscriber thread.
-    public static func busThroughput(frames: Int, width: Int = 512, height: Int = 512) throws -> (bus: Double, memcpy: Double) {
+    public static func busThroughput(frames: Int, width: Int = 512, height: Int = 512) throws -> (
+        bus: Double, memcpy: Double
+    ) {
         let bytes = width * height * 2
         let pool = FramePool(slots: 32, bytes: bytes)
         let bus = try RawBus()
@@ -40,8 +42,9 @@ public enum TransportBench {
         var i = 0
         while i < frames {
             guard let slot = pool.acquire() else { usleep(20); continue }
-            let h = FrameHeader(run: "bench", seq: i, index: i, t: 0, channel: "bench", c: 0, angle: 0, phase: 0, z: 0,
-                                width: width, height: height, pixelSizeUm: 0.1)
+            let h = FrameHeader(
+                run: "bench", seq: i, index: i, t: 0, channel: "bench", c: 0, angle: 0, phase: 0, z: 0,
+                width: width, height: height, pixelSizeUm: 0.1)
             try bus.publish(Frame(header: h, slot: slot))
             i += 1
         }
@@ -67,7 +70,9 @@ public enum TransportBench {
     }
 
     /// The simulated camera free-running (virtual clock: as fast as it renders) with recording on.
-    public static func cameraWithRecording(protocolFile: String, frames: Int, dir: String) throws -> (fps: Double, lost: Int, delivered: Int) {
+    public static func cameraWithRecording(protocolFile: String, frames: Int, dir: String) throws -> (
+        fps: Double, lost: Int, delivered: Int
+    ) {
         var p = try AcquisitionProtocol.load(file: protocolFile)
         p.timepoints = max(1, frames / p.planesPerTimepoint)
         var o = PipelineOptions()

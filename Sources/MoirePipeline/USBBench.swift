@@ -17,10 +17,13 @@ public enum USBBench {
     static func cpuSeconds() -> Double {
         var u = rusage()
         getrusage(RUSAGE_SELF.rawValue, &u)
-        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(
+            u.ru_stime.tv_usec) / 1e6
     }
 
-    public static func run(profileFile: String, sizes: [(Int, Int)] = [(512, 512), (2048, 2048)], seconds: Double = 2) throws -> [Row] {
+    public static func run(profileFile: String, sizes: [(Int, Int)] = [(512, 512), (2048, 2048)], seconds: Double = 2)
+        throws -> [Row]
+    {
         let profile = try DeviceProfile.load(file: profileFile)
         guard let cp = profile.camera else { throw MoireError(.config, "not a camera profile", place: profileFile) }
         var rows: [Row] = []
@@ -35,14 +38,18 @@ public enum USBBench {
             let pool = FramePool(slots: 4, bytes: bytes)
             try cam.start(pool: pool)
             var n = 0
-            let c0 = cpuSeconds(), t0 = Date()
+            let c0 = cpuSeconds()
+            let t0 = Date()
             while Date().timeIntervalSince(t0) < seconds {
                 try cam.trigger()
-                guard let f = try cam.nextFrame(timeoutMs: 2000) else { throw MoireError(.deadline, "no frame from the peer") }
+                guard let f = try cam.nextFrame(timeoutMs: 2000) else {
+                    throw MoireError(.deadline, "no frame from the peer")
+                }
                 f.slot?.release()
                 n += 1
             }
-            let dt = Date().timeIntervalSince(t0), cpu = cpuSeconds() - c0
+            let dt = Date().timeIntervalSince(t0)
+            let cpu = cpuSeconds() - c0
             cam.stop()
             // The same device sending the same images; transfers read with no driver.
             let raw = SimulatedU3VCamera(profile: cp)
@@ -52,21 +59,29 @@ public enum USBBench {
             func reg(_ f: String) -> UInt64 { cp.registers[f]!.address }
             try ctl.writeU32(reg("Width"), UInt32(w)); try ctl.writeU32(reg("Height"), UInt32(h))
             try ctl.writeU32(reg("TriggerMode"), 1)
-            if let src = cp.registers["TriggerSource"], let v = src.values["software"] { try ctl.writeU32(src.address, v) }
+            if let src = cp.registers["TriggerSource"], let v = src.values["software"] {
+                try ctl.writeU32(src.address, v)
+            }
             try ctl.writeU32(SimulatedU3VCamera.sirm + U3V.SIRM.control, 1)
             try ctl.writeU32(reg("AcquisitionStart"), 1)
-            var m = 0, got = 0
+            var m = 0
+            var got = 0
             let t1 = Date()
             while Date().timeIntervalSince(t1) < seconds {
                 try ctl.writeU32(reg("TriggerSoftware"), 1)
                 while let t = try raw.stream.read(maxBytes: 1 << 20, timeoutMs: 0) { got += t.count }
                 m += 1
             }
-            guard got >= m * bytes else { throw MoireError(.hardware, "the peer sent \(got) bytes for \(m) images of \(bytes)") }
+            guard got >= m * bytes else {
+                throw MoireError(.hardware, "the peer sent \(got) bytes for \(m) images of \(bytes)")
+            }
             let dr = Date().timeIntervalSince(t1)
             let mb = Double(bytes) / 1e6
-            rows.append(Row(width: w, height: h, frames: n, driverFPS: Double(n) / dt, driverMBps: Double(n) * mb / dt,
-                            cpuMsPerFrame: cpu / Double(max(n, 1)) * 1000, rawFPS: Double(m) / dr, rawMBps: Double(m) * mb / dr))
+            rows.append(
+                Row(
+                    width: w, height: h, frames: n, driverFPS: Double(n) / dt, driverMBps: Double(n) * mb / dt,
+                    cpuMsPerFrame: cpu / Double(max(n, 1)) * 1000, rawFPS: Double(m) / dr, rawMBps: Double(m) * mb / dr)
+            )
         }
         return rows
     }

@@ -58,50 +58,69 @@ final class VolumeStage: @unchecked Sendable {
     var recordPath: String? { output.recordPath }
 
     /// `measuredPSF`: by channel, from `measuredPSFs(for:)` (made before the devices are opened).
-    init(protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false, measuredPSF: [Int: Volume] = [:]) throws {
-        guard let ls = p.rig.lightSheet else { throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file) }
+    init(
+        protocol p: AcquisitionProtocol, recordingPath: String?, logger: Logger, fromSR: Bool = false,
+        measuredPSF: [Int: Volume] = [:]
+    ) throws {
+        guard let ls = p.rig.lightSheet else {
+            throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file)
+        }
         proto = p; self.logger = logger; self.fromSR = fromSR
         let scale = fromSR ? 2 : 1
         planeWidth = p.roiWidth * scale; planeHeight = p.roiHeight * scale
-        geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm / Double(scale))
+        geometry = try LightSheetGeometry(
+            angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm / Double(scale))
         // SR planes are already sharpened by the reconstruction: no deconvolution of LLS-SIM volumes.
         iterations = fromSR ? 0 : p.lightSheet["iterations"].flatMap(Int.init) ?? 10
         background = p.lightSheet["background"].flatMap(Float.init)
         rotate = p.lightSheet["rotate"] == "true"
         self.measuredPSF = iterations > 0 ? measuredPSF : [:]
         bus = try RawBus()
-        stacks = StackQueue(stream: fromSR ? "sr" : "raw", slots: p.zPlanes, width: planeWidth, height: planeHeight) { $0.z }
-        var w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes), d = p.zPlanes
+        stacks = StackQueue(stream: fromSR ? "sr" : "raw", slots: p.zPlanes, width: planeWidth, height: planeHeight) {
+            $0.z
+        }
+        var w = geometry.deskewedWidth(nx: planeWidth, nz: p.zPlanes)
+        var d = p.zPlanes
         if rotate {
-            let g = CoverslipRotation.grid(width: w, depth: d, voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm),
-                                           angleDeg: geometry.angleDeg)
+            let g = CoverslipRotation.grid(
+                width: w, depth: d, voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm),
+                angleDeg: geometry.angleDeg)
             w = g.width; d = g.depth
         }
-        let path = p.lightSheet["record_volumes"] != "false" ? recordingPath.map { RecordingIndex.stem(of: $0) + ".vol.ome.tif" } : nil
-        output = VolumeOutput(bus: bus, volumeBytes: w * planeHeight * d * 4, projectionBytes: w * planeHeight * 4, recordPath: path)
+        let path =
+            p.lightSheet["record_volumes"] != "false"
+            ? recordingPath.map { RecordingIndex.stem(of: $0) + ".vol.ome.tif" } : nil
+        output = VolumeOutput(
+            bus: bus, volumeBytes: w * planeHeight * d * 4, projectionBytes: w * planeHeight * 4, recordPath: path)
     }
 
     /// The rig's measured PSFs (`light_sheet.psf`) by channel, loaded and checked against the volumes
     /// `p` makes: a run does not start with a PSF it cannot use. Channels without one use the model.
     static func measuredPSFs(for p: AcquisitionProtocol) throws -> [Int: Volume] {
-        guard p.mode == .llsm, let ls = p.rig.lightSheet, (p.lightSheet["iterations"].flatMap(Int.init) ?? 10) > 0 else { return [:] }
+        guard p.mode == .llsm, let ls = p.rig.lightSheet, (p.lightSheet["iterations"].flatMap(Int.init) ?? 10) > 0
+        else { return [:] }
         let geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
         let w = geometry.deskewedWidth(nx: p.roiWidth, nz: p.zPlanes)
         var out: [Int: Volume] = [:]
         for (c, ch) in p.channels.enumerated() {
             guard let file = ls.psf(emissionNm: ch.emissionNm) else {
                 if !ls.psfByEmissionNm.isEmpty {
-                    throw MoireError(.config, "light_sheet.psf has no PSF for channel \(ch.name)'s emission (\(ch.emissionNm) nm) and no common one", place: p.rig.file)
+                    throw MoireError(
+                        .config,
+                        "light_sheet.psf has no PSF for channel \(ch.name)'s emission (\(ch.emissionNm) nm) and no common one",
+                        place: p.rig.file)
                 }
                 continue
             }
             do {
                 let img = try ImageImport.load(file)
                 if let px = img.pixelSizeUm, abs(px - geometry.pixelUm) > 0.01 * geometry.pixelUm {
-                    throw MoireError(.config, "the PSF is sampled at \(px) µm; the deskewed volumes at \(geometry.pixelUm) µm")
+                    throw MoireError(
+                        .config, "the PSF is sampled at \(px) µm; the deskewed volumes at \(geometry.pixelUm) µm")
                 }
-                let psf = try Volume(planes: img.planes, width: img.width, height: img.height,
-                                     voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm))
+                let psf = try Volume(
+                    planes: img.planes, width: img.width, height: img.height,
+                    voxelUm: (geometry.pixelUm, geometry.pixelUm, geometry.planeSpacingUm))
                 try RichardsonLucy.check(psf: psf, width: w, height: p.roiHeight, depth: p.zPlanes)
                 out[c] = psf
             } catch let e as MoireError {
@@ -118,7 +137,9 @@ final class VolumeStage: @unchecked Sendable {
         if let made = processors[channel] { return made }
         let optics = try proto.lightSheetOptics(emissionNm: proto.channels[channel].emissionNm)
         let measured = measuredPSF[channel]
-        let made = LightSheetProcessor(geometry: geometry, iterations: iterations, background: background, rigor: .fromWisdom) {
+        let made = LightSheetProcessor(
+            geometry: geometry, iterations: iterations, background: background, rigor: .fromWisdom
+        ) {
             measured ?? LightSheetPSF.model(optics, voxelUm: $0)
         }
         processors[channel] = made
@@ -133,14 +154,19 @@ final class VolumeStage: @unchecked Sendable {
             let started = DispatchTime.now().uptimeNanoseconds
             for channel in proto.channels.indices {
                 do {
-                    try processor(channel: channel).prepare(width: planeWidth, height: planeHeight, depth: proto.zPlanes)
+                    try processor(channel: channel).prepare(
+                        width: planeWidth, height: planeHeight, depth: proto.zPlanes)
                 } catch {
                     // The first stack makes it again and reports the error where it counts.
-                    logger.warning("deconvolution could not be prepared ahead", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                    logger.warning(
+                        "deconvolution could not be prepared ahead",
+                        metadata: ["channel": "\(channel)", "error": "\(error)"])
                 }
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            logger.info("deconvolution prepared while the devices armed", metadata: ["seconds": "\(String(format: "%.2f", seconds))"])
+            logger.info(
+                "deconvolution prepared while the devices armed",
+                metadata: ["seconds": "\(String(format: "%.2f", seconds))"])
         }
         thread.name = "moire.stage.volume.prepare"
         thread.start()
@@ -148,7 +174,8 @@ final class VolumeStage: @unchecked Sendable {
 
     func start() {
         prepare()
-        stacks.start(name: "moire.stage.volume", logger: logger, output: output, process: { [self] in try process($0) }) { [self] in
+        stacks.start(name: "moire.stage.volume", logger: logger, output: output, process: { [self] in try process($0) })
+        { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind)
         }
@@ -165,33 +192,47 @@ final class VolumeStage: @unchecked Sendable {
         guard missing.count < proto.zPlanes else { return }
         if !missing.isEmpty {
             lock.lock(); own.missingPlanes += missing.count; lock.unlock()
-            logger.warning("stack with missing planes: filled with its background and flagged", metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
+            logger.warning(
+                "stack with missing planes: filled with its background and flagged",
+                metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
         }
         let processor = try self.processor(channel: h0.c)
-        var planes = stack.planes, weightsVersion: Int?, scale: Float?
+        var planes = stack.planes
+        var weightsVersion: Int?
+        var scale: Float?
         if let denoiser {
-            (planes, weightsVersion, scale) = try denoiser.denoise(planes: planes, width: planeWidth, height: planeHeight, skip: Set(missing))
+            (planes, weightsVersion, scale) = try denoiser.denoise(
+                planes: planes, width: planeWidth, height: planeHeight, skip: Set(missing))
         }
-        var vol = try processor.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing)).volume
+        var vol = try processor.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing))
+            .volume
         if rotate { vol = CoverslipRotation.apply(vol, angleDeg: geometry.angleDeg) }
-        var vh = FrameHeader(stream: "vol", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
-                             z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
-                             exposureStartNs: h0.exposureStartNs, state: h0.state)
+        var vh = FrameHeader(
+            stream: "vol", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
+            z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
+            exposureStartNs: h0.exposureStartNs, state: h0.state)
         vh.inputs = stack.headers.compactMap { $0?.seq }
-        vh.params = ["voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw", "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
-                     "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ","),
-                     "frame": rotate ? "coverslip" : "detection", "psf": measuredPSF[h0.c] != nil ? "measured" : "model"]
+        vh.params = [
+            "voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw",
+            "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
+            "iterations": String(iterations), "missingPlanes": missing.map(String.init).joined(separator: ","),
+            "frame": rotate ? "coverslip" : "detection", "psf": measuredPSF[h0.c] != nil ? "measured" : "model",
+        ]
         if let weightsVersion {
             vh.params?["source"] = "denoised"; vh.params?["weightsVersion"] = String(weightsVersion)
             if let scale { vh.params?["denoiseScale"] = String(scale) }
         }
-        try output.emit(vol, header: vh, layout: { vol in
-            RecordingLayout(run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),
-                            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                            zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
-                            pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
-                            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
-        }, logger: logger)
+        try output.emit(
+            vol, header: vh,
+            layout: { vol in
+                RecordingLayout(
+                    run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume",
+                    channels: proto.channels.map(\.name),
+                    excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+                    zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
+                    pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
+                    magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+            }, logger: logger)
         lock.lock(); own.volumes += 1; lock.unlock()
     }
 }
@@ -200,7 +241,8 @@ extension AcquisitionProtocol {
     /// The light-sheet optics of this protocol's rig for one emission wavelength (the PSF model's inputs).
     func lightSheetOptics(emissionNm: Double) throws -> LightSheetOptics {
         guard let ls = rig.lightSheet else { throw MoireError(.config, "the rig has no light sheet", place: rig.file) }
-        return try LightSheetOptics(na: rig.optics.objectiveNA, immersionIndex: rig.optics.immersionIndex, emissionNm: emissionNm,
-                                    sheetThicknessUm: ls.thicknessUm)
+        return try LightSheetOptics(
+            na: rig.optics.objectiveNA, immersionIndex: rig.optics.immersionIndex, emissionNm: emissionNm,
+            sheetThicknessUm: ls.thicknessUm)
     }
 }

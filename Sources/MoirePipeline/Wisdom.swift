@@ -26,7 +26,9 @@ public enum Wisdom {
         var shapes: [String] = []
         switch p.mode {
         case .llsm:
-            guard let ls = p.rig.lightSheet else { throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file) }
+            guard let ls = p.rig.lightSheet else {
+                throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file)
+            }
             let iterations = p.lightSheet["iterations"].flatMap(Int.init) ?? 10
             guard iterations > 0 else { break }
             let geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
@@ -44,12 +46,15 @@ public enum Wisdom {
         case .sim2d, .llssim:
             let shape = "2D-SIM reconstruction of \(p.roiWidth)×\(p.roiHeight) frames"
             progress(shape)
-            _ = try SIM2DReconstructor(width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles, phases: p.phases,
-                                       otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm), rigor: .measure)
+            _ = try SIM2DReconstructor(
+                width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles, phases: p.phases,
+                otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm), rigor: .measure)
             shapes.append(shape)
         default:
             break
         }
-        return Report(protocolFile: protocolFile, shapes: shapes, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        return Report(
+            protocolFile: protocolFile, shapes: shapes,
+            seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
     }
 }

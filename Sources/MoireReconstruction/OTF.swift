@@ -41,7 +41,8 @@ public struct MeasuredRadialOTF: RadialOTF {
 
     public init(samples: [Double], step: Double) throws {
         guard samples.count >= 4, step > 0, samples[0] > 0 else {
-            throw MoireError(.format, "a radial OTF needs at least 4 samples, a positive step and a non-zero value at 0")
+            throw MoireError(
+                .format, "a radial OTF needs at least 4 samples, a positive step and a non-zero value at 0")
         }
         let s0 = samples[0]
         self.samples = samples.map { max(0, $0 / s0) }
@@ -66,20 +67,32 @@ public struct MeasuredRadialOTF: RadialOTF {
         let s = try ImageImport.load(path)
         if s.height == 1 && s.planes.count == 1 { return try loadMRC(path, step: step) }
         guard s.width == s.height, s.width >= 8 else {
-            throw MoireError(.format, "a 2D or 3D OTF must be square and at least 8 pixels; found \(s.width)×\(s.height)", place: path)
+            throw MoireError(
+                .format, "a 2D or 3D OTF must be square and at least 8 pixels; found \(s.width)×\(s.height)",
+                place: path)
         }
         guard let st = step ?? (path.lowercased().hasSuffix(".mrc") ? s.pixelSizeUm : nil), st > 0 else {
-            throw MoireError(.usage, "give the OTF's frequency step per pixel (cycles/µm) for \((path as NSString).lastPathComponent)", place: path)
+            throw MoireError(
+                .usage,
+                "give the OTF's frequency step per pixel (cycles/µm) for \((path as NSString).lastPathComponent)",
+                place: path)
         }
-        let n = s.width, c = Double(n / 2)
-        var sum = [Double](repeating: 0, count: n / 2 + 1), count = sum
+        let n = s.width
+        let c = Double(n / 2)
+        var sum = [Double](repeating: 0, count: n / 2 + 1)
+        var count = sum
         for plane in s.planes {
-            for y in 0..<n { for x in 0..<n {
-                let r = Int(hypot(Double(x) - c, Double(y) - c).rounded())
-                guard r <= n / 2 else { continue }
-                let v: Double = s.isComplex ? Double(hypot(plane[2 * (y * n + x)], plane[2 * (y * n + x) + 1])) : Double(abs(plane[y * n + x]))
-                sum[r] += v; count[r] += 1
-            } }
+            for y in 0..<n {
+                for x in 0..<n {
+                    let r = Int(hypot(Double(x) - c, Double(y) - c).rounded())
+                    guard r <= n / 2 else { continue }
+                    let v: Double =
+                        s.isComplex
+                        ? Double(hypot(plane[2 * (y * n + x)], plane[2 * (y * n + x) + 1]))
+                        : Double(abs(plane[y * n + x]))
+                    sum[r] += v; count[r] += 1
+                }
+            }
         }
         let radial = zip(sum, count).map { $1 > 0 ? $0 / $1 : 0 }
         do { return try MeasuredRadialOTF(samples: radial, step: st) } catch let e as MoireError {
@@ -92,10 +105,13 @@ public struct MeasuredRadialOTF: RadialOTF {
     public static func loadMRC(_ path: String, step: Double? = nil) throws -> MeasuredRadialOTF {
         let s = try ImageImport.loadMRC(path)
         guard s.height == 1, s.planes.count == 1 else {
-            throw MoireError(.format, "expected a radial OTF (one line of samples); found \(s.width)×\(s.height)×\(s.planes.count)", place: path)
+            throw MoireError(
+                .format, "expected a radial OTF (one line of samples); found \(s.width)×\(s.height)×\(s.planes.count)",
+                place: path)
         }
         let p = s.planes[0]
-        let values: [Double] = s.isComplex
+        let values: [Double] =
+            s.isComplex
             ? stride(from: 0, to: p.count, by: 2).map { Double(hypot(p[$0], p[$0 + 1])) }
             : p.map(Double.init)
         guard let st = step ?? s.pixelSizeUm, st > 0 else {

@@ -75,12 +75,16 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     /// a constant w, or the fallback when the set offered no noise reference or no signal).
     public internal(set) var lastSpectralModel: SpectralModel?
 
-    public init(width: Int, height: Int, pixelUm: Double, angles: Int, phases: Int, otf: RadialOTF,
-                options: SIM2DOptions = SIM2DOptions(), rigor: PlanRigor = .estimate) throws {
+    public init(
+        width: Int, height: Int, pixelUm: Double, angles: Int, phases: Int, otf: RadialOTF,
+        options: SIM2DOptions = SIM2DOptions(), rigor: PlanRigor = .estimate
+    ) throws {
         guard width >= 16, height >= 16, width % 2 == 0, height % 2 == 0 else {
             throw MoireError(.usage, "SIM frames must be at least 16×16 with even sides; got \(width)×\(height)")
         }
-        guard angles >= 1, phases >= 3 else { throw MoireError(.usage, "2D-SIM needs at least 1 angle and 3 phases; got \(angles)×\(phases)") }
+        guard angles >= 1, phases >= 3 else {
+            throw MoireError(.usage, "2D-SIM needs at least 1 angle and 3 phases; got \(angles)×\(phases)")
+        }
         guard pixelUm > 0 else { throw MoireError(.usage, "pixel size must be positive") }
         self.width = width; self.height = height; self.pixelUm = pixelUm
         self.angles = angles; self.phases = phases; self.otf = otf; self.options = options
@@ -119,7 +123,8 @@ public final class SIM2DReconstructor: @unchecked Sendable {
 
     /// Spatial frequency (cycles/µm) of FFT index (u, v).
     @inline(__always) func freq(_ u: Int, _ v: Int, w: Int, h: Int, scale: Double) -> (Double, Double) {
-        let fu = u < w / 2 ? u : u - w, fv = v < h / 2 ? v : v - h
+        let fu = u < w / 2 ? u : u - w
+        let fv = v < h / 2 ? v : v - h
         return (Double(fu) / (Double(w) * scale), Double(fv) / (Double(h) * scale))
     }
 
@@ -128,11 +133,16 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     /// Checks the frame count and sizes and rejects blank or non-finite frames.
     func check(_ frames: [[Float]]) throws {
         guard frames.count == angles * phases else {
-            throw MoireError(.usage, "2D-SIM with \(angles) angles × \(phases) phases needs \(angles * phases) frames; got \(frames.count)")
+            throw MoireError(
+                .usage,
+                "2D-SIM with \(angles) angles × \(phases) phases needs \(angles * phases) frames; got \(frames.count)")
         }
         for (i, f) in frames.enumerated() {
-            guard f.count == n else { throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)") }
-            var lo = Float.infinity, hi = -Float.infinity
+            guard f.count == n else {
+                throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)")
+            }
+            var lo = Float.infinity
+            var hi = -Float.infinity
             for v in f {
                 guard v.isFinite else { throw MoireError(.numeric, "frame \(i) contains NaN or infinite values") }
                 lo = min(lo, v); hi = max(hi, v)
@@ -157,7 +167,9 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         var c1 = [Complex32](repeating: .zero, count: n)
         let bg = Float(options.background)
         for (p, f) in frames.enumerated() {
-            let w0 = w[0][p], wr = w[1][p], wi = w[2][p]
+            let w0 = w[0][p]
+            let wr = w[1][p]
+            let wi = w[2][p]
             f.withUnsafeBufferPointer { fp in
                 taper.withUnsafeBufferPointer { tp in
                     for i in 0..<n {
@@ -173,7 +185,8 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     }
 
     func invert3(_ a: [[Double]]) -> [[Double]] {
-        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        let det =
+            a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
             + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
         let d = abs(det) < 1e-12 ? 1e-12 : det
         var r = [[Double]](repeating: [0, 0, 0], count: 3)
@@ -204,7 +217,8 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         try check(frames)
         for i in 0..<n { out[i] = 0 }
         for f in frames { f.withUnsafeBufferPointer { fp in for i in 0..<n { out[i] += fp[i] } } }
-        let s = 1 / Float(frames.count), bg = Float(options.background)
+        let s = 1 / Float(frames.count)
+        let bg = Float(options.background)
         for i in 0..<n { out[i] = out[i] * s - bg }
     }
 }

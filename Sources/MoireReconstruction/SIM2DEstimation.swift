@@ -6,19 +6,25 @@ extension SIM2DReconstructor {
     /// `Σ_r p(r)·e^{−i2π(kx·x + ky·y)·Δ}` at any (sub-pixel) wave vector, separably.
     func dft(_ p: [Complex32], kx: Double, ky: Double) -> (re: Double, im: Double) {
         var ex = [Complex32](repeating: .zero, count: width)
-        for x in 0..<width { let a = -2 * Double.pi * kx * Double(x) * pixelUm; ex[x] = Complex32(Float(cos(a)), Float(sin(a))) }
-        var re = 0.0, im = 0.0
+        for x in 0..<width {
+            let a = -2 * Double.pi * kx * Double(x) * pixelUm; ex[x] = Complex32(Float(cos(a)), Float(sin(a)))
+        }
+        var re = 0.0
+        var im = 0.0
         p.withUnsafeBufferPointer { pp in
             for y in 0..<height {
-                var rr: Float = 0, ri: Float = 0
+                var rr: Float = 0
+                var ri: Float = 0
                 let row = y * width
                 for x in 0..<width {
-                    let a = pp[row + x], e = ex[x]
+                    let a = pp[row + x]
+                    let e = ex[x]
                     rr += a.re * e.re - a.im * e.im
                     ri += a.re * e.im + a.im * e.re
                 }
                 let b = -2 * Double.pi * ky * Double(y) * pixelUm
-                let c = cos(b), s = sin(b)
+                let c = cos(b)
+                let s = sin(b)
                 re += Double(rr) * c - Double(ri) * s
                 im += Double(rr) * s + Double(ri) * c
             }
@@ -31,15 +37,17 @@ extension SIM2DReconstructor {
         for i in 0..<n { bufA[i] = image[i] }
         fwd.execute(bufA.pointer, bufB.pointer)
         let s = 1 / Float(n)
-        for v in 0..<height { for u in 0..<width {
-            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
-            let f2 = fx * fx + fy * fy
-            let o = otf.value(f2.squareRoot())
-            var g = o > 0 ? pow(o, options.estimationFilterPower) : 0
-            if notchSigma > 0 { g *= 1 - exp(-f2 / (2 * notchSigma * notchSigma)) }
-            let i = v * width + u
-            bufB[i] = Complex32(bufB[i].re * Float(g) * s, bufB[i].im * Float(g) * s)
-        } }
+        for v in 0..<height {
+            for u in 0..<width {
+                let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+                let f2 = fx * fx + fy * fy
+                let o = otf.value(f2.squareRoot())
+                var g = o > 0 ? pow(o, options.estimationFilterPower) : 0
+                if notchSigma > 0 { g *= 1 - exp(-f2 / (2 * notchSigma * notchSigma)) }
+                let i = v * width + u
+                bufB[i] = Complex32(bufB[i].re * Float(g) * s, bufB[i].im * Float(g) * s)
+            }
+        }
         inv.execute(bufB.pointer, bufA.pointer)
         return Array(bufA.buffer)
     }
@@ -60,7 +68,9 @@ extension SIM2DReconstructor {
         let g0 = otfFiltered(b0.map { Complex32($0, 0) }, notchSigma: options.estimationNotch * otf.cutoff)
         let g1 = otfFiltered(c1)
         var p = [Complex32](repeating: .zero, count: n)
-        for i in 0..<n { p[i] = Complex32(g0[i].re * g1[i].re + g0[i].im * g1[i].im, g0[i].re * g1[i].im - g0[i].im * g1[i].re) }
+        for i in 0..<n {
+            p[i] = Complex32(g0[i].re * g1[i].re + g0[i].im * g1[i].im, g0[i].re * g1[i].im - g0[i].im * g1[i].re)
+        }
         for i in 0..<n { bufA[i] = p[i] }
         fwd.execute(bufA.pointer, bufB.pointer)
         return (p, Array(bufB.buffer))
@@ -70,19 +80,24 @@ extension SIM2DReconstructor {
     /// orientations at once (they are 180°/angles apart), then returns per-angle priors there.
     func jointRingSearch(_ frames: [[Float]], periodUm: Double, modulation: Double) -> [PatternPrior] {
         let equidistant = (0..<phases).map { 2 * Double.pi * Double($0) / Double(phases) }
-        let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm
+        let sx = Double(width) * pixelUm
+        let sy = Double(height) * pixelUm
         let k0 = 1 / periodUm
         var maps: [[Float]] = []
         for a in 0..<angles {
             let m = correlationMap(frames[(a * phases)..<((a + 1) * phases)], relativePhases: equidistant).map
             var mag = m.map { hypot($0.re, $0.im) }
             // Normalise by the mean over the search ring, so every orientation counts alike.
-            var sum: Float = 0, cnt = 0
-            for v in 0..<height { for u in 0..<width {
-                let fu = Double(signed(u, width)) / sx, fv = Double(signed(v, height)) / sy
-                let r = hypot(fu, fv)
-                if r > 0.95 * k0 && r < 1.05 * k0 { sum += mag[v * width + u]; cnt += 1 }
-            } }
+            var sum: Float = 0
+            var cnt = 0
+            for v in 0..<height {
+                for u in 0..<width {
+                    let fu = Double(signed(u, width)) / sx
+                    let fv = Double(signed(v, height)) / sy
+                    let r = hypot(fu, fv)
+                    if r > 0.95 * k0 && r < 1.05 * k0 { sum += mag[v * width + u]; cnt += 1 }
+                }
+            }
             let mean = cnt > 0 ? sum / Float(cnt) : 1
             for i in 0..<n { mag[i] /= max(mean, 1e-30) }
             maps.append(mag)
@@ -90,9 +105,15 @@ extension SIM2DReconstructor {
         func at(_ m: [Float], _ kx: Double, _ ky: Double) -> Float {
             // Bilinear in spectral pixels; the larger of k and −k (either may carry band +1).
             func one(_ x: Double, _ y: Double) -> Float {
-                let x0 = Int(floor(x)), y0 = Int(floor(y)), tx = Float(x - Double(x0)), ty = Float(y - Double(y0))
-                func g(_ u: Int, _ v: Int) -> Float { m[((v % height) + height) % height * width + ((u % width) + width) % width] }
-                return (1 - ty) * ((1 - tx) * g(x0, y0) + tx * g(x0 + 1, y0)) + ty * ((1 - tx) * g(x0, y0 + 1) + tx * g(x0 + 1, y0 + 1))
+                let x0 = Int(floor(x))
+                let y0 = Int(floor(y))
+                let tx = Float(x - Double(x0))
+                let ty = Float(y - Double(y0))
+                func g(_ u: Int, _ v: Int) -> Float {
+                    m[((v % height) + height) % height * width + ((u % width) + width) % width]
+                }
+                return (1 - ty) * ((1 - tx) * g(x0, y0) + tx * g(x0 + 1, y0)) + ty
+                    * ((1 - tx) * g(x0, y0 + 1) + tx * g(x0 + 1, y0 + 1))
             }
             return max(one(kx * sx, ky * sy), one(-kx * sx, -ky * sy))
         }
@@ -116,11 +137,14 @@ extension SIM2DReconstructor {
         }
         return (0..<angles).map { a in
             let th = best.theta + best.sense * Double(a) * .pi / Double(angles)
-            let kx = best.r * cos(th), ky = best.r * sin(th)
+            let kx = best.r * cos(th)
+            let ky = best.r * sin(th)
             // Keep the sign whose correlation is stronger.
             let m = maps[a]
             func g(_ x: Double, _ y: Double) -> Float {
-                m[((Int((y * sy).rounded()) % height) + height) % height * width + ((Int((x * sx).rounded()) % width) + width) % width]
+                m[
+                    ((Int((y * sy).rounded()) % height) + height) % height * width
+                        + ((Int((x * sx).rounded()) % width) + width) % width]
             }
             let sign = g(kx, ky) >= g(-kx, -ky) ? 1.0 : -1.0
             return PatternPrior(kx: sign * kx, ky: sign * ky, phases: equidistant, modulation: modulation)
@@ -144,11 +168,14 @@ extension SIM2DReconstructor {
         for f in frames {
             let h = otfFiltered((0..<n).map { Complex32((f[$0] - bg) * taper[$0], 0) })
             var q = [Complex32](repeating: .zero, count: n)
-            for i in 0..<n { q[i] = Complex32(g0[i].re * h[i].re + g0[i].im * h[i].im, g0[i].re * h[i].im - g0[i].im * h[i].re) }
+            for i in 0..<n {
+                q[i] = Complex32(g0[i].re * h[i].re + g0[i].im * h[i].im, g0[i].re * h[i].im - g0[i].im * h[i].re)
+            }
             let d = dft(q, kx: kx, ky: ky)
             xs.append((d.re, d.im))
         }
-        let mr = xs.map(\.0).reduce(0, +) / Double(xs.count), mi = xs.map(\.1).reduce(0, +) / Double(xs.count)
+        let mr = xs.map(\.0).reduce(0, +) / Double(xs.count)
+        let mi = xs.map(\.1).reduce(0, +) / Double(xs.count)
         return xs.map { atan2($0.1 - mi, $0.0 - mr) }
     }
 
@@ -187,34 +214,47 @@ extension SIM2DReconstructor {
         return SIMParameters(angles: out)
     }
 
-    private func estimateAngle(_ frames: ArraySlice<[Float]>, prior: PatternPrior?, relativePhases: [Double],
-                               exclude: [(Double, Double)], ring: ClosedRange<Double>? = nil) throws -> SIMAngleParameters {
+    private func estimateAngle(
+        _ frames: ArraySlice<[Float]>, prior: PatternPrior?, relativePhases: [Double],
+        exclude: [(Double, Double)], ring: ClosedRange<Double>? = nil
+    ) throws -> SIMAngleParameters {
         let fc = otf.cutoff
         let (p, map) = correlationMap(frames, relativePhases: relativePhases)
         for i in 0..<n { bufB[i] = map[i] }
-        let sx = Double(width) * pixelUm, sy = Double(height) * pixelUm  // px per (cycle/µm)
+        let sx = Double(width) * pixelUm
+        let sy = Double(height) * pixelUm  // px per (cycle/µm)
         var candidates: [(u: Int, v: Int)] = []
         if let prior {
             let r = options.searchRadiusPx
             for sign in [1.0, -1.0] {
-                let cu = sign * prior.kx * sx, cv = sign * prior.ky * sy
-                for dv in Int(-r - 1)...Int(r + 1) { for du in Int(-r - 1)...Int(r + 1) {
-                    let u = Int(cu.rounded()) + du, v = Int(cv.rounded()) + dv
-                    if hypot(Double(u) - cu, Double(v) - cv) <= r { candidates.append((u, v)) }
-                } }
+                let cu = sign * prior.kx * sx
+                let cv = sign * prior.ky * sy
+                for dv in Int(-r - 1)...Int(r + 1) {
+                    for du in Int(-r - 1)...Int(r + 1) {
+                        let u = Int(cu.rounded()) + du
+                        let v = Int(cv.rounded()) + dv
+                        if hypot(Double(u) - cu, Double(v) - cv) <= r { candidates.append((u, v)) }
+                    }
+                }
             }
         } else {
-            let rmin = (ring?.lowerBound ?? 0.5 * fc) * sx, rmax = (ring?.upperBound ?? 1.05 * fc) * sx
-            for v in -height / 2..<height / 2 { for u in -width / 2..<width / 2 {
-                let r = hypot(Double(u), Double(v) * sx / sy)
-                guard r >= rmin, r <= rmax else { continue }
-                // Skip the orientations already found (and their mirrors).
-                if exclude.contains(where: { e in
-                    let d1 = hypot(Double(u) - e.0 * sx, Double(v) - e.1 * sy), d2 = hypot(Double(u) + e.0 * sx, Double(v) + e.1 * sy)
-                    return min(d1, d2) < 6
-                }) { continue }
-                candidates.append((u, v))
-            } }
+            let rmin = (ring?.lowerBound ?? 0.5 * fc) * sx
+            let rmax = (ring?.upperBound ?? 1.05 * fc) * sx
+            for v in -height / 2..<height / 2 {
+                for u in -width / 2..<width / 2 {
+                    let r = hypot(Double(u), Double(v) * sx / sy)
+                    guard r >= rmin, r <= rmax else { continue }
+                    // Skip the orientations already found (and their mirrors).
+                    if exclude.contains(where: { e in
+                        let d1 = hypot(Double(u) - e.0 * sx, Double(v) - e.1 * sy)
+                        let d2 = hypot(Double(u) + e.0 * sx, Double(v) + e.1 * sy)
+                        return min(d1, d2) < 6
+                    }) {
+                        continue
+                    }
+                    candidates.append((u, v))
+                }
+            }
         }
         func mag(_ u: Int, _ v: Int) -> Double {
             let i = ((v % height) + height) % height * width + ((u % width) + width) % width
@@ -224,11 +264,14 @@ extension SIM2DReconstructor {
         var ringMean: [Double] = []
         if prior == nil {
             let rings = max(width, height)
-            var sum = [Double](repeating: 0, count: rings), cnt = [Double](repeating: 0, count: rings)
-            for v in 0..<height { for u in 0..<width {
-                let r = Int(hypot(Double(signed(u, width)), Double(signed(v, height)) * sx / sy).rounded())
-                if r < rings { sum[r] += mag(u, v); cnt[r] += 1 }
-            } }
+            var sum = [Double](repeating: 0, count: rings)
+            var cnt = [Double](repeating: 0, count: rings)
+            for v in 0..<height {
+                for u in 0..<width {
+                    let r = Int(hypot(Double(signed(u, width)), Double(signed(v, height)) * sx / sy).rounded())
+                    if r < rings { sum[r] += mag(u, v); cnt[r] += 1 }
+                }
+            }
             ringMean = zip(sum, cnt).map { $1 > 0 ? max($0 / $1, 1e-30) : 1e-30 }
         }
         func rank(_ c: (u: Int, v: Int)) -> Double {
@@ -240,21 +283,26 @@ extension SIM2DReconstructor {
             throw MoireError(.numeric, "no candidate wave vectors to search (image too small for the OTF?)")
         }
         // Background: the correlation's mean magnitude 3…10 spectral pixels from the peak.
-        var bgSum = 0.0, bgCount = 0
-        for dv in -10...10 { for du in -10...10 {
-            let d = hypot(Double(du), Double(dv))
-            if d >= 3 && d <= 10 { bgSum += mag(best.u + du, best.v + dv); bgCount += 1 }
-        } }
+        var bgSum = 0.0
+        var bgCount = 0
+        for dv in -10...10 {
+            for du in -10...10 {
+                let d = hypot(Double(du), Double(dv))
+                if d >= 3 && d <= 10 { bgSum += mag(best.u + du, best.v + dv); bgCount += 1 }
+            }
+        }
         let bgMean = max(bgSum / Double(max(bgCount, 1)), 1e-30)
         // Fine: descend on |X(k)| from the integer peak.
-        var kx = Double(best.u) / sx, ky = Double(best.v) / sy
+        var kx = Double(best.u) / sx
+        var ky = Double(best.v) / sy
         func score(_ x: Double, _ y: Double) -> Double { let d = dft(p, kx: x, ky: y); return hypot(d.re, d.im) }
         var cur = score(kx, ky)
         var step = 0.5
         while step > 0.002 {
             var improved = false
             for (dx, dy) in [(1.0, 0.0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)] {
-                let nx = kx + dx * step / sx, ny = ky + dy * step / sy
+                let nx = kx + dx * step / sx
+                let ny = ky + dy * step / sy
                 let s = score(nx, ny)
                 if s > cur { cur = s; kx = nx; ky = ny; improved = true }
             }
@@ -265,20 +313,34 @@ extension SIM2DReconstructor {
         var result = try refine(frames, kx: kx, ky: ky, confidence: confidence, source: "estimated")
         // Trust checks against the prior.
         var reasons: [String] = []
-        if confidence < options.minConfidence { reasons.append(String(format: "weak correlation peak (%.1f < %.1f)", confidence, options.minConfidence)) }
-        if result.modulation < 0.05 || result.modulation > 1.5 { reasons.append(String(format: "implausible modulation %.3f", result.modulation)) }
+        if confidence < options.minConfidence {
+            reasons.append(String(format: "weak correlation peak (%.1f < %.1f)", confidence, options.minConfidence))
+        }
+        if result.modulation < 0.05 || result.modulation > 1.5 {
+            reasons.append(String(format: "implausible modulation %.3f", result.modulation))
+        }
         if let prior {
             let pk = (prior.kx * prior.kx + prior.ky * prior.ky).squareRoot()
             let dk = abs(result.kMagnitude - pk) / pk
-            if dk > options.maxKDeviation { reasons.append(String(format: "|k| %.4f µm⁻¹ is %.1f%% from the prior %.4f", result.kMagnitude, dk * 100, pk)) }
-            var da = abs(result.angleDeg - SIMAngleParameters(kx: prior.kx, ky: prior.ky, phases: [], modulation: 0, confidence: 0,
-                                                              source: "", flagged: false).angleDeg)
+            if dk > options.maxKDeviation {
+                reasons.append(
+                    String(format: "|k| %.4f µm⁻¹ is %.1f%% from the prior %.4f", result.kMagnitude, dk * 100, pk))
+            }
+            var da = abs(
+                result.angleDeg
+                    - SIMAngleParameters(
+                        kx: prior.kx, ky: prior.ky, phases: [], modulation: 0, confidence: 0,
+                        source: "", flagged: false
+                    ).angleDeg)
             da = min(da, 180 - da)
-            if da > options.maxAngleDeviationDeg { reasons.append(String(format: "orientation %.2f° from the prior", da)) }
+            if da > options.maxAngleDeviationDeg {
+                reasons.append(String(format: "orientation %.2f° from the prior", da))
+            }
             if !reasons.isEmpty {
                 // Fall back to the prior's wave vector (sign as found), phases measured there, prior modulation.
                 let sign = (result.kx * prior.kx + result.ky * prior.ky) >= 0 ? 1.0 : -1.0
-                result = try refine(frames, kx: sign * prior.kx, ky: sign * prior.ky, confidence: confidence, source: "prior")
+                result = try refine(
+                    frames, kx: sign * prior.kx, ky: sign * prior.ky, confidence: confidence, source: "prior")
                 reasons.append(String(format: "modulation measured at the prior's k %.3f", result.modulation))
                 result.modulation = prior.modulation
                 result.flagged = true
@@ -292,17 +354,25 @@ extension SIM2DReconstructor {
     }
 
     /// Phases per frame at k, then the band separation with them, the residual phase and the modulation.
-    private func refine(_ frames: ArraySlice<[Float]>, kx: Double, ky: Double, confidence: Double, source: String) throws -> SIMAngleParameters {
+    private func refine(_ frames: ArraySlice<[Float]>, kx: Double, ky: Double, confidence: Double, source: String)
+        throws -> SIMAngleParameters
+    {
         var phis = framePhases(frames, kx: kx, ky: ky)
         // Unwrap relative to the first for readability.
-        for i in 1..<phis.count { while phis[i] < phis[0] { phis[i] += 2 * .pi }; while phis[i] >= phis[0] + 2 * .pi { phis[i] -= 2 * .pi } }
+        for i in 1..<phis.count {
+            while phis[i] < phis[0] { phis[i] += 2 * .pi }; while phis[i] >= phis[0] + 2 * .pi { phis[i] -= 2 * .pi }
+        }
         let (b0, c1) = separate(frames, phases: phis)
         // Band +1 moved to the origin by a full (sub-pixel) shift: its spectrum is (m/2)·S̃(f)·O(f+k).
-        for y in 0..<height { for x in 0..<width {
-            let a = -2 * Double.pi * (kx * Double(x) + ky * Double(y)) * pixelUm
-            let c = Float(cos(a)), s = Float(sin(a)), v = c1[y * width + x]
-            bufA[y * width + x] = Complex32(v.re * c - v.im * s, v.re * s + v.im * c)
-        } }
+        for y in 0..<height {
+            for x in 0..<width {
+                let a = -2 * Double.pi * (kx * Double(x) + ky * Double(y)) * pixelUm
+                let c = Float(cos(a))
+                let s = Float(sin(a))
+                let v = c1[y * width + x]
+                bufA[y * width + x] = Complex32(v.re * c - v.im * s, v.re * s + v.im * c)
+            }
+        }
         let y1 = AlignedBuffer<Complex32>(count: n)
         fwd.execute(bufA.pointer, y1.pointer)
         for i in 0..<n { bufA[i] = Complex32(b0[i], 0) }
@@ -311,26 +381,38 @@ extension SIM2DReconstructor {
         let model = bandModel(band0: bufB)
         // The noise of band 0 inflates Σ|x|² (regression dilution): its expected part is taken out.
         let noise = model?.noisePower ?? 0
-        var numRe = 0.0, numIm = 0.0, den = 0.0, noiseInDen = 0.0
-        for v in 0..<height { for u in 0..<width {
-            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
-            let f = hypot(fx, fy)
-            guard f > 0.15 * fc else { continue }
-            let o0 = otf.value(f), ok = otf.value(hypot(fx + kx, fy + ky))
-            guard o0 > 0.03, ok > 0.03 else { continue }
-            let i = v * width + u
-            let xr = Double(bufB[i].re) * ok, xi = Double(bufB[i].im) * ok
-            let yr = Double(y1[i].re) * o0, yi = Double(y1[i].im) * o0
-            numRe += xr * yr + xi * yi; numIm += xr * yi - xi * yr
-            den += xr * xr + xi * xi
-            noiseInDen += noise * ok * ok
-        } }
+        var numRe = 0.0
+        var numIm = 0.0
+        var den = 0.0
+        var noiseInDen = 0.0
+        for v in 0..<height {
+            for u in 0..<width {
+                let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+                let f = hypot(fx, fy)
+                guard f > 0.15 * fc else { continue }
+                let o0 = otf.value(f)
+                let ok = otf.value(hypot(fx + kx, fy + ky))
+                guard o0 > 0.03, ok > 0.03 else { continue }
+                let i = v * width + u
+                let xr = Double(bufB[i].re) * ok
+                let xi = Double(bufB[i].im) * ok
+                let yr = Double(y1[i].re) * o0
+                let yi = Double(y1[i].im) * o0
+                numRe += xr * yr + xi * yi; numIm += xr * yi - xi * yr
+                den += xr * xr + xi * xi
+                noiseInDen += noise * ok * ok
+            }
+        }
         let signalInDen = max(den - noiseInDen, 0.25 * den)
-        var modulation = 0.0, psi = 0.0
+        var modulation = 0.0
+        var psi = 0.0
         if den > 0 { modulation = 2 * hypot(numRe, numIm) / signalInDen; psi = atan2(numIm, numRe) }
-        var result = SIMAngleParameters(kx: kx, ky: ky, phases: phis.map { $0 + psi }, modulation: modulation,
-                                        confidence: confidence, source: source, flagged: false, reason: nil)
-        result.orderLeak = model.map { orderLeak(model: $0, band0: bufB, shiftedBand: y1, kx: kx, ky: ky, modulation: modulation) }
+        var result = SIMAngleParameters(
+            kx: kx, ky: ky, phases: phis.map { $0 + psi }, modulation: modulation,
+            confidence: confidence, source: source, flagged: false, reason: nil)
+        result.orderLeak = model.map {
+            orderLeak(model: $0, band0: bufB, shiftedBand: y1, kx: kx, ky: ky, modulation: modulation)
+        }
         return result
     }
 
@@ -343,14 +425,16 @@ extension SIM2DReconstructor {
         var power = [Float](repeating: 0, count: n)
         var rho = [Float](repeating: 0, count: n)
         var transfer = [Float](repeating: 0, count: n)
-        for v in 0..<height { for u in 0..<width {
-            let i = v * width + u
-            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
-            let f = hypot(fx, fy)
-            power[i] = band0[i].re * band0[i].re + band0[i].im * band0[i].im
-            rho[i] = Float(f / fc)
-            transfer[i] = Float(otf.value(f))
-        } }
+        for v in 0..<height {
+            for u in 0..<width {
+                let i = v * width + u
+                let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+                let f = hypot(fx, fy)
+                power[i] = band0[i].re * band0[i].re + band0[i].im * band0[i].im
+                rho[i] = Float(f / fc)
+                transfer[i] = Float(otf.value(f))
+            }
+        }
         return power.withUnsafeBufferPointer { SpectralModel.fit(power: $0, rho: rho, otf: transfer, orientations: 1) }
     }
 
@@ -366,8 +450,10 @@ extension SIM2DReconstructor {
     ///     object frequencies concerned, their power is read from it when above the model's: an
     ///     anisotropic object, filaments, departs from any radial law).
     ///   - shiftedBand: the spectrum of band +1 moved to the origin (object frequency F at index F).
-    func orderLeak(model: SpectralModel, band0: AlignedBuffer<Complex32>, shiftedBand: AlignedBuffer<Complex32>,
-                   kx: Double, ky: Double, modulation: Double) -> OrderLeak {
+    func orderLeak(
+        model: SpectralModel, band0: AlignedBuffer<Complex32>, shiftedBand: AlignedBuffer<Complex32>,
+        kx: Double, ky: Double, modulation: Double
+    ) -> OrderLeak {
         let fc = otf.cutoff
         let step = 1 / (Double(max(width, height)) * pixelUm)
         let rings = Int((options.suppressionFWHM / step).rounded(.up)) + 1
@@ -375,25 +461,27 @@ extension SIM2DReconstructor {
         var predicted = [Double](repeating: 0, count: rings)
         var samples = [Int](repeating: 0, count: rings)
         let halfModulation = modulation / 2
-        for v in 0..<height { for u in 0..<width {
-            let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
-            let raw = hypot(fx + kx, fy + ky)
-            let ring = Int((raw / step).rounded())
-            guard ring < rings else { continue }
-            let value = shiftedBand[v * width + u]
-            measured[ring] += Double(value.re * value.re + value.im * value.im)
-            let h = halfModulation * otf.value(raw)
-            let object = hypot(fx, fy)
-            var signal = model.amplitude * pow(max(object / fc, 1e-3), -model.exponent)
-            let transfer = otf.value(object)
-            if transfer > 0.05 {
-                let b = band0[v * width + u]
-                let measuredSignal = (Double(b.re * b.re + b.im * b.im) - model.noisePower) / (transfer * transfer)
-                signal = max(signal, measuredSignal)
+        for v in 0..<height {
+            for u in 0..<width {
+                let (fx, fy) = freq(u, v, w: width, h: height, scale: pixelUm)
+                let raw = hypot(fx + kx, fy + ky)
+                let ring = Int((raw / step).rounded())
+                guard ring < rings else { continue }
+                let value = shiftedBand[v * width + u]
+                measured[ring] += Double(value.re * value.re + value.im * value.im)
+                let h = halfModulation * otf.value(raw)
+                let object = hypot(fx, fy)
+                var signal = model.amplitude * pow(max(object / fc, 1e-3), -model.exponent)
+                let transfer = otf.value(object)
+                if transfer > 0.05 {
+                    let b = band0[v * width + u]
+                    let measuredSignal = (Double(b.re * b.re + b.im * b.im) - model.noisePower) / (transfer * transfer)
+                    signal = max(signal, measuredSignal)
+                }
+                predicted[ring] += h * h * signal + model.noisePower
+                samples[ring] += 1
             }
-            predicted[ring] += h * h * signal + model.noisePower
-            samples[ring] += 1
-        } }
+        }
         let measuredRatio = (0..<rings).map { r -> Double in
             guard samples[r] > 0, measured[r] > 0 else { return 1 }
             // The power law is only a model of the object's spectrum, and a ring holds few samples:
@@ -407,7 +495,9 @@ extension SIM2DReconstructor {
         // ring outside it (the few samples of the inner rings are noisy); the attenuation is
         // faded out over the outer half of the range, so the band has no step at its edge.
         var attenuation = measuredRatio
-        for r in stride(from: rings - 2, through: 0, by: -1) { attenuation[r] = min(attenuation[r], attenuation[r + 1]) }
+        for r in stride(from: rings - 2, through: 0, by: -1) {
+            attenuation[r] = min(attenuation[r], attenuation[r + 1])
+        }
         let fadeStart = Double(rings - 1) / 2
         for r in 0..<rings where Double(r) > fadeStart {
             let t = (Double(r) - fadeStart) / (Double(rings - 1) - fadeStart)

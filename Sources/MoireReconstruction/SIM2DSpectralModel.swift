@@ -134,7 +134,9 @@ public struct SpectralModel: Sendable, Equatable {
     ///   - orientations: how many orientations' bands 0 were summed.
     /// - Returns: nil when nothing lies beyond the OTF support (no noise reference) or when the
     ///   signal stands above the noise in fewer than three radial bins.
-    public static func fit(power: UnsafeBufferPointer<Float>, rho: [Float], otf: [Float], orientations: Int) -> SpectralModel? {
+    public static func fit(power: UnsafeBufferPointer<Float>, rho: [Float], otf: [Float], orientations: Int)
+        -> SpectralModel?
+    {
         fit(power: power, sampling: Sampling(rho: rho, otf: otf), orientations: orientations)
     }
 
@@ -152,7 +154,8 @@ public struct SpectralModel: Sendable, Equatable {
 
         init(rho: [Float], otf: [Float]) {
             let beyond: Float = 1.05
-            let low = log(0.1), high = log(0.7)
+            let low = log(0.1)
+            let high = log(0.7)
             var destination = [Int8](repeating: Self.unused, count: rho.count)
             var binCount = [Int](repeating: 0, count: Self.bins)
             var binOTF2 = [Double](repeating: 0, count: Self.bins)
@@ -196,7 +199,9 @@ public struct SpectralModel: Sendable, Equatable {
                 }
             }
         }
-        let binCount = sampling.binCount, binOTF2 = sampling.binOTF2, binLogRho = sampling.binLogRho
+        let binCount = sampling.binCount
+        let binOTF2 = sampling.binOTF2
+        let binLogRho = sampling.binLogRho
         guard noiseCount >= 64 else { return nil }
         let noiseOfSum = noiseSum / Double(noiseCount)
         let count = Double(orientations)

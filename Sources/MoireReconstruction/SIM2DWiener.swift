@@ -47,11 +47,13 @@ extension SIM2DReconstructor {
         for r in rows { for i in 0..<3 { for j in 0..<3 { m[i][j] += r[i] * r[j] } } }
         let mi = invert3(m)
         var w = [[Float]](repeating: [Float](repeating: 0, count: phi.count), count: 3)
-        for k in 0..<3 { for p in 0..<phi.count {
-            var s = 0.0
-            for j in 0..<3 { s += mi[k][j] * rows[p][j] }
-            w[k][p] = Float(s)
-        } }
+        for k in 0..<3 {
+            for p in 0..<phi.count {
+                var s = 0.0
+                for j in 0..<3 { s += mi[k][j] * rows[p][j] }
+                w[k][p] = Float(s)
+            }
+        }
         return w
     }
 
@@ -59,98 +61,137 @@ extension SIM2DReconstructor {
     func prepareWeights(_ params: SIMParameters) throws -> WienerPlan {
         if let w = weightsCache, w.params == params, w.opts == options { return w.plan }
         guard params.angles.count == angles, params.angles.allSatisfy({ $0.phases.count == phases }) else {
-            throw MoireError(.usage, "parameters are for \(params.angles.count) angles; the reconstructor has \(angles) × \(phases)")
+            throw MoireError(
+                .usage, "parameters are for \(params.angles.count) angles; the reconstructor has \(angles) × \(phases)")
         }
         // Everything on the padded grid (gw × gh) and its 2× grid.
-        let gw = grid.width, gh = grid.height, gn = grid.count
-        let W = 2 * gw, H = 2 * gh, halfW = W / 2 + 1
-        let sx = Double(gw) * pixelUm, sy = Double(gh) * pixelUm
+        let gw = grid.width
+        let gh = grid.height
+        let gn = grid.count
+        let W = 2 * gw
+        let H = 2 * gh
+        let halfW = W / 2 + 1
+        let sx = Double(gw) * pixelUm
+        let sy = Double(gh) * pixelUm
         let fc = otf.cutoff
         let sigma = options.suppressionFWHM / 2.3548
         /// Half-spectrum index of big-grid frequency (Fu, Fv), or −1 when its mirror holds it.
         func half(_ Fu: Int, _ Fv: Int) -> Int32 {
-            let u = ((Fu % W) + W) % W, v = ((Fv % H) + H) % H
+            let u = ((Fu % W) + W) % W
+            let v = ((Fv % H) + H) % H
             return u <= W / 2 ? Int32(v * halfW + u) : -1
         }
         var den = [Float](repeating: 0, count: H * halfW)
         // Band 0 (r2c half spectrum of the small grid: u ≤ width/2).
         let smallHalf = gw / 2 + 1
-        var b0i = [Int32](repeating: -1, count: gh * smallHalf), b0h = [Float](repeating: 0, count: gh * smallHalf)
-        for v in 0..<gh { for u in 0..<(gw / 2) {
-            let fv = signed(v, gh)
-            let i = v * smallHalf + u
-            b0i[i] = half(u, fv)
-            b0h[i] = Float(otf.value(hypot(Double(u) / sx, Double(fv) / sy)))
-        } }
+        var b0i = [Int32](repeating: -1, count: gh * smallHalf)
+        var b0h = [Float](repeating: 0, count: gh * smallHalf)
+        for v in 0..<gh {
+            for u in 0..<(gw / 2) {
+                let fv = signed(v, gh)
+                let i = v * smallHalf + u
+                b0i[i] = half(u, fv)
+                b0h[i] = Float(otf.value(hypot(Double(u) / sx, Double(fv) / sy)))
+            }
+        }
         // Bands ±1 per orientation (full small spectrum).
         // Per sample of band +1: the numerator's weight h·a and the denominator's h²·a, where a ≤ 1
         // is the order-centre attenuation. The attenuation weighs the band as if it were 1/a times
         // noisier there (a per-band Wiener weight): where no other band carries those frequencies
         // they are regularised, never amplified (h·a·D / (h²·a²) would boost them by 1/a).
-        var plusH: [[Float]] = [], plusDen: [[Float]] = [], plusI: [[Int32]] = [], minusI: [[Int32]] = []
+        var plusH: [[Float]] = []
+        var plusDen: [[Float]] = []
+        var plusI: [[Int32]] = []
+        var minusI: [[Int32]] = []
         var ramps: [AlignedBuffer<Complex32>] = []
         let filterModulations = options.modulationInFilter.modulations(params)
         for (a, filterModulation) in zip(params.angles, filterModulations) {
-            func att(_ d2: Double) -> Double { options.suppression.factor(distance: d2.squareRoot(), leak: a.orderLeak, gaussianSigma: sigma) }
-            let kxi = Int((a.kx * sx).rounded()), kyi = Int((a.ky * sy).rounded())
+            func att(_ d2: Double) -> Double {
+                options.suppression.factor(distance: d2.squareRoot(), leak: a.orderLeak, gaussianSigma: sigma)
+            }
+            let kxi = Int((a.kx * sx).rounded())
+            let kyi = Int((a.ky * sy).rounded())
             let mh = filterModulation / 2
-            var ip = [Int32](repeating: -1, count: gn), im = [Int32](repeating: -1, count: gn), hp = [Float](repeating: 0, count: gn)
+            var ip = [Int32](repeating: -1, count: gn)
+            var im = [Int32](repeating: -1, count: gn)
+            var hp = [Float](repeating: 0, count: gn)
             var hd = [Float](repeating: 0, count: gn)
-            for v in 0..<gh { for u in 0..<gw {
-                let i = v * gw + u
-                let Fu = signed(u, gw) - kxi, Fv = signed(v, gh) - kyi
-                let dx = Double(Fu) / sx + a.kx, dy = Double(Fv) / sy + a.ky
-                let h = mh * otf.value(hypot(dx, dy)), attenuation = att(dx * dx + dy * dy)
-                hp[i] = Float(h * attenuation)
-                hd[i] = Float(h * h * attenuation)
-                ip[i] = half(Fu, Fv)
-                im[i] = half(-Fu, -Fv)
-            } }
+            for v in 0..<gh {
+                for u in 0..<gw {
+                    let i = v * gw + u
+                    let Fu = signed(u, gw) - kxi
+                    let Fv = signed(v, gh) - kyi
+                    let dx = Double(Fu) / sx + a.kx
+                    let dy = Double(Fv) / sy + a.ky
+                    let h = mh * otf.value(hypot(dx, dy))
+                    let attenuation = att(dx * dx + dy * dy)
+                    hp[i] = Float(h * attenuation)
+                    hd[i] = Float(h * h * attenuation)
+                    ip[i] = half(Fu, Fv)
+                    im[i] = half(-Fu, -Fv)
+                }
+            }
             plusH.append(hp); plusDen.append(hd); plusI.append(ip); minusI.append(im)
             let ramp = AlignedBuffer<Complex32>(count: gn)
-            let dx = a.kx - Double(kxi) / sx, dy = a.ky - Double(kyi) / sy
+            let dx = a.kx - Double(kxi) / sx
+            let dy = a.ky - Double(kyi) / sy
             // The whole shift e^{−i2πk·(r − r₀)} is referenced to the frame's first pixel r₀ (where the
             // phases are measured), not the padded grid's: the placement does the integer part from the
             // grid's origin, so the ramp carries the sub-pixel part and the constant e^{i2πk·r₀}.
             let constant = 2 * Double.pi * (a.kx * Double(grid.paddingX) + a.ky * Double(grid.paddingY)) * pixelUm
-            for y in 0..<gh { for x in 0..<gw {
-                let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm + constant
-                ramp[y * gw + x] = Complex32(Float(cos(ang)), Float(sin(ang)))
-            } }
+            for y in 0..<gh {
+                for x in 0..<gw {
+                    let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm + constant
+                    ramp[y * gw + x] = Complex32(Float(cos(ang)), Float(sin(ang)))
+                }
+            }
             ramps.append(ramp)
         }
         // Denominator over the full plane: each band's |H|² at its own place and at its mirror.
         func addDen(_ idx: Int32, _ weight: Float) { if idx >= 0 { den[Int(idx)] += weight } }
-        for v in 0..<gh { for u in 0..<gw {
-            // Band 0 of every orientation at F and (mirror) −F: only the stored half matters.
-            let fu = signed(u, gw), fv = signed(v, gh)
-            let h = Float(otf.value(hypot(Double(fu) / sx, Double(fv) / sy)))
-            addDen(half(fu, fv), h * h * Float(angles))
-        } }
-        for a in 0..<angles { for i in 0..<gn { addDen(plusI[a][i], plusDen[a][i]); addDen(minusI[a][i], plusDen[a][i]) } }
+        for v in 0..<gh {
+            for u in 0..<gw {
+                // Band 0 of every orientation at F and (mirror) −F: only the stored half matters.
+                let fu = signed(u, gw)
+                let fv = signed(v, gh)
+                let h = Float(otf.value(hypot(Double(fu) / sx, Double(fv) / sy)))
+                addDen(half(fu, fv), h * h * Float(angles))
+            }
+        }
+        for a in 0..<angles {
+            for i in 0..<gn { addDen(plusI[a][i], plusDen[a][i]); addDen(minusI[a][i], plusDen[a][i]) }
+        }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
         // Apodization toward the extended support f_c + |k|, shaped like the ideal incoherent OTF there.
         let apodizationShape = IdealOTF(na: 1, emissionNm: 2000 / (options.apodization * (fc + kmax)))
         var apodization = [Float](repeating: 0, count: H * halfW)
         var bigRho = [Float](repeating: 0, count: H * halfW)
-        for v in 0..<H { for u in 0..<halfW {
-            let fx = Double(u) / (Double(W) * pixelUm / 2), fy = Double(signed(v, H)) / (Double(H) * pixelUm / 2)
-            let f = hypot(fx, fy)
-            apodization[v * halfW + u] = Float(apodizationShape.value(f))
-            bigRho[v * halfW + u] = Float(f / fc)
-        } }
+        for v in 0..<H {
+            for u in 0..<halfW {
+                let fx = Double(u) / (Double(W) * pixelUm / 2)
+                let fy = Double(signed(v, H)) / (Double(H) * pixelUm / 2)
+                let f = hypot(fx, fy)
+                apodization[v * halfW + u] = Float(apodizationShape.value(f))
+                bigRho[v * halfW + u] = Float(f / fc)
+            }
+        }
         var band0Rho = [Float](repeating: 0, count: gh * smallHalf)
-        for v in 0..<gh { for u in 0..<smallHalf {
-            band0Rho[v * smallHalf + u] = Float(hypot(Double(u) / sx, Double(signed(v, gh)) / sy) / fc)
-        } }
+        for v in 0..<gh {
+            for u in 0..<smallHalf {
+                band0Rho[v * smallHalf + u] = Float(hypot(Double(u) / sx, Double(signed(v, gh)) / sy) / fc)
+            }
+        }
         var band0OTF = b0h
-        for v in 0..<gh { band0OTF[v * smallHalf + gw / 2] = Float(otf.value(hypot(Double(gw / 2) / sx, Double(signed(v, gh)) / sy))) }
-        let plan = WienerPlan(band0: BandPlacement(index: b0i, weight: b0h),
-                              plus: (0..<angles).map { BandPlacement(index: plusI[$0], weight: plusH[$0]) },
-                              minus: (0..<angles).map { BandPlacement(index: minusI[$0], weight: plusH[$0]) },
-                              ramps: ramps, separation: params.angles.map { separationWeights($0.phases) },
-                              denominator: den, apodization: apodization, bigRho: bigRho,
-                              band0Sampling: SpectralModel.Sampling(rho: band0Rho, otf: band0OTF))
+        for v in 0..<gh {
+            band0OTF[v * smallHalf + gw / 2] = Float(otf.value(hypot(Double(gw / 2) / sx, Double(signed(v, gh)) / sy)))
+        }
+        let plan = WienerPlan(
+            band0: BandPlacement(index: b0i, weight: b0h),
+            plus: (0..<angles).map { BandPlacement(index: plusI[$0], weight: plusH[$0]) },
+            minus: (0..<angles).map { BandPlacement(index: minusI[$0], weight: plusH[$0]) },
+            ramps: ramps, separation: params.angles.map { separationWeights($0.phases) },
+            denominator: den, apodization: apodization, bigRho: bigRho,
+            band0Sampling: SpectralModel.Sampling(rho: band0Rho, otf: band0OTF))
         weightsCache = (params, options, plan)
         return plan
     }
@@ -162,8 +203,9 @@ extension SIM2DReconstructor {
             let s = smallHalf[i]
             bandPower[i] = s.re * s.re + s.im * s.im
         }
-        return SpectralModel.fit(power: UnsafeBufferPointer(start: bandPower.pointer, count: count),
-                                 sampling: plan.band0Sampling, orientations: angles)
+        return SpectralModel.fit(
+            power: UnsafeBufferPointer(start: bandPower.pointer, count: count),
+            sampling: plan.band0Sampling, orientations: angles)
     }
 
     /// Makes `wienerFilter` match `params`, the options and (adaptive) the set's spectral model;
@@ -207,25 +249,37 @@ extension SIM2DReconstructor {
     /// Reconstructs into `out` (`2·width × 2·height` floats): no allocation once the weights for
     /// `params` exist. The transforms run on the padded grid (mirrored, faded border); the frame's
     /// part of the result is cut out.
-    public func reconstruct(_ frames: [[Float]], parameters params: SIMParameters, into out: UnsafeMutableBufferPointer<Float>) throws {
-        guard out.count >= 4 * n else { throw MoireError(.usage, "output buffer holds \(out.count) floats; \(4 * n) needed") }
+    public func reconstruct(
+        _ frames: [[Float]], parameters params: SIMParameters, into out: UnsafeMutableBufferPointer<Float>
+    ) throws {
+        guard out.count >= 4 * n else {
+            throw MoireError(.usage, "output buffer holds \(out.count) floats; \(4 * n) needed")
+        }
         try check(frames)
         let plan = try prepareWeights(params)
-        let gw = grid.width, gh = grid.height, gn = grid.count
-        let W = 2 * gw, H = 2 * gh, halfW = W / 2 + 1
+        let gw = grid.width
+        let gh = grid.height
+        let gn = grid.count
+        let W = 2 * gw
+        let H = 2 * gh
+        let halfW = W / 2 + 1
         let halfBig = H * halfW
         for i in 0..<halfBig { bigHalf[i] = .zero }
         for i in 0..<gn { band0[i] = 0 }
         let bg = Float(options.background)
         for a in 0..<angles {
-            let w = plan.separation[a], ramp = plan.ramps[a]
+            let w = plan.separation[a]
+            let ramp = plan.ramps[a]
             for i in 0..<gn { gridA[i] = .zero }
             for p in 0..<phases {
-                let w0 = w[0][p], wr = w[1][p], wi = w[2][p]
+                let w0 = w[0][p]
+                let wr = w[1][p]
+                let wi = w[2][p]
                 frames[a * phases + p].withUnsafeBufferPointer { f in
                     grid.source.withUnsafeBufferPointer { src in
                         grid.window.withUnsafeBufferPointer { win in
-                            let b0 = band0.pointer, c = gridA.pointer
+                            let b0 = band0.pointer
+                            let c = gridA.pointer
                             for i in 0..<gn {
                                 let v = (f[Int(src[i])] - bg) * win[i]
                                 b0[i] += w0 * v
@@ -237,42 +291,54 @@ extension SIM2DReconstructor {
                 }
             }
             // Sub-pixel shift of band +1.
-            let c = gridA.pointer, r = ramp.pointer
+            let c = gridA.pointer
+            let r = ramp.pointer
             for i in 0..<gn {
-                let x = c[i], e = r[i]
+                let x = c[i]
+                let e = r[i]
                 c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
             }
             gridForward.execute(gridA.pointer, gridB.pointer)
-            let pp = plan.plus[a], pm = plan.minus[a]
-            pp.index.withUnsafeBufferPointer { ip in pp.weight.withUnsafeBufferPointer { wp in
-                pm.index.withUnsafeBufferPointer { im in pm.weight.withUnsafeBufferPointer { wm in
-                    let s = gridB.pointer, out = bigHalf.pointer
-                    for i in 0..<gn {
-                        let v = s[i]
-                        let j = Int(ip[i])
-                        if j >= 0 { out[j].re += wp[i] * v.re; out[j].im += wp[i] * v.im }
-                        let k = Int(im[i])
-                        if k >= 0 { out[k].re += wm[i] * v.re; out[k].im -= wm[i] * v.im }
+            let pp = plan.plus[a]
+            let pm = plan.minus[a]
+            pp.index.withUnsafeBufferPointer { ip in
+                pp.weight.withUnsafeBufferPointer { wp in
+                    pm.index.withUnsafeBufferPointer { im in
+                        pm.weight.withUnsafeBufferPointer { wm in
+                            let s = gridB.pointer
+                            let out = bigHalf.pointer
+                            for i in 0..<gn {
+                                let v = s[i]
+                                let j = Int(ip[i])
+                                if j >= 0 { out[j].re += wp[i] * v.re; out[j].im += wp[i] * v.im }
+                                let k = Int(im[i])
+                                if k >= 0 { out[k].re += wm[i] * v.re; out[k].im -= wm[i] * v.im }
+                            }
+                        }
                     }
-                } }
-            } }
+                }
+            }
         }
         gridR2C.forward(band0.pointer, smallHalf.pointer)
         let b = plan.band0
-        b.index.withUnsafeBufferPointer { ip in b.weight.withUnsafeBufferPointer { wp in
-            let s = smallHalf.pointer, out = bigHalf.pointer
-            for i in 0..<ip.count {
-                let j = Int(ip[i])
-                if j >= 0 { out[j].re += wp[i] * s[i].re; out[j].im += wp[i] * s[i].im }
+        b.index.withUnsafeBufferPointer { ip in
+            b.weight.withUnsafeBufferPointer { wp in
+                let s = smallHalf.pointer
+                let out = bigHalf.pointer
+                for i in 0..<ip.count {
+                    let j = Int(ip[i])
+                    if j >= 0 { out[j].re += wp[i] * s[i].re; out[j].im += wp[i] * s[i].im }
+                }
             }
-        } }
+        }
         var model: SpectralModel?
         if options.wiener == .adaptive {
             model = measureSpectrum(plan)
         }
         lastSpectralModel = model
         updateFilter(plan, params: params, model: model)
-        let filter = wienerFilter.values.pointer, spectrum = bigHalf.pointer
+        let filter = wienerFilter.values.pointer
+        let spectrum = bigHalf.pointer
         for j in 0..<halfBig {
             let f = filter[j]
             spectrum[j].re *= f

@@ -31,7 +31,9 @@ public final class SIM3DReconstructor: @unchecked Sendable {
     let fwd: FFTPlan3D, bigInv: FFTPlan3D
 
     public init(n: Int, nz: Int, pixelUm: Double, dzUm: Double, optics: Widefield3D) throws {
-        guard n >= 16, n % 2 == 0, nz >= 4, nz % 2 == 0 else { throw MoireError(.usage, "3D-SIM stacks must be at least 16×16×4 with even sides") }
+        guard n >= 16, n % 2 == 0, nz >= 4, nz % 2 == 0 else {
+            throw MoireError(.usage, "3D-SIM stacks must be at least 16×16×4 with even sides")
+        }
         self.n = n; self.nz = nz; self.pixelUm = pixelUm; self.dzUm = dzUm; self.optics = optics
         otf = try optics.otf(n: n, pixelUm: pixelUm, nz: nz, dzUm: dzUm)
         fwd = try FFT.plan3D(width: n, height: n, depth: nz, forward: true)
@@ -40,8 +42,10 @@ public final class SIM3DReconstructor: @unchecked Sendable {
 
     /// The `[angle][phase]` stacks (`nz` planes of `frame(z, angle, phase)`, each `plane` pixels, z
     /// slowest) that `reconstruct` and `estimate` take, from frames in any acquisition order.
-    public static func phaseStacks(nz: Int, angles: Int, phases: Int, plane: Int,
-                                   frame: (_ z: Int, _ angle: Int, _ phase: Int) -> [Float]) -> [[[Float]]] {
+    public static func phaseStacks(
+        nz: Int, angles: Int, phases: Int, plane: Int,
+        frame: (_ z: Int, _ angle: Int, _ phase: Int) -> [Float]
+    ) -> [[[Float]]] {
         (0..<angles).map { a in
             (0..<phases).map { p in
                 var s = [Float](repeating: 0, count: plane * nz)
@@ -64,10 +68,17 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         guard !stacks.isEmpty, stacks.allSatisfy({ $0.count >= 5 }) else {
             throw MoireError(.usage, "3D-SIM needs at least 5 phases per orientation")
         }
-        for (a, ps) in stacks.enumerated() { for (p, s) in ps.enumerated() {
-            guard s.count == n * n * nz else { throw MoireError(.usage, "stack angle \(a) phase \(p) has \(s.count) voxels; expected \(n)×\(n)×\(nz)") }
-            guard s.allSatisfy(\.isFinite) else { throw MoireError(.numeric, "stack angle \(a) phase \(p) contains NaN or infinite values") }
-        } }
+        for (a, ps) in stacks.enumerated() {
+            for (p, s) in ps.enumerated() {
+                guard s.count == n * n * nz else {
+                    throw MoireError(
+                        .usage, "stack angle \(a) phase \(p) has \(s.count) voxels; expected \(n)×\(n)×\(nz)")
+                }
+                guard s.allSatisfy(\.isFinite) else {
+                    throw MoireError(.numeric, "stack angle \(a) phase \(p) contains NaN or infinite values")
+                }
+            }
+        }
     }
 
     /// Least-squares weights for unknowns [B0, Re C1, Im C1, Re C2, Im C2] from phases φ.
@@ -84,54 +95,79 @@ public final class SIM3DReconstructor: @unchecked Sendable {
             for j in 0..<10 { m[c][j] /= d }
             for r in 0..<5 where r != c { let f = m[r][c]; for j in 0..<10 { m[r][j] -= f * m[c][j] } }
         }
-        return (0..<5).map { k in phi.indices.map { p in Float((0..<5).map { m[k][5 + $0] * rows[p][$0] }.reduce(0, +)) } }
+        return (0..<5).map { k in
+            phi.indices.map { p in Float((0..<5).map { m[k][5 + $0] * rows[p][$0] }.reduce(0, +)) }
+        }
     }
 
     /// Reconstructs one 3D-SIM volume: `2n × 2n × nz`, same intensity scale as the widefield mean.
     public func reconstruct(_ stacks: [[[Float]]], parameters: [SIM3DAngle]) throws -> [Float] {
         try check(stacks)
-        guard parameters.count == stacks.count else { throw MoireError(.usage, "\(parameters.count) parameter sets for \(stacks.count) orientations") }
-        let N = 2 * n, total = n * n * nz, big = N * N * nz
+        guard parameters.count == stacks.count else {
+            throw MoireError(.usage, "\(parameters.count) parameter sets for \(stacks.count) orientations")
+        }
+        let N = 2 * n
+        let total = n * n * nz
+        let big = N * N * nz
         let taper = SIM2DReconstructor.makeTaper(width: n, height: n, edge: max(8, n / 8))
         let zTaper = axialTaper()
-        let sx = Double(n) * pixelUm, sz = Double(nz) * dzUm
+        let sx = Double(n) * pixelUm
+        let sz = Double(nz) * dzUm
         @inline(__always) func sgn(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
-        func bigIndex(_ U: Int, _ V: Int, _ W: Int) -> Int { ((((W % nz) + nz) % nz) * N + ((V % N) + N) % N) * N + ((U % N) + N) % N }
+        func bigIndex(_ U: Int, _ V: Int, _ W: Int) -> Int {
+            ((((W % nz) + nz) % nz) * N + ((V % N) + N) % N) * N + ((U % N) + N) % N
+        }
         // Bands per orientation, and band 0 of all orientations.
         var b0 = [Float](repeating: 0, count: total)
-        var shifted: [(data: AlignedBuffer<Complex32>, kx: Double, ky: Double, kzOffset: Double, m: Double, order: Int)] = []
+        var shifted:
+            [(data: AlignedBuffer<Complex32>, kx: Double, ky: Double, kzOffset: Double, m: Double, order: Int)] = []
         let bg = Float(background)
         for (a, par) in parameters.enumerated() {
             let w = try weights(par.phases)
-            var c1 = [Complex32](repeating: .zero, count: total), c2 = c1
+            var c1 = [Complex32](repeating: .zero, count: total)
+            var c2 = c1
             for (p, s) in stacks[a].enumerated() {
-                for z in 0..<nz { for i in 0..<(n * n) {
-                    let idx = z * n * n + i
-                    let v = (s[idx] - bg) * taper[i] * zTaper[z]
-                    b0[idx] += w[0][p] * v
-                    c1[idx].re += w[1][p] * v; c1[idx].im += w[2][p] * v
-                    c2[idx].re += w[3][p] * v; c2[idx].im += w[4][p] * v
-                } }
+                for z in 0..<nz {
+                    for i in 0..<(n * n) {
+                        let idx = z * n * n + i
+                        let v = (s[idx] - bg) * taper[i] * zTaper[z]
+                        b0[idx] += w[0][p] * v
+                        c1[idx].re += w[1][p] * v; c1[idx].im += w[2][p] * v
+                        c2[idx].re += w[3][p] * v; c2[idx].im += w[4][p] * v
+                    }
+                }
             }
             for (order, c) in [(1, c1), (2, c2)] {
-                let kx = Double(order) * par.kx, ky = Double(order) * par.ky
-                let dx = kx - (kx * sx).rounded() / sx, dy = ky - (ky * sx).rounded() / sx
-                let inBuf = AlignedBuffer<Complex32>(count: total), out = AlignedBuffer<Complex32>(count: total)
-                for z in 0..<nz { for y in 0..<n { for x in 0..<n {
-                    let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm
-                    let v = c[(z * n + y) * n + x], e = Complex32(Float(cos(ang)), Float(sin(ang)))
-                    inBuf[(z * n + y) * n + x] = Complex32(v.re * e.re - v.im * e.im, v.re * e.im + v.im * e.re)
-                } } }
+                let kx = Double(order) * par.kx
+                let ky = Double(order) * par.ky
+                let dx = kx - (kx * sx).rounded() / sx
+                let dy = ky - (ky * sx).rounded() / sx
+                let inBuf = AlignedBuffer<Complex32>(count: total)
+                let out = AlignedBuffer<Complex32>(count: total)
+                for z in 0..<nz {
+                    for y in 0..<n {
+                        for x in 0..<n {
+                            let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm
+                            let v = c[(z * n + y) * n + x]
+                            let e = Complex32(Float(cos(ang)), Float(sin(ang)))
+                            inBuf[(z * n + y) * n + x] = Complex32(v.re * e.re - v.im * e.im, v.re * e.im + v.im * e.re)
+                        }
+                    }
+                }
                 fwd.execute(inBuf.pointer, out.pointer)
                 shifted.append((out, kx, ky, order == 1 ? par.kz : 0, order == 1 ? par.m1 : par.m2, order))
             }
         }
-        let band0 = AlignedBuffer<Complex32>(count: total), spec0 = AlignedBuffer<Complex32>(count: total)
+        let band0 = AlignedBuffer<Complex32>(count: total)
+        let spec0 = AlignedBuffer<Complex32>(count: total)
         for i in 0..<total { band0[i] = Complex32(b0[i], 0) }
         fwd.execute(band0.pointer, spec0.pointer)
         // H of a band at big-grid frequency F (cycles/µm).
         func h0(_ fx: Double, _ fy: Double, _ fz: Double) -> Double { otf.value(kr: hypot(fx, fy), kz: fz) }
-        func hBand(_ fx: Double, _ fy: Double, _ fz: Double, _ b: (data: AlignedBuffer<Complex32>, kx: Double, ky: Double, kzOffset: Double, m: Double, order: Int)) -> Double {
+        func hBand(
+            _ fx: Double, _ fy: Double, _ fz: Double,
+            _ b: (data: AlignedBuffer<Complex32>, kx: Double, ky: Double, kzOffset: Double, m: Double, order: Int)
+        ) -> Double {
             let r = hypot(fx + b.kx, fy + b.ky)
             if b.kzOffset == 0 { return b.m / 2 * otf.value(kr: r, kz: fz) }
             return b.m / 2 * 0.5 * (otf.value(kr: r, kz: fz - b.kzOffset) + otf.value(kr: r, kz: fz + b.kzOffset))
@@ -139,43 +175,67 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         // Denominator.
         var den = [Float](repeating: Float(wiener * wiener), count: big)
         let A = Double(parameters.count)
-        for w in 0..<nz { for v in 0..<n { for u in 0..<n {
-            let fu = sgn(u, n), fv = sgn(v, n), fw = sgn(w, nz)
-            let h = h0(Double(fu) / sx, Double(fv) / sx, Double(fw) / sz)
-            den[bigIndex(fu, fv, fw)] += Float(A * h * h)
-            for b in shifted {
-                let ku = Int((b.kx * sx).rounded()), kv = Int((b.ky * sx).rounded())
-                let Fu = fu - ku, Fv = fv - kv
-                let hb = Float(hBand(Double(Fu) / sx, Double(Fv) / sx, Double(fw) / sz, b))
-                den[bigIndex(Fu, Fv, fw)] += hb * hb
-                den[bigIndex(-Fu, -Fv, -fw)] += hb * hb
+        for w in 0..<nz {
+            for v in 0..<n {
+                for u in 0..<n {
+                    let fu = sgn(u, n)
+                    let fv = sgn(v, n)
+                    let fw = sgn(w, nz)
+                    let h = h0(Double(fu) / sx, Double(fv) / sx, Double(fw) / sz)
+                    den[bigIndex(fu, fv, fw)] += Float(A * h * h)
+                    for b in shifted {
+                        let ku = Int((b.kx * sx).rounded())
+                        let kv = Int((b.ky * sx).rounded())
+                        let Fu = fu - ku
+                        let Fv = fv - kv
+                        let hb = Float(hBand(Double(Fu) / sx, Double(Fv) / sx, Double(fw) / sz, b))
+                        den[bigIndex(Fu, Fv, fw)] += hb * hb
+                        den[bigIndex(-Fu, -Fv, -fw)] += hb * hb
+                    }
+                }
             }
-        } } }
-        let kmax = parameters.map { 2 * hypot($0.kx, $0.ky) }.max() ?? 0, kzmax = parameters.map(\.kz).max() ?? 0
-        let rr = optics.lateralCutoff + kmax, rz = optics.axialCutoff + kzmax + optics.axialCutoff
+        }
+        let kmax = parameters.map { 2 * hypot($0.kx, $0.ky) }.max() ?? 0
+        let kzmax = parameters.map(\.kz).max() ?? 0
+        let rr = optics.lateralCutoff + kmax
+        let rz = optics.axialCutoff + kzmax + optics.axialCutoff
         func apo(_ idx: Int) -> Float {
-            let U = idx % N, V = (idx / N) % N, W = idx / (N * N)
-            let fx = Double(sgn(U, N)) / sx, fy = Double(sgn(V, N)) / sx, fz = Double(sgn(W, nz)) / sz
+            let U = idx % N
+            let V = (idx / N) % N
+            let W = idx / (N * N)
+            let fx = Double(sgn(U, N)) / sx
+            let fy = Double(sgn(V, N)) / sx
+            let fz = Double(sgn(W, nz)) / sz
             return Float(max(0, 1 - ((hypot(fx, fy) / rr) * (hypot(fx, fy) / rr) + (fz / rz) * (fz / rz)).squareRoot()))
         }
         let spec = AlignedBuffer<Complex32>(count: big)
-        for w in 0..<nz { for v in 0..<n { for u in 0..<n {
-            let fu = sgn(u, n), fv = sgn(v, n), fw = sgn(w, nz)
-            let i = (w * n + v) * n + u
-            let j = bigIndex(fu, fv, fw)
-            let g = Float(h0(Double(fu) / sx, Double(fv) / sx, Double(fw) / sz)) * apo(j) / den[j]
-            spec[j].re += g * spec0[i].re; spec[j].im += g * spec0[i].im
-            for b in shifted {
-                let ku = Int((b.kx * sx).rounded()), kv = Int((b.ky * sx).rounded())
-                let Fu = fu - ku, Fv = fv - kv
-                let hb = Float(hBand(Double(Fu) / sx, Double(Fv) / sx, Double(fw) / sz, b))
-                let jp = bigIndex(Fu, Fv, fw), jm = bigIndex(-Fu, -Fv, -fw)
-                let s = b.data[i]
-                let gp = hb * apo(jp) / den[jp], gm = hb * apo(jm) / den[jm]
-                spec[jp].re += gp * s.re; spec[jp].im += gp * s.im
-                spec[jm].re += gm * s.re; spec[jm].im -= gm * s.im
+        for w in 0..<nz {
+            for v in 0..<n {
+                for u in 0..<n {
+                    let fu = sgn(u, n)
+                    let fv = sgn(v, n)
+                    let fw = sgn(w, nz)
+                    let i = (w * n + v) * n + u
+                    let j = bigIndex(fu, fv, fw)
+                    let g = Float(h0(Double(fu) / sx, Double(fv) / sx, Double(fw) / sz)) * apo(j) / den[j]
+                    spec[j].re += g * spec0[i].re; spec[j].im += g * spec0[i].im
+                    for b in shifted {
+                        let ku = Int((b.kx * sx).rounded())
+                        let kv = Int((b.ky * sx).rounded())
+                        let Fu = fu - ku
+                        let Fv = fv - kv
+                        let hb = Float(hBand(Double(Fu) / sx, Double(Fv) / sx, Double(fw) / sz, b))
+                        let jp = bigIndex(Fu, Fv, fw)
+                        let jm = bigIndex(-Fu, -Fv, -fw)
+                        let s = b.data[i]
+                        let gp = hb * apo(jp) / den[jp]
+                        let gm = hb * apo(jm) / den[jm]
+                        spec[jp].re += gp * s.re; spec[jp].im += gp * s.im
+                        spec[jm].re += gm * s.re; spec[jm].im -= gm * s.im
+                    }
+                }
             }
-        } } }
+        }
         let out = AlignedBuffer<Complex32>(count: big)
         bigInv.execute(spec.pointer, out.pointer)
         let scale = 1 / Float(total)

@@ -7,8 +7,12 @@ extension SIM3DAngle {
     /// `kUm` (cycles/µm): the centre beam's n/λ minus the side beams' axial component √((n/λ)² − k²).
     /// `ThreeBeam.kz`, an error when the pattern cannot be made.
     public static func threeBeamKz(kUm: Double, excitationNm: Double, immersionIndex: Double) throws -> Double {
-        guard kUm > 0, let kz = ThreeBeam.kz(kUm: kUm, excitationNm: excitationNm, immersionIndex: immersionIndex) else {
-            throw MoireError(.usage, "a pattern of \(kUm) cycles/µm cannot be made with \(excitationNm) nm light in n = \(immersionIndex) (at most \(immersionIndex / (excitationNm / 1000)))")
+        guard kUm > 0, let kz = ThreeBeam.kz(kUm: kUm, excitationNm: excitationNm, immersionIndex: immersionIndex)
+        else {
+            throw MoireError(
+                .usage,
+                "a pattern of \(kUm) cycles/µm cannot be made with \(excitationNm) nm light in n = \(immersionIndex) (at most \(immersionIndex / (excitationNm / 1000)))"
+            )
         }
         return kz
     }
@@ -36,7 +40,9 @@ extension SIM3DReconstructor {
     /// refinement, per-frame phases, trust checks with fallback to the prior) applies unchanged.
     /// kz and the modulations are the prior's (kz follows from the excitation optics; the projected
     /// modulation is not m₁).
-    public func estimate(_ stacks: [[[Float]]], priors: [SIM3DAngle], options: SIM2DOptions = SIM2DOptions()) throws -> SIM3DEstimate {
+    public func estimate(_ stacks: [[[Float]]], priors: [SIM3DAngle], options: SIM2DOptions = SIM2DOptions()) throws
+        -> SIM3DEstimate
+    {
         try estimate(stacks, prior: .patterns(priors), options: options)
     }
 
@@ -48,22 +54,32 @@ extension SIM3DReconstructor {
         case period(Double, kz: Double, m1: Double = 0.7, m2: Double = 0.5)
     }
 
-    public func estimate(_ stacks: [[[Float]]], prior: Prior, options: SIM2DOptions = SIM2DOptions()) throws -> SIM3DEstimate {
+    public func estimate(_ stacks: [[[Float]]], prior: Prior, options: SIM2DOptions = SIM2DOptions()) throws
+        -> SIM3DEstimate
+    {
         try check(stacks)
         let phases = stacks[0].count
-        guard stacks.allSatisfy({ $0.count == phases }) else { throw MoireError(.usage, "every orientation needs the same number of phases") }
+        guard stacks.allSatisfy({ $0.count == phases }) else {
+            throw MoireError(.usage, "every orientation needs the same number of phases")
+        }
         if case .patterns(let priors) = prior {
-            guard priors.count == stacks.count else { throw MoireError(.usage, "\(priors.count) pattern priors for \(stacks.count) orientations") }
-            guard priors.allSatisfy({ $0.phases.count == phases }) else { throw MoireError(.usage, "every prior needs \(phases) phases") }
+            guard priors.count == stacks.count else {
+                throw MoireError(.usage, "\(priors.count) pattern priors for \(stacks.count) orientations")
+            }
+            guard priors.allSatisfy({ $0.phases.count == phases }) else {
+                throw MoireError(.usage, "every prior needs \(phases) phases")
+            }
         }
         let zTaper = axialTaper()
-        let bg = Float(background), plane = n * n
+        let bg = Float(background)
+        let plane = n * n
         var frames: [[Float]] = []
         for angle in stacks {
             for s in angle {
                 var f = [Float](repeating: 0, count: plane)
                 for z in 0..<nz {
-                    let w = zTaper[z], base = z * plane
+                    let w = zTaper[z]
+                    let base = z * plane
                     for i in 0..<plane { f[i] += (s[base + i] - bg) * w }
                 }
                 frames.append(f)
@@ -71,16 +87,21 @@ extension SIM3DReconstructor {
         }
         var o = options
         o.background = 0
-        let rec2 = try SIM2DReconstructor(width: n, height: n, pixelUm: pixelUm, angles: stacks.count, phases: phases,
-                                          otf: IdealOTF(na: optics.na, emissionNm: optics.wavelengthUm * 1000), options: o)
-        let projected: SIMParameters, priors: [SIM3DAngle]
+        let rec2 = try SIM2DReconstructor(
+            width: n, height: n, pixelUm: pixelUm, angles: stacks.count, phases: phases,
+            otf: IdealOTF(na: optics.na, emissionNm: optics.wavelengthUm * 1000), options: o)
+        let projected: SIMParameters
+        let priors: [SIM3DAngle]
         switch prior {
         case .patterns(let given):
-            projected = try rec2.estimate(frames, priors: given.map { PatternPrior(kx: $0.kx, ky: $0.ky, phases: $0.phases, modulation: $0.m1) })
+            projected = try rec2.estimate(
+                frames, priors: given.map { PatternPrior(kx: $0.kx, ky: $0.ky, phases: $0.phases, modulation: $0.m1) })
             priors = given
         case .period(let period, let kz, let m1, let m2):
             projected = try rec2.estimate(frames, periodUm: period, modulation: m1)
-            priors = projected.angles.map { SIM3DAngle(kx: $0.kx, ky: $0.ky, kz: kz, phases: $0.phases, m1: m1, m2: m2) }
+            priors = projected.angles.map {
+                SIM3DAngle(kx: $0.kx, ky: $0.ky, kz: kz, phases: $0.phases, m1: m1, m2: m2)
+            }
         }
         var angles: [SIM3DAngle] = []
         for (a, (e, p)) in zip(projected.angles, priors).enumerated() {
@@ -117,52 +138,86 @@ extension SIM3DReconstructor {
     /// is the residual phase of order m (m·δ for a common offset δ), twice its magnitude the modulation.
     /// OTF₁ is the widefield OTF shifted axially by ±kz (averaged), OTF₂ the widefield OTF.
     func regress(_ stacks: [[Float]], _ angle: SIM3DAngle) throws -> (Complex32, Complex32) {
-        let total = n * n * nz, plane = n * n
+        let total = n * n * nz
+        let plane = n * n
         let w = try weights(angle.phases)
-        let taper = SIM2DReconstructor.makeTaper(width: n, height: n, edge: max(8, n / 8)), zTaper = axialTaper()
+        let taper = SIM2DReconstructor.makeTaper(width: n, height: n, edge: max(8, n / 8))
+        let zTaper = axialTaper()
         let bg = Float(background)
-        let b0 = AlignedBuffer<Complex32>(count: total), c1 = AlignedBuffer<Complex32>(count: total), c2 = AlignedBuffer<Complex32>(count: total)
+        let b0 = AlignedBuffer<Complex32>(count: total)
+        let c1 = AlignedBuffer<Complex32>(count: total)
+        let c2 = AlignedBuffer<Complex32>(count: total)
         for i in 0..<total { b0[i] = .zero; c1[i] = .zero; c2[i] = .zero }
         for (p, s) in stacks.enumerated() {
-            for z in 0..<nz { for i in 0..<plane {
-                let idx = z * plane + i, v = (s[idx] - bg) * taper[i] * zTaper[z]
-                b0[idx].re += w[0][p] * v
-                c1[idx].re += w[1][p] * v; c1[idx].im += w[2][p] * v
-                c2[idx].re += w[3][p] * v; c2[idx].im += w[4][p] * v
-            } }
+            for z in 0..<nz {
+                for i in 0..<plane {
+                    let idx = z * plane + i
+                    let v = (s[idx] - bg) * taper[i] * zTaper[z]
+                    b0[idx].re += w[0][p] * v
+                    c1[idx].re += w[1][p] * v; c1[idx].im += w[2][p] * v
+                    c2[idx].re += w[3][p] * v; c2[idx].im += w[4][p] * v
+                }
+            }
         }
         // Band m moved to the origin by a full (sub-pixel) shift of m·k.
         for (m, c) in [(1.0, c1), (2.0, c2)] {
-            for z in 0..<nz { for y in 0..<n { for x in 0..<n {
-                let ang = -2 * Double.pi * m * (angle.kx * Double(x) + angle.ky * Double(y)) * pixelUm
-                let e = Complex32(Float(cos(ang)), Float(sin(ang))), i = (z * n + y) * n + x, v = c[i]
-                c[i] = Complex32(v.re * e.re - v.im * e.im, v.re * e.im + v.im * e.re)
-            } } }
+            for z in 0..<nz {
+                for y in 0..<n {
+                    for x in 0..<n {
+                        let ang = -2 * Double.pi * m * (angle.kx * Double(x) + angle.ky * Double(y)) * pixelUm
+                        let e = Complex32(Float(cos(ang)), Float(sin(ang)))
+                        let i = (z * n + y) * n + x
+                        let v = c[i]
+                        c[i] = Complex32(v.re * e.re - v.im * e.im, v.re * e.im + v.im * e.re)
+                    }
+                }
+            }
         }
-        let s0 = AlignedBuffer<Complex32>(count: total), s1 = AlignedBuffer<Complex32>(count: total), s2 = AlignedBuffer<Complex32>(count: total)
+        let s0 = AlignedBuffer<Complex32>(count: total)
+        let s1 = AlignedBuffer<Complex32>(count: total)
+        let s2 = AlignedBuffer<Complex32>(count: total)
         fwd.execute(b0.pointer, s0.pointer); fwd.execute(c1.pointer, s1.pointer); fwd.execute(c2.pointer, s2.pointer)
-        let sx = Double(n) * pixelUm, sz = Double(nz) * dzUm, fc = optics.lateralCutoff
+        let sx = Double(n) * pixelUm
+        let sz = Double(nz) * dzUm
+        let fc = optics.lateralCutoff
         @inline(__always) func sgn(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
-        var num1 = (0.0, 0.0), den1 = 0.0, num2 = (0.0, 0.0), den2 = 0.0
-        for wz in 0..<nz { for v in 0..<n { for u in 0..<n {
-            let fx = Double(sgn(u, n)) / sx, fy = Double(sgn(v, n)) / sx, fz = Double(sgn(wz, nz)) / sz
-            let f = hypot(fx, fy)
-            guard f > 0.15 * fc else { continue }
-            let o0 = otf.value(kr: f, kz: fz)
-            guard o0 > 0.03 else { continue }
-            let i = (wz * n + v) * n + u
-            let r1 = hypot(fx + angle.kx, fy + angle.ky), r2 = hypot(fx + 2 * angle.kx, fy + 2 * angle.ky)
-            let o1 = 0.5 * (otf.value(kr: r1, kz: fz - angle.kz) + otf.value(kr: r1, kz: fz + angle.kz)), o2 = otf.value(kr: r2, kz: fz)
-            let a = s0[i]
-            if o1 > 0.03 {
-                let xr = Double(a.re) * o1, xi = Double(a.im) * o1, yr = Double(s1[i].re) * o0, yi = Double(s1[i].im) * o0
-                num1.0 += xr * yr + xi * yi; num1.1 += xr * yi - xi * yr; den1 += xr * xr + xi * xi
+        var num1 = (0.0, 0.0)
+        var den1 = 0.0
+        var num2 = (0.0, 0.0)
+        var den2 = 0.0
+        for wz in 0..<nz {
+            for v in 0..<n {
+                for u in 0..<n {
+                    let fx = Double(sgn(u, n)) / sx
+                    let fy = Double(sgn(v, n)) / sx
+                    let fz = Double(sgn(wz, nz)) / sz
+                    let f = hypot(fx, fy)
+                    guard f > 0.15 * fc else { continue }
+                    let o0 = otf.value(kr: f, kz: fz)
+                    guard o0 > 0.03 else { continue }
+                    let i = (wz * n + v) * n + u
+                    let r1 = hypot(fx + angle.kx, fy + angle.ky)
+                    let r2 = hypot(fx + 2 * angle.kx, fy + 2 * angle.ky)
+                    let o1 = 0.5 * (otf.value(kr: r1, kz: fz - angle.kz) + otf.value(kr: r1, kz: fz + angle.kz))
+                    let o2 = otf.value(kr: r2, kz: fz)
+                    let a = s0[i]
+                    if o1 > 0.03 {
+                        let xr = Double(a.re) * o1
+                        let xi = Double(a.im) * o1
+                        let yr = Double(s1[i].re) * o0
+                        let yi = Double(s1[i].im) * o0
+                        num1.0 += xr * yr + xi * yi; num1.1 += xr * yi - xi * yr; den1 += xr * xr + xi * xi
+                    }
+                    if o2 > 0.03 {
+                        let xr = Double(a.re) * o2
+                        let xi = Double(a.im) * o2
+                        let yr = Double(s2[i].re) * o0
+                        let yi = Double(s2[i].im) * o0
+                        num2.0 += xr * yr + xi * yi; num2.1 += xr * yi - xi * yr; den2 += xr * xr + xi * xi
+                    }
+                }
             }
-            if o2 > 0.03 {
-                let xr = Double(a.re) * o2, xi = Double(a.im) * o2, yr = Double(s2[i].re) * o0, yi = Double(s2[i].im) * o0
-                num2.0 += xr * yr + xi * yi; num2.1 += xr * yi - xi * yr; den2 += xr * xr + xi * xi
-            }
-        } } }
+        }
         let c1fit = den1 > 0 ? Complex32(Float(num1.0 / den1), Float(num1.1 / den1)) : .zero
         let c2fit = den2 > 0 ? Complex32(Float(num2.0 / den2), Float(num2.1 / den2)) : .zero
         return (c1fit, c2fit)

@@ -19,17 +19,21 @@ public struct PatternPrior: Codable, Sendable, Equatable {
         (0..<angles).map { a in
             let ps = (0..<phases).compactMap { set.pattern(angle: a, phase: $0) }
             let first = ps.first!
-            return PatternPrior(kx: first.kx, ky: first.ky, phases: ps.map(\.phaseRad),
-                                modulation: ps.map(\.modulation).reduce(0, +) / Double(ps.count))
+            return PatternPrior(
+                kx: first.kx, ky: first.ky, phases: ps.map(\.phaseRad),
+                modulation: ps.map(\.modulation).reduce(0, +) / Double(ps.count))
         }
     }
 
     /// Three (or n) orientations 180°/n apart with equidistant phases, from a period and the first angle.
-    public static func regular(periodUm: Double, firstAngleDeg: Double, angles: Int, phases: Int, modulation: Double = 0.7) -> [PatternPrior] {
+    public static func regular(
+        periodUm: Double, firstAngleDeg: Double, angles: Int, phases: Int, modulation: Double = 0.7
+    ) -> [PatternPrior] {
         (0..<angles).map { a in
             let th = (firstAngleDeg + Double(a) * 180 / Double(angles)) * .pi / 180
-            return PatternPrior(kx: cos(th) / periodUm, ky: sin(th) / periodUm,
-                                phases: (0..<phases).map { 2 * .pi * Double($0) / Double(phases) }, modulation: modulation)
+            return PatternPrior(
+                kx: cos(th) / periodUm, ky: sin(th) / periodUm,
+                phases: (0..<phases).map { 2 * .pi * Double($0) / Double(phases) }, modulation: modulation)
         }
     }
 }
@@ -51,8 +55,10 @@ public struct SIMAngleParameters: Codable, Sendable, Equatable {
     /// How band 0 leaks into band +1 around its raw-spectrum origin, measured at estimation (nil: not measured).
     public var orderLeak: OrderLeak?
 
-    public init(kx: Double, ky: Double, phases: [Double], modulation: Double, confidence: Double, source: String,
-                flagged: Bool, reason: String? = nil) {
+    public init(
+        kx: Double, ky: Double, phases: [Double], modulation: Double, confidence: Double, source: String,
+        flagged: Bool, reason: String? = nil
+    ) {
         self.kx = kx; self.ky = ky; self.phases = phases; self.modulation = modulation
         self.confidence = confidence; self.source = source; self.flagged = flagged; self.reason = reason
     }
@@ -99,9 +105,11 @@ public struct SIMParameters: Codable, Sendable, Equatable {
 
     /// Parameters taken from priors without estimation.
     public static func fromPriors(_ priors: [PatternPrior], phaseOffset: Double = 0) -> SIMParameters {
-        SIMParameters(angles: priors.map {
-            SIMAngleParameters(kx: $0.kx, ky: $0.ky, phases: $0.phases.map { $0 + phaseOffset }, modulation: $0.modulation,
-                               confidence: 0, source: "prior", flagged: false, reason: nil)
-        })
+        SIMParameters(
+            angles: priors.map {
+                SIMAngleParameters(
+                    kx: $0.kx, ky: $0.ky, phases: $0.phases.map { $0 + phaseOffset }, modulation: $0.modulation,
+                    confidence: 0, source: "prior", flagged: false, reason: nil)
+            })
     }
 }

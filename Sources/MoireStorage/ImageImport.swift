@@ -18,12 +18,15 @@ public enum ImageImport {
     public static func load(_ path: String) throws -> ImageStack {
         let lower = path.lowercased()
         var isDir: ObjCBool = false
-        if lower.hasSuffix(".png") || (FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue) {
+        if lower.hasSuffix(".png")
+            || (FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue)
+        {
             return try PNGImport.load(path)
         }
         if lower.hasSuffix(".mrc") || lower.hasSuffix(".st") || lower.hasSuffix(".ali") { return try loadMRC(path) }
         if lower.hasSuffix(".tif") || lower.hasSuffix(".tiff") { return try loadTIFF(path) }
-        throw MoireError(.format, "unknown image format; expected .tif, .tiff, .mrc, .png or a folder of .png files", place: path)
+        throw MoireError(
+            .format, "unknown image format; expected .tif, .tiff, .mrc, .png or a folder of .png files", place: path)
     }
 
     public static func loadTIFF(_ path: String) throws -> ImageStack {
@@ -34,22 +37,44 @@ public enum ImageImport {
 
     /// MRC: 1024-byte header (+ extended header), modes 0 (int8), 1 (int16), 2 (float32), 4 (complex64), 6 (uint16).
     public static func loadMRC(_ path: String) throws -> ImageStack {
-        guard let data = FileManager.default.contents(atPath: path) else { throw MoireError(.io, "cannot read file", place: path) }
-        guard data.count >= 1024 else { throw MoireError(.format, "file is \(data.count) bytes; an MRC header alone is 1024", place: path) }
-        func i32(_ o: Int) -> Int32 { data.withUnsafeBytes { Int32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: Int32.self)) } }
-        func f32(_ o: Int) -> Float { data.withUnsafeBytes { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self))) } }
-        let nx = Int(i32(0)), ny = Int(i32(4)), nz = Int(i32(8)), mode = Int(i32(12))
-        let mx = Int(i32(28)), cellX = Double(f32(40)), next = Int(i32(92))
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw MoireError(.io, "cannot read file", place: path)
+        }
+        guard data.count >= 1024 else {
+            throw MoireError(.format, "file is \(data.count) bytes; an MRC header alone is 1024", place: path)
+        }
+        func i32(_ o: Int) -> Int32 {
+            data.withUnsafeBytes { Int32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: Int32.self)) }
+        }
+        func f32(_ o: Int) -> Float {
+            data.withUnsafeBytes {
+                Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self)))
+            }
+        }
+        let nx = Int(i32(0))
+        let ny = Int(i32(4))
+        let nz = Int(i32(8))
+        let mode = Int(i32(12))
+        let mx = Int(i32(28))
+        let cellX = Double(f32(40))
+        let next = Int(i32(92))
         guard nx > 0, ny > 0, nz > 0, nx <= 65536, ny <= 65536, nz <= 1_000_000 else {
             throw MoireError(.format, "MRC header has an invalid size \(nx)×\(ny)×\(nz)", place: path)
         }
         let bpp: Int
-        switch mode { case 0: bpp = 1; case 1, 6: bpp = 2; case 2: bpp = 4; case 4: bpp = 8
-        default: throw MoireError(.format, "MRC mode \(mode) is not supported (expected 0, 1, 2, 4 or 6)", place: path) }
+        switch mode {
+        case 0: bpp = 1;
+        case 1, 6: bpp = 2;
+        case 2: bpp = 4;
+        case 4: bpp = 8
+        default: throw MoireError(.format, "MRC mode \(mode) is not supported (expected 0, 1, 2, 4 or 6)", place: path)
+        }
         let start = 1024 + max(0, next)
         let planeBytes = nx * ny * bpp
         guard data.count >= start + planeBytes * nz else {
-            throw MoireError(.format, "MRC data is truncated: \(data.count - start) bytes for \(nz) planes of \(planeBytes)", place: path)
+            throw MoireError(
+                .format, "MRC data is truncated: \(data.count - start) bytes for \(nz) planes of \(planeBytes)",
+                place: path)
         }
         var planes: [[Float]] = []
         data.withUnsafeBytes { b in
@@ -59,9 +84,15 @@ public enum ImageImport {
                 for i in 0..<p.count {
                     switch mode {
                     case 0: p[i] = Float(Int8(bitPattern: b[base + i]))
-                    case 1: p[i] = Float(Int16(littleEndian: b.loadUnaligned(fromByteOffset: base + 2 * i, as: Int16.self)))
-                    case 6: p[i] = Float(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: base + 2 * i, as: UInt16.self)))
-                    default: p[i] = Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: base + 4 * i, as: UInt32.self)))
+                    case 1:
+                        p[i] = Float(Int16(littleEndian: b.loadUnaligned(fromByteOffset: base + 2 * i, as: Int16.self)))
+                    case 6:
+                        p[i] = Float(
+                            UInt16(littleEndian: b.loadUnaligned(fromByteOffset: base + 2 * i, as: UInt16.self)))
+                    default:
+                        p[i] = Float(
+                            bitPattern: UInt32(
+                                littleEndian: b.loadUnaligned(fromByteOffset: base + 4 * i, as: UInt32.self)))
                     }
                 }
                 planes.append(p)

@@ -19,25 +19,41 @@ public final class OMETiffReader {
         guard FileManager.default.fileExists(atPath: path) else { throw MoireError(.io, "no such file", place: path) }
         let fileSize = try InputFile.size(path)
         tif = try TIFFCall.open(path, mode: "r")
-        var w: UInt32 = 0, h: UInt32 = 0, bps: UInt16 = 0, spp: UInt16 = 1, fmt: UInt16 = UInt16(SAMPLEFORMAT_UINT)
-        guard moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w) != 0, moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h) != 0 else {
+        var w: UInt32 = 0
+        var h: UInt32 = 0
+        var bps: UInt16 = 0
+        var spp: UInt16 = 1
+        var fmt: UInt16 = UInt16(SAMPLEFORMAT_UINT)
+        guard moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w) != 0,
+            moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h) != 0
+        else {
             TIFFClose(tif)
             throw MoireError(.format, "TIFF has no image size", place: path)
         }
         _ = moire_tiff_get_u16(tif, UInt32(TIFFTAG_BITSPERSAMPLE), &bps)
         _ = moire_tiff_get_u16(tif, UInt32(TIFFTAG_SAMPLESPERPIXEL), &spp)
         _ = moire_tiff_get_u16(tif, UInt32(TIFFTAG_SAMPLEFORMAT), &fmt)
-        guard spp == 1 else { TIFFClose(tif); throw MoireError(.format, "only single-sample (grayscale) TIFFs are supported; this one has \(spp) samples per pixel", place: path) }
+        guard spp == 1 else {
+            TIFFClose(tif);
+            throw MoireError(
+                .format, "only single-sample (grayscale) TIFFs are supported; this one has \(spp) samples per pixel",
+                place: path)
+        }
         switch (bps, Int32(fmt)) {
         case (8, SAMPLEFORMAT_UINT), (16, SAMPLEFORMAT_UINT): pixel = .uint16
         case (32, SAMPLEFORMAT_IEEEFP): pixel = .float32
         default:
             TIFFClose(tif)
-            throw MoireError(.format, "unsupported pixel type: \(bps)-bit, sample format \(fmt); expected 8/16-bit unsigned or 32-bit float", place: path)
+            throw MoireError(
+                .format,
+                "unsupported pixel type: \(bps)-bit, sample format \(fmt); expected 8/16-bit unsigned or 32-bit float",
+                place: path)
         }
         width = Int(w); height = Int(h); bitsPerSample = Int(bps)
         var desc: UnsafePointer<CChar>?
-        description = moire_tiff_get_string(tif, UInt32(TIFFTAG_IMAGEDESCRIPTION), &desc) != 0 ? desc.map { String(cString: $0) } : nil
+        description =
+            moire_tiff_get_string(tif, UInt32(TIFFTAG_IMAGEDESCRIPTION), &desc) != 0
+            ? desc.map { String(cString: $0) } : nil
         planeCount = Int(TIFFNumberOfDirectories(tif))
         // The pixels the file claims must fit in it: uncompressed, byte for byte; compressed, at
         // most 1032:1 (deflate's limit). A small crafted file cannot make a reader allocate gigabytes.
@@ -50,9 +66,13 @@ public final class OMETiffReader {
         let ratio: UInt64 = compression == UInt16(COMPRESSION_NONE) ? 1 : 1032
         let (room, overflowRoom) = fileSize.multipliedReportingOverflow(by: ratio)
         guard w > 0, h > 0, !overflowPixels, !overflowPlane, !overflowTotal,
-              overflowRoom || UInt64(claimed) <= room else {
+            overflowRoom || UInt64(claimed) <= room
+        else {
             // Every stored property is set: the deinit closes the file.
-            throw MoireError(.format, "the file (\(fileSize) bytes) claims \(planeCount) planes of \(w)×\(h) \(bps)-bit pixels, more than it can hold; truncated or not a valid TIFF", place: path)
+            throw MoireError(
+                .format,
+                "the file (\(fileSize) bytes) claims \(planeCount) planes of \(w)×\(h) \(bps)-bit pixels, more than it can hold; truncated or not a valid TIFF",
+                place: path)
         }
     }
 
@@ -60,11 +80,14 @@ public final class OMETiffReader {
 
     /// Plane `i` as native pixels (`pixel` format: 8-bit data is widened to uint16).
     public func readPlane(_ i: Int, into out: UnsafeMutableRawBufferPointer) throws {
-        guard i >= 0, i < planeCount else { throw MoireError(.format, "plane \(i) does not exist (\(planeCount) planes)", place: path) }
+        guard i >= 0, i < planeCount else {
+            throw MoireError(.format, "plane \(i) does not exist (\(planeCount) planes)", place: path)
+        }
         let bytes = width * height * pixel.bytesPerPixel
         guard out.count >= bytes else { throw MoireError(.format, "buffer too small for plane \(i)", place: path) }
         try TIFFCall.check(TIFFSetDirectory(tif, tdir_t(i)), "selecting plane \(i)", path: path)
-        var w: UInt32 = 0, h: UInt32 = 0
+        var w: UInt32 = 0
+        var h: UInt32 = 0
         _ = moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w)
         _ = moire_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h)
         guard Int(w) == width, Int(h) == height else {
@@ -115,13 +138,15 @@ public final class OMETiffReader {
             let c = Int(kv["c"] ?? "") ?? 0
             let lasers = (kv["lasers"] ?? "").split(separator: ",").map(String.init)
             let status = kv["status"] ?? "ok"
-            let h = FrameHeader(stream: "raw", run: layout.run, seq: Int(kv["seq"] ?? "") ?? i, index: Int(kv["index"] ?? "") ?? i,
-                                t: Int(kv["t"] ?? "") ?? 0, channel: c < layout.channels.count ? layout.channels[c] : "c\(c)", c: c,
-                                angle: Int(kv["angle"] ?? "") ?? 0, phase: Int(kv["phase"] ?? "") ?? 0, z: Int(kv["z"] ?? "") ?? 0,
-                                width: width, height: height, pixel: pixel, pixelSizeUm: layout.pixelSizeUm,
-                                exposureStartNs: Int64(kv["startNs"] ?? "") ?? 0, missing: status != "ok",
-                                state: DeviceState(pattern: Int(kv["pattern"] ?? "") ?? -1, lasers: lasers,
-                                                   zUm: Double(kv["zUm"] ?? "") ?? 0, exposureMs: Double(kv["exposureMs"] ?? "") ?? 0))
+            let h = FrameHeader(
+                stream: "raw", run: layout.run, seq: Int(kv["seq"] ?? "") ?? i, index: Int(kv["index"] ?? "") ?? i,
+                t: Int(kv["t"] ?? "") ?? 0, channel: c < layout.channels.count ? layout.channels[c] : "c\(c)", c: c,
+                angle: Int(kv["angle"] ?? "") ?? 0, phase: Int(kv["phase"] ?? "") ?? 0, z: Int(kv["z"] ?? "") ?? 0,
+                width: width, height: height, pixel: pixel, pixelSizeUm: layout.pixelSizeUm,
+                exposureStartNs: Int64(kv["startNs"] ?? "") ?? 0, missing: status != "ok",
+                state: DeviceState(
+                    pattern: Int(kv["pattern"] ?? "") ?? -1, lasers: lasers,
+                    zUm: Double(kv["zUm"] ?? "") ?? 0, exposureMs: Double(kv["exposureMs"] ?? "") ?? 0))
             var record = PlaneRecord(header: h, acquired: status != "not-acquired")
             record.header.missingReason = kv["lost"].flatMap(MissingReason.init(rawValue:))
             out.append(record)

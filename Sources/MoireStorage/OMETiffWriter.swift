@@ -56,21 +56,29 @@ public final class OMETiffWriter {
     public func write(header: FrameHeader, payload: UnsafeRawBufferPointer) throws {
         guard !finished, let tif else { throw MoireError(.storage, "recording is already finished", place: path) }
         guard header.index == planes.count else {
-            throw MoireError(.storage, "plane \(header.index) arrived out of order; expected plane \(planes.count)", place: path)
+            throw MoireError(
+                .storage, "plane \(header.index) arrived out of order; expected plane \(planes.count)", place: path)
         }
         guard header.width == layout.width, header.height == layout.height, header.pixel == layout.pixel else {
-            throw MoireError(.storage, "plane \(header.index) is \(header.width)×\(header.height) \(header.pixel.rawValue); the recording is \(layout.width)×\(layout.height) \(layout.pixel.rawValue)", place: path)
+            throw MoireError(
+                .storage,
+                "plane \(header.index) is \(header.width)×\(header.height) \(header.pixel.rawValue); the recording is \(layout.width)×\(layout.height) \(layout.pixel.rawValue)",
+                place: path)
         }
         let missing = header.missing
         guard missing || payload.count == layout.planeBytes else {
-            throw MoireError(.storage, "plane \(header.index) has \(payload.count) bytes; expected \(layout.planeBytes)", place: path)
+            throw MoireError(
+                .storage, "plane \(header.index) has \(payload.count) bytes; expected \(layout.planeBytes)", place: path
+            )
         }
         let data = missing ? UnsafeRawPointer(zeros) : payload.baseAddress!
         try setTags(tif, first: planes.isEmpty)
-        try TIFFCall.check(TIFFWriteEncodedStrip(tif, 0, UnsafeMutableRawPointer(mutating: data), tmsize_t(layout.planeBytes)),
-                           "writing plane \(header.index)", path: path)
+        try TIFFCall.check(
+            TIFFWriteEncodedStrip(tif, 0, UnsafeMutableRawPointer(mutating: data), tmsize_t(layout.planeBytes)),
+            "writing plane \(header.index)", path: path)
         var offsets: UnsafePointer<UInt64>?
-        try TIFFCall.check(moire_tiff_get_u64_array(tif, UInt32(TIFFTAG_STRIPOFFSETS), &offsets), "reading strip offset", path: path)
+        try TIFFCall.check(
+            moire_tiff_get_u64_array(tif, UInt32(TIFFTAG_STRIPOFFSETS), &offsets), "reading strip offset", path: path)
         let offset = offsets?.pointee ?? 0
         try TIFFCall.check(TIFFWriteDirectory(tif), "writing directory \(header.index)", path: path)
         let record = PlaneRecord(header: header, acquired: true)
@@ -80,21 +88,28 @@ public final class OMETiffWriter {
     }
 
     private func setTags(_ tif: OpaquePointer, first: Bool) throws {
-        let ok = moire_tiff_set_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), UInt32(layout.width)) != 0
+        let ok =
+            moire_tiff_set_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), UInt32(layout.width)) != 0
             && moire_tiff_set_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), UInt32(layout.height)) != 0
             && moire_tiff_set_u16(tif, UInt32(TIFFTAG_BITSPERSAMPLE), UInt16(layout.pixel.bytesPerPixel * 8)) != 0
             && moire_tiff_set_u16(tif, UInt32(TIFFTAG_SAMPLESPERPIXEL), 1) != 0
-            && moire_tiff_set_u16(tif, UInt32(TIFFTAG_SAMPLEFORMAT), UInt16(layout.pixel == .uint16 ? SAMPLEFORMAT_UINT : SAMPLEFORMAT_IEEEFP)) != 0
+            && moire_tiff_set_u16(
+                tif, UInt32(TIFFTAG_SAMPLEFORMAT),
+                UInt16(layout.pixel == .uint16 ? SAMPLEFORMAT_UINT : SAMPLEFORMAT_IEEEFP)) != 0
             && moire_tiff_set_u16(tif, UInt32(TIFFTAG_PHOTOMETRIC), UInt16(PHOTOMETRIC_MINISBLACK)) != 0
             && moire_tiff_set_u16(tif, UInt32(TIFFTAG_PLANARCONFIG), UInt16(PLANARCONFIG_CONTIG)) != 0
             && moire_tiff_set_u16(tif, UInt32(TIFFTAG_COMPRESSION), UInt16(COMPRESSION_NONE)) != 0
             && moire_tiff_set_u32(tif, UInt32(TIFFTAG_ROWSPERSTRIP), UInt32(layout.height)) != 0
             && moire_tiff_set_string(tif, UInt32(TIFFTAG_SOFTWARE), "Moire") != 0
-            && moire_tiff_set_rational_resolution(tif, Float(1e4 / layout.pixelSizeUm), Float(1e4 / layout.pixelSizeUm), UInt16(RESUNIT_CENTIMETER)) != 0
+            && moire_tiff_set_rational_resolution(
+                tif, Float(1e4 / layout.pixelSizeUm), Float(1e4 / layout.pixelSizeUm), UInt16(RESUNIT_CENTIMETER)) != 0
         guard ok else { throw MoireError(.storage, "setting TIFF tags failed: \(TIFFCall.lastError())", place: path) }
         if first {
-            let placeholder = "Moiré recording in progress (run \(layout.run)); run `moire recover` if this text remains."
-            try TIFFCall.check(moire_tiff_set_string(tif, UInt32(TIFFTAG_IMAGEDESCRIPTION), placeholder), "setting description", path: path)
+            let placeholder =
+                "Moiré recording in progress (run \(layout.run)); run `moire recover` if this text remains."
+            try TIFFCall.check(
+                moire_tiff_set_string(tif, UInt32(TIFFTAG_IMAGEDESCRIPTION), placeholder), "setting description",
+                path: path)
         }
     }
 
@@ -120,21 +135,27 @@ public final class OMETiffWriter {
             h.index = i; h.seq = -1; h.t = co.t; h.c = co.c; h.z = co.z; h.angle = co.angle; h.phase = co.phase
             h.channel = layout.channels[co.c]; h.missing = true; h.state = DeviceState()
             try setTags(t, first: false)
-            try TIFFCall.check(TIFFWriteEncodedStrip(t, 0, zeros, tmsize_t(layout.planeBytes)), "padding plane \(i)", path: path)
+            try TIFFCall.check(
+                TIFFWriteEncodedStrip(t, 0, zeros, tmsize_t(layout.planeBytes)), "padding plane \(i)", path: path)
             try TIFFCall.check(TIFFWriteDirectory(t), "writing directory \(i)", path: path)
             planes.append(PlaneRecord(header: h, acquired: false))
             padded += 1
         }
         TIFFClose(t)
         tif = nil
-        try Self.writeDescription(path: path, xml: OMEXML.document(layout: layout, planes: planes, uuid: uuid,
-                                                                    fileName: (path as NSString).lastPathComponent))
+        try Self.writeDescription(
+            path: path,
+            xml: OMEXML.document(
+                layout: layout, planes: planes, uuid: uuid,
+                fileName: (path as NSString).lastPathComponent))
         let missing = planes.filter { $0.acquired && $0.header.missing }.count
-        let summary = RecordingSummary(path: path, planes: planes.count, acquired: planes.count - padded - missing,
-                                       missing: missing, padded: padded, timepoints: planes.count / ppt)
+        let summary = RecordingSummary(
+            path: path, planes: planes.count, acquired: planes.count - padded - missing,
+            missing: missing, padded: padded, timepoints: planes.count / ppt)
         try index.close(summary: JSONEncoder().encode(summary))
         finished = true
-        logger.info("recording closed", metadata: ["path": "\(path)", "planes": "\(summary.planes)", "missing": "\(missing)"])
+        logger.info(
+            "recording closed", metadata: ["path": "\(path)", "planes": "\(summary.planes)", "missing": "\(missing)"])
         return summary
     }
 
@@ -144,12 +165,16 @@ public final class OMETiffWriter {
     /// be turned off in r+ mode), so this patches the one BigTIFF tag entry (count and offset,
     /// 16 bytes) in place. Every plane stays where libtiff wrote it.
     static func writeDescription(path: String, xml: String) throws {
-        guard let fh = FileHandle(forUpdatingAtPath: path) else { throw MoireError(.io, "cannot reopen the recording", place: path) }
+        guard let fh = FileHandle(forUpdatingAtPath: path) else {
+            throw MoireError(.io, "cannot reopen the recording", place: path)
+        }
         defer { try? fh.close() }
         func read(_ offset: UInt64, _ n: Int) throws -> Data {
             try fh.seek(toOffset: offset)
             let d = try fh.read(upToCount: n) ?? Data()
-            guard d.count == n else { throw MoireError(.storage, "recording is truncated at byte \(offset)", place: path) }
+            guard d.count == n else {
+                throw MoireError(.storage, "recording is truncated at byte \(offset)", place: path)
+            }
             return d
         }
         func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {

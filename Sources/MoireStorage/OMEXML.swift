@@ -21,35 +21,41 @@ enum OMEXML {
         let ap = layout.angles * layout.phases
         let sizeZ = layout.zPlanes * ap
         var x = """
-        <?xml version="1.0" encoding="UTF-8"?>
-        <OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" \
-        xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
-        xsi:schemaLocation="http://www.openmicroscopy.org/Schemas/OME/2016-06 http://www.openmicroscopy.org/Schemas/OME/2016-06/ome.xsd" \
-        UUID="urn:uuid:\(uuid)" Creator="Moiré">
-        <Instrument ID="Instrument:0"><Objective ID="Objective:0:0" LensNA="\(num(layout.objectiveNA))" NominalMagnification="\(num(layout.magnification))"/></Instrument>
-        <Image ID="Image:0" Name="\(escape(layout.name))">
-        <Description>\(escape("Moiré \(layout.mode) run \(layout.run); protocol \(layout.protocolFile)"))</Description>
-        <InstrumentRef ID="Instrument:0"/>
-        <ObjectiveSettings ID="Objective:0:0"/>
-        <Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="\(layout.pixel == .uint16 ? "uint16" : "float")" \
-        SizeX="\(layout.width)" SizeY="\(layout.height)" SizeZ="\(sizeZ)" SizeC="\(layout.channels.count)" SizeT="\(timepoints)" \
-        PhysicalSizeX="\(num(layout.pixelSizeUm))" PhysicalSizeXUnit="µm" PhysicalSizeY="\(num(layout.pixelSizeUm))" PhysicalSizeYUnit="µm"\
-        \(layout.zPlanes > 1 && layout.zStepUm != 0 ? " PhysicalSizeZ=\"\(num(abs(layout.zStepUm)))\" PhysicalSizeZUnit=\"µm\"" : "") \
-        BigEndian="false" Interleaved="false" SignificantBits="\(layout.pixel == .uint16 ? 16 : 32)">
+            <?xml version="1.0" encoding="UTF-8"?>
+            <OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" \
+            xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
+            xsi:schemaLocation="http://www.openmicroscopy.org/Schemas/OME/2016-06 http://www.openmicroscopy.org/Schemas/OME/2016-06/ome.xsd" \
+            UUID="urn:uuid:\(uuid)" Creator="Moiré">
+            <Instrument ID="Instrument:0"><Objective ID="Objective:0:0" LensNA="\(num(layout.objectiveNA))" NominalMagnification="\(num(layout.magnification))"/></Instrument>
+            <Image ID="Image:0" Name="\(escape(layout.name))">
+            <Description>\(escape("Moiré \(layout.mode) run \(layout.run); protocol \(layout.protocolFile)"))</Description>
+            <InstrumentRef ID="Instrument:0"/>
+            <ObjectiveSettings ID="Objective:0:0"/>
+            <Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="\(layout.pixel == .uint16 ? "uint16" : "float")" \
+            SizeX="\(layout.width)" SizeY="\(layout.height)" SizeZ="\(sizeZ)" SizeC="\(layout.channels.count)" SizeT="\(timepoints)" \
+            PhysicalSizeX="\(num(layout.pixelSizeUm))" PhysicalSizeXUnit="µm" PhysicalSizeY="\(num(layout.pixelSizeUm))" PhysicalSizeYUnit="µm"\
+            \(layout.zPlanes > 1 && layout.zStepUm != 0 ? " PhysicalSizeZ=\"\(num(abs(layout.zStepUm)))\" PhysicalSizeZUnit=\"µm\"" : "") \
+            BigEndian="false" Interleaved="false" SignificantBits="\(layout.pixel == .uint16 ? 16 : 32)">
 
-        """
+            """
         for (c, name) in layout.channels.enumerated() {
             x += "<Channel ID=\"Channel:0:\(c)\" Name=\"\(escape(name))\" SamplesPerPixel=\"1\""
-            if c < layout.excitationNm.count { x += " ExcitationWavelength=\"\(num(layout.excitationNm[c]))\" ExcitationWavelengthUnit=\"nm\"" }
-            if c < layout.emissionNm.count { x += " EmissionWavelength=\"\(num(layout.emissionNm[c]))\" EmissionWavelengthUnit=\"nm\"" }
+            if c < layout.excitationNm.count {
+                x += " ExcitationWavelength=\"\(num(layout.excitationNm[c]))\" ExcitationWavelengthUnit=\"nm\""
+            }
+            if c < layout.emissionNm.count {
+                x += " EmissionWavelength=\"\(num(layout.emissionNm[c]))\" EmissionWavelengthUnit=\"nm\""
+            }
             x += "/>\n"
         }
-        x += "<TiffData IFD=\"0\" PlaneCount=\"\(planes.count)\"><UUID FileName=\"\(escape(fileName))\">urn:uuid:\(uuid)</UUID></TiffData>\n"
+        x +=
+            "<TiffData IFD=\"0\" PlaneCount=\"\(planes.count)\"><UUID FileName=\"\(escape(fileName))\">urn:uuid:\(uuid)</UUID></TiffData>\n"
         for (i, p) in planes.enumerated() {
             let co = layout.coordinates(ofPlane: i)
             let theZ = co.z * ap + co.angle * layout.phases + co.phase
             let h = p.header
-            x += "<Plane TheZ=\"\(theZ)\" TheC=\"\(co.c)\" TheT=\"\(co.t)\" DeltaT=\"\(num(Double(h.exposureStartNs) / 1e9))\" DeltaTUnit=\"s\""
+            x +=
+                "<Plane TheZ=\"\(theZ)\" TheC=\"\(co.c)\" TheT=\"\(co.t)\" DeltaT=\"\(num(Double(h.exposureStartNs) / 1e9))\" DeltaTUnit=\"s\""
             if p.acquired && !h.missing { x += " ExposureTime=\"\(num(h.state.exposureMs))\" ExposureTimeUnit=\"ms\"" }
             x += " PositionZ=\"\(num(h.state.zUm))\" PositionZUnit=\"µm\"/>\n"
         }
@@ -58,20 +64,23 @@ enum OMEXML {
         x += "<AnnotationRef ID=\"Annotation:Planes\"/>\n</Image>\n<StructuredAnnotations>\n"
         if ap > 1 {
             x += """
-            <XMLAnnotation ID="Annotation:Modulo" Namespace="openmicroscopy.org/omero/dimension/modulo"><Value>\
-            <Modulo xmlns="http://www.openmicroscopy.org/Schemas/Additions/2011-09">\
-            <ModuloAlongZ Type="other" TypeDescription="SIM pattern: angle × phase (phase fastest)" Start="0" Step="1" End="\(ap - 1)">
-            """
+                <XMLAnnotation ID="Annotation:Modulo" Namespace="openmicroscopy.org/omero/dimension/modulo"><Value>\
+                <Modulo xmlns="http://www.openmicroscopy.org/Schemas/Additions/2011-09">\
+                <ModuloAlongZ Type="other" TypeDescription="SIM pattern: angle × phase (phase fastest)" Start="0" Step="1" End="\(ap - 1)">
+                """
             for a in 0..<layout.angles { for ph in 0..<layout.phases { x += "<Label>angle\(a)-phase\(ph)</Label>" } }
             x += "</ModuloAlongZ></Modulo></Value></XMLAnnotation>\n"
         }
         x += "<MapAnnotation ID=\"Annotation:Planes\" Namespace=\"moire.planes/v1\"><Value>\n"
-        if let json = try? JSONEncoder().encode(layout) { x += "<M K=\"layout\">\(escape(String(decoding: json, as: UTF8.self)))</M>\n" }
+        if let json = try? JSONEncoder().encode(layout) {
+            x += "<M K=\"layout\">\(escape(String(decoding: json, as: UTF8.self)))</M>\n"
+        }
         for (i, p) in planes.enumerated() {
             let h = p.header
             let status = !p.acquired ? "not-acquired" : (h.missing ? "missing" : "ok")
             let lost = p.acquired && h.missing ? (h.missingReason.map { " lost=\($0.rawValue)" } ?? "") : ""
-            x += "<M K=\"plane\(i)\">t=\(h.t) c=\(h.c) z=\(h.z) angle=\(h.angle) phase=\(h.phase) seq=\(h.seq) index=\(h.index) status=\(status)\(lost) pattern=\(h.state.pattern) lasers=\(h.state.lasers.joined(separator: ",")) zUm=\(num(h.state.zUm)) exposureMs=\(num(h.state.exposureMs)) startNs=\(h.exposureStartNs)</M>\n"
+            x +=
+                "<M K=\"plane\(i)\">t=\(h.t) c=\(h.c) z=\(h.z) angle=\(h.angle) phase=\(h.phase) seq=\(h.seq) index=\(h.index) status=\(status)\(lost) pattern=\(h.state.pattern) lasers=\(h.state.lasers.joined(separator: ",")) zUm=\(num(h.state.zUm)) exposureMs=\(num(h.state.exposureMs)) startNs=\(h.exposureStartNs)</M>\n"
         }
         x += "</Value></MapAnnotation>\n</StructuredAnnotations>\n</OME>\n"
         return x

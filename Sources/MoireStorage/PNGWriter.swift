@@ -19,7 +19,8 @@ public enum PNGWriter {
             offset += len
             if raw.isEmpty { break }
         }
-        var a: UInt32 = 1, b: UInt32 = 0
+        var a: UInt32 = 1
+        var b: UInt32 = 0
         for byte in raw { a = (a + UInt32(byte)) % 65521; b = (b + a) % 65521 }
         z.append(contentsOf: withUnsafeBytes(of: ((b << 16) | a).bigEndian, Array.init))
         var png = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
@@ -43,7 +44,8 @@ public enum PNGWriter {
     public static func normalise(_ v: [Float], lo: Double = 0.1, hi: Double = 99.9) -> [UInt8] {
         let sorted = v.filter(\.isFinite).sorted()
         guard !sorted.isEmpty else { return [UInt8](repeating: 0, count: v.count) }
-        let a = sorted[Int(Double(sorted.count - 1) * lo / 100)], b = sorted[Int(Double(sorted.count - 1) * hi / 100)]
+        let a = sorted[Int(Double(sorted.count - 1) * lo / 100)]
+        let b = sorted[Int(Double(sorted.count - 1) * hi / 100)]
         let s = b > a ? 255 / (b - a) : 0
         return v.map { UInt8(max(0, min(255, (($0 - a) * s).rounded()))) }
     }

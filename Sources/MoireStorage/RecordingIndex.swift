@@ -50,7 +50,8 @@ public enum RecordingIndex {
         }
         var r = ByteReader(data: data)
         guard let m = r.bytes(8), Array(m) == magic, let version = r.u32(), version == 1,
-              let n = r.u32(), let json = r.bytes(Int(n)), let crc = r.u32(), crc == CRC32.checksum(Data(json)) else {
+            let n = r.u32(), let json = r.bytes(Int(n)), let crc = r.u32(), crc == CRC32.checksum(Data(json))
+        else {
             throw MoireError(.format, "not a Moiré recording index (bad header)", place: path)
         }
         let layout: RecordingLayout
@@ -64,15 +65,17 @@ public enum RecordingIndex {
             guard let tag = r.u32(), let len = r.u32(), len < 16 << 20 else { r.position = start; break }
             if tag == endTag {
                 guard let body = r.bytes(Int(len)), let c = r.u32() else { r.position = start; break }
-                let covered = data[data.startIndex + start ..< data.startIndex + start + 8] + body
+                let covered = data[data.startIndex + start..<data.startIndex + start + 8] + body
                 if c == CRC32.checksum(Data(covered)) { closed = true } else { r.position = start }
                 break
             }
             guard tag == frameTag, let offset = r.u64(), let bytes = r.u64(), let dcrc = r.u32(),
-                  let body = r.bytes(Int(len)), let c = r.u32() else { r.position = start; break }
-            let covered = data[data.startIndex + start ..< data.startIndex + r.position - 4]
+                let body = r.bytes(Int(len)), let c = r.u32()
+            else { r.position = start; break }
+            let covered = data[data.startIndex + start..<data.startIndex + r.position - 4]
             guard c == CRC32.checksum(Data(covered)),
-                  let plane = try? JSONDecoder().decode(PlaneRecord.self, from: Data(body)) else { r.position = start; break }
+                let plane = try? JSONDecoder().decode(PlaneRecord.self, from: Data(body))
+            else { r.position = start; break }
             entries.append(Entry(plane: plane, offset: offset, bytes: bytes, dataCRC: dcrc))
         }
         return Contents(layout: layout, entries: entries, closed: closed, trailingBytes: r.remaining)
@@ -87,7 +90,9 @@ final class IndexWriter {
     init(path: String, layout: RecordingLayout) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw MoireError(.io, "cannot create the recording index: \(String(cString: strerror(errno)))", place: path) }
+        guard fd >= 0 else {
+            throw MoireError(.io, "cannot create the recording index: \(String(cString: strerror(errno)))", place: path)
+        }
         let json = try JSONEncoder().encode(layout)
         var d = Data(RecordingIndex.magic)
         d.appendLE(UInt32(1)); d.appendLE(UInt32(json.count)); d.append(json); d.appendLE(CRC32.checksum(json))
@@ -145,7 +150,7 @@ struct ByteReader {
         guard n >= 0, remaining >= n else { return nil }
         let s = data.startIndex + position
         position += n
-        return data[s ..< s + n]
+        return data[s..<s + n]
     }
 
     mutating func u32() -> UInt32? { int(UInt32.self) }

@@ -25,10 +25,12 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
     public var protocolFile: String
     public var rigFile: String
 
-    public init(run: String, name: String, mode: String, channels: [String], excitationNm: [Double], emissionNm: [Double],
-                timepoints: Int, zPlanes: Int, angles: Int, phases: Int, width: Int, height: Int, pixel: PixelFormat,
-                pixelSizeUm: Double, zStepUm: Double, objectiveNA: Double, magnification: Double,
-                protocolFile: String, rigFile: String) {
+    public init(
+        run: String, name: String, mode: String, channels: [String], excitationNm: [Double], emissionNm: [Double],
+        timepoints: Int, zPlanes: Int, angles: Int, phases: Int, width: Int, height: Int, pixel: PixelFormat,
+        pixelSizeUm: Double, zStepUm: Double, objectiveNA: Double, magnification: Double,
+        protocolFile: String, rigFile: String
+    ) {
         self.run = run; self.name = name; self.mode = mode; self.channels = channels; self.excitationNm = excitationNm
         self.emissionNm = emissionNm; self.timepoints = timepoints; self.zPlanes = zPlanes; self.angles = angles
         self.phases = phases; self.width = width; self.height = height; self.pixel = pixel
@@ -42,9 +44,13 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
     /// layout read from a file is only trusted after this.
     public func validated() throws -> RecordingLayout {
         func bad(_ what: String) -> MoireError { MoireError(.format, "recording layout: \(what)") }
-        guard (1...65_536).contains(width), (1...65_536).contains(height) else { throw bad("plane size \(width)×\(height) is out of range") }
+        guard (1...65_536).contains(width), (1...65_536).contains(height) else {
+            throw bad("plane size \(width)×\(height) is out of range")
+        }
         guard (1...1_024).contains(channels.count) else { throw bad("\(channels.count) channels") }
-        for (name, value) in [("time points", timepoints), ("z planes", zPlanes), ("angles", angles), ("phases", phases)] {
+        for (name, value) in [
+            ("time points", timepoints), ("z planes", zPlanes), ("angles", angles), ("phases", phases),
+        ] {
             guard (1...100_000_000).contains(value) else { throw bad("\(value) \(name)") }
         }
         var planes = channels.count

@@ -15,19 +15,29 @@ public enum Recovery {
     }
 
     /// Reads `damaged` and its index and writes `output` (default: `<name>.recovered.ome.tif`).
-    public static func recover(_ damaged: String, output: String? = nil, logger: Logger = Logger(label: "moire.recover")) throws -> Report {
+    public static func recover(
+        _ damaged: String, output: String? = nil, logger: Logger = Logger(label: "moire.recover")
+    ) throws -> Report {
         let indexPath = RecordingIndex.path(for: damaged)
         guard FileManager.default.fileExists(atPath: indexPath) else {
-            throw MoireError(.io, "no recording index beside the file (expected \(indexPath)); only Moiré recordings can be recovered", place: damaged)
+            throw MoireError(
+                .io,
+                "no recording index beside the file (expected \(indexPath)); only Moiré recordings can be recovered",
+                place: damaged)
         }
         let contents = try RecordingIndex.read(path: indexPath)
         let out = output ?? defaultOutput(damaged)
-        guard out != damaged else { throw MoireError(.usage, "recovery output must differ from the damaged file", place: damaged) }
+        guard out != damaged else {
+            throw MoireError(.usage, "recovery output must differ from the damaged file", place: damaged)
+        }
         let fileSize = try InputFile.size(damaged)
-        guard let fh = FileHandle(forReadingAtPath: damaged) else { throw MoireError(.io, "cannot open the recording", place: damaged) }
+        guard let fh = FileHandle(forReadingAtPath: damaged) else {
+            throw MoireError(.io, "cannot open the recording", place: damaged)
+        }
         defer { try? fh.close() }
         let writer = try OMETiffWriter(path: out, layout: contents.layout, logger: logger)
-        var recovered = 0, corrupt = 0
+        var recovered = 0
+        var corrupt = 0
         for e in contents.entries {
             var header = e.plane.header
             guard e.plane.acquired else { continue }
@@ -36,9 +46,12 @@ public enum Recovery {
                 continue
             }
             // A record is trusted only when it names one whole plane inside the file.
-            guard e.bytes == UInt64(contents.layout.planeBytes), e.offset <= fileSize, e.bytes <= fileSize - e.offset else {
+            guard e.bytes == UInt64(contents.layout.planeBytes), e.offset <= fileSize, e.bytes <= fileSize - e.offset
+            else {
                 corrupt += 1
-                logger.warning("plane \(header.index): the index names \(e.bytes) bytes at offset \(e.offset), outside the file or not one plane; recovery stops here")
+                logger.warning(
+                    "plane \(header.index): the index names \(e.bytes) bytes at offset \(e.offset), outside the file or not one plane; recovery stops here"
+                )
                 break
             }
             try fh.seek(toOffset: e.offset)

@@ -27,14 +27,18 @@ extension Fixtures {
     }
 
     /// Acquires `timepoints` 2D-SIM phase sets on the simulated rig.
-    public static func simulateSIM(roi: Int = 256, powerMw: Double = 100, exposureMs: Double = 20, timepoints: Int = 1,
-                                   patternError: PatternError = PatternError(kScale: 1.004, rotationDeg: 0.3, phaseOffsetRad: 0.7),
-                                   seed: UInt64 = 1, specimen: String? = nil, mode: String = "sim2d", phases: Int = 3,
-                                   patternSet: String = "sim488") throws -> SimulatedSIMData {
+    public static func simulateSIM(
+        roi: Int = 256, powerMw: Double = 100, exposureMs: Double = 20, timepoints: Int = 1,
+        patternError: PatternError = PatternError(kScale: 1.004, rotationDeg: 0.3, phaseOffsetRad: 0.7),
+        seed: UInt64 = 1, specimen: String? = nil, mode: String = "sim2d", phases: Int = 3,
+        patternSet: String = "sim488"
+    ) throws -> SimulatedSIMData {
         let dir = tempDir("simdata")
         let rigFile = try specimen.map { try Fixtures.rig(withSpecimen: $0, in: dir) }
-        let file = smallProtocol(in: dir, mode: mode, roi: roi, timepoints: timepoints, channels:
-            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: \(patternSet)}\n",
+        let file = smallProtocol(
+            in: dir, mode: mode, roi: roi, timepoints: timepoints,
+            channels:
+                "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525, pattern_set: \(patternSet)}\n",
             rig: rigFile, frameDeadlineMs: 5000, phases: phases)
         let p = try AcquisitionProtocol.load(file: file)
         let clock = VirtualClock()
@@ -44,14 +48,16 @@ extension Fixtures {
         let set = p.rig.modulator!.profile.modulator!.patternSet(named: patternSet)!
         let runner = Runner(protocol: p, devices: devices, runID: "sim", clock: clock)
         var frames: [[Float]] = []
-        let result = runner.run(pool: FramePool(slots: 8, bytes: roi * roi * 2), sink: { f in
-            let px: [Float] = f.withPayload { raw in
-                let b = raw.bindMemory(to: UInt16.self)
-                return (0..<(roi * roi)).map { Float(b[$0]) }
-            }
-            frames.append(px)
-            f.release()
-        })
+        let result = runner.run(
+            pool: FramePool(slots: 8, bytes: roi * roi * 2),
+            sink: { f in
+                let px: [Float] = f.withPayload { raw in
+                    let b = raw.bindMemory(to: UInt16.self)
+                    return (0..<(roi * roi)).map { Float(b[$0]) }
+                }
+                frames.append(px)
+                f.release()
+            })
         guard result.reason == "completed", result.missing == 0 else {
             throw MoireError(.hardware, "simulation failed: \(result.reason) \(result.error?.description ?? "")")
         }
@@ -72,29 +78,45 @@ public struct SimulatedWidefield {
 
 extension Fixtures {
     /// `count` widefield frames of the simulated rig (static specimen) and the expected image they are noisy copies of.
-    public static func simulateWidefield(roi: Int = 128, powerMw: Double, exposureMs: Double, count: Int, seed: UInt64 = 1,
-                                         specimen: String? = nil) throws -> SimulatedWidefield {
+    public static func simulateWidefield(
+        roi: Int = 128, powerMw: Double, exposureMs: Double, count: Int, seed: UInt64 = 1,
+        specimen: String? = nil
+    ) throws -> SimulatedWidefield {
         let dir = tempDir("wfdata")
         let rigFile = try specimen.map { try Fixtures.rig(withSpecimen: $0, in: dir) }
-        let file = smallProtocol(in: dir, mode: "widefield", roi: roi, timepoints: count, channels:
-            "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525}\n", rig: rigFile, frameDeadlineMs: 5000)
+        let file = smallProtocol(
+            in: dir, mode: "widefield", roi: roi, timepoints: count,
+            channels:
+                "  - {name: gfp, laser: l488, power_mw: \(powerMw), exposure_ms: \(exposureMs), emission_nm: 525}\n",
+            rig: rigFile, frameDeadlineMs: 5000)
         let p = try AcquisitionProtocol.load(file: file)
         let clock = VirtualClock()
         let devices = try DeviceFactory.make(rig: p.rig, clock: clock, seed: seed)
         var frames: [[Float]] = []
         let n = roi * roi
-        let r = Runner(protocol: p, devices: devices, runID: "wf", clock: clock).run(pool: FramePool(slots: 8, bytes: n * 2)) { f in
-            frames.append(f.withPayload { raw in let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Float(b[$0]) } })
+        let r = Runner(protocol: p, devices: devices, runID: "wf", clock: clock).run(
+            pool: FramePool(slots: 8, bytes: n * 2)
+        ) { f in
+            frames.append(
+                f.withPayload { raw in
+                    let b = raw.bindMemory(to: UInt16.self); return (0..<n).map { Float(b[$0]) }
+                })
             f.release()
         }
-        guard r.reason == "completed", r.missing == 0 else { throw MoireError(.hardware, "simulation failed: \(r.reason)") }
+        guard r.reason == "completed", r.missing == 0 else {
+            throw MoireError(.hardware, "simulation failed: \(r.reason)")
+        }
         // The camera's expected signal for a uniformly lit widefield frame, without noise.
-        let cam = p.rig.cameraProfile, spec = p.rig.specimen!
-        let model = try OpticalModel(specimen: spec, width: roi, height: roi, pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
+        let cam = p.rig.cameraProfile
+        let spec = p.rig.specimen!
+        let model = try OpticalModel(
+            specimen: spec, width: roi, height: roi, pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
         let b0 = try model.widefield(emissionNm: 488 + 37)
-        let scale = spec.brightness * powerMw * exposureMs, bg = spec.background * powerMw * exposureMs
+        let scale = spec.brightness * powerMw * exposureMs
+        let bg = spec.background * powerMw * exposureMs
         let truth = b0.map { Float(cam.offsetADU + cam.gainADUPerE * cam.qe * (scale * Double($0) + bg)) }
-        return SimulatedWidefield(frames: frames, truth: truth, width: roi, offset: cam.offsetADU, gain: cam.gainADUPerE,
-                                  readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2))
+        return SimulatedWidefield(
+            frames: frames, truth: truth, width: roi, offset: cam.offsetADU, gain: cam.gainADUPerE,
+            readVariance: pow(cam.readNoiseE * cam.gainADUPerE, 2))
     }
 }

@@ -27,8 +27,10 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var planned: Int?
     public var recording: String?
     public var publish: String?
-    public init(ok: Bool, error: String? = nil, state: String? = nil, run: String? = nil, frames: Int? = nil,
-                missing: Int? = nil, planned: Int? = nil, recording: String? = nil, publish: String? = nil) {
+    public init(
+        ok: Bool, error: String? = nil, state: String? = nil, run: String? = nil, frames: Int? = nil,
+        missing: Int? = nil, planned: Int? = nil, recording: String? = nil, publish: String? = nil
+    ) {
         self.ok = ok; self.error = error; self.state = state; self.run = run; self.frames = frames
         self.missing = missing; self.planned = planned; self.recording = recording; self.publish = publish
     }
@@ -62,7 +64,8 @@ public final class ControlServer: @unchecked Sendable {
             if let req = try? JSONDecoder().decode(ControlRequest.self, from: parts.first?.data ?? Data()) {
                 reply = handler(req)
             } else {
-                reply = ControlReply(ok: false, error: "malformed request: expected JSON {\"cmd\": \"start|stop|status|ping\", ...}")
+                reply = ControlReply(
+                    ok: false, error: "malformed request: expected JSON {\"cmd\": \"start|stop|status|ping\", ...}")
             }
             let json = (try? Wire.encode(reply)) ?? Data("{\"ok\":false}".utf8)
             try? socket.send([.bytes(json)])
@@ -73,8 +76,10 @@ public final class ControlServer: @unchecked Sendable {
 /// A client of the control endpoint.
 public enum ControlClient {
     /// Sends one request; nil when nobody answers within `timeoutMs` (no daemon running).
-    public static func call(_ endpoint: String, _ request: ControlRequest, timeoutMs: Int32 = 2000,
-                            context: ZMQContext = .shared) throws -> ControlReply? {
+    public static func call(
+        _ endpoint: String, _ request: ControlRequest, timeoutMs: Int32 = 2000,
+        context: ZMQContext = .shared
+    ) throws -> ControlReply? {
         let s = try ZMQSocket(context, type: .req)
         try s.setReceiveTimeout(ms: timeoutMs)
         try s.setSendTimeout(ms: timeoutMs)

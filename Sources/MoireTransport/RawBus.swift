@@ -31,7 +31,9 @@ public final class RawBus: @unchecked Sendable {
         while subscribers < count {
             let left = Int(deadline.timeIntervalSinceNow * 1000)
             guard left > 0 else {
-                throw MoireError(.transport, "only \(subscribers) of \(count) raw-bus subscribers connected within \(timeoutMs) ms", place: endpoint)
+                throw MoireError(
+                    .transport, "only \(subscribers) of \(count) raw-bus subscribers connected within \(timeoutMs) ms",
+                    place: endpoint)
             }
             if try socket.poll(timeoutMs: left) { drainSubscriptions() }
         }
@@ -51,7 +53,9 @@ public final class RawBus: @unchecked Sendable {
         let topic = Wire.topic(for: header)
         if let slot = frame.slot, !header.missing {
             let ptr = UnsafeRawPointer(slot.pool.address(of: slot.index))
-            try sendRetrying([.text(topic), .bytes(json), .zeroCopy(ptr, header.byteCount, release: { slot.release() })])
+            try sendRetrying([
+                .text(topic), .bytes(json), .zeroCopy(ptr, header.byteCount, release: { slot.release() }),
+            ])
         } else {
             frame.release()
             try sendRetrying([.text(topic), .bytes(json), .bytes(Data())])
@@ -135,7 +139,8 @@ public final class BusSubscriber: @unchecked Sendable {
         }
         let h = try Wire.decodeFrame(topic: topic, header: parts[1].data, payloadBytes: parts[2].count)
         guard topic == Wire.topic(for: h) else {
-            throw MoireError(.format, "topic '\(topic)' does not match the header's stream and channel", place: "topic \(topic)")
+            throw MoireError(
+                .format, "topic '\(topic)' does not match the header's stream and channel", place: "topic \(topic)")
         }
         return .frame(h, parts[2])
     }

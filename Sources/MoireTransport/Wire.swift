@@ -27,14 +27,19 @@ public enum Wire {
         do { h = try JSONDecoder().decode(FrameHeader.self, from: header) } catch {
             throw MoireError(.format, "malformed frame header: \(describe(error))", place: "topic \(topic)")
         }
-        guard h.width > 0, h.height > 0, h.width <= 65536, h.height <= 65536, (h.depth ?? 1) > 0, (h.depth ?? 1) <= 65536 else {
-            throw MoireError(.format, "frame header has an invalid shape \(h.width)×\(h.height)\(h.depth.map { "×\($0)" } ?? "")",
-                             place: "topic \(topic) seq \(h.seq)")
+        guard h.width > 0, h.height > 0, h.width <= 65536, h.height <= 65536, (h.depth ?? 1) > 0,
+            (h.depth ?? 1) <= 65536
+        else {
+            throw MoireError(
+                .format, "frame header has an invalid shape \(h.width)×\(h.height)\(h.depth.map { "×\($0)" } ?? "")",
+                place: "topic \(topic) seq \(h.seq)")
         }
         let expected = h.missing ? 0 : h.byteCount
         guard payloadBytes == expected else {
-            throw MoireError(.format, "payload has \(payloadBytes) bytes; header says \(expected) (\(h.width)×\(h.height) \(h.pixel.rawValue)\(h.missing ? ", missing" : ""))",
-                             place: "topic \(topic) seq \(h.seq)")
+            throw MoireError(
+                .format,
+                "payload has \(payloadBytes) bytes; header says \(expected) (\(h.width)×\(h.height) \(h.pixel.rawValue)\(h.missing ? ", missing" : ""))",
+                place: "topic \(topic) seq \(h.seq)")
         }
         return h
     }
@@ -71,9 +76,11 @@ public struct RunStart: Codable, Sendable, Equatable {
     public var pixelSizeUm: Double
     public var startedNs: Int64
 
-    public init(run: String, protocolName: String, protocolFile: String, mode: String, rig: String, objectiveNA: Double,
-                magnification: Double, channels: [ChannelSpec], shape: [String: Int], pixel: PixelFormat,
-                pixelSizeUm: Double, startedNs: Int64) {
+    public init(
+        run: String, protocolName: String, protocolFile: String, mode: String, rig: String, objectiveNA: Double,
+        magnification: Double, channels: [ChannelSpec], shape: [String: Int], pixel: PixelFormat,
+        pixelSizeUm: Double, startedNs: Int64
+    ) {
         self.run = run; self.protocolName = protocolName; self.protocolFile = protocolFile; self.mode = mode
         self.rig = rig; self.objectiveNA = objectiveNA; self.magnification = magnification; self.channels = channels
         self.shape = shape; self.pixel = pixel; self.pixelSizeUm = pixelSizeUm; self.startedNs = startedNs
@@ -94,8 +101,10 @@ public struct RunStop: Codable, Sendable, Equatable {
     /// Of `missing`: frames lost because the camera's frame pool was exhausted (raw stream only).
     public var poolExhausted: Int?
 
-    public init(run: String, reason: String, error: String?, frames: Int, missing: Int, planned: Int, stoppedNs: Int64,
-                poolExhausted: Int? = nil) {
+    public init(
+        run: String, reason: String, error: String?, frames: Int, missing: Int, planned: Int, stoppedNs: Int64,
+        poolExhausted: Int? = nil
+    ) {
         self.run = run; self.reason = reason; self.error = error; self.frames = frames; self.missing = missing
         self.planned = planned; self.stoppedNs = stoppedNs
         self.poolExhausted = poolExhausted

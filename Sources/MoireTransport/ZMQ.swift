@@ -116,7 +116,8 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
     }
 
     public func setOption(_ option: Int32, bytes: [UInt8]) throws {
-        try zmqCall("setsockopt \(option)", bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) })
+        try zmqCall(
+            "setsockopt \(option)", bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) })
     }
 
     public func subscribe(_ prefix: String) throws { try setOption(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
@@ -181,6 +182,9 @@ public func checkLoopback(_ endpoint: String) throws {
     let host = endpoint.dropFirst(6).split(separator: ":").dropLast().joined(separator: ":")
     let allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]
     if !allowed.contains(host) && !host.hasPrefix("127.") {
-        throw MoireError(.transport, "refusing to bind \(endpoint): non-loopback endpoints need CURVE keys, which are not configured", place: endpoint)
+        throw MoireError(
+            .transport,
+            "refusing to bind \(endpoint): non-loopback endpoints need CURVE keys, which are not configured",
+            place: endpoint)
     }
 }

@@ -1,17 +1,22 @@
 import ArgumentParser
 import Foundation
+import MoireCore
 import MoirePipeline
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
     @Argument(help: "What to measure: transport, sim2d, live-sim, denoise, llsm, usb.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
-    @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile = "sim-hardware/protocols/tirf-sim.yaml"
+    @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile =
+        "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
         guard ["transport", "sim2d", "live-sim", "denoise", "llsm", "usb"].contains(what) else {
-            throw fail(MoireError.usage("unknown benchmark '\(what)'; available: transport, sim2d, live-sim, denoise, llsm, usb"))
+            throw fail(
+                MoireError.usage(
+                    "unknown benchmark '\(what)'; available: transport, sim2d, live-sim, denoise, llsm, usb"))
         }
         if what == "live-sim" { return try liveSIM() }
         if what == "usb" { return try usb() }
@@ -23,11 +28,19 @@ struct Bench: ParsableCommand {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let (bus, mem) = try TransportBench.busThroughput(frames: frames)
-            print(String(format: "raw bus (in-process, zero-copy, 512×512 uint16): %.2f GB/s   peer memcpy per frame: %.2f GB/s   ratio %.2f", bus, mem, bus / mem))
-            let cam = try TransportBench.cameraWithRecording(protocolFile: protocolFile, frames: min(frames, 900), dir: dir)
+            print(
+                String(
+                    format:
+                        "raw bus (in-process, zero-copy, 512×512 uint16): %.2f GB/s   peer memcpy per frame: %.2f GB/s   ratio %.2f",
+                    bus, mem, bus / mem))
+            let cam = try TransportBench.cameraWithRecording(
+                protocolFile: protocolFile, frames: min(frames, 900), dir: dir)
             let file = try TransportBench.fileWrite(frames: frames, bytes: 512 * 512 * 2, dir: dir)
-            print(String(format: "simulated camera 512×512 with recording: %.1f frames/s sustained, %d lost of %d   peer plain write(2): %.1f frames/s   ratio %.3f",
-                         cam.fps, cam.lost, cam.delivered + cam.lost, file, cam.fps / file))
+            print(
+                String(
+                    format:
+                        "simulated camera 512×512 with recording: %.1f frames/s sustained, %d lost of %d   peer plain write(2): %.1f frames/s   ratio %.3f",
+                    cam.fps, cam.lost, cam.delivered + cam.lost, file, cam.fps / file))
         } catch { throw fail(error) }
     }
 }
@@ -37,8 +50,12 @@ extension Bench {
     func usb() throws {
         do {
             for r in try USBBench.run(profileFile: "hardware-profiles/cameras/u3v-generic-scmos.yaml") {
-                print(String(format: "usb3vision driver %d×%d Mono16: %.1f frames/s, %.0f MB/s, CPU %.2f ms/frame   peer (transfers read with no driver): %.1f frames/s, %.0f MB/s   ratio %.2f",
-                             r.width, r.height, r.driverFPS, r.driverMBps, r.cpuMsPerFrame, r.rawFPS, r.rawMBps, r.driverFPS / r.rawFPS))
+                print(
+                    String(
+                        format:
+                            "usb3vision driver %d×%d Mono16: %.1f frames/s, %.0f MB/s, CPU %.2f ms/frame   peer (transfers read with no driver): %.1f frames/s, %.0f MB/s   ratio %.2f",
+                        r.width, r.height, r.driverFPS, r.driverMBps, r.cpuMsPerFrame, r.rawFPS, r.rawMBps,
+                        r.driverFPS / r.rawFPS))
             }
         } catch { throw fail(error) }
     }
@@ -65,18 +82,31 @@ extension Bench {
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let r = try LightSheetBench.run(dir: dir)
             let ours = r.deskewSeconds + r.deconvolutionSeconds
-            print(String(format: "moire llsm %d×%d×%d → deskewed %d×%d×%d: deskew %.2f s + 10 RL iterations %.2f s = %.2f s (set-up once per stack shape — FFTW plans, OTF, buffers — %.2f s, not counted)",
-                         r.raw.w, r.raw.h, r.raw.d, r.deskewed.w, r.deskewed.h, r.deskewed.d, r.deskewSeconds, r.deconvolutionSeconds, ours, r.planSeconds))
-            let data = try runPeer(["python3", "Benchmarks/peers/llsm_peer.py", r.rawPath, r.psfPath, "\(r.raw.w)", "\(r.raw.h)", "\(r.raw.d)",
-                                    "\(r.psf.w)", "\(r.psf.h)", "\(r.psf.d)", "\(r.angleDeg)", "\(r.stepUm)", "\(r.pixelUm)", "10"])
-            struct Peer: Decodable { var deskew_s: Double?; var deconvolution_s: Double?; var total_s: Double?; var error: String? }
+            print(
+                String(
+                    format:
+                        "moire llsm %d×%d×%d → deskewed %d×%d×%d: deskew %.2f s + 10 RL iterations %.2f s = %.2f s (set-up once per stack shape — FFTW plans, OTF, buffers — %.2f s, not counted)",
+                    r.raw.w, r.raw.h, r.raw.d, r.deskewed.w, r.deskewed.h, r.deskewed.d, r.deskewSeconds,
+                    r.deconvolutionSeconds, ours, r.planSeconds))
+            let data = try runPeer([
+                "python3", "Benchmarks/peers/llsm_peer.py", r.rawPath, r.psfPath, "\(r.raw.w)", "\(r.raw.h)",
+                "\(r.raw.d)",
+                "\(r.psf.w)", "\(r.psf.h)", "\(r.psf.d)", "\(r.angleDeg)", "\(r.stepUm)", "\(r.pixelUm)", "10",
+            ])
+            struct Peer: Decodable {
+                var deskew_s: Double?; var deconvolution_s: Double?; var total_s: Double?; var error: String?
+            }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let total = p.total_s else {
+                let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let total = p.total_s
+            else {
                 print("peer: not available (make bench installs scikit-image)")
                 return
             }
-            print(String(format: "peer numpy deskew %.2f s + scikit-image richardson_lucy %.2f s = %.2f s   ratio peer/moire %.1f×",
-                         p.deskew_s ?? 0, p.deconvolution_s ?? 0, total, total / ours))
+            print(
+                String(
+                    format:
+                        "peer numpy deskew %.2f s + scikit-image richardson_lucy %.2f s = %.2f s   ratio peer/moire %.1f×",
+                    p.deskew_s ?? 0, p.deconvolution_s ?? 0, total, total / ours))
         } catch { throw fail(error) }
     }
 
@@ -84,19 +114,29 @@ extension Bench {
     func denoise() throws {
         do {
             let r = try DenoiseBench.run()
-            print(String(format: "moire denoise 512×512: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame",
-                         r.inferenceFPS, r.adaptedFPS, r.steps, r.batch, r.crop))
+            print(
+                String(
+                    format:
+                        "moire denoise 512×512: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame",
+                    r.inferenceFPS, r.adaptedFPS, r.steps, r.batch, r.crop))
             let venv = "Benchmarks/.venv/bin/python3"
-            let data = try runPeer(FileManager.default.isExecutableFile(atPath: venv) ? [venv, "Benchmarks/peers/denoise_peer.py"]
-                                                                                      : ["python3", "Benchmarks/peers/denoise_peer.py"])
+            let data = try runPeer(
+                FileManager.default.isExecutableFile(atPath: venv)
+                    ? [venv, "Benchmarks/peers/denoise_peer.py"]
+                    : ["python3", "Benchmarks/peers/denoise_peer.py"])
             struct Peer: Decodable { var inference_fps: Double?; var adapted_fps: Double?; var error: String? }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let inf = p.inference_fps, let ad = p.adapted_fps else {
+                let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let inf = p.inference_fps,
+                let ad = p.adapted_fps
+            else {
                 print("peer: PyTorch not available (make bench makes Benchmarks/.venv with torch from PyPI)")
                 return
             }
-            print(String(format: "peer PyTorch (CPU, same network and step): %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×",
-                         inf, ad, r.inferenceFPS / inf, r.adaptedFPS / ad))
+            print(
+                String(
+                    format:
+                        "peer PyTorch (CPU, same network and step): %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×",
+                    inf, ad, r.inferenceFPS / inf, r.adaptedFPS / ad))
         } catch { throw fail(error) }
     }
 
@@ -110,20 +150,31 @@ extension Bench {
             let r = try LiveSIMBench.run(protocolFile: protocolFile, rawFramesPerSecond: 100, timepoints: 60, dir: dir)
             let c = r.sets
             let setsPerSecond = Double(c.setsComplete) / r.seconds
-            print(String(format: "moire live 2D-SIM %d×%d with recording, 100 raw frames/s asked: %.1f raw frames/s over the whole run (%d lost), %d complete phase sets, %d reconstructed, %d skipped behind, %d with a missing frame, %d estimation(s)",
-                         r.width, r.width, r.rawFramesPerSecond, r.framesLost, c.setsComplete, c.reconstructed, c.skippedBehind, c.skippedMissing, c.estimates))
+            print(
+                String(
+                    format:
+                        "moire live 2D-SIM %d×%d with recording, 100 raw frames/s asked: %.1f raw frames/s over the whole run (%d lost), %d complete phase sets, %d reconstructed, %d skipped behind, %d with a missing frame, %d estimation(s)",
+                    r.width, r.width, r.rawFramesPerSecond, r.framesLost, c.setsComplete, c.reconstructed,
+                    c.skippedBehind, c.skippedMissing, c.estimates))
             let offline = try SIMBench.run(protocolFile: protocolFile, repeats: 3, dir: dir)
-            let data = try runPeer(["python3", "Benchmarks/peers/sim2d_peer.py", offline.rawPath, "\(offline.width)", "\(offline.pixelUm)", "\(offline.na)", "0.525", "5"])
+            let data = try runPeer([
+                "python3", "Benchmarks/peers/sim2d_peer.py", offline.rawPath, "\(offline.width)", "\(offline.pixelUm)",
+                "\(offline.na)", "0.525", "5",
+            ])
             struct Peer: Decodable { var peer: String?; var ms_per_frame: Double?; var error: String? }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame else {
+                let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame
+            else {
                 print("peer: not available (make bench installs napari-sim-processor --no-deps)")
                 return
             }
             let ours = Double(c.reconstructed) / Double(max(c.setsComplete, 1))
             let peerShare = min(1, 1000 / ms / setsPerSecond)
-            print(String(format: "peer %@: %.1f ms per set, so at most %.0f%% of these %.1f sets/s   share reconstructed moire/peer %.2f×",
-                         p.peer ?? "?", ms, 100 * peerShare, setsPerSecond, ours / peerShare))
+            print(
+                String(
+                    format:
+                        "peer %@: %.1f ms per set, so at most %.0f%% of these %.1f sets/s   share reconstructed moire/peer %.2f×",
+                    p.peer ?? "?", ms, 100 * peerShare, setsPerSecond, ours / peerShare))
         } catch { throw fail(error) }
     }
 
@@ -134,22 +185,32 @@ extension Bench {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let r = try SIMBench.run(protocolFile: protocolFile, repeats: 30, dir: dir)
-            print(String(format: "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
-                         r.width, r.width, 2 * r.width, 2 * r.width, r.fixedMs, r.firstFrameMs, r.estimateMs))
-            let data = try runPeer(["python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)", "0.525", "5"])
-            struct Peer: Decodable { var peer: String?; var ms_per_frame: Double?; var calibrate_ms: Double?; var error: String? }
+            print(
+                String(
+                    format:
+                        "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
+                    r.width, r.width, 2 * r.width, 2 * r.width, r.fixedMs, r.firstFrameMs, r.estimateMs))
+            let data = try runPeer([
+                "python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)",
+                "0.525", "5",
+            ])
+            struct Peer: Decodable {
+                var peer: String?; var ms_per_frame: Double?; var calibrate_ms: Double?; var error: String?
+            }
             guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                  let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame else {
+                let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame
+            else {
                 print("peer: not available (make bench installs napari-sim-processor --no-deps and matplotlib)")
                 return
             }
-            print(String(format: "peer %@: %.2f ms per SR frame (calibration %.0f ms)   ratio peer/moire %.1f×",
-                         p.peer ?? "?", ms, p.calibrate_ms ?? 0, ms / r.fixedMs))
+            print(
+                String(
+                    format: "peer %@: %.2f ms per SR frame (calibration %.0f ms)   ratio peer/moire %.1f×",
+                    p.peer ?? "?", ms, p.calibrate_ms ?? 0, ms / r.fixedMs))
         } catch { throw fail(error) }
     }
 }
 
-import MoireCore
 extension MoireError {
     static func usage(_ m: String) -> MoireError { MoireError(.usage, m) }
 }

@@ -14,7 +14,11 @@ struct Denoise: ParsableCommand {
     @Option(name: .long, help: "Save the adapted weights here.") var saveWeights: String?
     @Option(name: .long, help: "Adaptation steps per frame.") var adaptSteps = 5
     @Option(name: .long, help: "Adaptation steps on the first frame.") var firstSteps = 100
-    @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ (ADU, ADU/e⁻, e⁻ r.m.s.) or auto; default: the recording's camera profile, else auto.")
+    @Option(
+        name: .long,
+        help:
+            "Camera noise: OFFSET,GAIN,READ (ADU, ADU/e⁻, e⁻ r.m.s.) or auto; default: the recording's camera profile, else auto."
+    )
     var noise: String?
     @Option(name: .long, help: "Training crop size (pixels; clamped to the frame).") var crop = 128
     @Option(name: .long, help: "Crops per adaptation step.") var batch = 1
@@ -27,7 +31,8 @@ struct Denoise: ParsableCommand {
         do {
             var job = OfflineDenoise()
             job.weights = weights.map(absolute); job.saveWeights = saveWeights
-            job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch; job.learningRate = lr; job.averaging = averaging
+            job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch;
+            job.learningRate = lr; job.averaging = averaging
             try training.apply(to: &job)
             if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
             let r = try job.run(input: input) { done, total in
@@ -35,8 +40,13 @@ struct Denoise: ParsableCommand {
             }
             FileHandle.standardError.write(Data("\n".utf8))
             try OfflineDenoise.write(r, to: out, name: "denoised \((input as NSString).lastPathComponent)")
-            print(String(format: "noise model: offset %.1f ADU, gain %.3f ADU/e⁻, read variance %.2f ADU²", r.model.offset, r.model.gain, r.model.readVariance))
-            print("wrote \(r.frames.count) denoised frame(s) to \(out)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")")
+            print(
+                String(
+                    format: "noise model: offset %.1f ADU, gain %.3f ADU/e⁻, read variance %.2f ADU²", r.model.offset,
+                    r.model.gain, r.model.readVariance))
+            print(
+                "wrote \(r.frames.count) denoised frame(s) to \(out)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")"
+            )
         } catch { throw fail(error) }
     }
 }
@@ -53,17 +63,30 @@ func parseNoise(_ text: String) throws -> NoiseModel? {
 
 /// Training pairs and the deconvolution term, shared by `denoise` and `train`.
 struct TrainingPairArguments: ParsableArguments {
-    @Option(name: .long, help: "Training pairs: recorrupt (camera noise model), odd-even (neighbouring planes or frames), neighbour (Neighbor2Neighbor sub-sampling).")
+    @Option(
+        name: .long,
+        help:
+            "Training pairs: recorrupt (camera noise model), odd-even (neighbouring planes or frames), neighbour (Neighbor2Neighbor sub-sampling)."
+    )
     var pairs = "recorrupt"
-    @Flag(name: .long, help: "Deconvolve too (ZS-DeconvNet term: output ⊛ PSF fits the data, Hessian regularisation).") var deconvolve = false
-    @Option(name: .long, help: "PSF for --deconvolve: Gaussian σ in pixels (default: the widefield model from the recording's optics).") var psfSigma: Double?
+    @Flag(name: .long, help: "Deconvolve too (ZS-DeconvNet term: output ⊛ PSF fits the data, Hessian regularisation).")
+    var deconvolve = false
+    @Option(
+        name: .long,
+        help: "PSF for --deconvolve: Gaussian σ in pixels (default: the widefield model from the recording's optics).")
+    var psfSigma: Double?
     @Option(name: .long, help: "Hessian regularisation weight for --deconvolve.") var hessian: Float = 0.0005
 
     func apply(to job: inout OfflineDenoise) throws {
         guard let p = OfflineDenoise.Pairs(rawValue: pairs) else {
-            throw MoireError(.usage, "--pairs must be one of \(OfflineDenoise.Pairs.allCases.map(\.rawValue).joined(separator: ", ")); got \(pairs)")
+            throw MoireError(
+                .usage,
+                "--pairs must be one of \(OfflineDenoise.Pairs.allCases.map(\.rawValue).joined(separator: ", ")); got \(pairs)"
+            )
         }
-        guard psfSigma.map({ $0 > 0 }) ?? true, hessian >= 0 else { throw MoireError(.usage, "--psf-sigma must be > 0 and --hessian ≥ 0") }
+        guard psfSigma.map({ $0 > 0 }) ?? true, hessian >= 0 else {
+            throw MoireError(.usage, "--psf-sigma must be > 0 and --hessian ≥ 0")
+        }
         job.pairs = p; job.deconvolve = deconvolve; job.psfSigmaPx = psfSigma; job.hessianWeight = hessian
     }
 }

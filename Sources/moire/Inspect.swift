@@ -4,7 +4,8 @@ import MoireCore
 import MoireStorage
 
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a recording's dimensions, frame count, missing frames and timing.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print a recording's dimensions, frame count, missing frames and timing.")
     @Argument(help: "OME-TIFF recording or TIFF/MRC file.") var file: String
 
     func run() throws {
@@ -15,7 +16,9 @@ struct Inspect: ParsableCommand {
     private func inspect() throws {
         if file.lowercased().hasSuffix(".mrc") {
             let s = try ImageImport.loadMRC(file)
-            print("\(file): MRC, \(s.width)×\(s.height)×\(s.planes.count)\(s.isComplex ? " complex" : ""), pixel \(s.pixelSizeUm.map { "\($0) µm" } ?? "unknown")")
+            print(
+                "\(file): MRC, \(s.width)×\(s.height)×\(s.planes.count)\(s.isComplex ? " complex" : ""), pixel \(s.pixelSizeUm.map { "\($0) µm" } ?? "unknown")"
+            )
             return
         }
         let indexPath = RecordingIndex.path(for: file)
@@ -29,8 +32,12 @@ struct Inspect: ParsableCommand {
         }
         guard let layout = r.layout, let planes = r.planeRecords() else {
             print("\(file): TIFF, \(r.planeCount) planes of \(r.width)×\(r.height) \(r.bitsPerSample)-bit")
-            if FileManager.default.fileExists(atPath: indexPath), let idx = try? RecordingIndex.read(path: indexPath), !idx.closed {
-                print("recording is incomplete: its index lists \(idx.entries.count) complete planes; run `moire recover \(file)`")
+            if FileManager.default.fileExists(atPath: indexPath), let idx = try? RecordingIndex.read(path: indexPath),
+                !idx.closed
+            {
+                print(
+                    "recording is incomplete: its index lists \(idx.entries.count) complete planes; run `moire recover \(file)`"
+                )
                 throw ExitCode(1)
             }
             return
@@ -39,31 +46,46 @@ struct Inspect: ParsableCommand {
         let padded = planes.filter { !$0.acquired }
         print("\(file)")
         print("  run \(layout.run): \(layout.name) (\(layout.mode))")
-        print("  dimensions: T=\(planes.count / layout.planesPerTimepoint) C=\(layout.channels.count) Z=\(layout.zPlanes) angles=\(layout.angles) phases=\(layout.phases) Y=\(layout.height) X=\(layout.width) \(layout.pixel.rawValue)")
-        print("  channels: \(layout.channels.joined(separator: ", ")); pixel \(String(format: "%.4f", layout.pixelSizeUm)) µm")
-        print("  planes: \(planes.count) written, \(planes.count - missing.count - padded.count) acquired, \(missing.count) missing, \(padded.count) not acquired (run stopped)")
+        print(
+            "  dimensions: T=\(planes.count / layout.planesPerTimepoint) C=\(layout.channels.count) Z=\(layout.zPlanes) angles=\(layout.angles) phases=\(layout.phases) Y=\(layout.height) X=\(layout.width) \(layout.pixel.rawValue)"
+        )
+        print(
+            "  channels: \(layout.channels.joined(separator: ", ")); pixel \(String(format: "%.4f", layout.pixelSizeUm)) µm"
+        )
+        print(
+            "  planes: \(planes.count) written, \(planes.count - missing.count - padded.count) acquired, \(missing.count) missing, \(padded.count) not acquired (run stopped)"
+        )
         print("  planned: \(layout.timepoints * layout.planesPerTimepoint) planes (\(layout.timepoints) time points)")
         let poolLost = missing.filter { $0.header.missingReason == .poolExhausted }.count
         if poolLost > 0 {
-            print("  of the missing: \(poolLost) lost because every frame-pool slot was in use (consumers did not keep up)")
+            print(
+                "  of the missing: \(poolLost) lost because every frame-pool slot was in use (consumers did not keep up)"
+            )
         }
-        if !missing.isEmpty { print("  missing plane indices: \(missing.map { String($0.header.index) }.joined(separator: ", "))") }
+        if !missing.isEmpty {
+            print("  missing plane indices: \(missing.map { String($0.header.index) }.joined(separator: ", "))")
+        }
         let starts = planes.filter { $0.acquired && !$0.header.missing }.map(\.header.exposureStartNs)
         if starts.count > 1 {
             let d = zip(starts.dropFirst(), starts).map { Double($0 - $1) / 1e6 }
             let mean = d.reduce(0, +) / Double(d.count)
             let sd = (d.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(d.count)).squareRoot()
-            print(String(format: "  timing: frame interval mean %.3f ms, sd %.3f ms, min %.3f ms, max %.3f ms (%.1f fps); span %.3f s",
-                         mean, sd, d.min()!, d.max()!, 1000 / mean, Double(starts.last! - starts.first!) / 1e9))
+            print(
+                String(
+                    format:
+                        "  timing: frame interval mean %.3f ms, sd %.3f ms, min %.3f ms, max %.3f ms (%.1f fps); span %.3f s",
+                    mean, sd, d.min()!, d.max()!, 1000 / mean, Double(starts.last! - starts.first!) / 1e9))
         }
         if FileManager.default.fileExists(atPath: indexPath), let idx = try? RecordingIndex.read(path: indexPath) {
-            print("  index: \(idx.entries.count) records, \(idx.closed ? "closed cleanly" : "NOT closed (interrupted)")")
+            print(
+                "  index: \(idx.entries.count) records, \(idx.closed ? "closed cleanly" : "NOT closed (interrupted)")")
         }
     }
 }
 
 struct Recover: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Rebuild a valid OME-TIFF from an interrupted recording and its index.")
+    static let configuration = CommandConfiguration(
+        abstract: "Rebuild a valid OME-TIFF from an interrupted recording and its index.")
     @Argument(help: "The interrupted recording.") var file: String
     @Option(name: .long, help: "Output path (default: NAME.recovered.ome.tif).") var out: String?
 
@@ -71,8 +93,12 @@ struct Recover: ParsableCommand {
         bootstrapLogging(verbose: false)
         do {
             let r = try Recovery.recover(file, output: out)
-            print("recovered \(r.recovered) complete frames (\(r.summary.missing) recorded as missing) into \(r.summary.path)")
-            print("  \(r.summary.timepoints) time points, \(r.summary.padded) planes padded to complete the last one (flagged not acquired)")
+            print(
+                "recovered \(r.recovered) complete frames (\(r.summary.missing) recorded as missing) into \(r.summary.path)"
+            )
+            print(
+                "  \(r.summary.timepoints) time points, \(r.summary.padded) planes padded to complete the last one (flagged not acquired)"
+            )
             if r.corrupt > 0 { print("  \(r.corrupt) plane(s) torn at the interruption were left out") }
             if r.indexWasClosed { print("  note: the recording had been closed cleanly; nothing was lost") }
         } catch { throw fail(error) }

@@ -8,7 +8,10 @@ struct Moire: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moire",
         abstract: "Moiré: acquisition, streaming and recording for super-resolution microscopes.",
-        subcommands: [Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Reconstruct.self, Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self])
+        subcommands: [
+            Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Reconstruct.self,
+            Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self,
+        ])
 }
 
 /// Logging for the CLI: warnings and above to stderr unless verbose.

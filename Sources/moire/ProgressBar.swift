@@ -29,8 +29,10 @@ final class ProgressBar: @unchecked Sendable {
         let width = 30
         let filled = width * p.done / p.planned
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let line = String(format: "%@ %d/%d frames  %.1f fps  ETA %.1fs  missing %d", bar, p.done, p.planned, rate, eta, p.missing)
-        FileHandle.standardError.write(Data((isTTY ? "\r\u{1B}[K" : "") .utf8 + Data(line.utf8) + Data((isTTY ? "" : "\n").utf8)))
+        let line = String(
+            format: "%@ %d/%d frames  %.1f fps  ETA %.1fs  missing %d", bar, p.done, p.planned, rate, eta, p.missing)
+        FileHandle.standardError.write(
+            Data((isTTY ? "\r\u{1B}[K" : "").utf8 + Data(line.utf8) + Data((isTTY ? "" : "\n").utf8)))
     }
 
     func finish() {

@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import MoireCore
 import MoirePipeline
-import MoireStorage
 import MoireReconstruction
+import MoireStorage
 
 /// The SIM options shared by `reconstruct` and `preview`.
 struct SIMArguments: ParsableArguments {
@@ -16,20 +16,27 @@ struct SIMArguments: ParsableArguments {
     @Option(name: .long, help: "Camera background subtracted from every frame (ADU).") var background: Double?
     @Option(name: .long, help: "Measured radial OTF (MRC line); default: the ideal OTF.") var otf: String?
     @Option(name: .long, help: "Attenuation of the ideal OTF (1: none).") var otfAttenuation: Double = 1
-    @Option(name: .long, help: "Frequency step per OTF pixel, cycles/µm (when the OTF file does not say).") var otfStep: Double?
-    @Option(name: .long, help: "Pattern prior: PERIOD_UM (orientations 180°/angles apart, found), or PERIOD_UM@FIRST_ANGLE_DEG.")
+    @Option(name: .long, help: "Frequency step per OTF pixel, cycles/µm (when the OTF file does not say).") var otfStep:
+        Double?
+    @Option(
+        name: .long,
+        help: "Pattern prior: PERIOD_UM (orientations 180°/angles apart, found), or PERIOD_UM@FIRST_ANGLE_DEG.")
     var kPrior: String?
     @Flag(name: .long, help: "Estimate for every phase set (default: once, from the first).") var estimateEvery = false
     @Option(name: .long, help: "Wiener parameter: auto (from each set's own signal and noise; 2D-SIM) or a constant w.")
     var wiener: WienerParameter?
-    @Option(name: .long, help: "Suppression of bands ±1 near their order centres: auto (where band 0 leaks into them) or 0…1.")
+    @Option(
+        name: .long,
+        help: "Suppression of bands ±1 near their order centres: auto (where band 0 leaks into them) or 0…1.")
     var suppression: OrderSuppression?
 
     func job() throws -> OfflineSIM {
         var job = OfflineSIM()
         if let angles { job.angles = angles }
         if let phases { job.phases = phases }
-        guard let o = OfflineSIM.FrameOrder(rawValue: order) else { throw MoireError(.usage, "--order must be angle-major or phase-major") }
+        guard let o = OfflineSIM.FrameOrder(rawValue: order) else {
+            throw MoireError(.usage, "--order must be angle-major or phase-major")
+        }
         job.order = o
         job.pixelUm = pixelUm; job.na = na; job.emissionNm = emissionNm; job.otfFile = otf.map(absolute)
         job.otfAttenuation = otfAttenuation
@@ -41,7 +48,9 @@ struct SIMArguments: ParsableArguments {
         if let kPrior {
             let (period, first) = try parseKPrior(kPrior)
             if let first {
-                job.prior = .patterns(PatternPrior.regular(periodUm: period, firstAngleDeg: first, angles: job.angles, phases: job.phases))
+                job.prior = .patterns(
+                    PatternPrior.regular(periodUm: period, firstAngleDeg: first, angles: job.angles, phases: job.phases)
+                )
             } else {
                 job.prior = .period(period)
             }
@@ -61,7 +70,9 @@ extension OrderSuppression: ExpressibleByArgument {
 /// `--k-prior PERIOD_UM[@FIRST_ANGLE_DEG]`.
 func parseKPrior(_ text: String) throws -> (periodUm: Double, firstAngleDeg: Double?) {
     let parts = text.split(separator: "@")
-    guard parts.count == 1 || parts.count == 2, let period = Double(parts[0]), period > 0, parts.count == 1 || Double(parts[1]) != nil else {
+    guard parts.count == 1 || parts.count == 2, let period = Double(parts[0]), period > 0,
+        parts.count == 1 || Double(parts[1]) != nil
+    else {
         throw MoireError(.usage, "--k-prior must be PERIOD_UM or PERIOD_UM@FIRST_ANGLE_DEG, e.g. 0.1807 or 0.1807@8")
     }
     return (period, parts.count == 2 ? Double(parts[1]) : nil)
@@ -70,25 +81,39 @@ func parseKPrior(_ text: String) throws -> (periodUm: Double, firstAngleDeg: Dou
 func printParameters(_ p: SIMParameters) {
     for (a, ap) in p.angles.enumerated() {
         let leak = ap.orderLeak.map { String(format: ", order leak %.1f×", $0.peakLeak) } ?? ""
-        print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, modulation %.3f, confidence %.1f%@, %@%@",
-                     a, ap.kMagnitude, 1 / ap.kMagnitude, ap.angleDeg, ap.modulation, ap.confidence, leak, ap.source,
-                     ap.flagged ? " — FLAGGED: \(ap.reason ?? "")" : ""))
+        print(
+            String(
+                format:
+                    "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, modulation %.3f, confidence %.1f%@, %@%@",
+                a, ap.kMagnitude, 1 / ap.kMagnitude, ap.angleDeg, ap.modulation, ap.confidence, leak, ap.source,
+                ap.flagged ? " — FLAGGED: \(ap.reason ?? "")" : ""))
     }
 }
 
 struct Reconstruct: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Reconstruct 2D-SIM (--sim3d: 3D-SIM volumes; --llsm: light-sheet volumes) from a recording or a plain TIFF/MRC stack into an OME-TIFF.")
+        abstract:
+            "Reconstruct 2D-SIM (--sim3d: 3D-SIM volumes; --llsm: light-sheet volumes) from a recording or a plain TIFF/MRC stack into an OME-TIFF."
+    )
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "Output OME-TIFF (float32, 2× grid).") var out: String
     @OptionGroup var sim: SIMArguments
     @Option(name: .long, help: "Write the parameters used and their confidences as JSON.") var paramsOut: String?
     @Option(name: .long, help: "Write a PNG of widefield beside SR (first set).") var preview: String?
-    @Option(name: .long, help: "Denoise the SR frames self-supervised with this many adaptation steps per channel (0: off).") var denoise = 0
-    @Option(name: .long, help: "SIM denoising method: sr (recorrupted sets reconstructed twice; the better one) or raw (denoise the phase images).")
+    @Option(
+        name: .long, help: "Denoise the SR frames self-supervised with this many adaptation steps per channel (0: off)."
+    ) var denoise = 0
+    @Option(
+        name: .long,
+        help:
+            "SIM denoising method: sr (recorrupted sets reconstructed twice; the better one) or raw (denoise the phase images)."
+    )
     var denoiseMethod = "sr"
-    @Option(name: .long, help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).") var noise: String?
+    @Option(
+        name: .long,
+        help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).")
+    var noise: String?
     @OptionGroup(title: "Light sheet (--llsm)") var llsm: LightSheetArguments
     @OptionGroup(title: "3D-SIM (--sim3d)") var sim3d: SIM3DArguments
 
@@ -103,13 +128,18 @@ struct Reconstruct: ParsableCommand {
             }
             job.denoiseSteps = denoise; job.denoiseMethod = method
             if let noise { job.noise = try parseNoise(noise) }
-            let r = try job.run(input: input, progress: { done, total in
-                FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) phase sets".utf8))
-            }, denoiseProgress: { done, total in
-                FileHandle.standardError.write(Data("\rdenoising: adaptation step \(done)/\(total)   ".utf8))
-            })
+            let r = try job.run(
+                input: input,
+                progress: { done, total in
+                    FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) phase sets".utf8))
+                },
+                denoiseProgress: { done, total in
+                    FileHandle.standardError.write(Data("\rdenoising: adaptation step \(done)/\(total)   ".utf8))
+                })
             FileHandle.standardError.write(Data("\n".utf8))
-            try OfflineSIM.write(r, to: out, name: (r.denoised != nil ? "denoised SR of " : "SR of ") + (input as NSString).lastPathComponent)
+            try OfflineSIM.write(
+                r, to: out,
+                name: (r.denoised != nil ? "denoised SR of " : "SR of ") + (input as NSString).lastPathComponent)
             printParameters(r.parameters[0])
             print("wrote \(r.sr.count) SR frame(s) of \(2 * r.width)×\(2 * r.height) to \(out)")
             if let paramsOut {
@@ -126,31 +156,44 @@ extension Reconstruct {
     /// Deskew and deconvolution of sample-scan light-sheet stacks into volumes.
     func reconstructLightSheet() throws {
         var job = try OfflineLightSheet()
-        job.angleDeg = llsm.angle; job.stepUm = llsm.stepUm; job.pixelUm = sim.pixelUm; job.planesPerVolume = llsm.planesPerVolume
+        job.angleDeg = llsm.angle; job.stepUm = llsm.stepUm; job.pixelUm = sim.pixelUm;
+        job.planesPerVolume = llsm.planesPerVolume
         job.iterations = llsm.iterations; job.psfFile = llsm.psf.map(absolute); job.background = llsm.volumeBackground
         job.rotate = llsm.rotate
-        job.optics = try LightSheetOptics(na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex ?? 1.33, emissionNm: sim.emissionNm ?? 520,
-                                          sheetThicknessUm: llsm.sheetUm)
+        job.optics = try LightSheetOptics(
+            na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex ?? 1.33, emissionNm: sim.emissionNm ?? 520,
+            sheetThicknessUm: llsm.sheetUm)
         let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
-        let r = isLLSSIM ? try job.runSIM(input: input, sim: try sim.job()) : try job.run(input: input) { what, i, n in
-            FileHandle.standardError.write(Data("\r\(what): deconvolution iteration \(i)/\(n)   ".utf8))
-        }
+        let r =
+            isLLSSIM
+            ? try job.runSIM(input: input, sim: try sim.job())
+            : try job.run(input: input) { what, i, n in
+                FileHandle.standardError.write(Data("\r\(what): deconvolution iteration \(i)/\(n)   ".utf8))
+            }
         FileHandle.standardError.write(Data("\n".utf8))
         try OfflineLightSheet.write(r, to: out, name: "deskewed, deconvolved \((input as NSString).lastPathComponent)")
         let v = r.deconvolved[0]
-        print(String(format: "wrote %d volume(s) of %d×%d×%d voxels (%.4f × %.4f × %.4f µm) to %@", r.deconvolved.count, v.width, v.height, v.depth,
-                     v.voxelUm.x, v.voxelUm.y, v.voxelUm.z, out))
+        print(
+            String(
+                format: "wrote %d volume(s) of %d×%d×%d voxels (%.4f × %.4f × %.4f µm) to %@", r.deconvolved.count,
+                v.width, v.height, v.depth,
+                v.voxelUm.x, v.voxelUm.y, v.voxelUm.z, out))
         if let preview { try OfflineLightSheet.preview(r).write(to: URL(fileURLWithPath: preview)) }
     }
 }
 
 /// Geometry of 3D-SIM stacks.
 struct SIM3DArguments: ParsableArguments {
-    @Flag(name: .long, help: "The input is 3D-SIM (three-beam, ≥ 5 phases): phase-stepped z-stacks reconstructed into volumes.") var sim3d = false
+    @Flag(
+        name: .long,
+        help: "The input is 3D-SIM (three-beam, ≥ 5 phases): phase-stepped z-stacks reconstructed into volumes.")
+    var sim3d = false
     @Option(name: .long, help: "Planes per z-stack of a plain stack.") var zPlanes: Int?
     @Option(name: .long, help: "Distance between planes, µm (default: the recording's z step).") var zStepUm: Double?
-    @Option(name: .long, help: "Plane order of a plain stack: z-angle-phase or angle-z-phase (phase fastest).") var stackOrder = "z-angle-phase"
-    @Option(name: .long, help: "Excitation wavelength, nm (the pattern's axial frequency follows from it).") var excitationNm = 488.0
+    @Option(name: .long, help: "Plane order of a plain stack: z-angle-phase or angle-z-phase (phase fastest).")
+    var stackOrder = "z-angle-phase"
+    @Option(name: .long, help: "Excitation wavelength, nm (the pattern's axial frequency follows from it).")
+    var excitationNm = 488.0
 }
 
 extension Reconstruct {
@@ -173,13 +216,19 @@ extension Reconstruct {
         FileHandle.standardError.write(Data("\n".utf8))
         try OfflineSIM3D.write(r, to: out, name: "3D-SIM of \((input as NSString).lastPathComponent)")
         for (a, (e, d)) in zip(r.estimate.angles, r.estimate.projected.angles).enumerated() {
-            print(String(format: "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, kz %.4f µm⁻¹, m1 %.3f, m2 %.3f, confidence %.1f, %@%@",
-                         a, hypot(e.kx, e.ky), 1 / hypot(e.kx, e.ky), d.angleDeg, e.kz, e.m1, e.m2, d.confidence, d.source,
-                         d.flagged ? " — FLAGGED: \(d.reason ?? "")" : ""))
+            print(
+                String(
+                    format:
+                        "angle %d: |k| %.4f µm⁻¹ (period %.4f µm), orientation %.2f°, kz %.4f µm⁻¹, m1 %.3f, m2 %.3f, confidence %.1f, %@%@",
+                    a, hypot(e.kx, e.ky), 1 / hypot(e.kx, e.ky), d.angleDeg, e.kz, e.m1, e.m2, d.confidence, d.source,
+                    d.flagged ? " — FLAGGED: \(d.reason ?? "")" : ""))
         }
         let v = r.sr[0]
-        print(String(format: "wrote %d volume(s) of %d×%d×%d voxels (%.4f × %.4f × %.4f µm) to %@", r.sr.count, v.width, v.height, v.depth,
-                     v.voxelUm.x, v.voxelUm.y, v.voxelUm.z, out))
+        print(
+            String(
+                format: "wrote %d volume(s) of %d×%d×%d voxels (%.4f × %.4f × %.4f µm) to %@", r.sr.count, v.width,
+                v.height, v.depth,
+                v.voxelUm.x, v.voxelUm.y, v.voxelUm.z, out))
         if let paramsOut {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -191,22 +240,31 @@ extension Reconstruct {
 
 /// Geometry and deconvolution options of light-sheet stacks.
 struct LightSheetArguments: ParsableArguments {
-    @Flag(name: .long, help: "The input is a sample-scan light-sheet stack: deskew and deconvolve it into volumes.") var llsm = false
+    @Flag(name: .long, help: "The input is a sample-scan light-sheet stack: deskew and deconvolve it into volumes.")
+    var llsm = false
     @Option(name: .long, help: "Sheet angle to the scan direction, degrees (e.g. 31.5).") var angle: Double?
     @Option(name: .long, help: "Scan step between planes, µm (default: the recording's z step).") var stepUm: Double?
     @Option(name: .long, help: "Planes per volume of a plain stack (default: all).") var planesPerVolume: Int?
     @Option(name: .long, help: "Richardson-Lucy iterations (0: deskew only).") var iterations = 10
-    @Option(name: .long, help: "Measured PSF (TIFF/MRC, odd sides, deskewed frame); default: the Gaussian model (--na, --emission-nm, --sheet-um).")
+    @Option(
+        name: .long,
+        help:
+            "Measured PSF (TIFF/MRC, odd sides, deskewed frame); default: the Gaussian model (--na, --emission-nm, --sheet-um)."
+    )
     var psf: String?
     @Option(name: .long, help: "Light-sheet thickness (FWHM), µm, for the PSF model.") var sheetUm = 1.0
-    @Option(name: .long, help: "Immersion index for the PSF model (default: 1.33 with --llsm, 1.518 with --sim3d).") var immersionIndex: Double?
-    @Option(name: .long, help: "Background subtracted before deconvolution (default: the volume's 1st percentile).") var volumeBackground: Float?
-    @Flag(name: .long, help: "Rotate the volumes into the coverslip frame (isotropic voxels of the pixel size).") var rotate = false
+    @Option(name: .long, help: "Immersion index for the PSF model (default: 1.33 with --llsm, 1.518 with --sim3d).")
+    var immersionIndex: Double?
+    @Option(name: .long, help: "Background subtracted before deconvolution (default: the volume's 1st percentile).")
+    var volumeBackground: Float?
+    @Flag(name: .long, help: "Rotate the volumes into the coverslip frame (isotropic voxels of the pixel size).")
+    var rotate = false
 }
 
 struct Preview: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a PNG of widefield beside SR for one phase set of a recording or file, to look rather than read.")
+        abstract:
+            "Write a PNG of widefield beside SR for one phase set of a recording or file, to look rather than read.")
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "PNG to write.") var out: String
@@ -217,7 +275,9 @@ struct Preview: ParsableCommand {
         bootstrapLogging(verbose: false)
         do {
             let r = try sim.job().run(input: input)
-            guard set >= 0, set < r.sr.count else { throw MoireError(.usage, "--set \(set) does not exist; the input has \(r.sr.count) phase set(s)") }
+            guard set >= 0, set < r.sr.count else {
+                throw MoireError(.usage, "--set \(set) does not exist; the input has \(r.sr.count) phase set(s)")
+            }
             try OfflineSIM.preview(r, index: set).write(to: URL(fileURLWithPath: out))
             printParameters(r.parameters[set])
             print("wrote \(out): widefield (left) and SR (right), \(4 * r.width + 4)×\(2 * r.height)")

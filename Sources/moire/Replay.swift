@@ -9,7 +9,9 @@ import MoireStorage
 
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Replay a recording through the pipeline against simulated hardware, checking device state against the plan.")
+        abstract:
+            "Replay a recording through the pipeline against simulated hardware, checking device state against the plan."
+    )
 
     @Argument(help: "Moiré OME-TIFF recording.") var recording: String
     @Option(name: .long, help: "Protocol (default: the one the recording names).") var `protocol`: String?
@@ -20,9 +22,13 @@ struct Replay: ParsableCommand {
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            let result = try ReplaySession.run(recording: recording, protocolFile: self.protocol, out: out, publish: publish) { _ in }
+            let result = try ReplaySession.run(
+                recording: recording, protocolFile: self.protocol, out: out, publish: publish
+            ) { _ in }
             let r = result.run
-            print("replayed \(r.delivered) frames, \(r.missing) missing, \(r.stateMismatches) device-state mismatches against the plan: \(r.reason)")
+            print(
+                "replayed \(r.delivered) frames, \(r.missing) missing, \(r.stateMismatches) device-state mismatches against the plan: \(r.reason)"
+            )
             if let s = result.recording { print("recording: \(s.path)") }
             if r.stateMismatches > 0 || r.reason != "completed" { throw ExitCode(1) }
         } catch let e as ExitCode { throw e } catch { throw fail(error) }

@@ -13,26 +13,34 @@ struct Run: ParsableCommand {
 
     @Argument(help: "Protocol file (YAML).") var protocolFile: String
     @Option(name: .long, help: "Recording path (overrides the protocol's outputs.recording).") var out: String?
-    @Option(name: .long, help: "Rig file to run on instead of the protocol's rig (e.g. hardware-profiles/rigs/dmd-sim.yaml).") var rig: String?
+    @Option(
+        name: .long,
+        help: "Rig file to run on instead of the protocol's rig (e.g. hardware-profiles/rigs/dmd-sim.yaml).") var rig:
+        String?
     @Flag(name: .long, help: "Do not record.") var noRecord = false
     @Option(name: .long, help: "Result-bus endpoint (overrides outputs.publish).") var publish: String?
     @Flag(name: .long, help: "Do not publish on the result bus.") var noPublish = false
-    @Option(name: .long, help: """
-        Control endpoint of the daemon to run on; the run fails when it does not answer. \
-        Without it, a daemon answering at \(Run.defaultDaemon) is used, else the run is embedded.
-        """)
+    @Option(
+        name: .long,
+        help: """
+            Control endpoint of the daemon to run on; the run fails when it does not answer. \
+            Without it, a daemon answering at \(Run.defaultDaemon) is used, else the run is embedded.
+            """)
     var daemon: String?
     @Option(name: .long, help: "Wait (up to 30 s) for this many result-bus subscribers before the first frame.")
     var waitSubscribers = 0
     @Flag(name: .long, help: "Run in this process even when a daemon answers.") var embedded = false
     @Option(name: .long, help: "Seed of the simulated devices' noise.") var seed: UInt64 = 1
-    @Option(name: .long, help: "Simulated-camera fault to inject: drop:N, stall:N, disconnect:N, malformed:N (repeatable).")
+    @Option(
+        name: .long, help: "Simulated-camera fault to inject: drop:N, stall:N, disconnect:N, malformed:N (repeatable).")
     var fault: [String] = []
-    @Option(name: .long, help: """
-        Time of an embedded run on simulated devices: real (the camera's own rate; a frame the consumers \
-        cannot take is dropped and counted, as real hardware does) or virtual (as fast as the machine \
-        allows; devices wait for the consumers, so nothing is lost but by an injected fault).
-        """)
+    @Option(
+        name: .long,
+        help: """
+            Time of an embedded run on simulated devices: real (the camera's own rate; a frame the consumers \
+            cannot take is dropped and counted, as real hardware does) or virtual (as fast as the machine \
+            allows; devices wait for the consumers, so nothing is lost but by an injected fault).
+            """)
     var clock: RunClock = .real
     @Flag(name: .long, help: "No progress bar.") var quiet = false
     @Flag(name: .long, help: "Debug logging.") var verbose = false
@@ -42,20 +50,26 @@ struct Run: ParsableCommand {
         let faults: [CameraFault]
         do { faults = try fault.map(CameraFault.init(parsing:)) } catch { throw fail(error) }
         let proto: AcquisitionProtocol
-        do { proto = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig.map(absolute)) } catch { throw fail(error) }
+        do { proto = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig.map(absolute)) } catch {
+            throw fail(error)
+        }
         if let daemon {
             guard clock == .real else { throw fail(MoireError(.usage, "--clock works on embedded runs only")) }
             guard !embedded else { throw fail(MoireError(.usage, "--daemon and --embedded exclude each other")) }
             guard faults.isEmpty else { throw fail(MoireError(.usage, "--fault works on embedded runs only")) }
             let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 2000)
             guard reply?.ok == true else {
-                throw fail(MoireError(.transport, "no daemon answers; start moired there or run with --embedded", place: daemon))
+                throw fail(
+                    MoireError(
+                        .transport, "no daemon answers; start moired there or run with --embedded", place: daemon))
             }
             try runThroughDaemon(proto, at: daemon)
             return
         }
         if !embedded, faults.isEmpty, clock == .real,
-           let reply = try? ControlClient.call(Run.defaultDaemon, ControlRequest(cmd: "ping"), timeoutMs: 300), reply.ok {
+            let reply = try? ControlClient.call(Run.defaultDaemon, ControlRequest(cmd: "ping"), timeoutMs: 300),
+            reply.ok
+        {
             try runThroughDaemon(proto, at: Run.defaultDaemon)
             return
         }
@@ -79,7 +93,8 @@ struct Run: ParsableCommand {
         let bar = ProgressBar(quiet: quiet)
         let signals = SignalHandler { count in
             if count == 1 {
-                FileHandle.standardError.write(Data("\nstopping after the current group (Ctrl-C again to abort)…\n".utf8))
+                FileHandle.standardError.write(
+                    Data("\nstopping after the current group (Ctrl-C again to abort)…\n".utf8))
                 pipeline.runner.requestStop()
             } else {
                 pipeline.runner.abort()
@@ -88,7 +103,9 @@ struct Run: ParsableCommand {
         defer { signals.cancel() }
         if !quiet {
             let target = pipeline.recordingPath.map { " → \($0)" } ?? ""
-            print("\(proto.name): \(proto.totalFrames) frames of \(proto.roiWidth)×\(proto.roiHeight) (\(proto.mode.rawValue), \(pipeline.runner.hardwareSequenced ? "hardware-sequenced" : "software-timed"))\(target)")
+            print(
+                "\(proto.name): \(proto.totalFrames) frames of \(proto.roiWidth)×\(proto.roiHeight) (\(proto.mode.rawValue), \(pipeline.runner.hardwareSequenced ? "hardware-sequenced" : "software-timed"))\(target)"
+            )
         }
         let result: PipelineResult
         do { result = try pipeline.run(onProgress: { bar.update($0) }) } catch { bar.finish(); throw fail(error) }
@@ -102,40 +119,60 @@ struct Run: ParsableCommand {
 
     private func report(_ r: PipelineResult) {
         let secs = Double(r.run.durationNs) / 1e9
-        print(String(format: "run %@: %@ — %d frames, %d missing, %.2f s (%.1f fps)", r.runID, r.run.reason, r.run.delivered,
-                     r.run.missing, secs, secs > 0 ? Double(r.run.delivered) / secs : 0))
+        print(
+            String(
+                format: "run %@: %@ — %d frames, %d missing, %.2f s (%.1f fps)", r.runID, r.run.reason, r.run.delivered,
+                r.run.missing, secs, secs > 0 ? Double(r.run.delivered) / secs : 0))
         if r.run.poolExhausted > 0 {
-            print("warning: \(r.run.poolExhausted) of the missing frames were lost because every frame-pool slot was in use "
-                  + "(the recorder or live stages did not keep up)")
+            print(
+                "warning: \(r.run.poolExhausted) of the missing frames were lost because every frame-pool slot was in use "
+                    + "(the recorder or live stages did not keep up)")
         }
-        if !r.run.missingIndices.isEmpty { print("missing frame indices: \(r.run.missingIndices.map(String.init).joined(separator: ", "))") }
-        if r.run.stateMismatches > 0 { print("warning: \(r.run.stateMismatches) frames had a device state that differs from the plan") }
-        if let s = r.recording { print("recording: \(s.path) (\(s.planes) planes, \(s.timepoints) time points, \(s.missing) missing)") }
+        if !r.run.missingIndices.isEmpty {
+            print("missing frame indices: \(r.run.missingIndices.map(String.init).joined(separator: ", "))")
+        }
+        if r.run.stateMismatches > 0 {
+            print("warning: \(r.run.stateMismatches) frames had a device state that differs from the plan")
+        }
+        if let s = r.recording {
+            print("recording: \(s.path) (\(s.planes) planes, \(s.timepoints) time points, \(s.missing) missing)")
+        }
         if let c = r.sim {
-            print("live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
-                  + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
+            print(
+                "live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
+                    + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
         }
         if let c = r.volumes {
-            print("live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
-                  + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
+            print(
+                "live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
+                    + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
         }
         if let c = r.sim3d {
-            print("live 3D-SIM: \(c.volumes) SR volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
-                  + (r.sim3dRecording.map { c.volumes > 0 ? "; SR volumes recorded to \($0)" : "" } ?? ""))
+            print(
+                "live 3D-SIM: \(c.volumes) SR volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
+                    + (r.sim3dRecording.map { c.volumes > 0 ? "; SR volumes recorded to \($0)" : "" } ?? ""))
         }
         if let c = r.denoise {
-            print("live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
-                  + (r.denoiseCheckpoints.map { c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : "" } ?? ""))
+            print(
+                "live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
+                    + (r.denoiseCheckpoints.map {
+                        c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : ""
+                    } ?? ""))
         }
-        if let e = r.publishEndpoint { print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)") }
+        if let e = r.publishEndpoint {
+            print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)")
+        }
     }
 
     /// Where `moire run` looks for a daemon when `--daemon` is not given.
     static let defaultDaemon = "tcp://127.0.0.1:5561"
 
     private func runThroughDaemon(_ proto: AcquisitionProtocol, at daemon: String) throws {
-        let req = ControlRequest(cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute))
-        guard let reply = try ControlClient.call(daemon, req) else { throw fail(MoireError(.transport, "daemon did not answer", place: daemon)) }
+        let req = ControlRequest(
+            cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute))
+        guard let reply = try ControlClient.call(daemon, req) else {
+            throw fail(MoireError(.transport, "daemon did not answer", place: daemon))
+        }
         guard reply.ok else { throw fail(MoireError(.config, reply.error ?? "daemon refused the run", place: daemon)) }
         print("run \(reply.run ?? "?") started on the daemon at \(daemon)" + (reply.recording.map { " → \($0)" } ?? ""))
         let bar = ProgressBar(quiet: quiet)
@@ -148,8 +185,10 @@ struct Run: ParsableCommand {
                 bar.finish()
                 throw fail(MoireError(.transport, "daemon stopped answering", place: daemon))
             }
-            bar.update(RunProgress(done: s.frames ?? 0, planned: s.planned ?? 0, missing: s.missing ?? 0,
-                                   elapsedNs: Int64(Date().timeIntervalSince(t0) * 1e9), state: .acquiring))
+            bar.update(
+                RunProgress(
+                    done: s.frames ?? 0, planned: s.planned ?? 0, missing: s.missing ?? 0,
+                    elapsedNs: Int64(Date().timeIntervalSince(t0) * 1e9), state: .acquiring))
             if s.run != reply.run || s.state == "idle" || s.state == "faulted" {
                 bar.finish()
                 print("run \(reply.run ?? "?") ended: \(s.state ?? "?")\(s.error.map { " — \($0)" } ?? "")")
@@ -197,7 +236,8 @@ final class SignalHandler: @unchecked Sendable {
 }
 
 struct Validate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check a protocol (and its rig and profiles) without touching any device.")
+    static let configuration = CommandConfiguration(
+        abstract: "Check a protocol (and its rig and profiles) without touching any device.")
     @Argument(help: "Protocol file (YAML).") var protocolFile: String
     @Option(name: .long, help: "Rig file to check against instead of the protocol's rig.") var rig: String?
 
@@ -206,7 +246,9 @@ struct Validate: ParsableCommand {
         do {
             let p = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig)
             try AcquisitionPipeline.preflight(p)
-            print("\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm")
+            print(
+                "\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm"
+            )
         } catch { throw fail(error) }
     }
 }

@@ -5,7 +5,8 @@ import MoireStorage
 import MoireTransport
 
 struct Subscribe: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Receive frames from a result bus and print (or record) them.")
+    static let configuration = CommandConfiguration(
+        abstract: "Receive frames from a result bus and print (or record) them.")
 
     @Argument(help: "Endpoint, e.g. tcp://127.0.0.1:5560.") var endpoint: String
     @Option(name: .long, help: "Topic prefix (raw., raw.gfp, sr., run); all when omitted.") var topic: String?
@@ -22,7 +23,11 @@ struct Subscribe: ParsableCommand {
             if topic != nil { topics.append("run") }
             sub = try BusSubscriber(endpoint: endpoint, topics: topics)
         } catch { throw fail(error) }
-        var frames = 0, missing = 0, gaps = 0, sawStart = false, beforeStart = 0
+        var frames = 0
+        var missing = 0
+        var gaps = 0
+        var sawStart = false
+        var beforeStart = 0
         var lastSeq: [String: Int] = [:]
         var writer: OMETiffWriter?
         var run: String?
@@ -39,12 +44,14 @@ struct Subscribe: ParsableCommand {
                     run = ev.run; sawStart = true
                     if !quiet { print("start run=\(ev.run) \(String(decoding: json, as: UTF8.self))") }
                     if let out, writer == nil, let s = try? JSONDecoder().decode(RunStart.self, from: json) {
-                        let layout = RecordingLayout(run: s.run, name: s.protocolName, mode: s.mode, channels: s.channels.map(\.name),
-                                                     excitationNm: [], emissionNm: s.channels.map(\.emissionNm),
-                                                     timepoints: s.shape["t"] ?? 1, zPlanes: s.shape["z"] ?? 1, angles: s.shape["angles"] ?? 1,
-                                                     phases: s.shape["phases"] ?? 1, width: s.shape["width"] ?? 0, height: s.shape["height"] ?? 0,
-                                                     pixel: s.pixel, pixelSizeUm: s.pixelSizeUm, zStepUm: 0, objectiveNA: s.objectiveNA,
-                                                     magnification: s.magnification, protocolFile: s.protocolFile, rigFile: "")
+                        let layout = RecordingLayout(
+                            run: s.run, name: s.protocolName, mode: s.mode, channels: s.channels.map(\.name),
+                            excitationNm: [], emissionNm: s.channels.map(\.emissionNm),
+                            timepoints: s.shape["t"] ?? 1, zPlanes: s.shape["z"] ?? 1, angles: s.shape["angles"] ?? 1,
+                            phases: s.shape["phases"] ?? 1, width: s.shape["width"] ?? 0,
+                            height: s.shape["height"] ?? 0,
+                            pixel: s.pixel, pixelSizeUm: s.pixelSizeUm, zStepUm: 0, objectiveNA: s.objectiveNA,
+                            magnification: s.magnification, protocolFile: s.protocolFile, rigFile: "")
                         writer = try OMETiffWriter(path: out, layout: layout)
                     }
                 } else if ev.event == "stop" {
@@ -59,7 +66,9 @@ struct Subscribe: ParsableCommand {
                 frames += 1
                 if h.missing { missing += 1 }
                 if !quiet {
-                    print("\(key) seq=\(h.seq) t=\(h.t) z=\(h.z) angle=\(h.angle) phase=\(h.phase) \(h.width)x\(h.height) \(h.pixel.rawValue)\(h.missing ? " MISSING" : "") pattern=\(h.state.pattern)")
+                    print(
+                        "\(key) seq=\(h.seq) t=\(h.t) z=\(h.z) angle=\(h.angle) phase=\(h.phase) \(h.width)x\(h.height) \(h.pixel.rawValue)\(h.missing ? " MISSING" : "") pattern=\(h.state.pattern)"
+                    )
                 }
                 if let w = writer {
                     var hh = h
@@ -73,8 +82,12 @@ struct Subscribe: ParsableCommand {
         throw ExitCode(1)
     }
 
-    private func finish(_ w: OMETiffWriter?, _ frames: Int, _ missing: Int, _ gaps: Int, _ before: Int, _ sub: BusSubscriber) {
+    private func finish(
+        _ w: OMETiffWriter?, _ frames: Int, _ missing: Int, _ gaps: Int, _ before: Int, _ sub: BusSubscriber
+    ) {
         if let w { _ = try? w.finish() }
-        print("received \(frames) frames, \(missing) missing, \(gaps) sequence gaps, \(sub.malformed) malformed messages skipped\(before > 0 ? ", \(before) before start ignored" : "")")
+        print(
+            "received \(frames) frames, \(missing) missing, \(gaps) sequence gaps, \(sub.malformed) malformed messages skipped\(before > 0 ? ", \(before) before start ignored" : "")"
+        )
     }
 }

@@ -6,8 +6,11 @@ import MoirePipeline
 struct WisdomCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wisdom",
-        abstract: "Make FFTW wisdom for the protocols' shapes once on this machine, so live runs plan their transforms at once.",
-        discussion: "Light-sheet deconvolution of large stacks can take minutes to measure the first time; with the wisdom, a live run's first volume does not wait for it. Saved to \(Runtime.fftWisdomPath).")
+        abstract:
+            "Make FFTW wisdom for the protocols' shapes once on this machine, so live runs plan their transforms at once.",
+        discussion:
+            "Light-sheet deconvolution of large stacks can take minutes to measure the first time; with the wisdom, a live run's first volume does not wait for it. Saved to \(Runtime.fftWisdomPath)."
+    )
 
     @Argument(help: "Protocol files (YAML).") var protocols: [String]
 
@@ -22,7 +25,8 @@ struct WisdomCommand: ParsableCommand {
                 if report.shapes.isEmpty {
                     print("\(file): no transforms planned ahead for this mode")
                 } else {
-                    print(String(format: "%@: %@ (%.1f s)", file, report.shapes.joined(separator: "; "), report.seconds))
+                    print(
+                        String(format: "%@: %@ (%.1f s)", file, report.shapes.joined(separator: "; "), report.seconds))
                 }
             }
             try Wisdom.save()

@@ -30,7 +30,8 @@ struct Moired: AsyncParsableCommand {
             logger.error("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("moired listening", metadata: ["control": "\(service.endpoint)"])
         try await group.run()
         logger.info("moired stopped; devices safe")

@@ -20,7 +20,9 @@ public final class DLPC900Channel: @unchecked Sendable {
     private var sequence: UInt8 = 0
     private let lock = NSLock()
 
-    public init(transport: HIDTransport, timeoutMs: Int = 500) { self.transport = transport; self.timeoutMs = timeoutMs }
+    public init(transport: HIDTransport, timeoutMs: Int = 500) {
+        self.transport = transport; self.timeoutMs = timeoutMs
+    }
 
     static func name(_ command: UInt16) -> String { String(format: "0x%04X", command) }
 
@@ -52,7 +54,8 @@ public final class DLPC900Channel: @unchecked Sendable {
         while true {
             let now = DispatchTime.now().uptimeNanoseconds
             guard now < end else {
-                throw MoireError(.deadline, "no reply to command \(Self.name(command)) within \(timeoutMs) ms", place: "DLPC900")
+                throw MoireError(
+                    .deadline, "no reply to command \(Self.name(command)) within \(timeoutMs) ms", place: "DLPC900")
             }
             guard let first = try transport.read(timeoutMs: Int((end - now) / 1_000_000) + 1) else { continue }
             // A reply longer than one report continues in the next ones.
@@ -72,7 +75,10 @@ public final class DLPC900Channel: @unchecked Sendable {
                 throw MoireError(.format, "bad reply to \(Self.name(command)): \(e.message)", place: "DLPC900")
             }
             guard reply.sequence == seq else { continue }
-            guard !reply.isNack else { throw MoireError(.hardware, "the controller refused command \(Self.name(command)) (nack)", place: "DLPC900") }
+            guard !reply.isNack else {
+                throw MoireError(
+                    .hardware, "the controller refused command \(Self.name(command)) (nack)", place: "DLPC900")
+            }
             return reply.data
         }
     }
@@ -146,7 +152,8 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
     private func dmd(_ pattern: Int) throws -> DMDImage {
         if pattern == -1, let u = profile.uniformDMD { return u }
         guard let p = profile.pattern(index: pattern), let d = p.dmd else {
-            throw MoireError(.hardware, "pattern \(pattern) has no DMD image in the profile", place: "modulator \(name)")
+            throw MoireError(
+                .hardware, "pattern \(pattern) has no DMD image in the profile", place: "modulator \(name)")
         }
         return d
     }
@@ -167,7 +174,10 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
         try channel.call(DLPC900.lutConfigure, cfg)
         let v = try channel.call(DLPC900.validate, [], read: true)
         guard let status = v.first, status & 0x0F == 0 else {
-            throw MoireError(.hardware, "the controller rejected the pattern table (validation status \(v.first.map { String(format: "0x%02X", $0) } ?? "none"))")
+            throw MoireError(
+                .hardware,
+                "the controller rejected the pattern table (validation status \(v.first.map { String(format: "0x%02X", $0) } ?? "none"))"
+            )
         }
     }
 
@@ -175,8 +185,10 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
         try guarded {
             let d = try dmd(pattern)
             // A long exposure repeated forever: the pattern stays on.
-            let e = DLPC900.LUTEntry(index: 0, exposureUs: 100_000, waitForTrigger: false, imageIndex: UInt16(d.image), bitPosition: UInt8(d.bit),
-                                     clearAfter: false, disableTriggerOut2: true)
+            let e = DLPC900.LUTEntry(
+                index: 0, exposureUs: 100_000, waitForTrigger: false, imageIndex: UInt16(d.image),
+                bitPosition: UInt8(d.bit),
+                clearAfter: false, disableTriggerOut2: true)
             try load([e], repeatCount: 0)
             try channel.call(DLPC900.patternStartStop, [2])
         }
@@ -186,15 +198,18 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
 
     public func upload(_ steps: [SequenceStep]) throws {
         guard steps.count <= profile.sequenceMax else {
-            throw MoireError(.hardware, "sequence of \(steps.count) steps exceeds the maximum \(profile.sequenceMax)", place: "modulator \(name)")
+            throw MoireError(
+                .hardware, "sequence of \(steps.count) steps exceeds the maximum \(profile.sequenceMax)",
+                place: "modulator \(name)")
         }
         try guarded {
             let entries = try steps.enumerated().map { i, s -> DLPC900.LUTEntry in
                 let d = try dmd(s.pattern)
                 let exp = UInt32(min(0xFF_FFFF, (s.exposureMs * 1000).rounded()))
                 let dark = UInt32(min(0xFF_FFFF, ((s.readoutMs + profile.settleMs) * 1000).rounded()))
-                return DLPC900.LUTEntry(index: UInt16(i), exposureUs: exp, waitForTrigger: false, darkUs: dark,
-                                        imageIndex: UInt16(d.image), bitPosition: UInt8(d.bit))
+                return DLPC900.LUTEntry(
+                    index: UInt16(i), exposureUs: exp, waitForTrigger: false, darkUs: dark,
+                    imageIndex: UInt16(d.image), bitPosition: UInt8(d.bit))
             }
             try load(entries, repeatCount: 1)
         }
@@ -215,7 +230,9 @@ public final class DLPC900Modulator: Modulator, @unchecked Sendable {
         Thread.sleep(forTimeInterval: min(expected, Double(timeoutMs)) / 1000 * 0.9)
         while Date() < end {
             let s = try guarded { try channel.call(DLPC900.mainStatus, [], read: true) }
-            guard let b = s.first else { throw MoireError(.format, "empty main status reply", place: "modulator \(name)") }
+            guard let b = s.first else {
+                throw MoireError(.format, "empty main status reply", place: "modulator \(name)")
+            }
             if b & Self.statusSequencerRunning == 0 { return true }
             Thread.sleep(forTimeInterval: 0.002)
         }

@@ -6,16 +6,17 @@ import MoireCore
 /// destination), a sequence byte, the length of command + data (u16 LE), then the command
 /// (CMD2 << 8 | CMD3, u16 LE) and its data. Longer messages continue in further reports.
 public enum DLPC900 {
-    public static let displayMode: UInt16 = 0x1A1B       // 1 byte: 0 video, 1 pre-stored pattern, 2 video pattern, 3 pattern on the fly
-    public static let triggerOut1: UInt16 = 0x1A1D       // 5 bytes
+    // 1 byte: 0 video, 1 pre-stored pattern, 2 video pattern, 3 pattern on the fly
+    public static let displayMode: UInt16 = 0x1A1B
+    public static let triggerOut1: UInt16 = 0x1A1D  // 5 bytes
     public static let patternStartStop: UInt16 = 0x1A24  // 1 byte: 0 stop, 1 pause, 2 start
-    public static let lutConfigure: UInt16 = 0x1A31      // 6 bytes: entries u16, repeat u32
-    public static let lutDefinition: UInt16 = 0x1A34     // 12 bytes: one pattern of the look-up table
-    public static let triggerIn1: UInt16 = 0x1A35        // 3 bytes
-    public static let mainStatus: UInt16 = 0x1A0C        // read: 1 byte (bit 0 mirrors parked, bit 1 sequencer running)
-    public static let patternLoadInit: UInt16 = 0x1A2A   // image index u16, byte count u32 (header + encoded image)
-    public static let patternLoadData: UInt16 = 0x1A2B   // byte count u16, then up to 504 bytes of the image
-    public static let validate: UInt16 = 0x1A1A          // read: 1 byte of error bits (0: the table is valid)
+    public static let lutConfigure: UInt16 = 0x1A31  // 6 bytes: entries u16, repeat u32
+    public static let lutDefinition: UInt16 = 0x1A34  // 12 bytes: one pattern of the look-up table
+    public static let triggerIn1: UInt16 = 0x1A35  // 3 bytes
+    public static let mainStatus: UInt16 = 0x1A0C  // read: 1 byte (bit 0 mirrors parked, bit 1 sequencer running)
+    public static let patternLoadInit: UInt16 = 0x1A2A  // image index u16, byte count u32 (header + encoded image)
+    public static let patternLoadData: UInt16 = 0x1A2B  // byte count u16, then up to 504 bytes of the image
+    public static let validate: UInt16 = 0x1A1A  // read: 1 byte of error bits (0: the table is valid)
 
     public static let flagRead: UInt8 = 0x80, flagReply: UInt8 = 0x40, flagNack: UInt8 = 0x20
     public static let reportSize = 64
@@ -55,7 +56,8 @@ public enum DLPC900 {
             let strip: ([UInt8]) -> ArraySlice<UInt8> = { $0.count == reportSize + 1 ? $0[1...] : $0[...] }
             let body = reports.map(strip).reduce(into: [UInt8]()) { $0 += $1 }
             var r = LEReader(body, what: "DLPC900 message")
-            let flags = try r.take(1).first!, seq = try r.take(1).first!
+            let flags = try r.take(1).first!
+            let seq = try r.take(1).first!
             let length = Int(try r.u16())
             guard strip(first).count >= 4 else { throw MoireError(.format, "DLPC900 message: header truncated") }
             guard length >= 2 else { throw MoireError(.format, "DLPC900 message: length \(length) leaves no command") }
@@ -73,9 +75,13 @@ public enum DLPC900 {
         public var index: UInt16, exposureUs: UInt32, clearAfter: Bool, bitDepth: Int, color: Int, waitForTrigger: Bool
         public var darkUs: UInt32, disableTriggerOut2: Bool, imageIndex: UInt16, bitPosition: UInt8
 
-        public init(index: UInt16, exposureUs: UInt32, bitDepth: Int = 1, color: Int = 7, waitForTrigger: Bool, darkUs: UInt32 = 0,
-                    imageIndex: UInt16, bitPosition: UInt8, clearAfter: Bool = true, disableTriggerOut2: Bool = false) {
-            self.index = index; self.exposureUs = exposureUs; self.clearAfter = clearAfter; self.bitDepth = bitDepth; self.color = color
+        public init(
+            index: UInt16, exposureUs: UInt32, bitDepth: Int = 1, color: Int = 7, waitForTrigger: Bool,
+            darkUs: UInt32 = 0,
+            imageIndex: UInt16, bitPosition: UInt8, clearAfter: Bool = true, disableTriggerOut2: Bool = false
+        ) {
+            self.index = index; self.exposureUs = exposureUs; self.clearAfter = clearAfter; self.bitDepth = bitDepth;
+            self.color = color
             self.waitForTrigger = waitForTrigger; self.darkUs = darkUs; self.disableTriggerOut2 = disableTriggerOut2
             self.imageIndex = imageIndex; self.bitPosition = bitPosition
         }
@@ -84,7 +90,9 @@ public enum DLPC900 {
             var b: [UInt8] = []
             b.le(index)
             b += [UInt8(exposureUs & 0xFF), UInt8(exposureUs >> 8 & 0xFF), UInt8(exposureUs >> 16 & 0xFF)]
-            b.append((clearAfter ? 1 : 0) | UInt8((bitDepth - 1) & 7) << 1 | UInt8(color & 7) << 4 | (waitForTrigger ? 0x80 : 0))
+            b.append(
+                (clearAfter ? 1 : 0) | UInt8((bitDepth - 1) & 7) << 1 | UInt8(color & 7) << 4
+                    | (waitForTrigger ? 0x80 : 0))
             b += [UInt8(darkUs & 0xFF), UInt8(darkUs >> 8 & 0xFF), UInt8(darkUs >> 16 & 0xFF)]
             b.append(disableTriggerOut2 ? 1 : 0)
             let img = imageIndex & 0x7FF
@@ -97,9 +105,11 @@ public enum DLPC900 {
             guard d.count == 12 else { throw MoireError(.format, "DLPC900 LUT entry: \(d.count) bytes; 12 expected") }
             let exp = UInt32(d[2]) | UInt32(d[3]) << 8 | UInt32(d[4]) << 16
             let dark = UInt32(d[6]) | UInt32(d[7]) << 8 | UInt32(d[8]) << 16
-            return LUTEntry(index: UInt16(d[0]) | UInt16(d[1]) << 8, exposureUs: exp, bitDepth: Int(d[5] >> 1 & 7) + 1, color: Int(d[5] >> 4 & 7),
-                            waitForTrigger: d[5] & 0x80 != 0, darkUs: dark, imageIndex: UInt16(d[10]) | UInt16(d[11] & 7) << 8,
-                            bitPosition: d[11] >> 3, clearAfter: d[5] & 1 != 0, disableTriggerOut2: d[9] & 1 != 0)
+            return LUTEntry(
+                index: UInt16(d[0]) | UInt16(d[1]) << 8, exposureUs: exp, bitDepth: Int(d[5] >> 1 & 7) + 1,
+                color: Int(d[5] >> 4 & 7),
+                waitForTrigger: d[5] & 0x80 != 0, darkUs: dark, imageIndex: UInt16(d[10]) | UInt16(d[11] & 7) << 8,
+                bitPosition: d[11] >> 3, clearAfter: d[5] & 1 != 0, disableTriggerOut2: d[9] & 1 != 0)
         }
     }
 }

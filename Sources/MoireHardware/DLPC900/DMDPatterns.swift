@@ -11,7 +11,8 @@ public enum DMDPatterns {
     /// fundamental lies at the pattern's wave vector with the pattern's phase.
     public static func grating(_ p: PatternSpec, geometry g: DMDGeometry) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: g.width * g.height)
-        let fx = p.kx * g.sampleUmPerMirror, fy = p.ky * g.sampleUmPerMirror
+        let fx = p.kx * g.sampleUmPerMirror
+        let fy = p.ky * g.sampleUmPerMirror
         for y in 0..<g.height {
             for x in 0..<g.width {
                 out[y * g.width + x] = cos(2 * .pi * (fx * Double(x) + fy * Double(y)) + p.phaseRad) >= 0 ? 1 : 0
@@ -67,7 +68,8 @@ public enum DMDPatterns {
     /// Decodes ERLE (as encoded above, plus literal blocks 0x00 n>1 pixels…); every length is checked.
     public static func decodeERLE(_ b: [UInt8], width: Int, height: Int) throws -> [UInt32] {
         var img = [UInt32](repeating: 0, count: width * height)
-        var i = 0, pos = 0
+        var i = 0
+        var pos = 0
         func bad(_ why: String) -> MoireError { MoireError(.format, "DMD image (ERLE) at byte \(i): \(why)") }
         func len() throws -> Int {
             guard i < b.count else { throw bad("truncated length") }
@@ -90,7 +92,9 @@ public enum DMDPatterns {
                 if code == 1 {
                     let n = try len()
                     if n == 0 { break }  // end of image
-                    guard pos >= width, pos + n <= img.count else { throw bad("copy of \(n) pixels from a line that is not there") }
+                    guard pos >= width, pos + n <= img.count else {
+                        throw bad("copy of \(n) pixels from a line that is not there")
+                    }
                     for k in 0..<n { img[pos + k] = img[pos + k - width] }
                     pos += n
                 } else if code == 0 {
@@ -110,7 +114,9 @@ public enum DMDPatterns {
                 pos += n
             }
         }
-        guard pos == img.count else { throw MoireError(.format, "DMD image (ERLE): \(pos) pixels decoded; \(img.count) expected") }
+        guard pos == img.count else {
+            throw MoireError(.format, "DMD image (ERLE): \(pos) pixels decoded; \(img.count) expected")
+        }
         return img
     }
 
@@ -121,7 +127,9 @@ public enum DMDPatterns {
     public static func header(width: Int, height: Int, encodedBytes: Int) -> [UInt8] {
         var h: [UInt8] = [0x53, 0x70, 0x6C, 0x64]
         h.le(UInt16(width)); h.le(UInt16(height)); h.le(UInt32(encodedBytes))
-        h += [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 0] + [0x01, 0x02, 0x01, 0x00, 0x00, 0x01] + [UInt8](repeating: 0, count: 18)
+        h +=
+            [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 0] + [0x01, 0x02, 0x01, 0x00, 0x00, 0x01]
+            + [UInt8](repeating: 0, count: 18)
         return h
     }
 
@@ -131,10 +139,18 @@ public enum DMDPatterns {
             throw MoireError(.format, "DMD image: no 'Spld' header")
         }
         var r = LEReader(Array(data[4..<12]), what: "DMD image header")
-        let w = Int(try r.u16()), h = Int(try r.u16()), n = Int(try r.u32())
-        guard (1...4096).contains(w), (1...4096).contains(h) else { throw MoireError(.format, "DMD image: size \(w)×\(h)") }
-        guard data[25] == 2 else { throw MoireError(.format, "DMD image: compression \(data[25]) (only ERLE, 2, is read)") }
-        guard data.count == 48 + n else { throw MoireError(.format, "DMD image: \(data.count - 48) data bytes; the header says \(n)") }
+        let w = Int(try r.u16())
+        let h = Int(try r.u16())
+        let n = Int(try r.u32())
+        guard (1...4096).contains(w), (1...4096).contains(h) else {
+            throw MoireError(.format, "DMD image: size \(w)×\(h)")
+        }
+        guard data[25] == 2 else {
+            throw MoireError(.format, "DMD image: compression \(data[25]) (only ERLE, 2, is read)")
+        }
+        guard data.count == 48 + n else {
+            throw MoireError(.format, "DMD image: \(data.count - 48) data bytes; the header says \(n)")
+        }
         return (w, h, try decodeERLE(Array(data[48...]), width: w, height: h))
     }
 }

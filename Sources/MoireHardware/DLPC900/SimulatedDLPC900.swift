@@ -29,7 +29,10 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     private var triggerCount = 0
     private var outbox: [[UInt8]] = []
     /// The device is gone: every transfer fails.
-    public var vanished: Bool { get { cond.lock(); defer { cond.unlock() }; return _vanished } set { cond.lock(); _vanished = newValue; cond.broadcast(); cond.unlock() } }
+    public var vanished: Bool {
+        get { cond.lock(); defer { cond.unlock() }; return _vanished }
+        set { cond.lock(); _vanished = newValue; cond.broadcast(); cond.unlock() }
+    }
     private var _vanished = false
 
     /// The mirrors now show this entry (nil: dark, the sequencer stopped).
@@ -56,10 +59,13 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
 
     public func write(report: [UInt8], timeoutMs: Int) throws {
         cond.lock()
-        guard !_vanished else { cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "DLPC900 peer") }
+        guard !_vanished else {
+            cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "DLPC900 peer")
+        }
         inbound.append(report)
         // A message is complete when its reports cover the length in its header (in the first report).
-        let first = inbound[0], h = first.count == DLPC900.reportSize + 1 ? 1 : 0
+        let first = inbound[0]
+        let h = first.count == DLPC900.reportSize + 1 ? 1 : 0
         let total = first.count >= h + 4 ? 4 + Int(UInt16(first[h + 2]) | UInt16(first[h + 3]) << 8) : 0
         guard inbound.count * DLPC900.reportSize >= total else { cond.unlock(); return }
         let message = inbound
@@ -98,7 +104,9 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
                 lutLength = Int(UInt16(m.data[0]) | UInt16(m.data[1]) << 8)
                 repeatCount = m.data[2...5].reversed().reduce(0) { $0 << 8 | UInt32($1) }
                 ok = (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
-            } else { ok = false }
+            } else {
+                ok = false
+            }
         case DLPC900.triggerOut1:
             if m.data.count == 5 { triggerOutConfig = m.data } else { ok = false }
         case DLPC900.triggerIn1:
@@ -111,7 +119,9 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
             receiving = (index, n, [])
             receiving!.bytes.reserveCapacity(n)
         case DLPC900.patternLoadData:
-            guard m.data.count >= 2, var r = receiving else { ok = false; uploadError = "image data without 0x1A2A"; break }
+            guard m.data.count >= 2, var r = receiving else {
+                ok = false; uploadError = "image data without 0x1A2A"; break
+            }
             let n = Int(UInt16(m.data[0]) | UInt16(m.data[1]) << 8)
             guard n == m.data.count - 2, r.bytes.count + n <= r.expected else {
                 ok = false; uploadError = "image \(r.index): a chunk of \(n) bytes does not fit"; receiving = nil; break
@@ -130,7 +140,8 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
             // bit 3: an uploaded image did not decode, or a pattern-on-the-fly entry names an image never uploaded.
             let complete = lutLength > 0 && (0..<lutLength).allSatisfy { lut[UInt16($0)] != nil }
             let tooShort = (0..<lutLength).contains { (lut[UInt16($0)]?.exposureUs ?? 0) < 105 }
-            let missingImage = mode == 3 && (0..<lutLength).contains { uploaded[Int(lut[UInt16($0)]?.imageIndex ?? 0)] == nil }
+            let missingImage =
+                mode == 3 && (0..<lutLength).contains { uploaded[Int(lut[UInt16($0)]?.imageIndex ?? 0)] == nil }
             data = [(complete ? 0 : 1) | (tooShort ? 2 : 0) | (uploadError != nil || missingImage ? 8 : 0)]
         case DLPC900.mainStatus:
             data = [_running ? DLPC900Modulator.statusSequencerRunning : 0x01]
@@ -146,7 +157,8 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
         }
         cond.unlock()
         guard m.flags & DLPC900.flagReply != 0 else { return [] }  // no reply asked for
-        return DLPC900.Message(flags: ok ? 0 : DLPC900.flagNack, sequence: m.sequence, command: m.command, data: data).reports()
+        return DLPC900.Message(flags: ok ? 0 : DLPC900.flagNack, sequence: m.sequence, command: m.command, data: data)
+            .reports()
     }
 
     private func startLocked() {
@@ -208,7 +220,9 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     /// A trigger-in pulse while running a table that waits for triggers: the next entry is shown.
     public func triggerIn() {
         cond.lock()
-        guard _running, lutLength > 0, let e = lut[UInt16(triggerCount % lutLength)], e.waitForTrigger else { cond.unlock(); return }
+        guard _running, lutLength > 0, let e = lut[UInt16(triggerCount % lutLength)], e.waitForTrigger else {
+            cond.unlock(); return
+        }
         triggerCount += 1
         _shown.append(e)
         cond.unlock()

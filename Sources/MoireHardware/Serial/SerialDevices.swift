@@ -28,7 +28,9 @@ public final class SerialController: @unchecked Sendable {
         }
         let reply = try channel.query(line)
         guard SerialCommand.replyMatches(reply, expected: expected) else {
-            throw MoireError(.hardware, "unexpected reply '\(reply.prefix(80))' to '\(line)'; expected '\(expected)'", place: "\(port.path): \(place)")
+            throw MoireError(
+                .hardware, "unexpected reply '\(reply.prefix(80))' to '\(line)'; expected '\(expected)'",
+                place: "\(port.path): \(place)")
         }
         return reply
     }
@@ -36,7 +38,9 @@ public final class SerialController: @unchecked Sendable {
 
 /// The values of one call: the device's fixed values, the physical value under its unit name, and
 /// the DAC counts when the command maps them.
-func serialValues(_ profile: SerialProfile, _ command: SerialCommand, unit: String, value: Double, extra: [String: String] = [:]) -> [String: String] {
+func serialValues(
+    _ profile: SerialProfile, _ command: SerialCommand, unit: String, value: Double, extra: [String: String] = [:]
+) -> [String: String] {
     var v = profile.values.merging(extra) { $1 }
     v[unit] = String(format: "%.4f", value)
     if let c = command.counts(value) { v["counts"] = String(c) }
@@ -56,19 +60,26 @@ public class SerialDevice: @unchecked Sendable {
     }
 
     func command(_ key: String) throws -> SerialCommand {
-        guard let c = serial.commands[key] else { throw MoireError(.unsupported, "the profile has no '\(key)' command", place: place) }
+        guard let c = serial.commands[key] else {
+            throw MoireError(.unsupported, "the profile has no '\(key)' command", place: place)
+        }
         return c
     }
 
     func run(_ key: String, unit: String = "value", value: Double = 0, extra: [String: String] = [:]) throws {
         let c = try command(key)
-        do { try controller.run(c, values: serialValues(serial, c, unit: unit, value: value, extra: extra), place: "\(place) \(key)") } catch let e as MoireError {
+        do {
+            try controller.run(
+                c, values: serialValues(serial, c, unit: unit, value: value, extra: extra), place: "\(place) \(key)")
+        } catch let e as MoireError {
             throw MoireError(e.kind, e.message, place: e.place ?? place)
         }
     }
 
     /// Commands an analog position (`set` volts, `move` µm) within its range, then waits for it to settle.
-    func drive(_ key: String, unit: String, to value: Double, within range: ClosedRange<Double>, settleMs: Double) throws {
+    func drive(_ key: String, unit: String, to value: Double, within range: ClosedRange<Double>, settleMs: Double)
+        throws
+    {
         try check(value, unit: unit, within: range)
         try run(key, unit: unit, value: value)
         Thread.sleep(forTimeInterval: settleMs / 1000)
@@ -78,7 +89,8 @@ public class SerialDevice: @unchecked Sendable {
     func check(_ value: Double, unit: String, within range: ClosedRange<Double>) throws {
         guard range.contains(value) else {
             let symbol = ["volts": "V", "um": "µm"][unit] ?? unit
-            throw MoireError(.hardware, "\(value) \(symbol) outside \(range.lowerBound)…\(range.upperBound) \(symbol)", place: place)
+            throw MoireError(
+                .hardware, "\(value) \(symbol) outside \(range.lowerBound)…\(range.upperBound) \(symbol)", place: place)
         }
     }
 
@@ -86,10 +98,14 @@ public class SerialDevice: @unchecked Sendable {
     /// per trigger pulse (`waveform_point` per value, then `waveform_arm`), where it stores sequences.
     public func loadWaveform(_ values: [Double], unit: String, within range: ClosedRange<Double>) throws {
         guard serial.commands["waveform_point"] != nil, serial.commands["waveform_arm"] != nil else {
-            throw MoireError(.unsupported, "this controller profile has no waveform commands (waveform_point, waveform_arm)", place: place)
+            throw MoireError(
+                .unsupported, "this controller profile has no waveform commands (waveform_point, waveform_arm)",
+                place: place)
         }
         for v in values { try check(v, unit: unit, within: range) }
-        for (i, v) in values.enumerated() { try run("waveform_point", unit: unit, value: v, extra: ["index": String(i)]) }
+        for (i, v) in values.enumerated() {
+            try run("waveform_point", unit: unit, value: v, extra: ["index": String(i)])
+        }
         try run("waveform_arm", extra: ["count": String(values.count)])
     }
 
@@ -142,7 +158,9 @@ public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked S
     }
 
     /// Positions (µm) stepped through per trigger pulse.
-    public func loadTable(_ positions: [Double]) throws { try loadWaveform(positions, unit: "um", within: profile.rangeUm) }
+    public func loadTable(_ positions: [Double]) throws {
+        try loadWaveform(positions, unit: "um", within: profile.rangeUm)
+    }
 
     public var positionUm: Double { lock.lock(); defer { lock.unlock() }; return z }
     public func park() { try? move(toUm: profile.homeUm) }

@@ -1,8 +1,9 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import MoireCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A serial port (or one side of a pseudo-terminal) in raw mode through termios: 8N1, no flow
 /// control, the given baud rate; reads wait with poll(2) up to a timeout.
@@ -14,7 +15,9 @@ public final class SerialPort: @unchecked Sendable {
     public init(path: String, baud: Int = 115_200) throws {
         self.path = path
         fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK)
-        guard fd >= 0 else { throw MoireError(.hardware, "cannot open: \(String(cString: strerror(errno)))", place: path) }
+        guard fd >= 0 else {
+            throw MoireError(.hardware, "cannot open: \(String(cString: strerror(errno)))", place: path)
+        }
         do { try SerialPort.makeRaw(fd, baud: baud, place: path) } catch { close(fd); throw error }
     }
 
@@ -33,14 +36,20 @@ public final class SerialPort: @unchecked Sendable {
 
     static func makeRaw(_ fd: Int32, baud: Int, place: String) throws {
         var t = termios()
-        guard tcgetattr(fd, &t) == 0 else { throw MoireError(.hardware, "not a terminal: \(String(cString: strerror(errno)))", place: place) }
+        guard tcgetattr(fd, &t) == 0 else {
+            throw MoireError(.hardware, "not a terminal: \(String(cString: strerror(errno)))", place: place)
+        }
         cfmakeraw(&t)
         t.c_cflag |= tcflag_t(CLOCAL | CREAD)
-        let speeds: [Int: speed_t] = [9600: speed_t(B9600), 19_200: speed_t(B19200), 38_400: speed_t(B38400), 57_600: speed_t(B57600),
-                                      115_200: speed_t(B115200), 230_400: speed_t(B230400)]
+        let speeds: [Int: speed_t] = [
+            9600: speed_t(B9600), 19_200: speed_t(B19200), 38_400: speed_t(B38400), 57_600: speed_t(B57600),
+            115_200: speed_t(B115200), 230_400: speed_t(B230400),
+        ]
         guard let sp = speeds[baud] else { throw MoireError(.config, "unsupported baud rate \(baud)", place: place) }
         cfsetispeed(&t, sp); cfsetospeed(&t, sp)
-        guard tcsetattr(fd, TCSANOW, &t) == 0 else { throw MoireError(.hardware, "cannot configure: \(String(cString: strerror(errno)))", place: place) }
+        guard tcsetattr(fd, TCSANOW, &t) == 0 else {
+            throw MoireError(.hardware, "cannot configure: \(String(cString: strerror(errno)))", place: place)
+        }
     }
 
     public func write(_ bytes: [UInt8]) throws {
@@ -48,7 +57,9 @@ public final class SerialPort: @unchecked Sendable {
         while off < bytes.count {
             let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n < 0 {
-                if errno == EAGAIN { var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0); _ = poll(&p, 1, 100); continue }
+                if errno == EAGAIN {
+                    var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0); _ = poll(&p, 1, 100); continue
+                }
                 throw MoireError(.hardware, "write failed: \(String(cString: strerror(errno)))", place: path)
             }
             off += n
@@ -87,7 +98,8 @@ public final class PseudoTerminal: @unchecked Sendable {
         // unlockpt and ptsname do, which Swift's Glibc module does not export.
         let m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_NONBLOCK)
         guard m >= 0 else { throw MoireError(.hardware, "cannot open /dev/ptmx: \(String(cString: strerror(errno)))") }
-        var unlock: Int32 = 0, number: UInt32 = 0
+        var unlock: Int32 = 0
+        var number: UInt32 = 0
         guard ioctl(m, UInt(0x4004_5431), &unlock) == 0, ioctl(m, UInt(0x8004_5430), &number) == 0 else {
             close(m)
             throw MoireError(.hardware, "cannot make a pseudo-terminal: \(String(cString: strerror(errno)))")
@@ -105,7 +117,9 @@ public struct SerialLineDecoder: Sendable {
     public var maxReply: Int
     private var pending: [UInt8] = []
 
-    public init(terminator: UInt8 = 0x0A, maxReply: Int = 256) { self.terminator = terminator; self.maxReply = maxReply }
+    public init(terminator: UInt8 = 0x0A, maxReply: Int = 256) {
+        self.terminator = terminator; self.maxReply = maxReply
+    }
 
     public mutating func push(_ bytes: [UInt8]) { pending += bytes }
 
@@ -117,7 +131,9 @@ public struct SerialLineDecoder: Sendable {
             if line.last == 0x0D { line.removeLast() }
             guard line.count <= maxReply else { throw MoireError(.format, "reply longer than \(maxReply) bytes") }
             guard let s = String(validating: line, as: UTF8.self) else {
-                throw MoireError(.format, "reply is not text: \(line.prefix(16).map { String(format: "%02X", $0) }.joined(separator: " "))")
+                throw MoireError(
+                    .format,
+                    "reply is not text: \(line.prefix(16).map { String(format: "%02X", $0) }.joined(separator: " "))")
             }
             return s
         }
@@ -164,7 +180,9 @@ public final class SerialLineChannel: @unchecked Sendable {
                 throw MoireError(e.kind, e.message, place: "\(port.path): \(command)")
             }
             let now = DispatchTime.now().uptimeNanoseconds
-            guard now < end else { throw MoireError(.deadline, "no reply within \(timeoutMs) ms", place: "\(port.path): \(command)") }
+            guard now < end else {
+                throw MoireError(.deadline, "no reply within \(timeoutMs) ms", place: "\(port.path): \(command)")
+            }
             decoder.push(try port.read(timeoutMs: Int((end - now) / 1_000_000) + 1))
         }
     }

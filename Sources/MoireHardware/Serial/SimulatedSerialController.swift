@@ -43,7 +43,9 @@ public final class SimulatedSerialController: @unchecked Sendable {
         pty.master.hangUp()
     }
 
-    public func state() -> (dac: [Int: Int], ttl: [Int: Bool], log: [String]) { lock.lock(); defer { lock.unlock() }; return (dac, ttl, log) }
+    public func state() -> (dac: [Int: Int], ttl: [Int: Bool], log: [String]) {
+        lock.lock(); defer { lock.unlock() }; return (dac, ttl, log)
+    }
 
     /// A pulse on the trigger input: every armed analog line steps to its next stored value.
     public func triggerIn() {
@@ -72,7 +74,8 @@ public final class SimulatedSerialController: @unchecked Sendable {
                 buffer.removeFirst(i + 1)
                 lock.lock()
                 let reply = answer(line)
-                let quiet = silent, noise = garbage
+                let quiet = silent
+                let noise = garbage
                 lock.unlock()
                 if reply.hasPrefix("!") { onLine?(line) }
                 if quiet { continue }
@@ -86,21 +89,31 @@ public final class SimulatedSerialController: @unchecked Sendable {
         if line == "*" { return "ARC TRIGGERSCOPE-style controller (Moire simulated) v1" }
         let parts = line.split(separator: ",", omittingEmptySubsequences: false)
         func num(_ s: Substring, drop: Int = 0) -> Int? { Int(s.dropFirst(drop)) }
-        if parts.count == 2, line.hasPrefix("DAC"), let n = num(parts[0], drop: 3), let v = num(parts[1]), (1...16).contains(n), (0...65535).contains(v) {
+        if parts.count == 2, line.hasPrefix("DAC"), let n = num(parts[0], drop: 3), let v = num(parts[1]),
+            (1...16).contains(n), (0...65535).contains(v)
+        {
             dac[n] = v; log.append("DAC\(n)=\(v)"); return "!" + line
         }
-        if parts.count == 2, line.hasPrefix("TTL"), let n = num(parts[0], drop: 3), let v = num(parts[1]), (1...16).contains(n), v == 0 || v == 1 {
+        if parts.count == 2, line.hasPrefix("TTL"), let n = num(parts[0], drop: 3), let v = num(parts[1]),
+            (1...16).contains(n), v == 0 || v == 1
+        {
             ttl[n] = v == 1; log.append("TTL\(n)=\(v)"); return "!" + line
         }
-        if parts.count == 3, line.hasPrefix("PDAC"), let n = num(parts[0], drop: 4), let i = num(parts[1]), let v = num(parts[2]),
-           (1...16).contains(n), (0..<1024).contains(i), (0...65535).contains(v) {
+        if parts.count == 3, line.hasPrefix("PDAC"), let n = num(parts[0], drop: 4), let i = num(parts[1]),
+            let v = num(parts[2]),
+            (1...16).contains(n), (0..<1024).contains(i), (0...65535).contains(v)
+        {
             tables[n, default: [:]][i] = v; return "!" + line
         }
-        if parts.count == 2, line.hasPrefix("ARM"), let n = num(parts[0], drop: 3), num(parts[1]) == 0, (1...16).contains(n) {
+        if parts.count == 2, line.hasPrefix("ARM"), let n = num(parts[0], drop: 3), num(parts[1]) == 0,
+            (1...16).contains(n)
+        {
             armed[n] = nil; log.append("ARM\(n)=0"); return "!" + line
         }
-        if parts.count == 2, line.hasPrefix("ARM"), let n = num(parts[0], drop: 3), let c = num(parts[1]), (1...16).contains(n), c > 0,
-           (0..<c).allSatisfy({ tables[n]?[$0] != nil }) {
+        if parts.count == 2, line.hasPrefix("ARM"), let n = num(parts[0], drop: 3), let c = num(parts[1]),
+            (1...16).contains(n), c > 0,
+            (0..<c).allSatisfy({ tables[n]?[$0] != nil })
+        {
             armed[n] = (c, 0); log.append("ARM\(n)=\(c)"); return "!" + line
         }
         return "?"

@@ -62,7 +62,8 @@ public final class OpticalModel: @unchecked Sendable {
         let n = fineW * fineH
         let fwd = try FFT.plan2D(width: fineW, height: fineH, kind: .c2cForward)
         let inv = try FFT.plan2D(width: fineW, height: fineH, kind: .c2cBackward)
-        let a = AlignedBuffer<Complex32>(count: n), b = AlignedBuffer<Complex32>(count: n)
+        let a = AlignedBuffer<Complex32>(count: n)
+        let b = AlignedBuffer<Complex32>(count: n)
         let fp = pixelUm / 2
         for y in 0..<fineH {
             let ry = (Double(y) - Double(fineH) / 2) * fp
@@ -93,14 +94,19 @@ public final class OpticalModel: @unchecked Sendable {
         inv.execute(b.pointer, a.pointer)
         // Pixel integration: sum 2×2 fine pixels.
         var out = [Complex32](repeating: .zero, count: width * height)
-        for y in 0..<height { for x in 0..<width {
-            var re: Float = 0, im: Float = 0
-            for dy in 0..<2 { for dx in 0..<2 {
-                let v = a[(2 * y + dy) * fineW + 2 * x + dx]
-                re += v.re; im += v.im
-            } }
-            out[y * width + x] = Complex32(re, im)
-        } }
+        for y in 0..<height {
+            for x in 0..<width {
+                var re: Float = 0
+                var im: Float = 0
+                for dy in 0..<2 {
+                    for dx in 0..<2 {
+                        let v = a[(2 * y + dy) * fineW + 2 * x + dx]
+                        re += v.re; im += v.im
+                    }
+                }
+                out[y * width + x] = Complex32(re, im)
+            }
+        }
         return out
     }
 }

@@ -29,14 +29,17 @@ public struct SimRandom: Sendable {
 
     /// Standard normal (Box–Muller, one value per call).
     @inline(__always) public mutating func normal() -> Double {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        let u1 = max(uniform(), 1e-300)
+        let u2 = uniform()
         return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
 
     /// Two independent standard normals (Box–Muller, both branches).
     @inline(__always) public mutating func normalPair() -> (Double, Double) {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        let r = (-2 * log(u1)).squareRoot(), a = 2 * Double.pi * u2
+        let u1 = max(uniform(), 1e-300)
+        let u2 = uniform()
+        let r = (-2 * log(u1)).squareRoot()
+        let a = 2 * Double.pi * u2
         return (r * cos(a), r * sin(a))
     }
 
@@ -45,15 +48,18 @@ public struct SimRandom: Sendable {
         if lambda <= 0 { return 0 }
         if lambda < 10 {
             let l = exp(-lambda)
-            var k = 0.0, p = uniform()
+            var k = 0.0
+            var p = uniform()
             while p > l { k += 1; p *= uniform() }
             return k
         }
         let slam = lambda.squareRoot()
-        let b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b
+        let b = 0.931 + 2.53 * slam
+        let a = -0.059 + 0.02483 * b
         let vr = 0.9277 - 3.6224 / (b - 2)
         while true {
-            let u = uniform() - 0.5, v = uniform()
+            let u = uniform() - 0.5
+            let v = uniform()
             let us = 0.5 - abs(u)
             let k = floor((2 * a / us + b) * u + lambda + 0.43)
             // The quick acceptance (about 86 % of draws) needs no logarithm.

@@ -5,7 +5,7 @@ import MoireStorage
 
 /// A camera that serves a recording's planes in order, one per trigger, with the device state
 /// that was recorded; missing planes are "exposed but not delivered", as they were live.
-public final class ReplayCamera: Camera, @unchecked Sendable { // all mutable state under `cond`
+public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable state under `cond`
     public let name: String
     public let profile: CameraProfile
     private let reader: OMETiffReader
@@ -36,7 +36,10 @@ public final class ReplayCamera: Camera, @unchecked Sendable { // all mutable st
 
     public func configure(_ s: CameraSettings) throws {
         guard s.width == reader.width, s.height == reader.height else {
-            throw MoireError(.hardware, "the protocol asks for \(s.width)×\(s.height); the recording is \(reader.width)×\(reader.height)", place: reader.path)
+            throw MoireError(
+                .hardware,
+                "the protocol asks for \(s.width)×\(s.height); the recording is \(reader.width)×\(reader.height)",
+                place: reader.path)
         }
         settings = s
     }
@@ -56,8 +59,10 @@ public final class ReplayCamera: Camera, @unchecked Sendable { // all mutable st
         // Backpressure as the simulated camera: virtual time waits for a free slot, real time drops.
         guard let slot = pool?.acquire(for: clock.backpressure) else { return }
         try slot.withBytes { try reader.readPlane(rec.header.index, into: $0) }
-        ready.append(CapturedFrame(frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
-                                   height: reader.height, exposureStartNs: rec.header.exposureStartNs, state: rec.header.state))
+        ready.append(
+            CapturedFrame(
+                frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
+                height: reader.height, exposureStartNs: rec.header.exposureStartNs, state: rec.header.state))
         cond.broadcast()
     }
 

@@ -12,7 +12,7 @@ import MoireFFT
 /// `B0 + m1·Re(e^{iφ}·B1) + m2·Re(e^{2iφ}·B2)`. The blur runs on a 2× lateral grid, integrated
 /// 2×2 into camera pixels; Poisson and Gaussian camera noise follow.
 public struct SIM3DSimulator: Sendable {
-    public var n = 128            // camera pixels per side
+    public var n = 128  // camera pixels per side
     public var pixelUm = 0.065
     public var nz = 32
     public var dzUm = 0.125
@@ -42,22 +42,40 @@ public struct SIM3DSimulator: Sendable {
 
     /// 3D specimen density on the fine grid (2n × 2n × nz): filaments (3D worm-like chains within ±1 µm) and beads.
     func specimen() -> [Float] {
-        let fn = 2 * n, fp = pixelUm / 2
+        let fn = 2 * n
+        let fp = pixelUm / 2
         var d = [Float](repeating: 0, count: fn * fn * nz)
         var rng = SimRandom(seed: specimenSeed)
         func splat(_ x: Double, _ y: Double, _ z: Double, _ w: Float) {
-            let fx = x / fp + 0.5, fy = y / fp + 0.5, fz = z / dzUm + Double(nz / 2)
-            let x0 = Int(floor(fx)), y0 = Int(floor(fy)), z0 = Int(floor(fz))
-            let ax = Float(fx - Double(x0)), ay = Float(fy - Double(y0)), az = Float(fz - Double(z0))
-            for (dx, wx) in [(0, 1 - ax), (1, ax)] { for (dy, wy) in [(0, 1 - ay), (1, ay)] { for (dz, wz) in [(0, 1 - az), (1, az)] {
-                let xi = x0 + dx, yi = y0 + dy, zi = z0 + dz
-                if xi >= 0, xi < fn, yi >= 0, yi < fn, zi >= 0, zi < nz { d[(zi * fn + yi) * fn + xi] += w * wx * wy * wz }
-            } } }
+            let fx = x / fp + 0.5
+            let fy = y / fp + 0.5
+            let fz = z / dzUm + Double(nz / 2)
+            let x0 = Int(floor(fx))
+            let y0 = Int(floor(fy))
+            let z0 = Int(floor(fz))
+            let ax = Float(fx - Double(x0))
+            let ay = Float(fy - Double(y0))
+            let az = Float(fz - Double(z0))
+            for (dx, wx) in [(0, 1 - ax), (1, ax)] {
+                for (dy, wy) in [(0, 1 - ay), (1, ay)] {
+                    for (dz, wz) in [(0, 1 - az), (1, az)] {
+                        let xi = x0 + dx
+                        let yi = y0 + dy
+                        let zi = z0 + dz
+                        if xi >= 0, xi < fn, yi >= 0, yi < fn, zi >= 0, zi < nz {
+                            d[(zi * fn + yi) * fn + xi] += w * wx * wy * wz
+                        }
+                    }
+                }
+            }
         }
         let size = Double(n) * pixelUm
         for _ in 0..<25 {
-            var x = rng.uniform() * size, y = rng.uniform() * size, z = (rng.uniform() - 0.5) * 1.5
-            var th = rng.uniform() * 2 * .pi, el = (rng.uniform() - 0.5) * 0.6
+            var x = rng.uniform() * size
+            var y = rng.uniform() * size
+            var z = (rng.uniform() - 0.5) * 1.5
+            var th = rng.uniform() * 2 * .pi
+            var el = (rng.uniform() - 0.5) * 0.6
             for _ in 0..<600 {
                 splat(x, y, z, 0.05)
                 th += rng.normal() * 0.06; el = max(-0.6, min(0.6, el + rng.normal() * 0.04))
@@ -81,10 +99,16 @@ public struct SIM3DSimulator: Sendable {
             var perPhase: [[Float]] = []
             for p in 0..<phases {
                 let phi = phase(p)
-                let c1 = Float(cos(phi)), s1 = Float(sin(phi)), c2 = Float(cos(2 * phi)), s2 = Float(sin(2 * phi))
+                let c1 = Float(cos(phi))
+                let s1 = Float(sin(phi))
+                let c2 = Float(cos(2 * phi))
+                let s2 = Float(sin(2 * phi))
                 var v = [Float](repeating: 0, count: n * n * nz)
                 for i in 0..<v.count {
-                    let expected = scale * (b0[i] + Float(m1) * (c1 * b1[i].re - s1 * b1[i].im) + Float(m2) * (c2 * b2[i].re - s2 * b2[i].im))
+                    let expected =
+                        scale
+                        * (b0[i] + Float(m1) * (c1 * b1[i].re - s1 * b1[i].im) + Float(m2)
+                            * (c2 * b2[i].re - s2 * b2[i].im))
                     let e = rng.poisson(Double(max(0, expected)))
                     v[i] = Float(offsetADU + gainADUPerE * e + gainADUPerE * readNoiseE * rng.normal())
                 }
@@ -110,19 +134,26 @@ public struct SIM3DSimulator: Sendable {
 
         public init(_ sim: SIM3DSimulator) throws {
             self.sim = sim
-            let n = sim.n, nz = sim.nz, fn = 2 * n, total = fn * fn * nz
+            let n = sim.n
+            let nz = sim.nz
+            let fn = 2 * n
+            let total = fn * fn * nz
             let psf = try sim.optics.psf(n: fn, pixelUm: sim.pixelUm / 2, nz: nz, dzUm: sim.dzUm)
             let fwd = try FFT.plan3D(width: fn, height: fn, depth: nz, forward: true)
             self.fwd = fwd
             inv = try FFT.plan3D(width: fn, height: fn, depth: nz, forward: false)
             // Transfer functions: the PSF (orders 0, 2) and the PSF·cos(2π kz z) (order 1), centred at the origin.
             func transfer(axial: Bool) -> AlignedBuffer<Complex32> {
-                let a = AlignedBuffer<Complex32>(count: total), b = AlignedBuffer<Complex32>(count: total)
+                let a = AlignedBuffer<Complex32>(count: total)
+                let b = AlignedBuffer<Complex32>(count: total)
                 for z in 0..<nz {
                     let w = axial ? Float(cos(2 * Double.pi * sim.kz * Double(z - nz / 2) * sim.dzUm)) : 1
-                    for y in 0..<fn { for x in 0..<fn {
-                        a[(((z + nz / 2) % nz) * fn + (y + fn / 2) % fn) * fn + (x + fn / 2) % fn] = Complex32(psf[(z * fn + y) * fn + x] * w, 0)
-                    } }
+                    for y in 0..<fn {
+                        for x in 0..<fn {
+                            a[(((z + nz / 2) % nz) * fn + (y + fn / 2) % fn) * fn + (x + fn / 2) % fn] = Complex32(
+                                psf[(z * fn + y) * fn + x] * w, 0)
+                        }
+                    }
                 }
                 fwd.execute(a.pointer, b.pointer)
                 return b
@@ -145,29 +176,45 @@ public struct SIM3DSimulator: Sendable {
         /// (S·e^{i m 2πk·r}) ⊗ h, binned 2×2 laterally.
         func blur(_ kx: Double, _ ky: Double, _ order: Int, _ h: AlignedBuffer<Complex32>) -> [Complex32] {
             lock.lock(); defer { lock.unlock() }
-            let n = sim.n, nz = sim.nz, fn = 2 * n, total = fn * fn * nz, pixelUm = sim.pixelUm
-            for z in 0..<nz { for y in 0..<fn {
-                let ry = (Double(y) - 0.5) * pixelUm / 2
-                for x in 0..<fn {
-                    let rx = (Double(x) - 0.5) * pixelUm / 2
-                    let ph = 2 * Double.pi * Double(order) * (kx * rx + ky * ry)
-                    let v = specimen[(z * fn + y) * fn + x]
-                    a[(z * fn + y) * fn + x] = Complex32(v * Float(cos(ph)), v * Float(sin(ph)))
+            let n = sim.n
+            let nz = sim.nz
+            let fn = 2 * n
+            let total = fn * fn * nz
+            let pixelUm = sim.pixelUm
+            for z in 0..<nz {
+                for y in 0..<fn {
+                    let ry = (Double(y) - 0.5) * pixelUm / 2
+                    for x in 0..<fn {
+                        let rx = (Double(x) - 0.5) * pixelUm / 2
+                        let ph = 2 * Double.pi * Double(order) * (kx * rx + ky * ry)
+                        let v = specimen[(z * fn + y) * fn + x]
+                        a[(z * fn + y) * fn + x] = Complex32(v * Float(cos(ph)), v * Float(sin(ph)))
+                    }
                 }
-            } }
+            }
             fwd.execute(a.pointer, b.pointer)
             let sc = 1 / Float(total)
             for i in 0..<total {
-                let p = b[i], q = h[i]
+                let p = b[i]
+                let q = h[i]
                 b[i] = Complex32((p.re * q.re - p.im * q.im) * sc, (p.re * q.im + p.im * q.re) * sc)
             }
             inv.execute(b.pointer, a.pointer)
             var out = [Complex32](repeating: .zero, count: n * n * nz)
-            for z in 0..<nz { for y in 0..<n { for x in 0..<n {
-                var re: Float = 0, im: Float = 0
-                for dy in 0..<2 { for dx in 0..<2 { let v = a[(z * fn + 2 * y + dy) * fn + 2 * x + dx]; re += v.re; im += v.im } }
-                out[(z * n + y) * n + x] = Complex32(re, im)
-            } } }
+            for z in 0..<nz {
+                for y in 0..<n {
+                    for x in 0..<n {
+                        var re: Float = 0
+                        var im: Float = 0
+                        for dy in 0..<2 {
+                            for dx in 0..<2 {
+                                let v = a[(z * fn + 2 * y + dy) * fn + 2 * x + dx]; re += v.re; im += v.im
+                            }
+                        }
+                        out[(z * n + y) * n + x] = Complex32(re, im)
+                    }
+                }
+            }
             return out
         }
     }

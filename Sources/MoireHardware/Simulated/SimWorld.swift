@@ -37,12 +37,17 @@ public final class SimWorld: @unchecked Sendable {
     public func snapshot() -> Snapshot {
         lock.lock()
         let ls = lasers.values.sorted { $0.name < $1.name }
-        let m = modulator, s = stage, sc = scanner
+        let m = modulator
+        let s = stage
+        let sc = scanner
         lock.unlock()
         let (p, spec) = m?.current ?? (-1, nil)
-        let emitting = ls.filter(\.isEmitting).map { (name: $0.name, powerMw: $0.powerMw, wavelengthNm: $0.profile.wavelengthNm) }
-        return Snapshot(pattern: p, spec: spec, lasers: emitting, zUm: s?.positionUm ?? 0,
-                        scannerUm: sc.map { $0.volts * $0.profile.umPerV } ?? 0, stageHomeUm: s?.profile.homeUm ?? 0)
+        let emitting = ls.filter(\.isEmitting).map {
+            (name: $0.name, powerMw: $0.powerMw, wavelengthNm: $0.profile.wavelengthNm)
+        }
+        return Snapshot(
+            pattern: p, spec: spec, lasers: emitting, zUm: s?.positionUm ?? 0,
+            scannerUm: sc.map { $0.volts * $0.profile.umPerV } ?? 0, stageHomeUm: s?.profile.homeUm ?? 0)
     }
 
     func record(_ line: String) {

@@ -41,7 +41,7 @@ extension CameraFault {
 /// N(0, (gain·read noise)²), rounded and clamped to 16 bit. No laser on ⇒ a dark frame.
 /// Frames are delivered after exposure + readout on the camera's clock. Noise is seeded per
 /// frame id, so a run is reproducible.
-public final class SimulatedCamera: Camera, @unchecked Sendable { // state under `cond`; caches: worker only
+public final class SimulatedCamera: Camera, @unchecked Sendable {  // state under `cond`; caches: worker only
     public let name: String
     public let profile: CameraProfile
     private let world: SimWorld
@@ -78,8 +78,10 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
     private var sheetRenderers: [Double: LightSheetRenderer] = [:]
     private var samplePixelUm = 0.1
 
-    public init(name: String, profile: CameraProfile, world: SimWorld, specimen: SpecimenSpec?, optics: Optics,
-                clock: MoireClock, seed: UInt64 = 1, lightSheet: LightSheetSpec? = nil) {
+    public init(
+        name: String, profile: CameraProfile, world: SimWorld, specimen: SpecimenSpec?, optics: Optics,
+        clock: MoireClock, seed: UInt64 = 1, lightSheet: LightSheetSpec? = nil
+    ) {
         self.name = name; self.profile = profile; self.world = world; self.specimen = specimen
         self.optics = optics; self.clock = clock; self.seed = seed; self.lightSheet = lightSheet
         cond = clock.makeCondition()
@@ -93,7 +95,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
     /// three-beam pattern (`order2_modulation` in its set) adds order 1 with its axial modulation
     /// cos(2π kz Δz) fixed to the focal plane and order 2 at 2k; a two-beam pattern order 1 alone.
     func rendersVolume(_ s: CameraSettings) -> Bool {
-        lightSheet == nil && specimen?.kind == .beads && s.width == s.height && s.width % 2 == 0 && s.width >= 16 && s.width <= 256
+        lightSheet == nil && specimen?.kind == .beads && s.width == s.height && s.width % 2 == 0 && s.width >= 16
+            && s.width <= 256
     }
     private var volumeModels: [String: (model: SIM3DSimulator.BandModel, norm: Float)] = [:]
     private var volumeSidebands: [String: (b1: [Complex32], b2: [Complex32]?)] = [:]
@@ -119,31 +122,49 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
     private func volumePlane(zUm: Double, spec: PatternSpec?, excitationNm: Double) -> [Float]? {
         let emission = excitationNm + 37
         let threeBeam = spec?.order2Modulation != nil
-        let kz = spec.flatMap { s in
-            threeBeam ? ThreeBeam.kz(kUm: hypot(s.kx, s.ky), excitationNm: excitationNm, immersionIndex: optics.immersionIndex) : nil
-        } ?? 0
+        let kz =
+            spec.flatMap { s in
+                threeBeam
+                    ? ThreeBeam.kz(
+                        kUm: hypot(s.kx, s.ky), excitationNm: excitationNm, immersionIndex: optics.immersionIndex) : nil
+            } ?? 0
         guard let (model, norm) = volumeModel(emissionNm: emission, kz: kz) else { return nil }
-        let n = settings.width, plane = n * n, nz = Self.volumeGrid.planes
+        let n = settings.width
+        let plane = n * n
+        let nz = Self.volumeGrid.planes
         let f = min(max(zUm / Self.volumeGrid.dzUm + Double(nz / 2), 0), Double(nz - 1))
-        let z0 = min(Int(f), nz - 2), t = Float(f - Double(z0))
+        let z0 = min(Int(f), nz - 2)
+        let t = Float(f - Double(z0))
         var out = [Float](repeating: 0, count: plane)
         for i in 0..<plane { out[i] = norm * ((1 - t) * model.b0[z0 * plane + i] + t * model.b0[(z0 + 1) * plane + i]) }
         guard let spec else { return out }
         let key = "\(emission)/\(kz)/\(spec.kx)/\(spec.ky)/\(threeBeam)/\(n)/\(samplePixelUm)"
         let bands: (b1: [Complex32], b2: [Complex32]?)
-        if let b = volumeSidebands[key] { bands = b } else {
-            if threeBeam { let (b1, b2) = model.sidebands(kx: spec.kx, ky: spec.ky); bands = (b1, b2) }
-            else { bands = (model.twoBeamSideband(kx: spec.kx, ky: spec.ky), nil) }
+        if let b = volumeSidebands[key] {
+            bands = b
+        } else {
+            if threeBeam {
+                let (b1, b2) = model.sidebands(kx: spec.kx, ky: spec.ky); bands = (b1, b2)
+            } else {
+                bands = (model.twoBeamSideband(kx: spec.kx, ky: spec.ky), nil)
+            }
             volumeSidebands[key] = bands
         }
-        let m1 = Float(spec.modulation), m2 = Float(spec.order2Modulation ?? 0)
-        let c1 = Float(cos(spec.phaseRad)), s1 = Float(sin(spec.phaseRad)), c2 = Float(cos(2 * spec.phaseRad)), s2 = Float(sin(2 * spec.phaseRad))
+        let m1 = Float(spec.modulation)
+        let m2 = Float(spec.order2Modulation ?? 0)
+        let c1 = Float(cos(spec.phaseRad))
+        let s1 = Float(sin(spec.phaseRad))
+        let c2 = Float(cos(2 * spec.phaseRad))
+        let s2 = Float(sin(2 * spec.phaseRad))
         for i in 0..<plane {
-            let a = bands.b1[z0 * plane + i], b = bands.b1[(z0 + 1) * plane + i]
-            let re = (1 - t) * a.re + t * b.re, im = (1 - t) * a.im + t * b.im
+            let a = bands.b1[z0 * plane + i]
+            let b = bands.b1[(z0 + 1) * plane + i]
+            let re = (1 - t) * a.re + t * b.re
+            let im = (1 - t) * a.im + t * b.im
             out[i] += norm * m1 * (c1 * re - s1 * im)
             if let b2 = bands.b2 {
-                let p = b2[z0 * plane + i], q = b2[(z0 + 1) * plane + i]
+                let p = b2[z0 * plane + i]
+                let q = b2[(z0 + 1) * plane + i]
                 out[i] += norm * m2 * (c2 * ((1 - t) * p.re + t * q.re) - s2 * ((1 - t) * p.im + t * q.im))
             }
         }
@@ -154,13 +175,20 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
     private func sheetRenderer(emissionNm: Double) -> LightSheetRenderer? {
         guard let ls = lightSheet, let specimen, specimen.kind == .beads else { return nil }
         if let r = sheetRenderers[emissionNm] { return r }
-        guard let o = try? LightSheetOptics(na: optics.objectiveNA, immersionIndex: optics.immersionIndex, emissionNm: emissionNm,
-                                            sheetThicknessUm: ls.thicknessUm) else { return nil }
-        let beads = LightSheetRenderer.beads(count: specimen.puncta, sizeUm: specimen.sizeUm, seed: specimen.seed, optics: o)
+        guard
+            let o = try? LightSheetOptics(
+                na: optics.objectiveNA, immersionIndex: optics.immersionIndex, emissionNm: emissionNm,
+                sheetThicknessUm: ls.thicknessUm)
+        else { return nil }
+        let beads = LightSheetRenderer.beads(
+            count: specimen.puncta, sizeUm: specimen.sizeUm, seed: specimen.seed, optics: o)
         let fil = LightSheetRenderer.filaments(count: specimen.filaments, sizeUm: specimen.sizeUm, seed: specimen.seed)
-        let r = LightSheetRenderer(angleDeg: ls.angleDeg, pixelUm: samplePixelUm, optics: o, emitters: beads + fil,
-                                   weights: fil.isEmpty ? [] : [Double](repeating: 1, count: beads.count)
-                                       + [Double](repeating: LightSheetRenderer.filamentWeight, count: fil.count))
+        let r = LightSheetRenderer(
+            angleDeg: ls.angleDeg, pixelUm: samplePixelUm, optics: o, emitters: beads + fil,
+            weights: fil.isEmpty
+                ? []
+                : [Double](repeating: 1, count: beads.count)
+                    + [Double](repeating: LightSheetRenderer.filamentWeight, count: fil.count))
         sheetRenderers[emissionNm] = r
         return r
     }
@@ -170,11 +198,15 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
 
     public func configure(_ s: CameraSettings) throws {
         guard profile.exposureMs.contains(s.exposureMs) else {
-            throw MoireError(.hardware, "exposure \(s.exposureMs) ms outside \(profile.exposureMs)", place: "camera \(name)")
+            throw MoireError(
+                .hardware, "exposure \(s.exposureMs) ms outside \(profile.exposureMs)", place: "camera \(name)")
         }
-        guard profile.binning.contains(s.binning), s.width * s.binning <= profile.sensorWidth, s.height * s.binning <= profile.sensorHeight,
-              s.width >= profile.roiMin, s.height >= profile.roiMin else {
-            throw MoireError(.hardware, "ROI \(s.width)×\(s.height) binning \(s.binning) not possible", place: "camera \(name)")
+        guard profile.binning.contains(s.binning), s.width * s.binning <= profile.sensorWidth,
+            s.height * s.binning <= profile.sensorHeight,
+            s.width >= profile.roiMin, s.height >= profile.roiMin
+        else {
+            throw MoireError(
+                .hardware, "ROI \(s.width)×\(s.height) binning \(s.binning) not possible", place: "camera \(name)")
         }
         guard profile.triggerModes.contains(s.trigger.rawValue) else {
             throw MoireError(.hardware, "trigger mode \(s.trigger.rawValue) not supported", place: "camera \(name)")
@@ -185,8 +217,11 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
         if px != samplePixelUm { sheetRenderers = [:]; samplePixelUm = px }
         if rendersVolume(s) {
             model = nil
-        } else if let specimen, !rendersLightSheet, model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px {
-            model = try OpticalModel(specimen: specimen, width: s.width, height: s.height, pixelUm: px, na: optics.objectiveNA)
+        } else if let specimen, !rendersLightSheet,
+            model == nil || model!.width != s.width || model!.height != s.height || model!.pixelUm != px
+        {
+            model = try OpticalModel(
+                specimen: specimen, width: s.width, height: s.height, pixelUm: px, na: optics.objectiveNA)
         }
         settings = s
     }
@@ -212,7 +247,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
         cond.lock(); defer { cond.unlock() }
         guard !acquiring else { throw MoireError(.state, "already acquiring", place: "camera \(name)") }
         guard pool.slotBytes >= settings.width * settings.height * 2 else {
-            throw MoireError(.hardware, "frame pool slots are too small for \(settings.width)×\(settings.height)", place: "camera \(name)")
+            throw MoireError(
+                .hardware, "frame pool slots are too small for \(settings.width)×\(settings.height)",
+                place: "camera \(name)")
         }
         self.pool = pool
         acquiring = true; exposed = 0; pending = []; ready = []; disconnected = false; stalled = false
@@ -267,7 +304,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
             onExposureEnd?()  // the exposure output's falling edge
             clock.sleep(untilNs: job.startNs + expNs + readNs)
             if faultsNow.contains(.dropFrame(job.id)) { continue }
-            if faultsNow.contains(where: { if case .disconnect(let n) = $0 { return job.id >= n }; return false }) {
+            if faultsNow.contains(where: {
+                if case .disconnect(let n) = $0 { return job.id >= n }; return false
+            }) {
                 cond.lock(); disconnected = true; cond.broadcast(); cond.unlock()
                 continue
             }
@@ -281,8 +320,9 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
             cond.unlock()
             var bytes = settings.width * settings.height * 2
             if faultsNow.contains(.malformed(job.id)) { bytes /= 2 }
-            let frame = CapturedFrame(frameID: job.id, slot: slot, byteCount: bytes, width: settings.width, height: settings.height,
-                                      exposureStartNs: job.startNs, state: state)
+            let frame = CapturedFrame(
+                frameID: job.id, slot: slot, byteCount: bytes, width: settings.width, height: settings.height,
+                exposureStartNs: job.startNs, state: state)
             cond.lock()
             if acquiring && generation == gen { ready.append(frame); cond.broadcast() } else { slot.release() }
             cond.unlock()
@@ -297,7 +337,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
     }
 
     private func render(job: (id: Int, startNs: Int64, snap: SimWorld.Snapshot), into slot: FrameSlot) -> DeviceState {
-        let w = settings.width, h = settings.height
+        let w = settings.width
+        let h = settings.height
         let snap = job.snap
         let exposureMs = settings.exposureMs
         var terms: [Term] = []
@@ -307,10 +348,13 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
                 let bleach = exp(-specimen.bleachPerMwS * (dose[l.name] ?? 0))
                 dose[l.name, default: 0] += l.powerMw * exposureMs / 1000
                 guard let b0 = try? model.widefield(emissionNm: emission) else { continue }
-                var t = Term(b0: b0, b1: nil, scale: Float(specimen.brightness * l.powerMw * exposureMs * bleach), m: 0, c: 1, s: 0,
-                             bg: Float(specimen.background * l.powerMw * exposureMs))
+                var t = Term(
+                    b0: b0, b1: nil, scale: Float(specimen.brightness * l.powerMw * exposureMs * bleach), m: 0, c: 1,
+                    s: 0,
+                    bg: Float(specimen.background * l.powerMw * exposureMs))
                 if let spec = snap.spec, let b1 = try? model.sideband(kx: spec.kx, ky: spec.ky, emissionNm: emission) {
-                    t.b1 = b1; t.m = Float(spec.modulation); t.c = Float(cos(spec.phaseRad)); t.s = Float(sin(spec.phaseRad))
+                    t.b1 = b1; t.m = Float(spec.modulation); t.c = Float(cos(spec.phaseRad));
+                    t.s = Float(sin(spec.phaseRad))
                 }
                 terms.append(t)
             }
@@ -326,9 +370,13 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
                 let bg = Float(specimen.background * l.powerMw * exposureMs)
                 for i in 0..<img.count { img[i] += bg }
                 // Lattice SIM: the modulator's pattern structures the sheet (in camera coordinates).
-                let pattern = snap.spec.map { LightSheetRenderer.Pattern(kx: $0.kx, ky: $0.ky, phaseRad: $0.phaseRad, modulation: $0.modulation) }
+                let pattern = snap.spec.map {
+                    LightSheetRenderer.Pattern(kx: $0.kx, ky: $0.ky, phaseRad: $0.phaseRad, modulation: $0.modulation)
+                }
                 img.withUnsafeMutableBufferPointer {
-                    r.add(scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs, pattern: pattern, into: $0.baseAddress!)
+                    r.add(
+                        scanUm: scan, width: w, height: h, peak: specimen.brightness * l.powerMw * exposureMs,
+                        pattern: pattern, into: $0.baseAddress!)
                 }
             }
             rendered = img
@@ -338,15 +386,21 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
             for l in snap.lasers {
                 let bleach = exp(-specimen.bleachPerMwS * (dose[l.name] ?? 0))
                 dose[l.name, default: 0] += l.powerMw * exposureMs / 1000
-                guard let p = volumePlane(zUm: snap.zUm - snap.stageHomeUm, spec: snap.spec, excitationNm: l.wavelengthNm) else { continue }
-                let scale = Float(specimen.brightness * l.powerMw * exposureMs * bleach), bg = Float(specimen.background * l.powerMw * exposureMs)
+                guard
+                    let p = volumePlane(zUm: snap.zUm - snap.stageHomeUm, spec: snap.spec, excitationNm: l.wavelengthNm)
+                else { continue }
+                let scale = Float(specimen.brightness * l.powerMw * exposureMs * bleach)
+                let bg = Float(specimen.background * l.powerMw * exposureMs)
                 for i in 0..<img.count { img[i] += scale * p[i] + bg }
             }
             rendered = img
         }
         let renderedPhotons = rendered
-        let qe = profile.qe, gain = profile.gainADUPerE, offset = profile.offsetADU
-        let readADU = profile.readNoiseE * gain, full = profile.fullWellE
+        let qe = profile.qe
+        let gain = profile.gainADUPerE
+        let offset = profile.offsetADU
+        let readADU = profile.readNoiseE * gain
+        let full = profile.fullWellE
         let chunks = 8
         let base = seed &* 0x9E37_79B9 &+ UInt64(job.id) &* 0x1_0000
         let allTerms = terms
@@ -355,7 +409,8 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
             // Rows split into chunks rendered in parallel; each chunk has its own seeded noise stream.
             DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
                 var rng = SimRandom(seed: base &+ UInt64(chunk))
-                let y0 = h * chunk / chunks, y1 = h * (chunk + 1) / chunks
+                let y0 = h * chunk / chunks
+                let y1 = h * (chunk + 1) / chunks
                 var spare: Double?
                 for i in (y0 * w)..<(y1 * w) {
                     var photons: Float = renderedPhotons?[i] ?? 0
@@ -366,13 +421,18 @@ public final class SimulatedCamera: Camera, @unchecked Sendable { // state under
                     }
                     let e = min(rng.poisson(Double(max(0, photons)) * qe), full)
                     let g: Double
-                    if let sp = spare { g = sp; spare = nil } else { let pair = rng.normalPair(); g = pair.0; spare = pair.1 }
+                    if let sp = spare {
+                        g = sp; spare = nil
+                    } else {
+                        let pair = rng.normalPair(); g = pair.0; spare = pair.1
+                    }
                     let adu = offset + gain * e + readADU * g
                     out[i] = UInt16(min(65535, max(0, adu.rounded())))
                 }
             }
         }
-        return DeviceState(pattern: snap.pattern, lasers: snap.lasers.map(\.name), zUm: snap.zUm, exposureMs: exposureMs)
+        return DeviceState(
+            pattern: snap.pattern, lasers: snap.lasers.map(\.name), zUm: snap.zUm, exposureMs: exposureMs)
     }
 
     public func nextFrame(timeoutMs: Int) throws -> CapturedFrame? {

@@ -3,7 +3,7 @@ import MoireConfig
 import MoireCore
 
 /// A simulated laser: enable, power set-point and TTL gate; emits when enabled and gated.
-public final class SimulatedLaser: Laser, @unchecked Sendable { // state under `lock`
+public final class SimulatedLaser: Laser, @unchecked Sendable {  // state under `lock`
     public let name: String
     public let profile: LaserProfile
     private let world: SimWorld
@@ -40,7 +40,7 @@ public final class SimulatedLaser: Laser, @unchecked Sendable { // state under `
 }
 
 /// A simulated z stage with a settle time.
-public final class SimulatedStage: Stage, @unchecked Sendable { // z under `lock`
+public final class SimulatedStage: Stage, @unchecked Sendable {  // z under `lock`
     public let name: String
     public let profile: StageProfile
     private let world: SimWorld
@@ -68,7 +68,7 @@ public final class SimulatedStage: Stage, @unchecked Sendable { // z under `lock
 }
 
 /// A simulated galvo.
-public final class SimulatedScanner: Scanner, @unchecked Sendable { // volts under `lock`
+public final class SimulatedScanner: Scanner, @unchecked Sendable {  // volts under `lock`
     public let name: String
     public let profile: ScannerProfile
     private let world: SimWorld
@@ -119,7 +119,7 @@ public struct PatternError: Sendable, Equatable {
 ///
 /// What it projects is the profile's pattern with `patternError` applied (from the profile's
 /// `driver_options` `k_scale`, `rotation_deg`, `phase_offset_rad`, or set by a test).
-public final class SimulatedModulator: Modulator, @unchecked Sendable { // state under `lock`
+public final class SimulatedModulator: Modulator, @unchecked Sendable {  // state under `lock`
     public let name: String
     public let profile: ModulatorProfile
     private let world: SimWorld
@@ -161,7 +161,8 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable { // state
 
     public func show(pattern: Int) throws {
         guard pattern == -1 || specs[pattern] != nil else {
-            throw MoireError(.hardware, "pattern \(pattern) is not in the modulator's pattern table", place: "modulator \(name)")
+            throw MoireError(
+                .hardware, "pattern \(pattern) is not in the modulator's pattern table", place: "modulator \(name)")
         }
         lock.lock(); shown = pattern; active = true; lock.unlock()
         world.record("\(name).show \(pattern)")
@@ -170,10 +171,13 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable { // state
 
     public func upload(_ steps: [SequenceStep]) throws {
         guard steps.count <= profile.sequenceMax else {
-            throw MoireError(.hardware, "sequence of \(steps.count) steps exceeds the maximum \(profile.sequenceMax)", place: "modulator \(name)")
+            throw MoireError(
+                .hardware, "sequence of \(steps.count) steps exceeds the maximum \(profile.sequenceMax)",
+                place: "modulator \(name)")
         }
         for s in steps where s.pattern != -1 && specs[s.pattern] == nil {
-            throw MoireError(.hardware, "pattern \(s.pattern) is not in the modulator's pattern table", place: "modulator \(name)")
+            throw MoireError(
+                .hardware, "pattern \(s.pattern) is not in the modulator's pattern table", place: "modulator \(name)")
         }
         lock.lock(); sequence = steps; lock.unlock()
         world.record("\(name).upload \(steps.map(\.pattern))")
@@ -181,7 +185,9 @@ public final class SimulatedModulator: Modulator, @unchecked Sendable { // state
 
     public func startSequence(camera: Camera, lasers: [String: Laser]) throws {
         lock.lock()
-        guard !running else { lock.unlock(); throw MoireError(.state, "a sequence is already running", place: "modulator \(name)") }
+        guard !running else {
+            lock.unlock(); throw MoireError(.state, "a sequence is already running", place: "modulator \(name)")
+        }
         running = true; cancel = false; failure = nil
         let steps = sequence
         lock.unlock()

@@ -34,7 +34,11 @@ public final class SimulatedPeers: @unchecked Sendable {
         if let u = profile.uniformDMD { byImage[u] = -1 }
         d.onDisplay = { [weak m] e in
             guard let m else { return }
-            if let e, let p = byImage[DMDImage(image: Int(e.imageIndex), bit: Int(e.bitPosition))] { try? m.show(pattern: p) } else { m.idle() }
+            if let e, let p = byImage[DMDImage(image: Int(e.imageIndex), bit: Int(e.bitPosition))] {
+                try? m.show(pattern: p)
+            } else {
+                m.idle()
+            }
         }
         if firesCamera { d.onTriggerOut = { [weak self] in self?.camera?.externalTrigger() } }
         dmd = d; mirrors = m
@@ -55,7 +59,9 @@ public final class SimulatedPeers: @unchecked Sendable {
         return s
     }
 
-    private func add(_ port: String, _ h: @escaping (String) -> Void) { lock.lock(); handlers[port, default: []].append(h); lock.unlock() }
+    private func add(_ port: String, _ h: @escaping (String) -> Void) {
+        lock.lock(); handlers[port, default: []].append(h); lock.unlock()
+    }
 
     /// The value a matched line carries, in the device's unit (directly, or from DAC counts).
     private static func value(_ c: SerialCommand, _ cap: [String: Double], unit: String) -> Double? {
@@ -65,13 +71,16 @@ public final class SimulatedPeers: @unchecked Sendable {
     func wire(_ d: RigDevice, physics: SimulatedLaser) {
         guard let s = d.profile.serial, let port = d.profile.connection["port"] else { return }
         let fixed = s.values
-        if s.commands["power"] == nil { try? physics.setPower(mW: physics.profile.maxPowerMw) }  // set at the laser's own panel
+        // set at the laser's own panel
+        if s.commands["power"] == nil { try? physics.setPower(mW: physics.profile.maxPowerMw) }
         add(port) { line in
             if s.commands["on"]?.match(line, fixed: fixed) != nil { try? physics.setEnabled(true) }
             if s.commands["off"]?.match(line, fixed: fixed) != nil { try? physics.setEnabled(false) }
             if let c = s.commands["gate_on"], c.match(line, fixed: fixed) != nil { physics.setGate(true) }
             if let c = s.commands["gate_off"], c.match(line, fixed: fixed) != nil { physics.setGate(false) }
-            if let c = s.commands["power"], let cap = c.match(line, fixed: fixed), let mw = Self.value(c, cap, unit: "mw") {
+            if let c = s.commands["power"], let cap = c.match(line, fixed: fixed),
+                let mw = Self.value(c, cap, unit: "mw")
+            {
                 try? physics.setPower(mW: min(max(0, mw), physics.profile.maxPowerMw))
             }
         }
@@ -79,23 +88,33 @@ public final class SimulatedPeers: @unchecked Sendable {
 
     /// A controller line wired to the camera's trigger input: its `high` command is a rising edge.
     func wireCameraTrigger(_ d: RigDevice) {
-        guard let s = d.profile.serial, let port = d.profile.connection["port"], let high = s.commands["high"] else { return }
+        guard let s = d.profile.serial, let port = d.profile.connection["port"], let high = s.commands["high"] else {
+            return
+        }
         add(port) { [weak self] line in
             if high.match(line, fixed: s.values) != nil { self?.camera?.externalTrigger() }
         }
     }
 
     func wire(_ d: RigDevice, physics: SimulatedScanner) {
-        guard let s = d.profile.serial, let port = d.profile.connection["port"], let c = s.commands["set"] else { return }
+        guard let s = d.profile.serial, let port = d.profile.connection["port"], let c = s.commands["set"] else {
+            return
+        }
         add(port) { line in
-            if let cap = c.match(line, fixed: s.values), let v = Self.value(c, cap, unit: "volts") { try? physics.set(volts: v) }
+            if let cap = c.match(line, fixed: s.values), let v = Self.value(c, cap, unit: "volts") {
+                try? physics.set(volts: v)
+            }
         }
     }
 
     func wire(_ d: RigDevice, physics: SimulatedStage) {
-        guard let s = d.profile.serial, let port = d.profile.connection["port"], let c = s.commands["move"] else { return }
+        guard let s = d.profile.serial, let port = d.profile.connection["port"], let c = s.commands["move"] else {
+            return
+        }
         add(port) { line in
-            if let cap = c.match(line, fixed: s.values), let v = Self.value(c, cap, unit: "um") { try? physics.move(toUm: v) }
+            if let cap = c.match(line, fixed: s.values), let v = Self.value(c, cap, unit: "um") {
+                try? physics.move(toUm: v)
+            }
         }
     }
 }

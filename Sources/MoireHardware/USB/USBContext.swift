@@ -18,7 +18,10 @@ public func usbError(_ rc: Int32, _ what: String, place: String? = nil) -> Moire
     case LIBUSB_ERROR_TIMEOUT.rawValue:
         return MoireError(.deadline, "\(what): timed out (\(name))", place: place)
     case LIBUSB_ERROR_ACCESS.rawValue:
-        return MoireError(.hardware, "\(what): permission denied (\(name)); add a udev rule for the device or run with access to /dev/bus/usb", place: place)
+        return MoireError(
+            .hardware,
+            "\(what): permission denied (\(name)); add a udev rule for the device or run with access to /dev/bus/usb",
+            place: place)
     case LIBUSB_ERROR_BUSY.rawValue:
         return MoireError(.hardware, "\(what): the interface is claimed by another program (\(name))", place: place)
     case LIBUSB_ERROR_NOT_FOUND.rawValue:
@@ -42,7 +45,8 @@ public struct USBInterfaceInfo: Sendable, Equatable {
     public var endpoints: [(address: UInt8, type: UInt8, maxPacket: Int)]
 
     public static func == (a: USBInterfaceInfo, b: USBInterfaceInfo) -> Bool {
-        a.number == b.number && a.interfaceClass == b.interfaceClass && a.subclass == b.subclass && a.protocolCode == b.protocolCode
+        a.number == b.number && a.interfaceClass == b.interfaceClass && a.subclass == b.subclass
+            && a.protocolCode == b.protocolCode
             && a.endpoints.map(\.address) == b.endpoints.map(\.address)
     }
 
@@ -63,7 +67,9 @@ public struct USBDeviceInfo: Sendable, Equatable {
 
     /// USB3 Vision: interface class 0xEF (miscellaneous), subclass 0x05; protocol 0 control, 1 event, 2 stream.
     public static let u3vClass: UInt8 = 0xEF, u3vSubclass: UInt8 = 0x05
-    public var isUSB3Vision: Bool { interfaces.contains { $0.interfaceClass == Self.u3vClass && $0.subclass == Self.u3vSubclass } }
+    public var isUSB3Vision: Bool {
+        interfaces.contains { $0.interfaceClass == Self.u3vClass && $0.subclass == Self.u3vSubclass }
+    }
     public func interface(class c: UInt8, subclass s: UInt8, protocol p: UInt8) -> USBInterfaceInfo? {
         interfaces.first { $0.interfaceClass == c && $0.subclass == s && $0.protocolCode == p }
     }
@@ -92,9 +98,10 @@ public final class USBContext: @unchecked Sendable {
                 if event == LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT { me.markUnplugged(USBContext.key(dev)) }
                 return 0
             }
-            _ = libusb_hotplug_register_callback(ctx, Int32(LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT.rawValue), 0, LIBUSB_HOTPLUG_MATCH_ANY,
-                                                 LIBUSB_HOTPLUG_MATCH_ANY, LIBUSB_HOTPLUG_MATCH_ANY, cb,
-                                                 Unmanaged.passUnretained(self).toOpaque(), &hotplugHandle)
+            _ = libusb_hotplug_register_callback(
+                ctx, Int32(LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT.rawValue), 0, LIBUSB_HOTPLUG_MATCH_ANY,
+                LIBUSB_HOTPLUG_MATCH_ANY, LIBUSB_HOTPLUG_MATCH_ANY, cb,
+                Unmanaged.passUnretained(self).toOpaque(), &hotplugHandle)
         }
     }
 
@@ -106,7 +113,9 @@ public final class USBContext: @unchecked Sendable {
     /// Whether this libusb can announce unplugged devices (otherwise transfers report it).
     public var hasHotplug: Bool { libusb_has_capability(UInt32(LIBUSB_CAP_HAS_HOTPLUG.rawValue)) != 0 }
 
-    static func key(_ dev: OpaquePointer) -> String { "\(libusb_get_bus_number(dev)):\(libusb_get_device_address(dev))" }
+    static func key(_ dev: OpaquePointer) -> String {
+        "\(libusb_get_bus_number(dev)):\(libusb_get_device_address(dev))"
+    }
     func markUnplugged(_ key: String) { lock.lock(); unplugged.insert(key); lock.unlock() }
     func isUnplugged(_ key: String) -> Bool { lock.lock(); defer { lock.unlock() }; return unplugged.contains(key) }
 
@@ -126,8 +135,9 @@ public final class USBContext: @unchecked Sendable {
     static func describe(_ dev: OpaquePointer) -> USBDeviceInfo? {
         var d = libusb_device_descriptor()
         guard libusb_get_device_descriptor(dev, &d) == 0 else { return nil }
-        var info = USBDeviceInfo(bus: Int(libusb_get_bus_number(dev)), address: Int(libusb_get_device_address(dev)),
-                                 vendorID: d.idVendor, productID: d.idProduct, deviceClass: d.bDeviceClass)
+        var info = USBDeviceInfo(
+            bus: Int(libusb_get_bus_number(dev)), address: Int(libusb_get_device_address(dev)),
+            vendorID: d.idVendor, productID: d.idProduct, deviceClass: d.bDeviceClass)
         var cfg: UnsafeMutablePointer<libusb_config_descriptor>?
         guard libusb_get_active_config_descriptor(dev, &cfg) == 0, let c = cfg else { return info }
         defer { libusb_free_config_descriptor(c) }
@@ -140,8 +150,11 @@ public final class USBContext: @unchecked Sendable {
                 let ep = a.endpoint[e]
                 eps.append((ep.bEndpointAddress, ep.bmAttributes & 0x03, Int(ep.wMaxPacketSize)))
             }
-            info.interfaces.append(USBInterfaceInfo(number: Int(a.bInterfaceNumber), interfaceClass: a.bInterfaceClass, subclass: a.bInterfaceSubClass,
-                                                    protocolCode: a.bInterfaceProtocol, endpoints: eps.map { (address: $0.0, type: $0.1, maxPacket: $0.2) }))
+            info.interfaces.append(
+                USBInterfaceInfo(
+                    number: Int(a.bInterfaceNumber), interfaceClass: a.bInterfaceClass, subclass: a.bInterfaceSubClass,
+                    protocolCode: a.bInterfaceProtocol,
+                    endpoints: eps.map { (address: $0.0, type: $0.1, maxPacket: $0.2) }))
         }
         return info
     }
@@ -157,8 +170,10 @@ public final class USBContext: @unchecked Sendable {
                 return USBDevice(context: self, handle: h, info: info, key: Self.key(dev), what: what)
             }
             let seen = list.count
-            throw MoireError(.hardware, "no USB device \(what) found (\(seen) device\(seen == 1 ? "" : "s") on the bus); is it plugged in and powered?",
-                             place: "usb")
+            throw MoireError(
+                .hardware,
+                "no USB device \(what) found (\(seen) device\(seen == 1 ? "" : "s") on the bus); is it plugged in and powered?",
+                place: "usb")
         }
     }
 
@@ -190,7 +205,9 @@ public final class USBContext: @unchecked Sendable {
 
     /// Bytes Linux lets usbfs keep in flight for all devices (`usbfs_memory_mb`, 16 MiB by default).
     public static func usbfsLimitBytes(path: String = "/sys/module/usbcore/parameters/usbfs_memory_mb") -> Int {
-        guard let t = try? String(contentsOfFile: path, encoding: .utf8), let mb = Int(t.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        guard let t = try? String(contentsOfFile: path, encoding: .utf8),
+            let mb = Int(t.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
             return 16 << 20
         }
         return mb == 0 ? Int.max : mb << 20  // 0: no limit
@@ -243,11 +260,14 @@ public final class USBDevice: @unchecked Sendable {
         var buf = data
         var done: Int32 = 0
         let rc = buf.withUnsafeMutableBufferPointer { b in
-            interrupt ? libusb_interrupt_transfer(handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(timeoutMs))
+            interrupt
+                ? libusb_interrupt_transfer(handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(timeoutMs))
                 : libusb_bulk_transfer(handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(timeoutMs))
         }
         try usbCall(String(format: "write to endpoint 0x%02X", endpoint), rc, place: what)
-        guard Int(done) == data.count else { throw MoireError(.hardware, "short write: \(done) of \(data.count) bytes", place: what) }
+        guard Int(done) == data.count else {
+            throw MoireError(.hardware, "short write: \(done) of \(data.count) bytes", place: what)
+        }
     }
 
     /// One transfer from an IN endpoint, or nil on timeout.
@@ -256,8 +276,11 @@ public final class USBDevice: @unchecked Sendable {
         var buf = [UInt8](repeating: 0, count: maxBytes)
         var done: Int32 = 0
         let rc = buf.withUnsafeMutableBufferPointer { b in
-            interrupt ? libusb_interrupt_transfer(handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(max(1, timeoutMs)))
-                : libusb_bulk_transfer(handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(max(1, timeoutMs)))
+            interrupt
+                ? libusb_interrupt_transfer(
+                    handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(max(1, timeoutMs)))
+                : libusb_bulk_transfer(
+                    handle, endpoint, b.baseAddress, Int32(b.count), &done, UInt32(max(1, timeoutMs)))
         }
         if rc == LIBUSB_ERROR_TIMEOUT.rawValue && done == 0 { return nil }
         try usbCall(String(format: "read from endpoint 0x%02X", endpoint), rc, place: what)
@@ -266,7 +289,8 @@ public final class USBDevice: @unchecked Sendable {
 
     /// Clears a stalled endpoint (after an error, as the USB3 Vision standard asks before restarting a stream).
     public func clearHalt(endpoint: UInt8) throws {
-        try usbCall(String(format: "clearing endpoint 0x%02X", endpoint), libusb_clear_halt(handle, endpoint), place: what)
+        try usbCall(
+            String(format: "clearing endpoint 0x%02X", endpoint), libusb_clear_halt(handle, endpoint), place: what)
     }
 }
 
@@ -295,9 +319,12 @@ public final class USBAsyncReader: @unchecked Sendable {
             Unmanaged<USBAsyncReader>.fromOpaque(user).takeUnretainedValue().completed(t)
         }
         for _ in 0..<inFlight {
-            guard let t = libusb_alloc_transfer(0) else { throw MoireError(.hardware, "libusb_alloc_transfer failed", place: device.what) }
+            guard let t = libusb_alloc_transfer(0) else {
+                throw MoireError(.hardware, "libusb_alloc_transfer failed", place: device.what)
+            }
             let b = UnsafeMutablePointer<UInt8>.allocate(capacity: transferBytes)
-            libusb_fill_bulk_transfer(t, device.handle, endpoint, b, Int32(transferBytes), cb, Unmanaged.passUnretained(self).toOpaque(), 0)
+            libusb_fill_bulk_transfer(
+                t, device.handle, endpoint, b, Int32(transferBytes), cb, Unmanaged.passUnretained(self).toOpaque(), 0)
             transfers.append(t); buffers.append(b)
         }
         for t in transfers {

@@ -10,8 +10,12 @@ public final class USBControlTransport: ControlTransport, @unchecked Sendable {
 
     init(device: USBDevice, out: UInt8, in input: UInt8) { self.device = device; outEP = out; inEP = input }
 
-    public func send(_ bytes: [UInt8], timeoutMs: Int) throws { try device.write(endpoint: outEP, bytes, timeoutMs: timeoutMs) }
-    public func receive(timeoutMs: Int) throws -> [UInt8]? { try device.read(endpoint: inEP, maxBytes: 4096, timeoutMs: timeoutMs) }
+    public func send(_ bytes: [UInt8], timeoutMs: Int) throws {
+        try device.write(endpoint: outEP, bytes, timeoutMs: timeoutMs)
+    }
+    public func receive(timeoutMs: Int) throws -> [UInt8]? {
+        try device.read(endpoint: inEP, maxBytes: 4096, timeoutMs: timeoutMs)
+    }
 }
 
 /// The USB3 Vision stream channel over the stream interface's bulk IN endpoint, with several
@@ -42,17 +46,28 @@ public final class USBStreamTransport: StreamTransport, @unchecked Sendable {
 public enum USB3VisionUSB {
     /// Opens a USB3 Vision camera: by `vendor_id`/`product_id` from the profile's connection when
     /// given, else the first device with a USB3 Vision control interface; claims control and stream.
-    public static func open(context: USBContext, connection: [String: String]) throws -> (ControlTransport, StreamTransport) {
-        let vid = connection["vendor_id"].flatMap(parseHex16), pid = connection["product_id"].flatMap(parseHex16)
-        let dev = try context.open(vid.map { String(format: "USB3 Vision %04x:%04x", $0, pid ?? 0) } ?? "USB3 Vision camera") { d in
+    public static func open(context: USBContext, connection: [String: String]) throws -> (
+        ControlTransport, StreamTransport
+    ) {
+        let vid = connection["vendor_id"].flatMap(parseHex16)
+        let pid = connection["product_id"].flatMap(parseHex16)
+        let dev = try context.open(
+            vid.map { String(format: "USB3 Vision %04x:%04x", $0, pid ?? 0) } ?? "USB3 Vision camera"
+        ) { d in
             d.isUSB3Vision && (vid == nil || (d.vendorID == vid && (pid == nil || d.productID == pid)))
         }
-        guard let ctl = dev.info.interface(class: USBDeviceInfo.u3vClass, subclass: USBDeviceInfo.u3vSubclass, protocol: 0),
-              let cOut = ctl.endpoint(type: 2, input: false), let cIn = ctl.endpoint(type: 2, input: true) else {
+        guard
+            let ctl = dev.info.interface(
+                class: USBDeviceInfo.u3vClass, subclass: USBDeviceInfo.u3vSubclass, protocol: 0),
+            let cOut = ctl.endpoint(type: 2, input: false), let cIn = ctl.endpoint(type: 2, input: true)
+        else {
             throw MoireError(.hardware, "no USB3 Vision control interface with bulk endpoints", place: dev.what)
         }
-        guard let str = dev.info.interface(class: USBDeviceInfo.u3vClass, subclass: USBDeviceInfo.u3vSubclass, protocol: 2),
-              let sIn = str.endpoint(type: 2, input: true) else {
+        guard
+            let str = dev.info.interface(
+                class: USBDeviceInfo.u3vClass, subclass: USBDeviceInfo.u3vSubclass, protocol: 2),
+            let sIn = str.endpoint(type: 2, input: true)
+        else {
             throw MoireError(.hardware, "no USB3 Vision stream interface", place: dev.what)
         }
         try dev.claim(interface: ctl.number)
@@ -72,7 +87,8 @@ public final class USBHIDTransport: HIDTransport, @unchecked Sendable {
     public init(context: USBContext, vendor: UInt16, product: UInt16) throws {
         device = try context.open(vendor: vendor, product: product)
         guard let hid = device.info.interfaces.first(where: { $0.interfaceClass == 3 }),
-              let o = hid.endpoint(type: 3, input: false), let i = hid.endpoint(type: 3, input: true) else {
+            let o = hid.endpoint(type: 3, input: false), let i = hid.endpoint(type: 3, input: true)
+        else {
             throw MoireError(.hardware, "no HID interface with interrupt endpoints", place: device.what)
         }
         try device.claim(interface: hid.number)

@@ -43,7 +43,8 @@ public final class GenCPChannel: @unchecked Sendable {
         var deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         while true {
             let now = DispatchTime.now().uptimeNanoseconds
-            guard now < deadline, let bytes = try transport.receive(timeoutMs: Int((deadline - now) / 1_000_000) + 1) else {
+            guard now < deadline, let bytes = try transport.receive(timeoutMs: Int((deadline - now) / 1_000_000) + 1)
+            else {
                 throw MoireError(.deadline, "no acknowledge within the device's response time", place: what)
             }
             let ack = try GenCPAck.decode(bytes)
@@ -54,9 +55,14 @@ public final class GenCPChannel: @unchecked Sendable {
                 continue
             }
             guard ack.commandID == c.commandID + 1 else {
-                throw MoireError(.format, String(format: "acknowledge 0x%04X does not answer command 0x%04X", ack.commandID, c.commandID), place: what)
+                throw MoireError(
+                    .format,
+                    String(format: "acknowledge 0x%04X does not answer command 0x%04X", ack.commandID, c.commandID),
+                    place: what)
             }
-            guard ack.status == 0 else { throw MoireError(.hardware, "the device answered: \(U3V.statusText(ack.status))", place: what) }
+            guard ack.status == 0 else {
+                throw MoireError(.hardware, "the device answered: \(U3V.statusText(ack.status))", place: what)
+            }
             return ack
         }
     }
@@ -67,8 +73,11 @@ public final class GenCPChannel: @unchecked Sendable {
         while out.count < count {
             let n = min(maxReadBytes, count - out.count)
             let what = String(format: "ReadMem 0x%llX (%d bytes)", address + UInt64(out.count), n)
-            let ack = try transact(.readMem(address: address + UInt64(out.count), count: UInt16(n), requestID: 0), what: what)
-            guard ack.scd.count == n else { throw MoireError(.format, "the device returned \(ack.scd.count) bytes for \(n)", place: what) }
+            let ack = try transact(
+                .readMem(address: address + UInt64(out.count), count: UInt16(n), requestID: 0), what: what)
+            guard ack.scd.count == n else {
+                throw MoireError(.format, "the device returned \(ack.scd.count) bytes for \(n)", place: what)
+            }
             out += ack.scd
         }
         return out
@@ -78,7 +87,8 @@ public final class GenCPChannel: @unchecked Sendable {
         let what = String(format: "WriteMem 0x%llX (%d bytes)", address, data.count)
         let ack = try transact(.writeMem(address: address, data: data, requestID: 0), what: what)
         if !ack.scd.isEmpty, try ack.bytesWritten() != data.count {
-            throw MoireError(.hardware, "the device wrote \(try ack.bytesWritten()) of \(data.count) bytes", place: what)
+            throw MoireError(
+                .hardware, "the device wrote \(try ack.bytesWritten()) of \(data.count) bytes", place: what)
         }
     }
 

@@ -34,23 +34,40 @@ public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
 
     public func setU32(_ address: UInt64, _ v: UInt32) { var b: [UInt8] = []; b.le(v); setBytes(address, b) }
     public func setU64(_ address: UInt64, _ v: UInt64) { var b: [UInt8] = []; b.le(v); setBytes(address, b) }
-    public func setBytes(_ address: UInt64, _ bytes: [UInt8]) { cond.lock(); defer { cond.unlock() }; for (i, b) in bytes.enumerated() { memory[address + UInt64(i)] = b } }
-    public func u32(_ address: UInt64) -> UInt32 { cond.lock(); defer { cond.unlock() }; return (0..<4).reduce(0) { $0 | UInt32(memory[address + UInt64($1)] ?? 0) << (8 * UInt32($1)) } }
+    public func setBytes(_ address: UInt64, _ bytes: [UInt8]) {
+        cond.lock(); defer { cond.unlock() }; for (i, b) in bytes.enumerated() { memory[address + UInt64(i)] = b }
+    }
+    public func u32(_ address: UInt64) -> UInt32 {
+        cond.lock(); defer { cond.unlock() };
+        return (0..<4).reduce(0) { $0 | UInt32(memory[address + UInt64($1)] ?? 0) << (8 * UInt32($1)) }
+    }
 
     public func send(_ bytes: [UInt8], timeoutMs: Int) throws {
         let cmd = try GenCPCommand.decode(bytes)
         cond.lock()
-        guard !_vanished else { cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "USB3 Vision peer") }
+        guard !_vanished else {
+            cond.unlock(); throw MoireError(.hardware, "device disconnected", place: "USB3 Vision peer")
+        }
         var written: (UInt64, [UInt8])?
         defer { cond.unlock(); if let (a, d) = written { onWrite?(a, d) } }
         commands.append(cmd)
         guard !silent else { return }
         let now = DispatchTime.now().uptimeNanoseconds
-        if staleFirst { outbox.append((now, GenCPAck(status: 0, commandID: cmd.commandID + 1, requestID: cmd.requestID &- 1, scd: []).encode())) }
+        if staleFirst {
+            outbox.append(
+                (
+                    now,
+                    GenCPAck(status: 0, commandID: cmd.commandID + 1, requestID: cmd.requestID &- 1, scd: []).encode()
+                ))
+        }
         for i in 0..<pendingBeforeAnswer {
             var scd: [UInt8] = []
             scd.le(UInt16(0)); scd.le(pendingTimeoutMs)
-            outbox.append((now + UInt64(i) * 1_000_000, GenCPAck(status: 0, commandID: U3V.pendingAck, requestID: cmd.requestID, scd: scd).encode()))
+            outbox.append(
+                (
+                    now + UInt64(i) * 1_000_000,
+                    GenCPAck(status: 0, commandID: U3V.pendingAck, requestID: cmd.requestID, scd: scd).encode()
+                ))
         }
         var answer = GenCPAck(status: failStatus, commandID: cmd.commandID + 1, requestID: cmd.requestID, scd: [])
         if failStatus == 0 {

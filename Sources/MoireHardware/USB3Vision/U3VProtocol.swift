@@ -6,10 +6,10 @@ import MoireCore
 /// every length against the bytes they are given and throw `MoireError(.format)` — random or
 /// truncated bytes never crash them (fuzz test).
 public enum U3V {
-    public static let controlPrefix: UInt32 = 0x4356_3355   // "U3VC"
-    public static let eventPrefix: UInt32 = 0x4556_3355     // "U3VE"
-    public static let leaderPrefix: UInt32 = 0x4C56_3355    // "U3VL"
-    public static let trailerPrefix: UInt32 = 0x5456_3355   // "U3VT"
+    public static let controlPrefix: UInt32 = 0x4356_3355  // "U3VC"
+    public static let eventPrefix: UInt32 = 0x4556_3355  // "U3VE"
+    public static let leaderPrefix: UInt32 = 0x4C56_3355  // "U3VL"
+    public static let trailerPrefix: UInt32 = 0x5456_3355  // "U3VT"
 
     public static let readMemCmd: UInt16 = 0x0800, readMemAck: UInt16 = 0x0801
     public static let writeMemCmd: UInt16 = 0x0802, writeMemAck: UInt16 = 0x0803
@@ -54,7 +54,8 @@ public enum U3V {
     }
     public enum SIRM {
         public static let info: UInt64 = 0x00, control: UInt64 = 0x04, requiredPayloadSize: UInt64 = 0x08
-        public static let requiredLeaderSize: UInt64 = 0x10, requiredTrailerSize: UInt64 = 0x14, maximumLeaderSize: UInt64 = 0x18
+        public static let requiredLeaderSize: UInt64 = 0x10, requiredTrailerSize: UInt64 = 0x14,
+            maximumLeaderSize: UInt64 = 0x18
         public static let payloadTransferSize: UInt64 = 0x1C, payloadTransferCount: UInt64 = 0x20
         public static let payloadFinalTransfer1Size: UInt64 = 0x24, payloadFinalTransfer2Size: UInt64 = 0x28
         public static let maximumTrailerSize: UInt64 = 0x2C
@@ -75,14 +76,18 @@ struct LEReader {
         defer { position += n }
         return bytes[position..<(position + n)]
     }
-    mutating func u16() throws -> UInt16 { let s = try take(2); return UInt16(s[s.startIndex]) | UInt16(s[s.startIndex + 1]) << 8 }
+    mutating func u16() throws -> UInt16 {
+        let s = try take(2); return UInt16(s[s.startIndex]) | UInt16(s[s.startIndex + 1]) << 8
+    }
     mutating func u32() throws -> UInt32 { let s = try take(4); return s.reversed().reduce(0) { $0 << 8 | UInt32($1) } }
     mutating func u64() throws -> UInt64 { let s = try take(8); return s.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
 }
 
 /// Appends little-endian integers.
 extension Array where Element == UInt8 {
-    mutating func le<T: FixedWidthInteger>(_ v: T) { Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) } }
+    mutating func le<T: FixedWidthInteger>(_ v: T) {
+        Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
+    }
 }
 
 /// A GenCP command (host → device).
@@ -123,8 +128,13 @@ public struct GenCPCommand: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws -> GenCPCommand {
         var r = LEReader(bytes, what: "GenCP command")
         guard try r.u32() == U3V.controlPrefix else { throw MoireError(.format, "GenCP command: wrong prefix") }
-        let flags = try r.u16(), id = try r.u16(), len = Int(try r.u16()), req = try r.u16()
-        guard id % 2 == 0 else { throw MoireError(.format, String(format: "GenCP command: id 0x%04X is an acknowledge", id)) }
+        let flags = try r.u16()
+        let id = try r.u16()
+        let len = Int(try r.u16())
+        let req = try r.u16()
+        guard id % 2 == 0 else {
+            throw MoireError(.format, String(format: "GenCP command: id 0x%04X is an acknowledge", id))
+        }
         let scd = Array(try r.take(len))
         var c = GenCPCommand(commandID: id, requestID: req, scd: scd)
         c.flags = flags
@@ -153,8 +163,13 @@ public struct GenCPAck: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws -> GenCPAck {
         var r = LEReader(bytes, what: "GenCP acknowledge")
         guard try r.u32() == U3V.controlPrefix else { throw MoireError(.format, "GenCP acknowledge: wrong prefix") }
-        let status = try r.u16(), id = try r.u16(), len = Int(try r.u16()), req = try r.u16()
-        guard id % 2 == 1 else { throw MoireError(.format, String(format: "GenCP acknowledge: id 0x%04X is a command", id)) }
+        let status = try r.u16()
+        let id = try r.u16()
+        let len = Int(try r.u16())
+        let req = try r.u16()
+        guard id % 2 == 1 else {
+            throw MoireError(.format, String(format: "GenCP acknowledge: id 0x%04X is a command", id))
+        }
         let ack = GenCPAck(status: status, commandID: id, requestID: req, scd: Array(try r.take(len)))
         if id == U3V.pendingAck { _ = try ack.pendingTimeoutMs() }
         if id == U3V.writeMemAck, status == 0, !ack.scd.isEmpty { _ = try ack.bytesWritten() }
@@ -185,9 +200,12 @@ public struct U3VLeader: Sendable, Equatable {
     public var sizeX: UInt32, sizeY: UInt32, offsetX: UInt32, offsetY: UInt32
     public var paddingX: UInt16
 
-    public init(blockID: UInt64, timestampNs: UInt64, pixelFormat: UInt32, sizeX: UInt32, sizeY: UInt32,
-                offsetX: UInt32 = 0, offsetY: UInt32 = 0, paddingX: UInt16 = 0) {
-        self.blockID = blockID; payloadType = U3V.payloadImage; self.timestampNs = timestampNs; self.pixelFormat = pixelFormat
+    public init(
+        blockID: UInt64, timestampNs: UInt64, pixelFormat: UInt32, sizeX: UInt32, sizeY: UInt32,
+        offsetX: UInt32 = 0, offsetY: UInt32 = 0, paddingX: UInt16 = 0
+    ) {
+        self.blockID = blockID; payloadType = U3V.payloadImage; self.timestampNs = timestampNs;
+        self.pixelFormat = pixelFormat
         self.sizeX = sizeX; self.sizeY = sizeY; self.offsetX = offsetX; self.offsetY = offsetY; self.paddingX = paddingX
     }
 
@@ -196,7 +214,8 @@ public struct U3VLeader: Sendable, Equatable {
     public func encode() -> [UInt8] {
         var b: [UInt8] = []
         b.le(U3V.leaderPrefix); b.le(UInt16(0)); b.le(UInt16(52)); b.le(blockID); b.le(UInt16(0)); b.le(payloadType)
-        b.le(timestampNs); b.le(pixelFormat); b.le(sizeX); b.le(sizeY); b.le(offsetX); b.le(offsetY); b.le(paddingX); b.le(UInt16(0))
+        b.le(timestampNs); b.le(pixelFormat); b.le(sizeX); b.le(sizeY); b.le(offsetX); b.le(offsetY); b.le(paddingX);
+        b.le(UInt16(0))
         return b
     }
 
@@ -205,14 +224,21 @@ public struct U3VLeader: Sendable, Equatable {
         guard try r.u32() == U3V.leaderPrefix else { throw MoireError(.format, "stream leader: wrong prefix") }
         _ = try r.u16()
         let size = Int(try r.u16())
-        guard size >= 20, size <= bytes.count else { throw MoireError(.format, "stream leader: size \(size) does not fit \(bytes.count) bytes") }
+        guard size >= 20, size <= bytes.count else {
+            throw MoireError(.format, "stream leader: size \(size) does not fit \(bytes.count) bytes")
+        }
         let block = try r.u64()
         _ = try r.u16()
         let type = try r.u16()
-        guard type == U3V.payloadImage else { throw MoireError(.format, String(format: "stream leader: payload type 0x%04X is not an image", type)) }
-        guard size >= 50 else { throw MoireError(.format, "stream leader: an image leader needs 50 bytes; size says \(size)") }
-        var l = U3VLeader(blockID: block, timestampNs: try r.u64(), pixelFormat: try r.u32(), sizeX: try r.u32(), sizeY: try r.u32(),
-                          offsetX: try r.u32(), offsetY: try r.u32(), paddingX: try r.u16())
+        guard type == U3V.payloadImage else {
+            throw MoireError(.format, String(format: "stream leader: payload type 0x%04X is not an image", type))
+        }
+        guard size >= 50 else {
+            throw MoireError(.format, "stream leader: an image leader needs 50 bytes; size says \(size)")
+        }
+        var l = U3VLeader(
+            blockID: block, timestampNs: try r.u64(), pixelFormat: try r.u32(), sizeX: try r.u32(), sizeY: try r.u32(),
+            offsetX: try r.u32(), offsetY: try r.u32(), paddingX: try r.u16())
         l.payloadType = type
         return l
     }
@@ -232,7 +258,8 @@ public struct U3VTrailer: Sendable, Equatable {
     /// prefix u32, reserved u16, trailer size u16, block id u64, status u16, reserved u16, valid payload size u64, [size y u32].
     public func encode() -> [UInt8] {
         var b: [UInt8] = []
-        b.le(U3V.trailerPrefix); b.le(UInt16(0)); b.le(UInt16(sizeY == nil ? 28 : 32)); b.le(blockID); b.le(status); b.le(UInt16(0))
+        b.le(U3V.trailerPrefix); b.le(UInt16(0)); b.le(UInt16(sizeY == nil ? 28 : 32)); b.le(blockID); b.le(status);
+        b.le(UInt16(0))
         b.le(validPayloadSize)
         if let sizeY { b.le(sizeY) }
         return b
@@ -243,8 +270,11 @@ public struct U3VTrailer: Sendable, Equatable {
         guard try r.u32() == U3V.trailerPrefix else { throw MoireError(.format, "stream trailer: wrong prefix") }
         _ = try r.u16()
         let size = Int(try r.u16())
-        guard size >= 28, size <= bytes.count else { throw MoireError(.format, "stream trailer: size \(size) does not fit \(bytes.count) bytes") }
-        let block = try r.u64(), status = try r.u16()
+        guard size >= 28, size <= bytes.count else {
+            throw MoireError(.format, "stream trailer: size \(size) does not fit \(bytes.count) bytes")
+        }
+        let block = try r.u64()
+        let status = try r.u16()
         _ = try r.u16()
         let valid = try r.u64()
         let sy: UInt32? = size >= 32 ? try r.u32() : nil

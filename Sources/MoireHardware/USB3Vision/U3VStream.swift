@@ -36,12 +36,16 @@ public final class U3VStreamReceiver: @unchecked Sendable {
     public func next(timeoutMs: Int) throws -> U3VBlock? {
         if !queued.isEmpty { return queued.removeFirst() }
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
-        func remaining() -> Int { max(0, Int((Int64(deadline) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1_000_000)) }
+        func remaining() -> Int {
+            max(0, Int((Int64(deadline) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1_000_000))
+        }
         var leader: U3VLeader?
         var payload: [UInt8] = []
         while true {
             guard let t = try transport.read(maxBytes: maxTransferBytes, timeoutMs: remaining()) else {
-                if let l = leader { return emit(.missing(blockID: l.blockID, reason: "no trailer within the deadline")) }
+                if let l = leader {
+                    return emit(.missing(blockID: l.blockID, reason: "no trailer within the deadline"))
+                }
                 return nil
             }
             let prefix: UInt32? = t.count >= 4 ? t[0..<4].reversed().reduce(0) { $0 << 8 | UInt32($1) } : nil
@@ -57,9 +61,16 @@ public final class U3VStreamReceiver: @unchecked Sendable {
             if prefix == U3V.trailerPrefix, let tr = try? U3VTrailer.decode(t) {
                 guard let l = leader, tr.blockID == l.blockID else { malformed += 1; continue }
                 let expected = Self.imageBytes(l)
-                if tr.status != 0 { return emit(.missing(blockID: l.blockID, reason: "trailer status \(U3V.statusText(tr.status))")) }
+                if tr.status != 0 {
+                    return emit(.missing(blockID: l.blockID, reason: "trailer status \(U3V.statusText(tr.status))"))
+                }
                 guard payload.count == expected, Int(tr.validPayloadSize) == expected else {
-                    return emit(.missing(blockID: l.blockID, reason: "payload \(payload.count) bytes (trailer says \(tr.validPayloadSize)); \(expected) expected"))
+                    return emit(
+                        .missing(
+                            blockID: l.blockID,
+                            reason:
+                                "payload \(payload.count) bytes (trailer says \(tr.validPayloadSize)); \(expected) expected"
+                        ))
                 }
                 return emit(.image(blockID: l.blockID, leader: l, payload: payload))
             }
@@ -83,7 +94,10 @@ public final class U3VStreamReceiver: @unchecked Sendable {
     /// Queues the gap before `block`, then `block`; returns the first queued.
     private func emit(_ block: U3VBlock) -> U3VBlock {
         let id: UInt64
-        switch block { case .image(let b, _, _): id = b; case .missing(let b, _): id = b }
+        switch block {
+        case .image(let b, _, _): id = b;
+        case .missing(let b, _): id = b
+        }
         queued += gap(before: id)
         queued.append(block)
         return queued.removeFirst()
@@ -100,8 +114,8 @@ public final class U3VStreamReceiver: @unchecked Sendable {
     /// Bytes per pixel of the PFNC formats the driver accepts (Mono8, Mono10/12/14/16 in 16 bit).
     public static func bytesPerPixel(_ pfnc: UInt32) -> Int {
         switch pfnc {
-        case 0x0108_0001: return 1                                          // Mono8
-        case 0x0110_0003, 0x0110_0005, 0x0110_0025, 0x0110_0007: return 2   // Mono10, Mono12, Mono14, Mono16
+        case 0x0108_0001: return 1  // Mono8
+        case 0x0110_0003, 0x0110_0005, 0x0110_0025, 0x0110_0007: return 2  // Mono10, Mono12, Mono14, Mono16
         default: return Int((pfnc >> 16) & 0xFF + 7) / 8
         }
     }
@@ -126,7 +140,10 @@ public final class SimulatedU3VStream: StreamTransport, @unchecked Sendable {
     public init() {}
 
     /// Queues one Mono16 image as the device would send it. `dropTrailer` loses its trailer; `skip` sends nothing (a gap).
-    public func send(blockID: UInt64, width: Int, height: Int, pixels: [UInt16], timestampNs: UInt64? = nil, dropTrailer: Bool = false, skip: Bool = false) {
+    public func send(
+        blockID: UInt64, width: Int, height: Int, pixels: [UInt16], timestampNs: UInt64? = nil,
+        dropTrailer: Bool = false, skip: Bool = false
+    ) {
         guard !skip else { return }
         var payload: [UInt8]
         if UInt16(littleEndian: 1) == 1 {
@@ -136,17 +153,31 @@ public final class SimulatedU3VStream: StreamTransport, @unchecked Sendable {
             payload.reserveCapacity(pixels.count * 2)
             for p in pixels { payload.le(p) }
         }
-        send(blockID: blockID, width: width, height: height, payload: payload, timestampNs: timestampNs, dropTrailer: dropTrailer)
+        send(
+            blockID: blockID, width: width, height: height, payload: payload, timestampNs: timestampNs,
+            dropTrailer: dropTrailer)
     }
 
     /// Queues one Mono16 image already in little-endian bytes.
-    public func send(blockID: UInt64, width: Int, height: Int, payload: [UInt8], timestampNs: UInt64? = nil, dropTrailer: Bool = false, skip: Bool = false) {
+    public func send(
+        blockID: UInt64, width: Int, height: Int, payload: [UInt8], timestampNs: UInt64? = nil,
+        dropTrailer: Bool = false, skip: Bool = false
+    ) {
         guard !skip else { return }
-        var out: [[UInt8]] = [U3VLeader(blockID: blockID, timestampNs: timestampNs ?? blockID * 1000, pixelFormat: 0x0110_0007,
-                                        sizeX: UInt32(width), sizeY: UInt32(height)).encode()]
+        var out: [[UInt8]] = [
+            U3VLeader(
+                blockID: blockID, timestampNs: timestampNs ?? blockID * 1000, pixelFormat: 0x0110_0007,
+                sizeX: UInt32(width), sizeY: UInt32(height)
+            ).encode()
+        ]
         var i = 0
-        while i < payload.count { out.append(Array(payload[i..<min(payload.count, i + transferBytes)])); i += transferBytes }
-        if !dropTrailer { out.append(U3VTrailer(blockID: blockID, validPayloadSize: UInt64(payload.count), sizeY: UInt32(height)).encode()) }
+        while i < payload.count {
+            out.append(Array(payload[i..<min(payload.count, i + transferBytes)])); i += transferBytes
+        }
+        if !dropTrailer {
+            out.append(
+                U3VTrailer(blockID: blockID, validPayloadSize: UInt64(payload.count), sizeY: UInt32(height)).encode())
+        }
         cond.lock(); transfers += out; cond.broadcast(); cond.unlock()
     }
 

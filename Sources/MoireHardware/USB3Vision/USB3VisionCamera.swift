@@ -22,13 +22,17 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
     /// SHA-256 of the GenICam file the camera carries (first manifest entry), when it has a manifest.
     public private(set) var genicamSHA256: String?
 
-    public static let requiredFeatures = ["Width", "Height", "ExposureTime", "TriggerMode", "TriggerSoftware",
-                                          "AcquisitionStart", "AcquisitionStop", "PayloadSize"]
+    public static let requiredFeatures = [
+        "Width", "Height", "ExposureTime", "TriggerMode", "TriggerSoftware",
+        "AcquisitionStart", "AcquisitionStop", "PayloadSize",
+    ]
 
     public init(name: String, profile: CameraProfile, control: ControlTransport, stream: StreamTransport) throws {
         let missing = Self.requiredFeatures.filter { profile.registers[$0] == nil }
         guard missing.isEmpty else {
-            throw MoireError(.config, "the camera profile's register table lacks \(missing.joined(separator: ", "))", place: "camera \(name)")
+            throw MoireError(
+                .config, "the camera profile's register table lacks \(missing.joined(separator: ", "))",
+                place: "camera \(name)")
         }
         self.name = name; self.profile = profile
         self.control = GenCPChannel(transport: control)
@@ -60,13 +64,18 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
         }
         var r = LEReader(try control.readMem(address: manifest + 8, count: 64), what: "manifest entry")
         _ = try r.u32(); _ = try r.u32()
-        let address = try r.u64(), size = try r.u64()
-        guard size > 0, size <= 64 << 20 else { throw MoireError(.hardware, "the camera's GenICam file is \(size) bytes", place: "camera \(name)") }
+        let address = try r.u64()
+        let size = try r.u64()
+        guard size > 0, size <= 64 << 20 else {
+            throw MoireError(.hardware, "the camera's GenICam file is \(size) bytes", place: "camera \(name)")
+        }
         let digest = SHA256.hex(try control.readMem(address: address, count: Int(size)))
         genicamSHA256 = digest
         if let want = profile.genicamXMLSHA256?.lowercased(), want != digest {
-            throw MoireError(.config, "this camera's GenICam file (SHA-256 \(digest.prefix(16))…) is not the one the profile's register table came from (\(want.prefix(16))…); extract the registers from this camera's file",
-                             place: "camera \(name)")
+            throw MoireError(
+                .config,
+                "this camera's GenICam file (SHA-256 \(digest.prefix(16))…) is not the one the profile's register table came from (\(want.prefix(16))…); extract the registers from this camera's file",
+                place: "camera \(name)")
         }
     }
 
@@ -86,14 +95,17 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
     public func configure(_ s: CameraSettings) throws {
         guard !acquiring else { throw MoireError(.state, "cannot configure while acquiring", place: "camera \(name)") }
         guard profile.exposureMs.contains(s.exposureMs) else {
-            throw MoireError(.hardware, "exposure \(s.exposureMs) ms outside \(profile.exposureMs)", place: "camera \(name)")
+            throw MoireError(
+                .hardware, "exposure \(s.exposureMs) ms outside \(profile.exposureMs)", place: "camera \(name)")
         }
         try write("Width", Double(s.width)); try write("Height", Double(s.height))
         try write("ExposureTime", s.exposureMs)
         try write("TriggerMode", s.trigger == .internal ? 0 : 1)
         if s.trigger != .internal, let src = profile.registers["TriggerSource"] {
             guard let v = src.values[s.trigger.rawValue] else {
-                throw MoireError(.config, "the profile's TriggerSource has no value for '\(s.trigger.rawValue)'", place: "camera \(name)")
+                throw MoireError(
+                    .config, "the profile's TriggerSource has no value for '\(s.trigger.rawValue)'",
+                    place: "camera \(name)")
             }
             try control.writeU32(src.address, v)
         }
@@ -102,12 +114,16 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
 
     public func start(pool: FramePool) throws {
         guard pool.slotBytes >= settings.width * settings.height * 2 else {
-            throw MoireError(.hardware, "frame pool slots are too small for \(settings.width)×\(settings.height)", place: "camera \(name)")
+            throw MoireError(
+                .hardware, "frame pool slots are too small for \(settings.width)×\(settings.height)",
+                place: "camera \(name)")
         }
         let payload = Int(try control.readU32(profile.registers["PayloadSize"]!.address))
         guard payload == settings.width * settings.height * 2 else {
-            throw MoireError(.hardware, "the camera reports a payload of \(payload) bytes for \(settings.width)×\(settings.height) Mono16",
-                             place: "camera \(name)")
+            throw MoireError(
+                .hardware,
+                "the camera reports a payload of \(payload) bytes for \(settings.width)×\(settings.height) Mono16",
+                place: "camera \(name)")
         }
         // Stream interface: transfers of at most 1 MiB, the rest in the final transfer.
         let transfer = min(payload, 1 << 20)
@@ -141,10 +157,16 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
             case .image(let id, let leader, let payload):
                 exposedCount = max(exposedCount, Int(id) + 1)
                 guard let slot = pool?.acquire() else { continue }
-                slot.withBytes { b in payload.withUnsafeBytes { b.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<min($0.count, b.count)])) } }
-                return CapturedFrame(frameID: Int(id), slot: slot, byteCount: payload.count, width: Int(leader.sizeX), height: Int(leader.sizeY),
-                                     exposureStartNs: Int64(leader.timestampNs), state: DeviceState(exposureMs: settings.exposureMs),
-                                     stateObserved: false)
+                slot.withBytes { b in
+                    payload.withUnsafeBytes {
+                        b.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<min($0.count, b.count)]))
+                    }
+                }
+                return CapturedFrame(
+                    frameID: Int(id), slot: slot, byteCount: payload.count, width: Int(leader.sizeX),
+                    height: Int(leader.sizeY),
+                    exposureStartNs: Int64(leader.timestampNs), state: DeviceState(exposureMs: settings.exposureMs),
+                    stateObserved: false)
             }
         }
     }
@@ -198,8 +220,8 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
         let file = Array(Self.genicamXML(registers: profile.registers).utf8)
         control.setU64(U3V.ABRM.manifestTableAddress, Self.manifest)
         control.setU64(Self.manifest, 1)
-        control.setU32(Self.manifest + 8, 0x0001_0000)        // file version 1.0.0
-        control.setU32(Self.manifest + 12, 0)                 // schema: uncompressed XML
+        control.setU32(Self.manifest + 8, 0x0001_0000)  // file version 1.0.0
+        control.setU32(Self.manifest + 12, 0)  // schema: uncompressed XML
         control.setU64(Self.manifest + 16, Self.xmlAddress)
         control.setU64(Self.manifest + 24, UInt64(file.count))
         control.setBytes(Self.xmlAddress, file)
@@ -210,19 +232,25 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
 
     /// The simulated camera's GenICam file: its features as integer/float/command registers.
     public static func genicamXML(registers: [String: CameraRegister]) -> String {
-        var x = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<RegisterDescription ModelName=\"MoireSimulatedU3V\" VendorName=\"Moire\" "
+        var x =
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<RegisterDescription ModelName=\"MoireSimulatedU3V\" VendorName=\"Moire\" "
         x += "StandardNameSpace=\"None\" SchemaMajorVersion=\"1\" SchemaMinorVersion=\"1\" SchemaSubMinorVersion=\"0\" "
-        x += "MajorVersion=\"1\" MinorVersion=\"0\" SubMinorVersion=\"0\" ProductGuid=\"00000000-0000-0000-0000-000000000000\" "
-        x += "VersionGuid=\"00000000-0000-0000-0000-000000000001\" xmlns=\"http://www.genicam.org/GenApi/Version_1_1\">\n"
+        x +=
+            "MajorVersion=\"1\" MinorVersion=\"0\" SubMinorVersion=\"0\" ProductGuid=\"00000000-0000-0000-0000-000000000000\" "
+        x +=
+            "VersionGuid=\"00000000-0000-0000-0000-000000000001\" xmlns=\"http://www.genicam.org/GenApi/Version_1_1\">\n"
         for (name, r) in registers.sorted(by: { $0.key < $1.key }) {
             let addr = String(format: "0x%llX", r.address)
             switch r.kind {
             case .float32, .float64:
-                x += "  <FloatReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>\(r.kind == .float32 ? 4 : 8)</Length><AccessMode>RW</AccessMode><pPort>Device</pPort><Endianess>LittleEndian</Endianess></FloatReg>\n"
+                x +=
+                    "  <FloatReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>\(r.kind == .float32 ? 4 : 8)</Length><AccessMode>RW</AccessMode><pPort>Device</pPort><Endianess>LittleEndian</Endianess></FloatReg>\n"
             case .command:
-                x += "  <IntReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>4</Length><AccessMode>WO</AccessMode><pPort>Device</pPort><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess></IntReg>\n"
+                x +=
+                    "  <IntReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>4</Length><AccessMode>WO</AccessMode><pPort>Device</pPort><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess></IntReg>\n"
             case .uint32, .uint64:
-                x += "  <IntReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>\(r.kind == .uint32 ? 4 : 8)</Length><AccessMode>RW</AccessMode><pPort>Device</pPort><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess></IntReg>\n"
+                x +=
+                    "  <IntReg Name=\"\(name)Reg\"><Address>\(addr)</Address><Length>\(r.kind == .uint32 ? 4 : 8)</Length><AccessMode>RW</AccessMode><pPort>Device</pPort><Sign>Unsigned</Sign><Endianess>LittleEndian</Endianess></IntReg>\n"
             }
         }
         return x + "</RegisterDescription>\n"
@@ -247,14 +275,20 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
 
     /// The device's reaction to a register write (called by the control peer).
     func written(_ address: UInt64) {
-        let w = Int(value("Width")), h = Int(value("Height"))
-        if address == registers["Width"]?.address || address == registers["Height"]?.address, let ps = registers["PayloadSize"] {
+        let w = Int(value("Width"))
+        let h = Int(value("Height"))
+        if address == registers["Width"]?.address || address == registers["Height"]?.address,
+            let ps = registers["PayloadSize"]
+        {
             control.setU32(ps.address, UInt32(w * h * 2))
         }
         if address == registers["AcquisitionStart"]?.address { startAcquisition(w, h) }
         if address == registers["AcquisitionStop"]?.address { stopAcquisition() }
         if address == registers["TriggerSoftware"]?.address, value("TriggerMode") == 1, source(is: "software"),
-           control.u32(Self.sirm + U3V.SIRM.control) & 1 == 1 { expose(w, h) }
+            control.u32(Self.sirm + U3V.SIRM.control) & 1 == 1
+        {
+            expose(w, h)
+        }
     }
 
     /// A pulse on the trigger input line.
@@ -318,8 +352,9 @@ public final class SimulatedU3VCamera: @unchecked Sendable {
             slot.release()
             // The sensor's exposure counter is the block id: an exposure it lost is a gap the host sees.
             let id = UInt64(f.frameID)
-            stream.send(blockID: id, width: w, height: h, payload: payload, timestampNs: UInt64(max(0, f.exposureStartNs)),
-                        skip: dropBlocks.contains(id))
+            stream.send(
+                blockID: id, width: w, height: h, payload: payload, timestampNs: UInt64(max(0, f.exposureStartNs)),
+                skip: dropBlocks.contains(id))
         }
     }
 }
