@@ -299,12 +299,28 @@ public struct AcquisitionProtocol: Sendable, Equatable {
                 }
                 denoise["pairs"] = v
             }
-            if let wn = try dn.child("weights") {
-                let path = dn.resolvePath(try wn.string())
-                guard FileManager.default.fileExists(atPath: path) else {
-                    throw wn.error("weights file '\(path)' does not exist")
+            if let cn = try dn.child("context") {
+                let v = try cn.string()
+                guard ["history", "none"].contains(v) else {
+                    throw cn.error("context must be history or none; found '\(v)'")
                 }
-                denoise["weights"] = path
+                guard v == "none" || denoise["pairs"] != "odd-even" else {
+                    throw cn.error(
+                        "context: history trains on recorrupted pairs; it cannot be used with pairs: odd-even")
+                }
+                denoise["context"] = v
+            }
+            if let wn = try dn.child("weights") {
+                let text = try wn.string()
+                if text == "shipped" || text == "scratch" {
+                    denoise["weights"] = text
+                } else {
+                    let path = dn.resolvePath(text)
+                    guard FileManager.default.fileExists(atPath: path) else {
+                        throw wn.error("weights file '\(path)' does not exist")
+                    }
+                    denoise["weights"] = path
+                }
             }
             try dn.finish()
         }

@@ -6,6 +6,10 @@ import MoireCore
 /// Frames are normalised as `(ADU − offset) / scale` (scale: a high percentile of the first frame
 /// seen); training draws random crops, recorrupts them with the noise model and minimises the
 /// mean squared error between f(ŷ) and ỹ with Adam. `weightsVersion` counts the updates.
+///
+/// With temporal context (`UNet.Input.frameAndHistory`) the network also sees a motion-adaptive
+/// running average of the earlier frames (`TemporalContext`): `denoise` (or `observe`) adds each
+/// frame to it after use, and training pairs the recorrupted crop with the same crop of the context.
 // @unchecked Sendable: one thread at a time (the stage's worker); weights shared under DenoiseStage.weightsLock.
 public final class Denoiser: @unchecked Sendable {
     public let net: UNet
@@ -32,14 +36,19 @@ public final class Denoiser: @unchecked Sendable {
     var rng: SeededRandom
     private var average: [[Float]] = []
     private var averagedSteps = 0
+    /// Temporal context: the running average of the earlier frames (a caller that interleaves several
+    /// sequences keeps one context per sequence and sets it before each frame).
+    public var context: TemporalContext?
+
+    public var usesTemporalContext: Bool { net.input == .frameAndHistory }
 
     var currentRate: Float {
         guard let decay, decay.steps > 0 else { return learningRate }
         return learningRate * pow(decay.factor, Float(min(weightsVersion, decay.steps)) / Float(decay.steps))
     }
 
-    public init(engine: DNNLEngine, model: NoiseModel, seed: UInt64 = 1) {
-        net = UNet(engine: engine, seed: seed)
+    public init(engine: DNNLEngine, model: NoiseModel, input: UNet.Input = .frame, seed: UInt64 = 1) {
+        net = UNet(engine: engine, input: input, seed: seed)
         self.model = model
         optimizer = Adam(parameters: net.parameters, learningRate: 1e-3)
         rng = SeededRandom(seed: seed &+ 99)
@@ -69,6 +78,10 @@ public final class Denoiser: @unchecked Sendable {
     /// Neighbor2Neighbor sub-sampled pair).
     @discardableResult
     public func adapt(input: [Float], target: [Float], width: Int, height: Int) throws -> Double {
+        guard !usesTemporalContext else {
+            // The context (earlier frames) would share its noise with a target taken from a neighbouring frame.
+            throw MoireError(.usage, "temporal context trains on recorrupted pairs only, not on image pairs")
+        }
         try validate(input, width: width, height: height)
         try validate(target, width: width, height: height)
         return try step(input, target: target, width: width, height: height)
@@ -90,8 +103,10 @@ public final class Denoiser: @unchecked Sendable {
     ) throws -> Double {
         let s = normaliser(input)
         let off = Float(model.offset)
-        let x = Tensor(n: batch, c: 1, h: crop, w: crop)
+        let channels = net.input.rawValue
+        let x = Tensor(n: batch, c: channels, h: crop, w: crop)
         let target = Tensor(n: batch, c: 1, h: crop, w: crop)
+        let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
         for b in 0..<batch {
             let x0 = Int(rng.next() % UInt64(width - crop + 1))
             let y0 = Int(rng.next() % UInt64(height - crop + 1))
@@ -101,8 +116,15 @@ public final class Denoiser: @unchecked Sendable {
                 return patch
             }
             let (a, t) = targetImage.map { (cut(input), cut($0)) } ?? makePair!(cut(input), &rng)
+            let meanPatch = history.map { cut($0.mean) }
             for i in 0..<(crop * crop) {
-                x[b * crop * crop + i] = (a[i] - off) / s
+                let frameValue = (a[i] - off) / s
+                let base = (b * crop * crop + i) * channels
+                x[base] = frameValue
+                if channels == 2 {
+                    // Without an earlier frame the frame itself stands in for the average (inference too).
+                    x[base + 1] = meanPatch?[i] ?? frameValue
+                }
                 target[b * crop * crop + i] = (t[i] - off) / s
             }
         }
@@ -116,7 +138,11 @@ public final class Denoiser: @unchecked Sendable {
                 y.data, target: target.data, batch: batch, width: crop, height: crop, grad: g.data)
         } else {
             let k = 2 / Float(y.count)
-            for i in 0..<y.count { let d = y[i] - target[i]; loss += Double(d * d); g[i] = k * d }
+            for i in 0..<y.count {
+                let d = y[i] - target[i]
+                loss += Double(d * d)
+                g[i] = k * d
+            }
             loss /= Double(y.count)
         }
         guard loss.isFinite else { throw MoireError(.numeric, "training loss is not finite") }
@@ -146,10 +172,49 @@ public final class Denoiser: @unchecked Sendable {
         }
         let s = given ?? normaliser(frame)
         let off = Float(model.offset)
-        let x = Tensor(n: 1, c: 1, h: height, w: width, values: frame.map { ($0 - off) / s })
+        let normalised = frame.map { ($0 - off) / s }
+        let x: Tensor
+        if usesTemporalContext {
+            let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
+            var interleaved = [Float](repeating: 0, count: 2 * normalised.count)
+            for i in 0..<normalised.count {
+                interleaved[2 * i] = normalised[i]
+                interleaved[2 * i + 1] = history?.mean[i] ?? normalised[i]
+            }
+            x = Tensor(n: 1, c: 2, h: height, w: width, values: interleaved)
+        } else {
+            x = Tensor(n: 1, c: 1, h: height, w: width, values: normalised)
+        }
         let y = try withInferenceWeights { try net.forward(x) }
+        if usesTemporalContext { add(toContext: normalised, width: width, height: height, scale: s) }
         return y.values.map { $0 * s + off }
     }
+
+    /// Adds `frame` (ADU) to the temporal context without denoising it (training walks through a
+    /// time-lapse this way).
+    public func observe(_ frame: [Float], width: Int, height: Int) {
+        guard usesTemporalContext, frame.count == width * height else { return }
+        let s = normaliser(frame)
+        let off = Float(model.offset)
+        add(toContext: frame.map { ($0 - off) / s }, width: width, height: height, scale: s)
+    }
+
+    private func add(toContext normalised: [Float], width: Int, height: Int, scale s: Float) {
+        guard var current = context, current.width == width, current.height == height else {
+            context = TemporalContext(first: normalised, width: width, height: height)
+            return
+        }
+        // The camera's variance, in normalised units: (gain·signal + read variance) / scale².
+        let gain = Float(model.gain)
+        let read = Float(model.readVariance)
+        let variance = normalised.map { (gain * max($0, 0) * s + read) / (s * s) }
+        context = nil  // add in place: no copy of the arrays
+        current.add(normalised, variance: variance)
+        context = current
+    }
+
+    /// Forgets the temporal context (a new time-lapse, plane or channel starts).
+    public func resetContext() { context = nil }
 
     /// Runs `body` with the weights inference uses: the averaged ones when averaging is on.
     public func withInferenceWeights<T>(_ body: () throws -> T) rethrows -> T {

@@ -4,13 +4,30 @@ import MoireCore
 /// The denoiser: a 2-level U-Net (16/32/64 channels) with a residual output, ≈ 23 000 multiply-adds
 /// per pixel, so it runs online on 2 cores.
 ///
-/// enc1: conv 1→16, conv 16→16 · enc2: conv/2 16→32, conv 32→32 · bottom: conv/2 32→64, conv 64→64 ·
+/// enc1: conv C→16, conv 16→16 · enc2: conv/2 16→32, conv 32→32 · bottom: conv/2 32→64, conv 64→64 ·
 /// dec2: up, concat enc2, conv 96→32 · dec1: up, concat enc1, conv 48→16 · out: 1×1 conv 16→1, added
-/// to the input. LeakyReLU(0.1) after every 3×3 convolution. Input sides must be multiples of 4.
-/// One network serves one thread (its workspaces are reused from pass to pass).
+/// to the input's first channel. LeakyReLU(0.1) after every 3×3 convolution. Input sides must be
+/// multiples of 4. C is 1 (the frame) or, with temporal context, 2 (the frame and a running average
+/// of the earlier frames; see `TemporalContext`). One network serves one thread (its workspaces are reused from
+/// pass to pass).
 // @unchecked Sendable: layers and buffers of one network: used by one thread at a time (see the doc).
 public final class UNet: @unchecked Sendable {
-    public static let architecture = "unet2-16-32-64-residual"
+    /// What the network sees: one frame, or the frame and its temporal context (a running average of the earlier frames).
+    public enum Input: Int, Sendable, CaseIterable {
+        case frame = 1
+        case frameAndHistory = 2
+
+        /// The name a weights file and a frame header carry.
+        public var architecture: String {
+            switch self {
+            case .frame: return "unet2-16-32-64-residual"
+            case .frameAndHistory: return "unet2-16-32-64-residual-temporal"
+            }
+        }
+    }
+
+    public let input: Input
+    public var architecture: String { input.architecture }
     let engine: DNNLEngine
     public let convs: [Conv2D]
     let act: Activation
@@ -27,10 +44,11 @@ public final class UNet: @unchecked Sendable {
         public init() {}
     }
 
-    public init(engine: DNNLEngine, seed: UInt64 = 1) {
+    public init(engine: DNNLEngine, input: Input = .frame, seed: UInt64 = 1) {
         self.engine = engine
+        self.input = input
         let specs: [(Int, Int, Int, Int)] = [
-            (1, 16, 3, 1), (16, 16, 3, 1), (16, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 2), (64, 64, 3, 1),
+            (input.rawValue, 16, 3, 1), (16, 16, 3, 1), (16, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 2), (64, 64, 3, 1),
             (96, 32, 3, 1), (48, 16, 3, 1), (16, 1, 1, 1),
         ]
         convs = specs.enumerated().map { i, s in
@@ -62,10 +80,12 @@ public final class UNet: @unchecked Sendable {
         return try act.forward(z, workspace: ws)
     }
 
-    /// Denoises `x` (1 channel, sides multiples of 4); with `cache`, keeps what backward needs.
+    /// Denoises `x` (`input.rawValue` channels, sides multiples of 4); with `cache`, keeps what backward needs.
     public func forward(_ x: Tensor, cache: Cache? = nil) throws -> Tensor {
-        guard x.c == 1, x.h % 4 == 0, x.w % 4 == 0 else {
-            throw MoireError(.usage, "the denoiser takes 1-channel images with sides divisible by 4; got \(x.shape)")
+        guard x.c == input.rawValue, x.h % 4 == 0, x.w % 4 == 0 else {
+            throw MoireError(
+                .usage,
+                "the denoiser takes \(input.rawValue)-channel images with sides divisible by 4; got \(x.shape)")
         }
         let ws = cache == nil ? inferenceSpace : trainingSpace
         ws.reset()
@@ -77,7 +97,9 @@ public final class UNet: @unchecked Sendable {
         let d1 = try block(7, try TensorOps.concat(try up.forward(d2, workspace: ws), e1, workspace: ws), cache, ws)
         cache?.inputs.append(d1)
         let r = try convs[8].forward(d1, workspace: ws)
-        return try TensorOps.add(x, r)  // the output is the caller's own
+        guard input == .frameAndHistory else { return try TensorOps.add(x, r) }  // the output is the caller's own
+        let (frame, _) = TensorOps.split(x, firstChannels: 1, workspace: ws)
+        return try TensorOps.add(frame, r)
     }
 
     /// Accumulates parameter gradients for dL/dy (no input gradient: never needed, and slow for one channel).
@@ -93,7 +115,7 @@ public final class UNet: @unchecked Sendable {
         func convBack(_ i: Int, _ g: Tensor) throws -> Tensor {
             try convs[i].backward(inp[i], gradOutput: g, workspace: ws)!
         }
-        // out: y = x + conv8(d1)
+        // out: y = x₀ + conv8(d1)
         let gd1 = try convBack(8, dy)
         // dec1: d1 = act(conv7(concat(up(d2), e1)))
         let g7 = try convBack(7, try actBack(7, gd1))

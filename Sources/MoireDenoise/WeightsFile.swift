@@ -23,7 +23,7 @@ public enum WeightsFile {
             entries.append(.init(name: "conv\(i).bias", shape: [c.outChannels]))
         }
         let json = try JSONEncoder().encode(
-            Header(architecture: UNet.architecture, weightsVersion: weightsVersion, tensors: entries))
+            Header(architecture: net.architecture, weightsVersion: weightsVersion, tensors: entries))
         var d = Data(magic)
         withUnsafeBytes(of: formatVersion.littleEndian) { d.append(contentsOf: $0) }
         withUnsafeBytes(of: UInt32(json.count).littleEndian) { d.append(contentsOf: $0) }
@@ -38,12 +38,21 @@ public enum WeightsFile {
         }
     }
 
-    /// Loads weights into `net`; a file of another format version, architecture or shape is refused.
-    @discardableResult
-    public static func load(_ path: String, into net: UNet) throws -> Header {
+    /// The header of a weights file (which network it is for), without loading the tensors.
+    public static func header(_ path: String) throws -> Header {
+        try read(path).header
+    }
+
+    /// The file's bytes and its validated header.
+    static func read(_ path: String) throws -> (header: Header, data: Data, dataOffset: Int) {
         guard let d = FileManager.default.contents(atPath: path) else {
             throw MoireError(.io, "cannot read weights file", place: path)
         }
+        return try parse(d, place: path)
+    }
+
+    /// The validated header of weights file bytes `d` (`place` names them in errors).
+    static func parse(_ d: Data, place path: String) throws -> (header: Header, data: Data, dataOffset: Int) {
         guard d.count >= 16, Array(d.prefix(8)) == magic else {
             throw MoireError(.format, "not a Moiré weights file", place: path)
         }
@@ -62,21 +71,39 @@ public enum WeightsFile {
         else {
             throw MoireError(.format, "weights file header is damaged", place: path)
         }
-        guard header.architecture == UNet.architecture else {
+        return (header, d, 16 + hlen)
+    }
+
+    /// Loads weights into `net`; a file of another format version, architecture or shape is refused.
+    @discardableResult
+    public static func load(_ path: String, into net: UNet) throws -> Header {
+        try load(parsed: try read(path), place: path, into: net)
+    }
+
+    /// Loads weights file bytes into `net` (`place` names them in errors).
+    @discardableResult
+    public static func load(data: Data, place: String, into net: UNet) throws -> Header {
+        try load(parsed: try parse(data, place: place), place: place, into: net)
+    }
+
+    static func load(parsed: (header: Header, data: Data, dataOffset: Int), place path: String, into net: UNet) throws
+        -> Header
+    {
+        let (header, d, dataOffset) = parsed
+        guard header.architecture == net.architecture else {
             throw MoireError(
-                .format, "weights are for '\(header.architecture)'; this network is '\(UNet.architecture)'", place: path
-            )
+                .format, "weights are for '\(header.architecture)'; this network is '\(net.architecture)'", place: path)
         }
         let expected = net.convs.enumerated().flatMap { i, c in [(c.weights.shape), [c.outChannels]] }
         guard header.tensors.map(\.shape) == expected else {
             throw MoireError(.format, "weights file tensor shapes do not match the network", place: path)
         }
         let total = expected.map { $0.reduce(1, *) }.reduce(0, +)
-        guard d.count == 16 + hlen + 4 * total else {
+        guard d.count == dataOffset + 4 * total else {
             throw MoireError(
-                .format, "weights file holds \(d.count - 16 - hlen) bytes of data; expected \(4 * total)", place: path)
+                .format, "weights file holds \(d.count - dataOffset) bytes of data; expected \(4 * total)", place: path)
         }
-        var o = 16 + hlen
+        var o = dataOffset
         d.withUnsafeBytes { b in
             for c in net.convs {
                 for t in [c.weights, c.bias] {
@@ -89,5 +116,24 @@ public enum WeightsFile {
             }
         }
         return header
+    }
+}
+
+/// The starting model every denoiser loads unless told otherwise: trained by `moire train` on the
+/// project's own simulated time-lapses (models/README.md says how to reproduce it), for the network
+/// with temporal context.
+public enum ShippedModel {
+    /// The name a frame header or a log line gives the starting weights.
+    public static let name = "shipped:\(ShippedModelData.sha256.prefix(12))"
+    public static let input = UNet.Input.frameAndHistory
+
+    /// The weights file's bytes.
+    public static var bytes: Data {
+        Data(base64Encoded: ShippedModelData.base64, options: .ignoreUnknownCharacters) ?? Data()
+    }
+
+    /// Loads the starting model into `net` (a network with temporal context).
+    public static func load(into net: UNet) throws {
+        try WeightsFile.load(data: bytes, place: name, into: net)
     }
 }

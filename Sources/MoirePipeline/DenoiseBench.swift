@@ -2,7 +2,8 @@ import Foundation
 import MoireCore
 import MoireDenoise
 
-/// `moire bench denoise`: frames per second at 512×512, inference alone and with adaptation steps.
+/// `moire bench denoise`: frames per second at 512×512, inference alone and with adaptation steps, with
+/// temporal context (the default network: the context's update is part of every frame).
 public enum DenoiseBench {
     public struct Report: Sendable {
         public var inferenceFPS: Double; public var adaptedFPS: Double; public var steps: Int; public var crop: Int;
@@ -15,7 +16,7 @@ public enum DenoiseBench {
         let model = NoiseModel(offset: 100, gain: 0.5, readVariance: 1)
         var r = SeededRandom(seed: 1)
         let frame = (0..<(size * size)).map { _ in Float(100 + 10 * r.uniform()) }
-        let d = Denoiser(engine: try DNNLEngine(), model: model)
+        let d = Denoiser(engine: try DNNLEngine(), model: model, input: .frameAndHistory)
         d.crop = crop; d.batch = batch
         _ = try d.denoise(frame, width: size, height: size)  // primitives created
         try d.adapt(frame, width: size, height: size)

@@ -18,7 +18,11 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
     public var ema: Float = 0
     /// Save the inference weights every N versions beside the recording (0: never).
     public var checkpointEvery = 0
-    public var weights: String?
+    /// Starting weights; nil: the shipped model with temporal context, else scratch.
+    public var start: OfflineDenoise.Start?
+    /// Temporal context for raw frames (`context: history|none`); nil: history with recorrupted pairs.
+    /// SR frames are denoised without it.
+    public var context: UNet.Input?
     /// Training pairs for raw frames: `recorrupt` (camera noise model) or `odd-even` (each frame
     /// against the previous frame of the same channel and plane: a time-lapse's neighbours; in a
     /// light-sheet stack, the neighbouring plane).
@@ -34,8 +38,25 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
         if let v = block["learning_rate"].flatMap(Float.init) { learningRate = v }
         if let v = block["ema"].flatMap(Float.init) { ema = v }
         if let v = block["checkpoint_every"].flatMap(Int.init) { checkpointEvery = v }
-        weights = block["weights"]
+        switch block["weights"] {
+        case nil: start = nil
+        case "shipped": start = .shipped
+        case "scratch": start = .scratch
+        case let path?: start = .file(path)
+        }
+        if let c = block["context"] { context = c == "history" ? .frameAndHistory : .frame }
         oddEvenPairs = block["pairs"] == "odd-even"
+    }
+
+    /// The network input for raw frames (SR frames never use temporal context).
+    public func input(sim: Bool) -> UNet.Input {
+        if sim { return .frame }
+        return context ?? (oddEvenPairs ? .frame : .frameAndHistory)
+    }
+
+    /// The starting weights for a network with `input`.
+    public func resolvedStart(input: UNet.Input) -> OfflineDenoise.Start {
+        start ?? (input == ShippedModel.input ? .shipped : .scratch)
     }
 }
 
@@ -88,6 +109,13 @@ final class DenoiseStage: @unchecked Sendable {
     private let cameraModel: NoiseModel
     private var adaptSet: (channel: Int, frames: [[Float]], params: SIMParameters)?
     private var simDenoisers: [Int: SIMDenoiser] = [:]
+    /// Temporal context per channel and plane (the inference thread's), and the context the newest
+    /// adaptation frame was denoised with.
+    private var contexts: [String: TemporalContext] = [:]
+    private var adaptContext: TemporalContext?
+    /// The normalisation the context was made with (the adaptation network takes it on its first frame).
+    private var adaptScale: Float?
+    private var usesHistory: Bool { inference.usesTemporalContext }
 
     init(
         protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger,
@@ -101,11 +129,23 @@ final class DenoiseStage: @unchecked Sendable {
         let model = sim ? SIMDenoiser.srModel : cameraModel
         let engineA = try DNNLEngine()
         let engineB = try DNNLEngine()
-        inference = Denoiser(engine: engineA, model: model, seed: 1)
-        adaptation = Denoiser(engine: engineB, model: model, seed: 1)
-        if let w = options.weights {
-            try WeightsFile.load(w, into: inference.net)
-            try WeightsFile.load(w, into: adaptation.net)
+        let input = options.input(sim: sim)
+        inference = Denoiser(engine: engineA, model: model, input: input, seed: 1)
+        adaptation = Denoiser(engine: engineB, model: model, input: input, seed: 1)
+        switch options.resolvedStart(input: input) {
+        case .shipped:
+            guard input == ShippedModel.input else {
+                throw MoireError(
+                    .config, "the shipped model has temporal context; SR frames and context: none start from scratch",
+                    place: p.file)
+            }
+            try ShippedModel.load(into: inference.net)
+            try ShippedModel.load(into: adaptation.net)
+        case .scratch:
+            break
+        case .file(let path):
+            try WeightsFile.load(path, into: inference.net)
+            try WeightsFile.load(path, into: adaptation.net)
         }
         let sides = sim ? 2 : 1
         adaptation.crop = min(options.crop, (min(p.roiWidth, p.roiHeight) * sides / 4) * 4)
@@ -153,6 +193,9 @@ final class DenoiseStage: @unchecked Sendable {
     ) {
         weightsLock.lock()
         defer { weightsLock.unlock() }
+        // With temporal context, the stack's planes are the sequence (neighbouring planes).
+        inference.context = nil
+        defer { inference.context = nil }
         let out = try planes.enumerated().map { z, p in
             skip.contains(z) ? p : try inference.denoise(p, width: width, height: height)
         }
@@ -188,9 +231,9 @@ final class DenoiseStage: @unchecked Sendable {
             lock.lock()
             if latest != nil { counters.skipped += 1 }
             latest = (h, pixels)
-            if !isSIM {
+            if !isSIM && !usesHistory {
                 // Time-lapse: the previous frame of the same plane; light-sheet stacks: the neighbouring plane.
-                let key = proto.mode == .llsm ? "\(h.c)" : "\(h.c)/\(h.z)"
+                let key = sequenceKey(h)
                 if options.oddEvenPairs {
                     // Only a frame with a predecessor of the same channel and plane can be trained on.
                     if let prev = previous[key] { adaptFrame = pixels; adaptPartner = prev }
@@ -204,6 +247,10 @@ final class DenoiseStage: @unchecked Sendable {
             return true
         }
     }
+
+    /// Frames that follow one another: a time-lapse's frames of one channel and plane; in a
+    /// light-sheet stack, the planes of one channel.
+    private func sequenceKey(_ h: FrameHeader) -> String { proto.mode == .llsm ? "\(h.c)" : "\(h.c)/\(h.z)" }
 
     private func infer() {
         while true {
@@ -219,17 +266,32 @@ final class DenoiseStage: @unchecked Sendable {
             do {
                 weightsLock.lock()
                 let v = version
+                let key = sequenceKey(h)
+                let contextBefore = contexts[key]
+                inference.context = contextBefore
                 let out = try inference.denoise(px, width: h.width, height: h.height)
+                if usesHistory { contexts[key] = inference.context }
+                let scale = inference.scale
                 weightsLock.unlock()
+                if usesHistory {
+                    // Adapt on what inference saw: this frame and the context it was denoised with.
+                    lock.lock()
+                    adaptFrame = px
+                    adaptContext = contextBefore
+                    adaptScale = scale
+                    lock.broadcast()
+                    lock.unlock()
+                }
                 guard let slot = pool.acquire() else { continue }
                 slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
                 var dh = h
                 dh.stream = "den"; dh.seq = seq; dh.pixel = .float32
                 dh.inputs = [h.seq]
                 dh.params = [
-                    "weightsVersion": String(v), "architecture": UNet.architecture,
-                    "scale": String(inference.scale ?? 1), "offset": String(inference.model.offset),
+                    "weightsVersion": String(v), "architecture": inference.net.architecture,
+                    "scale": String(scale ?? 1), "offset": String(inference.model.offset),
                     "method": isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw"),
+                    "context": usesHistory ? "history" : "none",
                 ]
                 seq += 1
                 try bus.publish(Frame(header: dh, slot: slot))
@@ -273,8 +335,12 @@ final class DenoiseStage: @unchecked Sendable {
             let frame = adaptFrame
             let set = adaptSet
             let partner = adaptPartner
-            adaptFrame = nil; adaptSet = nil; adaptPartner = nil
+            let context = adaptContext
+            let scale = adaptScale
+            adaptFrame = nil; adaptSet = nil; adaptPartner = nil; adaptContext = nil
             lock.unlock()
+            adaptation.context = context
+            if adaptation.scale == nil { adaptation.scale = scale }
             guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else {
                 continue
             }

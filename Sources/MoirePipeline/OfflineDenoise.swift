@@ -9,15 +9,24 @@ import MoireStorage
 public struct OfflineDenoise {
     public enum Noise: Sendable { case auto, fixed(NoiseModel), fromFile }
     public var noise = Noise.fromFile
-    public var weights: String?
+    /// Where the weights start: the shipped model, random (He) initialisation, or a weights file.
+    public enum Start: Sendable, Equatable {
+        case shipped
+        case scratch
+        case file(String)
+    }
+    /// nil: the shipped model when the network has temporal context (what it was trained for), else scratch.
+    public var start: Start?
     public var saveWeights: String?
-    /// Adaptation steps on each frame before it is denoised (the first frame gets `firstSteps`).
+    /// Adaptation steps on each frame before it is denoised.
     public var adaptSteps = 5
-    public var firstSteps = 100
+    /// Adaptation steps on the first frame; nil: 50 from the shipped model, 100 otherwise.
+    public var firstSteps: Int?
     /// Crop side (clamped to the frame) and crops per step; whole-frame crops train best here.
     public var crop = 128
     public var batch = 1
-    public var learningRate: Float = 1e-3
+    /// nil: 5e-4 from the shipped model (a gentler rate keeps what it learnt), 1e-3 otherwise.
+    public var learningRate: Float?
     /// Weight averaging for inference (see `Denoiser.averaging`).
     public var averaging: Float = 0.99
     public var seed: UInt64 = 1
@@ -31,8 +40,49 @@ public struct OfflineDenoise {
     public var deconvolve = false
     public var psfSigmaPx: Double?
     public var hessianWeight: Float = 0.0005
+    /// What the network sees besides the frame: a running average of the earlier frames
+    /// (temporal context, `TemporalContext`) or
+    /// nothing. nil: temporal context wherever it can train (recorrupted pairs, no deconvolution term).
+    public var input: UNet.Input?
 
     public init() {}
+
+    /// The network input this job uses.
+    public var resolvedInput: UNet.Input {
+        input ?? (pairs == .recorrupt && !deconvolve ? .frameAndHistory : .frame)
+    }
+
+    /// The starting weights this job uses.
+    public var resolvedStart: Start { start ?? (resolvedInput == ShippedModel.input ? .shipped : .scratch) }
+
+    /// Refuses combinations that cannot train: temporal context needs recorrupted pairs (a neighbouring
+    /// frame as the target would share its noise with the context); the shipped model has temporal context.
+    public func validate() throws {
+        let input = resolvedInput
+        guard input == .frame || pairs == .recorrupt else {
+            throw MoireError(
+                .usage,
+                "temporal context trains on recorrupted pairs; use --context none with --pairs \(pairs.rawValue)")
+        }
+        guard input == .frame || !deconvolve else {
+            throw MoireError(.usage, "temporal context and --deconvolve cannot be combined yet; use --context none")
+        }
+        guard resolvedStart != .shipped || input == ShippedModel.input else {
+            throw MoireError(.usage, "the shipped model has temporal context; with --context none start from scratch")
+        }
+    }
+
+    public var resolvedFirstSteps: Int { firstSteps ?? (resolvedStart == .shipped ? 50 : 100) }
+    public var resolvedLearningRate: Float { learningRate ?? (resolvedStart == .shipped ? 5e-4 : 1e-3) }
+
+    /// Loads the starting weights into `net`.
+    public func loadStart(into net: UNet) throws {
+        switch resolvedStart {
+        case .shipped: try ShippedModel.load(into: net)
+        case .scratch: break
+        case .file(let path): try WeightsFile.load(path, into: net)
+        }
+    }
 
     public struct Result: Sendable {
         public var frames: [[Float]]
@@ -51,14 +101,15 @@ public struct OfflineDenoise {
         guard let first = stack.planes.first else { throw MoireError(.format, "no planes", place: input) }
         let w = stack.width
         let h = stack.height
+        try validate()
         let model = try noiseModel(input: input, first: first, width: w, height: h, logger: logger)
         let engine = try DNNLEngine()
-        let d = Denoiser(engine: engine, model: model, seed: seed)
+        let d = Denoiser(engine: engine, model: model, input: resolvedInput, seed: seed)
         d.crop = min(crop, (min(w, h) / (pairs == .neighbour ? 8 : 4)) * 4)
         d.batch = batch
-        d.learningRate = learningRate
+        d.learningRate = resolvedLearningRate
         d.averaging = averaging
-        if let weights { try WeightsFile.load(weights, into: d.net) }
+        try loadStart(into: d.net)
         if deconvolve { d.deconvolution = try deconvolutionLoss(input: input, pixelUm: stack.pixelSizeUm) }
         // The network wants sides divisible by 4: pad by edge replication, crop back.
         let pw = (w + 3) / 4 * 4
@@ -80,7 +131,7 @@ public struct OfflineDenoise {
             let partner =
                 pairs == .oddEven && stack.planes.count > 1
                 ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
-            for _ in 0..<(i == 0 ? firstSteps : adaptSteps) {
+            for _ in 0..<(i == 0 ? resolvedFirstSteps : adaptSteps) {
                 try adaptStep(
                     d, plane: p, partner: partner, width: pw, height: ph,
                     seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion), place: input)

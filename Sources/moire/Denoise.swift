@@ -10,10 +10,16 @@ struct Denoise: ParsableCommand {
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "Output OME-TIFF (float32).") var out: String
-    @Option(name: .long, help: "Start from these weights.") var weights: String?
+    @Option(
+        name: .long,
+        help:
+            "Starting weights: shipped (the model trained on simulated time-lapses), scratch, or a weights file (default: shipped with temporal context, else scratch)."
+    )
+    var weights: StartingWeights?
     @Option(name: .long, help: "Save the adapted weights here.") var saveWeights: String?
     @Option(name: .long, help: "Adaptation steps per frame.") var adaptSteps = 5
-    @Option(name: .long, help: "Adaptation steps on the first frame.") var firstSteps = 100
+    @Option(name: .long, help: "Adaptation steps on the first frame (default: 50 from the shipped model, else 100).")
+    var firstSteps: Int?
     @Option(
         name: .long,
         help:
@@ -24,13 +30,13 @@ struct Denoise: ParsableCommand {
     @Option(name: .long, help: "Crops per adaptation step.") var batch = 1
     @Option(name: .long, help: "Weight averaging for inference (EMA decay; 0: off).") var averaging: Float = 0.99
     @OptionGroup var training: TrainingPairArguments
-    @Option(name: .long, help: "Learning rate.") var lr: Float = 1e-3
+    @Option(name: .long, help: "Learning rate (default: 5e-4 from the shipped model, else 1e-3).") var lr: Float?
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
             var job = OfflineDenoise()
-            job.weights = weights.map(absolute); job.saveWeights = saveWeights
+            job.start = weights?.start; job.saveWeights = saveWeights
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch;
             job.learningRate = lr; job.averaging = averaging
             try training.apply(to: &job)
@@ -76,6 +82,12 @@ struct TrainingPairArguments: ParsableArguments {
         help: "PSF for --deconvolve: Gaussian σ in pixels (default: the widefield model from the recording's optics).")
     var psfSigma: Double?
     @Option(name: .long, help: "Hessian regularisation weight for --deconvolve.") var hessian: Float = 0.0005
+    @Option(
+        name: .long,
+        help:
+            "Temporal context: history (the network also sees a motion-adaptive average of the earlier frames) or none (default: history with recorrupted pairs, else none)."
+    )
+    var context: ContextArgument?
 
     func apply(to job: inout OfflineDenoise) throws {
         guard let p = OfflineDenoise.Pairs(rawValue: pairs) else {
@@ -88,5 +100,28 @@ struct TrainingPairArguments: ParsableArguments {
             throw MoireError(.usage, "--psf-sigma must be > 0 and --hessian ≥ 0")
         }
         job.pairs = p; job.deconvolve = deconvolve; job.psfSigmaPx = psfSigma; job.hessianWeight = hessian
+        job.input = context?.input
+        try job.validate()
+    }
+}
+
+/// `--context history|none`.
+enum ContextArgument: String, ExpressibleByArgument, CaseIterable {
+    case history
+    case none
+
+    var input: UNet.Input { self == .history ? .frameAndHistory : .frame }
+}
+
+/// `--weights shipped|scratch|PATH`.
+struct StartingWeights: ExpressibleByArgument {
+    let start: OfflineDenoise.Start
+
+    init?(argument: String) {
+        switch argument {
+        case "shipped": start = .shipped
+        case "scratch": start = .scratch
+        default: start = .file(absolute(argument))
+        }
     }
 }

@@ -9,9 +9,15 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train the denoiser self-supervised on a recording or TIFF/MRC stack and save its weights.")
 
-    @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
+    @Argument(
+        help:
+            "Recordings (.ome.tif) or plain stacks (.tif, .mrc); with several, training visits each in turn, planes in order."
+    )
+    var inputs: [String]
     @Option(name: .long, help: "Weights file to write.") var out: String
     @Option(name: .long, help: "Training steps.") var steps = 500
+    @Option(name: .long, help: "Steps on each plane before the next (planes are visited in order).") var stepsPerPlane =
+        1
     @Option(name: .long, help: "Crop size (multiple of 4).") var crop = 128
     @Option(name: .long, help: "Crops per step.") var batch = 1
     @Option(name: .long, help: "Starting learning rate.") var lr: Float = 3e-3
@@ -19,50 +25,76 @@ struct Train: ParsableCommand {
         0.05
     @Option(name: .long, help: "Weight averaging of the saved weights (EMA decay; 0: the last weights).") var averaging:
         Float = 0.99
-    @Option(name: .long, help: "Start from these weights.") var weights: String?
-    @Option(name: .long, help: "Camera noise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).")
+    @Option(name: .long, help: "Starting weights: shipped, scratch or a weights file (default: scratch).")
+    var weights: StartingWeights?
+    @Option(
+        name: .long,
+        help: "Camera noise: OFFSET,GAIN,READ or auto (default: each recording's camera, else estimated per input).")
     var noise: String?
     @Option(name: .long, help: "Write the loss curve (step, loss) as CSV.") var lossCurve: String?
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
     @OptionGroup var training: TrainingPairArguments
 
+    /// One input's usable planes and what normalises them.
+    struct TrainingStack {
+        var path: String
+        var planes: [[Float]]
+        var width: Int
+        var height: Int
+        var pixelUm: Double?
+        var model: NoiseModel
+    }
+
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            let stack = try ImageImport.load(input)
-            guard let first = stack.planes.first, min(stack.width, stack.height) >= 16, crop % 4 == 0, crop >= 16 else {
+            guard crop % 4 == 0, crop >= 16, steps > 0, stepsPerPlane > 0 else {
                 throw MoireError(
-                    .usage, "the crop must be a multiple of 4 of at least 16, and the planes at least 16×16",
-                    place: input)
+                    .usage, "--crop must be a multiple of 4 of at least 16; --steps and --steps-per-plane > 0")
             }
-            let crop = min(self.crop, min(stack.width, stack.height) / 4 * 4)
             var job = OfflineDenoise()
             if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
             try training.apply(to: &job)
-            let model = try job.noiseModel(input: input, first: first, width: stack.width, height: stack.height)
-            let d = Denoiser(engine: try DNNLEngine(), model: model, seed: seed)
-            d.crop = crop; d.batch = batch; d.learningRate = lr; d.decay = (decay, steps); d.averaging = averaging
-            if let weights { try WeightsFile.load(absolute(weights), into: d.net) }
-            if job.deconvolve { d.deconvolution = try job.deconvolutionLoss(input: input, pixelUm: stack.pixelSizeUm) }
-            if job.pairs == .neighbour { d.crop = min(d.crop, (min(stack.width, stack.height) / 8) * 4) }
-            let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
-            guard !usable.isEmpty else {
-                throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: input)
-            }
+            let stacks = try inputs.map { try loadStack($0, job: job) }
+            let smallest = stacks.map { min($0.width, $0.height) }.min()!
+            let first = stacks[0]
+            job.start = weights?.start ?? .scratch
+            try job.validate()
+            let d = Denoiser(engine: try DNNLEngine(), model: first.model, input: job.resolvedInput, seed: seed)
+            d.crop = min(crop, smallest / (job.pairs == .neighbour ? 8 : 4) * 4)
+            d.batch = batch; d.learningRate = lr; d.decay = (decay, steps); d.averaging = averaging
+            try job.loadStart(into: d.net)
+            if job.deconvolve { d.deconvolution = try job.deconvolutionLoss(input: first.path, pixelUm: first.pixelUm) }
             var curve = "step,loss\n"
             var smoothed = Double.nan
             let bar = max(1, steps / 50)
-            for s in 0..<steps {
-                let i = s % usable.count
-                let loss = try job.adaptStep(
-                    d, plane: usable[i],
-                    partner: usable.count > 1 ? usable[OfflineDenoise.partner(of: i, count: usable.count)] : nil,
-                    width: stack.width, height: stack.height, seed: seed &+ UInt64(s), place: input)
-                smoothed = smoothed.isNaN ? loss : 0.95 * smoothed + 0.05 * loss
-                curve += "\(s),\(loss)\n"
-                if s % bar == 0 || s == steps - 1 {
-                    FileHandle.standardError.write(
-                        Data(String(format: "\rstep %d/%d  loss %.5f", s + 1, steps, smoothed).utf8))
+            // Visit the inputs in turn, each plane in order with `stepsPerPlane` steps, so temporal
+            // context always holds the previous plane of the same input.
+            var step = 0
+            var visit = 0
+            while step < steps {
+                let stack = stacks[visit % stacks.count]
+                visit += 1
+                d.model = stack.model
+                d.scale = nil
+                d.resetContext()
+                for (i, plane) in stack.planes.enumerated() where step < steps {
+                    let partner =
+                        stack.planes.count > 1
+                        ? stack.planes[OfflineDenoise.partner(of: i, count: stack.planes.count)] : nil
+                    for _ in 0..<stepsPerPlane where step < steps {
+                        let loss = try job.adaptStep(
+                            d, plane: plane, partner: partner, width: stack.width, height: stack.height,
+                            seed: seed &+ UInt64(step), place: stack.path)
+                        smoothed = smoothed.isNaN ? loss : 0.95 * smoothed + 0.05 * loss
+                        curve += "\(step),\(loss)\n"
+                        if step % bar == 0 || step == steps - 1 {
+                            FileHandle.standardError.write(
+                                Data(String(format: "\rstep %d/%d  loss %.5f", step + 1, steps, smoothed).utf8))
+                        }
+                        step += 1
+                    }
+                    d.observe(plane, width: stack.width, height: stack.height)
                 }
             }
             FileHandle.standardError.write(Data("\n".utf8))
@@ -70,8 +102,30 @@ struct Train: ParsableCommand {
             if let lossCurve { try curve.write(toFile: lossCurve, atomically: true, encoding: .utf8) }
             print(
                 String(
-                    format: "trained %d steps on %d plane(s); final smoothed loss %.5f; weights written to %@", steps,
-                    usable.count, smoothed, out))
+                    format:
+                        "trained %d steps on %d plane(s) of %d input(s); final smoothed loss %.5f; weights written to %@",
+                    steps, stacks.map(\.planes.count).reduce(0, +), stacks.count, smoothed, out))
         } catch { throw fail(error) }
+    }
+
+    /// Loads one input: its usable (finite, non-blank) planes, cropped to sides divisible by 4 (what
+    /// the network's inference needs for temporal context), and its noise model.
+    func loadStack(_ path: String, job: OfflineDenoise) throws -> TrainingStack {
+        let stack = try ImageImport.load(path)
+        guard let first = stack.planes.first, min(stack.width, stack.height) >= 16 else {
+            throw MoireError(.usage, "the planes must be at least 16×16", place: path)
+        }
+        let model = try job.noiseModel(input: path, first: first, width: stack.width, height: stack.height)
+        let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
+        guard !usable.isEmpty else {
+            throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: path)
+        }
+        let width = stack.width / 4 * 4
+        let height = stack.height / 4 * 4
+        let cropped = usable.map { plane in
+            (0..<(width * height)).map { plane[($0 / width) * stack.width + $0 % width] }
+        }
+        return TrainingStack(
+            path: path, planes: cropped, width: width, height: height, pixelUm: stack.pixelSizeUm, model: model)
     }
 }

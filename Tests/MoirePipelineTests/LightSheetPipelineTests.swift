@@ -143,7 +143,8 @@ func collectDerived(_ pipe: AcquisitionPipeline, topics: [String]) throws -> (Pi
         for (i, h) in vols {
             #expect(h.params?["source"] == "denoised")
             let v = try #require(h.params?["weightsVersion"].flatMap(Int.init))
-            let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: 1))
+            // Temporal context (the default): the stack's planes in order, from an empty context.
+            let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(camera: cam), input: .frameAndHistory)
             try WeightsFile.load("\(ckpt)/v\(v).bin", into: d.net)
             let inputs = try #require(h.inputs)
             #expect(inputs.count == 8)

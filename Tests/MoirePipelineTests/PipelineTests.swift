@@ -499,19 +499,24 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         // Reproduce a published frame offline from the checkpoint of its weights version.
         let dirW = try #require(r.denoiseCheckpoints)
         let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        // The temporal context (the default for raw frames) is replayed from the den stream itself:
+        // every denoised frame's raw input, in order, added to the running average after use.
+        #expect(frames.allSatisfy { $0.0.params?["context"] == "history" })
         var reproduced = 0
-        for (h, px) in frames {
-            guard let v = h.params?["weightsVersion"].flatMap(Int.init), FileManager.default.fileExists(atPath: "\(dirW)/v\(v).bin"),
-                  let scale = h.params?["scale"].flatMap(Float.init) else { continue }
-            let cam = p.rig.cameraProfile
-            let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(offset: cam.offsetADU, gain: cam.gainADUPerE, readVariance: 1))
+        var context: TemporalContext?
+        let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(camera: p.rig.cameraProfile), input: .frameAndHistory)
+        for (h, px) in frames.sorted(by: { $0.0.seq < $1.0.seq }) {
+            let v = try #require(h.params?["weightsVersion"].flatMap(Int.init))
+            let scale = try #require(h.params?["scale"].flatMap(Float.init))
             try WeightsFile.load("\(dirW)/v\(v).bin", into: d.net)
             let raw = try reader.readPlaneFloat(h.inputs![0])
+            d.context = context
             let again = try d.denoise(raw, width: 64, height: 64, scale: scale)
+            context = d.context
             #expect(again == px, "frame \(h.seq) (weights v\(v)) is not reproduced exactly")
             reproduced += 1
         }
-        #expect(reproduced >= 1)
+        #expect(reproduced == frames.count && reproduced >= 1)
         #expect(r.run.missing == 0 && r.recording?.planes == 12)
     }
 }

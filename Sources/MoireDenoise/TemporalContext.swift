@@ -1,0 +1,69 @@
+import Foundation
+
+/// The temporal context of a time-lapse: a motion-adaptive running average of the frames seen so far
+/// (normalised intensities), which the denoiser gets beside the current frame.
+///
+/// Each pixel averages up to `maximumFrames` frames. Where a new frame departs from the average by
+/// more than noise explains (the 3×3 mean of the difference beyond `motionThreshold` standard
+/// deviations, from the camera's noise model), the pixel's history restarts from the new frame, so a
+/// moving object leaves no trail. The network gets the average as a second channel; the average
+/// stays noisy where it holds few frames and quiet where it holds many, which tells the network how
+/// far to trust it. It holds only earlier frames, whose noise is independent of the current frame's,
+/// so recorrupted training pairs stay unbiased.
+public struct TemporalContext: Sendable {
+    public static let maximumFrames: Float = 32
+    public static let motionThreshold: Float = 3
+
+    public let width: Int
+    public let height: Int
+    /// The running average, normalised like the network's input.
+    public private(set) var mean: [Float]
+    /// Frames each pixel's average holds.
+    public private(set) var frames: [Float]
+
+    /// A context holding one frame.
+    public init(first frame: [Float], width: Int, height: Int) {
+        self.width = width
+        self.height = height
+        mean = frame
+        frames = [Float](repeating: 1, count: frame.count)
+    }
+
+    /// Adds `frame` (normalised), whose per-pixel noise variance is `variance` (normalised units).
+    public mutating func add(_ frame: [Float], variance: [Float]) {
+        precondition(frame.count == mean.count && variance.count == mean.count)
+        let difference = zip(frame, mean).map { $0 - $1 }
+        let local = Self.boxMean3(difference, width: width, height: height)
+        let threshold2 = Self.motionThreshold * Self.motionThreshold
+        for i in 0..<mean.count {
+            // Variance of a 3×3 mean of differences between a frame and an average of n frames.
+            let expected = variance[i] * (1 + 1 / frames[i]) / 9
+            if local[i] * local[i] > threshold2 * expected {
+                mean[i] = frame[i]
+                frames[i] = 1
+            } else {
+                frames[i] = min(frames[i] + 1, Self.maximumFrames)
+                mean[i] += difference[i] / frames[i]
+            }
+        }
+    }
+
+    /// The 3×3 mean with edges clamped.
+    static func boxMean3(_ image: [Float], width: Int, height: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: image.count)
+        for y in 0..<height {
+            for x in 0..<width {
+                var sum: Float = 0
+                for dy in -1...1 {
+                    let yy = min(max(y + dy, 0), height - 1)
+                    for dx in -1...1 {
+                        let xx = min(max(x + dx, 0), width - 1)
+                        sum += image[yy * width + xx]
+                    }
+                }
+                out[y * width + x] = sum / 9
+            }
+        }
+        return out
+    }
+}
