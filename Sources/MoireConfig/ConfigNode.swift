@@ -29,15 +29,66 @@ public final class ConfigNode {
         self.path = path
     }
 
-    /// Parses a YAML file; syntax errors carry file:line:column.
+    /// The largest protocol, rig or profile file read (real ones are a few kilobytes).
+    public static let maximumFileBytes: UInt64 = 1 << 20
+
+    /// Parses a YAML file; syntax errors carry file:line:column. Only regular files up to
+    /// `maximumFileBytes` of UTF-8 text are read.
     public static func load(file: String) throws -> ConfigNode {
-        let text: String
-        do {
-            text = try String(contentsOfFile: file, encoding: .utf8)
-        } catch {
-            throw MoireError(.io, "cannot read file: \(error.localizedDescription)", place: file)
+        let size = try InputFile.size(file)
+        guard size <= maximumFileBytes else {
+            throw MoireError(
+                .config, "file is \(size) bytes; configuration files are limited to \(maximumFileBytes) bytes",
+                place: file)
         }
-        return try parse(text, file: file)
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw MoireError(.io, "cannot read file", place: file)
+        }
+        return try parse(try utf8Text(data, file: file), file: file)
+    }
+
+    /// `data` as UTF-8 text, or an error at the first byte that is not UTF-8.
+    static func utf8Text(_ data: Data, file: String) throws -> String {
+        let bytes = [UInt8](data)
+        if let text = String(validating: bytes, as: UTF8.self) { return text }
+        var offset = 0
+        var line = 1
+        var lineStart = 0
+        while offset < bytes.count {
+            let length = utf8SequenceLength(bytes, at: offset)
+            if length == 0 { break }
+            if bytes[offset] == 0x0A {
+                line += 1
+                lineStart = offset + 1
+            }
+            offset += length
+        }
+        let column = offset - lineStart + 1
+        let byte = offset < bytes.count ? String(format: "0x%02X", bytes[offset]) : "end of file"
+        throw MoireError(.config, "not UTF-8 text: byte \(byte) is not valid UTF-8", place: "\(file):\(line):\(column)")
+    }
+
+    /// The length of the valid UTF-8 sequence at `offset`, or 0 when the bytes there are not one.
+    private static func utf8SequenceLength(_ bytes: [UInt8], at offset: Int) -> Int {
+        let lead = bytes[offset]
+        let length: Int
+        switch lead {
+        case 0x00...0x7F: return 1
+        case 0xC2...0xDF: length = 2
+        case 0xE0...0xEF: length = 3
+        case 0xF0...0xF4: length = 4
+        default: return 0
+        }
+        guard offset + length <= bytes.count else { return 0 }
+        let sequence = Array(bytes[offset..<(offset + length)])
+        return String(validating: sequence, as: UTF8.self) == nil ? 0 : length
+    }
+
+    /// At most `limit` characters of `text` (one line), for quoting in an error message.
+    public static func excerpt(_ text: String, limit: Int = 60) -> String {
+        let firstLine = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard firstLine.count > limit || firstLine.count < text.count else { return firstLine }
+        return String(firstLine.prefix(limit)) + "…"
     }
 
     /// Parses YAML text that came from `file` (used for messages only).
@@ -45,6 +96,8 @@ public final class ConfigNode {
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
+        } catch let YamlError.duplicatedKeysInMapping(duplicates, context) {
+            throw duplicateKeyError(duplicates, mappingMark: context.mark, text: text, file: file)
         } catch let error as YamlError {
             throw syntaxError(error, file: file)
         } catch {
@@ -60,12 +113,44 @@ public final class ConfigNode {
         switch error {
         case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
             let .composer(context, problem, mark, _):
-            let ctx = context.map { " (\($0.text))" } ?? ""
+            let ctx = context.map { " (\(excerpt($0.text)))" } ?? ""
             return MoireError(
                 .config, "YAML syntax error: \(problem)\(ctx)", place: "\(file):\(mark.line):\(mark.column)")
+        case let .reader(problem, _, _, _):
+            return MoireError(.config, "YAML error: \(excerpt(problem))", place: file)
         default:
-            return MoireError(.config, "YAML error: \(error)", place: file)
+            return MoireError(.config, "YAML error: \(excerpt("\(error)"))", place: file)
         }
+    }
+
+    /// A duplicated key, at the line of its second occurrence in the mapping that starts at
+    /// `mappingMark` (Yams names the keys and the mapping, not the lines).
+    private static func duplicateKeyError(_ keys: [String], mappingMark: Mark, text: String, file: String)
+        -> MoireError
+    {
+        let key = keys.sorted().first ?? ""
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        var found: [Int] = []
+        for index in max(0, mappingMark.line - 1)..<lines.count {
+            let line = lines[index]
+            let indentation = line.prefix { $0 == " " || $0 == "-" }
+            let rest = line.dropFirst(indentation.count)
+            // Block mappings: the key starts at the mapping's own column.
+            guard indentation.count + 1 == mappingMark.column else { continue }
+            for quote in ["", "\"", "'"] where rest.hasPrefix("\(quote)\(key)\(quote)") {
+                let after = rest.dropFirst(key.count + 2 * quote.count)
+                if after.drop(while: { $0 == " " }).hasPrefix(":") { found.append(index + 1) }
+            }
+        }
+        let named = keys.sorted().map { "'\(excerpt($0))'" }.joined(separator: ", ")
+        guard found.count >= 2 else {
+            return MoireError(
+                .config, "duplicate key \(named) in this mapping",
+                place: "\(file):\(mappingMark.line):\(mappingMark.column)")
+        }
+        return MoireError(
+            .config, "duplicate key \(named); first given at line \(found[0])",
+            place: "\(file):\(found[1]):\(mappingMark.column)")
     }
 
     /// file:line:column of this node.
@@ -88,7 +173,7 @@ public final class ConfigNode {
 
     private var kindName: String {
         switch node {
-        case .scalar(let s): return s.string.isEmpty ? "an empty value" : "the scalar '\(s.string)'"
+        case .scalar(let s): return s.string.isEmpty ? "an empty value" : "the scalar '\(Self.excerpt(s.string))'"
         case .mapping: return "a mapping"
         case .sequence: return "a list"
         case .alias: return "an alias"

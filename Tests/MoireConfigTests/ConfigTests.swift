@@ -125,6 +125,40 @@ import Testing
         #expect(e.message.contains("sim.angles"))
         #expect(e.message.contains("expected a whole number"))
     }
+
+    /// The security issue's R7: hostile or careless YAML gets a short message at its line, never the file back.
+    @Test func duplicateKeysNonUTF8TextLongScalarsAndHugeFilesAreReportedAtTheirPlace() throws {
+        let block = "\nreconstruction:\n  wiener: 0.1\n  backlog: 3\n  wiener: 0.2\n"
+        let duplicate = loadError(base + block + "secret: hunter2\n")
+        let lines = (base + block).split(separator: "\n", omittingEmptySubsequences: false)
+        let second = lines.lastIndex { $0.hasPrefix("  wiener:") }! + 1
+        let first = lines.firstIndex { $0.hasPrefix("  wiener:") }! + 1
+        #expect(duplicate?.kind == .config)
+        #expect(duplicate?.place?.hasSuffix("p.yaml:\(second):3") == true, "\(String(describing: duplicate))")
+        #expect(duplicate?.message.contains("'wiener'") == true && duplicate?.message.contains("line \(first)") == true)
+        #expect(duplicate.map { !"\($0)".contains("hunter2") && "\($0)".count < 300 } == true)
+
+        var bytes = Array("moire: 1\nname: caf".utf8)
+        bytes += [0xC3, 0x28]  // a broken two-byte sequence
+        bytes += Array(" bar\n".utf8)
+        let binary = "\(dir)/binary.yaml"
+        try Data(bytes).write(to: URL(fileURLWithPath: binary))
+        do { _ = try AcquisitionProtocol.load(file: binary); Issue.record("accepted non-UTF-8 text") } catch let e as MoireError {
+            #expect(e.kind == .config && e.place == "\(binary):2:10" && e.message.contains("0xC3"), "\(e)")
+        }
+
+        let long = String(repeating: "x", count: 100_000)
+        let scalar = loadError(base + "\nreconstruction: \(long)\n")
+        #expect(scalar?.message.contains("found the scalar") == true, "\(String(describing: scalar).prefix(300))")
+        #expect(scalar.map { "\($0)".count < 400 } == true, "\(String(describing: scalar).prefix(300))")
+
+        let huge = "\(dir)/huge.yaml"
+        try Data(repeating: 0x61, count: Int(ConfigNode.maximumFileBytes) + 1).write(to: URL(fileURLWithPath: huge))
+        do { _ = try AcquisitionProtocol.load(file: huge); Issue.record("read a file beyond the limit") } catch let e as MoireError {
+            #expect(e.message.contains("limited to"), "\(e)")
+        }
+        #expect(ConfigNode.excerpt(long).count == 61 && ConfigNode.excerpt("a\nb") == "a…" && ConfigNode.excerpt("ab") == "ab")
+    }
 }
 
 @Suite struct RigOTFTests {
