@@ -64,7 +64,7 @@ let package = Package(
             "MoireConfig", "MoireCore", "MoireHardware", "MoireStorage", "MoireTesting",
         ]),
         .testTarget(name: "MoireAcquisitionTests", dependencies: [
-            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireTesting",
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireTesting", logging,
         ]),
         .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireCore", "MoireDenoise", "MoireTesting"]),
         .testTarget(name: "MoireReconstructionTests", dependencies: [

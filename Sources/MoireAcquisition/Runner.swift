@@ -82,6 +82,22 @@ public final class Runner: @unchecked Sendable {  // control state under `lock`
 
     /// Ends the run after the current exposure group.
     public func requestStop() { lock.lock(); stopRequested = true; pauseRequested = false; lock.unlock() }
+    /// Says, device by device, the state every run ends in: lasers off, modulator idle, galvo
+    /// parked, camera stopped; a device that did not reach it is a critical line of its own.
+    private func logSafeState(reason: String) {
+        let report = devices.safeStateReport
+        var metadata: Logger.Metadata = ["reason": "\(reason)"]
+        for entry in report { metadata[entry.device] = "\(entry.state)" }
+        let unsafe = report.filter { !$0.safe }
+        if unsafe.isEmpty {
+            logger.notice("hardware safe", metadata: metadata)
+        } else {
+            logger.critical(
+                "hardware NOT confirmed safe: \(unsafe.map { "\($0.device) \($0.state)" }.joined(separator: ", "))",
+                metadata: metadata)
+        }
+    }
+
     /// Ends the run now: devices go safe at once.
     public func abort() {
         lock.lock(); abortRequested = true; stopRequested = true; pauseRequested = false; lock.unlock()
@@ -243,6 +259,7 @@ public final class Runner: @unchecked Sendable {  // control state under `lock`
         }
         positionTable?.disarmTable()
         devices.makeSafe()
+        logSafeState(reason: reason)
         let poolExhausted = pool.exhaustedCount - exhaustedBefore
         if poolExhausted > 0 {
             logger.warning(
@@ -252,7 +269,13 @@ public final class Runner: @unchecked Sendable {  // control state under `lock`
                 ])
         }
         set(failure != nil && reason == "fault" ? .faulted : .idle)
-        if let failure { logger.error("run ended with a fault", metadata: ["error": "\(failure)"]) }
+        if let failure {
+            if reason == "aborted" {
+                logger.notice("run stopped on request", metadata: ["why": "\(failure)"])
+            } else {
+                logger.error("run ended with a fault", metadata: ["error": "\(failure)"])
+            }
+        }
         return RunResult(
             reason: reason, error: failure, delivered: delivered, missing: missing, malformed: malformed,
             stateMismatches: mismatches, planned: plan.events.count, missingIndices: missingIndices,

@@ -173,6 +173,25 @@ public final class RigDevices: @unchecked Sendable {
         camera.stop()
     }
 
+    /// What the devices' safe state is now, device by device, for the log line every run ends with:
+    /// (device kind and name, its state, whether that state is the safe one).
+    public var safeStateReport: [(device: String, state: String, safe: Bool)] {
+        var report: [(device: String, state: String, safe: Bool)] = []
+        for (name, laser) in lasers.sorted(by: { $0.key < $1.key }) {
+            let off = !laser.isEmitting && !laser.isEnabled
+            report.append(("laser \(name)", off ? "off" : "EMITTING OR ENABLED", off))
+        }
+        if let modulator {
+            report.append(("modulator \(modulator.name)", modulator.isIdle ? "idle" : "NOT IDLE", modulator.isIdle))
+        }
+        if let scanner {
+            report.append(("galvo \(scanner.name)", scanner.isParked ? "parked" : "NOT PARKED", scanner.isParked))
+        }
+        report.append(
+            ("camera \(camera.name)", camera.isAcquiring ? "STILL ACQUIRING" : "stopped", !camera.isAcquiring))
+        return report
+    }
+
     /// True when every device is in its safe state.
     public var isSafe: Bool {
         lasers.values.allSatisfy { !$0.isEmitting && !$0.isEnabled } && (modulator?.isIdle ?? true)
