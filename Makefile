@@ -41,7 +41,7 @@ build: deps-deb
 # with tifffile.
 demo: deps build
 	@mkdir -p $(dir $(DEMO_OUT))
-	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire run sim-hardware/protocols/tirf-sim.yaml --out $(DEMO_OUT)
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire run sim-hardware/protocols/tirf-sim.yaml --out $(DEMO_OUT) --overwrite
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire inspect $(DEMO_OUT)
 	python3 examples/python/check_recording.py $(DEMO_OUT)
 

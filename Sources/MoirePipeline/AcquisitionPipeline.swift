@@ -36,6 +36,8 @@ public struct PipelineResult: Sendable {
 public struct PipelineOptions: Sendable {
     public var recordingPath: String?
     public var noRecording = false
+    /// Replace an existing recording at the path (otherwise a run refuses to start).
+    public var overwrite = false
     public var publishEndpoint: String?
     public var noPublish = false
     public var poolSlots = 64
@@ -78,6 +80,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         self.options = options
         self.logger = logger
         // What can be refused without the hardware is, before any device is opened.
+        let recording = options.noRecording ? nil : (options.recordingPath ?? p.outputs.recording)
+        if let recording, !options.overwrite, FileManager.default.fileExists(atPath: recording) {
+            throw MoireError(
+                .usage, "a file already exists here; refusing to overwrite it (give --overwrite, or another --out)",
+                place: recording)
+        }
         measuredPSFs = options.noReconstruction ? [:] : try Self.preflight(p)
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs

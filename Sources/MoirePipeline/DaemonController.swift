@@ -103,6 +103,7 @@ public final class DaemonController: @unchecked Sendable {
             let proto = try AcquisitionProtocol.load(file: file, rigFile: req.rig)
             var o = PipelineOptions()
             o.recordingPath = req.out
+            o.overwrite = req.overwrite ?? false
             let p = try makePipeline(proto, o, logger)
             pipeline = p
             lastRun = p.runID

@@ -12,8 +12,15 @@ import MoireStorage
 public enum ReplaySession {
     public static func run(
         recording: String, protocolFile: String? = nil, out: String? = nil, publish: String? = nil,
+        overwrite: Bool = false,
         logger: Logger = Logger(label: "moire.replay"), onProgress: @escaping (RunProgress) -> Void
     ) throws -> PipelineResult {
+        if let out,
+            URL(fileURLWithPath: out).standardizedFileURL.resolvingSymlinksInPath()
+                == URL(fileURLWithPath: recording).standardizedFileURL.resolvingSymlinksInPath()
+        {
+            throw MoireError(.usage, "the replay cannot be recorded over the recording it replays", place: out)
+        }
         let reader = try OMETiffReader(path: recording)
         guard let layout = reader.layout, let planes = reader.planeRecords() else {
             throw MoireError(.format, "not a Moiré recording (no layout in its OME-XML)", place: recording)
@@ -36,6 +43,7 @@ public enum ReplaySession {
         var options = PipelineOptions()
         options.recordingPath = out
         options.noRecording = out == nil
+        options.overwrite = overwrite
         options.publishEndpoint = publish
         options.noPublish = publish == nil
         proto.firstFrameDeadlineMs = 1000

@@ -10,8 +10,12 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var out: String?
     /// Runs the protocol on this rig instead of the one it names.
     public var rig: String?
-    public init(cmd: String, protocolFile: String? = nil, out: String? = nil, rig: String? = nil) {
-        self.cmd = cmd; self.protocolFile = protocolFile; self.out = out; self.rig = rig
+    /// Replace an existing recording at the output path (absent: refuse).
+    public var overwrite: Bool?
+    public init(
+        cmd: String, protocolFile: String? = nil, out: String? = nil, rig: String? = nil, overwrite: Bool? = nil
+    ) {
+        self.cmd = cmd; self.protocolFile = protocolFile; self.out = out; self.rig = rig; self.overwrite = overwrite
     }
 }
 

@@ -16,6 +16,7 @@ struct Replay: ParsableCommand {
     @Argument(help: "Moiré OME-TIFF recording.") var recording: String
     @Option(name: .long, help: "Protocol (default: the one the recording names).") var `protocol`: String?
     @Option(name: .long, help: "Record the replay to this file.") var out: String?
+    @Flag(name: .long, help: "Replace an existing file at --out.") var overwrite = false
     @Option(name: .long, help: "Result-bus endpoint for the replayed frames.") var publish: String?
     @Flag(name: .long, help: "No progress bar.") var quiet = false
 
@@ -23,7 +24,7 @@ struct Replay: ParsableCommand {
         bootstrapLogging(verbose: false)
         do {
             let result = try ReplaySession.run(
-                recording: recording, protocolFile: self.protocol, out: out, publish: publish
+                recording: recording, protocolFile: self.protocol, out: out, publish: publish, overwrite: overwrite
             ) { _ in }
             let r = result.run
             print(

@@ -18,6 +18,8 @@ struct Run: ParsableCommand {
         help: "Rig file to run on instead of the protocol's rig (e.g. hardware-profiles/rigs/dmd-sim.yaml).") var rig:
         String?
     @Flag(name: .long, help: "Do not record.") var noRecord = false
+    @Flag(name: .long, help: "Replace an existing recording at the output path (otherwise the run refuses).")
+    var overwrite = false
     @Option(name: .long, help: "Result-bus endpoint (overrides outputs.publish).") var publish: String?
     @Flag(name: .long, help: "Do not publish on the result bus.") var noPublish = false
     @Option(
@@ -76,6 +78,7 @@ struct Run: ParsableCommand {
         var options = PipelineOptions()
         options.recordingPath = out.map(absolute)
         options.noRecording = noRecord
+        options.overwrite = overwrite
         options.publishEndpoint = publish
         options.noPublish = noPublish
         options.seed = seed
@@ -169,7 +172,8 @@ struct Run: ParsableCommand {
 
     private func runThroughDaemon(_ proto: AcquisitionProtocol, at daemon: String) throws {
         let req = ControlRequest(
-            cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute))
+            cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute),
+            overwrite: overwrite ? true : nil)
         guard let reply = try ControlClient.call(daemon, req) else {
             throw fail(MoireError(.transport, "daemon did not answer", place: daemon))
         }

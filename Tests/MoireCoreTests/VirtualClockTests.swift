@@ -61,15 +61,19 @@ import Testing
         let log = NSLock()
         nonisolated(unsafe) var events: [String] = []
         let finished = DispatchSemaphore(value: 0)
-        for (name, stepNs) in [("a", Int64(3_000_000)), ("b", Int64(5_000_000))] {
-            clock.startThread(name: name) {
-                for _ in 0..<3 {
-                    clock.sleep(ns: stepNs)
-                    log.lock()
-                    events.append("\(name)@\(clock.nowNs() / 1_000_000)")
-                    log.unlock()
+        // The starting thread takes part until both threads exist: otherwise, on a loaded machine, "a"
+        // could sleep its three steps alone before "b" is started (time moves when every participant waits).
+        clock.participate {
+            for (name, stepNs) in [("a", Int64(3_000_000)), ("b", Int64(5_000_000))] {
+                clock.startThread(name: name) {
+                    for _ in 0..<3 {
+                        clock.sleep(ns: stepNs)
+                        log.lock()
+                        events.append("\(name)@\(clock.nowNs() / 1_000_000)")
+                        log.unlock()
+                    }
+                    finished.signal()
                 }
-                finished.signal()
             }
         }
         finished.wait()

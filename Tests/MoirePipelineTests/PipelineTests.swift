@@ -251,6 +251,46 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(idx.closed && idx.entries.count >= 5)
     }
 
+    /// The security issue's R9: an existing recording is never replaced without `overwrite`, in
+    /// process and through the daemon; the file is left as it was.
+    @Test func anExistingRecordingIsNotOverwrittenWithoutBeingTold() throws {
+        let proto = Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 1)
+        let p = try AcquisitionProtocol.load(file: proto)
+        let existing = "\(dir)/existing.ome.tif"
+        try Data("irreplaceable".utf8).write(to: URL(fileURLWithPath: existing))
+        var o = PipelineOptions()
+        o.recordingPath = existing
+        o.noPublish = true
+        do {
+            _ = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+            Issue.record("a pipeline was made over an existing file")
+        } catch let e as MoireError {
+            #expect(e.place == existing && e.message.contains("--overwrite"), "\(e)")
+        }
+        #expect(try String(contentsOfFile: existing, encoding: .utf8) == "irreplaceable")
+        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
+        c.start()
+        defer { c.shutdown() }
+        let refused = try call(c, ControlRequest(cmd: "start", protocolFile: proto, out: existing))
+        #expect(!refused.ok && (refused.error ?? "").contains("--overwrite"), "\(refused)")
+        #expect(try String(contentsOfFile: existing, encoding: .utf8) == "irreplaceable")
+        // Told to, the run replaces it with a recording.
+        o.overwrite = true
+        let r = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run()
+        let replaced = try OMETiffReader(path: existing).planeCount
+        #expect(r.run.reason == "completed" && replaced == p.totalFrames)
+        // A replay is never recorded over the recording it replays, overwrite or not.
+        do {
+            _ = try ReplaySession.run(recording: existing, out: existing, overwrite: true) { _ in }
+            Issue.record("a replay was recorded over its source")
+        } catch let e as MoireError {
+            #expect(e.message.contains("cannot be recorded over"), "\(e)")
+        }
+        let kept = try OMETiffReader(path: existing).planeCount
+        #expect(kept == p.totalFrames)
+    }
+
     @Test func runAbortedBeforeAnyFrameLeavesNoFile() throws {
         let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
         c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
