@@ -9,7 +9,7 @@ func dnnlCall(_ what: @autoclosure () -> String, _ status: dnnl_status_t) throws
 }
 
 /// A oneDNN CPU engine and stream (shared handle). The denoiser's layers run on it.
-// @unchecked Sendable: the oneDNN engine and stream, immutable after init; each network runs on one thread at a time.
+// Sendable by hand: the oneDNN engine and stream, immutable after init; each network runs on one thread at a time.
 public final class DNNLEngine: @unchecked Sendable {
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t

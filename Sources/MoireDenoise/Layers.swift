@@ -3,7 +3,7 @@ import Foundation
 import MoireCore
 
 /// Leaky ReLU (`alpha` = 0: ReLU), forward and backward through oneDNN's eltwise primitives.
-// @unchecked Sendable: layer buffers: used by the one thread that runs its network.
+// Sendable by hand: layer buffers: used by the one thread that runs its network.
 public final class Activation: @unchecked Sendable {
     public let alpha: Float
     let engine: DNNLEngine
@@ -60,7 +60,7 @@ public final class Activation: @unchecked Sendable {
 }
 
 /// 2× nearest-neighbour upsampling, forward and backward through oneDNN's resampling primitives.
-// @unchecked Sendable: layer buffers: used by the one thread that runs its network.
+// Sendable by hand: layer buffers: used by the one thread that runs its network.
 public final class Upsample2x: @unchecked Sendable {
     let engine: DNNLEngine
     private var plans:
@@ -161,7 +161,7 @@ public enum TensorOps {
 }
 
 /// Adam (Kingma & Ba) over a list of parameter/gradient tensor pairs.
-// @unchecked Sendable: optimiser moments: updated only by the training thread of its network.
+// Sendable by hand: optimiser moments: updated only by the training thread of its network.
 public final class Adam: @unchecked Sendable {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float

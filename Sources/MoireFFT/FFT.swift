@@ -3,7 +3,7 @@ import Foundation
 import MoireCore
 
 /// A 64-byte aligned buffer of `count` elements from fftwf_malloc, freed on deinit.
-// @unchecked Sendable: a raw buffer: its owner partitions access, one writer per element range at a time.
+// Sendable by hand: a raw buffer: its owner partitions access, one writer per element range at a time.
 public final class AlignedBuffer<Element>: @unchecked Sendable {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Element>
@@ -67,7 +67,7 @@ public enum FFTKind: Hashable, Sendable {
 /// A 2D FFTW plan, made once and executed on any arrays of the same shape and alignment.
 ///
 /// Unnormalised, as FFTW: a forward then backward transform multiplies by `width·height`.
-// @unchecked Sendable: immutable plan, executable from any thread; made and destroyed under FFT.planning.
+// Sendable by hand: immutable plan, executable from any thread; made and destroyed under FFT.planning.
 public final class FFTPlan2D: @unchecked Sendable {
     public let width: Int
     public let height: Int
@@ -139,7 +139,7 @@ public final class FFTPlan2D: @unchecked Sendable {
 }
 
 /// A 3D complex FFTW plan (z slowest), made once and executed on any arrays of the same shape.
-// @unchecked Sendable: immutable plan, executable from any thread; made and destroyed under FFT.planning.
+// Sendable by hand: immutable plan, executable from any thread; made and destroyed under FFT.planning.
 public final class FFTPlan3D: @unchecked Sendable {
     public let width: Int, height: Int, depth: Int
     public let forward: Bool
@@ -176,7 +176,7 @@ public final class FFTPlan3D: @unchecked Sendable {
 
 /// A 3D real-to-complex (forward) or complex-to-real (backward) FFTW plan (z slowest): the complex
 /// side holds `(width/2 + 1) × height × depth` values. Unnormalised, like FFTW.
-// @unchecked Sendable: immutable plan, executable from any thread; made and destroyed under FFT.planning.
+// Sendable by hand: immutable plan, executable from any thread; made and destroyed under FFT.planning.
 public final class FFTPlan3DReal: @unchecked Sendable {
     public let width: Int, height: Int, depth: Int
     public let forward: Bool

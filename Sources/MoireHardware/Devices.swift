@@ -26,7 +26,7 @@ public struct CameraSettings: Sendable, Equatable {
 }
 
 /// A frame as a camera delivers it: its sequential id (a gap is a lost frame), pixels and state.
-// @unchecked Sendable: owns its pool slot until released; handed from the camera thread to one consumer, never shared.
+// Sendable by hand: owns its pool slot until released; handed from the camera thread to one consumer, never shared.
 public struct CapturedFrame: @unchecked Sendable {
     /// Exposure counter from the start of acquisition, 0-based.
     public var frameID: Int
@@ -144,7 +144,7 @@ public protocol TriggerLine: AnyObject, Sendable {
 }
 
 /// The devices of a rig, built from its profiles.
-// @unchecked Sendable: immutable references to devices, each guarding its own state.
+// Sendable by hand: immutable references to devices, each guarding its own state.
 public final class RigDevices: @unchecked Sendable {
     public let rig: Rig
     public let camera: Camera

@@ -58,7 +58,7 @@ public struct PipelineOptions: Sendable {
 ///
 /// The same graph runs embedded in `moire run`, inside `moired`, and in tests; only the
 /// devices (simulated, replay, real) and the clock differ.
-// @unchecked Sendable: set up before run(); in a run each stage guards its own state.
+// Sendable by hand: set up before run(); in a run each stage guards its own state.
 public final class AcquisitionPipeline: @unchecked Sendable {
     public let proto: AcquisitionProtocol
     public let devices: RigDevices

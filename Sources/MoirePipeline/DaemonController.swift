@@ -10,7 +10,7 @@ import MoireTransport
 /// Requests: `ping`, `status`, `start` (protocolFile, optional out), `stop`, `pause`, `resume`
 /// (docs/wire-format.md). A bad protocol is answered with its file:line:column error; nothing
 /// is touched. `moired` wraps this in a swift-service-lifecycle `Service`.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class DaemonController: @unchecked Sendable {
     public let server: ControlServer
     public var endpoint: String { server.endpoint }

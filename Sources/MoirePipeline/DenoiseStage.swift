@@ -79,7 +79,7 @@ public struct DenoiseStageCounters: Sendable, Equatable {
 /// swapped in under a lock and counted (`weightsVersion`), every `den.<channel>` header names the
 /// version that made it, and checkpoints let any frame be reproduced offline. The receiving thread
 /// only copies the frame, so the recorder never waits.
-// @unchecked Sendable: mutable state guarded by `lock` (NSCondition), `weightsLock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSCondition), `weightsLock` (NSLock).
 final class DenoiseStage: @unchecked Sendable {
     let bus: RawBus
     private let proto: AcquisitionProtocol

@@ -27,7 +27,7 @@ public struct SIM3DStageCounters: Sendable, Equatable {
 /// reconstructed into a volume on the 2× lateral grid, published as `sr3d.<channel>` (float32, z
 /// slowest, `depth` in the header, the parameters in `params`) with its z projection
 /// `mip.<channel>`, and with `reconstruction.record` recorded to `NAME.sr3d.ome.tif`.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 final class SIM3DStage: @unchecked Sendable {
     let bus: RawBus
     private let proto: AcquisitionProtocol

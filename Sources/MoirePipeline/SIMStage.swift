@@ -89,7 +89,7 @@ public struct SIMStageCounters: Sendable, Equatable {
 /// recorder never waits. Complete sets wait for the worker in a backlog (the first estimation
 /// takes several sets' time; the worker catches up after it); only when the backlog is full is
 /// the oldest waiting set skipped, and counted.
-// @unchecked Sendable: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
+// Sendable by hand: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
 final class SIMStage: @unchecked Sendable {
     let bus: RawBus
     private let proto: AcquisitionProtocol

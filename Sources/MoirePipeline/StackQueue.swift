@@ -10,7 +10,7 @@ import MoireTransport
 /// of its last slot (in plan order) arrives; a newer stack replaces one still waiting (counted as
 /// skipped behind). At the run's stop, stacks still filling go too, with their missing slots. The
 /// receiving thread only copies pixels. Shared by the light-sheet and the 3D-SIM volume stages.
-// @unchecked Sendable: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
+// Sendable by hand: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
 final class StackQueue: @unchecked Sendable {
     final class Stack {
         var planes: [[Float]]
@@ -142,7 +142,7 @@ final class StackQueue: @unchecked Sendable {
 /// Where a volume stage's volumes go: published on its bus (the volume, `depth` in the header, and
 /// its z projection as `mip.<channel>`) and, with a path, recorded plane by plane (ZYX per time
 /// point and channel) to a float32 OME-TIFF whose layout is made from the first volume.
-// @unchecked Sendable: used only by its volume stage's worker thread.
+// Sendable by hand: used only by its volume stage's worker thread.
 final class VolumeOutput: @unchecked Sendable {
     let bus: RawBus
     let recordPath: String?

@@ -6,7 +6,7 @@ import MoireTransport
 
 /// A stage thread that reads one or more buses until its handler says stop, handing each item
 /// (with the index of the bus it came from) to `handle`.
-// @unchecked Sendable: the thread handle is set by start() before any other thread sees it; `done` signals the end.
+// Sendable by hand: the thread handle is set by start() before any other thread sees it; `done` signals the end.
 final class BusStage: @unchecked Sendable {
     let name: String
     private let subscribers: [BusSubscriber]
@@ -50,7 +50,7 @@ final class BusStage: @unchecked Sendable {
 }
 
 /// Writes every raw frame to the OME-TIFF recording. Recording has priority: it never skips.
-// @unchecked Sendable: the writer is used only by the recorder's stage thread; results are read after join().
+// Sendable by hand: the writer is used only by the recorder's stage thread; results are read after join().
 final class RecorderStage: @unchecked Sendable {
     private(set) var writer: OMETiffWriter?
     private(set) var summary: RecordingSummary?
@@ -109,7 +109,7 @@ final class RecorderStage: @unchecked Sendable {
 /// Forwards frames and lifecycle messages to the result bus (PUB): raw frames from bus 0 (when
 /// asked), derived frames (sr, wf, …) from the other buses. The run's `stop` goes out last, once
 /// every bus has stopped.
-// @unchecked Sendable: used by its stage thread only; counts read after join().
+// Sendable by hand: used by its stage thread only; counts read after join().
 final class PublisherStage: @unchecked Sendable {
     let publisher: ResultPublisher
     let publishRaw: Bool

@@ -25,7 +25,7 @@ public struct VolumeStageCounters: Sendable, Equatable {
 /// (the volume, float32, z slowest, `depth` in the header) and `mip.<channel>` (its maximum intensity
 /// projection along z); volumes are recorded to `NAME.vol.ome.tif` beside the raw recording. The
 /// receiving thread only copies planes.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 final class VolumeStage: @unchecked Sendable {
     let bus: RawBus
     private let proto: AcquisitionProtocol

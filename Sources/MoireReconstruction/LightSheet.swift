@@ -170,7 +170,7 @@ func parallelRanges(_ n: Int, _ body: @Sendable (Range<Int>) -> Void) {
 ///
 /// Given a `ShearedBand`, it works on the band's grid (the band's width instead of the volume's),
 /// with the PSF's rows relabelled by the same shear, and writes 0 outside the band.
-// @unchecked Sendable: one thread at a time (the owner's worker); plans from FFT's locked cache.
+// Sendable by hand: one thread at a time (the owner's worker); plans from FFT's locked cache.
 public final class RichardsonLucy: @unchecked Sendable {
     public let width: Int, height: Int, depth: Int
     public let band: ShearedBand
@@ -582,7 +582,7 @@ public enum LightSheetSIM {
 /// `moire reconstruct --llsm` share. Planes that did not come are filled with the stack's
 /// background (the 1st percentile of the planes that did), never shifted; the deconvolver is made
 /// on the first volume (its PSF from `psf`, given the deskewed voxel size) and reused.
-// @unchecked Sendable: mutable state guarded by `preparation` (NSLock).
+// Sendable by hand: mutable state guarded by `preparation` (NSLock).
 public final class LightSheetProcessor: @unchecked Sendable {
     public let geometry: LightSheetGeometry
     public let iterations: Int

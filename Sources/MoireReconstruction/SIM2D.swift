@@ -46,7 +46,7 @@ public struct SIM2DOptions: Codable, Sendable, Equatable {
 ///
 /// Frames come orientation-major: `frames[angle · phases + phase]`, each `width × height` floats.
 /// Not thread-safe: one reconstructor per thread (its buffers are reused).
-// @unchecked Sendable: buffers reused per call: one reconstructor per thread (see the doc).
+// Sendable by hand: buffers reused per call: one reconstructor per thread (see the doc).
 public final class SIM2DReconstructor: @unchecked Sendable {
     public let width: Int
     public let height: Int

@@ -41,7 +41,7 @@ public struct ControlReply: Codable, Sendable, Equatable {
 }
 
 /// Serves control requests on a REP socket until `stop()`; one request at a time.
-// @unchecked Sendable: mutable state guarded by `stopFlag` (NSLock).
+// Sendable by hand: mutable state guarded by `stopFlag` (NSLock).
 public final class ControlServer: @unchecked Sendable {
     private let socket: ZMQSocket
     public let endpoint: String

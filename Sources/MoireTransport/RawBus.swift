@@ -10,7 +10,7 @@ import MoireCore
 /// slot. High-water marks are off and `XPUB_NODROP` is on: the bus never drops a frame; memory
 /// is bounded by the pool (no free slot ⇒ the camera counts a lost frame).
 /// Used from one thread (the producer's).
-// @unchecked Sendable: one publishing thread; ZeroMQ's inproc socket carries items between threads.
+// Sendable by hand: one publishing thread; ZeroMQ's inproc socket carries items between threads.
 public final class RawBus: @unchecked Sendable {
     public let endpoint: String
     private let socket: ZMQSocket
@@ -82,7 +82,7 @@ public final class RawBus: @unchecked Sendable {
 }
 
 /// One item read from a bus.
-// @unchecked Sendable: a frame item holds a slot reference that one consumer releases; headers are values.
+// Sendable by hand: a frame item holds a slot reference that one consumer releases; headers are values.
 public enum BusItem: @unchecked Sendable {
     /// A frame: its header and the payload, still in the sender's buffer while this lives.
     case frame(FrameHeader, ZMQMessage)
@@ -91,7 +91,7 @@ public enum BusItem: @unchecked Sendable {
 }
 
 /// A subscriber to the raw bus or a result publisher. Used from one thread.
-// @unchecked Sendable: a SUB socket read by one stage thread (see the doc).
+// Sendable by hand: a SUB socket read by one stage thread (see the doc).
 public final class BusSubscriber: @unchecked Sendable {
     private let socket: ZMQSocket
     public let endpoint: String

@@ -8,7 +8,7 @@ import MoireCore
 /// the frames; the replay goes to every subscriber of the `run` topic, so clients key on the run
 /// id. Headers keep their stream's contiguous sequence numbers; missing frames go out as headers
 /// with `missing: true` and an empty payload. Used from one thread.
-// @unchecked Sendable: the PUB socket is used by the publisher's one stage thread (see the doc).
+// Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc).
 public final class ResultPublisher: @unchecked Sendable {
     private let socket: ZMQSocket
     public let endpoint: String

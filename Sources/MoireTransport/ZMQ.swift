@@ -21,7 +21,7 @@ public struct ZMQError: Error, CustomStringConvertible, Sendable {
 }
 
 /// A ZeroMQ context, shared by every socket of a process (one per pipeline is fine).
-// @unchecked Sendable: libzmq contexts are thread-safe.
+// Sendable by hand: libzmq contexts are thread-safe.
 public final class ZMQContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
 
@@ -45,7 +45,7 @@ public enum ZMQSocketType: Int32, Sendable {
 }
 
 /// A received message part. Keeps the libzmq message (and so a zero-copy frame's buffer) alive.
-// @unchecked Sendable: one received message, owned by the one thread that received it.
+// Sendable by hand: one received message, owned by the one thread that received it.
 public final class ZMQMessage: @unchecked Sendable {
     let msg: UnsafeMutablePointer<zmq_msg_t>
 
@@ -84,7 +84,7 @@ private let zeroCopyFree: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutabl
 }
 
 /// One ZeroMQ socket; owned by one thread at a time, closed when dropped.
-// @unchecked Sendable: non-copyable; a socket is used by the one thread that owns it, as libzmq requires.
+// Sendable by hand: non-copyable; a socket is used by the one thread that owns it, as libzmq requires.
 public struct ZMQSocket: ~Copyable, @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
     public let type: ZMQSocketType

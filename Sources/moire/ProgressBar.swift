@@ -2,7 +2,7 @@ import Foundation
 import MoireAcquisition
 
 /// A one-line progress bar on stderr: frames, rate, ETA, missing.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 final class ProgressBar: @unchecked Sendable {
     private let isTTY = isatty(STDERR_FILENO) != 0
     private var lastDraw = Date.distantPast

@@ -217,7 +217,7 @@ enum RunClock: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// SIGINT/SIGTERM → a handler with the count of signals so far.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 final class SignalHandler: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
     private var count = 0

@@ -39,7 +39,7 @@ struct Moired: AsyncParsableCommand {
 }
 
 /// The daemon's one service: the control plane, shut down gracefully on SIGINT/SIGTERM.
-// @unchecked Sendable: immutable references; DaemonController guards its own state with its lock.
+// Sendable by hand: immutable references; DaemonController guards its own state with its lock.
 final class ControlService: Service, @unchecked Sendable {
     let controller: DaemonController
     let endpoint: String

@@ -7,6 +7,7 @@ import MoireTesting
 import Testing
 
 /// Collects what the runner hands on, releasing the slots.
+// Sendable by hand: `headers` is appended by the runner's one delivering thread, read after the run returns.
 final class Sink: @unchecked Sendable {
     var headers: [FrameHeader] = []
     func take(_ f: Frame) { headers.append(f.header); f.release() }

@@ -8,7 +8,7 @@ import MoireTesting
 import Testing
 
 /// Keeps every log record it is given (level, message, metadata).
-// @unchecked Sendable: records guarded by `lock`.
+// Sendable by hand: records guarded by `lock`.
 final class CapturedLog: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [(level: Logger.Level, message: String, metadata: Logger.Metadata)] = []

@@ -32,6 +32,7 @@ import Testing
     }
 
     /// A thread-safe record of what the peer's mirrors showed and how often it fired trigger out.
+    // Sendable by hand: every field under `lock`.
     final class Wires: @unchecked Sendable {
         let lock = NSLock()
         var shown: [DLPC900.LUTEntry?] = []

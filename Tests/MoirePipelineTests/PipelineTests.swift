@@ -14,6 +14,7 @@ import Testing
 let loopbackAnyPort = "tcp://127.0.0.1:*"
 
 /// Collects a result bus's items up to the run's `stop`, from the moment the publisher is bound.
+// Sendable by hand: fields written by the collecting thread before `done` is signalled, read only after.
 final class BusCollector: @unchecked Sendable {
     // `items` and `failure` are written by the collecting thread before `done` is signalled and read after.
     private let topics: [String]

@@ -13,7 +13,7 @@ public protocol HIDTransport: AnyObject, Sendable {
 /// Command/reply exchange with a DLPC900: a sequence byte per message (1…255), every message asks
 /// for a reply; the reply of that sequence is awaited within the timeout (replies of other
 /// sequences are late answers and skipped); a nack is an error naming the command.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class DLPC900Channel: @unchecked Sendable {
     let transport: HIDTransport
     public var timeoutMs: Int
@@ -92,7 +92,7 @@ public final class DLPC900Channel: @unchecked Sendable {
 /// pattern is a one-entry look-up table repeated; a sequence is a table of one entry per step
 /// (exposure, dark time = camera readout, trigger out per pattern to the camera), run once. Idle is
 /// the sequencer stopped.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class DLPC900Modulator: Modulator, @unchecked Sendable {
     public let name: String
     public let profile: ModulatorProfile

@@ -10,7 +10,7 @@ import MoireCore
 /// pass of a table, pulses trigger out (`onTriggerOut`, wired to the camera). It logs every entry
 /// that pulsed trigger out, in order, so a test can compare them with the frames' headers. It is
 /// also a `HIDTransport`, so drivers talk to it exactly as to the USB device.
-// @unchecked Sendable: mutable state guarded by `cond` (NSCondition).
+// Sendable by hand: mutable state guarded by `cond` (NSCondition).
 public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     private let cond = NSCondition()
     public private(set) var mode: UInt8 = 0

@@ -4,7 +4,7 @@ import MoireCore
 
 /// One serial controller (a TriggerScope- or Tiger-style box) shared by the devices wired to it:
 /// one command at a time, each line built from a profile's template and its reply checked.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SerialController: @unchecked Sendable {
     public let port: SerialPort
     let channel: SerialLineChannel
@@ -48,7 +48,7 @@ func serialValues(
 }
 
 /// A device on a serial controller, by its profile's command templates.
-// @unchecked Sendable: immutable; exchanges go through SerialController's `lock`.
+// Sendable by hand: immutable; exchanges go through SerialController's `lock`.
 public class SerialDevice: @unchecked Sendable {
     public let name: String
     let serial: SerialProfile
@@ -114,7 +114,7 @@ public class SerialDevice: @unchecked Sendable {
 }
 
 /// A galvo on a serial controller's analog output (`set` with {volts} or {counts}).
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SerialScanner: SerialDevice, Scanner, PositionTable, @unchecked Sendable {
     public let profile: ScannerProfile
     private let lock = NSLock()
@@ -141,7 +141,7 @@ public final class SerialScanner: SerialDevice, Scanner, PositionTable, @uncheck
 }
 
 /// A piezo or stage on a serial controller (`move` with {um} or {counts}).
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked Sendable {
     public let profile: StageProfile
     private let lock = NSLock()
@@ -169,7 +169,7 @@ public final class SerialStage: SerialDevice, Stage, PositionTable, @unchecked S
 /// A laser switched by a serial controller's TTL line (`on`/`off`), its power by an analog line
 /// (`power` with {mw} or {counts}) when the profile has one, and its fast gate (`gate_on`/`gate_off`)
 /// when wired; without a gate command the laser emits whenever it is on.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SerialLaser: SerialDevice, Laser, @unchecked Sendable {
     public let profile: LaserProfile
     private let lock = NSLock()
@@ -212,7 +212,7 @@ public final class SerialLaser: SerialDevice, Laser, @unchecked Sendable {
 }
 
 /// A controller's digital line wired to the camera's trigger input (`high`, `low`): a pulse is high then low.
-// @unchecked Sendable: no state of its own; its exchanges go through SerialController's lock.
+// Sendable by hand: no state of its own; its exchanges go through SerialController's lock.
 public final class SerialTriggerLine: SerialDevice, TriggerLine, @unchecked Sendable {
     public init(name: String, serial: SerialProfile, controller: SerialController) {
         super.init(name: name, kind: .trigger, serial: serial, controller: controller)

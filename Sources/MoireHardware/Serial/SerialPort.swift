@@ -7,7 +7,7 @@ import MoireCore
 
 /// A serial port (or one side of a pseudo-terminal) in raw mode through termios: 8N1, no flow
 /// control, the given baud rate; reads wait with poll(2) up to a timeout.
-// @unchecked Sendable: one owner at a time: SerialController's `lock`.
+// Sendable by hand: one owner at a time: SerialController's `lock`.
 public final class SerialPort: @unchecked Sendable {
     public let path: String
     private(set) var fd: Int32
@@ -88,7 +88,7 @@ public final class SerialPort: @unchecked Sendable {
 
 /// A pseudo-terminal pair: the slave path is what a driver opens like a serial port; the master is
 /// the simulated device's side.
-// @unchecked Sendable: immutable descriptors; each side used by one thread (peer or driver).
+// Sendable by hand: immutable descriptors; each side used by one thread (peer or driver).
 public final class PseudoTerminal: @unchecked Sendable {
     public let master: SerialPort
     public let slavePath: String
@@ -148,7 +148,7 @@ public struct SerialLineDecoder: Sendable {
 /// Line-oriented command/reply framing for serial controllers: a command is sent with the
 /// terminator; the reply is the bytes up to the next terminator, within the timeout. Replies longer
 /// than `maxReply`, or that do not come, are errors naming the command.
-// @unchecked Sendable: used under SerialController's lock, one exchange at a time.
+// Sendable by hand: used under SerialController's lock, one exchange at a time.
 public final class SerialLineChannel: @unchecked Sendable {
     let port: SerialPort
     public var timeoutMs: Int

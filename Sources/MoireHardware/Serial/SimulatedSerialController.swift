@@ -8,7 +8,7 @@ import MoireCore
 /// the next entry; a count of 0 disarms); each answered `!` + the command, anything else `?`. It logs every line state in
 /// order and tells `onLine` of every accepted command (the wires to the simulated devices);
 /// `silent` stops answering, `garbage` answers noise, `vanish()` hangs up.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock), `served` (DispatchSemaphore).
+// Sendable by hand: mutable state guarded by `lock` (NSLock), `served` (DispatchSemaphore).
 public final class SimulatedSerialController: @unchecked Sendable {
     public let pty: PseudoTerminal
     public private(set) var dac: [Int: Int] = [:]

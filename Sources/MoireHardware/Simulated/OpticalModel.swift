@@ -10,7 +10,7 @@ import MoireFFT
 /// `B0 + m·Re(e^{iφ}·B1)`, where `B0 = OTF ⊗ S` and `B1 = OTF ⊗ (S·e^{i2π k·r})` — exact, and
 /// every phase of one orientation shares `B1`. The blur runs on a 2× finer grid that is summed
 /// 2×2 into camera pixels (pixel integration).
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class OpticalModel: @unchecked Sendable {
     public let width: Int
     public let height: Int

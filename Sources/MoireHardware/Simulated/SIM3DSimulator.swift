@@ -122,7 +122,7 @@ public struct SIM3DSimulator: Sendable {
     /// The noise-free blurred volumes of the specimen (camera pixels, `n × n × nz`, z = 0 mid-stack):
     /// B0 (widefield), and per wave vector B1 (order 1, the PSF times cos(2π kz z)) and B2 (order 2).
     /// A frame at stage plane z, pattern (k, φ) is `B0 + m1·Re(e^{iφ}·B1) + m2·Re(e^{2iφ}·B2)` there.
-    // @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+    // Sendable by hand: mutable state guarded by `lock` (NSLock).
     public final class BandModel: @unchecked Sendable {
         public private(set) var b0: [Float]
         let sim: SIM3DSimulator

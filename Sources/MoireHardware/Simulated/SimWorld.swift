@@ -4,7 +4,7 @@ import MoireCore
 
 /// The shared optical bench of the simulated devices: what the lasers, modulator and stage are
 /// doing right now, read by the camera at the start of each exposure.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SimWorld: @unchecked Sendable {
     public struct Snapshot: Sendable {
         public var pattern: Int

@@ -7,7 +7,7 @@ import MoireCore
 /// drives a simulated modulator on the bench; its trigger out drives the camera's trigger input),
 /// and serial controllers on pseudo-terminals (each accepted command line moves the simulated laser,
 /// galvo or stage it is wired to, decoded with the device's own profile templates).
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SimulatedPeers: @unchecked Sendable {
     public let world: SimWorld
     let clock: MoireClock

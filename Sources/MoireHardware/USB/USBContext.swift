@@ -77,7 +77,7 @@ public struct USBDeviceInfo: Sendable, Equatable {
 
 /// A libusb context: device discovery, opening, hot-unplug notices, and the event loop that
 /// completes asynchronous transfers.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class USBContext: @unchecked Sendable {
     let ctx: OpaquePointer
     private let lock = NSLock()
@@ -222,7 +222,7 @@ public final class USBContext: @unchecked Sendable {
 }
 
 /// An open USB device: claimed interfaces, synchronous bulk and interrupt transfers with timeouts.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class USBDevice: @unchecked Sendable {
     let context: USBContext
     let handle: OpaquePointer
@@ -296,7 +296,7 @@ public final class USBDevice: @unchecked Sendable {
 
 /// Several bulk IN transfers kept in flight on one endpoint (streaming): each completed buffer is
 /// queued for `read`, and its transfer resubmitted. The count in flight stays under the usbfs limit.
-// @unchecked Sendable: mutable state guarded by `cond` (NSCondition).
+// Sendable by hand: mutable state guarded by `cond` (NSCondition).
 public final class USBAsyncReader: @unchecked Sendable {
     let device: USBDevice
     let endpoint: UInt8

@@ -3,7 +3,7 @@ import MoireCore
 
 /// The USB3 Vision control channel over the device's control interface (class 0xEF/0x05,
 /// protocol 0): GenCP commands out on its bulk OUT endpoint, acknowledges in on its bulk IN.
-// @unchecked Sendable: immutable; transfers go through USBDevice's `lock`.
+// Sendable by hand: immutable; transfers go through USBDevice's `lock`.
 public final class USBControlTransport: ControlTransport, @unchecked Sendable {
     let device: USBDevice
     let outEP: UInt8, inEP: UInt8
@@ -20,7 +20,7 @@ public final class USBControlTransport: ControlTransport, @unchecked Sendable {
 
 /// The USB3 Vision stream channel over the stream interface's bulk IN endpoint, with several
 /// transfers in flight (sized at the first read to the SIRM's payload transfer size).
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class USBStreamTransport: StreamTransport, @unchecked Sendable {
     let device: USBDevice
     let inEP: UInt8
@@ -78,7 +78,7 @@ public enum USB3VisionUSB {
 
 /// HID reports over a device's HID interface (class 3) interrupt endpoints: the report number is
 /// dropped on the wire (DLPC900 uses report 0 only), 64-byte reports each way.
-// @unchecked Sendable: immutable; transfers go through USBDevice's `lock`.
+// Sendable by hand: immutable; transfers go through USBDevice's `lock`.
 public final class USBHIDTransport: HIDTransport, @unchecked Sendable {
     let device: USBDevice
     let outEP: UInt8, inEP: UInt8

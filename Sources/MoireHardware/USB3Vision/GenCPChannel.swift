@@ -14,7 +14,7 @@ public protocol ControlTransport: AnyObject, Sendable {
 /// acknowledge for the same request replaces the deadline by the time it announces, as the
 /// standard says; acknowledges of other (stale) requests are skipped; a non-success status or an
 /// acknowledge of the wrong command is a typed error naming the address.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class GenCPChannel: @unchecked Sendable {
     let transport: ControlTransport
     public var timeoutMs: Int

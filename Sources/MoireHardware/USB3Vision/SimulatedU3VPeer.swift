@@ -4,7 +4,7 @@ import MoireCore
 /// A USB3 Vision device's control side, byte for byte, for tests: a register map answering GenCP
 /// ReadMem/WriteMem through an in-memory transport, with the standard's timing behaviours on demand
 /// (pending acknowledges before a slow answer, silence, a stale acknowledge, vanishing).
-// @unchecked Sendable: mutable state guarded by `cond` (NSCondition).
+// Sendable by hand: mutable state guarded by `cond` (NSCondition).
 public final class SimulatedU3VPeer: ControlTransport, @unchecked Sendable {
     public var memory: [UInt64: UInt8] = [:]
     /// Before each answer: this many pending acknowledges announcing `pendingTimeoutMs`, and the

@@ -19,7 +19,7 @@ public enum U3VBlock: Sendable, Equatable {
 /// by one; a gap is a missing frame for every id skipped. A transfer that is neither a leader nor a
 /// trailer while no block is open, a trailer of another block, or a payload of the wrong size makes
 /// the open block missing (with the reason) and the receiver resynchronises at the next leader.
-// @unchecked Sendable: block state used only by the camera's one stream thread.
+// Sendable by hand: block state used only by the camera's one stream thread.
 public final class U3VStreamReceiver: @unchecked Sendable {
     let transport: StreamTransport
     /// Largest single transfer (the SIRM's payload transfer size; leaders and trailers are smaller).
@@ -123,7 +123,7 @@ public final class U3VStreamReceiver: @unchecked Sendable {
 
 /// The stream side of a simulated USB3 Vision device: images sent as leader, payload transfers
 /// (split at `transferBytes`) and trailer, with faults on demand (a dropped block, a lost trailer).
-// @unchecked Sendable: mutable state guarded by `cond` (NSCondition).
+// Sendable by hand: mutable state guarded by `cond` (NSCondition).
 public final class SimulatedU3VStream: StreamTransport, @unchecked Sendable {
     private let cond = NSCondition()
     private var transfers: [[UInt8]] = []

@@ -8,7 +8,7 @@ import MoireCore
 /// profile's register table; frames come from the stream channel, a gap in block ids being missing
 /// frames (the runner sees the skipped frame ids). The transports are libusb's bulk endpoints or
 /// simulated peers, byte for byte the same.
-// @unchecked Sendable: state changed by the runner's thread only; one stream thread.
+// Sendable by hand: state changed by the runner's thread only; one stream thread.
 public final class USB3VisionCamera: Camera, @unchecked Sendable {
     public let name: String
     public let profile: CameraProfile
@@ -187,7 +187,7 @@ public final class USB3VisionCamera: Camera, @unchecked Sendable {
 /// otherwise a test ramp; an exposure starts per software trigger, per pulse on its trigger input
 /// (`externalTrigger`, wired to a DMD's trigger out) when TriggerSource says external, or
 /// `freeRunFrames` at AcquisitionStart in free run. Block ids count from 0 at every start.
-// @unchecked Sendable: mutable state guarded by `lock` (NSLock).
+// Sendable by hand: mutable state guarded by `lock` (NSLock).
 public final class SimulatedU3VCamera: @unchecked Sendable {
     public let control = SimulatedU3VPeer()
     public let stream = SimulatedU3VStream()
