@@ -62,23 +62,27 @@ def frequencies(n, pixel_um):
     return np.meshgrid(f, f)  # fx varies along x (columns), fy along y (rows)
 
 
+def splat(img, x, y, w):
+    """Adds weights w at sub-pixel positions (x, y), in pixels, of the square image img by bilinear splatting."""
+    size = img.shape[0]
+    x0 = np.floor(x).astype(int)
+    y0 = np.floor(y).astype(int)
+    fx = x - x0
+    fy = y - y0
+    for dx, dy, ww in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi = x0 + dx
+        yi = y0 + dy
+        ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
+        np.add.at(img, (yi[ok], xi[ok]), (w * ww)[ok])
+
+
 def specimen(scene, size, pixel_um, rng):
     """Ground truth on a size² grid of pixel_um: a non-negative brightness map with peak about 1."""
     img = np.zeros((size, size))
     extent = size * pixel_um
 
-    def splat(x_um, y_um, w):
-        x = x_um / pixel_um
-        y = y_um / pixel_um
-        x0 = np.floor(x).astype(int)
-        y0 = np.floor(y).astype(int)
-        fx = x - x0
-        fy = y - y0
-        for dx, dy, ww in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            xi = x0 + dx
-            yi = y0 + dy
-            ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
-            np.add.at(img, (yi[ok], xi[ok]), (w * ww)[ok])
+    def splat_um(x_um, y_um, w):
+        splat(img, x_um / pixel_um, y_um / pixel_um, w)
 
     kind, density = scene.specimen.split("-")
     if kind == "filaments":
@@ -91,10 +95,10 @@ def specimen(scene, size, pixel_um, rng):
             angle = rng.uniform(0, 2 * np.pi) + np.cumsum(turns)
             x = rng.uniform(0, extent) + np.cumsum(step * np.cos(angle))
             y = rng.uniform(0, extent) + np.cumsum(step * np.sin(angle))
-            splat(x, y, np.full(steps, rng.uniform(0.6, 1.0)))
+            splat_um(x, y, np.full(steps, rng.uniform(0.6, 1.0)))
     else:
         count = {"sparse": 150, "dense": 1500}[density]
-        splat(rng.uniform(0, extent, count), rng.uniform(0, extent, count), rng.uniform(0.4, 1.0, count) * 8)
+        splat_um(rng.uniform(0, extent, count), rng.uniform(0, extent, count), rng.uniform(0.4, 1.0, count) * 8)
     return img / max(img.max(), 1e-12)
 
 

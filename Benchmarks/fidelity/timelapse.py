@@ -15,6 +15,8 @@ are kept for the centroid test.
 from dataclasses import dataclass, asdict
 import numpy as np
 
+from forward import incoherent_otf, splat
+
 FINE = 2
 MARGIN = 12
 OFFSET_ADU = 100.0
@@ -49,25 +51,6 @@ class TimeLapse:
 
     def as_dict(self):
         return asdict(self)
-
-
-def incoherent_otf(rho):
-    r = np.clip(rho, 0, 1)
-    return np.where(rho < 1, (2 / np.pi) * (np.arccos(r) - r * np.sqrt(1 - r * r)), 0.0)
-
-
-def splat(img, x, y, w):
-    """Adds weights w at sub-pixel positions (x, y) of img by bilinear splatting."""
-    size = img.shape[0]
-    x0 = np.floor(x).astype(int)
-    y0 = np.floor(y).astype(int)
-    fx = x - x0
-    fy = y - y0
-    for dx, dy, ww in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi = x0 + dx
-        yi = y0 + dy
-        ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
-        np.add.at(img, (yi[ok], xi[ok]), (w * ww)[ok])
 
 
 class Specimen:

@@ -38,11 +38,6 @@ public enum WeightsFile {
         }
     }
 
-    /// The header of a weights file (which network it is for), without loading the tensors.
-    public static func header(_ path: String) throws -> Header {
-        try read(path).header
-    }
-
     /// The file's bytes and its validated header.
     static func read(_ path: String) throws -> (header: Header, data: Data, dataOffset: Int) {
         guard let d = FileManager.default.contents(atPath: path) else {
