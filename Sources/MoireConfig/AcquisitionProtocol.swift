@@ -20,6 +20,8 @@ public struct OutputSpec: Sendable, Equatable, Codable {
     public var publish: String?
     /// Whether raw frames go out on the result bus too.
     public var publishRaw: Bool
+    /// Bytes the result bus may queue for one subscriber before that subscriber misses messages.
+    public var subscriberBufferBytes = 256 << 20
 }
 
 /// A validated acquisition protocol, with the rig it runs on.
@@ -333,12 +335,13 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             outputs.recording = try on.optionalString("recording").map { root.resolvePath($0) }
             if let pn = try on.child("publish") {
                 let ep = try pn.string()
-                guard ep.hasPrefix("tcp://") || ep.hasPrefix("ipc://") || ep.hasPrefix("inproc://") else {
-                    throw pn.error("endpoint '\(ep)' must start with tcp://, ipc:// or inproc://")
-                }
+                if let problem = EndpointRule.bindProblem(ep) { throw pn.error("publish '\(ep)': \(problem)") }
                 outputs.publish = ep
             }
             outputs.publishRaw = try on.optionalBool("publish_raw") ?? true
+            if let mb = try on.optionalInt("subscriber_buffer_mb", in: 1...65_536) {
+                outputs.subscriberBufferBytes = mb << 20
+            }
             try on.finish()
         }
 

@@ -168,6 +168,12 @@ public final class ConfigNode {
 
     private func mapping() throws -> Node.Mapping {
         guard case let .mapping(m) = node else { throw error("expected a mapping of fields, found \(kindName)") }
+        for (key, _) in m {
+            guard case .scalar = key else {
+                let keyNode = ConfigNode(node: key, file: file, path: path)
+                throw keyNode.error("a field name must be text, found \(keyNode.kindName) as a key")
+            }
+        }
         return m
     }
 

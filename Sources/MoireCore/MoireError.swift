@@ -3,7 +3,7 @@ public struct MoireError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What went wrong, coarsely, so callers can react without parsing text.
     public enum Kind: String, Sendable, Equatable {
         case config, validation, io, format, transport, hardware, deadline, state, storage, numeric, usage, unsupported,
-            aborted
+            aborted, permission
     }
 
     public var kind: Kind

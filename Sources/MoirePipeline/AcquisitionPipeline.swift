@@ -30,6 +30,10 @@ public struct PipelineResult: Sendable {
     /// Live 3D-SIM counters (nil without a 3D-SIM stage) and its SR volume recording.
     public var sim3d: SIM3DStageCounters? = nil
     public var sim3dRecording: String? = nil
+    /// The result bus's own counts: messages sent (lifecycle included), skips for full subscribers, replays.
+    public var bus: ResultPublisher.Counts? = nil
+    /// Messages the result bus sent, lifecycle included (what `status` reports as `published`).
+    public var busMessages: Int? { bus?.sent }
 }
 
 /// Options that override or extend the protocol for one run.
@@ -51,6 +55,8 @@ public struct PipelineOptions: Sendable {
     public var noReconstruction = false
     /// No live denoising even when the protocol asks for it.
     public var noDenoise = false
+    /// Bytes the result bus may queue for one subscriber (nil: the protocol's `outputs.subscriber_buffer_mb`).
+    public var subscriberBufferBytes: Int?
     public init() {}
 }
 
@@ -71,6 +77,30 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     /// Called with the result bus's endpoint as bound (a `tcp://127.0.0.1:*` endpoint resolved to its
     /// port) before the run waits for subscribers: the moment a subscriber can connect.
     public var onPublisherBound: (@Sendable (String) -> Void)?
+    private let publisherLock = NSLock()
+    private var activePublisher: ResultPublisher?
+
+    /// Messages the result bus has sent so far in this run (any thread).
+    public var publishedSoFar: Int? {
+        publisherLock.lock()
+        defer { publisherLock.unlock() }
+        return activePublisher?.sent
+    }
+
+    /// The result bus's limits for this run: the per-subscriber byte budget over the largest
+    /// message the run's streams can carry.
+    var busLimits: ResultBusLimits {
+        var limits = ResultBusLimits()
+        limits.bytesPerSubscriber = options.subscriberBufferBytes ?? proto.outputs.subscriberBufferBytes
+        let plane = proto.roiWidth * proto.roiHeight
+        var largest = plane * 2
+        if proto.mode == .sim2d { largest = max(largest, plane * 16) }
+        if proto.mode == .sim3d { largest = max(largest, proto.zPlanes * plane * 16) }
+        if proto.mode == .llsm { largest = max(largest, proto.zPlanes * plane * 16) }
+        if !proto.denoise.isEmpty { largest = max(largest, plane * 16) }
+        limits.largestMessageBytes = largest + 4096
+        return limits
+    }
 
     public init(
         protocol p: AcquisitionProtocol, devices: RigDevices? = nil, options: PipelineOptions = PipelineOptions(),
@@ -186,7 +216,11 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             .compactMap { $0 }
         if let endpoint {
             let p = try PublisherStage(
-                endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count)
+                endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count,
+                limits: busLimits, logger: logger)
+            publisherLock.lock()
+            activePublisher = p.publisher
+            publisherLock.unlock()
             onPublisherBound?(p.publisher.endpoint)
             if options.waitForSubscribers > 0 {
                 let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
@@ -276,6 +310,14 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                     "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)",
                 ])
         }
+        if let c = publisher?.publisher.counts {
+            logger.info(
+                "result bus",
+                metadata: [
+                    "sent": "\(c.sent)", "subscriptions": "\(c.subscriptions)", "start.replays": "\(c.startReplays)",
+                    "skipped.slow.subscribers": "\(c.skippedForSlowSubscribers)",
+                ])
+        }
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "missing")]).increment(by: result.missing)
         logger.info(
@@ -290,6 +332,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
             sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
             denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir, volumes: vol?.counters,
-            volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath)
+            volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath,
+            bus: publisher?.publisher.counts)
     }
 }

@@ -119,8 +119,12 @@ final class PublisherStage: @unchecked Sendable {
     private var stops = 0
     private var rawStop: RunStop?
 
-    init(endpoint: String, publishRaw: Bool, buses: Int = 1) throws {
-        publisher = try ResultPublisher(endpoint: endpoint)
+    init(
+        endpoint: String, publishRaw: Bool, buses: Int = 1, limits: ResultBusLimits = ResultBusLimits(),
+        logger: Logger = Logger(label: "moire.publisher")
+    ) throws {
+        let reporter = BusEventLog(logger: logger)
+        publisher = try ResultPublisher(endpoint: endpoint, limits: limits) { reporter.report($0) }
         self.publishRaw = publishRaw
         self.buses = buses
     }
@@ -148,6 +152,39 @@ final class PublisherStage: @unchecked Sendable {
                 }
             }
             return true
+        }
+    }
+}
+
+/// Logs the result bus's events, a subscriber falling behind at most once per `quietSeconds`.
+// Sendable by hand: `lastBehind` guarded by `lock`.
+final class BusEventLog: @unchecked Sendable {
+    private let logger: Logger
+    private let lock = NSLock()
+    private var lastBehind = Date.distantPast
+    private let quietSeconds = 5.0
+
+    init(logger: Logger) { self.logger = logger }
+
+    func report(_ event: ResultBusEvent) {
+        switch event {
+        case .subscriberBehind(let skipped):
+            lock.lock()
+            let due = Date().timeIntervalSince(lastBehind) >= quietSeconds
+            if due { lastBehind = Date() }
+            lock.unlock()
+            if due {
+                logger.warning(
+                    "a result-bus subscriber is not keeping up: its queue is full, it misses messages (the others do not)",
+                    metadata: ["skipped.so.far": "\(skipped)"])
+            }
+        case .subscribersCaughtUp:
+            break
+        case .subscriptionChurn(let perSecond):
+            logger.warning(
+                "result-bus subscriptions arrive at \(perSecond)/s or more; start replays are limited to one per 0.25 s")
+        case .stopNotDeliveredToAll:
+            logger.warning("the run's stop could not be queued for a full subscriber; status tells it the run ended")
         }
     }
 }

@@ -28,6 +28,14 @@ public enum Fixtures {
         return d
     }
 
+    /// An ipc control endpoint in a fresh directory that only this user may enter, as a daemon's
+    /// control socket must be.
+    public static func privateControlEndpoint() -> String {
+        let directory = NSTemporaryDirectory() + "moire-control-\(UUID().uuidString.prefix(8))"
+        mkdir(directory, 0o700)
+        return "ipc://\(directory)/control.sock"
+    }
+
     /// Writes `text` to `dir/name` and returns the path.
     @discardableResult
     public static func write(_ text: String, to name: String, in dir: String) -> String {

@@ -2,48 +2,161 @@ import CZMQ
 import Foundation
 import MoireCore
 
+/// How much the result bus may hold for one subscriber, and how it treats churn and the end of a run.
+public struct ResultBusLimits: Sendable, Equatable {
+    /// Bytes queued for one subscriber before it is skipped (its messages dropped, counted, logged).
+    public var bytesPerSubscriber = 256 << 20
+    /// The largest message the run will publish (a raw frame, an SR frame, a volume): the queue's
+    /// length in messages is `bytesPerSubscriber / largestMessageBytes`, so the byte bound holds
+    /// whatever mix of messages is queued.
+    public var largestMessageBytes = 1 << 20
+    /// At most one replay of `start` per this many seconds, however fast clients subscribe.
+    public var startReplayInterval = 0.25
+    /// How long `stop` waits for a full subscriber to make room before it goes to the others only.
+    public var stopWaitMs: Int32 = 1000
+
+    public init() {}
+
+    /// The queue length in messages (at least 4).
+    public var messagesPerSubscriber: Int32 {
+        Int32(clamping: max(4, bytesPerSubscriber / max(1, largestMessageBytes)))
+    }
+}
+
+/// What the result bus reports about its subscribers.
+public enum ResultBusEvent: Sendable, Equatable {
+    /// A subscriber's queue is full: from this message on it misses messages (the others do not).
+    case subscriberBehind(skippedSoFar: Int)
+    /// Every subscriber takes messages again; `skipped` were missed while one was behind.
+    case subscribersCaughtUp(skipped: Int)
+    /// Subscriptions arrive faster than `perSecond`; `start` replays are limited.
+    case subscriptionChurn(perSecond: Int)
+    /// `stop` could not be queued for a full subscriber (it asks `status` for the end of the run).
+    case stopNotDeliveredToAll
+}
+
 /// The result bus: a PUB endpoint (loopback by default) that any ZeroMQ client can read.
 ///
-/// It replays the last `start` to each subscriber that joins, so a late joiner can interpret
-/// the frames; the replay goes to every subscriber of the `run` topic, so clients key on the run
-/// id. Headers keep their stream's contiguous sequence numbers; missing frames go out as headers
-/// with `missing: true` and an empty payload. Used from one thread.
-// Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc).
+/// It replays the last `start` when a subscriber to `run` joins, so a late joiner can interpret the
+/// frames; the replay goes to every subscriber of the `run` topic (clients key on the run id), at
+/// most once per `limits.startReplayInterval`. Headers keep their stream's contiguous sequence
+/// numbers; missing frames go out as headers with `missing: true` and an empty payload.
+///
+/// Each subscriber's queue is bounded in bytes (`limits`). A subscriber whose queue is full misses
+/// messages while the others get every one: each send first asks libzmq to deliver to all or none
+/// (XPUB_NODROP); when one queue is full it sends again to the rest and counts the skip. Used from one thread.
+// Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc); counters behind `lock`.
 public final class ResultPublisher: @unchecked Sendable {
     private let socket: ZMQSocket
     public let endpoint: String
+    public let limits: ResultBusLimits
     private var lastStart: Data?
-    public private(set) var subscriptions = 0
-    public private(set) var sent = 0
+    private let lock = NSLock()
+    private var tally = Counts()
+    private var behind = false
+    private var skippedAtBehind = 0
+    private var replayPending = false
+    private var lastReplay = Date.distantPast
+    private var churnWindowStart = Date()
+    private var churnInWindow = 0
+    private var churnReported = false
+    private let onEvent: @Sendable (ResultBusEvent) -> Void
 
-    public init(context: ZMQContext = .shared, endpoint: String) throws {
+    /// What the bus did so far.
+    public struct Counts: Sendable, Equatable {
+        /// Subscription messages received (every subscribe of every client).
+        public var subscriptions = 0
+        /// Messages published (each went to every subscriber that had room).
+        public var sent = 0
+        /// Messages that a full subscriber missed.
+        public var skippedForSlowSubscribers = 0
+        /// `start` replays for late joiners.
+        public var startReplays = 0
+    }
+
+    public init(
+        context: ZMQContext = .shared, endpoint: String, limits: ResultBusLimits = ResultBusLimits(),
+        onEvent: @escaping @Sendable (ResultBusEvent) -> Void = { _ in }
+    ) throws {
         try checkLoopback(endpoint)
+        self.limits = limits
+        self.onEvent = onEvent
         socket = try ZMQSocket(context, type: .xpub)
         try socket.setOption(ZMQ_XPUB_VERBOSE, 1)
-        try socket.setOption(ZMQ_SNDHWM, 10_000)
+        try socket.setOption(ZMQ_SNDHWM, limits.messagesPerSubscriber)
+        try socket.setOption(ZMQ_XPUB_NODROP, 1)
         do { try socket.bind(endpoint) } catch let e as ZMQError {
             throw MoireError(.transport, "cannot bind the result bus: \(e)", place: endpoint)
         }
         self.endpoint = try socket.lastEndpoint()
     }
 
-    /// Handles pending subscriptions: each new one gets the last `start`.
+    /// A snapshot of the counters (any thread).
+    public var counts: Counts { lock.lock(); defer { lock.unlock() }; return tally }
+    public var subscriptions: Int { counts.subscriptions }
+    public var sent: Int { counts.sent }
+
+    private func count(_ change: (inout Counts) -> Void) { lock.lock(); change(&tally); lock.unlock() }
+
+    /// Handles pending subscriptions: a new subscriber to `run` gets the last `start` (coalesced).
     public func serviceSubscriptions() {
         while let parts = try? socket.receive(dontWait: true) {
             guard let first = parts.first, first.count > 0, first.bytes[0] == 1 else { continue }
-            subscriptions += 1
-            if let lastStart { try? socket.send([.text("run"), .bytes(lastStart), .bytes(Data())], dontWait: true) }
+            count { $0.subscriptions += 1 }
+            noteChurn()
+            let topic = String(decoding: first.bytes.dropFirst(), as: UTF8.self)
+            if "run".hasPrefix(topic) || topic.hasPrefix("run") { replayPending = true }
+        }
+        replayStartIfDue()
+    }
+
+    private func noteChurn() {
+        let now = Date()
+        if now.timeIntervalSince(churnWindowStart) >= 1 {
+            churnWindowStart = now
+            churnInWindow = 0
+        }
+        churnInWindow += 1
+        if churnInWindow == 100 && !churnReported {
+            churnReported = true
+            onEvent(.subscriptionChurn(perSecond: churnInWindow))
+        }
+    }
+
+    private func replayStartIfDue() {
+        guard replayPending, let lastStart, Date().timeIntervalSince(lastReplay) >= limits.startReplayInterval else {
+            return
+        }
+        replayPending = false
+        lastReplay = Date()
+        if (try? deliver([.text("run"), .bytes(lastStart), .bytes(Data())])) != nil {
+            count { $0.startReplays += 1 }
         }
     }
 
     public func publishStart(_ start: RunStart) throws {
         let json = try Wire.encode(start)
         lastStart = json
+        replayPending = false
         try send([.text("run"), .bytes(json), .bytes(Data())])
     }
 
+    /// Publishes the run's `stop`: it waits up to `limits.stopWaitMs` for every subscriber to have
+    /// room, then goes to those that have.
     public func publishStop(_ stop: RunStop) throws {
-        try send([.text("run"), .bytes(Wire.encode(stop)), .bytes(Data())])
+        serviceSubscriptions()
+        let parts: [ZMQPart] = [.text("run"), .bytes(try Wire.encode(stop)), .bytes(Data())]
+        do {
+            try socket.setSendTimeout(ms: limits.stopWaitMs)
+            defer { try? socket.setSendTimeout(ms: -1) }
+            try socket.send(parts)
+            count { $0.sent += 1 }
+        } catch let e as ZMQError where e.isTimeout {
+            onEvent(.stopNotDeliveredToAll)
+            try send(parts)
+        } catch let e as ZMQError {
+            throw e.moireError
+        }
     }
 
     /// Publishes a frame (payload copied into the message: the bus may be remote).
@@ -56,7 +169,32 @@ public final class ResultPublisher: @unchecked Sendable {
 
     private func send(_ parts: [ZMQPart]) throws {
         serviceSubscriptions()
-        do { try socket.send(parts) } catch let e as ZMQError { throw e.moireError }
-        sent += 1
+        try deliver(parts)
+        count { $0.sent += 1 }
+    }
+
+    /// Sends to every subscriber, or, when one's queue is full, to the others and counts the skip.
+    private func deliver(_ parts: [ZMQPart]) throws {
+        do {
+            try socket.send(parts, dontWait: true)
+            if behind {
+                behind = false
+                onEvent(.subscribersCaughtUp(skipped: counts.skippedForSlowSubscribers - skippedAtBehind))
+            }
+        } catch let e as ZMQError where e.isTimeout {
+            do {
+                try socket.setOption(ZMQ_XPUB_NODROP, 0)
+                defer { try? socket.setOption(ZMQ_XPUB_NODROP, 1) }
+                try socket.send(parts, dontWait: true)
+            } catch let e as ZMQError { throw e.moireError }
+            count { $0.skippedForSlowSubscribers += 1 }
+            if !behind {
+                behind = true
+                skippedAtBehind = counts.skippedForSlowSubscribers - 1
+                onEvent(.subscriberBehind(skippedSoFar: counts.skippedForSlowSubscribers))
+            }
+        } catch let e as ZMQError {
+            throw e.moireError
+        }
     }
 }

@@ -63,6 +63,12 @@ public final class ZMQMessage: @unchecked Sendable {
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: count) }
     public var data: Data { Data(bytes) }
     public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// A metadata property of the connection it came on (`Peer-Address`, `User-Id`, …).
+    public func property(_ name: String) -> String? {
+        guard let value = zmq_msg_gets(msg, name) else { return nil }
+        return String(cString: value)
+    }
 }
 
 /// What a socket send takes as one part.
@@ -118,6 +124,11 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
     public func setOption(_ option: Int32, bytes: [UInt8]) throws {
         try zmqCall(
             "setsockopt \(option)", bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) })
+    }
+
+    /// Publishes this socket's `events` (ZMQ_EVENT_* bits) on a PAIR endpoint at `address`.
+    public func monitor(_ address: String, events: Int32) throws {
+        try zmqCall("zmq_socket_monitor \(address)", zmq_socket_monitor(handle, address, events))
     }
 
     public func subscribe(_ prefix: String) throws { try setOption(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
@@ -176,15 +187,9 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
     }
 }
 
-/// Loopback-only rule: binding anything but loopback needs CURVE keys (not configured here).
+/// Loopback-only rule for the result bus (EndpointRule): anything beyond this machine needs CURVE keys.
 public func checkLoopback(_ endpoint: String) throws {
-    guard endpoint.hasPrefix("tcp://") else { return }
-    let host = endpoint.dropFirst(6).split(separator: ":").dropLast().joined(separator: ":")
-    let allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]
-    if !allowed.contains(host) && !host.hasPrefix("127.") {
-        throw MoireError(
-            .transport,
-            "refusing to bind \(endpoint): non-loopback endpoints need CURVE keys, which are not configured",
-            place: endpoint)
+    if let problem = EndpointRule.bindProblem(endpoint) {
+        throw MoireError(.transport, "refusing to bind \(endpoint): \(problem)", place: endpoint)
     }
 }

@@ -22,13 +22,8 @@ struct Run: ParsableCommand {
     var overwrite = false
     @Option(name: .long, help: "Result-bus endpoint (overrides outputs.publish).") var publish: String?
     @Flag(name: .long, help: "Do not publish on the result bus.") var noPublish = false
-    @Option(
-        name: .long,
-        help: """
-            Control endpoint of the daemon to run on; the run fails when it does not answer. \
-            Without it, a daemon answering at \(Run.defaultDaemon) is used, else the run is embedded.
-            """)
-    var daemon: String?
+    @OptionGroup(title: "Daemon (without --daemon, your daemon at the default socket is used when it answers)")
+    var connection: DaemonOptions
     @Option(name: .long, help: "Wait (up to 30 s) for this many result-bus subscribers before the first frame.")
     var waitSubscribers = 0
     @Flag(name: .long, help: "Run in this process even when a daemon answers.") var embedded = false
@@ -55,25 +50,30 @@ struct Run: ParsableCommand {
         do { proto = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig.map(absolute)) } catch {
             throw fail(error)
         }
-        if let daemon {
+        if let daemon = connection.daemon {
             guard clock == .real else { throw fail(MoireError(.usage, "--clock works on embedded runs only")) }
             guard !embedded else { throw fail(MoireError(.usage, "--daemon and --embedded exclude each other")) }
             guard faults.isEmpty else { throw fail(MoireError(.usage, "--fault works on embedded runs only")) }
-            let reply = try? ControlClient.call(daemon, ControlRequest(cmd: "ping"), timeoutMs: 2000)
-            guard reply?.ok == true else {
+            let reply: ControlReply?
+            do { reply = try connection.call(ControlRequest(cmd: "ping"), timeoutMs: 2000) } catch { throw fail(error) }
+            guard let reply, reply.ok else {
                 throw fail(
                     MoireError(
                         .transport, "no daemon answers; start moired there or run with --embedded", place: daemon))
             }
-            try runThroughDaemon(proto, at: daemon)
+            try runThroughDaemon(proto, on: reply.daemon)
             return
         }
-        if !embedded, faults.isEmpty, clock == .real,
-            let reply = try? ControlClient.call(Run.defaultDaemon, ControlRequest(cmd: "ping"), timeoutMs: 300),
-            reply.ok
-        {
-            try runThroughDaemon(proto, at: Run.defaultDaemon)
-            return
+        if !embedded, faults.isEmpty, clock == .real {
+            switch defaultDaemon() {
+            case .answered(let info):
+                try runThroughDaemon(proto, on: info)
+                return
+            case .refused(let reason):
+                FileHandle.standardError.write(Data("note: \(reason); running embedded in this process\n".utf8))
+            case .absent:
+                break
+            }
         }
         var options = PipelineOptions()
         options.recordingPath = out.map(absolute)
@@ -107,7 +107,7 @@ struct Run: ParsableCommand {
         if !quiet {
             let target = pipeline.recordingPath.map { " → \($0)" } ?? ""
             print(
-                "\(proto.name): \(proto.totalFrames) frames of \(proto.roiWidth)×\(proto.roiHeight) (\(proto.mode.rawValue), \(pipeline.runner.hardwareSequenced ? "hardware-sequenced" : "software-timed"))\(target)"
+                "\(proto.name): \(proto.totalFrames) frames of \(proto.roiWidth)×\(proto.roiHeight) (\(proto.mode.rawValue), \(pipeline.runner.hardwareSequenced ? "hardware-sequenced" : "software-timed"), embedded in this process)\(target)"
             )
         }
         let result: PipelineResult
@@ -167,25 +167,48 @@ struct Run: ParsableCommand {
         }
     }
 
-    /// Where `moire run` looks for a daemon when `--daemon` is not given.
-    static let defaultDaemon = "tcp://127.0.0.1:5561"
+    /// What answers at the default control socket.
+    private enum DefaultDaemon {
+        case answered(DaemonInfo?)
+        /// Something is there that is not your daemon (another user's socket, an open directory).
+        case refused(String)
+        case absent
+    }
 
-    private func runThroughDaemon(_ proto: AcquisitionProtocol, at daemon: String) throws {
+    private func defaultDaemon() -> DefaultDaemon {
+        let endpoint = ControlEndpoint.defaultEndpoint
+        guard let path = ControlEndpoint.ipcPath(endpoint), FileManager.default.fileExists(atPath: path) else {
+            return .absent
+        }
+        do {
+            guard let reply = try connection.call(ControlRequest(cmd: "ping"), timeoutMs: 500), reply.ok else {
+                return .absent
+            }
+            return .answered(reply.daemon)
+        } catch {
+            return .refused("\(error)")
+        }
+    }
+
+    private func runThroughDaemon(_ proto: AcquisitionProtocol, on info: DaemonInfo?) throws {
+        let daemon = connection.endpoint
         let req = ControlRequest(
             cmd: "start", protocolFile: absolute(protocolFile), out: out.map(absolute), rig: rig.map(absolute),
             overwrite: overwrite ? true : nil)
-        guard let reply = try ControlClient.call(daemon, req) else {
+        guard let reply = try connection.call(req) else {
             throw fail(MoireError(.transport, "daemon did not answer", place: daemon))
         }
         guard reply.ok else { throw fail(MoireError(.config, reply.error ?? "daemon refused the run", place: daemon)) }
-        print("run \(reply.run ?? "?") started on the daemon at \(daemon)" + (reply.recording.map { " → \($0)" } ?? ""))
+        let who = info?.summary ?? "the daemon"
+        print("run \(reply.run ?? "?") started on \(who) at \(daemon)" + (reply.recording.map { " → \($0)" } ?? ""))
         let bar = ProgressBar(quiet: quiet)
-        let signals = SignalHandler { _ in _ = try? ControlClient.call(daemon, ControlRequest(cmd: "stop")) }
+        let connection = self.connection
+        let signals = SignalHandler { _ in _ = try? connection.call(ControlRequest(cmd: "stop")) }
         defer { signals.cancel() }
         let t0 = Date()
         while true {
             Thread.sleep(forTimeInterval: 0.2)
-            guard let s = try ControlClient.call(daemon, ControlRequest(cmd: "status")) else {
+            guard let s = try connection.call(ControlRequest(cmd: "status")) else {
                 bar.finish()
                 throw fail(MoireError(.transport, "daemon stopped answering", place: daemon))
             }

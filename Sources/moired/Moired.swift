@@ -12,7 +12,25 @@ import ServiceLifecycle
 struct Moired: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "moired", abstract: "The Moiré acquisition daemon.")
 
-    @Option(name: .long, help: "Control endpoint (REP, JSON).") var control = "tcp://127.0.0.1:5561"
+    @Option(
+        name: .long,
+        help: """
+            Control endpoint (REP, JSON): an ipc:// socket only this user may use (default \
+            \(ControlEndpoint.defaultEndpoint)), or tcp://HOST:PORT with CURVE keys.
+            """)
+    var control: String?
+    @Option(name: .long, help: "Also let the members of this group command the daemon (ipc socket mode 0660).")
+    var controlGroup: String?
+    @Option(
+        name: .long,
+        help: "The daemon's CURVE secret key, for a tcp control endpoint (default KEYS/moired.key_secret).")
+    var serverKey: String?
+    @Option(
+        name: .long,
+        help: "Directory of the client public keys (*.key) allowed over tcp (default KEYS/authorized).")
+    var authorizedKeys: String?
+    @Option(name: .long, help: "Every recording must be under this directory (default: the current directory).")
+    var dataRoot: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
 
     func run() async throws {
@@ -26,15 +44,52 @@ struct Moired: AsyncParsableCommand {
         Runtime.prepareFFT()
         defer { Runtime.saveFFTWisdom() }
         let service: ControlService
-        do { service = try ControlService(endpoint: control, logger: logger) } catch {
+        do {
+            let (endpoint, access) = try controlEndpoint()
+            let root = dataRoot ?? FileManager.default.currentDirectoryPath
+            service = try ControlService(endpoint: endpoint, access: access, dataRoot: root, logger: logger)
+        } catch {
             logger.error("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
         let group = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        logger.info("moired listening", metadata: ["control": "\(service.endpoint)"])
+        logger.info(
+            "moired listening",
+            metadata: [
+                "control": "\(service.endpoint)", "access": "\(service.accessSummary)",
+                "data.root": "\(service.controller.dataRoot ?? "-")",
+            ])
         try await group.run()
         logger.info("moired stopped; devices safe")
+    }
+
+    /// The control endpoint and who may use it.
+    private func controlEndpoint() throws -> (String, ControlAccess) {
+        let endpoint = control ?? ControlEndpoint.defaultEndpoint
+        if control == nil { try ControlEndpoint.prepareDefaultDirectory() }
+        if endpoint.hasPrefix("tcp://") {
+            guard controlGroup == nil else {
+                throw MoireError(.usage, "--control-group is for an ipc endpoint; tcp clients are named by their keys")
+            }
+            let keys = CurveKeyFile.defaultDirectory
+            let server = try CurveKeyFile.readSecret(serverKey ?? keys + "/moired.key_secret")
+            let clients = try CurveKeyFile.readAllowList(authorizedKeys ?? keys + "/authorized")
+            guard !clients.isEmpty else {
+                throw MoireError(
+                    .config, "no authorized client keys (*.key): no one could command the daemon",
+                    place: authorizedKeys ?? keys + "/authorized")
+            }
+            return (endpoint, .curve(server: server, authorizedClients: clients))
+        }
+        guard serverKey == nil, authorizedKeys == nil else {
+            throw MoireError(.usage, "--server-key and --authorized-keys are for a tcp endpoint")
+        }
+        guard let controlGroup else { return (endpoint, .localUser()) }
+        guard let group = getgrnam(controlGroup) else {
+            throw MoireError(.usage, "no group named '\(controlGroup)'", place: "--control-group")
+        }
+        return (endpoint, .localUser(group: group.pointee.gr_gid))
     }
 }
 
@@ -45,11 +100,19 @@ final class ControlService: Service, @unchecked Sendable {
     let endpoint: String
     private let logger: Logger
 
-    init(endpoint: String, logger: Logger) throws {
-        controller = try DaemonController(endpoint: endpoint, logger: logger)
+    init(endpoint: String, access: ControlAccess, dataRoot: String, logger: Logger) throws {
+        controller = try DaemonController(endpoint: endpoint, access: access, dataRoot: dataRoot, logger: logger)
         self.endpoint = controller.endpoint
         self.logger = logger
+        switch access {
+        case .localUser(let group): accessSummary = group.map { "this user and group \($0)" } ?? "this user only"
+        case .curve(_, let clients): accessSummary = "CURVE, \(clients.count) authorized client keys"
+        case .inProcess: accessSummary = "in process"
+        }
     }
+
+    /// Who may command, in words for the log.
+    let accessSummary: String
 
     func run() async throws {
         controller.start()

@@ -191,7 +191,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 
     @Test func startRunsToTheEndAndStatusReportsIt() throws {
-        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        let c = try DaemonController(endpoint: Fixtures.privateControlEndpoint())
         c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         defer { c.shutdown() }
@@ -206,7 +206,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     /// The result bus is closed when a run ends: a second run on the same publish endpoint binds it
     /// again and completes, with its recording (the security issue's R1).
     @Test func twoRunsBackToBackOnOnePublishEndpointBothComplete() throws {
-        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        let c = try DaemonController(endpoint: Fixtures.privateControlEndpoint())
         c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         defer { c.shutdown() }
@@ -223,7 +223,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 
     @Test func badProtocolIsRefusedWithItsPlace() throws {
-        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        let c = try DaemonController(endpoint: Fixtures.privateControlEndpoint())
         c.start()
         defer { c.shutdown() }
         let bad = Fixtures.write("moire: 1\nname: x\nmode: nonsense\n", to: "bad.yaml", in: dir)
@@ -235,7 +235,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 
     @Test func secondStartIsRefusedAndShutdownLeavesDevicesSafe() throws {
-        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        let c = try DaemonController(endpoint: Fixtures.privateControlEndpoint())
         c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         let proto = Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 200, exposureMs: 5)
@@ -269,7 +269,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
             #expect(e.place == existing && e.message.contains("--overwrite"), "\(e)")
         }
         #expect(try String(contentsOfFile: existing, encoding: .utf8) == "irreplaceable")
-        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        let c = try DaemonController(endpoint: Fixtures.privateControlEndpoint())
         c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         defer { c.shutdown() }
@@ -293,7 +293,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 
     @Test func runAbortedBeforeAnyFrameLeavesNoFile() throws {
-        let c = try DaemonController(endpoint: "tcp://127.0.0.1:*")
+        let c = try DaemonController(endpoint: Fixtures.privateControlEndpoint())
         c.makePipeline = { try AcquisitionPipeline(protocol: $0, options: $1, clock: VirtualClock(), logger: $2) }
         c.start()
         let proto = Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 5)
