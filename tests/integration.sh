@@ -20,7 +20,7 @@ await() { for _ in $(seq 1 1200); do "$@" && return 0; sleep 0.1; done; echo "aw
 has_bytes() { [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ]; }
 # Starts moired on its own ipc control socket; returns when it says it listens.
 start_daemon() {  # log file
-  "$MOIRED" --control "$CONTROL" > "$1" 2>&1 &
+  "$MOIRED" --control "$CONTROL" --data-root "$WORK" > "$1" 2>&1 &
   DPID=$!
   await grep -q "moired listening" "$1"
 }
@@ -229,12 +229,75 @@ check_bad "YAML syntax" 's|^name: .*|name: [unclosed|' "syntax"
 check_bad "unknown field" 's|^mode: sim2d|mode: sim2d\nfocus_lock: true|' "unknown field 'focus_lock'"
 check_bad "exposure out of range" 's|exposure_ms: 5|exposure_ms: 50000|' "channels\[0\].exposure_ms"
 check_bad "unknown device" 's|laser: l488|laser: l405|' "unknown device 'l405'"
+check_bad "publish beyond loopback" 's|publish: .*|publish: tcp://0.0.0.0:5560|' "not a loopback address"
 sed 's|^mode: sim2d|mode: llsm|' "$WORK/tirf.yaml" > "$WORK/bad.yaml"
 sed -i "s|rig: .*|rig: $WORK/wf-rig.yaml|" "$WORK/bad.yaml"
 printf 'moire: 1\nname: widefield rig\ndevices:\n  camera: {profile: %s}\n  lasers: [{name: l488, profile: %s}]\noptics: {objective_na: 1.4, magnification: 60, immersion_index: 1.518}\n' \
   "$PWD/sim-hardware/profiles/camera-sim-scmos.yaml" "$PWD/sim-hardware/profiles/laser-sim-488.yaml" > "$WORK/wf-rig.yaml"
 out=$("$MOIRE" validate "$WORK/bad.yaml" 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q "bad.yaml:4:7" && echo "$out" | grep -q "cannot do mode 'llsm'"; then ok "mode the rig cannot do → exit $rc: $out"; else bad "mode check: $out"; fi
+
+# 4. Hostile clients against the real daemon: only its owner commands it, a fake daemon is not
+#    believed, recordings stay under the data root, a stalled subscriber costs a bounded queue.
+rm -f "$WORK/control.sock"
+start_daemon "$WORK/daemon4.log"
+out=$("$MOIRE" status --daemon "$CONTROL" 2>&1); rc=$?
+if [ $rc -eq 0 ] && echo "$out" | grep -q "moired pid $DPID" && [ "$(stat -c %a "$WORK/control.sock")" = 600 ]; then
+  ok "moire status names the daemon it reached; control socket mode 600 ($(echo "$out" | head -1))"; else bad "status: rc=$rc $out"; fi
+if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null; then
+  as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+  out=$(as_nobody "$MOIRE" status --daemon "$CONTROL" 2>&1); rc=$?
+  if [ $rc -ne 0 ]; then ok "another user cannot reach the daemon (exit $rc: $out)"; else bad "another user reached the daemon: $out"; fi
+  # Loosened by hand (directory and socket opened to all): the daemon still refuses by the sender's uid.
+  chmod 711 "$WORK"; chmod 666 "$WORK/control.sock"
+  out=$(as_nobody "$MOIRE" status --daemon "$CONTROL" --daemon-user root 2>&1); rc=$?
+  chmod 700 "$WORK"; chmod 600 "$WORK/control.sock"
+  if [ $rc -ne 0 ] && echo "$out" | grep -q "uid 65534" && grep -q "control request refused" "$WORK/daemon4.log"; then
+    ok "a request from another user's process is refused and logged (exit $rc: $out)"; else bad "cross-user request: rc=$rc $out"; fi
+fi
+mkdir -p "$WORK/open"; chmod 777 "$WORK/open"
+python3 - "$WORK/open/fake.sock" > "$WORK/fake.log" 2>&1 <<'PY' &
+import json, sys, zmq
+s = zmq.Context().socket(zmq.REP); s.bind("ipc://" + sys.argv[1]); print("fake listening", flush=True)
+while True:
+    s.recv(); s.send(json.dumps({"ok": True, "state": "idle", "run": "fake", "frames": 18, "planned": 18}).encode())
+PY
+FAKE=$!
+await grep -q "fake listening" "$WORK/fake.log"
+out=$("$MOIRE" run "$WORK/tirf.yaml" --daemon "ipc://$WORK/open/fake.sock" --quiet 2>&1); rc=$?
+kill $FAKE 2>/dev/null
+if [ $rc -ne 0 ] && echo "$out" | grep -q "written by others" && ! echo "$out" | grep -q "started"; then
+  ok "moire run refuses a fake daemon in a directory others can write (exit $rc)"; else bad "fake daemon: rc=$rc $out"; fi
+out=$("$MOIRE" run "$WORK/tirf.yaml" --daemon "$CONTROL" --out /tmp/moire-outside-$$.ome.tif --quiet 2>&1); rc=$?
+if [ $rc -ne 0 ] && echo "$out" | grep -q "outside the daemon's data root" && [ ! -e /tmp/moire-outside-$$.ome.tif ]; then
+  ok "a recording outside the daemon's data root is refused (exit $rc)"; else bad "data root: rc=$rc $out"; fi
+# A stalled subscriber (never reads, a one-message queue) during 300 frames of 512×512 (150 MiB):
+# the daemon's peak memory grows by at most its 16 MiB budget plus slack, and the daemon says so.
+cat > "$WORK/bus.yaml" <<YAML
+moire: 1
+name: stalled subscriber
+rig: $PWD/sim-hardware/rigs/multisim.yaml
+mode: widefield
+camera: {roi: [512, 512]}
+channels:
+  - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 2, emission_nm: 525}
+timelapse: {count: 300, interval_ms: 0}
+outputs: {publish: "$PUB", subscriber_buffer_mb: 16}
+YAML
+peak() { awk '/VmHWM/ {print $2}' "/proc/$DPID/status"; }
+"$MOIRE" run "$WORK/bus.yaml" --daemon "$CONTROL" --out "$WORK/bus0.ome.tif" --quiet > /dev/null 2>&1
+before=$(peak)
+python3 -u tests/stalled_subscriber.py "$PUB" 600 > "$WORK/stalled.log" 2>&1 &
+STALLED=$!
+await grep -q connected "$WORK/stalled.log"
+"$MOIRE" run "$WORK/bus.yaml" --daemon "$CONTROL" --out "$WORK/bus1.ome.tif" --quiet > "$WORK/bus-run.log" 2>&1; rc=$?
+after=$(peak)
+kill $STALLED 2>/dev/null
+grown=$(( (after - before) / 1024 ))
+if [ $rc -eq 0 ] && [ $grown -lt 48 ] && grep -q "not keeping up" "$WORK/daemon4.log"; then
+  ok "stalled subscriber: daemon peak memory +$grown MiB over a run without it (budget 16 MiB, 150 MiB published), logged"; else
+  bad "stalled subscriber: rc=$rc, peak +$grown MiB, log: $(grep -c 'not keeping up' "$WORK/daemon4.log") warnings"; fi
+kill -TERM "$DPID"; wait "$DPID"; DPID=
 
 echo "integration: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -21,7 +21,8 @@ public enum EndpointRule {
         }
         let loopback = ["127.0.0.1", "localhost", "[::1]", "::1"]
         guard loopback.contains(host) || (host.hasPrefix("127.") && host.split(separator: ".").count == 4) else {
-            return "'\(host)' is not a loopback address: binding it would publish beyond this machine, which needs CURVE keys (use 127.0.0.1 or an ipc:// path)"
+            return
+                "'\(host)' is not a loopback address: binding it would publish beyond this machine, which needs CURVE keys (use 127.0.0.1 or an ipc:// path)"
         }
         return nil
     }

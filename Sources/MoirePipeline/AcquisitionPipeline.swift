@@ -30,7 +30,7 @@ public struct PipelineResult: Sendable {
     /// Live 3D-SIM counters (nil without a 3D-SIM stage) and its SR volume recording.
     public var sim3d: SIM3DStageCounters? = nil
     public var sim3dRecording: String? = nil
-    /// The result bus's own counts: messages sent (lifecycle included), skips for full subscribers, replays.
+    /// The result bus's own counts: messages sent (lifecycle included), subscriber queue overflows, replays.
     public var bus: ResultPublisher.Counts? = nil
     /// Messages the result bus sent, lifecycle included (what `status` reports as `published`).
     public var busMessages: Int? { bus?.sent }
@@ -72,6 +72,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     public let options: PipelineOptions
     private let logger: Logger
     public let runID: String
+    private let clock: MoireClock
     /// The rig's measured light-sheet PSFs by channel (checked at init).
     private let measuredPSFs: [Int: Volume]
     /// Called with the result bus's endpoint as bound (a `tcp://127.0.0.1:*` endpoint resolved to its
@@ -99,6 +100,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .llsm { largest = max(largest, proto.zPlanes * plane * 16) }
         if !proto.denoise.isEmpty { largest = max(largest, plane * 16) }
         limits.largestMessageBytes = largest + 4096
+        // In virtual time the devices wait for every consumer; subscribers are consumers too.
+        if clock is VirtualClock { limits.waitForRoomMs = 60_000 }
         return limits
     }
 
@@ -109,6 +112,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         proto = p
         self.options = options
         self.logger = logger
+        self.clock = clock
         // What can be refused without the hardware is, before any device is opened.
         let recording = options.noRecording ? nil : (options.recordingPath ?? p.outputs.recording)
         if let recording, !options.overwrite, FileManager.default.fileExists(atPath: recording) {
@@ -162,6 +166,12 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     /// Runs the acquisition to its end; every device is safe when this returns.
     public func run(onProgress: @escaping (RunProgress) -> Void = { _ in }) throws -> PipelineResult {
         defer { devices.makeSafe() }
+        // The result bus closes (and its ipc file goes) when the run returns, not when the pipeline goes.
+        defer {
+            publisherLock.lock()
+            activePublisher = nil
+            publisherLock.unlock()
+        }
         let pool = FramePool(slots: options.poolSlots, bytes: proto.roiWidth * proto.roiHeight * 2)
         let bus = try RawBus()
         var stages: [BusStage] = []
@@ -315,7 +325,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 "result bus",
                 metadata: [
                     "sent": "\(c.sent)", "subscriptions": "\(c.subscriptions)", "start.replays": "\(c.startReplays)",
-                    "skipped.slow.subscribers": "\(c.skippedForSlowSubscribers)",
+                    "subscriber.queue.full": "\(c.subscriberQueueFull)",
                 ])
         }
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)

@@ -21,7 +21,6 @@ public final class DaemonController: @unchecked Sendable {
     private var lastResult: PipelineResult?
     private var lastRun: String?
     private var lastError: String?
-    private var serveThread: Thread?
     /// Options applied to every run (tests use a virtual clock through `makePipeline`).
     public var makePipeline: (AcquisitionProtocol, PipelineOptions, Logger) throws -> AcquisitionPipeline = {
         try AcquisitionPipeline(protocol: $0, options: $1, logger: $2)
@@ -71,7 +70,6 @@ public final class DaemonController: @unchecked Sendable {
     public func start() {
         let t = Thread { [self] in server.serve { self.handle($0) } }
         t.name = "moired.control"
-        serveThread = t
         t.start()
     }
 
@@ -175,7 +173,8 @@ public final class DaemonController: @unchecked Sendable {
         t.start()
         guard loaded.wait(timeout: .now() + protocolReadTimeout) == .success, let result = outcome.get() else {
             throw MoireError(
-                .io, "reading the protocol took longer than \(Int(protocolReadTimeout)) s (a hung filesystem?); not started",
+                .io,
+                "reading the protocol took longer than \(Int(protocolReadTimeout)) s (a hung filesystem?); not started",
                 place: file)
         }
         return try result.get()

@@ -143,7 +143,6 @@ final class SIMStage: @unchecked Sendable {
     static let behindMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_behind")])
     static let missingMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_missing_frame")])
     private var srSeq = 0, wfSeq = 0
-    private var worker: Thread?
     private let done = DispatchSemaphore(value: 0)
     private var recorder: OMETiffWriter?
     private(set) var recordPath: String?
@@ -194,7 +193,6 @@ final class SIMStage: @unchecked Sendable {
     func start() {
         let t = Thread { [self] in work() }
         t.name = "moire.stage.sim"
-        worker = t
         t.start()
     }
 

@@ -6,11 +6,10 @@ import MoireTransport
 
 /// A stage thread that reads one or more buses until its handler says stop, handing each item
 /// (with the index of the bus it came from) to `handle`.
-// Sendable by hand: the thread handle is set by start() before any other thread sees it; `done` signals the end.
+// Sendable by hand: immutable after init; its thread alone reads the subscribers; `done` signals the end.
 final class BusStage: @unchecked Sendable {
     let name: String
     private let subscribers: [BusSubscriber]
-    private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
     private let handle: (BusItem, Int) -> Bool
 
@@ -25,6 +24,8 @@ final class BusStage: @unchecked Sendable {
         try self.init(name: name, endpoints: [endpoint], handle: { item, _ in handle(item) })
     }
 
+    /// The thread is not kept: a stored thread whose closure holds the stage would keep the stage,
+    /// its sockets and everything its handler holds alive after the run.
     func start() {
         let t = Thread { [self] in
             defer { done.signal() }
@@ -39,7 +40,6 @@ final class BusStage: @unchecked Sendable {
             }
         }
         t.name = "moire.stage.\(name)"
-        thread = t
         t.start()
     }
 
@@ -168,23 +168,20 @@ final class BusEventLog: @unchecked Sendable {
 
     func report(_ event: ResultBusEvent) {
         switch event {
-        case .subscriberBehind(let skipped):
+        case .subscriberQueueFull(let times):
             lock.lock()
             let due = Date().timeIntervalSince(lastBehind) >= quietSeconds
             if due { lastBehind = Date() }
             lock.unlock()
             if due {
                 logger.warning(
-                    "a result-bus subscriber is not keeping up: its queue is full, it misses messages (the others do not)",
-                    metadata: ["skipped.so.far": "\(skipped)"])
+                    "a result-bus subscriber is not keeping up: its queue is full, it misses messages until it has room (the others do not)",
+                    metadata: ["overflows.so.far": "\(times)"])
             }
-        case .subscribersCaughtUp:
-            break
         case .subscriptionChurn(let perSecond):
             logger.warning(
-                "result-bus subscriptions arrive at \(perSecond)/s or more; start replays are limited to one per 0.25 s")
-        case .stopNotDeliveredToAll:
-            logger.warning("the run's stop could not be queued for a full subscriber; status tells it the run ended")
+                "result-bus subscriptions arrive at \(perSecond)/s or more; start replays are limited to one per 0.25 s"
+            )
         }
     }
 }

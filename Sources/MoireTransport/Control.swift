@@ -92,7 +92,8 @@ public final class ControlServer: @unchecked Sendable {
         var domain: String?
         if let path = ControlEndpoint.ipcPath(endpoint) {
             guard case .localUser(let group) = access else {
-                throw MoireError(.usage, "an ipc control socket is guarded by its user (CURVE is for tcp)", place: endpoint)
+                throw MoireError(
+                    .usage, "an ipc control socket is guarded by its user (CURVE is for tcp)", place: endpoint)
             }
             try ControlEndpoint.checkDirectory(of: path, owner: geteuid(), group: group)
             try ControlServer.refuseToTakeOver(path, endpoint: endpoint)
@@ -113,7 +114,8 @@ public final class ControlServer: @unchecked Sendable {
             try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(server.secretZ85.utf8))
             try socket.setOption(ZMQ_ZAP_DOMAIN, bytes: Array(zap.utf8))
         } else if !endpoint.hasPrefix("inproc://") {
-            throw MoireError(.usage, "a control endpoint is ipc://PATH, tcp://HOST:PORT or inproc://NAME", place: endpoint)
+            throw MoireError(
+                .usage, "a control endpoint is ipc://PATH, tcp://HOST:PORT or inproc://NAME", place: endpoint)
         }
         zapDomain = domain
         do { try socket.bind(endpoint) } catch let e as ZMQError {
@@ -272,7 +274,8 @@ private struct HandshakeMonitor: ~Copyable {
             case Int32(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH):
                 return "the daemon refused our key (it is not in the daemon's authorized keys)"
             case Int32(ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL), Int32(ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-                return "the peer could not prove the pinned daemon key (a different daemon, or not a CURVE daemon); refused"
+                return
+                    "the peer could not prove the pinned daemon key (a different daemon, or not a CURVE daemon); refused"
             default: continue
             }
         }

@@ -12,8 +12,10 @@ public struct ResultBusLimits: Sendable, Equatable {
     public var largestMessageBytes = 1 << 20
     /// At most one replay of `start` per this many seconds, however fast clients subscribe.
     public var startReplayInterval = 0.25
-    /// How long `stop` waits for a full subscriber to make room before it goes to the others only.
-    public var stopWaitMs: Int32 = 1000
+    /// How long a message waits for a full subscriber to make room before it goes to the others
+    /// only: 0 in real time (a camera does not wait), long in virtual time, where every consumer is
+    /// waited for and nothing is lost but by an injected fault.
+    public var waitForRoomMs: Int32 = 0
 
     public init() {}
 
@@ -25,14 +27,12 @@ public struct ResultBusLimits: Sendable, Equatable {
 
 /// What the result bus reports about its subscribers.
 public enum ResultBusEvent: Sendable, Equatable {
-    /// A subscriber's queue is full: from this message on it misses messages (the others do not).
-    case subscriberBehind(skippedSoFar: Int)
-    /// Every subscriber takes messages again; `skipped` were missed while one was behind.
-    case subscribersCaughtUp(skipped: Int)
+    /// A subscriber's queue was full: it misses messages until it has room again (the others do
+    /// not); it sees the gap in sequence numbers, and a `stop` it missed in `status`. `times`
+    /// counts such overflows in this run.
+    case subscriberQueueFull(times: Int)
     /// Subscriptions arrive faster than `perSecond`; `start` replays are limited.
     case subscriptionChurn(perSecond: Int)
-    /// `stop` could not be queued for a full subscriber (it asks `status` for the end of the run).
-    case stopNotDeliveredToAll
 }
 
 /// The result bus: a PUB endpoint (loopback by default) that any ZeroMQ client can read.
@@ -44,7 +44,8 @@ public enum ResultBusEvent: Sendable, Equatable {
 ///
 /// Each subscriber's queue is bounded in bytes (`limits`). A subscriber whose queue is full misses
 /// messages while the others get every one: each send first asks libzmq to deliver to all or none
-/// (XPUB_NODROP); when one queue is full it sends again to the rest and counts the skip. Used from one thread.
+/// (XPUB_NODROP); when a queue is full it sends again to the rest, counts the overflow and reports
+/// it. libzmq then leaves that subscriber out until its queue has room again. Used from one thread.
 // Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc); counters behind `lock`.
 public final class ResultPublisher: @unchecked Sendable {
     private let socket: ZMQSocket
@@ -53,8 +54,6 @@ public final class ResultPublisher: @unchecked Sendable {
     private var lastStart: Data?
     private let lock = NSLock()
     private var tally = Counts()
-    private var behind = false
-    private var skippedAtBehind = 0
     private var replayPending = false
     private var lastReplay = Date.distantPast
     private var churnWindowStart = Date()
@@ -68,8 +67,8 @@ public final class ResultPublisher: @unchecked Sendable {
         public var subscriptions = 0
         /// Messages published (each went to every subscriber that had room).
         public var sent = 0
-        /// Messages that a full subscriber missed.
-        public var skippedForSlowSubscribers = 0
+        /// Times a subscriber's queue was full (from each, it missed messages until it had room again).
+        public var subscriberQueueFull = 0
         /// `start` replays for late joiners.
         public var startReplays = 0
     }
@@ -85,6 +84,7 @@ public final class ResultPublisher: @unchecked Sendable {
         try socket.setOption(ZMQ_XPUB_VERBOSE, 1)
         try socket.setOption(ZMQ_SNDHWM, limits.messagesPerSubscriber)
         try socket.setOption(ZMQ_XPUB_NODROP, 1)
+        if limits.waitForRoomMs > 0 { try socket.setSendTimeout(ms: limits.waitForRoomMs) }
         do { try socket.bind(endpoint) } catch let e as ZMQError {
             throw MoireError(.transport, "cannot bind the result bus: \(e)", place: endpoint)
         }
@@ -100,7 +100,10 @@ public final class ResultPublisher: @unchecked Sendable {
 
     /// Handles pending subscriptions: a new subscriber to `run` gets the last `start` (coalesced).
     public func serviceSubscriptions() {
-        while let parts = try? socket.receive(dontWait: true) {
+        // Bounded per call, so that a flood of subscriptions cannot hold the publisher.
+        var handled = 0
+        while handled < 1000, let parts = try? socket.receive(dontWait: true) {
+            handled += 1
             guard let first = parts.first, first.count > 0, first.bytes[0] == 1 else { continue }
             count { $0.subscriptions += 1 }
             noteChurn()
@@ -141,22 +144,10 @@ public final class ResultPublisher: @unchecked Sendable {
         try send([.text("run"), .bytes(json), .bytes(Data())])
     }
 
-    /// Publishes the run's `stop`: it waits up to `limits.stopWaitMs` for every subscriber to have
-    /// room, then goes to those that have.
+    /// Publishes the run's `stop` (a subscriber whose queue is full misses it, as any message, and
+    /// learns the end of the run from the daemon's `status`).
     public func publishStop(_ stop: RunStop) throws {
-        serviceSubscriptions()
-        let parts: [ZMQPart] = [.text("run"), .bytes(try Wire.encode(stop)), .bytes(Data())]
-        do {
-            try socket.setSendTimeout(ms: limits.stopWaitMs)
-            defer { try? socket.setSendTimeout(ms: -1) }
-            try socket.send(parts)
-            count { $0.sent += 1 }
-        } catch let e as ZMQError where e.isTimeout {
-            onEvent(.stopNotDeliveredToAll)
-            try send(parts)
-        } catch let e as ZMQError {
-            throw e.moireError
-        }
+        try send([.text("run"), .bytes(try Wire.encode(stop)), .bytes(Data())])
     }
 
     /// Publishes a frame (payload copied into the message: the bus may be remote).
@@ -173,26 +164,18 @@ public final class ResultPublisher: @unchecked Sendable {
         count { $0.sent += 1 }
     }
 
-    /// Sends to every subscriber, or, when one's queue is full, to the others and counts the skip.
+    /// Sends to every subscriber, or, when one's queue is full, to the others and counts the overflow.
     private func deliver(_ parts: [ZMQPart]) throws {
         do {
-            try socket.send(parts, dontWait: true)
-            if behind {
-                behind = false
-                onEvent(.subscribersCaughtUp(skipped: counts.skippedForSlowSubscribers - skippedAtBehind))
-            }
+            try socket.send(parts, dontWait: limits.waitForRoomMs == 0)
         } catch let e as ZMQError where e.isTimeout {
             do {
                 try socket.setOption(ZMQ_XPUB_NODROP, 0)
                 defer { try? socket.setOption(ZMQ_XPUB_NODROP, 1) }
                 try socket.send(parts, dontWait: true)
             } catch let e as ZMQError { throw e.moireError }
-            count { $0.skippedForSlowSubscribers += 1 }
-            if !behind {
-                behind = true
-                skippedAtBehind = counts.skippedForSlowSubscribers - 1
-                onEvent(.subscriberBehind(skippedSoFar: counts.skippedForSlowSubscribers))
-            }
+            count { $0.subscriberQueueFull += 1 }
+            onEvent(.subscriberQueueFull(times: counts.subscriberQueueFull))
         } catch let e as ZMQError {
             throw e.moireError
         }

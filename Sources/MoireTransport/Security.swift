@@ -163,7 +163,8 @@ public enum CurveKeyFile {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             guard !trimmed.hasPrefix("#"), let eq = trimmed.firstIndex(of: "=") else { continue }
             let key = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
-            let value = trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: CharacterSet(charactersIn: " \t\"'"))
+            let value = trimmed[trimmed.index(after: eq)...].trimmingCharacters(
+                in: CharacterSet(charactersIn: " \t\"'"))
             fields[key] = value
         }
         return fields
@@ -232,7 +233,8 @@ public enum ControlEndpoint {
     public static func prepareDefaultDirectory() throws {
         let directory = defaultDirectory
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw MoireError(.io, "cannot make the control directory: \(String(cString: strerror(errno)))", place: directory)
+            throw MoireError(
+                .io, "cannot make the control directory: \(String(cString: strerror(errno)))", place: directory)
         }
     }
 
@@ -420,7 +422,8 @@ public final class CurveAuthenticator: @unchecked Sendable {
             let domainName = parts[2].string
             let address = parts[3].string
             let mechanism = parts[5].string
-            let key: [UInt8]? = mechanism == "CURVE" && parts.count >= 7 && parts[6].count == 32 ? Array(parts[6].bytes) : nil
+            let key: [UInt8]? =
+                mechanism == "CURVE" && parts.count >= 7 && parts[6].count == 32 ? Array(parts[6].bytes) : nil
             lock.lock()
             let domain = domains[domainName]
             let accepted = key.map { domain?.allowed.contains($0) == true } ?? false

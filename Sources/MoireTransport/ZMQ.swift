@@ -132,6 +132,13 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
     }
 
     public func subscribe(_ prefix: String) throws { try setOption(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
+    public func unsubscribe(_ prefix: String) throws { try setOption(ZMQ_UNSUBSCRIBE, bytes: Array(prefix.utf8)) }
+
+    /// The receive queue's length in messages (0: unbounded), and the kernel's receive buffer in bytes.
+    public func limitReceiving(messages: Int32, kernelBytes: Int32) throws {
+        try setOption(ZMQ_RCVHWM, messages)
+        try setOption(ZMQ_RCVBUF, kernelBytes)
+    }
 
     /// Receive timeout in ms (−1: block).
     public func setReceiveTimeout(ms: Int32) throws { try setOption(ZMQ_RCVTIMEO, ms) }

@@ -69,7 +69,9 @@ struct Status: ParsableCommand {
         print("\(who) at \(connection.endpoint)")
         var line = "state: \(reply.state ?? "?")"
         if let run = reply.run { line += ", run \(run)" }
-        if let planned = reply.planned { line += ", \(reply.frames ?? 0)/\(planned) frames, \(reply.missing ?? 0) missing" }
+        if let planned = reply.planned {
+            line += ", \(reply.frames ?? 0)/\(planned) frames, \(reply.missing ?? 0) missing"
+        }
         if let published = reply.published { line += ", \(published) messages on the result bus" }
         print(line)
         if let error = reply.error { print("error: \(error)") }

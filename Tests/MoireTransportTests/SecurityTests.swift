@@ -206,3 +206,174 @@ private func mode(of path: String) -> mode_t {
         }
     }
 }
+
+private func busHeader(_ seq: Int, bytes: Int) -> FrameHeader {
+    FrameHeader(
+        run: "r", seq: seq, index: seq, t: seq, channel: "gfp", c: 0, angle: 0, phase: 0, z: 0, width: bytes / 2,
+        height: 1, pixelSizeUm: 0.1)
+}
+
+private let busStart = RunStart(
+    run: "r", protocolName: "p", protocolFile: "/p.yaml", mode: "widefield", rig: "rig", objectiveNA: 1.4,
+    magnification: 100, channels: [], shape: ["t": 1], pixel: .uint16, pixelSizeUm: 0.1, startedNs: 1)
+
+/// What one honest subscriber saw: starts, frame sequence numbers, whether `stop` came.
+private struct Seen {
+    var starts = 0
+    var seqs: [Int] = []
+    var stopped = false
+
+    mutating func take(_ item: BusItem) {
+        switch item {
+        case .frame(let h, _): seqs.append(h.seq)
+        case .run(_, let json):
+            let event = (try? JSONDecoder().decode(RunEvent.self, from: json))?.event
+            if event == "start" { starts += 1 }
+            if event == "stop" { stopped = true }
+        }
+    }
+
+    var contiguous: Bool { seqs == Array(0..<seqs.count) }
+}
+
+/// Collects the result bus's events (any thread).
+// Sendable by hand: `events` guarded by `lock`.
+private final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [ResultBusEvent] = []
+    func add(_ e: ResultBusEvent) { lock.lock(); events.append(e); lock.unlock() }
+    var all: [ResultBusEvent] { lock.lock(); defer { lock.unlock() }; return events }
+}
+
+private func busEndpoint() -> String {
+    let directory = NSTemporaryDirectory() + "moire-bus-\(UUID().uuidString.prefix(8))"
+    mkdir(directory, 0o700)
+    return "ipc://\(directory)/bus.sock"
+}
+
+/// Waits (a two-minute hang watchdog, not a speed check) until the publisher has seen `n` subscriptions.
+private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
+    let watchdog = Date(timeIntervalSinceNow: 120)
+    while publisher.subscriptions < n && Date() < watchdog {
+        publisher.serviceSubscriptions()
+        usleep(2000)
+    }
+}
+
+/// The result bus under hostile and careless clients (the security issue's S3 and R3), over real ipc sockets.
+@Suite(.serialized) struct ResultBusHostileTests {
+    /// A subscriber that never reads holds at most its byte budget: it misses messages (counted,
+    /// reported), the honest subscriber gets every frame and the stop, and the stop does not wait forever.
+    @Test func aStalledSubscriberIsSkippedWithinItsByteBudgetWhileOthersGetEverything() throws {
+        let frameBytes = 64 * 1024
+        let frames = 2000
+        var limits = ResultBusLimits()
+        limits.bytesPerSubscriber = 4 << 20
+        limits.largestMessageBytes = frameBytes
+        let log = EventLog()
+        let publisher = try ResultPublisher(endpoint: busEndpoint(), limits: limits) { log.add($0) }
+        #expect(limits.messagesPerSubscriber == 64)
+        let stalled = try ZMQSocket(type: .sub)
+        try stalled.limitReceiving(messages: 1, kernelBytes: 64 * 1024)
+        try stalled.subscribe("")
+        try stalled.connect(publisher.endpoint)
+        let honest = try BusSubscriber(endpoint: publisher.endpoint)
+        awaitSubscriptions(publisher, 2)
+        var seen = Seen()
+        try publisher.publishStart(busStart)
+        let payload = [UInt8](repeating: 7, count: frameBytes)
+        for i in 0..<frames {
+            try payload.withUnsafeBytes { try publisher.publish(header: busHeader(i, bytes: frameBytes), payload: $0) }
+            // Lockstep with the honest reader (at most 16 behind, well inside its queue): on a
+            // loaded machine the honest subscriber is never the slow one.
+            while seen.seqs.count + 16 < i + 1, let item = try honest.next(timeoutMs: 120_000) { seen.take(item) }
+        }
+        try publisher.publishStop(RunStop(run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
+        while !seen.stopped, let item = try honest.next(timeoutMs: 10_000) { seen.take(item) }
+        #expect(seen.starts == 1 && seen.contiguous && seen.seqs.count == frames && seen.stopped, "\(seen.seqs.count) frames")
+        // Without a bound every frame (125 MiB) would queue for the stalled subscriber; with it, at most
+        // its 64-message queue plus what the kernel's socket buffers and its 1-message receive queue hold.
+        var reachedStalled = 0
+        while try stalled.poll(timeoutMs: 200) {
+            let parts = try stalled.receive()
+            if parts.first?.string == "raw.gfp" { reachedStalled += 1 }
+        }
+        #expect(reachedStalled <= 64 + 32, "the stalled subscriber was sent \(reachedStalled) of \(frames) frames")
+        #expect(publisher.counts.subscriberQueueFull >= 1)
+        #expect(log.all.contains { if case .subscriberQueueFull = $0 { return true } else { return false } })
+    }
+
+    /// A client toggling its subscription as fast as it can does not flood the others with `start`
+    /// replays, nor cost them a frame or the stop.
+    @Test func subscriptionChurnDoesNotFloodHonestSubscribers() throws {
+        let log = EventLog()
+        let publisher = try ResultPublisher(endpoint: busEndpoint()) { log.add($0) }
+        let honest = try BusSubscriber(endpoint: publisher.endpoint)
+        awaitSubscriptions(publisher, 1)
+        try publisher.publishStart(busStart)
+        let churning = ChurnFlag()
+        let endpoint = publisher.endpoint
+        let churner = Thread {
+            guard let s = try? ZMQSocket(type: .sub), (try? s.connect(endpoint)) != nil else { return }
+            while churning.on {
+                try? s.subscribe("run")
+                try? s.unsubscribe("run")
+            }
+        }
+        churner.start()
+        var seen = Seen()
+        let began = Date()
+        let payload = [UInt8](repeating: 1, count: 256)
+        // Frames keep going until the churn has been seen in bulk (libzmq itself holds a flood at
+        // its queue of 1000 subscription messages; a hang watchdog bounds the loop).
+        var i = 0
+        while (publisher.subscriptions < 300 || i < 300) && Date().timeIntervalSince(began) < 120 {
+            try payload.withUnsafeBytes { try publisher.publish(header: busHeader(i, bytes: 256), payload: $0) }
+            i += 1
+            while let item = try honest.next(timeoutMs: 0) { seen.take(item) }
+            usleep(500)
+        }
+        churning.stop()
+        let elapsed = Date().timeIntervalSince(began)
+        try publisher.publishStop(RunStop(run: "r", reason: "completed", error: nil, frames: i, missing: 0, planned: i, stoppedNs: 2))
+        while !seen.stopped, let item = try honest.next(timeoutMs: 10_000) { seen.take(item) }
+        let allowed = 1 + Int(elapsed / 0.25) + 1
+        #expect(publisher.subscriptions >= 300)
+        #expect(seen.starts <= allowed, "\(seen.starts) starts for \(publisher.subscriptions) subscriptions in \(elapsed) s")
+        #expect(seen.contiguous && seen.seqs.count == i && seen.stopped)
+        #expect(log.all.contains { if case .subscriptionChurn = $0 { return true } else { return false } })
+    }
+
+    @Test func fiftySubscribersEachGetStartEveryFrameAndStop() throws {
+        let publisher = try ResultPublisher(endpoint: busEndpoint())
+        let subscribers = try (0..<50).map { _ in try BusSubscriber(endpoint: publisher.endpoint) }
+        awaitSubscriptions(publisher, 50)
+        var seen = [Seen](repeating: Seen(), count: 50)
+        try publisher.publishStart(busStart)
+        let frames = 200
+        let payload = [UInt8](repeating: 3, count: 4096)
+        for batch in stride(from: 0, to: frames, by: 20) {
+            for i in batch..<(batch + 20) {
+                try payload.withUnsafeBytes { try publisher.publish(header: busHeader(i, bytes: 4096), payload: $0) }
+            }
+            for (k, s) in subscribers.enumerated() {
+                while seen[k].seqs.count < batch + 20, let item = try s.next(timeoutMs: 120_000) { seen[k].take(item) }
+            }
+        }
+        try publisher.publishStop(RunStop(run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
+        for (k, s) in subscribers.enumerated() {
+            while !seen[k].stopped, let item = try s.next(timeoutMs: 10_000) { seen[k].take(item) }
+        }
+        #expect(seen.allSatisfy { $0.starts >= 1 && $0.contiguous && $0.seqs.count == frames && $0.stopped })
+        #expect(publisher.counts.subscriberQueueFull == 0)
+    }
+}
+
+/// A flag the churning thread reads.
+// Sendable by hand: `value` guarded by `lock`.
+private final class ChurnFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = true
+    var on: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func stop() { lock.lock(); value = false; lock.unlock() }
+}

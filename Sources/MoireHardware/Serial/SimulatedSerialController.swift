@@ -22,14 +22,12 @@ public final class SimulatedSerialController: @unchecked Sendable {
     private var armed: [Int: (count: Int, next: Int)] = [:]
     private let lock = NSLock()
     private var running = true
-    private var thread: Thread?
     private let served = DispatchSemaphore(value: 0)
 
     public init() throws {
         pty = try PseudoTerminal()
         let t = Thread { [self] in serve() }
         t.name = "moire.sim.serial"
-        thread = t
         t.start()
     }
 
