@@ -10,7 +10,8 @@ struct Moire: ParsableCommand {
         abstract: "Moiré: acquisition, streaming and recording for super-resolution microscopes.",
         subcommands: [
             Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Reconstruct.self,
-            Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self, Status.self, Keys.self,
+            Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self, Status.self,
+            Keys.self,
         ])
 }
 
