@@ -6,7 +6,7 @@ PY_PKGS := pyzmq tifffile numpy ome-types xmlschema
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release
 
-.PHONY: deps deps-deb deps-py build build-debug demo lint test test-stress test-run bench bench-fidelity clean
+.PHONY: deps deps-deb deps-py build build-debug demo lint test test-stress test-run bench bench-fidelity fuzz clean
 
 deps: deps-deb deps-py
 
@@ -50,6 +50,12 @@ test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --parallel --num-workers 2
 	BIN=$$($(SWIFT) build --show-bin-path) bash tests/integration.sh
+
+# Fuzzing: 100 000 structure-aware inputs per reader (protocol, rig, control requests, OME-TIFF,
+# recording index + recovery, MRC, PNG); make test runs the same campaigns with fewer inputs.
+fuzz: deps
+	$(SWIFT) build --build-tests
+	MOIRE_FUZZ_INPUTS=$${MOIRE_FUZZ_INPUTS:-100000} $(SWIFT) test --skip-build --filter 'FuzzTests' 2>&1 | grep -E 'inputs|passed|failed|error'
 
 # House style (.swift-format: 4-space indents, 120 columns, one declaration per line) over Sources/.
 lint:

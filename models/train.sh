@@ -8,7 +8,7 @@ data=${1:-${TMPDIR:-/tmp}/moire-denoise-training}
 python3 models/make_training_data.py --out "$data"
 swift build -c release --product moire
 moire="$(swift build -c release --show-bin-path)/moire"
-"$moire" train "$data"/*.tif --out models/denoise-temporal.bin --context history --noise 100,1,1.5 \
+"$moire" train "$data"/*.tif --out models/denoise-temporal.bin --overwrite --context history --noise 100,1,1.5 \
   --steps 15000 --steps-per-plane 2 --lr 3e-3 --decay 0.05 --crop 128 --seed 1
 python3 models/embed.py models/denoise-temporal.bin Sources/MoireDenoise/ShippedModel.swift
 echo "now rebuild: the binaries carry the new model"

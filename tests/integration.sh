@@ -10,7 +10,7 @@ WORK=$(mktemp -d /tmp/moire-it.XXXXXX)
 pass=0; fail=0
 ok() { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-cleanup() { [ -n "${DPID:-}" ] && kill -9 "$DPID" 2>/dev/null; [ -n "${PYPID:-}" ] && kill "$PYPID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { umount "$WORK/full" 2>/dev/null; [ -n "${DPID:-}" ] && kill -9 "$DPID" 2>/dev/null; [ -n "${PYPID:-}" ] && kill "$PYPID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 # Endpoints are ipc sockets in the work folder: no port can be taken by anything else on the machine.
 PUB="ipc://$WORK/pub.sock"
@@ -298,6 +298,30 @@ if [ $rc -eq 0 ] && [ $grown -lt 48 ] && grep -q "not keeping up" "$WORK/daemon4
   ok "stalled subscriber: daemon peak memory +$grown MiB over a run without it (budget 16 MiB, 150 MiB published), logged"; else
   bad "stalled subscriber: rc=$rc, peak +$grown MiB, log: $(grep -c 'not keeping up' "$WORK/daemon4.log") warnings"; fi
 kill -TERM "$DPID"; wait "$DPID"; DPID=
+
+# 5. A full disk (a 1 MiB tmpfs; needs root): the run stops with the reason named, the devices are
+#    made safe, and a recovery onto the full disk leaves no partial file.
+mkdir -p "$WORK/full"
+if mount -t tmpfs -o size=1m tmpfs "$WORK/full" 2> /dev/null; then
+  out=$("$MOIRE" run "$WORK/tirf.yaml" --embedded --no-publish --out "$WORK/full/run.ome.tif" --quiet --verbose 2>&1); rc=$?
+  if [ $rc -ne 0 ] && echo "$out" | grep -q "no space left on the device" && echo "$out" | grep -q "hardware safe"; then
+    ok "recording onto a full disk: exit $rc, 'no space left on the device' named, hardware safe"; else
+    bad "full disk run: rc=$rc $(echo "$out" | grep -i -m3 "error\|space\|safe")"; fi
+  out=$("$MOIRE" recover "$WORK/killed.ome.tif" --out "$WORK/full/rec.ome.tif" 2>&1); rc=$?
+  if [ $rc -ne 0 ] && echo "$out" | grep -q "no space left" && [ ! -e "$WORK/full/rec.ome.tif" ]; then
+    ok "recover onto a full disk: exit $rc, reason named, no partial file left"; else
+    bad "full disk recover: rc=$rc $out $(ls -la "$WORK/full")"; fi
+  umount "$WORK/full"
+fi
+
+# 6. Offline tools never replace a file without --overwrite, and never their own input.
+before=$(md5sum < "$WORK/fx-sr.ome.tif")
+out=$("$MOIRE" reconstruct "$FIX" --out "$WORK/fx-sr.ome.tif" --na 1.49 --emission-nm 525 --background 100 2>&1); rc1=$?
+out2=$("$MOIRE" denoise "$WORK/fx-sr.ome.tif" --out "$WORK/fx-sr.ome.tif" --overwrite 2>&1); rc2=$?
+if [ $rc1 -eq 2 ] && echo "$out" | grep -q "already exists" && [ $rc2 -eq 2 ] && echo "$out2" | grep -q "replace the input" \
+   && [ "$(md5sum < "$WORK/fx-sr.ome.tif")" = "$before" ]; then
+  ok "offline tools refuse an existing output without --overwrite, and their own input even with it; the file is unchanged"; else
+  bad "offline overwrite: rc=$rc1/$rc2 $out $out2"; fi
 
 echo "integration: $pass passed, $fail failed"
 [ $fail -eq 0 ]

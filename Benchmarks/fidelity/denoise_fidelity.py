@@ -87,7 +87,7 @@ def moire_denoise(binary, raw, scene, extra, workdir, label):
     if not os.path.exists(source):
         tifffile.imwrite(source, raw)
     out = os.path.join(workdir, f"{label}.ome.tif")
-    command = [binary, "denoise", source, "--out", out, "--noise", scene.noise_argument(), *extra]
+    command = [binary, "denoise", source, "--out", out, "--overwrite", "--noise", scene.noise_argument(), *extra]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-400:]}")

@@ -131,7 +131,9 @@ public final class ConfigNode {
         let key = keys.sorted().first ?? ""
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         var found: [Int] = []
-        for index in max(0, mappingMark.line - 1)..<lines.count {
+        // Yams counts lines its own way (\r, U+2028 …): its mark may lie past the lines split here.
+        let firstLine = min(max(0, mappingMark.line - 1), lines.count)
+        for index in firstLine..<lines.count {
             let line = lines[index]
             let indentation = line.prefix { $0 == " " || $0 == "-" }
             let rest = line.dropFirst(indentation.count)

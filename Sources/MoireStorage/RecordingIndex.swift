@@ -125,7 +125,9 @@ final class IndexWriter {
                 let n = Foundation.write(fd, b.baseAddress! + done, b.count - done)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw MoireError(.io, "index write failed: \(String(cString: strerror(errno)))", place: path)
+                    let code = errno
+                    let reason = OSFailure.describe(code) ?? String(cString: strerror(code))
+                    throw MoireError(.io, "index write failed: \(reason)", place: path)
                 }
                 done += n
             }

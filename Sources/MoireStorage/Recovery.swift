@@ -35,7 +35,25 @@ public enum Recovery {
             throw MoireError(.io, "cannot open the recording", place: damaged)
         }
         defer { try? fh.close() }
-        let writer = try OMETiffWriter(path: out, layout: contents.layout, logger: logger)
+        let existed = FileManager.default.fileExists(atPath: out)
+        do {
+            let writer = try OMETiffWriter(path: out, layout: contents.layout, logger: logger)
+            return try copyPlanes(contents, from: fh, fileSize: fileSize, into: writer, logger: logger)
+        } catch {
+            // A recovery that could not finish (a full disk, say) leaves no partial file behind.
+            if !existed {
+                try? FileManager.default.removeItem(atPath: out)
+                try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: out))
+            }
+            throw error
+        }
+    }
+
+    /// Copies every complete plane the index names, up to the first damaged one.
+    private static func copyPlanes(
+        _ contents: RecordingIndex.Contents, from fh: FileHandle, fileSize: UInt64, into writer: OMETiffWriter,
+        logger: Logger
+    ) throws -> Report {
         var recovered = 0
         var corrupt = 0
         for e in contents.entries {

@@ -10,13 +10,29 @@ enum TIFFCall {
     }()
 
     static func check(_ ok: Int32, _ what: @autoclosure () -> String, path: String) throws {
+        let code = errno
         if ok != 0 { return }
-        throw MoireError(.storage, "\(what()) failed: \(lastError())", place: path)
+        throw failure(what(), code: code, path: path)
     }
 
     static func check(_ ok: tmsize_t, _ what: @autoclosure () -> String, path: String) throws {
+        let code = errno
         if ok >= 0 { return }
-        throw MoireError(.storage, "\(what()) failed: \(lastError())", place: path)
+        throw failure(what(), code: code, path: path)
+    }
+
+    /// libtiff's message, led by the operating system's reason when it is one a user must act on
+    /// (a full disk, a quota, a read-only or failing device): libtiff alone says "Write error".
+    static func failure(_ what: String, code: Int32, path: String) -> MoireError {
+        let detail = lastError()
+        guard let reason = OSFailure.describe(code) else {
+            if code != 0 && what.hasPrefix("opening") {
+                return MoireError(
+                    .storage, "\(what) failed: \(String(cString: strerror(code))) (\(detail))", place: path)
+            }
+            return MoireError(.storage, "\(what) failed: \(detail)", place: path)
+        }
+        return MoireError(.storage, "\(reason) while \(what) (\(detail))", place: path)
     }
 
     static func lastError() -> String {
@@ -29,10 +45,26 @@ enum TIFFCall {
     static func open(_ path: String, mode: String) throws -> OpaquePointer {
         _ = installed
         moire_tiff_clear_error()
+        errno = 0
         guard let t = TIFFOpen(path, mode) else {
-            throw MoireError(.storage, "cannot open TIFF (\(mode)): \(lastError())", place: path)
+            throw failure("opening the TIFF (\(mode))", code: errno, path: path)
         }
         return t
+    }
+}
+
+/// Operating-system errors that a person at the microscope must act on, named as such.
+public enum OSFailure {
+    /// A sentence for `code` when it is a storage failure a user must act on, else nil.
+    public static func describe(_ code: Int32) -> String? {
+        switch code {
+        case ENOSPC: return "no space left on the device (ENOSPC)"
+        case EDQUOT: return "disk quota exceeded (EDQUOT)"
+        case EROFS: return "the file system is read-only (EROFS)"
+        case EIO: return "input/output error: the disk or its connection failed (EIO)"
+        case EFBIG: return "the file is larger than the file system allows (EFBIG)"
+        default: return nil
+        }
     }
 }
 

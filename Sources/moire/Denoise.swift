@@ -10,6 +10,7 @@ struct Denoise: ParsableCommand {
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "Output OME-TIFF (float32).") var out: String
+    @OptionGroup var output: OutputOptions
     @Option(
         name: .long,
         help:
@@ -35,6 +36,7 @@ struct Denoise: ParsableCommand {
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            try output.check(outputs: [out, saveWeights], inputs: [input])
             var job = OfflineDenoise()
             job.start = weights?.start; job.saveWeights = saveWeights
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch;

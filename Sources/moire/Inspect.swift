@@ -88,10 +88,12 @@ struct Recover: ParsableCommand {
         abstract: "Rebuild a valid OME-TIFF from an interrupted recording and its index.")
     @Argument(help: "The interrupted recording.") var file: String
     @Option(name: .long, help: "Output path (default: NAME.recovered.ome.tif).") var out: String?
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            try output.check(outputs: [out ?? Recovery.defaultOutput(file)], inputs: [file])
             let r = try Recovery.recover(file, output: out)
             print(
                 "recovered \(r.recovered) complete frames (\(r.summary.missing) recorded as missing) into \(r.summary.path)"

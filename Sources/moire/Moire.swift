@@ -41,3 +41,27 @@ func absolute(_ path: String) -> String {
     if path.hasPrefix("/") { return URL(fileURLWithPath: path).standardized.path }
     return URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/" + path).standardized.path
 }
+
+/// Whether an offline command may replace files at its outputs (`--overwrite`).
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Replace existing files at the output paths (otherwise the command refuses).")
+    var overwrite = false
+
+    /// Throws unless every output is new (or `--overwrite` was given) and none is an input: a
+    /// result never silently replaces a file, and never its own source.
+    func check(outputs: [String?], inputs: [String]) throws {
+        let sources = Set(inputs.map(absolute))
+        for case let output? in outputs {
+            let path = absolute(output)
+            if sources.contains(path) {
+                throw MoireError(
+                    .usage, "the output would replace the input it is made from; give another path", place: output)
+            }
+            if !overwrite && FileManager.default.fileExists(atPath: path) {
+                throw MoireError(
+                    .usage, "a file already exists here; refusing to overwrite it (give --overwrite, or another path)",
+                    place: output)
+            }
+        }
+    }
+}

@@ -98,6 +98,7 @@ struct Reconstruct: ParsableCommand {
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "Output OME-TIFF (float32, 2× grid).") var out: String
+    @OptionGroup var output: OutputOptions
     @OptionGroup var sim: SIMArguments
     @Option(name: .long, help: "Write the parameters used and their confidences as JSON.") var paramsOut: String?
     @Option(name: .long, help: "Write a PNG of widefield beside SR (first set).") var preview: String?
@@ -120,6 +121,7 @@ struct Reconstruct: ParsableCommand {
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            try output.check(outputs: [out, preview], inputs: [input])
             if llsm.llsm { return try reconstructLightSheet() }
             if sim3d.sim3d { return try reconstructSIM3D() }
             var job = try sim.job()
@@ -268,12 +270,14 @@ struct Preview: ParsableCommand {
 
     @Argument(help: "Recording (.ome.tif) or plain stack (.tif, .mrc).") var input: String
     @Option(name: .long, help: "PNG to write.") var out: String
+    @OptionGroup var output: OutputOptions
     @Option(name: .long, help: "Which phase set (0-based).") var set: Int = 0
     @OptionGroup var sim: SIMArguments
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            try output.check(outputs: [out], inputs: [input])
             let r = try sim.job().run(input: input)
             guard set >= 0, set < r.sr.count else {
                 throw MoireError(.usage, "--set \(set) does not exist; the input has \(r.sr.count) phase set(s)")

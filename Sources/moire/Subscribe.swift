@@ -11,6 +11,7 @@ struct Subscribe: ParsableCommand {
     @Argument(help: "Endpoint, e.g. tcp://127.0.0.1:5560.") var endpoint: String
     @Option(name: .long, help: "Topic prefix (raw., raw.gfp, sr., run); all when omitted.") var topic: String?
     @Option(name: .long, help: "Write received frames to this OME-TIFF.") var out: String?
+    @OptionGroup var output: OutputOptions
     @Option(name: .long, help: "Stop after this many frames.") var count: Int?
     @Option(name: .long, help: "Give up after this many seconds without a message.") var timeout: Double = 30
     @Flag(name: .long, help: "Print a summary only.") var quiet = false
@@ -19,6 +20,7 @@ struct Subscribe: ParsableCommand {
         bootstrapLogging(verbose: false)
         let sub: BusSubscriber
         do {
+            try output.check(outputs: [out], inputs: [])
             var topics = [topic ?? ""]
             if topic != nil { topics.append("run") }
             sub = try BusSubscriber(endpoint: endpoint, topics: topics)

@@ -15,6 +15,7 @@ struct Train: ParsableCommand {
     )
     var inputs: [String]
     @Option(name: .long, help: "Weights file to write.") var out: String
+    @OptionGroup var output: OutputOptions
     @Option(name: .long, help: "Training steps.") var steps = 500
     @Option(name: .long, help: "Steps on each plane before the next (planes are visited in order).") var stepsPerPlane =
         1
@@ -48,6 +49,7 @@ struct Train: ParsableCommand {
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            try output.check(outputs: [out, lossCurve], inputs: inputs)
             guard crop % 4 == 0, crop >= 16, steps > 0, stepsPerPlane > 0 else {
                 throw MoireError(
                     .usage, "--crop must be a multiple of 4 of at least 16; --steps and --steps-per-plane > 0")
