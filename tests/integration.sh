@@ -268,6 +268,14 @@ out=$("$MOIRE" run "$WORK/tirf.yaml" --daemon "ipc://$WORK/open/fake.sock" --qui
 kill $FAKE 2>/dev/null
 if [ $rc -ne 0 ] && echo "$out" | grep -q "written by others" && ! echo "$out" | grep -q "started"; then
   ok "moire run refuses a fake daemon in a directory others can write (exit $rc)"; else bad "fake daemon: rc=$rc $out"; fi
+# The Python package, installed from the checkout with pip, against this daemon.
+sed -e "s|count: 20|count: 20|" -e "s|interval_ms: 0|interval_ms: 50|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" \
+  "$WORK/tirf.yaml" > "$WORK/py.yaml"
+if { python3 -m pip install -q --no-deps --target "$WORK/pylib" ./python \
+     || python3 -m pip install -q --no-build-isolation --no-deps --target "$WORK/pylib" ./python; } > "$WORK/pip.log" 2>&1 \
+   && out=$(PYTHONPATH="$WORK/pylib" python3 tests/python_client_check.py "$CONTROL" "$WORK/py.yaml" "$WORK" 2>&1); then
+  ok "python package (pip-installed): control with the owner check, sync and asyncio subscribers, recording reader ($(echo "$out" | tail -1 | cut -c1-200))"; else
+  bad "python package: $(cat "$WORK/pip.log" | tail -3) $out"; fi
 out=$("$MOIRE" run "$WORK/tirf.yaml" --daemon "$CONTROL" --out /tmp/moire-outside-$$.ome.tif --quiet 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q "outside the daemon's data root" && [ ! -e /tmp/moire-outside-$$.ome.tif ]; then
   ok "a recording outside the daemon's data root is refused (exit $rc)"; else bad "data root: rc=$rc $out"; fi
