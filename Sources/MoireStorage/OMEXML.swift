@@ -15,6 +15,14 @@ enum OMEXML {
 
     static func num(_ v: Double) -> String { String(format: "%.6g", v) }
 
+    /// Seconds from nanoseconds at full (nanosecond) precision: `%.6g` would keep 1 ms after 100 s.
+    static func seconds(_ ns: Int64) -> String {
+        let sign = ns < 0 ? "-" : ""
+        let magnitude = ns.magnitude
+        let fraction = String(magnitude % 1_000_000_000)
+        return "\(sign)\(magnitude / 1_000_000_000).\(String(repeating: "0", count: 9 - fraction.count))\(fraction)"
+    }
+
     /// The document for `planes` written planes (a whole number of time points).
     static func document(layout: RecordingLayout, planes: [PlaneRecord], uuid: String, fileName: String) -> String {
         let timepoints = max(1, planes.count / max(1, layout.planesPerTimepoint))
@@ -55,7 +63,7 @@ enum OMEXML {
             let theZ = co.z * ap + co.angle * layout.phases + co.phase
             let h = p.header
             x +=
-                "<Plane TheZ=\"\(theZ)\" TheC=\"\(co.c)\" TheT=\"\(co.t)\" DeltaT=\"\(num(Double(h.exposureStartNs) / 1e9))\" DeltaTUnit=\"s\""
+                "<Plane TheZ=\"\(theZ)\" TheC=\"\(co.c)\" TheT=\"\(co.t)\" DeltaT=\"\(seconds(h.exposureStartNs))\" DeltaTUnit=\"s\""
             if p.acquired && !h.missing { x += " ExposureTime=\"\(num(h.state.exposureMs))\" ExposureTimeUnit=\"ms\"" }
             x += " PositionZ=\"\(num(h.state.zUm))\" PositionZUnit=\"µm\"/>\n"
         }

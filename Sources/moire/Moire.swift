@@ -8,6 +8,7 @@ struct Moire: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moire",
         abstract: "Moiré: acquisition, streaming and recording for super-resolution microscopes.",
+        version: MoireVersion.string,
         subcommands: [
             Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Reconstruct.self,
             Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self, Status.self,

@@ -10,7 +10,8 @@ import ServiceLifecycle
 
 @main
 struct Moired: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "moired", abstract: "The Moiré acquisition daemon.")
+    static let configuration = CommandConfiguration(
+        commandName: "moired", abstract: "The Moiré acquisition daemon.", version: MoireVersion.string)
 
     @Option(
         name: .long,

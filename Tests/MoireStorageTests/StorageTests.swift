@@ -22,6 +22,24 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
 @Suite struct RecordingTests {
     let dir = Fixtures.tempDir("storage")
 
+    /// DeltaT keeps the exposure start to the nanosecond however long the run (`%.6g` kept 1 ms after 100 s).
+    @Test func deltaTKeepsNanosecondsLateInALongRun() throws {
+        let l = layout(t: 1)
+        let path = "\(dir)/late.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        let starts: [Int64] = [0, 5, 123_456_789_012, 4_000_000_000_001, 7, 8, 9, 10, 11]
+        for i in 0..<9 {
+            var (h, px) = plane(i, l)
+            h.exposureStartNs = starts[i]
+            try px.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        _ = try w.finish()
+        let xml = try #require(try OMETiffReader(path: path).description)
+        for expected in ["DeltaT=\"0.000000000\"", "DeltaT=\"0.000000005\"", "DeltaT=\"123.456789012\"", "DeltaT=\"4000.000000001\""] {
+            #expect(xml.contains(expected), "\(expected)")
+        }
+    }
+
     @Test func writtenRecordingReadsBackWithOMEDimensionsAndPlaneMetadata() throws {
         let l = layout()
         let path = "\(dir)/rec.ome.tif"
