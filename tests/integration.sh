@@ -269,7 +269,7 @@ kill $FAKE 2>/dev/null
 if [ $rc -ne 0 ] && echo "$out" | grep -q "written by others" && ! echo "$out" | grep -q "started"; then
   ok "moire run refuses a fake daemon in a directory others can write (exit $rc)"; else bad "fake daemon: rc=$rc $out"; fi
 # The Python package, installed from the checkout with pip, against this daemon.
-sed -e "s|count: 20|count: 20|" -e "s|interval_ms: 0|interval_ms: 50|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" \
+sed -e "s|count: [0-9]*|count: 20|" -e "s|interval_ms: 0|interval_ms: 50|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" \
   "$WORK/tirf.yaml" > "$WORK/py.yaml"
 if { python3 -m pip install -q --no-deps --target "$WORK/pylib" ./python \
      || python3 -m pip install -q --no-build-isolation --no-deps --target "$WORK/pylib" ./python; } > "$WORK/pip.log" 2>&1 \

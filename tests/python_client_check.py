@@ -70,6 +70,9 @@ async def async_subscribe(endpoint):
 
 out1 = os.path.join(work, "py-run1.ome.tif")
 started, seen = run_with(out1, sync_subscribe)
+ended = daemon.status()
+checks["status after the run: last seq per topic, messages published"] = (
+    ended.last_seq.get("raw.gfp") == 179 and ended.last_seq.get("sr.gfp") == 19 and (ended.published or 0) >= 222)
 checks["sync subscriber: start, frames, stop, no gaps"] = (
     seen["starts"] == 1 and seen["frames"] > 0 and seen["stop"] == "completed" and seen["gaps"] == 0)
 checks["raw frames uint16 128×128, SR float32 256×256"] = (

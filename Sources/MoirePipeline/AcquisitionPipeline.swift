@@ -81,11 +81,11 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     private let publisherLock = NSLock()
     private var activePublisher: ResultPublisher?
 
-    /// Messages the result bus has sent so far in this run (any thread).
-    public var publishedSoFar: Int? {
+    /// The result bus's counts so far in this run (any thread).
+    public var busSoFar: ResultPublisher.Counts? {
         publisherLock.lock()
         defer { publisherLock.unlock() }
-        return activePublisher?.sent
+        return activePublisher?.counts
     }
 
     /// The result bus's limits for this run: the per-subscriber byte budget over the largest

@@ -108,20 +108,23 @@ public final class DaemonController: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if let p = pipeline {
             let pr = p.runner.currentProgress
+            let bus = p.busSoFar
             // The runner is idle before it arms and after its last frame; until the pipeline has
             // closed its stages, recording and result bus, the run is not over: a start would be refused.
             var state = pr.state.rawValue
             if pr.state == .idle { state = pr.done + pr.missing > 0 ? "finishing" : "arming" }
             return ControlReply(
                 ok: true, state: state, run: p.runID, frames: pr.done, missing: pr.missing, planned: pr.planned,
-                recording: p.recordingPath, publish: p.proto.outputs.publish, published: p.publishedSoFar, daemon: info)
+                recording: p.recordingPath, publish: p.proto.outputs.publish, published: bus?.sent,
+                lastSeq: bus?.lastSequence, daemon: info)
         }
         if let r = lastResult, r.runID == lastRun {
             return ControlReply(
                 ok: true, error: r.run.error?.description ?? r.recordingError?.description,
                 state: r.run.reason == "fault" ? "faulted" : "idle", run: r.runID,
                 frames: r.run.delivered + r.run.missing, missing: r.run.missing, planned: r.run.planned,
-                recording: r.recording?.path, publish: r.publishEndpoint, published: r.busMessages, daemon: info)
+                recording: r.recording?.path, publish: r.publishEndpoint, published: r.busMessages,
+                lastSeq: r.bus?.lastSequence, daemon: info)
         }
         return ControlReply(
             ok: true, error: lastError, state: lastError == nil ? "idle" : "faulted", run: lastRun, daemon: info)

@@ -54,16 +54,18 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var publish: String?
     /// Messages the run put on its result bus so far (a subscriber that missed `stop` compares its count).
     public var published: Int?
+    /// The last `seq` the run published on each result-bus topic (`raw.gfp`: 179, `sr.gfp`: 19).
+    public var lastSeq: [String: Int]?
     /// The daemon's identity (`ping`, `status`).
     public var daemon: DaemonInfo?
     public init(
         ok: Bool, error: String? = nil, state: String? = nil, run: String? = nil, frames: Int? = nil,
         missing: Int? = nil, planned: Int? = nil, recording: String? = nil, publish: String? = nil,
-        published: Int? = nil, daemon: DaemonInfo? = nil
+        published: Int? = nil, lastSeq: [String: Int]? = nil, daemon: DaemonInfo? = nil
     ) {
         self.ok = ok; self.error = error; self.state = state; self.run = run; self.frames = frames
         self.missing = missing; self.planned = planned; self.recording = recording; self.publish = publish
-        self.published = published; self.daemon = daemon
+        self.published = published; self.lastSeq = lastSeq; self.daemon = daemon
     }
 }
 

@@ -71,6 +71,9 @@ public final class ResultPublisher: @unchecked Sendable {
         public var subscriberQueueFull = 0
         /// `start` replays for late joiners.
         public var startReplays = 0
+        /// The last `seq` published on each topic (`raw.gfp`, `sr.gfp`, …): a subscriber that
+        /// missed messages or `stop` compares these with what it has.
+        public var lastSequence: [String: Int] = [:]
     }
 
     public init(
@@ -155,7 +158,9 @@ public final class ResultPublisher: @unchecked Sendable {
         var h = header
         h.publishedNs = unixTimeNs()
         let data = payload.count > 0 && !h.missing ? Data(payload) : Data()
-        try send([.text(Wire.topic(for: h)), .bytes(Wire.encode(h)), .bytes(data)])
+        let topic = Wire.topic(for: h)
+        try send([.text(topic), .bytes(Wire.encode(h)), .bytes(data)])
+        count { $0.lastSequence[topic] = h.seq }
     }
 
     private func send(_ parts: [ZMQPart]) throws {

@@ -218,6 +218,8 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
             #expect(started.ok, "run \(run): \(started.error ?? "")")
             let s = try awaitStatus(c) { $0.state == "idle" && $0.run == started.run && ($0.frames == 18 || $0.error != nil) }
             #expect(s.frames == 18 && s.error == nil, "run \(run): \(s)")
+            // A subscriber that missed the end learns it here: the last seq of each topic, the message count.
+            #expect(s.lastSeq?["raw.gfp"] == 17 && (s.published ?? 0) >= 20, "run \(run): \(s)")
             #expect(try OMETiffReader(path: out).planeCount == 18)
         }
     }

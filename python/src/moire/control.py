@@ -50,6 +50,7 @@ class ControlReply:
     recording: Optional[str]
     publish: Optional[str]
     published: Optional[int]
+    last_seq: Dict[str, int]
     daemon: Optional[DaemonInfo]
 
     @staticmethod
@@ -59,7 +60,8 @@ class ControlReply:
         return ControlReply(
             ok=bool(r.get("ok")), error=r.get("error"), state=r.get("state"), run=r.get("run"),
             frames=r.get("frames"), missing=r.get("missing"), planned=r.get("planned"),
-            recording=r.get("recording"), publish=r.get("publish"), published=r.get("published"), daemon=info)
+            recording=r.get("recording"), publish=r.get("publish"), published=r.get("published"),
+            last_seq={str(k): int(v) for k, v in (r.get("lastSeq") or {}).items()}, daemon=info)
 
 
 def _check_ipc(path: str, owner: int) -> None:
