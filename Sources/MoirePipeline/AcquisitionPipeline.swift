@@ -152,6 +152,9 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         options.noRecording ? nil : (options.recordingPath ?? proto.outputs.recording)
     }
 
+    /// When `run()` began (the recording's AcquisitionDate).
+    private var runStartedNs: Int64?
+
     public var layout: RecordingLayout {
         RecordingLayout(
             run: runID, name: proto.name, mode: proto.mode.rawValue, channels: proto.channels.map(\.name),
@@ -160,12 +163,13 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             angles: proto.angles, phases: proto.phases, width: proto.roiWidth, height: proto.roiHeight,
             pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, zStepUm: proto.zStepUm,
             objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
-            protocolFile: proto.file, rigFile: proto.rig.file)
+            protocolFile: proto.file, rigFile: proto.rig.file, startedNs: runStartedNs)
     }
 
     /// Runs the acquisition to its end; every device is safe when this returns.
     public func run(onProgress: @escaping (RunProgress) -> Void = { _ in }) throws -> PipelineResult {
         defer { devices.makeSafe() }
+        runStartedNs = unixTimeNs()
         // The result bus closes (and its ipc file goes) when the run returns, not when the pipeline goes.
         defer {
             publisherLock.lock()

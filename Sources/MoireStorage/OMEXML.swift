@@ -23,6 +23,27 @@ enum OMEXML {
         return "\(sign)\(magnitude / 1_000_000_000).\(String(repeating: "0", count: 9 - fraction.count))\(fraction)"
     }
 
+    /// xsd:dateTime in UTC with milliseconds, as OME's AcquisitionDate takes it.
+    static func acquisitionDate(_ ns: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date(timeIntervalSince1970: Double(ns) / 1e9))
+    }
+
+    /// OME's AcquisitionMode for a run's mode (Bio-Formats and OMERO show it).
+    /// Derived recordings (`sim2d-sr`, `llsm-volume`, …) keep the mode of the run they come from.
+    static func acquisitionMode(_ mode: String) -> String {
+        if mode.hasPrefix("sim") { return "StructuredIllumination" }
+        if mode.hasPrefix("lls") { return "SPIM" }
+        return "WideField"
+    }
+
+    /// OME's IlluminationType: fluorescence from the objective side, or a light sheet at an angle.
+    static func illumination(_ mode: String) -> String {
+        mode.hasPrefix("lls") ? "Other" : "Epifluorescence"
+    }
+
     /// The document for `planes` written planes (a whole number of time points).
     static func document(layout: RecordingLayout, planes: [PlaneRecord], uuid: String, fileName: String) -> String {
         let timepoints = max(1, planes.count / max(1, layout.planesPerTimepoint))
@@ -36,6 +57,7 @@ enum OMEXML {
             UUID="urn:uuid:\(uuid)" Creator="Moiré">
             <Instrument ID="Instrument:0"><Objective ID="Objective:0:0" LensNA="\(num(layout.objectiveNA))" NominalMagnification="\(num(layout.magnification))"/></Instrument>
             <Image ID="Image:0" Name="\(escape(layout.name))">
+            \(layout.startedNs.map { "<AcquisitionDate>\(acquisitionDate($0))</AcquisitionDate>" } ?? "")
             <Description>\(escape("Moiré \(layout.mode) run \(layout.run); protocol \(layout.protocolFile)"))</Description>
             <InstrumentRef ID="Instrument:0"/>
             <ObjectiveSettings ID="Objective:0:0"/>
@@ -48,6 +70,8 @@ enum OMEXML {
             """
         for (c, name) in layout.channels.enumerated() {
             x += "<Channel ID=\"Channel:0:\(c)\" Name=\"\(escape(name))\" SamplesPerPixel=\"1\""
+            x +=
+                " AcquisitionMode=\"\(acquisitionMode(layout.mode))\" IlluminationType=\"\(illumination(layout.mode))\""
             if c < layout.excitationNm.count {
                 x += " ExcitationWavelength=\"\(num(layout.excitationNm[c]))\" ExcitationWavelengthUnit=\"nm\""
             }

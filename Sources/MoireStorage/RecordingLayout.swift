@@ -24,18 +24,21 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
     public var magnification: Double
     public var protocolFile: String
     public var rigFile: String
+    /// When the run started, ns since the Unix epoch (OME AcquisitionDate); absent in older files.
+    public var startedNs: Int64?
 
     public init(
         run: String, name: String, mode: String, channels: [String], excitationNm: [Double], emissionNm: [Double],
         timepoints: Int, zPlanes: Int, angles: Int, phases: Int, width: Int, height: Int, pixel: PixelFormat,
         pixelSizeUm: Double, zStepUm: Double, objectiveNA: Double, magnification: Double,
-        protocolFile: String, rigFile: String
+        protocolFile: String, rigFile: String, startedNs: Int64? = nil
     ) {
         self.run = run; self.name = name; self.mode = mode; self.channels = channels; self.excitationNm = excitationNm
         self.emissionNm = emissionNm; self.timepoints = timepoints; self.zPlanes = zPlanes; self.angles = angles
         self.phases = phases; self.width = width; self.height = height; self.pixel = pixel
         self.pixelSizeUm = pixelSizeUm; self.zStepUm = zStepUm; self.objectiveNA = objectiveNA
         self.magnification = magnification; self.protocolFile = protocolFile; self.rigFile = rigFile
+        self.startedNs = startedNs
     }
 
     public var planesPerTimepoint: Int { channels.count * zPlanes * angles * phases }

@@ -24,7 +24,8 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
 
     /// DeltaT keeps the exposure start to the nanosecond however long the run (`%.6g` kept 1 ms after 100 s).
     @Test func deltaTKeepsNanosecondsLateInALongRun() throws {
-        let l = layout(t: 1)
+        var l = layout(t: 1)
+        l.startedNs = 1_795_316_000_123_000_000
         let path = "\(dir)/late.ome.tif"
         let w = try OMETiffWriter(path: path, layout: l)
         let starts: [Int64] = [0, 5, 123_456_789_012, 4_000_000_000_001, 7, 8, 9, 10, 11]
@@ -35,6 +36,9 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
         }
         _ = try w.finish()
         let xml = try #require(try OMETiffReader(path: path).description)
+        // The run's start as OME's AcquisitionDate; SIM named as such for Bio-Formats and OMERO.
+        #expect(xml.contains("<AcquisitionDate>2026-11-22T") && xml.contains(".123Z</AcquisitionDate>"), "\(xml.prefix(600))")
+        #expect(xml.contains("AcquisitionMode=\"StructuredIllumination\" IlluminationType=\"Epifluorescence\""))
         for expected in ["DeltaT=\"0.000000000\"", "DeltaT=\"0.000000005\"", "DeltaT=\"123.456789012\"", "DeltaT=\"4000.000000001\""] {
             #expect(xml.contains(expected), "\(expected)")
         }
