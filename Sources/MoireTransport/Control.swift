@@ -83,6 +83,7 @@ public final class ControlServer: @unchecked Sendable {
     private let stopFlag = NSLock()
     private var stopped = false
     private var refusedSenders = 0
+    private let onRefusal: @Sendable (String) -> Void
 
     /// Binds `endpoint`: `ipc://` with `.localUser`, `tcp://` with `.curve`, `inproc://` with anything.
     public init(
@@ -132,8 +133,6 @@ public final class ControlServer: @unchecked Sendable {
         self.socket = socket
         self.onRefusal = onRefusal
     }
-
-    private let onRefusal: @Sendable (String) -> Void
 
     deinit { zapDomain.map(CurveAuthenticator.shared.unregister) }
 

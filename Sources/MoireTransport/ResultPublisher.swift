@@ -159,14 +159,17 @@ public final class ResultPublisher: @unchecked Sendable {
         h.publishedNs = unixTimeNs()
         let data = payload.count > 0 && !h.missing ? Data(payload) : Data()
         let topic = Wire.topic(for: h)
-        try send([.text(topic), .bytes(Wire.encode(h)), .bytes(data)])
-        count { $0.lastSequence[topic] = h.seq }
+        try send([.text(topic), .bytes(Wire.encode(h)), .bytes(data)], topic: topic, seq: h.seq)
     }
 
-    private func send(_ parts: [ZMQPart]) throws {
+    /// Sends one message; a frame's `topic` and `seq` go into `lastSequence` under the same lock as the count.
+    private func send(_ parts: [ZMQPart], topic: String? = nil, seq: Int = 0) throws {
         serviceSubscriptions()
         try deliver(parts)
-        count { $0.sent += 1 }
+        count {
+            $0.sent += 1
+            if let topic { $0.lastSequence[topic] = seq }
+        }
     }
 
     /// Sends to every subscriber, or, when one's queue is full, to the others and counts the overflow.

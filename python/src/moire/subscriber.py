@@ -21,6 +21,16 @@ class _Tally:
         self.malformed = 0
         self.before_start = 0
 
+    def accept(self, parts: list) -> Optional[Message]:
+        """The decoded message when it goes to the caller; None for a malformed message (counted),
+        a replayed start it has, or a frame before the first start."""
+        try:
+            message = decode(parts)
+        except WireError:
+            self.malformed += 1
+            return None
+        return message if self.keep(message) else None
+
     def keep(self, message: Message) -> bool:
         """True when the message goes to the caller (a replayed start it has is not)."""
         if isinstance(message, RunStart):
@@ -73,13 +83,8 @@ class Subscriber:
         while True:
             if not self._socket.poll(wait_ms):
                 return None
-            parts = self._socket.recv_multipart()
-            try:
-                message = decode(parts)
-            except WireError:
-                self.tally.malformed += 1
-                continue
-            if self.tally.keep(message):
+            message = self.tally.accept(self._socket.recv_multipart())
+            if message is not None:
                 return message
 
     def __iter__(self) -> Iterator[Message]:
@@ -129,13 +134,8 @@ class AsyncSubscriber:
         while True:
             if not await self._socket.poll(wait_ms):
                 return None
-            parts = await self._socket.recv_multipart()
-            try:
-                message = decode(parts)
-            except WireError:
-                self.tally.malformed += 1
-                continue
-            if self.tally.keep(message):
+            message = self.tally.accept(await self._socket.recv_multipart())
+            if message is not None:
                 return message
 
     async def __aiter__(self) -> AsyncIterator[Message]:
