@@ -2,16 +2,38 @@ import Foundation
 import MoireConfig
 import MoireCore
 
-/// The camera noise model of a frame in ADU: variance = gain·(signal − offset) + readVariance.
+/// The camera noise model of a frame in ADU: variance = gain·(signal − offset) + readVariance, and
+/// optionally its spatial correlation (nil: pixel-independent noise).
 public struct NoiseModel: Codable, Sendable, Equatable {
     public var offset: Double
     /// β1: ADU per photoelectron.
     public var gain: Double
     /// β2: read-noise variance in ADU².
     public var readVariance: Double
+    /// How the noise spreads over neighbouring pixels; nil when each pixel's noise is its own.
+    public var correlation: NoiseCorrelation?
 
-    public init(offset: Double, gain: Double, readVariance: Double) {
-        self.offset = offset; self.gain = gain; self.readVariance = readVariance
+    public init(offset: Double, gain: Double, readVariance: Double, correlation: NoiseCorrelation? = nil) {
+        self.offset = offset
+        self.gain = gain
+        self.readVariance = readVariance
+        self.correlation = correlation
+    }
+
+    /// One line for people: the three parameters and the correlation of neighbouring pixels.
+    public var summary: String {
+        let parameters = String(
+            format: "offset %.1f ADU, gain %.3f ADU/e⁻, read variance %.2f ADU²", offset, gain, readVariance)
+        guard let correlation else { return parameters + ", pixel-independent" }
+        return parameters
+            + String(
+                format: ", correlated (neighbours: x %.2f, y %.2f, diagonal %.2f)", correlation.rho(1, 0),
+                correlation.rho(0, 1), correlation.rho(1, 1))
+    }
+
+    /// The noise variance (ADU²) of a pixel whose value is `signal` ADU.
+    public func variance(at signal: Double) -> Double {
+        max(0, gain * (signal - offset)) + readVariance
     }
 
     /// The model a camera profile's calibration states (read variance = (gain · read noise)²).
@@ -21,22 +43,31 @@ public struct NoiseModel: Codable, Sendable, Equatable {
 }
 
 /// Self-supervised training pairs by recorruption (Pang et al.; ZS-DeconvNet):
-/// `ŷ = y + α·σ·g`, `ỹ = y − σ·g/α`, `σ² = β1·(y − b) + β2`, g ~ N(0, 1). Training f(ŷ) → ỹ is an
-/// unbiased proxy for training on clean targets.
+/// `ŷ = y + α·g`, `ỹ = y − g/α`, where g has the covariance of the frame's own noise:
+/// `g = σ·w` with `σ² = β1·(y − b) + β2` and w ~ N(0, 1) per pixel, or, for spatially correlated
+/// noise, `g = K ⊛ (σ·w)` (`NoiseCorrelation`). Then the noises of ŷ and ỹ are uncorrelated and
+/// training f(ŷ) → ỹ is an unbiased proxy for training on clean targets; with pixel-independent g
+/// on correlated noise it is not (the target keeps the correlated part of the noise).
 public enum Recorruption {
-    /// Returns (input, target) in ADU for frame `y` (ADU), with one noise draw from `rng`.
-    public static func pair(_ y: [Float], model: NoiseModel, alpha: Double = 1, rng: inout SeededRandom) -> (
-        [Float], [Float]
-    ) {
-        var a = [Float](repeating: 0, count: y.count)
-        var t = a
+    /// Returns (input, target) in ADU for frame `y` (ADU, `width` pixels per row), with one noise draw from `rng`.
+    public static func pair(
+        _ y: [Float], width: Int, model: NoiseModel, alpha: Double = 1, rng: inout SeededRandom
+    ) -> ([Float], [Float]) {
+        var noise = [Float](repeating: 0, count: y.count)
         for i in 0..<y.count {
-            let s2 = max(0, model.gain * (Double(y[i]) - model.offset)) + model.readVariance
-            let g = rng.normal() * s2.squareRoot()
-            a[i] = Float(Double(y[i]) + alpha * g)
-            t[i] = Float(Double(y[i]) - g / alpha)
+            noise[i] = Float(rng.normal() * model.variance(at: Double(y[i])).squareRoot())
         }
-        return (a, t)
+        if let correlation = model.correlation {
+            noise = correlation.filter(noise, width: width, height: y.count / width)
+        }
+        var input = [Float](repeating: 0, count: y.count)
+        var target = input
+        let alpha = Float(alpha)
+        for i in 0..<y.count {
+            input[i] = y[i] + alpha * noise[i]
+            target[i] = y[i] - noise[i] / alpha
+        }
+        return (input, target)
     }
 }
 

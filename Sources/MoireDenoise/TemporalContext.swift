@@ -29,15 +29,17 @@ public struct TemporalContext: Sendable {
         frames = [Float](repeating: 1, count: frame.count)
     }
 
-    /// Adds `frame` (normalised), whose per-pixel noise variance is `variance` (normalised units).
-    public mutating func add(_ frame: [Float], variance: [Float]) {
+    /// Adds `frame` (normalised), whose per-pixel noise variance is `variance` (normalised units);
+    /// `correlationFactor` is the variance of a 3×3 mean of the noise relative to independent pixels'
+    /// (`NoiseCorrelation.boxMean3VarianceFactor`; 1 for pixel-independent noise).
+    public mutating func add(_ frame: [Float], variance: [Float], correlationFactor: Float = 1) {
         precondition(frame.count == mean.count && variance.count == mean.count)
         let difference = zip(frame, mean).map { $0 - $1 }
         let local = Self.boxMean3(difference, width: width, height: height)
         let threshold2 = Self.motionThreshold * Self.motionThreshold
         for i in 0..<mean.count {
             // Variance of a 3×3 mean of differences between a frame and an average of n frames.
-            let expected = variance[i] * (1 + 1 / frames[i]) / 9
+            let expected = variance[i] * (1 + 1 / frames[i]) / 9 * correlationFactor
             if local[i] * local[i] > threshold2 * expected {
                 mean[i] = frame[i]
                 frames[i] = 1

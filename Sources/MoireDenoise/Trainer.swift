@@ -68,8 +68,9 @@ public final class Denoiser: @unchecked Sendable {
         try validate(frame, width: width, height: height)
         let model = self.model
         let alpha = self.alpha
+        let crop = self.crop
         return try step(frame, width: width, height: height) { patch, rng in
-            Recorruption.pair(patch, model: model, alpha: alpha, rng: &rng)
+            Recorruption.pair(patch, width: crop, model: model, alpha: alpha, rng: &rng)
         }
     }
 
@@ -208,8 +209,9 @@ public final class Denoiser: @unchecked Sendable {
         let gain = Float(model.gain)
         let read = Float(model.readVariance)
         let variance = normalised.map { (gain * max($0, 0) * s + read) / (s * s) }
+        let correlationFactor = Float(model.correlation?.boxMean3VarianceFactor ?? 1)
         context = nil  // add in place: no copy of the arrays
-        current.add(normalised, variance: variance)
+        current.add(normalised, variance: variance, correlationFactor: correlationFactor)
         context = current
     }
 

@@ -78,7 +78,7 @@ public final class SIMDenoiser: @unchecked Sendable {
             var a: [[Float]] = []
             var b: [[Float]] = []
             for f in set {
-                let (x, y) = Recorruption.pair(f, model: model, alpha: denoiser.alpha, rng: &rng)
+                let (x, y) = Recorruption.pair(f, width: rec.width, model: model, alpha: denoiser.alpha, rng: &rng)
                 a.append(x); b.append(y)
             }
             let srA = try rec.reconstruct(a, parameters: parameters)

@@ -48,10 +48,7 @@ struct Denoise: ParsableCommand {
             }
             FileHandle.standardError.write(Data("\n".utf8))
             try OfflineDenoise.write(r, to: out, name: "denoised \((input as NSString).lastPathComponent)")
-            print(
-                String(
-                    format: "noise model: offset %.1f ADU, gain %.3f ADU/e⁻, read variance %.2f ADU²", r.model.offset,
-                    r.model.gain, r.model.readVariance))
+            print("noise model: \(r.model.summary)")
             print(
                 "wrote \(r.frames.count) denoised frame(s) to \(out)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")"
             )

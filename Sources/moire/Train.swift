@@ -114,10 +114,10 @@ struct Train: ParsableCommand {
     /// the network's inference needs for temporal context), and its noise model.
     func loadStack(_ path: String, job: OfflineDenoise) throws -> TrainingStack {
         let stack = try ImageImport.load(path)
-        guard let first = stack.planes.first, min(stack.width, stack.height) >= 16 else {
+        guard !stack.planes.isEmpty, min(stack.width, stack.height) >= 16 else {
             throw MoireError(.usage, "the planes must be at least 16×16", place: path)
         }
-        let model = try job.noiseModel(input: path, first: first, width: stack.width, height: stack.height)
+        let model = try job.noiseModel(input: path, frames: stack.planes, width: stack.width, height: stack.height)
         let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
         guard !usable.isEmpty else {
             throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: path)
