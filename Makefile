@@ -97,6 +97,8 @@ bench-fidelity: deps build
 	python3 Benchmarks/fidelity/fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results $(FIDELITY_ARGS)
 	@python3 -c "import bm3d" 2>/dev/null || python3 -m pip install -q bm3d || python3 -m pip install -q --break-system-packages bm3d
 	python3 Benchmarks/fidelity/denoise_fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results $(DENOISE_FIDELITY_ARGS)
+	@python3 -c "import PIL" 2>/dev/null || python3 -m pip install -q pillow || python3 -m pip install -q --break-system-packages pillow
+	python3 Benchmarks/fidelity/real_denoise.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results
 
 clean:
 	rm -rf .build demo-output

@@ -63,10 +63,13 @@ public enum NoiseEstimation {
         else {
             throw MoireError(.usage, "noise estimation needs frames of at least 32×32")
         }
+        // Blocks of 16² keep the bias of removing each block's mean (or plane) from the correlations
+        // small (σ²·Σρ/256); blocks of 8² find the darkest part of the frame for the offset.
         let side = min(width, height) >= 128 ? 16 : 8
         var blocks: [BlockStatistics] = []
         var pairs = 0
         var clippedPixels = 0
+        var darkest = Double.infinity
         for t in 0..<min(frames.count - 1, maximumPairs) {
             let a = frames[t]
             let b = frames[t + 1]
@@ -78,10 +81,11 @@ public enum NoiseEstimation {
             blocks += blockStatistics(
                 signal: mean, noise: difference, clipped: clipped, width: width, height: height, side: side,
                 detrend: .mean)
+            darkest = min(darkest, darkestMean(mean, clipped: clipped, width: width, height: height))
             pairs += 1
         }
         if pairs > 0 {
-            let fit = try fitDifferences(blocks)
+            let fit = try fitDifferences(blocks, darkest: darkest)
             return Estimate(
                 model: fit, method: .frameDifferences, framePairs: pairs, blocks: blocks.count,
                 clippedFraction: Double(clippedPixels) / Double(pairs * width * height))
@@ -90,7 +94,8 @@ public enum NoiseEstimation {
         let clipped = clippedMask(first)
         blocks = blockStatistics(
             signal: first, noise: first, clipped: clipped, width: width, height: height, side: side, detrend: .plane)
-        let fit = try fitSingleFrame(blocks)
+        let fit = try fitSingleFrame(
+            blocks, darkest: darkestMean(first, clipped: clipped, width: width, height: height))
         return Estimate(
             model: fit, method: .singleFrame, framePairs: 0, blocks: blocks.count,
             clippedFraction: Double(clipped.filter { $0 }.count) / Double(width * height))
@@ -122,6 +127,25 @@ public enum NoiseEstimation {
         let atLow = image.filter { $0 == low }.count > limit
         let atHigh = image.filter { $0 == high }.count > limit
         return image.map { (atLow && $0 == low) || (atHigh && $0 == high) }
+    }
+
+    /// The lowest mean of the unclipped 8×8 blocks (where the signal is closest to the offset).
+    static func darkestMean(_ image: [Float], clipped: [Bool], width: Int, height: Int) -> Double {
+        var darkest = Double.infinity
+        for by in stride(from: 0, through: height - 8, by: 8) {
+            for bx in stride(from: 0, through: width - 8, by: 8) {
+                var sum = 0.0
+                var hasClipped = false
+                for y in by..<(by + 8) {
+                    for x in bx..<(bx + 8) {
+                        sum += Double(image[y * width + x])
+                        hasClipped = hasClipped || clipped[y * width + x]
+                    }
+                }
+                if !hasClipped { darkest = min(darkest, sum / 64) }
+            }
+        }
+        return darkest
     }
 
     static func blockStatistics(
@@ -224,7 +248,7 @@ public enum NoiseEstimation {
         return sorted[sorted.count / 2]
     }
 
-    static func fitDifferences(_ blocks: [BlockStatistics]) throws -> NoiseModel {
+    static func fitDifferences(_ blocks: [BlockStatistics], darkest: Double) throws -> NoiseModel {
         let groups = try groups(blocks)
         var points: [(mean: Double, variance: Double)] = []
         var covarianceSums = [Double](repeating: 0, count: NoiseCorrelation.halfPlaneLags.count)
@@ -240,34 +264,34 @@ public enum NoiseEstimation {
         }
         let correlation = NoiseCorrelation(halfPlane: covarianceSums.map { $0 / max(varianceSum, 1e-30) })
         return try line(
-            points, darkest: blocks.map(\.mean).min()!, correlation: correlation.isSignificant ? correlation : nil)
+            points, darkest: darkest, correlation: correlation.isSignificant ? correlation : nil)
     }
 
-    static func fitSingleFrame(_ blocks: [BlockStatistics]) throws -> NoiseModel {
+    static func fitSingleFrame(_ blocks: [BlockStatistics], darkest: Double) throws -> NoiseModel {
         let groups = try groups(blocks)
-        var covarianceSums = [Double](repeating: 0, count: NoiseCorrelation.halfPlaneLags.count)
-        var varianceSum = 0.0
-        for group in groups {
-            let variances = group.map(\.variance).sorted()
-            let flat = variances[variances.count * 3 / 10]
-            for block in group where block.variance <= flat {
-                varianceSum += block.variance
-                for k in covarianceSums.indices { covarianceSums[k] += block.covariances[k] }
-            }
+        // The flattest blocks of each group: texture raises adjacent differences, noise alone does not.
+        let flatGroups = groups.map { group in
+            Array(group.sorted { $0.adjacentDifference < $1.adjacentDifference }.prefix(max(3, group.count * 2 / 5)))
         }
-        let correlation = NoiseCorrelation(halfPlane: covarianceSums.map { $0 / max(varianceSum, 1e-30) })
+        // Each flat block's own correlations, and their median over the blocks: a few textured blocks
+        // (which would dominate a pooled sum by their variance) do not move it.
+        let flat = flatGroups.flatMap { $0 }.filter { $0.variance > 0 }
+        let halfPlane = NoiseCorrelation.halfPlaneLags.indices.map { k in
+            median(flat.map { $0.covariances[k] / $0.variance })
+        }
+        let correlation = NoiseCorrelation(halfPlane: halfPlane)
         let strong = NoiseCorrelation.halfPlaneLags.contains {
             abs(correlation.rho($0.dx, $0.dy)) >= singleFrameThreshold
         }
         // Adjacent differences measure σ²·(1 − ρ₁); ρ₁ is the mean of the horizontal and vertical neighbours'.
         let adjacent = strong ? min(0.9, max(0, (correlation.rho(1, 0) + correlation.rho(0, 1)) / 2)) : 0
-        let points = groups.map { group in
+        let points = flatGroups.map { group in
             (
                 mean: group.map(\.mean).reduce(0, +) / Double(group.count),
                 variance: median(group.map(\.adjacentDifference)) / (1 - adjacent)
             )
-        }
-        return try line(points, darkest: blocks.map(\.mean).min()!, correlation: strong ? correlation : nil)
+        }.sorted { $0.mean < $1.mean }
+        return try line(points, darkest: darkest, correlation: strong ? correlation : nil)
     }
 
     /// The least-squares line σ² = β1·μ + c through the groups, as σ² = β1·(μ − b) + β2.

@@ -504,6 +504,19 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(throws: MoireError.self) { _ = try job.deconvolutionLoss(input: "\(dir)/x.png", pixelUm: nil) }
     }
 
+    @Test func firstFramesWarmUpUnlessTheStepsAreGiven() {
+        var job = OfflineDenoise()
+        job.adaptSteps = 5
+        // From the shipped model: 200, 100, 66, 50, … until the per-frame steps take over.
+        #expect((0..<5).map { job.schedule.steps(frame: $0) } == [200, 100, 66, 50, 40])
+        #expect(job.schedule.steps(frame: 60) == 5)
+        job.start = .scratch
+        job.input = .frame
+        #expect(job.schedule.steps(frame: 0) == 300)
+        job.firstSteps = 7
+        #expect((0..<3).map { job.schedule.steps(frame: $0) } == [7, 5, 5])
+    }
+
     @Test func cameraModelComesFromTheRecordingsProtocol() throws {
         let dir = Fixtures.tempDir("den2")
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 1))
