@@ -155,6 +155,15 @@ public struct OfflineDenoise {
                 out.append(plane); versions.append(d.weightsVersion); skipped += 1
                 continue
             }
+            if i > 0, plane == stack.planes[i - 1], let copy = out.last {
+                // A repeated frame (a camera that resends a frame it dropped) holds no new evidence, and
+                // as its own temporal context it would teach the network to pass its noise through.
+                logger.warning("frame repeats the one before exactly; its denoised copy repeats too", metadata: ["frame": "\(i)"])
+                out.append(copy)
+                versions.append(d.weightsVersion)
+                progress(i + 1, stack.planes.count)
+                continue
+            }
             let p = pad(plane)
             let partner =
                 pairs == .oddEven && stack.planes.count > 1

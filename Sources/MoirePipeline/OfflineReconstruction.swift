@@ -187,9 +187,7 @@ public struct OfflineSIM {
             throw MoireError(.numeric, "no complete phase set to reconstruct", place: input)
         }
         if cfg.denoiseSteps > 0 {
-            let model =
-                try cfg.noise ?? OfflineDenoise.cameraModel(input)
-                ?? NoiseEstimation.estimate(kept[0].frames[0], width: w, height: h)
+            let model = try cfg.noise ?? OfflineDenoise.cameraModel(input) ?? Self.estimateNoise(kept, width: w, height: h)
             let engine = try DNNLEngine()
             for c in Set(kept.map(\.channel)).sorted() {
                 let idx = kept.indices.filter { kept[$0].channel == c }
@@ -239,6 +237,20 @@ public struct OfflineSIM {
     }
 
     /// Writes SR frames as a float32 OME-TIFF (one channel, T = phase sets).
+    /// The noise model of raw SIM frames estimated from the data: the first phase of consecutive sets
+    /// of one channel shows the same pattern on the same scene, so their differences hold the noise
+    /// alone (`NoiseEstimation`, frame differences). With a single set only one frame is left, whose
+    /// stripes would read as correlated noise: its correlation is dropped.
+    static func estimateNoise(
+        _ kept: [(channel: Int, frames: [[Float]])], width: Int, height: Int
+    ) throws -> NoiseModel {
+        let channel = kept[0].channel
+        let firstPhases = kept.filter { $0.channel == channel }.prefix(9).map { $0.frames[0] }
+        var estimate = try NoiseEstimation.estimate(frames: Array(firstPhases), width: width, height: height)
+        if estimate.method == .singleFrame { estimate.model.correlation = nil }
+        return estimate.model
+    }
+
     public static func write(_ r: Result, to path: String, name: String) throws {
         try FloatStack.write(
             r.sr, width: 2 * r.width, height: 2 * r.height, pixelUm: r.pixelUm / 2, to: path, name: name,

@@ -450,6 +450,24 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(reader.planeRecords()?.last?.header.t == 17)
     }
 
+    @Test func aRepeatedFrameRepeatsItsDenoisedCopyAndTeachesNothing() throws {
+        let dir = Fixtures.tempDir("denrep")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let w = 32, h = 32
+        let first = (0..<(w * h)).map { UInt8(20 + ($0 * 7) % 50) }
+        let second = (0..<(w * h)).map { UInt8(22 + ($0 * 5) % 45) }
+        for (i, p) in [first, first, second].enumerated() {
+            try PNGWriter.encode(width: w, height: h, pixels: p).write(to: URL(fileURLWithPath: "\(dir)/f\(i).png"))
+        }
+        var job = OfflineDenoise()
+        job.firstSteps = 3; job.adaptSteps = 2
+        job.noise = .fixed(NoiseModel(offset: 10, gain: 1, readVariance: 1))
+        let r = try job.run(input: dir)
+        #expect(r.frames[1] == r.frames[0])
+        // No adaptation on the repeat: versions 3, 3, then 5.
+        #expect(r.weightsVersions == [3, 3, 5])
+    }
+
     @Test func saturatedAndBlankFramesArePassedThroughAndCounted() throws {
         let dir = Fixtures.tempDir("densat")
         defer { try? FileManager.default.removeItem(atPath: dir) }
