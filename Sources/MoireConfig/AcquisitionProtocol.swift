@@ -301,6 +301,8 @@ public struct AcquisitionProtocol: Sendable, Equatable {
                 }
                 denoise["pairs"] = v
             }
+            if let v = try dn.optionalBool("deconvolve") { denoise["deconvolve"] = String(v) }
+            if let v = try dn.optionalDouble("hessian", in: 0...10) { denoise["hessian"] = String(v) }
             if let cn = try dn.child("context") {
                 let v = try cn.string()
                 guard ["history", "none"].contains(v) else {

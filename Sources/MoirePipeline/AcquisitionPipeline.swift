@@ -24,6 +24,8 @@ public struct PipelineResult: Sendable {
     /// Live denoising counters (nil without a denoise stage) and where its checkpoints went.
     public var denoise: DenoiseStageCounters?
     public var denoiseCheckpoints: String?
+    /// Where live deconvolution's checkpoints went (with `denoise.deconvolve`).
+    public var deconvolutionCheckpoints: String?
     /// Live light-sheet counters (nil without a volume stage) and the volume recording.
     public var volumes: VolumeStageCounters?
     public var volumeRecording: String?
@@ -345,7 +347,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
             publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
             sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
-            denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir, volumes: vol?.counters,
+            denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir,
+            deconvolutionCheckpoints: den?.deconvolutionCheckpointDir, volumes: vol?.counters,
             volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath,
             bus: publisher?.publisher.counts)
     }

@@ -27,6 +27,11 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
     /// against the previous frame of the same channel and plane: a time-lapse's neighbours; in a
     /// light-sheet stack, the neighbouring plane).
     public var oddEvenPairs = false
+    /// Live deconvolution (ZS-DeconvNet's second output): a second network, adapted on the same raw
+    /// frames with the deconvolution term (PSF from the rig's optics), publishes `dcv.<channel>`.
+    public var deconvolve = false
+    /// The Hessian regularisation weight of the deconvolution term.
+    public var hessianWeight: Float = 0.0005
 
     public init() {}
 
@@ -46,6 +51,8 @@ public struct LiveDenoiseOptions: Sendable, Equatable {
         }
         if let c = block["context"] { context = c == "history" ? .frameAndHistory : .frame }
         oddEvenPairs = block["pairs"] == "odd-even"
+        deconvolve = block["deconvolve"] == "true"
+        if let v = block["hessian"].flatMap(Float.init) { hessianWeight = v }
     }
 
     /// The network input for raw frames (SR frames never use temporal context).
@@ -71,6 +78,89 @@ public struct DenoiseStageCounters: Sendable, Equatable {
     public var checkpoints = 0
     /// Frames refused (not finite, blank).
     public var refused = 0
+    /// Deconvolved frames published (`dcv`), with live deconvolution.
+    public var deconvolved = 0
+}
+
+/// A network adapted on one thread and used for inference on another: the adapted weights are
+/// copied (or moved by EMA) into the inference network as a new version, checkpointed every N
+/// versions, and reset to the starting weights when adaptation diverges. The denoiser and the live
+/// deconvolver are two of these.
+// Sendable by hand: `inference` and `version` are used under the stage's weightsLock; `adaptation`
+// and `recentLosses` only on the stage's adaptation thread.
+final class AdaptedNetwork: @unchecked Sendable {
+    let inference: Denoiser
+    let adaptation: Denoiser
+    /// Where checkpoints go (`vN.bin`), if anywhere.
+    let checkpointDir: String?
+    private let checkpointEvery: Int
+    private let ema: Float
+    private let initial: [[Float]]
+    private var recentLosses: [Double] = []
+    private(set) var version = 0
+
+    init(inference: Denoiser, adaptation: Denoiser, checkpointDir: String?, checkpointEvery: Int, ema: Float) {
+        self.inference = inference
+        self.adaptation = adaptation
+        self.checkpointDir = checkpointDir
+        self.checkpointEvery = checkpointEvery
+        self.ema = ema
+        initial = adaptation.net.convs.flatMap { [$0.weights.values, $0.bias.values] }
+    }
+
+    /// Saves version 0 (the starting weights), so every frame can be reproduced. Returns whether it did.
+    func saveStartingCheckpoint() -> Bool {
+        guard checkpointEvery > 0, let dir = checkpointDir else { return false }
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return (try? WeightsFile.save(inference.net, weightsVersion: 0, to: "\(dir)/v0.bin")) != nil
+    }
+
+    /// Runs `steps` adaptation steps; false (and the adaptation network back at its starting weights)
+    /// when a loss is not finite, jumps 20× above the recent median, or a step throws.
+    func adapt(steps: Int, step: () throws -> Double) -> Bool {
+        do {
+            for _ in 0..<steps {
+                let loss = try step()
+                let median = recentLosses.sorted().dropFirst(recentLosses.count / 2).first ?? loss
+                if !loss.isFinite || (recentLosses.count >= 10 && loss > 20 * median) {
+                    reset()
+                    return false
+                }
+                recentLosses.append(loss)
+                if recentLosses.count > 50 { recentLosses.removeFirst() }
+            }
+            return true
+        } catch {
+            reset()
+            return false
+        }
+    }
+
+    /// Copies (or moves by EMA) the adapted weights into the inference network: a new version. Call
+    /// under the stage's weightsLock. Returns whether a checkpoint was written.
+    func swapIn() -> Bool {
+        for (a, b) in zip(inference.net.convs, adaptation.net.convs) {
+            for (ta, tb) in [(a.weights, b.weights), (a.bias, b.bias)] {
+                for i in 0..<ta.count { ta[i] = ema * ta[i] + (1 - ema) * tb[i] }
+            }
+        }
+        if let s = adaptation.scale { inference.scale = s }  // one normalisation for both networks
+        version += 1
+        guard checkpointEvery > 0, version % checkpointEvery == 0, let dir = checkpointDir else { return false }
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return (try? WeightsFile.save(inference.net, weightsVersion: version, to: "\(dir)/v\(version).bin")) != nil
+    }
+
+    private func reset() {
+        var k = 0
+        for c in adaptation.net.convs {
+            for t in [c.weights, c.bias] {
+                for i in 0..<t.count { t[i] = initial[k][i] }
+                k += 1
+            }
+        }
+        recentLosses.removeAll()
+    }
 }
 
 /// Test-time-adapted denoising of every raw frame (or, for SIM, every SR frame): inference with the
@@ -85,8 +175,11 @@ final class DenoiseStage: @unchecked Sendable {
     private let proto: AcquisitionProtocol
     private let options: LiveDenoiseOptions
     private let logger: Logger
-    private let inference: Denoiser, adaptation: Denoiser
-    private let initial: [[Float]]
+    private let network: AdaptedNetwork
+    private var inference: Denoiser { network.inference }
+    private var adaptation: Denoiser { network.adaptation }
+    /// With live deconvolution: the deconvolving network (raw frames, no temporal context).
+    private let deconvolver: AdaptedNetwork?
     private let lock = NSCondition()
     private let weightsLock = NSLock()
     private var latest: (header: FrameHeader, pixels: [Float])?
@@ -95,13 +188,17 @@ final class DenoiseStage: @unchecked Sendable {
     private var adaptPartner: [Float]?
     private var previous: [String: [Float]] = [:]
     private var finished = false
-    private var version = 0
+    /// Set when the inference thread has ended: the adaptation thread drains what it handed over first.
+    private var inferenceEnded = false
     private(set) var counters = DenoiseStageCounters()
-    private var recentLosses: [Double] = []
     private let done = DispatchGroup()
     private var runID = ""
     private var seq = 0
-    let checkpointDir: String?
+    var checkpointDir: String? { network.checkpointDir }
+    /// The PSF of live deconvolution: a Gaussian of this σ (camera pixels), the widefield model.
+    private var deconvolutionSigmaPx = 0.0
+    /// Where the deconvolver's checkpoints go.
+    var deconvolutionCheckpointDir: String? { deconvolver?.checkpointDir }
     private let pool: FramePool
     /// What is denoised: raw frames, or the SR frames of a live SIM stage (adapting on its phase sets).
     enum Source { case raw, simSR(SIMStage) }
@@ -130,8 +227,8 @@ final class DenoiseStage: @unchecked Sendable {
         let engineA = try DNNLEngine()
         let engineB = try DNNLEngine()
         let input = options.input(sim: sim)
-        inference = Denoiser(engine: engineA, model: model, input: input, seed: 1)
-        adaptation = Denoiser(engine: engineB, model: model, input: input, seed: 1)
+        let inference = Denoiser(engine: engineA, model: model, input: input, seed: 1)
+        let adaptation = Denoiser(engine: engineB, model: model, input: input, seed: 1)
         switch options.resolvedStart(input: input) {
         case .shipped:
             guard input == ShippedModel.input else {
@@ -151,8 +248,18 @@ final class DenoiseStage: @unchecked Sendable {
         adaptation.crop = min(options.crop, (min(p.roiWidth, p.roiHeight) * sides / 4) * 4)
         adaptation.batch = options.batch
         adaptation.learningRate = options.learningRate
-        initial = adaptation.net.convs.flatMap { [$0.weights.values, $0.bias.values] }
-        checkpointDir = recordingPath.map { RecordingIndex.stem(of: $0) + ".den-weights" }
+        network = AdaptedNetwork(
+            inference: inference, adaptation: adaptation,
+            checkpointDir: recordingPath.map { RecordingIndex.stem(of: $0) + ".den-weights" },
+            checkpointEvery: options.checkpointEvery, ema: options.ema)
+        if options.deconvolve {
+            deconvolutionSigmaPx = try Self.deconvolutionSigma(protocol: p, sim: sim)
+            deconvolver = try Self.makeDeconvolver(
+                protocol: p, options: options, model: model, sigmaPx: deconvolutionSigmaPx, recordingPath: recordingPath
+            )
+        } else {
+            deconvolver = nil
+        }
         pool = FramePool(slots: 4, bytes: p.roiWidth * p.roiHeight * 4 * sides * sides)
         guard p.roiWidth % 4 == 0, p.roiHeight % 4 == 0 else {
             throw MoireError(
@@ -162,14 +269,47 @@ final class DenoiseStage: @unchecked Sendable {
         }
     }
 
+    /// The σ (camera pixels) of the widefield PSF model 0.21 λ/NA (Zhang et al. 2007) for live
+    /// deconvolution: the rig's NA, the channels' one emission wavelength, the pixel at the sample.
+    static func deconvolutionSigma(protocol p: AcquisitionProtocol, sim: Bool) throws -> Double {
+        guard !sim else {
+            throw MoireError(
+                .config, "denoise.deconvolve works on raw frames; it cannot be used with live SIM", place: p.file)
+        }
+        guard let emission = p.channels.first?.emissionNm,
+            p.channels.allSatisfy({ abs($0.emissionNm - emission) <= 1 })
+        else {
+            throw MoireError(
+                .config, "denoise.deconvolve needs one emission wavelength for all channels (one PSF)", place: p.file)
+        }
+        return 0.21 * emission / 1000 / p.rig.optics.objectiveNA / p.pixelSizeUm
+    }
+
+    /// The deconvolving pair: one-channel input (the deconvolution term cannot use temporal context
+    /// yet), from scratch, trained on recorrupted raw frames.
+    private static func makeDeconvolver(
+        protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, model: NoiseModel, sigmaPx: Double,
+        recordingPath: String?
+    ) throws -> AdaptedNetwork {
+        let loss = try DeconvolutionLoss.gaussian(sigmaPx: sigmaPx, hessianWeight: options.hessianWeight)
+        let pair = [
+            Denoiser(engine: try DNNLEngine(), model: model, input: .frame, seed: 2),
+            Denoiser(engine: try DNNLEngine(), model: model, input: .frame, seed: 2),
+        ]
+        for d in pair { d.deconvolution = loss }
+        pair[1].crop = min(options.crop, (min(p.roiWidth, p.roiHeight) / 4) * 4)
+        pair[1].batch = options.batch
+        pair[1].learningRate = options.learningRate
+        return AdaptedNetwork(
+            inference: pair[0], adaptation: pair[1],
+            checkpointDir: recordingPath.map { RecordingIndex.stem(of: $0) + ".dcv-weights" },
+            checkpointEvery: options.checkpointEvery, ema: options.ema)
+    }
+
     func start() {
         // Version 0 (the starting weights) is a checkpoint too, so every frame can be reproduced.
-        if options.checkpointEvery > 0, let dir = checkpointDir {
-            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            if (try? WeightsFile.save(inference.net, weightsVersion: 0, to: "\(dir)/v0.bin")) != nil {
-                counters.checkpoints += 1
-            }
-        }
+        if network.saveStartingCheckpoint() { counters.checkpoints += 1 }
+        if deconvolver?.saveStartingCheckpoint() == true { counters.checkpoints += 1 }
         for name in ["infer", "adapt"] {
             done.enter()
             let t = Thread { [self] in
@@ -199,7 +339,7 @@ final class DenoiseStage: @unchecked Sendable {
         let out = try planes.enumerated().map { z, p in
             skip.contains(z) ? p : try inference.denoise(p, width: width, height: height)
         }
-        return (out, version, inference.scale)
+        return (out, network.version, inference.scale)
     }
 
     /// For SIM: the newest reconstructed phase set (from the SIM stage's worker), to adapt on.
@@ -265,7 +405,7 @@ final class DenoiseStage: @unchecked Sendable {
             }
             do {
                 weightsLock.lock()
-                let v = version
+                let v = network.version
                 let key = sequenceKey(h)
                 let contextBefore = contexts[key]
                 inference.context = contextBefore
@@ -296,15 +436,50 @@ final class DenoiseStage: @unchecked Sendable {
                 seq += 1
                 try bus.publish(Frame(header: dh, slot: slot))
                 lock.lock(); counters.denoised += 1; lock.unlock()
+                if let deconvolver { try deconvolve(h, px, with: deconvolver) }
             } catch {
                 weightsLock.unlock()
                 logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
             }
         }
+        lock.lock()
+        inferenceEnded = true
+        lock.broadcast()
+        lock.unlock()
         let stop = RunStop(
             run: runID, reason: "completed", error: nil, frames: counters.denoised, missing: counters.skipped,
             planned: 0, stoppedNs: unixTimeNs())
         try? bus.publishRun(Wire.encode(stop))
+    }
+
+    /// Publishes the deconvolved frame of `px` (raw frame `h`) on the `dcv` stream, naming its weights version.
+    private func deconvolve(_ h: FrameHeader, _ px: [Float], with deconvolver: AdaptedNetwork) throws {
+        weightsLock.lock()
+        let version = deconvolver.version
+        let out: [Float]
+        do {
+            out = try deconvolver.inference.denoise(px, width: h.width, height: h.height)
+        } catch {
+            weightsLock.unlock()
+            throw error
+        }
+        let scale = deconvolver.inference.scale
+        weightsLock.unlock()
+        guard let slot = pool.acquire() else { return }
+        slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
+        var dh = h
+        dh.stream = "dcv"; dh.seq = seq; dh.pixel = .float32
+        dh.inputs = [h.seq]
+        dh.params = [
+            "weightsVersion": String(version), "architecture": deconvolver.inference.net.architecture,
+            "scale": String(scale ?? 1), "offset": String(deconvolver.inference.model.offset),
+            "method": "recorrupted-raw-deconvolution", "context": "none",
+            "psfSigmaPx": String(format: "%.4f", deconvolutionSigmaPx),
+            "hessian": String(options.hessianWeight),
+        ]
+        seq += 1
+        try bus.publish(Frame(header: dh, slot: slot))
+        lock.lock(); counters.deconvolved += 1; lock.unlock()
     }
 
     /// One adaptation step on the newest input: a raw frame, or (SIM) a raw phase set through SR pairs.
@@ -330,7 +505,8 @@ final class DenoiseStage: @unchecked Sendable {
     private func adapt() {
         while true {
             lock.lock()
-            while adaptFrame == nil && adaptSet == nil && !finished { lock.wait() }
+            // Until the run has finished and inference has ended: inference hands over the last frame it took.
+            while adaptFrame == nil && adaptSet == nil && !(finished && inferenceEnded) { lock.wait() }
             guard adaptFrame != nil || adaptSet != nil else { lock.unlock(); break }
             let frame = adaptFrame
             let set = adaptSet
@@ -344,53 +520,29 @@ final class DenoiseStage: @unchecked Sendable {
             guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else {
                 continue
             }
-            do {
-                var diverged = false
-                for _ in 0..<options.stepsPerFrame {
-                    let loss = try step(frame: frame, partner: partner, set: set)
-                    let median = recentLosses.sorted().dropFirst(recentLosses.count / 2).first ?? loss
-                    if !loss.isFinite || (recentLosses.count >= 10 && loss > 20 * median) { diverged = true; break }
-                    recentLosses.append(loss)
-                    if recentLosses.count > 50 { recentLosses.removeFirst() }
+            adapt(network, label: "denoiser") { try step(frame: frame, partner: partner, set: set) }
+            if let deconvolver, let frame {
+                let width = proto.roiWidth
+                let height = proto.roiHeight
+                adapt(deconvolver, label: "deconvolver") {
+                    try deconvolver.adaptation.adapt(frame, width: width, height: height)
                 }
-                lock.lock(); counters.adaptationSteps += options.stepsPerFrame; lock.unlock()
-                if diverged { resetAdaptation(); continue }
-                swapIn()
-            } catch {
-                resetAdaptation()
             }
         }
     }
 
-    /// Copies (or moves by EMA) the adapted weights into the inference network: a new version.
-    private func swapIn() {
+    /// `stepsPerFrame` steps of `network`, then its new weights swapped in (or, when it diverged, a reset counted).
+    private func adapt(_ network: AdaptedNetwork, label: String, step: () throws -> Double) {
+        let adapted = network.adapt(steps: options.stepsPerFrame, step: step)
+        lock.lock(); counters.adaptationSteps += options.stepsPerFrame; lock.unlock()
+        guard adapted else {
+            lock.lock(); counters.resets += 1; lock.unlock()
+            logger.warning("\(label) adaptation diverged; reset to the starting weights")
+            return
+        }
         weightsLock.lock()
-        let e = options.ema
-        for (a, b) in zip(inference.net.convs, adaptation.net.convs) {
-            for (ta, tb) in [(a.weights, b.weights), (a.bias, b.bias)] {
-                for i in 0..<ta.count { ta[i] = e * ta[i] + (1 - e) * tb[i] }
-            }
-        }
-        if let s = adaptation.scale { inference.scale = s }  // one normalisation for both networks
-        version += 1
-        let v = version
-        if options.checkpointEvery > 0, v % options.checkpointEvery == 0, let dir = checkpointDir {
-            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            if (try? WeightsFile.save(inference.net, weightsVersion: v, to: "\(dir)/v\(v).bin")) != nil {
-                lock.lock(); counters.checkpoints += 1; lock.unlock()
-            }
-        }
+        let checkpointed = network.swapIn()
         weightsLock.unlock()
-    }
-
-    /// Back to the starting weights after a divergence (the inference network keeps its last good ones).
-    private func resetAdaptation() {
-        var k = 0
-        for c in adaptation.net.convs {
-            for t in [c.weights, c.bias] { for i in 0..<t.count { t[i] = initial[k][i] }; k += 1 }
-        }
-        recentLosses.removeAll()
-        lock.lock(); counters.resets += 1; lock.unlock()
-        logger.warning("denoiser adaptation diverged; reset to the starting weights")
+        if checkpointed { lock.lock(); counters.checkpoints += 1; lock.unlock() }
     }
 }

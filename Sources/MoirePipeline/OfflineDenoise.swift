@@ -72,7 +72,6 @@ public struct OfflineDenoise {
         }
     }
 
-
     public var resolvedLearningRate: Float { learningRate ?? (resolvedStart == .shipped ? 5e-4 : 1e-3) }
 
     /// Loads the starting weights into `net`.
@@ -109,7 +108,8 @@ public struct OfflineDenoise {
     /// This job's schedule: the warm-up is 200 steps from the shipped model (which has learnt most of
     /// its work) and 300 from scratch.
     public var schedule: AdaptationSchedule {
-        AdaptationSchedule(warmUp: resolvedStart == .shipped ? 200 : 300, adaptSteps: adaptSteps, fixedFirst: firstSteps)
+        AdaptationSchedule(
+            warmUp: resolvedStart == .shipped ? 200 : 300, adaptSteps: adaptSteps, fixedFirst: firstSteps)
     }
 
     public struct Result: Sendable {
@@ -158,7 +158,8 @@ public struct OfflineDenoise {
             if i > 0, plane == stack.planes[i - 1], let copy = out.last {
                 // A repeated frame (a camera that resends a frame it dropped) holds no new evidence, and
                 // as its own temporal context it would teach the network to pass its noise through.
-                logger.warning("frame repeats the one before exactly; its denoised copy repeats too", metadata: ["frame": "\(i)"])
+                logger.warning(
+                    "frame repeats the one before exactly; its denoised copy repeats too", metadata: ["frame": "\(i)"])
                 out.append(copy)
                 versions.append(d.weightsVersion)
                 progress(i + 1, stack.planes.count)
@@ -256,7 +257,8 @@ public struct OfflineDenoise {
                 "clipped": "\(String(format: "%.2f%%", 100 * estimate.clippedFraction))",
             ]
             if let c = m.correlation {
-                metadata["correlation"] = "\(String(format: "x %.2f, y %.2f, diagonal %.2f", c.rho(1, 0), c.rho(0, 1), c.rho(1, 1)))"
+                metadata["correlation"] =
+                    "\(String(format: "x %.2f, y %.2f, diagonal %.2f", c.rho(1, 0), c.rho(0, 1), c.rho(1, 1)))"
             } else {
                 metadata["correlation"] = "none (pixel-independent)"
             }

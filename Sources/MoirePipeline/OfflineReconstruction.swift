@@ -187,7 +187,8 @@ public struct OfflineSIM {
             throw MoireError(.numeric, "no complete phase set to reconstruct", place: input)
         }
         if cfg.denoiseSteps > 0 {
-            let model = try cfg.noise ?? OfflineDenoise.cameraModel(input) ?? Self.estimateNoise(kept, width: w, height: h)
+            let model =
+                try cfg.noise ?? OfflineDenoise.cameraModel(input) ?? Self.estimateNoise(kept, width: w, height: h)
             let engine = try DNNLEngine()
             for c in Set(kept.map(\.channel)).sorted() {
                 let idx = kept.indices.filter { kept[$0].channel == c }

@@ -160,7 +160,8 @@ struct Run: ParsableCommand {
                 "live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
                     + (r.denoiseCheckpoints.map {
                         c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : ""
-                    } ?? ""))
+                    } ?? "")
+                    + (r.deconvolutionCheckpoints != nil ? "; \(c.deconvolved) frames deconvolved" : ""))
         }
         if let e = r.publishEndpoint {
             print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)")

@@ -595,6 +595,60 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 }
 
+@Suite(.serialized) struct LiveDeconvolutionTests {
+    /// `denoise: {deconvolve: true}`: a second network, adapted on the raw frames with the deconvolution
+    /// term (the PSF from the rig's optics), publishes `dcv.<channel>` beside `den.<channel>`; every
+    /// deconvolved frame names its weights version and is reproduced exactly from that checkpoint.
+    @Test func deconvolvedFramesArePublishedAndReproducedFromTheirCheckpoints() throws {
+        let dir = Fixtures.tempDir("livedcv")
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(
+                in: dir, mode: "widefield", roi: 64, timepoints: 8, exposureMs: 5,
+                extra: "denoise: {steps_per_frame: 2, crop: 32, batch: 1, checkpoint_every: 1, deconvolve: true}"))
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"
+        o.publishEndpoint = loopbackAnyPort
+        o.waitForSubscribers = 1
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        let (r, items) = try runListening(pipe, topics: ["dcv.", "den."], timeoutMs: 60_000)
+        let frames = items.compactMap { item -> (FrameHeader, [Float])? in
+            guard case .frame(let h, let payload) = item else { return nil }
+            return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) })
+        }
+        let deconvolved = frames.filter { $0.0.stream == "dcv" }
+        let c = try #require(r.denoise)
+        #expect(c.deconvolved == deconvolved.count && deconvolved.count >= 1)
+        #expect(frames.filter { $0.0.stream == "den" }.count == c.denoised)
+        let expectedSigma = 0.21 * p.channels[0].emissionNm / 1000 / p.rig.optics.objectiveNA / p.pixelSizeUm
+        let checkpoints = try #require(r.deconvolutionCheckpoints)
+        let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(camera: p.rig.cameraProfile), input: .frame)
+        var versions: [Int] = []
+        for (h, px) in deconvolved {
+            let sigma = try #require(h.params?["psfSigmaPx"].flatMap(Double.init))
+            #expect(abs(sigma - expectedSigma) < 1e-3)
+            let v = try #require(h.params?["weightsVersion"].flatMap(Int.init))
+            let scale = try #require(h.params?["scale"].flatMap(Float.init))
+            try WeightsFile.load("\(checkpoints)/v\(v).bin", into: d.net)
+            let raw = try reader.readPlaneFloat(h.inputs![0])
+            #expect(try d.denoise(raw, width: 64, height: 64, scale: scale) == px, "dcv frame \(h.seq) (v\(v))")
+            versions.append(v)
+        }
+        #expect(zip(versions.dropFirst(), versions).allSatisfy { $0 >= $1 })
+        // The adaptation thread takes at least the last frame (it drains before it stops): version 1 exists.
+        #expect(FileManager.default.fileExists(atPath: "\(checkpoints)/v1.bin"), "the deconvolver adapted")
+    }
+
+    @Test func liveDeconvolutionIsRefusedWithLiveSIM() throws {
+        let dir = Fixtures.tempDir("livedcvsim")
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 1, extra: "denoise: {deconvolve: true}"))
+        var o = PipelineOptions()
+        o.noPublish = true
+        #expect(throws: MoireError.self) { _ = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run() }
+    }
+}
+
 @Suite(.serialized) struct LiveOddEvenTests {
     /// `pairs: odd-even` trains each frame against the previous frame of the same plane: adaptation happens
     /// (from the second frame on) and headers name the method.
