@@ -10,8 +10,8 @@ import MoireCore
 /// σ² = β1·(μ − b) + β2 is fitted through the groups.
 ///
 /// - **Frame differences** (two or more frames of a time-lapse or stack): the noise of a block is
-///   read from the difference of two consecutive frames (divided by √2), where a still scene
-///   cancels; μ is the pair's mean. This measures the variance and the correlation of the noise
+///   read from the difference of two consecutive frames (the second brought to the first's overall
+///   brightness, divided by √(1 + r²)), where a still scene cancels; μ is the pair's mean. This measures the variance and the correlation of the noise
 ///   alone, whatever the specimen's texture. Pairs that are identical (a duplicated frame) are skipped.
 /// - **One frame**: the noise is what remains of a block after a plane is fitted; the variance comes
 ///   from the differences of adjacent pixels (which structure smoother than a pixel barely enters),
@@ -77,7 +77,16 @@ public enum NoiseEstimation {
             let clipped = zip(clippedMask(a), clippedMask(b)).map { $0 || $1 }
             clippedPixels += clipped.filter { $0 }.count
             let mean = zip(a, b).map { ($0 + $1) / 2 }
-            let difference = zip(a, b).map { ($0 - $1) / Float(2).squareRoot() }
+            // Illumination flicker or bleaching scales the whole frame: b is brought to a's brightness
+            // (above a provisional offset) before the difference, and the difference divided by
+            // √(1 + r²) so it keeps one frame's noise variance.
+            let darkestOfA = darkestMean(a, clipped: clipped, width: width, height: height)
+            let provisionalOffset = darkestOfA.isFinite ? Float(darkestOfA) : (a.min() ?? 0)
+            let sumA = a.reduce(0) { $0 + Double($1 - provisionalOffset) }
+            let sumB = b.reduce(0) { $0 + Double($1 - provisionalOffset) }
+            let ratio = sumA > 0 && sumB > 0 ? Float(min(2, max(0.5, sumA / sumB))) : 1
+            let norm = (1 + ratio * ratio).squareRoot()
+            let difference = zip(a, b).map { (($0 - provisionalOffset) - ratio * ($1 - provisionalOffset)) / norm }
             blocks += blockStatistics(
                 signal: mean, noise: difference, clipped: clipped, width: width, height: height, side: side,
                 detrend: .mean)

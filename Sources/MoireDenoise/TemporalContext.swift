@@ -29,11 +29,52 @@ public struct TemporalContext: Sendable {
         frames = [Float](repeating: 1, count: frame.count)
     }
 
+    /// The brightness of `frame` relative to the running average, for illumination flicker and
+    /// bleaching (the FMD two-photon frames vary by up to 10 % from frame to frame): the median, over
+    /// the brighter half of the 8×8 blocks, of the ratio of the block's sums. A median over blocks is
+    /// not moved by an object that appears or moves; changes within `brightnessTolerance` count as none
+    /// (the running average then stays the plain mean of its frames).
+    public func brightnessRatio(of frame: [Float]) -> Float {
+        var blocks: [(frame: Float, mean: Float)] = []
+        for by in stride(from: 0, through: height - 8, by: 8) {
+            for bx in stride(from: 0, through: width - 8, by: 8) {
+                var frameSum: Float = 0
+                var meanSum: Float = 0
+                for y in by..<(by + 8) {
+                    for x in bx..<(bx + 8) {
+                        frameSum += frame[y * width + x]
+                        meanSum += mean[y * width + x]
+                    }
+                }
+                blocks.append((frameSum, meanSum))
+            }
+        }
+        let brightest = blocks.sorted { $0.mean > $1.mean }.prefix(max(1, blocks.count / 2)).filter { $0.mean > 0 }
+        guard brightest.count >= 4 else { return 1 }
+        let ratios = brightest.map { $0.frame / $0.mean }.sorted()
+        let ratio = min(2, max(0.5, ratios[ratios.count / 2]))
+        return abs(ratio - 1) <= Self.brightnessTolerance ? 1 : ratio
+    }
+
+    /// Brightness changes up to this fraction are left alone.
+    public static let brightnessTolerance: Float = 0.01
+
+    /// The running average at the brightness of `frame` (what the network sees beside it).
+    public func mean(matching frame: [Float]) -> [Float] {
+        let ratio = brightnessRatio(of: frame)
+        return ratio == 1 ? mean : mean.map { $0 * ratio }
+    }
+
     /// Adds `frame` (normalised), whose per-pixel noise variance is `variance` (normalised units);
     /// `correlationFactor` is the variance of a 3×3 mean of the noise relative to independent pixels'
     /// (`NoiseCorrelation.boxMean3VarianceFactor`; 1 for pixel-independent noise).
     public mutating func add(_ frame: [Float], variance: [Float], correlationFactor: Float = 1) {
         precondition(frame.count == mean.count && variance.count == mean.count)
+        // The history follows the illumination: brought to this frame's brightness before it is compared and added.
+        let ratio = brightnessRatio(of: frame)
+        if ratio != 1 {
+            for i in 0..<mean.count { mean[i] *= ratio }
+        }
         let difference = zip(frame, mean).map { $0 - $1 }
         let local = Self.boxMean3(difference, width: width, height: height)
         let threshold2 = Self.motionThreshold * Self.motionThreshold

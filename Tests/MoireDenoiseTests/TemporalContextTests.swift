@@ -140,6 +140,35 @@ import Testing
         #expect(outside.count >= count - 16 * 16 - 4 * 18 - restarted - count / 50)
     }
 
+    /// Illumination flicker: the same scene at 1, 1.1, 0.92, 1.05 times its brightness. The history is
+    /// brought to each frame's brightness, so no pixel restarts and the average the network sees beside
+    /// a frame has that frame's brightness; a bright object appearing does not count as flicker.
+    @Test func theContextFollowsTheIlluminationWithoutRestarting() {
+        let width = 64
+        let count = width * width
+        var rng = SeededRandom(seed: 8)
+        let scene = (0..<count).map { i in Float(2 + sin(Double(i % width) / 5) + cos(Double(i / width) / 7)) }
+        let variance = [Float](repeating: 0.0025, count: count)
+        func frame(_ brightness: Float) -> [Float] { scene.map { $0 * brightness + Float(rng.normal()) * 0.05 } }
+        var context = TemporalContext(first: frame(1), width: width, height: width)
+        for brightness: Float in [1.1, 0.92, 1.05] {
+            let next = frame(brightness)
+            let seen = context.mean(matching: next)
+            // The signed mean error (noise averages out; a brightness left unmatched would not).
+            let bias = zip(seen, scene).map { $0 - $1 * brightness }.reduce(0, +) / Float(count)
+            #expect(abs(bias) < 0.01, "the context at brightness \(brightness) is off by \(bias) on average")
+            context.add(next, variance: variance)
+        }
+        // On noise alone a 3σ test restarts a few pixels in a thousand per frame; a brightness change of 8 %
+        // of a scene 40 noise deviations bright, left unmatched, would restart nearly all of them.
+        let kept = context.frames.filter { $0 == 4 }.count
+        #expect(kept >= count * 98 / 100, "\(count - kept) pixels restarted under flicker")
+        // A bright square over a quarter of the field is an object, not a change of illumination.
+        let square = { (i: Int) -> Bool in (16..<48).contains(i % width) && (16..<48).contains(i / width) }
+        let withObject = frame(1.05).enumerated().map { square($0.offset) ? $0.element + 3 : $0.element }
+        #expect(context.brightnessRatio(of: withObject) == 1)
+    }
+
     /// Interior pixels of the square (its edge pixels' 3×3 means mix both sides and may or may not restart).
     func interior(_ x: Int, _ y: Int) -> Bool { (9..<23).contains(x) && (9..<23).contains(y) }
 }
