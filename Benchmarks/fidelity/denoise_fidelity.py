@@ -213,12 +213,16 @@ def main():
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default=None, help="folder for the table, JSON and plot")
     parser.add_argument("--extra", default="", help="extra moire denoise arguments for every Moiré method")
+    parser.add_argument("--photons", default="", help="comma-separated photon levels to evaluate (default: all)")
     args = parser.parse_args()
     methods = args.methods.split(",")
     for m in MOIRE_ARGUMENTS:
         MOIRE_ARGUMENTS[m] = MOIRE_ARGUMENTS[m] + args.extra.split()
     rows = []
+    levels = {float(p) for p in args.photons.split(",") if p}
     for scene in make_scenes(args.scenes, args.seed, args.size, args.frames):
+        if levels and scene.photons not in levels:
+            continue
         results = evaluate(scene, args.moire, methods)
         rows.append({"scene": scene.as_dict(), "results": results})
         print(f"{scene.name}: " + ", ".join(f"{m} {results[m]['psnr_last']:.2f}" for m in methods), flush=True)
