@@ -110,9 +110,31 @@ extension Bench {
         } catch { throw fail(error) }
     }
 
+    /// The CPU's model and widest vector instruction set (from /proc/cpuinfo): oneDNN's kernels and so
+    /// the figures depend on it (AVX-512 against AVX2).
+    static func processorLine() -> String {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else {
+            return "cpu: unknown (no /proc/cpuinfo)"
+        }
+        let lines = text.split(separator: "\n")
+        func field(_ name: String) -> String {
+            let line = lines.first { $0.hasPrefix(name) }
+            return line.flatMap { $0.split(separator: ":", maxSplits: 1).last }.map {
+                $0.trimmingCharacters(in: .whitespaces)
+            } ?? "?"
+        }
+        let flags = Set(field("flags").split(separator: " ").map(String.init))
+        let isa =
+            flags.contains("avx512f")
+            ? "AVX-512" : flags.contains("avx2") ? "AVX2" : flags.contains("avx") ? "AVX" : "SSE"
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        return "cpu: \(field("model name")), \(cores) cores, vector ISA \(isa)"
+    }
+
     /// Denoising frames per second at 512×512, beside the same network and step in PyTorch (when installed).
     func denoise() throws {
         do {
+            print(Self.processorLine())
             let r = try DenoiseBench.run()
             print(
                 String(
