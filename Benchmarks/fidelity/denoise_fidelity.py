@@ -203,6 +203,15 @@ def plot(rows, methods, path):
     return True
 
 
+def write_results(folder, stem, rows, table):
+    """Writes FOLDER/STEM.json (the rows) and FOLDER/STEM.txt (the table)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{stem}.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(folder, f"{stem}.txt"), "w") as f:
+        f.write(table + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moire", required=True, help="path of the moire binary")
@@ -230,11 +239,7 @@ def main():
     print()
     print(table)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "denoise-fidelity.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        with open(os.path.join(args.out, "denoise-fidelity.txt"), "w") as f:
-            f.write(table + "\n")
+        write_results(args.out, "denoise-fidelity", rows, table)
         if plot(rows, methods, os.path.join(args.out, "denoise-fidelity.png")):
             print(f"plot: {os.path.join(args.out, 'denoise-fidelity.png')}")
 

@@ -14,7 +14,6 @@ benchmark does; no fit):
 - moire-one-frame: `moire denoise` on the first frame alone (its noise from that frame), scored on it.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from denoise_fidelity import gaussian  # noqa: E402
+from denoise_fidelity import gaussian, write_results  # noqa: E402
 from fetch_fmd import fetch  # noqa: E402
 
 METHODS = ["noisy", "gaussian", "bm3d", "average", "moire", "moire-one-frame"]
@@ -143,11 +142,7 @@ def main():
     print()
     print(table)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "real-denoise.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        with open(os.path.join(args.out, "real-denoise.txt"), "w") as f:
-            f.write(table + "\n")
+        write_results(args.out, "real-denoise", rows, table)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ public struct TemporalContext: Sendable {
     /// the brighter half of the 8×8 blocks, of the ratio of the block's sums. A median over blocks is
     /// not moved by an object that appears or moves; changes within `brightnessTolerance` count as none
     /// (the running average then stays the plain mean of its frames).
-    public func brightnessRatio(of frame: [Float]) -> Float {
+    /// `frame` may be given in ADU with the normalisation (`offset`, `scale`) to apply, so a caller
+    /// need not make a normalised copy of the whole frame for it.
+    public func brightnessRatio(of frame: [Float], offset: Float = 0, scale: Float = 1) -> Float {
         var blocks: [(frame: Float, mean: Float)] = []
         for by in stride(from: 0, through: height - 8, by: 8) {
             for bx in stride(from: 0, through: width - 8, by: 8) {
@@ -42,7 +44,7 @@ public struct TemporalContext: Sendable {
                 var meanSum: Float = 0
                 for y in by..<(by + 8) {
                     for x in bx..<(bx + 8) {
-                        frameSum += frame[y * width + x]
+                        frameSum += (frame[y * width + x] - offset) / scale
                         meanSum += mean[y * width + x]
                     }
                 }

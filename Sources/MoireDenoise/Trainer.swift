@@ -108,8 +108,8 @@ public final class Denoiser: @unchecked Sendable {
         let x = Tensor(n: batch, c: channels, h: crop, w: crop)
         let target = Tensor(n: batch, c: 1, h: crop, w: crop)
         let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
-        // The history at this frame's brightness (as inference sees it).
-        let historyMean = history.map { $0.mean(matching: input.map { ($0 - off) / s }) }
+        // The history at this frame's brightness (as inference sees it); only the crops are scaled.
+        let brightness = history?.brightnessRatio(of: input, offset: off, scale: s) ?? 1
         for b in 0..<batch {
             let x0 = Int(rng.next() % UInt64(width - crop + 1))
             let y0 = Int(rng.next() % UInt64(height - crop + 1))
@@ -119,7 +119,7 @@ public final class Denoiser: @unchecked Sendable {
                 return patch
             }
             let (a, t) = targetImage.map { (cut(input), cut($0)) } ?? makePair!(cut(input), &rng)
-            let meanPatch = historyMean.map { cut($0) }
+            let meanPatch = history.map { cut($0.mean).map { $0 * brightness } }
             for i in 0..<(crop * crop) {
                 let frameValue = (a[i] - off) / s
                 let base = (b * crop * crop + i) * channels
@@ -179,11 +179,13 @@ public final class Denoiser: @unchecked Sendable {
         let x: Tensor
         if usesTemporalContext {
             let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
-                .map { $0.mean(matching: normalised) }
+            let brightness = history?.brightnessRatio(of: normalised) ?? 1
             var interleaved = [Float](repeating: 0, count: 2 * normalised.count)
+            // Without an earlier frame the frame itself stands in for the average.
+            let average = history?.mean ?? normalised
             for i in 0..<normalised.count {
                 interleaved[2 * i] = normalised[i]
-                interleaved[2 * i + 1] = history?[i] ?? normalised[i]
+                interleaved[2 * i + 1] = average[i] * brightness
             }
             x = Tensor(n: 1, c: 2, h: height, w: width, values: interleaved)
         } else {

@@ -422,19 +422,11 @@ final class DenoiseStage: @unchecked Sendable {
                     lock.broadcast()
                     lock.unlock()
                 }
-                guard let slot = pool.acquire() else { continue }
-                slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
-                var dh = h
-                dh.stream = "den"; dh.seq = seq; dh.pixel = .float32
-                dh.inputs = [h.seq]
-                dh.params = [
-                    "weightsVersion": String(v), "architecture": inference.net.architecture,
-                    "scale": String(scale ?? 1), "offset": String(inference.model.offset),
-                    "method": isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw"),
-                    "context": usesHistory ? "history" : "none",
-                ]
-                seq += 1
-                try bus.publish(Frame(header: dh, slot: slot))
+                let method = isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")
+                let published = try publish(
+                    out, stream: "den", from: h, network: inference, version: v, scale: scale,
+                    params: ["method": method, "context": usesHistory ? "history" : "none"])
+                guard published else { continue }
                 lock.lock(); counters.denoised += 1; lock.unlock()
                 if let deconvolver { try deconvolve(h, px, with: deconvolver) }
             } catch {
@@ -465,21 +457,36 @@ final class DenoiseStage: @unchecked Sendable {
         }
         let scale = deconvolver.inference.scale
         weightsLock.unlock()
-        guard let slot = pool.acquire() else { return }
-        slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
-        var dh = h
-        dh.stream = "dcv"; dh.seq = seq; dh.pixel = .float32
-        dh.inputs = [h.seq]
-        dh.params = [
-            "weightsVersion": String(version), "architecture": deconvolver.inference.net.architecture,
-            "scale": String(scale ?? 1), "offset": String(deconvolver.inference.model.offset),
-            "method": "recorrupted-raw-deconvolution", "context": "none",
-            "psfSigmaPx": String(format: "%.4f", deconvolutionSigmaPx),
-            "hessian": String(options.hessianWeight),
-        ]
-        seq += 1
-        try bus.publish(Frame(header: dh, slot: slot))
+        let published = try publish(
+            out, stream: "dcv", from: h, network: deconvolver.inference, version: version, scale: scale,
+            params: [
+                "method": "recorrupted-raw-deconvolution", "context": "none",
+                "psfSigmaPx": String(format: "%.4f", deconvolutionSigmaPx), "hessian": String(options.hessianWeight),
+            ])
+        guard published else { return }
         lock.lock(); counters.deconvolved += 1; lock.unlock()
+    }
+
+    /// Publishes `out` (float32) as a frame of `stream` derived from raw frame `h`, its header naming
+    /// the weights version, architecture, normalisation and `params`. False when no pool slot is free.
+    private func publish(
+        _ out: [Float], stream: String, from h: FrameHeader, network: Denoiser, version: Int, scale: Float?,
+        params: [String: String]
+    ) throws -> Bool {
+        guard let slot = pool.acquire() else { return false }
+        slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
+        var header = h
+        header.stream = stream
+        header.seq = seq
+        header.pixel = .float32
+        header.inputs = [h.seq]
+        header.params = [
+            "weightsVersion": String(version), "architecture": network.net.architecture,
+            "scale": String(scale ?? 1), "offset": String(network.model.offset),
+        ].merging(params) { _, given in given }
+        seq += 1
+        try bus.publish(Frame(header: header, slot: slot))
+        return true
     }
 
     /// One adaptation step on the newest input: a raw frame, or (SIM) a raw phase set through SR pairs.

@@ -59,6 +59,14 @@ final class BusCollector: @unchecked Sendable {
 
 /// Runs `pipe` (publishing on `loopbackAnyPort`, waiting for one subscriber) while a subscriber
 /// collects every item up to the run's `stop`.
+/// The float32 frames among bus items, with their headers.
+func floatFrames(_ items: [BusItem]) -> [(FrameHeader, [Float])] {
+    items.compactMap { item in
+        guard case .frame(let h, let payload) = item else { return nil }
+        return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) })
+    }
+}
+
 func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutMs: Int = 20_000) throws -> (PipelineResult, [BusItem]) {
     let collector = BusCollector(topics: topics, timeoutMs: timeoutMs)
     pipe.onPublisherBound = { collector.start(endpoint: $0) }
@@ -561,10 +569,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
         let (r, items) = try runListening(pipe, topics: ["den.", "run"], timeoutMs: 30_000)
-        let frames = items.compactMap { item -> (FrameHeader, [Float])? in
-            if case .frame(let h, let payload) = item { return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }) }
-            return nil
-        }
+        let frames = floatFrames(items)
         let c = try #require(r.denoise)
         #expect(c.denoised == frames.count && c.denoised + c.skipped + c.refused == 12 && c.denoised >= 1)
         let versions = frames.compactMap { $0.0.params?["weightsVersion"].flatMap(Int.init) }
@@ -611,10 +616,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         o.waitForSubscribers = 1
         let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
         let (r, items) = try runListening(pipe, topics: ["dcv.", "den."], timeoutMs: 60_000)
-        let frames = items.compactMap { item -> (FrameHeader, [Float])? in
-            guard case .frame(let h, let payload) = item else { return nil }
-            return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) })
-        }
+        let frames = floatFrames(items)
         let deconvolved = frames.filter { $0.0.stream == "dcv" }
         let c = try #require(r.denoise)
         #expect(c.deconvolved == deconvolved.count && deconvolved.count >= 1)
