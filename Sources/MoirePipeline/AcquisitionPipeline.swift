@@ -103,7 +103,10 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if !proto.denoise.isEmpty { largest = max(largest, plane * 16) }
         limits.largestMessageBytes = largest + 4096
         // In virtual time the devices wait for every consumer; subscribers are consumers too.
-        if clock is VirtualClock { limits.waitForRoomMs = 60_000 }
+        if clock is VirtualClock {
+            limits.waitForRoomMs = 60_000
+            limits.drainAtCloseMs = 60_000
+        }
         return limits
     }
 

@@ -16,6 +16,10 @@ public struct ResultBusLimits: Sendable, Equatable {
     /// only: 0 in real time (a camera does not wait), long in virtual time, where every consumer is
     /// waited for and nothing is lost but by an injected fault.
     public var waitForRoomMs: Int32 = 0
+    /// How long messages still queued when the bus closes keep going to their subscribers (ZeroMQ's
+    /// linger): a subscriber a little behind at the end of a run still gets the tail and `stop`.
+    /// The endpoint itself is released at once, so the next run can bind it.
+    public var drainAtCloseMs: Int32 = 5000
 
     public init() {}
 
@@ -87,11 +91,27 @@ public final class ResultPublisher: @unchecked Sendable {
         try socket.setOption(ZMQ_XPUB_VERBOSE, 1)
         try socket.setOption(ZMQ_SNDHWM, limits.messagesPerSubscriber)
         try socket.setOption(ZMQ_XPUB_NODROP, 1)
+        try socket.setOption(ZMQ_LINGER, limits.drainAtCloseMs)
         if limits.waitForRoomMs > 0 { try socket.setSendTimeout(ms: limits.waitForRoomMs) }
-        do { try socket.bind(endpoint) } catch let e as ZMQError {
-            throw MoireError(.transport, "cannot bind the result bus: \(e)", place: endpoint)
-        }
+        try Self.bind(socket, endpoint)
         self.endpoint = try socket.lastEndpoint()
+    }
+
+    /// Binds `endpoint`. libzmq releases a closed socket's listener on its own thread, a moment after
+    /// the close, so an endpoint in use is tried again for up to a second: the run after a run binds
+    /// the endpoint the last one just released.
+    private static func bind(_ socket: borrowing ZMQSocket, _ endpoint: String) throws {
+        let patience = Date(timeIntervalSinceNow: 1)
+        while true {
+            do {
+                try socket.bind(endpoint)
+                return
+            } catch let e as ZMQError where e.code == EADDRINUSE && Date() < patience {
+                usleep(10_000)
+            } catch let e as ZMQError {
+                throw MoireError(.transport, "cannot bind the result bus: \(e)", place: endpoint)
+            }
+        }
     }
 
     /// A snapshot of the counters (any thread).

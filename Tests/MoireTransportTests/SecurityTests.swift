@@ -344,6 +344,44 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
         #expect(log.all.contains { if case .subscriptionChurn = $0 { return true } else { return false } })
     }
 
+    /// A subscriber still behind when the run ends gets the tail and `stop`: the bus's queue drains
+    /// after it closes (the flaky Python-example failure: the end of the run discarded what was
+    /// queued). The endpoint is free at once: a new bus binds it while the old one drains.
+    @Test func aSubscriberBehindWhenTheBusClosesStillGetsTheTailAndStop() throws {
+        let frameBytes = 64 * 1024
+        let frames = 200
+        var limits = ResultBusLimits()
+        limits.bytesPerSubscriber = 32 << 20
+        limits.largestMessageBytes = frameBytes
+        limits.drainAtCloseMs = 120_000  // a hang watchdog for a loaded machine
+        let slow = try ZMQSocket(type: .sub)
+        try slow.limitReceiving(messages: 1, kernelBytes: 64 * 1024)
+        try slow.subscribe("")
+        var endpoint = ""
+        do {
+            let publisher = try ResultPublisher(endpoint: "tcp://127.0.0.1:*", limits: limits)
+            endpoint = publisher.endpoint
+            try slow.connect(endpoint)
+            awaitSubscriptions(publisher, 1)
+            try publisher.publishStart(busStart)
+            let payload = [UInt8](repeating: 5, count: frameBytes)
+            for i in 0..<frames {
+                try payload.withUnsafeBytes { try publisher.publish(header: busHeader(i, bytes: frameBytes), payload: $0) }
+            }
+            try publisher.publishStop(
+                RunStop(run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
+            #expect(publisher.counts.subscriberQueueFull == 0)
+        }
+        // The bus is closed; 12.5 MiB of frames are still queued for the slow subscriber.
+        let next = try ResultPublisher(endpoint: endpoint)
+        #expect(next.endpoint == endpoint)
+        var seen = Seen()
+        while !seen.stopped, try slow.poll(timeoutMs: 120_000) {
+            seen.take(try BusSubscriber.decode(try slow.receive()))
+        }
+        #expect(seen.starts == 1 && seen.stopped && seen.contiguous && seen.seqs.count == frames, "\(seen.seqs.count) frames")
+    }
+
     @Test func fiftySubscribersEachGetStartEveryFrameAndStop() throws {
         let publisher = try ResultPublisher(endpoint: busEndpoint())
         let subscribers = try (0..<50).map { _ in try BusSubscriber(endpoint: publisher.endpoint) }
