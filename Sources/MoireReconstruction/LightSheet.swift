@@ -147,22 +147,6 @@ public enum LightSheetPSF {
     }
 }
 
-@inline(__always) func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-}
-@inline(__always) func load4(_ p: UnsafeMutablePointer<Float>) -> SIMD4<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self)
-}
-@inline(__always) func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-}
-
-/// Runs `body` over `0..<n` in contiguous chunks on all cores.
-func parallelRanges(_ n: Int, _ body: @Sendable (Range<Int>) -> Void) {
-    let chunks = max(1, min(ProcessInfo.processInfo.activeProcessorCount * 4, n / 65_536))
-    DispatchQueue.concurrentPerform(iterations: chunks) { c in body((n * c / chunks)..<(n * (c + 1) / chunks)) }
-}
-
 /// Richardson–Lucy deconvolution in 3D through MoireFFT (real-to-complex transforms, planned once
 /// per padded shape), with background subtraction, edge-replicating padding by the PSF's half size
 /// (to an FFT-friendly size) and Biggs–Andrews acceleration (first-order vector extrapolation,

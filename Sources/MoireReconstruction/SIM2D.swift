@@ -66,6 +66,9 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     // Work buffers of reconstruction (the padded grid and its 2× grid).
     let gridA: AlignedBuffer<Complex32>, gridB: AlignedBuffer<Complex32>
     let band0: AlignedBuffer<Float>, smallHalf: AlignedBuffer<Complex32>
+    /// The bands separated on the camera's grid, before padding: band 0 (every orientation's
+    /// together) and one orientation's band +1 as real and imaginary planes.
+    let separatedBand0: AlignedBuffer<Float>, separatedRe: AlignedBuffer<Float>, separatedIm: AlignedBuffer<Float>
     let bigHalf: AlignedBuffer<Complex32>, bigReal: AlignedBuffer<Float>
     var weightsCache: (params: SIMParameters, opts: SIM2DOptions, plan: WienerPlan)?
     /// The filter on the 2× grid's half spectrum, and |band 0|² of the set (the adaptive filter's input).
@@ -102,6 +105,9 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         gridA = AlignedBuffer(count: g.count)
         gridB = AlignedBuffer(count: g.count)
         band0 = AlignedBuffer(count: g.count)
+        separatedBand0 = AlignedBuffer(count: n)
+        separatedRe = AlignedBuffer(count: n)
+        separatedIm = AlignedBuffer(count: n)
         smallHalf = AlignedBuffer(count: g.height * (g.width / 2 + 1))
         bigHalf = AlignedBuffer(count: 2 * g.height * (g.width + 1))
         bigReal = AlignedBuffer(count: 4 * g.count)
@@ -137,18 +143,49 @@ public final class SIM2DReconstructor: @unchecked Sendable {
                 .usage,
                 "2D-SIM with \(angles) angles × \(phases) phases needs \(angles * phases) frames; got \(frames.count)")
         }
-        for (i, f) in frames.enumerated() {
-            guard f.count == n else {
-                throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)")
+        for (i, f) in frames.enumerated() where f.count != n {
+            throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)")
+        }
+        nonisolated(unsafe) var ranges = [(Float, Float, Bool)](repeating: (0, 0, true), count: frames.count)
+        ranges.withUnsafeMutableBufferPointer { found in
+            nonisolated(unsafe) let results = found
+            DispatchQueue.concurrentPerform(iterations: frames.count) { i in
+                results[i] = frames[i].withUnsafeBufferPointer(Self.range)
             }
-            var lo = Float.infinity
-            var hi = -Float.infinity
-            for v in f {
-                guard v.isFinite else { throw MoireError(.numeric, "frame \(i) contains NaN or infinite values") }
-                lo = min(lo, v); hi = max(hi, v)
-            }
+        }
+        for (i, (lo, hi, finite)) in ranges.enumerated() {
+            guard finite else { throw MoireError(.numeric, "frame \(i) contains NaN or infinite values") }
             guard hi - lo > 0 else { throw MoireError(.numeric, "frame \(i) is blank (every pixel is \(lo))") }
         }
+    }
+
+    /// The smallest and largest value, and whether every value is finite (v − v is 0 only for a
+    /// finite v), in 8-wide passes.
+    static func range(_ values: UnsafeBufferPointer<Float>) -> (Float, Float, Bool) {
+        let lanes = 8
+        var lo = SIMD8<Float>(repeating: .infinity)
+        var hi = SIMD8<Float>(repeating: -.infinity)
+        var finite = SIMDMask<SIMD8<Int32>>(repeating: true)
+        let whole = values.count / lanes * lanes
+        guard let base = values.baseAddress else { return (.infinity, -.infinity, true) }
+        var i = 0
+        while i < whole {
+            let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
+            lo = lo.replacing(with: v, where: v .< lo)
+            hi = hi.replacing(with: v, where: v .> hi)
+            finite = finite .& (v - v .== 0)
+            i += lanes
+        }
+        var low = lo.min()
+        var high = hi.max()
+        var allFinite = all(finite)
+        for j in whole..<values.count {
+            let v = values[j]
+            allFinite = allFinite && v.isFinite
+            low = min(low, v)
+            high = max(high, v)
+        }
+        return (low, high, allFinite)
     }
 
     /// Background-subtracted, edge-tapered frame as complex values in `out`.

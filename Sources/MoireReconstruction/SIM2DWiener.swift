@@ -7,6 +7,74 @@ import MoireFFT
 struct BandPlacement {
     var index: [Int32]
     var weight: [Float]
+    /// The same placement as runs of consecutive source samples that land on consecutive
+    /// destinations (ascending for band +1 and band 0, descending for band −1, the mirror): each
+    /// run is one contiguous, vectorisable pass.
+    var runs: [Run]
+
+    struct Run {
+        var source: Int
+        var destination: Int
+        var length: Int
+    }
+
+    init(index: [Int32], weight: [Float], step: Int) {
+        self.index = index
+        self.weight = weight
+        var runs: [Run] = []
+        var i = 0
+        while i < index.count {
+            guard index[i] >= 0 else {
+                i += 1
+                continue
+            }
+            var length = 1
+            while i + length < index.count, index[i + length] >= 0,
+                Int(index[i + length]) == Int(index[i]) + step * length
+            {
+                length += 1
+            }
+            runs.append(Run(source: i, destination: Int(index[i]), length: length))
+            i += length
+        }
+        self.runs = runs
+    }
+
+    /// Adds each source sample times its weight to its destination; `conjugate`: the sample's
+    /// complex conjugate (band −1 is band +1 mirrored), stepping down through the destination.
+    func accumulate(
+        _ source: UnsafePointer<Complex32>, into destination: UnsafeMutablePointer<Complex32>, conjugate: Bool
+    ) {
+        weight.withUnsafeBufferPointer { weights in
+            guard let base = weights.baseAddress else { return }
+            nonisolated(unsafe) let w = base
+            nonisolated(unsafe) let input = UnsafeRawPointer(source).assumingMemoryBound(to: Float.self)
+            nonisolated(unsafe) let output = UnsafeMutableRawPointer(destination).assumingMemoryBound(to: Float.self)
+            let runs = runs
+            // Runs of one placement never share a destination: they are added in parallel.
+            parallelRanges(runs.count * 64) { range in
+                for run in runs[(range.lowerBound / 64)..<(range.upperBound / 64)] {
+                    let s = input + 2 * run.source
+                    let weightRun = w + run.source
+                    if conjugate {
+                        // Descending: destination sample run.destination − t.
+                        let d = output + 2 * (run.destination - run.length + 1)
+                        let last = run.length - 1
+                        for t in 0..<run.length {
+                            d[2 * (last - t)] += weightRun[t] * s[2 * t]
+                            d[2 * (last - t) + 1] -= weightRun[t] * s[2 * t + 1]
+                        }
+                    } else {
+                        let d = output + 2 * run.destination
+                        for t in 0..<run.length {
+                            d[2 * t] += weightRun[t] * s[2 * t]
+                            d[2 * t + 1] += weightRun[t] * s[2 * t + 1]
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Everything precomputed for one set of parameters.
@@ -186,9 +254,9 @@ extension SIM2DReconstructor {
             band0OTF[v * smallHalf + gw / 2] = Float(otf.value(hypot(Double(gw / 2) / sx, Double(signed(v, gh)) / sy)))
         }
         let plan = WienerPlan(
-            band0: BandPlacement(index: b0i, weight: b0h),
-            plus: (0..<angles).map { BandPlacement(index: plusI[$0], weight: plusH[$0]) },
-            minus: (0..<angles).map { BandPlacement(index: minusI[$0], weight: plusH[$0]) },
+            band0: BandPlacement(index: b0i, weight: b0h, step: 1),
+            plus: (0..<angles).map { BandPlacement(index: plusI[$0], weight: plusH[$0], step: 1) },
+            minus: (0..<angles).map { BandPlacement(index: minusI[$0], weight: plusH[$0], step: -1) },
             ramps: ramps, separation: params.angles.map { separationWeights($0.phases) },
             denominator: den, apodization: apodization, bigRho: bigRho,
             band0Sampling: SpectralModel.Sampling(rho: band0Rho, otf: band0OTF))
@@ -264,92 +332,137 @@ extension SIM2DReconstructor {
         let H = 2 * gh
         let halfW = W / 2 + 1
         let halfBig = H * halfW
-        for i in 0..<halfBig { bigHalf[i] = .zero }
-        for i in 0..<gn { band0[i] = 0 }
-        let bg = Float(options.background)
+        bigHalf.pointer.update(repeating: .zero, count: halfBig)
+        // Separation is linear per pixel, and so is the padding (a mirrored copy, faded): the bands
+        // are separated on the camera's grid, in contiguous passes, and each band is padded once.
+        let bandZero = separatedBand0.pointer
+        for i in 0..<n { bandZero[i] = 0 }
         for a in 0..<angles {
-            let w = plan.separation[a]
-            let ramp = plan.ramps[a]
-            for i in 0..<gn { gridA[i] = .zero }
-            for p in 0..<phases {
-                let w0 = w[0][p]
-                let wr = w[1][p]
-                let wi = w[2][p]
-                frames[a * phases + p].withUnsafeBufferPointer { f in
-                    grid.source.withUnsafeBufferPointer { src in
-                        grid.window.withUnsafeBufferPointer { win in
-                            let b0 = band0.pointer
-                            let c = gridA.pointer
-                            for i in 0..<gn {
-                                let v = (f[Int(src[i])] - bg) * win[i]
-                                b0[i] += w0 * v
-                                c[i].re += wr * v
-                                c[i].im += wi * v
-                            }
-                        }
-                    }
-                }
-            }
-            // Sub-pixel shift of band +1.
-            let c = gridA.pointer
-            let r = ramp.pointer
-            for i in 0..<gn {
-                let x = c[i]
-                let e = r[i]
-                c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
-            }
+            separate(frames[(a * phases)..<((a + 1) * phases)], weights: plan.separation[a])
+            padBandPlusOne(shiftedBy: plan.ramps[a])
             gridForward.execute(gridA.pointer, gridB.pointer)
-            let pp = plan.plus[a]
-            let pm = plan.minus[a]
-            pp.index.withUnsafeBufferPointer { ip in
-                pp.weight.withUnsafeBufferPointer { wp in
-                    pm.index.withUnsafeBufferPointer { im in
-                        pm.weight.withUnsafeBufferPointer { wm in
-                            let s = gridB.pointer
-                            let out = bigHalf.pointer
-                            for i in 0..<gn {
-                                let v = s[i]
-                                let j = Int(ip[i])
-                                if j >= 0 { out[j].re += wp[i] * v.re; out[j].im += wp[i] * v.im }
-                                let k = Int(im[i])
-                                if k >= 0 { out[k].re += wm[i] * v.re; out[k].im -= wm[i] * v.im }
-                            }
-                        }
-                    }
-                }
-            }
+            plan.plus[a].accumulate(gridB.pointer, into: bigHalf.pointer, conjugate: false)
+            plan.minus[a].accumulate(gridB.pointer, into: bigHalf.pointer, conjugate: true)
         }
+        padBandZero()
         gridR2C.forward(band0.pointer, smallHalf.pointer)
-        let b = plan.band0
-        b.index.withUnsafeBufferPointer { ip in
-            b.weight.withUnsafeBufferPointer { wp in
-                let s = smallHalf.pointer
-                let out = bigHalf.pointer
-                for i in 0..<ip.count {
-                    let j = Int(ip[i])
-                    if j >= 0 { out[j].re += wp[i] * s[i].re; out[j].im += wp[i] * s[i].im }
-                }
-            }
-        }
+        plan.band0.accumulate(smallHalf.pointer, into: bigHalf.pointer, conjugate: false)
         var model: SpectralModel?
         if options.wiener == .adaptive {
             model = measureSpectrum(plan)
         }
         lastSpectralModel = model
         updateFilter(plan, params: params, model: model)
-        let filter = wienerFilter.values.pointer
-        let spectrum = bigHalf.pointer
-        for j in 0..<halfBig {
-            let f = filter[j]
-            spectrum[j].re *= f
-            spectrum[j].im *= f
+        nonisolated(unsafe) let filter = wienerFilter.values.pointer
+        nonisolated(unsafe) let spectrum = bigHalf.pointer
+        parallelRanges(halfBig) { range in
+            for j in range {
+                let f = filter[j]
+                spectrum[j].re *= f
+                spectrum[j].im *= f
+            }
         }
         c2rBig.inverse(bigHalf.pointer, bigReal.pointer)
         let scale = 1 / Float(gn)
         let outWidth = 2 * width
-        for y in 0..<(2 * height) {
-            let row = (y + 2 * grid.paddingY) * W + 2 * grid.paddingX
-            for x in 0..<outWidth { out[y * outWidth + x] = bigReal[row + x] * scale }
+        nonisolated(unsafe) let result = bigReal.pointer
+        guard let base = out.baseAddress else { return }
+        nonisolated(unsafe) let destination = base
+        let (top, left) = (2 * grid.paddingY, 2 * grid.paddingX)
+        parallelRanges(2 * height * 1024) { range in
+            for y in (range.lowerBound / 1024)..<(range.upperBound / 1024) {
+                let source = result + (y + top) * W + left
+                let row = destination + y * outWidth
+                for x in 0..<outWidth { row[x] = source[x] * scale }
+            }
+        }
+    }
+
+    /// One orientation's phases separated on the camera's grid: band 0 added to `separatedBand0`
+    /// (every orientation's together), band +1 into `separatedRe`/`separatedIm`, the background
+    /// taken out of the sums once (Σₚ wₚ·bg) rather than from every pixel.
+    func separate(_ frames: ArraySlice<[Float]>, weights w: [[Float]]) {
+        nonisolated(unsafe) let bandZero = separatedBand0.pointer
+        nonisolated(unsafe) let re = separatedRe.pointer
+        nonisolated(unsafe) let im = separatedIm.pointer
+        let bg = Float(options.background)
+        var offsets: (Float, Float, Float) = (0, 0, 0)
+        for p in 0..<frames.count {
+            offsets.0 += w[0][p] * bg
+            offsets.1 += w[1][p] * bg
+            offsets.2 += w[2][p] * bg
+        }
+        // In tiles that stay in the first-level cache while every phase is added to them.
+        let tile = 2048
+        let tiles = (n + tile - 1) / tile
+        parallelRanges(tiles * 64) { range in
+            for first in stride(from: range.lowerBound / 64 * tile, to: min(n, range.upperBound / 64 * tile), by: tile)
+            {
+                let last = min(n, first + tile)
+                for (p, frame) in zip(0..., frames) {
+                    let w0 = w[0][p]
+                    let wr = w[1][p]
+                    let wi = w[2][p]
+                    frame.withUnsafeBufferPointer { f in
+                        if p == 0 {
+                            for i in first..<last {
+                                bandZero[i] += w0 * f[i]
+                                re[i] = wr * f[i]
+                                im[i] = wi * f[i]
+                            }
+                        } else {
+                            for i in first..<last {
+                                bandZero[i] += w0 * f[i]
+                                re[i] += wr * f[i]
+                                im[i] += wi * f[i]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let offset = offsets
+        parallelRanges(n) { range in
+            for i in range {
+                bandZero[i] -= offset.0
+                re[i] -= offset.1
+                im[i] -= offset.2
+            }
+        }
+    }
+
+    /// Band +1 on the padded grid (mirrored, faded) in `gridA`, times the sub-pixel shift `ramp`.
+    func padBandPlusOne(shiftedBy ramp: AlignedBuffer<Complex32>) {
+        nonisolated(unsafe) let re = separatedRe.pointer
+        nonisolated(unsafe) let im = separatedIm.pointer
+        nonisolated(unsafe) let c = gridA.pointer
+        nonisolated(unsafe) let r = ramp.pointer
+        grid.source.withUnsafeBufferPointer { sources in
+            grid.window.withUnsafeBufferPointer { windows in
+                nonisolated(unsafe) let (src, win) = (sources, windows)
+                parallelRanges(grid.count) { range in
+                    for i in range {
+                        let s = Int(src[i])
+                        let x = Complex32(re[s] * win[i], im[s] * win[i])
+                        let e = r[i]
+                        c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Band 0 of every orientation on the padded grid (mirrored, faded) in `band0`.
+    func padBandZero() {
+        nonisolated(unsafe) let bandZero = separatedBand0.pointer
+        nonisolated(unsafe) let out = band0.pointer
+        grid.source.withUnsafeBufferPointer { sources in
+            grid.window.withUnsafeBufferPointer { windows in
+                nonisolated(unsafe) let (src, win) = (sources, windows)
+                parallelRanges(grid.count) { range in
+                    for i in range { out[i] = bandZero[Int(src[i])] * win[i] }
+                }
+            }
         }
     }
 }
