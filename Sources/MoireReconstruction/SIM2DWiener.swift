@@ -437,15 +437,26 @@ extension SIM2DReconstructor {
         nonisolated(unsafe) let im = separatedIm.pointer
         nonisolated(unsafe) let c = gridA.pointer
         nonisolated(unsafe) let r = ramp.pointer
+        let (gridWidth, left, fieldWidth) = (grid.width, grid.paddingX, width)
+        @Sendable @inline(__always) func place(_ i: Int, _ s: Int, _ weight: Float) {
+            let x = Complex32(re[s] * weight, im[s] * weight)
+            let e = r[i]
+            c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
+        }
         grid.source.withUnsafeBufferPointer { sources in
             grid.window.withUnsafeBufferPointer { windows in
                 nonisolated(unsafe) let (src, win) = (sources, windows)
-                parallelRanges(grid.count) { range in
-                    for i in range {
-                        let s = Int(src[i])
-                        let x = Complex32(re[s] * win[i], im[s] * win[i])
-                        let e = r[i]
-                        c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
+                parallelRanges(grid.height * 1024) { range in
+                    for y in (range.lowerBound / 1024)..<(range.upperBound / 1024) {
+                        let row = y * gridWidth
+                        // The mirrored border columns, sample by sample.
+                        for i in row..<(row + left) { place(i, Int(src[i]), win[i]) }
+                        for i in (row + left + fieldWidth)..<(row + gridWidth) { place(i, Int(src[i]), win[i]) }
+                        // The frame's columns: one contiguous source row, one weight.
+                        let first = row + left
+                        let sourceRow = Int(src[first])
+                        let weight = win[first]
+                        for t in 0..<fieldWidth { place(first + t, sourceRow + t, weight) }
                     }
                 }
             }
