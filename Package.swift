@@ -43,11 +43,16 @@ let package = Package(
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireFFT", "MoireHardware",
             "MoireReconstruction", "MoireStorage", "MoireTransport", logging, metrics,
         ]),
+        // The benchmarks behind `moire bench`: linked by the command line tool only, never by the daemon.
+        .target(name: "MoireBench", dependencies: [
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireFFT", "MoireHardware",
+            "MoirePipeline", "MoireReconstruction", "MoireTransport",
+        ]),
         .target(name: "MoireTesting", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoirePipeline",
         ]),
         .executableTarget(name: "moire", dependencies: [
-            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
+            "MoireAcquisition", "MoireBench", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
             "MoireReconstruction", "MoireStorage", "MoireTransport", argumentParser, logging,
         ]),
         .executableTarget(name: "moired", dependencies: [

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoireBench
 import MoireCore
 import MoirePipeline
 

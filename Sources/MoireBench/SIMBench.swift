@@ -4,6 +4,7 @@ import MoireConfig
 import MoireCore
 import MoireFFT
 import MoireHardware
+import MoirePipeline
 import MoireReconstruction
 
 /// `moire bench sim2d`: milliseconds per SR frame for a simulated 512×512×9 phase set.

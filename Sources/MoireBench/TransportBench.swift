@@ -3,6 +3,7 @@ import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoirePipeline
 import MoireTransport
 
 /// Figures of `moire bench transport`, each beside its peer from the same run.
