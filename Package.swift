@@ -29,11 +29,12 @@ let package = Package(
         .systemLibrary(name: "CTIFF", pkgConfig: "libtiff-4"),
         .systemLibrary(name: "CUSB", pkgConfig: "libusb-1.0"),
         .systemLibrary(name: "CDNNL"),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib"),
 
         .target(name: "MoireCore"),
         .target(name: "MoireConfig", dependencies: ["MoireCore", "Yams"]),
         .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
-        .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", logging]),
+        .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", logging]),
         .target(name: "MoireFFT", dependencies: ["MoireCore", "CFFTW"]),
         .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage", "CUSB"]),
         .target(name: "MoireAcquisition", dependencies: ["MoireConfig", "MoireCore", "MoireHardware", logging]),

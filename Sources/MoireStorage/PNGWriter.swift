@@ -1,28 +1,13 @@
+import CZlib
 import Foundation
 
-/// Writes 8-bit grayscale PNGs (stored deflate blocks: no compression library needed).
+/// Writes 8-bit grayscale PNGs (image data compressed by zlib at its default level).
 public enum PNGWriter {
     /// Encodes `pixels` (row-major, `width × height`, 0…255).
     public static func encode(width: Int, height: Int, pixels: [UInt8]) -> Data {
         var raw = Data(capacity: (width + 1) * height)
         for y in 0..<height { raw.append(0); raw.append(contentsOf: pixels[(y * width)..<((y + 1) * width)]) }
-        // zlib stream of stored blocks (≤ 65535 bytes each) + Adler-32.
-        var z = Data([0x78, 0x01])
-        var offset = 0
-        while offset < raw.count || raw.isEmpty {
-            let len = min(65535, raw.count - offset)
-            let final: UInt8 = offset + len >= raw.count ? 1 : 0
-            z.append(final)
-            z.append(UInt8(len & 0xFF)); z.append(UInt8(len >> 8))
-            z.append(UInt8(~len & 0xFF)); z.append(UInt8((~len >> 8) & 0xFF))
-            z.append(raw[offset..<(offset + len)])
-            offset += len
-            if raw.isEmpty { break }
-        }
-        var a: UInt32 = 1
-        var b: UInt32 = 0
-        for byte in raw { a = (a + UInt32(byte)) % 65521; b = (b + a) % 65521 }
-        z.append(contentsOf: withUnsafeBytes(of: ((b << 16) | a).bigEndian, Array.init))
+        let z = deflated(raw)
         var png = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
         var ihdr = Data()
         ihdr.append(contentsOf: withUnsafeBytes(of: UInt32(width).bigEndian, Array.init))
@@ -30,6 +15,23 @@ public enum PNGWriter {
         ihdr.append(contentsOf: [8, 0, 0, 0, 0])
         png.append(chunk("IHDR", ihdr)); png.append(chunk("IDAT", z)); png.append(chunk("IEND", Data()))
         return png
+    }
+
+    /// A zlib stream (RFC 1950: header, deflate, Adler-32) of `raw`, as PNG's IDAT holds it.
+    static func deflated(_ raw: Data) -> Data {
+        var size = compressBound(uLong(raw.count))
+        var out = Data(count: Int(size))
+        let status = out.withUnsafeMutableBytes { destination in
+            raw.withUnsafeBytes { source in
+                compress2(
+                    destination.baseAddress?.assumingMemoryBound(to: Bytef.self), &size,
+                    source.baseAddress?.assumingMemoryBound(to: Bytef.self), uLong(raw.count), Z_DEFAULT_COMPRESSION)
+            }
+        }
+        // compressBound is enough by definition; only running out of memory fails.
+        precondition(status == Z_OK, "zlib compress2 failed (\(status))")
+        out.count = Int(size)
+        return out
     }
 
     private static func chunk(_ type: String, _ body: Data) -> Data {

@@ -1,4 +1,5 @@
 import CTIFF
+import CZlib
 import Foundation
 import MoireCore
 
@@ -68,20 +69,18 @@ public enum OSFailure {
     }
 }
 
-/// CRC-32 (IEEE 802.3), for the recording index.
+/// CRC-32 (IEEE 802.3, zlib's `crc32`), for the recording index and PNG chunks.
 public enum CRC32 {
-    private static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
     public static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
-        var c = ~seed
-        table.withUnsafeBufferPointer { t in
-            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        var crc = UInt(seed)
+        var rest = bytes[...]
+        // zlib takes the length as a 32-bit count: longer buffers go in pieces.
+        while !rest.isEmpty {
+            let piece = UnsafeRawBufferPointer(rebasing: rest.prefix(1 << 30))
+            crc = crc32(crc, piece.baseAddress?.assumingMemoryBound(to: UInt8.self), uInt(piece.count))
+            rest = rest.dropFirst(piece.count)
         }
-        return ~c
+        return UInt32(truncatingIfNeeded: crc)
     }
 
     public static func checksum(_ data: Data) -> UInt32 { data.withUnsafeBytes { checksum($0) } }

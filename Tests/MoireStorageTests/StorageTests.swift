@@ -1,6 +1,6 @@
 import Foundation
 import MoireCore
-import MoireStorage
+@testable import MoireStorage
 import MoireTesting
 import Testing
 
@@ -212,13 +212,36 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let src = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("Tests/Data/png/grey8-fixed.png")))
         try src.write(to: URL(fileURLWithPath: dir + "/b.png"))
-        // Our own writer's stored-block PNG of another image of the same size, first by name.
+        // Our own writer's PNG of another image of the same size, first by name.
         let other = (0..<(33 * 17)).map { UInt8($0 % 251) }
         try PNGWriter.encode(width: 33, height: 17, pixels: other).write(to: URL(fileURLWithPath: dir + "/a.png"))
         let s = try ImageImport.load(dir)
         #expect(s.planes.count == 2)
         #expect(s.planes[0] == other.map(Float.init))
         #expect(s.planes[1] == expected(33, 17, bits: 8, colour: false))
+    }
+
+    /// CRC-32 against the standard's check value, in one piece and in two (the index chains it).
+    @Test func crc32GivesTheStandardCheckValue() {
+        let digits = Data("123456789".utf8)
+        #expect(CRC32.checksum(digits) == 0xCBF4_3926)
+        let head = digits.prefix(4).withUnsafeBytes { CRC32.checksum($0) }
+        let whole = digits.dropFirst(4).withUnsafeBytes { CRC32.checksum($0, seed: head) }
+        #expect(whole == 0xCBF4_3926)
+        #expect(CRC32.checksum(Data()) == 0)
+    }
+
+    /// The writer's image data is compressed (a smooth preview shrinks far below its raw size) and
+    /// reads back pixel for pixel; image data that inflates past its size is refused.
+    @Test func pngImageDataIsCompressedAndReadsBackExactly() throws {
+        let (w, h) = (256, 128)
+        let pixels = (0..<(w * h)).map { UInt8(($0 % w + $0 / w) / 2) }
+        let png = PNGWriter.encode(width: w, height: h, pixels: pixels)
+        #expect(png.count < w * h / 4, "\(png.count) bytes for \(w * h) pixels")
+        let back = try PNGImport.decode(png, place: "p.png")
+        #expect(back.width == w && back.height == h && back.planes[0] == pixels.map(Float.init))
+        let tooMuch = PNGWriter.deflated(Data(count: 10 * (w + 1) * h))
+        #expect(throws: MoireError.self) { try Inflate.zlib([UInt8](tooMuch), expected: (w + 1) * h, place: "p.png") }
     }
 
     @Test func damagedAndTruncatedPNGsAreRefusedWithTheirPlace() throws {
