@@ -30,7 +30,7 @@ public struct OfflineSIM3D {
     public var periodUm: Double?
     public var firstAngleDeg: Double?
     public var background: Double?
-    public var wiener: Double?
+    public var wiener: WienerParameter?
 
     public init() {}
 

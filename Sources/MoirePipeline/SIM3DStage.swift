@@ -133,7 +133,7 @@ final class SIM3DStage: @unchecked Sendable {
                     na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
                     emissionNm: ch.emissionNm))
             rec.background = options.sim.background > 0 ? options.sim.background : proto.rig.cameraProfile.offsetADU
-            if let w = options.sim.wiener.constant { rec.wiener = w }
+            rec.wiener = options.sim.wiener
             let est = try rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (rec, est.angles, est.projected.angles.map(\.flagged))
             lastEstimatedT[h0.c] = h0.t

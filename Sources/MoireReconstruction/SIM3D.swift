@@ -25,8 +25,16 @@ public final class SIM3DReconstructor: @unchecked Sendable {
     public let n: Int, nz: Int
     public let pixelUm: Double, dzUm: Double
     public let optics: Widefield3D
-    public var wiener = 0.05
+    /// Regularisation of the Wiener filter: adaptive (from each volume's own band-0 spectrum: the
+    /// noise where the 3D OTF passes nothing, the object's power law where it passes signal) or a
+    /// constant w at every frequency.
+    public var wiener: WienerParameter = .adaptive
     public var background = 0.0
+    /// The signal and noise measured on the last volume reconstructed with the adaptive filter (nil:
+    /// a constant w, or the fallback when the volume offered no noise reference or no signal).
+    public private(set) var lastSpectralModel: SpectralModel?
+    /// The constant w used when the adaptive filter finds no noise reference or no signal.
+    public static let fallbackWiener = 0.05
     let otf: RadialOTF3D
     let fwd: FFTPlan3D, bigInv: FFTPlan3D
 
@@ -172,8 +180,10 @@ public final class SIM3DReconstructor: @unchecked Sendable {
             if b.kzOffset == 0 { return b.m / 2 * otf.value(kr: r, kz: fz) }
             return b.m / 2 * 0.5 * (otf.value(kr: r, kz: fz - b.kzOffset) + otf.value(kr: r, kz: fz + b.kzOffset))
         }
-        // Denominator.
-        var den = [Float](repeating: Float(wiener * wiener), count: big)
+        // Denominator: the regularisation w²(f), then Σ|H|² of every band.
+        let model = wiener == .adaptive ? measureSpectrum(spec0, orientations: parameters.count) : nil
+        lastSpectralModel = model
+        var den = regularisation(model, bigWidth: N)
         let A = Double(parameters.count)
         for w in 0..<nz {
             for v in 0..<n {
@@ -240,5 +250,70 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         bigInv.execute(spec.pointer, out.pointer)
         let scale = 1 / Float(total)
         return (0..<big).map { out[$0].re * scale }
+    }
+
+    /// The object's power law and the noise, fitted to band 0's 3D spectrum (`n × n × nz`, the sum
+    /// of `orientations` bands 0): noise
+    /// where the widefield OTF is zero beyond a third of the lateral cutoff (outside the support,
+    /// and in the missing cone away from the low frequencies that the edge fades leak into), signal
+    /// where the OTF is at least 0.05, binned by the isotropic frequency |f| / f_c.
+    func measureSpectrum(_ spectrum: AlignedBuffer<Complex32>, orientations: Int) -> SpectralModel? {
+        let total = n * n * nz
+        let sx = Double(n) * pixelUm
+        let sz = Double(nz) * dzUm
+        let fc = optics.lateralCutoff
+        var power = [Float](repeating: 0, count: total)
+        var rho = [Float](repeating: -1, count: total)
+        var transfer = [Float](repeating: 0, count: total)
+        for w in 0..<nz {
+            let fz = Double(w < nz / 2 ? w : w - nz) / sz
+            for v in 0..<n {
+                let fy = Double(v < n / 2 ? v : v - n) / sx
+                for u in 0..<n {
+                    let fx = Double(u < n / 2 ? u : u - n) / sx
+                    let i = (w * n + v) * n + u
+                    let kr = hypot(fx, fy)
+                    let h = otf.value(kr: kr, kz: fz)
+                    let s = spectrum[i]
+                    power[i] = s.re * s.re + s.im * s.im
+                    transfer[i] = Float(h)
+                    if h <= 1e-6, kr > fc / 3 {
+                        rho[i] = 2  // a noise sample: beyond the fit's 1.05
+                    } else if h >= 0.05 {
+                        rho[i] = Float((kr * kr + fz * fz).squareRoot() / fc)
+                    }
+                }
+            }
+        }
+        return power.withUnsafeBufferPointer {
+            SpectralModel.fit(power: $0, rho: rho, otf: transfer, orientations: orientations)
+        }
+    }
+
+    /// w²(f) on the result's grid (`bigWidth² × nz`): the model's noise-to-signal ratio at the
+    /// isotropic frequency |f| / f_c, or the constant (or fallback) w².
+    func regularisation(_ model: SpectralModel?, bigWidth N: Int) -> [Float] {
+        let constant: Double
+        switch wiener {
+        case .fixed(let w): constant = w * w
+        case .adaptive: constant = Self.fallbackWiener * Self.fallbackWiener
+        }
+        guard let model else { return [Float](repeating: Float(constant), count: N * N * nz) }
+        let sx = Double(n) * pixelUm
+        let sz = Double(nz) * dzUm
+        let fc = optics.lateralCutoff
+        var out = [Float](repeating: 0, count: N * N * nz)
+        for w in 0..<nz {
+            let fz = Double(w < nz / 2 ? w : w - nz) / sz
+            for v in 0..<N {
+                let fy = Double(v < N / 2 ? v : v - N) / sx
+                for u in 0..<N {
+                    let fx = Double(u < N / 2 ? u : u - N) / sx
+                    let rho = (fx * fx + fy * fy + fz * fz).squareRoot() / fc
+                    out[(w * N + v) * N + u] = Float(model.regularisation(atNormalisedFrequency: rho))
+                }
+            }
+        }
+        return out
     }
 }

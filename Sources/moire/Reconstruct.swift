@@ -23,7 +23,11 @@ struct SIMArguments: ParsableArguments {
         help: "Pattern prior: PERIOD_UM (orientations 180°/angles apart, found), or PERIOD_UM@FIRST_ANGLE_DEG.")
     var kPrior: String?
     @Flag(name: .long, help: "Estimate for every phase set (default: once, from the first).") var estimateEvery = false
-    @Option(name: .long, help: "Wiener parameter: auto (from each set's own signal and noise; 2D-SIM) or a constant w.")
+    @Option(
+        name: .long,
+        help:
+            "Wiener parameter: auto (from each set's or volume's own signal and noise; 2D-SIM, 3D-SIM, LLS-SIM) or a constant w."
+    )
     var wiener: WienerParameter?
     @Option(
         name: .long,
@@ -210,7 +214,7 @@ extension Reconstruct {
         job.order = order
         job.na = sim.na; job.emissionNm = sim.emissionNm; job.excitationNm = sim3d.excitationNm
         job.immersionIndex = llsm.immersionIndex
-        job.background = sim.background; job.wiener = sim.wiener?.constant
+        job.background = sim.background; job.wiener = sim.wiener
         if let kPrior = sim.kPrior { (job.periodUm, job.firstAngleDeg) = try parseKPrior(kPrior) }
         let r = try job.run(input: input) { done, total in
             FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) volumes".utf8))

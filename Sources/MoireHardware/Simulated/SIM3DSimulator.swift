@@ -40,6 +40,10 @@ public struct SIM3DSimulator: Sendable {
     /// Phase of order 1 for phase step p (rad), in the coordinates of the camera grid (pixel (0,0) at the origin, z = 0 mid-stack).
     public func phase(_ p: Int) -> Double { 2 * Double.pi * Double(p) / Double(phases) + 0.3 }
 
+    /// The specimen (ground truth) on the fine grid, which is the 3D-SIM result's grid: `2n × 2n × nz`,
+    /// sample (x, y) at ((x − ½)·pixel/2, (y − ½)·pixel/2), plane z at (z − nz/2)·dz.
+    public func groundTruth() -> [Float] { specimen() }
+
     /// 3D specimen density on the fine grid (2n × 2n × nz): filaments (3D worm-like chains within ±1 µm) and beads.
     func specimen() -> [Float] {
         let fn = 2 * n
