@@ -36,21 +36,25 @@ let package = Package(
         .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
         .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", logging]),
         .target(name: "MoireFFT", dependencies: ["MoireCore", "CFFTW"]),
-        .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage", "CUSB"]),
+        .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "CUSB"]),
+        // The simulated rig (physics, specimens, byte-level peers, replay) and the factory that builds a rig's devices.
+        .target(name: "MoireSimulation", dependencies: [
+            "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireStorage",
+        ]),
         .target(name: "MoireAcquisition", dependencies: ["MoireConfig", "MoireCore", "MoireHardware", logging]),
         .target(name: "MoireReconstruction", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage"]),
         .target(name: "MoireDenoise", dependencies: ["MoireConfig", "MoireCore", "CDNNL"]),
         .target(name: "MoirePipeline", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireFFT", "MoireHardware",
-            "MoireReconstruction", "MoireStorage", "MoireTransport", logging, metrics,
+            "MoireReconstruction", "MoireSimulation", "MoireStorage", "MoireTransport", logging, metrics,
         ]),
         // The benchmarks behind `moire bench`: linked by the command line tool only, never by the daemon.
         .target(name: "MoireBench", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireFFT", "MoireHardware",
-            "MoirePipeline", "MoireReconstruction", "MoireTransport",
+            "MoirePipeline", "MoireReconstruction", "MoireSimulation", "MoireTransport",
         ]),
         .target(name: "MoireTesting", dependencies: [
-            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoirePipeline",
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireSimulation", "MoirePipeline",
         ]),
         .executableTarget(name: "moire", dependencies: [
             "MoireAcquisition", "MoireBench", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
@@ -67,19 +71,19 @@ let package = Package(
         .testTarget(name: "MoireStorageTests", dependencies: ["MoireCore", "MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireFFTTests", dependencies: ["MoireFFT"]),
         .testTarget(name: "MoireHardwareTests", dependencies: [
-            "MoireConfig", "MoireCore", "MoireHardware", "MoireStorage", "MoireTesting",
+            "MoireConfig", "MoireCore", "MoireHardware", "MoireSimulation", "MoireStorage", "MoireTesting",
         ]),
         .testTarget(name: "MoireAcquisitionTests", dependencies: [
-            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireTesting", logging,
+            "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireSimulation", "MoireTesting", logging,
         ]),
         .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireCore", "MoireDenoise", "MoireTesting"]),
         .testTarget(name: "MoireReconstructionTests", dependencies: [
-            "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireReconstruction", "MoireStorage",
+            "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireReconstruction", "MoireSimulation", "MoireStorage",
             "MoireTesting",
         ]),
         .testTarget(name: "MoirePipelineTests", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
-            "MoireReconstruction", "MoireStorage", "MoireTesting", "MoireTransport",
+            "MoireReconstruction", "MoireSimulation", "MoireStorage", "MoireTesting", "MoireTransport",
         ]),
     ]
 )

@@ -293,15 +293,14 @@ public final class Runner: @unchecked Sendable {  // control state under `lock`
         devices.makeSafe()
         let cam = devices.camera
         try cam.configure(cameraSettings(exposureMs: proto.channels[0].exposureMs))
-        if let sim = cam as? SimulatedCamera {
-            let sets = devices.modulator?.profile.patternSets ?? []
-            let used = Set(plan.events.map(\.pattern))
-            let specs = sets.flatMap(\.patterns).filter { used.contains($0.index) }
-            let emissions = Set(
-                proto.channels.compactMap { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm }
-            ).map { $0 + 37 }
-            try sim.prepare(patterns: specs, emissionNm: emissions)
-        }
+        // A simulated camera renders its optics for the run's patterns and emissions ahead.
+        let sets = devices.modulator?.profile.patternSets ?? []
+        let used = Set(plan.events.map(\.pattern))
+        let specs = sets.flatMap(\.patterns).filter { used.contains($0.index) }
+        let emissions = Set(
+            proto.channels.compactMap { proto.rig.laser(named: $0.laser)?.profile.laser?.wavelengthNm }
+        ).map { $0 + 37 }
+        try cam.prepare(patterns: specs, emissionNm: emissions)
         for ch in proto.channels {
             guard devices.lasers[ch.laser] != nil else {
                 throw MoireError(.hardware, "laser '\(ch.laser)' is not on this rig")

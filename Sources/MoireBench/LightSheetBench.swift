@@ -3,6 +3,7 @@ import MoireCore
 import MoireFFT
 import MoireHardware
 import MoireReconstruction
+import MoireSimulation
 
 /// `moire bench llsm`: seconds for deskew plus 10 Richardson–Lucy iterations of a simulated
 /// 512×512×101 lattice light-sheet stack (31.5°, 0.104 µm pixels, 0.4 µm steps). The raw stack and

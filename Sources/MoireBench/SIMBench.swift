@@ -6,6 +6,7 @@ import MoireFFT
 import MoireHardware
 import MoirePipeline
 import MoireReconstruction
+import MoireSimulation
 
 /// `moire bench sim2d`: milliseconds per SR frame for a simulated 512×512×9 phase set.
 public enum SIMBench {

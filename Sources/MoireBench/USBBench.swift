@@ -2,6 +2,7 @@ import Foundation
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireSimulation
 
 /// `moire bench usb`: frames per second, MB/s and CPU time per frame streamed from the simulated
 /// USB3 Vision device through the driver (GenCP software trigger, leader/payload/trailer assembly,

@@ -40,6 +40,20 @@ public struct CapturedFrame: @unchecked Sendable {
     /// Whether `state` was observed with the exposure (simulated bench) or is unknown to the camera
     /// (a real camera: the runner records the planned state).
     public var stateObserved: Bool = true
+
+    public init(
+        frameID: Int, slot: FrameSlot?, byteCount: Int, width: Int, height: Int, exposureStartNs: Int64,
+        state: DeviceState, stateObserved: Bool = true
+    ) {
+        self.frameID = frameID
+        self.slot = slot
+        self.byteCount = byteCount
+        self.width = width
+        self.height = height
+        self.exposureStartNs = exposureStartNs
+        self.state = state
+        self.stateObserved = stateObserved
+    }
 }
 
 /// A camera driver. One thread drives it; frames are pulled with a deadline.
@@ -57,6 +71,50 @@ public protocol Camera: AnyObject, Sendable {
     var exposedCount: Int { get }
     func stop()
     var isAcquiring: Bool { get }
+    /// Renders ahead what the camera will image under these patterns and emissions (a simulated
+    /// camera's optics); a real camera does nothing (the default).
+    func prepare(patterns: [PatternSpec?], emissionNm: [Double]) throws
+}
+
+/// Faults a simulated camera can be told to produce.
+public enum CameraFault: Sendable, Equatable {
+    /// Exposes frame `id` but never delivers it (a lost transfer).
+    case dropFrame(Int)
+    /// After `n` frames, stops exposing and delivering (ignores triggers).
+    case stall(afterFrames: Int)
+    /// After `n` frames, the camera is gone: `nextFrame` throws.
+    case disconnect(afterFrames: Int)
+    /// Delivers frame `id` truncated to half its bytes.
+    case malformed(Int)
+}
+
+extension CameraFault {
+    /// Parses `drop:N`, `stall:N`, `disconnect:N` or `malformed:N` (N: frame id, or frames before the fault).
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let n = Int(parts[1]), n >= 0 else {
+            throw MoireError(.usage, "fault '\(text)' must look like drop:N, stall:N, disconnect:N or malformed:N")
+        }
+        switch parts[0] {
+        case "drop": self = .dropFrame(n)
+        case "stall": self = .stall(afterFrames: n)
+        case "disconnect": self = .disconnect(afterFrames: n)
+        case "malformed": self = .malformed(n)
+        default: throw MoireError(.usage, "unknown fault '\(parts[0])'; expected drop, stall, disconnect or malformed")
+        }
+    }
+}
+
+/// A camera that can be told to misbehave (a simulated one, or the simulated sensor behind a
+/// driver's byte-level peer): what `moire run --fault` and the fault tests reach.
+public protocol FaultInjecting: AnyObject, Sendable {
+    /// A fault to produce during the next acquisition.
+    func inject(_ fault: CameraFault)
+}
+
+extension Camera {
+    /// A real camera has nothing to render ahead.
+    public func prepare(patterns: [PatternSpec?], emissionNm: [Double]) throws {}
 }
 
 /// One step of a hardware-sequenced run: which pattern, which laser line, how long.
@@ -152,10 +210,14 @@ public final class RigDevices: @unchecked Sendable {
     public let scanner: Scanner?
     public let stage: Stage?
     public let lasers: [String: Laser]
-    /// The in-process peers of devices connected as `simulated-peer` (their logs are what tests compare).
-    public internal(set) var peers: SimulatedPeers?
+    /// The in-process peers of devices connected as `simulated-peer` (their logs are what tests
+    /// compare; MoireSimulation's `simulatedPeers` gives them their type).
+    public var peers: (any AnyObject & Sendable)?
+    /// Where camera faults go: the simulated camera, or the simulated sensor behind the camera
+    /// driver's peer; nil for a real camera.
+    public var faultInjection: FaultInjecting?
     /// The line that triggers the camera in software-timed runs, when the rig wires one.
-    public internal(set) var cameraTrigger: TriggerLine?
+    public var cameraTrigger: TriggerLine?
 
     public init(
         rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]

@@ -6,6 +6,7 @@ import MoireConfig
 import MoireCore
 import MoireHardware
 import MoireReconstruction
+import MoireSimulation
 import MoireStorage
 import MoireTransport
 
@@ -128,10 +129,15 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         measuredPSFs = options.noReconstruction ? [:] : try Self.preflight(p)
         let devs = try devices ?? DeviceFactory.make(rig: p.rig, clock: clock, seed: options.seed)
         self.devices = devs
-        if let sim = devs.camera as? SimulatedCamera { for f in options.faults { sim.inject(f) } }
-        // A USB3 Vision camera on its simulated peer: the faults happen in the peer's sensor and reach
-        // the driver through the stream (a lost exposure is a block-id gap).
-        if let peer = devs.peers?.camera { for f in options.faults { peer.inject(f) } }
+        // Faults happen in the simulated camera, or in the sensor behind a driver's simulated peer
+        // (a USB3 Vision camera: a lost exposure reaches the driver as a block-id gap).
+        if !options.faults.isEmpty {
+            guard let target = devs.faultInjection else {
+                throw MoireError(
+                    .usage, "faults can only be injected into a simulated camera; '\(devs.camera.name)' is real")
+            }
+            for f in options.faults { target.inject(f) }
+        }
         runID = Self.makeRunID()
         runner = Runner(protocol: p, devices: devs, runID: runID, clock: clock, logger: logger)
     }

@@ -4,6 +4,7 @@ import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireSimulation
 import MoireStorage
 
 /// Replays a recording: a `ReplayCamera` serves its planes in order through the same pipeline,

@@ -1,5 +1,6 @@
 import Foundation
 import MoireHardware
+import MoireSimulation
 
 /// A widefield time-lapse of moving puncta with their true positions: Gaussian spots (the PSF of the
 /// given σ, integrated over each pixel), each moving in its own direction at 1–3 pixels per frame and

@@ -4,6 +4,7 @@ import MoireConfig
 import MoireCore
 import MoireHardware
 import MoirePipeline
+import MoireSimulation
 
 /// Paths and files shared by the test targets.
 public enum Fixtures {

@@ -3,6 +3,7 @@ import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireSimulation
 
 /// Simulated SIM data with known truth, for the reconstruction tests.
 public struct SimulatedSIMData {

@@ -3,6 +3,7 @@ import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireSimulation
 import MoireTesting
 import Testing
 
@@ -22,7 +23,7 @@ import Testing
         let (_, d, _) = try make()
         #expect(d.camera is USB3VisionCamera && d.modulator is DLPC900Modulator)
         #expect(d.scanner is SerialScanner && d.stage is SerialStage && d.lasers.values.allSatisfy { $0 is SerialLaser })
-        let peers = try #require(d.peers)
+        let peers = try #require(d.simulatedPeers)
         #expect(peers.camera != nil && peers.dmd != nil && peers.serial.count == 1, "one controller port shared by galvo, piezo and lasers")
     }
 
@@ -34,7 +35,7 @@ import Testing
         #expect(r.reason == "completed", "\(String(describing: r.error))")
         #expect(r.delivered == p.totalFrames && r.missing == 0)
         #expect(sink.headers.map(\.index) == Array(0..<p.totalFrames), "frames arrive in order")
-        let peers = try #require(d.peers)
+        let peers = try #require(d.simulatedPeers)
         let dmd = try #require(peers.dmd)
         let profile = try #require(p.rig.modulator?.profile.modulator)
         // The controller's log: every entry that fired the camera, in order.
@@ -69,10 +70,10 @@ import Testing
         let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
         #expect(r.reason == "completed" && r.delivered == p.totalFrames && r.missing == 0, "\(String(describing: r.error))")
         // Every frame exposed at its plane, as the simulated sensor saw the bench at the exposure's start.
-        let seen = try #require(d.peers?.camera?.sensorCamera).exposureStates
+        let seen = try #require(d.simulatedPeers?.camera?.sensorCamera).exposureStates
         #expect(seen.count == p.totalFrames)
         for (h, st) in zip(sink.headers, seen) { #expect(abs(st.zUm - (49 + 0.5 * Double(h.z))) < 0.01, "frame \(h.index) exposed at z \(st.zUm)") }
-        let log = try #require(d.peers?.serial.values.first).state().log
+        let log = try #require(d.simulatedPeers?.serial.values.first).state().log
         // One table of one stack (4 planes × 9 frames), armed once; the piezo (line 2) commanded only to the first plane.
         #expect(log.filter { $0 == "ARM2=36" }.count == 1 && log.last(where: { $0.hasPrefix("ARM2") }) == "ARM2=0")
         let commanded = log.filter { $0.hasPrefix("DAC2=") }.count
@@ -82,13 +83,13 @@ import Testing
         let d2 = try DeviceFactory.make(rig: plain.rig, clock: RealClock())
         let r2 = Runner(protocol: plain, devices: d2, runID: "plain").run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: Sink().take)
         #expect(r2.reason == "completed")
-        let log2 = try #require(d2.peers?.serial.values.first).state().log
+        let log2 = try #require(d2.simulatedPeers?.serial.values.first).state().log
         #expect(!log2.contains { $0.hasPrefix("ARM2") } && log2.filter { $0.hasPrefix("DAC2=") }.count == 8)
     }
 
     @Test func anExposureLostInTheCameraIsABlockIdGapAndAMissingFrame() throws {
         let (runner, d, p) = try make()
-        d.peers?.camera?.inject(.dropFrame(4))
+        d.simulatedPeers?.camera?.inject(.dropFrame(4))
         let sink = Sink()
         let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
         #expect(r.reason == "completed" && r.missing == 1 && r.missingIndices == [4] && r.delivered == p.totalFrames - 1)
@@ -97,7 +98,7 @@ import Testing
 
     @Test func unpluggingTheCameraMidStreamEndsTheRunWithinItsDeadlineLasersOff() throws {
         let (runner, d, p) = try make(timepoints: 6, frameDeadlineMs: 500)
-        let peers = try #require(d.peers)
+        let peers = try #require(d.simulatedPeers)
         let sink = Sink()
         let start = Date()
         var vanishedAt: Date?
@@ -140,7 +141,7 @@ import Testing
         let r = runner.run(pool: FramePool(slots: 16, bytes: 64 * 64 * 2), sink: sink.take)
         #expect(r.reason == "completed" && r.delivered == p.totalFrames, "\(String(describing: r.error))")
         #expect(sink.headers.map(\.index) == Array(0..<p.totalFrames))
-        let peers = try #require(d.peers)
+        let peers = try #require(d.simulatedPeers)
         #expect(peers.camera?.externalTriggers == p.totalFrames, "one exposure per TTL pulse")
         let log = try #require(peers.serial.values.first).state()
         #expect(log.log.filter { $0 == "TTL3=1" }.count == p.totalFrames && log.ttl[3] == false)

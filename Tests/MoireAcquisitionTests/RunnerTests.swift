@@ -3,6 +3,7 @@ import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireSimulation
 import MoireTesting
 import Testing
 

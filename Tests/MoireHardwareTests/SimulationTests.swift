@@ -2,6 +2,7 @@ import Foundation
 import MoireConfig
 import MoireCore
 import MoireHardware
+import MoireSimulation
 import MoireStorage
 import MoireTesting
 import Testing

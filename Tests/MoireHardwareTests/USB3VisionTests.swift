@@ -2,6 +2,7 @@ import Foundation
 import MoireCore
 import MoireConfig
 import MoireHardware
+import MoireSimulation
 import MoireTesting
 import Testing
 

@@ -6,6 +6,7 @@ import MoireDenoise
 import MoireHardware
 import MoirePipeline
 import MoireReconstruction
+import MoireSimulation
 import MoireStorage
 import MoireTesting
 import MoireTransport

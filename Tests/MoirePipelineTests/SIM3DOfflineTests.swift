@@ -5,6 +5,7 @@ import MoireCore
 import MoireHardware
 import MoirePipeline
 import MoireReconstruction
+import MoireSimulation
 import MoireStorage
 import MoireTesting
 import Testing

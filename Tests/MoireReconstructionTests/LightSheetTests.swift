@@ -3,6 +3,7 @@ import MoireCore
 import MoireHardware
 import MoireReconstruction
 import Testing
+import MoireSimulation
 
 /// Sub-voxel centre (intensity centroid above the local background in a window) of the blob near (x, y, z).
 func centroid(_ v: Volume, _ x: Int, _ y: Int, _ z: Int, r: (Int, Int, Int)) -> (Double, Double, Double) {

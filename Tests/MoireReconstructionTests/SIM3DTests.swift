@@ -4,6 +4,7 @@ import MoireFFT
 import MoireHardware
 import MoireReconstruction
 import Testing
+import MoireSimulation
 
 /// Fourier shell correlation in a double cone around k_z (half-angle `cone`°): the axial resolution (µm) at 1/7.
 func axialFSC(_ a: [Float], _ b: [Float], n: Int, nz: Int, pixelUm: Double, dzUm: Double, cone: Double = 30) throws -> Double {

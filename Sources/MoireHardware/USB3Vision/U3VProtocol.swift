@@ -62,30 +62,34 @@ public enum U3V {
     }
 }
 
-/// A bounds-checked little-endian reader over received bytes.
-struct LEReader {
-    let bytes: [UInt8]
-    var position = 0
-    let what: String
-    init(_ bytes: [UInt8], what: String) { self.bytes = bytes; self.what = what }
+/// A bounds-checked little-endian reader over received bytes (drivers and their peers).
+public struct LEReader {
+    public let bytes: [UInt8]
+    public var position = 0
+    public let what: String
+    public init(_ bytes: [UInt8], what: String) { self.bytes = bytes; self.what = what }
 
-    mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
+    public mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
         guard n >= 0, position + n <= bytes.count else {
             throw MoireError(.format, "\(what): truncated (needs \(position + n) bytes, has \(bytes.count))")
         }
         defer { position += n }
         return bytes[position..<(position + n)]
     }
-    mutating func u16() throws -> UInt16 {
+    public mutating func u16() throws -> UInt16 {
         let s = try take(2); return UInt16(s[s.startIndex]) | UInt16(s[s.startIndex + 1]) << 8
     }
-    mutating func u32() throws -> UInt32 { let s = try take(4); return s.reversed().reduce(0) { $0 << 8 | UInt32($1) } }
-    mutating func u64() throws -> UInt64 { let s = try take(8); return s.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+    public mutating func u32() throws -> UInt32 {
+        let s = try take(4); return s.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+    }
+    public mutating func u64() throws -> UInt64 {
+        let s = try take(8); return s.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
 }
 
 /// Appends little-endian integers.
 extension Array where Element == UInt8 {
-    mutating func le<T: FixedWidthInteger>(_ v: T) {
+    public mutating func le<T: FixedWidthInteger>(_ v: T) {
         Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
     }
 }

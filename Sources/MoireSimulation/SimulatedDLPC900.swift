@@ -1,5 +1,6 @@
 import Foundation
 import MoireCore
+import MoireHardware
 
 /// A DLPC900 controller's USB HID side, byte for byte, for tests: display mode, the pattern
 /// look-up table (0x1A34 entries, 0x1A31 configuration), validation (0x1A1A), start/stop (0x1A24),

@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireHardware
 
 /// Builds a rig's devices from its profiles, by driver family: `sim` (simulated twins on a shared
 /// bench), `usb3vision` (cameras), `dlpc900` (DMDs), `serial-ascii` (galvos, stages, lasers on a
@@ -117,7 +118,7 @@ public enum DeviceFactory {
             return c
         }
 
-        var scanner: Scanner?
+        var scanner: MoireHardware.Scanner?
         if let d = rig.scanner {
             switch d.profile.driver {
             case .sim: scanner = SimulatedScanner(name: d.name, profile: d.profile.scanner!, world: world)
@@ -160,6 +161,7 @@ public enum DeviceFactory {
         let devices = RigDevices(
             rig: rig, camera: camera, modulator: modulator, scanner: scanner, stage: stage, lasers: lasers)
         devices.peers = peers
+        devices.faultInjection = sensor
         if let d = rig.cameraTrigger {
             guard d.profile.driver == .serialAscii else { throw wrong(d) }
             devices.cameraTrigger = SerialTriggerLine(
@@ -177,4 +179,10 @@ public enum DeviceFactory {
         }
         return devices
     }
+}
+
+extension RigDevices {
+    /// The in-process peers of the rig's `simulated-peer` devices, with their type (their logs are
+    /// what the tests compare).
+    public var simulatedPeers: SimulatedPeers? { peers as? SimulatedPeers }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import MoireCore
+import MoireHardware
 
 /// A USB3 Vision device's control side, byte for byte, for tests: a register map answering GenCP
 /// ReadMem/WriteMem through an in-memory transport, with the standard's timing behaviours on demand

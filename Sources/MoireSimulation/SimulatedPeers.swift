@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireHardware
 
 /// The in-process peers of a rig's `simulated-peer` devices and the wires between them: the USB3
 /// Vision camera (its sensor the physical camera simulation), the DLPC900 (what its mirrors show

@@ -2,6 +2,7 @@ import Foundation
 import MoireConfig
 import MoireCore
 import MoireFFT
+import MoireHardware
 
 /// The widefield detection path of the simulated microscope: specimen × illumination → OTF blur → pixel integration.
 ///

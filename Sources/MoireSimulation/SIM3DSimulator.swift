@@ -1,6 +1,7 @@
 import Foundation
 import MoireCore
 import MoireFFT
+import MoireHardware
 
 /// A physical forward model of 3D-SIM (three-beam illumination) for a 3D specimen, with the
 /// pattern fixed to the focal plane and the sample scanned in z, as on a real 3D-SIM microscope.

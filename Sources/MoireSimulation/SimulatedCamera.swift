@@ -2,35 +2,7 @@ import Foundation
 import MoireConfig
 import MoireCore
 import MoireFFT
-
-/// Faults a simulated camera can be told to produce.
-public enum CameraFault: Sendable, Equatable {
-    /// Exposes frame `id` but never delivers it (a lost transfer).
-    case dropFrame(Int)
-    /// After `n` frames, stops exposing and delivering (ignores triggers).
-    case stall(afterFrames: Int)
-    /// After `n` frames, the camera is gone: `nextFrame` throws.
-    case disconnect(afterFrames: Int)
-    /// Delivers frame `id` truncated to half its bytes.
-    case malformed(Int)
-}
-
-extension CameraFault {
-    /// Parses `drop:N`, `stall:N`, `disconnect:N` or `malformed:N` (N: frame id, or frames before the fault).
-    public init(parsing text: String) throws {
-        let parts = text.split(separator: ":")
-        guard parts.count == 2, let n = Int(parts[1]), n >= 0 else {
-            throw MoireError(.usage, "fault '\(text)' must look like drop:N, stall:N, disconnect:N or malformed:N")
-        }
-        switch parts[0] {
-        case "drop": self = .dropFrame(n)
-        case "stall": self = .stall(afterFrames: n)
-        case "disconnect": self = .disconnect(afterFrames: n)
-        case "malformed": self = .malformed(n)
-        default: throw MoireError(.usage, "unknown fault '\(parts[0])'; expected drop, stall, disconnect or malformed")
-        }
-    }
-}
+import MoireHardware
 
 /// A physically simulated sCMOS camera.
 ///
@@ -41,7 +13,8 @@ extension CameraFault {
 /// N(0, (gain·read noise)²), rounded and clamped to 16 bit. No laser on ⇒ a dark frame.
 /// Frames are delivered after exposure + readout on the camera's clock. Noise is seeded per
 /// frame id, so a run is reproducible.
-public final class SimulatedCamera: Camera, @unchecked Sendable {  // state under `cond`; caches: worker only
+// Sendable by hand: state under `cond`; caches: worker only.
+public final class SimulatedCamera: Camera, FaultInjecting, @unchecked Sendable {
     public let name: String
     public let profile: CameraProfile
     private let world: SimWorld

@@ -1,4 +1,5 @@
 import Foundation
+import MoireHardware
 
 /// xoshiro256** seeded through splitmix64: fast, deterministic, per-frame streams.
 public struct SimRandom: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import MoireCore
+import MoireHardware
 
 /// A TriggerScope-style controller on the master side of a pseudo-terminal, byte for byte, for
 /// tests: `*` → identification; `DAC<n>,<0…65535>` sets an analog line (galvo, piezo, laser power),

@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireHardware
 import MoireStorage
 
 /// A camera that serves a recording's planes in order, one per trigger, with the device state

@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireHardware
 import MoireStorage
 
 /// A 2D fluorescent specimen rendered as dye density on a fine grid (procedural, seeded, or from a TIFF).

@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireHardware
 
 /// The shared optical bench of the simulated devices: what the lasers, modulator and stage are
 /// doing right now, read by the camera at the start of each exposure.

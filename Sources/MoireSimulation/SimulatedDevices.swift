@@ -1,6 +1,7 @@
 import Foundation
 import MoireConfig
 import MoireCore
+import MoireHardware
 
 /// A simulated laser: enable, power set-point and TTL gate; emits when enabled and gated.
 public final class SimulatedLaser: Laser, @unchecked Sendable {  // state under `lock`
@@ -68,7 +69,7 @@ public final class SimulatedStage: Stage, @unchecked Sendable {  // z under `loc
 }
 
 /// A simulated galvo.
-public final class SimulatedScanner: Scanner, @unchecked Sendable {  // volts under `lock`
+public final class SimulatedScanner: MoireHardware.Scanner, @unchecked Sendable {  // volts under `lock`
     public let name: String
     public let profile: ScannerProfile
     private let world: SimWorld

@@ -1,5 +1,6 @@
 import Foundation
 import MoireCore
+import MoireHardware
 
 /// A sample-scan light-sheet acquisition of fluorescent beads: the raw, skewed stack a lattice
 /// light-sheet microscope records (plane i sees the sample shifted by i·step along the scan
