@@ -30,8 +30,9 @@ let package = Package(
         .systemLibrary(name: "CUSB", pkgConfig: "libusb-1.0"),
         .systemLibrary(name: "CDNNL"),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib"),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium"),
 
-        .target(name: "MoireCore"),
+        .target(name: "MoireCore", dependencies: ["CSodium"]),
         .target(name: "MoireConfig", dependencies: ["MoireCore", "Yams"]),
         .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
         .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", logging]),
