@@ -5,6 +5,7 @@ import PackageDescription
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let deque: Target.Dependency = .product(name: "DequeModule", package: "swift-collections")
 let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 
 let package = Package(
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // System libraries: module map + shim, nothing else. Each is imported by one Swift module.
@@ -37,10 +39,10 @@ let package = Package(
         .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
         .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", logging]),
         .target(name: "MoireFFT", dependencies: ["MoireCore", "CFFTW"]),
-        .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "CUSB"]),
+        .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "CUSB", deque]),
         // The simulated rig (physics, specimens, byte-level peers, replay) and the factory that builds a rig's devices.
         .target(name: "MoireSimulation", dependencies: [
-            "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireStorage",
+            "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireStorage", deque,
         ]),
         .target(name: "MoireAcquisition", dependencies: ["MoireConfig", "MoireCore", "MoireHardware", logging]),
         .target(name: "MoireReconstruction", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage"]),

@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import MoireConfig
 import MoireCore
@@ -17,7 +18,7 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
     private var pool: FramePool?
     private var next = 0
     private var exposed = 0
-    private var ready: [CapturedFrame] = []
+    private var ready: Deque<CapturedFrame> = []
     private var acquiring = false
     private var settings = CameraSettings(width: 1, height: 1, exposureMs: 1, trigger: .software)
 

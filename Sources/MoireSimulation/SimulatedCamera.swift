@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import MoireConfig
 import MoireCore
@@ -28,8 +29,8 @@ public final class SimulatedCamera: Camera, FaultInjecting, @unchecked Sendable 
     private var model: OpticalModel?
     private var pool: FramePool?
     private var acquiring = false
-    private var pending: [(id: Int, startNs: Int64, snap: SimWorld.Snapshot)] = []
-    private var ready: [CapturedFrame] = []
+    private var pending: Deque<(id: Int, startNs: Int64, snap: SimWorld.Snapshot)> = []
+    private var ready: Deque<CapturedFrame> = []
     private var exposed = 0
     private var faults: [CameraFault] = []
     private var disconnected = false

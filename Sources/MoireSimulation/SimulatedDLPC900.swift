@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import MoireCore
 import MoireHardware
@@ -28,7 +29,7 @@ public final class SimulatedDLPC900: HIDTransport, @unchecked Sendable {
     private var _shown: [DLPC900.LUTEntry] = []
     private var generation = 0
     private var triggerCount = 0
-    private var outbox: [[UInt8]] = []
+    private var outbox: Deque<[UInt8]> = []
     /// The device is gone: every transfer fails.
     public var vanished: Bool {
         get { cond.lock(); defer { cond.unlock() }; return _vanished }

@@ -1,4 +1,5 @@
 import CUSB
+import DequeModule
 import Foundation
 import MoireCore
 
@@ -305,7 +306,7 @@ public final class USBAsyncReader: @unchecked Sendable {
     private let cond = NSCondition()
     private var transfers: [UnsafeMutablePointer<libusb_transfer>] = []
     private var buffers: [UnsafeMutablePointer<UInt8>] = []
-    private var completed: [[UInt8]] = []
+    private var completed: Deque<[UInt8]> = []
     private var failure: MoireError?
     private var active = 0
     private var stopping = false

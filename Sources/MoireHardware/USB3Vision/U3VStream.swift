@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import MoireCore
 
@@ -25,7 +26,7 @@ public final class U3VStreamReceiver: @unchecked Sendable {
     /// Largest single transfer (the SIRM's payload transfer size; leaders and trailers are smaller).
     public var maxTransferBytes: Int
     private var expectedBlock: UInt64?
-    private var queued: [U3VBlock] = []
+    private var queued: Deque<U3VBlock> = []
     public private(set) var malformed = 0
 
     public init(transport: StreamTransport, maxTransferBytes: Int = 1 << 20) {
