@@ -1,7 +1,7 @@
 # Moiré — build, demo, test, bench.  `make demo` and `make test` do all set-up on a fresh Debian.
 SHELL := /bin/bash
 SWIFT ?= swift
-DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev zlib1g-dev libsodium-dev pkg-config
+DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev zlib1g-dev libsodium-dev libxml2 pkg-config
 PY_PKGS := pyzmq tifffile numpy ome-types xmlschema
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release

@@ -1,5 +1,6 @@
 import CTIFF
 import Foundation
+import FoundationXML
 import MoireCore
 
 /// Reads TIFF and OME-TIFF files written by Moiré or by other programs, plane by plane.
@@ -13,6 +14,10 @@ public final class OMETiffReader {
     public let planeCount: Int
     /// ImageDescription of the first IFD (OME-XML for OME-TIFF).
     public let description: String?
+    /// The key–value pairs of the OME-XML's map annotations (`<M K="key">value</M>`, where Moiré
+    /// keeps its layout and per-plane records), read in one pass by an XML parser; empty for
+    /// other files and for a description that is not well-formed XML.
+    private lazy var annotations: [String: String] = description.map(MapAnnotationReader.read) ?? [:]
 
     public init(path: String) throws {
         self.path = path
@@ -120,16 +125,16 @@ public final class OMETiffReader {
 
     /// The recording layout, for files written by Moiré.
     public var layout: RecordingLayout? {
-        guard let description, let json = Self.mapValue(description, key: "layout") else { return nil }
-        return try? JSONDecoder().decode(RecordingLayout.self, from: Data(OMEXML.unescape(json).utf8)).validated()
+        guard let json = annotations["layout"] else { return nil }
+        return try? JSONDecoder().decode(RecordingLayout.self, from: Data(json.utf8)).validated()
     }
 
     /// Per-plane records from a Moiré OME-XML (nil for other files).
     public func planeRecords() -> [PlaneRecord]? {
-        guard let description, let layout else { return nil }
+        guard let layout else { return nil }
         var out: [PlaneRecord] = []
         for i in 0..<planeCount {
-            guard let v = Self.mapValue(description, key: "plane\(i)") else { return nil }
+            guard let v = annotations["plane\(i)"] else { return nil }
             var kv: [String: String] = [:]
             for part in v.split(separator: " ") {
                 let p = part.split(separator: "=", maxSplits: 1)
@@ -153,10 +158,42 @@ public final class OMETiffReader {
         }
         return out
     }
+}
 
-    static func mapValue(_ xml: String, key: String) -> String? {
-        guard let r = xml.range(of: "<M K=\"\(key)\">") else { return nil }
-        guard let e = xml.range(of: "</M>", range: r.upperBound..<xml.endIndex) else { return nil }
-        return String(xml[r.upperBound..<e.lowerBound])
+/// Collects the `<M K="key">value</M>` pairs of an OME-XML document (FoundationXML's event parser:
+/// entities are decoded by the parser, external entities are never resolved).
+private final class MapAnnotationReader: NSObject, XMLParserDelegate {
+    private var pairs: [String: String] = [:]
+    private var key: String?
+    private var value = ""
+
+    static func read(_ xml: String) -> [String: String] {
+        let reader = MapAnnotationReader()
+        let parser = XMLParser(data: Data(xml.utf8))
+        parser.shouldResolveExternalEntities = false
+        parser.delegate = reader
+        // A document that is not well-formed keeps what was read before the error; a Moiré
+        // recording's is always well-formed, so a missing key then reads as "not Moiré's".
+        _ = parser.parse()
+        return reader.pairs
+    }
+
+    func parser(
+        _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
+        guard elementName == "M", let k = attributes["K"] else { return }
+        key = k
+        value = ""
+    }
+
+    func parser(_ parser: XMLParser, foundCharacters string: String) {
+        if key != nil { value += string }
+    }
+
+    func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
+        guard elementName == "M", let k = key else { return }
+        pairs[k] = value
+        key = nil
     }
 }

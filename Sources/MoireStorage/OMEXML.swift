@@ -8,11 +8,6 @@ enum OMEXML {
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 
-    static func unescape(_ s: String) -> String {
-        s.replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&lt;", with: "<")
-            .replacingOccurrences(of: "&gt;", with: ">").replacingOccurrences(of: "&amp;", with: "&")
-    }
-
     static func num(_ v: Double) -> String { String(format: "%.6g", v) }
 
     /// Seconds from nanoseconds at full (nanosecond) precision: `%.6g` would keep 1 ms after 100 s.

@@ -68,6 +68,25 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
         #expect(try RecordingIndex.read(path: RecordingIndex.path(for: path)).closed)
     }
 
+    /// The layout and plane records are read back by an XML parser: characters that XML escapes
+    /// (in a protocol path, a run name) come back as written, once unescaped, never twice.
+    @Test func layoutWithXMLSpecialCharactersReadsBackExactly() throws {
+        var l = layout()
+        l.name = "a & b <c> \"d\" &amp; e"
+        l.protocolFile = "/data/x&y<z>.yaml"
+        let path = "\(dir)/escaped.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        for i in 0..<18 {
+            let (h, px) = plane(i, l)
+            try px.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        _ = try w.finish()
+        let r = try OMETiffReader(path: path)
+        let back = try #require(r.layout)
+        #expect(back.name == l.name && back.protocolFile == l.protocolFile)
+        #expect(try #require(r.planeRecords()).count == 18)
+    }
+
     @Test func stopMidTimepointPadsAndFlagsNotAcquired() throws {
         let l = layout()
         let path = "\(dir)/partial.ome.tif"
