@@ -366,7 +366,6 @@ final class DenoiseStage: @unchecked Sendable {
             case .uint16:
                 pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
             case .float32: pixels = payload.bytes.withMemoryRebound(to: Float.self) { b in Array(b[0..<n]) }
-            default: return true
             }
             lock.lock()
             if latest != nil { counters.skipped += 1 }

@@ -12,8 +12,9 @@ import Foundation
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
 }
 
-/// Runs `body` over `0..<n` in contiguous chunks on all cores.
-func parallelRanges(_ n: Int, _ body: @Sendable (Range<Int>) -> Void) {
-    let chunks = max(1, min(ProcessInfo.processInfo.activeProcessorCount * 4, n / 65_536))
+/// Runs `body` over `0..<n` in contiguous chunks on all cores, each chunk at least `grain` items
+/// (so that a chunk's work outweighs handing it to a thread).
+func parallelRanges(_ n: Int, grain: Int = 65_536, _ body: @Sendable (Range<Int>) -> Void) {
+    let chunks = max(1, min(ProcessInfo.processInfo.activeProcessorCount * 4, n / max(1, grain)))
     DispatchQueue.concurrentPerform(iterations: chunks) { c in body((n * c / chunks)..<(n * (c + 1) / chunks)) }
 }

@@ -188,12 +188,6 @@ public final class SIM2DReconstructor: @unchecked Sendable {
         return (low, high, allFinite)
     }
 
-    /// Background-subtracted, edge-tapered frame as complex values in `out`.
-    private func prepare(_ f: [Float], into out: AlignedBuffer<Complex32>) {
-        let bg = Float(options.background)
-        for i in 0..<n { out[i] = Complex32((f[i] - bg) * taper[i], 0) }
-    }
-
     // MARK: band separation
 
     /// Least-squares separation of one orientation's frames with phases `phi` into band 0 (real) and band +1.

@@ -5,7 +5,6 @@ import MoireFFT
 /// Where one band's small-grid spectrum goes in the half spectrum of the 2× grid (−1: nowhere,
 /// its Hermitian mirror carries it), and with which Wiener weight.
 struct BandPlacement {
-    var index: [Int32]
     var weight: [Float]
     /// The same placement as runs of consecutive source samples that land on consecutive
     /// destinations (ascending for band +1 and band 0, descending for band −1, the mirror): each
@@ -18,8 +17,8 @@ struct BandPlacement {
         var length: Int
     }
 
+    /// From each source sample's destination (`index`, −1: nowhere) and weight.
     init(index: [Int32], weight: [Float], step: Int) {
-        self.index = index
         self.weight = weight
         var runs: [Run] = []
         var i = 0
@@ -52,8 +51,8 @@ struct BandPlacement {
             nonisolated(unsafe) let output = UnsafeMutableRawPointer(destination).assumingMemoryBound(to: Float.self)
             let runs = runs
             // Runs of one placement never share a destination: they are added in parallel.
-            parallelRanges(runs.count * 64) { range in
-                for run in runs[(range.lowerBound / 64)..<(range.upperBound / 64)] {
+            parallelRanges(runs.count, grain: 64) { range in
+                for run in runs[range] {
                     let s = input + 2 * run.source
                     let weightRun = w + run.source
                     if conjugate {
@@ -369,8 +368,8 @@ extension SIM2DReconstructor {
         guard let base = out.baseAddress else { return }
         nonisolated(unsafe) let destination = base
         let (top, left) = (2 * grid.paddingY, 2 * grid.paddingX)
-        parallelRanges(2 * height * 1024) { range in
-            for y in (range.lowerBound / 1024)..<(range.upperBound / 1024) {
+        parallelRanges(2 * height, grain: 64) { range in
+            for y in range {
                 let source = result + (y + top) * W + left
                 let row = destination + y * outWidth
                 for x in 0..<outWidth { row[x] = source[x] * scale }
@@ -392,12 +391,13 @@ extension SIM2DReconstructor {
             offsets.1 += w[1][p] * bg
             offsets.2 += w[2][p] * bg
         }
-        // In tiles that stay in the first-level cache while every phase is added to them.
+        // In tiles that stay in the first-level cache while every phase is added to them; the first
+        // phase's pass also takes the background's share out.
+        let offset = offsets
         let tile = 2048
         let tiles = (n + tile - 1) / tile
-        parallelRanges(tiles * 64) { range in
-            for first in stride(from: range.lowerBound / 64 * tile, to: min(n, range.upperBound / 64 * tile), by: tile)
-            {
+        parallelRanges(tiles, grain: 8) { range in
+            for first in stride(from: range.lowerBound * tile, to: min(n, range.upperBound * tile), by: tile) {
                 let last = min(n, first + tile)
                 for (p, frame) in zip(0..., frames) {
                     let w0 = w[0][p]
@@ -406,9 +406,9 @@ extension SIM2DReconstructor {
                     frame.withUnsafeBufferPointer { f in
                         if p == 0 {
                             for i in first..<last {
-                                bandZero[i] += w0 * f[i]
-                                re[i] = wr * f[i]
-                                im[i] = wi * f[i]
+                                bandZero[i] += w0 * f[i] - offset.0
+                                re[i] = wr * f[i] - offset.1
+                                im[i] = wi * f[i] - offset.2
                             }
                         } else {
                             for i in first..<last {
@@ -419,14 +419,6 @@ extension SIM2DReconstructor {
                         }
                     }
                 }
-            }
-        }
-        let offset = offsets
-        parallelRanges(n) { range in
-            for i in range {
-                bandZero[i] -= offset.0
-                re[i] -= offset.1
-                im[i] -= offset.2
             }
         }
     }
@@ -446,8 +438,8 @@ extension SIM2DReconstructor {
         grid.source.withUnsafeBufferPointer { sources in
             grid.window.withUnsafeBufferPointer { windows in
                 nonisolated(unsafe) let (src, win) = (sources, windows)
-                parallelRanges(grid.height * 1024) { range in
-                    for y in (range.lowerBound / 1024)..<(range.upperBound / 1024) {
+                parallelRanges(grid.height, grain: 64) { range in
+                    for y in range {
                         let row = y * gridWidth
                         // The mirrored border columns, sample by sample.
                         for i in row..<(row + left) { place(i, Int(src[i]), win[i]) }

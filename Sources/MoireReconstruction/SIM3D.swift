@@ -37,6 +37,17 @@ public final class SIM3DReconstructor: @unchecked Sendable {
     public static let fallbackWiener = 0.05
     let otf: RadialOTF3D
     let fwd: FFTPlan3D, bigInv: FFTPlan3D
+    /// Where each sample of band 0's spectrum goes in the spectral model's fit: fixed by the grid
+    /// and the optics, made on the first adaptive volume.
+    private lazy var band0Sampling: SpectralModel.Sampling = makeBand0Sampling()
+    /// The isotropic frequency |f| / f_c of every sample of the result's spectrum (`2n × 2n × nz`).
+    private lazy var resultRho: [Float] = {
+        var rho = [Float](repeating: 0, count: 4 * n * n * nz)
+        forEachFrequency(width: 2 * n) { i, fx, fy, fz in
+            rho[i] = Float((fx * fx + fy * fy + fz * fz).squareRoot() / optics.lateralCutoff)
+        }
+        return rho
+    }()
 
     public init(n: Int, nz: Int, pixelUm: Double, dzUm: Double, optics: Widefield3D) throws {
         guard n >= 16, n % 2 == 0, nz >= 4, nz % 2 == 0 else {
@@ -183,7 +194,7 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         // Denominator: the regularisation w²(f), then Σ|H|² of every band.
         let model = wiener == .adaptive ? measureSpectrum(spec0, orientations: parameters.count) : nil
         lastSpectralModel = model
-        var den = regularisation(model, bigWidth: N)
+        var den = regularisation(model)
         let A = Double(parameters.count)
         for w in 0..<nz {
             for v in 0..<n {
@@ -252,68 +263,65 @@ public final class SIM3DReconstructor: @unchecked Sendable {
         return (0..<big).map { out[$0].re * scale }
     }
 
-    /// The object's power law and the noise, fitted to band 0's 3D spectrum (`n × n × nz`, the sum
-    /// of `orientations` bands 0): noise
-    /// where the widefield OTF is zero beyond a third of the lateral cutoff (outside the support,
-    /// and in the missing cone away from the low frequencies that the edge fades leak into), signal
-    /// where the OTF is at least 0.05, binned by the isotropic frequency |f| / f_c.
-    func measureSpectrum(_ spectrum: AlignedBuffer<Complex32>, orientations: Int) -> SpectralModel? {
-        let total = n * n * nz
+    /// Calls `body(index, fx, fy, fz)` (cycles/µm) for every sample of a spectrum `width × width × nz`
+    /// over this reconstructor's field (the camera's grid for `width` = n, the result's for 2n).
+    func forEachFrequency(width: Int, _ body: (Int, Double, Double, Double) -> Void) {
         let sx = Double(n) * pixelUm
         let sz = Double(nz) * dzUm
-        let fc = optics.lateralCutoff
-        var power = [Float](repeating: 0, count: total)
-        var rho = [Float](repeating: -1, count: total)
-        var transfer = [Float](repeating: 0, count: total)
         for w in 0..<nz {
             let fz = Double(w < nz / 2 ? w : w - nz) / sz
-            for v in 0..<n {
-                let fy = Double(v < n / 2 ? v : v - n) / sx
-                for u in 0..<n {
-                    let fx = Double(u < n / 2 ? u : u - n) / sx
-                    let i = (w * n + v) * n + u
-                    let kr = hypot(fx, fy)
-                    let h = otf.value(kr: kr, kz: fz)
-                    let s = spectrum[i]
-                    power[i] = s.re * s.re + s.im * s.im
-                    transfer[i] = Float(h)
-                    if h <= 1e-6, kr > fc / 3 {
-                        rho[i] = 2  // a noise sample: beyond the fit's 1.05
-                    } else if h >= 0.05 {
-                        rho[i] = Float((kr * kr + fz * fz).squareRoot() / fc)
-                    }
+            for v in 0..<width {
+                let fy = Double(v < width / 2 ? v : v - width) / sx
+                for u in 0..<width {
+                    let fx = Double(u < width / 2 ? u : u - width) / sx
+                    body((w * width + v) * width + u, fx, fy, fz)
                 }
             }
         }
+    }
+
+    /// Band 0's samples for the fit: noise where the widefield OTF is zero beyond a third of the
+    /// lateral cutoff (outside the support, and in the missing cone away from the low frequencies
+    /// that the edge fades leak into), signal where the OTF is at least 0.05, binned by the
+    /// isotropic frequency |f| / f_c.
+    private func makeBand0Sampling() -> SpectralModel.Sampling {
+        let fc = optics.lateralCutoff
+        var rho = [Float](repeating: -1, count: n * n * nz)
+        var transfer = [Float](repeating: 0, count: n * n * nz)
+        forEachFrequency(width: n) { i, fx, fy, fz in
+            let kr = hypot(fx, fy)
+            let h = otf.value(kr: kr, kz: fz)
+            transfer[i] = Float(h)
+            if h <= 1e-6, kr > fc / 3 {
+                rho[i] = 2  // a noise sample: beyond the fit's 1.05
+            } else if h >= 0.05 {
+                rho[i] = Float((kr * kr + fz * fz).squareRoot() / fc)
+            }
+        }
+        return SpectralModel.Sampling(rho: rho, otf: transfer)
+    }
+
+    /// The object's power law and the noise, fitted to band 0's 3D spectrum (`n × n × nz`, the sum
+    /// of `orientations` bands 0) as `band0Sampling` places its samples.
+    func measureSpectrum(_ spectrum: AlignedBuffer<Complex32>, orientations: Int) -> SpectralModel? {
+        let power = (0..<(n * n * nz)).map { i -> Float in
+            let s = spectrum[i]
+            return s.re * s.re + s.im * s.im
+        }
         return power.withUnsafeBufferPointer {
-            SpectralModel.fit(power: $0, rho: rho, otf: transfer, orientations: orientations)
+            SpectralModel.fit(power: $0, sampling: band0Sampling, orientations: orientations)
         }
     }
 
-    /// w²(f) on the result's grid (`bigWidth² × nz`): the model's noise-to-signal ratio at the
+    /// w²(f) on the result's grid (`2n × 2n × nz`): the model's noise-to-signal ratio at the
     /// isotropic frequency |f| / f_c, or the constant (or fallback) w².
-    func regularisation(_ model: SpectralModel?, bigWidth N: Int) -> [Float] {
+    func regularisation(_ model: SpectralModel?) -> [Float] {
         let constant: Double
         switch wiener {
         case .fixed(let w): constant = w * w
         case .adaptive: constant = Self.fallbackWiener * Self.fallbackWiener
         }
-        guard let model else { return [Float](repeating: Float(constant), count: N * N * nz) }
-        let sx = Double(n) * pixelUm
-        let sz = Double(nz) * dzUm
-        let fc = optics.lateralCutoff
-        var out = [Float](repeating: 0, count: N * N * nz)
-        for w in 0..<nz {
-            let fz = Double(w < nz / 2 ? w : w - nz) / sz
-            for v in 0..<N {
-                let fy = Double(v < N / 2 ? v : v - N) / sx
-                for u in 0..<N {
-                    let fx = Double(u < N / 2 ? u : u - N) / sx
-                    let rho = (fx * fx + fy * fy + fz * fz).squareRoot() / fc
-                    out[(w * N + v) * N + u] = Float(model.regularisation(atNormalisedFrequency: rho))
-                }
-            }
-        }
-        return out
+        guard let model else { return [Float](repeating: Float(constant), count: 4 * n * n * nz) }
+        return resultRho.map { Float(model.regularisation(atNormalisedFrequency: Double($0))) }
     }
 }

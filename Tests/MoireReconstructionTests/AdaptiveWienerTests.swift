@@ -74,26 +74,29 @@ struct SplitMix {
     mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
-@Suite(.serialized) struct AdaptiveWienerTests {
-    /// PSNR (dB) of `image` against `reference` after the best affine fit.
-    func psnr(_ image: [Float], _ reference: [Float]) -> Double {
-        let n = Double(image.count)
-        let mx = image.reduce(0.0) { $0 + Double($1) } / n, my = reference.reduce(0.0) { $0 + Double($1) } / n
-        var sxy = 0.0, sxx = 0.0
-        for i in 0..<image.count {
-            sxy += (Double(image[i]) - mx) * (Double(reference[i]) - my)
-            sxx += (Double(image[i]) - mx) * (Double(image[i]) - mx)
-        }
-        let a = sxy / sxx, b = my - a * mx
-        var mse = 0.0
-        for i in 0..<image.count {
-            let d = a * Double(image[i]) + b - Double(reference[i])
-            mse += d * d
-        }
-        let span = Double(reference.max()! - reference.min()!)
-        return 10 * log10(span * span / (mse / n))
+/// PSNR (dB, peak: the reference's range) of `image` against `reference` after the least-squares
+/// affine fit a·image + b, so that scale and offset do not count.
+func affineFitPSNR(_ image: [Float], _ reference: [Float]) -> Double {
+    let count = Double(image.count)
+    let meanImage = image.reduce(0.0) { $0 + Double($1) } / count
+    let meanReference = reference.reduce(0.0) { $0 + Double($1) } / count
+    var sxx = 0.0
+    var sxr = 0.0
+    for (x, r) in zip(image, reference) {
+        sxx += (Double(x) - meanImage) * (Double(x) - meanImage)
+        sxr += (Double(x) - meanImage) * (Double(r) - meanReference)
     }
+    let slope = sxx > 0 ? sxr / sxx : 0
+    var mse = 0.0
+    for (x, r) in zip(image, reference) {
+        let d = slope * (Double(x) - meanImage) + meanReference - Double(r)
+        mse += d * d
+    }
+    let range = Double((reference.max() ?? 1) - (reference.min() ?? 0))
+    return 10 * log10(range * range / max(mse / count, 1e-30))
+}
 
+@Suite(.serialized) struct AdaptiveWienerTests {
     /// At two light levels, the adaptive filter is as faithful as the best of a range of constant
     /// w chosen afterwards, and regularises more where there is less light. The reference is the
     /// same specimen at 50× the light, reconstructed with the same parameters and a small w.
@@ -108,14 +111,14 @@ struct SplitMix {
         for powerMw in [2.0, 20.0] {
             let data = try Fixtures.simulateSIM(roi: roi, powerMw: powerMw, exposureMs: 4, seed: 5)
             rec.options.wiener = .adaptive
-            let adaptive = psnr(try rec.reconstruct(data.sets[0], parameters: params), reference)
+            let adaptive = affineFitPSNR(try rec.reconstruct(data.sets[0], parameters: params), reference)
             let model = try #require(rec.lastSpectralModel, "the adaptive filter found no signal and noise at \(powerMw) mW")
             regularisation.append(model.wienerAtCutoff)
             var best = -Double.infinity
             var bestW = 0.0
             for w in [0.01, 0.03, 0.1, 0.3, 1.0] {
                 rec.options.wiener = .fixed(w)
-                let score = psnr(try rec.reconstruct(data.sets[0], parameters: params), reference)
+                let score = affineFitPSNR(try rec.reconstruct(data.sets[0], parameters: params), reference)
                 if score > best { best = score; bestW = w }
             }
             #expect(adaptive > best - 0.5, "\(powerMw) mW: adaptive \(adaptive) dB, best constant w \(bestW): \(best) dB")

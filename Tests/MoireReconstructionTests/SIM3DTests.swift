@@ -131,27 +131,6 @@ func axialFSC(_ a: [Float], _ b: [Float], n: Int, nz: Int, pixelUm: Double, dzUm
 
 /// The adaptive Wiener filter of 3D-SIM against constants, at a dim and a bright photon level.
 @Suite struct SIM3DAdaptiveWienerTests {
-    /// PSNR (peak: the reference's range) of `x` against `reference` after the least-squares affine fit a·x + b.
-    func psnr(_ x: [Float], _ reference: [Float]) -> Double {
-        let count = Double(x.count)
-        let mx = x.reduce(0.0) { $0 + Double($1) } / count
-        let mr = reference.reduce(0.0) { $0 + Double($1) } / count
-        var sxx = 0.0
-        var sxr = 0.0
-        for (a, b) in zip(x, reference) {
-            sxx += (Double(a) - mx) * (Double(a) - mx)
-            sxr += (Double(a) - mx) * (Double(b) - mr)
-        }
-        let slope = sxx > 0 ? sxr / sxx : 0
-        var mse = 0.0
-        for (a, b) in zip(x, reference) {
-            let d = slope * (Double(a) - mx) + mr - Double(b)
-            mse += d * d
-        }
-        let range = Double((reference.max() ?? 1) - (reference.min() ?? 0))
-        return 10 * log10(range * range / max(mse / count, 1e-30))
-    }
-
     /// The target of the reconstruction: the ground truth through the apodization (the ideal
     /// transfer function of the extended 3D support: 1 − |F/F_max| over the ellipsoid reaching
     /// f_c + 2|k| laterally and 2 f_c,z + kz axially), moved by the fine grid's half sample so its
@@ -229,7 +208,7 @@ func axialFSC(_ a: [Float], _ b: [Float], n: Int, nz: Int, pixelUm: Double, dzUm
                 let stacks = try sim.acquire(noiseSeed: 4)
                 func score(_ w: WienerParameter) throws -> Double {
                     rec.wiener = w
-                    return psnr(centre(try rec.reconstruct(stacks, parameters: params)), target)
+                    return affineFitPSNR(centre(try rec.reconstruct(stacks, parameters: params)), target)
                 }
                 let adaptive = try score(.adaptive)
                 #expect(rec.lastSpectralModel != nil, "specimen \(specimen), \(photons) photons: no spectral model")
