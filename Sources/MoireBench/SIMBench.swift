@@ -124,7 +124,7 @@ public enum LiveSIMBench {
         for c in p.channels.indices { p.channels[c].exposureMs = exposureMs }
         // 1. The frames, rendered by the simulated rig in virtual time.
         var rendering = p
-        rendering.reconstruction["enabled"] = "false"
+        rendering.reconstruction.enabled = false
         let source = "\(dir)/bench-live-sim-source.ome.tif"
         var renderOptions = PipelineOptions()
         renderOptions.recordingPath = source

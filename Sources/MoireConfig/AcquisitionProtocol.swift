@@ -43,10 +43,12 @@ public struct AcquisitionProtocol: Sendable, Equatable {
     public var zStartUm: Double
     /// True when the protocol has a `z` block (the stage is driven); false leaves z alone.
     public var hasZ: Bool
-    public var reconstruction: [String: String]
-    public var denoise: [String: String]
-    /// Live light-sheet processing (mode llsm): `iterations`, `record_volumes`, `background`, `rotate`, `source`.
-    public var lightSheet: [String: String] = [:]
+    /// Live SIM reconstruction (2D, LLS-SIM, 3D).
+    public var reconstruction: LiveReconstructionSpec
+    /// Live denoising (off without a `denoise:` block).
+    public var denoise: LiveDenoiseSpec
+    /// Live light-sheet processing (mode llsm).
+    public var lightSheet = LiveLightSheetSpec()
     public var outputs: OutputSpec
     public var firstFrameDeadlineMs: Double
     public var frameDeadlineMs: Double
@@ -230,24 +232,11 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         if mode == .llsm, zPlanes < 2 {
             throw (zNode ?? root).error("mode llsm needs a 'z' block (the scan) with at least 2 planes")
         }
-        var lightSheet: [String: String] = [:]
+        var lightSheet = LiveLightSheetSpec()
         var sourceNode: ConfigNode?
         if let ln = try root.child("light_sheet") {
             guard mode == .llsm else { throw ln.error("a 'light_sheet' block is only allowed in mode llsm") }
-            if let v = try ln.optionalInt("iterations", in: 0...500) { lightSheet["iterations"] = String(v) }
-            if let v = try ln.optionalBool("record_volumes") { lightSheet["record_volumes"] = String(v) }
-            if let v = try ln.optionalBool("rotate") { lightSheet["rotate"] = String(v) }
-            if let sn = try ln.child("source") {
-                let v = try sn.string()
-                guard ["raw", "denoised"].contains(v) else {
-                    throw sn.error("source must be raw or denoised; found '\(v)'")
-                }
-                lightSheet["source"] = v; sourceNode = sn
-            }
-            if let v = try ln.optionalDouble("background", in: 0...65535, unit: " ADU") {
-                lightSheet["background"] = String(v)
-            }
-            try ln.finish()
+            lightSheet = try LiveLightSheetSpec(ln, sourceNode: &sourceNode)
         }
 
         if rig.leader == .modulator, let mp = rig.modulator?.profile.modulator {
@@ -259,76 +248,9 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             }
         }
 
-        var reconstruction: [String: String] = [:]
-        if let rn = try root.child("reconstruction") {
-            // Checked here, with their places; the live stage reads them as text.
-            if let e = try rn.optionalBool("enabled") { reconstruction["enabled"] = String(e) }
-            if let r = try rn.optionalBool("record") { reconstruction["record"] = String(r) }
-            if let en = try rn.child("estimate") {
-                let e = try en.string()
-                let ok = e == "once" || e == "on-drop" || (e.hasPrefix("every:") && (Int(e.dropFirst(6)) ?? 0) > 0)
-                guard ok else { throw en.error("expected once, every:N (N ≥ 1) or on-drop; found '\(e)'") }
-                reconstruction["estimate"] = e
-            }
-            reconstruction["wiener"] = try rn.optionalAutoOrDouble("wiener", in: 0.0001...10)
-            reconstruction["suppression"] = try rn.optionalAutoOrDouble("suppression", in: 0...1)
-            if let b = try rn.optionalDouble("background", in: 0...65535, unit: " ADU") {
-                reconstruction["background"] = String(b)
-            }
-            if let b = try rn.optionalInt("backlog", in: 1...1000) { reconstruction["backlog"] = String(b) }
-            try rn.finish()
-        }
-        var denoise: [String: String] = [:]
-        if let dn = try root.child("denoise") {
-            // Checked here, with their places; the denoise stage reads them as text.
-            if let v = try dn.optionalBool("enabled") { denoise["enabled"] = String(v) }
-            if let v = try dn.optionalInt("steps_per_frame", in: 0...100) { denoise["steps_per_frame"] = String(v) }
-            if let cn = try dn.child("crop") {
-                let v = try cn.int(in: 16...512)
-                guard v % 4 == 0 else { throw cn.error("crop must be a multiple of 4; found \(v)") }
-                denoise["crop"] = String(v)
-            }
-            if let v = try dn.optionalInt("batch", in: 1...64) { denoise["batch"] = String(v) }
-            if let v = try dn.optionalDouble("learning_rate", in: 1e-7...1) { denoise["learning_rate"] = String(v) }
-            if let v = try dn.optionalDouble("ema", in: 0...0.999) { denoise["ema"] = String(v) }
-            if let v = try dn.optionalInt("checkpoint_every", in: 0...1_000_000) {
-                denoise["checkpoint_every"] = String(v)
-            }
-            if let pn = try dn.child("pairs") {
-                let v = try pn.string()
-                guard ["recorrupt", "odd-even"].contains(v) else {
-                    throw pn.error("pairs must be recorrupt or odd-even; found '\(v)'")
-                }
-                denoise["pairs"] = v
-            }
-            if let v = try dn.optionalBool("deconvolve") { denoise["deconvolve"] = String(v) }
-            if let v = try dn.optionalDouble("hessian", in: 0...10) { denoise["hessian"] = String(v) }
-            if let cn = try dn.child("context") {
-                let v = try cn.string()
-                guard ["history", "none"].contains(v) else {
-                    throw cn.error("context must be history or none; found '\(v)'")
-                }
-                guard v == "none" || denoise["pairs"] != "odd-even" else {
-                    throw cn.error(
-                        "context: history trains on recorrupted pairs; it cannot be used with pairs: odd-even")
-                }
-                denoise["context"] = v
-            }
-            if let wn = try dn.child("weights") {
-                let text = try wn.string()
-                if text == "shipped" || text == "scratch" {
-                    denoise["weights"] = text
-                } else {
-                    let path = dn.resolvePath(text)
-                    guard FileManager.default.fileExists(atPath: path) else {
-                        throw wn.error("weights file '\(path)' does not exist")
-                    }
-                    denoise["weights"] = path
-                }
-            }
-            try dn.finish()
-        }
-        if lightSheet["source"] == "denoised", let sn = sourceNode, denoise.isEmpty || denoise["enabled"] == "false" {
+        let reconstruction = try root.child("reconstruction").map { try LiveReconstructionSpec($0) }
+        let denoise = try root.child("denoise").map { try LiveDenoiseSpec($0) } ?? LiveDenoiseSpec()
+        if lightSheet.source == .denoised, let sn = sourceNode, !denoise.enabled {
             throw sn.error("source: denoised needs live denoising (a 'denoise' block that is not disabled)")
         }
 
@@ -359,7 +281,8 @@ public struct AcquisitionProtocol: Sendable, Equatable {
             file: root.file, name: name, rig: rig, mode: mode, roiWidth: roiW, roiHeight: roiH,
             binning: binning, channels: channels, angles: angles, phases: phases,
             timepoints: timepoints, intervalMs: interval, zPlanes: zPlanes, zStepUm: zStep,
-            zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction, denoise: denoise, lightSheet: lightSheet,
+            zStartUm: zStart, hasZ: hasZ, reconstruction: reconstruction ?? LiveReconstructionSpec(), denoise: denoise,
+            lightSheet: lightSheet,
             outputs: outputs, firstFrameDeadlineMs: firstDeadline, frameDeadlineMs: frameDeadline)
     }
 }

@@ -15,26 +15,33 @@ public struct PipelineResult: Sendable {
     public var run: RunResult
     public var runID: String
     public var recording: RecordingSummary?
+    /// The first recording error (the raw recording's, else a derived one's): the run stopped on it.
     public var recordingError: MoireError?
     public var publishEndpoint: String?
-    public var published: Int
+    /// Every stage's report keyed by stage name: `recorder`, `sim`, `sim.recorder`, `denoise`,
+    /// `volume`, `volume.recorder`, `sim3d`, `sim3d.recorder`, `publisher` (those the run had).
+    public var stages: [String: StageReport] = [:]
+
+    /// Raw frames forwarded to the result bus.
+    public var published: Int { stages["publisher"]?[counter: "raw.forwarded"] ?? 0 }
+    /// Derived frames (sr, wf, den, vol, …) forwarded to the result bus.
+    public var derivedPublished: Int { stages["publisher"]?[counter: "derived.forwarded"] ?? 0 }
     /// Live SIM counters (nil when the run had no SIM stage).
-    public var sim: SIMStageCounters?
-    public var derivedPublished: Int = 0
-    public var srRecording: String?
+    public var sim: SIMStageCounters? { stages["sim"]?.details as? SIMStageCounters }
+    public var srRecording: String? { stages["sim.recorder"]?.recording }
     /// Live denoising counters (nil without a denoise stage) and where its checkpoints went.
-    public var denoise: DenoiseStageCounters?
-    public var denoiseCheckpoints: String?
+    public var denoise: DenoiseStageCounters? { stages["denoise"]?.details as? DenoiseStageCounters }
+    public var denoiseCheckpoints: String? { stages["denoise"]?.files["checkpoints"] }
     /// Where live deconvolution's checkpoints went (with `denoise.deconvolve`).
-    public var deconvolutionCheckpoints: String?
+    public var deconvolutionCheckpoints: String? { stages["denoise"]?.files["deconvolution.checkpoints"] }
     /// Live light-sheet counters (nil without a volume stage) and the volume recording.
-    public var volumes: VolumeStageCounters?
-    public var volumeRecording: String?
+    public var volumes: VolumeStageCounters? { stages["volume"]?.details as? VolumeStageCounters }
+    public var volumeRecording: String? { stages["volume.recorder"]?.recording }
     /// Live 3D-SIM counters (nil without a 3D-SIM stage) and its SR volume recording.
-    public var sim3d: SIM3DStageCounters? = nil
-    public var sim3dRecording: String? = nil
+    public var sim3d: SIM3DStageCounters? { stages["sim3d"]?.details as? SIM3DStageCounters }
+    public var sim3dRecording: String? { stages["sim3d.recorder"]?.recording }
     /// The result bus's own counts: messages sent (lifecycle included), subscriber queue overflows, replays.
-    public var bus: ResultPublisher.Counts? = nil
+    public var bus: ResultPublisher.Counts? { stages["publisher"]?.details as? ResultPublisher.Counts }
     /// Messages the result bus sent, lifecycle included (what `status` reports as `published`).
     public var busMessages: Int? { bus?.sent }
 }
@@ -101,7 +108,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .sim2d { largest = max(largest, plane * 16) }
         if proto.mode == .sim3d { largest = max(largest, proto.zPlanes * plane * 16) }
         if proto.mode == .llsm { largest = max(largest, proto.zPlanes * plane * 16) }
-        if !proto.denoise.isEmpty { largest = max(largest, plane * 16) }
+        if proto.denoise.enabled { largest = max(largest, plane * 16) }
         limits.largestMessageBytes = largest + 4096
         // In virtual time the devices wait for every consumer; subscribers are consumers too.
         if clock is VirtualClock {
@@ -148,7 +155,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
     /// Returns the measured PSFs by channel (the volume stage uses them).
     @discardableResult
     public static func preflight(_ p: AcquisitionProtocol) throws -> [Int: Volume] {
-        if p.mode == .sim3d, try LiveSIMOptions(p.reconstruction, place: p.file).enabled { try SIM3DStage.check(p) }
+        if p.mode == .sim3d, p.reconstruction.enabled { try SIM3DStage.check(p) }
         return try VolumeStage.measuredPSFs(for: p)
     }
 
@@ -189,99 +196,95 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         let pool = FramePool(slots: options.poolSlots, bytes: proto.roiWidth * proto.roiHeight * 2)
         let bus = try RawBus()
-        var stages: [BusStage] = []
-        var recorder: RecorderStage?
+        let graph = PipelineGraph(raw: bus, logger: logger)
+        var recorders: [RecorderStage] = []
+        /// Records `stream` of stage `source`'s output to `path` (a derived recording beside the raw one).
+        func record(
+            _ source: String, stream: String, to path: String, layout: @escaping (FrameHeader) -> RecordingLayout
+        ) throws {
+            let recorder = RecorderStage(
+                name: "\(source).recorder", path: path, stream: stream, logger: logger, layout: layout)
+            recorder.onError = { [runner] error in runner.fail(error) }
+            recorders.append(recorder)
+            try graph.add(recorder, reading: [.output(of: source)])
+        }
         if let path = recordingPath {
-            let r = try RecorderStage(path: path, layout: layout, logger: logger)
-            r.onError = { [runner] e in runner.fail(e) }
-            recorder = r
-            stages.append(try BusStage(name: "recorder", endpoint: bus.endpoint, handle: r.handle))
+            let recorder = try RecorderStage(path: path, layout: layout, logger: logger)
+            recorder.onError = { [runner] error in runner.fail(error) }
+            recorders.append(recorder)
+            try graph.add(recorder, reading: [.raw])
         }
+        let reconstructs = proto.reconstruction.enabled && !options.noReconstruction
         var sim: SIMStage?
-        let live = try LiveSIMOptions(proto.reconstruction, place: proto.file)
-        if proto.mode == .sim2d || proto.mode == .llssim, live.enabled, !options.noReconstruction {
-            let s = try SIMStage(protocol: proto, options: live, recordingPath: recordingPath, logger: logger)
-            sim = s
-            stages.append(try BusStage(name: "sim", endpoint: bus.endpoint, handle: s.handle))
+        if proto.mode == .sim2d || proto.mode == .llssim, reconstructs {
+            let stage = try SIMStage(
+                protocol: proto, options: proto.reconstruction, recordingPath: recordingPath, logger: logger)
+            sim = stage
+            try graph.add(stage, reading: [.raw])
+            if let path = stage.recordPath {
+                stage.recorded = true
+                try record(stage.name, stream: "sr", to: path, layout: stage.srLayout)
+            }
         }
-        var vol: VolumeStage?
+        var volume: VolumeStage?
         if proto.mode == .llsm, !options.noReconstruction {
-            let v = try VolumeStage(
+            volume = try VolumeStage(
                 protocol: proto, recordingPath: recordingPath, logger: logger, measuredPSF: measuredPSFs)
-            vol = v
-            stages.append(try BusStage(name: "volume", endpoint: bus.endpoint, handle: v.handle))
         } else if proto.mode == .llssim, proto.rig.lightSheet != nil, let sim {
             // LLS-SIM on a light-sheet rig: the SR planes of the SIM stage are stacked and deskewed.
-            let v = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger, fromSR: true)
+            volume = try VolumeStage(protocol: proto, recordingPath: recordingPath, logger: logger, fromSR: true)
             sim.lossless = true
-            vol = v
-            stages.append(try BusStage(name: "volume", endpoint: sim.bus.endpoint, handle: v.handle))
         }
-        var sim3d: SIM3DStage?
-        if proto.mode == .sim3d, live.enabled, !options.noReconstruction {
-            let s = try SIM3DStage(protocol: proto, options: live, recordingPath: recordingPath, logger: logger)
-            sim3d = s
-            stages.append(try BusStage(name: "sim3d", endpoint: bus.endpoint, handle: s.handle))
+        if let volume {
+            try graph.add(volume, reading: [sim == nil ? .raw : .output(of: "sim")])
+            if let path = volume.recordPath {
+                volume.recorded = true
+                try record(volume.name, stream: "vol", to: path, layout: volume.volumeLayout)
+            }
         }
-        var den: DenoiseStage?
-        let denOptions = LiveDenoiseOptions(proto.denoise)
-        if denOptions.enabled, !options.noDenoise {
+        if proto.mode == .sim3d, reconstructs {
+            let stage = try SIM3DStage(
+                protocol: proto, options: proto.reconstruction, recordingPath: recordingPath, logger: logger)
+            try graph.add(stage, reading: [.raw])
+            if let path = stage.recordPath {
+                stage.recorded = true
+                try record(stage.name, stream: "sr3d", to: path, layout: stage.volumeLayout)
+            }
+        }
+        if proto.denoise.enabled, !options.noDenoise {
             // With live SIM, the SR frames are denoised (adapting on the phase sets by SR pairs); else the raw frames.
-            let d = try DenoiseStage(
-                protocol: proto, options: denOptions, recordingPath: recordingPath, logger: logger,
+            let stage = try DenoiseStage(
+                protocol: proto, options: proto.denoise, recordingPath: recordingPath, logger: logger,
                 source: sim.map { .simSR($0) } ?? .raw)
-            den = d
-            sim?.onSet = { [d] c, frames, params in d.offer(channel: c, frames: frames, params: params) }
-            if proto.lightSheet["source"] == "denoised", sim == nil { vol?.denoiser = d }
-            stages.append(try BusStage(name: "denoise", endpoint: sim?.bus.endpoint ?? bus.endpoint, handle: d.handle))
+            sim?.onSet = { [stage] channel, frames, params in
+                stage.offer(channel: channel, frames: frames, params: params)
+            }
+            if proto.lightSheet.source == .denoised, sim == nil { volume?.denoiser = stage }
+            try graph.add(stage, reading: [sim == nil ? .raw : .output(of: "sim")])
         }
         var publisher: PublisherStage?
         let endpoint = options.noPublish ? nil : (options.publishEndpoint ?? proto.outputs.publish)
-        let derivedBuses: [String] = [sim?.bus.endpoint, den?.bus.endpoint, vol?.bus.endpoint, sim3d?.bus.endpoint]
-            .compactMap { $0 }
         if let endpoint {
-            let p = try PublisherStage(
-                endpoint: endpoint, publishRaw: proto.outputs.publishRaw, buses: 1 + derivedBuses.count,
-                limits: busLimits, logger: logger)
+            let stage = try PublisherStage(
+                endpoint: endpoint, publishRaw: proto.outputs.publishRaw, limits: busLimits, logger: logger)
             publisherLock.lock()
-            activePublisher = p.publisher
+            activePublisher = stage.publisher
             publisherLock.unlock()
-            onPublisherBound?(p.publisher.endpoint)
+            onPublisherBound?(stage.publisher.endpoint)
             if options.waitForSubscribers > 0 {
                 let deadline = Date().addingTimeInterval(Double(options.subscriberWaitMs) / 1000)
-                while p.publisher.subscriptions < options.waitForSubscribers && Date() < deadline {
-                    p.publisher.serviceSubscriptions()
+                while stage.publisher.subscriptions < options.waitForSubscribers && Date() < deadline {
+                    stage.publisher.serviceSubscriptions()
                     usleep(5000)
                 }
-                logger.info("result-bus subscribers", metadata: ["count": "\(p.publisher.subscriptions)"])
+                logger.info("result-bus subscribers", metadata: ["count": "\(stage.publisher.subscriptions)"])
             }
-            publisher = p
-            stages.append(
-                try BusStage(
-                    name: "publisher", endpoints: [bus.endpoint] + derivedBuses,
-                    handle: { item, i in p.handle(item, bus: i) }))
+            publisher = stage
+            let inputs = graph.allBuses
+            stage.inputCount = inputs.count
+            try graph.add(stage, reading: inputs)
         }
-        for s in stages { s.start() }
-        let onSIMBus = ((den != nil && sim != nil) ? 1 : 0) + ((vol != nil && sim != nil) ? 1 : 0)
-        try bus.waitForSubscribers(stages.count - onSIMBus)
-        if let sim {
-            // Its derived bus must see the publisher (when there is one) and the SR denoiser before the worker publishes.
-            let n = (publisher != nil ? 1 : 0) + onSIMBus
-            if n > 0 { try sim.bus.waitForSubscribers(n) }
-            sim.start()
-        }
-        if let den {
-            if publisher != nil { try den.bus.waitForSubscribers(1) }
-            den.start()
-        }
-        if let vol {
-            if publisher != nil { try vol.bus.waitForSubscribers(1) }
-            vol.start()
-        }
-        if let sim3d {
-            if publisher != nil { try sim3d.bus.waitForSubscribers(1) }
-            sim3d.start()
-        }
+        try graph.start()
         let start = RunStart(
             run: runID, protocolName: proto.name, protocolFile: proto.file, mode: proto.mode.rawValue,
             rig: proto.rig.name, objectiveNA: proto.rig.optics.objectiveNA,
@@ -298,50 +301,19 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 "run": "\(runID)", "protocol": "\(proto.name)", "frames": "\(proto.totalFrames)",
                 "sequenced": "\(runner.hardwareSequenced ? "hardware" : "software")",
             ])
-        let result = runner.run(pool: pool, sink: { try bus.publish($0) }, onProgress: onProgress)
+        var result = runner.run(pool: pool, sink: { try bus.publish($0) }, onProgress: onProgress)
         let stop = RunStop(
             run: runID, reason: result.reason, error: result.error?.description, frames: result.delivered,
             missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs(),
             poolExhausted: result.poolExhausted)
         try bus.publishRun(Wire.encode(stop))
-        for s in stages where !s.join(timeoutSeconds: 120) {
-            logger.error("stage did not finish", metadata: ["stage": "\(s.name)"])
-        }
-        if let sim, !sim.join(timeoutSeconds: 120) { logger.error("SIM worker did not finish") }
-        if let den, !den.join(timeoutSeconds: 120) { logger.error("denoise stage did not finish") }
-        if let vol, !vol.join(timeoutSeconds: 600) { logger.error("light-sheet stage did not finish") }
-        if let sim3d, !sim3d.join(timeoutSeconds: 600) { logger.error("3D-SIM stage did not finish") }
-        if let c = sim3d?.counters {
-            logger.info(
-                "live 3D-SIM",
-                metadata: [
-                    "stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
-                    "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)",
-                ])
-        }
-        if let c = vol?.counters {
-            logger.info(
-                "live light sheet",
-                metadata: [
-                    "stacks": "\(c.stacksComplete)", "volumes": "\(c.volumes)",
-                    "skipped.behind": "\(c.skippedBehind)", "missing.planes": "\(c.missingPlanes)",
-                ])
-        }
-        if let c = sim?.counters {
-            logger.info(
-                "live SIM",
-                metadata: [
-                    "sets": "\(c.setsComplete)", "reconstructed": "\(c.reconstructed)",
-                    "skipped.behind": "\(c.skippedBehind)", "skipped.missing": "\(c.skippedMissing)",
-                ])
-        }
-        if let c = publisher?.publisher.counts {
-            logger.info(
-                "result bus",
-                metadata: [
-                    "sent": "\(c.sent)", "subscriptions": "\(c.subscriptions)", "start.replays": "\(c.startReplays)",
-                    "subscriber.queue.full": "\(c.subscriberQueueFull)",
-                ])
+        graph.join()
+        let reports = graph.reports()
+        let recordingError = recorders.lazy.compactMap(\.error).first
+        if let recordingError, result.reason == "completed" {
+            // A derived recording failed after the last raw frame: the run did not make what it was asked for.
+            result.reason = "fault"
+            result.error = recordingError
         }
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)
         Counter(label: "moire_raw_frames_total", dimensions: [("result", "missing")]).increment(by: result.missing)
@@ -353,12 +325,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 "pool.waits": "\(result.poolWaits)",
             ])
         return PipelineResult(
-            run: result, runID: runID, recording: recorder?.summary, recordingError: recorder?.error,
-            publishEndpoint: publisher?.publisher.endpoint, published: publisher?.forwarded ?? 0,
-            sim: sim?.counters, derivedPublished: publisher?.derived ?? 0, srRecording: sim?.recordPath,
-            denoise: den?.counters, denoiseCheckpoints: den?.checkpointDir,
-            deconvolutionCheckpoints: den?.deconvolutionCheckpointDir, volumes: vol?.counters,
-            volumeRecording: vol?.recordPath, sim3d: sim3d?.counters, sim3dRecording: sim3d?.recordPath,
-            bus: publisher?.publisher.counts)
+            run: result, runID: runID, recording: recorders.first { $0.name == "recorder" }?.summary,
+            recordingError: recordingError, publishEndpoint: publisher?.publisher.endpoint, stages: reports)
     }
 }

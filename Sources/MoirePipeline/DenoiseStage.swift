@@ -7,64 +7,28 @@ import MoireReconstruction
 import MoireStorage
 import MoireTransport
 
-/// Live denoising options, from the protocol's `denoise:` block.
-public struct LiveDenoiseOptions: Sendable, Equatable {
-    public var enabled = false
-    public var stepsPerFrame = 2
-    public var crop = 64
-    public var batch = 2
-    public var learningRate: Float = 5e-4
-    /// Inference weights follow the adapted ones as an exponential moving average (0: copy).
-    public var ema: Float = 0
-    /// Save the inference weights every N versions beside the recording (0: never).
-    public var checkpointEvery = 0
-    /// Starting weights; nil: the shipped model with temporal context, else scratch.
-    public var start: OfflineDenoise.Start?
-    /// Temporal context for raw frames (`context: history|none`); nil: history with recorrupted pairs.
-    /// SR frames are denoised without it.
-    public var context: UNet.Input?
-    /// Training pairs for raw frames: `recorrupt` (camera noise model) or `odd-even` (each frame
-    /// against the previous frame of the same channel and plane: a time-lapse's neighbours; in a
-    /// light-sheet stack, the neighbouring plane).
-    public var oddEvenPairs = false
-    /// Live deconvolution (ZS-DeconvNet's second output): a second network, adapted on the same raw
-    /// frames with the deconvolution term (PSF from the rig's optics), publishes `dcv.<channel>`.
-    public var deconvolve = false
-    /// The Hessian regularisation weight of the deconvolution term.
-    public var hessianWeight: Float = 0.0005
-
-    public init() {}
-
-    public init(_ block: [String: String]) {
-        enabled = block["enabled"] == "true" || (!block.isEmpty && block["enabled"] == nil)
-        if let v = block["steps_per_frame"].flatMap(Int.init) { stepsPerFrame = v }
-        if let v = block["crop"].flatMap(Int.init) { crop = v }
-        if let v = block["batch"].flatMap(Int.init) { batch = v }
-        if let v = block["learning_rate"].flatMap(Float.init) { learningRate = v }
-        if let v = block["ema"].flatMap(Float.init) { ema = v }
-        if let v = block["checkpoint_every"].flatMap(Int.init) { checkpointEvery = v }
-        switch block["weights"] {
-        case nil: start = nil
-        case "shipped": start = .shipped
-        case "scratch": start = .scratch
-        case let path?: start = .file(path)
-        }
-        if let c = block["context"] { context = c == "history" ? .frameAndHistory : .frame }
-        oddEvenPairs = block["pairs"] == "odd-even"
-        deconvolve = block["deconvolve"] == "true"
-        if let v = block["hessian"].flatMap(Float.init) { hessianWeight = v }
-    }
-
+extension LiveDenoiseSpec {
     /// The network input for raw frames (SR frames never use temporal context).
     public func input(sim: Bool) -> UNet.Input {
         if sim { return .frame }
-        return context ?? (oddEvenPairs ? .frame : .frameAndHistory)
+        switch context {
+        case .history: return .frameAndHistory
+        case .frameOnly: return .frame
+        case nil: return pairs == .oddEven ? .frame : .frameAndHistory
+        }
     }
 
     /// The starting weights for a network with `input`.
     public func resolvedStart(input: UNet.Input) -> OfflineDenoise.Start {
-        start ?? (input == ShippedModel.input ? .shipped : .scratch)
+        switch weights {
+        case .shipped: return .shipped
+        case .scratch: return .scratch
+        case .file(let path): return .file(path)
+        case nil: return input == ShippedModel.input ? .shipped : .scratch
+        }
     }
+
+    var oddEvenPairs: Bool { pairs == .oddEven }
 }
 
 /// Counters of the live denoise stage.
@@ -170,10 +134,12 @@ final class AdaptedNetwork: @unchecked Sendable {
 /// version that made it, and checkpoints let any frame be reproduced offline. The receiving thread
 /// only copies the frame, so the recorder never waits.
 // Sendable by hand: mutable state guarded by `lock` (NSCondition), `weightsLock` (NSLock).
-final class DenoiseStage: @unchecked Sendable {
+final class DenoiseStage: PipelineStage, @unchecked Sendable {
+    let name = "denoise"
     let bus: RawBus
+    var output: RawBus? { bus }
     private let proto: AcquisitionProtocol
-    private let options: LiveDenoiseOptions
+    private let options: LiveDenoiseSpec
     private let logger: Logger
     private let network: AdaptedNetwork
     private var inference: Denoiser { network.inference }
@@ -215,7 +181,7 @@ final class DenoiseStage: @unchecked Sendable {
     private var usesHistory: Bool { inference.usesTemporalContext }
 
     init(
-        protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, recordingPath: String?, logger: Logger,
+        protocol p: AcquisitionProtocol, options: LiveDenoiseSpec, recordingPath: String?, logger: Logger,
         source: Source = .raw
     ) throws {
         proto = p; self.options = options; self.logger = logger; self.source = source
@@ -288,7 +254,7 @@ final class DenoiseStage: @unchecked Sendable {
     /// The deconvolving pair: one-channel input (the deconvolution term cannot use temporal context
     /// yet), from scratch, trained on recorrupted raw frames.
     private static func makeDeconvolver(
-        protocol p: AcquisitionProtocol, options: LiveDenoiseOptions, model: NoiseModel, sigmaPx: Double,
+        protocol p: AcquisitionProtocol, options: LiveDenoiseSpec, model: NoiseModel, sigmaPx: Double,
         recordingPath: String?
     ) throws -> AdaptedNetwork {
         let loss = try DeconvolutionLoss.gaussian(sigmaPx: sigmaPx, hessianWeight: options.hessianWeight)
@@ -347,17 +313,37 @@ final class DenoiseStage: @unchecked Sendable {
         lock.lock(); adaptSet = (channel, frames, params); lock.broadcast(); lock.unlock()
     }
 
+    var report: StageReport {
+        lock.lock()
+        let c = counters
+        lock.unlock()
+        return StageReport(
+            counters: [
+                StageCounter(name: "denoised", value: c.denoised),
+                StageCounter(name: "skipped", value: c.skipped),
+                StageCounter(name: "adaptation.steps", value: c.adaptationSteps),
+                StageCounter(name: "resets", value: c.resets),
+                StageCounter(name: "checkpoints", value: c.checkpoints),
+                StageCounter(name: "refused", value: c.refused),
+                StageCounter(name: "deconvolved", value: c.deconvolved),
+            ],
+            files: [
+                "checkpoints": network.checkpointDir, "deconvolution.checkpoints": deconvolver?.checkpointDir,
+            ].compactMapValues { $0 }, details: c)
+    }
+
     /// Receiver: copies the newest raw (or SR) frame (the recorder never waits for this stage).
-    func handle(_ item: BusItem) -> Bool {
+    func receive(_ item: BusItem, fromInput input: Int) -> Bool {
         switch item {
-        case .run(_, let json):
-            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if ev.event == "start" { runID = ev.run }
-            if ev.event == "stop" {
-                lock.lock(); finished = true; lock.broadcast(); lock.unlock()
-                return false
-            }
+        case .run(.start(let start), _):
+            runID = start.run
             return true
+        case .run(.stop, _):
+            lock.lock()
+            finished = true
+            lock.broadcast()
+            lock.unlock()
+            return false
         case .frame(let h, let payload):
             guard h.stream == (isSIM ? "sr" : "raw"), !h.missing, payload.count == h.byteCount else { return true }
             let n = h.width * h.height

@@ -28,19 +28,27 @@ public struct SIM3DStageCounters: Sendable, Equatable {
 /// slowest, `depth` in the header, the parameters in `params`) with its z projection
 /// `mip.<channel>`, and with `reconstruction.record` recorded to `NAME.sr3d.ome.tif`.
 // Sendable by hand: mutable state guarded by `lock` (NSLock).
-final class SIM3DStage: @unchecked Sendable {
+final class SIM3DStage: PipelineStage, @unchecked Sendable {
+    let name = "sim3d"
     let bus: RawBus
+    var output: RawBus? { bus }
+    let finishSeconds = 600.0
+    /// A recorder reads this stage's volumes: a volume waits for an output slot rather than go unrecorded.
+    var recorded: Bool {
+        get { volumeOutput.recorded }
+        set { volumeOutput.recorded = newValue }
+    }
     private let proto: AcquisitionProtocol
     private let logger: Logger
     private let stacks: StackQueue
     private let n: Int, nz: Int, angles: Int, phases: Int
-    private let options: LiveSIMOptions
+    private let options: LiveReconstructionSpec
     private let lock = NSLock()
     private var own = SIM3DStageCounters()
     private var reconstructors: [Int: (rec: SIM3DReconstructor, parameters: [SIM3DAngle], flagged: [Bool])] = [:]
     private var lastEstimatedT: [Int: Int] = [:]
-    private let output: VolumeOutput
-    var recordPath: String? { output.recordPath }
+    private let volumeOutput: VolumeOutput
+    var recordPath: String? { volumeOutput.recordPath }
 
     var counters: SIM3DStageCounters {
         lock.lock(); defer { lock.unlock() }
@@ -64,7 +72,9 @@ final class SIM3DStage: @unchecked Sendable {
     }
 
     /// For a protocol `check` accepted (the pipeline checks it before opening any device).
-    init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
+    init(protocol p: AcquisitionProtocol, options: LiveReconstructionSpec, recordingPath: String?, logger: Logger)
+        throws
+    {
         proto = p; self.logger = logger; self.options = options
         n = p.roiWidth; nz = p.zPlanes; angles = p.angles; phases = p.phases
         bus = try RawBus()
@@ -73,14 +83,15 @@ final class SIM3DStage: @unchecked Sendable {
             guard h.z >= 0, h.angle >= 0, h.angle < a, h.phase >= 0, h.phase < ph else { return nil }
             return (h.z * a + h.angle) * ph + h.phase
         }
-        output = VolumeOutput(
+        volumeOutput = VolumeOutput(
             bus: bus, volumeBytes: 4 * n * n * nz * 4, projectionBytes: 4 * n * n * 4,
             recordPath: options.record ? recordingPath.map { RecordingIndex.stem(of: $0) + ".sr3d.ome.tif" } : nil)
     }
 
     func start() {
-        stacks.start(name: "moire.stage.sim3d", logger: logger, output: output, process: { [self] in try process($0) })
-        { [self] in
+        stacks.start(
+            name: "moire.stage.sim3d", logger: logger, output: volumeOutput, process: { [self] in try process($0) }
+        ) { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind + c.skippedMissing)
         }
@@ -88,7 +99,32 @@ final class SIM3DStage: @unchecked Sendable {
 
     func join(timeoutSeconds: Double) -> Bool { stacks.join(timeoutSeconds: timeoutSeconds) }
 
-    func handle(_ item: BusItem) -> Bool { stacks.handle(item) }
+    func receive(_ item: BusItem, fromInput input: Int) -> Bool { stacks.handle(item) }
+
+    var report: StageReport {
+        let c = counters
+        return StageReport(
+            counters: [
+                StageCounter(name: "stacks", value: c.stacksComplete),
+                StageCounter(name: "volumes", value: c.volumes),
+                StageCounter(name: "skipped.behind", value: c.skippedBehind),
+                StageCounter(name: "skipped.missing", value: c.skippedMissing),
+                StageCounter(name: "estimations", value: c.estimations),
+                StageCounter(name: "unpublished", value: volumeOutput.dropped),
+            ], details: c)
+    }
+
+    /// The layout of the volume recording, from the first volume's header.
+    func volumeLayout(_ first: FrameHeader) -> RecordingLayout {
+        RecordingLayout(
+            run: first.run, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr", channels: proto.channels.map(\.name),
+            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+            zPlanes: first.depth ?? 1, angles: 1, phases: 1, width: first.width, height: first.height,
+            pixel: .float32, pixelSizeUm: first.pixelSizeUm,
+            zStepUm: first.params?["voxelZUm"].flatMap(Double.init) ?? abs(proto.zStepUm),
+            objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
+            protocolFile: proto.file, rigFile: proto.rig.file)
+    }
 
     private func process(_ stack: StackQueue.Stack) throws {
         guard let h0 = stack.first else { return }
@@ -111,13 +147,15 @@ final class SIM3DStage: @unchecked Sendable {
         // `estimate: on-drop`: estimated again when order 1's modulation under the current parameters
         // falls below 60 % of what the estimation found, in any orientation (the pattern has moved).
         var dropped = false
-        if options.estimate == "on-drop", let r = reconstructors[h0.c] {
+        if options.estimation == .onDrop, let r = reconstructors[h0.c] {
             for a in 0..<angles where try r.rec.modulation(phaseStacks[a], r.parameters[a]) < 0.6 * r.parameters[a].m1 {
                 dropped = true
             }
         }
-        if dropped || options.estimate == "every", let last = lastEstimatedT[h0.c],
-            dropped || h0.t - last >= options.every,
+        var everyTimepoints: Int?
+        if case .every(let n) = options.estimation { everyTimepoints = n }
+        if dropped || everyTimepoints != nil, let last = lastEstimatedT[h0.c],
+            dropped || h0.t - last >= (everyTimepoints ?? .max),
             let r = reconstructors[h0.c]
         {
             let est = try r.rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
@@ -132,8 +170,8 @@ final class SIM3DStage: @unchecked Sendable {
                 optics: Widefield3D(
                     na: proto.rig.optics.objectiveNA, immersionIndex: proto.rig.optics.immersionIndex,
                     emissionNm: ch.emissionNm))
-            rec.background = options.sim.background > 0 ? options.sim.background : proto.rig.cameraProfile.offsetADU
-            rec.wiener = options.sim.wiener
+            rec.background = options.backgroundADU(cameraOffsetADU: proto.rig.cameraProfile.offsetADU)
+            rec.wiener = options.wiener
             let est = try rec.estimate(phaseStacks, priors: try proto.sim3dPriors(channel: h0.c))
             reconstructors[h0.c] = (rec, est.angles, est.projected.angles.map(\.flagged))
             lastEstimatedT[h0.c] = h0.t
@@ -168,17 +206,7 @@ final class SIM3DStage: @unchecked Sendable {
             "m2": parameters.map { String(format: "%.3f", $0.m2) }.joined(separator: ","),
             "flagged": flagged.map { $0 ? "1" : "0" }.joined(separator: ","),
         ]
-        try output.emit(
-            vol, header: vh,
-            layout: { vol in
-                RecordingLayout(
-                    run: h0.run, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr",
-                    channels: proto.channels.map(\.name),
-                    excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                    zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
-                    pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
-                    magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
-            }, logger: logger)
+        try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
     }
 }

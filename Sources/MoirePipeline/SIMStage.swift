@@ -7,65 +7,25 @@ import MoireReconstruction
 import MoireStorage
 import MoireTransport
 
-/// Live 2D-SIM options, from the protocol's `reconstruction:` block.
-public struct LiveSIMOptions: Sendable, Equatable {
-    public var enabled = true
-    /// `once` (first complete set), `every` N sets, or `on-drop` (again when the modulation drops).
-    public var estimate = "once"
-    public var every = 10
-    public var sim = SIM2DOptions()
-    /// Also write SR frames to `NAME.sr.ome.tif` beside the raw recording.
-    public var record = false
-    /// Complete phase sets that may wait for the reconstruction (each holds its frames as floats).
-    public var backlogSets = 32
+extension LiveReconstructionSpec {
+    /// The camera background the reconstruction subtracts: the protocol's, else the camera profile's offset.
+    func backgroundADU(cameraOffsetADU: Double) -> Double {
+        guard let given = backgroundADU, given > 0 else { return cameraOffsetADU }
+        return given
+    }
 
-    public init() {}
+    /// The 2D-SIM options this block asks for, on a camera with `cameraOffsetADU`.
+    func sim2DOptions(cameraOffsetADU: Double) -> SIM2DOptions {
+        var options = SIM2DOptions()
+        options.wiener = wiener
+        options.suppression = suppression
+        options.background = backgroundADU(cameraOffsetADU: cameraOffsetADU)
+        return options
+    }
 
-    /// Reads the protocol's `reconstruction` block (text values).
-    public init(_ block: [String: String], place: String) throws {
-        func number(_ key: String) throws -> Double? {
-            guard let t = block[key] else { return nil }
-            guard let v = Double(t), v.isFinite else {
-                throw MoireError(.config, "reconstruction.\(key) must be a number; found '\(t)'", place: place)
-            }
-            return v
-        }
-        let known: Set = ["enabled", "estimate", "wiener", "suppression", "record", "background", "backlog"]
-        if let bad = block.keys.first(where: { !known.contains($0) }) {
-            throw MoireError(
-                .config,
-                "reconstruction.\(bad) is not an option; expected one of \(known.sorted().joined(separator: ", "))",
-                place: place)
-        }
-        if let e = block["enabled"] { enabled = e == "true" }
-        if let r = block["record"] { record = r == "true" }
-        if let e = block["estimate"] {
-            if e == "once" || e == "on-drop" {
-                estimate = e
-            } else if e.hasPrefix("every:"), let n = Int(e.dropFirst(6)), n > 0 {
-                estimate = "every"; every = n
-            } else {
-                throw MoireError(
-                    .config, "reconstruction.estimate must be once, every:N or on-drop; found '\(e)'", place: place)
-            }
-        }
-        if let text = block["wiener"] {
-            guard let w = WienerParameter(text) else {
-                throw MoireError(
-                    .config, "reconstruction.wiener must be auto or a positive number; found '\(text)'", place: place)
-            }
-            sim.wiener = w
-        }
-        if let text = block["suppression"] {
-            guard let s = OrderSuppression(text) else {
-                throw MoireError(
-                    .config, "reconstruction.suppression must be auto or a number in 0…1; found '\(text)'", place: place
-                )
-            }
-            sim.suppression = s
-        }
-        if let b = try number("background") { sim.background = b }
-        if let b = try number("backlog") { backlogSets = Int(b) }
+    /// The filter settings every SR frame's header names (the same for the whole run).
+    func headerParameters() -> [String: String] {
+        ["wiener": wiener.description, "suppression": suppression.description]
     }
 }
 
@@ -90,10 +50,14 @@ public struct SIMStageCounters: Sendable, Equatable {
 /// takes several sets' time; the worker catches up after it); only when the backlog is full is
 /// the oldest waiting set skipped, and counted.
 // Sendable by hand: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
-final class SIMStage: @unchecked Sendable {
+final class SIMStage: PipelineStage, @unchecked Sendable {
+    let name = "sim"
     let bus: RawBus
+    var output: RawBus? { bus }
     private let proto: AcquisitionProtocol
-    private let options: LiveSIMOptions
+    private let options: LiveReconstructionSpec
+    /// The settings every SR header names, encoded once.
+    private let fixedHeaderParameters: [String: String]
     private let logger: Logger
     private let lock = NSCondition()
     /// Preallocated phase-set buffers: one filling, one pending, one being reconstructed.
@@ -144,8 +108,10 @@ final class SIMStage: @unchecked Sendable {
     static let missingMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_missing_frame")])
     private var srSeq = 0, wfSeq = 0
     private let done = DispatchSemaphore(value: 0)
-    private var recorder: OMETiffWriter?
+    /// Where SR frames are recorded (`reconstruction.record`); the pipeline attaches the recorder.
     private(set) var recordPath: String?
+    /// An SR recorder reads this stage's output: a frame waits for an output slot rather than go unrecorded.
+    var recorded = false
     private var runID = ""
     /// Called on the worker after each reconstructed set with its channel, raw frames (ADU) and
     /// parameters (the live SIM denoiser adapts on them).
@@ -159,9 +125,12 @@ final class SIMStage: @unchecked Sendable {
             otf: r.otf, options: r.options)
     }
 
-    init(protocol p: AcquisitionProtocol, options: LiveSIMOptions, recordingPath: String?, logger: Logger) throws {
+    init(protocol p: AcquisitionProtocol, options: LiveReconstructionSpec, recordingPath: String?, logger: Logger)
+        throws
+    {
         proto = p
         self.options = options
+        fixedHeaderParameters = options.headerParameters()
         self.logger = logger
         bus = try RawBus()
         let per = p.angles * p.phases
@@ -182,9 +151,7 @@ final class SIMStage: @unchecked Sendable {
             reconstructors[c] = try SIM2DReconstructor(
                 width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
                 phases: p.phases, otf: otf,
-                options: {
-                    var o = options.sim; if o.background == 0 { o.background = p.rig.cameraProfile.offsetADU }; return o
-                }(),
+                options: options.sim2DOptions(cameraOffsetADU: p.rig.cameraProfile.offsetADU),
                 rigor: .fromWisdom)
         }
     }
@@ -196,20 +163,44 @@ final class SIMStage: @unchecked Sendable {
         t.start()
     }
 
-    /// Receiver side: called on the raw-bus stage thread for every item.
-    func handle(_ item: BusItem) -> Bool {
+    var report: StageReport {
+        lock.lock()
+        let c = counters
+        lock.unlock()
+        return StageReport(
+            counters: [
+                StageCounter(name: "sets", value: c.setsComplete),
+                StageCounter(name: "reconstructed", value: c.reconstructed),
+                StageCounter(name: "skipped.behind", value: c.skippedBehind),
+                StageCounter(name: "skipped.missing", value: c.skippedMissing),
+                StageCounter(name: "estimates", value: c.estimates),
+                StageCounter(name: "publish.skipped", value: c.publishSkipped),
+            ], details: c)
+    }
+
+    /// The layout of the SR recording, from the first SR frame.
+    func srLayout(_ first: FrameHeader) -> RecordingLayout {
+        RecordingLayout(
+            run: first.run, name: "SR of \(proto.name)", mode: "sim2d-sr", channels: proto.channels.map(\.name),
+            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+            zPlanes: proto.zPlanes, angles: 1, phases: 1, width: first.width, height: first.height, pixel: .float32,
+            pixelSizeUm: first.pixelSizeUm, zStepUm: proto.zStepUm, objectiveNA: proto.rig.optics.objectiveNA,
+            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+    }
+
+    /// Receiver side: called on the raw-bus reader thread for every item.
+    func receive(_ item: BusItem, fromInput input: Int) -> Bool {
         switch item {
-        case .run(_, let json):
-            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if ev.event == "start" {
-                runID = ev.run
-                try? bus.publishRun(json)
-            }
-            if ev.event == "stop" {
-                lock.lock(); finished = true; lock.broadcast(); lock.unlock()
-                return false
-            }
+        case .run(.start(let start), let json):
+            runID = start.run
+            try? bus.publishRun(json)
             return true
+        case .run(.stop, _):
+            lock.lock()
+            finished = true
+            lock.broadcast()
+            lock.unlock()
+            return false
         case .frame(let h, let payload):
             guard h.stream == "raw" else { return true }
             let per = proto.angles * proto.phases
@@ -280,9 +271,6 @@ final class SIMStage: @unchecked Sendable {
             process(b.headers.compactMap { $0 }, b.frames)
             lock.lock(); free.append(job); lock.unlock()
         }
-        if let r = recorder {
-            _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path))
-        }
         let stop = RunStop(
             run: runID, reason: "completed", error: nil, frames: counters.reconstructed,
             missing: counters.skippedMissing,
@@ -297,10 +285,10 @@ final class SIMStage: @unchecked Sendable {
             let setIndex = counters.reconstructed + counters.skippedBehind
             var p = params[h0.c]
             let needs: Bool
-            switch options.estimate {
-            case "every": needs = p == nil || setIndex % options.every == 0
-            case "on-drop": needs = p == nil || (p!.angles.map(\.modulation).min() ?? 1) < 0.1
-            default: needs = p == nil
+            switch options.estimation {
+            case .every(let sets): needs = p == nil || setIndex % sets == 0
+            case .onDrop: needs = p == nil || (p!.angles.map(\.modulation).min() ?? 1) < 0.1
+            case .once: needs = p == nil
             }
             if needs, let setName = proto.channels[h0.c].patternSet,
                 let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName)
@@ -317,11 +305,16 @@ final class SIMStage: @unchecked Sendable {
                     ])
             }
             guard let params = p else { return }
-            // Lossless (LLS-SIM volumes): wait up to 10 s for subscribers to hand a slot back rather than skip.
+            // Lossless (LLS-SIM volumes) or recorded: wait up to 10 s for readers to hand a slot back rather than skip.
+            let waits = lossless || recorded
             func acquire(_ pool: FramePool) -> FrameSlot? {
                 var slot = pool.acquire()
                 var waited = 0
-                while slot == nil, lossless, waited < 10_000 { usleep(1000); waited += 1; slot = pool.acquire() }
+                while slot == nil, waits, waited < 10_000 {
+                    usleep(1000)
+                    waited += 1
+                    slot = pool.acquire()
+                }
                 return slot
             }
             guard let srSlot = acquire(srPool) else { lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
@@ -346,27 +339,6 @@ final class SIMStage: @unchecked Sendable {
             var wfh = srh
             wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height;
             wfh.pixelSizeUm = h0.pixelSizeUm
-            let srBytes = srh.byteCount
-            if let path = recordPath {
-                if recorder == nil {
-                    let l = RecordingLayout(
-                        run: h0.run, name: "SR of \(proto.name)", mode: "sim2d-sr",
-                        channels: proto.channels.map(\.name),
-                        excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                        zPlanes: proto.zPlanes, angles: 1, phases: 1, width: srh.width, height: srh.height,
-                        pixel: .float32,
-                        pixelSizeUm: srh.pixelSizeUm, zStepUm: proto.zStepUm, objectiveNA: proto.rig.optics.objectiveNA,
-                        magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file
-                    )
-                    recorder = try OMETiffWriter(path: path, layout: l, logger: logger)
-                }
-                // SR planes in the order reconstructed; their headers keep t, c, z and the inputs.
-                var rh = srh
-                rh.index = recorder!.planesWritten
-                try srSlot.withBytes {
-                    try recorder!.write(header: rh, payload: UnsafeRawBufferPointer(rebasing: $0[0..<srBytes]))
-                }
-            }
             srOwned = false
             try bus.publish(Frame(header: srh, slot: srSlot))
             wfOwned = false
@@ -387,11 +359,10 @@ final class SIMStage: @unchecked Sendable {
             d["angle\(a).phases"] = ap.phases.map { String(format: "%.4f", $0) }.joined(separator: ",")
             d["angle\(a).source"] = ap.flagged ? "\(ap.source) (flagged: \(ap.reason ?? ""))" : ap.source
         }
-        d["wiener"] = options.sim.wiener.description
+        d.merge(fixedHeaderParameters) { _, fixed in fixed }
         if let spectrum {
             d["wiener.atCutoff"] = String(format: "%.4g", spectrum.wienerAtCutoff)
         }
-        d["suppression"] = options.sim.suppression.description
         return d
     }
 

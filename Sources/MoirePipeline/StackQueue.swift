@@ -53,7 +53,6 @@ final class StackQueue: @unchecked Sendable {
         nonisolated(unsafe) let summary = summary
         republish = output.bus
         nonisolated(unsafe) let end = { [self] in
-            output.finish()
             let (volumes, notMade) = summary()
             let stop = RunStop(
                 run: runID, reason: "completed", error: nil, frames: volumes, missing: notMade, planned: 0,
@@ -83,17 +82,18 @@ final class StackQueue: @unchecked Sendable {
     /// Receiver: copies each frame into its stack's slot.
     func handle(_ item: BusItem) -> Bool {
         switch item {
-        case .run(_, let json):
-            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if ev.event == "start" { runID = ev.run; try? republish?.publishRun(json) }
-            if ev.event == "stop" {
-                lock.lock()
-                queue += filling.values.sorted { ($0.first?.t ?? 0) < ($1.first?.t ?? 0) }
-                filling = [:]
-                finished = true; lock.broadcast(); lock.unlock()
-                return false
-            }
+        case .run(.start(let start), let json):
+            runID = start.run
+            try? republish?.publishRun(json)
             return true
+        case .run(.stop, _):
+            lock.lock()
+            queue += filling.values.sorted { ($0.first?.t ?? 0) < ($1.first?.t ?? 0) }
+            filling = [:]
+            finished = true
+            lock.broadcast()
+            lock.unlock()
+            return false
         case .frame(let h, let payload):
             guard h.stream == stream, let s = slot(h), s >= 0, s < slots else { return true }
             let key = "\(h.t)/\(h.c)"
@@ -139,60 +139,60 @@ final class StackQueue: @unchecked Sendable {
     }
 }
 
-/// Where a volume stage's volumes go: published on its bus (the volume, `depth` in the header, and
-/// its z projection as `mip.<channel>`) and, with a path, recorded plane by plane (ZYX per time
-/// point and channel) to a float32 OME-TIFF whose layout is made from the first volume.
+/// Where a volume stage's volumes go: published on its bus (the volume, `depth` in the header,
+/// and its z projection as `mip.<channel>`). When a recorder reads the bus, a volume waits (up to
+/// 10 s) for an output slot rather than go unrecorded.
 // Sendable by hand: used only by its volume stage's worker thread.
 final class VolumeOutput: @unchecked Sendable {
     let bus: RawBus
+    /// Where the stage's volumes are recorded (the pipeline attaches the recorder), if anywhere.
     let recordPath: String?
+    /// A recorder reads the bus.
+    var recorded = false
     private let volPool: FramePool, mipPool: FramePool
     private var mipSeq = 0
     private(set) var volumeSeq = 0
-    private var recorder: OMETiffWriter?
+    /// Volumes neither published nor recorded: no output slot came back in time.
+    private(set) var dropped = 0
 
     /// `volumeBytes`, `projectionBytes`: the largest volume and projection (float32).
     init(bus: RawBus, volumeBytes: Int, projectionBytes: Int, recordPath: String?) {
-        self.bus = bus; self.recordPath = recordPath
+        self.bus = bus
+        self.recordPath = recordPath
         volPool = FramePool(slots: 2, bytes: volumeBytes)
         mipPool = FramePool(slots: 4, bytes: projectionBytes)
     }
 
-    /// Records and publishes `vol` with header `vh` (its seq and index are this output's count).
-    func emit(_ vol: Volume, header: FrameHeader, layout: (Volume) -> RecordingLayout, logger: Logger) throws {
+    /// Publishes `vol` with header `header` (its seq and index are this output's count) and its projection.
+    func emit(_ vol: Volume, header: FrameHeader) throws {
         var vh = header
-        vh.seq = volumeSeq; vh.index = volumeSeq; vh.depth = vol.depth
-        if let path = recordPath {
-            if recorder == nil { recorder = try OMETiffWriter(path: path, layout: layout(vol), logger: logger) }
-            let bytes = vol.width * vol.height * 4
-            for z in 0..<vol.depth {
-                var ph = vh
-                ph.depth = nil; ph.z = z; ph.index = recorder!.planesWritten
-                try vol.data.withUnsafeBytes {
-                    try recorder!.write(
-                        header: ph, payload: UnsafeRawBufferPointer(rebasing: $0[(z * bytes)..<((z + 1) * bytes)]))
-                }
-            }
+        vh.seq = volumeSeq
+        vh.index = volumeSeq
+        vh.depth = vol.depth
+        var slot = volPool.acquire()
+        var waitedMs = 0
+        while slot == nil, recorded, waitedMs < 10_000 {
+            usleep(1000)
+            waitedMs += 1
+            slot = volPool.acquire()
         }
-        if let slot = volPool.acquire() {
+        if let slot {
             slot.withBytes { b in vol.data.withUnsafeBytes { b.copyMemory(from: $0) } }
             try bus.publish(Frame(header: vh, slot: slot))
             volumeSeq += 1
+        } else {
+            dropped += 1
         }
         let mip = vol.mip(along: 2)
         if let slot = mipPool.acquire() {
             slot.withBytes { b in mip.pixels.withUnsafeBytes { b.copyMemory(from: $0) } }
             var mh = vh
-            mh.stream = "mip"; mh.depth = nil; mh.seq = mipSeq; mh.index = mipSeq
+            mh.stream = "mip"
+            mh.depth = nil
+            mh.seq = mipSeq
+            mh.index = mipSeq
             try bus.publish(Frame(header: mh, slot: slot))
             mipSeq += 1
-        }
-    }
-
-    /// Closes the recording (its index file is not needed once it is complete).
-    func finish() {
-        if let r = recorder {
-            _ = try? r.finish(); try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: r.path))
         }
     }
 }

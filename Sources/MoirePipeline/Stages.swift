@@ -4,87 +4,103 @@ import MoireCore
 import MoireStorage
 import MoireTransport
 
-/// A stage thread that reads one or more buses until its handler says stop, handing each item
-/// (with the index of the bus it came from) to `handle`.
-// Sendable by hand: immutable after init; its thread alone reads the subscribers; `done` signals the end.
-final class BusStage: @unchecked Sendable {
+/// Records one stream of a bus to an OME-TIFF: the raw frames (the run's recording, planes at
+/// their planned index) or a stage's derived frames (SR frames, volumes plane by plane, in the
+/// order they come; the layout made from the first frame). Recording has priority: a write error
+/// stops the run safely with its message (`onError`), and the recorder never skips a frame it reads.
+// Sendable by hand: the writer is used only by the recorder's reader thread; results are read after join().
+final class RecorderStage: PipelineStage, @unchecked Sendable {
+    /// Where plane indices come from.
+    enum Numbering {
+        /// The header's `index` (the raw stream: the plan's order).
+        case asPlanned
+        /// The order written (derived streams).
+        case asWritten
+    }
+
     let name: String
-    private let subscribers: [BusSubscriber]
-    private let done = DispatchSemaphore(value: 0)
-    private let handle: (BusItem, Int) -> Bool
-
-    /// `handle` returns false to end the stage.
-    init(name: String, endpoints: [String], handle: @escaping (BusItem, Int) -> Bool) throws {
-        self.name = name
-        subscribers = try endpoints.map { try BusSubscriber(endpoint: $0) }
-        self.handle = handle
-    }
-
-    convenience init(name: String, endpoint: String, handle: @escaping (BusItem) -> Bool) throws {
-        try self.init(name: name, endpoints: [endpoint], handle: { item, _ in handle(item) })
-    }
-
-    /// The thread is not kept: a stored thread whose closure holds the stage would keep the stage,
-    /// its sockets and everything its handler holds alive after the run.
-    func start() {
-        let t = Thread { [self] in
-            defer { done.signal() }
-            let wait = subscribers.count == 1 ? 200 : 2
-            while true {
-                for (i, s) in subscribers.enumerated() {
-                    while let item = try? s.next(timeoutMs: wait) {
-                        if !handle(item, i) { return }
-                        if subscribers.count > 1 { break }
-                    }
-                }
-            }
-        }
-        t.name = "moire.stage.\(name)"
-        t.start()
-    }
-
-    /// Waits for the stage to end; false on timeout.
-    func join(timeoutSeconds: Double) -> Bool {
-        done.wait(timeout: .now() + timeoutSeconds) == .success
-    }
-}
-
-/// Writes every raw frame to the OME-TIFF recording. Recording has priority: it never skips.
-// Sendable by hand: the writer is used only by the recorder's stage thread; results are read after join().
-final class RecorderStage: @unchecked Sendable {
-    private(set) var writer: OMETiffWriter?
+    let path: String
+    private let stream: String
+    private let numbering: Numbering
+    private let makeLayout: (FrameHeader) -> RecordingLayout
+    /// Derived recordings need no index once complete; the raw one keeps it (recovery, verification).
+    private let keepsIndex: Bool
+    private let logger: Logger
+    private var writer: OMETiffWriter?
+    private var finished = false
     private(set) var summary: RecordingSummary?
     private(set) var error: MoireError?
-    private let layout: RecordingLayout
-    private let path: String
-    private let logger: Logger
     var onError: (MoireError) -> Void = { _ in }
 
-    init(path: String, layout: RecordingLayout, logger: Logger) throws {
+    /// The raw recording: its layout is known before the first frame, so the file is made now.
+    init(name: String = "recorder", path: String, layout: RecordingLayout, logger: Logger) throws {
+        self.name = name
         self.path = path
-        self.layout = layout
+        stream = "raw"
+        numbering = .asPlanned
+        makeLayout = { _ in layout }
+        keepsIndex = true
         self.logger = logger
         writer = try OMETiffWriter(path: path, layout: layout, logger: logger)
     }
 
-    func handle(_ item: BusItem) -> Bool {
+    /// A derived stream's recording, made when its first frame comes.
+    init(
+        name: String, path: String, stream: String, logger: Logger,
+        layout: @escaping (FrameHeader) -> RecordingLayout
+    ) {
+        self.name = name
+        self.path = path
+        self.stream = stream
+        numbering = .asWritten
+        makeLayout = layout
+        keepsIndex = false
+        self.logger = logger
+    }
+
+    var report: StageReport {
+        StageReport(
+            counters: [StageCounter(name: "planes", value: summary?.planes ?? writer?.planesWritten ?? 0)],
+            recording: summary == nil && writer == nil ? nil : path)
+    }
+
+    func receive(_ item: BusItem, fromInput input: Int) -> Bool {
         switch item {
-        case .frame(let h, let payload):
-            guard error == nil, let writer else { return true }
+        case .frame(let header, let payload):
+            guard header.stream == stream, error == nil, !finished else { return true }
             do {
-                try writer.write(header: h, payload: payload.bytes)
+                try write(header, payload.bytes)
             } catch {
                 // Recording has priority: any failure stops the run safely, with its message.
                 let failure = storageError(error)
                 self.error = failure
-                logger.error("recording failed", metadata: ["error": "\(failure)"])
+                logger.error("recording failed", metadata: ["recording": "\(path)", "error": "\(failure)"])
                 onError(failure)
             }
             return true
-        case .run(_, let json):
-            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json), ev.event == "stop" else { return true }
+        case .run(.start, _):
+            return true
+        case .run(.stop, _):
             finish()
             return false
+        }
+    }
+
+    /// Writes one frame; a volume (a header with `depth`) plane by plane.
+    private func write(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer) throws {
+        if writer == nil { writer = try OMETiffWriter(path: path, layout: makeLayout(header), logger: logger) }
+        guard let writer else { return }
+        let depth = header.depth ?? 1
+        let planeBytes = header.byteCount / depth
+        for z in 0..<depth {
+            var plane = header
+            if header.depth != nil {
+                plane.depth = nil
+                plane.z = z
+            }
+            if numbering == .asWritten { plane.index = writer.planesWritten }
+            let bytes = UnsafeRawBufferPointer(rebasing: payload[(z * planeBytes)..<((z + 1) * planeBytes)])
+            try writer.write(header: plane, payload: bytes)
         }
     }
 
@@ -94,10 +110,12 @@ final class RecorderStage: @unchecked Sendable {
     }
 
     func finish() {
+        finished = true
         guard let w = writer else { return }
         writer = nil
         do {
             summary = try w.finish()
+            if !keepsIndex { try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path)) }
         } catch {
             let failure = storageError(error)
             logger.error("closing the recording failed", metadata: ["error": "\(failure)"])
@@ -106,52 +124,63 @@ final class RecorderStage: @unchecked Sendable {
     }
 }
 
-/// Forwards frames and lifecycle messages to the result bus (PUB): raw frames from bus 0 (when
-/// asked), derived frames (sr, wf, …) from the other buses. The run's `stop` goes out last, once
-/// every bus has stopped.
-// Sendable by hand: used by its stage thread only; counts read after join().
-final class PublisherStage: @unchecked Sendable {
+/// Forwards frames and lifecycle messages to the result bus (PUB): raw frames from input 0 (the
+/// raw bus, when asked), derived frames (sr, wf, …) from the others (every stage's output). The
+/// run's `stop` goes out last, once every input has stopped.
+// Sendable by hand: used by its reader thread only; counts read after join().
+final class PublisherStage: PipelineStage, @unchecked Sendable {
+    let name = "publisher"
     let publisher: ResultPublisher
     let publishRaw: Bool
-    let buses: Int
+    /// The buses it reads (set when it is added to the graph: the raw bus and every stage output).
+    var inputCount = 1
     private(set) var forwarded = 0
     private(set) var derived = 0
     private var stops = 0
     private var rawStop: RunStop?
 
     init(
-        endpoint: String, publishRaw: Bool, buses: Int = 1, limits: ResultBusLimits = ResultBusLimits(),
+        endpoint: String, publishRaw: Bool, limits: ResultBusLimits = ResultBusLimits(),
         logger: Logger = Logger(label: "moire.publisher")
     ) throws {
         let reporter = BusEventLog(logger: logger)
         publisher = try ResultPublisher(endpoint: endpoint, limits: limits) { reporter.report($0) }
         self.publishRaw = publishRaw
-        self.buses = buses
     }
 
-    func handle(_ item: BusItem, bus: Int) -> Bool {
+    var report: StageReport {
+        let counts = publisher.counts
+        return StageReport(
+            counters: [
+                StageCounter(name: "raw.forwarded", value: forwarded),
+                StageCounter(name: "derived.forwarded", value: derived),
+                StageCounter(name: "sent", value: counts.sent),
+                StageCounter(name: "subscriptions", value: counts.subscriptions),
+                StageCounter(name: "start.replays", value: counts.startReplays),
+                StageCounter(name: "subscriber.queue.full", value: counts.subscriberQueueFull),
+            ], details: counts)
+    }
+
+    func receive(_ item: BusItem, fromInput input: Int) -> Bool {
         switch item {
-        case .frame(let h, let payload):
-            if bus > 0 {
-                try? publisher.publish(header: h, payload: payload.bytes); derived += 1
+        case .frame(let header, let payload):
+            if input > 0 {
+                try? publisher.publish(header: header, payload: payload.bytes)
+                derived += 1
             } else if publishRaw {
-                try? publisher.publish(header: h, payload: payload.bytes); forwarded += 1
+                try? publisher.publish(header: header, payload: payload.bytes)
+                forwarded += 1
             }
             return true
-        case .run(_, let json):
-            guard let ev = try? JSONDecoder().decode(RunEvent.self, from: json) else { return true }
-            if bus == 0, ev.event == "start", let s = try? JSONDecoder().decode(RunStart.self, from: json) {
-                try? publisher.publishStart(s)
-            }
-            if ev.event == "stop" {
-                if bus == 0 { rawStop = try? JSONDecoder().decode(RunStop.self, from: json) }
-                stops += 1
-                if stops == buses {
-                    if let s = rawStop { try? publisher.publishStop(s) }
-                    return false
-                }
-            }
+        case .run(.start(let start), _):
+            if input == 0 { try? publisher.publishStart(start) }
             return true
+        case .run(.stop(let stop), _):
+            if input == 0 { rawStop = stop }
+            stops += 1
+            guard stops == inputCount else { return true }
+            if let rawStop { try? publisher.publishStop(rawStop) }
+            return false
         }
     }
 }

@@ -26,8 +26,16 @@ public struct VolumeStageCounters: Sendable, Equatable {
 /// projection along z); volumes are recorded to `NAME.vol.ome.tif` beside the raw recording. The
 /// receiving thread only copies planes.
 // Sendable by hand: mutable state guarded by `lock` (NSLock).
-final class VolumeStage: @unchecked Sendable {
+final class VolumeStage: PipelineStage, @unchecked Sendable {
+    let name = "volume"
     let bus: RawBus
+    var output: RawBus? { bus }
+    let finishSeconds = 600.0
+    /// A recorder reads this stage's volumes: a volume waits for an output slot rather than go unrecorded.
+    var recorded: Bool {
+        get { volumeOutput.recorded }
+        set { volumeOutput.recorded = newValue }
+    }
     private let proto: AcquisitionProtocol
     private let logger: Logger
     private let geometry: LightSheetGeometry
@@ -54,8 +62,8 @@ final class VolumeStage: @unchecked Sendable {
     }
     /// One processor per channel (the PSF depends on the emission).
     private var processors: [Int: LightSheetProcessor] = [:]
-    private let output: VolumeOutput
-    var recordPath: String? { output.recordPath }
+    private let volumeOutput: VolumeOutput
+    var recordPath: String? { volumeOutput.recordPath }
 
     /// `measuredPSF`: by channel, from `measuredPSFs(for:)` (made before the devices are opened).
     init(
@@ -71,9 +79,9 @@ final class VolumeStage: @unchecked Sendable {
         geometry = try LightSheetGeometry(
             angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm / Double(scale))
         // SR planes are already sharpened by the reconstruction: no deconvolution of LLS-SIM volumes.
-        iterations = fromSR ? 0 : p.lightSheet["iterations"].flatMap(Int.init) ?? 10
-        background = p.lightSheet["background"].flatMap(Float.init)
-        rotate = p.lightSheet["rotate"] == "true"
+        iterations = fromSR ? 0 : p.lightSheet.iterations
+        background = p.lightSheet.backgroundADU
+        rotate = p.lightSheet.rotate
         self.measuredPSF = iterations > 0 ? measuredPSF : [:]
         bus = try RawBus()
         stacks = StackQueue(stream: fromSR ? "sr" : "raw", slots: p.zPlanes, width: planeWidth, height: planeHeight) {
@@ -88,16 +96,16 @@ final class VolumeStage: @unchecked Sendable {
             w = g.width; d = g.depth
         }
         let path =
-            p.lightSheet["record_volumes"] != "false"
+            p.lightSheet.recordVolumes
             ? recordingPath.map { RecordingIndex.stem(of: $0) + ".vol.ome.tif" } : nil
-        output = VolumeOutput(
+        volumeOutput = VolumeOutput(
             bus: bus, volumeBytes: w * planeHeight * d * 4, projectionBytes: w * planeHeight * 4, recordPath: path)
     }
 
     /// The rig's measured PSFs (`light_sheet.psf`) by channel, loaded and checked against the volumes
     /// `p` makes: a run does not start with a PSF it cannot use. Channels without one use the model.
     static func measuredPSFs(for p: AcquisitionProtocol) throws -> [Int: Volume] {
-        guard p.mode == .llsm, let ls = p.rig.lightSheet, (p.lightSheet["iterations"].flatMap(Int.init) ?? 10) > 0
+        guard p.mode == .llsm, let ls = p.rig.lightSheet, p.lightSheet.iterations > 0
         else { return [:] }
         let geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
         let w = geometry.deskewedWidth(nx: p.roiWidth, nz: p.zPlanes)
@@ -174,8 +182,9 @@ final class VolumeStage: @unchecked Sendable {
 
     func start() {
         prepare()
-        stacks.start(name: "moire.stage.volume", logger: logger, output: output, process: { [self] in try process($0) })
-        { [self] in
+        stacks.start(
+            name: "moire.stage.volume", logger: logger, output: volumeOutput, process: { [self] in try process($0) }
+        ) { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind)
         }
@@ -184,7 +193,31 @@ final class VolumeStage: @unchecked Sendable {
     func join(timeoutSeconds: Double) -> Bool { stacks.join(timeoutSeconds: timeoutSeconds) }
 
     /// Receiver: copies each plane into its stack by the header's t, c and z.
-    func handle(_ item: BusItem) -> Bool { stacks.handle(item) }
+    func receive(_ item: BusItem, fromInput input: Int) -> Bool { stacks.handle(item) }
+
+    var report: StageReport {
+        let c = counters
+        return StageReport(
+            counters: [
+                StageCounter(name: "stacks", value: c.stacksComplete),
+                StageCounter(name: "volumes", value: c.volumes),
+                StageCounter(name: "skipped.behind", value: c.skippedBehind),
+                StageCounter(name: "missing.planes", value: c.missingPlanes),
+                StageCounter(name: "unpublished", value: volumeOutput.dropped),
+            ], details: c)
+    }
+
+    /// The layout of the volume recording, from the first volume's header.
+    func volumeLayout(_ first: FrameHeader) -> RecordingLayout {
+        RecordingLayout(
+            run: first.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),
+            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
+            zPlanes: first.depth ?? 1, angles: 1, phases: 1, width: first.width, height: first.height,
+            pixel: .float32, pixelSizeUm: first.pixelSizeUm,
+            zStepUm: first.params?["voxelZUm"].flatMap(Double.init) ?? abs(proto.zStepUm),
+            objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
+            protocolFile: proto.file, rigFile: proto.rig.file)
+    }
 
     private func process(_ stack: StackQueue.Stack) throws {
         guard let h0 = stack.first else { return }
@@ -222,17 +255,7 @@ final class VolumeStage: @unchecked Sendable {
             vh.params?["source"] = "denoised"; vh.params?["weightsVersion"] = String(weightsVersion)
             if let scale { vh.params?["denoiseScale"] = String(scale) }
         }
-        try output.emit(
-            vol, header: vh,
-            layout: { vol in
-                RecordingLayout(
-                    run: h0.run, name: "volumes of \(proto.name)", mode: "llsm-volume",
-                    channels: proto.channels.map(\.name),
-                    excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-                    zPlanes: vol.depth, angles: 1, phases: 1, width: vol.width, height: vol.height, pixel: .float32,
-                    pixelSizeUm: vol.voxelUm.x, zStepUm: vol.voxelUm.z, objectiveNA: proto.rig.optics.objectiveNA,
-                    magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
-            }, logger: logger)
+        try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
     }
 }

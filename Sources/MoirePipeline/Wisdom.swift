@@ -29,7 +29,7 @@ public enum Wisdom {
             guard let ls = p.rig.lightSheet else {
                 throw MoireError(.config, "mode llsm needs a rig with a light sheet", place: p.rig.file)
             }
-            let iterations = p.lightSheet["iterations"].flatMap(Int.init) ?? 10
+            let iterations = p.lightSheet.iterations
             guard iterations > 0 else { break }
             let geometry = try LightSheetGeometry(angleDeg: ls.angleDeg, stepUm: p.zStepUm, pixelUm: p.pixelSizeUm)
             let measured = try VolumeStage.measuredPSFs(for: p)

@@ -86,8 +86,8 @@ public final class RawBus: @unchecked Sendable {
 public enum BusItem: @unchecked Sendable {
     /// A frame: its header and the payload, still in the sender's buffer while this lives.
     case frame(FrameHeader, ZMQMessage)
-    /// A `run` lifecycle message (JSON).
-    case run(String, Data)
+    /// A `run` lifecycle message, decoded, and its JSON as sent (to pass on unchanged).
+    case run(RunMessage, Data)
 }
 
 /// A subscriber to the raw bus or a result publisher. Used from one thread.
@@ -132,10 +132,7 @@ public final class BusSubscriber: @unchecked Sendable {
         let topic = parts[0].string
         if topic == "run" {
             let json = parts[1].data
-            guard (try? JSONDecoder().decode(RunEvent.self, from: json)) != nil else {
-                throw MoireError(.format, "malformed run message", place: "topic run")
-            }
-            return .run(topic, json)
+            return .run(try RunMessage.decode(json), json)
         }
         let h = try Wire.decodeFrame(topic: topic, header: parts[1].data, payloadBytes: parts[2].count)
         guard topic == Wire.topic(for: h) else {

@@ -113,3 +113,37 @@ public struct RunStop: Codable, Sendable, Equatable {
 
 /// Peeks at the `event` of a `run` message.
 public struct RunEvent: Codable, Sendable { public var event: String; public var run: String }
+
+/// A `run` lifecycle message, decoded once where it is read off a bus.
+public enum RunMessage: Sendable, Equatable {
+    case start(RunStart)
+    case stop(RunStop)
+
+    /// The run it belongs to.
+    public var run: String {
+        switch self {
+        case .start(let start): return start.run
+        case .stop(let stop): return stop.run
+        }
+    }
+
+    /// Decodes a `run` message's JSON; a format error names what is wrong.
+    public static func decode(_ json: Data) throws -> RunMessage {
+        let decoder = JSONDecoder()
+        guard let peek = try? decoder.decode(RunEvent.self, from: json) else {
+            throw MoireError(.format, "malformed run message (no event and run)", place: "topic run")
+        }
+        do {
+            switch peek.event {
+            case "start": return .start(try decoder.decode(RunStart.self, from: json))
+            case "stop": return .stop(try decoder.decode(RunStop.self, from: json))
+            default:
+                throw MoireError(.format, "unknown run event '\(peek.event.prefix(40))'", place: "topic run")
+            }
+        } catch let error as MoireError {
+            throw error
+        } catch {
+            throw MoireError(.format, "malformed run \(peek.event) message: \(error)", place: "topic run")
+        }
+    }
+}

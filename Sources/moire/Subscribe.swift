@@ -39,27 +39,25 @@ struct Subscribe: ParsableCommand {
                 break
             }
             switch item {
-            case .run(_, let json):
-                let ev = try JSONDecoder().decode(RunEvent.self, from: json)
-                if ev.event == "start" {
-                    if run == ev.run { continue }  // a replay for a newer subscriber
-                    run = ev.run; sawStart = true
-                    if !quiet { print("start run=\(ev.run) \(String(decoding: json, as: UTF8.self))") }
-                    if let out, writer == nil, let s = try? JSONDecoder().decode(RunStart.self, from: json) {
-                        let layout = RecordingLayout(
-                            run: s.run, name: s.protocolName, mode: s.mode, channels: s.channels.map(\.name),
-                            excitationNm: [], emissionNm: s.channels.map(\.emissionNm),
-                            timepoints: s.shape["t"] ?? 1, zPlanes: s.shape["z"] ?? 1, angles: s.shape["angles"] ?? 1,
-                            phases: s.shape["phases"] ?? 1, width: s.shape["width"] ?? 0,
-                            height: s.shape["height"] ?? 0,
-                            pixel: s.pixel, pixelSizeUm: s.pixelSizeUm, zStepUm: 0, objectiveNA: s.objectiveNA,
-                            magnification: s.magnification, protocolFile: s.protocolFile, rigFile: "")
-                        writer = try OMETiffWriter(path: out, layout: layout)
-                    }
-                } else if ev.event == "stop" {
-                    if !quiet { print("stop  run=\(ev.run) \(String(decoding: json, as: UTF8.self))") }
-                    if ev.run == run || run == nil { return finish(writer, frames, missing, gaps, beforeStart, sub) }
+            case .run(.start(let s), let json):
+                if run == s.run { continue }  // a replay for a newer subscriber
+                run = s.run
+                sawStart = true
+                if !quiet { print("start run=\(s.run) \(String(decoding: json, as: UTF8.self))") }
+                if let out, writer == nil {
+                    let layout = RecordingLayout(
+                        run: s.run, name: s.protocolName, mode: s.mode, channels: s.channels.map(\.name),
+                        excitationNm: [], emissionNm: s.channels.map(\.emissionNm),
+                        timepoints: s.shape["t"] ?? 1, zPlanes: s.shape["z"] ?? 1, angles: s.shape["angles"] ?? 1,
+                        phases: s.shape["phases"] ?? 1, width: s.shape["width"] ?? 0,
+                        height: s.shape["height"] ?? 0,
+                        pixel: s.pixel, pixelSizeUm: s.pixelSizeUm, zStepUm: 0, objectiveNA: s.objectiveNA,
+                        magnification: s.magnification, protocolFile: s.protocolFile, rigFile: "")
+                    writer = try OMETiffWriter(path: out, layout: layout)
                 }
+            case .run(.stop(let stop), let json):
+                if !quiet { print("stop  run=\(stop.run) \(String(decoding: json, as: UTF8.self))") }
+                if stop.run == run || run == nil { return finish(writer, frames, missing, gaps, beforeStart, sub) }
             case .frame(let h, let payload):
                 guard sawStart else { beforeStart += 1; continue }
                 let key = Wire.topic(for: h)

@@ -35,6 +35,37 @@ import Testing
         """
     }
 
+    /// The stage blocks come out typed, with what was written and the defaults for what was not;
+    /// a value out of range or of the wrong kind is refused at its line.
+    @Test func stageBlocksAreTypedSpecs() throws {
+        let blocks = """
+
+        reconstruction: {estimate: "every:5", wiener: 0.3, suppression: auto, backlog: 8, record: true}
+        denoise: {pairs: odd-even, weights: scratch, crop: 32, learning_rate: 0.001}
+        """
+        let p = try AcquisitionProtocol.load(file: Fixtures.write(base + blocks, to: "typed.yaml", in: dir))
+        var reconstruction = LiveReconstructionSpec()
+        reconstruction.estimation = .every(5)
+        reconstruction.wiener = .fixed(0.3)
+        reconstruction.backlogSets = 8
+        reconstruction.record = true
+        #expect(p.reconstruction == reconstruction)
+        #expect(p.denoise.enabled && p.denoise.pairs == .oddEven && p.denoise.weights == .scratch)
+        #expect(p.denoise.crop == 32 && p.denoise.learningRate == 0.001 && p.denoise.context == nil)
+        #expect(p.denoise.stepsPerFrame == LiveDenoiseSpec().stepsPerFrame)
+
+        let plain = try AcquisitionProtocol.load(file: Fixtures.write(base, to: "plain.yaml", in: dir))
+        #expect(plain.reconstruction == LiveReconstructionSpec())
+        #expect(!plain.denoise.enabled)
+
+        let every = try #require(loadError(base + "\nreconstruction: {estimate: \"every:0\"}\n"))
+        #expect(every.message.contains("every:N") && every.place?.contains("p.yaml:9:") == true, "\(every)")
+        let wiener = try #require(loadError(base + "\nreconstruction: {wiener: 20}\n"))
+        #expect(wiener.message.contains("reconstruction.wiener"), "\(wiener)")
+        let history = try #require(loadError(base + "\ndenoise: {pairs: odd-even, context: history}\n"))
+        #expect(history.message.contains("cannot be used with pairs: odd-even"), "\(history)")
+    }
+
     @Test func shippedProtocolsLoad() throws {
         let tirf = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/tirf-sim.yaml"))
         #expect(tirf.totalFrames == 180)

@@ -368,6 +368,21 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(reader.planeRecords()?.filter(\.acquired).count == r.sim?.reconstructed)
     }
 
+    /// Recording has priority for derived streams too: an SR recording that cannot be written stops
+    /// the run as a fault with the recording's name, devices safe and the raw recording valid.
+    @Test func anSRRecordingThatCannotBeWrittenStopsTheRunSafely() throws {
+        let raw = "\(dir)/blocked.ome.tif"
+        let blocked = "\(dir)/blocked.sr.ome.tif"
+        try? FileManager.default.removeItem(atPath: raw)
+        try FileManager.default.createDirectory(atPath: blocked, withIntermediateDirectories: true)
+        let (r, _) = try run("reconstruction: {record: true}", record: raw)
+        #expect(r.run.reason == "fault", "\(r.run)")
+        let error = try #require(r.recordingError)
+        #expect(error.place?.contains("blocked.sr.ome.tif") == true, "\(error)")
+        #expect(r.run.error?.place == error.place)
+        #expect(try OMETiffReader(path: raw).planeCount > 0)
+    }
+
     @Test func badReconstructionOptionsAreRejectedWithTheirPlace() throws {
         for (extra, field) in [("reconstruction: {wiener: lots}", "reconstruction.wiener"), ("reconstruction: {estimate: sometimes}", "reconstruction.estimate"),
                                ("reconstruction: {sharpen: true}", "unknown field 'sharpen'")] {

@@ -196,12 +196,15 @@ private func mode(of path: String) -> mode_t {
     }
 
     @Test func endpointRulesAreOneForValidateRunAndTheBus() {
-        for good in ["tcp://127.0.0.1:5560", "tcp://127.0.0.1:*", "tcp://localhost:1", "ipc:///run/x.sock", "inproc://a"] {
+        for good in [
+            "tcp://127.0.0.1:5560", "tcp://127.0.0.1:*", "tcp://localhost:1", "ipc:///run/x.sock", "inproc://a",
+        ] {
             #expect(EndpointRule.bindProblem(good) == nil, "\(good)")
         }
-        for bad in ["tcp://0.0.0.0:5560", "tcp://*:5560", "tcp://[::]:5560", "tcp://eth0:5560", "tcp://127.0.0.1",
-            "tcp://127.0.0.1:99999", "tcp://10.0.0.2:1", "udp://x", "ipc://", "tcp://127.0.0.1.evil.com:5"]
-        {
+        for bad in [
+            "tcp://0.0.0.0:5560", "tcp://*:5560", "tcp://[::]:5560", "tcp://eth0:5560", "tcp://127.0.0.1",
+            "tcp://127.0.0.1:99999", "tcp://10.0.0.2:1", "udp://x", "ipc://", "tcp://127.0.0.1.evil.com:5",
+        ] {
             #expect(EndpointRule.bindProblem(bad) != nil, "\(bad)")
         }
     }
@@ -226,10 +229,8 @@ private struct Seen {
     mutating func take(_ item: BusItem) {
         switch item {
         case .frame(let h, _): seqs.append(h.seq)
-        case .run(_, let json):
-            let event = (try? JSONDecoder().decode(RunEvent.self, from: json))?.event
-            if event == "start" { starts += 1 }
-            if event == "stop" { stopped = true }
+        case .run(.start, _): starts += 1
+        case .run(.stop, _): stopped = true
         }
     }
 
@@ -288,9 +289,13 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
             // loaded machine the honest subscriber is never the slow one.
             while seen.seqs.count + 16 < i + 1, let item = try honest.next(timeoutMs: 120_000) { seen.take(item) }
         }
-        try publisher.publishStop(RunStop(run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
+        try publisher.publishStop(
+            RunStop(
+                run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
         while !seen.stopped, let item = try honest.next(timeoutMs: 10_000) { seen.take(item) }
-        #expect(seen.starts == 1 && seen.contiguous && seen.seqs.count == frames && seen.stopped, "\(seen.seqs.count) frames")
+        #expect(
+            seen.starts == 1 && seen.contiguous && seen.seqs.count == frames && seen.stopped,
+            "\(seen.seqs.count) frames")
         // Without a bound every frame (125 MiB) would queue for the stalled subscriber; with it, at most
         // its 64-message queue plus what the kernel's socket buffers and its 1-message receive queue hold.
         var reachedStalled = 0
@@ -335,11 +340,14 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
         }
         churning.stop()
         let elapsed = Date().timeIntervalSince(began)
-        try publisher.publishStop(RunStop(run: "r", reason: "completed", error: nil, frames: i, missing: 0, planned: i, stoppedNs: 2))
+        try publisher.publishStop(
+            RunStop(run: "r", reason: "completed", error: nil, frames: i, missing: 0, planned: i, stoppedNs: 2))
         while !seen.stopped, let item = try honest.next(timeoutMs: 10_000) { seen.take(item) }
         let allowed = 1 + Int(elapsed / 0.25) + 1
         #expect(publisher.subscriptions >= 300)
-        #expect(seen.starts <= allowed, "\(seen.starts) starts for \(publisher.subscriptions) subscriptions in \(elapsed) s")
+        #expect(
+            seen.starts <= allowed, "\(seen.starts) starts for \(publisher.subscriptions) subscriptions in \(elapsed) s"
+        )
         #expect(seen.contiguous && seen.seqs.count == i && seen.stopped)
         #expect(log.all.contains { if case .subscriptionChurn = $0 { return true } else { return false } })
     }
@@ -366,10 +374,14 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
             try publisher.publishStart(busStart)
             let payload = [UInt8](repeating: 5, count: frameBytes)
             for i in 0..<frames {
-                try payload.withUnsafeBytes { try publisher.publish(header: busHeader(i, bytes: frameBytes), payload: $0) }
+                try payload.withUnsafeBytes {
+                    try publisher.publish(header: busHeader(i, bytes: frameBytes), payload: $0)
+                }
             }
             try publisher.publishStop(
-                RunStop(run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
+                RunStop(
+                    run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2
+                ))
             #expect(publisher.counts.subscriberQueueFull == 0)
         }
         // The bus is closed; 12.5 MiB of frames are still queued for the slow subscriber.
@@ -379,7 +391,9 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
         while !seen.stopped, try slow.poll(timeoutMs: 120_000) {
             seen.take(try BusSubscriber.decode(try slow.receive()))
         }
-        #expect(seen.starts == 1 && seen.stopped && seen.contiguous && seen.seqs.count == frames, "\(seen.seqs.count) frames")
+        #expect(
+            seen.starts == 1 && seen.stopped && seen.contiguous && seen.seqs.count == frames,
+            "\(seen.seqs.count) frames")
     }
 
     @Test func fiftySubscribersEachGetStartEveryFrameAndStop() throws {
@@ -398,7 +412,9 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
                 while seen[k].seqs.count < batch + 20, let item = try s.next(timeoutMs: 120_000) { seen[k].take(item) }
             }
         }
-        try publisher.publishStop(RunStop(run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
+        try publisher.publishStop(
+            RunStop(
+                run: "r", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 2))
         for (k, s) in subscribers.enumerated() {
             while !seen[k].stopped, let item = try s.next(timeoutMs: 10_000) { seen[k].take(item) }
         }
