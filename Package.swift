@@ -6,6 +6,7 @@ let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 let deque: Target.Dependency = .product(name: "DequeModule", package: "swift-collections")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 
 let package = Package(
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
@@ -65,7 +67,7 @@ let package = Package(
         ]),
         .executableTarget(name: "moired", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoirePipeline", "MoireTransport",
-            argumentParser, logging, serviceLifecycle,
+            argumentParser, logging, metrics, prometheus, serviceLifecycle,
         ]),
 
         .testTarget(name: "MoireCoreTests", dependencies: ["MoireCore"]),
@@ -86,7 +88,7 @@ let package = Package(
         ]),
         .testTarget(name: "MoirePipelineTests", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireHardware", "MoirePipeline",
-            "MoireReconstruction", "MoireSimulation", "MoireStorage", "MoireTesting", "MoireTransport",
+            "MoireReconstruction", "MoireSimulation", "MoireStorage", "MoireTesting", "MoireTransport", logging,
         ]),
     ]
 )

@@ -19,10 +19,11 @@ await() { for _ in $(seq 1 1200); do "$@" && return 0; sleep 0.1; done; echo "aw
 # True when the file exists and holds at least N bytes.
 has_bytes() { [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ]; }
 # Starts moired on its own ipc control socket; returns when it says it listens.
-start_daemon() {  # log file
-  "$MOIRED" --control "$CONTROL" --data-root "$WORK" > "$1" 2>&1 &
+start_daemon() {  # log file, then any extra moired options
+  log=$1; shift
+  "$MOIRED" --control "$CONTROL" --data-root "$WORK" --metrics none "$@" > "$log" 2>&1 &
   DPID=$!
-  await grep -q "moired listening" "$1"
+  await grep -q "moired listening" "$log"
 }
 CONTROL="ipc://$WORK/control.sock"
 FRAMES20=$((20 * 512 * 512 * 2))   # twenty 512×512 frames: the recording is well under way
@@ -127,6 +128,38 @@ wait $CPID 2>/dev/null
 if [ $drc -eq 0 ] && "$MOIRE" inspect "$WORK/term.ome.tif" > "$WORK/term.log" 2>&1 && grep -q "closed cleanly" "$WORK/term.log" \
    && grep -q "devices safe" "$WORK/daemon2.log"; then
   ok "SIGTERM to moired mid-run: exit 0, recording closed cleanly ($(grep planes: "$WORK/term.log" | xargs))"; else bad "SIGTERM: rc=$drc $(tail -3 "$WORK/daemon2.log") $(cat "$WORK/term.log")"; fi
+
+# 2b'. systemd readiness (Type=notify): moired says READY=1 on $NOTIFY_SOCKET once its control socket
+#      answers, and STOPPING=1 on SIGTERM; both binaries give --version and shell completions.
+python3 - "$WORK/notify.sock" > "$WORK/notify.log" 2>&1 <<'PY' &
+import socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+listener.bind(sys.argv[1])
+listener.settimeout(120)
+print("bound", flush=True)
+for _ in range(2):
+    print(listener.recv(4096).decode().replace("\n", " "), flush=True)
+PY
+NPID=$!
+await grep -q bound "$WORK/notify.log"
+rm -f "$WORK/control.sock"
+export NOTIFY_SOCKET="$WORK/notify.sock"
+start_daemon "$WORK/daemon-notify.log"
+unset NOTIFY_SOCKET
+await grep -q "READY=1" "$WORK/notify.log"
+"$MOIRE" status --daemon "$CONTROL" > "$WORK/notify-status.log" 2>&1; src=$?
+kill -TERM "$DPID"; wait "$DPID"; DPID=
+wait $NPID
+versions="$("$MOIRE" --version) / $("$MOIRED" --version)"
+completions=ok
+for tool in "$MOIRE" "$MOIRED"; do
+  for shell in bash zsh fish; do "$tool" --generate-completion-script $shell > "$WORK/completion" 2>&1 && [ -s "$WORK/completion" ] || completions="no $shell for $tool"; done
+  "$tool" --generate-completion-script bash | bash -n || completions="bash rejects $tool's completion script"
+done
+if [ $src -eq 0 ] && grep -q "READY=1 .*MAINPID=" "$WORK/notify.log" && grep -q "STOPPING=1" "$WORK/notify.log" \
+   && [ "$completions" = ok ] && echo "$versions" | grep -Eq "^[0-9]+\.[0-9]+.* / [0-9]+\.[0-9]+"; then
+  ok "systemd readiness: READY=1 once the daemon answers, STOPPING=1 on SIGTERM; --version ($versions); completions for bash, zsh, fish"; else
+  bad "readiness/version/completions: status rc=$src, $(cat "$WORK/notify.log" | tr '\n' ' ') versions=$versions completions=$completions"; fi
 
 # 2c. Ctrl-C (SIGINT) to an embedded run: stops after the group, exit 130, valid recording.
 sed "s|count: 400|count: 200|" "$WORK/tirf.yaml" > "$WORK/long.yaml"
@@ -240,7 +273,8 @@ if [ $rc -ne 0 ] && echo "$out" | grep -q "bad.yaml:4:7" && echo "$out" | grep -
 # 4. Hostile clients against the real daemon: only its owner commands it, a fake daemon is not
 #    believed, recordings stay under the data root, a stalled subscriber costs a bounded queue.
 rm -f "$WORK/control.sock"
-start_daemon "$WORK/daemon4.log"
+start_daemon "$WORK/daemon4.log" --metrics "tcp://127.0.0.1:*"
+METRICS=$(grep -o "metrics at http://[^ ]*" "$WORK/daemon4.log" | head -1 | cut -d' ' -f3)
 out=$("$MOIRE" status --daemon "$CONTROL" 2>&1); rc=$?
 if [ $rc -eq 0 ] && echo "$out" | grep -q "moired pid $DPID" && [ "$(stat -c %a "$WORK/control.sock")" = 600 ]; then
   ok "moire status names the daemon it reached; control socket mode 600 ($(echo "$out" | head -1))"; else bad "status: rc=$rc $out"; fi
@@ -293,6 +327,7 @@ timelapse: {count: 300, interval_ms: 0}
 outputs: {publish: "$PUB", subscriber_buffer_mb: 16}
 YAML
 peak() { awk '/VmHWM/ {print $2}' "/proc/$DPID/status"; }
+python3 tests/scrape_metrics.py "$METRICS" > "$WORK/metrics0.json" 2> "$WORK/metrics.log"
 "$MOIRE" run "$WORK/bus.yaml" --daemon "$CONTROL" --out "$WORK/bus0.ome.tif" --quiet > /dev/null 2>&1
 before=$(peak)
 python3 -u tests/stalled_subscriber.py "$PUB" 600 > "$WORK/stalled.log" 2>&1 &
@@ -305,6 +340,21 @@ grown=$(( (after - before) / 1024 ))
 if [ $rc -eq 0 ] && [ $grown -lt 48 ] && grep -q "not keeping up" "$WORK/daemon4.log"; then
   ok "stalled subscriber: daemon peak memory +$grown MiB over a run without it (budget 16 MiB, 150 MiB published), logged"; else
   bad "stalled subscriber: rc=$rc, peak +$grown MiB, log: $(grep -c 'not keeping up' "$WORK/daemon4.log") warnings"; fi
+# Metrics: scraped over HTTP and parsed by prometheus_client; the two widefield runs of 300 frames
+# each moved the counters by exactly that much, and the Python client's SIM run left stage latencies.
+if python3 tests/scrape_metrics.py "$METRICS" > "$WORK/metrics1.json" 2>> "$WORK/metrics.log" \
+   && out=$(python3 - "$WORK/metrics0.json" "$WORK/metrics1.json" 2>&1 <<'PY'
+import json, sys
+before, after = (json.load(open(path)) for path in sys.argv[1:])
+moved = lambda key: after.get(key, 0) - before.get(key, 0)
+delivered = moved('moire_raw_frames_total{result="delivered"}')
+completed = moved('moire_runs_total{reason="completed"}')
+latencies = after.get('moire_stage_latency_seconds_count{stage="sim"}', 0)
+assert delivered == 600 and completed == 2, (delivered, completed)
+assert latencies > 0 and after.get('moire_sim_sets_total{result="reconstructed"}', 0) > 0, after
+print(f"+{delivered:.0f} raw frames, +{completed:.0f} completed runs, {latencies:.0f} SR latencies, {len(after)} samples")
+PY
+); then ok "Prometheus endpoint $METRICS parsed by prometheus_client: $out"; else bad "metrics: $out $(cat "$WORK/metrics.log")"; fi
 kill -TERM "$DPID"; wait "$DPID"; DPID=
 
 # 5. A full disk (a 1 MiB tmpfs; needs root): the run stops with the reason named, the devices are

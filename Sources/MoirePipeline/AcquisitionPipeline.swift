@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 import MoireAcquisition
 import MoireConfig
 import MoireCore
@@ -301,7 +300,13 @@ public final class AcquisitionPipeline: @unchecked Sendable {
                 "run": "\(runID)", "protocol": "\(proto.name)", "frames": "\(proto.totalFrames)",
                 "sequenced": "\(runner.hardwareSequenced ? "hardware" : "software")",
             ])
-        var result = runner.run(pool: pool, sink: { try bus.publish($0) }, onProgress: onProgress)
+        var result = runner.run(
+            pool: pool,
+            sink: { frame in
+                let counter = frame.header.missing ? PipelineMetrics.rawMissing : PipelineMetrics.rawDelivered
+                try bus.publish(frame)
+                counter.increment()
+            }, onProgress: onProgress)
         let stop = RunStop(
             run: runID, reason: result.reason, error: result.error?.description, frames: result.delivered,
             missing: result.missing, planned: result.planned, stoppedNs: unixTimeNs(),
@@ -315,8 +320,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             result.reason = "fault"
             result.error = recordingError
         }
-        Counter(label: "moire_raw_frames_total", dimensions: [("result", "delivered")]).increment(by: result.delivered)
-        Counter(label: "moire_raw_frames_total", dimensions: [("result", "missing")]).increment(by: result.missing)
+        PipelineMetrics.poolExhausted.increment(by: result.poolExhausted)
+        PipelineMetrics.runs(reason: result.reason).increment()
         logger.info(
             "run ended",
             metadata: [

@@ -62,6 +62,8 @@ final class AdaptedNetwork: @unchecked Sendable {
     private let initial: [[Float]]
     private var recentLosses: [Double] = []
     private(set) var version = 0
+    /// The loss of the latest adaptation step (nil before the first).
+    var lastLoss: Double? { recentLosses.last }
 
     init(inference: Denoiser, adaptation: Denoiser, checkpointDir: String?, checkpointEvery: Int, ema: Float) {
         self.inference = inference
@@ -413,6 +415,8 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
                     params: ["method": method, "context": usesHistory ? "history" : "none"])
                 guard published else { continue }
                 lock.lock(); counters.denoised += 1; lock.unlock()
+                PipelineMetrics.denoised.increment()
+                PipelineMetrics.recordLatency(stage: name, sincePublishedNs: h.publishedNs)
                 if let deconvolver { try deconvolve(h, px, with: deconvolver) }
             } catch {
                 weightsLock.unlock()
@@ -534,7 +538,12 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
         }
         weightsLock.lock()
         let checkpointed = network.swapIn()
+        let version = network.version
         weightsLock.unlock()
+        if network === self.network {
+            PipelineMetrics.denoiseWeightsVersion.record(version)
+            if let loss = network.lastLoss { PipelineMetrics.denoiseLoss.record(loss) }
+        }
         if checkpointed { lock.lock(); counters.checkpoints += 1; lock.unlock() }
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 import MoireConfig
 import MoireCore
 import MoireReconstruction
@@ -95,17 +94,16 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
             let d = counters
             let o = oldValue
             if d.reconstructed > o.reconstructed {
-                Self.reconstructedMetric.increment(by: d.reconstructed - o.reconstructed)
+                PipelineMetrics.simReconstructed.increment(by: d.reconstructed - o.reconstructed)
             }
-            if d.skippedBehind > o.skippedBehind { Self.behindMetric.increment(by: d.skippedBehind - o.skippedBehind) }
+            if d.skippedBehind > o.skippedBehind {
+                PipelineMetrics.simSkippedBehind.increment(by: d.skippedBehind - o.skippedBehind)
+            }
             if d.skippedMissing > o.skippedMissing {
-                Self.missingMetric.increment(by: d.skippedMissing - o.skippedMissing)
+                PipelineMetrics.simSkippedMissing.increment(by: d.skippedMissing - o.skippedMissing)
             }
         }
     }
-    static let reconstructedMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "reconstructed")])
-    static let behindMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_behind")])
-    static let missingMetric = Counter(label: "moire_sim_sets_total", dimensions: [("result", "skipped_missing_frame")])
     private var srSeq = 0, wfSeq = 0
     private let done = DispatchSemaphore(value: 0)
     /// Where SR frames are recorded (`reconstruction.record`); the pipeline attaches the recorder.
@@ -344,6 +342,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
             wfOwned = false
             try bus.publish(Frame(header: wfh, slot: wfSlot))
             srSeq += 1; wfSeq += 1
+            PipelineMetrics.recordLatency(stage: name, sincePublishedNs: headers.map(\.publishedNs).max() ?? 0)
             lock.lock(); counters.reconstructed += 1; lock.unlock()
             onSet?(h0.c, frames, params)
         } catch {

@@ -86,18 +86,22 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
         }
     }
 
-    /// Writes one frame; a volume (a header with `depth`) plane by plane.
+    /// Writes one frame (a missing one too: the writer records it as such); a volume (a header
+    /// with `depth`) plane by plane.
     private func write(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer) throws {
         if writer == nil { writer = try OMETiffWriter(path: path, layout: makeLayout(header), logger: logger) }
         guard let writer else { return }
-        let depth = header.depth ?? 1
+        guard let depth = header.depth, !header.missing, payload.count == header.byteCount else {
+            var plane = header
+            if numbering == .asWritten { plane.index = writer.planesWritten }
+            try writer.write(header: plane, payload: payload)
+            return
+        }
         let planeBytes = header.byteCount / depth
         for z in 0..<depth {
             var plane = header
-            if header.depth != nil {
-                plane.depth = nil
-                plane.z = z
-            }
+            plane.depth = nil
+            plane.z = z
             if numbering == .asWritten { plane.index = writer.planesWritten }
             let bytes = UnsafeRawBufferPointer(rebasing: payload[(z * planeBytes)..<((z + 1) * planeBytes)])
             try writer.write(header: plane, payload: bytes)

@@ -257,6 +257,9 @@ final class VolumeStage: PipelineStage, @unchecked Sendable {
         }
         try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
+        PipelineMetrics.volumes(stage: name).increment()
+        PipelineMetrics.recordLatency(
+            stage: name, sincePublishedNs: stack.headers.compactMap { $0?.publishedNs }.max() ?? 0)
     }
 }
 

@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
 import MoireAcquisition
 import MoireConfig
 import MoireCore
 import MoirePipeline
 import MoireTransport
+import Prometheus
 import ServiceLifecycle
 
 @main
@@ -33,6 +35,14 @@ struct Moired: AsyncParsableCommand {
     @Option(name: .long, help: "Every recording must be under this directory (default: the current directory).")
     var dataRoot: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
+    @Option(
+        name: .long,
+        help: """
+            Prometheus metrics (HTTP GET /metrics): tcp://127.0.0.1:PORT on loopback (:* for any free \
+            port), or none (default \(MetricsService.defaultEndpoint); when that port is taken the \
+            daemon runs without metrics and says so).
+            """)
+    var metrics: String?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -45,7 +55,9 @@ struct Moired: AsyncParsableCommand {
         Runtime.prepareFFT()
         defer { Runtime.saveFFTWisdom() }
         let service: ControlService
+        let metricsService: MetricsService?
         do {
+            metricsService = try MetricsService.start(endpoint: metrics, logger: logger)
             let (endpoint, access) = try controlEndpoint()
             let root = dataRoot ?? FileManager.default.currentDirectoryPath
             service = try ControlService(endpoint: endpoint, access: access, dataRoot: root, logger: logger)
@@ -53,14 +65,19 @@ struct Moired: AsyncParsableCommand {
             logger.error("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
+        var services: [any Service] = [service]
+        if let metricsService { services.append(metricsService) }
         let group = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info(
             "moired listening",
             metadata: [
                 "control": "\(service.endpoint)", "access": "\(service.accessSummary)",
                 "data.root": "\(service.controller.dataRoot ?? "-")",
+                "metrics": "\(metricsService?.endpoint.url ?? "-")",
             ])
+        // Ready: the control socket is bound and answering (systemd's Type=notify waits for this).
+        SystemdNotify.send("READY=1\nSTATUS=listening on \(service.endpoint)\nMAINPID=\(getpid())")
         try await group.run()
         logger.info("moired stopped; devices safe")
     }
@@ -119,9 +136,44 @@ final class ControlService: Service, @unchecked Sendable {
         controller.start()
         // Serves until the group shuts down gracefully (SIGINT/SIGTERM) or is cancelled.
         try? await gracefulShutdown()
+        SystemdNotify.send("STOPPING=1\nSTATUS=stopping any run; devices to safe state")
         logger.info("shutting down: stopping any run")
         // Abort any run (devices safe) and let its thread close the recording.
         let controller = self.controller
         await Task.detached { controller.shutdown() }.value
+    }
+}
+
+/// The Prometheus scrape endpoint: swift-metrics bootstrapped with swift-prometheus's registry,
+/// served by `MetricsEndpoint` until the daemon shuts down.
+// Sendable by hand: immutable references; the endpoint guards its own state.
+final class MetricsService: Service, @unchecked Sendable {
+    static let defaultEndpoint = "tcp://127.0.0.1:9464"
+    let endpoint: MetricsEndpoint
+
+    private init(endpoint: MetricsEndpoint) { self.endpoint = endpoint }
+
+    /// Bootstraps the metrics backend and binds `endpoint` (nil: the default); nil for `none`.
+    /// An endpoint given that is not loopback tcp, or cannot be bound, is refused with its reason;
+    /// the default port being taken only costs the metrics (a warning).
+    static func start(endpoint given: String?, logger: Logger) throws -> MetricsService? {
+        guard given != "none" else { return nil }
+        let text = given ?? defaultEndpoint
+        let registry = PrometheusCollectorRegistry()
+        do {
+            let endpoint = try MetricsEndpoint(endpoint: text) { registry.emitToString() }
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            logger.info("metrics at \(endpoint.url)")
+            return MetricsService(endpoint: endpoint)
+        } catch  where given == nil {
+            logger.warning("no metrics endpoint", metadata: ["endpoint": "\(text)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let endpoint = self.endpoint
+        await Task.detached { endpoint.stop() }.value
     }
 }

@@ -69,7 +69,9 @@ private final class CountingStage: PipelineStage, @unchecked Sendable {
         try graph.add(second, reading: [.output(of: "first")])
         #expect(graph.allBuses == [.raw, .output(of: "first")])
         try graph.add(both, reading: graph.allBuses)
-        #expect(throws: MoireError.self) { try graph.add(CountingStage(name: "orphan", publishes: false), reading: [.output(of: "second")]) }
+        #expect(throws: MoireError.self) {
+            try graph.add(CountingStage(name: "orphan", publishes: false), reading: [.output(of: "second")])
+        }
         try graph.start()
         #expect(first.started && second.started && both.started)
 
@@ -84,7 +86,8 @@ private final class CountingStage: PipelineStage, @unchecked Sendable {
                 height: 4, pixelSizeUm: 0.1, missing: true)
             try raw.publish(Frame(header: header, slot: nil))
         }
-        let stop = RunStop(run: "g", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 0)
+        let stop = RunStop(
+            run: "g", reason: "completed", error: nil, frames: frames, missing: 0, planned: frames, stoppedNs: 0)
         try raw.publishRun(Wire.encode(stop))
         graph.join()
 

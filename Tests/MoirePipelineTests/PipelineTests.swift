@@ -383,6 +383,19 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(try OMETiffReader(path: raw).planeCount > 0)
     }
 
+    /// A frame the camera lost reaches the raw recorder as a missing frame (no payload) and is
+    /// recorded as such, beside the complete ones: the recording is whole and says which one.
+    @Test func aLostFrameIsRecordedAsMissing() throws {
+        let raw = "\(dir)/lost.ome.tif"
+        try? FileManager.default.removeItem(atPath: raw)
+        let (r, _) = try run("", faults: [.dropFrame(5)], record: raw)
+        #expect(r.run.reason == "completed" && r.run.missing == 1, "\(r.run)")
+        let reader = try OMETiffReader(path: raw)
+        let records = try #require(reader.planeRecords())
+        #expect(records.count == 36 && records.filter(\.acquired).count == 36)
+        #expect(records.enumerated().filter { $0.element.header.missing }.map(\.offset) == [5])
+    }
+
     @Test func badReconstructionOptionsAreRejectedWithTheirPlace() throws {
         for (extra, field) in [("reconstruction: {wiener: lots}", "reconstruction.wiener"), ("reconstruction: {estimate: sometimes}", "reconstruction.estimate"),
                                ("reconstruction: {sharpen: true}", "unknown field 'sharpen'")] {
