@@ -63,8 +63,11 @@ public struct AcquisitionProtocol: Sendable, Equatable {
 
     /// Loads a protocol and its rig, checking every field against the rig's capabilities.
     /// `rigFile` runs the protocol on another rig than the one it names (the protocol is checked against it).
+    /// Loads and checks a protocol; its `file` is the absolute path (what the wire's `start` and
+    /// the recording name), whatever path was given.
     public static func load(file: String, rigFile: String? = nil) throws -> AcquisitionProtocol {
-        try ConfigNode.withParsingLock { try parse(ConfigNode.load(file: file), rigFile: rigFile) }
+        let absolute = URL(fileURLWithPath: file).standardizedFileURL.path
+        return try ConfigNode.withParsingLock { try parse(ConfigNode.load(file: absolute), rigFile: rigFile) }
     }
 
     public static func parse(_ root: ConfigNode, rigFile: String? = nil) throws -> AcquisitionProtocol {

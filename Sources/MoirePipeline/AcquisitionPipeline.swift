@@ -180,7 +180,36 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             angles: proto.angles, phases: proto.phases, width: proto.roiWidth, height: proto.roiHeight,
             pixel: .uint16, pixelSizeUm: proto.pixelSizeUm, zStepUm: proto.zStepUm,
             objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
-            protocolFile: proto.file, rigFile: proto.rig.file, startedNs: runStartedNs)
+            protocolFile: proto.file, rigFile: proto.rig.file, startedNs: runStartedNs,
+            instrument: Self.instrument(of: proto))
+    }
+
+    /// The rig's lasers, camera and each channel's SIM pattern geometry, for the recording's metadata.
+    static func instrument(of p: AcquisitionProtocol) -> RecordingInstrument {
+        let lasers = p.rig.lasers.map { device in
+            RecordingInstrument.Laser(
+                name: device.name, model: device.profile.model, wavelengthNm: device.profile.laser?.wavelengthNm ?? 0,
+                maxPowerMw: device.profile.laser?.maxPowerMw ?? 0)
+        }
+        let camera = p.rig.cameraProfile
+        let detector = RecordingInstrument.Detector(
+            model: p.rig.camera.profile.model, gainADUPerE: camera.gainADUPerE, offsetADU: camera.offsetADU,
+            readNoiseE: camera.readNoiseE, binning: p.binning)
+        let patterns = p.channels.map { channel -> [RecordingInstrument.PatternAngle] in
+            guard p.mode.needsPatterns, let name = channel.patternSet,
+                let set = p.rig.modulator?.profile.modulator?.patternSet(named: name)
+            else { return [] }
+            return (0..<p.angles).compactMap { angle in
+                let specs = (0..<p.phases).compactMap { set.pattern(angle: angle, phase: $0) }
+                guard let first = specs.first, specs.count == p.phases else { return nil }
+                return RecordingInstrument.PatternAngle(
+                    kx: first.kx, ky: first.ky, phasesRad: specs.map(\.phaseRad), modulation: first.modulation)
+            }
+        }
+        return RecordingInstrument(
+            lasers: lasers,
+            channelLaser: p.channels.map { channel in p.rig.lasers.firstIndex { $0.name == channel.laser } },
+            channelPowerMw: p.channels.map(\.powerMw), detector: detector, patterns: patterns)
     }
 
     /// Runs the acquisition to its end; every device is safe when this returns.

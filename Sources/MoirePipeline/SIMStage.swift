@@ -22,9 +22,13 @@ extension LiveReconstructionSpec {
         return options
     }
 
-    /// The filter settings every SR frame's header names (the same for the whole run).
-    func headerParameters() -> [String: String] {
-        ["wiener": wiener.description, "suppression": suppression.description]
+    /// The settings every SR and WF frame's header names (the same for the whole run): the filter,
+    /// and the camera background subtracted from the raw frames (ADU; `wf` frames are without it).
+    func headerParameters(cameraOffsetADU: Double) -> [String: String] {
+        [
+            "wiener": wiener.description, "suppression": suppression.description,
+            "background": String(backgroundADU(cameraOffsetADU: cameraOffsetADU)),
+        ]
     }
 }
 
@@ -128,7 +132,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
     {
         proto = p
         self.options = options
-        fixedHeaderParameters = options.headerParameters()
+        fixedHeaderParameters = options.headerParameters(cameraOffsetADU: p.rig.cameraProfile.offsetADU)
         self.logger = logger
         bus = try RawBus()
         let per = p.angles * p.phases

@@ -39,6 +39,60 @@ enum OMEXML {
         mode.hasPrefix("lls") ? "Other" : "Epifluorescence"
     }
 
+    /// The Instrument's lasers and detector (they come before its objective in the schema).
+    static func instrumentParts(_ instrument: RecordingInstrument?) -> String {
+        guard let instrument else { return "" }
+        var x = ""
+        for (i, laser) in instrument.lasers.enumerated() {
+            x += "<Laser ID=\"LightSource:0:\(i)\" Model=\"\(escape(laser.model))\""
+            x += " Power=\"\(num(laser.maxPowerMw))\" PowerUnit=\"mW\""
+            x += " Wavelength=\"\(num(laser.wavelengthNm))\" WavelengthUnit=\"nm\"/>"
+        }
+        if let detector = instrument.detector {
+            x += "<Detector ID=\"Detector:0:0\" Model=\"\(escape(detector.model))\" Type=\"CMOS\""
+            x += " Gain=\"\(num(detector.gainADUPerE))\" Offset=\"\(num(detector.offsetADU))\"/>"
+        }
+        return x
+    }
+
+    /// A channel's light source (its laser, attenuated to the power asked) and detector settings.
+    static func channelSettings(_ instrument: RecordingInstrument?, channel c: Int) -> String {
+        guard let instrument else { return "" }
+        var x = ""
+        if c < instrument.channelLaser.count, let index = instrument.channelLaser[c], index < instrument.lasers.count {
+            let laser = instrument.lasers[index]
+            let power = c < instrument.channelPowerMw.count ? instrument.channelPowerMw[c] : laser.maxPowerMw
+            let attenuation = laser.maxPowerMw > 0 ? min(1, max(0, 1 - power / laser.maxPowerMw)) : 0
+            x += "<LightSourceSettings ID=\"LightSource:0:\(index)\" Attenuation=\"\(num(attenuation))\""
+            x += " Wavelength=\"\(num(laser.wavelengthNm))\" WavelengthUnit=\"nm\"/>"
+        }
+        if let detector = instrument.detector {
+            let binnings = [1: "1x1", 2: "2x2", 4: "4x4", 8: "8x8"]
+            x += "<DetectorSettings ID=\"Detector:0:0\" Offset=\"\(num(detector.offsetADU))\""
+            x += " Gain=\"\(num(detector.gainADUPerE))\" Binning=\"\(binnings[detector.binning] ?? "Other")\"/>"
+        }
+        return x
+    }
+
+    /// The SIM pattern geometry per channel and orientation (period, orientation, wave vector,
+    /// phase steps, modulation), as a map annotation; nil without patterns.
+    static func simAnnotation(_ layout: RecordingLayout) -> String? {
+        guard let patterns = layout.instrument?.patterns, patterns.contains(where: { !$0.isEmpty }) else {
+            return nil
+        }
+        var x = "<MapAnnotation ID=\"Annotation:SIM\" Namespace=\"moire.sim/v1\"><Value>\n"
+        for (c, angles) in patterns.enumerated() where c < layout.channels.count {
+            for (a, angle) in angles.enumerated() {
+                let phases = angle.phasesRad.map { String(format: "%.5f", $0) }.joined(separator: ",")
+                let value =
+                    "periodUm=\(num(angle.periodUm)) orientationDeg=\(num(angle.orientationDeg)) "
+                    + "kx=\(num(angle.kx)) ky=\(num(angle.ky)) phasesRad=\(phases) modulation=\(num(angle.modulation))"
+                x += "<M K=\"\(escape(layout.channels[c])).angle\(a)\">\(value)</M>\n"
+            }
+        }
+        return x + "</Value></MapAnnotation>\n"
+    }
+
     /// The document for `planes` written planes (a whole number of time points).
     static func document(layout: RecordingLayout, planes: [PlaneRecord], uuid: String, fileName: String) -> String {
         let timepoints = max(1, planes.count / max(1, layout.planesPerTimepoint))
@@ -50,7 +104,7 @@ enum OMEXML {
             xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
             xsi:schemaLocation="http://www.openmicroscopy.org/Schemas/OME/2016-06 http://www.openmicroscopy.org/Schemas/OME/2016-06/ome.xsd" \
             UUID="urn:uuid:\(uuid)" Creator="Moiré">
-            <Instrument ID="Instrument:0"><Objective ID="Objective:0:0" LensNA="\(num(layout.objectiveNA))" NominalMagnification="\(num(layout.magnification))"/></Instrument>
+            <Instrument ID="Instrument:0">\(instrumentParts(layout.instrument))<Objective ID="Objective:0:0" LensNA="\(num(layout.objectiveNA))" NominalMagnification="\(num(layout.magnification))"/></Instrument>
             <Image ID="Image:0" Name="\(escape(layout.name))">
             \(layout.startedNs.map { "<AcquisitionDate>\(acquisitionDate($0))</AcquisitionDate>" } ?? "")
             <Description>\(escape("Moiré \(layout.mode) run \(layout.run); protocol \(layout.protocolFile)"))</Description>
@@ -73,7 +127,7 @@ enum OMEXML {
             if c < layout.emissionNm.count {
                 x += " EmissionWavelength=\"\(num(layout.emissionNm[c]))\" EmissionWavelengthUnit=\"nm\""
             }
-            x += "/>\n"
+            x += ">\(channelSettings(layout.instrument, channel: c))</Channel>\n"
         }
         x +=
             "<TiffData IFD=\"0\" PlaneCount=\"\(planes.count)\"><UUID FileName=\"\(escape(fileName))\">urn:uuid:\(uuid)</UUID></TiffData>\n"
@@ -88,7 +142,10 @@ enum OMEXML {
         }
         x += "</Pixels>\n"
         if ap > 1 { x += "<AnnotationRef ID=\"Annotation:Modulo\"/>\n" }
+        let simGeometry = simAnnotation(layout)
+        if simGeometry != nil { x += "<AnnotationRef ID=\"Annotation:SIM\"/>\n" }
         x += "<AnnotationRef ID=\"Annotation:Planes\"/>\n</Image>\n<StructuredAnnotations>\n"
+        if let simGeometry { x += simGeometry }
         if ap > 1 {
             x += """
                 <XMLAnnotation ID="Annotation:Modulo" Namespace="openmicroscopy.org/omero/dimension/modulo"><Value>\

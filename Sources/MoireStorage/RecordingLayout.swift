@@ -26,12 +26,15 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
     public var rigFile: String
     /// When the run started, ns since the Unix epoch (OME AcquisitionDate); absent in older files.
     public var startedNs: Int64?
+    /// The lasers, detector and SIM pattern geometry of the run (OME Instrument, channel
+    /// settings and a map annotation); absent in older files and derived recordings.
+    public var instrument: RecordingInstrument?
 
     public init(
         run: String, name: String, mode: String, channels: [String], excitationNm: [Double], emissionNm: [Double],
         timepoints: Int, zPlanes: Int, angles: Int, phases: Int, width: Int, height: Int, pixel: PixelFormat,
         pixelSizeUm: Double, zStepUm: Double, objectiveNA: Double, magnification: Double,
-        protocolFile: String, rigFile: String, startedNs: Int64? = nil
+        protocolFile: String, rigFile: String, startedNs: Int64? = nil, instrument: RecordingInstrument? = nil
     ) {
         self.run = run; self.name = name; self.mode = mode; self.channels = channels; self.excitationNm = excitationNm
         self.emissionNm = emissionNm; self.timepoints = timepoints; self.zPlanes = zPlanes; self.angles = angles
@@ -39,6 +42,7 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
         self.pixelSizeUm = pixelSizeUm; self.zStepUm = zStepUm; self.objectiveNA = objectiveNA
         self.magnification = magnification; self.protocolFile = protocolFile; self.rigFile = rigFile
         self.startedNs = startedNs
+        self.instrument = instrument
     }
 
     public var planesPerTimepoint: Int { channels.count * zPlanes * angles * phases }
@@ -82,4 +86,76 @@ public struct PlaneRecord: Codable, Sendable, Equatable {
     public var header: FrameHeader
     /// False for planes padded to complete the grid after a stop (never acquired).
     public var acquired: Bool
+}
+
+/// What a recording says about the instrument that made it.
+public struct RecordingInstrument: Codable, Sendable, Equatable {
+    /// A laser line of the rig.
+    public struct Laser: Codable, Sendable, Equatable {
+        public var name: String
+        public var model: String
+        public var wavelengthNm: Double
+        public var maxPowerMw: Double
+        public init(name: String, model: String, wavelengthNm: Double, maxPowerMw: Double) {
+            self.name = name
+            self.model = model
+            self.wavelengthNm = wavelengthNm
+            self.maxPowerMw = maxPowerMw
+        }
+    }
+
+    /// The camera as its profile describes it.
+    public struct Detector: Codable, Sendable, Equatable {
+        public var model: String
+        public var gainADUPerE: Double
+        public var offsetADU: Double
+        public var readNoiseE: Double
+        public var binning: Int
+        public init(model: String, gainADUPerE: Double, offsetADU: Double, readNoiseE: Double, binning: Int) {
+            self.model = model
+            self.gainADUPerE = gainADUPerE
+            self.offsetADU = offsetADU
+            self.readNoiseE = readNoiseE
+            self.binning = binning
+        }
+    }
+
+    /// One orientation of a channel's SIM pattern, as the modulator profile gives it.
+    public struct PatternAngle: Codable, Sendable, Equatable {
+        /// Wave vector in the sample, cycles/µm.
+        public var kx: Double
+        public var ky: Double
+        /// The phase of each phase step, radians.
+        public var phasesRad: [Double]
+        public var modulation: Double
+        public init(kx: Double, ky: Double, phasesRad: [Double], modulation: Double) {
+            self.kx = kx
+            self.ky = ky
+            self.phasesRad = phasesRad
+            self.modulation = modulation
+        }
+        /// The pattern's period in the sample, µm.
+        public var periodUm: Double { 1 / max(hypot(kx, ky), 1e-12) }
+        /// The orientation of its wave vector, degrees from x.
+        public var orientationDeg: Double { atan2(ky, kx) * 180 / .pi }
+    }
+
+    public var lasers: [Laser]
+    /// Per channel: the index of its laser in `lasers` (nil: none named) and the power asked (mW).
+    public var channelLaser: [Int?]
+    public var channelPowerMw: [Double]
+    public var detector: Detector?
+    /// Per channel: its pattern's orientations (empty without a pattern set).
+    public var patterns: [[PatternAngle]]
+
+    public init(
+        lasers: [Laser], channelLaser: [Int?], channelPowerMw: [Double], detector: Detector?,
+        patterns: [[PatternAngle]]
+    ) {
+        self.lasers = lasers
+        self.channelLaser = channelLaser
+        self.channelPowerMw = channelPowerMw
+        self.detector = detector
+        self.patterns = patterns
+    }
 }

@@ -66,6 +66,17 @@ import Testing
         #expect(history.message.contains("cannot be used with pairs: odd-even"), "\(history)")
     }
 
+    /// A protocol knows itself by its absolute, standardized path (what the wire's `start` and
+    /// recordings name), however the path was written.
+    @Test func aProtocolIsKnownByItsAbsolutePath() throws {
+        let file = Fixtures.write(base, to: "where.yaml", in: dir)
+        let roundabout = "\(dir)/nowhere/../where.yaml"
+        #expect(try AcquisitionProtocol.load(file: roundabout).file == file)
+        let cwd = FileManager.default.currentDirectoryPath
+        let upwards = String(repeating: "../", count: cwd.split(separator: "/").count)
+        #expect(try AcquisitionProtocol.load(file: upwards + file.dropFirst()).file == file)
+    }
+
     @Test func shippedProtocolsLoad() throws {
         let tirf = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/tirf-sim.yaml"))
         #expect(tirf.totalFrames == 180)

@@ -44,6 +44,37 @@ func plane(_ i: Int, _ l: RecordingLayout, missing: Bool = false) -> (FrameHeade
         }
     }
 
+    /// The instrument a recording names: its lasers and detector in OME's Instrument, each channel's
+    /// laser attenuated to the power asked and the detector's settings, the SIM geometry per
+    /// orientation in an annotation; and the whole description read back with the layout.
+    @Test func theInstrumentIsDescribedAndReadBack() throws {
+        var l = layout(t: 1)
+        let angle = RecordingInstrument.PatternAngle(kx: 3, ky: 4, phasesRad: [0, 2.1, 4.2], modulation: 0.8)
+        l.instrument = RecordingInstrument(
+            lasers: [
+                .init(name: "l405", model: "Laser <405>", wavelengthNm: 405, maxPowerMw: 100),
+                .init(name: "l488", model: "Laser 488", wavelengthNm: 488, maxPowerMw: 200),
+            ],
+            channelLaser: [1], channelPowerMw: [50],
+            detector: .init(model: "sCMOS", gainADUPerE: 0.5, offsetADU: 100, readNoiseE: 1.5, binning: 2),
+            patterns: [[angle, angle, angle]])
+        let path = "\(dir)/instrument.ome.tif"
+        let w = try OMETiffWriter(path: path, layout: l)
+        for i in 0..<9 {
+            let (h, px) = plane(i, l)
+            try px.withUnsafeBytes { try w.write(header: h, payload: $0) }
+        }
+        _ = try w.finish()
+        let reader = try OMETiffReader(path: path)
+        let xml = try #require(reader.description)
+        #expect(xml.contains("<Laser ID=\"LightSource:0:0\" Model=\"Laser &lt;405&gt;\" Power=\"100\""))
+        #expect(xml.contains("<Laser ID=\"LightSource:0:1\""))
+        #expect(xml.contains("<LightSourceSettings ID=\"LightSource:0:1\" Attenuation=\"0.75\" Wavelength=\"488\""))
+        #expect(xml.contains("<DetectorSettings ID=\"Detector:0:0\" Offset=\"100\" Gain=\"0.5\" Binning=\"2x2\"/>"))
+        #expect(xml.contains("<M K=\"gfp.angle2\">periodUm=0.2 orientationDeg=53.1301 kx=3 ky=4"), "\(xml)")
+        #expect(reader.layout?.instrument == l.instrument)
+    }
+
     @Test func writtenRecordingReadsBackWithOMEDimensionsAndPlaneMetadata() throws {
         let l = layout()
         let path = "\(dir)/rec.ome.tif"
