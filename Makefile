@@ -1,7 +1,9 @@
 # Moiré — build, demo, test, bench.  `make demo` and `make test` do all set-up on a fresh Debian.
 SHELL := /bin/bash
 SWIFT ?= swift
-DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev zlib1g-dev libsodium-dev libxml2 pkg-config
+# The C libraries behind the system-library modules, and (for the batch tests) a one-node Slurm cluster.
+DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev zlib1g-dev libsodium-dev libxml2 pkg-config \
+  slurmctld slurmd slurm-client munge
 PY_PKGS := pyzmq tifffile numpy ome-types xmlschema lxml prometheus-client
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release

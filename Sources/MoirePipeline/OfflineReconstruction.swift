@@ -41,6 +41,10 @@ public struct OfflineSIM {
     public var denoiseSteps = 0
     public var denoiseMethod = SIMDenoiser.Method.srPairs
     public var noise: NoiseModel?
+    /// Reconstruct only this part of the phase sets (batch reprocessing); parameters are still
+    /// estimated where a whole run would estimate them (each channel's first complete set), so
+    /// the parts together equal the whole.
+    public var part: BatchPart?
     /// Per-channel emission and prior, from a recording (sets cycle through channels, then z).
     var channelEmission: [Double] = []
     var channelPriors: [Prior] = []
@@ -53,6 +57,8 @@ public struct OfflineSIM {
         public var sr: [[Float]]
         public var widefield: [[Float]]
         public var parameters: [SIMParameters]
+        /// The phase set (0-based, in the input) each SR frame was made from.
+        public var sets: [Int] = []
         public var width: Int
         public var height: Int
         public var pixelUm: Double
@@ -112,6 +118,11 @@ public struct OfflineSIM {
             throw MoireError(.usage, "the emission wavelength is unknown; give --emission-nm", place: input)
         }
         let per = cfg.angles * cfg.phases
+        if cfg.part != nil, cfg.denoiseSteps > 0 {
+            throw MoireError(
+                .usage, "--part cannot be combined with --denoise: SIM denoising adapts on every set of the run",
+                place: input)
+        }
         guard planes.count >= per, planes.count % per == 0 else {
             throw MoireError(
                 .usage, "\(planes.count) frames is not a whole number of \(cfg.angles) × \(cfg.phases) phase sets",
@@ -151,8 +162,15 @@ public struct OfflineSIM {
         var paramsByChannel: [Int: SIMParameters] = [:]
         var kept: [(channel: Int, frames: [[Float]])] = []
         let sets = planes.count / per
+        if let part = cfg.part, part.count > sets {
+            throw MoireError(
+                .usage, "\(part.count) parts of \(sets) phase sets: at most one part per set", place: input)
+        }
+        let mine = cfg.part?.range(of: sets) ?? 0..<sets
         for s in 0..<sets {
             let c = (s / max(1, cfg.zPlanes)) % channels
+            // Another part's set matters only as where this channel's parameters are estimated.
+            if !mine.contains(s), paramsByChannel[c] != nil || cfg.estimateEverySet { continue }
             let rec = try reconstructor(c)
             var params = paramsByChannel[c]
             let prior = c < cfg.channelPriors.count ? cfg.channelPriors[c] : cfg.prior
@@ -177,11 +195,14 @@ public struct OfflineSIM {
                 }
             }
             paramsByChannel[c] = params
+            // Sets of other parts: only where this channel's parameters come from.
+            guard mine.contains(s) else { continue }
             result.sr.append(try rec.reconstruct(frames, parameters: params!))
             result.widefield.append(try rec.widefield(frames))
             result.parameters.append(params!)
+            result.sets.append(s)
             kept.append((c, frames))
-            progress(s + 1, sets)
+            progress(s + 1 - mine.lowerBound, mine.count)
         }
         guard !result.sr.isEmpty else {
             throw MoireError(.numeric, "no complete phase set to reconstruct", place: input)
@@ -258,7 +279,8 @@ public struct OfflineSIM {
             stream: "sr", mode: "sim2d-sr"
         ) { t, h in
             let per = r.parameters[t].angles.count * (r.parameters[t].angles.first?.phases.count ?? 0)
-            h.inputs = Array((t * per)..<((t + 1) * per))
+            let set = t < r.sets.count ? r.sets[t] : t
+            h.inputs = Array((set * per)..<((set + 1) * per))
         }
     }
 

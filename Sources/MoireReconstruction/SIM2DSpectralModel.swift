@@ -61,10 +61,17 @@ public struct SpectralModel: Sendable, Equatable {
     /// The constant-w equivalent at the OTF cutoff (for reports).
     public var wienerAtCutoff: Double { regularisation(atNormalisedFrequency: 1).squareRoot() }
 
-    /// True when the filter built from `other` would differ visibly from this one's.
-    func differsVisibly(from other: SpectralModel) -> Bool {
-        let ratio = log(noisePower / amplitude) - log(other.noisePower / other.amplitude)
-        return abs(ratio) > 0.1 || abs(exponent - other.exponent) > 0.03
+    /// The model the filter is built from: the regularisation `noisePower/amplitude · ρ^exponent`
+    /// with log(noisePower/amplitude) rounded to 0.1 and the exponent to 0.03, steps too small to
+    /// see in an SR frame. Sets whose models round alike share one filter (it is not rebuilt), and
+    /// the filter of a set depends on that set alone, never on the sets before it: a run split
+    /// into parts (batch jobs) gives what the whole run gives.
+    var quantizedForFilter: SpectralModel {
+        let logRatioStep = 0.1
+        let exponentStep = 0.03
+        let logRatio = (log(noisePower / amplitude) / logRatioStep).rounded() * logRatioStep
+        return SpectralModel(
+            noisePower: exp(logRatio), amplitude: 1, exponent: (exponent / exponentStep).rounded() * exponentStep)
     }
 
     /// Fits the model to a band-0 half spectrum.

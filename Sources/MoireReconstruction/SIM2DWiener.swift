@@ -277,13 +277,12 @@ extension SIM2DReconstructor {
 
     /// Makes `wienerFilter` match `params`, the options and (adaptive) the set's spectral model;
     /// rebuilt only when one of them changed visibly.
-    func updateFilter(_ plan: WienerPlan, params: SIMParameters, model: SpectralModel?) {
-        if let built = wienerFilter.builtFor, built.params == params, built.options == options {
-            switch (built.model, model) {
-            case (nil, nil): return
-            case let (old?, new?) where !new.differsVisibly(from: old): return
-            default: break
-            }
+    /// Builds the filter for `params` and the set's measured `model` (quantized: `quantizedForFilter`),
+    /// unless the one built last is the same.
+    func updateFilter(_ plan: WienerPlan, params: SIMParameters, model measured: SpectralModel?) {
+        let model = measured?.quantizedForFilter
+        if let built = wienerFilter.builtFor, built.params == params, built.options == options, built.model == model {
+            return
         }
         let fixed: Double
         switch options.wiener {

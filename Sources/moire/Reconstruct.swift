@@ -119,12 +119,20 @@ struct Reconstruct: ParsableCommand {
         name: .long,
         help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).")
     var noise: String?
+    @Option(
+        name: .long,
+        help: """
+            Reconstruct only part K of N (1 ≤ K ≤ N) of the phase sets, into OUT's STEM.part-K-of-N.ome.tif; \
+            a complete part already there is kept (batch jobs; moire merge joins the parts).
+            """)
+    var part: String?
     @OptionGroup(title: "Light sheet (--llsm)") var llsm: LightSheetArguments
     @OptionGroup(title: "3D-SIM (--sim3d)") var sim3d: SIM3DArguments
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            if let part { return try reconstructPart(try BatchPart(parsing: part)) }
             try output.check(outputs: [out, preview], inputs: [input])
             if llsm.llsm { return try reconstructLightSheet() }
             if sim3d.sim3d { return try reconstructSIM3D() }
@@ -159,6 +167,31 @@ struct Reconstruct: ParsableCommand {
 }
 
 extension Reconstruct {
+    /// One part of a batch reconstruction (2D-SIM): written under a temporary name and moved into
+    /// place when complete; an existing complete part is kept, so a rerun task does nothing.
+    func reconstructPart(_ part: BatchPart) throws {
+        guard !llsm.llsm, !sim3d.sim3d else {
+            throw MoireError(.usage, "--part works on 2D-SIM reconstructions; --llsm and --sim3d run whole", place: "--part")
+        }
+        guard preview == nil, paramsOut == nil else {
+            throw MoireError(.usage, "--preview and --params-out describe a whole run; leave them out of a part")
+        }
+        let path = part.path(for: absolute(out))
+        try output.check(outputs: [], inputs: [input])
+        if BatchPart.isComplete(path) && !output.overwrite {
+            print("part \(part) is already complete: \(path)")
+            return
+        }
+        var job = try sim.job()
+        job.part = part
+        let r = try job.run(input: input)
+        try BatchPart.writeAtomically(to: path) { temporary in
+            try OfflineSIM.write(r, to: temporary, name: "SR of " + (input as NSString).lastPathComponent)
+        }
+        let sets = r.sets.first.map { "\($0 + 1)…\(r.sets.last! + 1)" } ?? "-"
+        print("part \(part): wrote \(r.sr.count) SR frame(s) (phase sets \(sets)) to \(path)")
+    }
+
     /// Deskew and deconvolution of sample-scan light-sheet stacks into volumes.
     func reconstructLightSheet() throws {
         var job = try OfflineLightSheet()

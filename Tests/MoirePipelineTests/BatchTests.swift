@@ -1,0 +1,80 @@
+import Foundation
+import MoireConfig
+import MoireCore
+import MoirePipeline
+import MoireStorage
+import MoireTesting
+import Testing
+
+@Suite(.serialized) struct BatchTests {
+    let dir = Fixtures.tempDir("batch")
+
+    /// Parts cover every item exactly once, in order, with sizes that differ by at most one.
+    @Test func partsCoverEveryItemOnceInOrder() throws {
+        for total in 1...40 {
+            for count in 1...total {
+                let ranges = try (1...count).map { try BatchPart(index: $0, count: count).range(of: total) }
+                #expect(ranges.first?.lowerBound == 0 && ranges.last?.upperBound == total)
+                #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+                let sizes = ranges.map(\.count)
+                #expect(sizes.max()! - sizes.min()! <= 1 && sizes.min()! >= 1, "\(total)/\(count): \(sizes)")
+            }
+        }
+        #expect(try BatchPart(parsing: "3/8") == BatchPart(index: 3, count: 8))
+        for bad in ["0/4", "5/4", "3", "a/b", "1/0", "-1/3"] {
+            #expect(throws: MoireError.self, "\(bad)") { try BatchPart(parsing: bad) }
+        }
+        #expect(try BatchPart(index: 2, count: 3).path(for: "/d/out.ome.tif") == "/d/out.part-2-of-3.ome.tif")
+    }
+
+    /// A recording reconstructed in three parts and merged equals the whole run reconstructed at
+    /// once, pixel for pixel and header for header (inputs, parameters): each part estimates where
+    /// the whole run does, and the adaptive filter of a set depends on that set alone. The merge
+    /// refuses while a part is missing, and names it.
+    @Test func partsMergedEqualTheWholeRun() throws {
+        let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 7, exposureMs: 5))
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/raw.ome.tif"
+        options.noPublish = true
+        options.noReconstruction = true
+        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        let input = options.recordingPath!
+        let whole = try OfflineSIM().run(input: input)
+        try OfflineSIM.write(whole, to: "\(dir)/whole.ome.tif", name: "SR of raw.ome.tif")
+
+        let merged = "\(dir)/merged.ome.tif"
+        for index in 1...3 {
+            var job = OfflineSIM()
+            job.part = try BatchPart(index: index, count: 3)
+            let r = try job.run(input: input)
+            #expect(r.sets == Array(job.part!.range(of: 7)))
+            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
+                try OfflineSIM.write(r, to: $0, name: "SR of raw.ome.tif")
+            }
+            #expect(BatchPart.isComplete(job.part!.path(for: merged)))
+        }
+        let second = try BatchPart(index: 2, count: 3).path(for: merged)
+        try FileManager.default.moveItem(atPath: second, toPath: second + ".away")
+        do {
+            _ = try BatchMerge.merge(output: merged, parts: 3)
+            Issue.record("merged without part 2")
+        } catch let error as MoireError {
+            #expect(error.message.contains("parts 2 of 3"), "\(error)")
+        }
+        try FileManager.default.moveItem(atPath: second + ".away", toPath: second)
+        let summary = try BatchMerge.merge(output: merged, parts: 3)
+        #expect(summary.timepoints == 7 && summary.planes == 7)
+
+        let a = try OMETiffReader(path: "\(dir)/whole.ome.tif")
+        let b = try OMETiffReader(path: merged)
+        #expect(a.planeCount == b.planeCount && a.width == b.width && a.pixel == b.pixel)
+        let headersA = try #require(a.planeRecords()).map(\.header)
+        let headersB = try #require(b.planeRecords()).map(\.header)
+        for plane in 0..<a.planeCount {
+            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
+            #expect(headersA[plane].t == headersB[plane].t && headersA[plane].seq == headersB[plane].seq)
+            #expect(headersA[plane].inputs == headersB[plane].inputs && headersA[plane].params == headersB[plane].params)
+        }
+        #expect(a.layout?.name == b.layout?.name && a.layout?.timepoints == b.layout?.timepoints)
+    }
+}
