@@ -62,7 +62,8 @@ public struct BatchPart: Sendable, Equatable, CustomStringConvertible {
         try write(temporary)
         guard rename(temporary, path) == 0 else {
             throw MoireError(
-                .storage, "could not move the finished part into place: \(String(cString: strerror(errno)))", place: path)
+                .storage, "could not move the finished part into place: \(String(cString: strerror(errno)))",
+                place: path)
         }
     }
 }

@@ -59,7 +59,8 @@ public struct SlurmBatch: Codable, Sendable {
 
     /// This program's own path (what the job scripts run).
     public static func currentExecutable() throws -> String {
-        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let path =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: path).standardizedFileURL.path
     }
 
@@ -72,17 +73,22 @@ public struct SlurmBatch: Codable, Sendable {
             [moire, "reconstruct", recording, "--out", output] + reconstructOptions
         try script(
             "part $SLURM_ARRAY_TASK_ID of \(parts)",
-            command: reconstruct.map(Self.quoted).joined(separator: " ") + " --part \"$SLURM_ARRAY_TASK_ID/\(parts)\"")
-            .write(toFile: partScript, atomically: true, encoding: .utf8)
+            command: reconstruct.map(Self.quoted).joined(separator: " ") + " --part \"$SLURM_ARRAY_TASK_ID/\(parts)\""
+        )
+        .write(toFile: partScript, atomically: true, encoding: .utf8)
         try script(
             "merge of \(parts) parts",
             command: [moire, "merge", output, "--parts", String(parts), "--overwrite"].map(Self.quoted)
-                .joined(separator: " "))
-            .write(toFile: mergeScript, atomically: true, encoding: .utf8)
+                .joined(separator: " ")
+        )
+        .write(toFile: mergeScript, atomically: true, encoding: .utf8)
         var dependency: [String] = []
         if !partNumbers.isEmpty {
             let array = try Self.sbatch(
-                ["--job-name=moire-part", "--array=\(Self.arraySpec(partNumbers))", "--output=\(directory)/part-%a.log"]
+                [
+                    "--job-name=moire-part", "--array=\(Self.arraySpec(partNumbers))",
+                    "--output=\(directory)/part-%a.log",
+                ]
                     + sbatchOptions + [partScript])
             arrayJobs.append(array)
             dependency = ["--dependency=afterok:\(array)", "--kill-on-invalid-dep=yes"]
@@ -176,7 +182,8 @@ public struct SlurmBatch: Codable, Sendable {
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            let text = String(decoding: message.prefix(400), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: message.prefix(400), as: UTF8.self).trimmingCharacters(
+                in: .whitespacesAndNewlines)
             let reason = process.terminationStatus == 127 ? "not found: is this a Slurm submit host?" : text
             throw MoireError(.io, "\(tool) failed (exit \(process.terminationStatus)): \(reason)", place: tool)
         }

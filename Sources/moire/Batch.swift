@@ -18,7 +18,9 @@ struct Merge: ParsableCommand {
             try output.check(outputs: [out], inputs: [])
             if output.overwrite { try? FileManager.default.removeItem(atPath: absolute(out)) }
             let summary = try BatchMerge.merge(output: absolute(out), parts: parts)
-            print("merged \(summary.parts) parts: \(summary.timepoints) time points, \(summary.planes) planes into \(out)")
+            print(
+                "merged \(summary.parts) parts: \(summary.timepoints) time points, \(summary.planes) planes into \(out)"
+            )
         } catch { throw fail(error) }
     }
 }
@@ -33,7 +35,8 @@ struct Batch: ParsableCommand {
 struct BatchSubmit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "submit",
-        abstract: "Submit `moire reconstruct RECORDING --out OUT --part K/N` as an sbatch array and the merge after it.",
+        abstract:
+            "Submit `moire reconstruct RECORDING --out OUT --part K/N` as an sbatch array and the merge after it.",
         discussion: """
             Options after -- go to moire reconstruct unchanged. The job's scripts, logs and state go in \
             OUT's STEM.batch/; `moire batch status OUT` follows it and resubmits failed parts.
@@ -57,10 +60,13 @@ struct BatchSubmit: ParsableCommand {
             _ = try BatchPart(index: 1, count: parts)
             var job = try SlurmBatch(
                 recording: absolute(recording), output: absolute(out), parts: parts, retries: retries,
-                reconstructOptions: reconstructOptions, sbatchOptions: sbatch + (partition.map { ["--partition=\($0)"] } ?? []),
+                reconstructOptions: reconstructOptions,
+                sbatchOptions: sbatch + (partition.map { ["--partition=\($0)"] } ?? []),
                 moire: try SlurmBatch.currentExecutable())
             try job.submit(parts: Array(1...parts))
-            print("submitted \(parts) parts as array job \(job.arrayJobs.last!) and the merge as job \(job.mergeJobs.last!)")
+            print(
+                "submitted \(parts) parts as array job \(job.arrayJobs.last!) and the merge as job \(job.mergeJobs.last!)"
+            )
             print("state, scripts and logs: \(job.directory)")
         } catch { throw fail(error) }
     }
@@ -97,8 +103,9 @@ struct BatchStatus: ParsableCommand {
                                 + "after \(job.attempts) attempt(s); logs in \(job.directory)", place: out)
                     }
                     try job.submit(parts: failedParts)
-                    print("resubmitted parts \(failedParts.map(String.init).joined(separator: ", ")) as array job "
-                        + "\(job.arrayJobs.last!) and the merge as job \(job.mergeJobs.last!)")
+                    print(
+                        "resubmitted parts \(failedParts.map(String.init).joined(separator: ", ")) as array job "
+                            + "\(job.arrayJobs.last!) and the merge as job \(job.mergeJobs.last!)")
                     guard wait != nil else { return }
                 }
                 Thread.sleep(forTimeInterval: 1)

@@ -171,7 +171,8 @@ extension Reconstruct {
     /// place when complete; an existing complete part is kept, so a rerun task does nothing.
     func reconstructPart(_ part: BatchPart) throws {
         guard !llsm.llsm, !sim3d.sim3d else {
-            throw MoireError(.usage, "--part works on 2D-SIM reconstructions; --llsm and --sim3d run whole", place: "--part")
+            throw MoireError(
+                .usage, "--part works on 2D-SIM reconstructions; --llsm and --sim3d run whole", place: "--part")
         }
         guard preview == nil, paramsOut == nil else {
             throw MoireError(.usage, "--preview and --params-out describe a whole run; leave them out of a part")
