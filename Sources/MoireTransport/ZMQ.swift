@@ -42,6 +42,7 @@ public final class ZMQContext: @unchecked Sendable {
 /// ZeroMQ socket types Moiré uses.
 public enum ZMQSocketType: Int32, Sendable {
     case pub = 1, sub = 2, req = 3, rep = 4, xpub = 9, xsub = 10, push = 8, pull = 7, pair = 0, stream = 11
+    case dealer = 5, router = 6
 }
 
 /// A received message part. Keeps the libzmq message (and so a zero-copy frame's buffer) alive.

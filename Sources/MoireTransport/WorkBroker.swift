@@ -1,0 +1,483 @@
+import CZMQ
+import Foundation
+import MoireCore
+
+/// One unit of work (a phase set, a stack) and its result: numbered by the caller, contiguous from 0.
+public struct WorkItem: Sendable, Equatable {
+    public var sequence: Int
+    public var parts: [Data]
+    public init(sequence: Int, parts: [Data]) {
+        self.sequence = sequence
+        self.parts = parts
+    }
+}
+
+/// Who may be a worker.
+public enum WorkAccess: Sendable {
+    /// Loopback tcp, ipc or inproc: any local process (tests, one machine).
+    case local
+    /// ZeroMQ CURVE: the broker proves `server`; a worker must hold one of `authorizedWorkers`.
+    case curve(server: CurveKeyPair, authorizedWorkers: [CurveKey])
+}
+
+/// Timing of the broker's and the workers' heartbeats.
+public struct WorkTiming: Sendable {
+    /// A peer that has sent nothing for this long (while idle it sends heartbeats) is alive.
+    public var heartbeatMs = 250
+    /// Heartbeats missed before a peer is declared dead.
+    public var livenessBeats = 4
+    public init() {}
+    var deadAfterMs: Int { heartbeatMs * livenessBeats }
+}
+
+/// The ready-worker broker of the ZeroMQ guide (Paranoid Pirate): workers connect (DEALER) to the
+/// broker's ROUTER and say READY; the broker hands each job to the worker that has been ready the
+/// longest, one job per worker at a time, so a slow or full worker is never handed more; both
+/// sides send heartbeats, and a worker silent for `livenessBeats` heartbeats is dead: its job goes
+/// back to the front of the queue. Results come out in sequence order, each exactly once (a late
+/// result of a job already done elsewhere is dropped and counted). With no live worker, jobs run
+/// in process (`fallback`), so a run never waits for a worker that is not there.
+// Sendable by hand: the socket is used by the broker's thread only; every shared field is guarded by `lock`.
+public final class WorkBroker: @unchecked Sendable {
+    /// The endpoint as bound (`:*` resolved).
+    public let endpoint: String
+    private let socket: ZMQSocket
+    private let timing: WorkTiming
+    private let fallback: @Sendable (WorkItem) throws -> WorkItem
+    private let zapDomain: String?
+    private let lock = NSCondition()
+    private var pending: [WorkItem] = []
+    private var done: [Int: WorkItem] = [:]
+    private var nextOut = 0
+    private var stopped = false
+    private let finished = DispatchSemaphore(value: 0)
+    /// Broker thread only.
+    private struct Worker {
+        var name: String
+        var lastHeardMs: Int64
+        var job: WorkItem?
+    }
+    private var workers: [Data: Worker] = [:]
+    private var ready: [Data] = []
+    private var localJob: WorkItem?
+    private var lastHeartbeatMs: Int64 = 0
+    private var tally = Counts()
+
+    /// What the broker did.
+    public struct Counts: Sendable, Equatable {
+        /// Jobs completed, by worker name (`local` for the in-process fallback).
+        public var completedBy: [String: Int] = [:]
+        /// Jobs handed back to the queue because their worker died.
+        public var redispatched = 0
+        /// Results that came for jobs already completed (dropped).
+        public var duplicates = 0
+        /// Workers declared dead.
+        public var deadWorkers = 0
+        /// Failures of the fallback or of workers (the job's result is then its error, empty parts).
+        public var failures = 0
+    }
+
+    /// Binds `endpoint` and starts brokering; `fallback` runs a job in process when no worker is alive.
+    public init(
+        endpoint: String, access: WorkAccess = .local, timing: WorkTiming = WorkTiming(),
+        fallback: @escaping @Sendable (WorkItem) throws -> WorkItem
+    ) throws {
+        socket = try ZMQSocket(.shared, type: .router)
+        try socket.setOption(ZMQ_ROUTER_MANDATORY, 1)
+        try socket.setSendTimeout(ms: 1000)
+        switch access {
+        case .local:
+            if endpoint.hasPrefix("tcp://") { try checkLoopback(endpoint) }
+            zapDomain = nil
+        case .curve(let server, let authorized):
+            guard endpoint.hasPrefix("tcp://") else {
+                throw MoireError(.usage, "CURVE workers connect over tcp://", place: endpoint)
+            }
+            let domain = try CurveAuthenticator.shared.register(authorizedClients: authorized) { _ in }
+            try socket.setOption(ZMQ_CURVE_SERVER, 1)
+            try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(server.secretZ85.utf8))
+            try socket.setOption(ZMQ_ZAP_DOMAIN, bytes: Array(domain.utf8))
+            zapDomain = domain
+        }
+        try socket.bind(endpoint)
+        self.endpoint = try socket.lastEndpoint()
+        self.timing = timing
+        self.fallback = fallback
+        let brokerThread = Thread { [self] in serve() }
+        brokerThread.name = "moire.broker"
+        brokerThread.start()
+        let localThread = Thread { [self] in runLocal() }
+        localThread.name = "moire.broker.local"
+        localThread.start()
+    }
+
+    deinit {
+        if let zapDomain { CurveAuthenticator.shared.unregister(zapDomain) }
+    }
+
+    /// Queues a job (sequence numbers contiguous from 0, submitted in order).
+    public func submit(_ job: WorkItem) {
+        lock.lock()
+        pending.append(job)
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// The next result in sequence order, waiting up to `timeoutMs` (nil when it has not come).
+    public func nextResult(timeoutMs: Int) -> WorkItem? {
+        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        lock.lock()
+        defer { lock.unlock() }
+        while done[nextOut] == nil {
+            guard lock.wait(until: deadline) else { return nil }
+        }
+        let result = done.removeValue(forKey: nextOut)
+        nextOut += 1
+        return result
+    }
+
+    /// Workers alive now.
+    public var liveWorkers: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return workers.count
+    }
+
+    public var counts: Counts {
+        lock.lock()
+        defer { lock.unlock() }
+        return tally
+    }
+
+    /// Stops brokering (jobs not done are dropped) and waits for the broker's thread.
+    public func stop() {
+        lock.lock()
+        let first = !stopped
+        stopped = true
+        lock.broadcast()
+        lock.unlock()
+        if first {
+            finished.wait()
+            finished.wait()
+        }
+    }
+
+    private static func nowMs() -> Int64 { Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000) }
+
+    // MARK: the broker's thread
+
+    private func serve() {
+        defer { finished.signal() }
+        while true {
+            lock.lock()
+            let stop = stopped
+            lock.unlock()
+            if stop { return }
+            if (try? socket.poll(timeoutMs: 2)) == true {
+                while let parts = try? socket.receive(dontWait: true) { handle(parts) }
+            }
+            expireDeadWorkers()
+            dispatch()
+            sendHeartbeats()
+        }
+    }
+
+    private func handle(_ message: [ZMQMessage]) {
+        guard message.count >= 2 else { return }
+        let identity = message[0].data
+        let command = message[1].string
+        let now = Self.nowMs()
+        lock.lock()
+        defer { lock.unlock() }
+        switch command {
+        case "READY":
+            let name = message.count > 2 ? String(message[2].string.prefix(64)) : "worker"
+            if workers[identity] == nil {
+                workers[identity] = Worker(name: name, lastHeardMs: now, job: nil)
+                ready.append(identity)
+            }
+        case "HEARTBEAT":
+            workers[identity]?.lastHeardMs = now
+        case "RESULT":
+            guard message.count >= 3, let sequence = Int(message[2].string) else { return }
+            var name = "a worker declared dead"
+            if var worker = workers[identity] {
+                worker.lastHeardMs = now
+                if worker.job?.sequence == sequence {
+                    worker.job = nil
+                    ready.append(identity)
+                }
+                workers[identity] = worker
+                name = worker.name
+            }
+            // A late result still counts when its job is waiting to be handed out again.
+            pending.removeAll { $0.sequence == sequence }
+            complete(WorkItem(sequence: sequence, parts: message.dropFirst(3).map(\.data)), by: name)
+        default:
+            break
+        }
+    }
+
+    /// Records a result (under `lock`); a second result for the same job is dropped.
+    private func complete(_ result: WorkItem, by name: String) {
+        guard result.sequence >= nextOut, done[result.sequence] == nil else {
+            tally.duplicates += 1
+            return
+        }
+        done[result.sequence] = result
+        tally.completedBy[name, default: 0] += 1
+        lock.broadcast()
+    }
+
+    private func expireDeadWorkers() {
+        let now = Self.nowMs()
+        lock.lock()
+        defer { lock.unlock() }
+        for (identity, worker) in workers where now - worker.lastHeardMs > Int64(timing.deadAfterMs) {
+            workers[identity] = nil
+            ready.removeAll { $0 == identity }
+            tally.deadWorkers += 1
+            if let job = worker.job, done[job.sequence] == nil {
+                pending.insert(job, at: 0)
+                tally.redispatched += 1
+            }
+        }
+    }
+
+    private func dispatch() {
+        lock.lock()
+        defer { lock.unlock() }
+        while !pending.isEmpty, !ready.isEmpty {
+            let identity = ready.removeFirst()
+            guard var worker = workers[identity] else { continue }
+            let job = pending.removeFirst()
+            var parts: [ZMQPart] = [.bytes(identity), .text("JOB"), .text(String(job.sequence))]
+            parts += job.parts.map { .bytes($0) }
+            do {
+                try socket.send(parts, dontWait: true)
+                worker.job = job
+                workers[identity] = worker
+            } catch {
+                // Unroutable (gone) or full: the job waits for the next worker; this one is forgotten.
+                pending.insert(job, at: 0)
+                workers[identity] = nil
+                tally.deadWorkers += 1
+            }
+        }
+        // No worker alive: the in-process fallback takes the oldest job.
+        if workers.isEmpty, localJob == nil, !pending.isEmpty {
+            localJob = pending.removeFirst()
+            lock.broadcast()
+        }
+    }
+
+    private func sendHeartbeats() {
+        let now = Self.nowMs()
+        guard now - lastHeartbeatMs >= Int64(timing.heartbeatMs) else { return }
+        lastHeartbeatMs = now
+        lock.lock()
+        let identities = Array(workers.keys)
+        lock.unlock()
+        for identity in identities {
+            // A worker that cannot take a heartbeat is caught by its own silence.
+            try? socket.send([.bytes(identity), .text("HEARTBEAT")], dontWait: true)
+        }
+    }
+
+    // MARK: the in-process fallback's thread
+
+    private func runLocal() {
+        defer { finished.signal() }
+        while true {
+            lock.lock()
+            while localJob == nil && !stopped { lock.wait() }
+            guard let job = localJob, !stopped else {
+                lock.unlock()
+                return
+            }
+            lock.unlock()
+            let result: WorkItem
+            do {
+                result = try fallback(job)
+            } catch {
+                lock.lock()
+                tally.failures += 1
+                lock.unlock()
+                result = WorkItem(sequence: job.sequence, parts: [])
+            }
+            lock.lock()
+            complete(WorkItem(sequence: job.sequence, parts: result.parts), by: "local")
+            localJob = nil
+            lock.unlock()
+        }
+    }
+}
+
+/// A worker of a `WorkBroker`: connects (DEALER), says READY, runs each job it is handed with
+/// `process` on a thread of its own while its socket thread keeps the heartbeats going, and sends
+/// the result back. When the broker is silent for `livenessBeats` heartbeats it reconnects.
+// Sendable by hand: the socket is used by the socket thread only; shared fields guarded by `lock`.
+public final class WorkWorker: @unchecked Sendable {
+    public let name: String
+    private let endpoint: String
+    private let curve: (server: CurveKey, client: CurveKeyPair)?
+    private let timing: WorkTiming
+    private let process: @Sendable (WorkItem) throws -> WorkItem
+    private let lock = NSCondition()
+    private var job: WorkItem?
+    private var result: WorkItem?
+    private var stopped = false
+    private var crashed = false
+    private let finished = DispatchSemaphore(value: 0)
+    private var completed = 0
+    /// Times it reconnected after the broker went silent (guarded by `lock`).
+    private var reconnects = 0
+
+    /// Times it reconnected after the broker went silent.
+    public var reconnections: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return reconnects
+    }
+
+    public init(
+        endpoint: String, name: String, curve: (server: CurveKey, client: CurveKeyPair)? = nil,
+        timing: WorkTiming = WorkTiming(), process: @escaping @Sendable (WorkItem) throws -> WorkItem
+    ) {
+        self.endpoint = endpoint
+        self.name = name
+        self.curve = curve
+        self.timing = timing
+        self.process = process
+    }
+
+    /// Jobs done so far.
+    public var jobsDone: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return completed
+    }
+
+    /// Starts the worker's threads.
+    public func start() throws {
+        let socketThread = Thread { [self] in serve() }
+        socketThread.name = "moire.worker.socket"
+        socketThread.start()
+        let processThread = Thread { [self] in work() }
+        processThread.name = "moire.worker.process"
+        processThread.start()
+    }
+
+    /// Stops; a job in hand may go unanswered (the broker then hands it to another worker).
+    public func stop() {
+        lock.lock()
+        stopped = true
+        lock.broadcast()
+        lock.unlock()
+        finished.wait()
+        finished.wait()
+    }
+
+    /// Stops at once, as a killed process would: the job in hand is never answered, no goodbye.
+    public func crash() {
+        lock.lock()
+        crashed = true
+        stopped = true
+        lock.broadcast()
+        lock.unlock()
+        finished.wait()
+        finished.wait()
+    }
+
+    private func connect() throws -> ZMQSocket {
+        let socket = try ZMQSocket(.shared, type: .dealer)
+        if let curve {
+            try socket.setOption(ZMQ_CURVE_SERVERKEY, bytes: Array(curve.server.z85.utf8))
+            try socket.setOption(ZMQ_CURVE_PUBLICKEY, bytes: Array(curve.client.publicKey.z85.utf8))
+            try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(curve.client.secretZ85.utf8))
+        }
+        try socket.setSendTimeout(ms: 1000)
+        try socket.connect(endpoint)
+        try socket.send([.text("READY"), .text(name)])
+        return socket
+    }
+
+    private var isStopped: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopped
+    }
+
+    /// Connects and serves until stopped; a broker silent too long means a new connection.
+    private func serve() {
+        defer { finished.signal() }
+        while !isStopped {
+            do {
+                let socket = try connect()
+                if session(socket) { return }
+                lock.lock()
+                reconnects += 1
+                lock.unlock()
+            } catch {
+                Thread.sleep(forTimeInterval: Double(timing.heartbeatMs) / 1000)
+            }
+        }
+    }
+
+    /// One connection's life: jobs in, results and heartbeats out. True when the worker was
+    /// stopped; false when the broker went silent (it is gone or restarted).
+    private func session(_ socket: borrowing ZMQSocket) -> Bool {
+        var lastHeard = Date()
+        var lastSent = Date()
+        while true {
+            lock.lock()
+            let stop = stopped
+            let answer = result
+            result = nil
+            lock.unlock()
+            if stop { return true }
+            if let answer {
+                try? socket.send([.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .bytes($0) })
+                lastSent = Date()
+            }
+            if (try? socket.poll(timeoutMs: 2)) == true, let message = try? socket.receive(dontWait: true) {
+                lastHeard = Date()
+                if message.first?.string == "JOB", message.count >= 2, let sequence = Int(message[1].string) {
+                    lock.lock()
+                    job = WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.data))
+                    lock.broadcast()
+                    lock.unlock()
+                }
+            }
+            if Date().timeIntervalSince(lastHeard) * 1000 > Double(timing.deadAfterMs) { return false }
+            if Date().timeIntervalSince(lastSent) * 1000 >= Double(timing.heartbeatMs) {
+                // Heartbeats are best effort: a broker that misses them declares this worker dead.
+                try? socket.send([.text("HEARTBEAT")], dontWait: true)
+                lastSent = Date()
+            }
+        }
+    }
+
+    private func work() {
+        defer { finished.signal() }
+        while true {
+            lock.lock()
+            while job == nil && !stopped { lock.wait() }
+            guard let current = job, !crashed else {
+                lock.unlock()
+                return
+            }
+            job = nil
+            lock.unlock()
+            let answer = (try? process(current)) ?? WorkItem(sequence: current.sequence, parts: [])
+            lock.lock()
+            if !crashed {
+                result = WorkItem(sequence: current.sequence, parts: answer.parts)
+                completed += 1
+            }
+            let stop = stopped
+            lock.unlock()
+            if stop { return }
+        }
+    }
+}
