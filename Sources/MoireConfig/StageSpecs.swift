@@ -30,6 +30,14 @@ public enum EstimationPolicy: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How many `moire worker` processes reconstruct a run's phase sets.
+public enum WorkerCount: Sendable, Equatable {
+    /// Wait (a while) for this many workers before the first set, then use whoever is connected.
+    case count(Int)
+    /// Use whoever connects, whenever; sets run in process while no worker is there.
+    case auto
+}
+
 /// The protocol's `reconstruction:` block: live 2D-SIM, LLS-SIM and 3D-SIM.
 public struct LiveReconstructionSpec: Sendable, Equatable {
     public var enabled = true
@@ -42,6 +50,11 @@ public struct LiveReconstructionSpec: Sendable, Equatable {
     public var record = false
     /// Complete phase sets that may wait for the reconstruction (each holds its frames as floats).
     public var backlogSets = 32
+    /// 2D-SIM sets reconstructed by `moire worker` processes (nil: in process).
+    public var workers: WorkerCount?
+    /// Where workers connect (the daemon's broker binds it): loopback tcp or ipc for workers on
+    /// this machine, any tcp address with CURVE keys for workers elsewhere.
+    public var workEndpoint = "tcp://127.0.0.1:5571"
 
     public init() {}
 
@@ -64,6 +77,23 @@ public struct LiveReconstructionSpec: Sendable, Equatable {
         }
         backgroundADU = try node.optionalDouble("background", in: 0...65535, unit: " ADU")
         backlogSets = try node.optionalInt("backlog", in: 1...1000) ?? backlogSets
+        if let workersNode = try node.child("workers") {
+            let text = try workersNode.string()
+            if text == "auto" {
+                workers = .auto
+            } else if let count = Int(text), (1...1024).contains(count) {
+                workers = .count(count)
+            } else {
+                throw workersNode.error("workers must be auto or a number 1…1024; found '\(text.prefix(40))'")
+            }
+        }
+        if let endpointNode = try node.child("work_endpoint") {
+            let text = try endpointNode.string()
+            guard text.hasPrefix("tcp://") || text.hasPrefix("ipc://") else {
+                throw endpointNode.error("work_endpoint is tcp://HOST:PORT or ipc://PATH; found '\(text.prefix(80))'")
+            }
+            workEndpoint = text.hasPrefix("ipc://") ? "ipc://" + node.resolvePath(String(text.dropFirst(6))) : text
+        }
         try node.finish()
     }
 }

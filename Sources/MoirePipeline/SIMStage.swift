@@ -44,6 +44,10 @@ public struct SIMStageCounters: Sendable, Equatable {
     public var flaggedEstimates = 0
     /// Reconstructed frames not published because subscribers still held every output slot.
     public var publishSkipped = 0
+    /// With workers: sets reconstructed by each (`local`: in process while none was connected).
+    public var setsByWorker: [String: Int] = [:]
+    /// With workers: sets that came back unusable (skipped).
+    public var workerFailures = 0
 }
 
 /// The live reconstruction stage: assembles phase sets from the raw bus by header indices and
@@ -115,6 +119,19 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
     /// An SR recorder reads this stage's output: a frame waits for an output slot rather than go unrecorded.
     var recorded = false
     private var runID = ""
+    /// With `reconstruction.workers`: the broker the sets go through (nil: reconstructed here).
+    let broker: WorkBroker?
+    private var sent: [Int: SentSet] = [:]
+    private var nextSequence = 0
+    private var submissionsEnded = false
+    private let collected = DispatchSemaphore(value: 0)
+    /// Sets out at workers at once: enough to keep every worker busy while results come back.
+    private var maxInFlight: Int {
+        switch options.workers {
+        case .count(let n): return 2 * n + 2
+        default: return 8
+        }
+    }
     /// Called on the worker after each reconstructed set with its channel, raw frames (ADU) and
     /// parameters (the live SIM denoiser adapts on them).
     var onSet: ((_ channel: Int, _ frames: [[Float]], _ params: SIMParameters) -> Void)?
@@ -133,6 +150,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         proto = p
         self.options = options
         fixedHeaderParameters = options.headerParameters(cameraOffsetADU: p.rig.cameraProfile.offsetADU)
+        broker = try Self.makeBroker(options)
         self.logger = logger
         bus = try RawBus()
         let per = p.angles * p.phases
@@ -158,11 +176,43 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         }
     }
 
-    /// Starts the worker; the caller waits for one subscriber of `bus` before publishing.
+    deinit { broker?.stop() }
+
+    /// Starts the worker (and with workers, the collector, after waiting a while for the number
+    /// of workers the protocol names); the graph has connected every reader of `bus`.
     func start() {
+        if let broker {
+            if case .count(let expected) = options.workers {
+                // A hang watchdog, not a speed assumption: sets run in process until workers come.
+                let deadline = Date().addingTimeInterval(30)
+                while broker.liveWorkers < expected, Date() < deadline { usleep(10_000) }
+                logger.info(
+                    "SIM workers connected", metadata: ["workers": "\(broker.liveWorkers)", "expected": "\(expected)"])
+            }
+            let collector = Thread { [self] in collect(from: broker) }
+            collector.name = "moire.stage.sim.collect"
+            collector.start()
+        }
         let t = Thread { [self] in work() }
         t.name = "moire.stage.sim"
         t.start()
+    }
+
+    /// The broker for `reconstruction.workers`: loopback or ipc workers are this machine's; any
+    /// other address needs the daemon's CURVE key and the workers' public keys (keys directory:
+    /// `moired.key_secret`, `workers/*.key`).
+    private static func makeBroker(_ options: LiveReconstructionSpec) throws -> WorkBroker? {
+        guard options.workers != nil else { return nil }
+        let endpoint = options.workEndpoint
+        var access = WorkAccess.local
+        if endpoint.hasPrefix("tcp://"), EndpointRule.bindProblem(endpoint) != nil {
+            let keys = CurveKeyFile.defaultDirectory
+            access = .curve(
+                server: try CurveKeyFile.readSecret(keys + "/moired.key_secret"),
+                authorizedWorkers: try CurveKeyFile.readAllowList(keys + "/workers"))
+        }
+        let processor = SIMWorkProcessor()
+        return try WorkBroker(endpoint: endpoint, access: access) { try processor.process($0) }
     }
 
     var report: StageReport {
@@ -177,7 +227,8 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
                 StageCounter(name: "skipped.missing", value: c.skippedMissing),
                 StageCounter(name: "estimates", value: c.estimates),
                 StageCounter(name: "publish.skipped", value: c.publishSkipped),
-            ], details: c)
+            ] + c.setsByWorker.sorted { $0.key < $1.key }.map { StageCounter(name: "sets.by.\($0.key)", value: $0.value) },
+            details: c)
     }
 
     /// The layout of the SR recording, from the first SR frame.
@@ -273,6 +324,21 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
             process(b.headers.compactMap { $0 }, b.frames)
             lock.lock(); free.append(job); lock.unlock()
         }
+        if let broker {
+            lock.lock()
+            submissionsEnded = true
+            lock.broadcast()
+            lock.unlock()
+            // A hang watchdog: every set comes back (from a worker, or run here when none is left).
+            if collected.wait(timeout: .now() + 600) == .timedOut {
+                logger.error("SIM sets still out at workers after 600 s; the run ends without them")
+            }
+            let completedBy = broker.counts.completedBy
+            broker.stop()
+            lock.lock()
+            counters.setsByWorker = completedBy
+            lock.unlock()
+        }
         let stop = RunStop(
             run: runID, reason: "completed", error: nil, frames: counters.reconstructed,
             missing: counters.skippedMissing,
@@ -284,77 +350,183 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         let h0 = headers[0]
         guard let rec = reconstructors[h0.c] else { return }
         do {
-            let setIndex = counters.reconstructed + counters.skippedBehind
-            var p = params[h0.c]
-            let needs: Bool
-            switch options.estimation {
-            case .every(let sets): needs = p == nil || setIndex % sets == 0
-            case .onDrop: needs = p == nil || (p!.angles.map(\.modulation).min() ?? 1) < 0.1
-            case .once: needs = p == nil
+            guard let params = try parameters(channel: h0, frames: frames, reconstructor: rec) else { return }
+            if let broker {
+                try submit(SentSet(headers: headers, frames: frames, parameters: params, reconstructor: rec), to: broker)
+                return
             }
-            if needs, let setName = proto.channels[h0.c].patternSet,
-                let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName)
-            {
-                p = try rec.estimate(frames, priors: PatternPrior.from(set, angles: proto.angles, phases: proto.phases))
-                params[h0.c] = p
-                lock.lock(); counters.estimates += 1; if p!.flagged { counters.flaggedEstimates += 1 }; lock.unlock()
-                logger.info(
-                    "SIM parameters estimated",
-                    metadata: [
-                        "channel": "\(h0.channel)", "k": "\(p!.angles.map { String(format: "%.4f", $0.kMagnitude) })",
-                        "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })",
-                        "flagged": "\(p!.flagged)",
-                    ])
+            try publish(headers, frames, params, width: rec.width, height: rec.height) { sr, wf in
+                try rec.reconstruct(frames, parameters: params, into: sr.bindMemory(to: Float.self))
+                try rec.widefield(frames, into: wf.bindMemory(to: Float.self))
+                return rec.lastSpectralModel?.wienerAtCutoff
             }
-            guard let params = p else { return }
-            // Lossless (LLS-SIM volumes) or recorded: wait up to 10 s for readers to hand a slot back rather than skip.
-            let waits = lossless || recorded
-            func acquire(_ pool: FramePool) -> FrameSlot? {
-                var slot = pool.acquire()
-                var waited = 0
-                while slot == nil, waits, waited < 10_000 {
-                    usleep(1000)
-                    waited += 1
-                    slot = pool.acquire()
-                }
-                return slot
-            }
-            guard let srSlot = acquire(srPool) else { lock.lock(); counters.publishSkipped += 1; lock.unlock(); return }
-            guard let wfSlot = acquire(wfPool) else {
-                srSlot.release(); lock.lock(); counters.publishSkipped += 1; lock.unlock(); return
-            }
-            // The slots go back to their pools on any error; publishing hands them to the bus.
-            var srOwned = true
-            var wfOwned = true
-            defer { if srOwned { srSlot.release() }; if wfOwned { wfSlot.release() } }
-            try srSlot.withBytes {
-                try rec.reconstruct(frames, parameters: params, into: $0.bindMemory(to: Float.self))
-            }
-            try wfSlot.withBytes { try rec.widefield(frames, into: $0.bindMemory(to: Float.self)) }
-            var srh = FrameHeader(
-                stream: "sr", run: h0.run, seq: srSeq, index: srSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0,
-                phase: 0,
-                z: h0.z, width: 2 * rec.width, height: 2 * rec.height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
-                exposureStartNs: h0.exposureStartNs, state: h0.state)
-            srh.inputs = headers.map(\.seq)
-            srh.params = paramStrings(params, spectrum: rec.lastSpectralModel)
-            var wfh = srh
-            wfh.stream = "wf"; wfh.seq = wfSeq; wfh.index = wfSeq; wfh.width = rec.width; wfh.height = rec.height;
-            wfh.pixelSizeUm = h0.pixelSizeUm
-            srOwned = false
-            try bus.publish(Frame(header: srh, slot: srSlot))
-            wfOwned = false
-            try bus.publish(Frame(header: wfh, slot: wfSlot))
-            srSeq += 1; wfSeq += 1
-            PipelineMetrics.recordLatency(stage: name, sincePublishedNs: headers.map(\.publishedNs).max() ?? 0)
-            lock.lock(); counters.reconstructed += 1; lock.unlock()
-            onSet?(h0.c, frames, params)
         } catch {
             logger.error("SIM reconstruction failed; set skipped", metadata: ["error": "\(error)"])
         }
     }
 
-    private func paramStrings(_ p: SIMParameters, spectrum: SpectralModel?) -> [String: String] {
+    /// The channel's parameters for this set: estimated when the protocol's policy says so (on
+    /// the first set, every N, or when the modulation dropped), else those estimated before.
+    private func parameters(channel h0: FrameHeader, frames: [[Float]], reconstructor rec: SIM2DReconstructor) throws
+        -> SIMParameters?
+    {
+        let setIndex = counters.reconstructed + counters.skippedBehind
+        var p = params[h0.c]
+        let needs: Bool
+        switch options.estimation {
+        case .every(let sets): needs = p == nil || setIndex % sets == 0
+        case .onDrop: needs = p == nil || (p!.angles.map(\.modulation).min() ?? 1) < 0.1
+        case .once: needs = p == nil
+        }
+        if needs, let setName = proto.channels[h0.c].patternSet,
+            let set = proto.rig.modulator?.profile.modulator?.patternSet(named: setName)
+        {
+            p = try rec.estimate(frames, priors: PatternPrior.from(set, angles: proto.angles, phases: proto.phases))
+            params[h0.c] = p
+            lock.lock()
+            counters.estimates += 1
+            if p!.flagged { counters.flaggedEstimates += 1 }
+            lock.unlock()
+            logger.info(
+                "SIM parameters estimated",
+                metadata: [
+                    "channel": "\(h0.channel)", "k": "\(p!.angles.map { String(format: "%.4f", $0.kMagnitude) })",
+                    "modulation": "\(p!.angles.map { String(format: "%.2f", $0.modulation) })",
+                    "flagged": "\(p!.flagged)",
+                ])
+        }
+        return p
+    }
+
+    /// Publishes one set's SR and WF frames (and counts it): `fill` writes them into the output
+    /// slots and returns the regularisation at the cutoff that the adaptive filter used.
+    private func publish(
+        _ headers: [FrameHeader], _ frames: [[Float]], _ params: SIMParameters, width: Int, height: Int,
+        fill: (_ sr: UnsafeMutableRawBufferPointer, _ wf: UnsafeMutableRawBufferPointer) throws -> Double?
+    ) throws {
+        let h0 = headers[0]
+        // Lossless (LLS-SIM volumes) or recorded: wait up to 10 s for readers to hand a slot back rather than skip.
+        let waits = lossless || recorded
+        func acquire(_ pool: FramePool) -> FrameSlot? {
+            var slot = pool.acquire()
+            var waited = 0
+            while slot == nil, waits, waited < 10_000 {
+                usleep(1000)
+                waited += 1
+                slot = pool.acquire()
+            }
+            return slot
+        }
+        guard let srSlot = acquire(srPool) else {
+            lock.lock()
+            counters.publishSkipped += 1
+            lock.unlock()
+            return
+        }
+        guard let wfSlot = acquire(wfPool) else {
+            srSlot.release()
+            lock.lock()
+            counters.publishSkipped += 1
+            lock.unlock()
+            return
+        }
+        // The slots go back to their pools on any error; publishing hands them to the bus.
+        var srOwned = true
+        var wfOwned = true
+        defer {
+            if srOwned { srSlot.release() }
+            if wfOwned { wfSlot.release() }
+        }
+        var wienerAtCutoff: Double?
+        try srSlot.withBytes { sr in try wfSlot.withBytes { wf in wienerAtCutoff = try fill(sr, wf) } }
+        var srh = FrameHeader(
+            stream: "sr", run: h0.run, seq: srSeq, index: srSeq, t: h0.t, channel: h0.channel, c: h0.c, angle: 0,
+            phase: 0, z: h0.z, width: 2 * width, height: 2 * height, pixel: .float32, pixelSizeUm: h0.pixelSizeUm / 2,
+            exposureStartNs: h0.exposureStartNs, state: h0.state)
+        srh.inputs = headers.map(\.seq)
+        srh.params = paramStrings(params, wienerAtCutoff: wienerAtCutoff)
+        var wfh = srh
+        wfh.stream = "wf"
+        wfh.seq = wfSeq
+        wfh.index = wfSeq
+        wfh.width = width
+        wfh.height = height
+        wfh.pixelSizeUm = h0.pixelSizeUm
+        srOwned = false
+        try bus.publish(Frame(header: srh, slot: srSlot))
+        wfOwned = false
+        try bus.publish(Frame(header: wfh, slot: wfSlot))
+        srSeq += 1
+        wfSeq += 1
+        PipelineMetrics.recordLatency(stage: name, sincePublishedNs: headers.map(\.publishedNs).max() ?? 0)
+        lock.lock()
+        counters.reconstructed += 1
+        lock.unlock()
+        onSet?(h0.c, frames, params)
+    }
+
+    // MARK: sets reconstructed by workers
+
+    /// A set handed to the broker, kept until its result comes back.
+    private struct SentSet {
+        var headers: [FrameHeader]
+        var frames: [[Float]]
+        var parameters: SIMParameters
+        var reconstructor: SIM2DReconstructor
+    }
+
+    /// Hands a set to the broker, waiting while `maxInFlight` sets are out.
+    private func submit(_ set: SentSet, to broker: WorkBroker) throws {
+        let item = try SIMJob(reconstructor: set.reconstructor, parameters: set.parameters)
+            .item(sequence: 0, frames: set.frames)
+        lock.lock()
+        while sent.count >= maxInFlight { lock.wait() }
+        let sequence = nextSequence
+        nextSequence += 1
+        sent[sequence] = set
+        lock.unlock()
+        broker.submit(WorkItem(sequence: sequence, parts: item.parts))
+    }
+
+    /// The collector's thread: results in set order, published as they come.
+    private func collect(from broker: WorkBroker) {
+        defer { collected.signal() }
+        while true {
+            if let result = broker.nextResult(timeoutMs: 100) {
+                lock.lock()
+                let set = sent.removeValue(forKey: result.sequence)
+                lock.broadcast()
+                lock.unlock()
+                guard let set else { continue }
+                do {
+                    let output = try SIMJob.Output(
+                        result, width: set.reconstructor.width, height: set.reconstructor.height)
+                    try publish(
+                        set.headers, set.frames, set.parameters, width: set.reconstructor.width,
+                        height: set.reconstructor.height
+                    ) { sr, wf in
+                        output.sr.copyBytes(to: sr)
+                        output.widefield.copyBytes(to: wf)
+                        return output.wienerAtCutoff
+                    }
+                } catch {
+                    lock.lock()
+                    counters.workerFailures += 1
+                    lock.unlock()
+                    logger.error(
+                        "a set came back from its worker unusable; skipped",
+                        metadata: ["set": "\(result.sequence)", "error": "\(error)"])
+                }
+                continue
+            }
+            lock.lock()
+            let over = submissionsEnded && sent.isEmpty
+            lock.unlock()
+            if over { return }
+        }
+    }
+
+    private func paramStrings(_ p: SIMParameters, wienerAtCutoff: Double?) -> [String: String] {
         var d: [String: String] = [:]
         for (a, ap) in p.angles.enumerated() {
             d["angle\(a).k"] = String(format: "%.5f,%.5f", ap.kx, ap.ky)
@@ -363,8 +535,8 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
             d["angle\(a).source"] = ap.flagged ? "\(ap.source) (flagged: \(ap.reason ?? ""))" : ap.source
         }
         d.merge(fixedHeaderParameters) { _, fixed in fixed }
-        if let spectrum {
-            d["wiener.atCutoff"] = String(format: "%.4g", spectrum.wienerAtCutoff)
+        if let wienerAtCutoff {
+            d["wiener.atCutoff"] = String(format: "%.4g", wienerAtCutoff)
         }
         return d
     }

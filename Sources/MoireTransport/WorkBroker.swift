@@ -328,6 +328,7 @@ public final class WorkWorker: @unchecked Sendable {
     private var result: WorkItem?
     private var stopped = false
     private var crashed = false
+    private var started = false
     private let finished = DispatchSemaphore(value: 0)
     private var completed = 0
     /// Times it reconnected after the broker went silent (guarded by `lock`).
@@ -360,6 +361,9 @@ public final class WorkWorker: @unchecked Sendable {
 
     /// Starts the worker's threads.
     public func start() throws {
+        lock.lock()
+        started = true
+        lock.unlock()
         let socketThread = Thread { [self] in serve() }
         socketThread.name = "moire.worker.socket"
         socketThread.start()
@@ -369,22 +373,19 @@ public final class WorkWorker: @unchecked Sendable {
     }
 
     /// Stops; a job in hand may go unanswered (the broker then hands it to another worker).
-    public func stop() {
-        lock.lock()
-        stopped = true
-        lock.broadcast()
-        lock.unlock()
-        finished.wait()
-        finished.wait()
-    }
+    public func stop() { end(crashing: false) }
 
     /// Stops at once, as a killed process would: the job in hand is never answered, no goodbye.
-    public func crash() {
+    public func crash() { end(crashing: true) }
+
+    private func end(crashing: Bool) {
         lock.lock()
-        crashed = true
+        let first = !stopped
+        if crashing { crashed = true }
         stopped = true
         lock.broadcast()
         lock.unlock()
+        guard first, started else { return }
         finished.wait()
         finished.wait()
     }

@@ -12,7 +12,7 @@ struct Moire: ParsableCommand {
         subcommands: [
             Run.self, Validate.self, Subscribe.self, Replay.self, Inspect.self, Recover.self, Reconstruct.self,
             Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self, Status.self,
-            Keys.self, Merge.self, Batch.self,
+            Keys.self, Merge.self, Batch.self, Worker.self,
         ])
 }
 

@@ -144,6 +144,10 @@ struct Run: ParsableCommand {
             print(
                 "live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
                     + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
+            if !c.setsByWorker.isEmpty {
+                let byWorker = c.setsByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("SIM workers: " + byWorker.joined(separator: ", ") + " sets")
+            }
         }
         if let c = r.volumes {
             print(

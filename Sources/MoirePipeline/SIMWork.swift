@@ -1,0 +1,155 @@
+import Foundation
+import MoireCore
+import MoireReconstruction
+import MoireTransport
+
+/// The detection OTF a job names (a worker on another machine has no rig files).
+public enum OTFSpec: Codable, Sendable, Hashable {
+    case ideal(na: Double, emissionNm: Double, attenuation: Double)
+    case measured(samples: [Double], step: Double)
+
+    /// The OTF a reconstructor uses.
+    func make() throws -> RadialOTF {
+        switch self {
+        case .ideal(let na, let emissionNm, let attenuation):
+            guard na > 0, na < 2, emissionNm > 100, emissionNm < 2000, attenuation > 0, attenuation <= 1 else {
+                throw MoireError(.format, "job OTF: NA \(na), emission \(emissionNm) nm, attenuation \(attenuation)")
+            }
+            return IdealOTF(na: na, emissionNm: emissionNm, attenuation: attenuation)
+        case .measured(let samples, let step):
+            guard samples.count <= 100_000 else { throw MoireError(.format, "job OTF: \(samples.count) samples") }
+            return try MeasuredRadialOTF(samples: samples, step: step)
+        }
+    }
+
+    /// The spec of a reconstructor's OTF.
+    init(_ otf: RadialOTF) {
+        if let measured = otf as? MeasuredRadialOTF {
+            self = .measured(samples: measured.samples, step: measured.step)
+        } else if let ideal = otf as? IdealOTF {
+            self = .ideal(na: ideal.na, emissionNm: ideal.wavelengthUm * 1000, attenuation: ideal.attenuation)
+        } else {
+            self = .ideal(na: 1, emissionNm: 500, attenuation: 1)
+        }
+    }
+}
+
+/// One phase set to reconstruct elsewhere: the reconstructor's geometry and options, the set's
+/// parameters, and (as the job's second part) its frames, float32, orientation-major.
+public struct SIMJob: Codable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var pixelUm: Double
+    public var angles: Int
+    public var phases: Int
+    public var otf: OTFSpec
+    public var options: SIM2DOptions
+    public var parameters: SIMParameters
+
+    /// The job for `frames` reconstructed like `reconstructor` does with `parameters`.
+    public init(reconstructor: SIM2DReconstructor, parameters: SIMParameters) {
+        width = reconstructor.width
+        height = reconstructor.height
+        pixelUm = reconstructor.pixelUm
+        angles = reconstructor.angles
+        phases = reconstructor.phases
+        otf = OTFSpec(reconstructor.otf)
+        options = reconstructor.options
+        self.parameters = parameters
+    }
+
+    /// The work item: this description, then the frames.
+    public func item(sequence: Int, frames: [[Float]]) throws -> WorkItem {
+        var pixels = Data(capacity: frames.count * width * height * 4)
+        for frame in frames { frame.withUnsafeBytes { pixels.append(contentsOf: $0) } }
+        return WorkItem(sequence: sequence, parts: [try JSONEncoder().encode(self), pixels])
+    }
+
+    /// What a reconstructed set comes back as: the SR frame, the widefield frame, and the
+    /// regularisation at the OTF cutoff the adaptive filter used (NaN: constant filter).
+    public struct Output: Sendable {
+        public var sr: Data
+        public var widefield: Data
+        public var wienerAtCutoff: Double?
+
+        public func item(sequence: Int) -> WorkItem {
+            let cutoff = withUnsafeBytes(of: wienerAtCutoff ?? .nan) { Data($0) }
+            return WorkItem(sequence: sequence, parts: [sr, widefield, cutoff])
+        }
+
+        /// Reads a result, checking its sizes against the job's frame size.
+        public init(_ item: WorkItem, width: Int, height: Int) throws {
+            guard item.parts.count == 3, item.parts[0].count == 16 * width * height,
+                item.parts[1].count == 4 * width * height, item.parts[2].count == 8
+            else {
+                throw MoireError(
+                    .format, "result of set \(item.sequence): \(item.parts.map(\.count)) bytes, not SR, WF and w")
+            }
+            sr = item.parts[0]
+            widefield = item.parts[1]
+            let cutoff = item.parts[2].withUnsafeBytes { $0.loadUnaligned(as: Double.self) }
+            wienerAtCutoff = cutoff.isNaN ? nil : cutoff
+        }
+
+        init(sr: Data, widefield: Data, wienerAtCutoff: Double?) {
+            self.sr = sr
+            self.widefield = widefield
+            self.wienerAtCutoff = wienerAtCutoff
+        }
+    }
+}
+
+/// Reconstructs SIM jobs (in a `moire worker`, or in process when no worker is there), one
+/// reconstructor per geometry, kept. A job that does not describe itself consistently (sizes,
+/// counts, parameters) is refused with what is wrong; the worker answers it with an empty result.
+// Sendable by hand: `reconstructors` guarded by `lock`; one job at a time (the lock is held while it runs).
+public final class SIMWorkProcessor: @unchecked Sendable {
+    private let lock = NSLock()
+    private var reconstructors: [Data: SIM2DReconstructor] = [:]
+
+    public init() {}
+
+    public func process(_ item: WorkItem) throws -> WorkItem {
+        guard item.parts.count == 2 else {
+            throw MoireError(.format, "job \(item.sequence): \(item.parts.count) parts, expected 2")
+        }
+        let job = try JSONDecoder().decode(SIMJob.self, from: item.parts[0])
+        guard (16...8192).contains(job.width), (16...8192).contains(job.height), (1...8).contains(job.angles),
+            (3...16).contains(job.phases), job.parameters.angles.count == job.angles
+        else {
+            throw MoireError(
+                .format,
+                "job \(item.sequence): \(job.width)×\(job.height), \(job.angles) × \(job.phases) is not a SIM set")
+        }
+        let plane = job.width * job.height
+        let frameCount = job.angles * job.phases
+        guard item.parts[1].count == frameCount * plane * 4 else {
+            throw MoireError(
+                .format, "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(frameCount * plane * 4)")
+        }
+        let frames = item.parts[1].withUnsafeBytes { raw in
+            let floats = raw.bindMemory(to: Float.self)
+            return (0..<frameCount).map { Array(floats[($0 * plane)..<(($0 + 1) * plane)]) }
+        }
+        var key = job
+        key.parameters = SIMParameters(angles: [])
+        let keyData = try JSONEncoder().encode(key)
+        lock.lock()
+        defer { lock.unlock() }
+        let reconstructor: SIM2DReconstructor
+        if let existing = reconstructors[keyData] {
+            reconstructor = existing
+        } else {
+            reconstructor = try SIM2DReconstructor(
+                width: job.width, height: job.height, pixelUm: job.pixelUm, angles: job.angles, phases: job.phases,
+                otf: try job.otf.make(), options: job.options, rigor: .fromWisdom)
+            reconstructors[keyData] = reconstructor
+        }
+        let sr = try reconstructor.reconstruct(frames, parameters: job.parameters)
+        let widefield = try reconstructor.widefield(frames)
+        let output = SIMJob.Output(
+            sr: sr.withUnsafeBytes { Data($0) }, widefield: widefield.withUnsafeBytes { Data($0) },
+            wienerAtCutoff: reconstructor.lastSpectralModel?.wienerAtCutoff)
+        return output.item(sequence: item.sequence)
+    }
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import MoireCore
+import MoirePipeline
+import MoireTransport
+
+/// `moire worker`: reconstructs the phase sets a daemon's (or an embedded run's) broker hands it.
+struct Worker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reconstruct SIM phase sets for a run's broker (reconstruction.workers), until stopped.",
+        discussion: """
+            Runs under Slurm as well as by hand (docs/batch.md has a job script). Over tcp beyond \
+            loopback the broker is CURVE-authenticated: give its public key and this worker's key pair.
+            """)
+
+    @Option(name: .long, help: "The broker's endpoint (reconstruction.work_endpoint).") var connect: String
+    @Option(name: .long, help: "This worker's name in the run's result (default: host:pid).") var name: String?
+    @Option(name: .long, help: "The broker's public key file (NAME.key), for CURVE.") var serverKey: String?
+    @Option(name: .long, help: "This worker's secret key file (NAME.key_secret), for CURVE.") var key: String?
+
+    func run() throws {
+        bootstrapLogging(verbose: false)
+        do {
+            var curve: (server: CurveKey, client: CurveKeyPair)?
+            switch (serverKey, key) {
+            case (let server?, let client?):
+                curve = (try CurveKeyFile.readPublic(server), try CurveKeyFile.readSecret(client))
+            case (nil, nil):
+                if connect.hasPrefix("tcp://"), EndpointRule.bindProblem(connect) != nil {
+                    throw MoireError(
+                        .usage, "a broker beyond loopback needs CURVE: give --server-key and --key", place: connect)
+                }
+            default:
+                throw MoireError(.usage, "--server-key and --key go together")
+            }
+            let processor = SIMWorkProcessor()
+            let label = name ?? "\(ProcessInfo.processInfo.hostName):\(getpid())"
+            let worker = WorkWorker(endpoint: connect, name: label, curve: curve) { try processor.process($0) }
+            try worker.start()
+            print("worker \(label) connected to \(connect); stop with SIGINT or SIGTERM")
+            let stop = DispatchSemaphore(value: 0)
+            signal(SIGINT, SIG_IGN)
+            signal(SIGTERM, SIG_IGN)
+            let sources = [SIGINT, SIGTERM].map { number in
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { stop.signal() }
+                source.resume()
+                return source
+            }
+            stop.wait()
+            worker.stop()
+            _ = sources
+            print("worker \(label): \(worker.jobsDone) set(s) reconstructed")
+        } catch { throw fail(error) }
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import MoireConfig
+import MoireCore
+import MoirePipeline
+import MoireStorage
+import MoireTesting
+import MoireTransport
+import Testing
+
+/// Live 2D-SIM with `reconstruction.workers`: the sets go through the broker to worker processes
+/// (here, workers on threads of this process, over a real ipc socket) and come back in order.
+@Suite(.serialized) struct SIMWorkerTests {
+    let dir = Fixtures.tempDir("simworkers")
+
+    /// Runs 12 time points, SR recorded, with `extra` in the protocol; `during` is called while
+    /// the run goes on (on another thread) with the run's pipeline.
+    func run(_ name: String, extra: String) throws -> (PipelineResult, [[Float]], [FrameHeader]) {
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 12, exposureMs: 5, extra: extra))
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/\(name).ome.tif"
+        options.noPublish = true
+        let result = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        let reader = try OMETiffReader(path: try #require(result.srRecording))
+        let planes = try (0..<reader.planeCount).map { try reader.readPlaneFloat($0) }
+        return (result, planes, try #require(reader.planeRecords()).map(\.header))
+    }
+
+    /// Two workers share the sets; the SR frames equal those reconstructed in process, bit for
+    /// bit; the run's result says how many sets each worker did. One worker then dies mid-run
+    /// with a set in hand: every set is still reconstructed exactly once, in order.
+    @Test func workersReconstructEverySetOnceInOrderEvenWhenOneDies() throws {
+        let inProcess = try run("local", extra: "reconstruction: {record: true}")
+        #expect(inProcess.1.count == 12)
+
+        let endpoint = "ipc://\(dir)/work.sock"
+        let extra = "reconstruction: {record: true, workers: 2, work_endpoint: \"\(endpoint)\"}"
+        var workers = (0..<2).map { index in
+            let processor = SIMWorkProcessor()
+            return WorkWorker(endpoint: endpoint, name: "w\(index)") { try processor.process($0) }
+        }
+        for worker in workers { try worker.start() }
+        let shared = try run("shared", extra: extra)
+        for worker in workers { worker.stop() }
+        let c = try #require(shared.0.sim)
+        #expect(c.reconstructed == 12 && c.workerFailures == 0, "\(c)")
+        #expect(c.setsByWorker.values.reduce(0, +) == 12 && c.setsByWorker.keys.allSatisfy { $0.hasPrefix("w") })
+        #expect(shared.1 == inProcess.1, "SR frames from workers differ from those made in process")
+        #expect(shared.2.map(\.inputs) == inProcess.2.map(\.inputs))
+
+        // A worker that dies (as a killed process does: no answer, no goodbye) after its second set.
+        let steadyProcessor = SIMWorkProcessor()
+        let steady = WorkWorker(endpoint: endpoint, name: "steady") { try steadyProcessor.process($0) }
+        let doomedProcessor = SIMWorkProcessor()
+        let doomedCount = Counter()
+        let doomed = WorkWorker(endpoint: endpoint, name: "doomed") { item in
+            doomedCount.add()
+            usleep(50_000)
+            return try doomedProcessor.process(item)
+        }
+        workers = [steady, doomed]
+        for worker in workers { try worker.start() }
+        let killer = Thread {
+            let deadline = Date().addingTimeInterval(120)
+            while doomedCount.value < 3, Date() < deadline { usleep(1000) }
+            doomed.crash()
+        }
+        killer.start()
+        let survived = try run("survived", extra: extra)
+        steady.stop()
+        doomed.crash()
+        #expect(doomedCount.value >= 3, "the doomed worker died before its third set")
+        let s = try #require(survived.0.sim)
+        #expect(s.reconstructed == 12 && s.workerFailures == 0, "\(s)")
+        #expect(survived.2.map(\.t) == Array(0..<12))
+        #expect(survived.1 == inProcess.1)
+        #expect(s.setsByWorker.values.reduce(0, +) == 12, "\(s.setsByWorker)")
+    }
+}
+
+/// A counter shared with a worker's processing thread.
+// Sendable by hand: `count` guarded by `lock`.
+private final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() {
+        lock.lock()
+        count += 1
+        lock.unlock()
+    }
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return count
+    }
+}
