@@ -10,7 +10,7 @@ WORK=$(mktemp -d /tmp/moire-it.XXXXXX)
 pass=0; fail=0
 ok() { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-cleanup() { [ -n "${SLURMDIR:-}" ] && bash tests/slurm-cluster.sh stop "$SLURMDIR"; umount "$WORK/full" 2>/dev/null; [ -n "${DPID:-}" ] && kill -9 "$DPID" 2>/dev/null; [ -n "${PYPID:-}" ] && kill "$PYPID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { [ -n "${WB:-}" ] && kill -9 "$WB" "${WA:-}" 2>/dev/null; [ -n "${SLURMDIR:-}" ] && bash tests/slurm-cluster.sh stop "$SLURMDIR"; umount "$WORK/full" 2>/dev/null; [ -n "${DPID:-}" ] && kill -9 "$DPID" 2>/dev/null; [ -n "${PYPID:-}" ] && kill "$PYPID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 # Endpoints are ipc sockets in the work folder: no port can be taken by anything else on the machine.
 PUB="ipc://$WORK/pub.sock"
@@ -425,6 +425,16 @@ assert single.shape == merged.shape == (7, 256, 256) and np.array_equal(single, 
 PY
     then ok "Slurm batch: 3 array tasks + dependent merge ($(head -1 "$B/submit.log" | cut -c1-70)); a failed part named, resubmitted alone; merged SR stack equals the single-process one bit for bit"
     else bad "Slurm batch: submit=$src first=$first second=$second; $(tail -2 "$B/status1.log") | $(tail -2 "$B/status2.log") | $(cat "$B"/merged.batch/*.log 2>/dev/null | tail -3)"; fi
+    # Workers launched by Slurm: the repo's job script starts two `moire worker` tasks against a live run's broker.
+    sed -e "s|count: [0-9]*|count: 20|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" "$WORK/tirf.yaml" > "$B/live.yaml"
+    printf 'reconstruction: {workers: 2, work_endpoint: "ipc://%s/slurm-work.sock"}\n' "$B" >> "$B/live.yaml"
+    wjob=$(MOIRE="$MOIRE" sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$B/workers.log" \
+      packaging/moire-worker.sbatch "ipc://$B/slurm-work.sock" 2> "$B/sbatch-workers.err")
+    "$MOIRE" run "$B/live.yaml" --embedded --clock virtual --no-publish --out "$B/live.ome.tif" > "$B/live.log" 2>&1; lrc=$?
+    [ -n "$wjob" ] && scancel "$wjob"
+    if [ $lrc -eq 0 ] && grep "SIM workers:" "$B/live.log" | grep -q "task0" && grep "SIM workers:" "$B/live.log" | grep -q "task1"; then
+      ok "Slurm-launched workers (packaging/moire-worker.sbatch, 2 tasks) reconstructed the live run's sets ($(grep 'SIM workers' "$B/live.log"))"
+    else bad "Slurm workers: job=$wjob rc=$lrc $(cat "$B/sbatch-workers.err") $(tail -2 "$B/live.log") $(tail -3 "$B/workers.log" 2>/dev/null)"; fi
     bash tests/slurm-cluster.sh stop "$SLURMDIR"; SLURMDIR=; unset SLURM_CONF
   else
     bad "the one-node Slurm cluster did not start: $out"
@@ -432,6 +442,39 @@ PY
 else
   bad "Slurm batch test needs root and Debian's slurmctld, slurmd, slurm-client and munge (make deps installs them)"
 fi
+
+# 8. Live SIM on `moire worker` processes: two workers on an ipc endpoint; one freezes (SIGSTOP)
+#    after its second set, as a hung node would, and is then killed (-9). Every phase set is still
+#    reconstructed exactly once, in order, and the SR stack equals the one made in process.
+sed -e "s|count: [0-9]*|count: 60|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" "$WORK/tirf.yaml" > "$WORK/wlocal.yaml"
+cp "$WORK/wlocal.yaml" "$WORK/wshared.yaml"
+printf 'reconstruction: {record: true}\n' >> "$WORK/wlocal.yaml"
+printf 'reconstruction: {record: true, workers: 2, work_endpoint: "ipc://%s/work.sock"}\n' "$WORK" >> "$WORK/wshared.yaml"
+"$MOIRE" run "$WORK/wlocal.yaml" --embedded --clock virtual --no-publish --out "$WORK/wl.ome.tif" --quiet > "$WORK/wl.log" 2>&1
+"$MOIRE" worker --connect "ipc://$WORK/work.sock" --name steady > "$WORK/worker-a.log" 2>&1 &
+WA=$!
+"$MOIRE" worker --connect "ipc://$WORK/work.sock" --name frozen --progress > "$WORK/worker-b.log" 2>&1 &
+WB=$!
+"$MOIRE" run "$WORK/wshared.yaml" --embedded --clock virtual --no-publish --out "$WORK/ws.ome.tif" > "$WORK/ws.log" 2>&1 &
+RUNPID=$!
+twice() { [ "$(grep -c reconstructed "$WORK/worker-b.log")" -ge 2 ]; }
+froze=no
+await twice && kill -STOP $WB && froze=yes
+wait $RUNPID; wrc=$?
+kill -9 $WB 2> /dev/null; kill -INT $WA 2> /dev/null; wait $WA $WB 2> /dev/null
+if [ $wrc -eq 0 ] && [ $froze = yes ] && grep -q "SIM workers: " "$WORK/ws.log" && python3 - "$WORK" <<'PY'
+import sys, tifffile, numpy as np, xml.etree.ElementTree as ET
+w = sys.argv[1]
+local, shared = (tifffile.imread(f"{w}/{name}.sr.ome.tif") for name in ("wl", "ws"))
+assert local.shape == shared.shape == (60, 256, 256), (local.shape, shared.shape)
+assert np.array_equal(local, shared)
+with tifffile.TiffFile(f"{w}/ws.sr.ome.tif") as t:
+    m = {e.get("K"): e.text for e in ET.fromstring(t.ome_metadata).iter("{http://www.openmicroscopy.org/Schemas/OME/2016-06}M")}
+ts = [int(dict(kv.split("=", 1) for kv in m[f"plane{i}"].split())["t"]) for i in range(60)]
+assert ts == list(range(60)), ts
+PY
+then ok "moire worker ×2 over ipc, one frozen then killed mid-run: 60 sets each reconstructed once, in order, equal to in-process ($(grep 'SIM workers' "$WORK/ws.log"))"
+else bad "workers: rc=$wrc froze=$froze $(tail -3 "$WORK/ws.log") | $(tail -2 "$WORK/worker-a.log") | $(tail -2 "$WORK/worker-b.log")"; fi
 
 echo "integration: $pass passed, $fail failed"
 [ $fail -eq 0 ]

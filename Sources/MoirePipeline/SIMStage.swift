@@ -227,7 +227,10 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
                 StageCounter(name: "skipped.missing", value: c.skippedMissing),
                 StageCounter(name: "estimates", value: c.estimates),
                 StageCounter(name: "publish.skipped", value: c.publishSkipped),
-            ] + c.setsByWorker.sorted { $0.key < $1.key }.map { StageCounter(name: "sets.by.\($0.key)", value: $0.value) },
+            ]
+                + c.setsByWorker.sorted { $0.key < $1.key }.map {
+                    StageCounter(name: "sets.by.\($0.key)", value: $0.value)
+                },
             details: c)
     }
 
@@ -352,7 +355,8 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         do {
             guard let params = try parameters(channel: h0, frames: frames, reconstructor: rec) else { return }
             if let broker {
-                try submit(SentSet(headers: headers, frames: frames, parameters: params, reconstructor: rec), to: broker)
+                try submit(
+                    SentSet(headers: headers, frames: frames, parameters: params, reconstructor: rec), to: broker)
                 return
             }
             try publish(headers, frames, params, width: rec.width, height: rec.height) { sr, wf in

@@ -125,7 +125,8 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         let frameCount = job.angles * job.phases
         guard item.parts[1].count == frameCount * plane * 4 else {
             throw MoireError(
-                .format, "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(frameCount * plane * 4)")
+                .format,
+                "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(frameCount * plane * 4)")
         }
         let frames = item.parts[1].withUnsafeBytes { raw in
             let floats = raw.bindMemory(to: Float.self)

@@ -17,6 +17,7 @@ struct Worker: ParsableCommand {
     @Option(name: .long, help: "This worker's name in the run's result (default: host:pid).") var name: String?
     @Option(name: .long, help: "The broker's public key file (NAME.key), for CURVE.") var serverKey: String?
     @Option(name: .long, help: "This worker's secret key file (NAME.key_secret), for CURVE.") var key: String?
+    @Flag(name: .long, help: "Print a line for every set reconstructed.") var progress = false
 
     func run() throws {
         bootstrapLogging(verbose: false)
@@ -35,7 +36,12 @@ struct Worker: ParsableCommand {
             }
             let processor = SIMWorkProcessor()
             let label = name ?? "\(ProcessInfo.processInfo.hostName):\(getpid())"
-            let worker = WorkWorker(endpoint: connect, name: label, curve: curve) { try processor.process($0) }
+            let verbose = progress
+            let worker = WorkWorker(endpoint: connect, name: label, curve: curve) { item in
+                let result = try processor.process(item)
+                if verbose { FileHandle.standardOutput.write(Data("set \(item.sequence) reconstructed\n".utf8)) }
+                return result
+            }
             try worker.start()
             print("worker \(label) connected to \(connect); stop with SIGINT or SIGTERM")
             let stop = DispatchSemaphore(value: 0)
