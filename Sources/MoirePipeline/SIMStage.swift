@@ -482,7 +482,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
     /// Hands a set to the broker, waiting while `maxInFlight` sets are out.
     private func submit(_ set: SentSet, to broker: WorkBroker) throws {
         let item = try SIMJob(reconstructor: set.reconstructor, parameters: set.parameters)
-            .item(sequence: 0, frames: set.frames)
+            .item(sequence: 0, frames: set.frames, pixel: .uint16)
         lock.lock()
         while sent.count >= maxInFlight { lock.wait() }
         let sequence = nextSequence

@@ -45,6 +45,8 @@ public struct SIMJob: Codable, Sendable {
     public var otf: OTFSpec
     public var options: SIM2DOptions
     public var parameters: SIMParameters
+    /// How the frames travel: raw camera counts as uint16 (half the bytes, exact), or float32.
+    public var framePixel: PixelFormat = .float32
 
     /// The job for `frames` reconstructed like `reconstructor` does with `parameters`.
     public init(reconstructor: SIM2DReconstructor, parameters: SIMParameters) {
@@ -58,11 +60,22 @@ public struct SIMJob: Codable, Sendable {
         self.parameters = parameters
     }
 
-    /// The work item: this description, then the frames.
-    public func item(sequence: Int, frames: [[Float]]) throws -> WorkItem {
-        var pixels = Data(capacity: frames.count * width * height * 4)
-        for frame in frames { frame.withUnsafeBytes { pixels.append(contentsOf: $0) } }
-        return WorkItem(sequence: sequence, parts: [try JSONEncoder().encode(self), pixels])
+    /// The work item: this description, then the frames (`uint16`: whole camera counts, which
+    /// raw frames are; the values are rounded and clamped to 0…65535).
+    public func item(sequence: Int, frames: [[Float]], pixel: PixelFormat = .float32) throws -> WorkItem {
+        var job = self
+        job.framePixel = pixel
+        var pixels = Data(capacity: frames.count * width * height * pixel.bytesPerPixel)
+        for frame in frames {
+            switch pixel {
+            case .float32:
+                frame.withUnsafeBytes { pixels.append(contentsOf: $0) }
+            case .uint16:
+                let counts = frame.map { UInt16(max(0, min(65535, $0.rounded()))) }
+                counts.withUnsafeBytes { pixels.append(contentsOf: $0) }
+            }
+        }
+        return WorkItem(sequence: sequence, parts: [try JSONEncoder().encode(job), pixels])
     }
 
     /// What a reconstructed set comes back as: the SR frame, the widefield frame, and the
@@ -123,18 +136,27 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         }
         let plane = job.width * job.height
         let frameCount = job.angles * job.phases
-        guard item.parts[1].count == frameCount * plane * 4 else {
+        let bytes = frameCount * plane * job.framePixel.bytesPerPixel
+        guard item.parts[1].count == bytes else {
             throw MoireError(
-                .format,
-                "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(frameCount * plane * 4)")
+                .format, "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(bytes)")
         }
-        let frames = item.parts[1].withUnsafeBytes { raw in
-            let floats = raw.bindMemory(to: Float.self)
-            return (0..<frameCount).map { Array(floats[($0 * plane)..<(($0 + 1) * plane)]) }
+        let frames = item.parts[1].withUnsafeBytes { raw -> [[Float]] in
+            switch job.framePixel {
+            case .float32:
+                let floats = raw.bindMemory(to: Float.self)
+                return (0..<frameCount).map { Array(floats[($0 * plane)..<(($0 + 1) * plane)]) }
+            case .uint16:
+                let counts = raw.bindMemory(to: UInt16.self)
+                return (0..<frameCount).map { frame in (0..<plane).map { Float(counts[frame * plane + $0]) } }
+            }
         }
         var key = job
         key.parameters = SIMParameters(angles: [])
-        let keyData = try JSONEncoder().encode(key)
+        // Sorted keys: the same geometry always gives the same bytes (the cache key).
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let keyData = try encoder.encode(key)
         lock.lock()
         defer { lock.unlock() }
         let reconstructor: SIM2DReconstructor

@@ -7,18 +7,19 @@ import MoirePipeline
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport, sim2d, live-sim, denoise, llsm, usb.") var what: String
+    @Argument(help: "What to measure: transport, sim2d, live-sim, denoise, llsm, usb, workers.") var what: String
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile =
         "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard ["transport", "sim2d", "live-sim", "denoise", "llsm", "usb"].contains(what) else {
+        guard ["transport", "sim2d", "live-sim", "denoise", "llsm", "usb", "workers"].contains(what) else {
             throw fail(
                 MoireError.usage(
-                    "unknown benchmark '\(what)'; available: transport, sim2d, live-sim, denoise, llsm, usb"))
+                    "unknown benchmark '\(what)'; available: transport, sim2d, live-sim, denoise, llsm, usb, workers"))
         }
+        if what == "workers" { return try workers() }
         if what == "live-sim" { return try liveSIM() }
         if what == "usb" { return try usb() }
         if what == "llsm" { return try llsm() }
@@ -47,6 +48,35 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// SR frames per second through the work broker (1, 2, 4 workers) beside in process, and the
+    /// round trip the broker adds to one set beside a bare request–reply.
+    func workers() throws {
+        do {
+            let dir = NSTemporaryDirectory() + "moire-bench-workers-\(getpid())"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            for size in [512, 1024] {
+                let latency = try WorkersBench.latency(size: size, samples: size == 512 ? 200 : 60, dir: dir)
+                print(
+                    String(
+                        format:
+                            "broker round trip of one %d×%d set (echo worker, ipc): p50 %.2f ms, p99 %.2f ms   peer bare REQ-REP of the same bytes: p50 %.2f ms, p99 %.2f ms   ratio (p50) %.2f",
+                        size, size, latency.brokerP50Ms, latency.brokerP99Ms, latency.bareP50Ms, latency.bareP99Ms,
+                        latency.brokerP50Ms / latency.bareP50Ms))
+            }
+            for row in try WorkersBench.throughput(
+                sizes: [512, 1024], workerCounts: [1, 2, 4], sets: 40, dir: dir)
+            {
+                print(
+                    String(
+                        format:
+                            "SIM workers %d×%d, %d worker(s) on this machine (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f",
+                        row.size, row.size, row.workers, Double(row.jobBytes) / 1e6, row.srPerSecond,
+                        row.inProcessPerSecond, row.srPerSecond / row.inProcessPerSecond))
+            }
+        } catch { throw fail(error) }
+    }
+
     /// The USB3 Vision driver streaming from the simulated device, beside the bare transfers.
     func usb() throws {
         do {

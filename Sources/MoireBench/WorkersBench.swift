@@ -1,0 +1,189 @@
+import Foundation
+import MoireCore
+import MoirePipeline
+import MoireReconstruction
+import MoireTransport
+
+/// `moire bench workers`: SR frames per second through the work broker with 1, 2 and 4 workers
+/// (threads of this process, each with its own reconstructor, over an ipc socket: the transport
+/// and broker are real, only the machine is shared) beside the same sets reconstructed in process;
+/// and the round trip the broker adds to one set, beside a bare request–reply of the same bytes.
+public enum WorkersBench {
+    public struct Row: Sendable {
+        public var size: Int
+        public var workers: Int
+        public var srPerSecond: Double
+        public var inProcessPerSecond: Double
+        /// Bytes of one job (the set's raw frames as uint16, and its description).
+        public var jobBytes: Int
+    }
+
+    public struct Latency: Sendable {
+        public var size: Int
+        public var brokerP50Ms: Double
+        public var brokerP99Ms: Double
+        public var bareP50Ms: Double
+        public var bareP99Ms: Double
+    }
+
+    /// A synthetic phase set of `size`²: beads under a 3 × 3 pattern near the cutoff, with noise.
+    static func phaseSet(size: Int) -> (frames: [[Float]], parameters: SIMParameters) {
+        let priors = PatternPrior.regular(periodUm: 0.2, firstAngleDeg: 8, angles: 3, phases: 3, modulation: 0.8)
+        var generator = SystemRandomNumberGenerator()
+        let beads = (0..<(size * size / 400)).map { _ in
+            (
+                Double.random(in: 0..<Double(size), using: &generator),
+                Double.random(in: 0..<Double(size), using: &generator)
+            )
+        }
+        var specimen = [Double](repeating: 0, count: size * size)
+        for (bx, by) in beads {
+            for y in max(0, Int(by) - 3)...min(size - 1, Int(by) + 3) {
+                for x in max(0, Int(bx) - 3)...min(size - 1, Int(bx) + 3) {
+                    let r2 = (Double(x) - bx) * (Double(x) - bx) + (Double(y) - by) * (Double(y) - by)
+                    specimen[y * size + x] += exp(-r2 / 2.5)
+                }
+            }
+        }
+        let pixelUm = 0.065
+        var frames: [[Float]] = []
+        for prior in priors {
+            for phase in prior.phases {
+                var frame = [Float](repeating: 0, count: size * size)
+                for y in 0..<size {
+                    for x in 0..<size {
+                        let arg = 2 * .pi * (prior.kx * Double(x) + prior.ky * Double(y)) * pixelUm + phase
+                        let light = 1 + prior.modulation * cos(arg)
+                        frame[y * size + x] = Float((100 + 300 * specimen[y * size + x] * light).rounded())
+                    }
+                }
+                frames.append(frame)
+            }
+        }
+        return (frames, SIMParameters.fromPriors(priors))
+    }
+
+    static func reconstructor(size: Int) throws -> SIM2DReconstructor {
+        var options = SIM2DOptions()
+        options.background = 100
+        return try SIM2DReconstructor(
+            width: size, height: size, pixelUm: 0.065, angles: 3, phases: 3,
+            otf: IdealOTF(na: 1.49, emissionNm: 525), options: options, rigor: .fromWisdom)
+    }
+
+    /// SR frames per second for each worker count and size, beside in process.
+    public static func throughput(sizes: [Int], workerCounts: [Int], sets: Int, dir: String) throws -> [Row] {
+        var rows: [Row] = []
+        for size in sizes {
+            let (frames, parameters) = phaseSet(size: size)
+            let local = try reconstructor(size: size)
+            _ = try local.reconstruct(frames, parameters: parameters)
+            let started = Date()
+            for _ in 0..<sets {
+                _ = try local.reconstruct(frames, parameters: parameters)
+                _ = try local.widefield(frames)
+            }
+            let inProcess = Double(sets) / Date().timeIntervalSince(started)
+            let job = SIMJob(reconstructor: local, parameters: parameters)
+            let template = try job.item(sequence: 0, frames: frames, pixel: .uint16)
+            for count in workerCounts {
+                let endpoint = "ipc://\(dir)/bench-\(size)-\(count).sock"
+                let broker = try WorkBroker(endpoint: endpoint) { _ in
+                    throw MoireError(.usage, "no in-process fallback in the benchmark")
+                }
+                let workers = (0..<count).map { index in
+                    let processor = SIMWorkProcessor()
+                    return WorkWorker(endpoint: endpoint, name: "bench\(index)") { try processor.process($0) }
+                }
+                for worker in workers { try worker.start() }
+                let deadline = Date().addingTimeInterval(60)
+                while broker.liveWorkers < count, Date() < deadline { usleep(5000) }
+                // Warm-up: each worker plans its transforms on its first set.
+                for sequence in 0..<count { broker.submit(WorkItem(sequence: sequence, parts: template.parts)) }
+                for _ in 0..<count {
+                    guard let result = broker.nextResult(timeoutMs: 120_000) else {
+                        throw MoireError(.deadline, "a warm-up set did not come back within 120 s")
+                    }
+                    _ = try SIMJob.Output(result, width: size, height: size)
+                }
+                let limit = 2 * count + 2
+                let begin = Date()
+                var submitted = count
+                var received = 0
+                while received < sets {
+                    while submitted - count - received < limit, submitted - count < sets {
+                        broker.submit(WorkItem(sequence: submitted, parts: template.parts))
+                        submitted += 1
+                    }
+                    guard let result = broker.nextResult(timeoutMs: 120_000) else {
+                        throw MoireError(.deadline, "a benchmark set did not come back within 120 s")
+                    }
+                    // A set that failed comes back empty: the figure would be a failure rate.
+                    _ = try SIMJob.Output(result, width: size, height: size)
+                    received += 1
+                }
+                let rate = Double(sets) / Date().timeIntervalSince(begin)
+                for worker in workers { worker.stop() }
+                broker.stop()
+                rows.append(
+                    Row(
+                        size: size, workers: count, srPerSecond: rate, inProcessPerSecond: inProcess,
+                        jobBytes: template.parts.map(\.count).reduce(0, +)))
+            }
+        }
+        return rows
+    }
+
+    /// The round trip of one set's bytes through the broker to an echo worker, one at a time,
+    /// beside a bare REQ–REP pair on the same kind of socket.
+    public static func latency(size: Int, samples: Int, dir: String) throws -> Latency {
+        let (frames, parameters) = phaseSet(size: size)
+        let template = try SIMJob(reconstructor: try reconstructor(size: size), parameters: parameters)
+            .item(sequence: 0, frames: frames, pixel: .uint16)
+        let endpoint = "ipc://\(dir)/latency.sock"
+        let broker = try WorkBroker(endpoint: endpoint) { $0 }
+        let echo = WorkWorker(endpoint: endpoint, name: "echo") { WorkItem(sequence: $0.sequence, parts: [Data([1])]) }
+        try echo.start()
+        let deadline = Date().addingTimeInterval(60)
+        while broker.liveWorkers < 1, Date() < deadline { usleep(5000) }
+        var brokerMs: [Double] = []
+        for sequence in 0..<samples {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            broker.submit(WorkItem(sequence: sequence, parts: template.parts))
+            guard broker.nextResult(timeoutMs: 60_000) != nil else {
+                throw MoireError(.deadline, "an echo did not come back within 60 s")
+            }
+            brokerMs.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e6)
+        }
+        echo.stop()
+        broker.stop()
+
+        let bareEndpoint = "ipc://\(dir)/bare.sock"
+        let server = Thread {
+            guard let replier = try? ZMQSocket(.shared, type: .rep), (try? replier.bind(bareEndpoint)) != nil else {
+                return
+            }
+            for _ in 0..<samples {
+                guard (try? replier.receive()) != nil else { return }
+                try? replier.send([.bytes(Data([1]))])
+            }
+        }
+        server.start()
+        let requester = try ZMQSocket(.shared, type: .req)
+        try requester.connect(bareEndpoint)
+        var bareMs: [Double] = []
+        for _ in 0..<samples {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try requester.send(template.parts.map { .bytes($0) })
+            _ = try requester.receive()
+            bareMs.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e6)
+        }
+        func percentile(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
+        return Latency(
+            size: size, brokerP50Ms: percentile(brokerMs, 0.5), brokerP99Ms: percentile(brokerMs, 0.99),
+            bareP50Ms: percentile(bareMs, 0.5), bareP99Ms: percentile(bareMs, 0.99))
+    }
+}
