@@ -122,6 +122,13 @@ public final class SIMWorkProcessor: @unchecked Sendable {
 
     public init() {}
 
+    /// Reconstructors made so far (one per geometry).
+    public var reconstructorCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return reconstructors.count
+    }
+
     public func process(_ item: WorkItem) throws -> WorkItem {
         guard item.parts.count == 2 else {
             throw MoireError(.format, "job \(item.sequence): \(item.parts.count) parts, expected 2")

@@ -2,6 +2,7 @@ import Foundation
 import MoireConfig
 import MoireCore
 import MoirePipeline
+import MoireReconstruction
 import MoireStorage
 import MoireTesting
 import MoireTransport
@@ -75,6 +76,44 @@ import Testing
         #expect(survived.2.map(\.t) == Array(0..<12))
         #expect(survived.1 == inProcess.1)
         #expect(s.setsByWorker.values.reduce(0, +) == 12, "\(s.setsByWorker)")
+    }
+}
+
+extension SIMWorkerTests {
+    /// A worker keeps one reconstructor per geometry (not one per set), its results equal an
+    /// in-process reconstruction of the same set, and a job that does not describe itself
+    /// consistently is refused with what is wrong.
+    @Test func aWorkerReusesItsReconstructorAndRefusesInconsistentJobs() throws {
+        let options = SIM2DOptions()
+        let reconstructor = try SIM2DReconstructor(
+            width: 64, height: 64, pixelUm: 0.065, angles: 3, phases: 3, otf: IdealOTF(na: 1.49, emissionNm: 525),
+            options: options)
+        let priors = PatternPrior.regular(periodUm: 0.2, firstAngleDeg: 8, angles: 3, phases: 3)
+        let parameters = SIMParameters.fromPriors(priors)
+        var frames: [[Float]] = []
+        for index in 0..<9 {
+            var frame = [Float](repeating: 0, count: 64 * 64)
+            for pixel in 0..<frame.count {
+                let count: Int = 100 + (pixel * 7 + index * 13) % 50
+                frame[pixel] = Float(count)
+            }
+            frames.append(frame)
+        }
+        let job = SIMJob(reconstructor: reconstructor, parameters: parameters)
+        let processor = SIMWorkProcessor()
+        for sequence in 0..<4 {
+            let result = try processor.process(try job.item(sequence: sequence, frames: frames, pixel: .uint16))
+            let output = try SIMJob.Output(result, width: 64, height: 64)
+            let expected = try reconstructor.reconstruct(frames, parameters: parameters)
+            let expectedBytes = expected.withUnsafeBytes { Data($0) }
+            #expect(output.sr == expectedBytes)
+        }
+        #expect(processor.reconstructorCount == 1)
+        var short = try job.item(sequence: 9, frames: frames, pixel: .uint16)
+        short.parts[1] = short.parts[1].prefix(100)
+        #expect(throws: MoireError.self) { try processor.process(short) }
+        #expect(throws: (any Error).self) { try processor.process(WorkItem(sequence: 1, parts: [Data("{}".utf8), Data()])) }
+        #expect(throws: MoireError.self) { try processor.process(WorkItem(sequence: 1, parts: [])) }
     }
 }
 
