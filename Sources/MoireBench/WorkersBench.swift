@@ -24,6 +24,9 @@ public enum WorkersBench {
         public var brokerP99Ms: Double
         public var bareP50Ms: Double
         public var bareP99Ms: Double
+        /// Sets per second the broker moves to an echo worker with 8 in flight: its ceiling.
+        public var echoSetsPerSecond: Double
+        public var jobBytes: Int
     }
 
     /// A synthetic phase set of `size`²: beads under a 3 × 3 pattern near the cutoff, with noise.
@@ -155,6 +158,21 @@ public enum WorkersBench {
             }
             brokerMs.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e6)
         }
+        // The broker's ceiling: sets moved per second with 8 in flight (the echo does no work).
+        let begin = Date()
+        var submitted = samples
+        var received = samples
+        while received < 2 * samples {
+            while submitted - received < 8, submitted < 2 * samples {
+                broker.submit(WorkItem(sequence: submitted, parts: template.parts))
+                submitted += 1
+            }
+            guard broker.nextResult(timeoutMs: 60_000) != nil else {
+                throw MoireError(.deadline, "an echo did not come back within 60 s")
+            }
+            received += 1
+        }
+        let echoRate = Double(samples) / Date().timeIntervalSince(begin)
         echo.stop()
         broker.stop()
 
@@ -184,6 +202,7 @@ public enum WorkersBench {
         }
         return Latency(
             size: size, brokerP50Ms: percentile(brokerMs, 0.5), brokerP99Ms: percentile(brokerMs, 0.99),
-            bareP50Ms: percentile(bareMs, 0.5), bareP99Ms: percentile(bareMs, 0.99))
+            bareP50Ms: percentile(bareMs, 0.5), bareP99Ms: percentile(bareMs, 0.99), echoSetsPerSecond: echoRate,
+            jobBytes: template.parts.map(\.count).reduce(0, +))
     }
 }

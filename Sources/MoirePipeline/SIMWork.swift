@@ -118,7 +118,16 @@ public struct SIMJob: Codable, Sendable {
 // Sendable by hand: `reconstructors` guarded by `lock`; one job at a time (the lock is held while it runs).
 public final class SIMWorkProcessor: @unchecked Sendable {
     private let lock = NSLock()
-    private var reconstructors: [Data: SIM2DReconstructor] = [:]
+    /// A reconstructor and the frame buffers of one geometry.
+    private final class Geometry {
+        let reconstructor: SIM2DReconstructor
+        var frames: [[Float]]
+        init(reconstructor: SIM2DReconstructor, frames: [[Float]]) {
+            self.reconstructor = reconstructor
+            self.frames = frames
+        }
+    }
+    private var reconstructors: [Data: Geometry] = [:]
 
     public init() {}
 
@@ -148,16 +157,6 @@ public final class SIMWorkProcessor: @unchecked Sendable {
             throw MoireError(
                 .format, "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(bytes)")
         }
-        let frames = item.parts[1].withUnsafeBytes { raw -> [[Float]] in
-            switch job.framePixel {
-            case .float32:
-                let floats = raw.bindMemory(to: Float.self)
-                return (0..<frameCount).map { Array(floats[($0 * plane)..<(($0 + 1) * plane)]) }
-            case .uint16:
-                let counts = raw.bindMemory(to: UInt16.self)
-                return (0..<frameCount).map { frame in (0..<plane).map { Float(counts[frame * plane + $0]) } }
-            }
-        }
         var key = job
         key.parameters = SIMParameters(angles: [])
         // Sorted keys: the same geometry always gives the same bytes (the cache key).
@@ -166,20 +165,42 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         let keyData = try encoder.encode(key)
         lock.lock()
         defer { lock.unlock() }
-        let reconstructor: SIM2DReconstructor
-        if let existing = reconstructors[keyData] {
-            reconstructor = existing
-        } else {
-            reconstructor = try SIM2DReconstructor(
+        if reconstructors[keyData] == nil {
+            let reconstructor = try SIM2DReconstructor(
                 width: job.width, height: job.height, pixelUm: job.pixelUm, angles: job.angles, phases: job.phases,
                 otf: try job.otf.make(), options: job.options, rigor: .fromWisdom)
-            reconstructors[keyData] = reconstructor
+            reconstructors[keyData] = Geometry(
+                reconstructor: reconstructor,
+                frames: [[Float]](repeating: [Float](repeating: 0, count: plane), count: frameCount))
         }
-        let sr = try reconstructor.reconstruct(frames, parameters: job.parameters)
-        let widefield = try reconstructor.widefield(frames)
+        let geometry = reconstructors[keyData]!
+        // The frames into the geometry's buffers (no allocation per set).
+        item.parts[1].withUnsafeBytes { raw in
+            for frame in 0..<frameCount {
+                geometry.frames[frame].withUnsafeMutableBufferPointer { destination in
+                    switch job.framePixel {
+                    case .float32:
+                        let floats = raw.bindMemory(to: Float.self)
+                        for i in 0..<plane { destination[i] = floats[frame * plane + i] }
+                    case .uint16:
+                        let counts = raw.bindMemory(to: UInt16.self)
+                        for i in 0..<plane { destination[i] = Float(counts[frame * plane + i]) }
+                    }
+                }
+            }
+        }
+        let reconstructor = geometry.reconstructor
+        var sr = Data(count: 16 * plane)
+        try sr.withUnsafeMutableBytes { bytes in
+            try reconstructor.reconstruct(
+                geometry.frames, parameters: job.parameters, into: bytes.bindMemory(to: Float.self))
+        }
+        var widefield = Data(count: 4 * plane)
+        try widefield.withUnsafeMutableBytes { bytes in
+            try reconstructor.widefield(geometry.frames, into: bytes.bindMemory(to: Float.self))
+        }
         let output = SIMJob.Output(
-            sr: sr.withUnsafeBytes { Data($0) }, widefield: widefield.withUnsafeBytes { Data($0) },
-            wienerAtCutoff: reconstructor.lastSpectralModel?.wienerAtCutoff)
+            sr: sr, widefield: widefield, wienerAtCutoff: reconstructor.lastSpectralModel?.wienerAtCutoff)
         return output.item(sequence: item.sequence)
     }
 }

@@ -63,6 +63,13 @@ extension Bench {
                             "broker round trip of one %d×%d set (echo worker, ipc): p50 %.2f ms, p99 %.2f ms   peer bare REQ-REP of the same bytes: p50 %.2f ms, p99 %.2f ms   ratio (p50) %.2f",
                         size, size, latency.brokerP50Ms, latency.brokerP99Ms, latency.bareP50Ms, latency.bareP99Ms,
                         latency.brokerP50Ms / latency.bareP50Ms))
+                print(
+                    String(
+                        format:
+                            "broker ceiling %d×%d (echo worker, 8 sets in flight): %.0f sets/s, %.2f GB/s of jobs   peer bare REQ-REP one at a time: %.0f sets/s   ratio %.2f",
+                        size, size, latency.echoSetsPerSecond,
+                        latency.echoSetsPerSecond * Double(latency.jobBytes) / 1e9, 1000 / latency.bareP50Ms,
+                        latency.echoSetsPerSecond * latency.bareP50Ms / 1000))
             }
             for row in try WorkersBench.throughput(
                 sizes: [512, 1024], workerCounts: [1, 2, 4], sets: 40, dir: dir)
