@@ -94,9 +94,9 @@ public enum WorkersBench {
                 let broker = try WorkBroker(endpoint: endpoint) { _ in
                     throw MoireError(.usage, "no in-process fallback in the benchmark")
                 }
-                let workers = (0..<count).map { index in
+                let workers = try (0..<count).map { index in
                     let processor = SIMWorkProcessor()
-                    return WorkWorker(endpoint: endpoint, name: "bench\(index)") { try processor.process($0) }
+                    return try WorkWorker(endpoint: endpoint, name: "bench\(index)") { try processor.process($0) }
                 }
                 for worker in workers { try worker.start() }
                 let deadline = Date().addingTimeInterval(60)
@@ -145,7 +145,9 @@ public enum WorkersBench {
             .item(sequence: 0, frames: frames, pixel: .uint16)
         let endpoint = "ipc://\(dir)/latency.sock"
         let broker = try WorkBroker(endpoint: endpoint) { $0 }
-        let echo = WorkWorker(endpoint: endpoint, name: "echo") { WorkItem(sequence: $0.sequence, parts: [Data([1])]) }
+        let echo = try WorkWorker(endpoint: endpoint, name: "echo") {
+            WorkItem(sequence: $0.sequence, parts: [Data([1])])
+        }
         try echo.start()
         let deadline = Date().addingTimeInterval(60)
         while broker.liveWorkers < 1, Date() < deadline { usleep(5000) }

@@ -42,6 +42,10 @@ public final class WorkBroker: @unchecked Sendable {
     /// The endpoint as bound (`:*` resolved).
     public let endpoint: String
     private let socket: ZMQSocket
+    /// Submissions, local results and `stop` wake the broker's thread at once (no polling delay).
+    private let wakeReceiver: ZMQSocket
+    private let wakeSender: ZMQSocket
+    private let wakeLock = NSLock()
     private let timing: WorkTiming
     private let fallback: @Sendable (WorkItem) throws -> WorkItem
     private let zapDomain: String?
@@ -101,6 +105,11 @@ public final class WorkBroker: @unchecked Sendable {
         }
         try socket.bind(endpoint)
         self.endpoint = try socket.lastEndpoint()
+        let wakeEndpoint = "inproc://moire-broker-wake-\(UUID().uuidString)"
+        wakeReceiver = try ZMQSocket(.shared, type: .pull)
+        try wakeReceiver.bind(wakeEndpoint)
+        wakeSender = try ZMQSocket(.shared, type: .push)
+        try wakeSender.connect(wakeEndpoint)
         self.timing = timing
         self.fallback = fallback
         let brokerThread = Thread { [self] in serve() }
@@ -121,6 +130,15 @@ public final class WorkBroker: @unchecked Sendable {
         pending.append(job)
         lock.broadcast()
         lock.unlock()
+        wake()
+    }
+
+    /// Wakes the broker's thread (any thread may call it).
+    private func wake() {
+        wakeLock.lock()
+        defer { wakeLock.unlock() }
+        // A full wake queue already holds a wake-up.
+        try? wakeSender.send([.bytes(Data([1]))], dontWait: true)
     }
 
     /// The next result in sequence order, waiting up to `timeoutMs` (nil when it has not come).
@@ -156,6 +174,7 @@ public final class WorkBroker: @unchecked Sendable {
         stopped = true
         lock.broadcast()
         lock.unlock()
+        wake()
         if first {
             finished.wait()
             finished.wait()
@@ -173,7 +192,13 @@ public final class WorkBroker: @unchecked Sendable {
             let stop = stopped
             lock.unlock()
             if stop { return }
-            if (try? socket.poll(timeoutMs: 2)) == true {
+            // Heartbeats and expiries need a turn at least every heartbeat; anything else wakes it.
+            let (fromWorkers, woken) =
+                (try? socket.poll(with: wakeReceiver, timeoutMs: timing.heartbeatMs)) ?? (false, false)
+            if woken {
+                while (try? wakeReceiver.receive(dontWait: true)) != nil {}
+            }
+            if fromWorkers {
                 while let parts = try? socket.receive(dontWait: true) { handle(parts) }
             }
             expireDeadWorkers()
@@ -309,6 +334,7 @@ public final class WorkBroker: @unchecked Sendable {
             complete(WorkItem(sequence: job.sequence, parts: result.parts), by: "local")
             localJob = nil
             lock.unlock()
+            wake()
         }
     }
 }
@@ -324,6 +350,10 @@ public final class WorkWorker: @unchecked Sendable {
     private let timing: WorkTiming
     private let process: @Sendable (WorkItem) throws -> WorkItem
     private let lock = NSCondition()
+    /// A result (or `stop`) wakes the socket thread at once.
+    private let wakeEndpoint = "inproc://moire-worker-wake-\(UUID().uuidString)"
+    private let wakeReceiver: ZMQSocket
+    private let wakeSender: ZMQSocket
     private var job: WorkItem?
     private var result: WorkItem?
     private var stopped = false
@@ -344,7 +374,11 @@ public final class WorkWorker: @unchecked Sendable {
     public init(
         endpoint: String, name: String, curve: (server: CurveKey, client: CurveKeyPair)? = nil,
         timing: WorkTiming = WorkTiming(), process: @escaping @Sendable (WorkItem) throws -> WorkItem
-    ) {
+    ) throws {
+        wakeReceiver = try ZMQSocket(.shared, type: .pull)
+        try wakeReceiver.bind(wakeEndpoint)
+        wakeSender = try ZMQSocket(.shared, type: .push)
+        try wakeSender.connect(wakeEndpoint)
         self.endpoint = endpoint
         self.name = name
         self.curve = curve
@@ -384,6 +418,7 @@ public final class WorkWorker: @unchecked Sendable {
         if crashing { crashed = true }
         stopped = true
         lock.broadcast()
+        if first { try? wakeSender.send([.bytes(Data([1]))], dontWait: true) }
         lock.unlock()
         guard first, started else { return }
         finished.wait()
@@ -441,7 +476,12 @@ public final class WorkWorker: @unchecked Sendable {
                 try? socket.send([.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .bytes($0) })
                 lastSent = Date()
             }
-            if (try? socket.poll(timeoutMs: 2)) == true, let message = try? socket.receive(dontWait: true) {
+            let (fromBroker, woken) =
+                (try? socket.poll(with: wakeReceiver, timeoutMs: timing.heartbeatMs)) ?? (false, false)
+            if woken {
+                while (try? wakeReceiver.receive(dontWait: true)) != nil {}
+            }
+            if fromBroker, let message = try? socket.receive(dontWait: true) {
                 lastHeard = Date()
                 if message.first?.string == "JOB", message.count >= 2, let sequence = Int(message[1].string) {
                     lock.lock()
@@ -477,6 +517,8 @@ public final class WorkWorker: @unchecked Sendable {
                 completed += 1
             }
             let stop = stopped
+            // The wake socket is used under `lock` (here and in `end`).
+            try? wakeSender.send([.bytes(Data([1]))], dontWait: true)
             lock.unlock()
             if stop { return }
         }

@@ -193,6 +193,17 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
         let n = try zmqCall("poll", zmq_poll(&item, 1, timeoutMs))
         return n > 0 && (item.revents & Int16(ZMQ_POLLIN)) != 0
     }
+
+    /// Waits up to `timeoutMs` for a message on this socket or on `other`; which of them has one.
+    public func poll(with other: borrowing ZMQSocket, timeoutMs: Int) throws -> (this: Bool, other: Bool) {
+        var items = [
+            zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
+            zmq_pollitem_t(socket: other.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
+        ]
+        let n = try zmqCall("poll", zmq_poll(&items, 2, timeoutMs))
+        guard n > 0 else { return (false, false) }
+        return ((items[0].revents & Int16(ZMQ_POLLIN)) != 0, (items[1].revents & Int16(ZMQ_POLLIN)) != 0)
+    }
 }
 
 /// Loopback-only rule for the result bus (EndpointRule): anything beyond this machine needs CURVE keys.

@@ -37,7 +37,7 @@ struct Worker: ParsableCommand {
             let processor = SIMWorkProcessor()
             let label = name ?? "\(ProcessInfo.processInfo.hostName):\(getpid())"
             let verbose = progress
-            let worker = WorkWorker(endpoint: connect, name: label, curve: curve) { item in
+            let worker = try WorkWorker(endpoint: connect, name: label, curve: curve) { item in
                 let result = try processor.process(item)
                 if verbose { FileHandle.standardOutput.write(Data("set \(item.sequence) reconstructed\n".utf8)) }
                 return result

@@ -36,9 +36,9 @@ import Testing
 
         let endpoint = "ipc://\(dir)/work.sock"
         let extra = "reconstruction: {record: true, workers: 2, work_endpoint: \"\(endpoint)\"}"
-        var workers = (0..<2).map { index in
+        var workers = try (0..<2).map { index in
             let processor = SIMWorkProcessor()
-            return WorkWorker(endpoint: endpoint, name: "w\(index)") { try processor.process($0) }
+            return try WorkWorker(endpoint: endpoint, name: "w\(index)") { try processor.process($0) }
         }
         for worker in workers { try worker.start() }
         let shared = try run("shared", extra: extra)
@@ -51,10 +51,10 @@ import Testing
 
         // A worker that dies (as a killed process does: no answer, no goodbye) after its second set.
         let steadyProcessor = SIMWorkProcessor()
-        let steady = WorkWorker(endpoint: endpoint, name: "steady") { try steadyProcessor.process($0) }
+        let steady = try WorkWorker(endpoint: endpoint, name: "steady") { try steadyProcessor.process($0) }
         let doomedProcessor = SIMWorkProcessor()
         let doomedCount = Counter()
-        let doomed = WorkWorker(endpoint: endpoint, name: "doomed") { item in
+        let doomed = try WorkWorker(endpoint: endpoint, name: "doomed") { item in
             doomedCount.add()
             usleep(50_000)
             return try doomedProcessor.process(item)

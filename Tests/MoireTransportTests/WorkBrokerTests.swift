@@ -47,8 +47,8 @@ private func collect(_ broker: WorkBroker, count: Int) -> (ok: Bool, makers: [St
             endpoint: "tcp://127.0.0.1:*", access: .curve(server: server, authorizedWorkers: clients.map(\.publicKey)),
             timing: timing, fallback: doubled(by: "local"))
         defer { broker.stop() }
-        let workers = (0..<2).map { index in
-            WorkWorker(
+        let workers = try (0..<2).map { index in
+            try WorkWorker(
                 endpoint: broker.endpoint, name: "w\(index)", curve: (server.publicKey, clients[index]), timing: timing,
                 process: doubled(by: "w\(index)", delayMs: 2))
         }
@@ -70,9 +70,9 @@ private func collect(_ broker: WorkBroker, count: Int) -> (ok: Bool, makers: [St
     @Test func aDeadWorkersJobGoesToAnotherAndNothingIsLost() throws {
         let broker = try WorkBroker(endpoint: "tcp://127.0.0.1:*", timing: timing, fallback: doubled(by: "local"))
         defer { broker.stop() }
-        let steady = WorkWorker(
+        let steady = try WorkWorker(
             endpoint: broker.endpoint, name: "steady", timing: timing, process: doubled(by: "steady", delayMs: 3))
-        let doomed = WorkWorker(
+        let doomed = try WorkWorker(
             endpoint: broker.endpoint, name: "doomed", timing: timing, process: doubled(by: "doomed", delayMs: 3))
         try steady.start()
         try doomed.start()
@@ -110,7 +110,7 @@ private func collect(_ broker: WorkBroker, count: Int) -> (ok: Bool, makers: [St
             endpoint: "tcp://127.0.0.1:*", access: .curve(server: server, authorizedWorkers: [known.publicKey]),
             timing: timing, fallback: doubled(by: "local"))
         defer { broker.stop() }
-        let intruder = WorkWorker(
+        let intruder = try WorkWorker(
             endpoint: broker.endpoint, name: "intruder", curve: (server.publicKey, stranger), timing: timing,
             process: doubled(by: "intruder"))
         try intruder.start()
