@@ -185,9 +185,48 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         }
         if channels.isEmpty { throw try root.required("channels").error("expected at least one channel") }
 
+        // A useq-schema MDASequence for the time, z and channel parts (pymmcore-plus's schema).
+        var sequence: UseqSequence?
+        if let sn = try root.child("sequence") {
+            let path = root.resolvePath(try sn.string())
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw sn.error("sequence file '\(path)' does not exist")
+            }
+            sequence = try UseqSequence.load(file: path)
+            for block in ["timelapse", "z"] {
+                if let node = try root.child(block) {
+                    throw node.error("the sequence (\(path)) gives the time points and the z stack; remove '\(block)'")
+                }
+            }
+        }
+        if let sequence, !sequence.channels.isEmpty {
+            let defined = channels
+            channels = try sequence.channels.map { chosen in
+                guard var channel = defined.first(where: { $0.name == chosen.config }) else {
+                    throw MoireError(
+                        .config,
+                        "channel '\(chosen.config)' is not one of the protocol's channels (\(defined.map(\.name).joined(separator: ", ")))",
+                        place: chosen.place)
+                }
+                if let exposure = chosen.exposureMs {
+                    guard cam.exposureMs.contains(exposure) else {
+                        throw MoireError(
+                            .config,
+                            "exposure \(fmt(exposure)) ms is outside the camera's \(fmt(cam.exposureMs.lowerBound))…\(fmt(cam.exposureMs.upperBound)) ms",
+                            place: chosen.place)
+                    }
+                    channel.exposureMs = exposure
+                }
+                return channel
+            }
+            if Set(channels.map(\.name)).count != channels.count {
+                throw MoireError(.config, "the sequence names a channel twice", place: sequence.file)
+            }
+        }
+
         // Time-lapse.
-        var timepoints = 1
-        var interval = 0.0
+        var timepoints = sequence?.timepoints ?? 1
+        var interval = sequence?.intervalMs ?? 0
         if let tn = try root.child("timelapse") {
             timepoints = try tn.required("count").int(in: 1...10_000_000)
             interval = try tn.optionalDouble("interval_ms", in: 0...86_400_000, unit: " ms") ?? 0
@@ -199,23 +238,36 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         var zStep = 0.0
         var zStart = 0.0
         let zNode = try root.child("z")
-        let hasZ = zNode != nil
+        let hasZ = zNode != nil || sequence?.z != nil
+        /// What moves in z, its range and its home (µm); `node` is where a missing stage is reported.
+        func zAxis(_ place: () -> MoireError) throws -> (range: ClosedRange<Double>, home: Double, what: String) {
+            let galvoScan = (mode == .llsm || mode == .llssim) && rig.lightSheet?.scan == .galvo
+            if galvoScan, let sc = rig.scanner?.profile.scanner {
+                return (
+                    (sc.rangeV.lowerBound * sc.umPerV)...(sc.rangeV.upperBound * sc.umPerV), sc.parkV * sc.umPerV,
+                    "galvo scan"
+                )
+            }
+            guard let stage = rig.stage?.profile.stage else { throw place() }
+            return (stage.rangeUm, stage.homeUm, "stage")
+        }
+        if let sequence, let zPlace = sequence.zPlace {
+            let missing = MoireError(.config, "a z stack needs a stage; rig '\(rig.name)' has none", place: zPlace)
+            let (range, home, what) = try zAxis { missing }
+            let stack = sequence.zStack(home: home)!
+            let end = stack.startUm + Double(stack.planes - 1) * stack.stepUm
+            guard (1...100_000).contains(stack.planes), range.contains(stack.startUm), range.contains(end) else {
+                throw MoireError(
+                    .config,
+                    "the z stack (\(stack.planes) planes, \(fmt(stack.startUm))…\(fmt(end)) µm) is outside the \(what)'s range \(fmt(range.lowerBound))…\(fmt(range.upperBound)) µm",
+                    place: zPlace)
+            }
+            (zPlanes, zStart, zStep) = (stack.planes, stack.startUm, stack.stepUm)
+        }
         if let zn = zNode {
             zPlanes = try zn.required("planes").int(in: 1...100_000)
             zStep = try zn.optionalDouble("step_um", in: -1000...1000, unit: " µm") ?? 0
-            let galvoScan = (mode == .llsm || mode == .llssim) && rig.lightSheet?.scan == .galvo
-            let range: ClosedRange<Double>
-            let home: Double
-            let what: String
-            if galvoScan, let sc = rig.scanner?.profile.scanner {
-                range = (sc.rangeV.lowerBound * sc.umPerV)...(sc.rangeV.upperBound * sc.umPerV);
-                home = sc.parkV * sc.umPerV; what = "galvo scan"
-            } else {
-                guard let stage = rig.stage?.profile.stage else {
-                    throw zn.error("a z range needs a stage; rig '\(rig.name)' has none")
-                }
-                range = stage.rangeUm; home = stage.homeUm; what = "stage"
-            }
+            let (range, home, what) = try zAxis { zn.error("a z range needs a stage; rig '\(rig.name)' has none") }
             zStart = try zn.optionalDouble("start_um", in: range, unit: " µm") ?? home
             let end = zStart + Double(zPlanes - 1) * zStep
             guard range.contains(end) else {

@@ -272,12 +272,22 @@ struct Validate: ParsableCommand {
         abstract: "Check a protocol (and its rig and profiles) without touching any device.")
     @Argument(help: "Protocol file (YAML).") var protocolFile: String
     @Option(name: .long, help: "Rig file to check against instead of the protocol's rig.") var rig: String?
+    @Option(
+        name: .long,
+        help: "Also write the protocol's time, z and channels as a useq-schema MDASequence (YAML) here.")
+    var toUseq: String?
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
+            try output.check(outputs: [toUseq], inputs: [protocolFile])
             let p = try AcquisitionProtocol.load(file: protocolFile, rigFile: rig)
             try AcquisitionPipeline.preflight(p)
+            if let toUseq {
+                try UseqSequence.export(p).write(toFile: toUseq, atomically: true, encoding: .utf8)
+                print("useq MDASequence (time, z, channels; SIM geometry in metadata.moire) written to \(toUseq)")
+            }
             print(
                 "\(protocolFile): OK — \(p.mode.rawValue) on '\(p.rig.name)', \(p.totalFrames) frames of \(p.roiWidth)×\(p.roiHeight), pixel \(String(format: "%.4f", p.pixelSizeUm)) µm"
             )

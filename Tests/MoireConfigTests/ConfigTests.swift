@@ -77,6 +77,55 @@ import Testing
         #expect(try AcquisitionProtocol.load(file: upwards + file.dropFirst()).file == file)
     }
 
+    /// A useq-schema MDASequence gives the time points, the z stack (range centred on the stage's
+    /// home, or top and bottom) and the channels (by name, with their exposures); what Moiré cannot
+    /// acquire is refused at its place in the sequence file.
+    @Test func aUseqSequenceGivesTimeZAndChannels() throws {
+        let twoChannels = base.replacingOccurrences(
+            of: "channels:\n  - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 5, pattern_set: sim488}",
+            with: """
+                channels:
+                  - {name: gfp, laser: l488, power_mw: 10, exposure_ms: 5, pattern_set: sim488}
+                  - {name: red, laser: l560, power_mw: 10, exposure_ms: 5, pattern_set: sim560}
+                """)
+        func load(_ sequence: String) throws -> AcquisitionProtocol {
+            _ = Fixtures.write(sequence, to: "seq.yaml", in: dir)
+            return try AcquisitionProtocol.load(file: Fixtures.write(twoChannels + "\nsequence: seq.yaml\n", to: "useq.yaml", in: dir))
+        }
+        let p = try load("""
+            axis_order: [t, p, c, z]
+            channels: [{config: red, exposure: 7.5}, {config: gfp}]
+            time_plan: {interval: "0:00:01.5", loops: 4}
+            z_plan: {range: 2.0, step: 0.5}
+            metadata: {anything: 1}
+            """)
+        #expect(p.timepoints == 4 && p.intervalMs == 1500)
+        #expect(p.channels.map(\.name) == ["red", "gfp"] && p.channels.map(\.exposureMs) == [7.5, 5])
+        #expect(p.zPlanes == 5 && p.zStepUm == 0.5 && p.hasZ)
+        let home = try #require(p.rig.stage?.profile.stage?.homeUm)
+        #expect(abs(p.zStartUm - (home - 1)) < 1e-9)
+        let down = try load("z_plan: {top: \(home + 1), bottom: \(home), step: 0.25, go_up: false}\n")
+        #expect(down.zPlanes == 5 && down.zStepUm == -0.25 && abs(down.zStartUm - (home + 1)) < 1e-9)
+        #expect(down.channels.map(\.name) == ["gfp", "red"] && down.timepoints == 1)
+
+        for (sequence, words) in [
+            ("stage_positions: [{x: 1, y: 2}, {x: 3, y: 4}]\n", "one stage position"),
+            ("axis_order: tpzc\n", "axis_order tpcz"), ("channels: [{config: blue}]\n", "not one of the protocol's"),
+            ("grid_plan: {rows: 2, columns: 2}\n", "grid_plan"), ("z_plan: {range: 9000, step: 1}\n", "outside the stage"),
+            ("channels: [{config: gfp, exposure: 1000000}]\n", "exposure"),
+        ] {
+            do {
+                _ = try load(sequence)
+                Issue.record("accepted: \(sequence)")
+            } catch let error as MoireError {
+                #expect(error.message.contains(words), "\(sequence): \(error)")
+                #expect(error.place?.contains("seq.yaml") == true, "\(sequence): \(error)")
+            }
+        }
+        let both = try #require(loadError(twoChannels + "\nsequence: seq.yaml\ntimelapse: {count: 2}\n"))
+        #expect(both.message.contains("remove 'timelapse'"), "\(both)")
+    }
+
     @Test func shippedProtocolsLoad() throws {
         let tirf = try AcquisitionProtocol.load(file: Fixtures.path("sim-hardware/protocols/tirf-sim.yaml"))
         #expect(tirf.totalFrames == 180)
