@@ -10,8 +10,8 @@ import MoireCore
 /// a blocked layout on AVX-512/AVX2) before use; weight gradients come back the same way.
 /// `backward` accumulates into `gradWeights` and `gradBias`, and returns the input gradient unless
 /// asked not to (a first layer never needs it).
-// Sendable by hand: oneDNN primitives and weights: used by the one thread that trains or infers with its network.
-public final class Conv2D: @unchecked Sendable {
+// Not Sendable: oneDNN primitives and weights: used by the one thread that trains or infers with its network.
+public final class Conv2D {
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int
     public let weights: Tensor, bias: Tensor
     public let gradWeights: Tensor, gradBias: Tensor

@@ -9,8 +9,8 @@ func dnnlCall(_ what: @autoclosure () -> String, _ status: dnnl_status_t) throws
 }
 
 /// A oneDNN CPU engine and stream (shared handle). The denoiser's layers run on it.
-// Sendable by hand: the oneDNN engine and stream, immutable after init; each network runs on one thread at a time.
-public final class DNNLEngine: @unchecked Sendable {
+// Not Sendable: the oneDNN engine and stream, immutable after init; each network runs on one thread at a time.
+public final class DNNLEngine {
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t
 

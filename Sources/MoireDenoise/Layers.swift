@@ -3,8 +3,8 @@ import Foundation
 import MoireCore
 
 /// Leaky ReLU (`alpha` = 0: ReLU), forward and backward through oneDNN's eltwise primitives.
-// Sendable by hand: layer buffers: used by the one thread that runs its network.
-public final class Activation: @unchecked Sendable {
+// Not Sendable: layer buffers, used by the one thread that runs its network.
+public final class Activation {
     public let alpha: Float
     let engine: DNNLEngine
     private var plans:
@@ -60,8 +60,8 @@ public final class Activation: @unchecked Sendable {
 }
 
 /// 2× nearest-neighbour upsampling, forward and backward through oneDNN's resampling primitives.
-// Sendable by hand: layer buffers: used by the one thread that runs its network.
-public final class Upsample2x: @unchecked Sendable {
+// Not Sendable: layer buffers, used by the one thread that runs its network.
+public final class Upsample2x {
     let engine: DNNLEngine
     private var plans:
         [String: (
@@ -161,8 +161,8 @@ public enum TensorOps {
 }
 
 /// Adam (Kingma & Ba) over a list of parameter/gradient tensor pairs.
-// Sendable by hand: optimiser moments: updated only by the training thread of its network.
-public final class Adam: @unchecked Sendable {
+// Not Sendable: optimiser moments, updated only by the training thread of its network.
+public final class Adam {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float
     private var m: [[Float]], v: [[Float]]

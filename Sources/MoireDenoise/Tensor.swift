@@ -4,8 +4,8 @@ import MoireCore
 /// A float32 tensor with logical dimensions N, C, H, W in 64-byte aligned memory (what oneDNN reads and
 /// writes in place). Activations are stored channels-last (`nhwc`: oneDNN's fast AVX-512/AVX2
 /// convolutions read it directly); weights are stored `nchw` (OIHW). For one channel both are the same.
-// Sendable by hand: a oneDNN memory buffer: written by one thread at a time (its network's); readers get copies.
-public final class Tensor: @unchecked Sendable {
+// Not Sendable: a oneDNN memory buffer, written by one thread at a time (its network's); readers get copies.
+public final class Tensor {
     public enum Layout: Sendable { case nchw, nhwc }
     public let n: Int, c: Int, h: Int, w: Int
     public let layout: Layout
@@ -51,8 +51,8 @@ public final class Tensor: @unchecked Sendable {
 /// every time; the workspace hands out the tensors of the previous pass again (contents undefined:
 /// every layer overwrites its output), so a frame costs no allocation and no page faults. One pass
 /// at a time: `reset()` starts the next, and tensors from the previous pass are then reused.
-// Sendable by hand: scratch buffers of one network: used by that network's one thread.
-public final class Workspace: @unchecked Sendable {
+// Not Sendable: scratch buffers of one network, used by that network's one thread.
+public final class Workspace {
     private var slots: [Tensor] = []
     private var next = 0
     public init() {}

@@ -10,8 +10,8 @@ import MoireCore
 /// With temporal context (`UNet.Input.frameAndHistory`) the network also sees a motion-adaptive
 /// running average of the earlier frames (`TemporalContext`): `denoise` (or `observe`) adds each
 /// frame to it after use, and training pairs the recorrupted crop with the same crop of the context.
-// Sendable by hand: one thread at a time (the stage's worker); weights shared under DenoiseStage.weightsLock.
-public final class Denoiser: @unchecked Sendable {
+// Not Sendable: one thread at a time (the stage's worker); weights shared under DenoiseStage.weightsLock.
+public final class Denoiser {
     public let net: UNet
     public var model: NoiseModel
     /// The starting learning rate; with `decay`, step n uses `learningRate · decay.factor^(min(n, steps)/steps)`.

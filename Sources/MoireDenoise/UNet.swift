@@ -10,8 +10,8 @@ import MoireCore
 /// multiples of 4. C is 1 (the frame) or, with temporal context, 2 (the frame and a running average
 /// of the earlier frames; see `TemporalContext`). One network serves one thread (its workspaces are reused from
 /// pass to pass).
-// Sendable by hand: layers and buffers of one network: used by one thread at a time (see the doc).
-public final class UNet: @unchecked Sendable {
+// Not Sendable: layers and buffers of one network: used by one thread at a time (see the doc).
+public final class UNet {
     /// What the network sees: one frame, or the frame and its temporal context (a running average of the earlier frames).
     public enum Input: Int, Sendable, CaseIterable {
         case frame = 1

@@ -19,8 +19,8 @@ import MoireReconstruction
 /// the SIM denoising test: 22.8 dB with w = 0.05 against 22.2 dB with the adaptive filter kept
 /// from the first set, which also left a peak at 2k). Not thread-safe; it sets the
 /// reconstructor's Wiener option.
-// Sendable by hand: used by one thread at a time (see the doc).
-public final class SIMDenoiser: @unchecked Sendable {
+// Not Sendable: used by one thread at a time (see the doc).
+public final class SIMDenoiser {
     public enum Method: String, Sendable, CaseIterable { case rawPhases = "raw", srPairs = "sr" }
     public let method: Method
     public let denoiser: Denoiser

@@ -20,8 +20,8 @@ public struct SIM3DAngle: Codable, Sendable, Equatable {
 /// result has twice the lateral sampling and fills the widefield OTF's missing cone.
 ///
 /// Stacks are `[angle][phase]`, each `n × n × nz` floats (x fastest, z slowest).
-// Sendable by hand: buffers reused per call: one reconstructor per thread.
-public final class SIM3DReconstructor: @unchecked Sendable {
+// Not Sendable: buffers reused per call: one reconstructor per thread.
+public final class SIM3DReconstructor {
     public let n: Int, nz: Int
     public let pixelUm: Double, dzUm: Double
     public let optics: Widefield3D
