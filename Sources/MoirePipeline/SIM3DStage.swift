@@ -18,6 +18,10 @@ public struct SIM3DStageCounters: Sendable, Equatable {
     public var skippedMissing = 0
     /// Parameter estimations (once per channel; again with `estimate: every:N` or `on-drop`).
     public var estimations = 0
+    /// With workers: stacks reconstructed by each (`local`: in process while none was connected).
+    public var stacksByWorker: [String: Int] = [:]
+    /// With workers: stacks that came back unusable (skipped).
+    public var workerFailures = 0
 }
 
 /// The live 3D-SIM stage (mode sim3d): every time point's z × angle × phase frames of a channel are
@@ -47,6 +51,21 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
     private var own = SIM3DStageCounters()
     private var reconstructors: [Int: (rec: SIM3DReconstructor, parameters: [SIM3DAngle], flagged: [Bool])] = [:]
     private var lastEstimatedT: [Int: Int] = [:]
+    /// With `reconstruction.workers`: the broker the stacks go through (nil: reconstructed here).
+    let broker: WorkBroker?
+    /// A stack handed to the broker, kept until its volume comes back.
+    private struct SentStack {
+        var first: FrameHeader
+        var inputs: [Int]
+        var parameters: [SIM3DAngle]
+        var flagged: [Bool]
+        var publishedNs: Int64
+    }
+    private var sent: [Int: SentStack] = [:]
+    private var nextSequence = 0
+    private var submissionsEnded = false
+    private let sentChanged = NSCondition()
+    private let collected = DispatchSemaphore(value: 0)
     private let volumeOutput: VolumeOutput
     var recordPath: String? { volumeOutput.recordPath }
 
@@ -79,6 +98,7 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
         n = p.roiWidth; nz = p.zPlanes; angles = p.angles; phases = p.phases
         bus = try RawBus()
         let (a, ph) = (angles, phases)
+        broker = try WorkBroker.forReconstruction(options)
         stacks = StackQueue(stream: "raw", slots: nz * angles * phases, width: n, height: n) { h in
             guard h.z >= 0, h.angle >= 0, h.angle < a, h.phase >= 0, h.phase < ph else { return nil }
             return (h.z * a + h.angle) * ph + h.phase
@@ -88,9 +108,17 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
             recordPath: options.record ? recordingPath.map { RecordingIndex.stem(of: $0) + ".sr3d.ome.tif" } : nil)
     }
 
+    deinit { broker?.stop() }
+
     func start() {
+        if let broker {
+            let collector = Thread { [self] in collect(from: broker) }
+            collector.name = "moire.stage.sim3d.collect"
+            collector.start()
+        }
         stacks.start(
-            name: "moire.stage.sim3d", logger: logger, output: volumeOutput, process: { [self] in try process($0) }
+            name: "moire.stage.sim3d", logger: logger, output: volumeOutput, process: { [self] in try process($0) },
+            drain: { [self] in drainWorkers() }
         ) { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind + c.skippedMissing)
@@ -110,6 +138,7 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
                 StageCounter(name: "skipped.behind", value: c.skippedBehind),
                 StageCounter(name: "skipped.missing", value: c.skippedMissing),
                 StageCounter(name: "estimations", value: c.estimations),
+                StageCounter(name: "worker.failures", value: c.workerFailures),
                 StageCounter(name: "unpublished", value: volumeOutput.dropped),
             ], details: c)
     }
@@ -188,14 +217,40 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
             }
         }
         let (rec, parameters, flagged) = reconstructors[h0.c]!
+        let inputs = stack.headers.compactMap { $0?.seq }
+        let publishedNs = stack.headers.compactMap { $0?.publishedNs }.max() ?? 0
+        if let broker {
+            let job = SIM3DJob(
+                reconstructor: rec, phases: phases, emissionNm: proto.channels[h0.c].emissionNm, parameters: parameters)
+            let item = try job.item(sequence: 0, stacks: phaseStacks)
+            sentChanged.lock()
+            while sent.count >= 4 { sentChanged.wait() }
+            let sequence = nextSequence
+            nextSequence += 1
+            sent[sequence] = SentStack(
+                first: h0, inputs: inputs, parameters: parameters, flagged: flagged, publishedNs: publishedNs)
+            sentChanged.unlock()
+            broker.submit(WorkItem(sequence: sequence, parts: item.parts))
+            return
+        }
+        try emit(
+            try rec.reconstruct(phaseStacks, parameters: parameters), first: h0, inputs: inputs, parameters: parameters,
+            flagged: flagged, publishedNs: publishedNs)
+    }
+
+    /// Publishes (and with `record`, records) one SR volume and counts it.
+    private func emit(
+        _ data: [Float], first h0: FrameHeader, inputs: [Int], parameters: [SIM3DAngle], flagged: [Bool],
+        publishedNs: Int64
+    ) throws {
         let vol = Volume(
-            width: 2 * n, height: 2 * n, depth: nz, data: try rec.reconstruct(phaseStacks, parameters: parameters),
+            width: 2 * n, height: 2 * n, depth: nz, data: data,
             voxelUm: (proto.pixelSizeUm / 2, proto.pixelSizeUm / 2, abs(proto.zStepUm)))
         var vh = FrameHeader(
             stream: "sr3d", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
             z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
             exposureStartNs: h0.exposureStartNs, state: h0.state)
-        vh.inputs = stack.headers.compactMap { $0?.seq }
+        vh.inputs = inputs
         vh.params = [
             "voxelZUm": String(vol.voxelUm.z),
             "k": parameters.map { String(format: "%.5f", hypot($0.kx, $0.ky)) }.joined(separator: ","),
@@ -209,8 +264,61 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
         try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
         PipelineMetrics.volumes(stage: name).increment()
-        PipelineMetrics.recordLatency(
-            stage: name, sincePublishedNs: stack.headers.compactMap { $0?.publishedNs }.max() ?? 0)
+        PipelineMetrics.recordLatency(stage: name, sincePublishedNs: publishedNs)
+    }
+
+    /// The collector's thread: volumes in stack order, published as they come.
+    private func collect(from broker: WorkBroker) {
+        defer { collected.signal() }
+        while true {
+            if let result = broker.nextResult(timeoutMs: 100) {
+                sentChanged.lock()
+                let stack = sent.removeValue(forKey: result.sequence)
+                sentChanged.broadcast()
+                sentChanged.unlock()
+                guard let stack else { continue }
+                do {
+                    guard result.parts.count == 1, result.parts[0].count == 4 * 4 * n * n * nz else {
+                        throw MoireError(
+                            .format, "the volume of stack \(result.sequence) came back with the wrong size")
+                    }
+                    let data = result.parts[0].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                    try emit(
+                        data, first: stack.first, inputs: stack.inputs, parameters: stack.parameters,
+                        flagged: stack.flagged, publishedNs: stack.publishedNs)
+                } catch {
+                    lock.lock()
+                    own.workerFailures += 1
+                    lock.unlock()
+                    logger.error(
+                        "a stack came back from its worker unusable; skipped",
+                        metadata: ["stack": "\(result.sequence)", "error": "\(error)"])
+                }
+                continue
+            }
+            sentChanged.lock()
+            let over = submissionsEnded && sent.isEmpty
+            sentChanged.unlock()
+            if over { return }
+        }
+    }
+
+    /// After the last stack: waits until every stack out at a worker has come back (a hang
+    /// watchdog of 600 s), then records how many each worker did.
+    private func drainWorkers() {
+        guard let broker else { return }
+        sentChanged.lock()
+        submissionsEnded = true
+        sentChanged.broadcast()
+        sentChanged.unlock()
+        if collected.wait(timeout: .now() + 600) == .timedOut {
+            logger.error("3D-SIM stacks still out at workers after 600 s; the run ends without them")
+        }
+        let completedBy = broker.counts.completedBy
+        broker.stop()
+        lock.lock()
+        own.stacksByWorker = completedBy
+        lock.unlock()
     }
 }
 

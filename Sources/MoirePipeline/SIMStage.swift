@@ -150,7 +150,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         proto = p
         self.options = options
         fixedHeaderParameters = options.headerParameters(cameraOffsetADU: p.rig.cameraProfile.offsetADU)
-        broker = try Self.makeBroker(options)
+        broker = try WorkBroker.forReconstruction(options)
         self.logger = logger
         bus = try RawBus()
         let per = p.angles * p.phases
@@ -196,23 +196,6 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         let t = Thread { [self] in work() }
         t.name = "moire.stage.sim"
         t.start()
-    }
-
-    /// The broker for `reconstruction.workers`: loopback or ipc workers are this machine's; any
-    /// other address needs the daemon's CURVE key and the workers' public keys (keys directory:
-    /// `moired.key_secret`, `workers/*.key`).
-    private static func makeBroker(_ options: LiveReconstructionSpec) throws -> WorkBroker? {
-        guard options.workers != nil else { return nil }
-        let endpoint = options.workEndpoint
-        var access = WorkAccess.local
-        if endpoint.hasPrefix("tcp://"), EndpointRule.bindProblem(endpoint) != nil {
-            let keys = CurveKeyFile.defaultDirectory
-            access = .curve(
-                server: try CurveKeyFile.readSecret(keys + "/moired.key_secret"),
-                authorizedWorkers: try CurveKeyFile.readAllowList(keys + "/workers"))
-        }
-        let processor = SIMWorkProcessor()
-        return try WorkBroker(endpoint: endpoint, access: access) { try processor.process($0) }
     }
 
     var report: StageReport {

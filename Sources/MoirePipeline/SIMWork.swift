@@ -1,7 +1,28 @@
 import Foundation
+import MoireConfig
 import MoireCore
+import MoireFFT
 import MoireReconstruction
 import MoireTransport
+
+extension WorkBroker {
+    /// The broker for `reconstruction.workers`: loopback or ipc workers are this machine's; any
+    /// other address needs the daemon's CURVE key and the workers' public keys (keys directory:
+    /// `moired.key_secret`, `workers/*.key`).
+    static func forReconstruction(_ options: LiveReconstructionSpec) throws -> WorkBroker? {
+        guard options.workers != nil else { return nil }
+        let endpoint = options.workEndpoint
+        var access = WorkAccess.local
+        if endpoint.hasPrefix("tcp://"), EndpointRule.bindProblem(endpoint) != nil {
+            let keys = CurveKeyFile.defaultDirectory
+            access = .curve(
+                server: try CurveKeyFile.readSecret(keys + "/moired.key_secret"),
+                authorizedWorkers: try CurveKeyFile.readAllowList(keys + "/workers"))
+        }
+        let processor = SIMWorkProcessor()
+        return try WorkBroker(endpoint: endpoint, access: access) { try processor.process($0) }
+    }
+}
 
 /// The detection OTF a job names (a worker on another machine has no rig files).
 public enum OTFSpec: Codable, Sendable, Hashable {
@@ -27,7 +48,7 @@ public enum OTFSpec: Codable, Sendable, Hashable {
         if let measured = otf as? MeasuredRadialOTF {
             self = .measured(samples: measured.samples, step: measured.step)
         } else if let ideal = otf as? IdealOTF {
-            self = .ideal(na: ideal.na, emissionNm: ideal.wavelengthUm * 1000, attenuation: ideal.attenuation)
+            self = .ideal(na: ideal.na, emissionNm: ideal.emissionNm, attenuation: ideal.attenuation)
         } else {
             self = .ideal(na: 1, emissionNm: 500, attenuation: 1)
         }
@@ -112,6 +133,56 @@ public struct SIMJob: Codable, Sendable {
     }
 }
 
+/// One 3D-SIM stack to reconstruct elsewhere: the reconstructor's geometry and optics, the
+/// parameters, and (as the job's third part) the phase stacks as uint16 camera counts, angle-major,
+/// then phase, each `n × n × nz` (the first part is the tag `sim3d`).
+public struct SIM3DJob: Codable, Sendable {
+    public var n: Int
+    public var nz: Int
+    public var angles: Int
+    public var phases: Int
+    public var pixelUm: Double
+    public var dzUm: Double
+    public var na: Double
+    public var immersionIndex: Double
+    public var emissionNm: Double
+    public var background: Double
+    public var wiener: WienerParameter
+    public var parameters: [SIM3DAngle]
+
+    static let tag = Data("sim3d".utf8)
+
+    /// `emissionNm`: the channel's, as the reconstructor's optics were made from it (the wavelength
+    /// is derived from it on the worker the same way, so both reconstruct alike to the bit).
+    public init(reconstructor: SIM3DReconstructor, phases: Int, emissionNm: Double, parameters: [SIM3DAngle]) {
+        n = reconstructor.n
+        nz = reconstructor.nz
+        angles = parameters.count
+        self.phases = phases
+        pixelUm = reconstructor.pixelUm
+        dzUm = reconstructor.dzUm
+        na = reconstructor.optics.na
+        immersionIndex = reconstructor.optics.immersionIndex
+        self.emissionNm = emissionNm
+        background = reconstructor.background
+        wiener = reconstructor.wiener
+        self.parameters = parameters
+    }
+
+    /// The work item: the tag, this description, then the phase stacks (`stacks[angle][phase]`).
+    public func item(sequence: Int, stacks: [[[Float]]]) throws -> WorkItem {
+        var counts = [UInt16]()
+        counts.reserveCapacity(angles * phases * n * n * nz)
+        for angle in stacks {
+            for stack in angle {
+                for value in stack { counts.append(UInt16(max(0, min(65535, value.rounded())))) }
+            }
+        }
+        return WorkItem(
+            sequence: sequence, parts: [Self.tag, try JSONEncoder().encode(self), counts.withUnsafeBytes { Data($0) }])
+    }
+}
+
 /// Reconstructs SIM jobs (in a `moire worker`, or in process when no worker is there), one
 /// reconstructor per geometry, kept. A job that does not describe itself consistently (sizes,
 /// counts, parameters) is refused with what is wrong; the worker answers it with an empty result.
@@ -128,6 +199,52 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         }
     }
     private var reconstructors: [Data: Geometry] = [:]
+    private var reconstructors3D: [Data: SIM3DReconstructor] = [:]
+
+    /// A 3D-SIM stack: the volume (float32, `2n × 2n × nz`, z slowest) comes back.
+    private func process3D(_ item: WorkItem) throws -> WorkItem {
+        let job = try JSONDecoder().decode(SIM3DJob.self, from: item.parts[1])
+        guard (16...2048).contains(job.n), (2...512).contains(job.nz), (1...8).contains(job.angles),
+            (3...16).contains(job.phases), job.parameters.count == job.angles
+        else {
+            throw MoireError(
+                .format,
+                "job \(item.sequence): \(job.n)² × \(job.nz), \(job.angles) × \(job.phases) is not a 3D-SIM stack")
+        }
+        let volume = job.n * job.n * job.nz
+        guard item.parts[2].count == job.angles * job.phases * volume * 2 else {
+            throw MoireError(.format, "job \(item.sequence): \(item.parts[2].count) bytes of stacks")
+        }
+        let stacks = item.parts[2].withUnsafeBytes { raw -> [[[Float]]] in
+            let counts = raw.bindMemory(to: UInt16.self)
+            return (0..<job.angles).map { angle in
+                (0..<job.phases).map { phase in
+                    let start = (angle * job.phases + phase) * volume
+                    return (0..<volume).map { Float(counts[start + $0]) }
+                }
+            }
+        }
+        var key = job
+        key.parameters = []
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let keyData = try encoder.encode(key)
+        lock.lock()
+        defer { lock.unlock() }
+        let reconstructor: SIM3DReconstructor
+        if let existing = reconstructors3D[keyData] {
+            reconstructor = existing
+        } else {
+            reconstructor = try SIM3DReconstructor(
+                n: job.n, nz: job.nz, pixelUm: job.pixelUm, dzUm: job.dzUm,
+                optics: Widefield3D(na: job.na, immersionIndex: job.immersionIndex, emissionNm: job.emissionNm))
+            reconstructor.background = job.background
+            reconstructor.wiener = job.wiener
+            reconstructors3D[keyData] = reconstructor
+        }
+        let result = try reconstructor.reconstruct(stacks, parameters: job.parameters)
+        return WorkItem(sequence: item.sequence, parts: [result.withUnsafeBytes { Data($0) }])
+    }
 
     public init() {}
 
@@ -139,6 +256,7 @@ public final class SIMWorkProcessor: @unchecked Sendable {
     }
 
     public func process(_ item: WorkItem) throws -> WorkItem {
+        if item.parts.count == 3, item.parts[0] == SIM3DJob.tag { return try process3D(item) }
         guard item.parts.count == 2 else {
             throw MoireError(.format, "job \(item.sequence): \(item.parts.count) parts, expected 2")
         }

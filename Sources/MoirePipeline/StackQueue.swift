@@ -47,9 +47,10 @@ final class StackQueue: @unchecked Sendable {
     /// published there (`summary`: volumes made, stacks not made into volumes).
     func start(
         name: String, logger: Logger, output: VolumeOutput, process: @escaping (Stack) throws -> Void,
-        summary: @escaping () -> (volumes: Int, notMade: Int)
+        drain: @escaping () -> Void = {}, summary: @escaping () -> (volumes: Int, notMade: Int)
     ) {
         nonisolated(unsafe) let process = process
+        nonisolated(unsafe) let drain = drain
         nonisolated(unsafe) let summary = summary
         republish = output.bus
         nonisolated(unsafe) let end = { [self] in
@@ -71,6 +72,7 @@ final class StackQueue: @unchecked Sendable {
                     logger.error("\(name): stack skipped", metadata: ["error": "\(error)"])
                 }
             }
+            drain()
             end()
         }
         t.name = name

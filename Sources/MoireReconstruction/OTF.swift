@@ -16,12 +16,15 @@ public protocol RadialOTF: Sendable {
 /// values mimic the extra fall-off of a real objective (fairSIM's "compensation").
 public struct IdealOTF: RadialOTF {
     public let na: Double
+    /// As given (the wavelength is derived from it).
+    public let emissionNm: Double
     public let wavelengthUm: Double
     public let attenuation: Double
     public var cutoff: Double { 2 * na / wavelengthUm }
 
     public init(na: Double, emissionNm: Double, attenuation: Double = 1) {
         self.na = na
+        self.emissionNm = emissionNm
         wavelengthUm = emissionNm / 1000
         self.attenuation = attenuation
     }

@@ -158,6 +158,10 @@ struct Run: ParsableCommand {
             print(
                 "live 3D-SIM: \(c.volumes) SR volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
                     + (r.sim3dRecording.map { c.volumes > 0 ? "; SR volumes recorded to \($0)" : "" } ?? ""))
+            if !c.stacksByWorker.isEmpty {
+                let byWorker = c.stacksByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("3D-SIM workers: " + byWorker.joined(separator: ", ") + " stacks")
+            }
         }
         if let c = r.denoise {
             print(

@@ -80,6 +80,43 @@ import Testing
 }
 
 extension SIMWorkerTests {
+    /// Live 3D-SIM with two workers: every stack's volume comes back in order, equal to the
+    /// volume made in process, and the run's result says how many each worker did. (Two time
+    /// points: in process, a third would replace the second while the first is reconstructed.)
+    @Test func sim3dStacksOnWorkersEqualThoseMadeInProcess() throws {
+        let text = try String(contentsOfFile: Fixtures.path("sim-hardware/protocols/sim3d-cell.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../rigs/sim3d.yaml", with: Fixtures.path("sim-hardware/rigs/sim3d.yaml"))
+            .replacingOccurrences(of: "roi: [128, 128]", with: "roi: [64, 64]")
+            .replacingOccurrences(of: "planes: 16", with: "planes: 8")
+            .replacingOccurrences(of: "count: 1", with: "count: 2")
+        let endpoint = "ipc://\(dir)/work3d.sock"
+        func run(_ name: String, workers: Bool) throws -> (PipelineResult, [[Float]]) {
+            let extra = workers ? "record: true\n  workers: 2\n  work_endpoint: \"\(endpoint)\"" : "record: true"
+            let p = try AcquisitionProtocol.load(
+                file: Fixtures.write(text.replacingOccurrences(of: "record: true", with: extra), to: "\(name).yaml", in: dir))
+            var options = PipelineOptions()
+            options.recordingPath = "\(dir)/\(name).ome.tif"
+            options.noPublish = true
+            let result = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+            let reader = try OMETiffReader(path: try #require(result.sim3dRecording))
+            return (result, try (0..<reader.planeCount).map { try reader.readPlaneFloat($0) })
+        }
+        let local = try run("local3d", workers: false)
+        let workers = try (0..<2).map { index in
+            let processor = SIMWorkProcessor()
+            return try WorkWorker(endpoint: endpoint, name: "v\(index)") { try processor.process($0) }
+        }
+        for worker in workers { try worker.start() }
+        let shared = try run("shared3d", workers: true)
+        for worker in workers { worker.stop() }
+        let c = try #require(shared.0.sim3d)
+        #expect(c.volumes == 2 && c.workerFailures == 0, "\(c)")
+        #expect(local.0.sim3d?.volumes == 2, "\(String(describing: local.0.sim3d))")
+        #expect(c.stacksByWorker.values.reduce(0, +) == 2, "\(c.stacksByWorker)")
+        let differences = zip(shared.1, local.1).map { a, b in zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
+        #expect(shared.1.count == 2 * 8 && shared.1 == local.1, "volumes from workers differ from in process: \(differences)")
+    }
+
     /// A worker keeps one reconstructor per geometry (not one per set), its results equal an
     /// in-process reconstruction of the same set, and a job that does not describe itself
     /// consistently is refused with what is wrong.
