@@ -138,6 +138,8 @@ final class AdaptedNetwork: @unchecked Sendable {
 // Sendable by hand: mutable state guarded by `lock` (NSCondition), `weightsLock` (NSLock).
 final class DenoiseStage: PipelineStage, @unchecked Sendable {
     let name = "denoise"
+    /// This stage's latency metric (made once; the backend, when there is one, exists by now).
+    private let latency = PipelineMetrics.latency(stage: "denoise")
     let bus: RawBus
     var output: RawBus? { bus }
     private let proto: AcquisitionProtocol
@@ -416,7 +418,7 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
                 guard published else { continue }
                 lock.lock(); counters.denoised += 1; lock.unlock()
                 PipelineMetrics.denoised.increment()
-                PipelineMetrics.recordLatency(stage: name, sincePublishedNs: h.publishedNs)
+                PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
                 if let deconvolver { try deconvolve(h, px, with: deconvolver) }
             } catch {
                 weightsLock.unlock()

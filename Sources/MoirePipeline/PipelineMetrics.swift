@@ -28,12 +28,17 @@ enum PipelineMetrics {
     /// Runs ended, by reason (`completed`, `stopped`, `aborted`, `fault`).
     static func runs(reason: String) -> Counter { Counter(label: "moire_runs_total", dimensions: [("reason", reason)]) }
 
-    /// From the raw frame's publication to the derived frame's: the time a stage adds.
-    static func recordLatency(stage: String, sincePublishedNs publishedNs: Int64) {
+    /// The time a stage adds: from the raw frame's publication to the derived frame's. Made once
+    /// per stage (not per frame: a metric's creation goes through the backend's registry).
+    static func latency(stage: String) -> Timer {
+        Timer(label: "moire_stage_latency_seconds", dimensions: [("stage", stage)], preferredDisplayUnit: .seconds)
+    }
+
+    /// Records on `timer` the time since `publishedNs` (ns since the epoch; 0: unknown).
+    static func record(_ timer: Timer, sincePublishedNs publishedNs: Int64) {
         guard publishedNs > 0 else { return }
         let elapsed = unixTimeNs() - publishedNs
         guard elapsed >= 0 else { return }
-        Timer(label: "moire_stage_latency_seconds", dimensions: [("stage", stage)], preferredDisplayUnit: .seconds)
-            .recordNanoseconds(elapsed)
+        timer.recordNanoseconds(elapsed)
     }
 }

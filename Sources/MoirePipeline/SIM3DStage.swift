@@ -34,6 +34,9 @@ public struct SIM3DStageCounters: Sendable, Equatable {
 // Sendable by hand: mutable state guarded by `lock` (NSLock).
 final class SIM3DStage: PipelineStage, @unchecked Sendable {
     let name = "sim3d"
+    /// This stage's latency metric (made once; the backend, when there is one, exists by now).
+    private let latency = PipelineMetrics.latency(stage: "sim3d")
+    private let volumesMade = PipelineMetrics.volumes(stage: "sim3d")
     let bus: RawBus
     var output: RawBus? { bus }
     let finishSeconds = 600.0
@@ -145,14 +148,7 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
 
     /// The layout of the volume recording, from the first volume's header.
     func volumeLayout(_ first: FrameHeader) -> RecordingLayout {
-        RecordingLayout(
-            run: first.run, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr", channels: proto.channels.map(\.name),
-            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-            zPlanes: first.depth ?? 1, angles: 1, phases: 1, width: first.width, height: first.height,
-            pixel: .float32, pixelSizeUm: first.pixelSizeUm,
-            zStepUm: first.params?["voxelZUm"].flatMap(Double.init) ?? abs(proto.zStepUm),
-            objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
-            protocolFile: proto.file, rigFile: proto.rig.file)
+        proto.derivedLayout(first: first, name: "3D-SIM of \(proto.name)", mode: "sim3d-sr")
     }
 
     private func process(_ stack: StackQueue.Stack) throws {
@@ -263,8 +259,8 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
         ]
         try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
-        PipelineMetrics.volumes(stage: name).increment()
-        PipelineMetrics.recordLatency(stage: name, sincePublishedNs: publishedNs)
+        volumesMade.increment()
+        PipelineMetrics.record(latency, sincePublishedNs: publishedNs)
     }
 
     /// The collector's thread: volumes in stack order, published as they come.

@@ -59,6 +59,8 @@ public struct SIMStageCounters: Sendable, Equatable {
 // Sendable by hand: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
 final class SIMStage: PipelineStage, @unchecked Sendable {
     let name = "sim"
+    /// This stage's latency metric (made once; the backend, when there is one, exists by now).
+    private let latency = PipelineMetrics.latency(stage: "sim")
     let bus: RawBus
     var output: RawBus? { bus }
     private let proto: AcquisitionProtocol
@@ -219,12 +221,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
 
     /// The layout of the SR recording, from the first SR frame.
     func srLayout(_ first: FrameHeader) -> RecordingLayout {
-        RecordingLayout(
-            run: first.run, name: "SR of \(proto.name)", mode: "sim2d-sr", channels: proto.channels.map(\.name),
-            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-            zPlanes: proto.zPlanes, angles: 1, phases: 1, width: first.width, height: first.height, pixel: .float32,
-            pixelSizeUm: first.pixelSizeUm, zStepUm: proto.zStepUm, objectiveNA: proto.rig.optics.objectiveNA,
-            magnification: proto.rig.optics.magnification, protocolFile: proto.file, rigFile: proto.rig.file)
+        proto.derivedLayout(first: first, name: "SR of \(proto.name)", mode: "sim2d-sr")
     }
 
     /// Receiver side: called on the raw-bus reader thread for every item.
@@ -394,16 +391,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         let h0 = headers[0]
         // Lossless (LLS-SIM volumes) or recorded: wait up to 10 s for readers to hand a slot back rather than skip.
         let waits = lossless || recorded
-        func acquire(_ pool: FramePool) -> FrameSlot? {
-            var slot = pool.acquire()
-            var waited = 0
-            while slot == nil, waits, waited < 10_000 {
-                usleep(1000)
-                waited += 1
-                slot = pool.acquire()
-            }
-            return slot
-        }
+        func acquire(_ pool: FramePool) -> FrameSlot? { waits ? pool.acquire(waitingUpToSeconds: 10) : pool.acquire() }
         guard let srSlot = acquire(srPool) else {
             lock.lock()
             counters.publishSkipped += 1
@@ -445,7 +433,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         try bus.publish(Frame(header: wfh, slot: wfSlot))
         srSeq += 1
         wfSeq += 1
-        PipelineMetrics.recordLatency(stage: name, sincePublishedNs: headers.map(\.publishedNs).max() ?? 0)
+        PipelineMetrics.record(latency, sincePublishedNs: headers.map(\.publishedNs).max() ?? 0)
         lock.lock()
         counters.reconstructed += 1
         lock.unlock()

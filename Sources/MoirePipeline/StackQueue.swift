@@ -171,14 +171,7 @@ final class VolumeOutput: @unchecked Sendable {
         vh.seq = volumeSeq
         vh.index = volumeSeq
         vh.depth = vol.depth
-        var slot = volPool.acquire()
-        var waitedMs = 0
-        while slot == nil, recorded, waitedMs < 10_000 {
-            usleep(1000)
-            waitedMs += 1
-            slot = volPool.acquire()
-        }
-        if let slot {
+        if let slot = recorded ? volPool.acquire(waitingUpToSeconds: 10) : volPool.acquire() {
             slot.withBytes { b in vol.data.withUnsafeBytes { b.copyMemory(from: $0) } }
             try bus.publish(Frame(header: vh, slot: slot))
             volumeSeq += 1

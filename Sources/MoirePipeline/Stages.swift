@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MoireConfig
 import MoireCore
 import MoireStorage
 import MoireTransport
@@ -216,5 +217,21 @@ final class BusEventLog: @unchecked Sendable {
                 "result-bus subscriptions arrive at \(perSecond)/s or more; start replays are limited to one per 0.25 s"
             )
         }
+    }
+}
+
+extension AcquisitionProtocol {
+    /// The layout of a derived recording (SR frames, volumes) beside this protocol's raw one,
+    /// from its first frame: a volume's depth and voxel depth (`params.voxelZUm`) come from its
+    /// header; 2D frames keep the protocol's z planes and step.
+    func derivedLayout(first: FrameHeader, name: String, mode: String) -> RecordingLayout {
+        let zPlanes = first.depth ?? self.zPlanes
+        let zStep = first.depth == nil ? zStepUm : first.params?["voxelZUm"].flatMap(Double.init) ?? abs(zStepUm)
+        return RecordingLayout(
+            run: first.run, name: name, mode: mode, channels: channels.map(\.name), excitationNm: [],
+            emissionNm: channels.map(\.emissionNm), timepoints: timepoints, zPlanes: zPlanes, angles: 1, phases: 1,
+            width: first.width, height: first.height, pixel: .float32, pixelSizeUm: first.pixelSizeUm, zStepUm: zStep,
+            objectiveNA: rig.optics.objectiveNA, magnification: rig.optics.magnification, protocolFile: file,
+            rigFile: rig.file)
     }
 }

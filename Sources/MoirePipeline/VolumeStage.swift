@@ -28,6 +28,9 @@ public struct VolumeStageCounters: Sendable, Equatable {
 // Sendable by hand: mutable state guarded by `lock` (NSLock).
 final class VolumeStage: PipelineStage, @unchecked Sendable {
     let name = "volume"
+    /// This stage's latency metric (made once; the backend, when there is one, exists by now).
+    private let latency = PipelineMetrics.latency(stage: "volume")
+    private let volumesMade = PipelineMetrics.volumes(stage: "volume")
     let bus: RawBus
     var output: RawBus? { bus }
     let finishSeconds = 600.0
@@ -209,14 +212,7 @@ final class VolumeStage: PipelineStage, @unchecked Sendable {
 
     /// The layout of the volume recording, from the first volume's header.
     func volumeLayout(_ first: FrameHeader) -> RecordingLayout {
-        RecordingLayout(
-            run: first.run, name: "volumes of \(proto.name)", mode: "llsm-volume", channels: proto.channels.map(\.name),
-            excitationNm: [], emissionNm: proto.channels.map(\.emissionNm), timepoints: proto.timepoints,
-            zPlanes: first.depth ?? 1, angles: 1, phases: 1, width: first.width, height: first.height,
-            pixel: .float32, pixelSizeUm: first.pixelSizeUm,
-            zStepUm: first.params?["voxelZUm"].flatMap(Double.init) ?? abs(proto.zStepUm),
-            objectiveNA: proto.rig.optics.objectiveNA, magnification: proto.rig.optics.magnification,
-            protocolFile: proto.file, rigFile: proto.rig.file)
+        proto.derivedLayout(first: first, name: "volumes of \(proto.name)", mode: "llsm-volume")
     }
 
     private func process(_ stack: StackQueue.Stack) throws {
@@ -257,9 +253,9 @@ final class VolumeStage: PipelineStage, @unchecked Sendable {
         }
         try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
-        PipelineMetrics.volumes(stage: name).increment()
-        PipelineMetrics.recordLatency(
-            stage: name, sincePublishedNs: stack.headers.compactMap { $0?.publishedNs }.max() ?? 0)
+        volumesMade.increment()
+        PipelineMetrics.record(
+            latency, sincePublishedNs: stack.headers.compactMap { $0?.publishedNs }.max() ?? 0)
     }
 }
 
