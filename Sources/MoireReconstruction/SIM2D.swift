@@ -256,7 +256,7 @@ public final class SIM2DReconstructor: @unchecked Sendable {
 
 /// The reconstruction's grid: a frame with a mirrored border on every side, faded to zero across
 /// the border, so that the periodic transforms see no edge. Each border is at least the padding
-/// asked for, widened until the side has no prime factor above 7 (fast transforms).
+/// asked for, widened until the side has no prime factor above 5 (fast transforms).
 struct PaddedGrid: Sendable {
     let width: Int
     let height: Int
@@ -289,7 +289,9 @@ struct PaddedGrid: Sendable {
         self.window = window
     }
 
-    /// The smallest even border ≥ `requested` (0 stays 0) that leaves `side + 2·border` 7-smooth.
+    /// The smallest even border ≥ `requested` (0 stays 0) that leaves `side + 2·border` 5-smooth.
+    /// Not 7: FFTW's radix-7 passes are slow enough that a larger 5-smooth grid is faster (a
+    /// 512² frame: three 576² transforms and one 1152² in 5.3 ms against 560² and 1120² in 7.0 ms).
     static func padding(for side: Int, atLeast requested: Int) -> Int {
         guard requested > 0 else { return 0 }
         var border = (requested + 1) / 2 * 2
@@ -299,7 +301,7 @@ struct PaddedGrid: Sendable {
 
     static func isSmooth(_ value: Int) -> Bool {
         var rest = value
-        for prime in [2, 3, 5, 7] { while rest % prime == 0 { rest /= prime } }
+        for prime in [2, 3, 5] { while rest % prime == 0 { rest /= prime } }
         return rest == 1
     }
 

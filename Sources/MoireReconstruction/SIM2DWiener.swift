@@ -77,14 +77,26 @@ struct BandPlacement {
 }
 
 /// Everything precomputed for one set of parameters.
+/// A linear phase ramp e^{i(αx + βy)} on a grid, kept as its two factors: one per column and
+/// one per row.
+final class SeparableRamp: Sendable {
+    let alongX: AlignedBuffer<Complex32>
+    let alongY: AlignedBuffer<Complex32>
+
+    init(width: Int, height: Int) {
+        alongX = AlignedBuffer<Complex32>(count: width)
+        alongY = AlignedBuffer<Complex32>(count: height)
+    }
+}
+
 struct WienerPlan {
     /// Band 0 of all orientations together (its OTF does not depend on the orientation), from the r2c half spectrum.
     var band0: BandPlacement
     /// Bands +1 and −1 per orientation, from the full spectrum of band +1 after its sub-pixel shift.
     var plus: [BandPlacement]
     var minus: [BandPlacement]
-    /// The sub-pixel part of each orientation's shift, e^{−i2πδ·r}.
-    var ramps: [AlignedBuffer<Complex32>]
+    /// The sub-pixel part of each orientation's shift, e^{−i2πδ·r}, as its two factors.
+    var ramps: [SeparableRamp]
     /// Separation weights per orientation: [unknown][phase] for B0, Re C, Im C.
     var separation: [[[Float]]]
     /// Per sample of the 2× grid's half spectrum: Σ|H|² over every band that lands there, the
@@ -170,7 +182,7 @@ extension SIM2DReconstructor {
         var plusDen: [[Float]] = []
         var plusI: [[Int32]] = []
         var minusI: [[Int32]] = []
-        var ramps: [AlignedBuffer<Complex32>] = []
+        var ramps: [SeparableRamp] = []
         let filterModulations = options.modulationInFilter.modulations(params)
         for (a, filterModulation) in zip(params.angles, filterModulations) {
             func att(_ d2: Double) -> Double {
@@ -199,18 +211,20 @@ extension SIM2DReconstructor {
                 }
             }
             plusH.append(hp); plusDen.append(hd); plusI.append(ip); minusI.append(im)
-            let ramp = AlignedBuffer<Complex32>(count: gn)
             let dx = a.kx - Double(kxi) / sx
             let dy = a.ky - Double(kyi) / sy
             // The whole shift e^{−i2πk·(r − r₀)} is referenced to the frame's first pixel r₀ (where the
             // phases are measured), not the padded grid's: the placement does the integer part from the
             // grid's origin, so the ramp carries the sub-pixel part and the constant e^{i2πk·r₀}.
             let constant = 2 * Double.pi * (a.kx * Double(grid.paddingX) + a.ky * Double(grid.paddingY)) * pixelUm
+            let ramp = SeparableRamp(width: gw, height: gh)
+            for x in 0..<gw {
+                let angle = -2 * Double.pi * dx * Double(x) * pixelUm + constant
+                ramp.alongX[x] = Complex32(Float(cos(angle)), Float(sin(angle)))
+            }
             for y in 0..<gh {
-                for x in 0..<gw {
-                    let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm + constant
-                    ramp[y * gw + x] = Complex32(Float(cos(ang)), Float(sin(ang)))
-                }
+                let angle = -2 * Double.pi * dy * Double(y) * pixelUm
+                ramp.alongY[y] = Complex32(Float(cos(angle)), Float(sin(angle)))
             }
             ramps.append(ramp)
         }
@@ -422,17 +436,24 @@ extension SIM2DReconstructor {
         }
     }
 
-    /// Band +1 on the padded grid (mirrored, faded) in `gridA`, times the sub-pixel shift `ramp`.
-    func padBandPlusOne(shiftedBy ramp: AlignedBuffer<Complex32>) {
+    /// Band +1 on the padded grid (mirrored, faded) in `gridA`, times the sub-pixel shift `ramp`
+    /// (its row factor, with the row's weight, folded into one complex factor per row).
+    func padBandPlusOne(shiftedBy ramp: SeparableRamp) {
         nonisolated(unsafe) let re = separatedRe.pointer
         nonisolated(unsafe) let im = separatedIm.pointer
         nonisolated(unsafe) let c = gridA.pointer
-        nonisolated(unsafe) let r = ramp.pointer
+        nonisolated(unsafe) let alongX = ramp.alongX.pointer
+        nonisolated(unsafe) let alongY = ramp.alongY.pointer
         let (gridWidth, left, fieldWidth) = (grid.width, grid.paddingX, width)
-        @Sendable @inline(__always) func place(_ i: Int, _ s: Int, _ weight: Float) {
-            let x = Complex32(re[s] * weight, im[s] * weight)
-            let e = r[i]
-            c[i] = Complex32(x.re * e.re - x.im * e.im, x.re * e.im + x.im * e.re)
+        /// Grid sample `i` (column `x`) from band sample `s`, times `factor` (the row's ramp factor
+        /// and weight) and the column's ramp factor.
+        @Sendable @inline(__always) func place(_ i: Int, _ x: Int, _ s: Int, _ factor: Complex32) {
+            let value = Complex32(re[s] * factor.re - im[s] * factor.im, re[s] * factor.im + im[s] * factor.re)
+            let e = alongX[x]
+            c[i] = Complex32(value.re * e.re - value.im * e.im, value.re * e.im + value.im * e.re)
+        }
+        @Sendable @inline(__always) func scaled(_ factor: Complex32, _ weight: Float) -> Complex32 {
+            Complex32(factor.re * weight, factor.im * weight)
         }
         grid.source.withUnsafeBufferPointer { sources in
             grid.window.withUnsafeBufferPointer { windows in
@@ -440,14 +461,19 @@ extension SIM2DReconstructor {
                 parallelRanges(grid.height, grain: 64) { range in
                     for y in range {
                         let row = y * gridWidth
+                        let rowFactor = alongY[y]
                         // The mirrored border columns, sample by sample.
-                        for i in row..<(row + left) { place(i, Int(src[i]), win[i]) }
-                        for i in (row + left + fieldWidth)..<(row + gridWidth) { place(i, Int(src[i]), win[i]) }
+                        for x in 0..<left {
+                            place(row + x, x, Int(src[row + x]), scaled(rowFactor, win[row + x]))
+                        }
+                        for x in (left + fieldWidth)..<gridWidth {
+                            place(row + x, x, Int(src[row + x]), scaled(rowFactor, win[row + x]))
+                        }
                         // The frame's columns: one contiguous source row, one weight.
                         let first = row + left
                         let sourceRow = Int(src[first])
-                        let weight = win[first]
-                        for t in 0..<fieldWidth { place(first + t, sourceRow + t, weight) }
+                        let factor = scaled(rowFactor, win[first])
+                        for t in 0..<fieldWidth { place(first + t, left + t, sourceRow + t, factor) }
                     }
                 }
             }

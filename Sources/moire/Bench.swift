@@ -248,11 +248,11 @@ extension Bench {
             print(
                 String(
                     format:
-                        "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
+                        "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame (median) with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
                     r.width, r.width, 2 * r.width, 2 * r.width, r.fixedMs, r.firstFrameMs, r.estimateMs))
             let data = try runPeer([
                 "python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)",
-                "0.525", "5",
+                "0.525", "9",
             ])
             struct Peer: Decodable {
                 var peer: String?; var ms_per_frame: Double?; var calibrate_ms: Double?; var error: String?
@@ -265,7 +265,7 @@ extension Bench {
             }
             print(
                 String(
-                    format: "peer %@: %.2f ms per SR frame (calibration %.0f ms)   ratio peer/moire %.1f×",
+                    format: "peer %@: %.2f ms per SR frame (median; calibration %.0f ms)   ratio peer/moire %.1f×",
                     p.peer ?? "?", ms, p.calibrate_ms ?? 0, ms / r.fixedMs))
         } catch { throw fail(error) }
     }
