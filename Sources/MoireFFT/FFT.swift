@@ -275,14 +275,16 @@ public enum FFT {
         }
     }
 
-    /// The smallest size ≥ `n` whose only prime factors are 2, 3, 5 and 7 (sizes FFTW transforms fast).
+    /// The smallest size ≥ `n` that is a multiple of 8 with no prime factor above 5. Odd sides and
+    /// radix-7 passes are slow in FFTW's 3D real transforms: a 600×525×120 r2c and c2r pair took
+    /// 518 ms, 600×576×120 (10 % more samples) 244–260 ms, on a 2-core machine.
     public static func goodSize(_ n: Int) -> Int {
-        var m = max(1, n)
+        var m = max(8, (n + 7) / 8 * 8)
         while true {
             var k = m
-            for p in [2, 3, 5, 7] { while k % p == 0 { k /= p } }
+            for p in [2, 3, 5] { while k % p == 0 { k /= p } }
             if k == 1 { return m }
-            m += 1
+            m += 8
         }
     }
 
