@@ -53,9 +53,21 @@ public struct Widefield3D: Sendable {
         return out
     }
 
-    /// The OTF table (k_r, k_z) from the PSF on the given grid.
-    public func otf(n: Int, pixelUm: Double, nz: Int, dzUm: Double) throws -> RadialOTF3D {
-        let p = try psf(n: n, pixelUm: pixelUm, nz: nz, dzUm: dzUm)
+    /// The OTF table (k_r, k_z) from the PSF on the given grid; with `axialModulation` k_z ≠ 0, of
+    /// the PSF times cos 2πk_z z (the transfer function of a three-beam pattern's order 1, whose
+    /// axial modulation rides with the PSF), sampled exactly on the grid's axial frequencies.
+    public func otf(n: Int, pixelUm: Double, nz: Int, dzUm: Double, axialModulation kz: Double = 0) throws
+        -> RadialOTF3D
+    {
+        var p = try psf(n: n, pixelUm: pixelUm, nz: nz, dzUm: dzUm)
+        // Normalised by the unmodulated PSF's sum: order 1's transfer is ½ at (0, ±k_z).
+        let unmodulatedSum = p.reduce(0, { $0 + Double($1) })
+        if kz != 0 {
+            for iz in 0..<nz {
+                let factor = Float(cos(2 * Double.pi * kz * Double(iz - nz / 2) * dzUm))
+                for i in (iz * n * n)..<((iz + 1) * n * n) { p[i] *= factor }
+            }
+        }
         let f = try FFT.plan3D(width: n, height: n, depth: nz, forward: true)
         let a = AlignedBuffer<Complex32>(count: p.count)
         let b = AlignedBuffer<Complex32>(count: p.count)
@@ -72,7 +84,7 @@ public struct Widefield3D: Sendable {
         let nr = n / 2 + 1
         var table = [Double](repeating: 0, count: nr * (nz / 2 + 1))
         var count = table
-        let dc = Double(b[0].re)
+        let dc = unmodulatedSum
         for z in 0..<nz {
             for y in 0..<n {
                 for x in 0..<n {

@@ -49,7 +49,31 @@ public final class SIM3DReconstructor {
         return rho
     }()
 
-    public init(n: Int, nz: Int, pixelUm: Double, dzUm: Double, optics: Widefield3D) throws {
+    /// Order 1's transfer function for the last axial frequency asked for.
+    private var orderOneCache: (kz: Double, otf: RadialOTF3D)?
+    /// The padding: a lateral border (`grid`) and, when the stack's first or last plane holds
+    /// in-focus structure, `planes` mirrored planes above and below (nil: this reconstructor works
+    /// on the stacks as they are, their edges faded inside the field).
+    private let padding: (grid: PaddedGrid, planes: Int)?
+    /// The reconstructors of padded stacks, by the number of planes added above and below (0: the
+    /// stack is periodic in z as it is; made when first needed).
+    private var cores: [Int: SIM3DReconstructor] = [:]
+    /// The share of in-focus structure (relative to the sharpest plane) above which the stack's
+    /// edge planes count as cutting through the specimen.
+    static let cutSpecimenSharpness = 0.1
+    /// Whether the stacks' edges are faded inside the field (only without padding; never in the
+    /// reconstruction of padded stacks, whose border is faded already).
+    private var fadesEdges: Bool
+
+    /// A reconstructor for stacks of `n × n × nz`. Each plane is mirrored into a lateral border of
+    /// at least `edgePadding` pixels (default n/8, at least 16: a narrower fade rings into the
+    /// field, measured on a uniform layer) and each stack into nz/4 planes
+    /// above and below (at least 2), faded to zero across them, so the transforms see no edge and
+    /// the whole volume is kept; 0: no border, the stack's own edges faded (in x, y and z).
+    /// Mirroring in z keeps the physics: order 1's axial modulation is even about the focal plane.
+    public init(
+        n: Int, nz: Int, pixelUm: Double, dzUm: Double, optics: Widefield3D, edgePadding: Int? = nil
+    ) throws {
         guard n >= 16, n % 2 == 0, nz >= 4, nz % 2 == 0 else {
             throw MoireError(.usage, "3D-SIM stacks must be at least 16×16×4 with even sides")
         }
@@ -57,6 +81,167 @@ public final class SIM3DReconstructor {
         otf = try optics.otf(n: n, pixelUm: pixelUm, nz: nz, dzUm: dzUm)
         fwd = try FFT.plan3D(width: n, height: n, depth: nz, forward: true)
         bigInv = try FFT.plan3D(width: 2 * n, height: 2 * n, depth: nz, forward: false)
+        let border = edgePadding ?? max(16, n / 8)
+        if border > 0 {
+            padding = (PaddedGrid(width: n, height: n, padding: border), max(2, nz / 4))
+            fadesEdges = false
+        } else {
+            padding = nil
+            fadesEdges = true
+        }
+    }
+
+    /// The reconstructor of stacks padded to `grid` with `planes` planes above and below.
+    private func paddedReconstructor(grid: PaddedGrid, planes: Int) throws -> SIM3DReconstructor {
+        if let core = cores[planes] { return core }
+        let core = try SIM3DReconstructor(
+            n: grid.width, nz: nz + 2 * planes, pixelUm: pixelUm, dzUm: dzUm, optics: optics, edgePadding: 0)
+        core.fadesEdges = false
+        cores[planes] = core
+        return core
+    }
+
+    /// How much in-focus structure the stack's first or last plane holds (of the widefield mean
+    /// of every frame), relative to its sharpest plane: the mean squared Laplacian per plane, the
+    /// dullest plane's taken as the noise floor, scaled to 0 (floor) … 1 (sharpest); 1 when even
+    /// the dullest plane is half as sharp as the sharpest.
+    func edgePlaneSharpness(_ stacks: [[[Float]]]) -> Double {
+        let plane = n * n
+        var mean = [Double](repeating: 0, count: plane * nz)
+        for angle in stacks {
+            for stack in angle {
+                for i in 0..<(plane * nz) { mean[i] += Double(stack[i]) }
+            }
+        }
+        var energy = [Double](repeating: 0, count: nz)
+        for z in 0..<nz {
+            var sum = 0.0
+            for y in 1..<(n - 1) {
+                for x in 1..<(n - 1) {
+                    let i = z * plane + y * n + x
+                    let laplacian = 4 * mean[i] - mean[i - 1] - mean[i + 1] - mean[i - n] - mean[i + n]
+                    sum += laplacian * laplacian
+                }
+            }
+            energy[z] = sum
+        }
+        guard let floor = energy.min(), let top = energy.max(), top > 0 else { return 0 }
+        // Planes all about as sharp as each other: the stack cuts through structure everywhere
+        // (or holds only noise, for which a mirrored border does no harm).
+        guard floor < 0.5 * top else { return 1 }
+        return (max(energy[0], energy[nz - 1]) - floor) / (top - floor)
+    }
+
+    /// Reconstructs on the padded grid, the frame's part of the result cut out. Inside the frame
+    /// the padded stacks hold the frames (background subtracted); across the border, faded to
+    /// zero, they hold what the pattern would have made of the mirrored specimen: orders 0, ±1, ±2
+    /// separated on the frame, bands ±1 and ±2 taken to baseband (their carriers removed), mirrored,
+    /// and modulated again with the frame's own carriers and phases. (Mirroring the raw frames
+    /// would mirror the carriers too: the border's bands would then be the wrong pattern, whose
+    /// low frequencies reach into the field.) The phases are referred to the padded grid's first pixel.
+    private func reconstructPadded(
+        _ stacks: [[[Float]]], parameters: [SIM3DAngle], grid: PaddedGrid, planes: Int, core: SIM3DReconstructor
+    ) throws -> [Float] {
+        let bg = Float(background)
+        let gridPlane = grid.count
+        let framePlane = n * n
+        let paddedDepth = nz + 2 * planes
+        // The padded planes that show each plane of the stack: itself and its mirror images.
+        var showing = [[Int]](repeating: [], count: nz)
+        for paddedZ in 0..<paddedDepth { showing[PaddedGrid.mirror(paddedZ - planes, nz)].append(paddedZ) }
+        // The border's samples: where they lie on the padded grid, the frame pixel they mirror,
+        // their weight and their position relative to the frame's first pixel.
+        var border: [(index: Int, source: Int, weight: Float, x: Double, y: Double)] = []
+        for gy in 0..<grid.height {
+            for gx in 0..<grid.width {
+                let x = gx - grid.paddingX
+                let y = gy - grid.paddingY
+                guard !(x >= 0 && x < n && y >= 0 && y < n) else { continue }
+                let index = gy * grid.width + gx
+                border.append((index, Int(grid.source[index]), grid.window[index], Double(x), Double(y)))
+            }
+        }
+        func unit(_ angle: Double) -> Complex32 { Complex32(Float(cos(angle)), Float(sin(angle))) }
+        var paddedStacks: [[[Float]]] = []
+        for (angleFrames, angle) in zip(stacks, parameters) {
+            let w = try weights(angle.phases)
+            let phaseCount = angleFrames.count
+            var padded = [[Float]](repeating: [Float](repeating: 0, count: gridPlane * paddedDepth), count: phaseCount)
+            // Carriers: e^{−i2πk·r} over the frame (to baseband), e^{i2πk·r} over the border, e^{iφ_p}.
+            let toBaseband = (0..<framePlane).map { i in
+                unit(-2 * Double.pi * (angle.kx * Double(i % n) + angle.ky * Double(i / n)) * pixelUm)
+            }
+            let borderCarrier = border.map { unit(2 * Double.pi * (angle.kx * $0.x + angle.ky * $0.y) * pixelUm) }
+            let phaseFactors = angle.phases.map { unit($0) }
+            var bandZero = [Float](repeating: 0, count: framePlane)
+            var bandOne = [Complex32](repeating: .zero, count: framePlane)
+            var bandTwo = [Complex32](repeating: .zero, count: framePlane)
+            for z in 0..<nz {
+                // The orders of this plane, bands ±1 and ±2 at baseband.
+                for i in 0..<framePlane {
+                    var b0: Float = 0
+                    var c1 = Complex32.zero
+                    var c2 = Complex32.zero
+                    for p in 0..<phaseCount {
+                        let v = angleFrames[p][z * framePlane + i] - bg
+                        b0 += w[0][p] * v
+                        c1.re += w[1][p] * v
+                        c1.im += w[2][p] * v
+                        c2.re += w[3][p] * v
+                        c2.im += w[4][p] * v
+                    }
+                    let e = toBaseband[i]
+                    bandZero[i] = b0
+                    bandOne[i] = c1 * e
+                    bandTwo[i] = c2 * e * e
+                }
+                for paddedZ in showing[z] {
+                    let zWeight = PaddedGrid.fade(paddedZ, field: nz, padding: planes)
+                    let destination = paddedZ * gridPlane
+                    for p in 0..<phaseCount {
+                        for y in 0..<n {
+                            let row = destination + (y + grid.paddingY) * grid.width + grid.paddingX
+                            for x in 0..<n {
+                                padded[p][row + x] = (angleFrames[p][z * framePlane + y * n + x] - bg) * zWeight
+                            }
+                        }
+                    }
+                    for (b, sample) in border.enumerated() {
+                        let weight = sample.weight * zWeight
+                        for p in 0..<phaseCount {
+                            let e = borderCarrier[b] * phaseFactors[p]
+                            let one = bandOne[sample.source] * e
+                            let two = bandTwo[sample.source] * e * e
+                            padded[p][destination + sample.index] =
+                                (bandZero[sample.source] + 2 * one.re + 2 * two.re) * weight
+                        }
+                    }
+                }
+            }
+            paddedStacks.append(padded)
+        }
+        let originUm = (Double(grid.paddingX), Double(grid.paddingY))
+        let shifted = parameters.map { angle in
+            var moved = angle
+            let delta = 2 * Double.pi * (angle.kx * originUm.0 + angle.ky * originUm.1) * pixelUm
+            moved.phases = angle.phases.map { $0 - delta }
+            return moved
+        }
+        core.wiener = wiener
+        core.background = 0
+        let volume = try core.reconstruct(paddedStacks, parameters: shifted)
+        lastSpectralModel = core.lastSpectralModel
+        let (bigWidth, outWidth) = (2 * grid.width, 2 * n)
+        let (top, left) = (2 * grid.paddingY, 2 * grid.paddingX)
+        var result = [Float](repeating: 0, count: outWidth * outWidth * nz)
+        for z in 0..<nz {
+            for y in 0..<outWidth {
+                let source = ((z + planes) * 2 * grid.height + y + top) * bigWidth + left
+                let destination = (z * outWidth + y) * outWidth
+                for x in 0..<outWidth { result[destination + x] = volume[source + x] }
+            }
+        }
+        return result
     }
 
     /// The `[angle][phase]` stacks (`nz` planes of `frame(z, angle, phase)`, each `plane` pixels, z
@@ -125,11 +310,21 @@ public final class SIM3DReconstructor {
         guard parameters.count == stacks.count else {
             throw MoireError(.usage, "\(parameters.count) parameter sets for \(stacks.count) orientations")
         }
+        if let padding {
+            // A specimen inside the stack (its edge planes hold only blur) is periodic in z as it
+            // is; one that the stack cuts through is mirrored above and below instead.
+            let planes = edgePlaneSharpness(stacks) > Self.cutSpecimenSharpness ? padding.planes : 0
+            let core = try paddedReconstructor(grid: padding.grid, planes: planes)
+            return try reconstructPadded(stacks, parameters: parameters, grid: padding.grid, planes: planes, core: core)
+        }
         let N = 2 * n
         let total = n * n * nz
         let big = N * N * nz
-        let taper = SIM2DReconstructor.makeTaper(width: n, height: n, edge: max(8, n / 8))
-        let zTaper = axialTaper()
+        let taper =
+            fadesEdges
+            ? SIM2DReconstructor.makeTaper(width: n, height: n, edge: max(8, n / 8))
+            : [Float](repeating: 1, count: n * n)
+        let zTaper = fadesEdges ? axialTaper() : [Float](repeating: 1, count: nz)
         let sx = Double(n) * pixelUm
         let sz = Double(nz) * dzUm
         @inline(__always) func sgn(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
@@ -183,13 +378,20 @@ public final class SIM3DReconstructor {
         fwd.execute(band0.pointer, spec0.pointer)
         // H of a band at big-grid frequency F (cycles/µm).
         func h0(_ fx: Double, _ fy: Double, _ fz: Double) -> Double { otf.value(kr: hypot(fx, fy), kz: fz) }
+        // Order 1's transfer function per axial frequency, from the PSF times cos 2πk_z z on this
+        // grid (not the widefield table interpolated at f_z ± k_z between its coarse axial samples).
+        var orderOneOTFs: [Double: RadialOTF3D] = [:]
+        for kz in Set(parameters.map(\.kz)) {
+            orderOneOTFs[kz] = try orderOneOTF(kz: kz)
+        }
         func hBand(
             _ fx: Double, _ fy: Double, _ fz: Double,
             _ b: (data: AlignedBuffer<Complex32>, kx: Double, ky: Double, kzOffset: Double, m: Double, order: Int)
         ) -> Double {
             let r = hypot(fx + b.kx, fy + b.ky)
             if b.kzOffset == 0 { return b.m / 2 * otf.value(kr: r, kz: fz) }
-            return b.m / 2 * 0.5 * (otf.value(kr: r, kz: fz - b.kzOffset) + otf.value(kr: r, kz: fz + b.kzOffset))
+            guard let orderOne = orderOneOTFs[b.kzOffset] else { return 0 }
+            return b.m / 2 * orderOne.value(kr: r, kz: fz)
         }
         // Denominator: the regularisation w²(f), then Σ|H|² of every band.
         let model = wiener == .adaptive ? measureSpectrum(spec0, orientations: parameters.count) : nil
@@ -216,10 +418,14 @@ public final class SIM3DReconstructor {
                 }
             }
         }
+        // Apodization to the extended support: laterally f_c + 2|k| (order 2), axially the
+        // widefield OTF's reach plus order 1's axial shift; the ideal incoherent OTF's profile over
+        // that ellipsoid (as in 2D-SIM).
         let kmax = parameters.map { 2 * hypot($0.kx, $0.ky) }.max() ?? 0
         let kzmax = parameters.map(\.kz).max() ?? 0
         let rr = optics.lateralCutoff + kmax
-        let rz = optics.axialCutoff + kzmax + optics.axialCutoff
+        let rz = optics.axialCutoff + kzmax
+        let profile = IdealOTF(na: 1, emissionNm: 2000)  // cutoff 1: the profile at ρ
         func apo(_ idx: Int) -> Float {
             let U = idx % N
             let V = (idx / N) % N
@@ -227,7 +433,8 @@ public final class SIM3DReconstructor {
             let fx = Double(sgn(U, N)) / sx
             let fy = Double(sgn(V, N)) / sx
             let fz = Double(sgn(W, nz)) / sz
-            return Float(max(0, 1 - ((hypot(fx, fy) / rr) * (hypot(fx, fy) / rr) + (fz / rz) * (fz / rz)).squareRoot()))
+            let rho = ((hypot(fx, fy) / rr) * (hypot(fx, fy) / rr) + (fz / rz) * (fz / rz)).squareRoot()
+            return Float(profile.value(rho))
         }
         let spec = AlignedBuffer<Complex32>(count: big)
         for w in 0..<nz {
@@ -261,6 +468,14 @@ public final class SIM3DReconstructor {
         bigInv.execute(spec.pointer, out.pointer)
         let scale = 1 / Float(total)
         return (0..<big).map { out[$0].re * scale }
+    }
+
+    /// The transfer function of order 1 (axial frequency `kz`), made once per `kz`.
+    func orderOneOTF(kz: Double) throws -> RadialOTF3D {
+        if let cached = orderOneCache, cached.kz == kz { return cached.otf }
+        let made = try optics.otf(n: n, pixelUm: pixelUm, nz: nz, dzUm: dzUm, axialModulation: kz)
+        orderOneCache = (kz, made)
+        return made
     }
 
     /// Calls `body(index, fx, fy, fz)` (cycles/µm) for every sample of a spectrum `width × width × nz`
@@ -323,5 +538,12 @@ public final class SIM3DReconstructor {
         }
         guard let model else { return [Float](repeating: Float(constant), count: 4 * n * n * nz) }
         return resultRho.map { Float(model.regularisation(atNormalisedFrequency: Double($0))) }
+    }
+}
+
+extension Complex32 {
+    /// The complex product.
+    static func * (a: Complex32, b: Complex32) -> Complex32 {
+        Complex32(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re)
     }
 }

@@ -105,10 +105,15 @@ extension SIM3DReconstructor {
         }
         var angles: [SIM3DAngle] = []
         for (a, (e, p)) in zip(projected.angles, priors).enumerated() {
-            var angle = SIM3DAngle(kx: e.kx, ky: e.ky, kz: p.kz, phases: e.phases, m1: p.m1, m2: p.m2)
+            var angle = SIM3DAngle(
+                kx: e.kx, ky: e.ky, kz: p.kz, phases: Self.equidistantPhases(fitting: e.phases), m1: p.m1, m2: p.m2)
             // The absolute phase and the modulations in 3D, where the bands' OTFs are known (in the
-            // projection order 1's phase is weighted by the specimen's axial structure at ±kz).
-            if !e.flagged, let fit = try? regress(stacks[a], angle) {
+            // projection order 1's phase is weighted by the specimen's axial structure at ±kz), also
+            // when the projection's estimate was not trusted and the prior's k is used: the prior
+            // knows the phase steps but not where the pattern lies on the specimen. (The projection
+            // can lose order 1 altogether: its axial modulation cos 2πk_z z sums to nearly nothing
+            // over a stack about one axial period deep.)
+            if let fit = try? regress(stacks[a], angle) {
                 let (c1, c2) = fit
                 if hypot(c1.re, c1.im) > 0 {
                     let delta = Double(atan2(c1.im, c1.re))
@@ -123,6 +128,30 @@ extension SIM3DReconstructor {
             angles.append(angle)
         }
         return SIM3DEstimate(angles: angles, projected: projected)
+    }
+
+    /// The equidistant phase steps (2π/P apart, stepping up or down) closest to per-frame phase
+    /// estimates: φ_p = φ₀ ± 2πp/P, with φ₀ = arg Σ_p e^{i(φ̂_p ∓ 2πp/P)} and the direction whose sum
+    /// is longer. In the z-projection each frame's phase at k is pulled by order 2 (its e^{2iφ_p}
+    /// term correlates with band 0 through the specimen), an error that oscillates once around the
+    /// phases: it cancels in the sum, so the fitted steps keep the absolute phase and lose the bias.
+    /// A three-beam pattern is stepped by the hardware (SLM, grating), not by the specimen.
+    static func equidistantPhases(fitting estimated: [Double]) -> [Double] {
+        let count = estimated.count
+        guard count >= 3 else { return estimated }
+        var best: (length: Double, start: Double, direction: Double) = (-1, 0, 1)
+        for direction in [1.0, -1.0] {
+            var re = 0.0
+            var im = 0.0
+            for (p, phase) in estimated.enumerated() {
+                let residual = phase - direction * 2 * .pi * Double(p) / Double(count)
+                re += cos(residual)
+                im += sin(residual)
+            }
+            let length = hypot(re, im)
+            if length > best.length { best = (length, atan2(im, re), direction) }
+        }
+        return (0..<count).map { best.start + best.direction * 2 * .pi * Double($0) / Double(count) }
     }
 
     /// Order 1's modulation in one orientation's phase stacks under `angle`'s parameters (2|c₁| of
