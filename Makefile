@@ -118,7 +118,7 @@ bench: deps build
 
 # 2D-SIM fidelity against ground truth (Benchmarks/fidelity): Moiré beside the known-parameter Wiener
 # ceiling, napari-sim-processor and widefield on 16 simulated scenes; 3D-SIM beside a known-parameter 3D
-# Wiener ceiling and widefield on 12 simulated z-stacks; then denoising fidelity: Moiré
+# Wiener ceiling and widefield on 12 simulated z-stacks; LLS-SIM (one orientation) on 12 planes; then denoising fidelity: Moiré
 # beside a tuned Gaussian, BM3D and frame averages on 18 simulated time-lapses; tables, JSON and PNG plots.
 bench-fidelity: deps build
 	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib || python3 -m pip install -q --break-system-packages matplotlib
@@ -126,6 +126,7 @@ bench-fidelity: deps build
 	  || python3 -m pip install -q --no-deps napari-sim-processor || python3 -m pip install -q --no-deps --break-system-packages napari-sim-processor
 	python3 Benchmarks/fidelity/fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results $(FIDELITY_ARGS)
 	python3 Benchmarks/fidelity/sim3d_fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results
+	python3 Benchmarks/fidelity/llssim_fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results
 	@python3 -c "import bm3d" 2>/dev/null || python3 -m pip install -q bm3d || python3 -m pip install -q --break-system-packages bm3d
 	python3 Benchmarks/fidelity/denoise_fidelity.py --moire $$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire --out Benchmarks/fidelity/results $(DENOISE_FIDELITY_ARGS)
 	@python3 -c "import PIL" 2>/dev/null || python3 -m pip install -q pillow || python3 -m pip install -q --break-system-packages pillow

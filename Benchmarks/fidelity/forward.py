@@ -3,12 +3,14 @@
 A scene is drawn from its parameters and a seed:
 - ground truth on a grid 4× finer than the camera's (filaments: worm-like chains; puncta: points),
   on a field larger than the camera's so that nothing wraps around at the borders;
-- 3 orientations × 3 phases of I = 1 + m·cos(2π k·r + φ), random first orientation and phases;
+- 3 orientations × 3 phases (or any number: one for LLS-SIM) of I = 1 + m·cos(2π k·r + φ), random
+  first orientation and phases;
 - the ideal incoherent OTF of a circular pupil (NA, emission), pixel integration onto the camera,
   photons scaled to the widefield peak, background, Poisson shot noise, Gaussian read noise,
   camera offset, 16-bit rounding;
 - the reference: the ground truth through the ideal incoherent OTF whose cutoff is f_c + |k| (the
-  transfer function apodized Wiener-SIM aims at), integrated over the SR pixels (half the camera's).
+  transfer function apodized Wiener-SIM aims at; with one orientation, its profile over the
+  support's reach f_c + |k·û| in each direction û), integrated over the SR pixels (half the camera's).
 """
 from dataclasses import dataclass, asdict
 import numpy as np
@@ -31,6 +33,8 @@ class Scene:
     background: float      # photons per pixel per frame
     seed: int
     n: int = 256           # camera pixels per side
+    angles: int = 3        # pattern orientations (1: LLS-SIM, gain along k only)
+    phases: int = 3        # phases per orientation
 
     @property
     def pixel_um(self):
@@ -55,6 +59,19 @@ def incoherent_otf(rho):
     """Ideal incoherent OTF of a circular pupil at normalised frequency rho = |f| / f_c."""
     r = np.clip(rho, 0, 1)
     return np.where(rho < 1, (2 / np.pi) * (np.arccos(r) - r * np.sqrt(1 - r * r)), 0.0)
+
+
+def extended_transfer(fx, fy, scene, thetas):
+    """The ideal transfer function of the extended support: the incoherent OTF of cutoff f_c + |k|
+    (every direction covered by ≥ 3 orientations), or, for fewer orientations, its profile over
+    the support's own reach in each direction û: f_c + max |k·û| (the union of the discs of radius
+    f_c around 0 and ±k)."""
+    f = np.hypot(fx, fy)
+    if len(thetas) >= 3:
+        return incoherent_otf(f / (scene.cutoff + scene.k_um))
+    safe = np.where(f > 0, f, 1)
+    along = np.max([np.abs(fx * np.cos(t) + fy * np.sin(t)) for t in thetas], axis=0) / safe
+    return incoherent_otf(f / (scene.cutoff + scene.k_um * along))
 
 
 def frequencies(n, pixel_um):
@@ -103,7 +120,7 @@ def specimen(scene, size, pixel_um, rng):
 
 
 def simulate(scene, realisations=1):
-    """Raw frames (realisations × 9 × n × n uint16, orientation-major), the reference on the 2× grid,
+    """Raw frames (realisations × angles·phases × n × n uint16, orientation-major), the reference on the 2× grid,
     the pattern's true parameters and the ground truth's widefield image."""
     rng = np.random.default_rng(scene.seed)
     n = scene.n
@@ -114,8 +131,8 @@ def simulate(scene, realisations=1):
     fx, fy = frequencies(fine, dxf)
     f = np.hypot(fx, fy)
     otf = incoherent_otf(f / scene.cutoff)
-    theta0 = rng.uniform(0, np.pi / 3)
-    phases0 = rng.uniform(0, 2 * np.pi, 3)
+    theta0 = rng.uniform(0, np.pi / scene.angles)
+    phases0 = rng.uniform(0, 2 * np.pi, scene.angles)
     y, x = np.mgrid[0:fine, 0:fine] * dxf
     truth_spectrum = np.fft.fft2(truth)
 
@@ -128,17 +145,19 @@ def simulate(scene, realisations=1):
     scale = scene.photons / widefield.max()
     expected = []
     angles = []
-    for a in range(3):
-        theta = theta0 + a * np.pi / 3
+    thetas = []
+    for a in range(scene.angles):
+        theta = theta0 + a * np.pi / scene.angles
+        thetas.append(theta)
         kx, ky = scene.k_um * np.cos(theta), scene.k_um * np.sin(theta)
         # Phases as seen from camera pixel (0, 0): its light comes from fine pixels 0…3 of the crop,
         # centred (MARGIN + 0.375) camera pixels from the field's origin.
         origin = (MARGIN + 0.375) * scene.pixel_um
         camera_phase = phases0[a] + 2 * np.pi * (kx + ky) * origin
         angles.append({"kx": kx, "ky": ky, "theta_deg": float(np.degrees(theta)),
-                       "phases": [float(camera_phase + 2 * np.pi * p / 3) for p in range(3)]})
-        for p in range(3):
-            phi = phases0[a] + 2 * np.pi * p / 3
+                       "phases": [float(camera_phase + 2 * np.pi * p / scene.phases) for p in range(scene.phases)]})
+        for p in range(scene.phases):
+            phi = phases0[a] + 2 * np.pi * p / scene.phases
             pattern = 1 + scene.modulation * np.cos(2 * np.pi * (kx * x + ky * y) + phi)
             expected.append(scale * np.clip(camera(truth * pattern), 0, None) + scene.background)
     expected = np.array(expected)
@@ -147,7 +166,7 @@ def simulate(scene, realisations=1):
         electrons = rng.poisson(expected) + rng.normal(0, READ_NOISE_E, expected.shape)
         raws.append(np.clip(np.round(OFFSET_ADU + electrons), 0, 65535).astype(np.uint16))
     # Reference: the truth through the ideal OTF of cutoff f_c + |k|, integrated over the SR pixels.
-    extended = incoherent_otf(f / (scene.cutoff + scene.k_um))
+    extended = extended_transfer(fx, fy, scene, thetas)
     ref_fine = np.real(np.fft.ifft2(truth_spectrum * extended))
     # SR pixel I then sits where the Fourier convention puts it: camera pixel I/2 (fine pixels 2I+1, 2I+2).
     ref_fine = np.roll(ref_fine, (-1, -1), axis=(0, 1))

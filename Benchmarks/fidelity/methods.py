@@ -18,7 +18,7 @@ import types
 
 import numpy as np
 
-from forward import OFFSET_ADU, incoherent_otf
+from forward import OFFSET_ADU, extended_transfer, incoherent_otf
 
 
 def mirror_pad(img):
@@ -58,9 +58,10 @@ def wiener_ceiling(raw, scene, angles, reference, metric, w_grid=None):
     denominator = np.zeros((big, big))
     for a, ang in enumerate(angles):
         phis = np.array(ang["phases"])
-        rows = np.stack([np.ones(3), 2 * np.cos(phis), -2 * np.sin(phis)], axis=1)
+        count = len(phis)
+        rows = np.stack([np.ones(count), 2 * np.cos(phis), -2 * np.sin(phis)], axis=1)
         inv = np.linalg.pinv(rows)
-        padded = np.array([np.pad(frames[3 * a + p], pad, mode="symmetric") * window for p in range(3)])
+        padded = np.array([np.pad(frames[count * a + p], pad, mode="symmetric") * window for p in range(count)])
         b0 = np.tensordot(inv[0], padded, axes=1)
         c = np.tensordot(inv[1], padded, axes=1) + 1j * np.tensordot(inv[2], padded, axes=1)
         kx, ky = ang["kx"], ang["ky"]
@@ -72,7 +73,7 @@ def wiener_ceiling(raw, scene, angles, reference, metric, w_grid=None):
         h_minus = (m / 2) * incoherent_otf(np.hypot(fx - kx, fy - ky) / scene.cutoff)
         numerator += otf0 * band0 + h_plus * plus + h_minus * minus
         denominator += otf0 ** 2 + h_plus ** 2 + h_minus ** 2
-    apodization = incoherent_otf(np.hypot(fx, fy) / (scene.cutoff + scene.k_um))
+    apodization = extended_transfer(fx, fy, scene, [np.radians(a["theta_deg"]) for a in angles])
     best = None
     for w in (w_grid if w_grid is not None else np.geomspace(1e-3, 1.0, 13)):
         full = np.real(np.fft.ifft2(numerator / (denominator + w * w) * apodization))
@@ -133,16 +134,16 @@ def napari_sim_processor(raw, scene):
 
 
 def moire(raw, scene, angles, binary, extra=()):
-    """`moire reconstruct` on the nine frames (uint16 TIFF), the nominal pattern as the prior."""
+    """`moire reconstruct` on the phase set (uint16 TIFF), the nominal pattern as the prior."""
     import tifffile
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = os.path.join(tmp, "raw.tif")
         out_path = os.path.join(tmp, "sr.ome.tif")
-        tifffile.imwrite(raw_path, raw)
+        tifffile.imwrite(raw_path, raw, photometric="minisblack")
         prior = f"{1 / scene.k_um:.6f}@{angles[0]['theta_deg']:.4f}"
         cmd = [binary, "reconstruct", raw_path, "--out", out_path, "--pixel-um", f"{scene.pixel_um:.6f}",
                "--na", str(scene.na), "--emission-nm", str(scene.emission_nm), "--background", str(OFFSET_ADU),
-               "--k-prior", prior, *extra]
+               "--k-prior", prior, "--angles", str(scene.angles), "--phases", str(scene.phases), *extra]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {done.stdout}{done.stderr}")

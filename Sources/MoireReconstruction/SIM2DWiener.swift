@@ -243,8 +243,11 @@ extension SIM2DReconstructor {
             for i in 0..<gn { addDen(plusI[a][i], plusDen[a][i]); addDen(minusI[a][i], plusDen[a][i]) }
         }
         let kmax = params.angles.map(\.kMagnitude).max() ?? 0
-        // Apodization toward the extended support f_c + |k|, shaped like the ideal incoherent OTF there.
-        let apodizationShape = IdealOTF(na: 1, emissionNm: 2000 / (options.apodization * (fc + kmax)))
+        // Apodization toward the extended support, shaped like the ideal incoherent OTF there: with
+        // three or more orientations the disc of radius f_c + |k|; with fewer (LLS-SIM: one), the
+        // support's own reach in each direction û, f_c + max |k·û| (f_c + |k| along k, f_c across).
+        let profile = IdealOTF(na: 1, emissionNm: 2000)  // cutoff 1: the profile at ρ
+        let directional = angles < 3
         var apodization = [Float](repeating: 0, count: H * halfW)
         var bigRho = [Float](repeating: 0, count: H * halfW)
         for v in 0..<H {
@@ -252,7 +255,12 @@ extension SIM2DReconstructor {
                 let fx = Double(u) / (Double(W) * pixelUm / 2)
                 let fy = Double(signed(v, H)) / (Double(H) * pixelUm / 2)
                 let f = hypot(fx, fy)
-                apodization[v * halfW + u] = Float(apodizationShape.value(f))
+                var reach = fc + kmax
+                if directional {
+                    let along = f > 0 ? params.angles.map { abs($0.kx * fx + $0.ky * fy) / f }.max() ?? 0 : 0
+                    reach = fc + along
+                }
+                apodization[v * halfW + u] = Float(profile.value(f / (options.apodization * reach)))
                 bigRho[v * halfW + u] = Float(f / fc)
             }
         }

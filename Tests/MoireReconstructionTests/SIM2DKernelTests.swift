@@ -5,6 +5,32 @@ import Testing
 
 /// The 2D-SIM reconstruction's inner kernels against plain per-sample references.
 @Suite struct SIM2DKernelTests {
+
+    /// With one orientation (LLS-SIM) the apodization follows the extended support's reach in each
+    /// direction: it still passes frequencies just short of f_c + |k| along k, and nothing beyond
+    /// f_c across k; with three orientations it is the disc of radius f_c + |k|.
+    @Test func oneOrientationIsApodizedToItsOwnSupport() throws {
+        let pixelUm = 0.08
+        let otf = IdealOTF(na: 1.0, emissionNm: 560)
+        let fc = otf.cutoff
+        let k = 0.8 * fc
+        func apodization(angles: Int, at fx: Double, _ fy: Double) throws -> Float {
+            let rec = try SIM2DReconstructor(
+                width: 64, height: 64, pixelUm: pixelUm, angles: angles, phases: 3, otf: otf, options: SIM2DOptions())
+            let priors = PatternPrior.regular(periodUm: 1 / k, firstAngleDeg: 0, angles: angles, phases: 3)
+            let plan = try rec.prepareWeights(SIMParameters.fromPriors(priors))
+            // The 2× grid's half spectrum: W = 2·grid width columns (u ≥ 0), H rows.
+            let width = 2 * rec.grid.width
+            let height = 2 * rec.grid.height
+            let halfWidth = width / 2 + 1
+            let u = Int((fx * Double(width) * pixelUm / 2).rounded())
+            let v = (Int((fy * Double(height) * pixelUm / 2).rounded()) + height) % height
+            return plan.apodization[v * halfWidth + u]
+        }
+        #expect(try apodization(angles: 1, at: 0.95 * (fc + k), 0) > 0, "along k, short of f_c + |k|")
+        #expect(try apodization(angles: 1, at: 0, 1.05 * fc) == 0, "across k, beyond f_c")
+        #expect(try apodization(angles: 3, at: 0, 1.05 * fc) > 0, "three orientations: the whole disc")
+    }
     /// A shifted, mirrored placement like a band's: consecutive sources land on consecutive
     /// destinations (ascending or descending), with gaps (−1) where the Hermitian mirror carries
     /// the sample, and runs that end where the destination reaches 0.
