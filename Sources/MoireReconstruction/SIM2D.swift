@@ -138,14 +138,7 @@ public final class SIM2DReconstructor: @unchecked Sendable {
 
     /// Checks the frame count and sizes and rejects blank or non-finite frames.
     func check(_ frames: [[Float]]) throws {
-        guard frames.count == angles * phases else {
-            throw MoireError(
-                .usage,
-                "2D-SIM with \(angles) angles × \(phases) phases needs \(angles * phases) frames; got \(frames.count)")
-        }
-        for (i, f) in frames.enumerated() where f.count != n {
-            throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)")
-        }
+        try checkShapes(frames)
         nonisolated(unsafe) var ranges = [(Float, Float, Bool)](repeating: (0, 0, true), count: frames.count)
         ranges.withUnsafeMutableBufferPointer { found in
             nonisolated(unsafe) let results = found
@@ -153,9 +146,27 @@ public final class SIM2DReconstructor: @unchecked Sendable {
                 results[i] = frames[i].withUnsafeBufferPointer(Self.range)
             }
         }
+        try checkValues(ranges)
+    }
+
+    /// Refuses a frame with NaN or infinite values, or a blank one, from each frame's (smallest,
+    /// largest, all finite).
+    func checkValues(_ ranges: [(Float, Float, Bool)]) throws {
         for (i, (lo, hi, finite)) in ranges.enumerated() {
             guard finite else { throw MoireError(.numeric, "frame \(i) contains NaN or infinite values") }
             guard hi - lo > 0 else { throw MoireError(.numeric, "frame \(i) is blank (every pixel is \(lo))") }
+        }
+    }
+
+    /// Refuses a phase set of the wrong number of frames or of frames of the wrong size.
+    func checkShapes(_ frames: [[Float]]) throws {
+        guard frames.count == angles * phases else {
+            throw MoireError(
+                .usage,
+                "2D-SIM with \(angles) angles × \(phases) phases needs \(angles * phases) frames; got \(frames.count)")
+        }
+        for (i, f) in frames.enumerated() where f.count != n {
+            throw MoireError(.usage, "frame \(i) has \(f.count) pixels; expected \(width)×\(height)")
         }
     }
 

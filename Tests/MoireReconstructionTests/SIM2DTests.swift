@@ -146,6 +146,11 @@ func reconstructor(_ d: SimulatedSIMData, roi: Int) throws -> SIM2DReconstructor
             Issue.record("blank frame accepted") } catch let e as MoireError { #expect(e.message.contains("frame 4 is blank")) }
         var nan = good; nan[2][5] = .nan
         #expect(throws: MoireError.self) { try rec.widefield(nan) }
+        // The reconstruction checks the values tile by tile as it separates the bands: the last
+        // pixel of the eighth frame counts too.
+        var lastNaN = good; lastNaN[7][1023] = .infinity
+        do { _ = try rec.reconstruct(lastNaN, parameters: .fromPriors(PatternPrior.regular(periodUm: 0.18, firstAngleDeg: 0, angles: 3, phases: 3)))
+            Issue.record("infinite value accepted") } catch let e as MoireError { #expect(e.message.contains("frame 7 contains NaN or infinite values")) }
         #expect(throws: MoireError.self) { try SIM2DReconstructor(width: 15, height: 32, pixelUm: 0.065, angles: 3, phases: 3, otf: otf) }
     }
 
