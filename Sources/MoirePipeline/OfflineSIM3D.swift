@@ -31,6 +31,9 @@ public struct OfflineSIM3D {
     public var firstAngleDeg: Double?
     public var background: Double?
     public var wiener: WienerParameter?
+    /// Only these volumes (a batch part); the parameters still come from the first volume of the
+    /// input, so the parts of a batch are the volumes of the whole run.
+    public var part: BatchPart?
 
     public init() {}
 
@@ -147,7 +150,8 @@ public struct OfflineSIM3D {
         }
         let count = stack.planes.count / per
         var result = Result(sr: [], widefield: [], estimate: estimate)
-        for v in 0..<count {
+        let volumes = part?.range(of: count) ?? 0..<count
+        for (done, v) in volumes.enumerated() {
             let s = v == 0 ? first : stacks(v)
             result.sr.append(
                 Volume(
@@ -155,7 +159,7 @@ public struct OfflineSIM3D {
                     voxelUm: (pixel / 2, pixel / 2, dz)))
             result.widefield.append(
                 Volume(width: n, height: n, depth: nz, data: try rec.widefield(s), voxelUm: (pixel, pixel, dz)))
-            progress(v + 1, count)
+            progress(done + 1, volumes.count)
         }
         return result
     }

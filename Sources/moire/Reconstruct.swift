@@ -122,8 +122,9 @@ struct Reconstruct: ParsableCommand {
     @Option(
         name: .long,
         help: """
-            Reconstruct only part K of N (1 ≤ K ≤ N) of the phase sets, into OUT's STEM.part-K-of-N.ome.tif; \
-            a complete part already there is kept (batch jobs; moire merge joins the parts).
+            Reconstruct only part K of N (1 ≤ K ≤ N) of the phase sets (2D-SIM) or volumes (--sim3d), into \
+            OUT's STEM.part-K-of-N.ome.tif; a complete part already there is kept (batch jobs; moire merge \
+            joins the parts).
             """)
     var part: String?
     @OptionGroup(title: "Light sheet (--llsm)") var llsm: LightSheetArguments
@@ -167,12 +168,12 @@ struct Reconstruct: ParsableCommand {
 }
 
 extension Reconstruct {
-    /// One part of a batch reconstruction (2D-SIM): written under a temporary name and moved into
+    /// One part of a batch reconstruction (2D-SIM or 3D-SIM): written under a temporary name and moved into
     /// place when complete; an existing complete part is kept, so a rerun task does nothing.
     func reconstructPart(_ part: BatchPart) throws {
-        guard !llsm.llsm, !sim3d.sim3d else {
+        guard !llsm.llsm else {
             throw MoireError(
-                .usage, "--part works on 2D-SIM reconstructions; --llsm and --sim3d run whole", place: "--part")
+                .usage, "--part works on 2D-SIM and 3D-SIM reconstructions; --llsm runs whole", place: "--part")
         }
         guard preview == nil, paramsOut == nil else {
             throw MoireError(.usage, "--preview and --params-out describe a whole run; leave them out of a part")
@@ -181,6 +182,16 @@ extension Reconstruct {
         try output.check(outputs: [], inputs: [input])
         if BatchPart.isComplete(path) && !output.overwrite {
             print("part \(part) is already complete: \(path)")
+            return
+        }
+        if sim3d.sim3d {
+            var job = try sim3dJob()
+            job.part = part
+            let r = try job.run(input: input)
+            try BatchPart.writeAtomically(to: path) { temporary in
+                try OfflineSIM3D.write(r, to: temporary, name: "3D-SIM of " + (input as NSString).lastPathComponent)
+            }
+            print("part \(part): wrote \(r.sr.count) volume(s) to \(path)")
             return
         }
         var job = try sim.job()
@@ -239,6 +250,17 @@ struct SIM3DArguments: ParsableArguments {
 extension Reconstruct {
     /// 3D-SIM volumes from phase-stepped z-stacks.
     func reconstructSIM3D() throws {
+        let job = try sim3dJob()
+        let r = try job.run(input: input) { done, total in
+            FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) volumes".utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        try OfflineSIM3D.write(r, to: out, name: "3D-SIM of \((input as NSString).lastPathComponent)")
+        try report3D(r)
+    }
+
+    /// The 3D-SIM job the options describe.
+    func sim3dJob() throws -> OfflineSIM3D {
         var job = OfflineSIM3D()
         job.angles = sim.angles ?? 3; job.phases = sim.phases ?? 5
         job.zPlanes = sim3d.zPlanes; job.zStepUm = sim3d.zStepUm; job.pixelUm = sim.pixelUm
@@ -250,11 +272,11 @@ extension Reconstruct {
         job.immersionIndex = llsm.immersionIndex
         job.background = sim.background; job.wiener = sim.wiener
         if let kPrior = sim.kPrior { (job.periodUm, job.firstAngleDeg) = try parseKPrior(kPrior) }
-        let r = try job.run(input: input) { done, total in
-            FileHandle.standardError.write(Data("\rreconstructed \(done)/\(total) volumes".utf8))
-        }
-        FileHandle.standardError.write(Data("\n".utf8))
-        try OfflineSIM3D.write(r, to: out, name: "3D-SIM of \((input as NSString).lastPathComponent)")
+        return job
+    }
+
+    /// Prints the parameters a 3D-SIM run used and what it wrote; writes --params-out and --preview.
+    func report3D(_ r: OfflineSIM3D.Result) throws {
         for (a, (e, d)) in zip(r.estimate.angles, r.estimate.projected.angles).enumerated() {
             print(
                 String(

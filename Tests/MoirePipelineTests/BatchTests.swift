@@ -77,4 +77,42 @@ import Testing
         }
         #expect(a.layout?.name == b.layout?.name && a.layout?.timepoints == b.layout?.timepoints)
     }
+
+    /// A 3D-SIM recording of three volumes reconstructed in two parts and merged equals the whole
+    /// run: every part takes its parameters from the recording's first volume.
+    @Test func sim3dPartsMergedEqualTheWholeRun() throws {
+        let text = try String(contentsOfFile: Fixtures.path("sim-hardware/protocols/sim3d-cell.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../rigs/sim3d.yaml", with: Fixtures.path("sim-hardware/rigs/sim3d.yaml"))
+            .replacingOccurrences(of: "roi: [128, 128]", with: "roi: [64, 64]")
+            .replacingOccurrences(of: "planes: 16", with: "planes: 8")
+            .replacingOccurrences(of: "count: 1", with: "count: 3")
+        let p = try AcquisitionProtocol.load(file: Fixtures.write(text, to: "sim3d-parts.yaml", in: dir))
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/raw3d.ome.tif"
+        options.noPublish = true
+        options.noReconstruction = true
+        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        let input = options.recordingPath!
+        let whole = try OfflineSIM3D().run(input: input)
+        #expect(whole.sr.count == 3)
+        try OfflineSIM3D.write(whole, to: "\(dir)/whole3d.ome.tif", name: "3D-SIM of raw3d.ome.tif")
+        let merged = "\(dir)/merged3d.ome.tif"
+        for index in 1...2 {
+            var job = OfflineSIM3D()
+            job.part = try BatchPart(index: index, count: 2)
+            let r = try job.run(input: input)
+            #expect(r.sr.count == job.part!.range(of: 3).count)
+            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
+                try OfflineSIM3D.write(r, to: $0, name: "3D-SIM of raw3d.ome.tif")
+            }
+        }
+        let summary = try BatchMerge.merge(output: merged, parts: 2)
+        #expect(summary.timepoints == 3 && summary.planes == 3 * 8)
+        let a = try OMETiffReader(path: "\(dir)/whole3d.ome.tif")
+        let b = try OMETiffReader(path: merged)
+        #expect(a.planeCount == b.planeCount && a.width == b.width)
+        for plane in 0..<a.planeCount {
+            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
+        }
+    }
 }
