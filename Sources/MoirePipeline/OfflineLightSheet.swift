@@ -21,6 +21,9 @@ public struct OfflineLightSheet {
     public var background: Float?
     /// Also rotate each volume into the coverslip frame (isotropic voxels).
     public var rotate = false
+    /// Only these volumes (a batch part); each volume is processed on its own, so the parts of a
+    /// batch are the volumes of the whole run.
+    public var part: BatchPart?
 
     public init() throws { optics = try LightSheetOptics() }
 
@@ -88,7 +91,7 @@ public struct OfflineLightSheet {
             return LightSheetPSF.model(optics, voxelUm: voxel)
         }
         let count = stack.planes.count / per
-        for v in 0..<count {
+        for v in part?.range(of: count) ?? 0..<count {
             let planes = Array(stack.planes[(v * per)..<((v + 1) * per)])
             let gone = Set((0..<per).filter { missing.contains(v * per + $0) })
             let out: (raw: Volume, deskewed: Volume, volume: Volume)

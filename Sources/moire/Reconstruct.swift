@@ -122,7 +122,7 @@ struct Reconstruct: ParsableCommand {
     @Option(
         name: .long,
         help: """
-            Reconstruct only part K of N (1 ≤ K ≤ N) of the phase sets (2D-SIM) or volumes (--sim3d), into \
+            Reconstruct only part K of N (1 ≤ K ≤ N) of the phase sets (2D-SIM) or volumes (--sim3d, --llsm), into \
             OUT's STEM.part-K-of-N.ome.tif; a complete part already there is kept (batch jobs; moire merge \
             joins the parts).
             """)
@@ -168,12 +168,11 @@ struct Reconstruct: ParsableCommand {
 }
 
 extension Reconstruct {
-    /// One part of a batch reconstruction (2D-SIM or 3D-SIM): written under a temporary name and moved into
+    /// One part of a batch reconstruction (2D-SIM, 3D-SIM or light sheet): written under a temporary name and moved into
     /// place when complete; an existing complete part is kept, so a rerun task does nothing.
     func reconstructPart(_ part: BatchPart) throws {
-        guard !llsm.llsm else {
-            throw MoireError(
-                .usage, "--part works on 2D-SIM and 3D-SIM reconstructions; --llsm runs whole", place: "--part")
+        if llsm.llsm, (try? OMETiffReader(path: input))?.layout?.mode == "llssim" {
+            throw MoireError(.usage, "--part does not split LLS-SIM recordings yet; run them whole", place: "--part")
         }
         guard preview == nil, paramsOut == nil else {
             throw MoireError(.usage, "--preview and --params-out describe a whole run; leave them out of a part")
@@ -182,6 +181,17 @@ extension Reconstruct {
         try output.check(outputs: [], inputs: [input])
         if BatchPart.isComplete(path) && !output.overwrite {
             print("part \(part) is already complete: \(path)")
+            return
+        }
+        if llsm.llsm {
+            var job = try lightSheetJob()
+            job.part = part
+            let r = try job.run(input: input)
+            try BatchPart.writeAtomically(to: path) { temporary in
+                try OfflineLightSheet.write(
+                    r, to: temporary, name: "deskewed, deconvolved \((input as NSString).lastPathComponent)")
+            }
+            print("part \(part): wrote \(r.deconvolved.count) volume(s) to \(path)")
             return
         }
         if sim3d.sim3d {
@@ -206,6 +216,11 @@ extension Reconstruct {
 
     /// Deskew and deconvolution of sample-scan light-sheet stacks into volumes.
     func reconstructLightSheet() throws {
+        try runLightSheet(try lightSheetJob())
+    }
+
+    /// The light-sheet job the options describe.
+    func lightSheetJob() throws -> OfflineLightSheet {
         var job = try OfflineLightSheet()
         job.angleDeg = llsm.angle; job.stepUm = llsm.stepUm; job.pixelUm = sim.pixelUm;
         job.planesPerVolume = llsm.planesPerVolume
@@ -214,6 +229,11 @@ extension Reconstruct {
         job.optics = try LightSheetOptics(
             na: sim.na ?? 1.1, immersionIndex: llsm.immersionIndex ?? 1.33, emissionNm: sim.emissionNm ?? 520,
             sheetThicknessUm: llsm.sheetUm)
+        return job
+    }
+
+    /// Runs `job` on the input (LLS-SIM recordings through the SIM job) and writes and reports its volumes.
+    func runLightSheet(_ job: OfflineLightSheet) throws {
         let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
         let r =
             isLLSSIM

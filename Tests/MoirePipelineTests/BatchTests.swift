@@ -115,4 +115,38 @@ import Testing
             #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
         }
     }
+
+    /// A light-sheet recording of three volumes deskewed and deconvolved in two parts and merged
+    /// equals the whole run: each volume is processed on its own.
+    @Test func lightSheetPartsMergedEqualTheWholeRun() throws {
+        let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, planes: 16, timepoints: 3))
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/rawls.ome.tif"
+        options.noPublish = true
+        options.noReconstruction = true
+        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        let input = options.recordingPath!
+        var job = try OfflineLightSheet()
+        job.iterations = 2
+        let whole = try job.run(input: input)
+        #expect(whole.deconvolved.count == 3)
+        try OfflineLightSheet.write(whole, to: "\(dir)/wholels.ome.tif", name: "volumes")
+        let merged = "\(dir)/mergedls.ome.tif"
+        for index in 1...2 {
+            job.part = try BatchPart(index: index, count: 2)
+            let r = try job.run(input: input)
+            #expect(r.deconvolved.count == job.part!.range(of: 3).count)
+            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
+                try OfflineLightSheet.write(r, to: $0, name: "volumes")
+            }
+        }
+        let summary = try BatchMerge.merge(output: merged, parts: 2)
+        #expect(summary.timepoints == 3)
+        let a = try OMETiffReader(path: "\(dir)/wholels.ome.tif")
+        let b = try OMETiffReader(path: merged)
+        #expect(a.planeCount == b.planeCount && a.width == b.width && a.height == b.height)
+        for plane in 0..<a.planeCount {
+            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
+        }
+    }
 }
