@@ -49,6 +49,8 @@ public final class SIM3DReconstructor {
         return rho
     }()
 
+    /// The filter's tables for the last parameters reconstructed with.
+    private var tablesCache: BandTables?
     /// Order 1's transfer function for the last axial frequency asked for.
     private var orderOneCache: (kz: Double, otf: RadialOTF3D)?
     /// The padding: a lateral border (`grid`) and, when the stack's first or last plane holds
@@ -326,11 +328,6 @@ public final class SIM3DReconstructor {
             : [Float](repeating: 1, count: n * n)
         let zTaper = fadesEdges ? axialTaper() : [Float](repeating: 1, count: nz)
         let sx = Double(n) * pixelUm
-        let sz = Double(nz) * dzUm
-        @inline(__always) func sgn(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
-        func bigIndex(_ U: Int, _ V: Int, _ W: Int) -> Int {
-            ((((W % nz) + nz) % nz) * N + ((V % N) + N) % N) * N + ((U % N) + N) % N
-        }
         // Bands per orientation, and band 0 of all orientations.
         var b0 = [Float](repeating: 0, count: total)
         var shifted:
@@ -358,13 +355,21 @@ public final class SIM3DReconstructor {
                 let dy = ky - (ky * sx).rounded() / sx
                 let inBuf = AlignedBuffer<Complex32>(count: total)
                 let out = AlignedBuffer<Complex32>(count: total)
+                // The sub-pixel ramp e^{−i2π(δx·x + δy·y)}: one factor per column, one per row.
+                let alongX = (0..<n).map { x in
+                    let angle = -2 * Double.pi * dx * Double(x) * pixelUm
+                    return Complex32(Float(cos(angle)), Float(sin(angle)))
+                }
+                let alongY = (0..<n).map { y in
+                    let angle = -2 * Double.pi * dy * Double(y) * pixelUm
+                    return Complex32(Float(cos(angle)), Float(sin(angle)))
+                }
                 for z in 0..<nz {
                     for y in 0..<n {
+                        let rowFactor = alongY[y]
                         for x in 0..<n {
-                            let ang = -2 * Double.pi * (dx * Double(x) + dy * Double(y)) * pixelUm
-                            let v = c[(z * n + y) * n + x]
-                            let e = Complex32(Float(cos(ang)), Float(sin(ang)))
-                            inBuf[(z * n + y) * n + x] = Complex32(v.re * e.re - v.im * e.im, v.re * e.im + v.im * e.re)
+                            let i = (z * n + y) * n + x
+                            inBuf[i] = c[i] * rowFactor * alongX[x]
                         }
                     }
                 }
@@ -376,44 +381,105 @@ public final class SIM3DReconstructor {
         let spec0 = AlignedBuffer<Complex32>(count: total)
         for i in 0..<total { band0[i] = Complex32(b0[i], 0) }
         fwd.execute(band0.pointer, spec0.pointer)
-        // H of a band at big-grid frequency F (cycles/µm).
-        func h0(_ fx: Double, _ fy: Double, _ fz: Double) -> Double { otf.value(kr: hypot(fx, fy), kz: fz) }
-        // Order 1's transfer function per axial frequency, from the PSF times cos 2πk_z z on this
-        // grid (not the widefield table interpolated at f_z ± k_z between its coarse axial samples).
-        var orderOneOTFs: [Double: RadialOTF3D] = [:]
-        for kz in Set(parameters.map(\.kz)) {
-            orderOneOTFs[kz] = try orderOneOTF(kz: kz)
-        }
-        func hBand(
-            _ fx: Double, _ fy: Double, _ fz: Double,
-            _ b: (data: AlignedBuffer<Complex32>, kx: Double, ky: Double, kzOffset: Double, m: Double, order: Int)
-        ) -> Double {
-            let r = hypot(fx + b.kx, fy + b.ky)
-            if b.kzOffset == 0 { return b.m / 2 * otf.value(kr: r, kz: fz) }
-            guard let orderOne = orderOneOTFs[b.kzOffset] else { return 0 }
-            return b.m / 2 * orderOne.value(kr: r, kz: fz)
-        }
-        // Denominator: the regularisation w²(f), then Σ|H|² of every band.
+        let tables = try bandTables(parameters)
+        // Denominator: the regularisation w²(f), then Σ|H|² of every band (fixed by the parameters).
         let model = wiener == .adaptive ? measureSpectrum(spec0, orientations: parameters.count) : nil
         lastSpectralModel = model
         var den = regularisation(model)
-        let A = Double(parameters.count)
+        for j in 0..<big { den[j] += tables.sumH2[j] }
+        let spec = AlignedBuffer<Complex32>(count: big)
+        for i in 0..<total {
+            let j = Int(tables.bandZeroIndex[i])
+            let g = tables.bandZero[i] * tables.apodization[j] / den[j]
+            spec[j].re += g * spec0[i].re
+            spec[j].im += g * spec0[i].im
+            for (b, band) in shifted.enumerated() {
+                let hb = tables.bands[b][i]
+                let jp = Int(tables.plus[b][i])
+                let jm = Int(tables.minus[b][i])
+                let s = band.data[i]
+                let gp = hb * tables.apodization[jp] / den[jp]
+                let gm = hb * tables.apodization[jm] / den[jm]
+                spec[jp].re += gp * s.re
+                spec[jp].im += gp * s.im
+                spec[jm].re += gm * s.re
+                spec[jm].im -= gm * s.im
+            }
+        }
+        let out = AlignedBuffer<Complex32>(count: big)
+        bigInv.execute(spec.pointer, out.pointer)
+        let scale = 1 / Float(total)
+        return (0..<big).map { out[$0].re * scale }
+    }
+
+    /// What the filter needs of one set of parameters, per sample i of the camera grid's spectrum:
+    /// band 0's transfer and place on the result's grid, each shifted band's transfer and its two
+    /// places (+ and −); per sample of the result's grid, Σ|H|² of every band and the apodization.
+    struct BandTables {
+        let parameters: [SIM3DAngle]
+        let bandZero: [Float]
+        let bandZeroIndex: [Int32]
+        let bands: [[Float]]
+        let plus: [[Int32]]
+        let minus: [[Int32]]
+        let sumH2: [Float]
+        let apodization: [Float]
+    }
+
+    /// The tables for `parameters` (made once per parameter set: a live run reuses them).
+    func bandTables(_ parameters: [SIM3DAngle]) throws -> BandTables {
+        if let cached = tablesCache, cached.parameters == parameters { return cached }
+        let N = 2 * n
+        let total = n * n * nz
+        let sx = Double(n) * pixelUm
+        let sz = Double(nz) * dzUm
+        @inline(__always) func sgn(_ u: Int, _ len: Int) -> Int { u < len / 2 ? u : u - len }
+        func bigIndex(_ U: Int, _ V: Int, _ W: Int) -> Int32 {
+            Int32((((W % nz) + nz) % nz * N + ((V % N) + N) % N) * N + ((U % N) + N) % N)
+        }
+        // The bands in `reconstruct`'s order: per orientation order 1 (k, k_z, m₁), then order 2 (2k, m₂).
+        var orderOneOTFs: [Double: RadialOTF3D] = [:]
+        for kz in Set(parameters.map(\.kz)) { orderOneOTFs[kz] = try orderOneOTF(kz: kz) }
+        let bandList: [(kx: Double, ky: Double, kz: Double, m: Double)] = parameters.flatMap {
+            [($0.kx, $0.ky, $0.kz, $0.m1), (2 * $0.kx, 2 * $0.ky, 0, $0.m2)]
+        }
+        var bandZero = [Float](repeating: 0, count: total)
+        var bandZeroIndex = [Int32](repeating: 0, count: total)
+        var bands = [[Float]](repeating: [Float](repeating: 0, count: total), count: bandList.count)
+        var plus = [[Int32]](repeating: [Int32](repeating: 0, count: total), count: bandList.count)
+        var minus = plus
+        var sumH2 = [Float](repeating: 0, count: N * N * nz)
+        let orientations = Double(parameters.count)
         for w in 0..<nz {
             for v in 0..<n {
                 for u in 0..<n {
                     let fu = sgn(u, n)
                     let fv = sgn(v, n)
                     let fw = sgn(w, nz)
-                    let h = h0(Double(fu) / sx, Double(fv) / sx, Double(fw) / sz)
-                    den[bigIndex(fu, fv, fw)] += Float(A * h * h)
-                    for b in shifted {
-                        let ku = Int((b.kx * sx).rounded())
-                        let kv = Int((b.ky * sx).rounded())
+                    let i = (w * n + v) * n + u
+                    let fz = Double(fw) / sz
+                    let h = otf.value(kr: hypot(Double(fu) / sx, Double(fv) / sx), kz: fz)
+                    let j = bigIndex(fu, fv, fw)
+                    bandZero[i] = Float(h)
+                    bandZeroIndex[i] = j
+                    sumH2[Int(j)] += Float(orientations * h * h)
+                    for (b, band) in bandList.enumerated() {
+                        let ku = Int((band.kx * sx).rounded())
+                        let kv = Int((band.ky * sx).rounded())
                         let Fu = fu - ku
                         let Fv = fv - kv
-                        let hb = Float(hBand(Double(Fu) / sx, Double(Fv) / sx, Double(fw) / sz, b))
-                        den[bigIndex(Fu, Fv, fw)] += hb * hb
-                        den[bigIndex(-Fu, -Fv, -fw)] += hb * hb
+                        let r = hypot(Double(Fu) / sx + band.kx, Double(Fv) / sx + band.ky)
+                        let transfer =
+                            band.kz == 0
+                            ? otf.value(kr: r, kz: fz) : (orderOneOTFs[band.kz]?.value(kr: r, kz: fz) ?? 0)
+                        let hb = Float(band.m / 2 * transfer)
+                        let jp = bigIndex(Fu, Fv, fw)
+                        let jm = bigIndex(-Fu, -Fv, -fw)
+                        bands[b][i] = hb
+                        plus[b][i] = jp
+                        minus[b][i] = jm
+                        sumH2[Int(jp)] += hb * hb
+                        sumH2[Int(jm)] += hb * hb
                     }
                 }
             }
@@ -426,48 +492,23 @@ public final class SIM3DReconstructor {
         let rr = optics.lateralCutoff + kmax
         let rz = optics.axialCutoff + kzmax
         let profile = IdealOTF(na: 1, emissionNm: 2000)  // cutoff 1: the profile at ρ
-        func apo(_ idx: Int) -> Float {
-            let U = idx % N
-            let V = (idx / N) % N
-            let W = idx / (N * N)
-            let fx = Double(sgn(U, N)) / sx
-            let fy = Double(sgn(V, N)) / sx
-            let fz = Double(sgn(W, nz)) / sz
-            let rho = ((hypot(fx, fy) / rr) * (hypot(fx, fy) / rr) + (fz / rz) * (fz / rz)).squareRoot()
-            return Float(profile.value(rho))
-        }
-        let spec = AlignedBuffer<Complex32>(count: big)
-        for w in 0..<nz {
-            for v in 0..<n {
-                for u in 0..<n {
-                    let fu = sgn(u, n)
-                    let fv = sgn(v, n)
-                    let fw = sgn(w, nz)
-                    let i = (w * n + v) * n + u
-                    let j = bigIndex(fu, fv, fw)
-                    let g = Float(h0(Double(fu) / sx, Double(fv) / sx, Double(fw) / sz)) * apo(j) / den[j]
-                    spec[j].re += g * spec0[i].re; spec[j].im += g * spec0[i].im
-                    for b in shifted {
-                        let ku = Int((b.kx * sx).rounded())
-                        let kv = Int((b.ky * sx).rounded())
-                        let Fu = fu - ku
-                        let Fv = fv - kv
-                        let hb = Float(hBand(Double(Fu) / sx, Double(Fv) / sx, Double(fw) / sz, b))
-                        let jp = bigIndex(Fu, Fv, fw)
-                        let jm = bigIndex(-Fu, -Fv, -fw)
-                        let s = b.data[i]
-                        let gp = hb * apo(jp) / den[jp]
-                        let gm = hb * apo(jm) / den[jm]
-                        spec[jp].re += gp * s.re; spec[jp].im += gp * s.im
-                        spec[jm].re += gm * s.re; spec[jm].im -= gm * s.im
-                    }
+        var apodization = [Float](repeating: 0, count: N * N * nz)
+        for W in 0..<nz {
+            for V in 0..<N {
+                for U in 0..<N {
+                    let fx = Double(sgn(U, N)) / sx
+                    let fy = Double(sgn(V, N)) / sx
+                    let fz = Double(sgn(W, nz)) / sz
+                    let rho = ((hypot(fx, fy) / rr) * (hypot(fx, fy) / rr) + (fz / rz) * (fz / rz)).squareRoot()
+                    apodization[(W * N + V) * N + U] = Float(profile.value(rho))
                 }
             }
         }
-        let out = AlignedBuffer<Complex32>(count: big)
-        bigInv.execute(spec.pointer, out.pointer)
-        let scale = 1 / Float(total)
-        return (0..<big).map { out[$0].re * scale }
+        let tables = BandTables(
+            parameters: parameters, bandZero: bandZero, bandZeroIndex: bandZeroIndex, bands: bands, plus: plus,
+            minus: minus, sumH2: sumH2, apodization: apodization)
+        tablesCache = tables
+        return tables
     }
 
     /// The transfer function of order 1 (axial frequency `kz`), made once per `kz`.
