@@ -14,7 +14,6 @@ lattice light-sheet's water objective), emission 500–620 nm, |k| 0.75–0.9 f_
 fit; prints a table, writes DIR/llssim_fidelity.json.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -58,14 +57,7 @@ def main():
                     row[name] = {"psnr": methods.psnr(image, reference), "ssim": methods.ssim(image, reference)}
                     print(f"{scene.name:<30} {name:<10} {row[name]['psnr']:8.2f} {row[name]['ssim']:6.3f}", flush=True)
                 rows.append(row)
-    print("\nMoiré − ceiling (dB) per scene: " + ", ".join(
-        f"{r['scene']['name']} {r['moire']['psnr'] - r['ceiling']['psnr']:+.2f}" for r in rows))
-    print("Moiré − widefield (dB) per scene: " + ", ".join(
-        f"{r['scene']['name']} {r['moire']['psnr'] - r['widefield']['psnr']:+.2f}" for r in rows))
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "llssim_fidelity.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+    methods.report_against_ceiling(rows, args.out, "llssim_fidelity.json")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 - Moiré: `moire reconstruct` on the raw stack as a user runs it (the nominal pattern as prior).
 """
 import importlib.util
+import json
 import io
 import contextlib
 import os
@@ -210,3 +211,16 @@ def frc_resolution(a, b, pixel_um, threshold=1 / 7):
     below = np.nonzero(smooth[2:] < threshold)[0]
     ring = (below[0] + 2) if below.size else rings - 1
     return 1 / (ring / (n * pixel_um)) if ring > 0 else float("inf")
+
+
+def report_against_ceiling(rows, out, filename):
+    """Prints Moiré's PSNR against the ceiling's and widefield's per scene (rows: {"scene": {name…},
+    "moire"/"ceiling"/"widefield": {"psnr"…}}) and writes the rows as JSON to out/filename when out is given."""
+    print("\nMoiré − ceiling (dB) per scene: " + ", ".join(
+        f"{r['scene']['name']} {r['moire']['psnr'] - r['ceiling']['psnr']:+.2f}" for r in rows))
+    print("Moiré − widefield (dB) per scene: " + ", ".join(
+        f"{r['scene']['name']} {r['moire']['psnr'] - r['widefield']['psnr']:+.2f}" for r in rows))
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, filename), "w") as f:
+            json.dump(rows, f, indent=1)

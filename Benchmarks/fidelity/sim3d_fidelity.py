@@ -33,7 +33,6 @@ volume after an affine fit, SSIM averaged over the planes. Prints a table; write
 DIR/sim3d_fidelity.json.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -341,14 +340,7 @@ def main():
             row[name] = {"psnr": methods.psnr(volume, reference), "ssim": volume_ssim(volume, reference)}
             print(f"{scene.name:<28} {name:<10} {row[name]['psnr']:8.2f} {row[name]['ssim']:6.3f}", flush=True)
         rows.append(row)
-    print("\nMoiré − ceiling (dB) per scene: " + ", ".join(
-        f"{r['scene']['name']} {r['moire']['psnr'] - r['ceiling']['psnr']:+.2f}" for r in rows))
-    print("Moiré − widefield (dB) per scene: " + ", ".join(
-        f"{r['scene']['name']} {r['moire']['psnr'] - r['widefield']['psnr']:+.2f}" for r in rows))
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "sim3d_fidelity.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+    methods.report_against_ceiling(rows, args.out, "sim3d_fidelity.json")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ public struct Complex32: Sendable, Equatable {
     public var im: Float
     public init(_ re: Float, _ im: Float) { self.re = re; self.im = im }
     public static let zero = Complex32(0, 0)
+
+    /// The complex product.
+    @inline(__always) public static func * (a: Complex32, b: Complex32) -> Complex32 {
+        Complex32(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re)
+    }
 }
 
 /// How hard FFTW searches for a fast plan.

@@ -83,9 +83,19 @@ final class SeparableRamp: Sendable {
     let alongX: AlignedBuffer<Complex32>
     let alongY: AlignedBuffer<Complex32>
 
-    init(width: Int, height: Int) {
+    /// The ramp e^{i(αx + βy + c)} for columns 0..<width and rows 0..<height (the constant c in
+    /// the column factors).
+    init(width: Int, height: Int, alongX alpha: Double, alongY beta: Double, constant: Double = 0) {
         alongX = AlignedBuffer<Complex32>(count: width)
         alongY = AlignedBuffer<Complex32>(count: height)
+        for x in 0..<width {
+            let angle = alpha * Double(x) + constant
+            alongX[x] = Complex32(Float(cos(angle)), Float(sin(angle)))
+        }
+        for y in 0..<height {
+            let angle = beta * Double(y)
+            alongY[y] = Complex32(Float(cos(angle)), Float(sin(angle)))
+        }
     }
 }
 
@@ -217,16 +227,10 @@ extension SIM2DReconstructor {
             // phases are measured), not the padded grid's: the placement does the integer part from the
             // grid's origin, so the ramp carries the sub-pixel part and the constant e^{i2πk·r₀}.
             let constant = 2 * Double.pi * (a.kx * Double(grid.paddingX) + a.ky * Double(grid.paddingY)) * pixelUm
-            let ramp = SeparableRamp(width: gw, height: gh)
-            for x in 0..<gw {
-                let angle = -2 * Double.pi * dx * Double(x) * pixelUm + constant
-                ramp.alongX[x] = Complex32(Float(cos(angle)), Float(sin(angle)))
-            }
-            for y in 0..<gh {
-                let angle = -2 * Double.pi * dy * Double(y) * pixelUm
-                ramp.alongY[y] = Complex32(Float(cos(angle)), Float(sin(angle)))
-            }
-            ramps.append(ramp)
+            ramps.append(
+                SeparableRamp(
+                    width: gw, height: gh, alongX: -2 * Double.pi * dx * pixelUm, alongY: -2 * Double.pi * dy * pixelUm,
+                    constant: constant))
         }
         // Denominator over the full plane: each band's |H|² at its own place and at its mirror.
         func addDen(_ idx: Int32, _ weight: Float) { if idx >= 0 { den[Int(idx)] += weight } }

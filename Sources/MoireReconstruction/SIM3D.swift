@@ -355,21 +355,15 @@ public final class SIM3DReconstructor {
                 let dy = ky - (ky * sx).rounded() / sx
                 let inBuf = AlignedBuffer<Complex32>(count: total)
                 let out = AlignedBuffer<Complex32>(count: total)
-                // The sub-pixel ramp e^{−i2π(δx·x + δy·y)}: one factor per column, one per row.
-                let alongX = (0..<n).map { x in
-                    let angle = -2 * Double.pi * dx * Double(x) * pixelUm
-                    return Complex32(Float(cos(angle)), Float(sin(angle)))
-                }
-                let alongY = (0..<n).map { y in
-                    let angle = -2 * Double.pi * dy * Double(y) * pixelUm
-                    return Complex32(Float(cos(angle)), Float(sin(angle)))
-                }
+                // The sub-pixel ramp e^{−i2π(δx·x + δy·y)}.
+                let ramp = SeparableRamp(
+                    width: n, height: n, alongX: -2 * Double.pi * dx * pixelUm, alongY: -2 * Double.pi * dy * pixelUm)
                 for z in 0..<nz {
                     for y in 0..<n {
-                        let rowFactor = alongY[y]
+                        let rowFactor = ramp.alongY[y]
                         for x in 0..<n {
                             let i = (z * n + y) * n + x
-                            inBuf[i] = c[i] * rowFactor * alongX[x]
+                            inBuf[i] = c[i] * rowFactor * ramp.alongX[x]
                         }
                     }
                 }
@@ -493,16 +487,10 @@ public final class SIM3DReconstructor {
         let rz = optics.axialCutoff + kzmax
         let profile = IdealOTF(na: 1, emissionNm: 2000)  // cutoff 1: the profile at ρ
         var apodization = [Float](repeating: 0, count: N * N * nz)
-        for W in 0..<nz {
-            for V in 0..<N {
-                for U in 0..<N {
-                    let fx = Double(sgn(U, N)) / sx
-                    let fy = Double(sgn(V, N)) / sx
-                    let fz = Double(sgn(W, nz)) / sz
-                    let rho = ((hypot(fx, fy) / rr) * (hypot(fx, fy) / rr) + (fz / rz) * (fz / rz)).squareRoot()
-                    apodization[(W * N + V) * N + U] = Float(profile.value(rho))
-                }
-            }
+        forEachFrequency(width: N) { i, fx, fy, fz in
+            let lateral = hypot(fx, fy) / rr
+            let axial = fz / rz
+            apodization[i] = Float(profile.value((lateral * lateral + axial * axial).squareRoot()))
         }
         let tables = BandTables(
             parameters: parameters, bandZero: bandZero, bandZeroIndex: bandZeroIndex, bands: bands, plus: plus,
@@ -579,12 +567,5 @@ public final class SIM3DReconstructor {
         }
         guard let model else { return [Float](repeating: Float(constant), count: 4 * n * n * nz) }
         return resultRho.map { Float(model.regularisation(atNormalisedFrequency: Double($0))) }
-    }
-}
-
-extension Complex32 {
-    /// The complex product.
-    static func * (a: Complex32, b: Complex32) -> Complex32 {
-        Complex32(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re)
     }
 }

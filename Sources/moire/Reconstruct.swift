@@ -183,35 +183,31 @@ extension Reconstruct {
             print("part \(part) is already complete: \(path)")
             return
         }
+        let inputName = (input as NSString).lastPathComponent
+        let written: String
+        let write: (String) throws -> Void
         if llsm.llsm {
             var job = try lightSheetJob()
             job.part = part
             let r = try job.run(input: input)
-            try BatchPart.writeAtomically(to: path) { temporary in
-                try OfflineLightSheet.write(
-                    r, to: temporary, name: "deskewed, deconvolved \((input as NSString).lastPathComponent)")
-            }
-            print("part \(part): wrote \(r.deconvolved.count) volume(s) to \(path)")
-            return
-        }
-        if sim3d.sim3d {
+            written = "\(r.deconvolved.count) volume(s)"
+            write = { try OfflineLightSheet.write(r, to: $0, name: "deskewed, deconvolved \(inputName)") }
+        } else if sim3d.sim3d {
             var job = try sim3dJob()
             job.part = part
             let r = try job.run(input: input)
-            try BatchPart.writeAtomically(to: path) { temporary in
-                try OfflineSIM3D.write(r, to: temporary, name: "3D-SIM of " + (input as NSString).lastPathComponent)
-            }
-            print("part \(part): wrote \(r.sr.count) volume(s) to \(path)")
-            return
+            written = "\(r.sr.count) volume(s)"
+            write = { try OfflineSIM3D.write(r, to: $0, name: "3D-SIM of \(inputName)") }
+        } else {
+            var job = try sim.job()
+            job.part = part
+            let r = try job.run(input: input)
+            let sets = r.sets.first.map { "\($0 + 1)…\(r.sets.last! + 1)" } ?? "-"
+            written = "\(r.sr.count) SR frame(s) (phase sets \(sets))"
+            write = { try OfflineSIM.write(r, to: $0, name: "SR of \(inputName)") }
         }
-        var job = try sim.job()
-        job.part = part
-        let r = try job.run(input: input)
-        try BatchPart.writeAtomically(to: path) { temporary in
-            try OfflineSIM.write(r, to: temporary, name: "SR of " + (input as NSString).lastPathComponent)
-        }
-        let sets = r.sets.first.map { "\($0 + 1)…\(r.sets.last! + 1)" } ?? "-"
-        print("part \(part): wrote \(r.sr.count) SR frame(s) (phase sets \(sets)) to \(path)")
+        try BatchPart.writeAtomically(to: path, write)
+        print("part \(part): wrote \(written) to \(path)")
     }
 
     /// Deskew and deconvolution of sample-scan light-sheet stacks into volumes.
