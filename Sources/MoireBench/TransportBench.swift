@@ -31,7 +31,7 @@ public enum TransportBench {
         let t = Thread {
             while received < frames {
                 if case .frame(_, let payload)? = try? sub.next(timeoutMs: 1000) {
-                    _ = payload.bytes.load(fromByteOffset: bytes - 2, as: UInt16.self)
+                    _ = payload.withUnsafeBytes { $0.load(fromByteOffset: bytes - 2, as: UInt16.self) }
                     received += 1
                 }
             }

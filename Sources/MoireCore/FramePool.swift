@@ -120,7 +120,7 @@ public final class FramePool: @unchecked Sendable {  // slots under `lock` (Mute
 }
 
 /// One referenced slot of a `FramePool`.
-public struct FrameSlot: @unchecked Sendable {  // a pool and an index; the pool locks
+public struct FrameSlot: Sendable {
     public let pool: FramePool
     public let index: Int
 
@@ -134,7 +134,7 @@ public struct FrameSlot: @unchecked Sendable {  // a pool and an index; the pool
 }
 
 /// A frame: its header and the pooled slot that holds its pixels (nil for a missing frame).
-public struct Frame: @unchecked Sendable {  // a header value and a FrameSlot
+public struct Frame: Sendable {
     public var header: FrameHeader
     public var slot: FrameSlot?
 

@@ -26,8 +26,8 @@ public struct CameraSettings: Sendable, Equatable {
 }
 
 /// A frame as a camera delivers it: its sequential id (a gap is a lost frame), pixels and state.
-// Sendable by hand: owns its pool slot until released; handed from the camera thread to one consumer, never shared.
-public struct CapturedFrame: @unchecked Sendable {
+/// It owns its pool slot until released: handed from the camera thread to one consumer, never shared.
+public struct CapturedFrame: Sendable {
     /// Exposure counter from the start of acquisition, 0-based.
     public var frameID: Int
     public var slot: FrameSlot?
@@ -202,8 +202,8 @@ public protocol TriggerLine: AnyObject, Sendable {
 }
 
 /// The devices of a rig, built from its profiles.
-// Sendable by hand: immutable references to devices, each guarding its own state.
-public final class RigDevices: @unchecked Sendable {
+/// Immutable references to devices, each guarding its own state.
+public final class RigDevices: Sendable {
     public let rig: Rig
     public let camera: Camera
     public let modulator: Modulator?
@@ -212,18 +212,27 @@ public final class RigDevices: @unchecked Sendable {
     public let lasers: [String: Laser]
     /// The in-process peers of devices connected as `simulated-peer` (their logs are what tests
     /// compare; MoireSimulation's `simulatedPeers` gives them their type).
-    public var peers: (any AnyObject & Sendable)?
+    public let peers: (any AnyObject & Sendable)?
     /// Where camera faults go: the simulated camera, or the simulated sensor behind the camera
     /// driver's peer; nil for a real camera.
-    public var faultInjection: FaultInjecting?
+    public let faultInjection: FaultInjecting?
     /// The line that triggers the camera in software-timed runs, when the rig wires one.
-    public var cameraTrigger: TriggerLine?
+    public let cameraTrigger: TriggerLine?
 
     public init(
-        rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser]
+        rig: Rig, camera: Camera, modulator: Modulator?, scanner: Scanner?, stage: Stage?, lasers: [String: Laser],
+        cameraTrigger: TriggerLine? = nil, faultInjection: FaultInjecting? = nil,
+        peers: (any AnyObject & Sendable)? = nil
     ) {
-        self.rig = rig; self.camera = camera; self.modulator = modulator; self.scanner = scanner
-        self.stage = stage; self.lasers = lasers
+        self.rig = rig
+        self.camera = camera
+        self.modulator = modulator
+        self.scanner = scanner
+        self.stage = stage
+        self.lasers = lasers
+        self.cameraTrigger = cameraTrigger
+        self.faultInjection = faultInjection
+        self.peers = peers
     }
 
     /// Lasers off, modulator idle, galvo parked, camera stopped, stage parked. Never throws.

@@ -354,8 +354,13 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
             let pixels: [Float]
             switch h.pixel {
             case .uint16:
-                pixels = payload.bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
-            case .float32: pixels = payload.bytes.withMemoryRebound(to: Float.self) { b in Array(b[0..<n]) }
+                pixels = payload.withUnsafeBytes { bytes in
+                    bytes.withMemoryRebound(to: UInt16.self) { b in (0..<n).map { Float(b[$0]) } }
+                }
+            case .float32:
+                pixels = payload.withUnsafeBytes { bytes in
+                    bytes.withMemoryRebound(to: Float.self) { b in Array(b[0..<n]) }
+                }
             }
             lock.lock()
             if latest != nil { counters.skipped += 1 }

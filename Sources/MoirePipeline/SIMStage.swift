@@ -268,8 +268,12 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
             b.headers[slot] = h
             if !h.missing, payload.count == h.byteCount {
                 let n = h.width * h.height
-                payload.bytes.withMemoryRebound(to: UInt16.self) { src in
-                    b.frames[slot].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = Float(src[i]) } }
+                payload.withUnsafeBytes { bytes in
+                    bytes.withMemoryRebound(to: UInt16.self) { src in
+                        b.frames[slot].withUnsafeMutableBufferPointer { dst in
+                            for i in 0..<n { dst[i] = Float(src[i]) }
+                        }
+                    }
                 }
                 b.received[slot] = true
             }

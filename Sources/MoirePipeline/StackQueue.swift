@@ -108,15 +108,19 @@ final class StackQueue: @unchecked Sendable {
                 let n = width * height
                 switch h.pixel {
                 case .uint16:
-                    payload.bytes.withMemoryRebound(to: UInt16.self) { src in
-                        stack.planes[s].withUnsafeMutableBufferPointer { dst in
-                            for i in 0..<n { dst[i] = Float(src[i]) }
+                    payload.withUnsafeBytes { bytes in
+                        bytes.withMemoryRebound(to: UInt16.self) { src in
+                            stack.planes[s].withUnsafeMutableBufferPointer { dst in
+                                for i in 0..<n { dst[i] = Float(src[i]) }
+                            }
                         }
                     }
                     stack.received[s] = true
                 case .float32:
-                    payload.bytes.withMemoryRebound(to: Float.self) { src in
-                        stack.planes[s].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = src[i] } }
+                    payload.withUnsafeBytes { bytes in
+                        bytes.withMemoryRebound(to: Float.self) { src in
+                            stack.planes[s].withUnsafeMutableBufferPointer { dst in for i in 0..<n { dst[i] = src[i] } }
+                        }
                     }
                     stack.received[s] = true
                 default: break

@@ -70,7 +70,7 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
         case .frame(let header, let payload):
             guard header.stream == stream, error == nil, !finished else { return true }
             do {
-                try write(header, payload.bytes)
+                try payload.withUnsafeBytes { try write(header, $0) }
             } catch {
                 // Recording has priority: any failure stops the run safely, with its message.
                 let failure = storageError(error)
@@ -170,10 +170,10 @@ final class PublisherStage: PipelineStage, @unchecked Sendable {
         switch item {
         case .frame(let header, let payload):
             if input > 0 {
-                try? publisher.publish(header: header, payload: payload.bytes)
+                try? payload.withUnsafeBytes { try publisher.publish(header: header, payload: $0) }
                 derived += 1
             } else if publishRaw {
-                try? publisher.publish(header: header, payload: payload.bytes)
+                try? payload.withUnsafeBytes { try publisher.publish(header: header, payload: $0) }
                 forwarded += 1
             }
             return true

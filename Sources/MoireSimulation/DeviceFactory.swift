@@ -158,16 +158,15 @@ public enum DeviceFactory {
             default: throw wrong(d)
             }
         }
-        let devices = RigDevices(
-            rig: rig, camera: camera, modulator: modulator, scanner: scanner, stage: stage, lasers: lasers)
-        devices.peers = peers
-        devices.faultInjection = sensor
+        var cameraTrigger: TriggerLine?
         if let d = rig.cameraTrigger {
             guard d.profile.driver == .serialAscii else { throw wrong(d) }
-            devices.cameraTrigger = SerialTriggerLine(
-                name: d.name, serial: d.profile.serial!, controller: try controller(d))
+            cameraTrigger = SerialTriggerLine(name: d.name, serial: d.profile.serial!, controller: try controller(d))
             if d.connect == .simulatedPeer { peers?.wireCameraTrigger(d) }
         }
+        let devices = RigDevices(
+            rig: rig, camera: camera, modulator: modulator, scanner: scanner, stage: stage, lasers: lasers,
+            cameraTrigger: cameraTrigger, faultInjection: sensor, peers: peers)
         // The scan controller's trigger input on the camera's exposure output (peers: the simulated sensor's).
         if rig.scanTrigger, let sensor, let peers {
             let ports = Set(

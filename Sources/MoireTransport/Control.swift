@@ -270,7 +270,7 @@ private struct HandshakeMonitor: ~Copyable {
     func failure() -> String? {
         while let parts = try? events.receive(dontWait: true) {
             guard let first = parts.first, first.count >= 6 else { continue }
-            let event = Int32(first.bytes.load(as: UInt16.self))
+            let event = Int32(first.withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) })
             switch event {
             case Int32(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH):
                 return "the daemon refused our key (it is not in the daemon's authorized keys)"

@@ -1,6 +1,7 @@
 import CZMQ
 import Foundation
 import MoireCore
+import Synchronization
 
 /// The in-process raw bus: frames cross it without copying.
 ///
@@ -9,10 +10,11 @@ import MoireCore
 /// all subscribers and calls back when the last of them closed its message, which releases the
 /// slot. High-water marks are off and `XPUB_NODROP` is on: the bus never drops a frame; memory
 /// is bounded by the pool (no free slot ⇒ the camera counts a lost frame).
-/// Used from one thread (the producer's).
-// Sendable by hand: one publishing thread; ZeroMQ's inproc socket carries items between threads.
+/// Normally used from one thread (the producer's); `lock` makes any other use safe too.
+// Sendable by hand: the socket and the subscriber count are used only under `lock`.
 public final class RawBus: @unchecked Sendable {
     public let endpoint: String
+    private let lock = NSLock()
     private let socket: ZMQSocket
     private var subscribers = 0
 
@@ -27,6 +29,8 @@ public final class RawBus: @unchecked Sendable {
 
     /// Waits until `count` subscriptions have arrived (subscribers connect asynchronously).
     public func waitForSubscribers(_ count: Int, timeoutMs: Int = 5000) throws {
+        lock.lock()
+        defer { lock.unlock() }
         let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
         while subscribers < count {
             let left = Int(deadline.timeIntervalSinceNow * 1000)
@@ -41,12 +45,14 @@ public final class RawBus: @unchecked Sendable {
 
     private func drainSubscriptions() {
         while let parts = try? socket.receive(dontWait: true) {
-            if let first = parts.first, first.count > 0, first.bytes[0] == 1 { subscribers += 1 }
+            if parts.first?.firstByte == 1 { subscribers += 1 }
         }
     }
 
     /// Publishes a frame, handing its slot reference to the bus (released when every subscriber is done).
     public func publish(_ frame: Frame) throws {
+        lock.lock()
+        defer { lock.unlock() }
         var header = frame.header
         header.publishedNs = unixTimeNs()
         let json = try Wire.encode(header)
@@ -64,6 +70,8 @@ public final class RawBus: @unchecked Sendable {
 
     /// Publishes a `run` lifecycle message.
     public func publishRun(_ json: Data) throws {
+        lock.lock()
+        defer { lock.unlock() }
         try sendRetrying([.text("run"), .bytes(json), .bytes(Data())])
     }
 
@@ -90,14 +98,18 @@ public enum BusItem: @unchecked Sendable {
     case run(RunMessage, Data)
 }
 
-/// A subscriber to the raw bus or a result publisher. Used from one thread.
-// Sendable by hand: a SUB socket read by one stage thread (see the doc).
+/// A subscriber to the raw bus or a result publisher. Normally read by one thread; its counters
+/// may be read from any.
+// Sendable by hand: the socket is used only under `socketLock`; the decode failures are in a Mutex.
 public final class BusSubscriber: @unchecked Sendable {
+    private let socketLock = NSLock()
     private let socket: ZMQSocket
     public let endpoint: String
+    private let decodeFailures = Mutex<(count: Int, last: MoireError?)>((0, nil))
     /// Messages that failed to decode (counted, skipped).
-    public private(set) var malformed = 0
-    public private(set) var lastError: MoireError?
+    public var malformed: Int { decodeFailures.withLock { $0.count } }
+    /// Why the last skipped message failed to decode.
+    public var lastError: MoireError? { decodeFailures.withLock { $0.last } }
 
     public init(context: ZMQContext = .shared, endpoint: String, topics: [String] = [""]) throws {
         self.endpoint = endpoint
@@ -109,6 +121,8 @@ public final class BusSubscriber: @unchecked Sendable {
 
     /// The next item, or nil when `timeoutMs` passed without one. Malformed messages are skipped and counted.
     public func next(timeoutMs: Int) throws -> BusItem? {
+        socketLock.lock()
+        defer { socketLock.unlock() }
         let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
         while true {
             let left = max(0, Int(deadline.timeIntervalSinceNow * 1000))
@@ -117,8 +131,7 @@ public final class BusSubscriber: @unchecked Sendable {
             do {
                 return try decode(parts)
             } catch let e as MoireError {
-                malformed += 1
-                lastError = e
+                decodeFailures.withLock { $0 = ($0.count + 1, e) }
                 if left == 0 { return nil }
             }
         }

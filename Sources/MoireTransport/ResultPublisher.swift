@@ -127,10 +127,10 @@ public final class ResultPublisher: @unchecked Sendable {
         var handled = 0
         while handled < 1000, let parts = try? socket.receive(dontWait: true) {
             handled += 1
-            guard let first = parts.first, first.count > 0, first.bytes[0] == 1 else { continue }
+            guard let first = parts.first, first.firstByte == 1 else { continue }
             count { $0.subscriptions += 1 }
             noteChurn()
-            let topic = String(decoding: first.bytes.dropFirst(), as: UTF8.self)
+            let topic = first.withUnsafeBytes { String(decoding: $0.dropFirst(), as: UTF8.self) }
             if "run".hasPrefix(topic) || topic.hasPrefix("run") { replayPending = true }
         }
         replayStartIfDue()

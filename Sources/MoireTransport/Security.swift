@@ -422,8 +422,8 @@ public final class CurveAuthenticator: @unchecked Sendable {
             let domainName = parts[2].string
             let address = parts[3].string
             let mechanism = parts[5].string
-            let key: [UInt8]? =
-                mechanism == "CURVE" && parts.count >= 7 && parts[6].count == 32 ? Array(parts[6].bytes) : nil
+            let offersCurveKey = mechanism == "CURVE" && parts.count >= 7 && parts[6].count == 32
+            let key: [UInt8]? = offersCurveKey ? [UInt8](parts[6].data) : nil
             lock.lock()
             let domain = domains[domainName]
             let accepted = key.map { domain?.allowed.contains($0) == true } ?? false

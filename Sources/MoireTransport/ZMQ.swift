@@ -61,14 +61,27 @@ public final class ZMQMessage: @unchecked Sendable {
     }
 
     public var count: Int { zmq_msg_size(msg) }
-    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: count) }
-    public var data: Data { Data(bytes) }
-    public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// The message's bytes, valid only inside `body`: the message (and a zero-copy frame's
+    /// buffer) is kept alive until `body` returns. There is no pointer-returning property on
+    /// purpose: an optimized build may release the message right after such a property is read.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) {
+            try body(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: count))
+        }
+    }
+
+    public var data: Data { withUnsafeBytes { Data($0) } }
+    public var string: String { withUnsafeBytes { String(decoding: $0, as: UTF8.self) } }
+    /// The first byte, nil for an empty message.
+    public var firstByte: UInt8? { withUnsafeBytes { $0.first } }
 
     /// A metadata property of the connection it came on (`Peer-Address`, `User-Id`, …).
     public func property(_ name: String) -> String? {
-        guard let value = zmq_msg_gets(msg, name) else { return nil }
-        return String(cString: value)
+        withExtendedLifetime(self) {
+            guard let value = zmq_msg_gets(msg, name) else { return nil }
+            return String(cString: value)
+        }
     }
 }
 
@@ -95,6 +108,10 @@ private let zeroCopyFree: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutabl
 public struct ZMQSocket: ~Copyable, @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
     public let type: ZMQSocketType
+    /// Held so that the context outlives the socket: `zmq_ctx_term` blocks until every socket of
+    /// the context is closed, and an optimizing compiler may release a context as soon as its
+    /// last use, before the sockets made from it.
+    private let context: ZMQContext
 
     public init(_ context: ZMQContext = .shared, type: ZMQSocketType) throws {
         guard let h = zmq_socket(context.handle, type.rawValue) else {
@@ -102,6 +119,7 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
         }
         handle = h
         self.type = type
+        self.context = context
         _ = moire_zmq_setsockopt_int(h, ZMQ_LINGER, 0)
     }
 

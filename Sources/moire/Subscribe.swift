@@ -73,7 +73,7 @@ struct Subscribe: ParsableCommand {
                 if let w = writer {
                     var hh = h
                     hh.index = w.planesWritten
-                    try w.write(header: hh, payload: payload.bytes)
+                    try payload.withUnsafeBytes { try w.write(header: hh, payload: $0) }
                 }
                 if let count, frames >= count { return finish(writer, frames, missing, gaps, beforeStart, sub) }
             }

@@ -112,8 +112,8 @@ struct Moired: AsyncParsableCommand {
 }
 
 /// The daemon's one service: the control plane, shut down gracefully on SIGINT/SIGTERM.
-// Sendable by hand: immutable references; DaemonController guards its own state with its lock.
-final class ControlService: Service, @unchecked Sendable {
+/// Immutable references; DaemonController guards its own state with its lock.
+final class ControlService: Service, Sendable {
     let controller: DaemonController
     let endpoint: String
     private let logger: Logger
@@ -146,8 +146,8 @@ final class ControlService: Service, @unchecked Sendable {
 
 /// The Prometheus scrape endpoint: swift-metrics bootstrapped with swift-prometheus's registry,
 /// served by `MetricsEndpoint` until the daemon shuts down.
-// Sendable by hand: immutable references; the endpoint guards its own state.
-final class MetricsService: Service, @unchecked Sendable {
+/// Immutable references; the endpoint guards its own state.
+final class MetricsService: Service, Sendable {
     static let defaultEndpoint = "tcp://127.0.0.1:9464"
     let endpoint: MetricsEndpoint
 

@@ -68,7 +68,7 @@ func collectDerived(_ pipe: AcquisitionPipeline, topics: [String]) throws -> (Pi
     var payloads: [[Float]] = []
     for case .frame(let h, let p) in items {
         headers.append(h)
-        payloads.append(p.bytes.withMemoryRebound(to: Float.self) { Array($0) })
+        payloads.append(p.withUnsafeBytes { bytes in bytes.withMemoryRebound(to: Float.self) { Array($0) } })
     }
     return (r, headers, payloads)
 }

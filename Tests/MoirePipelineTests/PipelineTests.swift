@@ -63,7 +63,7 @@ final class BusCollector: @unchecked Sendable {
 func floatFrames(_ items: [BusItem]) -> [(FrameHeader, [Float])] {
     items.compactMap { item in
         guard case .frame(let h, let payload) = item else { return nil }
-        return (h, payload.bytes.withMemoryRebound(to: Float.self) { Array($0) })
+        return (h, payload.withUnsafeBytes { bytes in bytes.withMemoryRebound(to: Float.self) { Array($0) } })
     }
 }
 
@@ -720,7 +720,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         var sr: [Int: [Float]] = [:], den: [(FrameHeader, [Float])] = []
         for item in items {
             guard case .frame(let h, let payload) = item else { continue }
-            let px = payload.bytes.withMemoryRebound(to: Float.self) { Array($0) }
+            let px = payload.withUnsafeBytes { bytes in bytes.withMemoryRebound(to: Float.self) { Array($0) } }
             if h.stream == "sr" { sr[h.seq] = px } else if h.stream == "den" { den.append((h, px)) }
         }
         let c = try #require(r.denoise)

@@ -21,8 +21,8 @@ private func header(_ seq: Int, w: Int = 8, h: Int = 4, missing: Bool = false) -
         guard case .frame(_, let pb)? = try b.next(timeoutMs: 2000) else { Issue.record("b got nothing"); return }
         #expect(ha.seq == 0 && pa.count == 64)
         // Zero copy: both consumers see the pool's own buffer.
-        #expect(pa.bytes.baseAddress == UnsafeRawPointer(pool.address(of: slot.index)))
-        #expect(pb.bytes.baseAddress == UnsafeRawPointer(pool.address(of: slot.index)))
+        #expect(pa.withUnsafeBytes { $0.baseAddress } == UnsafeRawPointer(pool.address(of: slot.index)))
+        #expect(pb.withUnsafeBytes { $0.baseAddress } == UnsafeRawPointer(pool.address(of: slot.index)))
         #expect(pool.freeCount == 3)
         _ = consume pa
         #expect(pool.freeCount == 3)
