@@ -109,8 +109,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .llsm { largest = max(largest, proto.zPlanes * plane * 16) }
         if proto.denoise.enabled { largest = max(largest, plane * 16) }
         limits.largestMessageBytes = largest + 4096
-        // In virtual time the devices wait for every consumer; subscribers are consumers too.
-        if clock is VirtualClock {
+        // When the devices wait for every consumer (virtual time), subscribers are consumers too.
+        if clock.backpressure == .block {
             limits.waitForRoomMs = 60_000
             limits.drainAtCloseMs = 60_000
         }
@@ -247,6 +247,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .sim2d || proto.mode == .llssim, reconstructs {
             let stage = try SIMStage(
                 protocol: proto, options: proto.reconstruction, recordingPath: recordingPath, logger: logger)
+            stage.backpressure = clock.backpressure
             sim = stage
             try graph.add(stage, reading: [.raw])
             if let path = stage.recordPath {
@@ -264,6 +265,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             sim.lossless = true
         }
         if let volume {
+            volume.backpressure = clock.backpressure
             try graph.add(volume, reading: [sim == nil ? .raw : .output(of: "sim")])
             if let path = volume.recordPath {
                 volume.recorded = true
@@ -273,6 +275,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .sim3d, reconstructs {
             let stage = try SIM3DStage(
                 protocol: proto, options: proto.reconstruction, recordingPath: recordingPath, logger: logger)
+            stage.backpressure = clock.backpressure
             try graph.add(stage, reading: [.raw])
             if let path = stage.recordPath {
                 stage.recorded = true
@@ -284,6 +287,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             let stage = try DenoiseStage(
                 protocol: proto, options: proto.denoise, recordingPath: recordingPath, logger: logger,
                 source: sim.map { .simSR($0) } ?? .raw)
+            stage.backpressure = clock.backpressure
             sim?.onSet = { [stage] channel, frames, params in
                 stage.offer(channel: channel, frames: frames, params: params)
             }

@@ -153,6 +153,10 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
     private let lock = NSCondition()
     private let weightsLock = NSLock()
     private var latest: (header: FrameHeader, pixels: [Float])?
+    /// In virtual time: a frame waits for the inference thread to take the one before it instead of
+    /// replacing it; the wait holds the reader and so, through the frame pool, the simulated camera
+    /// (the clock contract: a simulated run skips no frame, whatever the load).
+    var backpressure = Backpressure.drop
     private var adaptFrame: [Float]?
     /// For odd/even pairs: the frame before the newest one of the same channel and plane.
     private var adaptPartner: [Float]?
@@ -363,6 +367,11 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
                 }
             }
             lock.lock()
+            if backpressure == .block {
+                // A hang watchdog only: the inference thread takes every frame in turn.
+                let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
+                while latest != nil, lock.wait(until: deadline) {}
+            }
             if latest != nil { counters.skipped += 1 }
             latest = (h, pixels)
             if !isSIM && !usesHistory {
@@ -392,6 +401,7 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
             while latest == nil && !finished { lock.wait() }
             guard let job = latest else { lock.unlock(); break }
             latest = nil
+            lock.broadcast()
             lock.unlock()
             let (h, px) = job
             guard px.allSatisfy(\.isFinite), (px.max() ?? 0) > (px.min() ?? 0) else {
@@ -469,7 +479,9 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
         _ out: [Float], stream: String, from h: FrameHeader, network: Denoiser, version: Int, scale: Float?,
         params: [String: String]
     ) throws -> Bool {
-        guard let slot = pool.acquire() else { return false }
+        // In virtual time the frame waits for a slot as long as the readers take (up to the hang watchdog).
+        let freeSlot = pool.acquire(for: backpressure)
+        guard let slot = freeSlot else { return false }
         slot.withBytes { b in out.withUnsafeBytes { b.copyMemory(from: $0) } }
         var header = h
         header.stream = stream

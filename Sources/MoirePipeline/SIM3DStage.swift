@@ -48,6 +48,14 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
     private let proto: AcquisitionProtocol
     private let logger: Logger
     private let stacks: StackQueue
+    /// In virtual time a complete stack waits for the worker instead of replacing one (StackQueue).
+    var backpressure: Backpressure {
+        get { stacks.backpressure }
+        set {
+            stacks.backpressure = newValue
+            volumeOutput.backpressure = newValue
+        }
+    }
     private let n: Int, nz: Int, angles: Int, phases: Int
     private let options: LiveReconstructionSpec
     private let lock = NSLock()

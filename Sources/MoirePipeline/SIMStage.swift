@@ -92,6 +92,11 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
     /// Never skip a set (LLS-SIM volumes need every plane): buffers are added instead, and the
     /// receiving thread's backlog waits in the in-process bus's queue (the recorder never waits).
     var lossless = false
+    /// In virtual time: a set that finds no free buffer waits for the worker to hand one back
+    /// instead of dropping the oldest waiting set. The wait holds the reader, whose queue holds
+    /// pool slots, so the simulated camera waits too: a simulated run skips no set, whatever the
+    /// machine's load (the clock contract, docs/architecture.md).
+    var backpressure = Backpressure.drop
     private var finished = false
     /// Output pools for sr and wf frames (preallocated; a frame finds no slot only when subscribers lag).
     private let srPool: FramePool
@@ -250,9 +255,19 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
                     // One filling, the backlog, one being reconstructed: buffers grow to that and no further.
                     buffers.append(SetBuffer(frames: per, pixels: proto.roiWidth * proto.roiHeight))
                     free.append(buffers.count - 1)
+                } else if free.isEmpty, backpressure == .block {
+                    // A hang watchdog only: the worker hands a buffer back after each set.
+                    let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
+                    while free.isEmpty, lock.wait(until: deadline) {}
+                    if free.isEmpty {
+                        logger.error("no SIM set buffer came back (hang watchdog); the oldest waiting set dropped")
+                        free.append(pendingSets.removeFirst())
+                        counters.skippedBehind += 1
+                    }
                 } else if free.isEmpty, !pendingSets.isEmpty {
                     // The worker is behind: the waiting set is dropped for the newer one.
-                    free.append(pendingSets.removeFirst()); counters.skippedBehind += 1
+                    free.append(pendingSets.removeFirst())
+                    counters.skippedBehind += 1
                 }
                 if let f = free.popLast() {
                     index = f
@@ -283,11 +298,12 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
                 filling[key] = nil
                 if b.received.allSatisfy({ $0 }) {
                     counters.setsComplete += 1
-                    if !lossless, pendingSets.count >= backlogSets {
-                        counters.skippedBehind += 1; free.append(pendingSets.removeFirst())
+                    if !lossless, backpressure == .drop, pendingSets.count >= backlogSets {
+                        counters.skippedBehind += 1
+                        free.append(pendingSets.removeFirst())
                     }
                     pendingSets.append(index)
-                    lock.signal()
+                    lock.broadcast()
                 } else {
                     counters.skippedMissing += 1
                     free.append(index)
@@ -309,7 +325,10 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
             let b = buffers[job]  // read under the lock: the receiver may append buffers (lossless)
             lock.unlock()
             process(b.headers.compactMap { $0 }, b.frames)
-            lock.lock(); free.append(job); lock.unlock()
+            lock.lock()
+            free.append(job)
+            lock.broadcast()
+            lock.unlock()
         }
         if let broker {
             lock.lock()
@@ -393,9 +412,13 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         fill: (_ sr: UnsafeMutableRawBufferPointer, _ wf: UnsafeMutableRawBufferPointer) throws -> Double?
     ) throws {
         let h0 = headers[0]
-        // Lossless (LLS-SIM volumes) or recorded: wait up to 10 s for readers to hand a slot back rather than skip.
-        let waits = lossless || recorded
-        func acquire(_ pool: FramePool) -> FrameSlot? { waits ? pool.acquire(waitingUpToSeconds: 10) : pool.acquire() }
+        // Lossless (LLS-SIM volumes) or recorded: wait up to 10 s for readers to hand a slot back rather
+        // than skip; in virtual time as long as they take (up to the hang watchdog).
+        let waitSeconds: Double? = backpressure == .block ? hangWatchdogSeconds : (lossless || recorded ? 10 : nil)
+        func acquire(_ pool: FramePool) -> FrameSlot? {
+            guard let waitSeconds else { return pool.acquire() }
+            return pool.acquire(waitingUpToSeconds: waitSeconds)
+        }
         guard let srSlot = acquire(srPool) else {
             lock.lock()
             counters.publishSkipped += 1

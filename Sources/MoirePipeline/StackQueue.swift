@@ -8,7 +8,7 @@ import MoireTransport
 /// Frames of one stream gathered into stacks per time point and channel, each frame in the slot its
 /// header names (`slot`), never by arrival order. A stack goes to the worker thread when the frame
 /// of its last slot (in plan order) arrives; a newer stack replaces one still waiting (counted as
-/// skipped behind). At the run's stop, stacks still filling go too, with their missing slots. The
+/// skipped behind), or in virtual time waits for the worker to take it. At the run's stop, stacks still filling go too, with their missing slots. The
 /// receiving thread only copies pixels. Shared by the light-sheet and the 3D-SIM volume stages.
 // Sendable by hand: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
 final class StackQueue: @unchecked Sendable {
@@ -37,6 +37,10 @@ final class StackQueue: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     /// Where the stage's run start is republished (set by `start`).
     private var republish: RawBus?
+    /// In virtual time: a complete stack waits for the worker to take the one before it instead of
+    /// replacing it; the wait holds the reader and so, through the frame pool, the simulated camera
+    /// (the clock contract: a simulated run skips nothing, whatever the load).
+    var backpressure = Backpressure.drop
 
     init(stream: String, slots: Int, width: Int, height: Int, slot: @escaping (FrameHeader) -> Int?) {
         self.stream = stream; self.slots = slots; self.width = width; self.height = height; self.slot = slot
@@ -67,6 +71,7 @@ final class StackQueue: @unchecked Sendable {
                 while queue.isEmpty && !finished { lock.wait() }
                 guard !queue.isEmpty else { lock.unlock(); break }
                 let stack = queue.removeFirst()
+                lock.broadcast()
                 lock.unlock()
                 do { try process(stack) } catch {
                     logger.error("\(name): stack skipped", metadata: ["error": "\(error)"])
@@ -130,9 +135,17 @@ final class StackQueue: @unchecked Sendable {
                 lock.lock()
                 filling[key] = nil
                 stacksComplete += 1
-                if !queue.isEmpty { queue.removeFirst(); skippedBehind += 1 }
+                if backpressure == .block {
+                    // A hang watchdog only: the worker takes every stack in turn.
+                    let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
+                    while !queue.isEmpty, lock.wait(until: deadline) {}
+                }
+                if !queue.isEmpty {
+                    queue.removeFirst()
+                    skippedBehind += 1
+                }
                 queue.append(stack)
-                lock.signal()
+                lock.broadcast()
                 lock.unlock()
             }
             return true
@@ -155,6 +168,8 @@ final class VolumeOutput: @unchecked Sendable {
     let recordPath: String?
     /// A recorder reads the bus.
     var recorded = false
+    /// In virtual time: a volume waits for an output slot as long as the readers take.
+    var backpressure = Backpressure.drop
     private let volPool: FramePool, mipPool: FramePool
     private var mipSeq = 0
     private(set) var volumeSeq = 0
@@ -175,7 +190,10 @@ final class VolumeOutput: @unchecked Sendable {
         vh.seq = volumeSeq
         vh.index = volumeSeq
         vh.depth = vol.depth
-        if let slot = recorded ? volPool.acquire(waitingUpToSeconds: 10) : volPool.acquire() {
+        // Recorded: up to 10 s for a slot rather than go unrecorded; blocking backpressure until the hang watchdog.
+        let waitSeconds: Double? = backpressure == .block ? hangWatchdogSeconds : (recorded ? 10 : nil)
+        let volumeSlot = waitSeconds.map { volPool.acquire(waitingUpToSeconds: $0) } ?? volPool.acquire()
+        if let slot = volumeSlot {
             slot.withBytes { b in vol.data.withUnsafeBytes { b.copyMemory(from: $0) } }
             try bus.publish(Frame(header: vh, slot: slot))
             volumeSeq += 1

@@ -56,6 +56,14 @@ final class VolumeStage: PipelineStage, @unchecked Sendable {
     var denoiser: DenoiseStage?
     private let lock = NSLock()
     private let stacks: StackQueue
+    /// In virtual time a complete stack waits for the worker instead of replacing one (StackQueue).
+    var backpressure: Backpressure {
+        get { stacks.backpressure }
+        set {
+            stacks.backpressure = newValue
+            volumeOutput.backpressure = newValue
+        }
+    }
     private var own = VolumeStageCounters()
     var counters: VolumeStageCounters {
         lock.lock(); defer { lock.unlock() }

@@ -53,9 +53,10 @@ struct Worker: ParsableCommand {
                 source.resume()
                 return source
             }
-            stop.wait()
+            // The sources must live until a signal came (an optimized build would release them
+            // after their last use, and the signals, ignored above, would then never arrive).
+            withExtendedLifetime(sources) { stop.wait() }
             worker.stop()
-            _ = sources
             print("worker \(label): \(worker.jobsDone) set(s) reconstructed")
         } catch { throw fail(error) }
     }
