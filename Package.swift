@@ -35,11 +35,12 @@ let package = Package(
         .systemLibrary(name: "CDNNL"),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib"),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium"),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
 
         .target(name: "MoireCore", dependencies: ["CSodium"]),
         .target(name: "MoireConfig", dependencies: ["MoireCore", "Yams"]),
         .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
-        .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", logging]),
+        .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", "CZstd", logging]),
         .target(name: "MoireFFT", dependencies: ["MoireCore", "CFFTW"]),
         .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "CUSB", deque]),
         // The simulated rig (physics, specimens, byte-level peers, replay) and the factory that builds a rig's devices.

@@ -536,5 +536,37 @@ PY
 then ok "useq-schema: a sequence from the PyPI package drove the run (3 t × 1 c × 3 z × 9 patterns at useq's z positions, its exposure); --to-useq reads back in useq-schema with the same sizes, positions and exposure"
 else bad "useq: run=$urc validate=$vrc $(tail -5 "$WORK/useq.log")"; fi
 
+# 10. OME-Zarr: the same 2D-SIM run (virtual time, same seed) recorded to OME-Zarr instead of
+#     OME-TIFF: zarr-python reads raw planes equal to the TIFF's bit for bit (angles and phases on
+#     the channel axis), the SR store equals the TIFF's SR stack, and ome-zarr-py finds both images
+#     with their pyramids and physical scale.
+sed -e "s|count: [0-9]*|count: 3|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" "$WORK/tirf.yaml" > "$WORK/zarr.yaml"
+printf 'reconstruction: {record: true}\n' >> "$WORK/zarr.yaml"
+"$MOIRE" run "$WORK/zarr.yaml" --embedded --clock virtual --no-publish --out "$WORK/zt.ome.tif" --quiet > "$WORK/zarr.log" 2>&1; trc=$?
+"$MOIRE" run "$WORK/zarr.yaml" --embedded --clock virtual --no-publish --out "$WORK/zz.ome.zarr" --quiet >> "$WORK/zarr.log" 2>&1; zrc=$?
+if [ $trc -eq 0 ] && [ $zrc -eq 0 ] && python3 - "$WORK" >> "$WORK/zarr.log" 2>&1 <<'PY'
+import sys, warnings, numpy as np, tifffile, zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+warnings.filterwarnings("error", message=".*not recognized as a component")
+w = sys.argv[1]
+raw_tiff = tifffile.imread(f"{w}/zt.ome.tif").reshape(3, 9, 128, 128)
+raw = zarr.open_group(f"{w}/zz.ome.zarr", mode="r")["0"]
+assert raw.shape == (3, 9, 1, 128, 128), raw.shape
+assert np.array_equal(raw[:, :, 0], raw_tiff)
+sr_tiff = tifffile.imread(f"{w}/zt.sr.ome.tif").reshape(3, 256, 256)
+sr = zarr.open_group(f"{w}/zz.sr.ome.zarr", mode="r")["0"]
+assert sr.shape == (3, 1, 1, 256, 256) and sr.dtype == np.float32, (sr.shape, sr.dtype)
+assert np.array_equal(sr[:, 0, 0], sr_tiff)
+for store, levels, pixel in (("zz.ome.zarr", 2, 0.065), ("zz.sr.ome.zarr", 3, 0.0325)):
+    image = next(iter(Reader(parse_url(f"{w}/{store}"))()))
+    assert len(image.data) == levels, (store, len(image.data))
+    scale = image.metadata["coordinateTransformations"][0][0]["scale"]
+    assert abs(scale[-1] - pixel) < 1e-6, (store, scale)
+print("zarr ok")
+PY
+then ok "OME-Zarr: the run recorded to .ome.zarr reads back in zarr-python equal to the OME-TIFF run bit for bit (raw and SR), and ome-zarr-py finds both multiscale images with their scale"
+else bad "OME-Zarr: tiff run=$trc zarr run=$zrc $(tail -5 "$WORK/zarr.log")"; fi
+
 echo "integration: $pass passed, $fail failed"
 [ $fail -eq 0 ]

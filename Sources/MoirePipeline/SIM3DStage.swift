@@ -116,7 +116,8 @@ final class SIM3DStage: PipelineStage, @unchecked Sendable {
         }
         volumeOutput = VolumeOutput(
             bus: bus, volumeBytes: 4 * n * n * nz * 4, projectionBytes: 4 * n * n * 4,
-            recordPath: options.record ? recordingPath.map { RecordingIndex.stem(of: $0) + ".sr3d.ome.tif" } : nil)
+            recordPath: options.record ? recordingPath.map { RecordingFormat.derivedPath(of: $0, stream: "sr3d") } : nil
+        )
     }
 
     deinit { broker?.stop() }

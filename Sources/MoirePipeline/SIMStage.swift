@@ -168,7 +168,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
         srPool = FramePool(slots: 4, bytes: 4 * pixels * 4)
         wfPool = FramePool(slots: 4, bytes: pixels * 4)
         if options.record, let r = recordingPath {
-            recordPath = RecordingIndex.stem(of: r) + ".sr.ome.tif"
+            recordPath = RecordingFormat.derivedPath(of: r, stream: "sr")
         }
         let measured = try p.rig.otfFile.map { try MeasuredRadialOTF.load($0) }
         for (c, ch) in p.channels.enumerated() {

@@ -27,7 +27,9 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
     /// Derived recordings need no index once complete; the raw one keeps it (recovery, verification).
     private let keepsIndex: Bool
     private let logger: Logger
-    private var writer: OMETiffWriter?
+    private var writer: (any RecordingWriter)?
+    /// OME-TIFF or OME-Zarr, by the path's suffix.
+    private let format: RecordingFormat
     private var finished = false
     private(set) var summary: RecordingSummary?
     private(set) var error: MoireError?
@@ -42,7 +44,8 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
         makeLayout = { _ in layout }
         keepsIndex = true
         self.logger = logger
-        writer = try OMETiffWriter(path: path, layout: layout, logger: logger)
+        format = RecordingFormat(path: path)
+        writer = try format.makeWriter(path: path, layout: layout, logger: logger)
     }
 
     /// A derived stream's recording, made when its first frame comes.
@@ -57,6 +60,7 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
         makeLayout = layout
         keepsIndex = false
         self.logger = logger
+        format = RecordingFormat(path: path)
     }
 
     var report: StageReport {
@@ -90,7 +94,7 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
     /// Writes one frame (a missing one too: the writer records it as such); a volume (a header
     /// with `depth`) plane by plane.
     private func write(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer) throws {
-        if writer == nil { writer = try OMETiffWriter(path: path, layout: makeLayout(header), logger: logger) }
+        if writer == nil { writer = try format.makeWriter(path: path, layout: makeLayout(header), logger: logger) }
         guard let writer else { return }
         guard let depth = header.depth, !header.missing, payload.count == header.byteCount else {
             var plane = header
@@ -120,7 +124,9 @@ final class RecorderStage: PipelineStage, @unchecked Sendable {
         writer = nil
         do {
             summary = try w.finish()
-            if !keepsIndex { try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path)) }
+            if !keepsIndex, format == .omeTiff {
+                try? FileManager.default.removeItem(atPath: RecordingIndex.path(for: path))
+            }
         } catch {
             let failure = storageError(error)
             logger.error("closing the recording failed", metadata: ["error": "\(failure)"])

@@ -108,7 +108,7 @@ final class VolumeStage: PipelineStage, @unchecked Sendable {
         }
         let path =
             p.lightSheet.recordVolumes
-            ? recordingPath.map { RecordingIndex.stem(of: $0) + ".vol.ome.tif" } : nil
+            ? recordingPath.map { RecordingFormat.derivedPath(of: $0, stream: "vol") } : nil
         volumeOutput = VolumeOutput(
             bus: bus, volumeBytes: w * planeHeight * d * 4, projectionBytes: w * planeHeight * 4, recordPath: path)
     }

@@ -17,9 +17,9 @@ public enum RecordingIndex {
     /// The index path for a recording.
     public static func path(for recording: String) -> String { recording + ".moire-index" }
 
-    /// A recording's path without its TIFF extension: the base for files made beside it.
+    /// A recording's path without its extension (TIFF or Zarr): the base for files made beside it.
     public static func stem(of recording: String) -> String {
-        for ext in [".ome.tif", ".ome.tiff", ".tif", ".tiff"] where recording.hasSuffix(ext) {
+        for ext in [".ome.tif", ".ome.tiff", ".tif", ".tiff", ".ome.zarr", ".zarr"] where recording.hasSuffix(ext) {
             return String(recording.dropLast(ext.count))
         }
         return recording

@@ -1,0 +1,336 @@
+import CZstd
+import Foundation
+import Logging
+import MoireCore
+
+/// Writes a recording as OME-Zarr: NGFF 0.4 on Zarr v2, one zstd-compressed chunk per plane.
+///
+/// The store is a directory. Its group metadata (`.zgroup`, `.zattrs` with `multiscales`, `omero`
+/// and the Moiré layout) and every level's `.zarray` are written before the first plane, with the
+/// planned shape `(t, c, z, y, x)`. A SIM recording's angles and phases are folded into the channel
+/// axis (c = (channel · angles + angle) · phases + phase, named in `omero.channels`), because NGFF
+/// allows five axes. Each plane becomes one chunk per pyramid level (level l halves y and x l
+/// times, by 2×2 means), written to a temporary file and renamed into place, so a run killed at
+/// any instant leaves every complete chunk readable and no partial one; chunks never written
+/// (missing frames, time points not reached) read as the fill value 0. Each plane's header is
+/// appended to the plane log beside the store (`NAME.ome.zarr.moire-planes.jsonl`; inside the
+/// store zarr-python would warn about a file that is not part of the hierarchy) once its chunks
+/// are in place.
+/// Single owner; not thread-safe.
+public final class OMEZarrWriter {
+    public let path: String
+    public let layout: RecordingLayout
+    /// Pyramid levels (1 = full resolution only).
+    public let levels: Int
+    private let logger: Logger
+    private var planes: [PlaneRecord] = []
+    private let planeLog: FileHandle
+    private var compressed: [UInt8]
+    private var scratch: [UInt8]
+    public private(set) var finished = false
+
+    public var planesWritten: Int { planes.count }
+
+    /// zstd level: level 1 compresses a 512² uint16 camera frame in about a millisecond.
+    static let compressionLevel: Int32 = 1
+    /// The plane log beside a store: one JSON plane record per line.
+    public static func planeLogPath(for store: String) -> String { store + ".moire-planes.jsonl" }
+
+    public init(path: String, layout: RecordingLayout, logger: Logger = Logger(label: "moire.storage")) throws {
+        guard layout.width > 0, layout.height > 0, !layout.channels.isEmpty else {
+            throw MoireError(.storage, "recording layout has no pixels or no channels", place: path)
+        }
+        _ = try layout.validated()
+        self.path = path
+        self.layout = layout
+        self.logger = logger
+        var levelCount = 1
+        while levelCount < 4, min(layout.width, layout.height) >> levelCount >= 64 { levelCount += 1 }
+        levels = levelCount
+        let files = FileManager.default
+        // The caller decided about overwriting (the pipeline refuses an existing path without --overwrite).
+        if files.fileExists(atPath: path) { try files.removeItem(atPath: path) }
+        try? files.removeItem(atPath: Self.planeLogPath(for: path))
+        do {
+            try files.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try Self.writeJSON(["zarr_format": 2], to: "\(path)/.zgroup")
+            try Self.writeJSON(Self.groupAttributes(layout, levels: levelCount), to: "\(path)/.zattrs")
+            for level in 0..<levelCount {
+                try files.createDirectory(atPath: "\(path)/\(level)", withIntermediateDirectories: true)
+                try Self.writeJSON(Self.arrayMetadata(layout, level: level), to: "\(path)/\(level)/.zarray")
+            }
+            let logPath = Self.planeLogPath(for: path)
+            guard files.createFile(atPath: logPath, contents: nil), let log = FileHandle(forWritingAtPath: logPath)
+            else { throw MoireError(.io, "cannot create the plane log", place: logPath) }
+            planeLog = log
+        } catch let error as MoireError {
+            throw error
+        } catch {
+            throw MoireError(.io, "cannot create the OME-Zarr store: \(error.localizedDescription)", place: path)
+        }
+        compressed = [UInt8](repeating: 0, count: ZSTD_compressBound(layout.planeBytes))
+        scratch = [UInt8](repeating: 0, count: layout.planeBytes / 4 + 64)
+    }
+
+    deinit { try? planeLog.close() }
+
+    /// The channel-axis index of plane coordinates (angles and phases folded in).
+    public static func channelIndex(_ layout: RecordingLayout, c: Int, angle: Int, phase: Int) -> Int {
+        (c * layout.angles + angle) * layout.phases + phase
+    }
+
+    /// Appends one plane; a missing one writes no chunk (it reads as 0) and is flagged in the plane log.
+    public func write(header: FrameHeader, payload: UnsafeRawBufferPointer) throws {
+        guard !finished else { throw MoireError(.storage, "recording is already finished", place: path) }
+        guard header.index == planes.count else {
+            throw MoireError(
+                .storage, "plane \(header.index) arrived out of order; expected plane \(planes.count)", place: path)
+        }
+        guard header.width == layout.width, header.height == layout.height, header.pixel == layout.pixel else {
+            throw MoireError(
+                .storage,
+                "plane \(header.index) is \(header.width)×\(header.height) \(header.pixel.rawValue); "
+                    + "the recording is \(layout.width)×\(layout.height) \(layout.pixel.rawValue)",
+                place: path)
+        }
+        guard header.missing || payload.count == layout.planeBytes else {
+            throw MoireError(
+                .storage, "plane \(header.index) has \(payload.count) bytes; expected \(layout.planeBytes)", place: path
+            )
+        }
+        if !header.missing {
+            let at = layout.coordinates(ofPlane: header.index)
+            let channel = Self.channelIndex(layout, c: at.c, angle: at.angle, phase: at.phase)
+            let key = "\(at.t)/\(channel)/\(at.z)/0/0"
+            try writeChunk(UnsafeRawBufferPointer(rebasing: payload[0..<layout.planeBytes]), to: "\(path)/0/\(key)")
+            var level = Array(UnsafeRawBufferPointer(rebasing: payload[0..<layout.planeBytes]))
+            var width = layout.width
+            var height = layout.height
+            for l in 1..<levels {
+                level = Self.halved(level, width: width, height: height, pixel: layout.pixel)
+                width /= 2
+                height /= 2
+                try level.withUnsafeBytes { try writeChunk($0, to: "\(path)/\(l)/\(key)") }
+            }
+        }
+        let record = PlaneRecord(header: header, acquired: true)
+        var line = try JSONEncoder().encode(record)
+        line.append(0x0A)
+        do { try planeLog.write(contentsOf: line) } catch {
+            throw MoireError(.io, "writing the plane log failed: \(error.localizedDescription)", place: path)
+        }
+        planes.append(record)
+    }
+
+    /// Compresses `bytes` with zstd and puts them at `chunkPath` atomically (temporary file, rename).
+    private func writeChunk(_ bytes: UnsafeRawBufferPointer, to chunkPath: String) throws {
+        let size = compressed.withUnsafeMutableBytes { out in
+            ZSTD_compress(out.baseAddress, out.count, bytes.baseAddress, bytes.count, Self.compressionLevel)
+        }
+        guard ZSTD_isError(size) == 0 else {
+            let reason = String(cString: ZSTD_getErrorName(size))
+            throw MoireError(.storage, "zstd could not compress a plane: \(reason)", place: chunkPath)
+        }
+        let directory = (chunkPath as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw MoireError(
+                .storage, "cannot make the chunk's folder: \(error.localizedDescription)", place: directory)
+        }
+        try compressed.withUnsafeBytes {
+            try Self.writeAtomically(UnsafeRawBufferPointer(rebasing: $0[0..<size]), to: chunkPath)
+        }
+    }
+
+    /// Writes `bytes` to a temporary file beside `file` and renames it into place: a reader sees the
+    /// whole file or none. A full disk or failing device is named.
+    static func writeAtomically(_ bytes: UnsafeRawBufferPointer, to file: String) throws {
+        let directory = (file as NSString).deletingLastPathComponent
+        let temporary = "\(directory)/.writing-\((file as NSString).lastPathComponent)"
+        func failure(_ what: String) -> MoireError {
+            let code = errno
+            let reason = OSFailure.describe(code) ?? String(cString: strerror(code))
+            unlink(temporary)
+            return MoireError(.storage, "\(reason) while \(what)", place: file)
+        }
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard descriptor >= 0 else { throw failure("creating the file") }
+        var written = 0
+        while written < bytes.count {
+            let n = Foundation.write(descriptor, bytes.baseAddress! + written, bytes.count - written)
+            guard n > 0 else {
+                let error = failure("writing the file")
+                close(descriptor)
+                throw error
+            }
+            written += n
+        }
+        guard close(descriptor) == 0 else { throw failure("closing the file") }
+        guard rename(temporary, file) == 0 else { throw failure("moving the file into place") }
+    }
+
+    /// A plane at half the width and height: each pixel the mean of a 2×2 block (odd edges dropped).
+    static func halved(_ plane: [UInt8], width: Int, height: Int, pixel: PixelFormat) -> [UInt8] {
+        let halfWidth = width / 2
+        let halfHeight = height / 2
+        var out = [UInt8](repeating: 0, count: halfWidth * halfHeight * pixel.bytesPerPixel)
+        plane.withUnsafeBytes { source in
+            out.withUnsafeMutableBytes { target in
+                switch pixel {
+                case .uint16:
+                    let s = source.bindMemory(to: UInt16.self)
+                    let t = target.bindMemory(to: UInt16.self)
+                    for y in 0..<halfHeight {
+                        for x in 0..<halfWidth {
+                            let top = 2 * y * width + 2 * x
+                            let sum =
+                                UInt32(s[top]) + UInt32(s[top + 1]) + UInt32(s[top + width])
+                                + UInt32(s[top + width + 1])
+                            t[y * halfWidth + x] = UInt16((sum + 2) / 4)
+                        }
+                    }
+                case .float32:
+                    let s = source.bindMemory(to: Float.self)
+                    let t = target.bindMemory(to: Float.self)
+                    for y in 0..<halfHeight {
+                        for x in 0..<halfWidth {
+                            let top = 2 * y * width + 2 * x
+                            t[y * halfWidth + x] = (s[top] + s[top + 1] + s[top + width] + s[top + width + 1]) / 4
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Completes the recording: the Moiré summary goes into `.zattrs`. Time points not reached keep
+    /// the planned shape (their chunks read as 0) and are counted as padded.
+    @discardableResult
+    public func finish() throws -> RecordingSummary {
+        guard !finished else { throw MoireError(.storage, "recording is already finished", place: path) }
+        finished = true
+        try? planeLog.synchronize()
+        try? planeLog.close()
+        if planes.isEmpty {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: Self.planeLogPath(for: path))
+            throw MoireError(.storage, "no plane was acquired; nothing was recorded", place: path)
+        }
+        let perTimepoint = layout.planesPerTimepoint
+        let timepoints = (planes.count + perTimepoint - 1) / perTimepoint
+        let missing = planes.filter { $0.header.missing }.count
+        let padded = timepoints * perTimepoint - planes.count
+        let summary = RecordingSummary(
+            path: path, planes: timepoints * perTimepoint, acquired: planes.count - missing, missing: missing,
+            padded: padded, timepoints: timepoints)
+        var attributes = Self.groupAttributes(layout, levels: levels)
+        if var moire = attributes["moire"] as? [String: Any] {
+            moire["summary"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(summary))
+            moire["missing_planes"] = planes.filter { $0.header.missing }.map { $0.header.index }
+            attributes["moire"] = moire
+        }
+        try Self.writeJSON(attributes, to: "\(path)/.zattrs")
+        logger.info(
+            "recording closed", metadata: ["path": "\(path)", "planes": "\(summary.planes)", "missing": "\(missing)"])
+        return summary
+    }
+
+    // MARK: Metadata
+
+    /// `(t, c, z, y, x)` with angles and phases folded into c.
+    static func shape(_ layout: RecordingLayout, level: Int) -> [Int] {
+        [
+            layout.timepoints, layout.channels.count * layout.angles * layout.phases, layout.zPlanes,
+            layout.height >> level, layout.width >> level,
+        ]
+    }
+
+    static func arrayMetadata(_ layout: RecordingLayout, level: Int) -> [String: Any] {
+        let shape = shape(layout, level: level)
+        return [
+            "zarr_format": 2,
+            "shape": shape,
+            "chunks": [1, 1, 1, shape[3], shape[4]],
+            "dtype": layout.pixel == .uint16 ? "<u2" : "<f4",
+            "compressor": ["id": "zstd", "level": Int(compressionLevel)],
+            "fill_value": 0,
+            "order": "C",
+            "filters": NSNull(),
+            "dimension_separator": "/",
+        ]
+    }
+
+    static func groupAttributes(_ layout: RecordingLayout, levels: Int) -> [String: Any] {
+        let micrometre = "micrometer"
+        let axes: [[String: String]] = [
+            ["name": "t", "type": "time"],
+            ["name": "c", "type": "channel"],
+            ["name": "z", "type": "space", "unit": micrometre],
+            ["name": "y", "type": "space", "unit": micrometre],
+            ["name": "x", "type": "space", "unit": micrometre],
+        ]
+        let datasets: [[String: Any]] = (0..<levels).map { level in
+            let pixel = layout.pixelSizeUm * Double(1 << level)
+            return [
+                "path": "\(level)",
+                "coordinateTransformations": [["type": "scale", "scale": [1.0, 1.0, layout.zStepUm, pixel, pixel]]],
+            ]
+        }
+        var channels: [[String: Any]] = []
+        for (c, name) in layout.channels.enumerated() {
+            for angle in 0..<layout.angles {
+                for phase in 0..<layout.phases {
+                    let label =
+                        layout.angles * layout.phases > 1 ? "\(name) angle \(angle) phase \(phase)" : name
+                    let white = layout.pixel == .uint16 ? 65_535.0 : 1.0
+                    channels.append([
+                        "label": label,
+                        "color": Self.color(emissionNm: c < layout.emissionNm.count ? layout.emissionNm[c] : 0),
+                        "active": true,
+                        "window": ["start": 0.0, "end": white, "min": 0.0, "max": white],
+                    ])
+                }
+            }
+        }
+        let layoutJSON = (try? JSONEncoder().encode(layout)).flatMap { try? JSONSerialization.jsonObject(with: $0) }
+        return [
+            "multiscales": [
+                [
+                    "version": "0.4",
+                    "name": layout.name,
+                    "axes": axes,
+                    "datasets": datasets,
+                    "type": "local_mean",
+                    "metadata": ["method": "mean of 2×2 blocks in y and x; z and t unchanged"],
+                ] as [String: Any]
+            ],
+            "omero": ["name": layout.name, "version": "0.4", "channels": channels] as [String: Any],
+            "moire": [
+                "format": 1,
+                "layout": layoutJSON ?? NSNull(),
+                "channel_axis": "channel × angle × phase (phase fastest)",
+                "plane_log": "beside the store: NAME.ome.zarr.moire-planes.jsonl",
+            ] as [String: Any],
+        ]
+    }
+
+    /// A display colour (hex RGB) for an emission wavelength.
+    static func color(emissionNm: Double) -> String {
+        switch emissionNm {
+        case ..<1: "FFFFFF"
+        case ..<490: "0080FF"
+        case ..<570: "00FF00"
+        case ..<620: "FF8000"
+        default: "FF0000"
+        }
+    }
+
+    static func writeJSON(_ object: Any, to file: String) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        try data.withUnsafeBytes { try writeAtomically($0, to: file) }
+    }
+}
+
+extension OMEZarrWriter: RecordingWriter {}

@@ -1,0 +1,53 @@
+import Foundation
+import Logging
+import MoireCore
+
+/// The container a recording is written in, chosen by the path's suffix: `.ome.zarr` or `.zarr`
+/// is OME-Zarr (NGFF 0.4 on Zarr v2), anything else OME-TIFF.
+public enum RecordingFormat: String, Sendable, Equatable, CaseIterable {
+    case omeTiff = "ome-tiff"
+    case omeZarr = "ome-zarr"
+
+    public init(path: String) {
+        let lower = path.lowercased()
+        let trimmed = lower.hasSuffix("/") ? String(lower.dropLast()) : lower
+        self = trimmed.hasSuffix(".zarr") ? .omeZarr : .omeTiff
+    }
+
+    /// The suffix of a recording in this format (derived recordings take it too).
+    public var suffix: String {
+        switch self {
+        case .omeTiff: ".ome.tif"
+        case .omeZarr: ".ome.zarr"
+        }
+    }
+
+    /// The path of a derived stream's recording beside `recording` (`NAME.sr.ome.tif`,
+    /// `NAME.sr.ome.zarr`, …), in the same format.
+    public static func derivedPath(of recording: String, stream: String) -> String {
+        RecordingIndex.stem(of: recording) + ".\(stream)" + RecordingFormat(path: recording).suffix
+    }
+}
+
+/// What the recorder writes planes into, whatever the container.
+public protocol RecordingWriter: AnyObject {
+    /// Planes written so far (acquired or missing).
+    var planesWritten: Int { get }
+    /// Appends one plane, in acquisition order (`header.index` = plane number).
+    func write(header: FrameHeader, payload: UnsafeRawBufferPointer) throws
+    /// Completes the recording; what it holds.
+    @discardableResult
+    func finish() throws -> RecordingSummary
+}
+
+extension OMETiffWriter: RecordingWriter {}
+
+extension RecordingFormat {
+    /// A writer for a new recording at `path` in this format.
+    public func makeWriter(path: String, layout: RecordingLayout, logger: Logger) throws -> any RecordingWriter {
+        switch self {
+        case .omeTiff: try OMETiffWriter(path: path, layout: layout, logger: logger)
+        case .omeZarr: try OMEZarrWriter(path: path, layout: layout, logger: logger)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+"""Reads back a Moiré OME-Zarr recording written by OMEZarrTests (zarr-python, ome-zarr-py).
+
+Arguments: store path, width, height, planes written, the missing plane. Prints what ome-zarr found as JSON.
+"""
+import sys, json, warnings, numpy as np, zarr
+
+# A file in the store that is not part of the hierarchy makes zarr-python warn: not a clean store.
+warnings.filterwarnings("error", message=".*not recognized as a component")
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+path, w, h, written, missing = sys.argv[1], *map(int, sys.argv[2:6])
+root = zarr.open_group(path, mode="r")
+full, half = root["0"], root["1"]
+assert full.shape == (2, 9, 1, h, w) and full.dtype == np.uint16, (full.shape, full.dtype)
+assert half.shape == (2, 9, 1, h // 2, w // 2), half.shape
+for i in range(18):
+    t, c = divmod(i, 9)
+    expected = ((np.arange(w * h) * 7 + i * 131) % 65536).astype(np.uint16).reshape(h, w)
+    if i >= written or i == missing:
+        expected = np.zeros((h, w), np.uint16)
+    plane = full[t, c, 0]
+    assert np.array_equal(plane, expected), f"plane {i}"
+    blocks = expected.astype(np.uint32).reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
+    assert np.array_equal(half[t, c, 0], ((blocks + 2) // 4).astype(np.uint16)), f"level 1 of plane {i}"
+node = Reader(parse_url(path))()
+image = next(iter(node))
+axes = [a["name"] for a in image.metadata["axes"]]
+scale = image.metadata["coordinateTransformations"][1][0]["scale"]
+print(json.dumps({"axes": axes, "levels": len(image.data), "scale1": scale}))

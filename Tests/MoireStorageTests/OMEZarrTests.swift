@@ -1,0 +1,85 @@
+import Foundation
+import MoireCore
+@testable import MoireStorage
+import MoireTesting
+import Testing
+
+/// OME-Zarr recordings, read back by the PyPI packages a microscopist would use: zarr-python for the
+/// pixels and ome-zarr-py for the NGFF metadata (make deps installs both).
+@Suite struct OMEZarrTests {
+    let dir = Fixtures.tempDir("omezarr")
+
+    /// Runs the Python file `script` with `arguments`; its stdout, or the failure with stderr.
+    private func python(_ script: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script] + arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw MoireError(.io, "python3 failed: \(stderr.suffix(1500))")
+        }
+        return stdout
+    }
+
+    /// A SIM recording (3 angles × 3 phases folded into c) stopped in its second time point, with a
+    /// missing frame: zarr reads every plane written bit for bit at full resolution and as 2×2
+    /// means at level 1; the missing plane and the time point not reached read as 0; ome-zarr
+    /// finds the multiscale image with its axes and physical scale; no temporary file is left.
+    @Test func aRecordingReadsBackInZarrAndOMEZarr() throws {
+        let l = layout(t: 2, w: 128, h: 128)
+        let path = "\(dir)/run.ome.zarr"
+        #expect(RecordingFormat(path: path) == .omeZarr)
+        #expect(RecordingFormat.derivedPath(of: path, stream: "sr") == "\(dir)/run.sr.ome.zarr")
+        let writer = try RecordingFormat.omeZarr.makeWriter(path: path, layout: l, logger: .init(label: "test"))
+        let written = 13
+        let missingPlane = 4
+        for i in 0..<written {
+            let (h, px) = plane(i, l, missing: i == missingPlane)
+            try px.withUnsafeBytes { try writer.write(header: h, payload: $0) }
+        }
+        let summary = try writer.finish()
+        #expect(summary.planes == 18 && summary.missing == 1 && summary.padded == 5 && summary.acquired == 12)
+        let script = Fixtures.path("Tests/Data/omezarr/read_back.py")
+        let out = try python(script, [path, "\(l.width)", "\(l.height)", "\(written)", "\(missingPlane)"])
+        struct Seen: Decodable {
+            var axes: [String]
+            var levels: Int
+            var scale1: [Double]
+        }
+        let seen = try JSONDecoder().decode(Seen.self, from: Data(out.utf8))
+        #expect(seen.axes == ["t", "c", "z", "y", "x"] && seen.levels == 2)
+        #expect(abs(seen.scale1[4] - 2 * l.pixelSizeUm) < 1e-12)
+        let leftovers = FileManager.default.enumerator(atPath: path)?.compactMap { $0 as? String }
+            .filter { $0.contains(".writing") }
+        #expect(leftovers == [])
+        // One header per plane written, in order, the missing one flagged.
+        let log = try String(contentsOfFile: OMEZarrWriter.planeLogPath(for: path), encoding: .utf8)
+        let records = try log.split(separator: "\n").map { try JSONDecoder().decode(PlaneRecord.self, from: Data($0.utf8)) }
+        #expect(records.map(\.header.index) == Array(0..<written))
+        #expect(records.filter(\.header.missing).map(\.header.index) == [missingPlane])
+    }
+
+    /// A chunk write that cannot happen (the store's level folder replaced by a file) is an error
+    /// naming the chunk; nothing half-written is left under the chunk's name.
+    @Test func aChunkThatCannotBeWrittenIsNamed() throws {
+        let l = layout(t: 1, w: 16, h: 8)
+        let path = "\(dir)/blocked.ome.zarr"
+        let writer = try OMEZarrWriter(path: path, layout: l)
+        try FileManager.default.removeItem(atPath: "\(path)/0")
+        try Data().write(to: URL(fileURLWithPath: "\(path)/0"))
+        let (h, px) = plane(0, l)
+        #expect {
+            try px.withUnsafeBytes { try writer.write(header: h, payload: $0) }
+        } throws: { error in
+            "\(error)".contains("\(path)/0/0/0/0")
+        }
+        #expect(writer.planesWritten == 0)
+    }
+}
