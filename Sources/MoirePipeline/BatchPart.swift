@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import MoireCore
 import MoireStorage
 
@@ -68,7 +69,8 @@ public struct BatchPart: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Joins the parts of a batch job into one float32 OME-TIFF: planes in part order, renumbered
+/// Joins the parts of a batch job into one float32 recording, OME-TIFF or OME-Zarr by the output's
+/// suffix (`RecordingFormat`; the parts are OME-TIFF either way): planes in part order, renumbered
 /// (`t` continues across parts; `seq` and `index` count planes), every other header field
 /// (inputs, parameters, z) as the part wrote it; the layout of the first part with the total
 /// number of time points. The result equals what one process would have written, pixel for pixel.
@@ -113,7 +115,8 @@ public enum BatchMerge {
         var layout = first
         layout.run = "\(first.channels.first ?? "merged")-\(UUID().uuidString.prefix(8).lowercased())"
         layout.timepoints = timepoints
-        let writer = try OMETiffWriter(path: output, layout: layout)
+        let writer = try RecordingFormat(path: output).makeWriter(
+            path: output, layout: layout, logger: Logger(label: "moire.merge"))
         var buffer = [UInt8](repeating: 0, count: first.planeBytes)
         var plane = 0
         var timepointOffset = 0
