@@ -544,7 +544,9 @@ sed -e "s|count: [0-9]*|count: 3|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" "$W
 printf 'reconstruction: {record: true}\n' >> "$WORK/zarr.yaml"
 "$MOIRE" run "$WORK/zarr.yaml" --embedded --clock virtual --no-publish --out "$WORK/zt.ome.tif" --quiet > "$WORK/zarr.log" 2>&1; trc=$?
 "$MOIRE" run "$WORK/zarr.yaml" --embedded --clock virtual --no-publish --out "$WORK/zz.ome.zarr" --quiet >> "$WORK/zarr.log" 2>&1; zrc=$?
-if [ $trc -eq 0 ] && [ $zrc -eq 0 ] && python3 - "$WORK" >> "$WORK/zarr.log" 2>&1 <<'PY'
+"$MOIRE" inspect "$WORK/zz.ome.zarr" > "$WORK/zarr-inspect.log" 2>&1; irc=$?
+if [ $trc -eq 0 ] && [ $zrc -eq 0 ] && [ $irc -eq 0 ] && grep -q "planes: 27 written, 27 acquired, 0 missing" "$WORK/zarr-inspect.log" \
+   && grep -q "store: closed cleanly" "$WORK/zarr-inspect.log" && python3 - "$WORK" >> "$WORK/zarr.log" 2>&1 <<'PY'
 import sys, warnings, numpy as np, tifffile, zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
@@ -565,8 +567,8 @@ for store, levels, pixel in (("zz.ome.zarr", 2, 0.065), ("zz.sr.ome.zarr", 3, 0.
     assert abs(scale[-1] - pixel) < 1e-6, (store, scale)
 print("zarr ok")
 PY
-then ok "OME-Zarr: the run recorded to .ome.zarr reads back in zarr-python equal to the OME-TIFF run bit for bit (raw and SR), and ome-zarr-py finds both multiscale images with their scale"
-else bad "OME-Zarr: tiff run=$trc zarr run=$zrc $(tail -5 "$WORK/zarr.log")"; fi
+then ok "OME-Zarr: the run recorded to .ome.zarr reads back in zarr-python equal to the OME-TIFF run bit for bit (raw and SR), ome-zarr-py finds both multiscale images with their scale, moire inspect reads the store"
+else bad "OME-Zarr: tiff run=$trc zarr run=$zrc inspect=$irc $(tail -3 "$WORK/zarr-inspect.log") $(tail -5 "$WORK/zarr.log")"; fi
 
 echo "integration: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -334,3 +334,43 @@ public final class OMEZarrWriter {
 }
 
 extension OMEZarrWriter: RecordingWriter {}
+
+/// What an OME-Zarr recording written by Moiré says about itself: its layout (`.zattrs` → `moire`),
+/// the plane log beside the store, and whether it was closed cleanly (the summary is written last).
+public struct OMEZarrContents: Sendable {
+    public var layout: RecordingLayout
+    /// Plane records in the order written; a torn last line (a killed run) is left out.
+    public var planes: [PlaneRecord]
+    /// Lines of the plane log that could not be read.
+    public var unreadableLines: Int
+    public var summary: RecordingSummary?
+
+    /// Reads the store at `path`; an error names the file that is missing or malformed.
+    public static func read(path: String) throws -> OMEZarrContents {
+        let attributesPath = "\(path)/.zattrs"
+        guard let data = FileManager.default.contents(atPath: attributesPath) else {
+            throw MoireError(.format, "not an OME-Zarr store (no .zattrs)", place: path)
+        }
+        let attributes = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        guard let moire = attributes?["moire"] as? [String: Any], let layoutObject = moire["layout"],
+            let layoutData = try? JSONSerialization.data(withJSONObject: layoutObject),
+            let layout = try? JSONDecoder().decode(RecordingLayout.self, from: layoutData).validated()
+        else {
+            throw MoireError(.format, "no Moiré recording layout in the store's attributes", place: attributesPath)
+        }
+        let summary = (moire["summary"]).flatMap { try? JSONSerialization.data(withJSONObject: $0) }
+            .flatMap { try? JSONDecoder().decode(RecordingSummary.self, from: $0) }
+        let logPath = OMEZarrWriter.planeLogPath(for: path)
+        let log = FileManager.default.contents(atPath: logPath) ?? Data()
+        var planes: [PlaneRecord] = []
+        var unreadable = 0
+        for line in log.split(separator: 0x0A) where !line.isEmpty {
+            if let record = try? JSONDecoder().decode(PlaneRecord.self, from: Data(line)) {
+                planes.append(record)
+            } else {
+                unreadable += 1
+            }
+        }
+        return OMEZarrContents(layout: layout, planes: planes, unreadableLines: unreadable, summary: summary)
+    }
+}

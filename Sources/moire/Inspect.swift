@@ -6,7 +6,7 @@ import MoireStorage
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a recording's dimensions, frame count, missing frames and timing.")
-    @Argument(help: "OME-TIFF recording or TIFF/MRC file.") var file: String
+    @Argument(help: "OME-TIFF or OME-Zarr recording, or a TIFF/MRC file.") var file: String
 
     func run() throws {
         bootstrapLogging(verbose: false)
@@ -18,6 +18,17 @@ struct Inspect: ParsableCommand {
             let s = try ImageImport.loadMRC(file)
             print(
                 "\(file): MRC, \(s.width)×\(s.height)×\(s.planes.count)\(s.isComplex ? " complex" : ""), pixel \(s.pixelSizeUm.map { "\($0) µm" } ?? "unknown")"
+            )
+            return
+        }
+        if RecordingFormat(path: file) == .omeZarr {
+            let contents = try OMEZarrContents.read(path: file)
+            report(layout: contents.layout, planes: contents.planes, notWritten: contents.summary?.padded ?? 0)
+            if contents.unreadableLines > 0 {
+                print("  plane log: \(contents.unreadableLines) line(s) unreadable (torn by an interruption)")
+            }
+            print(
+                "  store: \(contents.summary == nil ? "NOT closed (interrupted); every complete plane is readable" : "closed cleanly")"
             )
             return
         }
@@ -42,18 +53,30 @@ struct Inspect: ParsableCommand {
             }
             return
         }
+        report(layout: layout, planes: planes)
+        if FileManager.default.fileExists(atPath: indexPath), let idx = try? RecordingIndex.read(path: indexPath) {
+            print(
+                "  index: \(idx.entries.count) records, \(idx.closed ? "closed cleanly" : "NOT closed (interrupted)")")
+        }
+    }
+
+    /// Dimensions, plane counts, missing planes and frame timing of a recording's plane records;
+    /// `notWritten`: planes of the last time point that have no record (OME-Zarr leaves them out).
+    private func report(layout: RecordingLayout, planes written: [PlaneRecord], notWritten: Int = 0) {
+        let planes = written
         let missing = planes.filter { $0.acquired && $0.header.missing }
-        let padded = planes.filter { !$0.acquired }
+        let paddedCount = planes.filter { !$0.acquired }.count + notWritten
+        let total = planes.count + notWritten
         print("\(file)")
         print("  run \(layout.run): \(layout.name) (\(layout.mode))")
         print(
-            "  dimensions: T=\(planes.count / layout.planesPerTimepoint) C=\(layout.channels.count) Z=\(layout.zPlanes) angles=\(layout.angles) phases=\(layout.phases) Y=\(layout.height) X=\(layout.width) \(layout.pixel.rawValue)"
+            "  dimensions: T=\(total / layout.planesPerTimepoint) C=\(layout.channels.count) Z=\(layout.zPlanes) angles=\(layout.angles) phases=\(layout.phases) Y=\(layout.height) X=\(layout.width) \(layout.pixel.rawValue)"
         )
         print(
             "  channels: \(layout.channels.joined(separator: ", ")); pixel \(String(format: "%.4f", layout.pixelSizeUm)) µm"
         )
         print(
-            "  planes: \(planes.count) written, \(planes.count - missing.count - padded.count) acquired, \(missing.count) missing, \(padded.count) not acquired (run stopped)"
+            "  planes: \(total) written, \(total - missing.count - paddedCount) acquired, \(missing.count) missing, \(paddedCount) not acquired (run stopped)"
         )
         print("  planned: \(layout.timepoints * layout.planesPerTimepoint) planes (\(layout.timepoints) time points)")
         let poolLost = missing.filter { $0.header.missingReason == .poolExhausted }.count
@@ -75,10 +98,6 @@ struct Inspect: ParsableCommand {
                     format:
                         "  timing: frame interval mean %.3f ms, sd %.3f ms, min %.3f ms, max %.3f ms (%.1f fps); span %.3f s",
                     mean, sd, d.min()!, d.max()!, 1000 / mean, Double(starts.last! - starts.first!) / 1e9))
-        }
-        if FileManager.default.fileExists(atPath: indexPath), let idx = try? RecordingIndex.read(path: indexPath) {
-            print(
-                "  index: \(idx.entries.count) records, \(idx.closed ? "closed cleanly" : "NOT closed (interrupted)")")
         }
     }
 }

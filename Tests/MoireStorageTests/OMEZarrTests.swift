@@ -64,6 +64,16 @@ import Testing
         let records = try log.split(separator: "\n").map { try JSONDecoder().decode(PlaneRecord.self, from: Data($0.utf8)) }
         #expect(records.map(\.header.index) == Array(0..<written))
         #expect(records.filter(\.header.missing).map(\.header.index) == [missingPlane])
+        // What `moire inspect` reads: the layout, the plane records, closed cleanly; a torn last
+        // line (a run killed while appending) is counted and left out.
+        let contents = try OMEZarrContents.read(path: path)
+        #expect(contents.layout == l && contents.planes.count == written && contents.summary == summary)
+        let torn = try #require(FileHandle(forWritingAtPath: OMEZarrWriter.planeLogPath(for: path)))
+        try torn.seekToEnd()
+        try torn.write(contentsOf: Data("{\"header\": {\"run".utf8))
+        try torn.close()
+        let afterTear = try OMEZarrContents.read(path: path)
+        #expect(afterTear.planes.count == written && afterTear.unreadableLines == 1)
     }
 
     /// A chunk write that cannot happen (the store's level folder replaced by a file) is an error
