@@ -62,6 +62,19 @@ extension ClockCondition {
 /// time is a hang, whatever the clock says.
 public let hangWatchdogSeconds: Double = 120
 
+extension NSCondition {
+    /// Waits, the condition locked by the caller, while `blocked()` holds, for at most the hang
+    /// watchdog; false when it still holds then. For a stage that waits for its worker under
+    /// blocking backpressure.
+    public func waitUnderHangWatchdog(while blocked: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
+        while blocked() {
+            if !wait(until: deadline) { return !blocked() }
+        }
+        return true
+    }
+}
+
 /// Monotonic wall time.
 public struct RealClock: MoireClock {
     private let origin: UInt64

@@ -369,8 +369,7 @@ final class DenoiseStage: PipelineStage, @unchecked Sendable {
             lock.lock()
             if backpressure == .block {
                 // A hang watchdog only: the inference thread takes every frame in turn.
-                let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
-                while latest != nil, lock.wait(until: deadline) {}
+                _ = lock.waitUnderHangWatchdog(while: { latest != nil })
             }
             if latest != nil { counters.skipped += 1 }
             latest = (h, pixels)

@@ -257,9 +257,7 @@ final class SIMStage: PipelineStage, @unchecked Sendable {
                     free.append(buffers.count - 1)
                 } else if free.isEmpty, backpressure == .block {
                     // A hang watchdog only: the worker hands a buffer back after each set.
-                    let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
-                    while free.isEmpty, lock.wait(until: deadline) {}
-                    if free.isEmpty {
+                    if !lock.waitUnderHangWatchdog(while: { free.isEmpty }) {
                         logger.error("no SIM set buffer came back (hang watchdog); the oldest waiting set dropped")
                         free.append(pendingSets.removeFirst())
                         counters.skippedBehind += 1

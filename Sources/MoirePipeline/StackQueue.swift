@@ -137,8 +137,7 @@ final class StackQueue: @unchecked Sendable {
                 stacksComplete += 1
                 if backpressure == .block {
                     // A hang watchdog only: the worker takes every stack in turn.
-                    let deadline = Date().addingTimeInterval(hangWatchdogSeconds)
-                    while !queue.isEmpty, lock.wait(until: deadline) {}
+                    _ = lock.waitUnderHangWatchdog(while: { !queue.isEmpty })
                 }
                 if !queue.isEmpty {
                     queue.removeFirst()

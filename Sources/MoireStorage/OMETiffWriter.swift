@@ -55,22 +55,8 @@ public final class OMETiffWriter {
     /// Appends one plane. `payload` is ignored (zeros written) when the header says missing.
     public func write(header: FrameHeader, payload: UnsafeRawBufferPointer) throws {
         guard !finished, let tif else { throw MoireError(.storage, "recording is already finished", place: path) }
-        guard header.index == planes.count else {
-            throw MoireError(
-                .storage, "plane \(header.index) arrived out of order; expected plane \(planes.count)", place: path)
-        }
-        guard header.width == layout.width, header.height == layout.height, header.pixel == layout.pixel else {
-            throw MoireError(
-                .storage,
-                "plane \(header.index) is \(header.width)×\(header.height) \(header.pixel.rawValue); the recording is \(layout.width)×\(layout.height) \(layout.pixel.rawValue)",
-                place: path)
-        }
+        try layout.checkPlane(header, payloadBytes: payload.count, expectedIndex: planes.count, path: path)
         let missing = header.missing
-        guard missing || payload.count == layout.planeBytes else {
-            throw MoireError(
-                .storage, "plane \(header.index) has \(payload.count) bytes; expected \(layout.planeBytes)", place: path
-            )
-        }
         let data = missing ? UnsafeRawPointer(zeros) : payload.baseAddress!
         try setTags(tif, first: planes.isEmpty)
         try TIFFCall.check(

@@ -26,7 +26,9 @@ public final class OMEZarrWriter {
     private var planes: [PlaneRecord] = []
     private let planeLog: FileHandle
     private var compressed: [UInt8]
-    private var scratch: [UInt8]
+    /// Level l's plane (index l − 1), made once and refilled for every plane.
+    private var pyramid: [[UInt8]]
+    private let encoder = JSONEncoder()
     public private(set) var finished = false
 
     public var planesWritten: Int { planes.count }
@@ -69,7 +71,10 @@ public final class OMEZarrWriter {
             throw MoireError(.io, "cannot create the OME-Zarr store: \(error.localizedDescription)", place: path)
         }
         compressed = [UInt8](repeating: 0, count: ZSTD_compressBound(layout.planeBytes))
-        scratch = [UInt8](repeating: 0, count: layout.planeBytes / 4 + 64)
+        pyramid = (1..<levelCount).map { level in
+            [UInt8](
+                repeating: 0, count: (layout.width >> level) * (layout.height >> level) * layout.pixel.bytesPerPixel)
+        }
     }
 
     deinit { try? planeLog.close() }
@@ -82,39 +87,32 @@ public final class OMEZarrWriter {
     /// Appends one plane; a missing one writes no chunk (it reads as 0) and is flagged in the plane log.
     public func write(header: FrameHeader, payload: UnsafeRawBufferPointer) throws {
         guard !finished else { throw MoireError(.storage, "recording is already finished", place: path) }
-        guard header.index == planes.count else {
-            throw MoireError(
-                .storage, "plane \(header.index) arrived out of order; expected plane \(planes.count)", place: path)
-        }
-        guard header.width == layout.width, header.height == layout.height, header.pixel == layout.pixel else {
-            throw MoireError(
-                .storage,
-                "plane \(header.index) is \(header.width)×\(header.height) \(header.pixel.rawValue); "
-                    + "the recording is \(layout.width)×\(layout.height) \(layout.pixel.rawValue)",
-                place: path)
-        }
-        guard header.missing || payload.count == layout.planeBytes else {
-            throw MoireError(
-                .storage, "plane \(header.index) has \(payload.count) bytes; expected \(layout.planeBytes)", place: path
-            )
-        }
+        try layout.checkPlane(header, payloadBytes: payload.count, expectedIndex: planes.count, path: path)
         if !header.missing {
             let at = layout.coordinates(ofPlane: header.index)
             let channel = Self.channelIndex(layout, c: at.c, angle: at.angle, phase: at.phase)
             let key = "\(at.t)/\(channel)/\(at.z)/0/0"
-            try writeChunk(UnsafeRawBufferPointer(rebasing: payload[0..<layout.planeBytes]), to: "\(path)/0/\(key)")
-            var level = Array(UnsafeRawBufferPointer(rebasing: payload[0..<layout.planeBytes]))
-            var width = layout.width
-            var height = layout.height
-            for l in 1..<levels {
-                level = Self.halved(level, width: width, height: height, pixel: layout.pixel)
-                width /= 2
-                height /= 2
-                try level.withUnsafeBytes { try writeChunk($0, to: "\(path)/\(l)/\(key)") }
+            let plane = UnsafeRawBufferPointer(rebasing: payload[0..<layout.planeBytes])
+            try writeChunk(plane, to: "\(path)/0/\(key)")
+            for level in 1..<levels {
+                let finer = layout.width >> (level - 1)
+                let finerHeight = layout.height >> (level - 1)
+                try pyramid.withUnsafeMutableBufferPointer { buffers in
+                    try buffers[level - 1].withUnsafeMutableBytes { target in
+                        if level == 1 {
+                            Self.halve(plane, width: finer, height: finerHeight, pixel: layout.pixel, into: target)
+                        } else {
+                            buffers[level - 2].withUnsafeBytes { source in
+                                Self.halve(source, width: finer, height: finerHeight, pixel: layout.pixel, into: target)
+                            }
+                        }
+                        try writeChunk(UnsafeRawBufferPointer(target), to: "\(path)/\(level)/\(key)")
+                    }
+                }
             }
         }
         let record = PlaneRecord(header: header, acquired: true)
-        var line = try JSONEncoder().encode(record)
+        var line = try encoder.encode(record)
         line.append(0x0A)
         do { try planeLog.write(contentsOf: line) } catch {
             throw MoireError(.io, "writing the plane log failed: \(error.localizedDescription)", place: path)
@@ -170,39 +168,35 @@ public final class OMEZarrWriter {
         guard rename(temporary, file) == 0 else { throw failure("moving the file into place") }
     }
 
-    /// A plane at half the width and height: each pixel the mean of a 2×2 block (odd edges dropped).
-    static func halved(_ plane: [UInt8], width: Int, height: Int, pixel: PixelFormat) -> [UInt8] {
+    /// `source` (a `width` × `height` plane) at half the width and height into `target`: each pixel
+    /// the mean of a 2×2 block (uint16 rounded; an odd last row or column dropped).
+    static func halve(
+        _ source: UnsafeRawBufferPointer, width: Int, height: Int, pixel: PixelFormat,
+        into target: UnsafeMutableRawBufferPointer
+    ) {
+        switch pixel {
+        case .uint16:
+            halve(source, width, height, into: target, as: UInt16.self) { a, b, c, d in
+                UInt16((UInt32(a) + UInt32(b) + UInt32(c) + UInt32(d) + 2) / 4)
+            }
+        case .float32:
+            halve(source, width, height, into: target, as: Float.self) { a, b, c, d in (a + b + c + d) / 4 }
+        }
+    }
+
+    private static func halve<Sample>(
+        _ source: UnsafeRawBufferPointer, _ width: Int, _ height: Int, into target: UnsafeMutableRawBufferPointer,
+        as _: Sample.Type, mean: (Sample, Sample, Sample, Sample) -> Sample
+    ) {
+        let s = source.bindMemory(to: Sample.self)
+        let t = target.bindMemory(to: Sample.self)
         let halfWidth = width / 2
-        let halfHeight = height / 2
-        var out = [UInt8](repeating: 0, count: halfWidth * halfHeight * pixel.bytesPerPixel)
-        plane.withUnsafeBytes { source in
-            out.withUnsafeMutableBytes { target in
-                switch pixel {
-                case .uint16:
-                    let s = source.bindMemory(to: UInt16.self)
-                    let t = target.bindMemory(to: UInt16.self)
-                    for y in 0..<halfHeight {
-                        for x in 0..<halfWidth {
-                            let top = 2 * y * width + 2 * x
-                            let sum =
-                                UInt32(s[top]) + UInt32(s[top + 1]) + UInt32(s[top + width])
-                                + UInt32(s[top + width + 1])
-                            t[y * halfWidth + x] = UInt16((sum + 2) / 4)
-                        }
-                    }
-                case .float32:
-                    let s = source.bindMemory(to: Float.self)
-                    let t = target.bindMemory(to: Float.self)
-                    for y in 0..<halfHeight {
-                        for x in 0..<halfWidth {
-                            let top = 2 * y * width + 2 * x
-                            t[y * halfWidth + x] = (s[top] + s[top + 1] + s[top + width] + s[top + width + 1]) / 4
-                        }
-                    }
-                }
+        for y in 0..<(height / 2) {
+            for x in 0..<halfWidth {
+                let top = 2 * y * width + 2 * x
+                t[y * halfWidth + x] = mean(s[top], s[top + 1], s[top + width], s[top + width + 1])
             }
         }
-        return out
     }
 
     /// Completes the recording: the Moiré summary goes into `.zattrs`. Time points not reached keep

@@ -70,6 +70,27 @@ public struct RecordingLayout: Codable, Sendable, Equatable {
     }
     public var planeBytes: Int { width * height * pixel.bytesPerPixel }
 
+    /// Throws, naming `path`, unless `header` is plane `expectedIndex` of this layout (its size and
+    /// pixel type) and a frame that is not missing brings `payloadBytes` = one plane. Every
+    /// recording writer checks a plane with this before writing it.
+    public func checkPlane(_ header: FrameHeader, payloadBytes: Int, expectedIndex: Int, path: String) throws {
+        guard header.index == expectedIndex else {
+            throw MoireError(
+                .storage, "plane \(header.index) arrived out of order; expected plane \(expectedIndex)", place: path)
+        }
+        guard header.width == width, header.height == height, header.pixel == pixel else {
+            throw MoireError(
+                .storage,
+                "plane \(header.index) is \(header.width)×\(header.height) \(header.pixel.rawValue); "
+                    + "the recording is \(width)×\(height) \(pixel.rawValue)",
+                place: path)
+        }
+        guard header.missing || payloadBytes == planeBytes else {
+            throw MoireError(
+                .storage, "plane \(header.index) has \(payloadBytes) bytes; expected \(planeBytes)", place: path)
+        }
+    }
+
     /// (t, c, z, angle, phase) of plane `i`.
     public func coordinates(ofPlane i: Int) -> (t: Int, c: Int, z: Int, angle: Int, phase: Int) {
         var r = i

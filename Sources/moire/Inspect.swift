@@ -62,8 +62,7 @@ struct Inspect: ParsableCommand {
 
     /// Dimensions, plane counts, missing planes and frame timing of a recording's plane records;
     /// `notWritten`: planes of the last time point that have no record (OME-Zarr leaves them out).
-    private func report(layout: RecordingLayout, planes written: [PlaneRecord], notWritten: Int = 0) {
-        let planes = written
+    private func report(layout: RecordingLayout, planes: [PlaneRecord], notWritten: Int = 0) {
         let missing = planes.filter { $0.acquired && $0.header.missing }
         let paddedCount = planes.filter { !$0.acquired }.count + notWritten
         let total = planes.count + notWritten
