@@ -24,6 +24,9 @@ public final class Conv2D {
         let data: UnsafeMutablePointer<Float>?  // nil when the chosen layout is OIHW itself
         var toPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
         var fromPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
+        /// The plain weights that `data` was last reordered from (nil: not yet): while the
+        /// weights are unchanged (inference, a frozen model) the reorder is skipped.
+        var packedFrom: [Float]?
         init(engine: DNNLEngine, chosen: dnnl_memory_desc_t, plain: dnnl_memory_desc_t) throws {
             var c = chosen
             var p = plain
@@ -44,6 +47,10 @@ public final class Conv2D {
 
     final class Plan {
         var fwdPD: dnnl_primitive_desc_t?, fwd: dnnl_primitive_t?
+        /// Inference with the activation fused (a LeakyReLU post-op): one pass over the output
+        /// instead of two. Made when first asked for.
+        var fusedPD: dnnl_primitive_desc_t?, fused: dnnl_primitive_t?, fusedWeights: Packed?
+        var fusedSlope: Float?
         var bwdDataPD: dnnl_primitive_desc_t?, bwdData: dnnl_primitive_t?
         var bwdWeightsPD: dnnl_primitive_desc_t?, bwdWeights: dnnl_primitive_t?
         var srcMD = dnnl_memory_desc_t(), dstMD = dnnl_memory_desc_t(), bMD = dnnl_memory_desc_t()
@@ -52,8 +59,8 @@ public final class Conv2D {
         let gw: Tensor, gb: Tensor  // this pass's weight and bias gradients, before accumulation
         init(gw: Tensor, gb: Tensor) { self.gw = gw; self.gb = gb }
         deinit {
-            for p in [fwd, bwdData, bwdWeights] { if let p { dnnl_primitive_destroy(p) } }
-            for d in [fwdPD, bwdDataPD, bwdWeightsPD] { if let d { dnnl_primitive_desc_destroy(d) } }
+            for p in [fwd, bwdData, bwdWeights, fused] { if let p { dnnl_primitive_destroy(p) } }
+            for d in [fwdPD, bwdDataPD, bwdWeightsPD, fusedPD] { if let d { dnnl_primitive_desc_destroy(d) } }
         }
     }
 
@@ -128,7 +135,9 @@ public final class Conv2D {
         return p
     }
 
-    private func descriptors(_ p: Plan, anyW: inout dnnl_memory_desc_t) throws
+    private func descriptors(
+        _ p: Plan, anyW: inout dnnl_memory_desc_t, propagation: dnnl_prop_kind_t = dnnl_forward_training
+    ) throws
         -> (fwd: dnnl_convolution_desc_t, bwdD: dnnl_convolution_desc_t, bwdW: dnnl_convolution_desc_t)
     {
         let pad = kernel / 2
@@ -143,7 +152,7 @@ public final class Conv2D {
         try dnnlCall(
             "convolution forward desc",
             dnnl_convolution_forward_desc_init(
-                &fd, dnnl_forward_training, dnnl_convolution_direct,
+                &fd, propagation, dnnl_convolution_direct,
                 &p.srcMD, &anyW, &p.bMD, &p.dstMD, strides, padL, padR))
         try dnnlCall(
             "convolution backward-data desc",
@@ -158,13 +167,62 @@ public final class Conv2D {
         return (fd, bd, wd)
     }
 
-    /// The weights as the primitive wants them (reordered from OIHW when its layout differs).
+    /// The weights as the primitive wants them (reordered from OIHW when its layout differs, and
+    /// only when they changed since the last reorder).
     private func packedWeights(_ packed: Packed) throws -> UnsafeMutablePointer<Float> {
         guard let data = packed.data else { return weights.data }
+        let plain = UnsafeBufferPointer(start: weights.data, count: weights.count)
+        if let from = packed.packedFrom, from.elementsEqual(plain) { return data }
         try engine.run(
             packed.toPacked.1,
             [(DNNL_ARG_FROM, try engine.md(weights.shape, dnnl_oihw), weights.data), (DNNL_ARG_TO, packed.md, data)])
+        packed.packedFrom = Array(plain)
         return data
+    }
+
+    /// The inference primitive of `p` with LeakyReLU(`slope`) fused into it.
+    private func fusedPrimitive(_ p: Plan, slope: Float) throws -> Plan {
+        if p.fused != nil, p.fusedSlope == slope { return p }
+        if let f = p.fused { dnnl_primitive_destroy(f) }
+        if let d = p.fusedPD { dnnl_primitive_desc_destroy(d) }
+        p.fused = nil
+        p.fusedPD = nil
+        var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
+        var fd = try descriptors(p, anyW: &anyW, propagation: dnnl_forward_inference).fwd
+        var postOps: dnnl_post_ops_t?
+        try dnnlCall("post-ops", dnnl_post_ops_create(&postOps))
+        defer { dnnl_post_ops_destroy(postOps) }
+        try dnnlCall("LeakyReLU post-op", dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, slope, 0))
+        var attributes: dnnl_primitive_attr_t?
+        try dnnlCall("primitive attributes", dnnl_primitive_attr_create(&attributes))
+        defer { dnnl_primitive_attr_destroy(attributes) }
+        try dnnlCall("post-ops attribute", dnnl_primitive_attr_set_post_ops(attributes, postOps))
+        try dnnlCall(
+            "fused convolution pd", dnnl_primitive_desc_create(&p.fusedPD, &fd, attributes, engine.engine, nil))
+        try dnnlCall("fused convolution", dnnl_primitive_create(&p.fused, p.fusedPD))
+        p.fusedWeights = try Packed(
+            engine: engine, chosen: dnnl_primitive_desc_query_md(p.fusedPD, dnnl_query_weights_md, 0)!.pointee,
+            plain: try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw))
+        p.fusedSlope = slope
+        return p
+    }
+
+    /// y = LeakyReLU(W ⊛ x + b) with negative slope `slope`, in one primitive (inference only: a
+    /// training pass keeps the pre-activation for backward).
+    public func forward(_ x: Tensor, leakyReLUSlope slope: Float, workspace ws: Workspace? = nil) throws -> Tensor {
+        let p = try fusedPrimitive(try plan(for: x, needInputGradient: false), slope: slope)
+        let y =
+            ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+            ?? Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+        let w = try packedWeights(p.fusedWeights!)
+        try engine.run(
+            p.fused,
+            [
+                (DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.fusedWeights!.md, w),
+                (DNNL_ARG_BIAS, p.bMD, bias.data),
+                (DNNL_ARG_DST, p.dstMD, y.data),
+            ])
+        return y
     }
 
     /// y = W ⊛ x + b.

@@ -74,9 +74,13 @@ public final class UNet {
     public func zeroGradients() { convs.forEach { $0.zeroGradients() } }
 
     private func block(_ i: Int, _ x: Tensor, _ cache: Cache?, _ ws: Workspace) throws -> Tensor {
-        cache?.inputs.append(x)
+        guard let cache else {
+            // Inference: the activation fused into the convolution.
+            return try convs[i].forward(x, leakyReLUSlope: act.alpha, workspace: ws)
+        }
+        cache.inputs.append(x)
         let z = try convs[i].forward(x, workspace: ws)
-        cache?.preActs.append(z)
+        cache.preActs.append(z)
         return try act.forward(z, workspace: ws)
     }
 
