@@ -104,15 +104,12 @@ public final class Conv2D {
             let plainW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_oihw)
             var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
             var fd = try descriptors(p, anyW: &anyW)
-            try dnnlCall(
-                "convolution forward pd", dnnl_primitive_desc_create(&p.fwdPD, &fd.fwd, nil, engine.engine, nil))
+            p.fwdPD = try engine.primitiveDescriptor("convolution forward", &fd.fwd)
             try dnnlCall("convolution forward", dnnl_primitive_create(&p.fwd, p.fwdPD))
             p.fwdWeights = try Packed(
                 engine: engine, chosen: dnnl_primitive_desc_query_md(p.fwdPD, dnnl_query_weights_md, 0)!.pointee,
                 plain: plainW)
-            try dnnlCall(
-                "convolution backward-weights pd",
-                dnnl_primitive_desc_create(&p.bwdWeightsPD, &fd.bwdW, nil, engine.engine, p.fwdPD))
+            p.bwdWeightsPD = try engine.primitiveDescriptor("convolution backward-weights", &fd.bwdW, hint: p.fwdPD)
             try dnnlCall("convolution backward-weights", dnnl_primitive_create(&p.bwdWeights, p.bwdWeightsPD))
             p.diffWeights = try Packed(
                 engine: engine,
@@ -124,9 +121,7 @@ public final class Conv2D {
             // Made only when asked for: a one-channel first layer's data gradient is never needed (and slow).
             var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
             var fd = try descriptors(p, anyW: &anyW)
-            try dnnlCall(
-                "convolution backward-data pd",
-                dnnl_primitive_desc_create(&p.bwdDataPD, &fd.bwdD, nil, engine.engine, p.fwdPD))
+            p.bwdDataPD = try engine.primitiveDescriptor("convolution backward-data", &fd.bwdD, hint: p.fwdPD)
             try dnnlCall("convolution backward-data", dnnl_primitive_create(&p.bwdData, p.bwdDataPD))
             p.bwdDataWeights = try Packed(
                 engine: engine, chosen: dnnl_primitive_desc_query_md(p.bwdDataPD, dnnl_query_weights_md, 0)!.pointee,
@@ -189,16 +184,7 @@ public final class Conv2D {
         p.fusedPD = nil
         var anyW = try engine.md([outChannels, inChannels, kernel, kernel], dnnl_format_tag_any)
         var fd = try descriptors(p, anyW: &anyW, propagation: dnnl_forward_inference).fwd
-        var postOps: dnnl_post_ops_t?
-        try dnnlCall("post-ops", dnnl_post_ops_create(&postOps))
-        defer { dnnl_post_ops_destroy(postOps) }
-        try dnnlCall("LeakyReLU post-op", dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, slope, 0))
-        var attributes: dnnl_primitive_attr_t?
-        try dnnlCall("primitive attributes", dnnl_primitive_attr_create(&attributes))
-        defer { dnnl_primitive_attr_destroy(attributes) }
-        try dnnlCall("post-ops attribute", dnnl_primitive_attr_set_post_ops(attributes, postOps))
-        try dnnlCall(
-            "fused convolution pd", dnnl_primitive_desc_create(&p.fusedPD, &fd, attributes, engine.engine, nil))
+        p.fusedPD = try engine.primitiveDescriptor("fused convolution", &fd, leakyReLUSlope: slope)
         try dnnlCall("fused convolution", dnnl_primitive_create(&p.fused, p.fusedPD))
         p.fusedWeights = try Packed(
             engine: engine, chosen: dnnl_primitive_desc_query_md(p.fusedPD, dnnl_query_weights_md, 0)!.pointee,

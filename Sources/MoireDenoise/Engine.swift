@@ -9,10 +9,16 @@ func dnnlCall(_ what: @autoclosure () -> String, _ status: dnnl_status_t) throws
 }
 
 /// A oneDNN CPU engine and stream (shared handle). The denoiser's layers run on it.
-// Not Sendable: the oneDNN engine and stream, immutable after init; each network runs on one thread at a time.
+///
+/// Every primitive made here takes its scratch memory from the engine (oneDNN's user scratchpad
+/// mode): one buffer, grown to the largest need and kept, instead of a fresh allocation (and its
+/// page faults) at every execution.
+// Not Sendable: the oneDNN engine and stream, immutable after init, and the scratchpad; each network (and its engine) runs on one thread at a time.
 public final class DNNLEngine {
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t
+    private var scratchpad: UnsafeMutableRawPointer?
+    private var scratchpadBytes = 0
 
     public init() throws {
         var e: dnnl_engine_t?
@@ -25,6 +31,7 @@ public final class DNNLEngine {
     }
 
     deinit {
+        scratchpad?.deallocate()
         dnnl_stream_destroy(stream)
         dnnl_engine_destroy(engine)
     }
@@ -41,12 +48,46 @@ public final class DNNLEngine {
     /// The memory descriptor of a tensor in its own layout.
     func md(_ t: Tensor) throws -> dnnl_memory_desc_t { try md(t.shape, t.layout == .nchw ? dnnl_nchw : dnnl_nhwc) }
 
+    /// Primitive attributes with the user scratchpad mode (the engine's buffer) and, when given, a
+    /// LeakyReLU post-op of negative slope `leakyReLUSlope`. The caller destroys them.
+    func attributes(leakyReLUSlope: Float? = nil) throws -> dnnl_primitive_attr_t? {
+        var attributes: dnnl_primitive_attr_t?
+        try dnnlCall("primitive attributes", dnnl_primitive_attr_create(&attributes))
+        do {
+            try dnnlCall(
+                "user scratchpad", dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user))
+            if let slope = leakyReLUSlope {
+                var postOps: dnnl_post_ops_t?
+                try dnnlCall("post-ops", dnnl_post_ops_create(&postOps))
+                defer { dnnl_post_ops_destroy(postOps) }
+                try dnnlCall(
+                    "LeakyReLU post-op", dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, slope, 0))
+                try dnnlCall("post-ops attribute", dnnl_primitive_attr_set_post_ops(attributes, postOps))
+            }
+        } catch {
+            dnnl_primitive_attr_destroy(attributes)
+            throw error
+        }
+        return attributes
+    }
+
+    /// A primitive descriptor for an operation descriptor, with `attributes()` unless given others.
+    func primitiveDescriptor(
+        _ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil,
+        leakyReLUSlope: Float? = nil
+    ) throws -> dnnl_primitive_desc_t? {
+        let attributes = try self.attributes(leakyReLUSlope: leakyReLUSlope)
+        defer { dnnl_primitive_attr_destroy(attributes) }
+        var pd: dnnl_primitive_desc_t?
+        try dnnlCall("\(what) descriptor", dnnl_primitive_desc_create(&pd, desc, attributes, engine, hint))
+        return pd
+    }
+
     /// Creates a primitive descriptor and primitive from an operation descriptor.
     func primitive(_ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil) throws -> (
         dnnl_primitive_desc_t?, dnnl_primitive_t?
     ) {
-        var pd: dnnl_primitive_desc_t?
-        try dnnlCall("\(what) descriptor", dnnl_primitive_desc_create(&pd, desc, nil, engine, hint))
+        let pd = try primitiveDescriptor(what, desc, hint: hint)
         var prim: dnnl_primitive_t?
         let st = dnnl_primitive_create(&prim, pd)
         if st != dnnl_success { dnnl_primitive_desc_destroy(pd); try dnnlCall(what, st) }
@@ -65,8 +106,34 @@ public final class DNNLEngine {
             mems.append(m)
             exec.append(dnnl_exec_arg_t(arg: arg, memory: m))
         }
+        if var scratch = try scratchpadDescriptor(of: prim) {
+            var m: dnnl_memory_t?
+            try dnnlCall("dnnl_memory_create", dnnl_memory_create(&m, &scratch, engine, scratchpadBuffer(&scratch)))
+            mems.append(m)
+            exec.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: m))
+        }
         try dnnlCall("dnnl_primitive_execute", dnnl_primitive_execute(prim, stream, Int32(exec.count), exec))
         try dnnlCall("dnnl_stream_wait", dnnl_stream_wait(stream))
+    }
+
+    /// The scratch memory `prim` asks for (nil: none).
+    private func scratchpadDescriptor(of prim: dnnl_primitive_t?) throws -> dnnl_memory_desc_t? {
+        var pd: const_dnnl_primitive_desc_t?
+        try dnnlCall("primitive descriptor", dnnl_primitive_get_primitive_desc(prim, &pd))
+        guard let md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) else { return nil }
+        var scratch = md.pointee
+        return dnnl_memory_desc_get_size(&scratch) > 0 ? scratch : nil
+    }
+
+    /// The engine's scratchpad, grown to hold `desc`.
+    private func scratchpadBuffer(_ desc: inout dnnl_memory_desc_t) -> UnsafeMutableRawPointer {
+        let bytes = dnnl_memory_desc_get_size(&desc)
+        if let scratchpad, scratchpadBytes >= bytes { return scratchpad }
+        scratchpad?.deallocate()
+        let grown = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        scratchpad = grown
+        scratchpadBytes = bytes
+        return grown
     }
 
     /// A reorder primitive between two layouts of the same data.
@@ -76,7 +143,10 @@ public final class DNNLEngine {
         var s = src
         var d = dst
         var pd: dnnl_primitive_desc_t?
-        try dnnlCall("reorder descriptor", dnnl_reorder_primitive_desc_create(&pd, &s, engine, &d, engine, nil))
+        let attributes = try self.attributes()
+        defer { dnnl_primitive_attr_destroy(attributes) }
+        try dnnlCall(
+            "reorder descriptor", dnnl_reorder_primitive_desc_create(&pd, &s, engine, &d, engine, attributes))
         var prim: dnnl_primitive_t?
         let st = dnnl_primitive_create(&prim, pd)
         if st != dnnl_success { dnnl_primitive_desc_destroy(pd); try dnnlCall("reorder", st) }
