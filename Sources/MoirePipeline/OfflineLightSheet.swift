@@ -111,6 +111,8 @@ public struct OfflineLightSheet {
 
     /// LLS-SIM recordings (`llssim` on a light-sheet rig): every plane's phase set reconstructed by
     /// `sim` (on the 2× grid), the SR planes stacked per time point and deskewed at half the pixel.
+    /// With `part`, only that part's volumes (whole volumes; the SIM parameters still come from the
+    /// recording's first set, so the parts together equal the whole).
     public func runSIM(input: String, sim: OfflineSIM, logger: Logger = Logger(label: "moire.llsm")) throws -> Result {
         let r = try OMETiffReader(path: input)
         guard let l = r.layout, l.mode == "llssim" else {
@@ -123,8 +125,11 @@ public struct OfflineLightSheet {
             throw MoireError(
                 .usage, "the recording's protocol and its light-sheet rig are needed for LLS-SIM volumes", place: input)
         }
-        let srResult = try sim.run(input: input, logger: logger)
         let per = l.zPlanes
+        var sim = sim
+        sim.part = part
+        sim.setsPerPartUnit = per
+        let srResult = try sim.run(input: input, logger: logger)
         guard srResult.sr.count % per == 0 else {
             throw MoireError(
                 .numeric,

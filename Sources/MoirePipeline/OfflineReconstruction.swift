@@ -45,6 +45,9 @@ public struct OfflineSIM {
     /// estimated where a whole run would estimate them (each channel's first complete set), so
     /// the parts together equal the whole.
     public var part: BatchPart?
+    /// Phase sets that a part never splits (1; the planes of one volume for LLS-SIM): a part
+    /// takes whole runs of this many sets.
+    public var setsPerPartUnit = 1
     /// Per-channel emission and prior, from a recording (sets cycle through channels, then z).
     var channelEmission: [Double] = []
     var channelPriors: [Prior] = []
@@ -162,11 +165,17 @@ public struct OfflineSIM {
         var paramsByChannel: [Int: SIMParameters] = [:]
         var kept: [(channel: Int, frames: [[Float]])] = []
         let sets = planes.count / per
-        if let part = cfg.part, part.count > sets {
+        let unit = max(1, cfg.setsPerPartUnit)
+        if let part = cfg.part, part.count > sets / unit {
+            let what = unit == 1 ? "phase sets" : "volumes"
             throw MoireError(
-                .usage, "\(part.count) parts of \(sets) phase sets: at most one part per set", place: input)
+                .usage, "\(part.count) parts of \(sets / unit) \(what): at most one part per \(what.dropLast())",
+                place: input)
         }
-        let mine = cfg.part?.range(of: sets) ?? 0..<sets
+        let mine = cfg.part.map { part in
+            let units = part.range(of: sets / unit)
+            return (units.lowerBound * unit)..<(units.upperBound * unit)
+        } ?? 0..<sets
         for s in 0..<sets {
             let c = (s / max(1, cfg.zPlanes)) % channels
             // Another part's set matters only as where this channel's parameters are estimated.

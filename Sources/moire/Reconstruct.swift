@@ -171,9 +171,6 @@ extension Reconstruct {
     /// One part of a batch reconstruction (2D-SIM, 3D-SIM or light sheet): written under a temporary name and moved into
     /// place when complete; an existing complete part is kept, so a rerun task does nothing.
     func reconstructPart(_ part: BatchPart) throws {
-        if llsm.llsm, (try? OMETiffReader(path: input))?.layout?.mode == "llssim" {
-            throw MoireError(.usage, "--part does not split LLS-SIM recordings yet; run them whole", place: "--part")
-        }
         guard preview == nil, paramsOut == nil else {
             throw MoireError(.usage, "--preview and --params-out describe a whole run; leave them out of a part")
         }
@@ -189,7 +186,8 @@ extension Reconstruct {
         if llsm.llsm {
             var job = try lightSheetJob()
             job.part = part
-            let r = try job.run(input: input)
+            let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
+            let r = isLLSSIM ? try job.runSIM(input: input, sim: try sim.job()) : try job.run(input: input)
             written = "\(r.deconvolved.count) volume(s)"
             write = { try OfflineLightSheet.write(r, to: $0, name: "deskewed, deconvolved \(inputName)") }
         } else if sim3d.sim3d {

@@ -128,6 +128,43 @@ import Testing
         }
     }
 
+    /// An LLS-SIM recording of three volumes reconstructed in two parts (whole volumes: each
+    /// plane's phase set through the 2D-SIM job, parameters from the recording's first set) and
+    /// merged equals the whole run; more parts than volumes are refused.
+    @Test func llsSIMPartsMergedEqualTheWholeRun() throws {
+        let p = try AcquisitionProtocol.load(
+            file: latticeProtocol(in: dir, planes: 8, timepoints: 3, extra: "", sim: true))
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/rawllssim.ome.tif"
+        options.noPublish = true
+        options.noReconstruction = true
+        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        let input = options.recordingPath!
+        var job = try OfflineLightSheet()
+        let whole = try job.runSIM(input: input, sim: OfflineSIM())
+        #expect(whole.deskewed.count == 3)
+        try OfflineLightSheet.write(whole, to: "\(dir)/wholellssim.ome.tif", name: "volumes")
+        let merged = "\(dir)/mergedllssim.ome.tif"
+        for index in 1...2 {
+            job.part = try BatchPart(index: index, count: 2)
+            let r = try job.runSIM(input: input, sim: OfflineSIM())
+            #expect(r.deskewed.count == job.part!.range(of: 3).count)
+            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
+                try OfflineLightSheet.write(r, to: $0, name: "volumes")
+            }
+        }
+        let summary = try BatchMerge.merge(output: merged, parts: 2)
+        #expect(summary.timepoints == 3)
+        let a = try OMETiffReader(path: "\(dir)/wholellssim.ome.tif")
+        let b = try OMETiffReader(path: merged)
+        #expect(a.planeCount == b.planeCount && a.width == b.width && a.height == b.height)
+        for plane in 0..<a.planeCount {
+            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
+        }
+        job.part = try BatchPart(index: 1, count: 4)
+        #expect(throws: MoireError.self) { try job.runSIM(input: input, sim: OfflineSIM()) }
+    }
+
     /// A light-sheet recording of three volumes deskewed and deconvolved in two parts and merged
     /// equals the whole run: each volume is processed on its own.
     @Test func lightSheetPartsMergedEqualTheWholeRun() throws {
