@@ -438,6 +438,25 @@ assert single.shape == merged.shape == (7, 256, 256) and np.array_equal(single, 
 PY
     then ok "Slurm batch: 3 array tasks + dependent merge ($(head -1 "$B/submit.log" | cut -c1-70)); a failed part named, resubmitted alone; merged SR stack equals the single-process one bit for bit"
     else bad "Slurm batch: submit=$src first=$first second=$second; $(tail -2 "$B/status1.log") | $(tail -2 "$B/status2.log") | $(cat "$B"/merged.batch/*.log 2>/dev/null | tail -3)"; fi
+    # Denoising as a Slurm array (`--tool denoise`): every frame once in the merged stack; part 1
+    # is the single run's start, later parts (after their warm-up) near the single run's frames.
+    "$MOIRE" denoise "$B/raw.ome.tif" --out "$B/den-single.ome.tif" --first-steps 10 --adapt-steps 1 > "$B/den-single.log" 2>&1
+    "$MOIRE" batch submit "$B/raw.ome.tif" --out "$B/den.ome.tif" --parts 3 --tool denoise -- --first-steps 10 --adapt-steps 1 \
+      > "$B/den-submit.log" 2>&1; dsrc=$?
+    "$MOIRE" batch status "$B/den.ome.tif" --wait 600 > "$B/den-status.log" 2>&1; dst=$?
+    if [ $dsrc -eq 0 ] && [ $dst -eq 0 ] && python3 - "$B" <<'PY'
+import sys, tifffile, numpy as np
+single = tifffile.imread(f"{sys.argv[1]}/den-single.ome.tif").astype(float)
+merged = tifffile.imread(f"{sys.argv[1]}/den.ome.tif").astype(float)
+raw = tifffile.imread(f"{sys.argv[1]}/raw.ome.tif").astype(float).reshape(single.shape)
+assert merged.shape == single.shape == (63, 128, 128), (merged.shape, single.shape)
+rms = lambda a, b: float(np.sqrt(((a - b) ** 2).mean()))
+assert all(rms(merged[t], single[t]) < 1e-3 * rms(raw[t], single[t]) for t in range(21)), "part 1 differs from the single run"
+worst = max(rms(merged[t], single[t]) / rms(raw[t], single[t]) for t in range(21, 63))
+assert worst < 0.5, worst
+PY
+    then ok "Slurm batch denoise: 3 array tasks (--tool denoise) + merge; 63 frames once; part 1 equals the single run, later parts near it"
+    else bad "Slurm batch denoise: submit=$dsrc status=$dst $(tail -2 "$B/den-status.log") | $(cat "$B"/den.batch/*.log 2>/dev/null | tail -3)"; fi
     # Workers launched by Slurm: the repo's job script starts two `moire worker` tasks against a live run's broker.
     sed -e "s|count: [0-9]*|count: 20|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" "$WORK/tirf.yaml" > "$B/live.yaml"
     printf 'reconstruction: {workers: 2, work_endpoint: "ipc://%s/slurm-work.sock"}\n' "$B" >> "$B/live.yaml"

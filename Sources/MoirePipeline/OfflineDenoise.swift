@@ -44,6 +44,13 @@ public struct OfflineDenoise {
     /// (temporal context, `TemporalContext`) or
     /// nothing. nil: temporal context wherever it can train (recorrupted pairs, no deconvolution term).
     public var input: UNet.Input?
+    /// Only this part of the frames (batch reprocessing). Denoising adapts across a run, so a part
+    /// cannot start where a whole run was at its first frame: it starts as a fresh run would,
+    /// `partWarmUpFrames` frames before its slice (adapting on them and building its temporal
+    /// context from them, writing none), and writes its own frames. The parts together hold
+    /// every frame once, each denoised with the warm-up a whole run gives its first frames.
+    public var part: BatchPart?
+    public var partWarmUpFrames = 16
 
     public init() {}
 
@@ -69,6 +76,10 @@ public struct OfflineDenoise {
         }
         guard resolvedStart != .shipped || input == ShippedModel.input else {
             throw MoireError(.usage, "the shipped model has temporal context; with --context none start from scratch")
+        }
+        guard part == nil || saveWeights == nil else {
+            throw MoireError(
+                .usage, "a part's weights are not the run's; leave --save-weights out of a part", place: "--part")
         }
     }
 
@@ -146,38 +157,58 @@ public struct OfflineDenoise {
             guard pw != w || ph != h else { return f }
             return (0..<(pw * ph)).map { i in f[min(i / pw, h - 1) * w + min(i % pw, w - 1)] }
         }
+        let total = stack.planes.count
+        if let part, part.count > total {
+            throw MoireError(.usage, "\(part.count) parts of \(total) frames: at most one part per frame", place: input)
+        }
+        let mine = part?.range(of: total) ?? 0..<total
+        // A part starts its warm-up this many frames before its slice.
+        let first = part == nil ? 0 : max(0, mine.lowerBound - max(0, partWarmUpFrames))
         var out: [[Float]] = []
         var versions: [Int] = []
         var skipped = 0
-        for (i, plane) in stack.planes.enumerated() {
+        var previous: [Float]?
+        for i in first..<mine.upperBound {
+            let plane = stack.planes[i]
+            let written = mine.contains(i)
             guard plane.allSatisfy(\.isFinite), (plane.max() ?? 0) > (plane.min() ?? 0) else {
                 logger.warning("frame skipped: blank or not finite", metadata: ["frame": "\(i)"])
-                out.append(plane); versions.append(d.weightsVersion); skipped += 1
+                previous = plane
+                if written {
+                    out.append(plane); versions.append(d.weightsVersion); skipped += 1
+                }
                 continue
             }
-            if i > 0, plane == stack.planes[i - 1], let copy = out.last {
+            if i > first, plane == stack.planes[i - 1], let copy = previous {
                 // A repeated frame (a camera that resends a frame it dropped) holds no new evidence, and
                 // as its own temporal context it would teach the network to pass its noise through.
                 logger.warning(
                     "frame repeats the one before exactly; its denoised copy repeats too", metadata: ["frame": "\(i)"])
-                out.append(copy)
-                versions.append(d.weightsVersion)
-                progress(i + 1, stack.planes.count)
+                if written {
+                    out.append(copy)
+                    versions.append(d.weightsVersion)
+                }
+                progress(i + 1 - first, mine.upperBound - first)
                 continue
             }
             let p = pad(plane)
             let partner =
                 pairs == .oddEven && stack.planes.count > 1
                 ? pad(stack.planes[Self.partner(of: i, count: stack.planes.count)]) : nil
-            for _ in 0..<schedule.steps(frame: i) {
+            // The schedule counts from the frame this run (or part) starts at.
+            for _ in 0..<schedule.steps(frame: i - first) {
                 try adaptStep(
                     d, plane: p, partner: partner, width: pw, height: ph,
                     seed: seed &+ UInt64(i) &* 7919 &+ UInt64(d.weightsVersion), place: input)
             }
             let den = try d.denoise(p, width: pw, height: ph)
-            out.append((0..<(w * h)).map { den[($0 / w) * pw + $0 % w] })
-            versions.append(d.weightsVersion)
-            progress(i + 1, stack.planes.count)
+            let cropped = (0..<(w * h)).map { den[($0 / w) * pw + $0 % w] }
+            previous = cropped
+            if written {
+                out.append(cropped)
+                versions.append(d.weightsVersion)
+            }
+            progress(i + 1 - first, mine.upperBound - first)
         }
         if let saveWeights {
             try d.withInferenceWeights {

@@ -172,10 +172,11 @@ public struct OfflineSIM {
                 .usage, "\(part.count) parts of \(sets / unit) \(what): at most one part per \(what.dropLast())",
                 place: input)
         }
-        let mine = cfg.part.map { part in
-            let units = part.range(of: sets / unit)
-            return (units.lowerBound * unit)..<(units.upperBound * unit)
-        } ?? 0..<sets
+        let mine =
+            cfg.part.map { part in
+                let units = part.range(of: sets / unit)
+                return (units.lowerBound * unit)..<(units.upperBound * unit)
+            } ?? 0..<sets
         for s in 0..<sets {
             let c = (s / max(1, cfg.zPlanes)) % channels
             // Another part's set matters only as where this channel's parameters are estimated.

@@ -8,7 +8,15 @@ import MoireStorage
 /// fails), `squeue` and the part files on disk to follow it (no accounting database needed), and
 /// failed parts resubmitted up to a limit. Its scripts, logs and state live in OUT's STEM.batch/.
 public struct SlurmBatch: Codable, Sendable {
+    /// What each part runs: `moire reconstruct` or `moire denoise`, both with `--part K/N`.
+    public enum Tool: String, Codable, Sendable, CaseIterable {
+        case reconstruct
+        case denoise
+    }
+
     public var recording: String
+    /// nil in jobs submitted before the denoise tool existed: reconstruct.
+    public var tool: Tool?
     public var output: String
     public var parts: Int
     public var retries: Int
@@ -22,16 +30,17 @@ public struct SlurmBatch: Codable, Sendable {
     public var attempts = 0
 
     public init(
-        recording: String, output: String, parts: Int, retries: Int, reconstructOptions: [String],
-        sbatchOptions: [String], moire: String
+        recording: String, output: String, parts: Int, retries: Int, tool: Tool = .reconstruct,
+        reconstructOptions: [String], sbatchOptions: [String], moire: String
     ) throws {
         _ = try BatchPart(index: 1, count: parts)
         guard retries >= 0 else { throw MoireError(.usage, "--retries must be ≥ 0", place: "--retries") }
         let forbidden = ["--part", "--out"]
         if let clash = reconstructOptions.first(where: { option in forbidden.contains { option.hasPrefix($0) } }) {
-            throw MoireError(.usage, "'\(clash)' is set by the batch job; leave it out of the reconstruct options")
+            throw MoireError(.usage, "'\(clash)' is set by the batch job; leave it out of the \(tool.rawValue) options")
         }
         self.recording = recording
+        self.tool = tool
         self.output = output
         self.parts = parts
         self.retries = retries
@@ -70,7 +79,7 @@ public struct SlurmBatch: Codable, Sendable {
         let partScript = directory + "/part.sh"
         let mergeScript = directory + "/merge.sh"
         let reconstruct =
-            [moire, "reconstruct", recording, "--out", output] + reconstructOptions
+            [moire, (tool ?? .reconstruct).rawValue, recording, "--out", output] + reconstructOptions
         try script(
             "part $SLURM_ARRAY_TASK_ID of \(parts)",
             command: reconstruct.map(Self.quoted).joined(separator: " ") + " --part \"$SLURM_ARRAY_TASK_ID/\(parts)\""

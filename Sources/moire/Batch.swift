@@ -36,9 +36,9 @@ struct BatchSubmit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "submit",
         abstract:
-            "Submit `moire reconstruct RECORDING --out OUT --part K/N` as an sbatch array and the merge after it.",
+            "Submit `moire reconstruct|denoise RECORDING --out OUT --part K/N` as an sbatch array and the merge after it.",
         discussion: """
-            Options after -- go to moire reconstruct unchanged. The job's scripts, logs and state go in \
+            Options after -- go to moire reconstruct (or, with --tool denoise, moire denoise) unchanged. The job's scripts, logs and state go in \
             OUT's STEM.batch/; `moire batch status OUT` follows it and resubmits failed parts.
             """)
 
@@ -49,7 +49,9 @@ struct BatchSubmit: ParsableCommand {
     @Option(name: .long, help: "Slurm partition (default: the cluster's default).") var partition: String?
     @Option(name: .long, help: "Extra sbatch option for every job (repeatable), e.g. --sbatch=--gres=gpu:1.")
     var sbatch: [String] = []
-    @Argument(parsing: .postTerminator, help: "Options for moire reconstruct.") var reconstructOptions: [String] = []
+    @Option(name: .long, help: "What each part runs: reconstruct or denoise.") var tool: SlurmBatch.Tool = .reconstruct
+    @Argument(parsing: .postTerminator, help: "Options for moire reconstruct (or denoise).")
+    var reconstructOptions: [String] = []
 
     func run() throws {
         bootstrapLogging(verbose: false)
@@ -59,7 +61,7 @@ struct BatchSubmit: ParsableCommand {
             }
             _ = try BatchPart(index: 1, count: parts)
             var job = try SlurmBatch(
-                recording: absolute(recording), output: absolute(out), parts: parts, retries: retries,
+                recording: absolute(recording), output: absolute(out), parts: parts, retries: retries, tool: tool,
                 reconstructOptions: reconstructOptions,
                 sbatchOptions: sbatch + (partition.map { ["--partition=\($0)"] } ?? []),
                 moire: try SlurmBatch.currentExecutable())
@@ -113,3 +115,5 @@ struct BatchStatus: ParsableCommand {
         } catch { throw fail(error) }
     }
 }
+
+extension SlurmBatch.Tool: ExpressibleByArgument {}

@@ -33,24 +33,50 @@ struct Denoise: ParsableCommand {
     @OptionGroup var training: TrainingPairArguments
     @Option(name: .long, help: "Learning rate (default: 5e-4 from the shipped model, else 1e-3).") var lr: Float?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Denoise only part K of N (1 ≤ K ≤ N) of the frames, into OUT's STEM.part-K-of-N.ome.tif, after a warm-up on the frames before it; a complete part already there is kept (batch jobs; moire merge joins the parts).",
+            valueName: "K/N"))
+    var part: String?
+    @Option(name: .long, help: "Frames before a part's slice that it adapts on first (not written).")
+    var partWarmUp = 16
+
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            try output.check(outputs: [out, saveWeights], inputs: [input])
+            let batchPart = try part.map(BatchPart.init(parsing:))
+            let destination = batchPart.map { $0.path(for: absolute(out)) } ?? out
+            if let batchPart {
+                try output.check(outputs: [saveWeights], inputs: [input])
+                if BatchPart.isComplete(destination) && !output.overwrite {
+                    print("part \(batchPart) is already complete: \(destination)")
+                    return
+                }
+            } else {
+                try output.check(outputs: [out, saveWeights], inputs: [input])
+            }
             var job = OfflineDenoise()
             job.start = weights?.start; job.saveWeights = saveWeights
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch;
             job.learningRate = lr; job.averaging = averaging
             try training.apply(to: &job)
             if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
+            job.part = batchPart
+            job.partWarmUpFrames = partWarmUp
             let r = try job.run(input: input) { done, total in
                 FileHandle.standardError.write(Data("\rdenoised \(done)/\(total) frames".utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
-            try OfflineDenoise.write(r, to: out, name: "denoised \((input as NSString).lastPathComponent)")
+            let name = "denoised \((input as NSString).lastPathComponent)"
+            if batchPart != nil {
+                try BatchPart.writeAtomically(to: destination) { try OfflineDenoise.write(r, to: $0, name: name) }
+            } else {
+                try OfflineDenoise.write(r, to: out, name: name)
+            }
             print("noise model: \(r.model.summary)")
             print(
-                "wrote \(r.frames.count) denoised frame(s) to \(out)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")"
+                "wrote \(r.frames.count) denoised frame(s) to \(destination)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")"
             )
         } catch { throw fail(error) }
     }

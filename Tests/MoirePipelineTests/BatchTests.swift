@@ -165,6 +165,64 @@ import Testing
         #expect(throws: MoireError.self) { try job.runSIM(input: input, sim: OfflineSIM()) }
     }
 
+    /// A time-lapse denoised in three parts and merged holds every frame once, in order: the first
+    /// part is the whole run's start (the same computation); a later part, after its warm-up on the
+    /// frames before its slice, comes much closer to the whole run's frames than the raw frames
+    /// are. A part cannot save weights, and more parts than frames are refused.
+    @Test func denoisePartsMergedHoldEveryFrameOnceNearTheWholeRun() throws {
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 12, exposureMs: 0.3))
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/rawden.ome.tif"
+        options.noPublish = true
+        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        let input = options.recordingPath!
+        var job = OfflineDenoise()
+        job.firstSteps = 20
+        job.adaptSteps = 2
+        job.crop = 32
+        job.partWarmUpFrames = 4
+        let whole = try job.run(input: input)
+        #expect(whole.frames.count == 12)
+        let merged = "\(dir)/mergedden.ome.tif"
+        var partFrames: [[Float]] = []
+        for index in 1...3 {
+            job.part = try BatchPart(index: index, count: 3)
+            let r = try job.run(input: input)
+            #expect(r.frames.count == 4 && r.weightsVersions.count == 4)
+            partFrames += r.frames
+            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
+                try OfflineDenoise.write(r, to: $0, name: "denoised")
+            }
+        }
+        let summary = try BatchMerge.merge(output: merged, parts: 3)
+        #expect(summary.timepoints == 12)
+        let reader = try OMETiffReader(path: merged)
+        #expect(reader.planeCount == 12)
+        #expect(reader.planeRecords()?.map(\.header.t) == Array(0..<12))
+        for t in 0..<12 {
+            #expect(try reader.readPlaneFloat(t) == partFrames[t], "plane \(t)")
+        }
+        // Part 1 starts where the whole run starts; parts 2 and 3 start fresh after their warm-up.
+        let raw = try OMETiffReader(path: input)
+        func rms(_ a: [Float], _ b: [Float]) -> Double {
+            (zip(a, b).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +) / Double(a.count)).squareRoot()
+        }
+        for t in 0..<4 {
+            #expect(rms(partFrames[t], whole.frames[t]) < 1e-3 * rms(try raw.readPlaneFloat(t), whole.frames[t]), "frame \(t)")
+        }
+        for t in 4..<12 {
+            let fromWhole = rms(partFrames[t], whole.frames[t])
+            let rawFromWhole = rms(try raw.readPlaneFloat(t), whole.frames[t])
+            #expect(fromWhole < 0.5 * rawFromWhole, "frame \(t): part \(fromWhole), raw \(rawFromWhole)")
+        }
+        job.saveWeights = "\(dir)/w.bin"
+        #expect(throws: MoireError.self) { try job.run(input: input) }
+        job.saveWeights = nil
+        job.part = try BatchPart(index: 1, count: 13)
+        #expect(throws: MoireError.self) { try job.run(input: input) }
+    }
+
     /// A light-sheet recording of three volumes deskewed and deconvolved in two parts and merged
     /// equals the whole run: each volume is processed on its own.
     @Test func lightSheetPartsMergedEqualTheWholeRun() throws {
