@@ -16,6 +16,10 @@ public struct ChannelSpec: Sendable, Equatable, Codable {
 public struct OutputSpec: Sendable, Equatable, Codable {
     /// Recording path (resolved against the protocol's folder), or nil for no recording.
     public var recording: String?
+    /// The recording's container when the protocol states it (`recording_format`); nil: the
+    /// path's suffix decides. A stated format gives its suffix to a path that has none, here and
+    /// to a `--out` path, and refuses a path whose suffix names the other format.
+    public var recordingFormat: RecordingFormat?
     /// Result-bus endpoint (PUB); loopback by default.
     public var publish: String?
     /// Whether raw frames go out on the result bus too.
@@ -312,6 +316,17 @@ public struct AcquisitionProtocol: Sendable, Equatable {
         var outputs = OutputSpec(recording: nil, publish: nil, publishRaw: true)
         if let on = try root.child("outputs") {
             outputs.recording = try on.optionalString("recording").map { root.resolvePath($0) }
+            if let fn = try on.child("recording_format") {
+                let format = try fn.choice(RecordingFormat.self)
+                outputs.recordingFormat = format
+                if let path = outputs.recording {
+                    do {
+                        outputs.recording = try format.recordingPath(path)
+                    } catch let e as MoireError {
+                        throw fn.error(e.message)
+                    }
+                }
+            }
             if let pn = try on.child("publish") {
                 let ep = try pn.string()
                 if let problem = EndpointRule.bindProblem(ep) { throw pn.error("publish '\(ep)': \(problem)") }

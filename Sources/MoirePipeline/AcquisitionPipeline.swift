@@ -126,7 +126,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         self.logger = logger
         self.clock = clock
         // What can be refused without the hardware is, before any device is opened.
-        let recording = options.noRecording ? nil : (options.recordingPath ?? p.outputs.recording)
+        let recording = try Self.recordingPath(p, options)
+        resolvedRecordingPath = recording
         if let recording, !options.overwrite, FileManager.default.fileExists(atPath: recording) {
             throw MoireError(
                 .usage, "a file already exists here; refusing to overwrite it (give --overwrite, or another --out)",
@@ -165,8 +166,17 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         return "\(f.string(from: Date()))-\(UUID().uuidString.prefix(6).lowercased())"
     }
 
-    public var recordingPath: String? {
-        options.noRecording ? nil : (options.recordingPath ?? proto.outputs.recording)
+    /// Where this run records (nil: it does not).
+    public var recordingPath: String? { resolvedRecordingPath }
+    private let resolvedRecordingPath: String?
+
+    /// The recording path of a run of `p` with `options`: the override (`--out`, a daemon
+    /// request) or the protocol's, in the protocol's stated format (its suffix added when the path
+    /// has none; the other format's suffix refused).
+    public static func recordingPath(_ p: AcquisitionProtocol, _ options: PipelineOptions) throws -> String? {
+        guard !options.noRecording else { return nil }
+        guard let override = options.recordingPath else { return p.outputs.recording }
+        return try p.outputs.recordingFormat?.recordingPath(override) ?? override
     }
 
     /// When `run()` began (the recording's AcquisitionDate).

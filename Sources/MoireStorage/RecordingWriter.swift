@@ -2,26 +2,7 @@ import Foundation
 import Logging
 import MoireCore
 
-/// The container a recording is written in, chosen by the path's suffix: `.ome.zarr` or `.zarr`
-/// is OME-Zarr (NGFF 0.4 on Zarr v2), anything else OME-TIFF.
-public enum RecordingFormat: String, Sendable, Equatable, CaseIterable {
-    case omeTiff = "ome-tiff"
-    case omeZarr = "ome-zarr"
-
-    public init(path: String) {
-        let lower = path.lowercased()
-        let trimmed = lower.hasSuffix("/") ? String(lower.dropLast()) : lower
-        self = trimmed.hasSuffix(".zarr") ? .omeZarr : .omeTiff
-    }
-
-    /// The suffix of a recording in this format (derived recordings take it too).
-    public var suffix: String {
-        switch self {
-        case .omeTiff: ".ome.tif"
-        case .omeZarr: ".ome.zarr"
-        }
-    }
-
+extension RecordingFormat {
     /// The path of a derived stream's recording beside `recording` (`NAME.sr.ome.tif`,
     /// `NAME.sr.ome.zarr`, …), in the same format.
     public static func derivedPath(of recording: String, stream: String) -> String {

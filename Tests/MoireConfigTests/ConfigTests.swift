@@ -66,6 +66,27 @@ import Testing
         #expect(history.message.contains("cannot be used with pairs: odd-even"), "\(history)")
     }
 
+    /// `outputs.recording_format` gives its suffix to a recording path without one, keeps a path
+    /// that already has it, and refuses a path whose suffix names the other format (at its line),
+    /// or a format it does not know.
+    @Test func aStatedRecordingFormatGivesItsSuffixAndRefusesTheOther() throws {
+        let zarr = try AcquisitionProtocol.load(
+            file: Fixtures.write(
+                base + "\noutputs: {recording: runs/cells, recording_format: ome-zarr}\n", to: "zarr.yaml", in: dir))
+        #expect(zarr.outputs.recordingFormat == .omeZarr)
+        #expect(zarr.outputs.recording == "\(dir)/runs/cells.ome.zarr")
+        let kept = try AcquisitionProtocol.load(
+            file: Fixtures.write(
+                base + "\noutputs: {recording: cells.ome.tif, recording_format: ome-tiff}\n", to: "tif.yaml", in: dir))
+        #expect(kept.outputs.recording == "\(dir)/cells.ome.tif")
+        let plain = try AcquisitionProtocol.load(file: Fixtures.write(base, to: "plainfmt.yaml", in: dir))
+        #expect(plain.outputs.recordingFormat == nil)
+        let clash = try #require(loadError(base + "\noutputs: {recording: cells.ome.tif, recording_format: ome-zarr}\n"))
+        #expect(clash.message.contains("names ome-tiff") && clash.place?.contains("p.yaml:9:") == true, "\(clash)")
+        let unknown = try #require(loadError(base + "\noutputs: {recording_format: hdf5}\n"))
+        #expect(unknown.message.contains("ome-tiff, ome-zarr"), "\(unknown)")
+    }
+
     /// A protocol knows itself by its absolute, standardized path (what the wire's `start` and
     /// recordings name), however the path was written.
     @Test func aProtocolIsKnownByItsAbsolutePath() throws {

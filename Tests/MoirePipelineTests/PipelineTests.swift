@@ -104,6 +104,26 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(pipe.devices.isSafe)
     }
 
+    /// A protocol that states `recording_format: ome-zarr` records an `--out` path without a
+    /// suffix as an OME-Zarr store (the SR stream beside it too), and refuses one ending `.ome.tif`
+    /// before any device is opened.
+    @Test func aStatedRecordingFormatAppliesToTheOutPath() throws {
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(
+                in: dir, timepoints: 2, extra: "outputs: {recording_format: ome-zarr}\nreconstruction: {record: true}"))
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/stated"
+        o.noPublish = true
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        #expect(pipe.recordingPath == "\(dir)/stated.ome.zarr")
+        let r = try pipe.run()
+        #expect(r.recording?.planes == 18 && r.recordingError == nil)
+        #expect(try OMEZarrContents.read(path: "\(dir)/stated.ome.zarr").planes.count == 18)
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/stated.sr.ome.zarr"))
+        o.recordingPath = "\(dir)/clash.ome.tif"
+        #expect(throws: MoireError.self) { try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()) }
+    }
+
     @Test func replayFixtureReproducesTheGoldenValues() throws {
         struct Golden: Decodable { var planes: Int; var pixelSums: [Int]; var patterns: [Int] }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: URL(fileURLWithPath:
