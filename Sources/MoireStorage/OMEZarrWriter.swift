@@ -265,11 +265,14 @@ public final class OMEZarrWriter {
             ["name": "y", "type": "space", "unit": micrometre],
             ["name": "x", "type": "space", "unit": micrometre],
         ]
+        // NGFF scales are positive (napari refuses a layer with a zero scale): a single plane, or a
+        // stack with no stated step, gets 1 µm along z; a step downward is a spacing all the same.
+        let zSpacing = layout.zPlanes > 1 && layout.zStepUm != 0 ? abs(layout.zStepUm) : 1
         let datasets: [[String: Any]] = (0..<levels).map { level in
             let pixel = layout.pixelSizeUm * Double(1 << level)
             return [
                 "path": "\(level)",
-                "coordinateTransformations": [["type": "scale", "scale": [1.0, 1.0, layout.zStepUm, pixel, pixel]]],
+                "coordinateTransformations": [["type": "scale", "scale": [1.0, 1.0, zSpacing, pixel, pixel]]],
             ]
         }
         var channels: [[String: Any]] = []

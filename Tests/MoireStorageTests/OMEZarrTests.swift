@@ -52,10 +52,17 @@ import Testing
             var axes: [String]
             var levels: Int
             var scale1: [Double]
+            var napariLayers: Int
+            var napariLevels: Int
+            var napariScale: [Double]
         }
         let seen = try JSONDecoder().decode(Seen.self, from: Data(out.utf8))
         #expect(seen.axes == ["t", "c", "z", "y", "x"] && seen.levels == 2)
         #expect(abs(seen.scale1[4] - 2 * l.pixelSizeUm) < 1e-12)
+        // napari: one layer per channel (angles × phases here), both levels, positive scales (t, z, y, x).
+        #expect(seen.napariLayers == 9 && seen.napariLevels == 2)
+        #expect(seen.napariScale.count == 4 && seen.napariScale.allSatisfy { $0 > 0 })
+        #expect(abs(seen.napariScale[3] - l.pixelSizeUm) < 1e-12)
         let leftovers = FileManager.default.enumerator(atPath: path)?.compactMap { $0 as? String }
             .filter { $0.contains(".writing") }
         #expect(leftovers == [])

@@ -1,4 +1,4 @@
-"""Reads back a Moiré OME-Zarr recording written by OMEZarrTests (zarr-python, ome-zarr-py).
+"""Reads back a Moiré OME-Zarr recording written by OMEZarrTests (zarr-python, ome-zarr-py, napari-ome-zarr).
 
 Arguments: store path, width, height, planes written, the missing plane. Prints what ome-zarr found as JSON.
 """
@@ -26,4 +26,15 @@ node = Reader(parse_url(path))()
 image = next(iter(node))
 axes = [a["name"] for a in image.metadata["axes"]]
 scale = image.metadata["coordinateTransformations"][1][0]["scale"]
-print(json.dumps({"axes": axes, "levels": len(image.data), "scale1": scale}))
+# napari opens it through napari-ome-zarr (its reader, then napari's own layer checks: no Qt needed).
+import contextlib, napari
+from napari.layers.utils.stack_utils import split_channels
+from napari_ome_zarr import napari_get_reader
+with contextlib.redirect_stdout(sys.stderr):  # the reader prints the group's attributes
+    (data, meta, kind), = napari_get_reader(path)(path)
+channel_axis = meta.pop("channel_axis")
+layers = [napari.layers.Image(d, **m) for d, m, _ in split_channels(data, channel_axis, **meta)]
+first = layers[0]
+assert first.multiscale and np.array_equal(np.asarray(first.data[0][0, 0]), np.asarray(full[0, 0, 0])), "napari's level 0"
+print(json.dumps({"axes": axes, "levels": len(image.data), "scale1": scale, "napariLayers": len(layers),
+                  "napariLevels": len(first.data), "napariScale": [float(v) for v in first.scale]}))
