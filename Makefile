@@ -4,7 +4,7 @@ SWIFT ?= swift
 # The C libraries behind the system-library modules, and (for the batch tests) a one-node Slurm cluster.
 DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev zlib1g-dev libsodium-dev libzstd-dev libxml2 pkg-config \
   slurmctld slurmd slurm-client munge
-PY_PKGS := pyzmq tifffile numpy ome-types xmlschema lxml prometheus-client useq-schema pyyaml zarr ome-zarr napari napari-ome-zarr
+PY_PKGS := pyzmq tifffile numpy ome-types xmlschema lxml prometheus-client useq-schema pyyaml zarr ome-zarr napari napari-ome-zarr pyqt5
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release
 
@@ -24,14 +24,14 @@ deps-deb:
 	else echo "deps: Debian packages present"; fi
 
 deps-py:
-	@if python3 -c "import zmq, tifffile, numpy, ome_types, xmlschema, lxml, prometheus_client, useq, yaml, zarr, ome_zarr, napari_ome_zarr" 2>/dev/null; then echo "deps: Python packages present"; else \
+	@if python3 -c "import zmq, tifffile, numpy, ome_types, xmlschema, lxml, prometheus_client, useq, yaml, zarr, ome_zarr, napari_ome_zarr, PyQt5" 2>/dev/null; then echo "deps: Python packages present"; else \
 	  echo "deps: installing Python packages: $(PY_PKGS)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  command -v python3 >/dev/null || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3 python3-pip >/dev/null; }; \
 	  python3 -m pip --version >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-pip >/dev/null; \
 	  python3 -m pip install -q $(PY_PKGS) 2>/dev/null || python3 -m pip install -q --break-system-packages $(PY_PKGS) \
 	    || { DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-zmq python3-numpy python3-tifffile >/dev/null; }; \
-	  python3 -c "import zmq, tifffile, numpy, ome_types, xmlschema, lxml, prometheus_client, useq, yaml, zarr, ome_zarr, napari_ome_zarr" || { echo "deps: could not install $(PY_PKGS)"; exit 1; }; \
+	  python3 -c "import zmq, tifffile, numpy, ome_types, xmlschema, lxml, prometheus_client, useq, yaml, zarr, ome_zarr, napari_ome_zarr, PyQt5" || { echo "deps: could not install $(PY_PKGS)"; exit 1; }; \
 	fi
 
 build: deps-deb
