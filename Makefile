@@ -112,6 +112,7 @@ bench: deps build
 	@python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('napari_sim_processor') else 1)" \
 	  || python3 -m pip install -q --no-deps napari-sim-processor || python3 -m pip install -q --no-deps --break-system-packages napari-sim-processor
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench transport
+	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire wisdom sim-hardware/protocols/tirf-sim.yaml
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench sim2d
 	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/moire bench live-sim
 	@test -x Benchmarks/.venv/bin/python3 || python3 -m venv Benchmarks/.venv

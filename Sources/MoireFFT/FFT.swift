@@ -48,11 +48,15 @@ public enum PlanRigor: Hashable, Sendable {
     /// The measured plan when the loaded wisdom holds one for this shape, else an estimated plan:
     /// never slow to make (live runs; `moire wisdom` makes the wisdom once per machine).
     case fromWisdom
+    /// FFTW's wider search (FFTW_PATIENT): a minute or more for one 2D shape, for wisdom made once
+    /// per machine (`moire wisdom`); a measured plan of the same shape then takes it from the wisdom.
+    case patient
 
     var flag: UInt32 {
         switch self {
         case .estimate: return UInt32(FFTW_ESTIMATE)
         case .measure: return UInt32(FFTW_MEASURE)
+        case .patient: return UInt32(FFTW_PATIENT)
         case .fromWisdom: return UInt32(FFTW_MEASURE) | UInt32(FFTW_WISDOM_ONLY)
         }
     }

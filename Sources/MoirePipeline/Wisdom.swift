@@ -45,7 +45,8 @@ public enum Wisdom {
             }
         case .sim2d, .llssim:
             let shape = "2D-SIM reconstruction of \(p.roiWidth)×\(p.roiHeight) frames"
-            progress(shape)
+            progress(shape + " (the grid's transform with FFTW's patient search: a minute or two)")
+            try SIM2DReconstructor.makePatientWisdom(width: p.roiWidth, height: p.roiHeight)
             _ = try SIM2DReconstructor(
                 width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles, phases: p.phases,
                 otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm), rigor: .measure)
