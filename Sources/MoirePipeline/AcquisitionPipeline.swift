@@ -234,7 +234,7 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         }
         let pool = FramePool(slots: options.poolSlots, bytes: proto.roiWidth * proto.roiHeight * 2)
         let bus = try RawBus()
-        let graph = PipelineGraph(raw: bus, logger: logger)
+        let graph = PipelineGraph(raw: bus, backpressure: clock.backpressure, logger: logger)
         var recorders: [RecorderStage] = []
         /// Records `stream` of stage `source`'s output to `path` (a derived recording beside the raw one).
         func record(
@@ -257,7 +257,6 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .sim2d || proto.mode == .llssim, reconstructs {
             let stage = try SIMStage(
                 protocol: proto, options: proto.reconstruction, recordingPath: recordingPath, logger: logger)
-            stage.backpressure = clock.backpressure
             sim = stage
             try graph.add(stage, reading: [.raw])
             if let path = stage.recordPath {
@@ -275,7 +274,6 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             sim.lossless = true
         }
         if let volume {
-            volume.backpressure = clock.backpressure
             try graph.add(volume, reading: [sim == nil ? .raw : .output(of: "sim")])
             if let path = volume.recordPath {
                 volume.recorded = true
@@ -285,7 +283,6 @@ public final class AcquisitionPipeline: @unchecked Sendable {
         if proto.mode == .sim3d, reconstructs {
             let stage = try SIM3DStage(
                 protocol: proto, options: proto.reconstruction, recordingPath: recordingPath, logger: logger)
-            stage.backpressure = clock.backpressure
             try graph.add(stage, reading: [.raw])
             if let path = stage.recordPath {
                 stage.recorded = true
@@ -297,7 +294,6 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             let stage = try DenoiseStage(
                 protocol: proto, options: proto.denoise, recordingPath: recordingPath, logger: logger,
                 source: sim.map { .simSR($0) } ?? .raw)
-            stage.backpressure = clock.backpressure
             sim?.onSet = { [stage] channel, frames, params in
                 stage.offer(channel: channel, frames: frames, params: params)
             }

@@ -136,7 +136,7 @@ final class AdaptedNetwork: @unchecked Sendable {
 /// version that made it, and checkpoints let any frame be reproduced offline. The receiving thread
 /// only copies the frame, so the recorder never waits.
 // Sendable by hand: mutable state guarded by `lock` (NSCondition), `weightsLock` (NSLock).
-final class DenoiseStage: PipelineStage, @unchecked Sendable {
+final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
     let name = "denoise"
     /// This stage's latency metric (made once; the backend, when there is one, exists by now).
     private let latency = PipelineMetrics.latency(stage: "denoise")

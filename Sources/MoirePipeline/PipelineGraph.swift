@@ -60,6 +60,13 @@ protocol PipelineStage: AnyObject, Sendable {
     var report: StageReport { get }
 }
 
+/// A stage that can fall behind its input: under the clock's `.drop` it skips work it has no room
+/// for (counted), under `.block` (virtual time) it waits. The graph sets it from the clock when the
+/// stage is added.
+protocol BackpressuredStage: PipelineStage {
+    var backpressure: Backpressure { get set }
+}
+
 extension PipelineStage {
     var output: RawBus? { nil }
     func start() {}
@@ -83,8 +90,13 @@ final class PipelineGraph: @unchecked Sendable {
     private var nodes: [Node] = []
     private let logger: Logger
 
-    init(raw: RawBus, logger: Logger) {
+    /// What a stage that falls behind does (the clock's contract), given to every
+    /// `BackpressuredStage` added.
+    let backpressure: Backpressure
+
+    init(raw: RawBus, backpressure: Backpressure, logger: Logger) {
         self.raw = raw
+        self.backpressure = backpressure
         self.logger = logger
     }
 
@@ -95,6 +107,9 @@ final class PipelineGraph: @unchecked Sendable {
     func add(_ stage: any PipelineStage, reading inputs: [StageInput]) throws {
         precondition(!nodes.contains { $0.stage.name == stage.name }, "two stages named \(stage.name)")
         _ = try inputs.map(endpoint(of:))
+        if let backpressured = stage as? any BackpressuredStage {
+            backpressured.backpressure = backpressure
+        }
         nodes.append(Node(stage: stage, inputs: inputs))
     }
 

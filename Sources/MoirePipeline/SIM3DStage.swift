@@ -32,7 +32,7 @@ public struct SIM3DStageCounters: Sendable, Equatable {
 /// slowest, `depth` in the header, the parameters in `params`) with its z projection
 /// `mip.<channel>`, and with `reconstruction.record` recorded to `NAME.sr3d.ome.tif`.
 // Sendable by hand: mutable state guarded by `lock` (NSLock).
-final class SIM3DStage: PipelineStage, @unchecked Sendable {
+final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
     let name = "sim3d"
     /// This stage's latency metric (made once; the backend, when there is one, exists by now).
     private let latency = PipelineMetrics.latency(stage: "sim3d")

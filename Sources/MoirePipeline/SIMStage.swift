@@ -57,7 +57,7 @@ public struct SIMStageCounters: Sendable, Equatable {
 /// takes several sets' time; the worker catches up after it); only when the backlog is full is
 /// the oldest waiting set skipped, and counted.
 // Sendable by hand: mutable state guarded by `done` (DispatchSemaphore), `lock` (NSCondition).
-final class SIMStage: PipelineStage, @unchecked Sendable {
+final class SIMStage: BackpressuredStage, @unchecked Sendable {
     let name = "sim"
     /// This stage's latency metric (made once; the backend, when there is one, exists by now).
     private let latency = PipelineMetrics.latency(stage: "sim")

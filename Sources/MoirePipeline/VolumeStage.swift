@@ -26,7 +26,7 @@ public struct VolumeStageCounters: Sendable, Equatable {
 /// projection along z); volumes are recorded to `NAME.vol.ome.tif` beside the raw recording. The
 /// receiving thread only copies planes.
 // Sendable by hand: mutable state guarded by `lock` (NSLock).
-final class VolumeStage: PipelineStage, @unchecked Sendable {
+final class VolumeStage: BackpressuredStage, @unchecked Sendable {
     let name = "volume"
     /// This stage's latency metric (made once; the backend, when there is one, exists by now).
     private let latency = PipelineMetrics.latency(stage: "volume")

@@ -9,8 +9,9 @@ import Testing
 /// A stage that counts what it reads and, with an output, passes every frame on as a derived
 /// `sr` frame, ending its output with its own stop once all of its inputs have stopped.
 // Sendable by hand: its counters are written by its reader thread only and read after the graph's join.
-private final class CountingStage: PipelineStage, @unchecked Sendable {
+private final class CountingStage: BackpressuredStage, @unchecked Sendable {
     let name: String
+    var backpressure = Backpressure.drop
     let output: RawBus?
     private let inputCount: Int
     private(set) var frames = 0
@@ -58,10 +59,11 @@ private final class CountingStage: PipelineStage, @unchecked Sendable {
 @Suite struct PipelineGraphTests {
     /// Every stage reads every frame published right after `start()` (the graph waited for each
     /// bus's readers: a frame sent before a reader connects would be lost), a stage reads another's
-    /// output, a stage with two inputs ends only after both stops, and the reports come back by name.
+    /// output, a stage with two inputs ends only after both stops, and the reports come back by name;
+    /// each stage added takes the graph's backpressure (the clock's).
     @Test func everyReaderSeesEveryFrameAndReportsComeBackByName() throws {
         let raw = try RawBus()
-        let graph = PipelineGraph(raw: raw, logger: Logger(label: "test.graph"))
+        let graph = PipelineGraph(raw: raw, backpressure: .block, logger: Logger(label: "test.graph"))
         let first = try CountingStage(name: "first", publishes: true)
         let second = try CountingStage(name: "second", publishes: false)
         let both = try CountingStage(name: "both", inputs: 2, publishes: false)
@@ -74,6 +76,7 @@ private final class CountingStage: PipelineStage, @unchecked Sendable {
         }
         try graph.start()
         #expect(first.started && second.started && both.started)
+        #expect([first, second, both].allSatisfy { $0.backpressure == .block })
 
         let frames = 200
         let start = RunStart(
