@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(name: "MoireAcquisitionTests", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireHardware", "MoireSimulation", "MoireTesting", logging,
         ]),
-        .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireCore", "MoireDenoise", "MoireTesting"]),
+        .testTarget(name: "MoireDenoiseTests", dependencies: ["MoireConfig", "MoireCore", "MoireDenoise", "MoireTesting"]),
         .testTarget(name: "MoireReconstructionTests", dependencies: [
             "MoireConfig", "MoireCore", "MoireFFT", "MoireHardware", "MoireReconstruction", "MoireSimulation", "MoireStorage",
             "MoireTesting",

@@ -13,6 +13,22 @@ public enum DriverFamily: String, Sendable, CaseIterable, Codable {
 }
 
 /// Camera capabilities, timing and calibration from a profile.
+/// The correlation `rho` of a camera's noise between a pixel and the one `dx, dy` away.
+public struct NoiseLag: Sendable, Equatable {
+    public var dx: Int
+    public var dy: Int
+    public var rho: Double
+
+    public init(dx: Int, dy: Int, rho: Double) {
+        self.dx = dx
+        self.dy = dy
+        self.rho = rho
+    }
+
+    /// The largest offset a profile may state along x or y.
+    public static let largestOffset = 2
+}
+
 public struct CameraProfile: Sendable, Equatable {
     public var sensorWidth: Int
     public var sensorHeight: Int
@@ -30,6 +46,10 @@ public struct CameraProfile: Sendable, Equatable {
     public var readNoiseE: Double
     public var qe: Double
     public var fullWellE: Double
+    /// The spatial correlation of the camera's noise (on-chip binning, demosaicing, resampling),
+    /// by pixel offset; empty: pixel-independent. The denoiser synthesises its recorruption noise
+    /// with it. `moire denoise --noise auto` measures it and prints the lines to paste.
+    public var noiseCorrelation: [NoiseLag] = []
 
     /// Feature registers of a register-mapped camera (USB3 Vision), from its GenICam XML.
     public var registers: [String: CameraRegister] = [:]
@@ -260,12 +280,35 @@ public struct DeviceProfile: Sendable, Equatable {
         let read = try cal.required("read_noise_e").double(in: 0...1000, unit: " e⁻")
         let qe = try cal.optionalDouble("qe", in: 0.01...1) ?? 0.8
         let fullWell = try cal.optionalDouble("full_well_e", in: 1...10_000_000, unit: " e⁻") ?? 30000
+        var correlation: [NoiseLag] = []
+        if let cn = try cal.child("noise_correlation") {
+            let limit = NoiseLag.largestOffset
+            for key in try cn.keys() {
+                let node = try cn.required(key)
+                let parts = key.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard parts.count == 2, let dx = parts[0], let dy = parts[1], abs(dx) <= limit, abs(dy) <= limit,
+                    dx != 0 || dy != 0
+                else {
+                    throw node.error(
+                        "noise_correlation keys are pixel offsets \"dx,dy\" with |dx|, |dy| ≤ \(limit), not 0,0; found '\(key.prefix(20))'"
+                    )
+                }
+                // One of each ± pair: (dx, dy) and (−dx, −dy) are the same lag.
+                let (x, y) = dy > 0 || (dy == 0 && dx > 0) ? (dx, dy) : (-dx, -dy)
+                guard !correlation.contains(where: { $0.dx == x && $0.dy == y }) else {
+                    throw node.error(
+                        "noise_correlation gives the offset \(x),\(y) twice (as itself and as \(-x),\(-y))")
+                }
+                correlation.append(NoiseLag(dx: x, dy: y, rho: try node.double(in: -0.99...0.99)))
+            }
+        }
         try cal.finish()
         var profile = CameraProfile(
             sensorWidth: sensor[0], sensorHeight: sensor[1], pixelUm: pixelUm, binning: binning,
             roiMin: roiMin, exposureMs: exposure, triggerModes: triggers, bitDepth: bitDepth,
             readoutMs: readout, offsetADU: offset, gainADUPerE: gain, readNoiseE: read, qe: qe,
             fullWellE: fullWell)
+        profile.noiseCorrelation = correlation
         if let rn = try root.child("registers") {
             for name in try rn.keys() {
                 let entry = try rn.required(name)

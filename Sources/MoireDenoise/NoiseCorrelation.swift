@@ -1,4 +1,5 @@
 import Foundation
+import MoireConfig
 
 /// The spatial correlation of a camera's noise, and a kernel that synthesises noise with it.
 ///
@@ -42,6 +43,23 @@ public struct NoiseCorrelation: Codable, Sendable, Equatable {
         }
         correlation = grid
         kernel = Self.squareRootKernel(of: grid)
+    }
+
+    /// From a camera profile's lags (one of each ± pair; lags it does not state are 0).
+    public init(lags: [NoiseLag]) {
+        self.init(
+            halfPlane: Self.halfPlaneLags.map { lag in
+                lags.first { $0.dx == lag.dx && $0.dy == lag.dy }?.rho ?? 0
+            })
+    }
+
+    /// The lines of a camera profile's `calibration` that state this correlation (lags of at
+    /// least 0.005, what two decimals show).
+    public var profileLines: String {
+        let stated = Self.halfPlaneLags.filter { abs(rho($0.dx, $0.dy)) >= 0.005 }
+        guard !stated.isEmpty else { return "noise_correlation: {}" }
+        let entries = stated.map { String(format: "\"%d,%d\": %.2f", $0.dx, $0.dy, rho($0.dx, $0.dy)) }
+        return "noise_correlation: {" + entries.joined(separator: ", ") + "}"
     }
 
     /// The lags (dx, dy) with dy > 0, or dy = 0 and dx > 0, up to `lagRadius`: one of each ± pair.

@@ -37,8 +37,12 @@ public struct NoiseModel: Codable, Sendable, Equatable {
     }
 
     /// The model a camera profile's calibration states (read variance = (gain · read noise)²).
+    /// The profile's calibration, with the noise correlation it states (none: pixel-independent).
     public init(camera c: CameraProfile) {
-        self.init(offset: c.offsetADU, gain: c.gainADUPerE, readVariance: pow(c.readNoiseE * c.gainADUPerE, 2))
+        let correlation = c.noiseCorrelation.isEmpty ? nil : NoiseCorrelation(lags: c.noiseCorrelation)
+        self.init(
+            offset: c.offsetADU, gain: c.gainADUPerE, readVariance: pow(c.readNoiseE * c.gainADUPerE, 2),
+            correlation: correlation)
     }
 }
 

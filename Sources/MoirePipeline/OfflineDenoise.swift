@@ -290,6 +290,7 @@ public struct OfflineDenoise {
             if let c = m.correlation {
                 metadata["correlation"] =
                     "\(String(format: "x %.2f, y %.2f, diagonal %.2f", c.rho(1, 0), c.rho(0, 1), c.rho(1, 1)))"
+                metadata["profile"] = "\(c.profileLines)"
             } else {
                 metadata["correlation"] = "none (pixel-independent)"
             }

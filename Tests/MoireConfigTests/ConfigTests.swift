@@ -232,6 +232,42 @@ import Testing
         }
     }
 
+    /// A camera's noise correlation by pixel offset: one of each ± pair kept (−1,0 is 1,0), and
+    /// offsets beyond the lags measured, 0,0, a pair given twice or |ρ| ≥ 1 refused at their line.
+    @Test func aCameraProfileStatesItsNoiseCorrelation() throws {
+        func camera(_ correlation: String) -> String {
+            Fixtures.write(
+                """
+                moire: 1
+                kind: camera
+                model: binned
+                driver: sim
+                capabilities: {sensor: [2048, 2048], pixel_um: 6.5, exposure_ms: [1, 10]}
+                timing: {readout_ms: 10}
+                calibration:
+                  offset_adu: 100
+                  gain_adu_per_e: 0.5
+                  read_noise_e: 1
+                  noise_correlation: \(correlation)
+                """, to: "noisecam.yaml", in: dir)
+        }
+        let profile = try DeviceProfile.load(file: camera(#"{"-1,0": 0.6, "0,1": 0.5, "1,1": 0.25}"#))
+        let lags = try #require(profile.camera).noiseCorrelation
+        #expect(
+            lags == [NoiseLag(dx: 1, dy: 0, rho: 0.6), NoiseLag(dx: 0, dy: 1, rho: 0.5), NoiseLag(dx: 1, dy: 1, rho: 0.25)])
+        for (bad, says) in [
+            (#"{"3,0": 0.2}"#, "|dx|, |dy| ≤ 2"), (#"{"0,0": 1}"#, "not 0,0"), (#"{"x": 0.1}"#, "dx,dy"),
+            (#"{"1,0": 0.5, "-1,0": 0.5}"#, "twice"), (#"{"1,0": 1.2}"#, "noise_correlation"),
+        ] {
+            do {
+                _ = try DeviceProfile.load(file: camera(bad))
+                Issue.record("accepted \(bad)")
+            } catch let e as MoireError {
+                #expect(e.message.contains(says) && e.place?.contains("noisecam.yaml:11:") == true, "\(bad): \(e)")
+            }
+        }
+    }
+
     @Test func wrongTypeIsReportedWithExpectation() throws {
         let e = try #require(loadError(base.replacingOccurrences(of: "angles: 3", with: "angles: three")))
         #expect(e.message.contains("sim.angles"))

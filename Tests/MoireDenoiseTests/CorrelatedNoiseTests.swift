@@ -1,6 +1,8 @@
 import Foundation
+import MoireConfig
 import MoireCore
 import MoireDenoise
+import MoireTesting
 import Testing
 
 /// Real-camera noise: spatially correlated, 8-bit, clipped. The reference for the correlation is a
@@ -108,6 +110,29 @@ enum CorrelatedCamera {
 }
 
 @Suite struct NoiseCorrelationTests {
+    /// What `moire denoise --noise auto` prints for a camera profile, pasted into one, gives the
+    /// camera's noise model that correlation (to the two decimals printed); a profile without it
+    /// gives pixel-independent noise.
+    @Test func theProfileLinesPrintedGiveTheCameraModelItsCorrelation() throws {
+        let measured = NoiseCorrelation(
+            halfPlane: NoiseCorrelation.halfPlaneLags.map { CorrelatedCamera.expectedRho($0.dx, $0.dy) })
+        let dir = Fixtures.tempDir("noiseprofile")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let plain = Fixtures.path("sim-hardware/profiles/camera-sim-scmos.yaml")
+        let text = try String(contentsOfFile: plain, encoding: .utf8)
+        let stated = text.replacingOccurrences(
+            of: "calibration:\n", with: "calibration:\n  \(measured.profileLines)\n")
+        #expect(stated != text)
+        let file = Fixtures.write(stated, to: "camera.yaml", in: dir)
+        let model = NoiseModel(camera: try #require(try DeviceProfile.load(file: file).camera))
+        let correlation = try #require(model.correlation)
+        for lag in NoiseCorrelation.halfPlaneLags {
+            #expect(abs(correlation.rho(lag.dx, lag.dy) - measured.rho(lag.dx, lag.dy)) <= 0.005 + 1e-9, "lag \(lag)")
+        }
+        #expect(abs(correlation.kernel.map { Double($0 * $0) }.reduce(0, +) - 1) < 1e-5)
+        #expect(NoiseModel(camera: try #require(try DeviceProfile.load(file: plain).camera)).correlation == nil)
+    }
+
     @Test func theKernelSynthesisesNoiseWithTheCorrelationItWasBuiltFrom() {
         let lags = NoiseCorrelation.halfPlaneLags
         let model = NoiseCorrelation(halfPlane: lags.map { CorrelatedCamera.expectedRho($0.dx, $0.dy) })
