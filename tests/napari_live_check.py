@@ -16,7 +16,7 @@ from napari.components import ViewerModel
 from qtpy.QtWidgets import QApplication
 
 import moire
-from moire.live_view import LiveViewWidget
+from moire.live_view_widget import LiveViewWidget
 
 control, protocol, work = sys.argv[1:4]
 app = QApplication.instance() or QApplication([])
@@ -75,7 +75,7 @@ plugins.discover()
 manifest = plugins.get_manifest("moire-client")
 checks["napari lists the widget (npe2 manifest)"] = (
     [w.display_name for w in manifest.contributions.widgets] == ["Moiré live view"]
-    and plugins.get_command("moire-client.live_view").python_name == "moire.live_view:make_widget")
+    and plugins.get_command("moire-client.live_view").python_name == "moire.live_view_widget:make_widget")
 widget.button.click()  # Disconnect
 checks["disconnect closes the view"] = widget.view is None and widget.status.text() == "not connected"
 while daemon.status().state not in ("idle", "faulted"):

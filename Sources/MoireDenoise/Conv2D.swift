@@ -171,7 +171,12 @@ public final class Conv2D {
         try engine.run(
             packed.toPacked.1,
             [(DNNL_ARG_FROM, try engine.md(weights.shape, dnnl_oihw), weights.data), (DNNL_ARG_TO, packed.md, data)])
-        packed.packedFrom = Array(plain)
+        if packed.packedFrom == nil {
+            packed.packedFrom = Array(plain)
+        } else {
+            // Copied in place: after every adaptation step, without a new array.
+            packed.packedFrom!.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: plain) }
+        }
         return data
     }
 
@@ -197,31 +202,27 @@ public final class Conv2D {
     /// training pass keeps the pre-activation for backward).
     public func forward(_ x: Tensor, leakyReLUSlope slope: Float, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try fusedPrimitive(try plan(for: x, needInputGradient: false), slope: slope)
-        let y =
-            ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
-            ?? Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
-        let w = try packedWeights(p.fusedWeights!)
-        try engine.run(
-            p.fused,
-            [
-                (DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.fusedWeights!.md, w),
-                (DNNL_ARG_BIAS, p.bMD, bias.data),
-                (DNNL_ARG_DST, p.dstMD, y.data),
-            ])
-        return y
+        return try forward(x, p, primitive: p.fused, weights: p.fusedWeights!, workspace: ws)
     }
 
     /// y = W ⊛ x + b.
     public func forward(_ x: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try plan(for: x, needInputGradient: false)
+        return try forward(x, p, primitive: p.fwd, weights: p.fwdWeights!, workspace: ws)
+    }
+
+    /// Runs forward primitive `primitive` of plan `p` (its weights in `packed`'s layout) on `x`.
+    private func forward(
+        _ x: Tensor, _ p: Plan, primitive: dnnl_primitive_t?, weights packed: Packed, workspace ws: Workspace?
+    ) throws -> Tensor {
         let y =
             ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
             ?? Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
-        let w = try packedWeights(p.fwdWeights!)
+        let w = try packedWeights(packed)
         try engine.run(
-            p.fwd,
+            primitive,
             [
-                (DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, p.fwdWeights!.md, w),
+                (DNNL_ARG_SRC, p.srcMD, x.data), (DNNL_ARG_WEIGHTS, packed.md, w),
                 (DNNL_ARG_BIAS, p.bMD, bias.data),
                 (DNNL_ARG_DST, p.dstMD, y.data),
             ])

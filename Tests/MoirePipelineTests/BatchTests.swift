@@ -9,6 +9,46 @@ import Testing
 @Suite(.serialized) struct BatchTests {
     let dir = Fixtures.tempDir("batch")
 
+    /// Records a run of `p` in virtual time to `name` in the test's folder (no live reconstruction
+    /// unless `reconstructing`), and returns the recording's path.
+    func record(_ p: AcquisitionProtocol, to name: String, reconstructing: Bool = false) throws -> String {
+        var options = PipelineOptions()
+        options.recordingPath = "\(dir)/\(name)"
+        options.noPublish = true
+        options.noReconstruction = !reconstructing
+        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+        return options.recordingPath!
+    }
+
+    /// Runs each of `count` parts of `merged` as a batch task does (`process` gives the part's
+    /// item count and its writer; written under a temporary name, then moved into place), and
+    /// returns the item counts in part order.
+    func writeParts(
+        _ count: Int, of merged: String, _ process: (BatchPart) throws -> (items: Int, write: (String) throws -> Void)
+    ) throws -> [Int] {
+        try (1...count).map { index in
+            let part = try BatchPart(index: index, count: count)
+            let made = try process(part)
+            try BatchPart.writeAtomically(to: part.path(for: merged), made.write)
+            return made.items
+        }
+    }
+
+    /// The item counts `count` parts of `total` items should make.
+    func partSizes(_ count: Int, of total: Int) throws -> [Int] {
+        try (1...count).map { try BatchPart(index: $0, count: count).range(of: total).count }
+    }
+
+    /// Expects the stacks at `whole` and `merged` to hold the same planes, pixel for pixel.
+    func expectSamePlanes(_ whole: String, _ merged: String) throws {
+        let a = try OMETiffReader(path: whole)
+        let b = try OMETiffReader(path: merged)
+        #expect(a.planeCount == b.planeCount && a.width == b.width && a.height == b.height)
+        for plane in 0..<a.planeCount {
+            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
+        }
+    }
+
     /// Parts cover every item exactly once, in order, with sizes that differ by at most one.
     @Test func partsCoverEveryItemOnceInOrder() throws {
         for total in 1...40 {
@@ -33,12 +73,7 @@ import Testing
     /// refuses while a part is missing, and names it.
     @Test func partsMergedEqualTheWholeRun() throws {
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, roi: 128, timepoints: 7, exposureMs: 5))
-        var options = PipelineOptions()
-        options.recordingPath = "\(dir)/raw.ome.tif"
-        options.noPublish = true
-        options.noReconstruction = true
-        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
-        let input = options.recordingPath!
+        let input = try record(p, to: "raw.ome.tif")
         let whole = try OfflineSIM().run(input: input)
         try OfflineSIM.write(whole, to: "\(dir)/whole.ome.tif", name: "SR of raw.ome.tif")
 
@@ -99,33 +134,21 @@ import Testing
             .replacingOccurrences(of: "planes: 16", with: "planes: 8")
             .replacingOccurrences(of: "count: 1", with: "count: 3")
         let p = try AcquisitionProtocol.load(file: Fixtures.write(text, to: "sim3d-parts.yaml", in: dir))
-        var options = PipelineOptions()
-        options.recordingPath = "\(dir)/raw3d.ome.tif"
-        options.noPublish = true
-        options.noReconstruction = true
-        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
-        let input = options.recordingPath!
+        let input = try record(p, to: "raw3d.ome.tif")
         let whole = try OfflineSIM3D().run(input: input)
         #expect(whole.sr.count == 3)
         try OfflineSIM3D.write(whole, to: "\(dir)/whole3d.ome.tif", name: "3D-SIM of raw3d.ome.tif")
         let merged = "\(dir)/merged3d.ome.tif"
-        for index in 1...2 {
+        let made = try writeParts(2, of: merged) { part in
             var job = OfflineSIM3D()
-            job.part = try BatchPart(index: index, count: 2)
+            job.part = part
             let r = try job.run(input: input)
-            #expect(r.sr.count == job.part!.range(of: 3).count)
-            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
-                try OfflineSIM3D.write(r, to: $0, name: "3D-SIM of raw3d.ome.tif")
-            }
+            return (r.sr.count, { try OfflineSIM3D.write(r, to: $0, name: "3D-SIM of raw3d.ome.tif") })
         }
+        #expect(made == (try partSizes(2, of: 3)))
         let summary = try BatchMerge.merge(output: merged, parts: 2)
         #expect(summary.timepoints == 3 && summary.planes == 3 * 8)
-        let a = try OMETiffReader(path: "\(dir)/whole3d.ome.tif")
-        let b = try OMETiffReader(path: merged)
-        #expect(a.planeCount == b.planeCount && a.width == b.width)
-        for plane in 0..<a.planeCount {
-            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
-        }
+        try expectSamePlanes("\(dir)/whole3d.ome.tif", merged)
     }
 
     /// An LLS-SIM recording of three volumes reconstructed in two parts (whole volumes: each
@@ -134,33 +157,21 @@ import Testing
     @Test func llsSIMPartsMergedEqualTheWholeRun() throws {
         let p = try AcquisitionProtocol.load(
             file: latticeProtocol(in: dir, planes: 8, timepoints: 3, extra: "", sim: true))
-        var options = PipelineOptions()
-        options.recordingPath = "\(dir)/rawllssim.ome.tif"
-        options.noPublish = true
-        options.noReconstruction = true
-        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
-        let input = options.recordingPath!
+        let input = try record(p, to: "rawllssim.ome.tif")
         var job = try OfflineLightSheet()
         let whole = try job.runSIM(input: input, sim: OfflineSIM())
         #expect(whole.deskewed.count == 3)
         try OfflineLightSheet.write(whole, to: "\(dir)/wholellssim.ome.tif", name: "volumes")
         let merged = "\(dir)/mergedllssim.ome.tif"
-        for index in 1...2 {
-            job.part = try BatchPart(index: index, count: 2)
+        let made = try writeParts(2, of: merged) { part in
+            job.part = part
             let r = try job.runSIM(input: input, sim: OfflineSIM())
-            #expect(r.deskewed.count == job.part!.range(of: 3).count)
-            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
-                try OfflineLightSheet.write(r, to: $0, name: "volumes")
-            }
+            return (r.deskewed.count, { try OfflineLightSheet.write(r, to: $0, name: "volumes") })
         }
+        #expect(made == (try partSizes(2, of: 3)))
         let summary = try BatchMerge.merge(output: merged, parts: 2)
         #expect(summary.timepoints == 3)
-        let a = try OMETiffReader(path: "\(dir)/wholellssim.ome.tif")
-        let b = try OMETiffReader(path: merged)
-        #expect(a.planeCount == b.planeCount && a.width == b.width && a.height == b.height)
-        for plane in 0..<a.planeCount {
-            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
-        }
+        try expectSamePlanes("\(dir)/wholellssim.ome.tif", merged)
         job.part = try BatchPart(index: 1, count: 4)
         #expect(throws: MoireError.self) { try job.runSIM(input: input, sim: OfflineSIM()) }
     }
@@ -172,11 +183,7 @@ import Testing
     @Test func denoisePartsMergedHoldEveryFrameOnceNearTheWholeRun() throws {
         let p = try AcquisitionProtocol.load(
             file: Fixtures.smallProtocol(in: dir, mode: "widefield", roi: 64, timepoints: 12, exposureMs: 0.3))
-        var options = PipelineOptions()
-        options.recordingPath = "\(dir)/rawden.ome.tif"
-        options.noPublish = true
-        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
-        let input = options.recordingPath!
+        let input = try record(p, to: "rawden.ome.tif", reconstructing: true)
         var job = OfflineDenoise()
         job.firstSteps = 20
         job.adaptSteps = 2
@@ -186,15 +193,14 @@ import Testing
         #expect(whole.frames.count == 12)
         let merged = "\(dir)/mergedden.ome.tif"
         var partFrames: [[Float]] = []
-        for index in 1...3 {
-            job.part = try BatchPart(index: index, count: 3)
+        let made = try writeParts(3, of: merged) { part in
+            job.part = part
             let r = try job.run(input: input)
-            #expect(r.frames.count == 4 && r.weightsVersions.count == 4)
+            #expect(r.weightsVersions.count == r.frames.count)
             partFrames += r.frames
-            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
-                try OfflineDenoise.write(r, to: $0, name: "denoised")
-            }
+            return (r.frames.count, { try OfflineDenoise.write(r, to: $0, name: "denoised") })
         }
+        #expect(made == [4, 4, 4])
         let summary = try BatchMerge.merge(output: merged, parts: 3)
         #expect(summary.timepoints == 12)
         let reader = try OMETiffReader(path: merged)
@@ -227,33 +233,21 @@ import Testing
     /// equals the whole run: each volume is processed on its own.
     @Test func lightSheetPartsMergedEqualTheWholeRun() throws {
         let p = try AcquisitionProtocol.load(file: latticeProtocol(in: dir, planes: 16, timepoints: 3))
-        var options = PipelineOptions()
-        options.recordingPath = "\(dir)/rawls.ome.tif"
-        options.noPublish = true
-        options.noReconstruction = true
-        _ = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
-        let input = options.recordingPath!
+        let input = try record(p, to: "rawls.ome.tif")
         var job = try OfflineLightSheet()
         job.iterations = 2
         let whole = try job.run(input: input)
         #expect(whole.deconvolved.count == 3)
         try OfflineLightSheet.write(whole, to: "\(dir)/wholels.ome.tif", name: "volumes")
         let merged = "\(dir)/mergedls.ome.tif"
-        for index in 1...2 {
-            job.part = try BatchPart(index: index, count: 2)
+        let made = try writeParts(2, of: merged) { part in
+            job.part = part
             let r = try job.run(input: input)
-            #expect(r.deconvolved.count == job.part!.range(of: 3).count)
-            try BatchPart.writeAtomically(to: job.part!.path(for: merged)) {
-                try OfflineLightSheet.write(r, to: $0, name: "volumes")
-            }
+            return (r.deconvolved.count, { try OfflineLightSheet.write(r, to: $0, name: "volumes") })
         }
+        #expect(made == (try partSizes(2, of: 3)))
         let summary = try BatchMerge.merge(output: merged, parts: 2)
         #expect(summary.timepoints == 3)
-        let a = try OMETiffReader(path: "\(dir)/wholels.ome.tif")
-        let b = try OMETiffReader(path: merged)
-        #expect(a.planeCount == b.planeCount && a.width == b.width && a.height == b.height)
-        for plane in 0..<a.planeCount {
-            #expect(try a.readPlaneFloat(plane) == b.readPlaneFloat(plane), "plane \(plane)")
-        }
+        try expectSamePlanes("\(dir)/wholels.ome.tif", merged)
     }
 }

@@ -3,8 +3,7 @@ den, dcv, vol, sr3d, mip), in micrometres, updated as frames arrive.
 
 `LiveView` works on any napari viewer model (`napari.Viewer`, or `napari.components.ViewerModel`
 without Qt): call `poll()` from the viewer's thread and it shows the newest frame of each layer.
-`LiveViewWidget` is the dock widget (endpoint, connect, a timer that polls); napari lists it under
-Plugins → Moiré live view. napari and Qt are needed only here, not by the rest of the package.
+The dock widget around it is `moire.live_view_widget` (it needs Qt; this module does not).
 """
 from __future__ import annotations
 
@@ -109,62 +108,3 @@ class LiveView:
 
     def close(self) -> None:
         self.subscriber.close()
-
-
-def make_widget(napari_viewer: Any) -> Any:
-    """napari's widget contribution (napari.yaml): the dock widget for this viewer."""
-    return LiveViewWidget(napari_viewer)
-
-
-def _widget_base() -> Any:
-    from qtpy.QtWidgets import QWidget
-    return QWidget
-
-
-class LiveViewWidget(_widget_base()):  # type: ignore[misc]
-    """The dock widget: the result bus's endpoint, Connect / Disconnect, and what has been shown.
-    A timer polls the `LiveView` every `interval_ms` in the viewer's (Qt) thread."""
-
-    def __init__(self, napari_viewer: Any, endpoint: str = "tcp://127.0.0.1:5570", interval_ms: int = 50) -> None:
-        from qtpy.QtCore import QTimer
-        from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
-
-        super().__init__()
-        self.viewer = napari_viewer
-        self.view: Optional[LiveView] = None
-        self.endpoint = QLineEdit(endpoint)
-        self.button = QPushButton("Connect")
-        self.status = QLabel("not connected")
-        row = QHBoxLayout()
-        row.addWidget(self.endpoint)
-        row.addWidget(self.button)
-        column = QVBoxLayout(self)
-        column.addLayout(row)
-        column.addWidget(self.status)
-        self.button.clicked.connect(self.toggle)
-        self.timer = QTimer(self)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self.poll)
-
-    def toggle(self) -> None:
-        """Connects to the endpoint typed, or disconnects."""
-        if self.view is None:
-            self.view = LiveView(self.viewer, self.endpoint.text().strip())
-            self.button.setText("Disconnect")
-            self.status.setText(f"waiting for a run on {self.view.endpoint}")
-            self.timer.start()
-        else:
-            self.timer.stop()
-            self.view.close()
-            self.view = None
-            self.button.setText("Connect")
-            self.status.setText("not connected")
-
-    def poll(self) -> None:
-        view = self.view
-        if view is None:
-            return
-        view.poll()
-        run = view.start.run if view.start else "no run yet"
-        ended = f", ended: {view.stop.reason}" if view.stop else ""
-        self.status.setText(f"{run}: {view.received} frames received, {len(view.shown)} layers{ended}")
