@@ -71,7 +71,8 @@ public final class DNNLEngine {
         return attributes
     }
 
-    /// A primitive descriptor for an operation descriptor, with `attributes()` unless given others.
+    /// A primitive descriptor for an operation descriptor, made with `attributes(leakyReLUSlope:)`
+    /// (the engine's scratchpad; the fused LeakyReLU when a slope is given).
     func primitiveDescriptor(
         _ what: String, _ desc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil,
         leakyReLUSlope: Float? = nil
