@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Peer for `moire bench denoise`: the same U-Net (16/32/64, residual, 2 input channels: the frame and its
-temporal context) and adaptation step in PyTorch on the CPU. Prints one JSON line: inference_fps and
+"""Peer for `moire bench denoise`: the same U-Net (16/32/64, additive skips, residual, 2 input channels: the
+frame and its temporal context) and adaptation step in PyTorch on the CPU. Prints one JSON line: inference_fps and
 adapted_fps (2 steps of 2 crops of 64² per frame) at 512×512."""
 import json, sys, time
 try:
@@ -12,13 +12,14 @@ class UNet(nn.Module):
     def __init__(s):
         super().__init__()
         c = lambda i, o, k=3, st=1: nn.Conv2d(i, o, k, st, k // 2)
-        s.c = nn.ModuleList([c(2, 16), c(16, 16), c(16, 32, 3, 2), c(32, 32), c(32, 64, 3, 2), c(64, 64), c(96, 32), c(48, 16), c(16, 1, 1)])
+        s.c = nn.ModuleList([c(2, 16), c(16, 16), c(16, 32, 3, 2), c(32, 32), c(32, 64, 3, 2), c(64, 64),
+                             c(64, 32, 1), c(32, 32), c(32, 16, 1), c(16, 16), c(16, 1, 1)])
     def forward(s, x):
         a = lambda i, t: F.leaky_relu(s.c[i](t), 0.1)
         e1 = a(1, a(0, x)); e2 = a(3, a(2, e1)); b = a(5, a(4, e2))
-        d2 = a(6, torch.cat([F.interpolate(b, scale_factor=2), e2], 1))
-        d1 = a(7, torch.cat([F.interpolate(d2, scale_factor=2), e1], 1))
-        return x[:, :1] + s.c[8](d1)
+        d2 = a(7, F.interpolate(s.c[6](b), scale_factor=2) + e2)
+        d1 = a(9, F.interpolate(s.c[8](d2), scale_factor=2) + e1)
+        return x[:, :1] + s.c[10](d1)
 net = UNet(); opt = torch.optim.Adam(net.parameters(), 1e-3)
 frame = torch.rand(1, 2, 512, 512)
 def step():

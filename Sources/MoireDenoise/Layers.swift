@@ -119,15 +119,18 @@ public final class Upsample2x {
     }
 }
 
-/// Element-wise sum and channel concatenation (their backward passes are the identity and a split),
-/// for channels-last tensors (and one-channel tensors, where both layouts agree).
+/// Element-wise sums, channel concatenation and its split (the concatenation's backward pass), for
+/// channels-last tensors (and one-channel tensors, where both layouts agree).
 public enum TensorOps {
     public static func add(_ a: Tensor, _ b: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         guard a.shape == b.shape, a.layout == b.layout else {
             throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)")
         }
         let y = ws?.like(a) ?? a.like()
-        for i in 0..<a.count { y[i] = a[i] + b[i] }
+        let sum = y.data
+        let left = a.data
+        let right = b.data
+        for i in 0..<a.count { sum[i] = left[i] + right[i] }
         return y
     }
 
@@ -158,6 +161,20 @@ public enum TensorOps {
         }
         return (a, b)
     }
+
+    /// `x`'s first channel plus the one-channel `r` (a residual output): no copy of the channel first.
+    public static func firstChannel(of x: Tensor, plus r: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
+        guard r.c == 1, x.n == r.n, x.h == r.h, x.w == r.w, x.c == 1 || x.layout == .nhwc else {
+            throw MoireError(.usage, "cannot add \(r.shape) to the first channel of \(x.shape)")
+        }
+        let y = ws?.like(r) ?? r.like()
+        let sum = y.data
+        let input = x.data
+        let residual = r.data
+        let stride = x.c
+        for i in 0..<r.count { sum[i] = input[i * stride] + residual[i] }
+        return y
+    }
 }
 
 /// Adam (Kingma & Ba) over a list of parameter/gradient tensor pairs.
@@ -165,7 +182,9 @@ public enum TensorOps {
 public final class Adam {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float
-    private var m: [[Float]], v: [[Float]]
+    /// First and second moment estimates, one tensor per parameter (pointer loops: no exclusivity
+    /// checks on nested arrays in the per-step update).
+    private let m: [Tensor], v: [Tensor]
     public private(set) var step = 0
     let params: [(Tensor, Tensor)]
 
@@ -175,8 +194,8 @@ public final class Adam {
     ) {
         params = parameters
         self.learningRate = learningRate; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
-        m = parameters.map { [Float](repeating: 0, count: $0.0.count) }
-        v = m
+        m = parameters.map { $0.0.like() }
+        v = parameters.map { $0.0.like() }
     }
 
     /// One update from the accumulated gradients.
@@ -185,11 +204,15 @@ public final class Adam {
         let c1 = 1 - pow(beta1, Float(step))
         let c2 = 1 - pow(beta2, Float(step))
         for (k, (p, g)) in params.enumerated() {
+            let value = p.data
+            let gradient = g.data
+            let first = m[k].data
+            let second = v[k].data
             for i in 0..<p.count {
-                let gi = g[i]
-                m[k][i] = beta1 * m[k][i] + (1 - beta1) * gi
-                v[k][i] = beta2 * v[k][i] + (1 - beta2) * gi * gi
-                p[i] -= learningRate * (m[k][i] / c1) / ((v[k][i] / c2).squareRoot() + epsilon)
+                let gi = gradient[i]
+                first[i] = beta1 * first[i] + (1 - beta1) * gi
+                second[i] = beta2 * second[i] + (1 - beta2) * gi * gi
+                value[i] -= learningRate * (first[i] / c1) / ((second[i] / c2).squareRoot() + epsilon)
             }
         }
     }

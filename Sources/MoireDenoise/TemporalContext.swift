@@ -69,11 +69,14 @@ public struct TemporalContext: Sendable {
 
     /// Adds `frame` (normalised), whose per-pixel noise variance is `variance` (normalised units);
     /// `correlationFactor` is the variance of a 3×3 mean of the noise relative to independent pixels'
-    /// (`NoiseCorrelation.boxMean3VarianceFactor`; 1 for pixel-independent noise).
-    public mutating func add(_ frame: [Float], variance: [Float], correlationFactor: Float = 1) {
+    /// (`NoiseCorrelation.boxMean3VarianceFactor`; 1 for pixel-independent noise). A caller that has
+    /// just computed `brightnessRatio(of: frame)` passes it on.
+    public mutating func add(
+        _ frame: [Float], variance: [Float], correlationFactor: Float = 1, brightnessRatio known: Float? = nil
+    ) {
         precondition(frame.count == mean.count && variance.count == mean.count)
         // The history follows the illumination: brought to this frame's brightness before it is compared and added.
-        let ratio = brightnessRatio(of: frame)
+        let ratio = known ?? brightnessRatio(of: frame)
         if ratio != 1 {
             for i in 0..<mean.count { mean[i] *= ratio }
         }
@@ -93,22 +96,33 @@ public struct TemporalContext: Sendable {
         }
     }
 
-    /// The 3×3 mean with edges clamped.
+    /// The 3×3 mean with edges clamped (separable: the sums along rows of three, then down columns of three).
     static func boxMean3(_ image: [Float], width: Int, height: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: image.count)
-        for y in 0..<height {
-            for x in 0..<width {
-                var sum: Float = 0
-                for dy in -1...1 {
-                    let yy = min(max(y + dy, 0), height - 1)
-                    for dx in -1...1 {
-                        let xx = min(max(x + dx, 0), width - 1)
-                        sum += image[yy * width + xx]
+        var rows = [Float](repeating: 0, count: image.count)
+        image.withUnsafeBufferPointer { source in
+            rows.withUnsafeMutableBufferPointer { rowSums in
+                for y in 0..<height {
+                    let line = y * width
+                    for x in 0..<width {
+                        let left = source[line + max(x - 1, 0)]
+                        let right = source[line + min(x + 1, width - 1)]
+                        rowSums[line + x] = left + source[line + x] + right
                     }
                 }
-                out[y * width + x] = sum / 9
             }
         }
-        return out
+        return [Float](unsafeUninitializedCapacity: image.count) { out, initialised in
+            rows.withUnsafeBufferPointer { rowSums in
+                for y in 0..<height {
+                    let above = max(y - 1, 0) * width
+                    let line = y * width
+                    let below = min(y + 1, height - 1) * width
+                    for x in 0..<width {
+                        out[line + x] = (rowSums[above + x] + rowSums[line + x] + rowSums[below + x]) / 9
+                    }
+                }
+            }
+            initialised = image.count
+        }
     }
 }

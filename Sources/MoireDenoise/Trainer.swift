@@ -34,8 +34,11 @@ public final class Denoiser {
     public private(set) var lastLoss: Double = .nan
     let optimizer: Adam
     var rng: SeededRandom
-    private var average: [[Float]] = []
+    /// The exponential moving average of each parameter (for `averaging`).
+    private var average: [Tensor] = []
     private var averagedSteps = 0
+    /// The last frame's input tensor (reused while the frame size stays).
+    private var lastInput: Tensor?
     /// Temporal context: the running average of the earlier frames (a caller that interleaves several
     /// sequences keeps one context per sequence and sets it before each frame).
     public var context: TemporalContext?
@@ -156,11 +159,15 @@ public final class Denoiser {
         if averaging > 0 {
             let params = net.parameters
             if average.count != params.count {
-                average = params.map { [Float](repeating: 0, count: $0.0.count) }; averagedSteps = 0
+                average = params.map { $0.0.like() }
+                averagedSteps = 0
             }
             averagedSteps += 1
+            let decay = averaging
             for (k, (p, _)) in params.enumerated() {
-                for i in 0..<p.count { average[k][i] = averaging * average[k][i] + (1 - averaging) * p[i] }
+                let mean = average[k].data
+                let value = p.data
+                for i in 0..<p.count { mean[i] = decay * mean[i] + (1 - decay) * value[i] }
             }
         }
         lastLoss = loss
@@ -176,24 +183,38 @@ public final class Denoiser {
         let s = given ?? normaliser(frame)
         let off = Float(model.offset)
         let normalised = frame.map { ($0 - off) / s }
-        let x: Tensor
+        let x = inputTensor(width: width, height: height)
+        let input = x.data
+        var brightness: Float = 1
         if usesTemporalContext {
             let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
-            let brightness = history?.brightnessRatio(of: normalised) ?? 1
-            var interleaved = [Float](repeating: 0, count: 2 * normalised.count)
+            brightness = history?.brightnessRatio(of: normalised) ?? 1
             // Without an earlier frame the frame itself stands in for the average.
             let average = history?.mean ?? normalised
             for i in 0..<normalised.count {
-                interleaved[2 * i] = normalised[i]
-                interleaved[2 * i + 1] = average[i] * brightness
+                input[2 * i] = normalised[i]
+                input[2 * i + 1] = average[i] * brightness
             }
-            x = Tensor(n: 1, c: 2, h: height, w: width, values: interleaved)
         } else {
-            x = Tensor(n: 1, c: 1, h: height, w: width, values: normalised)
+            normalised.withUnsafeBufferPointer { input.update(from: $0.baseAddress!, count: $0.count) }
         }
         let y = try withInferenceWeights { try net.forward(x) }
-        if usesTemporalContext { add(toContext: normalised, width: width, height: height, scale: s) }
-        return y.values.map { $0 * s + off }
+        if usesTemporalContext {
+            add(toContext: normalised, width: width, height: height, scale: s, brightnessRatio: brightness)
+        }
+        let output = y.data
+        return [Float](unsafeUninitializedCapacity: y.count) { buffer, initialised in
+            for i in 0..<y.count { buffer[i] = output[i] * s + off }
+            initialised = y.count
+        }
+    }
+
+    /// The network's input tensor for frames of `width × height`, kept from frame to frame.
+    private func inputTensor(width: Int, height: Int) -> Tensor {
+        if let kept = lastInput, kept.w == width, kept.h == height { return kept }
+        let made = Tensor(n: 1, c: net.input.rawValue, h: height, w: width)
+        lastInput = made
+        return made
     }
 
     /// Adds `frame` (ADU) to the temporal context without denoising it (training walks through a
@@ -205,7 +226,9 @@ public final class Denoiser {
         add(toContext: frame.map { ($0 - off) / s }, width: width, height: height, scale: s)
     }
 
-    private func add(toContext normalised: [Float], width: Int, height: Int, scale s: Float) {
+    private func add(
+        toContext normalised: [Float], width: Int, height: Int, scale s: Float, brightnessRatio: Float? = nil
+    ) {
         guard var current = context, current.width == width, current.height == height else {
             context = TemporalContext(first: normalised, width: width, height: height)
             return
@@ -216,7 +239,8 @@ public final class Denoiser {
         let variance = normalised.map { (gain * max($0, 0) * s + read) / (s * s) }
         let correlationFactor = Float(model.correlation?.boxMean3VarianceFactor ?? 1)
         context = nil  // add in place: no copy of the arrays
-        current.add(normalised, variance: variance, correlationFactor: correlationFactor)
+        current.add(
+            normalised, variance: variance, correlationFactor: correlationFactor, brightnessRatio: brightnessRatio)
         context = current
     }
 
@@ -229,7 +253,11 @@ public final class Denoiser {
         let params = net.parameters
         let correction = 1 / (1 - pow(averaging, Float(averagedSteps)))
         let current = params.map { $0.0.values }
-        for (k, (p, _)) in params.enumerated() { for i in 0..<p.count { p[i] = average[k][i] * correction } }
+        for (k, (p, _)) in params.enumerated() {
+            let mean = average[k].data
+            let value = p.data
+            for i in 0..<p.count { value[i] = mean[i] * correction }
+        }
         defer {
             for (k, (p, _)) in params.enumerated() {
                 current[k].withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: p.count) }

@@ -43,12 +43,20 @@ func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
         try checkInputGradient(x, every: 1, forward: { try up.forward($0) }, backward: { try up.backward($0, gradOutput: $1) })
     }
 
-    @Test func concatSplitsBackAndAddChecksShapes() throws {
+    @Test func residualAddReadsTheFirstChannelAndAddChecksShapes() throws {
         let a = randomTensor(2, 2, 3, 3, seed: 1), b = randomTensor(2, 3, 3, 3, seed: 2)
-        let c = try TensorOps.concat(a, b)
-        #expect(c.shape == [2, 5, 3, 3])
-        let (ga, gb) = TensorOps.split(c, firstChannels: 2)
-        #expect(ga.values == a.values && gb.values == b.values)
+        let r = randomTensor(2, 1, 3, 3, seed: 3)
+        let y = try TensorOps.firstChannel(of: b, plus: r)
+        #expect(y.shape == [2, 1, 3, 3])
+        for n in 0..<2 {
+            for row in 0..<3 {
+                for column in 0..<3 {
+                    let expected = b[b.index(n, 0, row, column)] + r[r.index(n, 0, row, column)]
+                    #expect(y[y.index(n, 0, row, column)] == expected)
+                }
+            }
+        }
+        #expect(throws: (any Error).self) { try TensorOps.firstChannel(of: b, plus: a) }
         #expect(throws: (any Error).self) { try TensorOps.add(a, b) }
         #expect(try TensorOps.add(a, a).values == a.values.map { $0 * 2 })
     }
