@@ -12,8 +12,8 @@ frames:
   the last frame) or of the last 4 (moving scenes);
 - Moiré through `moire denoise` as a user runs it, given the camera's noise model: frozen (the
   shipped model with temporal context, no adaptation), adapted (the default: shipped model, temporal
-  context, adapted on every frame) and single-frame (`--context none`: no context, from scratch,
-  adapted on every frame; the default before the shipped model).
+  context, adapted on every frame) and single-frame (`--context none`: no context, from the shipped
+  single-frame model, adapted on every frame).
 Figures: PSNR of the last frame and the mean over the second half, against the truth (peak of the
 truth); for moving puncta the centroid error of the isolated puncta in the last frame.
 """

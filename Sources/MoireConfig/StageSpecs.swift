@@ -100,7 +100,7 @@ public struct LiveReconstructionSpec: Sendable, Equatable {
 
 /// Where live denoising's starting weights come from.
 public enum StartingWeights: Sendable, Equatable {
-    /// The model shipped with Moiré (trained with temporal context).
+    /// The model shipped with Moiré for the network's input (with or without temporal context).
     case shipped
     /// Random initialisation.
     case scratch
@@ -136,7 +136,7 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
     public var ema: Float = 0
     /// Save the inference weights every N versions beside the recording (0: never).
     public var checkpointEvery = 0
-    /// nil: the shipped model when the network has temporal context, else scratch.
+    /// nil: the shipped model for raw frames, scratch for SR frames.
     public var weights: StartingWeights?
     /// nil: history with recorrupted pairs, none with odd-even pairs. SR frames never use it.
     public var context: TemporalContextChoice?

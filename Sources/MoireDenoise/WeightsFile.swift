@@ -114,21 +114,34 @@ public enum WeightsFile {
     }
 }
 
-/// The starting model every denoiser loads unless told otherwise: trained by `moire train` on the
-/// project's own simulated time-lapses (models/README.md says how to reproduce it), for the network
-/// with temporal context.
+/// The starting models every camera-frame denoiser loads unless told otherwise, one per network
+/// input: trained by `moire train` on the project's own simulated time-lapses (models/README.md says
+/// how to reproduce them), with temporal context and on single frames.
 public enum ShippedModel {
-    /// The name a frame header or a log line gives the starting weights.
-    public static let name = "shipped:\(ShippedModelData.sha256.prefix(12))"
-    public static let input = UNet.Input.frameAndHistory
-
-    /// The weights file's bytes.
-    public static var bytes: Data {
-        Data(base64Encoded: ShippedModelData.base64, options: .ignoreUnknownCharacters) ?? Data()
+    /// The name a frame header or a log line gives the starting weights of a network with `input`.
+    public static func name(for input: UNet.Input) -> String {
+        "shipped:\(sha256(for: input).prefix(12))"
     }
 
-    /// Loads the starting model into `net` (a network with temporal context).
+    static func sha256(for input: UNet.Input) -> String {
+        switch input {
+        case .frame: return ShippedSingleFrameModelData.sha256
+        case .frameAndHistory: return ShippedTemporalModelData.sha256
+        }
+    }
+
+    /// The weights file's bytes of the model for `input`.
+    public static func bytes(for input: UNet.Input) -> Data {
+        let text: String
+        switch input {
+        case .frame: text = ShippedSingleFrameModelData.base64
+        case .frameAndHistory: text = ShippedTemporalModelData.base64
+        }
+        return Data(base64Encoded: text, options: .ignoreUnknownCharacters) ?? Data()
+    }
+
+    /// Loads the starting model for `net`'s input into it.
     public static func load(into net: UNet) throws {
-        try WeightsFile.load(data: bytes, place: name, into: net)
+        try WeightsFile.load(data: bytes(for: net.input), place: name(for: net.input), into: net)
     }
 }

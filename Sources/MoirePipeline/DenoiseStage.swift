@@ -18,13 +18,14 @@ extension LiveDenoiseSpec {
         }
     }
 
-    /// The starting weights for a network with `input`.
-    public func resolvedStart(input: UNet.Input) -> OfflineDenoise.Start {
+    /// The starting weights: by default the shipped model for camera frames, scratch for SR frames
+    /// (the shipped models never saw an SR frame's noise).
+    public func resolvedStart(sim: Bool) -> OfflineDenoise.Start {
         switch weights {
         case .shipped: return .shipped
         case .scratch: return .scratch
         case .file(let path): return .file(path)
-        case nil: return input == ShippedModel.input ? .shipped : .scratch
+        case nil: return sim ? .scratch : .shipped
         }
     }
 
@@ -203,12 +204,11 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         let input = options.input(sim: sim)
         let inference = Denoiser(engine: engineA, model: model, input: input, seed: 1)
         let adaptation = Denoiser(engine: engineB, model: model, input: input, seed: 1)
-        switch options.resolvedStart(input: input) {
+        switch options.resolvedStart(sim: sim) {
         case .shipped:
-            guard input == ShippedModel.input else {
+            guard !sim else {
                 throw MoireError(
-                    .config, "the shipped model has temporal context; SR frames and context: none start from scratch",
-                    place: p.file)
+                    .config, "the shipped models denoise camera frames; SR frames start from scratch", place: p.file)
             }
             try ShippedModel.load(into: inference.net)
             try ShippedModel.load(into: adaptation.net)

@@ -60,10 +60,11 @@ public struct OfflineDenoise {
     }
 
     /// The starting weights this job uses.
-    public var resolvedStart: Start { start ?? (resolvedInput == ShippedModel.input ? .shipped : .scratch) }
+    /// The shipped model for the network's input, unless the job deconvolves (the shipped models denoise).
+    public var resolvedStart: Start { start ?? (deconvolve ? .scratch : .shipped) }
 
     /// Refuses combinations that cannot train: temporal context needs recorrupted pairs (a neighbouring
-    /// frame as the target would share its noise with the context); the shipped model has temporal context.
+    /// frame as the target would share its noise with the context); the shipped models denoise, they do not deconvolve.
     public func validate() throws {
         let input = resolvedInput
         guard input == .frame || pairs == .recorrupt else {
@@ -74,8 +75,8 @@ public struct OfflineDenoise {
         guard input == .frame || !deconvolve else {
             throw MoireError(.usage, "temporal context and --deconvolve cannot be combined yet; use --context none")
         }
-        guard resolvedStart != .shipped || input == ShippedModel.input else {
-            throw MoireError(.usage, "the shipped model has temporal context; with --context none start from scratch")
+        guard resolvedStart != .shipped || !deconvolve else {
+            throw MoireError(.usage, "the shipped models denoise; --deconvolve starts from scratch or a weights file")
         }
         guard part == nil || saveWeights == nil else {
             throw MoireError(

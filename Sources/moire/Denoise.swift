@@ -14,7 +14,7 @@ struct Denoise: ParsableCommand {
     @Option(
         name: .long,
         help:
-            "Starting weights: shipped (the model trained on simulated time-lapses), scratch, or a weights file (default: shipped with temporal context, else scratch)."
+            "Starting weights: shipped (the models trained on simulated time-lapses, with and without temporal context), scratch, or a weights file (default: shipped, scratch with --deconvolve)."
     )
     var weights: StartingWeights?
     @Option(name: .long, help: "Save the adapted weights here.") var saveWeights: String?

@@ -27,15 +27,38 @@ import Testing
         return out
     }
 
-    @Test func theShippedModelIsSmallHasTemporalContextAndLoads() throws {
-        let bytes = ShippedModel.bytes
+    @Test(arguments: UNet.Input.allCases)
+    func eachInputHasASmallShippedModelThatOnlyItsNetworkLoads(input: UNet.Input) throws {
+        let bytes = ShippedModel.bytes(for: input)
         #expect(bytes.count > 100_000 && bytes.count < 2_000_000)
-        let net = UNet(engine: try DNNLEngine(), input: .frameAndHistory)
+        let net = UNet(engine: try DNNLEngine(), input: input)
         try ShippedModel.load(into: net)
-        #expect(net.architecture == ShippedModel.input.architecture)
-        // A frame-only network is refused by name.
-        let plain = UNet(engine: try DNNLEngine(), input: .frame)
-        #expect(throws: MoireError.self) { try ShippedModel.load(into: plain) }
+        // The other input's network is refused by name.
+        let other = UNet(engine: try DNNLEngine(), input: input == .frame ? .frameAndHistory : .frame)
+        #expect(throws: MoireError.self) {
+            try WeightsFile.load(data: bytes, place: ShippedModel.name(for: input), into: other)
+        }
+    }
+
+    /// Single frames, no context, no adaptation: the shipped single-frame model on the rig's
+    /// low-light frames (a specimen and optics it never saw) gains 5 dB over each raw frame and comes
+    /// within 1 dB of the best Gaussian filter an oracle tunes on the truth. Measured: raw 18.9,
+    /// Gaussian 24.6–24.9, denoised 24.3–24.4 dB. (On the harness's 20-photon scenes the same frozen
+    /// model is 1.1 dB above BM3D: docs/denoising.md.)
+    @Test func theShippedSingleFrameModelDenoisesEachFrameAlone() throws {
+        let d = try Fixtures.simulateWidefield(roi: 128, powerMw: 10, exposureMs: 0.5, count: 3, seed: 5)
+        let model = NoiseModel(offset: d.offset, gain: d.gain, readVariance: d.readVariance)
+        let denoiser = Denoiser(engine: try DNNLEngine(), model: model, input: .frame, seed: 3)
+        try ShippedModel.load(into: denoiser.net)
+        for frame in d.frames {
+            let out = try denoiser.denoise(frame, width: 128, height: 128)
+            let raw = ImageMetrics.psnr(frame, truth: d.truth)
+            let ours = ImageMetrics.psnr(out, truth: d.truth)
+            let gaussian = ImageMetrics.bestGaussian(frame, truth: d.truth, width: 128)
+            print(String(format: "shipped single-frame model: raw %.2f, Gaussian %.2f, denoised %.2f dB", raw, gaussian.psnr, ours))
+            #expect(ours >= raw + 5)
+            #expect(ours >= gaussian.psnr - 1)
+        }
     }
 
     /// The first frame is already denoised: the frozen shipped model on the rig's first low-light frame

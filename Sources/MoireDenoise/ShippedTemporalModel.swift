@@ -2,7 +2,7 @@
 // sha256 8cf6174ccccd25be212cc69f9155f62b9228a43d58bda0fe1a324d41ac55dbc1
 
 /// The shipped starting model: weights file bytes (MOIREWTS), base64.
-enum ShippedModelData {
+enum ShippedTemporalModelData {
     static let architecture = "unet2-16-32-64-addskip-residual-temporal"
     static let sha256 = "8cf6174ccccd25be212cc69f9155f62b9228a43d58bda0fe1a324d41ac55dbc1"
     static let base64 = """
