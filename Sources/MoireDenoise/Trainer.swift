@@ -182,29 +182,31 @@ public final class Denoiser {
         }
         let s = given ?? normaliser(frame)
         let off = Float(model.offset)
-        let normalised = frame.map { ($0 - off) / s }
         let x = inputTensor(width: width, height: height)
         let input = x.data
-        var brightness: Float = 1
-        if usesTemporalContext {
-            let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
-            brightness = history?.brightnessRatio(of: normalised) ?? 1
-            // Without an earlier frame the frame itself stands in for the average.
-            let average = history?.mean ?? normalised
-            for i in 0..<normalised.count {
-                input[2 * i] = normalised[i]
-                input[2 * i + 1] = average[i] * brightness
-            }
-        } else {
-            normalised.withUnsafeBufferPointer { input.update(from: $0.baseAddress!, count: $0.count) }
+        guard usesTemporalContext else {
+            for i in 0..<frame.count { input[i] = (frame[i] - off) / s }
+            return try output(of: withInferenceWeights { try net.forward(x) }, scale: s, offset: off)
+        }
+        let normalised = frame.map { ($0 - off) / s }
+        let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
+        let brightness = history?.brightnessRatio(of: normalised) ?? 1
+        // Without an earlier frame the frame itself stands in for the average.
+        let average = history?.mean ?? normalised
+        for i in 0..<normalised.count {
+            input[2 * i] = normalised[i]
+            input[2 * i + 1] = average[i] * brightness
         }
         let y = try withInferenceWeights { try net.forward(x) }
-        if usesTemporalContext {
-            add(toContext: normalised, width: width, height: height, scale: s, brightnessRatio: brightness)
-        }
-        let output = y.data
+        add(toContext: normalised, width: width, height: height, scale: s, brightnessRatio: brightness)
+        return output(of: y, scale: s, offset: off)
+    }
+
+    /// The network's output `y` back in ADU.
+    private func output(of y: Tensor, scale s: Float, offset off: Float) -> [Float] {
+        let values = y.data
         return [Float](unsafeUninitializedCapacity: y.count) { buffer, initialised in
-            for i in 0..<y.count { buffer[i] = output[i] * s + off }
+            for i in 0..<y.count { buffer[i] = values[i] * s + off }
             initialised = y.count
         }
     }

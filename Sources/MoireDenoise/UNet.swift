@@ -36,8 +36,8 @@ public final class UNet {
     /// How the decoder joins the coarse features and the encoder's skip at each scale.
     ///
     /// - `concatenating` (≈ 23 000 multiply-adds per pixel): up, concat the skip, 3×3 conv
-    ///   (96→32, then 48→16). Learns fastest from scratch: the single-frame network, which has no
-    ///   shipped model and adapts from nothing, uses it.
+    ///   (96→32, then 48→16). Learns fastest from scratch: the single-frame network, which starts
+    ///   from scratch on SR frames and for the deconvolution term, uses it.
     /// - `additive` (≈ 14 400): a linear 1×1 projection at the coarse scale (64→32, then 32→16; it
     ///   commutes with the nearest-neighbour upsampling), up, add the skip, 3×3 conv (32→32, then
     ///   16→16). The decoder was 59 % of the concatenating network's multiply-adds; this one runs
@@ -121,7 +121,7 @@ public final class UNet {
                 seed: seed &+ UInt64(i) &* 7919)
         }
         // The residual branch starts near zero: the untrained network passes its input through.
-        let output = convs[convs.count - 1]
+        let output = convs[convs.count - 1]  // outputIndex: self is not ready yet
         for i in 0..<output.weights.count { output.weights[i] *= 0.1 }
         act = Activation(engine: engine, alpha: leakyReLUSlope)
         up = Upsample2x(engine: engine)
@@ -137,8 +137,8 @@ public final class UNet {
     }
     public func zeroGradients() { convs.forEach { $0.zeroGradients() } }
 
-    /// The output convolution (the residual branch).
-    var output: Conv2D { convs[convs.count - 1] }
+    /// Index of the output convolution (the residual branch), the last one.
+    var outputIndex: Int { convs.count - 1 }
 
     private func block(_ i: Int, _ x: Tensor, _ cache: Cache?, _ ws: Workspace) throws -> Tensor {
         guard let cache else {
@@ -182,8 +182,8 @@ public final class UNet {
         let b = try block(5, try block(4, e2, cache, ws), cache, ws)
         let d2 = try decode(design.steps.half, b, skip: e2, cache, ws)
         let d1 = try decode(design.steps.full, d2, skip: e1, cache, ws)
-        cache?.inputs[convs.count - 1] = d1
-        let r = try output.forward(d1, workspace: ws)
+        cache?.inputs[outputIndex] = d1
+        let r = try convs[outputIndex].forward(d1, workspace: ws)
         return try TensorOps.firstChannel(of: x, plus: r)  // the output is the caller's own
     }
 
@@ -214,7 +214,7 @@ public final class UNet {
             return (gSkip, try convBack(projection, gFeatures))
         }
         // out: y = x₀ + output(d1)
-        let gd1 = try convBack(convs.count - 1, dy)
+        let gd1 = try convBack(outputIndex, dy)
         let (gE1FromSkip, gd2) = try decodeBack(design.steps.full, gd1)
         let (gE2FromSkip, gb) = try decodeBack(design.steps.half, gd2)
         // bottom

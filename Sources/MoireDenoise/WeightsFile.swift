@@ -120,24 +120,20 @@ public enum WeightsFile {
 public enum ShippedModel {
     /// The name a frame header or a log line gives the starting weights of a network with `input`.
     public static func name(for input: UNet.Input) -> String {
-        "shipped:\(sha256(for: input).prefix(12))"
-    }
-
-    static func sha256(for input: UNet.Input) -> String {
-        switch input {
-        case .frame: return ShippedSingleFrameModelData.sha256
-        case .frameAndHistory: return ShippedTemporalModelData.sha256
-        }
+        "shipped:\(embedded(for: input).sha256.prefix(12))"
     }
 
     /// The weights file's bytes of the model for `input`.
     public static func bytes(for input: UNet.Input) -> Data {
-        let text: String
+        Data(base64Encoded: embedded(for: input).base64, options: .ignoreUnknownCharacters) ?? Data()
+    }
+
+    /// What `models/embed.py` wrote into the source for `input`'s model.
+    private static func embedded(for input: UNet.Input) -> (sha256: String, base64: String) {
         switch input {
-        case .frame: text = ShippedSingleFrameModelData.base64
-        case .frameAndHistory: text = ShippedTemporalModelData.base64
+        case .frame: return (ShippedSingleFrameModelData.sha256, ShippedSingleFrameModelData.base64)
+        case .frameAndHistory: return (ShippedTemporalModelData.sha256, ShippedTemporalModelData.base64)
         }
-        return Data(base64Encoded: text, options: .ignoreUnknownCharacters) ?? Data()
     }
 
     /// Loads the starting model for `net`'s input into it.
