@@ -14,18 +14,24 @@ cleanup() { [ -n "${WB:-}" ] && kill -9 "$WB" "${WA:-}" 2>/dev/null; [ -n "${SLU
 trap cleanup EXIT
 # Endpoints are ipc sockets in the work folder: no port can be taken by anything else on the machine.
 PUB="ipc://$WORK/pub.sock"
-# Waits (a hang watchdog of 120 s, not a speed assumption) until the command given succeeds.
-await() { for _ in $(seq 1 1200); do "$@" && return 0; sleep 0.1; done; echo "await: gave up on: $*"; return 1; }
+# The hang watchdog of every wait below (seconds): long, because it is not a speed assumption; a
+# loaded machine may take minutes to start a run (its FFT planning), and nothing waits it out.
+export MOIRE_TEST_WATCHDOG_S=${MOIRE_TEST_WATCHDOG_S:-600}
+# Waits (the watchdog, not a speed assumption) until the command given succeeds.
+await() {
+  for _ in $(seq 1 $((MOIRE_TEST_WATCHDOG_S * 10))); do "$@" && return 0; sleep 0.1; done
+  echo "await: gave up on: $*"; return 1
+}
 # Sends a signal and waits for the process to exit; its exit status. A process that ignores the
-# signal for 60 s is a failure (124, killed), not a hung test run.
+# signal for the watchdog's time is a failure (124, killed), not a hung test run.
 signal_and_wait() {  # signal name, pid
   kill "-$1" "$2" 2> /dev/null
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 $((MOIRE_TEST_WATCHDOG_S * 10))); do
     state=$(sed 's/.*) //' "/proc/$2/stat" 2> /dev/null | cut -d' ' -f1)
     if [ -z "$state" ] || [ "$state" = Z ]; then wait "$2"; return $?; fi
     sleep 0.1
   done
-  echo "process $2 did not exit within 60 s of SIG$1; killed" >&2
+  echo "process $2 did not exit within $MOIRE_TEST_WATCHDOG_S s of SIG$1; killed" >&2
   kill -9 "$2" 2> /dev/null; wait "$2" 2> /dev/null
   return 124
 }
@@ -46,7 +52,7 @@ FRAMES20=$((20 * 512 * 512 * 2))   # twenty 512×512 frames: the recording is we
 #    counts below hold however loaded the machine is.
 sed "s|publish: .*|publish: $PUB|" sim-hardware/protocols/tirf-sim.yaml > "$WORK/tirf.yaml"
 sed -i "s|rig: ../rigs/multisim.yaml|rig: $PWD/sim-hardware/rigs/multisim.yaml|" "$WORK/tirf.yaml"
-python3 -u examples/python/subscribe.py "$PUB" 120 > "$WORK/py.log" 2>&1 &
+python3 -u examples/python/subscribe.py "$PUB" "$MOIRE_TEST_WATCHDOG_S" > "$WORK/py.log" 2>&1 &
 PYPID=$!
 "$MOIRE" run "$WORK/tirf.yaml" --embedded --clock virtual --wait-subscribers 1 --out "$WORK/demo.ome.tif" --quiet > "$WORK/run.log" 2>&1
 rc=$?
@@ -100,7 +106,7 @@ sed -e "s|count: 20|count: 400|" -e "s|interval_ms: 0|interval_ms: 50|" -e "s|ro
 "$MOIRE" run "$WORK/late.yaml" --embedded --out "$WORK/late.ome.tif" --quiet > "$WORK/late-run.log" 2>&1 &
 RPID=$!
 await has_bytes "$WORK/late.ome.tif" $((20 * 128 * 128 * 2))
-python3 -u examples/python/subscribe.py "$PUB" 120 > "$WORK/py-late.log" 2>&1 &
+python3 -u examples/python/subscribe.py "$PUB" "$MOIRE_TEST_WATCHDOG_S" > "$WORK/py-late.log" 2>&1 &
 LATE=$!
 await grep -q "seq=" "$WORK/py-late.log"
 signal_and_wait INT $RPID
@@ -162,10 +168,10 @@ if [ $drc -eq 0 ] && "$MOIRE" inspect "$WORK/term.ome.tif" > "$WORK/term.log" 2>
 # 2b'. systemd readiness (Type=notify): moired says READY=1 on $NOTIFY_SOCKET once its control socket
 #      answers, and STOPPING=1 on SIGTERM; both binaries give --version and shell completions.
 python3 - "$WORK/notify.sock" > "$WORK/notify.log" 2>&1 <<'PY' &
-import socket, sys
+import os, socket, sys
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 listener.bind(sys.argv[1])
-listener.settimeout(120)
+listener.settimeout(float(os.environ["MOIRE_TEST_WATCHDOG_S"]))
 print("bound", flush=True)
 for _ in range(2):
     print(listener.recv(4096).decode().replace("\n", " "), flush=True)
@@ -211,7 +217,7 @@ if [ $rc -eq 1 ] && echo "$out" | grep -q "stalled" && "$MOIRE" inspect "$WORK/s
   ok "camera stall fires the deadline: exit 1, clear error, 12 frames kept"; else bad "stall: rc=$rc $out"; fi
 
 # 2e. moire subscribe records what it receives into an OME-TIFF.
-"$MOIRE" subscribe "$PUB" --topic raw.gfp --out "$WORK/sub.ome.tif" --quiet --timeout 120 > "$WORK/sub.log" 2>&1 &
+"$MOIRE" subscribe "$PUB" --topic raw.gfp --out "$WORK/sub.ome.tif" --quiet --timeout "$MOIRE_TEST_WATCHDOG_S" > "$WORK/sub.log" 2>&1 &
 SPID=$!
 "$MOIRE" run "$WORK/short.yaml" --embedded --clock virtual --wait-subscribers 1 --no-record --quiet > /dev/null 2>&1
 wait $SPID; src=$?

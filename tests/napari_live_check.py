@@ -18,6 +18,9 @@ from qtpy.QtWidgets import QApplication
 import moire
 from moire.live_view_widget import LiveViewWidget
 
+# The hang watchdog of every wait (integration.sh sets it); not a speed assumption.
+WATCHDOG_S = float(os.environ.get("MOIRE_TEST_WATCHDOG_S", "600"))
+
 control, protocol, work = sys.argv[1:4]
 app = QApplication.instance() or QApplication([])
 daemon = moire.Daemon(control)
@@ -29,7 +32,7 @@ counts = {"sr": 0, "raw": 0}
 
 
 def record():
-    with moire.Subscriber(started.publish, topics=["raw.", "sr."], timeout=120) as bus:
+    with moire.Subscriber(started.publish, topics=["raw.", "sr."], timeout=WATCHDOG_S) as bus:
         for frame in bus.frames():
             if frame.image is not None:
                 last[frame.header.stream] = frame
@@ -40,14 +43,17 @@ recorder = threading.Thread(target=record)
 recorder.start()
 
 viewer = ViewerModel()
-widget = LiveViewWidget(viewer, endpoint=started.publish, interval_ms=20)
+# At most 8 messages a tick: a run has 11 per time point (9 raw, SR, widefield), so the view shows
+# SR frames on several ticks however late this process is scheduled (a loaded machine may run the
+# whole run before the first tick).
+widget = LiveViewWidget(viewer, endpoint=started.publish, interval_ms=20, messages_per_tick=8)
 widget.show()
 widget.button.click()  # Connect
-deadline = time.time() + 120
+deadline = time.time() + WATCHDOG_S
 while (widget.view is None or widget.view.stop is None) and time.time() < deadline:
     app.processEvents()
     time.sleep(0.005)
-recorder.join(timeout=30)
+recorder.join(timeout=WATCHDOG_S)
 view = widget.view
 checks = {}
 names = [layer.name for layer in viewer.layers]

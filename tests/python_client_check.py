@@ -12,6 +12,9 @@ import tifffile
 
 import moire
 
+# The hang watchdog of every wait (integration.sh sets it); not a speed assumption.
+WATCHDOG_S = float(os.environ.get("MOIRE_TEST_WATCHDOG_S", "600"))
+
 control, protocol, work = sys.argv[1:4]
 checks = {}
 daemon = moire.Daemon(control)
@@ -39,7 +42,7 @@ def run_with(out, subscribe):
 
 def sync_subscribe(endpoint):
     seen = {"frames": 0, "starts": 0, "stop": None, "shapes": set(), "dtypes": set()}
-    with moire.Subscriber(endpoint, topics=["raw.", "sr."], timeout=120) as bus:
+    with moire.Subscriber(endpoint, topics=["raw.", "sr."], timeout=WATCHDOG_S) as bus:
         for message in bus:
             if isinstance(message, moire.RunStart):
                 seen["starts"] += 1
@@ -57,7 +60,7 @@ def sync_subscribe(endpoint):
 
 async def async_subscribe(endpoint):
     seen = {"frames": 0, "stop": None}
-    async with moire.AsyncSubscriber(endpoint, topics=["raw."], timeout=120) as bus:
+    async with moire.AsyncSubscriber(endpoint, topics=["raw."], timeout=WATCHDOG_S) as bus:
         async for message in bus:
             if isinstance(message, moire.Frame):
                 seen["frames"] += 1

@@ -77,7 +77,7 @@ def evaluate(scene, binary, with_denoise, variants=()):
         score(f"moire[{name}]", [methods.moire(r, scene, angles, binary, options) for r in raws])
     if with_denoise and scene.photons <= 100:
         noise = f"{forward.OFFSET_ADU},1,{forward.READ_NOISE_E}"
-        score("moire+denoise", [methods.moire(r, scene, angles, binary, ["--denoise", "30", "--noise", noise]) for r in raws])
+        score("moire+denoise", [methods.moire(r, scene, angles, binary, ["--denoise", "auto", "--noise", noise]) for r in raws])
     return results
 
 
@@ -142,7 +142,7 @@ def main():
     parser.add_argument("--scenes", type=int, default=16)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--size", type=int, default=256, help="camera pixels per side")
-    parser.add_argument("--denoise", action="store_true", help="also moire reconstruct --denoise at ≤ 100 photons")
+    parser.add_argument("--denoise", action="store_true", help="also moire reconstruct --denoise auto at ≤ 100 photons")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
                         help="also moire reconstruct with these extra options, reported as moire[NAME]")
     args = parser.parse_args()

@@ -107,8 +107,13 @@ struct Reconstruct: ParsableCommand {
     @Option(name: .long, help: "Write the parameters used and their confidences as JSON.") var paramsOut: String?
     @Option(name: .long, help: "Write a PNG of widefield beside SR (first set).") var preview: String?
     @Option(
-        name: .long, help: "Denoise the SR frames self-supervised with this many adaptation steps per channel (0: off)."
-    ) var denoise = 0
+        name: .long,
+        help: """
+            Denoise the SR frames self-supervised: adaptation steps per channel, or auto \
+            (\(OfflineSIM.automaticDenoiseSteps)); fewer than \(OfflineSIM.fewestHelpfulDenoiseSteps) leave the SR \
+            frame noisier than without.
+            """
+    ) var denoise: DenoiseSteps?
     @Option(
         name: .long,
         help:
@@ -138,10 +143,18 @@ struct Reconstruct: ParsableCommand {
             if llsm.llsm { return try reconstructLightSheet() }
             if sim3d.sim3d { return try reconstructSIM3D() }
             var job = try sim.job()
-            guard denoise >= 0, let method = SIMDenoiser.Method(rawValue: denoiseMethod) else {
-                throw MoireError(.usage, "--denoise takes a number of steps ≥ 0 and --denoise-method sr or raw")
+            guard let method = SIMDenoiser.Method(rawValue: denoiseMethod) else {
+                throw MoireError(.usage, "--denoise-method takes sr or raw")
             }
-            job.denoiseSteps = denoise; job.denoiseMethod = method
+            let steps = denoise?.count ?? 0
+            if steps > 0, steps < OfflineSIM.fewestHelpfulDenoiseSteps {
+                let advice =
+                    "warning: \(steps) denoising steps leave the SR frame noisier than the plain reconstruction; "
+                    + "use --denoise auto (\(OfflineSIM.automaticDenoiseSteps) steps)\n"
+                FileHandle.standardError.write(Data(advice.utf8))
+            }
+            job.denoiseSteps = steps
+            job.denoiseMethod = method
             if let noise { job.noise = try parseNoise(noise) }
             let r = try job.run(
                 input: input,
@@ -360,5 +373,19 @@ struct Preview: ParsableCommand {
             printParameters(r.parameters[set])
             print("wrote \(out): widefield (left) and SR (right), \(4 * r.width + 4)×\(2 * r.height)")
         } catch { throw fail(error) }
+    }
+}
+
+/// `--denoise`: the adaptation steps per channel, or `auto`.
+struct DenoiseSteps: ExpressibleByArgument {
+    let count: Int
+
+    init?(argument: String) {
+        if argument == "auto" {
+            count = OfflineSIM.automaticDenoiseSteps
+            return
+        }
+        guard let steps = Int(argument), steps >= 0 else { return nil }
+        count = steps
     }
 }

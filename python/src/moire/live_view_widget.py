@@ -18,11 +18,17 @@ def make_widget(napari_viewer: Any) -> Any:
 
 class LiveViewWidget(QWidget):
     """The dock widget: the result bus's endpoint, Connect / Disconnect, and what has been shown.
-    A timer polls the `LiveView` every `interval_ms` in the viewer's (Qt) thread."""
+    A timer polls the `LiveView` every `interval_ms` in the viewer's (Qt) thread, taking at most
+    `messages_per_tick` messages each time: a viewer that fell behind catches up over several ticks
+    and stays responsive meanwhile."""
 
-    def __init__(self, napari_viewer: Any, endpoint: str = "tcp://127.0.0.1:5570", interval_ms: int = 50) -> None:
+    def __init__(
+        self, napari_viewer: Any, endpoint: str = "tcp://127.0.0.1:5570", interval_ms: int = 50,
+        messages_per_tick: int = 1000,
+    ) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.messages_per_tick = messages_per_tick
         self.view: Optional[LiveView] = None
         self.endpoint = QLineEdit(endpoint)
         self.button = QPushButton("Connect")
@@ -56,7 +62,7 @@ class LiveViewWidget(QWidget):
         view = self.view
         if view is None:
             return
-        view.poll()
+        view.poll(max_messages=self.messages_per_tick)
         run = view.start.run if view.start else "no run yet"
         ended = f", ended: {view.stop.reason}" if view.stop else ""
         self.status.setText(f"{run}: {view.received} frames received, {len(view.shown)} layers{ended}")
