@@ -348,7 +348,7 @@ if { python3 -m pip install -q --no-deps --target "$WORK/pylib" ./python \
   bad "python package: $(cat "$WORK/pip.log" | tail -3) $out"; fi
 # The napari live view (the package's dock widget, Qt offscreen, napari's ViewerModel) on a run of this daemon.
 if out=$(PYTHONPATH="$WORK/pylib" QT_QPA_PLATFORM=offscreen python3 tests/napari_live_check.py "$CONTROL" "$WORK/py.yaml" "$WORK" 2> "$WORK/napari.err"); then
-  ok "napari live view: widget connected headless, layers follow the run ($(echo "$out" | tail -1 | cut -c1-160))"; else
+  ok "napari live view: widget connected headless, layers follow the run, the view drawn to a PNG ($(echo "$out" | tail -1 | cut -c1-160))"; else
   bad "napari live view: $out $(tail -3 "$WORK/napari.err")"; fi
 out=$("$MOIRE" run "$WORK/tirf.yaml" --daemon "$CONTROL" --out /tmp/moire-outside-$$.ome.tif --quiet 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q "outside the daemon's data root" && [ ! -e /tmp/moire-outside-$$.ome.tif ]; then

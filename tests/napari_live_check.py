@@ -2,7 +2,9 @@
 its offscreen platform, napari's ViewerModel (no canvas, so no OpenGL). The dock widget is
 connected as a user would (endpoint, Connect) and its timer drives the view while a plain
 subscriber records the frames beside it. Prints one JSON line; exit 0 when every check held.
-Usage: napari_live_check.py CONTROL PROTOCOL WORKDIR"""
+Also draws the view (moire.live_view.render: raw, SR and widefield side by side) into PICTURE
+(default WORKDIR/napari-live-view.png).
+Usage: napari_live_check.py CONTROL PROTOCOL WORKDIR [PICTURE]"""
 import json
 import os
 import sys
@@ -11,17 +13,20 @@ import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import imageio.v2 as imageio
 import numpy as np
 from napari.components import ViewerModel
 from qtpy.QtWidgets import QApplication
 
 import moire
+from moire.live_view import render
 from moire.live_view_widget import LiveViewWidget
 
 # The hang watchdog of every wait (integration.sh sets it); not a speed assumption.
 WATCHDOG_S = float(os.environ.get("MOIRE_TEST_WATCHDOG_S", "600"))
 
 control, protocol, work = sys.argv[1:4]
+picture_path = sys.argv[4] if len(sys.argv) > 4 else os.path.join(work, "napari-live-view.png")
 app = QApplication.instance() or QApplication([])
 daemon = moire.Daemon(control)
 started = daemon.start(protocol, out=os.path.join(work, "napari-live.ome.tif"))
@@ -73,6 +78,12 @@ if checks["layers raw.gfp, sr.gfp, wf.gfp"]:
     low, high = sr.contrast_limits
     checks["contrast from the data"] = low < high and high <= float(np.nanmax(sr.data)) * 1.5 + 1e-6
     checks["colour from the emission (525 nm: green)"] = sr.colormap.name == "green"
+    # The picture of the view for the README (docs/images/napari-live-view.png is one, from this check).
+    picture = render(viewer, tile=384)
+    imageio.imwrite(picture_path, picture)
+    tiles = np.split(picture[:, : 3 * 384 + 2 * 4], [384, 388, 772, 776], axis=1)[::2]
+    checks["the picture shows every layer, in its colour"] = (
+        len(tiles) == 3 and all(t[..., 1].std() > 5 for t in tiles) and int(picture[..., 0].max()) == 0)
 # napari finds the widget through the package's manifest (npe2), as its Plugins menu does.
 from npe2 import PluginManager
 
