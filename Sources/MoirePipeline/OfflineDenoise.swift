@@ -248,7 +248,9 @@ public struct OfflineDenoise {
     /// The deconvolution term for `input`: a Gaussian PSF of the given σ, or the widefield model from the recording.
     public func deconvolutionLoss(input: String, pixelUm: Double?) throws -> DeconvolutionLoss {
         if let psfSigmaPx { return try DeconvolutionLoss.gaussian(sigmaPx: psfSigmaPx, hessianWeight: hessianWeight) }
-        guard let l = (try? OMETiffReader(path: input))?.layout, let em = l.emissionNm.first, l.objectiveNA > 0 else {
+        guard let l = (try? RecordingFormat.openReader(path: input))?.layout, let em = l.emissionNm.first,
+            l.objectiveNA > 0
+        else {
             throw MoireError(
                 .usage, "the PSF is unknown for this file (no recording optics); give --psf-sigma in pixels",
                 place: input)
@@ -304,7 +306,7 @@ public struct OfflineDenoise {
 
     /// The camera's noise model named by a Moiré recording (its protocol's rig's camera profile).
     static func cameraModel(_ path: String) -> NoiseModel? {
-        guard let r = try? OMETiffReader(path: path), let l = r.layout,
+        guard let r = try? RecordingFormat.openReader(path: path), let l = r.layout,
             FileManager.default.fileExists(atPath: l.protocolFile),
             let p = try? AcquisitionProtocol.load(file: l.protocolFile)
         else { return nil }

@@ -47,7 +47,7 @@ public struct OfflineLightSheet {
         var angle = angleDeg
         var step = stepUm
         var optics = self.optics
-        if let r = try? OMETiffReader(path: input), let l = r.layout {
+        if let r = try? RecordingFormat.openReader(path: input), let l = r.layout {
             per = planesPerVolume ?? l.zPlanes
             if step == nil, l.zStepUm > 0 { step = l.zStepUm }
             for (i, rec) in (r.planeRecords() ?? []).enumerated() where rec.header.missing { missing.insert(i) }
@@ -114,7 +114,7 @@ public struct OfflineLightSheet {
     /// With `part`, only that part's volumes (whole volumes; the SIM parameters still come from the
     /// recording's first set, so the parts together equal the whole).
     public func runSIM(input: String, sim: OfflineSIM, logger: Logger = Logger(label: "moire.llsm")) throws -> Result {
-        let r = try OMETiffReader(path: input)
+        let r = try RecordingFormat.openReader(path: input)
         guard let l = r.layout, l.mode == "llssim" else {
             throw MoireError(.usage, "not an llssim recording", place: input)
         }

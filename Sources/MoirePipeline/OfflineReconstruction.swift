@@ -92,7 +92,7 @@ public struct OfflineSIM {
             planes = s.planes; w = s.width; h = s.height
             if cfg.pixelUm == nil { cfg.pixelUm = s.pixelSizeUm }
         } else {
-            let r = try OMETiffReader(path: input)
+            let r = try RecordingFormat.openReader(path: input)
             w = r.width; h = r.height
             if let layout = r.layout {
                 try cfg.adopt(layout, logger: logger)

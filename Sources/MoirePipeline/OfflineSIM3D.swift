@@ -59,7 +59,7 @@ public struct OfflineSIM3D {
         /// A recording's own pattern priors (its protocol's first channel), when no period is given.
         var recordedPriors: [SIM3DAngle]?
         if input.lowercased().hasSuffix(".tif") || input.lowercased().hasSuffix(".tiff"),
-            let r = try? OMETiffReader(path: input),
+            let r = try? RecordingFormat.openReader(path: input),
             let l = r.layout, l.mode == "sim3d"
         {
             // A Moiré sim3d recording: its own geometry.

@@ -22,7 +22,7 @@ public enum ReplaySession {
         {
             throw MoireError(.usage, "the replay cannot be recorded over the recording it replays", place: out)
         }
-        let reader = try OMETiffReader(path: recording)
+        let reader = try RecordingFormat.openReader(path: recording)
         guard let layout = reader.layout, let planes = reader.planeRecords() else {
             throw MoireError(.format, "not a Moiré recording (no layout in its OME-XML)", place: recording)
         }

@@ -10,7 +10,7 @@ import MoireStorage
 public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable state under `cond`
     public let name: String
     public let profile: CameraProfile
-    private let reader: OMETiffReader
+    private let reader: any RecordingReader
     private let records: [PlaneRecord]
     private let clock: MoireClock
     /// Guards the state below; its waits run on the replay's clock.
@@ -23,7 +23,7 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
     private var settings = CameraSettings(width: 1, height: 1, exposureMs: 1, trigger: .software)
 
     public init(path: String, profile: CameraProfile, clock: MoireClock = RealClock()) throws {
-        reader = try OMETiffReader(path: path)
+        reader = try RecordingFormat.openReader(path: path)
         guard let recs = reader.planeRecords() else {
             throw MoireError(.format, "not a Moiré recording (no per-plane metadata); replay needs one", place: path)
         }

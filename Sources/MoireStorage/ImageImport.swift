@@ -17,6 +17,7 @@ public enum ImageImport {
     /// Loads a TIFF (any Moiré-readable pixel type), MRC or PNG file by its extension, or a folder of PNG files.
     public static func load(_ path: String) throws -> ImageStack {
         let lower = path.lowercased()
+        if RecordingFormat.named(by: path) == .omeZarr { return try loadRecording(path) }
         var isDir: ObjCBool = false
         if lower.hasSuffix(".png")
             || (FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue)
@@ -26,11 +27,17 @@ public enum ImageImport {
         if lower.hasSuffix(".mrc") || lower.hasSuffix(".st") || lower.hasSuffix(".ali") { return try loadMRC(path) }
         if lower.hasSuffix(".tif") || lower.hasSuffix(".tiff") { return try loadTIFF(path) }
         throw MoireError(
-            .format, "unknown image format; expected .tif, .tiff, .mrc, .png or a folder of .png files", place: path)
+            .format, "unknown image format; expected .tif, .tiff, .ome.zarr, .mrc, .png or a folder of .png files",
+            place: path)
     }
 
     public static func loadTIFF(_ path: String) throws -> ImageStack {
-        let r = try OMETiffReader(path: path)
+        try loadRecording(path)
+    }
+
+    /// Every plane of a TIFF or a recording (OME-TIFF or OME-Zarr, by the path's suffix).
+    public static func loadRecording(_ path: String) throws -> ImageStack {
+        let r = try RecordingFormat.openReader(path: path)
         let planes = try (0..<r.planeCount).map { try r.readPlaneFloat($0) }
         return ImageStack(width: r.width, height: r.height, planes: planes, pixelSizeUm: r.layout?.pixelSizeUm)
     }

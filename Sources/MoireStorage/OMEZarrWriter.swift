@@ -342,9 +342,23 @@ public struct OMEZarrContents: Sendable {
     public var unreadableLines: Int
     public var summary: RecordingSummary?
 
+    /// The largest `.zattrs` read (a Moiré store's is a few kB).
+    static let largestAttributesFile: UInt64 = 16 << 20
+    /// The most bytes one line of the plane log may take (a record is about 600).
+    static let largestPlaneRecord: UInt64 = 8 << 10
+    /// The largest plane log read (about 3.5 million planes).
+    static let largestPlaneLog: UInt64 = 2 << 30
+
     /// Reads the store at `path`; an error names the file that is missing or malformed.
     public static func read(path: String) throws -> OMEZarrContents {
         let attributesPath = "\(path)/.zattrs"
+        // Regular files of sane sizes only: a FIFO would block the reader, a huge file fill memory.
+        if FileManager.default.fileExists(atPath: attributesPath) {
+            let size = try InputFile.size(attributesPath)
+            guard size <= Self.largestAttributesFile else {
+                throw MoireError(.format, "\(size) bytes of attributes; refused", place: attributesPath)
+            }
+        }
         guard let data = FileManager.default.contents(atPath: attributesPath) else {
             throw MoireError(.format, "not an OME-Zarr store (no .zattrs)", place: path)
         }
@@ -358,6 +372,13 @@ public struct OMEZarrContents: Sendable {
         let summary = (moire["summary"]).flatMap { try? JSONSerialization.data(withJSONObject: $0) }
             .flatMap { try? JSONDecoder().decode(RecordingSummary.self, from: $0) }
         let logPath = OMEZarrWriter.planeLogPath(for: path)
+        if FileManager.default.fileExists(atPath: logPath) {
+            let size = try InputFile.size(logPath)
+            let planned = UInt64(layout.timepoints * layout.planesPerTimepoint)
+            guard size <= min(planned * Self.largestPlaneRecord, Self.largestPlaneLog) else {
+                throw MoireError(.format, "a plane log of \(size) bytes for \(planned) planes; refused", place: logPath)
+            }
+        }
         let log = FileManager.default.contents(atPath: logPath) ?? Data()
         var planes: [PlaneRecord] = []
         var unreadable = 0

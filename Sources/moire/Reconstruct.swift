@@ -199,7 +199,7 @@ extension Reconstruct {
         if llsm.llsm {
             var job = try lightSheetJob()
             job.part = part
-            let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
+            let isLLSSIM = (try? RecordingFormat.openReader(path: input))?.layout?.mode == "llssim"
             let r = isLLSSIM ? try job.runSIM(input: input, sim: try sim.job()) : try job.run(input: input)
             written = "\(r.deconvolved.count) volume(s)"
             write = { try OfflineLightSheet.write(r, to: $0, name: "deskewed, deconvolved \(inputName)") }
@@ -241,7 +241,7 @@ extension Reconstruct {
 
     /// Runs `job` on the input (LLS-SIM recordings through the SIM job) and writes and reports its volumes.
     func runLightSheet(_ job: OfflineLightSheet) throws {
-        let isLLSSIM = (try? OMETiffReader(path: input))?.layout?.mode == "llssim"
+        let isLLSSIM = (try? RecordingFormat.openReader(path: input))?.layout?.mode == "llssim"
         let r =
             isLLSSIM
             ? try job.runSIM(input: input, sim: try sim.job())

@@ -99,4 +99,83 @@ import Testing
         }
         #expect(writer.planesWritten == 0)
     }
+
+    /// The offline tools and the replay camera read a store as they read its OME-TIFF twin
+    /// (`RecordingFormat.openReader`): the same planes, bit for bit, the same plane records; a missing
+    /// frame reads as 0 in both; the time point the run stopped in is padded with planes that were
+    /// not acquired, as the TIFF's are.
+    @Test func aStoreReadsBackLikeItsOMETiffTwin() throws {
+        let l = layout(t: 3, w: 64, h: 32)
+        let written = 13
+        let missingPlane = 4
+        var readers: [any RecordingReader] = []
+        for format in RecordingFormat.allCases {
+            let path = "\(dir)/twin\(format.suffix)"
+            let writer = try format.makeWriter(path: path, layout: l, logger: .init(label: "test"))
+            for i in 0..<written {
+                let (h, px) = plane(i, l, missing: i == missingPlane)
+                try px.withUnsafeBytes { try writer.write(header: h, payload: $0) }
+            }
+            try writer.finish()
+            readers.append(try RecordingFormat.openReader(path: path))
+        }
+        let (tiff, zarr) = (readers[0], readers[1])
+        #expect(zarr is OMEZarrReader && tiff is OMETiffReader)
+        #expect(zarr.planeCount == 18 && tiff.planeCount == zarr.planeCount)
+        #expect(zarr.layout == tiff.layout && zarr.width == 64 && zarr.height == 32)
+        for i in 0..<zarr.planeCount {
+            #expect(try zarr.readPlaneFloat(i) == tiff.readPlaneFloat(i), "plane \(i)")
+        }
+        #expect(try zarr.readPlaneFloat(missingPlane).allSatisfy { $0 == 0 })
+        #expect(try zarr.readPlaneFloat(3) == plane(3, l).1.map(Float.init))
+        let zarrRecords = try #require(zarr.planeRecords())
+        let tiffRecords = try #require(tiff.planeRecords())
+        #expect(zarrRecords.map(\.acquired) == tiffRecords.map(\.acquired))
+        #expect(zarrRecords.map(\.header.missing) == tiffRecords.map(\.header.missing))
+        #expect(zarrRecords.map(\.header.angle) == tiffRecords.map(\.header.angle))
+        #expect(zarrRecords.map(\.header.phase) == tiffRecords.map(\.header.phase))
+        #expect(zarrRecords.prefix(written).map(\.header.state) == tiffRecords.prefix(written).map(\.header.state))
+        #expect(zarrRecords.filter(\.acquired).count == written)
+    }
+
+    /// Crafted chunks are refused with the chunk named, before anything is decompressed into
+    /// memory: one larger than zstd's bound for a plane, one whose frame declares another size,
+    /// bytes that are not zstd, and a FIFO in a chunk's place (it would block a reader).
+    @Test func craftedChunksAreRefusedWithTheChunkNamed() throws {
+        let l = layout(t: 1, w: 16, h: 8)
+        let path = "\(dir)/crafted.ome.zarr"
+        let writer = try OMEZarrWriter(path: path, layout: l)
+        for i in 0..<l.planesPerTimepoint {
+            let (h, px) = plane(i, l)
+            try px.withUnsafeBytes { try writer.write(header: h, payload: $0) }
+        }
+        try writer.finish()
+        let reader = try OMEZarrReader(path: path)
+        #expect(try reader.readPlaneFloat(0) == plane(0, l).1.map(Float.init))
+        let chunk = "\(path)/0/0/0/0/0/0"
+        func refused(_ why: String) {
+            do {
+                _ = try reader.readPlaneFloat(0)
+                Issue.record("\(why): read without an error")
+            } catch {
+                #expect(error is MoireError && "\(error)".contains(chunk), "\(why): \(error)")
+            }
+        }
+        try Data(repeating: 0x28, count: 4096).write(to: URL(fileURLWithPath: chunk))
+        refused("larger than a compressed plane can be")
+        // A valid chunk of a store whose planes are twice as wide.
+        let wide = layout(t: 1, w: 2 * l.width, h: l.height)
+        let widePath = "\(dir)/wide.ome.zarr"
+        let wideWriter = try OMEZarrWriter(path: widePath, layout: wide)
+        let (wideHeader, widePixels) = plane(0, wide)
+        try widePixels.withUnsafeBytes { try wideWriter.write(header: wideHeader, payload: $0) }
+        try FileManager.default.removeItem(atPath: chunk)
+        try FileManager.default.copyItem(atPath: "\(widePath)/0/0/0/0/0/0", toPath: chunk)
+        refused("a frame of two planes")
+        try Data("not zstd at all".utf8).write(to: URL(fileURLWithPath: chunk))
+        refused("not zstd")
+        try FileManager.default.removeItem(atPath: chunk)
+        #expect(mkfifo(chunk, 0o600) == 0)
+        refused("a FIFO")
+    }
 }
