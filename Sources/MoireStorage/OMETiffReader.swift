@@ -114,15 +114,6 @@ public final class OMETiffReader {
         }
     }
 
-    /// Plane `i` as floats.
-    public func readPlaneFloat(_ i: Int) throws -> [Float] {
-        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: width * height * pixel.bytesPerPixel, alignment: 16)
-        defer { raw.deallocate() }
-        try readPlane(i, into: raw)
-        if pixel == .uint16 { return raw.bindMemory(to: UInt16.self).map { Float($0) } }
-        return Array(raw.bindMemory(to: Float.self))
-    }
-
     /// The recording layout, for files written by Moiré.
     public var layout: RecordingLayout? {
         guard let json = annotations["layout"] else { return nil }
