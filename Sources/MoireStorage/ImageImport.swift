@@ -14,10 +14,12 @@ public struct ImageStack: Sendable {
 
 /// Import of plain TIFF stacks and MRC files (IMOD/CCP4 flavour).
 public enum ImageImport {
-    /// Loads a TIFF (any Moiré-readable pixel type), MRC or PNG file by its extension, or a folder of PNG files.
+    /// Loads a TIFF (any Moiré-readable pixel type), an OME-Zarr recording, an MRC or PNG file by its
+    /// extension, or a folder of PNG files.
     public static func load(_ path: String) throws -> ImageStack {
         let lower = path.lowercased()
-        if RecordingFormat.named(by: path) == .omeZarr { return try loadRecording(path) }
+        // Before the folder check: a store is a folder.
+        if RecordingFormat.named(by: path) != nil { return try loadRecording(path) }
         var isDir: ObjCBool = false
         if lower.hasSuffix(".png")
             || (FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue)
@@ -25,14 +27,9 @@ public enum ImageImport {
             return try PNGImport.load(path)
         }
         if lower.hasSuffix(".mrc") || lower.hasSuffix(".st") || lower.hasSuffix(".ali") { return try loadMRC(path) }
-        if lower.hasSuffix(".tif") || lower.hasSuffix(".tiff") { return try loadTIFF(path) }
         throw MoireError(
             .format, "unknown image format; expected .tif, .tiff, .ome.zarr, .mrc, .png or a folder of .png files",
             place: path)
-    }
-
-    public static func loadTIFF(_ path: String) throws -> ImageStack {
-        try loadRecording(path)
     }
 
     /// Every plane of a TIFF or a recording (OME-TIFF or OME-Zarr, by the path's suffix).

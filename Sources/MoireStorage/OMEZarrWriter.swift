@@ -349,17 +349,25 @@ public struct OMEZarrContents: Sendable {
     /// The largest plane log read (about 3.5 million planes).
     static let largestPlaneLog: UInt64 = 2 << 30
 
+    /// The bytes of `file`, nil when there is none; a regular file of at most `limit` bytes only (a
+    /// FIFO would block the reader, a huge file fill memory).
+    static func contentsIfPresent(_ file: String, atMost limit: UInt64, what: String) throws -> Data? {
+        guard FileManager.default.fileExists(atPath: file) else { return nil }
+        let size = try InputFile.size(file)
+        guard size <= limit else {
+            throw MoireError(.format, "\(size) bytes of \(what), more than the \(limit) read; refused", place: file)
+        }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw MoireError(.io, "cannot read the \(what)", place: file)
+        }
+        return data
+    }
+
     /// Reads the store at `path`; an error names the file that is missing or malformed.
     public static func read(path: String) throws -> OMEZarrContents {
         let attributesPath = "\(path)/.zattrs"
-        // Regular files of sane sizes only: a FIFO would block the reader, a huge file fill memory.
-        if FileManager.default.fileExists(atPath: attributesPath) {
-            let size = try InputFile.size(attributesPath)
-            guard size <= Self.largestAttributesFile else {
-                throw MoireError(.format, "\(size) bytes of attributes; refused", place: attributesPath)
-            }
-        }
-        guard let data = FileManager.default.contents(atPath: attributesPath) else {
+        guard let data = try contentsIfPresent(attributesPath, atMost: largestAttributesFile, what: "attributes")
+        else {
             throw MoireError(.format, "not an OME-Zarr store (no .zattrs)", place: path)
         }
         let attributes = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
@@ -372,14 +380,9 @@ public struct OMEZarrContents: Sendable {
         let summary = (moire["summary"]).flatMap { try? JSONSerialization.data(withJSONObject: $0) }
             .flatMap { try? JSONDecoder().decode(RecordingSummary.self, from: $0) }
         let logPath = OMEZarrWriter.planeLogPath(for: path)
-        if FileManager.default.fileExists(atPath: logPath) {
-            let size = try InputFile.size(logPath)
-            let planned = UInt64(layout.timepoints * layout.planesPerTimepoint)
-            guard size <= min(planned * Self.largestPlaneRecord, Self.largestPlaneLog) else {
-                throw MoireError(.format, "a plane log of \(size) bytes for \(planned) planes; refused", place: logPath)
-            }
-        }
-        let log = FileManager.default.contents(atPath: logPath) ?? Data()
+        let planned = UInt64(layout.timepoints * layout.planesPerTimepoint)
+        let logLimit = min(planned * largestPlaneRecord, largestPlaneLog)
+        let log = try contentsIfPresent(logPath, atMost: logLimit, what: "plane log") ?? Data()
         var planes: [PlaneRecord] = []
         var unreadable = 0
         for line in log.split(separator: 0x0A) where !line.isEmpty {

@@ -85,18 +85,10 @@ public final class OMEZarrReader {
         let at = layout.coordinates(ofPlane: i)
         let channel = OMEZarrWriter.channelIndex(layout, c: at.c, angle: at.angle, phase: at.phase)
         let chunk = "\(path)/0/\(at.t)/\(channel)/\(at.z)/0/0"
-        guard FileManager.default.fileExists(atPath: chunk) else {
+        let bound = UInt64(ZSTD_compressBound(bytes))
+        guard let data = try OMEZarrContents.contentsIfPresent(chunk, atMost: bound, what: "chunk (one plane)") else {
             base.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
             return
-        }
-        let size = try InputFile.size(chunk)
-        guard size <= UInt64(ZSTD_compressBound(bytes)) else {
-            throw MoireError(
-                .format, "chunk of \(size) bytes; one plane compresses to at most \(ZSTD_compressBound(bytes))",
-                place: chunk)
-        }
-        guard let data = FileManager.default.contents(atPath: chunk) else {
-            throw MoireError(.io, "cannot read the chunk", place: chunk)
         }
         let declared = data.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
         guard declared == UInt64(bytes) else {
