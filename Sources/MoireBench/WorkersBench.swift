@@ -74,19 +74,26 @@ public enum WorkersBench {
             otf: IdealOTF(na: 1.49, emissionNm: 525), options: options, rigor: .fromWisdom)
     }
 
-    /// SR frames per second for each worker count and size, beside in process.
-    public static func throughput(sizes: [Int], workerCounts: [Int], sets: Int, dir: String) throws -> [Row] {
+    /// SR frames per second for each worker count and size, beside in process. The two take turns
+    /// (`rounds` of each, a quarter of the sets at a time by default), so that both figures see
+    /// the same load on a shared machine.
+    public static func throughput(
+        sizes: [Int], workerCounts: [Int], sets: (Int) -> Int, rounds: Int = 4, dir: String
+    ) throws -> [Row] {
         var rows: [Row] = []
         for size in sizes {
+            let sets = sets(size)
             let (frames, parameters) = phaseSet(size: size)
             let local = try reconstructor(size: size)
             _ = try local.reconstruct(frames, parameters: parameters)
-            let started = Date()
-            for _ in 0..<sets {
-                _ = try local.reconstruct(frames, parameters: parameters)
-                _ = try local.widefield(frames)
+            func runInProcess(_ count: Int) throws -> TimeInterval {
+                let started = Date()
+                for _ in 0..<count {
+                    _ = try local.reconstruct(frames, parameters: parameters)
+                    _ = try local.widefield(frames)
+                }
+                return Date().timeIntervalSince(started)
             }
-            let inProcess = Double(sets) / Date().timeIntervalSince(started)
             let job = SIMJob(reconstructor: local, parameters: parameters)
             let template = try job.item(sequence: 0, frames: frames, pixel: .uint16)
             for count in workerCounts {
@@ -109,25 +116,34 @@ public enum WorkersBench {
                     }
                     _ = try SIMJob.Output(result, width: size, height: size)
                 }
+                var inProcessSeconds: TimeInterval = 0
+                var workerSeconds: TimeInterval = 0
+                var sequence = count
                 let limit = 2 * count + 2
-                let begin = Date()
-                var submitted = count
-                var received = 0
-                while received < sets {
-                    while submitted - count - received < limit, submitted - count < sets {
-                        broker.submit(WorkItem(sequence: submitted, parts: template.parts))
-                        submitted += 1
+                for round in 0..<rounds {
+                    let share = sets * (round + 1) / rounds - sets * round / rounds
+                    inProcessSeconds += try runInProcess(share)
+                    let begin = Date()
+                    let first = sequence
+                    var received = 0
+                    while received < share {
+                        while sequence - first - received < limit, sequence - first < share {
+                            broker.submit(WorkItem(sequence: sequence, parts: template.parts))
+                            sequence += 1
+                        }
+                        guard let result = broker.nextResult(timeoutMs: 120_000) else {
+                            throw MoireError(.deadline, "a benchmark set did not come back within 120 s")
+                        }
+                        // A set that failed comes back empty: the figure would be a failure rate.
+                        _ = try SIMJob.Output(result, width: size, height: size)
+                        received += 1
                     }
-                    guard let result = broker.nextResult(timeoutMs: 120_000) else {
-                        throw MoireError(.deadline, "a benchmark set did not come back within 120 s")
-                    }
-                    // A set that failed comes back empty: the figure would be a failure rate.
-                    _ = try SIMJob.Output(result, width: size, height: size)
-                    received += 1
+                    workerSeconds += Date().timeIntervalSince(begin)
                 }
-                let rate = Double(sets) / Date().timeIntervalSince(begin)
+                let rate = Double(sets) / workerSeconds
                 for worker in workers { worker.stop() }
                 broker.stop()
+                let inProcess = Double(sets) / inProcessSeconds
                 rows.append(
                     Row(
                         size: size, workers: count, srPerSecond: rate, inProcessPerSecond: inProcess,

@@ -86,14 +86,22 @@ public struct SIMJob: Codable, Sendable {
     public func item(sequence: Int, frames: [[Float]], pixel: PixelFormat = .float32) throws -> WorkItem {
         var job = self
         job.framePixel = pixel
-        var pixels = Data(capacity: frames.count * width * height * pixel.bytesPerPixel)
-        for frame in frames {
-            switch pixel {
-            case .float32:
-                frame.withUnsafeBytes { pixels.append(contentsOf: $0) }
-            case .uint16:
-                let counts = frame.map { UInt16(max(0, min(65535, $0.rounded()))) }
-                counts.withUnsafeBytes { pixels.append(contentsOf: $0) }
+        let plane = width * height
+        guard frames.allSatisfy({ $0.count == plane }) else {
+            throw MoireError(.usage, "job \(sequence): frames of \(frames.map(\.count)) pixels, not \(width)×\(height)")
+        }
+        let pixels = Data.filled(byteCount: frames.count * plane * pixel.bytesPerPixel) { bytes in
+            for (index, frame) in frames.enumerated() {
+                frame.withUnsafeBufferPointer { source in
+                    switch pixel {
+                    case .float32:
+                        let target = bytes.baseAddress!.assumingMemoryBound(to: Float.self) + index * plane
+                        target.update(from: source.baseAddress!, count: plane)
+                    case .uint16:
+                        let target = bytes.baseAddress!.assumingMemoryBound(to: UInt16.self) + index * plane
+                        for i in 0..<plane { target[i] = UInt16(Swift.max(0, Swift.min(65535, source[i].rounded()))) }
+                    }
+                }
             }
         }
         return WorkItem(sequence: sequence, parts: [try JSONEncoder().encode(job), pixels])
@@ -200,6 +208,9 @@ public final class SIMWorkProcessor: @unchecked Sendable {
     }
     private var reconstructors: [Data: Geometry] = [:]
     private var reconstructors3D: [Data: SIM3DReconstructor] = [:]
+    /// The last 2D job's description as sent, as read, and its geometry: sets of a run repeat it
+    /// byte for byte while the parameters hold, and then it is not decoded again.
+    private var lastJob: (description: Data, job: SIMJob, geometry: Geometry)?
 
     /// A 3D-SIM stack: the volume (float32, `2n × 2n × nz`, z slowest) comes back.
     private func process3D(_ item: WorkItem) throws -> WorkItem {
@@ -260,13 +271,17 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         guard item.parts.count == 2 else {
             throw MoireError(.format, "job \(item.sequence): \(item.parts.count) parts, expected 2")
         }
-        let job = try JSONDecoder().decode(SIMJob.self, from: item.parts[0])
-        guard (16...8192).contains(job.width), (16...8192).contains(job.height), (1...8).contains(job.angles),
-            (3...16).contains(job.phases), job.parameters.angles.count == job.angles
-        else {
-            throw MoireError(
-                .format,
-                "job \(item.sequence): \(job.width)×\(job.height), \(job.angles) × \(job.phases) is not a SIM set")
+        lock.lock()
+        defer { lock.unlock() }
+        let job: SIMJob
+        let geometry: Geometry
+        if let last = lastJob, last.description == item.parts[0] {
+            job = last.job
+            geometry = last.geometry
+        } else {
+            job = try JSONDecoder().decode(SIMJob.self, from: item.parts[0])
+            geometry = try self.geometry(of: job, sequence: item.sequence)
+            lastJob = (item.parts[0], job, geometry)
         }
         let plane = job.width * job.height
         let frameCount = job.angles * job.phases
@@ -275,50 +290,78 @@ public final class SIMWorkProcessor: @unchecked Sendable {
             throw MoireError(
                 .format, "job \(item.sequence): \(item.parts[1].count) bytes of frames, expected \(bytes)")
         }
+        // The frames into the geometry's buffers (no allocation per set).
+        item.parts[1].withUnsafeBytes { raw in
+            for frame in 0..<frameCount {
+                geometry.frames[frame].withUnsafeMutableBufferPointer { destination in
+                    let target = destination.baseAddress!
+                    switch job.framePixel {
+                    case .float32:
+                        let source = raw.baseAddress!.assumingMemoryBound(to: Float.self) + frame * plane
+                        target.update(from: source, count: plane)
+                    case .uint16:
+                        // Plain pointers and an index that cannot overflow: the loop vectorizes.
+                        let source = raw.baseAddress!.assumingMemoryBound(to: UInt16.self) + frame * plane
+                        for i in 0..<plane { target[i] = Float(source[i]) }
+                    }
+                }
+            }
+        }
+        let reconstructor = geometry.reconstructor
+        // Every value of both outputs is written: no zero fill needed.
+        let sr = try Data.filled(byteCount: 16 * plane) { bytes in
+            try reconstructor.reconstruct(
+                geometry.frames, parameters: job.parameters, into: bytes.bindMemory(to: Float.self))
+        }
+        let widefield = try Data.filled(byteCount: 4 * plane) { bytes in
+            try reconstructor.widefield(geometry.frames, into: bytes.bindMemory(to: Float.self))
+        }
+        let output = SIMJob.Output(
+            sr: sr, widefield: widefield, wienerAtCutoff: reconstructor.lastSpectralModel?.wienerAtCutoff)
+        return output.item(sequence: item.sequence)
+    }
+
+    /// The reconstructor and frame buffers for `job`'s geometry, made on first use (under `lock`).
+    /// A job that does not describe a SIM set is refused.
+    private func geometry(of job: SIMJob, sequence: Int) throws -> Geometry {
+        guard (16...8192).contains(job.width), (16...8192).contains(job.height), (1...8).contains(job.angles),
+            (3...16).contains(job.phases), job.parameters.angles.count == job.angles
+        else {
+            throw MoireError(
+                .format,
+                "job \(sequence): \(job.width)×\(job.height), \(job.angles) × \(job.phases) is not a SIM set")
+        }
+        let plane = job.width * job.height
+        let frameCount = job.angles * job.phases
         var key = job
         key.parameters = SIMParameters(angles: [])
         // Sorted keys: the same geometry always gives the same bytes (the cache key).
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let keyData = try encoder.encode(key)
-        lock.lock()
-        defer { lock.unlock() }
-        if reconstructors[keyData] == nil {
-            let reconstructor = try SIM2DReconstructor(
-                width: job.width, height: job.height, pixelUm: job.pixelUm, angles: job.angles, phases: job.phases,
-                otf: try job.otf.make(), options: job.options, rigor: .fromWisdom)
-            reconstructors[keyData] = Geometry(
-                reconstructor: reconstructor,
-                frames: [[Float]](repeating: [Float](repeating: 0, count: plane), count: frameCount))
+        if let existing = reconstructors[keyData] { return existing }
+        let reconstructor = try SIM2DReconstructor(
+            width: job.width, height: job.height, pixelUm: job.pixelUm, angles: job.angles, phases: job.phases,
+            otf: try job.otf.make(), options: job.options, rigor: .fromWisdom)
+        let made = Geometry(
+            reconstructor: reconstructor,
+            frames: [[Float]](repeating: [Float](repeating: 0, count: plane), count: frameCount))
+        reconstructors[keyData] = made
+        return made
+    }
+}
+
+extension Data {
+    /// `byteCount` bytes written by `fill`, which must write every one (they start undefined:
+    /// no zero fill for outputs that are written whole).
+    static func filled(byteCount: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows -> Data {
+        let start = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(byteCount, 1), alignment: 64)
+        do {
+            try fill(UnsafeMutableRawBufferPointer(start: start, count: byteCount))
+        } catch {
+            start.deallocate()
+            throw error
         }
-        let geometry = reconstructors[keyData]!
-        // The frames into the geometry's buffers (no allocation per set).
-        item.parts[1].withUnsafeBytes { raw in
-            for frame in 0..<frameCount {
-                geometry.frames[frame].withUnsafeMutableBufferPointer { destination in
-                    switch job.framePixel {
-                    case .float32:
-                        let floats = raw.bindMemory(to: Float.self)
-                        for i in 0..<plane { destination[i] = floats[frame * plane + i] }
-                    case .uint16:
-                        let counts = raw.bindMemory(to: UInt16.self)
-                        for i in 0..<plane { destination[i] = Float(counts[frame * plane + i]) }
-                    }
-                }
-            }
-        }
-        let reconstructor = geometry.reconstructor
-        var sr = Data(count: 16 * plane)
-        try sr.withUnsafeMutableBytes { bytes in
-            try reconstructor.reconstruct(
-                geometry.frames, parameters: job.parameters, into: bytes.bindMemory(to: Float.self))
-        }
-        var widefield = Data(count: 4 * plane)
-        try widefield.withUnsafeMutableBytes { bytes in
-            try reconstructor.widefield(geometry.frames, into: bytes.bindMemory(to: Float.self))
-        }
-        let output = SIMJob.Output(
-            sr: sr, widefield: widefield, wienerAtCutoff: reconstructor.lastSpectralModel?.wienerAtCutoff)
-        return output.item(sequence: item.sequence)
+        return Data(bytesNoCopy: start, count: byteCount, deallocator: .custom { pointer, _ in pointer.deallocate() })
     }
 }

@@ -26,15 +26,19 @@ public struct WorkTiming: Sendable {
     public var heartbeatMs = 250
     /// Heartbeats missed before a peer is declared dead.
     public var livenessBeats = 4
+    /// Jobs a worker holds at once: the one it runs and the ones waiting in it, so that its next
+    /// job has already arrived when it finishes one (the transfer overlaps the work).
+    public var jobsPerWorker = 2
     public init() {}
     var deadAfterMs: Int { heartbeatMs * livenessBeats }
 }
 
 /// The ready-worker broker of the ZeroMQ guide (Paranoid Pirate): workers connect (DEALER) to the
-/// broker's ROUTER and say READY; the broker hands each job to the worker that has been ready the
-/// longest, one job per worker at a time, so a slow or full worker is never handed more; both
-/// sides send heartbeats, and a worker silent for `livenessBeats` heartbeats is dead: its job goes
-/// back to the front of the queue. Results come out in sequence order, each exactly once (a late
+/// broker's ROUTER and say READY; the broker hands each job to the worker that holds the fewest
+/// (of those, the one that has waited longest), at most `jobsPerWorker` per worker (one running,
+/// the next already there), so a slow or full worker is never handed more; both sides send
+/// heartbeats, and a worker silent for `livenessBeats` heartbeats is dead: its jobs go back to the
+/// front of the queue. Results come out in sequence order, each exactly once (a late
 /// result of a job already done elsewhere is dropped and counted). With no live worker, jobs run
 /// in process (`fallback`), so a run never waits for a worker that is not there.
 // Sendable by hand: the socket is used by the broker's thread only; every shared field is guarded by `lock`.
@@ -59,9 +63,11 @@ public final class WorkBroker: @unchecked Sendable {
     private struct Worker {
         var name: String
         var lastHeardMs: Int64
-        var job: WorkItem?
+        /// Jobs handed to it and not yet answered, oldest first.
+        var jobs: [WorkItem] = []
     }
     private var workers: [Data: Worker] = [:]
+    /// One entry per free slot of a worker (`jobsPerWorker` each), longest waiting first.
     private var ready: [Data] = []
     private var localJob: WorkItem?
     private var lastHeartbeatMs: Int64 = 0
@@ -218,8 +224,8 @@ public final class WorkBroker: @unchecked Sendable {
         case "READY":
             let name = message.count > 2 ? String(message[2].string.prefix(64)) : "worker"
             if workers[identity] == nil {
-                workers[identity] = Worker(name: name, lastHeardMs: now, job: nil)
-                ready.append(identity)
+                workers[identity] = Worker(name: name, lastHeardMs: now)
+                ready += Array(repeating: identity, count: max(1, timing.jobsPerWorker))
             }
         case "HEARTBEAT":
             workers[identity]?.lastHeardMs = now
@@ -228,8 +234,8 @@ public final class WorkBroker: @unchecked Sendable {
             var name = "a worker declared dead"
             if var worker = workers[identity] {
                 worker.lastHeardMs = now
-                if worker.job?.sequence == sequence {
-                    worker.job = nil
+                if let held = worker.jobs.firstIndex(where: { $0.sequence == sequence }) {
+                    worker.jobs.remove(at: held)
                     ready.append(identity)
                 }
                 workers[identity] = worker
@@ -237,7 +243,7 @@ public final class WorkBroker: @unchecked Sendable {
             }
             // A late result still counts when its job is waiting to be handed out again.
             pending.removeAll { $0.sequence == sequence }
-            complete(WorkItem(sequence: sequence, parts: message.dropFirst(3).map(\.data)), by: name)
+            complete(WorkItem(sequence: sequence, parts: message.dropFirst(3).map(\.sharedData)), by: name)
         default:
             break
         }
@@ -262,30 +268,32 @@ public final class WorkBroker: @unchecked Sendable {
             workers[identity] = nil
             ready.removeAll { $0 == identity }
             tally.deadWorkers += 1
-            if let job = worker.job, done[job.sequence] == nil {
-                pending.insert(job, at: 0)
-                tally.redispatched += 1
-            }
+            let unanswered = worker.jobs.filter { done[$0.sequence] == nil }
+            pending.insert(contentsOf: unanswered, at: 0)
+            tally.redispatched += unanswered.count
         }
     }
 
     private func dispatch() {
         lock.lock()
         defer { lock.unlock() }
-        while !pending.isEmpty, !ready.isEmpty {
-            let identity = ready.removeFirst()
+        while !pending.isEmpty, let slot = leastBusyReadySlot() {
+            let identity = ready.remove(at: slot)
             guard var worker = workers[identity] else { continue }
             let job = pending.removeFirst()
             var parts: [ZMQPart] = [.bytes(identity), .text("JOB"), .text(String(job.sequence))]
-            parts += job.parts.map { .bytes($0) }
+            parts += job.parts.map { .shared($0) }
             do {
                 try socket.send(parts, dontWait: true)
-                worker.job = job
+                worker.jobs.append(job)
                 workers[identity] = worker
             } catch {
-                // Unroutable (gone) or full: the job waits for the next worker; this one is forgotten.
+                // Unroutable (gone) or full: its jobs wait for the next worker; this one is forgotten.
                 pending.insert(job, at: 0)
+                let unanswered = worker.jobs.filter { done[$0.sequence] == nil }
+                pending.insert(contentsOf: unanswered, at: 0)
                 workers[identity] = nil
+                ready.removeAll { $0 == identity }
                 tally.deadWorkers += 1
             }
         }
@@ -294,6 +302,17 @@ public final class WorkBroker: @unchecked Sendable {
             localJob = pending.removeFirst()
             lock.broadcast()
         }
+    }
+
+    /// The free slot of the worker holding the fewest jobs; of those, the one waiting longest
+    /// (under `lock`). Spreads the jobs over idle workers before any worker gets a second.
+    private func leastBusyReadySlot() -> Int? {
+        var best: (slot: Int, held: Int)?
+        for (slot, identity) in ready.enumerated() {
+            let held = workers[identity]?.jobs.count ?? 0
+            if best == nil || held < best!.held { best = (slot, held) }
+        }
+        return best?.slot
     }
 
     private func sendHeartbeats() {
@@ -340,8 +359,10 @@ public final class WorkBroker: @unchecked Sendable {
 }
 
 /// A worker of a `WorkBroker`: connects (DEALER), says READY, runs each job it is handed with
-/// `process` on a thread of its own while its socket thread keeps the heartbeats going, and sends
-/// the result back. When the broker is silent for `livenessBeats` heartbeats it reconnects.
+/// `process` on a thread of its own, in the order they came, while its socket thread keeps the
+/// heartbeats going, takes in the next job and sends the results back. When the broker is silent
+/// for `livenessBeats` heartbeats it reconnects (jobs not yet started are dropped: the broker has
+/// handed them to another worker).
 // Sendable by hand: the socket is used by the socket thread only; shared fields guarded by `lock`.
 public final class WorkWorker: @unchecked Sendable {
     public let name: String
@@ -354,8 +375,10 @@ public final class WorkWorker: @unchecked Sendable {
     private let wakeEndpoint = "inproc://moire-worker-wake-\(UUID().uuidString)"
     private let wakeReceiver: ZMQSocket
     private let wakeSender: ZMQSocket
-    private var job: WorkItem?
-    private var result: WorkItem?
+    /// Jobs received and not yet started, oldest first.
+    private var jobs: [WorkItem] = []
+    /// Results not yet sent, oldest first.
+    private var results: [WorkItem] = []
     private var stopped = false
     private var crashed = false
     private var started = false
@@ -384,6 +407,13 @@ public final class WorkWorker: @unchecked Sendable {
         self.curve = curve
         self.timing = timing
         self.process = process
+    }
+
+    /// Jobs received and not yet started (the broker sends the next while one runs).
+    public var jobsWaiting: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return jobs.count
     }
 
     /// Jobs done so far.
@@ -468,12 +498,12 @@ public final class WorkWorker: @unchecked Sendable {
         while true {
             lock.lock()
             let stop = stopped
-            let answer = result
-            result = nil
+            let answers = results
+            results = []
             lock.unlock()
             if stop { return true }
-            if let answer {
-                try? socket.send([.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .bytes($0) })
+            for answer in answers {
+                try? socket.send([.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .shared($0) })
                 lastSent = Date()
             }
             let (fromBroker, woken) =
@@ -485,12 +515,17 @@ public final class WorkWorker: @unchecked Sendable {
                 lastHeard = Date()
                 if message.first?.string == "JOB", message.count >= 2, let sequence = Int(message[1].string) {
                     lock.lock()
-                    job = WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.data))
+                    jobs.append(WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.sharedData)))
                     lock.broadcast()
                     lock.unlock()
                 }
             }
-            if Date().timeIntervalSince(lastHeard) * 1000 > Double(timing.deadAfterMs) { return false }
+            if Date().timeIntervalSince(lastHeard) * 1000 > Double(timing.deadAfterMs) {
+                lock.lock()
+                jobs = []
+                lock.unlock()
+                return false
+            }
             if Date().timeIntervalSince(lastSent) * 1000 >= Double(timing.heartbeatMs) {
                 // Heartbeats are best effort: a broker that misses them declares this worker dead.
                 try? socket.send([.text("HEARTBEAT")], dontWait: true)
@@ -503,17 +538,17 @@ public final class WorkWorker: @unchecked Sendable {
         defer { finished.signal() }
         while true {
             lock.lock()
-            while job == nil && !stopped { lock.wait() }
-            guard let current = job, !crashed else {
+            while jobs.isEmpty && !stopped { lock.wait() }
+            guard !jobs.isEmpty, !crashed else {
                 lock.unlock()
                 return
             }
-            job = nil
+            let current = jobs.removeFirst()
             lock.unlock()
             let answer = (try? process(current)) ?? WorkItem(sequence: current.sequence, parts: [])
             lock.lock()
             if !crashed {
-                result = WorkItem(sequence: current.sequence, parts: answer.parts)
+                results.append(WorkItem(sequence: current.sequence, parts: answer.parts))
                 completed += 1
             }
             let stop = stopped

@@ -72,6 +72,14 @@ public final class ZMQMessage: @unchecked Sendable {
     }
 
     public var data: Data { withUnsafeBytes { Data($0) } }
+
+    /// The bytes as Data without copying them: the Data keeps this message (and its buffer)
+    /// alive until the last copy of it is gone. For large parts that are kept or handed on.
+    public var sharedData: Data {
+        let start = zmq_msg_data(msg)
+        guard let start, count > 0 else { return Data() }
+        return Data(bytesNoCopy: start, count: count, deallocator: .custom { _, _ in withExtendedLifetime(self) {} })
+    }
     public var string: String { withUnsafeBytes { String(decoding: $0, as: UTF8.self) } }
     /// The first byte, nil for an empty message.
     public var firstByte: UInt8? { withUnsafeBytes { $0.first } }
@@ -91,11 +99,29 @@ public enum ZMQPart {
     case text(String)
     /// A buffer owned elsewhere, sent without copying; `release` runs when libzmq is done with it.
     case zeroCopy(UnsafeRawPointer, Int, release: @Sendable () -> Void)
+    /// Bytes sent without copying them (from 64 KiB; smaller ones are copied): the part keeps
+    /// this Data (and so its heap storage, which nothing can mutate while this copy holds it)
+    /// alive until libzmq has sent it.
+    case shared(Data)
 }
 
 private final class ReleaseBox {
     let release: @Sendable () -> Void
     init(_ r: @escaping @Sendable () -> Void) { release = r }
+}
+
+/// Below this size a `.shared` part is copied: small Data has no heap storage of its own, and
+/// copying a few kilobytes costs less than the zero-copy bookkeeping.
+private let sharedThreshold = 64 * 1024
+
+private final class DataBox {
+    let data: Data
+    init(_ data: Data) { self.data = data }
+}
+
+private let dataFree: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void = { _, hint in
+    guard let hint else { return }
+    Unmanaged<DataBox>.fromOpaque(hint).release()
 }
 
 private let zeroCopyFree: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void = { _, hint in
@@ -176,6 +202,29 @@ public struct ZMQSocket: ~Copyable, @unchecked Sendable {
             case .text(let s):
                 var s = s
                 try s.withUTF8 { b in try zmqCall("send", zmq_send(handle, b.baseAddress, b.count, flags)) }
+            case .shared(let data) where data.count < sharedThreshold:
+                // Small Data lives inline (its bytes have no stable address): copy it.
+                try data.withUnsafeBytes { b in
+                    try zmqCall("send", zmq_send(handle, b.baseAddress, b.count, flags))
+                }
+            case .shared(let data):
+                let box = Unmanaged.passRetained(DataBox(data))
+                // The pointer outlives the closure: `box` holds a copy of `data`, whose storage is
+                // immutable while it is shared, until libzmq's free callback releases the box.
+                let start = data.withUnsafeBytes { $0.baseAddress }
+                var msg = zmq_msg_t()
+                let rc = zmq_msg_init_data(
+                    &msg, UnsafeMutableRawPointer(mutating: start ?? UnsafeRawPointer(bitPattern: 1)!), data.count,
+                    dataFree, box.toOpaque())
+                if rc != 0 {
+                    box.release()
+                    try zmqCall("zmq_msg_init_data", rc)
+                }
+                if zmq_msg_send(&msg, handle, flags) < 0 {
+                    let code = moire_zmq_errno()
+                    zmq_msg_close(&msg)  // releases the box
+                    throw ZMQError(code: code, operation: "send")
+                }
             case .zeroCopy(let ptr, let count, let release):
                 var msg = zmq_msg_t()
                 let box = Unmanaged.passRetained(ReleaseBox(release)).toOpaque()

@@ -72,7 +72,7 @@ extension Bench {
                         latency.echoSetsPerSecond * latency.bareP50Ms / 1000))
             }
             for row in try WorkersBench.throughput(
-                sizes: [512, 1024], workerCounts: [1, 2, 4], sets: 40, dir: dir)
+                sizes: [512, 1024], workerCounts: [1, 2, 4], sets: { $0 <= 512 ? 120 : 30 }, dir: dir)
             {
                 print(
                     String(

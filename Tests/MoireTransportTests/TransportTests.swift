@@ -4,15 +4,17 @@ import MoireTransport
 import Testing
 
 private func header(_ seq: Int, w: Int = 8, h: Int = 4, missing: Bool = false) -> FrameHeader {
-    FrameHeader(run: "run1", seq: seq, index: seq, t: 0, channel: "gfp", c: 0, angle: 0, phase: seq % 3, z: 0,
-                width: w, height: h, pixelSizeUm: 0.1, missing: missing)
+    FrameHeader(
+        run: "run1", seq: seq, index: seq, t: 0, channel: "gfp", c: 0, angle: 0, phase: seq % 3, z: 0,
+        width: w, height: h, pixelSizeUm: 0.1, missing: missing)
 }
 
 @Suite(.serialized) struct RawBusTests {
     @Test func framesCrossWithoutCopyAndReturnToThePoolWhenEveryConsumerIsDone() throws {
         let pool = FramePool(slots: 4, bytes: 64)
         let bus = try RawBus()
-        let a = try BusSubscriber(endpoint: bus.endpoint), b = try BusSubscriber(endpoint: bus.endpoint)
+        let a = try BusSubscriber(endpoint: bus.endpoint)
+        let b = try BusSubscriber(endpoint: bus.endpoint)
         try bus.waitForSubscribers(2)
         let slot = try #require(pool.acquire())
         slot.withBytes { for i in 0..<64 { $0[i] = UInt8(i) } }
@@ -57,13 +59,18 @@ private func header(_ seq: Int, w: Int = 8, h: Int = 4, missing: Bool = false) -
 
     @Test func malformedHeadersGiveClearErrors() throws {
         for bad in ["", "{", "{\"seq\": 1}", "[1,2]", String(repeating: "x", count: 1000)] {
-            do { _ = try Wire.decodeFrame(topic: "raw.x", header: Data(bad.utf8), payloadBytes: 0); Issue.record("accepted \(bad)") } catch let e as MoireError {
+            do {
+                _ = try Wire.decodeFrame(topic: "raw.x", header: Data(bad.utf8), payloadBytes: 0);
+                Issue.record("accepted \(bad)")
+            } catch let e as MoireError {
                 #expect(e.kind == .format)
                 #expect(e.message.contains("malformed frame header"))
             }
         }
         var h = header(1); h.width = -3
-        #expect(throws: MoireError.self) { try Wire.decodeFrame(topic: "raw.gfp", header: Wire.encode(h), payloadBytes: 0) }
+        #expect(throws: MoireError.self) {
+            try Wire.decodeFrame(topic: "raw.gfp", header: Wire.encode(h), payloadBytes: 0)
+        }
     }
 
     @Test func subscriberSkipsAndCountsMalformedMessages() throws {
@@ -85,8 +92,9 @@ private func header(_ seq: Int, w: Int = 8, h: Int = 4, missing: Bool = false) -
 @Suite(.serialized) struct PublisherTests {
     @Test func lateSubscriberReceivesStartFirstThenContiguousFrames() throws {
         let pub = try ResultPublisher(endpoint: "tcp://127.0.0.1:*")
-        let start = RunStart(run: "r42", protocolName: "p", protocolFile: "/p.yaml", mode: "sim2d", rig: "rig", objectiveNA: 1.49,
-                             magnification: 100, channels: [], shape: ["t": 1], pixel: .uint16, pixelSizeUm: 0.065, startedNs: 1)
+        let start = RunStart(
+            run: "r42", protocolName: "p", protocolFile: "/p.yaml", mode: "sim2d", rig: "rig", objectiveNA: 1.49,
+            magnification: 100, channels: [], shape: ["t": 1], pixel: .uint16, pixelSizeUm: 0.065, startedNs: 1)
         try pub.publishStart(start)
         let payload = [UInt8](repeating: 1, count: 64)
         for i in 0..<5 { try payload.withUnsafeBytes { try pub.publish(header: header(i), payload: $0) } }
@@ -97,7 +105,9 @@ private func header(_ seq: Int, w: Int = 8, h: Int = 4, missing: Bool = false) -
             try payload.withUnsafeBytes { try pub.publish(header: header(i), payload: $0) }
             if let item = try late.next(timeoutMs: 5) { first = item; break }
         }
-        guard case .run(_, let json)? = first else { Issue.record("late subscriber's first message was not start"); return }
+        guard case .run(_, let json)? = first else {
+            Issue.record("late subscriber's first message was not start"); return
+        }
         #expect(try JSONDecoder().decode(RunStart.self, from: json).run == "r42")
         for i in 1000..<1010 { try payload.withUnsafeBytes { try pub.publish(header: header(i), payload: $0) } }
         var seqs: [Int] = []
@@ -136,5 +146,33 @@ private func header(_ seq: Int, w: Int = 8, h: Int = 4, missing: Bool = false) -
     @Test func noDaemonMeansNil() throws {
         let nobody = "inproc://nobody-\(UUID().uuidString)"
         #expect(try ControlClient.call(nobody, ControlRequest(cmd: "ping"), timeoutMs: 100, pin: .inProcess) == nil)
+    }
+}
+
+/// `.shared` parts and `sharedData` move large bytes without copying them and small ones by copy;
+/// either way the receiver reads exactly what was sent, also after the message and the sender's
+/// Data are gone.
+@Suite struct SharedPartTests {
+    @Test func sharedPartsArriveIntactLargeAndSmall() throws {
+        let endpoint = "inproc://shared-parts-\(UUID().uuidString)"
+        let receiver = try ZMQSocket(.shared, type: .pull)
+        try receiver.bind(endpoint)
+        let sender = try ZMQSocket(.shared, type: .push)
+        try sender.connect(endpoint)
+        var large = Data(count: 3 * 1024 * 1024 + 5)
+        large.withUnsafeMutableBytes { bytes in
+            for i in 0..<bytes.count { bytes[i] = UInt8(truncatingIfNeeded: i &* 2_654_435_761 >> 13) }
+        }
+        let small = Data("sim3d".utf8)
+        let expected = [large, small, Data()]
+        do {
+            var sent = large
+            try sender.send([.shared(sent), .shared(small), .shared(Data())])
+            // The sender's copy changes after sending: the message keeps the bytes it was given.
+            sent[0] ^= 0xFF
+        }
+        let received = try receiver.receive().map(\.sharedData)
+        #expect(received.count == 3)
+        #expect(received == expected)
     }
 }

@@ -91,6 +91,36 @@ private func collect(_ broker: WorkBroker, count: Int) -> (ok: Bool, makers: [St
         #expect(broker.liveWorkers == 1)
     }
 
+    /// A worker is handed its next job while it runs one, so the transfer overlaps the work: while
+    /// the only worker runs job 3 (of 8), job 4 has already arrived in it.
+    @Test func aWorkerHoldsItsNextJobWhileItWorks() throws {
+        final class WorkerBox: @unchecked Sendable {
+            var worker: WorkWorker?
+            var nextWasThere: Bool?
+        }
+        let box = WorkerBox()
+        let broker = try WorkBroker(endpoint: "tcp://127.0.0.1:*", timing: timing, fallback: doubled(by: "local"))
+        defer { broker.stop() }
+        let worker = try WorkWorker(endpoint: broker.endpoint, name: "only", timing: timing) { item in
+            if item.sequence == 3, let worker = box.worker {
+                // A hang watchdog, not a speed assumption: without prefetch job 4 never comes now.
+                let deadline = Date().addingTimeInterval(30)
+                while worker.jobsWaiting == 0, Date() < deadline { usleep(1000) }
+                box.nextWasThere = worker.jobsWaiting > 0
+            }
+            return try doubled(by: "only")(item)
+        }
+        box.worker = worker
+        try worker.start()
+        defer { worker.stop() }
+        let deadline = Date().addingTimeInterval(60)
+        while broker.liveWorkers < 1, Date() < deadline { usleep(10_000) }
+        for sequence in 0..<8 { broker.submit(job(sequence)) }
+        let (ok, makers) = collect(broker, count: 8)
+        #expect(ok && Set(makers) == ["only"])
+        #expect(box.nextWasThere == true)
+    }
+
     /// With no worker at all, the in-process fallback does every job, in order.
     @Test func withoutWorkersTheJobsRunInProcess() throws {
         let broker = try WorkBroker(endpoint: "tcp://127.0.0.1:*", timing: timing, fallback: doubled(by: "local"))
