@@ -116,6 +116,14 @@ public enum DenoisePairs: String, Sendable, Equatable {
     case oddEven = "odd-even"
 }
 
+/// Where live denoising's camera noise model comes from.
+public enum LiveNoiseSource: String, Sendable, Equatable {
+    /// The camera profile's calibration (offset, gain, read noise, `noise_correlation`).
+    case camera
+    /// Measured from the run's first frames before any is denoised (`NoiseEstimation`).
+    case auto
+}
+
 /// Whether the denoising network sees the frames before the current one.
 public enum TemporalContextChoice: String, Sendable, Equatable {
     /// The current frame and a summary of the ones before it.
@@ -141,6 +149,7 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
     /// nil: history with recorrupted pairs, none with odd-even pairs. SR frames never use it.
     public var context: TemporalContextChoice?
     public var pairs = DenoisePairs.recorrupt
+    public var noise = LiveNoiseSource.camera
     /// Live deconvolution (a second network, ZS-DeconvNet's second output) publishing `dcv`.
     public var deconvolve = false
     /// The Hessian regularisation weight of the deconvolution term.
@@ -167,6 +176,13 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
                 throw pairsNode.error("pairs must be recorrupt or odd-even; found '\(text)'")
             }
             pairs = value
+        }
+        if let noiseNode = try node.child("noise") {
+            let text = try noiseNode.string()
+            guard let value = LiveNoiseSource(rawValue: text) else {
+                throw noiseNode.error("noise must be camera or auto; found '\(text)'")
+            }
+            noise = value
         }
         deconvolve = try node.optionalBool("deconvolve") ?? deconvolve
         if let weight = try node.optionalDouble("hessian", in: 0...10) { hessianWeight = Float(weight) }

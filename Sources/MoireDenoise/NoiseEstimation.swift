@@ -1,4 +1,5 @@
 import Foundation
+import MoireConfig
 import MoireCore
 
 /// Estimates a camera's Poisson–Gaussian noise model, and its spatial correlation, from the images

@@ -1,4 +1,5 @@
 import Foundation
+import MoireConfig
 
 /// The temporal context of a time-lapse: a motion-adaptive running average of the frames seen so far
 /// (normalised intensities), which the denoiser gets beside the current frame.

@@ -45,6 +45,10 @@ public struct DenoiseStageCounters: Sendable, Equatable {
     public var refused = 0
     /// Deconvolved frames published (`dcv`), with live deconvolution.
     public var deconvolved = 0
+    /// The camera noise model denoising used (`NoiseModel.summary`), and where it came from: the
+    /// camera profile, or measured from the run's first frames (`noise: auto`).
+    public var noiseModel = ""
+    public var noiseSource = ""
 }
 
 /// A network adapted on one thread and used for inference on another: the adapted weights are
@@ -178,7 +182,15 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
     /// What is denoised: raw frames, or the SR frames of a live SIM stage (adapting on its phase sets).
     enum Source { case raw, simSR(SIMStage) }
     private let source: Source
-    private let cameraModel: NoiseModel
+    private var cameraModel: NoiseModel
+    /// With `noise: auto`, false until the model has been measured: inference holds the first
+    /// frames (`heldForNoise`) and adaptation waits.
+    private var noiseSettled: Bool
+    private var heldForNoise: [(header: FrameHeader, pixels: [Float])] = []
+    /// `noise: auto` measures from this many frames of one channel and plane (frame differences) …
+    static let framesForNoise = 4
+    /// … or from what it holds when this many frames of any kind have come first.
+    static let heldForNoiseAtMost = 16
     private var adaptSet: (channel: Int, frames: [[Float]], params: SIMParameters)?
     private var simDenoisers: [Int: SIMDenoiser] = [:]
     /// Temporal context per channel and plane (the inference thread's), and the context the newest
@@ -198,6 +210,14 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         cameraModel = NoiseModel(camera: p.rig.cameraProfile)
         var sim = false
         if case .simSR = source { sim = true }
+        if options.noise == .auto, sim {
+            throw MoireError(
+                .config, "denoise.noise: auto measures camera frames; SR frames adapt on their own pairs",
+                place: p.file)
+        }
+        noiseSettled = options.noise == .camera
+        counters.noiseModel = (sim ? SIMDenoiser.srModel : cameraModel).summary
+        counters.noiseSource = sim ? "SR pairs" : "camera profile"
         let model = sim ? SIMDenoiser.srModel : cameraModel
         let engineA = try DNNLEngine()
         let engineB = try DNNLEngine()
@@ -406,38 +426,21 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
             guard px.allSatisfy(\.isFinite), (px.max() ?? 0) > (px.min() ?? 0) else {
                 lock.lock(); counters.refused += 1; lock.unlock(); continue
             }
-            do {
-                weightsLock.lock()
-                let v = network.version
-                let key = sequenceKey(h)
-                let contextBefore = contexts[key]
-                inference.context = contextBefore
-                let out = try inference.denoise(px, width: h.width, height: h.height)
-                if usesHistory { contexts[key] = inference.context }
-                let scale = inference.scale
-                weightsLock.unlock()
-                if usesHistory {
-                    // Adapt on what inference saw: this frame and the context it was denoised with.
-                    lock.lock()
-                    adaptFrame = px
-                    adaptContext = contextBefore
-                    adaptScale = scale
-                    lock.broadcast()
-                    lock.unlock()
+            guard isNoiseSettled else {
+                heldForNoise.append(job)
+                let first = sequenceKey(heldForNoise[0].header)
+                let sequence = heldForNoise.filter { sequenceKey($0.header) == first }
+                if sequence.count >= Self.framesForNoise || heldForNoise.count >= Self.heldForNoiseAtMost {
+                    settleNoise(from: sequence)
                 }
-                let method = isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")
-                let published = try publish(
-                    out, stream: "den", from: h, network: inference, version: v, scale: scale,
-                    params: ["method": method, "context": usesHistory ? "history" : "none"])
-                guard published else { continue }
-                lock.lock(); counters.denoised += 1; lock.unlock()
-                PipelineMetrics.denoised.increment()
-                PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
-                if let deconvolver { try deconvolve(h, px, with: deconvolver) }
-            } catch {
-                weightsLock.unlock()
-                logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
+                continue
             }
+            denoiseAndPublish(h, px)
+        }
+        if !isNoiseSettled {
+            // A run shorter than the frames the measurement wants: measure from what came.
+            let first = heldForNoise.first.map { sequenceKey($0.header) }
+            settleNoise(from: heldForNoise.filter { sequenceKey($0.header) == first })
         }
         lock.lock()
         inferenceEnded = true
@@ -447,6 +450,112 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
             run: runID, reason: "completed", error: nil, frames: counters.denoised, missing: counters.skipped,
             planned: 0, stoppedNs: unixTimeNs())
         try? bus.publishRun(Wire.encode(stop))
+    }
+
+    private var isNoiseSettled: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return noiseSettled
+    }
+
+    /// `noise: auto`: measures the camera's noise model from `frames` (frames of one channel and
+    /// plane: from their differences; one frame: from itself), gives it to every network, writes
+    /// it beside the checkpoints (a frame is reproduced from its weights and this model), lets
+    /// adaptation start, and denoises the frames held meanwhile. When the measurement fails the
+    /// camera profile's model stays, with a warning.
+    private func settleNoise(from frames: [(header: FrameHeader, pixels: [Float])]) {
+        var model = cameraModel
+        var source = "camera profile (noise: auto could not measure: no frames)"
+        if let first = frames.first {
+            do {
+                let estimate = try NoiseEstimation.estimate(
+                    frames: frames.map(\.pixels), width: first.header.width, height: first.header.height)
+                model = estimate.model
+                source =
+                    "measured from \(frames.count) frame(s) by \(estimate.method.rawValue) (\(estimate.blocks) blocks)"
+                logger.info(
+                    "camera noise measured from the run's first frames",
+                    metadata: ["model": "\(model.summary)", "method": "\(estimate.method.rawValue)"])
+            } catch {
+                source = "camera profile (noise: auto could not measure: \(error))"
+                logger.warning(
+                    "noise: auto could not measure the camera's noise; the camera profile's model is used",
+                    metadata: ["error": "\(error)"])
+            }
+        }
+        cameraModel = model
+        inference.model = model
+        adaptation.model = model
+        deconvolver?.inference.model = model
+        deconvolver?.adaptation.model = model
+        for directory in [network.checkpointDir, deconvolver?.checkpointDir].compactMap({ $0 }) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try JSONEncoder().encode(model).write(
+                    to: URL(fileURLWithPath: directory + "/" + Self.noiseModelFile), options: .atomic)
+            } catch {
+                logger.error(
+                    "could not write the measured noise model beside the checkpoints",
+                    metadata: ["directory": "\(directory)", "error": "\(error)"])
+            }
+        }
+        let held = heldForNoise
+        heldForNoise = []
+        lock.lock()
+        counters.noiseModel = model.summary
+        counters.noiseSource = source
+        noiseSettled = true
+        lock.broadcast()
+        lock.unlock()
+        for frame in held { denoiseAndPublish(frame.header, frame.pixels) }
+    }
+
+    /// The file beside a run's checkpoints that holds the noise model `noise: auto` measured.
+    static let noiseModelFile = "noise-model.json"
+
+    /// Denoises one frame with the current inference weights (and its context), publishes it, and
+    /// deconvolves it when the protocol asks.
+    private func denoiseAndPublish(_ h: FrameHeader, _ px: [Float]) {
+        let key = sequenceKey(h)
+        weightsLock.lock()
+        let version = network.version
+        let contextBefore = contexts[key]
+        inference.context = contextBefore
+        let out: [Float]
+        do {
+            out = try inference.denoise(px, width: h.width, height: h.height)
+        } catch {
+            weightsLock.unlock()
+            logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
+            return
+        }
+        if usesHistory { contexts[key] = inference.context }
+        let scale = inference.scale
+        weightsLock.unlock()
+        if usesHistory {
+            // Adapt on what inference saw: this frame and the context it was denoised with.
+            lock.lock()
+            adaptFrame = px
+            adaptContext = contextBefore
+            adaptScale = scale
+            lock.broadcast()
+            lock.unlock()
+        }
+        let method = isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")
+        do {
+            let published = try publish(
+                out, stream: "den", from: h, network: inference, version: version, scale: scale,
+                params: [
+                    "method": method, "context": usesHistory ? "history" : "none", "noise": options.noise.rawValue,
+                ])
+            guard published else { return }
+            lock.lock(); counters.denoised += 1; lock.unlock()
+            PipelineMetrics.denoised.increment()
+            PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
+            if let deconvolver { try deconvolve(h, px, with: deconvolver) }
+        } catch {
+            logger.error("publishing a denoised frame failed; frame skipped", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Publishes the deconvolved frame of `px` (raw frame `h`) on the `dcv` stream, naming its weights version.
@@ -520,7 +629,10 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         while true {
             lock.lock()
             // Until the run has finished and inference has ended: inference hands over the last frame it took.
-            while adaptFrame == nil && adaptSet == nil && !(finished && inferenceEnded) { lock.wait() }
+            // With `noise: auto` adaptation waits for the measured model (recorruption draws from it).
+            while (adaptFrame == nil && adaptSet == nil || !noiseSettled) && !(finished && inferenceEnded) {
+                lock.wait()
+            }
             guard adaptFrame != nil || adaptSet != nil else { lock.unlock(); break }
             let frame = adaptFrame
             let set = adaptSet

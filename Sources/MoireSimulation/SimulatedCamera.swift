@@ -11,7 +11,10 @@ import MoireHardware
 /// lasers emitting and their power, the stage z. The expected photon count per pixel is
 /// `brightness · power · exposure · (B0 + m·Re(e^{iφ}·B1)) + background` from the `OpticalModel`;
 /// then photoelectrons ~ Poisson(QE · photons) (clipped at full well), ADU = offset + gain·e⁻ +
-/// N(0, (gain·read noise)²), rounded and clamped to 16 bit. No laser on ⇒ a dark frame.
+/// N(0, (gain·read noise)²), rounded and clamped to 16 bit. A profile that states
+/// `calibration.noise_correlation` gets that correlation: the frame's noise (all of it, shot and
+/// read) is filtered by the correlation's kernel (Σ K² = 1, so each pixel's variance stays), as
+/// on-chip binning or resampling spreads it. No laser on ⇒ a dark frame.
 /// Frames are delivered after exposure + readout on the camera's clock. Noise is seeded per
 /// frame id, so a run is reproducible.
 // Sendable by hand: state under `cond`; caches: worker only.
@@ -23,6 +26,8 @@ public final class SimulatedCamera: Camera, FaultInjecting, @unchecked Sendable 
     private let optics: Optics
     private let clock: MoireClock
     private let seed: UInt64
+    /// The correlation the profile states (pixel-independent noise when it states none).
+    private let noiseCorrelation: NoiseCorrelation
     /// Guards the acquisition state below; its waits run on the camera's clock.
     private let cond: ClockCondition
     private var settings = CameraSettings(width: 512, height: 512, exposureMs: 10, trigger: .software)
@@ -58,6 +63,7 @@ public final class SimulatedCamera: Camera, FaultInjecting, @unchecked Sendable 
     ) {
         self.name = name; self.profile = profile; self.world = world; self.specimen = specimen
         self.optics = optics; self.clock = clock; self.seed = seed; self.lightSheet = lightSheet
+        noiseCorrelation = NoiseCorrelation(lags: profile.noiseCorrelation)
         cond = clock.makeCondition()
     }
 
@@ -378,6 +384,41 @@ public final class SimulatedCamera: Camera, FaultInjecting, @unchecked Sendable 
         let chunks = 8
         let base = seed &* 0x9E37_79B9 &+ UInt64(job.id) &* 0x1_0000
         let allTerms = terms
+        if !profile.noiseCorrelation.isEmpty {
+            // Correlated noise: the expected ADU and the noise first, then the noise filtered.
+            var expected = [Float](repeating: 0, count: w * h)
+            var noise = [Float](repeating: 0, count: w * h)
+            expected.withUnsafeMutableBufferPointer { expectedOut in
+                noise.withUnsafeMutableBufferPointer { noiseOut in
+                    nonisolated(unsafe) let expectedOut = expectedOut
+                    nonisolated(unsafe) let noiseOut = noiseOut
+                    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                        var rng = SimRandom(seed: base &+ UInt64(chunk))
+                        for i in (w * h * chunk / chunks)..<(w * h * (chunk + 1) / chunks) {
+                            var photons: Float = renderedPhotons?[i] ?? 0
+                            for t in allTerms {
+                                var v = t.b0[i]
+                                if let b1 = t.b1 { v += t.m * (t.c * b1[i].re - t.s * b1[i].im) }
+                                photons += t.scale * v + t.bg
+                            }
+                            let mean = min(Double(max(0, photons)) * qe, full)
+                            let e = min(rng.poisson(Double(max(0, photons)) * qe), full)
+                            expectedOut[i] = Float(offset + gain * mean)
+                            noiseOut[i] = Float(gain * (e - mean) + readADU * rng.normalPair().0)
+                        }
+                    }
+                }
+            }
+            let correlated = noiseCorrelation.filter(noise, width: w, height: h)
+            slot.withBytes { raw in
+                let out = raw.bindMemory(to: UInt16.self)
+                for i in 0..<(w * h) {
+                    out[i] = UInt16(min(65535, max(0, (expected[i] + correlated[i]).rounded())))
+                }
+            }
+            return DeviceState(
+                pattern: snap.pattern, lasers: snap.lasers.map(\.name), zUm: snap.zUm, exposureMs: exposureMs)
+        }
         slot.withBytes { raw in
             nonisolated(unsafe) let out = raw.bindMemory(to: UInt16.self)
             // Rows split into chunks rendered in parallel; each chunk has its own seeded noise stream.

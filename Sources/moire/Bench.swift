@@ -4,27 +4,35 @@ import MoireBench
 import MoireCore
 import MoirePipeline
 
+/// What `moire bench` measures.
+enum BenchTarget: String, CaseIterable, ExpressibleByArgument {
+    case transport, sim2d, liveSIM = "live-sim", denoise, llsm, usb, workers
+}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks; each figure is printed beside a peer measured in the same run.")
-    @Argument(help: "What to measure: transport, sim2d, live-sim, denoise, llsm, usb, workers.") var what: String
+    @Argument(help: "What to measure: \(BenchTarget.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var what: BenchTarget
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile =
         "sim-hardware/protocols/tirf-sim.yaml"
 
     func run() throws {
         bootstrapLogging(verbose: false)
-        guard ["transport", "sim2d", "live-sim", "denoise", "llsm", "usb", "workers"].contains(what) else {
-            throw fail(
-                MoireError.usage(
-                    "unknown benchmark '\(what)'; available: transport, sim2d, live-sim, denoise, llsm, usb, workers"))
+        switch what {
+        case .workers: try workers()
+        case .liveSIM: try liveSIM()
+        case .usb: try usb()
+        case .llsm: try llsm()
+        case .denoise: try denoise()
+        case .sim2d: try sim2d()
+        case .transport: try transport()
         }
-        if what == "workers" { return try workers() }
-        if what == "live-sim" { return try liveSIM() }
-        if what == "usb" { return try usb() }
-        if what == "llsm" { return try llsm() }
-        if what == "denoise" { return try denoise() }
-        if what == "sim2d" { return try sim2d() }
+    }
+
+    /// The raw bus, the simulated camera with its recording, and plain file writes.
+    func transport() throws {
         do {
             let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

@@ -26,7 +26,7 @@ struct Denoise: ParsableCommand {
         help:
             "Camera noise: OFFSET,GAIN,READ (ADU, ADU/e⁻, e⁻ r.m.s.) or auto; default: the recording's camera profile, else auto."
     )
-    var noise: String?
+    var noise: NoiseArgument?
     @Option(name: .long, help: "Training crop size (pixels; clamped to the frame).") var crop = 128
     @Option(name: .long, help: "Crops per adaptation step.") var batch = 1
     @Option(name: .long, help: "Weight averaging for inference (EMA decay; 0: off).") var averaging: Float = 0.99
@@ -61,7 +61,7 @@ struct Denoise: ParsableCommand {
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch;
             job.learningRate = lr; job.averaging = averaging
             try training.apply(to: &job)
-            if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
+            if let noise { job.noise = noise.model.map { .fixed($0) } ?? .auto }
             job.part = batchPart
             job.partWarmUpFrames = partWarmUp
             let r = try job.run(input: input) { done, total in
@@ -82,14 +82,33 @@ struct Denoise: ParsableCommand {
     }
 }
 
-/// `--noise OFFSET,GAIN,READ` (ADU, ADU/e⁻, e⁻ r.m.s.) as a noise model; `auto` gives nil (estimate from the image).
-func parseNoise(_ text: String) throws -> NoiseModel? {
-    if text == "auto" { return nil }
-    let v = text.split(separator: ",").compactMap { Double($0) }
-    guard v.count == 3, v[1] > 0, v[2] >= 0 else {
-        throw MoireError(.usage, "--noise must be OFFSET,GAIN,READ (e.g. 100,0.46,1.4) or auto; got \(text)")
+/// `--noise OFFSET,GAIN,READ` (ADU, ADU/e⁻, e⁻ r.m.s.; e.g. 100,0.46,1.4), or `auto`: estimated
+/// from the images.
+enum NoiseArgument: ExpressibleByArgument {
+    case auto
+    case fixed(NoiseModel)
+
+    init?(argument: String) {
+        if argument == "auto" {
+            self = .auto
+            return
+        }
+        let values = argument.split(separator: ",", omittingEmptySubsequences: false).map { Double($0) }
+        guard values.count == 3, let offset = values[0], let gain = values[1], let read = values[2],
+            offset.isFinite, gain.isFinite, read.isFinite, gain > 0, read >= 0
+        else { return nil }
+        self = .fixed(NoiseModel(offset: offset, gain: gain, readVariance: pow(read * gain, 2)))
     }
-    return NoiseModel(offset: v[0], gain: v[1], readVariance: pow(v[2] * v[1], 2))
+
+    static var defaultCompletionKind: CompletionKind { .list(["auto"]) }
+
+    /// The model given; nil for `auto`.
+    var model: NoiseModel? {
+        switch self {
+        case .auto: return nil
+        case .fixed(let model): return model
+        }
+    }
 }
 
 /// Training pairs and the deconvolution term, shared by `denoise` and `train`.

@@ -123,7 +123,7 @@ struct Reconstruct: ParsableCommand {
     @Option(
         name: .long,
         help: "Camera noise for --denoise: OFFSET,GAIN,READ or auto (default: the recording's camera, else auto).")
-    var noise: String?
+    var noise: NoiseArgument?
     @Option(
         name: .long,
         help: """
@@ -155,7 +155,7 @@ struct Reconstruct: ParsableCommand {
             }
             job.denoiseSteps = steps
             job.denoiseMethod = method
-            if let noise { job.noise = try parseNoise(noise) }
+            if let noise { job.noise = noise.model }
             let r = try job.run(
                 input: input,
                 progress: { done, total in

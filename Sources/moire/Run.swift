@@ -170,6 +170,7 @@ struct Run: ParsableCommand {
                         c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : ""
                     } ?? "")
                     + (r.deconvolutionCheckpoints != nil ? "; \(c.deconvolved) frames deconvolved" : ""))
+            print("denoising noise model: \(c.noiseModel) (\(c.noiseSource))")
         }
         if let e = r.publishEndpoint {
             print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)")

@@ -32,7 +32,7 @@ struct Train: ParsableCommand {
     @Option(
         name: .long,
         help: "Camera noise: OFFSET,GAIN,READ or auto (default: each recording's camera, else estimated per input).")
-    var noise: String?
+    var noise: NoiseArgument?
     @Option(name: .long, help: "Write the loss curve (step, loss) as CSV.") var lossCurve: String?
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
     @OptionGroup var training: TrainingPairArguments
@@ -56,7 +56,7 @@ struct Train: ParsableCommand {
                     .usage, "--crop must be a multiple of 4 of at least 16; --steps and --steps-per-plane > 0")
             }
             var job = OfflineDenoise()
-            if let noise { job.noise = try parseNoise(noise).map { .fixed($0) } ?? .auto }
+            if let noise { job.noise = noise.model.map { .fixed($0) } ?? .auto }
             try training.apply(to: &job)
             let stacks = try inputs.map { try loadStack($0, job: job) }
             let smallest = stacks.map { min($0.width, $0.height) }.min()!

@@ -649,6 +649,94 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 }
 
+/// `denoise: {noise: auto}`: the live stage measures the camera's noise from the run's first frames
+/// instead of taking the profile's. The simulated camera here has spatially correlated noise (its
+/// profile states `noise_correlation`, which the simulator applies); the measurement must find that
+/// correlation and the gain, every frame must still be denoised, and a frame must be reproduced
+/// from its checkpoint with the model written beside it.
+@Suite(.serialized) struct LiveNoiseMeasurementTests {
+    /// A copy of the simulated rig whose camera's noise has the correlation `lags` ("dx,dy": ρ).
+    static func correlatedRig(in dir: String, lags: String) throws -> String {
+        let profiles = Fixtures.path("sim-hardware/profiles")
+        let camera = try String(contentsOfFile: profiles + "/camera-sim-scmos.yaml", encoding: .utf8)
+        let correlated = camera.replacingOccurrences(
+            of: "  full_well_e: 30000", with: "  full_well_e: 30000\n  noise_correlation: {\(lags)}")
+        #expect(correlated != camera, "the camera profile's calibration block moved")
+        try correlated.write(toFile: dir + "/camera-correlated.yaml", atomically: true, encoding: .utf8)
+        let rig = try String(contentsOfFile: Fixtures.path("sim-hardware/rigs/multisim.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../profiles/camera-sim-scmos.yaml", with: dir + "/camera-correlated.yaml")
+            .replacingOccurrences(of: "../profiles/", with: profiles + "/")
+            .replacingOccurrences(of: "../specimens/", with: Fixtures.path("sim-hardware/specimens") + "/")
+        try rig.write(toFile: dir + "/rig-correlated.yaml", atomically: true, encoding: .utf8)
+        return dir + "/rig-correlated.yaml"
+    }
+
+    @Test func noiseAutoMeasuresTheCamerasCorrelatedNoiseLive() throws {
+        let dir = Fixtures.tempDir("livenoise")
+        // The correlation of 2 × 2 binning (a valid one: its power spectrum is nowhere negative).
+        let rig = try Self.correlatedRig(
+            in: dir, lags: "\"1,0\": 0.5, \"0,1\": 0.5, \"1,1\": 0.25, \"-1,1\": 0.25")
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(
+                in: dir, mode: "widefield", roi: 128, timepoints: 8, exposureMs: 5,
+                extra: "denoise: {noise: auto, steps_per_frame: 1, crop: 32, batch: 1, checkpoint_every: 1}",
+                rig: rig))
+        #expect(p.denoise.noise == .auto)
+        let endpoint = loopbackAnyPort
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"
+        o.publishEndpoint = endpoint
+        o.waitForSubscribers = 1
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        let (r, items) = try runListening(pipe, topics: ["den.", "run"], timeoutMs: 30_000)
+        let frames = floatFrames(items)
+        let c = try #require(r.denoise)
+        #expect(c.denoised == 8 && frames.count == 8 && c.refused == 0, "\(c)")
+        #expect(c.noiseSource.contains("measured from 4 frame(s) by frame differences"), "\(c.noiseSource)")
+        #expect(frames.allSatisfy { $0.0.params?["noise"] == "auto" })
+        let checkpoints = try #require(r.denoiseCheckpoints)
+        let model = try JSONDecoder().decode(
+            NoiseModel.self, from: Data(contentsOf: URL(fileURLWithPath: checkpoints + "/noise-model.json")))
+        #expect(c.noiseModel == model.summary)
+        let correlation = try #require(model.correlation, "correlated noise measured as pixel-independent")
+        #expect(abs(correlation.rho(1, 0) - 0.5) < 0.1, "\(model.summary)")
+        #expect(abs(correlation.rho(0, 1) - 0.5) < 0.1, "\(model.summary)")
+        #expect(abs(correlation.rho(1, 1) - 0.25) < 0.1, "\(model.summary)")
+        #expect(abs(correlation.rho(2, 0)) < 0.1, "\(model.summary)")
+        let gain = p.rig.cameraProfile.gainADUPerE
+        #expect(abs(model.gain - gain) < 0.2 * gain, "\(model.summary)")
+        // The last frame, reproduced from its checkpoint with the measured model and its context.
+        let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        let d = Denoiser(engine: try DNNLEngine(), model: model, input: .frameAndHistory)
+        var context: TemporalContext?
+        for (h, px) in frames.sorted(by: { $0.0.seq < $1.0.seq }) {
+            let v = try #require(h.params?["weightsVersion"].flatMap(Int.init))
+            let scale = try #require(h.params?["scale"].flatMap(Float.init))
+            try WeightsFile.load("\(checkpoints)/v\(v).bin", into: d.net)
+            d.context = context
+            let again = try d.denoise(try reader.readPlaneFloat(h.inputs![0]), width: 128, height: 128, scale: scale)
+            context = d.context
+            #expect(again == px, "frame \(h.seq) (weights v\(v)) is not reproduced with the measured model")
+        }
+    }
+
+    @Test func noiseAutoIsRefusedForSRFramesAndBadValuesNameTheirPlace() throws {
+        let dir = Fixtures.tempDir("livenoisebad")
+        do {
+            _ = try AcquisitionProtocol.load(
+                file: Fixtures.smallProtocol(in: dir, mode: "widefield", extra: "denoise: {noise: guess}"))
+            Issue.record("noise: guess was accepted")
+        } catch let e as MoireError {
+            #expect(e.message.contains("noise must be camera or auto") && e.place?.contains(".yaml:") == true, "\(e)")
+        }
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(in: dir, roi: 64, timepoints: 1, extra: "denoise: {noise: auto}"))
+        var o = PipelineOptions()
+        o.noPublish = true
+        #expect(throws: MoireError.self) { try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run() }
+    }
+}
+
 @Suite(.serialized) struct LiveDeconvolutionTests {
     /// `denoise: {deconvolve: true}`: a second network, adapted on the raw frames with the deconvolution
     /// term (the PSF from the rig's optics), publishes `dcv.<channel>` beside `den.<channel>`; every

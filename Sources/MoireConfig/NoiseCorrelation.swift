@@ -1,5 +1,4 @@
 import Foundation
-import MoireConfig
 
 /// The spatial correlation of a camera's noise, and a kernel that synthesises noise with it.
 ///
