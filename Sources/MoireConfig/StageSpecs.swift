@@ -36,6 +36,12 @@ public enum WorkerCount: Sendable, Equatable {
     case count(Int)
     /// Use whoever connects, whenever; sets run in process while no worker is there.
     case auto
+
+    /// The workers to wait for before the first set (nil: `auto`, none).
+    public var expectedCount: Int? {
+        if case .count(let count) = self { return count }
+        return nil
+    }
 }
 
 /// The protocol's `reconstruction:` block: live 2D-SIM, LLS-SIM and 3D-SIM.

@@ -62,9 +62,7 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
     private var own = SIM3DStageCounters()
     private var reconstructors: [Int: (rec: SIM3DReconstructor, parameters: [SIM3DAngle], flagged: [Bool])] = [:]
     private var lastEstimatedT: [Int: Int] = [:]
-    /// With `reconstruction.workers`: the broker the stacks go through (nil: reconstructed here).
-    let broker: WorkBroker?
-    /// A stack handed to the broker, kept until its volume comes back.
+    /// A stack handed to a worker, kept until its volume comes back.
     private struct SentStack {
         var first: FrameHeader
         var inputs: [Int]
@@ -72,11 +70,10 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
         var flagged: [Bool]
         var publishedNs: Int64
     }
-    private var sent: [Int: SentStack] = [:]
-    private var nextSequence = 0
-    private var submissionsEnded = false
-    private let sentChanged = NSCondition()
-    private let collected = DispatchSemaphore(value: 0)
+    /// With `reconstruction.workers`: the stacks go to workers, at most 4 out at once (nil:
+    /// reconstructed here).
+    private let work: OrderedWork<SentStack>?
+    var broker: WorkBroker? { work?.broker }
     private let volumeOutput: VolumeOutput
     var recordPath: String? { volumeOutput.recordPath }
 
@@ -109,7 +106,7 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
         n = p.roiWidth; nz = p.zPlanes; angles = p.angles; phases = p.phases
         bus = try RawBus()
         let (a, ph) = (angles, phases)
-        broker = try WorkBroker.forReconstruction(options)
+        work = try WorkBroker.forReconstruction(options).map { OrderedWork(broker: $0, limit: 4) }
         stacks = StackQueue(stream: "raw", slots: nz * angles * phases, width: n, height: n) { h in
             guard h.z >= 0, h.angle >= 0, h.angle < a, h.phase >= 0, h.phase < ph else { return nil }
             return (h.z * a + h.angle) * ph + h.phase
@@ -123,10 +120,8 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
     deinit { broker?.stop() }
 
     func start() {
-        if let broker {
-            let collector = Thread { [self] in collect(from: broker) }
-            collector.name = "moire.stage.sim3d.collect"
-            collector.start()
+        work?.start(name: "moire.stage.sim3d.collect", expectedWorkers: options.workers?.expectedCount) {
+            [self] result, stack in collect(result, stack)
         }
         stacks.start(
             name: "moire.stage.sim3d", logger: logger, output: volumeOutput, process: { [self] in try process($0) },
@@ -224,18 +219,13 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
         let (rec, parameters, flagged) = reconstructors[h0.c]!
         let inputs = stack.headers.compactMap { $0?.seq }
         let publishedNs = stack.headers.compactMap { $0?.publishedNs }.max() ?? 0
-        if let broker {
+        if let work {
             let job = SIM3DJob(
                 reconstructor: rec, phases: phases, emissionNm: proto.channels[h0.c].emissionNm, parameters: parameters)
-            let item = try job.item(sequence: 0, stacks: phaseStacks)
-            sentChanged.lock()
-            while sent.count >= 4 { sentChanged.wait() }
-            let sequence = nextSequence
-            nextSequence += 1
-            sent[sequence] = SentStack(
-                first: h0, inputs: inputs, parameters: parameters, flagged: flagged, publishedNs: publishedNs)
-            sentChanged.unlock()
-            broker.submit(WorkItem(sequence: sequence, parts: item.parts))
+            work.submit(
+                parts: try job.item(sequence: 0, stacks: phaseStacks).parts,
+                keeping: SentStack(
+                    first: h0, inputs: inputs, parameters: parameters, flagged: flagged, publishedNs: publishedNs))
             return
         }
         try emit(
@@ -272,55 +262,34 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
         PipelineMetrics.record(latency, sincePublishedNs: publishedNs)
     }
 
-    /// The collector's thread: volumes in stack order, published as they come.
-    private func collect(from broker: WorkBroker) {
-        defer { collected.signal() }
-        while true {
-            if let result = broker.nextResult(timeoutMs: 100) {
-                sentChanged.lock()
-                let stack = sent.removeValue(forKey: result.sequence)
-                sentChanged.broadcast()
-                sentChanged.unlock()
-                guard let stack else { continue }
-                do {
-                    guard result.parts.count == 1, result.parts[0].count == 4 * 4 * n * n * nz else {
-                        throw MoireError(
-                            .format, "the volume of stack \(result.sequence) came back with the wrong size")
-                    }
-                    let data = result.parts[0].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-                    try emit(
-                        data, first: stack.first, inputs: stack.inputs, parameters: stack.parameters,
-                        flagged: stack.flagged, publishedNs: stack.publishedNs)
-                } catch {
-                    lock.lock()
-                    own.workerFailures += 1
-                    lock.unlock()
-                    logger.error(
-                        "a stack came back from its worker unusable; skipped",
-                        metadata: ["stack": "\(result.sequence)", "error": "\(error)"])
-                }
-                continue
+    /// A volume back from a worker (in stack order): published, or counted as a failure.
+    private func collect(_ result: WorkItem, _ stack: SentStack) {
+        do {
+            guard result.parts.count == 1, result.parts[0].count == 4 * 4 * n * n * nz else {
+                throw MoireError(.format, "the volume of stack \(result.sequence) came back with the wrong size")
             }
-            sentChanged.lock()
-            let over = submissionsEnded && sent.isEmpty
-            sentChanged.unlock()
-            if over { return }
+            let data = result.parts[0].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            try emit(
+                data, first: stack.first, inputs: stack.inputs, parameters: stack.parameters, flagged: stack.flagged,
+                publishedNs: stack.publishedNs)
+        } catch {
+            lock.lock()
+            own.workerFailures += 1
+            lock.unlock()
+            logger.error(
+                "a stack came back from its worker unusable; skipped",
+                metadata: ["stack": "\(result.sequence)", "error": "\(error)"])
         }
     }
 
     /// After the last stack: waits until every stack out at a worker has come back (a hang
     /// watchdog of 600 s), then records how many each worker did.
     private func drainWorkers() {
-        guard let broker else { return }
-        sentChanged.lock()
-        submissionsEnded = true
-        sentChanged.broadcast()
-        sentChanged.unlock()
-        if collected.wait(timeout: .now() + 600) == .timedOut {
+        guard let work else { return }
+        if !work.finish(timeoutSeconds: 600) {
             logger.error("3D-SIM stacks still out at workers after 600 s; the run ends without them")
         }
-        let completedBy = broker.counts.completedBy
-        broker.stop()
+        let completedBy = work.broker.counts.completedBy
         lock.lock()
         own.stacksByWorker = completedBy
         lock.unlock()

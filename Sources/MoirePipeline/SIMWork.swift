@@ -191,8 +191,8 @@ public struct SIM3DJob: Codable, Sendable {
     }
 }
 
-/// Reconstructs SIM jobs (in a `moire worker`, or in process when no worker is there), one
-/// reconstructor per geometry, kept. A job that does not describe itself consistently (sizes,
+/// Reconstructs SIM jobs — 2D sets, 3D-SIM stacks and light-sheet stacks (`LightSheetJob`) — in
+/// a `moire worker`, or in process when no worker is there, one reconstructor per geometry, kept. A job that does not describe itself consistently (sizes,
 /// counts, parameters) is refused with what is wrong; the worker answers it with an empty result.
 // Sendable by hand: `reconstructors` guarded by `lock`; one job at a time (the lock is held while it runs).
 public final class SIMWorkProcessor: @unchecked Sendable {
@@ -208,6 +208,8 @@ public final class SIMWorkProcessor: @unchecked Sendable {
     }
     private var reconstructors: [Data: Geometry] = [:]
     private var reconstructors3D: [Data: SIM3DReconstructor] = [:]
+    /// Light-sheet stacks (deskew and deconvolution) go to their own processors.
+    private let lightSheet = LightSheetWorkProcessor()
     /// The last 2D job's description as sent, as read, and its geometry: sets of a run repeat it
     /// byte for byte while the parameters hold, and then it is not decoded again.
     private var lastJob: (description: Data, job: SIMJob, geometry: Geometry)?
@@ -268,6 +270,7 @@ public final class SIMWorkProcessor: @unchecked Sendable {
 
     public func process(_ item: WorkItem) throws -> WorkItem {
         if item.parts.count == 3, item.parts[0] == SIM3DJob.tag { return try process3D(item) }
+        if item.parts.count >= 3, item.parts[0] == LightSheetJob.tag { return try lightSheet.process(item) }
         guard item.parts.count == 2 else {
             throw MoireError(.format, "job \(item.sequence): \(item.parts.count) parts, expected 2")
         }

@@ -15,6 +15,10 @@ public struct VolumeStageCounters: Sendable, Equatable {
     public var skippedBehind = 0
     /// Planes that did not come: filled with the stack's background, flagged in the volume's header.
     public var missingPlanes = 0
+    /// With `reconstruction.workers`: stacks done by each worker (`local`: in process, when none
+    /// was connected), and stacks that came back unusable.
+    public var stacksByWorker: [String: Int] = [:]
+    public var workerFailures = 0
 }
 
 /// The live light-sheet stage (mode llsm): assembles each time point's planes of a channel into a
@@ -75,6 +79,18 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
     private var processors: [Int: LightSheetProcessor] = [:]
     private let volumeOutput: VolumeOutput
     var recordPath: String? { volumeOutput.recordPath }
+    /// A stack handed to a worker, kept until its volume comes back.
+    private struct SentStack {
+        var first: FrameHeader
+        var inputs: [Int]
+        var missing: [Int]
+        var weightsVersion: Int?
+        var scale: Float?
+        var publishedNs: Int64
+    }
+    /// With `reconstruction.workers` (mode llsm): the stacks are deskewed and deconvolved by
+    /// `moire worker` processes, at most 4 out at once (nil: here).
+    private let work: OrderedWork<SentStack>?
 
     /// `measuredPSF`: by channel, from `measuredPSFs(for:)` (made before the devices are opened).
     init(
@@ -111,7 +127,13 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
             ? recordingPath.map { RecordingFormat.derivedPath(of: $0, stream: "vol") } : nil
         volumeOutput = VolumeOutput(
             bus: bus, volumeBytes: w * planeHeight * d * 4, projectionBytes: w * planeHeight * 4, recordPath: path)
+        // LLS-SIM's SIM stage has the workers (its sets); its volumes are only deskewed, here.
+        work =
+            fromSR
+            ? nil : try WorkBroker.forReconstruction(p.reconstruction).map { OrderedWork(broker: $0, limit: 4) }
     }
+
+    deinit { work?.broker.stop() }
 
     /// The rig's measured PSFs (`light_sheet.psf`) by channel, loaded and checked against the volumes
     /// `p` makes: a run does not start with a PSF it cannot use. Channels without one use the model.
@@ -168,7 +190,7 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
     /// Plans every channel's deconvolution on a thread of its own while the devices arm, so the
     /// first volume does not wait for it (plans from the wisdom `moire wisdom` made, else estimated).
     func prepare() {
-        guard iterations > 0 else { return }
+        guard iterations > 0, work == nil else { return }
         let thread = Thread { [self] in
             let started = DispatchTime.now().uptimeNanoseconds
             for channel in proto.channels.indices {
@@ -193,8 +215,12 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
 
     func start() {
         prepare()
+        work?.start(name: "moire.stage.volume.collect", expectedWorkers: proto.reconstruction.workers?.expectedCount) {
+            [self] result, stack in collect(result, stack)
+        }
         stacks.start(
-            name: "moire.stage.volume", logger: logger, output: volumeOutput, process: { [self] in try process($0) }
+            name: "moire.stage.volume", logger: logger, output: volumeOutput, process: { [self] in try process($0) },
+            drain: { [self] in drainWorkers() }
         ) { [self] in
             let c = counters
             return (c.volumes, c.skippedBehind)
@@ -214,6 +240,7 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
                 StageCounter(name: "volumes", value: c.volumes),
                 StageCounter(name: "skipped.behind", value: c.skippedBehind),
                 StageCounter(name: "missing.planes", value: c.missingPlanes),
+                StageCounter(name: "worker.failures", value: c.workerFailures),
                 StageCounter(name: "unpublished", value: volumeOutput.dropped),
             ], details: c)
     }
@@ -233,7 +260,6 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
                 "stack with missing planes: filled with its background and flagged",
                 metadata: ["t": "\(h0.t)", "planes": "\(missing)"])
         }
-        let processor = try self.processor(channel: h0.c)
         var planes = stack.planes
         var weightsVersion: Int?
         var scale: Float?
@@ -241,14 +267,45 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
             (planes, weightsVersion, scale) = try denoiser.denoise(
                 planes: planes, width: planeWidth, height: planeHeight, skip: Set(missing))
         }
+        let inputs = stack.headers.compactMap { $0?.seq }
+        let publishedNs = stack.headers.compactMap { $0?.publishedNs }.max() ?? 0
+        if let work {
+            let measured = measuredPSF[h0.c]
+            var job = LightSheetJob(
+                width: planeWidth, height: planeHeight, depth: proto.zPlanes, angleDeg: geometry.angleDeg,
+                stepUm: geometry.stepUm, pixelUm: geometry.pixelUm, iterations: iterations, background: background,
+                rotate: rotate, missing: missing.sorted(),
+                optics: measured == nil ? try proto.lightSheetOptics(emissionNm: proto.channels[h0.c].emissionNm) : nil)
+            if let measured {
+                job.measuredShape = [measured.width, measured.height, measured.depth]
+                job.measuredVoxelUm = [measured.voxelUm.x, measured.voxelUm.y, measured.voxelUm.z]
+            }
+            work.submit(
+                parts: try job.item(planes: planes, measuredPSF: measured).parts,
+                keeping: SentStack(
+                    first: h0, inputs: inputs, missing: missing.sorted(), weightsVersion: weightsVersion, scale: scale,
+                    publishedNs: publishedNs))
+            return
+        }
+        let processor = try self.processor(channel: h0.c)
         var vol = try processor.process(planes: planes, width: planeWidth, height: planeHeight, missing: Set(missing))
             .volume
         if rotate { vol = CoverslipRotation.apply(vol, angleDeg: geometry.angleDeg) }
+        try emit(
+            vol, first: h0, inputs: inputs, missing: missing.sorted(), weightsVersion: weightsVersion, scale: scale,
+            publishedNs: publishedNs)
+    }
+
+    /// Publishes (and records) one volume and counts it.
+    private func emit(
+        _ vol: Volume, first h0: FrameHeader, inputs: [Int], missing: [Int], weightsVersion: Int?, scale: Float?,
+        publishedNs: Int64
+    ) throws {
         var vh = FrameHeader(
             stream: "vol", run: h0.run, seq: 0, index: 0, t: h0.t, channel: h0.channel, c: h0.c, angle: 0, phase: 0,
             z: 0, width: vol.width, height: vol.height, pixel: .float32, pixelSizeUm: vol.voxelUm.x,
             exposureStartNs: h0.exposureStartNs, state: h0.state)
-        vh.inputs = stack.headers.compactMap { $0?.seq }
+        vh.inputs = inputs
         vh.params = [
             "voxelZUm": String(vol.voxelUm.z), "source": fromSR ? "sim-sr" : "raw",
             "sheetAngleDeg": String(geometry.angleDeg), "stepUm": String(geometry.stepUm),
@@ -262,8 +319,37 @@ final class VolumeStage: BackpressuredStage, @unchecked Sendable {
         try volumeOutput.emit(vol, header: vh)
         lock.lock(); own.volumes += 1; lock.unlock()
         volumesMade.increment()
-        PipelineMetrics.record(
-            latency, sincePublishedNs: stack.headers.compactMap { $0?.publishedNs }.max() ?? 0)
+        PipelineMetrics.record(latency, sincePublishedNs: publishedNs)
+    }
+
+    /// A volume back from a worker (in stack order): published, or counted as a failure.
+    private func collect(_ result: WorkItem, _ stack: SentStack) {
+        do {
+            let vol = try LightSheetJob.volume(of: result)
+            try emit(
+                vol, first: stack.first, inputs: stack.inputs, missing: stack.missing,
+                weightsVersion: stack.weightsVersion, scale: stack.scale, publishedNs: stack.publishedNs)
+        } catch {
+            lock.lock()
+            own.workerFailures += 1
+            lock.unlock()
+            logger.error(
+                "a light-sheet stack came back from its worker unusable; skipped",
+                metadata: ["stack": "\(result.sequence)", "error": "\(error)"])
+        }
+    }
+
+    /// After the last stack: waits until every stack out at a worker has come back (a hang
+    /// watchdog of 600 s), then records how many each worker did.
+    private func drainWorkers() {
+        guard let work else { return }
+        if !work.finish(timeoutSeconds: 600) {
+            logger.error("light-sheet stacks still out at workers after 600 s; the run ends without them")
+        }
+        let completedBy = work.broker.counts.completedBy
+        lock.lock()
+        own.stacksByWorker = completedBy
+        lock.unlock()
     }
 }
 

@@ -153,6 +153,10 @@ struct Run: ParsableCommand {
             print(
                 "live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
                     + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
+            if !c.stacksByWorker.isEmpty {
+                let byWorker = c.stacksByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("light-sheet workers: " + byWorker.joined(separator: ", ") + " stacks")
+            }
         }
         if let c = r.sim3d {
             print(

@@ -131,6 +131,79 @@ extension SIMWorkerTests {
             "volumes from workers differ from in process: \(differences)")
     }
 
+    /// Mode llsm with `reconstruction: {workers: 2}`: every stack is deskewed and deconvolved by a
+    /// worker (its planes, geometry, PSF model and a missing plane travel with it), the volumes come
+    /// back in order and are recorded equal to the ones made in process.
+    @Test func lightSheetStacksOnWorkersEqualThoseMadeInProcess() throws {
+        let text = try String(contentsOfFile: Fixtures.path("sim-hardware/protocols/lattice-beads.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "../rigs/lattice.yaml", with: Fixtures.path("sim-hardware/rigs/lattice.yaml"))
+            .replacingOccurrences(of: "roi: [256, 128]", with: "roi: [64, 32]")
+            .replacingOccurrences(of: "planes: 100", with: "planes: 16")
+            .replacingOccurrences(of: "count: 2", with: "count: 3")
+            .replacingOccurrences(of: "iterations: 10", with: "iterations: 3")
+            .replacingOccurrences(of: "  recording: ../../demo-output/lattice.ome.tif\n", with: "")
+        let endpoint = "ipc://\(dir)/workllsm.sock"
+        func run(_ name: String, workers: Bool) throws -> (PipelineResult, [[Float]]) {
+            let extra = workers ? "reconstruction: {workers: 2, work_endpoint: \"\(endpoint)\"}\n" : ""
+            let p = try AcquisitionProtocol.load(file: Fixtures.write(text + extra, to: "\(name).yaml", in: dir))
+            var options = PipelineOptions()
+            options.recordingPath = "\(dir)/\(name).ome.tif"
+            options.noPublish = true
+            // Plane 5 of the second stack never comes: filled with the stack's background on both sides.
+            options.faults = [.dropFrame(16 + 5)]
+            let result = try AcquisitionPipeline(protocol: p, options: options, clock: VirtualClock()).run()
+            let reader = try OMETiffReader(path: try #require(result.volumeRecording))
+            return (result, try (0..<reader.planeCount).map { try reader.readPlaneFloat($0) })
+        }
+        let local = try run("localllsm", workers: false)
+        let workers = try (0..<2).map { index in
+            let processor = SIMWorkProcessor()
+            return try WorkWorker(endpoint: endpoint, name: "ls\(index)") { try processor.process($0) }
+        }
+        for worker in workers { try worker.start() }
+        let shared = try run("sharedllsm", workers: true)
+        for worker in workers { worker.stop() }
+        let c = try #require(shared.0.volumes)
+        #expect(c.volumes == 3 && c.workerFailures == 0 && c.missingPlanes == 1, "\(c)")
+        #expect(local.0.volumes?.volumes == 3 && local.0.volumes?.stacksByWorker == [:])
+        #expect(c.stacksByWorker.values.reduce(0, +) == 3, "\(c.stacksByWorker)")
+        #expect(c.stacksByWorker.keys.allSatisfy { $0.hasPrefix("ls") }, "\(c.stacksByWorker)")
+        let differences = zip(shared.1, local.1).map { a, b in zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
+        #expect(
+            shared.1.count == local.1.count && !shared.1.isEmpty && shared.1 == local.1,
+            "volumes from workers differ from in process: \(differences)")
+    }
+
+    /// A light-sheet job that does not describe itself consistently is refused with what is wrong.
+    @Test func inconsistentLightSheetJobsAreRefused() throws {
+        let optics = try LightSheetOptics(na: 1.0, immersionIndex: 1.33, emissionNm: 520, sheetThicknessUm: 1)
+        let job = LightSheetJob(
+            width: 16, height: 8, depth: 4, angleDeg: 31.8, stepUm: 0.4, pixelUm: 0.104, iterations: 0,
+            background: nil, rotate: false, missing: [], optics: optics)
+        let planes = [[Float]](repeating: [Float](repeating: 100, count: 16 * 8), count: 4)
+        let processor = SIMWorkProcessor()
+        let good = try processor.process(try job.item(planes: planes, measuredPSF: nil))
+        #expect(try LightSheetJob.volume(of: good).height == 8)
+        var badParts = try job.item(planes: planes, measuredPSF: nil).parts
+        badParts[2] = badParts[2].prefix(100)
+        var outOfRange = job
+        outOfRange.missing = [7]
+        var noPSF = job
+        noPSF.optics = nil
+        for (item, what) in [
+            (WorkItem(sequence: 1, parts: badParts), "bytes of planes"),
+            (try outOfRange.item(planes: planes, measuredPSF: nil), "16×8×4"),
+            (try noPSF.item(planes: planes, measuredPSF: nil), "no measured PSF"),
+        ] {
+            do {
+                _ = try processor.process(item)
+                Issue.record("accepted a job with \(what)")
+            } catch let error as MoireError {
+                #expect(error.message.contains(what), "\(error.message)")
+            }
+        }
+    }
+
     /// A worker keeps one reconstructor per geometry (not one per set), its results equal an
     /// in-process reconstruction of the same set, and a job that does not describe itself
     /// consistently is refused with what is wrong.
