@@ -519,6 +519,27 @@ PY
 then ok "moire worker ×2 over ipc, one frozen then killed mid-run: 60 sets each reconstructed once, in order, equal to in-process; the other stopped by SIGINT ($(grep 'SIM workers' "$WORK/ws.log"))"
 else bad "workers: rc=$wrc froze=$froze steady worker's exit on SIGINT=$warc $(tail -3 "$WORK/ws.log") | $(tail -2 "$WORK/worker-a.log") | $(tail -2 "$WORK/worker-b.log")"; fi
 
+# 8b. Light-sheet stacks on a `moire worker` process: the same lattice run in process and with
+#     `reconstruction: {workers: 1}` over ipc; the worker deskews and deconvolves every stack, and
+#     the recorded volumes are equal.
+sed -e "s|count: 1|count: 2|" -e "s|recording: .*|recording: $WORK/lsl.ome.tif|" "$WORK/lattice.yaml" > "$WORK/lslocal.yaml"
+sed -e "s|recording: .*|recording: $WORK/lss.ome.tif|" "$WORK/lslocal.yaml" > "$WORK/lsshared.yaml"
+printf 'reconstruction: {workers: 1, work_endpoint: "ipc://%s/lswork.sock"}\n' "$WORK" >> "$WORK/lsshared.yaml"
+"$MOIRE" run "$WORK/lslocal.yaml" --embedded --clock virtual --no-publish --quiet > "$WORK/lsl.log" 2>&1; lslrc=$?
+"$MOIRE" worker --connect "ipc://$WORK/lswork.sock" --name sheet > "$WORK/worker-ls.log" 2>&1 &
+WLS=$!
+"$MOIRE" run "$WORK/lsshared.yaml" --embedded --clock virtual --no-publish > "$WORK/lss.log" 2>&1; lssrc=$?
+signal_and_wait INT $WLS
+if [ $lslrc -eq 0 ] && [ $lssrc -eq 0 ] && grep -q "light-sheet workers: sheet 2 stacks" "$WORK/lss.log" && python3 - "$WORK" <<'PY'
+import sys, tifffile, numpy as np
+w = sys.argv[1]
+local, shared = (tifffile.imread(f"{w}/{name}.vol.ome.tif") for name in ("lsl", "lss"))
+assert local.shape == shared.shape and local.ndim >= 4 and local.shape[0] == 2, (local.shape, shared.shape)
+assert np.array_equal(local, shared)
+PY
+then ok "light-sheet stacks on a moire worker process: 2 volumes deskewed and deconvolved there, equal to in process ($(grep 'light-sheet workers' "$WORK/lss.log"))"
+else bad "light-sheet worker: rc=$lslrc/$lssrc $(tail -3 "$WORK/lss.log") | $(tail -2 "$WORK/worker-ls.log")"; fi
+
 # 9. useq-schema (pymmcore-plus's acquisition schema): a sequence written by the PyPI useq-schema
 #    package drives a run (time points, channel, exposure, z stack), the recording's planes sit at
 #    useq's z positions, and `moire validate --to-useq` writes a sequence useq-schema reads back
