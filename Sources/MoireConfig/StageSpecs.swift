@@ -83,6 +83,17 @@ public struct LiveReconstructionSpec: Sendable, Equatable {
         }
         backgroundADU = try node.optionalDouble("background", in: 0...65535, unit: " ADU")
         backlogSets = try node.optionalInt("backlog", in: 1...1000) ?? backlogSets
+        (workers, workEndpoint) = try WorkerCount.read(from: node, defaultEndpoint: workEndpoint)
+        try node.finish()
+    }
+}
+
+extension WorkerCount {
+    /// A block's `workers` (auto or 1…1024) and `work_endpoint` (tcp://HOST:PORT, or ipc://PATH
+    /// resolved against the protocol's folder).
+    static func read(from node: ConfigNode, defaultEndpoint: String) throws -> (WorkerCount?, String) {
+        var workers: WorkerCount?
+        var endpoint = defaultEndpoint
         if let workersNode = try node.child("workers") {
             let text = try workersNode.string()
             if text == "auto" {
@@ -98,9 +109,9 @@ public struct LiveReconstructionSpec: Sendable, Equatable {
             guard text.hasPrefix("tcp://") || text.hasPrefix("ipc://") else {
                 throw endpointNode.error("work_endpoint is tcp://HOST:PORT or ipc://PATH; found '\(text.prefix(80))'")
             }
-            workEndpoint = text.hasPrefix("ipc://") ? "ipc://" + node.resolvePath(String(text.dropFirst(6))) : text
+            endpoint = text.hasPrefix("ipc://") ? "ipc://" + node.resolvePath(String(text.dropFirst(6))) : text
         }
-        try node.finish()
+        return (workers, endpoint)
     }
 }
 
@@ -156,6 +167,10 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
     public var context: TemporalContextChoice?
     public var pairs = DenoisePairs.recorrupt
     public var noise = LiveNoiseSource.camera
+    /// Raw frames' network inference run by `moire worker` processes (nil: in process); the
+    /// adaptation stays here. Workers connect to `workEndpoint`.
+    public var workers: WorkerCount?
+    public var workEndpoint = "tcp://127.0.0.1:5572"
     /// Live deconvolution (a second network, ZS-DeconvNet's second output) publishing `dcv`.
     public var deconvolve = false
     /// The Hessian regularisation weight of the deconvolution term.
@@ -183,6 +198,7 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
             }
             pairs = value
         }
+        (workers, workEndpoint) = try WorkerCount.read(from: node, defaultEndpoint: workEndpoint)
         if let noiseNode = try node.child("noise") {
             let text = try noiseNode.string()
             guard let value = LiveNoiseSource(rawValue: text) else {

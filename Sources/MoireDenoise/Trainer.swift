@@ -177,16 +177,49 @@ public final class Denoiser {
     /// The denoised frame in ADU (sides must be multiples of 4). `scale` overrides the normalisation
     /// (to reproduce a published frame exactly, give the scale its header records).
     public func denoise(_ frame: [Float], width: Int, height: Int, scale given: Float? = nil) throws -> [Float] {
+        let x = inputTensor(width: width, height: height)
+        let s = try fillNetworkInput(frame, width: width, height: height, scale: given, into: x.data)
+        let y = try withInferenceWeights { try net.forward(x) }
+        return output(of: UnsafeBufferPointer(start: y.data, count: y.count), scale: s)
+    }
+
+    /// The first half of `denoise`, for a network run elsewhere (`moire worker`): the network's
+    /// input for `frame` (its channels interleaved per pixel), and the scale it was normalised by;
+    /// the temporal context takes the frame as `denoise` would. `output(of:scale:)` is the second half.
+    public func networkInput(_ frame: [Float], width: Int, height: Int, scale given: Float? = nil) throws -> (
+        input: [Float], scale: Float
+    ) {
+        var input = [Float](repeating: 0, count: frame.count * net.input.rawValue)
+        let s = try input.withUnsafeMutableBufferPointer {
+            try fillNetworkInput(frame, width: width, height: height, scale: given, into: $0.baseAddress!)
+        }
+        return (input, s)
+    }
+
+    /// The network's output for an input made by `networkInput` (what a worker runs).
+    public func networkOutput(input: [Float], width: Int, height: Int) throws -> [Float] {
+        let x = inputTensor(width: width, height: height)
+        guard input.count == x.count else {
+            throw MoireError(.usage, "a network input of \(input.count) values; expected \(x.count)")
+        }
+        input.withUnsafeBufferPointer { x.data.update(from: $0.baseAddress!, count: x.count) }
+        let y = try withInferenceWeights { try net.forward(x) }
+        return Array(UnsafeBufferPointer(start: y.data, count: y.count))
+    }
+
+    /// Fills `input` with the network's input for `frame` and adds the frame to the temporal
+    /// context (after reading it); the scale used.
+    private func fillNetworkInput(
+        _ frame: [Float], width: Int, height: Int, scale given: Float?, into input: UnsafeMutablePointer<Float>
+    ) throws -> Float {
         guard frame.count == width * height else {
             throw MoireError(.usage, "frame has \(frame.count) pixels; expected \(width)×\(height)")
         }
         let s = given ?? normaliser(frame)
         let off = Float(model.offset)
-        let x = inputTensor(width: width, height: height)
-        let input = x.data
         guard usesTemporalContext else {
             for i in 0..<frame.count { input[i] = (frame[i] - off) / s }
-            return try output(of: withInferenceWeights { try net.forward(x) }, scale: s, offset: off)
+            return s
         }
         let normalised = frame.map { ($0 - off) / s }
         let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
@@ -197,16 +230,19 @@ public final class Denoiser {
             input[2 * i] = normalised[i]
             input[2 * i + 1] = average[i] * brightness
         }
-        let y = try withInferenceWeights { try net.forward(x) }
         add(toContext: normalised, width: width, height: height, scale: s, brightnessRatio: brightness)
-        return output(of: y, scale: s, offset: off)
+        return s
     }
 
-    /// The network's output `y` back in ADU.
-    private func output(of y: Tensor, scale s: Float, offset off: Float) -> [Float] {
-        let values = y.data
+    /// The network's output `y` back in ADU (`scale`: what the input was normalised by).
+    public func output(of y: [Float], scale s: Float) -> [Float] {
+        y.withUnsafeBufferPointer { output(of: $0, scale: s) }
+    }
+
+    private func output(of y: UnsafeBufferPointer<Float>, scale s: Float) -> [Float] {
+        let off = Float(model.offset)
         return [Float](unsafeUninitializedCapacity: y.count) { buffer, initialised in
-            for i in 0..<y.count { buffer[i] = values[i] * s + off }
+            for i in 0..<y.count { buffer[i] = y[i] * s + off }
             initialised = y.count
         }
     }

@@ -17,6 +17,14 @@ public enum WeightsFile {
     }
 
     public static func save(_ net: UNet, weightsVersion: Int, to path: String) throws {
+        let d = try encode(net, weightsVersion: weightsVersion)
+        do { try d.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw MoireError(.io, "cannot write weights: \(error.localizedDescription)", place: path)
+        }
+    }
+
+    /// The weights file's bytes for `net`.
+    public static func encode(_ net: UNet, weightsVersion: Int) throws -> Data {
         var entries: [Header.Entry] = []
         for (i, c) in net.convs.enumerated() {
             entries.append(.init(name: "conv\(i).weight", shape: c.weights.shape))
@@ -33,9 +41,7 @@ public enum WeightsFile {
                 for i in 0..<t.count { withUnsafeBytes(of: t[i].bitPattern.littleEndian) { d.append(contentsOf: $0) } }
             }
         }
-        do { try d.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw MoireError(.io, "cannot write weights: \(error.localizedDescription)", place: path)
-        }
+        return d
     }
 
     /// The file's bytes and its validated header.

@@ -49,6 +49,10 @@ public struct DenoiseStageCounters: Sendable, Equatable {
     /// camera profile, or measured from the run's first frames (`noise: auto`).
     public var noiseModel = ""
     public var noiseSource = ""
+    /// With `denoise.workers`: frames whose network ran at each worker (`local`: in process, when
+    /// none was connected), and frames that came back unusable.
+    public var framesByWorker: [String: Int] = [:]
+    public var workerFailures = 0
 }
 
 /// A network adapted on one thread and used for inference on another: the adapted weights are
@@ -187,6 +191,15 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
     /// frames (`heldForNoise`) and adaptation waits.
     private var noiseSettled: Bool
     private var heldForNoise: [(header: FrameHeader, pixels: [Float])] = []
+    /// A frame whose network runs at a worker, kept until its output comes back.
+    private struct PendingFrame {
+        var header: FrameHeader
+        var version: Int
+        var scale: Float?
+    }
+    /// With `denoise.workers` (raw frames): the network's inference runs in `moire worker`
+    /// processes, at most 4 frames out at once; adaptation, context and normalisation stay here.
+    private let work: OrderedWork<PendingFrame>?
     /// `noise: auto` measures from this many frames of one channel and plane (frame differences) …
     static let framesForNoise = 4
     /// … or from what it holds when this many frames of any kind have come first.
@@ -246,6 +259,21 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
             inference: inference, adaptation: adaptation,
             checkpointDir: recordingPath.map { RecordingIndex.stem(of: $0) + ".den-weights" },
             checkpointEvery: options.checkpointEvery, ema: options.ema)
+        if options.workers != nil {
+            guard !sim else {
+                throw MoireError(
+                    .config, "denoise.workers runs raw frames' inference; SR frames are denoised in process",
+                    place: p.file)
+            }
+            guard !options.deconvolve else {
+                throw MoireError(
+                    .config, "denoise.workers cannot be combined with deconvolve (the deconvolver runs in process)",
+                    place: p.file)
+            }
+        }
+        work = try WorkBroker.forWorkers(options.workers, endpoint: options.workEndpoint).map {
+            OrderedWork(broker: $0, limit: 4)
+        }
         if options.deconvolve {
             deconvolutionSigmaPx = try Self.deconvolutionSigma(protocol: p, sim: sim)
             deconvolver = try Self.makeDeconvolver(
@@ -304,6 +332,9 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         // Version 0 (the starting weights) is a checkpoint too, so every frame can be reproduced.
         if network.saveStartingCheckpoint() { counters.checkpoints += 1 }
         if deconvolver?.saveStartingCheckpoint() == true { counters.checkpoints += 1 }
+        work?.start(name: "moire.stage.denoise.collect", expectedWorkers: options.workers?.expectedCount) {
+            [self] result, pending in collect(result, pending)
+        }
         for name in ["infer", "adapt"] {
             done.enter()
             let t = Thread { [self] in
@@ -316,6 +347,8 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
     }
 
     func join(timeoutSeconds: Double) -> Bool { done.wait(timeout: .now() + timeoutSeconds) == .success }
+
+    deinit { work?.broker.stop() }
 
     var isSIM: Bool { if case .simSR = source { return true } else { return false } }
 
@@ -442,6 +475,16 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
             let first = heldForNoise.first.map { sequenceKey($0.header) }
             settleNoise(from: heldForNoise.filter { sequenceKey($0.header) == first })
         }
+        if let work {
+            // A hang watchdog: the frames out at workers come back before the stream's stop.
+            if !work.finish(timeoutSeconds: 600) {
+                logger.error("denoised frames still out at workers after 600 s; the run ends without them")
+            }
+            let completedBy = work.broker.counts.completedBy
+            lock.lock()
+            counters.framesByWorker = completedBy
+            lock.unlock()
+        }
         lock.lock()
         inferenceEnded = true
         lock.broadcast()
@@ -516,6 +559,10 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
     /// Denoises one frame with the current inference weights (and its context), publishes it, and
     /// deconvolves it when the protocol asks.
     private func denoiseAndPublish(_ h: FrameHeader, _ px: [Float]) {
+        if let work {
+            submit(h, px, to: work)
+            return
+        }
         let key = sequenceKey(h)
         weightsLock.lock()
         let version = network.version
@@ -555,6 +602,72 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
             if let deconvolver { try deconvolve(h, px, with: deconvolver) }
         } catch {
             logger.error("publishing a denoised frame failed; frame skipped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Prepares the network's input for `px` here (normalisation, temporal context) and hands it to
+    /// a worker with the current inference weights; hands the frame to adaptation as in process.
+    private func submit(_ h: FrameHeader, _ px: [Float], to work: OrderedWork<PendingFrame>) {
+        let key = sequenceKey(h)
+        weightsLock.lock()
+        let version = network.version
+        let contextBefore = contexts[key]
+        inference.context = contextBefore
+        let prepared: (input: [Float], scale: Float)
+        let weights: Data
+        do {
+            prepared = try inference.networkInput(px, width: h.width, height: h.height)
+            weights = try inference.withInferenceWeights {
+                try WeightsFile.encode(inference.net, weightsVersion: version)
+            }
+        } catch {
+            weightsLock.unlock()
+            logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
+            return
+        }
+        if usesHistory { contexts[key] = inference.context }
+        let scale = inference.scale
+        weightsLock.unlock()
+        if usesHistory {
+            lock.lock()
+            adaptFrame = px
+            adaptContext = contextBefore
+            adaptScale = scale
+            lock.broadcast()
+            lock.unlock()
+        }
+        do {
+            let job = DenoiseJob(
+                width: h.width, height: h.height, channels: inference.net.input.rawValue, weightsVersion: version)
+            work.submit(
+                parts: try job.item(weights: weights, input: prepared.input).parts,
+                keeping: PendingFrame(header: h, version: version, scale: scale))
+        } catch {
+            logger.error("a frame could not be sent to a worker; skipped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// A frame's network output back from a worker (in submission order): published in ADU.
+    private func collect(_ result: WorkItem, _ pending: PendingFrame) {
+        let h = pending.header
+        do {
+            let y = try DenoiseJob.output(of: result, width: h.width, height: h.height)
+            let out = inference.output(of: y, scale: pending.scale ?? 1)
+            let method = options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw"
+            let published = try publish(
+                out, stream: "den", from: h, network: inference, version: pending.version, scale: pending.scale,
+                params: [
+                    "method": method, "context": usesHistory ? "history" : "none", "noise": options.noise.rawValue,
+                ])
+            guard published else { return }
+            lock.lock(); counters.denoised += 1; lock.unlock()
+            PipelineMetrics.denoised.increment()
+            PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
+        } catch {
+            lock.lock(); counters.workerFailures += 1; lock.unlock()
+            logger.error(
+                "a denoised frame came back from its worker unusable; skipped",
+                metadata: ["frame": "\(h.seq)", "error": "\(error)"])
         }
     }
 

@@ -10,8 +10,12 @@ extension WorkBroker {
     /// other address needs the daemon's CURVE key and the workers' public keys (keys directory:
     /// `moired.key_secret`, `workers/*.key`).
     static func forReconstruction(_ options: LiveReconstructionSpec) throws -> WorkBroker? {
-        guard options.workers != nil else { return nil }
-        let endpoint = options.workEndpoint
+        try forWorkers(options.workers, endpoint: options.workEndpoint)
+    }
+
+    /// The broker for a stage's `workers` at `endpoint` (nil without workers).
+    static func forWorkers(_ workers: WorkerCount?, endpoint: String) throws -> WorkBroker? {
+        guard workers != nil else { return nil }
         var access = WorkAccess.local
         if endpoint.hasPrefix("tcp://"), EndpointRule.bindProblem(endpoint) != nil {
             let keys = CurveKeyFile.defaultDirectory
@@ -191,9 +195,11 @@ public struct SIM3DJob: Codable, Sendable {
     }
 }
 
-/// Reconstructs SIM jobs — 2D sets, 3D-SIM stacks and light-sheet stacks (`LightSheetJob`) — in
-/// a `moire worker`, or in process when no worker is there, one reconstructor per geometry, kept. A job that does not describe itself consistently (sizes,
-/// counts, parameters) is refused with what is wrong; the worker answers it with an empty result.
+/// Runs the jobs of workers — 2D-SIM sets, 3D-SIM stacks, light-sheet stacks (`LightSheetJob`) and
+/// live denoising's network inference (`DenoiseJob`) — in a `moire worker`, or in process when no
+/// worker is there, one reconstructor per geometry, kept. A job that does not describe itself
+/// consistently (sizes, counts, parameters) is refused with what is wrong; the worker answers it
+/// with an empty result.
 // Sendable by hand: `reconstructors` guarded by `lock`; one job at a time (the lock is held while it runs).
 public final class SIMWorkProcessor: @unchecked Sendable {
     private let lock = NSLock()
@@ -210,6 +216,8 @@ public final class SIMWorkProcessor: @unchecked Sendable {
     private var reconstructors3D: [Data: SIM3DReconstructor] = [:]
     /// Light-sheet stacks (deskew and deconvolution) go to their own processors.
     private let lightSheet = LightSheetWorkProcessor()
+    /// Live denoising's network inference (`DenoiseJob`).
+    private let denoising = DenoiseWorkProcessor()
     /// The last 2D job's description as sent, as read, and its geometry: sets of a run repeat it
     /// byte for byte while the parameters hold, and then it is not decoded again.
     private var lastJob: (description: Data, job: SIMJob, geometry: Geometry)?
@@ -271,6 +279,7 @@ public final class SIMWorkProcessor: @unchecked Sendable {
     public func process(_ item: WorkItem) throws -> WorkItem {
         if item.parts.count == 3, item.parts[0] == SIM3DJob.tag { return try process3D(item) }
         if item.parts.count >= 3, item.parts[0] == LightSheetJob.tag { return try lightSheet.process(item) }
+        if item.parts.count >= 3, item.parts[0] == DenoiseJob.tag { return try denoising.process(item) }
         guard item.parts.count == 2 else {
             throw MoireError(.format, "job \(item.sequence): \(item.parts.count) parts, expected 2")
         }

@@ -175,6 +175,10 @@ struct Run: ParsableCommand {
                     } ?? "")
                     + (r.deconvolutionCheckpoints != nil ? "; \(c.deconvolved) frames deconvolved" : ""))
             print("denoising noise model: \(c.noiseModel) (\(c.noiseSource))")
+            if !c.framesByWorker.isEmpty {
+                let byWorker = c.framesByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("denoising workers: " + byWorker.joined(separator: ", ") + " frames")
+            }
         }
         if let e = r.publishEndpoint {
             print("published \(r.published) raw and \(r.derivedPublished) derived frames on \(e)")

@@ -737,6 +737,69 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     }
 }
 
+/// `denoise: {workers: 1}`: the network's inference of every raw frame runs at a worker (here a
+/// thread of this process with its own oneDNN engine, over a real ipc socket) while adaptation,
+/// context and normalisation stay in the stage; every frame comes back in order and equals what
+/// its checkpoint gives in process, bit for bit.
+@Suite(.serialized) struct LiveDenoiseOnWorkersTests {
+    @Test func framesDenoisedByAWorkerEqualTheirCheckpointsInProcess() throws {
+        let dir = Fixtures.tempDir("livedenw")
+        let endpoint = "ipc://\(dir)/denwork.sock"
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(
+                in: dir, mode: "widefield", roi: 64, timepoints: 10, exposureMs: 5,
+                extra:
+                    "denoise: {steps_per_frame: 2, crop: 32, batch: 2, checkpoint_every: 1, workers: 1, work_endpoint: \"\(endpoint)\"}"
+            ))
+        #expect(p.denoise.workers == .count(1))
+        let processor = SIMWorkProcessor()
+        let worker = try WorkWorker(endpoint: endpoint, name: "gpu0") { try processor.process($0) }
+        try worker.start()
+        defer { worker.stop() }
+        var o = PipelineOptions()
+        o.recordingPath = "\(dir)/raw.ome.tif"
+        o.publishEndpoint = loopbackAnyPort
+        o.waitForSubscribers = 1
+        let pipe = try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock())
+        let (r, items) = try runListening(pipe, topics: ["den.", "run"], timeoutMs: 30_000)
+        let frames = floatFrames(items).sorted { $0.0.seq < $1.0.seq }
+        let c = try #require(r.denoise)
+        #expect(c.denoised == 10 && frames.count == 10 && c.workerFailures == 0, "\(c)")
+        #expect(c.framesByWorker == ["gpu0": 10], "\(c.framesByWorker)")
+        #expect(frames.map { $0.0.inputs?.first } == (0..<10).map { Optional($0) })
+        let versions = frames.compactMap { $0.0.params?["weightsVersion"].flatMap(Int.init) }
+        #expect(Set(versions).count > 1, "adaptation went on while the worker denoised: \(versions)")
+        let checkpoints = try #require(r.denoiseCheckpoints)
+        let reader = try OMETiffReader(path: "\(dir)/raw.ome.tif")
+        let d = Denoiser(engine: try DNNLEngine(), model: NoiseModel(camera: p.rig.cameraProfile), input: .frameAndHistory)
+        var context: TemporalContext?
+        for (h, px) in frames {
+            let v = try #require(h.params?["weightsVersion"].flatMap(Int.init))
+            let scale = try #require(h.params?["scale"].flatMap(Float.init))
+            try WeightsFile.load("\(checkpoints)/v\(v).bin", into: d.net)
+            d.context = context
+            let again = try d.denoise(try reader.readPlaneFloat(h.inputs![0]), width: 64, height: 64, scale: scale)
+            context = d.context
+            #expect(again == px, "frame \(h.seq) (weights v\(v)) from the worker differs from in process")
+        }
+    }
+
+    @Test func workersAreRefusedForSRFramesAndWithDeconvolution() throws {
+        let dir = Fixtures.tempDir("livedenwbad")
+        for (mode, extra) in [
+            ("sim2d", "denoise: {workers: 1}"), ("widefield", "denoise: {workers: 1, deconvolve: true}"),
+        ] {
+            let p = try AcquisitionProtocol.load(
+                file: Fixtures.smallProtocol(in: dir, mode: mode, roi: 64, timepoints: 1, extra: extra))
+            var o = PipelineOptions()
+            o.noPublish = true
+            #expect(throws: MoireError.self) {
+                try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run()
+            }
+        }
+    }
+}
+
 @Suite(.serialized) struct LiveDeconvolutionTests {
     /// `denoise: {deconvolve: true}`: a second network, adapted on the raw frames with the deconvolution
     /// term (the PSF from the rig's optics), publishes `dcv.<channel>` beside `den.<channel>`; every
