@@ -7,13 +7,15 @@ import MoireTransport
 /// `moire worker`: reconstructs the phase sets a daemon's (or an embedded run's) broker hands it.
 struct Worker: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Reconstruct SIM phase sets for a run's broker (reconstruction.workers), until stopped.",
+        abstract:
+            "Work for a run's broker until stopped: SIM sets, 3D-SIM and light-sheet stacks (reconstruction.workers), live denoising's inference (denoise.workers).",
         discussion: """
             Runs under Slurm as well as by hand (docs/batch.md has a job script). Over tcp beyond \
             loopback the broker is CURVE-authenticated: give its public key and this worker's key pair.
             """)
 
-    @Option(name: .long, help: "The broker's endpoint (reconstruction.work_endpoint).") var connect: String
+    @Option(name: .long, help: "The broker's endpoint (reconstruction.work_endpoint or denoise.work_endpoint).")
+    var connect: String
     @Option(name: .long, help: "This worker's name in the run's result (default: host:pid).") var name: String?
     @Option(name: .long, help: "The broker's public key file (NAME.key), for CURVE.") var serverKey: String?
     @Option(name: .long, help: "This worker's secret key file (NAME.key_secret), for CURVE.") var key: String?
