@@ -200,6 +200,8 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
     /// With `denoise.workers` (raw frames): the network's inference runs in `moire worker`
     /// processes, at most 4 frames out at once; adaptation, context and normalisation stay here.
     private let work: OrderedWork<PendingFrame>?
+    /// The inference weights last sent to workers, as a weights file (inference thread, under `weightsLock`).
+    private var encodedWeights: (version: Int, bytes: Data)?
     /// `noise: auto` measures from this many frames of one channel and plane (frame differences) …
     static let framesForNoise = 4
     /// … or from what it holds when this many frames of any kind have come first.
@@ -477,10 +479,7 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         }
         if let work {
             // A hang watchdog: the frames out at workers come back before the stream's stop.
-            if !work.finish(timeoutSeconds: 600) {
-                logger.error("denoised frames still out at workers after 600 s; the run ends without them")
-            }
-            let completedBy = work.broker.counts.completedBy
+            let completedBy = work.finish(timeoutSeconds: 600, what: "denoised frames", logger: logger)
             lock.lock()
             counters.framesByWorker = completedBy
             lock.unlock()
@@ -579,26 +578,9 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         if usesHistory { contexts[key] = inference.context }
         let scale = inference.scale
         weightsLock.unlock()
-        if usesHistory {
-            // Adapt on what inference saw: this frame and the context it was denoised with.
-            lock.lock()
-            adaptFrame = px
-            adaptContext = contextBefore
-            adaptScale = scale
-            lock.broadcast()
-            lock.unlock()
-        }
-        let method = isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")
+        if usesHistory { handToAdaptation(px, context: contextBefore, scale: scale) }
         do {
-            let published = try publish(
-                out, stream: "den", from: h, network: inference, version: version, scale: scale,
-                params: [
-                    "method": method, "context": usesHistory ? "history" : "none", "noise": options.noise.rawValue,
-                ])
-            guard published else { return }
-            lock.lock(); counters.denoised += 1; lock.unlock()
-            PipelineMetrics.denoised.increment()
-            PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
+            guard try publishDenoised(out, from: h, version: version, scale: scale) else { return }
             if let deconvolver { try deconvolve(h, px, with: deconvolver) }
         } catch {
             logger.error("publishing a denoised frame failed; frame skipped", metadata: ["error": "\(error)"])
@@ -617,9 +599,7 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         let weights: Data
         do {
             prepared = try inference.networkInput(px, width: h.width, height: h.height)
-            weights = try inference.withInferenceWeights {
-                try WeightsFile.encode(inference.net, weightsVersion: version)
-            }
+            weights = try inferenceWeightsFile(version: version)
         } catch {
             weightsLock.unlock()
             logger.error("denoising failed; frame skipped", metadata: ["error": "\(error)"])
@@ -628,14 +608,7 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         if usesHistory { contexts[key] = inference.context }
         let scale = inference.scale
         weightsLock.unlock()
-        if usesHistory {
-            lock.lock()
-            adaptFrame = px
-            adaptContext = contextBefore
-            adaptScale = scale
-            lock.broadcast()
-            lock.unlock()
-        }
+        if usesHistory { handToAdaptation(px, context: contextBefore, scale: scale) }
         do {
             let job = DenoiseJob(
                 width: h.width, height: h.height, channels: inference.net.input.rawValue, weightsVersion: version)
@@ -647,22 +620,50 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         }
     }
 
+    /// The inference weights of `version` as a weights file, encoded once per version (under
+    /// `weightsLock`): the frames between two adaptation swaps send the same bytes.
+    private func inferenceWeightsFile(version: Int) throws -> Data {
+        if let encoded = encodedWeights, encoded.version == version { return encoded.bytes }
+        let bytes = try inference.withInferenceWeights {
+            try WeightsFile.encode(inference.net, weightsVersion: version)
+        }
+        encodedWeights = (version, bytes)
+        return bytes
+    }
+
+    /// Hands a denoised raw frame and the context it was denoised with to the adaptation thread
+    /// (temporal context: adaptation trains on what inference saw).
+    private func handToAdaptation(_ px: [Float], context: TemporalContext?, scale: Float?) {
+        lock.lock()
+        adaptFrame = px
+        adaptContext = context
+        adaptScale = scale
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// Publishes a denoised frame on `den` with its weights version and method, and counts it;
+    /// false when no output slot came.
+    @discardableResult
+    private func publishDenoised(_ out: [Float], from h: FrameHeader, version: Int, scale: Float?) throws -> Bool {
+        let method = isSIM ? "sim-sr-pairs" : (options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw")
+        let published = try publish(
+            out, stream: "den", from: h, network: inference, version: version, scale: scale,
+            params: ["method": method, "context": usesHistory ? "history" : "none", "noise": options.noise.rawValue])
+        guard published else { return false }
+        lock.lock(); counters.denoised += 1; lock.unlock()
+        PipelineMetrics.denoised.increment()
+        PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
+        return true
+    }
+
     /// A frame's network output back from a worker (in submission order): published in ADU.
     private func collect(_ result: WorkItem, _ pending: PendingFrame) {
         let h = pending.header
         do {
             let y = try DenoiseJob.output(of: result, width: h.width, height: h.height)
             let out = inference.output(of: y, scale: pending.scale ?? 1)
-            let method = options.oddEvenPairs ? "odd-even-raw" : "recorrupted-raw"
-            let published = try publish(
-                out, stream: "den", from: h, network: inference, version: pending.version, scale: pending.scale,
-                params: [
-                    "method": method, "context": usesHistory ? "history" : "none", "noise": options.noise.rawValue,
-                ])
-            guard published else { return }
-            lock.lock(); counters.denoised += 1; lock.unlock()
-            PipelineMetrics.denoised.increment()
-            PipelineMetrics.record(latency, sincePublishedNs: h.publishedNs)
+            try publishDenoised(out, from: h, version: pending.version, scale: pending.scale)
         } catch {
             lock.lock(); counters.workerFailures += 1; lock.unlock()
             logger.error(

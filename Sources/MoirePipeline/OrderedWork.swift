@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import MoireTransport
 
 /// Stacks a stage hands to worker processes, and their results taken back in order: what the
@@ -71,16 +72,18 @@ final class OrderedWork<Pending>: @unchecked Sendable {
     }
 
     /// After the last submission: waits until every job out has come back (a hang watchdog of
-    /// `timeoutSeconds`; false when it ran out), then stops the broker. The broker's counts say
-    /// who did what.
-    func finish(timeoutSeconds: Double) -> Bool {
+    /// `timeoutSeconds`; an error naming `what` is logged when it runs out), stops the broker, and
+    /// returns the jobs each worker did.
+    func finish(timeoutSeconds: Double, what: String, logger: Logger) -> [String: Int] {
         changed.lock()
         submissionsEnded = true
         let started = collecting
         changed.broadcast()
         changed.unlock()
-        let drained = !started || collected.wait(timeout: .now() + timeoutSeconds) == .success
+        if started, collected.wait(timeout: .now() + timeoutSeconds) == .timedOut {
+            logger.error("\(what) still out at workers after \(Int(timeoutSeconds)) s; the run ends without them")
+        }
         broker.stop()
-        return drained
+        return broker.counts.completedBy
     }
 }

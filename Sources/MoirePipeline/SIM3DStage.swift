@@ -286,10 +286,7 @@ final class SIM3DStage: BackpressuredStage, @unchecked Sendable {
     /// watchdog of 600 s), then records how many each worker did.
     private func drainWorkers() {
         guard let work else { return }
-        if !work.finish(timeoutSeconds: 600) {
-            logger.error("3D-SIM stacks still out at workers after 600 s; the run ends without them")
-        }
-        let completedBy = work.broker.counts.completedBy
+        let completedBy = work.finish(timeoutSeconds: 600, what: "3D-SIM stacks", logger: logger)
         lock.lock()
         own.stacksByWorker = completedBy
         lock.unlock()
