@@ -1,9 +1,10 @@
 # Moiré — build, demo, test, bench.  `make demo` and `make test` do all set-up on a fresh Debian.
 SHELL := /bin/bash
 SWIFT ?= swift
-# The C libraries behind the system-library modules, and (for the batch tests) a one-node Slurm cluster.
+# The C libraries behind the system-library modules, (for the batch tests) a one-node Slurm cluster,
+# and (for the napari live view's test) an X server without a screen with Mesa's software OpenGL.
 DEB_PKGS := libzmq3-dev libfftw3-dev libtiff-dev libusb-1.0-0-dev libdnnl-dev zlib1g-dev libsodium-dev libzstd-dev libxml2 pkg-config \
-  slurmctld slurmd slurm-client munge
+  slurmctld slurmd slurm-client munge xvfb xauth libgl1-mesa-dri
 PY_PKGS := pyzmq tifffile numpy ome-types xmlschema lxml prometheus-client useq-schema pyyaml zarr ome-zarr napari napari-ome-zarr pyqt5
 DEMO_OUT ?= demo-output/tirf-sim.ome.tif
 BUILD_FLAGS ?= -c release

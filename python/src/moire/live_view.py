@@ -109,35 +109,3 @@ class LiveView:
     def close(self) -> None:
         self.subscriber.close()
 
-
-def render(viewer: Any, tile: int = 256, gap: int = 4) -> np.ndarray:
-    """The viewer's visible 2D image layers side by side, as napari's grid mode shows them: each
-    layer through its own contrast limits, gamma and colour map, in its physical extent (a layer at
-    half the pixel size is drawn at twice the resolution in the same tile). Drawn in numpy, for
-    headless machines whose Qt has no OpenGL, where `viewer.screenshot()` cannot render.
-    Returns an RGB uint8 image, `tile` pixels high."""
-    layers = [layer for layer in viewer.layers
-              if getattr(layer, "visible", False) and getattr(layer, "data", None) is not None
-              and np.ndim(layer.data) == 2]
-    if not layers:
-        return np.zeros((tile, tile, 3), dtype=np.uint8)
-    extent = max(max(np.shape(layer.data)[i] * float(layer.scale[i]) for i in range(2)) for layer in layers)
-    tiles = []
-    for layer in layers:
-        data = np.asarray(layer.data, dtype=np.float64)
-        low, high = layer.contrast_limits
-        normalised = np.clip((data - low) / max(high - low, 1e-12), 0, 1) ** float(layer.gamma)
-        normalised = np.nan_to_num(normalised)
-        # Nearest sampling of the tile's pixel centres in the layer's own pixels.
-        centres = (np.arange(tile) + 0.5) * extent / tile
-        rows = np.floor(centres / float(layer.scale[0])).astype(int)
-        columns = np.floor(centres / float(layer.scale[1])).astype(int)
-        inside_rows = rows < data.shape[0]
-        inside_columns = columns < data.shape[1]
-        sampled = normalised[np.minimum(rows, data.shape[0] - 1)][:, np.minimum(columns, data.shape[1] - 1)]
-        sampled[~inside_rows, :] = 0
-        sampled[:, ~inside_columns] = 0
-        rgba = layer.colormap.map(sampled.ravel()).reshape(tile, tile, 4)
-        tiles.append((np.clip(rgba[..., :3], 0, 1) * 255).astype(np.uint8))
-        tiles.append(np.zeros((tile, gap, 3), dtype=np.uint8))
-    return np.concatenate(tiles[:-1], axis=1)
