@@ -294,8 +294,8 @@ public final class AcquisitionPipeline: @unchecked Sendable {
             let stage = try DenoiseStage(
                 protocol: proto, options: proto.denoise, recordingPath: recordingPath, logger: logger,
                 source: sim.map { .simSR($0) } ?? .raw)
-            sim?.onSet = { [stage] channel, frames, params in
-                stage.offer(channel: channel, frames: frames, params: params)
+            sim?.onSet = { [stage] set in
+                stage.offer(set)
             }
             if proto.lightSheet.source == .denoised, sim == nil { volume?.denoiser = stage }
             try graph.add(stage, reading: [sim == nil ? .raw : .output(of: "sim")])

@@ -87,6 +87,16 @@ public final class SIMDenoiser {
         }
     }
 
+    /// The network's input for a raw phase set (SR pairs): the set reconstructed with `parameters`
+    /// and the constant `inputWiener`, as the training pairs are, by `reconstructor` (whose Wiener
+    /// option this sets).
+    public static func networkInput(
+        _ set: [[Float]], parameters: SIMParameters, with reconstructor: SIM2DReconstructor
+    ) throws -> [Float] {
+        reconstructor.options.wiener = .fixed(inputWiener)
+        return try reconstructor.reconstruct(set, parameters: parameters)
+    }
+
     /// The denoised SR image (2× grid) of a raw phase set.
     public func reconstruct(set: [[Float]]) throws -> [Float] {
         try check(set)
@@ -95,7 +105,7 @@ public final class SIMDenoiser {
             let clean = try set.map { try denoiser.denoise($0, width: rec.width, height: rec.height) }
             return try rec.reconstruct(clean, parameters: parameters)
         case .srPairs:
-            let sr = try rec.reconstruct(set, parameters: parameters)
+            let sr = try Self.networkInput(set, parameters: parameters, with: rec)
             return try denoiser.denoise(sr, width: 2 * rec.width, height: 2 * rec.height)
         }
     }

@@ -32,6 +32,15 @@ extension LiveReconstructionSpec {
     }
 }
 
+/// A phase set the live SIM stage reconstructed: its channel, the sequence number of its SR frame,
+/// its raw frames (ADU) and the parameters it was reconstructed with.
+struct ReconstructedSet {
+    var channel: Int
+    var srSeq: Int
+    var frames: [[Float]]
+    var parameters: SIMParameters
+}
+
 /// Counters of the live SIM stage.
 public struct SIMStageCounters: Sendable, Equatable {
     public var setsComplete = 0
@@ -139,9 +148,10 @@ final class SIMStage: BackpressuredStage, @unchecked Sendable {
         default: return 8
         }
     }
-    /// Called on the worker after each reconstructed set with its channel, raw frames (ADU) and
-    /// parameters (the live SIM denoiser adapts on them).
-    var onSet: ((_ channel: Int, _ frames: [[Float]], _ params: SIMParameters) -> Void)?
+    /// Called for each reconstructed set with its channel, the sequence number its SR frame is
+    /// published with, its raw frames (ADU) and parameters, before that SR frame is published (the
+    /// live SIM denoiser adapts on the sets and denoises each SR frame's set).
+    var onSet: ((_ set: ReconstructedSet) -> Void)?
 
     /// A new reconstructor configured like this stage's for `channel` (one per thread).
     func makeReconstructor(channel: Int) throws -> SIM2DReconstructor {
@@ -452,6 +462,7 @@ final class SIMStage: BackpressuredStage, @unchecked Sendable {
         wfh.width = width
         wfh.height = height
         wfh.pixelSizeUm = h0.pixelSizeUm
+        onSet?(ReconstructedSet(channel: h0.c, srSeq: srSeq, frames: frames, parameters: params))
         srOwned = false
         try bus.publish(Frame(header: srh, slot: srSlot))
         wfOwned = false
@@ -462,7 +473,6 @@ final class SIMStage: BackpressuredStage, @unchecked Sendable {
         lock.lock()
         counters.reconstructed += 1
         lock.unlock()
-        onSet?(h0.c, frames, params)
     }
 
     // MARK: sets reconstructed by workers
