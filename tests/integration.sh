@@ -234,6 +234,29 @@ if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-sr.ome.tif" --na 1.49 --emission-
    && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); b=tifffile.imread(sys.argv[2]); sys.exit(0 if a.shape[-1]==128 and b.size==18*64*64 and open(sys.argv[3],'rb').read(4)==b'\x89PNG' else 1)" "$WORK/fx-sr.ome.tif" "$WORK/fx-den.ome.tif" "$WORK/fx.png"; then
   ok "offline reconstruct, preview, train and denoise of the replay fixture write files tifffile reads"; else bad "offline tools: $(tail -5 "$WORK/fx.log")"; fi
 
+# 2f'. Frames acquired elsewhere through the live stages: the fixture's planes as a plain TIFF stack
+#      (written by tifffile, no Moiré metadata) replayed with its protocol give the same raw planes
+#      and the same live SR frames as replaying the recording; without --protocol it is refused.
+sed -e "s|rig: ../rigs/multisim.yaml|rig: $PWD/sim-hardware/rigs/multisim.yaml|" -e "/^outputs:/,\$d" \
+  sim-hardware/protocols/replay-fixture.yaml > "$WORK/plain.yaml"
+printf 'reconstruction: {record: true}\n' >> "$WORK/plain.yaml"
+python3 -c "import tifffile,sys; tifffile.imwrite(sys.argv[2], tifffile.imread(sys.argv[1]), photometric='minisblack')" "$FIX" "$WORK/plain.tif"
+"$MOIRE" replay "$FIX" --protocol "$WORK/plain.yaml" --out "$WORK/rp-rec.ome.tif" > "$WORK/plain.log" 2>&1; rprc=$?
+"$MOIRE" replay "$WORK/plain.tif" --protocol "$WORK/plain.yaml" --out "$WORK/rp-plain.ome.tif" >> "$WORK/plain.log" 2>&1; pprc=$?
+refused=$("$MOIRE" replay "$WORK/plain.tif" 2>&1); nprc=$?
+if [ $rprc -eq 0 ] && [ $pprc -eq 0 ] && [ $nprc -ne 0 ] && echo "$refused" | grep -q "plain TIFF stack replays with --protocol" \
+   && grep -q "replayed 18 frames, 0 missing, no device state to check (a plain stack): completed" "$WORK/plain.log" \
+   && python3 - "$WORK" "$FIX" <<'PY'
+import sys, numpy as np, tifffile
+w, fixture = sys.argv[1], sys.argv[2]
+assert np.array_equal(tifffile.imread(f"{w}/rp-plain.ome.tif"), tifffile.imread(fixture))
+a, b = tifffile.imread(f"{w}/rp-rec.sr.ome.tif"), tifffile.imread(f"{w}/rp-plain.sr.ome.tif")
+assert a.shape == b.shape == (2, 128, 128), (a.shape, b.shape)
+assert np.array_equal(a, b)
+PY
+then ok "moire replay of a plain TIFF stack (tifffile) with its protocol: the same raw planes and live SR frames as replaying the recording; refused without --protocol"
+else bad "plain-stack replay: rc=$rprc/$pprc/$nprc $refused $(tail -5 "$WORK/plain.log")"; fi
+
 # 2g. SIM denoising offline (recorrupted sets reconstructed twice) and denoising of a PNG.
 if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-srden.ome.tif" --na 1.49 --emission-nm 525 --background 100 --k-prior 0.1807@8 \
      --denoise 6 --noise 100,0.46,1.4 > "$WORK/fxd.log" 2>&1 \

@@ -6,12 +6,25 @@ import MoireHardware
 import MoireStorage
 
 /// A camera that serves a recording's planes in order, one per trigger, with the device state
-/// that was recorded; missing planes are "exposed but not delivered", as they were live.
+/// that was recorded; missing planes are "exposed but not delivered", as they were live. A plain
+/// TIFF stack (frames acquired elsewhere) is served page by page, its device state unknown (the
+/// runner records the planned one).
 public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable state under `cond`
     public let name: String
     public let profile: CameraProfile
     private let reader: any RecordingReader
-    private let records: [PlaneRecord]
+    /// One plane to serve: where it is in the file, whether it was delivered live, and (from a
+    /// Moiré recording) when it was exposed and the device state then (a plain stack's frame is
+    /// exposed when it is triggered).
+    private struct Served {
+        var plane: Int
+        var missing: Bool
+        var exposureStartNs: Int64
+        var state: DeviceState?
+    }
+    private let records: [Served]
+    /// False for a plain stack: no device state was recorded with its frames.
+    public let isRecording: Bool
     private let clock: MoireClock
     /// Guards the state below; its waits run on the replay's clock.
     private let cond: ClockCondition
@@ -24,10 +37,22 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
 
     public init(path: String, profile: CameraProfile, clock: MoireClock = RealClock()) throws {
         reader = try RecordingFormat.openReader(path: path)
-        guard let recs = reader.planeRecords() else {
-            throw MoireError(.format, "not a Moiré recording (no per-plane metadata); replay needs one", place: path)
+        if let recorded = reader.planeRecords() {
+            records = recorded.filter(\.acquired).map {
+                Served(
+                    plane: $0.header.index, missing: $0.header.missing, exposureStartNs: $0.header.exposureStartNs,
+                    state: $0.header.state)
+            }
+            isRecording = true
+        } else {
+            guard reader.pixel == .uint16 else {
+                throw MoireError(
+                    .format, "a plain stack replays as camera frames, which are uint16; this one holds \(reader.pixel)",
+                    place: path)
+            }
+            records = (0..<reader.planeCount).map { Served(plane: $0, missing: false, exposureStartNs: 0, state: nil) }
+            isRecording = false
         }
-        records = recs.filter(\.acquired)
         name = "replay"
         self.profile = profile
         self.clock = clock
@@ -57,14 +82,15 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
         let rec = records[next]
         let id = exposed
         next += 1; exposed += 1
-        if rec.header.missing { return }
+        if rec.missing { return }
         // Backpressure as the simulated camera: virtual time waits for a free slot, real time drops.
         guard let slot = pool?.acquire(for: clock.backpressure) else { return }
-        try slot.withBytes { try reader.readPlane(rec.header.index, into: $0) }
+        try slot.withBytes { try reader.readPlane(rec.plane, into: $0) }
         ready.append(
             CapturedFrame(
                 frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
-                height: reader.height, exposureStartNs: rec.header.exposureStartNs, state: rec.header.state))
+                height: reader.height, exposureStartNs: rec.state == nil ? clock.nowNs() : rec.exposureStartNs,
+                state: rec.state ?? DeviceState(), stateObserved: rec.state != nil))
         cond.broadcast()
     }
 
