@@ -154,6 +154,9 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
     /// Off without a `denoise:` block; on with one unless it says `enabled: false`.
     public var enabled = false
     public var stepsPerFrame = 2
+    /// Adaptation steps on the first frame (SR: the first set) before the first denoised frame is
+    /// published (nil: 100 for SR frames, whose network starts from scratch; 0 for raw frames).
+    public var firstSteps: Int?
     public var crop = 64
     public var batch = 2
     public var learningRate: Float = 5e-4
@@ -182,6 +185,7 @@ public struct LiveDenoiseSpec: Sendable, Equatable {
     init(_ node: ConfigNode) throws {
         enabled = try node.optionalBool("enabled") ?? true
         stepsPerFrame = try node.optionalInt("steps_per_frame", in: 0...100) ?? stepsPerFrame
+        firstSteps = try node.optionalInt("first_steps", in: 0...100_000)
         if let cropNode = try node.child("crop") {
             let value = try cropNode.int(in: 16...512)
             guard value % 4 == 0 else { throw cropNode.error("crop must be a multiple of 4; found \(value)") }

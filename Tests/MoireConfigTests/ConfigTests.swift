@@ -64,6 +64,13 @@ import Testing
         #expect(wiener.message.contains("reconstruction.wiener"), "\(wiener)")
         let history = try #require(loadError(base + "\ndenoise: {pairs: odd-even, context: history}\n"))
         #expect(history.message.contains("cannot be used with pairs: odd-even"), "\(history)")
+        // The warm-up before the first denoised frame: unset (the stage's default), or 0…100 000 steps.
+        #expect(p.denoise.firstSteps == nil)
+        let warm = try AcquisitionProtocol.load(
+            file: Fixtures.write(base + "\ndenoise: {first_steps: 40}\n", to: "warm.yaml", in: dir))
+        #expect(warm.denoise.firstSteps == 40)
+        let negative = try #require(loadError(base + "\ndenoise: {first_steps: -1}\n"))
+        #expect(negative.message.contains("first_steps") && negative.place?.contains("p.yaml:9:") == true, "\(negative)")
     }
 
     /// `outputs.recording_format` gives its suffix to a recording path without one, keeps a path

@@ -801,6 +801,21 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
             }
         }
     }
+
+    /// A warm-up on raw frames with temporal context would wait for adaptation, which trains on
+    /// what inference saw: refused with the setting named.
+    @Test func aWarmUpOnRawFramesWithHistoryIsRefused() throws {
+        let dir = Fixtures.tempDir("livedenwarm")
+        let p = try AcquisitionProtocol.load(
+            file: Fixtures.smallProtocol(
+                in: dir, mode: "widefield", roi: 64, timepoints: 1, extra: "denoise: {first_steps: 10, context: history}"))
+        var o = PipelineOptions()
+        o.noPublish = true
+        let error = try #require(throws: MoireError.self) {
+            try AcquisitionPipeline(protocol: p, options: o, clock: VirtualClock()).run()
+        }
+        #expect(error.message.contains("first_steps") && error.message.contains("context: none"), "\(error)")
+    }
 }
 
 @Suite(.serialized) struct LiveDeconvolutionTests {
@@ -888,7 +903,7 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
     @Test func srFramesAreDenoisedLiveAndReproducibleFromTheirCheckpoint() throws {
         let dir = Fixtures.tempDir("livesimden")
         let p = try AcquisitionProtocol.load(file: Fixtures.smallProtocol(in: dir, mode: "sim2d", roi: 64, timepoints: 6, exposureMs: 5,
-                                                                    extra: "denoise: {steps_per_frame: 2, crop: 64, batch: 1, checkpoint_every: 1}"))
+                                                                    extra: "denoise: {steps_per_frame: 2, first_steps: 12, crop: 64, batch: 1, checkpoint_every: 1}"))
         let endpoint = loopbackAnyPort
         var o = PipelineOptions()
         o.recordingPath = "\(dir)/raw.ome.tif"
@@ -913,6 +928,11 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         // In virtual time every set's SR frame is reconstructed and denoised.
         #expect(c.denoised == den.count && c.denoised == 6 && sr.count == 6 && c.adaptationSteps >= 2, "\(c)")
         #expect(den.allSatisfy { $0.0.width == 128 && $0.0.height == 128 && $0.0.params?["method"] == "sim-sr-pairs" })
+        // The warm-up: no frame is denoised before the first 12 steps were taken and swapped in
+        // (version 1; version 0 is the network from scratch).
+        #expect(c.adaptationSteps >= 12, "\(c)")
+        #expect(den.allSatisfy { ($0.0.params?["weightsVersion"].flatMap(Int.init) ?? 0) >= 1 },
+                "\(den.map { $0.0.params?["weightsVersion"] ?? "" })")
         let dirW = try #require(r.denoiseCheckpoints)
         var o2 = SIM2DOptions()
         o2.background = p.rig.cameraProfile.offsetADU
