@@ -128,6 +128,10 @@ bench: deps build
 # ceiling, napari-sim-processor and widefield on 16 simulated scenes; 3D-SIM beside a known-parameter 3D
 # Wiener ceiling and widefield on 12 simulated z-stacks; LLS-SIM (one orientation) on 12 planes; then denoising fidelity: Moiré
 # beside a tuned Gaussian, BM3D and frame averages on 18 simulated time-lapses; tables, JSON and PNG plots.
+# The 2D-SIM harness also replays 30-set time-lapses of its ≤ 100-photon scenes through the live
+# pipeline (live SIM and denoising); FIDELITY_ARGS= leaves that out, FIDELITY_ARGS=--denoise adds
+# moire reconstruct --denoise (slow: minutes per scene).
+FIDELITY_ARGS ?= --live 30
 bench-fidelity: deps build
 	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib || python3 -m pip install -q --break-system-packages matplotlib
 	@python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('napari_sim_processor') else 1)" \

@@ -371,9 +371,12 @@ if { python3 -m pip install -q --no-deps --target "$WORK/pylib" ./python \
   bad "python package: $(cat "$WORK/pip.log" | tail -3) $out"; fi
 # The napari live view (the package's dock widget in a real napari.Viewer, headless on Xvfb, OpenGL
 # from Mesa) on a run of this daemon.
+# The 2D-SIM run denoises live too (a den layer); a small lattice run on the same bus gives a volume layer.
+{ cat "$WORK/py.yaml"; printf 'denoise: {steps_per_frame: 1, first_steps: 4, crop: 32, batch: 1}\n'; } > "$WORK/napari-sim.yaml"
+sed -e "s|publish: .*|publish: $PUB|" -e "/recording:/d" "$WORK/lattice.yaml" > "$WORK/napari-vol.yaml"
 if out=$(PYTHONPATH="$WORK/pylib" QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" \
-    python3 tests/napari_live_check.py "$CONTROL" "$WORK/py.yaml" "$WORK" 2> "$WORK/napari.err"); then
-  ok "napari live view: widget docked in a headless napari.Viewer, layers follow the run, napari's screenshot of the canvas ($(echo "$out" | tail -1 | cut -c1-160))"; else
+    python3 tests/napari_live_check.py "$CONTROL" "$WORK/napari-sim.yaml" "$WORK/napari-vol.yaml" "$WORK" 2> "$WORK/napari.err"); then
+  ok "napari live view: widget docked in a headless napari.Viewer, raw/SR/denoised/widefield and volume layers follow the runs, napari's screenshot of the canvas ($(echo "$out" | tail -1 | cut -c1-160))"; else
   bad "napari live view: $out $(tail -3 "$WORK/napari.err")"; fi
 out=$("$MOIRE" run "$WORK/tirf.yaml" --daemon "$CONTROL" --out /tmp/moire-outside-$$.ome.tif --quiet 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q "outside the daemon's data root" && [ ! -e /tmp/moire-outside-$$.ome.tif ]; then

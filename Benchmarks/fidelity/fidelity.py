@@ -3,13 +3,17 @@
 widefield, on simulated scenes with a known ground truth (forward.py), in one run.
 
 Usage: fidelity.py --moire PATH/TO/moire [--out DIR] [--scenes N] [--seed S] [--size N] [--denoise]
-                   [--variant NAME='OPTIONS' ...]
+                   [--live SETS] [--variant NAME='OPTIONS' ...]
 
 For every scene it prints PSNR (dB) and SSIM against the reference after an affine fit, and the
 FRC resolution (µm) from two noise realisations; then a summary per photon level, and it writes
 DIR/fidelity.json (with the PSNR of the field without its outer 10 %, `psnr_inner`, to tell edge
 losses from the rest) and DIR/fidelity.png (PSNR vs photons per method). A variant runs
 `moire reconstruct` again with extra options (e.g. --variant nosupp='--suppression 0').
+`--live SETS` also runs the live pipeline at ≤ 100 photons (live.py): a time-lapse of SETS noise
+realisations of the scene replayed through `moire replay` with live SIM and live denoising at their
+defaults, scored on its last two sets (`moire-live`: the SR frames; `moire-live+denoise`: the
+denoised ones, with `first_psnr`, the first denoised frame's).
 """
 import argparse
 import json
@@ -21,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forward  # noqa: E402
+import live  # noqa: E402
 import methods  # noqa: E402
 
 SPECIMENS = ["filaments-sparse", "filaments-dense", "puncta-sparse", "puncta-dense"]
@@ -48,8 +53,9 @@ def make_scenes(count, seed, n):
     return scenes
 
 
-def evaluate(scene, binary, with_denoise, variants=()):
-    raws, reference, angles = forward.simulate(scene, realisations=2)
+def evaluate(scene, binary, with_denoise, variants=(), live_sets=0):
+    realisations = max(2, live_sets) if live_sets and scene.photons <= 100 else 2
+    raws, reference, angles = forward.simulate(scene, realisations=realisations)
     sr_pixel = scene.pixel_um / 2
     results = {}
 
@@ -63,21 +69,26 @@ def evaluate(scene, binary, with_denoise, variants=()):
         entry.update(extra or {})
         results[name] = entry
 
-    score("widefield", [methods.widefield(r, scene) for r in raws])
-    ceiling = [methods.wiener_ceiling(r, scene, angles, reference, methods.psnr) for r in raws]
+    score("widefield", [methods.widefield(r, scene) for r in raws[:2]])
+    ceiling = [methods.wiener_ceiling(r, scene, angles, reference, methods.psnr) for r in raws[:2]]
     score("ceiling", [c[0] for c in ceiling], {"w": ceiling[0][1]})
     try:
-        peer = [methods.napari_sim_processor(r, scene) for r in raws]
+        peer = [methods.napari_sim_processor(r, scene) for r in raws[:2]]
         if peer[0] is not None:
             score("napari-sim-processor", peer)
     except Exception as error:  # the peer's own estimation can fail on a scene; that is a result too
         results["napari-sim-processor"] = {"error": str(error)[:200]}
-    score("moire", [methods.moire(r, scene, angles, binary) for r in raws])
+    score("moire", [methods.moire(r, scene, angles, binary) for r in raws[:2]])
     for name, options in variants:
-        score(f"moire[{name}]", [methods.moire(r, scene, angles, binary, options) for r in raws])
+        score(f"moire[{name}]", [methods.moire(r, scene, angles, binary, options) for r in raws[:2]])
     if with_denoise and scene.photons <= 100:
         noise = f"{forward.OFFSET_ADU},1,{forward.READ_NOISE_E}"
-        score("moire+denoise", [methods.moire(r, scene, angles, binary, ["--denoise", "auto", "--noise", noise]) for r in raws])
+        score("moire+denoise", [methods.moire(r, scene, angles, binary, ["--denoise", "auto", "--noise", noise]) for r in raws[:2]])
+    if live_sets and scene.photons <= 100:
+        frames = live.run(raws, scene, angles, binary)
+        score("moire-live", frames["sr"][-2:][::-1])
+        score("moire-live+denoise", frames["den"][-2:][::-1],
+              {"first_psnr": methods.psnr(frames["den"][0], reference), "sets": len(frames["den"])})
     return results
 
 
@@ -143,6 +154,8 @@ def main():
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--size", type=int, default=256, help="camera pixels per side")
     parser.add_argument("--denoise", action="store_true", help="also moire reconstruct --denoise auto at ≤ 100 photons")
+    parser.add_argument("--live", type=int, default=0, metavar="SETS",
+                        help="also the live pipeline (moire replay, live SIM and denoising) on SETS time points at ≤ 100 photons")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
                         help="also moire reconstruct with these extra options, reported as moire[NAME]")
     args = parser.parse_args()
@@ -154,7 +167,7 @@ def main():
     rows = []
     for scene in make_scenes(args.scenes, args.seed, args.size):
         t0 = time.time()
-        results = evaluate(scene, args.moire, args.denoise, variants)
+        results = evaluate(scene, args.moire, args.denoise, variants, args.live)
         rows.append({"scene": scene.as_dict(), "results": results})
         line = "  ".join(f"{m} {v['psnr']:.2f}/{v['ssim']:.3f}/{v['frc_um'] * 1000:.0f}nm" if "psnr" in v else f"{m} failed"
                          for m, v in results.items())
