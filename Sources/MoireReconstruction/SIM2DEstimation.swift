@@ -260,9 +260,11 @@ extension SIM2DReconstructor {
             let i = ((v % height) + height) % height * width + ((u % width) + width) % width
             return Double(hypot(bufB[i].re, bufB[i].im))
         }
-        // Blind: flatten the radial fall-off of the correlation, so a peak stands out over its own ring.
+        // Flatten the radial fall-off of the correlation, so a peak stands out over its own ring
+        // (with a prior too: the object's own spectrum rises toward the origin across the search
+        // window, and a weak pattern peak lost to the window's inner edge, 8 % short of |k|).
         var ringMean: [Double] = []
-        if prior == nil {
+        do {
             let rings = max(width, height)
             var sum = [Double](repeating: 0, count: rings)
             var cnt = [Double](repeating: 0, count: rings)
@@ -275,11 +277,21 @@ extension SIM2DReconstructor {
             ringMean = zip(sum, cnt).map { $1 > 0 ? max($0 / $1, 1e-30) : 1e-30 }
         }
         func rank(_ c: (u: Int, v: Int)) -> Double {
-            guard prior == nil else { return mag(c.u, c.v) }
             let r = Int(hypot(Double(c.u), Double(c.v) * sx / sy).rounded())
             return mag(c.u, c.v) / ringMean[min(r, ringMean.count - 1)]
         }
-        guard let best = candidates.max(by: { rank($0) < rank($1) }) else {
+        /// A local maximum of the correlation's magnitude (a peak, not a slope cut by the window).
+        func isPeak(_ c: (u: Int, v: Int)) -> Bool {
+            let m = mag(c.u, c.v)
+            for dv in -1...1 {
+                for du in -1...1 where (du != 0 || dv != 0) && mag(c.u + du, c.v + dv) > m {
+                    return false
+                }
+            }
+            return true
+        }
+        let peaks = prior == nil ? candidates : candidates.filter(isPeak)
+        guard let best = (peaks.isEmpty ? candidates : peaks).max(by: { rank($0) < rank($1) }) else {
             throw MoireError(.numeric, "no candidate wave vectors to search (image too small for the OTF?)")
         }
         // Background: the correlation's mean magnitude 3…10 spectral pixels from the peak.
