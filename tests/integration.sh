@@ -246,6 +246,7 @@ python3 -c "import tifffile,sys; tifffile.imwrite(sys.argv[2], tifffile.imread(s
 refused=$("$MOIRE" replay "$WORK/plain.tif" 2>&1); nprc=$?
 if [ $rprc -eq 0 ] && [ $pprc -eq 0 ] && [ $nprc -ne 0 ] && echo "$refused" | grep -q "plain TIFF stack replays with --protocol" \
    && grep -q "replayed 18 frames, 0 missing, no device state to check (a plain stack): completed" "$WORK/plain.log" \
+   && [ "$(grep -c "live SIM: 2 SR frames from 2 complete phase sets" "$WORK/plain.log")" = 2 ] \
    && python3 - "$WORK" "$FIX" <<'PY'
 import sys, numpy as np, tifffile
 w, fixture = sys.argv[1], sys.argv[2]
@@ -254,7 +255,7 @@ a, b = tifffile.imread(f"{w}/rp-rec.sr.ome.tif"), tifffile.imread(f"{w}/rp-plain
 assert a.shape == b.shape == (2, 128, 128), (a.shape, b.shape)
 assert np.array_equal(a, b)
 PY
-then ok "moire replay of a plain TIFF stack (tifffile) with its protocol: the same raw planes and live SR frames as replaying the recording; refused without --protocol"
+then ok "moire replay of a plain TIFF stack (tifffile) with its protocol: the same raw planes and live SR frames as replaying the recording, the live stages reported; refused without --protocol"
 else bad "plain-stack replay: rc=$rprc/$pprc/$nprc $refused $(tail -5 "$WORK/plain.log")"; fi
 
 # 2g. SIM denoising offline (recorrupted sets reconstructed twice) and denoising of a PNG.

@@ -43,6 +43,7 @@ struct Replay: ParsableCommand {
                 : "no device state to check (a plain stack)"
             print("replayed \(r.delivered) frames, \(r.missing) missing, \(states): \(r.reason)")
             if let s = result.recording { print("recording: \(s.path)") }
+            printStageReports(result)
             if r.stateMismatches > 0 || r.reason != "completed" { throw ExitCode(1) }
         } catch let e as ExitCode { throw e } catch { throw fail(error) }
     }

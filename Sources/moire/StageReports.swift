@@ -1,0 +1,46 @@
+import MoirePipeline
+
+/// What the live stages of a run or a replay did, a line each: SIM, light sheet, 3D-SIM, denoising
+/// (with the work their workers did).
+func printStageReports(_ r: PipelineResult) {
+    if let c = r.sim {
+        print(
+            "live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
+                + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
+        if !c.setsByWorker.isEmpty {
+            let byWorker = c.setsByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            print("SIM workers: " + byWorker.joined(separator: ", ") + " sets")
+        }
+    }
+    if let c = r.volumes {
+        print(
+            "live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
+                + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
+        if !c.stacksByWorker.isEmpty {
+            let byWorker = c.stacksByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            print("light-sheet workers: " + byWorker.joined(separator: ", ") + " stacks")
+        }
+    }
+    if let c = r.sim3d {
+        print(
+            "live 3D-SIM: \(c.volumes) SR volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
+                + (r.sim3dRecording.map { c.volumes > 0 ? "; SR volumes recorded to \($0)" : "" } ?? ""))
+        if !c.stacksByWorker.isEmpty {
+            let byWorker = c.stacksByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            print("3D-SIM workers: " + byWorker.joined(separator: ", ") + " stacks")
+        }
+    }
+    if let c = r.denoise {
+        print(
+            "live denoising: \(c.denoised) frames, \(c.adaptationSteps) adaptation steps, \(c.skipped) skipped while busy, \(c.resets) resets"
+                + (r.denoiseCheckpoints.map {
+                    c.checkpoints > 0 ? "; \(c.checkpoints) weight checkpoints in \($0)" : ""
+                } ?? "")
+                + (r.deconvolutionCheckpoints != nil ? "; \(c.deconvolved) frames deconvolved" : ""))
+        print("denoising noise model: \(c.noiseModel) (\(c.noiseSource))")
+        if !c.framesByWorker.isEmpty {
+            let byWorker = c.framesByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            print("denoising workers: " + byWorker.joined(separator: ", ") + " frames")
+        }
+    }
+}
