@@ -569,6 +569,14 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Lets inference start (adaptation took the warm-up, or has nothing to take it on).
+    private func markWarmedUp() {
+        lock.lock()
+        warmedUp = true
+        lock.broadcast()
+        lock.unlock()
+    }
+
     private var isNoiseSettled: Bool {
         lock.lock()
         defer { lock.unlock() }
@@ -868,10 +876,7 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
             if adaptation.scale == nil { adaptation.scale = scale }
             guard options.stepsPerFrame > 0, (frame ?? set!.frames.flatMap { $0 }).allSatisfy(\.isFinite) else {
                 // Nothing to warm up on: inference does not wait for a warm-up that cannot come.
-                lock.lock()
-                warmedUp = true
-                lock.broadcast()
-                lock.unlock()
+                markWarmedUp()
                 continue
             }
             adapt(network, label: "denoiser") { try step(frame: frame, partner: partner, set: set) }
@@ -895,12 +900,8 @@ final class DenoiseStage: BackpressuredStage, @unchecked Sendable {
         lock.lock()
         counters.adaptationSteps += steps
         lock.unlock()
-        defer {
-            lock.lock()
-            warmedUp = true
-            lock.broadcast()
-            lock.unlock()
-        }
+        // After the new weights are swapped in (or the reset counted): inference may start.
+        defer { markWarmedUp() }
         guard adapted else {
             lock.lock(); counters.resets += 1; lock.unlock()
             logger.warning("\(label) adaptation diverged; reset to the starting weights")

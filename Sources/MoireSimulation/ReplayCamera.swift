@@ -14,17 +14,14 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
     public let profile: CameraProfile
     private let reader: any RecordingReader
     /// One plane to serve: where it is in the file, whether it was delivered live, and (from a
-    /// Moiré recording) when it was exposed and the device state then (a plain stack's frame is
-    /// exposed when it is triggered).
+    /// Moiré recording; nil for a plain stack, whose frame is exposed when it is triggered) when it
+    /// was exposed and the device state then.
     private struct Served {
         var plane: Int
         var missing: Bool
-        var exposureStartNs: Int64
-        var state: DeviceState?
+        var recorded: (exposureStartNs: Int64, state: DeviceState)?
     }
     private let records: [Served]
-    /// False for a plain stack: no device state was recorded with its frames.
-    public let isRecording: Bool
     private let clock: MoireClock
     /// Guards the state below; its waits run on the replay's clock.
     private let cond: ClockCondition
@@ -40,18 +37,16 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
         if let recorded = reader.planeRecords() {
             records = recorded.filter(\.acquired).map {
                 Served(
-                    plane: $0.header.index, missing: $0.header.missing, exposureStartNs: $0.header.exposureStartNs,
-                    state: $0.header.state)
+                    plane: $0.header.index, missing: $0.header.missing,
+                    recorded: ($0.header.exposureStartNs, $0.header.state))
             }
-            isRecording = true
         } else {
             guard reader.pixel == .uint16 else {
                 throw MoireError(
                     .format, "a plain stack replays as camera frames, which are uint16; this one holds \(reader.pixel)",
                     place: path)
             }
-            records = (0..<reader.planeCount).map { Served(plane: $0, missing: false, exposureStartNs: 0, state: nil) }
-            isRecording = false
+            records = (0..<reader.planeCount).map { Served(plane: $0, missing: false, recorded: nil) }
         }
         name = "replay"
         self.profile = profile
@@ -89,8 +84,8 @@ public final class ReplayCamera: Camera, @unchecked Sendable {  // all mutable s
         ready.append(
             CapturedFrame(
                 frameID: id, slot: slot, byteCount: reader.width * reader.height * 2, width: reader.width,
-                height: reader.height, exposureStartNs: rec.state == nil ? clock.nowNs() : rec.exposureStartNs,
-                state: rec.state ?? DeviceState(), stateObserved: rec.state != nil))
+                height: reader.height, exposureStartNs: rec.recorded?.exposureStartNs ?? clock.nowNs(),
+                state: rec.recorded?.state ?? DeviceState(), stateObserved: rec.recorded != nil))
         cond.broadcast()
     }
 

@@ -7,28 +7,19 @@ func printStageReports(_ r: PipelineResult) {
         print(
             "live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
                 + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
-        if !c.setsByWorker.isEmpty {
-            let byWorker = c.setsByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
-            print("SIM workers: " + byWorker.joined(separator: ", ") + " sets")
-        }
+        printWork(c.setsByWorker, of: "SIM workers", unit: "sets")
     }
     if let c = r.volumes {
         print(
             "live light sheet: \(c.volumes) volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.missingPlanes) missing planes filled)"
                 + (r.volumeRecording.map { c.volumes > 0 ? "; volumes recorded to \($0)" : "" } ?? ""))
-        if !c.stacksByWorker.isEmpty {
-            let byWorker = c.stacksByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
-            print("light-sheet workers: " + byWorker.joined(separator: ", ") + " stacks")
-        }
+        printWork(c.stacksByWorker, of: "light-sheet workers", unit: "stacks")
     }
     if let c = r.sim3d {
         print(
             "live 3D-SIM: \(c.volumes) SR volumes from \(c.stacksComplete) stacks (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
                 + (r.sim3dRecording.map { c.volumes > 0 ? "; SR volumes recorded to \($0)" : "" } ?? ""))
-        if !c.stacksByWorker.isEmpty {
-            let byWorker = c.stacksByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
-            print("3D-SIM workers: " + byWorker.joined(separator: ", ") + " stacks")
-        }
+        printWork(c.stacksByWorker, of: "3D-SIM workers", unit: "stacks")
     }
     if let c = r.denoise {
         print(
@@ -38,9 +29,13 @@ func printStageReports(_ r: PipelineResult) {
                 } ?? "")
                 + (r.deconvolutionCheckpoints != nil ? "; \(c.deconvolved) frames deconvolved" : ""))
         print("denoising noise model: \(c.noiseModel) (\(c.noiseSource))")
-        if !c.framesByWorker.isEmpty {
-            let byWorker = c.framesByWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
-            print("denoising workers: " + byWorker.joined(separator: ", ") + " frames")
-        }
+        printWork(c.framesByWorker, of: "denoising workers", unit: "frames")
     }
+}
+
+/// What each worker did (`label: worker count, … unit`), when workers did any of the stage's work.
+private func printWork(_ byWorker: [String: Int], of label: String, unit: String) {
+    guard !byWorker.isEmpty else { return }
+    let counts = byWorker.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+    print("\(label): " + counts.joined(separator: ", ") + " \(unit)")
 }
