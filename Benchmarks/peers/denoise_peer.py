@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Peer for `moire bench denoise`: the same U-Net (16/32/64, additive skips, residual, 2 input channels: the
 frame and its temporal context) and adaptation step in PyTorch on the CPU. Prints one JSON line: inference_fps and
-adapted_fps (2 steps of 2 crops of 64² per frame) at 512×512."""
-import json, sys, time
+adapted_fps (2 steps of 2 crops of 64² per frame) at 512×512. With --serve, runs one `inference` or one
+`adapted` frame per line read (interleave.py)."""
+import json, os, sys, time
 try:
     import torch, torch.nn as nn, torch.nn.functional as F
 except ImportError:
@@ -27,6 +28,16 @@ def step():
     opt.zero_grad(); loss = F.mse_loss(net(x), t); loss.backward(); opt.step()
 with torch.no_grad(): net(frame)
 step()
+def inference():
+    with torch.no_grad(): net(frame)
+def adapted():
+    step(); step(); inference()
+if sys.argv[1:] == ["--serve"]:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from interleave import serve
+    serve({"inference": inference, "adapted": adapted},
+          {"peer": f"PyTorch {torch.__version__} (CPU, {torch.get_num_threads()} threads, same network and step)"})
+    sys.exit(0)
 n = 10
 t0 = time.perf_counter()
 with torch.no_grad():

@@ -10,25 +10,55 @@ public enum DenoiseBench {
         public var batch: Int
     }
 
+    /// A denoiser with its primitives made, timed one frame at a time.
+    public final class Session {
+        public let size: Int
+        public let steps: Int
+        public let crop: Int
+        public let batch: Int
+        let denoiser: Denoiser
+        let frame: [Float]
+
+        public init(size: Int = 512, steps: Int = 2, crop: Int = 64, batch: Int = 2) throws {
+            let model = NoiseModel(offset: 100, gain: 0.5, readVariance: 1)
+            var random = SeededRandom(seed: 1)
+            frame = (0..<(size * size)).map { _ in Float(100 + 10 * random.uniform()) }
+            denoiser = Denoiser(engine: try DNNLEngine(), model: model, input: .frameAndHistory)
+            denoiser.crop = crop
+            denoiser.batch = batch
+            self.size = size
+            self.steps = steps
+            self.crop = crop
+            self.batch = batch
+            _ = try denoiser.denoise(frame, width: size, height: size)  // primitives created
+            try denoiser.adapt(frame, width: size, height: size)
+        }
+
+        /// One frame denoised; its milliseconds.
+        public func inferenceMs() throws -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try denoiser.denoise(frame, width: size, height: size)
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        }
+
+        /// `steps` adaptation steps, then one frame denoised; their milliseconds.
+        public func adaptedMs() throws -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<steps { try denoiser.adapt(frame, width: size, height: size) }
+            _ = try denoiser.denoise(frame, width: size, height: size)
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        }
+    }
+
+    /// `frames` frames of each kind in a row; frames per second from their medians.
     public static func run(size: Int = 512, frames: Int = 20, steps: Int = 2, crop: Int = 64, batch: Int = 2) throws
         -> Report
     {
-        let model = NoiseModel(offset: 100, gain: 0.5, readVariance: 1)
-        var r = SeededRandom(seed: 1)
-        let frame = (0..<(size * size)).map { _ in Float(100 + 10 * r.uniform()) }
-        let d = Denoiser(engine: try DNNLEngine(), model: model, input: .frameAndHistory)
-        d.crop = crop; d.batch = batch
-        _ = try d.denoise(frame, width: size, height: size)  // primitives created
-        try d.adapt(frame, width: size, height: size)
-        var t0 = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<frames { _ = try d.denoise(frame, width: size, height: size) }
-        let inf = Double(frames) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-        t0 = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<frames {
-            for _ in 0..<steps { try d.adapt(frame, width: size, height: size) }
-            _ = try d.denoise(frame, width: size, height: size)
-        }
-        let ad = Double(frames) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-        return Report(inferenceFPS: inf, adaptedFPS: ad, steps: steps, crop: crop, batch: batch)
+        let session = try Session(size: size, steps: steps, crop: crop, batch: batch)
+        let inference = try (0..<frames).map { _ in try session.inferenceMs() }
+        let adapted = try (0..<frames).map { _ in try session.adaptedMs() }
+        return Report(
+            inferenceFPS: 1000 / median(inference), adaptedFPS: 1000 / median(adapted), steps: steps, crop: crop,
+            batch: batch)
     }
 }

@@ -44,49 +44,85 @@ public enum SIMBench {
         return (p, Array(frames.prefix(p.angles * p.phases)))
     }
 
-    public static func run(protocolFile: String, repeats: Int, dir: String) throws -> Report {
-        FFT.useThreads(ProcessInfo.processInfo.activeProcessorCount)
-        FFT.loadWisdom()
-        defer { try? FFT.saveWisdom() }
-        let (p, frames) = try acquire(protocolFile: protocolFile)
-        guard let setName = p.channels[0].patternSet,
-            let set = p.rig.modulator?.profile.modulator?.patternSet(named: setName)
-        else {
-            throw MoireError(.usage, "the benchmark protocol must be a SIM protocol", place: protocolFile)
-        }
-        var o = SIM2DOptions()
-        o.background = p.rig.cameraProfile.offsetADU
-        let rec = try SIM2DReconstructor(
-            width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
-            phases: p.phases, otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm),
-            options: o, rigor: .measure)
-        let priors = PatternPrior.from(set, angles: p.angles, phases: p.phases)
-        var t0 = DispatchTime.now().uptimeNanoseconds
-        let params = try rec.estimate(frames, priors: priors)
-        let estimateMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-        t0 = DispatchTime.now().uptimeNanoseconds
-        _ = try rec.reconstruct(frames, parameters: params)  // includes the weights for these parameters
-        let firstMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-        var out = [Float](repeating: 0, count: 4 * p.roiWidth * p.roiHeight)
-        // The median frame: a virtual machine's hiccups move a mean, not the median (the peer
-        // reports its median too).
-        var frameMs: [Double] = []
-        try out.withUnsafeMutableBufferPointer { buf in
-            for _ in 0..<repeats {
-                let start = DispatchTime.now().uptimeNanoseconds
-                try rec.reconstruct(frames, parameters: params, into: buf)
-                frameMs.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+    /// One simulated phase set, its parameters estimated and its weights made, ready to be
+    /// reconstructed frame after frame (`frameMs`), with the raw frames saved for a peer.
+    public final class Session {
+        public let width: Int
+        public let estimateMs: Double
+        public let firstFrameMs: Double
+        /// The nine raw frames less the camera offset, float32, angle-major.
+        public let rawPath: String
+        public let pixelUm: Double
+        public let na: Double
+        let reconstructor: SIM2DReconstructor
+        let frames: [[Float]]
+        let parameters: SIMParameters
+        var output: [Float]
+
+        init(protocolFile: String, dir: String) throws {
+            FFT.useThreads(ProcessInfo.processInfo.activeProcessorCount)
+            FFT.loadWisdom()
+            defer { try? FFT.saveWisdom() }
+            let (p, frames) = try acquire(protocolFile: protocolFile)
+            guard let setName = p.channels[0].patternSet,
+                let set = p.rig.modulator?.profile.modulator?.patternSet(named: setName)
+            else {
+                throw MoireError(.usage, "the benchmark protocol must be a SIM protocol", place: protocolFile)
             }
+            var o = SIM2DOptions()
+            o.background = p.rig.cameraProfile.offsetADU
+            reconstructor = try SIM2DReconstructor(
+                width: p.roiWidth, height: p.roiHeight, pixelUm: p.pixelSizeUm, angles: p.angles,
+                phases: p.phases, otf: IdealOTF(na: p.rig.optics.objectiveNA, emissionNm: p.channels[0].emissionNm),
+                options: o, rigor: .measure)
+            let priors = PatternPrior.from(set, angles: p.angles, phases: p.phases)
+            var t0 = DispatchTime.now().uptimeNanoseconds
+            parameters = try reconstructor.estimate(frames, priors: priors)
+            estimateMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            t0 = DispatchTime.now().uptimeNanoseconds
+            // The first frame includes making the weights for these parameters.
+            _ = try reconstructor.reconstruct(frames, parameters: parameters)
+            firstFrameMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            output = [Float](repeating: 0, count: 4 * p.roiWidth * p.roiHeight)
+            self.frames = frames
+            width = p.roiWidth
+            pixelUm = p.pixelSizeUm
+            na = p.rig.optics.objectiveNA
+            rawPath = "\(dir)/sim2d-raw.f32"
+            var flat = [Float]()
+            flat.reserveCapacity(frames.count * frames[0].count)
+            for f in frames { flat.append(contentsOf: f.map { $0 - Float(o.background) }) }
+            try flat.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: rawPath)) }
         }
-        let fixedMs = frameMs.sorted()[frameMs.count / 2]
-        let raw = "\(dir)/sim2d-raw.f32"
-        var flat = [Float](); flat.reserveCapacity(frames.count * frames[0].count)
-        for f in frames { flat.append(contentsOf: f.map { $0 - Float(o.background) }) }
-        try flat.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: raw)) }
-        return Report(
-            width: p.roiWidth, fixedMs: fixedMs, estimateMs: estimateMs, firstFrameMs: firstMs, rawPath: raw,
-            pixelUm: p.pixelSizeUm, na: p.rig.optics.objectiveNA)
+
+        /// Reconstructs the set once more with fixed parameters; its milliseconds.
+        public func frameMs() throws -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try output.withUnsafeMutableBufferPointer { buffer in
+                try reconstructor.reconstruct(frames, parameters: parameters, into: buffer)
+            }
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        }
     }
+
+    public static func prepare(protocolFile: String, dir: String) throws -> Session {
+        try Session(protocolFile: protocolFile, dir: dir)
+    }
+
+    /// `repeats` frames in a row; their median (a virtual machine's hiccups move a mean, not the median).
+    public static func run(protocolFile: String, repeats: Int, dir: String) throws -> Report {
+        let session = try prepare(protocolFile: protocolFile, dir: dir)
+        let frameMs = try (0..<repeats).map { _ in try session.frameMs() }
+        return Report(
+            width: session.width, fixedMs: median(frameMs), estimateMs: session.estimateMs,
+            firstFrameMs: session.firstFrameMs, rawPath: session.rawPath, pixelUm: session.pixelUm, na: session.na)
+    }
+}
+
+/// The median of `values` (the upper one of an even count).
+public func median(_ values: [Double]) -> Double {
+    precondition(!values.isEmpty, "the median of no values")
+    return values.sorted()[values.count / 2]
 }
 
 /// A live 2D-SIM acquisition in real time, with recording: does the SIM stage reconstruct every

@@ -55,17 +55,37 @@ struct BandPlacement {
                 for run in runs[range] {
                     let s = input + 2 * run.source
                     let weightRun = w + run.source
+                    let vectorLength = run.length / 8 * 8
                     if conjugate {
                         // Descending: destination sample run.destination − t.
                         let d = output + 2 * (run.destination - run.length + 1)
                         let last = run.length - 1
-                        for t in 0..<run.length {
+                        for t in stride(from: 0, to: vectorLength, by: 8) {
+                            // Samples t…t+7 land on last−t−7 … last−t, in reverse order.
+                            let source = UnsafeRawPointer(s + 2 * t).loadUnaligned(as: SIMD16<Float>.self)
+                            let weights = reversed(UnsafeRawPointer(weightRun + t).loadUnaligned(as: SIMD8<Float>.self))
+                            let target = UnsafeMutableRawPointer(d + 2 * (last - t - 7))
+                            var sum = target.loadUnaligned(as: SIMD16<Float>.self)
+                            sum.evenHalf += weights * reversed(source.evenHalf)
+                            sum.oddHalf -= weights * reversed(source.oddHalf)
+                            target.storeBytes(of: sum, as: SIMD16<Float>.self)
+                        }
+                        for t in vectorLength..<run.length {
                             d[2 * (last - t)] += weightRun[t] * s[2 * t]
                             d[2 * (last - t) + 1] -= weightRun[t] * s[2 * t + 1]
                         }
                     } else {
                         let d = output + 2 * run.destination
-                        for t in 0..<run.length {
+                        for t in stride(from: 0, to: vectorLength, by: 8) {
+                            let source = UnsafeRawPointer(s + 2 * t).loadUnaligned(as: SIMD16<Float>.self)
+                            let weights = UnsafeRawPointer(weightRun + t).loadUnaligned(as: SIMD8<Float>.self)
+                            let target = UnsafeMutableRawPointer(d + 2 * t)
+                            var sum = target.loadUnaligned(as: SIMD16<Float>.self)
+                            sum.evenHalf += weights * source.evenHalf
+                            sum.oddHalf += weights * source.oddHalf
+                            target.storeBytes(of: sum, as: SIMD16<Float>.self)
+                        }
+                        for t in vectorLength..<run.length {
                             d[2 * t] += weightRun[t] * s[2 * t]
                             d[2 * t + 1] += weightRun[t] * s[2 * t + 1]
                         }
@@ -74,6 +94,11 @@ struct BandPlacement {
             }
         }
     }
+}
+
+/// The eight lanes in reverse order.
+@inline(__always) func reversed(_ v: SIMD8<Float>) -> SIMD8<Float> {
+    SIMD8(v[7], v[6], v[5], v[4], v[3], v[2], v[1], v[0])
 }
 
 /// Everything precomputed for one set of parameters.
@@ -439,21 +464,9 @@ extension SIM2DReconstructor {
                         let wr = w[1][p]
                         let wi = w[2][p]
                         frame.withUnsafeBufferPointer { f in
-                            tileRange[(first / tile) * frameCount + p] = Self.range(
-                                UnsafeBufferPointer(rebasing: f[first..<last]))
-                            if p == 0 {
-                                for i in first..<last {
-                                    bandZero[i] += w0 * f[i] - offset.0
-                                    re[i] = wr * f[i] - offset.1
-                                    im[i] = wi * f[i] - offset.2
-                                }
-                            } else {
-                                for i in first..<last {
-                                    bandZero[i] += w0 * f[i]
-                                    re[i] += wr * f[i]
-                                    im[i] += wi * f[i]
-                                }
-                            }
+                            tileRange[(first / tile) * frameCount + p] = Self.separateTile(
+                                f, first..<last, weights: (w0, wr, wi), offsets: p == 0 ? offset : nil,
+                                into: (bandZero, re, im))
                         }
                     }
                 }
@@ -465,6 +478,60 @@ extension SIM2DReconstructor {
                 return (min(found.0, tileRange.0), max(found.1, tileRange.1), found.2 && tileRange.2)
             }
         }
+    }
+
+    /// One frame's share of one tile of the separation, in 8-wide passes: band 0 added to
+    /// `bands.zero`, band +1 added to (or, with `offsets`, the first phase's, written to)
+    /// `bands.re`/`bands.im`, the offsets taken out. Returns the tile's (smallest, largest, all
+    /// finite) values of the frame.
+    @inline(__always) static func separateTile(
+        _ frame: UnsafeBufferPointer<Float>, _ tile: Range<Int>, weights: (Float, Float, Float),
+        offsets: (Float, Float, Float)?,
+        into bands: (
+            zero: UnsafeMutablePointer<Float>, re: UnsafeMutablePointer<Float>, im: UnsafeMutablePointer<Float>
+        )
+    ) -> (Float, Float, Bool) {
+        guard let f = frame.baseAddress else { return (.infinity, -.infinity, true) }
+        var lo = SIMD8<Float>(repeating: .infinity)
+        var hi = SIMD8<Float>(repeating: -.infinity)
+        var finite = SIMDMask<SIMD8<Int32>>(repeating: true)
+        let (w0, wr, wi) = weights
+        let (o0, or, oi) = offsets ?? (0, 0, 0)
+        let writes = offsets != nil
+        let vectorEnd = tile.lowerBound + tile.count / 8 * 8
+        var i = tile.lowerBound
+        while i < vectorEnd {
+            let v = UnsafeRawPointer(f + i).loadUnaligned(as: SIMD8<Float>.self)
+            lo = lo.replacing(with: v, where: v .< lo)
+            hi = hi.replacing(with: v, where: v .> hi)
+            finite = finite .& (v - v .== 0)
+            let zero = UnsafeMutableRawPointer(bands.zero + i)
+            let re = UnsafeMutableRawPointer(bands.re + i)
+            let im = UnsafeMutableRawPointer(bands.im + i)
+            let zeroBefore = zero.loadUnaligned(as: SIMD8<Float>.self)
+            zero.storeBytes(of: zeroBefore + (w0 * v - o0), as: SIMD8<Float>.self)
+            if writes {
+                re.storeBytes(of: wr * v - or, as: SIMD8<Float>.self)
+                im.storeBytes(of: wi * v - oi, as: SIMD8<Float>.self)
+            } else {
+                re.storeBytes(of: re.loadUnaligned(as: SIMD8<Float>.self) + wr * v, as: SIMD8<Float>.self)
+                im.storeBytes(of: im.loadUnaligned(as: SIMD8<Float>.self) + wi * v, as: SIMD8<Float>.self)
+            }
+            i += 8
+        }
+        var low = lo.min()
+        var high = hi.max()
+        var allFinite = all(finite)
+        for j in vectorEnd..<tile.upperBound {
+            let v = f[j]
+            allFinite = allFinite && v.isFinite
+            low = min(low, v)
+            high = max(high, v)
+            bands.zero[j] += w0 * v - o0
+            bands.re[j] = writes ? wr * v - or : bands.re[j] + wr * v
+            bands.im[j] = writes ? wi * v - oi : bands.im[j] + wi * v
+        }
+        return (low, high, allFinite)
     }
 
     /// Band +1 on the padded grid (mirrored, faded) in `gridA`, times the sub-pixel shift `ramp`
@@ -504,7 +571,22 @@ extension SIM2DReconstructor {
                         let first = row + left
                         let sourceRow = Int(src[first])
                         let factor = scaled(rowFactor, win[first])
-                        for t in 0..<fieldWidth { place(first + t, left + t, sourceRow + t, factor) }
+                        let vectorWidth = fieldWidth / 8 * 8
+                        let columnFactors = UnsafeRawPointer(alongX + left)
+                        let destination = UnsafeMutableRawPointer(c + first)
+                        for t in stride(from: 0, to: vectorWidth, by: 8) {
+                            let bandRe = UnsafeRawPointer(re + sourceRow + t).loadUnaligned(as: SIMD8<Float>.self)
+                            let bandIm = UnsafeRawPointer(im + sourceRow + t).loadUnaligned(as: SIMD8<Float>.self)
+                            let rowRe = bandRe * factor.re - bandIm * factor.im
+                            let rowIm = bandRe * factor.im + bandIm * factor.re
+                            let column = columnFactors.loadUnaligned(
+                                fromByteOffset: 8 * t, as: SIMD16<Float>.self)
+                            var product = SIMD16<Float>()
+                            product.evenHalf = rowRe * column.evenHalf - rowIm * column.oddHalf
+                            product.oddHalf = rowRe * column.oddHalf + rowIm * column.evenHalf
+                            destination.storeBytes(of: product, toByteOffset: 8 * t, as: SIMD16<Float>.self)
+                        }
+                        for t in vectorWidth..<fieldWidth { place(first + t, left + t, sourceRow + t, factor) }
                     }
                 }
             }

@@ -177,34 +177,50 @@ extension Bench {
         return "cpu: \(field("model name")), \(cores) cores, vector ISA \(isa)"
     }
 
-    /// Denoising frames per second at 512×512, beside the same network and step in PyTorch (when installed).
+    /// Denoising frames per second at 512×512, beside the same network and step in PyTorch (when
+    /// installed), frame by frame in alternation.
     func denoise() throws {
         do {
             print(Self.processorLine())
-            let r = try DenoiseBench.run()
-            print(
+            let session = try DenoiseBench.Session()
+            func ourLine(inferenceMs: Double, adaptedMs: Double) -> String {
                 String(
                     format:
-                        "moire denoise 512×512: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame",
-                    r.inferenceFPS, r.adaptedFPS, r.steps, r.batch, r.crop))
+                        "moire denoise %d×%d: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame (median frames)",
+                    session.size, session.size, 1000 / inferenceMs, 1000 / adaptedMs, session.steps, session.batch,
+                    session.crop)
+            }
             let venv = "Benchmarks/.venv/bin/python3"
-            let data = try runPeer(
-                FileManager.default.isExecutableFile(atPath: venv)
-                    ? [venv, "Benchmarks/peers/denoise_peer.py"]
-                    : ["python3", "Benchmarks/peers/denoise_peer.py"])
-            struct Peer: Decodable { var inference_fps: Double?; var adapted_fps: Double?; var error: String? }
-            guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let inf = p.inference_fps,
-                let ad = p.adapted_fps
-            else {
-                print("peer: PyTorch not available (make bench makes Benchmarks/.venv with torch from PyPI)")
+            let python = FileManager.default.isExecutableFile(atPath: venv) ? venv : "python3"
+            let peer: InterleavedPeer
+            do {
+                peer = try InterleavedPeer([python, "Benchmarks/peers/denoise_peer.py", "--serve"])
+            } catch let unavailable as InterleavedPeer.Unavailable {
+                let inference = try (0..<20).map { _ in try session.inferenceMs() }
+                let adapted = try (0..<20).map { _ in try session.adaptedMs() }
+                print(ourLine(inferenceMs: median(inference), adaptedMs: median(adapted)))
+                print(
+                    "peer: PyTorch not available (\(unavailable.reason); make bench makes Benchmarks/.venv with torch from PyPI)"
+                )
                 return
             }
+            // Two of our frames to one of the peer's (about its time): the first after the peer's
+            // finds the caches cold; a live stage denoises frame after frame.
+            let rounds = 15
+            let oursPerRound = 2
+            let inference = try Alternation(
+                rounds: rounds, oursPerRound: oursPerRound, ours: session.inferenceMs, peer: peer, task: "inference")
+            let adapted = try Alternation(
+                rounds: rounds, oursPerRound: oursPerRound, ours: session.adaptedMs, peer: peer, task: "adapted")
+            let ours = (inference: median(inference.ours), adapted: median(adapted.ours))
+            let theirs = (inference: median(inference.peer), adapted: median(adapted.peer))
+            print(ourLine(inferenceMs: ours.inference, adaptedMs: ours.adapted))
             print(
                 String(
                     format:
-                        "peer PyTorch (CPU, same network and step): %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×",
-                    inf, ad, r.inferenceFPS / inf, r.adaptedFPS / ad))
+                        "peer %@: %.2f frames/s inference; %.2f frames/s adapted   ratio moire/peer %.2f× and %.2f×   (alternated: %d rounds of %d of ours, 1 of the peer's, each)",
+                    peer.name, 1000 / theirs.inference, 1000 / theirs.adapted, theirs.inference / ours.inference,
+                    theirs.adapted / ours.adapted, rounds, oursPerRound))
         } catch { throw fail(error) }
     }
 
@@ -246,35 +262,49 @@ extension Bench {
         } catch { throw fail(error) }
     }
 
-    /// SR frames per second at 512×512×9 → 1024×1024, beside napari-sim-processor on the same data.
+    /// Milliseconds per SR frame at 512×512×9 → 1024×1024, beside napari-sim-processor on the
+    /// same data, frame by frame in alternation.
     func sim2d() throws {
         do {
             let dir = NSTemporaryDirectory() + "moire-bench-\(getpid())"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let r = try SIMBench.run(protocolFile: protocolFile, repeats: 30, dir: dir)
-            print(
+            let session = try SIMBench.prepare(protocolFile: protocolFile, dir: dir)
+            func ourLine(_ frameMs: Double) -> String {
                 String(
                     format:
                         "moire 2D-SIM %d×%d×9 → %d×%d: %.2f ms per SR frame (median) with fixed parameters (first frame with weights %.1f ms); estimation %.0f ms",
-                    r.width, r.width, 2 * r.width, 2 * r.width, r.fixedMs, r.firstFrameMs, r.estimateMs))
-            let data = try runPeer([
-                "python3", "Benchmarks/peers/sim2d_peer.py", r.rawPath, "\(r.width)", "\(r.pixelUm)", "\(r.na)",
-                "0.525", "9",
-            ])
-            struct Peer: Decodable {
-                var peer: String?; var ms_per_frame: Double?; var calibrate_ms: Double?; var error: String?
+                    session.width, session.width, 2 * session.width, 2 * session.width, frameMs, session.firstFrameMs,
+                    session.estimateMs)
             }
-            guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                let p = try? JSONDecoder().decode(Peer.self, from: Data(line.utf8)), let ms = p.ms_per_frame
-            else {
-                print("peer: not available (make bench installs napari-sim-processor --no-deps and matplotlib)")
+            let peer: InterleavedPeer
+            do {
+                peer = try InterleavedPeer([
+                    "python3", "Benchmarks/peers/sim2d_peer.py", session.rawPath, "\(session.width)",
+                    "\(session.pixelUm)", "\(session.na)", "0.525", "--serve",
+                ])
+            } catch let unavailable as InterleavedPeer.Unavailable {
+                print(ourLine(median(try (0..<30).map { _ in try session.frameMs() })))
+                print(
+                    "peer: not available (\(unavailable.reason); make bench installs napari-sim-processor --no-deps and matplotlib)"
+                )
                 return
             }
+            // Four of our frames to one of the peer's (about a third of its time): the first frame
+            // after the peer's finds the caches cold and costs ~2 ms more; a live stage
+            // reconstructs set after set.
+            let rounds = 25
+            let oursPerRound = 4
+            let alternation = try Alternation(
+                rounds: rounds, oursPerRound: oursPerRound, ours: session.frameMs, peer: peer, task: "frame")
+            let ours = median(alternation.ours)
+            let theirs = median(alternation.peer)
+            print(ourLine(ours))
             print(
                 String(
-                    format: "peer %@: %.2f ms per SR frame (median; calibration %.0f ms)   ratio peer/moire %.1f×",
-                    p.peer ?? "?", ms, p.calibrate_ms ?? 0, ms / r.fixedMs))
+                    format:
+                        "peer %@: %.2f ms per SR frame (median; calibration %.0f ms)   ratio peer/moire %.1f×   (alternated: %d rounds of %d of ours, 1 of the peer's)",
+                    peer.name, theirs, peer.setUpMs ?? 0, theirs / ours, rounds, oursPerRound))
         } catch { throw fail(error) }
     }
 }
