@@ -127,10 +127,10 @@ public enum TensorOps {
             throw MoireError(.usage, "cannot add tensors of shapes \(a.shape) and \(b.shape)")
         }
         let y = ws?.like(a) ?? a.like()
-        let sum = y.data
-        let left = a.data
-        let right = b.data
-        for i in 0..<a.count { sum[i] = left[i] + right[i] }
+        nonisolated(unsafe) let (sum, left, right) = (y.data, a.data, b.data)
+        parallelRanges(a.count, grain: 65_536) { range in
+            for i in range { sum[i] = left[i] + right[i] }
+        }
         return y
     }
 
@@ -162,17 +162,44 @@ public enum TensorOps {
         return (a, b)
     }
 
+    /// `coarse` upsampled 2× (nearest neighbour, as `Upsample2x`) plus `skip`, which has twice
+    /// its height and width, in one pass over rows on all cores.
+    public static func upsampledSum(_ coarse: Tensor, _ skip: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
+        guard skip.n == coarse.n, skip.c == coarse.c, skip.h == 2 * coarse.h, skip.w == 2 * coarse.w,
+            skip.layout == coarse.layout, coarse.layout == .nhwc || coarse.c == 1
+        else {
+            throw MoireError(.usage, "cannot add \(coarse.shape) upsampled twice to \(skip.shape)")
+        }
+        let y = ws?.like(skip) ?? skip.like()
+        nonisolated(unsafe) let (sum, fine, coarseData) = (y.data, skip.data, coarse.data)
+        let (channels, width, height, coarseWidth, coarseHeight) = (skip.c, skip.w, skip.h, coarse.w, coarse.h)
+        parallelRanges(skip.n * height, grain: max(1, 16_384 / (width * channels))) { rows in
+            for row in rows {
+                let (image, line) = row.quotientAndRemainder(dividingBy: height)
+                let coarseLine = coarseData + ((image * coarseHeight + line / 2) * coarseWidth) * channels
+                let fineLine = fine + row * width * channels
+                let sumLine = sum + row * width * channels
+                for x in 0..<width {
+                    let source = coarseLine + (x / 2) * channels
+                    let offset = x * channels
+                    for c in 0..<channels { sumLine[offset + c] = fineLine[offset + c] + source[c] }
+                }
+            }
+        }
+        return y
+    }
+
     /// `x`'s first channel plus the one-channel `r` (a residual output): no copy of the channel first.
     public static func firstChannel(of x: Tensor, plus r: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
         guard r.c == 1, x.n == r.n, x.h == r.h, x.w == r.w, x.c == 1 || x.layout == .nhwc else {
             throw MoireError(.usage, "cannot add \(r.shape) to the first channel of \(x.shape)")
         }
         let y = ws?.like(r) ?? r.like()
-        let sum = y.data
-        let input = x.data
-        let residual = r.data
+        nonisolated(unsafe) let (sum, input, residual) = (y.data, x.data, r.data)
         let stride = x.c
-        for i in 0..<r.count { sum[i] = input[i * stride] + residual[i] }
+        parallelRanges(r.count, grain: 32_768) { range in
+            for i in range { sum[i] = input[i * stride] + residual[i] }
+        }
         return y
     }
 }

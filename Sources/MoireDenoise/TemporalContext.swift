@@ -1,5 +1,6 @@
 import Foundation
 import MoireConfig
+import MoireCore
 
 /// The temporal context of a time-lapse: a motion-adaptive running average of the frames seen so far
 /// (normalised intensities), which the denoiser gets beside the current frame.
@@ -38,20 +39,42 @@ public struct TemporalContext: Sendable {
     /// `frame` may be given in ADU with the normalisation (`offset`, `scale`) to apply, so a caller
     /// need not make a normalised copy of the whole frame for it.
     public func brightnessRatio(of frame: [Float], offset: Float = 0, scale: Float = 1) -> Float {
-        var blocks: [(frame: Float, mean: Float)] = []
-        for by in stride(from: 0, through: height - 8, by: 8) {
-            for bx in stride(from: 0, through: width - 8, by: 8) {
-                var frameSum: Float = 0
-                var meanSum: Float = 0
-                for y in by..<(by + 8) {
-                    for x in bx..<(bx + 8) {
-                        frameSum += (frame[y * width + x] - offset) / scale
-                        meanSum += mean[y * width + x]
+        precondition(frame.count == mean.count)
+        let blocksAcross = width / 8
+        let blocksDown = height / 8
+        // Each block's sums, one row of blocks per task; a block's row of 8 pixels is one 8-wide load.
+        var frameSums = [Float](repeating: 0, count: blocksAcross * blocksDown)
+        var meanSums = [Float](repeating: 0, count: blocksAcross * blocksDown)
+        frame.withUnsafeBufferPointer { frameBuffer in
+            mean.withUnsafeBufferPointer { meanBuffer in
+                frameSums.withUnsafeMutableBufferPointer { frameSumsBuffer in
+                    meanSums.withUnsafeMutableBufferPointer { meanSumsBuffer in
+                        nonisolated(unsafe) let (image, average) = (frameBuffer.baseAddress!, meanBuffer.baseAddress!)
+                        nonisolated(unsafe) let (imageSums, averageSums) = (
+                            frameSumsBuffer.baseAddress!, meanSumsBuffer.baseAddress!
+                        )
+                        let width = width
+                        parallelRanges(blocksDown, grain: max(1, 512 / max(1, blocksAcross))) { blockRows in
+                            for blockRow in blockRows {
+                                for blockColumn in 0..<blocksAcross {
+                                    var imageSum = SIMD8<Float>()
+                                    var averageSum = SIMD8<Float>()
+                                    for y in (8 * blockRow)..<(8 * blockRow + 8) {
+                                        let i = y * width + 8 * blockColumn
+                                        imageSum += UnsafeRawPointer(image + i).loadUnaligned(as: SIMD8<Float>.self)
+                                        averageSum += UnsafeRawPointer(average + i).loadUnaligned(as: SIMD8<Float>.self)
+                                    }
+                                    let block = blockRow * blocksAcross + blockColumn
+                                    imageSums[block] = (imageSum.sum() - 64 * offset) / scale
+                                    averageSums[block] = averageSum.sum()
+                                }
+                            }
+                        }
                     }
                 }
-                blocks.append((frameSum, meanSum))
             }
         }
+        let blocks = zip(frameSums, meanSums).map { (frame: $0, mean: $1) }
         let brightest = blocks.sorted { $0.mean > $1.mean }.prefix(max(1, blocks.count / 2)).filter { $0.mean > 0 }
         guard brightest.count >= 4 else { return 1 }
         let ratios = brightest.map { $0.frame / $0.mean }.sorted()
@@ -78,21 +101,67 @@ public struct TemporalContext: Sendable {
         precondition(frame.count == mean.count && variance.count == mean.count)
         // The history follows the illumination: brought to this frame's brightness before it is compared and added.
         let ratio = known ?? brightnessRatio(of: frame)
-        if ratio != 1 {
-            for i in 0..<mean.count { mean[i] *= ratio }
-        }
-        let difference = zip(frame, mean).map { $0 - $1 }
-        let local = Self.boxMean3(difference, width: width, height: height)
+        let (width, height) = (self.width, self.height)
+        let rowsPerTask = max(1, 8192 / width)
         let threshold2 = Self.motionThreshold * Self.motionThreshold
-        for i in 0..<mean.count {
-            // Variance of a 3×3 mean of differences between a frame and an average of n frames.
-            let expected = variance[i] * (1 + 1 / frames[i]) / 9 * correlationFactor
-            if local[i] * local[i] > threshold2 * expected {
-                mean[i] = frame[i]
-                frames[i] = 1
-            } else {
-                frames[i] = min(frames[i] + 1, Self.maximumFrames)
-                mean[i] += difference[i] / frames[i]
+        let maximumFrames = Self.maximumFrames
+        // The frame's difference from the history and its sums along rows of three (edges clamped),
+        // then the 3×3 mean of the difference against the noise it should have: each pass on all cores.
+        var difference = [Float](repeating: 0, count: mean.count)
+        var rowSums = [Float](repeating: 0, count: mean.count)
+        mean.withUnsafeMutableBufferPointer { meanBuffer in
+            frames.withUnsafeMutableBufferPointer { framesBuffer in
+                difference.withUnsafeMutableBufferPointer { differenceBuffer in
+                    rowSums.withUnsafeMutableBufferPointer { rowSumsBuffer in
+                        frame.withUnsafeBufferPointer { frameBuffer in
+                            variance.withUnsafeBufferPointer { varianceBuffer in
+                                nonisolated(unsafe) let (average, count) = (
+                                    meanBuffer.baseAddress!, framesBuffer.baseAddress!
+                                )
+                                nonisolated(unsafe) let (change, sums) = (
+                                    differenceBuffer.baseAddress!, rowSumsBuffer.baseAddress!
+                                )
+                                nonisolated(unsafe) let (image, noise) = (
+                                    frameBuffer.baseAddress!, varianceBuffer.baseAddress!
+                                )
+                                parallelRanges(height, grain: rowsPerTask) { rows in
+                                    for y in rows {
+                                        let line = y * width
+                                        if ratio != 1 {
+                                            for i in line..<(line + width) { average[i] *= ratio }
+                                        }
+                                        for i in line..<(line + width) { change[i] = image[i] - average[i] }
+                                        for x in 0..<width {
+                                            let left = change[line + max(x - 1, 0)]
+                                            let right = change[line + min(x + 1, width - 1)]
+                                            sums[line + x] = left + change[line + x] + right
+                                        }
+                                    }
+                                }
+                                parallelRanges(height, grain: rowsPerTask) { rows in
+                                    for y in rows {
+                                        let above = max(y - 1, 0) * width
+                                        let line = y * width
+                                        let below = min(y + 1, height - 1) * width
+                                        for x in 0..<width {
+                                            let i = line + x
+                                            let local = (sums[above + x] + sums[i] + sums[below + x]) / 9
+                                            // Variance of a 3×3 mean of differences between a frame and an average of n frames.
+                                            let expected = noise[i] * (1 + 1 / count[i]) / 9 * correlationFactor
+                                            if local * local > threshold2 * expected {
+                                                average[i] = image[i]
+                                                count[i] = 1
+                                            } else {
+                                                count[i] = min(count[i] + 1, maximumFrames)
+                                                average[i] += change[i] / count[i]
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -221,17 +221,39 @@ public final class Denoiser {
             for i in 0..<frame.count { input[i] = (frame[i] - off) / s }
             return s
         }
-        let normalised = frame.map { ($0 - off) / s }
+        let normalised = Self.normalised(frame, offset: off, scale: s)
         let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
         let brightness = history?.brightnessRatio(of: normalised) ?? 1
         // Without an earlier frame the frame itself stands in for the average.
         let average = history?.mean ?? normalised
-        for i in 0..<normalised.count {
-            input[2 * i] = normalised[i]
-            input[2 * i + 1] = average[i] * brightness
+        average.withUnsafeBufferPointer { averageBuffer in
+            normalised.withUnsafeBufferPointer { normalisedBuffer in
+                nonisolated(unsafe) let (earlier, current, channels) = (
+                    averageBuffer.baseAddress!, normalisedBuffer.baseAddress!, input
+                )
+                parallelRanges(normalised.count, grain: 32_768) { range in
+                    for i in range {
+                        channels[2 * i] = current[i]
+                        channels[2 * i + 1] = earlier[i] * brightness
+                    }
+                }
+            }
         }
         add(toContext: normalised, width: width, height: height, scale: s, brightnessRatio: brightness)
         return s
+    }
+
+    /// `(frame − offset) / scale`, on all cores.
+    static func normalised(_ frame: [Float], offset: Float, scale: Float) -> [Float] {
+        [Float](unsafeUninitializedCapacity: frame.count) { buffer, initialised in
+            frame.withUnsafeBufferPointer { frameBuffer in
+                nonisolated(unsafe) let (values, result) = (frameBuffer.baseAddress!, buffer.baseAddress!)
+                parallelRanges(frame.count, grain: 32_768) { range in
+                    for i in range { result[i] = (values[i] - offset) / scale }
+                }
+            }
+            initialised = frame.count
+        }
     }
 
     /// The network's output `y` back in ADU (`scale`: what the input was normalised by).
@@ -274,7 +296,15 @@ public final class Denoiser {
         // The camera's variance, in normalised units: (gain·signal + read variance) / scale².
         let gain = Float(model.gain)
         let read = Float(model.readVariance)
-        let variance = normalised.map { (gain * max($0, 0) * s + read) / (s * s) }
+        let variance = [Float](unsafeUninitializedCapacity: normalised.count) { buffer, initialised in
+            normalised.withUnsafeBufferPointer { normalisedBuffer in
+                nonisolated(unsafe) let (values, variances) = (normalisedBuffer.baseAddress!, buffer.baseAddress!)
+                parallelRanges(normalised.count, grain: 32_768) { range in
+                    for i in range { variances[i] = (gain * max(values[i], 0) * s + read) / (s * s) }
+                }
+            }
+            initialised = normalised.count
+        }
         let correlationFactor = Float(model.correlation?.boxMean3VarianceFactor ?? 1)
         context = nil  // add in place: no copy of the arrays
         current.add(

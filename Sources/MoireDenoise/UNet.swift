@@ -161,10 +161,11 @@ public final class UNet {
             features = try convs[projection].forward(coarse, workspace: ws)
         }
         cache?.upsampled[step.convolution] = features
-        let upsampled = try up.forward(features, workspace: ws)
+        // Adding the skip: upsampled and added in one pass (no upsampled tensor of its own).
         let merged =
             step.concatenates
-            ? try TensorOps.concat(upsampled, skip, workspace: ws) : try TensorOps.add(upsampled, skip, workspace: ws)
+            ? try TensorOps.concat(try up.forward(features, workspace: ws), skip, workspace: ws)
+            : try TensorOps.upsampledSum(features, skip, workspace: ws)
         return try block(step.convolution, merged, cache, ws)
     }
 

@@ -111,6 +111,7 @@ extension Bench {
         let peer = Process()
         peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         peer.arguments = arguments
+        peer.environment = Runtime.environmentAsGiven
         let out = Pipe()
         peer.standardOutput = out
         peer.standardError = FileHandle.nullDevice

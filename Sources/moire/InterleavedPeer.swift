@@ -1,4 +1,5 @@
 import Foundation
+import MoirePipeline
 
 /// A peer benchmark process that runs one unit of its work at a time, on request
 /// (Benchmarks/peers/interleave.py). `moire bench` alternates its own units with the peer's, so
@@ -38,6 +39,8 @@ final class InterleavedPeer {
         let output = Pipe()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
+        // The peer runs with the user's environment (its OpenMP threads keep their default policy).
+        process.environment = Runtime.environmentAsGiven
         process.standardInput = input
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice

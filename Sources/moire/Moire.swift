@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MoireCore
+import MoirePipeline
 
 @main
 struct Moire: ParsableCommand {
@@ -14,6 +15,11 @@ struct Moire: ParsableCommand {
             Preview.self, Denoise.self, Train.self, Devices.self, Bench.self, WisdomCommand.self, Status.self,
             Keys.self, Merge.self, Batch.self, Worker.self,
         ])
+
+    static func main() {
+        Runtime.preferSleepingOpenMPThreads()
+        main(nil)
+    }
 }
 
 /// Logging for the CLI: warnings and above to stderr unless verbose.

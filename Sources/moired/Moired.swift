@@ -15,6 +15,11 @@ struct Moired: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moired", abstract: "The Moiré acquisition daemon.", version: MoireVersion.string)
 
+    static func main() async {
+        Runtime.preferSleepingOpenMPThreads()
+        await main(nil)
+    }
+
     @Option(
         name: .long,
         help: """
