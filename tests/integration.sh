@@ -184,6 +184,10 @@ start_daemon "$WORK/daemon-notify.log"
 unset NOTIFY_SOCKET
 await grep -q "READY=1" "$WORK/notify.log"
 "$MOIRE" status --daemon "$CONTROL" > "$WORK/notify-status.log" 2>&1; src=$?
+# The daemon ran itself again with OpenMP's passive wait policy (docs/operations.md), as the same
+# process systemd started: the PID it reports in MAINPID= is the one started.
+policy=$(tr '\0' '\n' < /proc/$DPID/environ 2>/dev/null | grep '^OMP_WAIT_POLICY=')
+DPID_NOTIFY=$DPID
 signal_and_wait TERM "$DPID"; DPID=
 wait $NPID
 versions="$("$MOIRE" --version) / $("$MOIRED" --version)"
@@ -192,10 +196,10 @@ for tool in "$MOIRE" "$MOIRED"; do
   for shell in bash zsh fish; do "$tool" --generate-completion-script $shell > "$WORK/completion" 2>&1 && [ -s "$WORK/completion" ] || completions="no $shell for $tool"; done
   "$tool" --generate-completion-script bash | bash -n || completions="bash rejects $tool's completion script"
 done
-if [ $src -eq 0 ] && grep -q "READY=1 .*MAINPID=" "$WORK/notify.log" && grep -q "STOPPING=1" "$WORK/notify.log" \
-   && [ "$completions" = ok ] && echo "$versions" | grep -Eq "^[0-9]+\.[0-9]+.* / [0-9]+\.[0-9]+"; then
-  ok "systemd readiness: READY=1 once the daemon answers, STOPPING=1 on SIGTERM; --version ($versions); completions for bash, zsh, fish"; else
-  bad "readiness/version/completions: status rc=$src, $(cat "$WORK/notify.log" | tr '\n' ' ') versions=$versions completions=$completions"; fi
+if [ $src -eq 0 ] && grep -q "READY=1 .*MAINPID=$DPID_NOTIFY\b" "$WORK/notify.log" && grep -q "STOPPING=1" "$WORK/notify.log" \
+   && [ "$policy" = "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}" ] && [ "$completions" = ok ] && echo "$versions" | grep -Eq "^[0-9]+\.[0-9]+.* / [0-9]+\.[0-9]+"; then
+  ok "systemd readiness: READY=1 once the daemon answers (MAINPID the started one, $policy), STOPPING=1 on SIGTERM; --version ($versions); completions for bash, zsh, fish"; else
+  bad "readiness/version/completions: status rc=$src, pid $DPID_NOTIFY, $(cat "$WORK/notify.log" | tr '\n' ' ') policy=$policy versions=$versions completions=$completions"; fi
 
 # 2c. Ctrl-C (SIGINT) to an embedded run: stops after the group, exit 130, valid recording.
 sed "s|count: 400|count: 200|" "$WORK/tirf.yaml" > "$WORK/long.yaml"
