@@ -14,6 +14,10 @@ public enum WorkersBench {
         public var workers: Int
         public var srPerSecond: Double
         public var inProcessPerSecond: Double
+        /// The median over the rounds of each round's worker rate over its in-process rate (the
+        /// two sides take turns round by round, so a round's two figures saw the same load).
+        public var ratio: Double
+        public var rounds: Int
         /// Bytes of one job (the set's raw frames as uint16, and its description).
         public var jobBytes: Int
     }
@@ -78,7 +82,7 @@ public enum WorkersBench {
     /// (`rounds` of each, a quarter of the sets at a time by default), so that both figures see
     /// the same load on a shared machine.
     public static func throughput(
-        sizes: [Int], workerCounts: [Int], sets: (Int) -> Int, rounds: Int = 4, dir: String
+        sizes: [Int], workerCounts: [Int], sets: (Int) -> Int, rounds: Int = 8, dir: String
     ) throws -> [Row] {
         var rows: [Row] = []
         for size in sizes {
@@ -118,11 +122,13 @@ public enum WorkersBench {
                 }
                 var inProcessSeconds: TimeInterval = 0
                 var workerSeconds: TimeInterval = 0
+                var roundRatios: [Double] = []
                 var sequence = count
                 let limit = 2 * count + 2
                 for round in 0..<rounds {
                     let share = sets * (round + 1) / rounds - sets * round / rounds
-                    inProcessSeconds += try runInProcess(share)
+                    let inProcessRound = try runInProcess(share)
+                    inProcessSeconds += inProcessRound
                     let begin = Date()
                     let first = sequence
                     var received = 0
@@ -138,7 +144,9 @@ public enum WorkersBench {
                         _ = try SIMJob.Output(result, width: size, height: size)
                         received += 1
                     }
-                    workerSeconds += Date().timeIntervalSince(begin)
+                    let workerRound = Date().timeIntervalSince(begin)
+                    workerSeconds += workerRound
+                    roundRatios.append(inProcessRound / workerRound)
                 }
                 let rate = Double(sets) / workerSeconds
                 for worker in workers { worker.stop() }
@@ -147,7 +155,7 @@ public enum WorkersBench {
                 rows.append(
                     Row(
                         size: size, workers: count, srPerSecond: rate, inProcessPerSecond: inProcess,
-                        jobBytes: template.parts.map(\.count).reduce(0, +)))
+                        ratio: median(roundRatios), rounds: rounds, jobBytes: template.parts.map(\.count).reduce(0, +)))
             }
         }
         return rows

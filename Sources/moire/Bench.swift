@@ -80,14 +80,14 @@ extension Bench {
                         latency.echoSetsPerSecond * latency.bareP50Ms / 1000))
             }
             for row in try WorkersBench.throughput(
-                sizes: [512, 1024], workerCounts: [1, 2, 4], sets: { $0 <= 512 ? 120 : 30 }, dir: dir)
+                sizes: [512, 1024], workerCounts: [1, 2, 4], sets: { $0 <= 512 ? 120 : 40 }, dir: dir)
             {
                 print(
                     String(
                         format:
-                            "SIM workers %d×%d, %d worker(s) on this machine (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f",
+                            "SIM workers %d×%d, %d worker(s) on this machine (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f (median of %d alternated rounds)",
                         row.size, row.size, row.workers, Double(row.jobBytes) / 1e6, row.srPerSecond,
-                        row.inProcessPerSecond, row.srPerSecond / row.inProcessPerSecond))
+                        row.inProcessPerSecond, row.ratio, row.rounds))
             }
         } catch { throw fail(error) }
     }
