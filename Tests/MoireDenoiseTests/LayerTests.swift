@@ -61,6 +61,31 @@ func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
         #expect(try TensorOps.add(a, a).values == a.values.map { $0 * 2 })
     }
 
+    /// The decoder's one-pass upsample-and-add equals the upsampling followed by the sum, on
+    /// tensors big enough to be split across threads (rows, images and channels at chunk edges).
+    @Test func upsampledSumEqualsUpsamplingThenAdding() throws {
+        let up = Upsample2x(engine: engine)
+        for (n, c, h, w) in [(2, 16, 32, 48), (1, 32, 64, 64), (3, 1, 40, 24)] {
+            let coarse = randomTensor(n, c, h, w, seed: UInt64(7 + c))
+            let skip = randomTensor(n, c, 2 * h, 2 * w, seed: UInt64(11 + c))
+            let expected = try TensorOps.add(try up.forward(coarse), skip)
+            let fused = try TensorOps.upsampledSum(coarse, skip)
+            #expect(fused.shape == skip.shape)
+            #expect(fused.values == expected.values, "\(n)×\(c)×\(h)×\(w)")
+        }
+        let coarse = randomTensor(1, 4, 5, 6, seed: 1)
+        #expect(throws: (any Error).self) { try TensorOps.upsampledSum(coarse, randomTensor(1, 4, 10, 11, seed: 2)) }
+        #expect(throws: (any Error).self) { try TensorOps.upsampledSum(coarse, randomTensor(1, 3, 10, 12, seed: 2)) }
+        // The element-wise sums split across threads too: every element, chunk edges included.
+        let big = randomTensor(1, 16, 128, 96, seed: 3)
+        let other = randomTensor(1, 16, 128, 96, seed: 4)
+        let sum = try TensorOps.add(big, other)
+        #expect(sum.values == zip(big.values, other.values).map { $0 + $1 })
+        let residual = randomTensor(1, 1, 128, 96, seed: 5)
+        let withResidual = try TensorOps.firstChannel(of: big, plus: residual)
+        #expect(withResidual.values == (0..<residual.count).map { big[$0 * 16] + residual[$0] })
+    }
+
     @Test func adamMinimisesAQuadratic() {
         let p = Tensor(n: 1, c: 1, h: 1, w: 3, values: [3, -2, 1]), g = Tensor(n: 1, c: 1, h: 1, w: 3)
         let target: [Float] = [0.5, 0.25, -1]
