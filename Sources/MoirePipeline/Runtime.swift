@@ -25,8 +25,10 @@ public enum Runtime {
     /// pipeline's other stages (SIM on FFTW and Dispatch threads, the recorder) need: measured on 2
     /// cores, the denoiser's nearest-neighbour upsampling and skip sum took 3.3–4.1 ms per frame with
     /// spinning threads beside it and 1.3–1.9 ms without, and whole frames ran 1.2× faster. libgomp
-    /// reads the policy once, when it is loaded, before `main`: an executable that finds no policy
-    /// set sets `OMP_WAIT_POLICY=PASSIVE` and runs itself again (once). A policy the user set is kept.
+    /// reads the policy once, when it is loaded, before `main`: a process that finds no policy set
+    /// sets `OMP_WAIT_POLICY=PASSIVE` and runs itself again (once). A policy the user set is kept.
+    /// For the daemon and the commands whose stages run side by side: one stage of many small
+    /// training primitives alone runs faster with the spinning default.
     public static func preferSleepingOpenMPThreads() {
         guard getenv("OMP_WAIT_POLICY") == nil else { return }
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1)
