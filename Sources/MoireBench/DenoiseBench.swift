@@ -5,11 +5,6 @@ import MoireDenoise
 /// `moire bench denoise`: frames per second at 512×512, inference alone and with adaptation steps, with
 /// temporal context (the default network: the context's update is part of every frame).
 public enum DenoiseBench {
-    public struct Report: Sendable {
-        public var inferenceFPS: Double; public var adaptedFPS: Double; public var steps: Int; public var crop: Int;
-        public var batch: Int
-    }
-
     /// A denoiser with its primitives made, timed one frame at a time.
     public final class Session {
         public let size: Int
@@ -48,17 +43,5 @@ public enum DenoiseBench {
             _ = try denoiser.denoise(frame, width: size, height: size)
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
         }
-    }
-
-    /// `frames` frames of each kind in a row; frames per second from their medians.
-    public static func run(size: Int = 512, frames: Int = 20, steps: Int = 2, crop: Int = 64, batch: Int = 2) throws
-        -> Report
-    {
-        let session = try Session(size: size, steps: steps, crop: crop, batch: batch)
-        let inference = try (0..<frames).map { _ in try session.inferenceMs() }
-        let adapted = try (0..<frames).map { _ in try session.adaptedMs() }
-        return Report(
-            inferenceFPS: 1000 / median(inference), adaptedFPS: 1000 / median(adapted), steps: steps, crop: crop,
-            batch: batch)
     }
 }

@@ -10,17 +10,6 @@ import MoireSimulation
 
 /// `moire bench sim2d`: milliseconds per SR frame for a simulated 512×512×9 phase set.
 public enum SIMBench {
-    public struct Report: Sendable {
-        public var width: Int
-        /// Milliseconds per SR frame with fixed parameters: the median of the repeats.
-        public var fixedMs: Double
-        public var estimateMs: Double
-        public var firstFrameMs: Double
-        public var rawPath: String
-        public var pixelUm: Double
-        public var na: Double
-    }
-
     /// Acquires one phase set of `protocolFile` (its ROI) on the simulated rig, as floats.
     public static func acquire(protocolFile: String) throws -> (AcquisitionProtocol, [[Float]]) {
         var p = try AcquisitionProtocol.load(file: protocolFile)
@@ -107,15 +96,6 @@ public enum SIMBench {
 
     public static func prepare(protocolFile: String, dir: String) throws -> Session {
         try Session(protocolFile: protocolFile, dir: dir)
-    }
-
-    /// `repeats` frames in a row; their median (a virtual machine's hiccups move a mean, not the median).
-    public static func run(protocolFile: String, repeats: Int, dir: String) throws -> Report {
-        let session = try prepare(protocolFile: protocolFile, dir: dir)
-        let frameMs = try (0..<repeats).map { _ in try session.frameMs() }
-        return Report(
-            width: session.width, fixedMs: median(frameMs), estimateMs: session.estimateMs,
-            firstFrameMs: session.firstFrameMs, rawPath: session.rawPath, pixelUm: session.pixelUm, na: session.na)
     }
 }
 

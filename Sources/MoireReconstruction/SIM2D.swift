@@ -182,30 +182,14 @@ public final class SIM2DReconstructor: @unchecked Sendable {
     /// The smallest and largest value, and whether every value is finite (v − v is 0 only for a
     /// finite v), in 8-wide passes.
     static func range(_ values: UnsafeBufferPointer<Float>) -> (Float, Float, Bool) {
-        let lanes = 8
-        var lo = SIMD8<Float>(repeating: .infinity)
-        var hi = SIMD8<Float>(repeating: -.infinity)
-        var finite = SIMDMask<SIMD8<Int32>>(repeating: true)
-        let whole = values.count / lanes * lanes
-        guard let base = values.baseAddress else { return (.infinity, -.infinity, true) }
-        var i = 0
-        while i < whole {
-            let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
-            lo = lo.replacing(with: v, where: v .< lo)
-            hi = hi.replacing(with: v, where: v .> hi)
-            finite = finite .& (v - v .== 0)
-            i += lanes
+        var found = ValueRange()
+        guard let base = values.baseAddress else { return found.found }
+        let whole = values.count / 8 * 8
+        for i in stride(from: 0, to: whole, by: 8) {
+            found.add(UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self))
         }
-        var low = lo.min()
-        var high = hi.max()
-        var allFinite = all(finite)
-        for j in whole..<values.count {
-            let v = values[j]
-            allFinite = allFinite && v.isFinite
-            low = min(low, v)
-            high = max(high, v)
-        }
-        return (low, high, allFinite)
+        for i in whole..<values.count { found.add(values[i]) }
+        return found.found
     }
 
     // MARK: band separation

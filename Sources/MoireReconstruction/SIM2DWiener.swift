@@ -491,10 +491,8 @@ extension SIM2DReconstructor {
             zero: UnsafeMutablePointer<Float>, re: UnsafeMutablePointer<Float>, im: UnsafeMutablePointer<Float>
         )
     ) -> (Float, Float, Bool) {
-        guard let f = frame.baseAddress else { return (.infinity, -.infinity, true) }
-        var lo = SIMD8<Float>(repeating: .infinity)
-        var hi = SIMD8<Float>(repeating: -.infinity)
-        var finite = SIMDMask<SIMD8<Int32>>(repeating: true)
+        var found = ValueRange()
+        guard let f = frame.baseAddress else { return found.found }
         let (w0, wr, wi) = weights
         let (o0, or, oi) = offsets ?? (0, 0, 0)
         let writes = offsets != nil
@@ -502,36 +500,25 @@ extension SIM2DReconstructor {
         var i = tile.lowerBound
         while i < vectorEnd {
             let v = UnsafeRawPointer(f + i).loadUnaligned(as: SIMD8<Float>.self)
-            lo = lo.replacing(with: v, where: v .< lo)
-            hi = hi.replacing(with: v, where: v .> hi)
-            finite = finite .& (v - v .== 0)
-            let zero = UnsafeMutableRawPointer(bands.zero + i)
-            let re = UnsafeMutableRawPointer(bands.re + i)
-            let im = UnsafeMutableRawPointer(bands.im + i)
-            let zeroBefore = zero.loadUnaligned(as: SIMD8<Float>.self)
-            zero.storeBytes(of: zeroBefore + (w0 * v - o0), as: SIMD8<Float>.self)
+            found.add(v)
+            store8(load8(bands.zero + i) + (w0 * v - o0), bands.zero + i)
             if writes {
-                re.storeBytes(of: wr * v - or, as: SIMD8<Float>.self)
-                im.storeBytes(of: wi * v - oi, as: SIMD8<Float>.self)
+                store8(wr * v - or, bands.re + i)
+                store8(wi * v - oi, bands.im + i)
             } else {
-                re.storeBytes(of: re.loadUnaligned(as: SIMD8<Float>.self) + wr * v, as: SIMD8<Float>.self)
-                im.storeBytes(of: im.loadUnaligned(as: SIMD8<Float>.self) + wi * v, as: SIMD8<Float>.self)
+                store8(load8(bands.re + i) + wr * v, bands.re + i)
+                store8(load8(bands.im + i) + wi * v, bands.im + i)
             }
             i += 8
         }
-        var low = lo.min()
-        var high = hi.max()
-        var allFinite = all(finite)
         for j in vectorEnd..<tile.upperBound {
             let v = f[j]
-            allFinite = allFinite && v.isFinite
-            low = min(low, v)
-            high = max(high, v)
+            found.add(v)
             bands.zero[j] += w0 * v - o0
             bands.re[j] = writes ? wr * v - or : bands.re[j] + wr * v
             bands.im[j] = writes ? wi * v - oi : bands.im[j] + wi * v
         }
-        return (low, high, allFinite)
+        return found.found
     }
 
     /// Band +1 on the padded grid (mirrored, faded) in `gridA`, times the sub-pixel shift `ramp`

@@ -241,7 +241,7 @@ extension Bench {
                         "moire live 2D-SIM %d×%d with recording, 100 raw frames/s asked: %.1f raw frames/s over the whole run (%d lost), %d complete phase sets, %d reconstructed, %d skipped behind, %d with a missing frame, %d estimation(s)",
                     r.width, r.width, r.rawFramesPerSecond, r.framesLost, c.setsComplete, c.reconstructed,
                     c.skippedBehind, c.skippedMissing, c.estimates))
-            let offline = try SIMBench.run(protocolFile: protocolFile, repeats: 3, dir: dir)
+            let offline = try SIMBench.prepare(protocolFile: protocolFile, dir: dir)
             let data = try runPeer([
                 "python3", "Benchmarks/peers/sim2d_peer.py", offline.rawPath, "\(offline.width)", "\(offline.pixelUm)",
                 "\(offline.na)", "0.525", "5",
