@@ -8,7 +8,8 @@ Usage: fidelity.py --moire PATH/TO/moire [--out DIR] [--scenes N] [--seed S] [--
 For every scene it prints PSNR (dB) and SSIM against the reference after an affine fit, and the
 FRC resolution (µm) from two noise realisations; then a summary per photon level, and it writes
 DIR/fidelity.json (with the PSNR of the field without its outer 10 %, `psnr_inner`, to tell edge
-losses from the rest) and DIR/fidelity.png (PSNR vs photons per method). A variant runs
+losses from the rest) and DIR/fidelity.png (PSNR vs photons per method). `moire[true params]` is
+Moiré's filter given the true pattern (`--parameters`), so estimation and filtering are told apart. A variant runs
 `moire reconstruct` again with extra options (e.g. --variant nosupp='--suppression 0').
 `--live SETS` also runs the live pipeline at ≤ 100 photons (live.py): a time-lapse of SETS noise
 realisations of the scene replayed through `moire replay` with live SIM and live denoising at their
@@ -79,6 +80,8 @@ def evaluate(scene, binary, with_denoise, variants=(), live_sets=0):
     except Exception as error:  # the peer's own estimation can fail on a scene; that is a result too
         results["napari-sim-processor"] = {"error": str(error)[:200]}
     score("moire", [methods.moire(r, scene, angles, binary) for r in raws[:2]])
+    # The same filter given the true pattern: what estimation costs is the difference to `moire`.
+    score("moire[true params]", [methods.moire(r, scene, angles, binary, given_truth=True) for r in raws[:2]])
     for name, options in variants:
         score(f"moire[{name}]", [methods.moire(r, scene, angles, binary, options) for r in raws[:2]])
     if with_denoise and scene.photons <= 100:

@@ -134,17 +134,26 @@ def napari_sim_processor(raw, scene):
         return np.asarray(p.reconstruct_rfftw(img), dtype=float)
 
 
-def moire(raw, scene, angles, binary, extra=()):
-    """`moire reconstruct` on the phase set (uint16 TIFF), the nominal pattern as the prior."""
+def moire(raw, scene, angles, binary, extra=(), given_truth=False):
+    """`moire reconstruct` on the phase set (uint16 TIFF), the nominal pattern as the prior; with
+    `given_truth`, the true pattern parameters instead (`--parameters`: no estimation, the filter alone)."""
     import tifffile
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = os.path.join(tmp, "raw.tif")
         out_path = os.path.join(tmp, "sr.ome.tif")
         tifffile.imwrite(raw_path, raw, photometric="minisblack")
-        prior = f"{1 / scene.k_um:.6f}@{angles[0]['theta_deg']:.4f}"
+        if given_truth:
+            truth_path = os.path.join(tmp, "truth.json")
+            with open(truth_path, "w") as f:
+                json.dump({"angles": [{"kx": a["kx"], "ky": a["ky"], "phases": a["phases"],
+                                       "modulation": scene.modulation, "confidence": 0, "source": "truth",
+                                       "flagged": False} for a in angles]}, f)
+            pattern = ["--parameters", truth_path]
+        else:
+            pattern = ["--k-prior", f"{1 / scene.k_um:.6f}@{angles[0]['theta_deg']:.4f}"]
         cmd = [binary, "reconstruct", raw_path, "--out", out_path, "--pixel-um", f"{scene.pixel_um:.6f}",
                "--na", str(scene.na), "--emission-nm", str(scene.emission_nm), "--background", str(OFFSET_ADU),
-               "--k-prior", prior, "--angles", str(scene.angles), "--phases", str(scene.phases), *extra]
+               *pattern, "--angles", str(scene.angles), "--phases", str(scene.phases), *extra]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {done.stdout}{done.stderr}")

@@ -8,6 +8,9 @@ public protocol RadialOTF: Sendable {
     func value(_ f: Double) -> Double
     /// Highest frequency with a non-zero value (cycles/µm).
     var cutoff: Double { get }
+    /// Whether the camera pixels' integration is part of it (a measured OTF: imaged beads), or
+    /// still to be applied to what the camera records (the ideal OTF of the optics alone).
+    var includesPixelIntegration: Bool { get }
 }
 
 /// The ideal incoherent OTF of a circular pupil, optionally attenuated for real objectives.
@@ -21,6 +24,7 @@ public struct IdealOTF: RadialOTF {
     public let wavelengthUm: Double
     public let attenuation: Double
     public var cutoff: Double { 2 * na / wavelengthUm }
+    public var includesPixelIntegration: Bool { false }
 
     public init(na: Double, emissionNm: Double, attenuation: Double = 1) {
         self.na = na
@@ -41,6 +45,7 @@ public struct MeasuredRadialOTF: RadialOTF {
     public let samples: [Double]
     public let step: Double
     public let cutoff: Double
+    public var includesPixelIntegration: Bool { true }
 
     public init(samples: [Double], step: Double) throws {
         guard samples.count >= 4, step > 0, samples[0] > 0 else {

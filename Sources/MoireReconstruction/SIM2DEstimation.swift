@@ -406,13 +406,15 @@ extension SIM2DReconstructor {
                 let ok = otf.value(hypot(fx + kx, fy + ky))
                 guard o0 > 0.03, ok > 0.03 else { continue }
                 let i = v * width + u
-                let xr = Double(bufB[i].re) * ok
-                let xi = Double(bufB[i].im) * ok
-                let yr = Double(y1[i].re) * o0
-                let yi = Double(y1[i].im) * o0
+                let pk = pixelTransfer(fx + kx, fy + ky)
+                let p0 = pixelTransfer(fx, fy)
+                let xr = Double(bufB[i].re) * ok * pk
+                let xi = Double(bufB[i].im) * ok * pk
+                let yr = Double(y1[i].re) * o0 * p0
+                let yi = Double(y1[i].im) * o0 * p0
                 numRe += xr * yr + xi * yi; numIm += xr * yi - xi * yr
                 den += xr * xr + xi * xi
-                noiseInDen += noise * ok * ok
+                noiseInDen += noise * ok * ok * pk * pk
             }
         }
         let signalInDen = max(den - noiseInDen, 0.25 * den)
@@ -426,6 +428,14 @@ extension SIM2DReconstructor {
             orderLeak(model: $0, band0: bufB, shiftedBand: y1, kx: kx, ky: ky, modulation: modulation)
         }
         return result
+    }
+
+    /// The camera pixels' transfer at (fx, fy), where the OTF leaves it out: the image is integrated
+    /// over square pixels, which weakens band +1 (recorded at f + k) more than band 0 (at f).
+    func pixelTransfer(_ fx: Double, _ fy: Double) -> Double {
+        if otf.includesPixelIntegration { return 1 }
+        func sinc(_ t: Double) -> Double { t == 0 ? 1 : sin(Double.pi * t) / (Double.pi * t) }
+        return sinc(fx * pixelUm) * sinc(fy * pixelUm)
     }
 
     /// How many times the predicted power band +1 may hold near its origin before it counts as a leak.

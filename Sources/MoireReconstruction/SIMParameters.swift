@@ -1,5 +1,6 @@
 import Foundation
 import MoireConfig
+import MoireCore
 
 /// What is known of one pattern orientation before estimation: the nominal pattern of the modulator profile.
 public struct PatternPrior: Codable, Sendable, Equatable {
@@ -111,5 +112,80 @@ public struct SIMParameters: Codable, Sendable, Equatable {
                     kx: $0.kx, ky: $0.ky, phases: $0.phases.map { $0 + phaseOffset }, modulation: $0.modulation,
                     confidence: 0, source: "prior", flagged: false, reason: nil)
             })
+    }
+}
+
+extension SIMParameters {
+    /// Parameters to use as given (`moire reconstruct --parameters`): a JSON file as `--params-out`
+    /// writes it (one entry per phase set; the first is taken) or a single set's parameters.
+    /// They must describe `angles` orientations of `phases` frames each, with finite wave vectors
+    /// and phases and a modulation in (0, 2]; they are marked `fixed`.
+    public static func load(file: String, angles: Int, phases: Int) throws -> SIMParameters {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: file))
+        } catch {
+            throw MoireError(.io, "cannot read the parameters: \(error.localizedDescription)", place: file)
+        }
+        let decoder = JSONDecoder()
+        var parameters: SIMParameters
+        if let perSet = try? decoder.decode([SIMParameters].self, from: data) {
+            guard let first = perSet.first else {
+                throw MoireError(.format, "the parameters file holds no phase set", place: file)
+            }
+            parameters = first
+        } else {
+            do {
+                parameters = try decoder.decode(SIMParameters.self, from: data)
+            } catch {
+                throw MoireError(
+                    .format, "not SIM parameters as --params-out writes them: \(describe(decodingError: error))",
+                    place: file)
+            }
+        }
+        guard parameters.angles.count == angles else {
+            throw MoireError(
+                .usage, "the parameters describe \(parameters.angles.count) orientations, the data \(angles)",
+                place: file)
+        }
+        for (a, angle) in parameters.angles.enumerated() {
+            let place = "\(file): angle \(a)"
+            guard angle.phases.count == phases else {
+                throw MoireError(
+                    .usage, "\(angle.phases.count) phases given for \(phases) frames per orientation", place: place)
+            }
+            guard angle.kx.isFinite, angle.ky.isFinite, angle.kMagnitude > 0 else {
+                throw MoireError(.format, "the wave vector must be finite and not zero", place: place)
+            }
+            guard angle.phases.allSatisfy(\.isFinite) else {
+                throw MoireError(.format, "the phases must be finite", place: place)
+            }
+            guard angle.modulation > 0, angle.modulation <= 2 else {
+                throw MoireError(
+                    .format, "modulation \(angle.modulation) is outside (0, 2]", place: place)
+            }
+            parameters.angles[a].source = "fixed"
+            parameters.angles[a].flagged = false
+            parameters.angles[a].reason = nil
+        }
+        return parameters
+    }
+
+    /// A decoding error as a path and what was wrong, for a user's message.
+    private static func describe(decodingError error: Error) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return keys.isEmpty ? "" : " at \(keys)"
+        }
+        switch error {
+        case DecodingError.keyNotFound(let key, let context):
+            return "missing \(key.stringValue)\(path(context))"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            return "\(context.debugDescription)\(path(context))"
+        case DecodingError.dataCorrupted(let context):
+            return "\(context.debugDescription)\(path(context))"
+        default:
+            return error.localizedDescription
+        }
     }
 }

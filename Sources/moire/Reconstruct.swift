@@ -25,6 +25,13 @@ struct SIMArguments: ParsableArguments {
     @Flag(name: .long, help: "Estimate for every phase set (default: once, from the first).") var estimateEvery = false
     @Option(
         name: .long,
+        help: """
+            Pattern parameters used as given, without estimation: a JSON file as --params-out writes it (its \
+            first set's), e.g. a calibration on beads.
+            """)
+    var parameters: String?
+    @Option(
+        name: .long,
         help:
             "Wiener parameter: auto (from each set's or volume's own signal and noise; 2D-SIM, 3D-SIM, LLS-SIM) or a constant w."
     )
@@ -49,6 +56,13 @@ struct SIMArguments: ParsableArguments {
         if let wiener { job.options.wiener = wiener }
         if let suppression { job.options.suppression = suppression }
         job.estimateEverySet = estimateEvery
+        if let parameters {
+            guard kPrior == nil, !estimateEvery else {
+                throw MoireError(.usage, "--parameters are used as given: leave out --k-prior and --estimate-every")
+            }
+            job.prior = .fixed(
+                try SIMParameters.load(file: absolute(parameters), angles: job.angles, phases: job.phases))
+        }
         if let kPrior {
             let (period, first) = try parseKPrior(kPrior)
             if let first {
