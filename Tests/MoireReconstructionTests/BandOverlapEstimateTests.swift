@@ -5,11 +5,13 @@ import MoireReconstruction
 import MoireSimulation
 import Testing
 
-/// The modulation depth of the pattern, measured on frames that a camera integrates over its
-/// square pixels. Band +1 is recorded at f + k, band 0 at f: the pixels weaken band +1 more, and
-/// an estimator that leaves them out reads the modulation low, the more so the steeper the
-/// object's spectrum (filaments) and the nearer |k| is to the cutoff.
-@Suite struct ModulationEstimateTests {
+/// Estimation on noise-free frames that a camera integrates over its square pixels, with the
+/// true pattern known: the modulation depth (band +1 is recorded at f + k, band 0 at f, so the
+/// pixels weaken band +1 more, and an estimator that leaves them out reads the modulation low, the
+/// more so the steeper the object's spectrum and the nearer |k| is to the cutoff), and the phase
+/// steps where the object is sparse (the bands' agreement where they overlap, not each frame's
+/// correlation with band 0).
+@Suite struct BandOverlapEstimateTests {
     /// The ideal OTF's values, claimed as measured through the camera (pixels included).
     struct PixelsIncludedOTF: RadialOTF {
         let ideal: IdealOTF
@@ -28,12 +30,12 @@ import Testing
     static let cycles = [(52, 0), (-26, 45), (-26, -45)]
     static var pixelUm: Double { 0.9 * emissionNm / 1000 / (4 * na) }
 
-    /// Nine noise-free frames of random filaments (lines one fine pixel wide): the pattern
+    /// Nine noise-free frames of an object on the fine grid: the pattern
     /// `1 + m·cos(2πk·r + φ)` on the fine grid, the ideal OTF, then each camera pixel the sum of
     /// its fine pixels.
-    static func frames() throws -> [[Float]] {
+    /// Random filaments: lines one fine pixel wide.
+    static func filaments() -> [Float] {
         let n = side * fine
-        let fineUm = pixelUm / Double(fine)
         var object = [Float](repeating: 0, count: n * n)
         var random = SimRandom(seed: 3)
         for _ in 0..<60 {
@@ -46,6 +48,25 @@ import Testing
                 object[y * n + x] = 1
             }
         }
+        return object
+    }
+
+    /// Sparse puncta: single fine pixels of random brightness.
+    static func puncta() -> [Float] {
+        let n = side * fine
+        var object = [Float](repeating: 0, count: n * n)
+        var random = SimRandom(seed: 5)
+        for _ in 0..<800 {
+            let x = Int(random.uniform() * Double(n))
+            let y = Int(random.uniform() * Double(n))
+            object[y * n + x] = Float(0.5 + random.uniform())
+        }
+        return object
+    }
+
+    static func frames(of object: [Float]) throws -> [[Float]] {
+        let n = side * fine
+        let fineUm = pixelUm / Double(fine)
         let forward = try FFT.plan2D(width: n, height: n, kind: .c2cForward)
         let backward = try FFT.plan2D(width: n, height: n, kind: .c2cBackward)
         let spectrum = AlignedBuffer<Complex32>(count: n * n)
@@ -79,14 +100,15 @@ import Testing
                         frame[(y / fine) * side + x / fine] += image[y * n + x].re
                     }
                 }
-                let peak = frame.max()!
-                frames.append(frame.map { 1000 * $0 / peak })
+                frames.append(frame)
             }
         }
-        return frames
+        // One scale for all nine (each frame's own would break the bands' relation).
+        let peak = frames.map { $0.max()! }.max()!
+        return frames.map { frame in frame.map { 1000 * $0 / peak } }
     }
 
-    static func estimatedModulations(otf: RadialOTF, frames: [[Float]]) throws -> [Double] {
+    static func estimate(otf: RadialOTF, frames: [[Float]]) throws -> SIMParameters {
         let rec = try SIM2DReconstructor(
             width: side, height: side, pixelUm: pixelUm, angles: 3, phases: 3, otf: otf, options: SIM2DOptions())
         let fieldUm = Double(side) * pixelUm
@@ -97,20 +119,36 @@ import Testing
         }
         let parameters = try rec.estimate(frames, priors: priors)
         #expect(!parameters.flagged)
-        return parameters.angles.map(\.modulation)
+        return parameters
     }
 
     @Test func theModulationOfPixelIntegratedFramesIsReadTrue() throws {
-        let frames = try Self.frames()
+        let frames = try Self.frames(of: Self.filaments())
         let ideal = IdealOTF(na: Self.na, emissionNm: Self.emissionNm)
-        let corrected = try Self.estimatedModulations(otf: ideal, frames: frames)
+        let corrected = try Self.estimate(otf: ideal, frames: frames).angles.map(\.modulation)
         for m in corrected {
             #expect(abs(m - Self.modulation) / Self.modulation < 0.02, "modulation \(m) for \(Self.modulation)")
         }
         // The same frames with the pixels taken as part of the OTF: the estimate reads low.
-        let uncorrected = try Self.estimatedModulations(otf: PixelsIncludedOTF(ideal: ideal), frames: frames)
+        let uncorrected = try Self.estimate(otf: PixelsIncludedOTF(ideal: ideal), frames: frames).angles.map(
+            \.modulation)
         for (m, low) in zip(corrected, uncorrected) {
             #expect(low < m - 0.02 * Self.modulation, "without the pixels' transfer \(low), with it \(m)")
+        }
+    }
+
+    /// The frames' phases step by exactly 120°. Read from each frame's correlation with band 0 at k,
+    /// sparse puncta put them several degrees off (band −1 of the frame correlates with band 0 as
+    /// strongly as band +1 does); the bands' agreement where they overlap puts them right.
+    @Test func thePhaseStepsOfSparsePunctaAreReadTrue() throws {
+        let frames = try Self.frames(of: Self.puncta())
+        let parameters = try Self.estimate(otf: IdealOTF(na: Self.na, emissionNm: Self.emissionNm), frames: frames)
+        for angle in parameters.angles {
+            for p in 1..<3 {
+                var step = (angle.phases[p] - angle.phases[p - 1]) * 180 / .pi
+                step = step - 360 * (step / 360).rounded(.down)
+                #expect(abs(step - 120) < 0.5, "phase step \(step)° in \(angle.phases)")
+            }
         }
     }
 }
