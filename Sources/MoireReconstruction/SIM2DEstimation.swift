@@ -413,23 +413,39 @@ extension SIM2DReconstructor {
         }
         guard !inOverlap.isEmpty else { return unchanged }
         let tapered = frames.map { frame in (0..<n).map { (frame[$0] - bg) * taper[$0] } }
-        /// The overlap spectra of every frame, shifted by (sx, sy) or as they are, weighted.
-        func overlapSpectra(shiftedBy shift: (Double, Double)?) -> [[(re: Double, im: Double)]] {
-            tapered.map { frame in
-                if let (sx, sy) = shift {
-                    for i in 0..<n {
-                        let a = -2 * Double.pi * (sx * Double(i % width) + sy * Double(i / width)) * pixelUm
-                        bufA[i] = Complex32(frame[i] * Float(cos(a)), frame[i] * Float(sin(a)))
+        /// The overlap spectrum of an image (real, or complex with `imaginary`), shifted by (sx, sy)
+        /// for band +1's side or as it is for band 0's, weighted.
+        func overlapSpectrum(_ real: [Float], imaginary: [Float]? = nil, shiftedBy shift: (Double, Double)?)
+            -> [(re: Double, im: Double)]
+        {
+            if let (sx, sy) = shift {
+                // e^{−i2π(sx·x + sy·y)} = rampX[x]·rampY[y]: one table per axis.
+                let rampX = (0..<width).map { x -> Complex32 in
+                    let a = -2 * Double.pi * sx * Double(x) * pixelUm
+                    return Complex32(Float(cos(a)), Float(sin(a)))
+                }
+                let rampY = (0..<height).map { y -> Complex32 in
+                    let a = -2 * Double.pi * sy * Double(y) * pixelUm
+                    return Complex32(Float(cos(a)), Float(sin(a)))
+                }
+                for y in 0..<height {
+                    let row = y * width
+                    for x in 0..<width {
+                        let value = Complex32(real[row + x], imaginary?[row + x] ?? 0)
+                        bufA[row + x] = value * (rampX[x] * rampY[y])
                     }
-                } else {
-                    for i in 0..<n { bufA[i] = Complex32(frame[i], 0) }
                 }
-                fwd.execute(bufA.pointer, bufB.pointer)
-                let weights = shift == nil ? weightBand0 : weightShifted
-                return inOverlap.enumerated().map { j, i in
-                    (Double(bufB[i].re) * weights[j], Double(bufB[i].im) * weights[j])
-                }
+            } else {
+                for i in 0..<n { bufA[i] = Complex32(real[i], imaginary?[i] ?? 0) }
             }
+            fwd.execute(bufA.pointer, bufB.pointer)
+            let weights = shift == nil ? weightBand0 : weightShifted
+            return inOverlap.enumerated().map { j, i in
+                (Double(bufB[i].re) * weights[j], Double(bufB[i].im) * weights[j])
+            }
+        }
+        func overlapSpectra(shiftedBy shift: (Double, Double)?) -> [[(re: Double, im: Double)]] {
+            tapered.map { overlapSpectrum($0, shiftedBy: shift) }
         }
         let band0Spectra = overlapSpectra(shiftedBy: nil)
         let size = 2 * count
@@ -512,28 +528,63 @@ extension SIM2DReconstructor {
                 if !improved { step /= 2 }
             }
         }
-        searchPhases()
-        var kStep = 0.05
-        while kStep > 0.002 {
-            var improved = false
-            for (dx, dy) in [(1.0, 0.0), (-1, 0), (0, 1), (0, -1)] {
-                let trialK = (k.0 + dx * kStep * kStepUnit.0, k.1 + dy * kStep * kStepUnit.1)
-                let offset = hypot((trialK.0 - kx) / kStepUnit.0, (trialK.1 - ky) / kStepUnit.1)
-                guard offset <= Self.largestWaveVectorCorrection else { continue }
-                let trialGram = gram(shiftedBy: trialK)
-                let value = mismatch(phases, trialGram)
-                if value < best {
-                    best = value
-                    k = trialK
-                    g = trialGram
-                    improved = true
+        /// Pattern search on k with the phases held: band +1 separated once, shifted and transformed
+        /// per trial (one transform, not one per frame).
+        func searchWaveVector(from firstStep: Double) {
+            let w = separationWeights(phases)
+            var bandRe = [Float](repeating: 0, count: n)
+            var bandIm = [Float](repeating: 0, count: n)
+            for (p, frame) in tapered.enumerated() {
+                for i in 0..<n {
+                    bandRe[i] += w[1][p] * frame[i]
+                    bandIm[i] += w[2][p] * frame[i]
                 }
             }
-            if improved {
-                searchPhases()
-            } else {
-                kStep /= 2
+            var x = [(re: Double, im: Double)](repeating: (0, 0), count: inOverlap.count)
+            for p in 0..<count {
+                for j in 0..<inOverlap.count {
+                    x[j].re += Double(w[0][p]) * band0Spectra[p][j].re
+                    x[j].im += Double(w[0][p]) * band0Spectra[p][j].im
+                }
             }
+            let xx = x.reduce(0.0) { $0 + $1.re * $1.re + $1.im * $1.im }
+            func mismatch(at trial: (Double, Double)) -> Double {
+                let y = overlapSpectrum(bandRe, imaginary: bandIm, shiftedBy: trial)
+                var yy = 0.0
+                var xyRe = 0.0
+                var xyIm = 0.0
+                for j in 0..<inOverlap.count {
+                    yy += y[j].re * y[j].re + y[j].im * y[j].im
+                    xyRe += x[j].re * y[j].re + x[j].im * y[j].im
+                    xyIm += x[j].re * y[j].im - x[j].im * y[j].re
+                }
+                guard xx > 0, yy > 0 else { return .infinity }
+                return 1 - (xyRe * xyRe + xyIm * xyIm) / (xx * yy)
+            }
+            var step = firstStep
+            while step >= Self.finestWaveVectorStep {
+                var improved = false
+                for (dx, dy) in [(1.0, 0.0), (-1, 0), (0, 1), (0, -1)] {
+                    let trial = (k.0 + dx * step * kStepUnit.0, k.1 + dy * step * kStepUnit.1)
+                    let offset = hypot((trial.0 - kx) / kStepUnit.0, (trial.1 - ky) / kStepUnit.1)
+                    guard offset <= Self.largestWaveVectorCorrection else { continue }
+                    let value = mismatch(at: trial)
+                    if value < best {
+                        best = value
+                        k = trial
+                        improved = true
+                    }
+                }
+                if !improved { step /= 2 }
+            }
+        }
+        searchPhases()
+        // k with the phases held, then the phases at the new k (all frames' spectra), twice.
+        for firstStep in [0.04, 0.01] {
+            searchWaveVector(from: firstStep)
+            g = gram(shiftedBy: k)
+            best = mismatch(phases, g)
+            searchPhases()
         }
         let kOffset = hypot((k.0 - kx) / kStepUnit.0, (k.1 - ky) / kStepUnit.1)
         let atTheEdge =
@@ -548,6 +599,9 @@ extension SIM2DReconstructor {
     static let largestMismatchToFit = 0.5
     /// How far `overlapFit` may move a phase from the correlation's (rad).
     static let largestPhaseCorrection = 25 * Double.pi / 180
+    /// The finest step of `overlapFit`'s search on k (spectral pixels): a phase drift of 1.8°
+    /// across the field.
+    static let finestWaveVectorStep = 0.005
     /// How far `overlapFit` may move k from the correlation map's peak (spectral pixels).
     static let largestWaveVectorCorrection = 0.3
 
