@@ -65,16 +65,16 @@ extension SIM2DReconstructor {
     /// at the edge of that range is not one the in-focus model of the frames explains, and then
     /// the correlation's k and phases stand.
     func overlapFit(_ frames: ArraySlice<[Float]>, kx: Double, ky: Double, phases initial: [Double])
-        -> (kx: Double, ky: Double, phases: [Double])
+        -> (kx: Double, ky: Double, phases: [Double], agreement: Double?)
     {
-        let unchanged = (kx: kx, ky: ky, phases: initial)
-        guard frames.count >= 3 else { return unchanged }
+        guard frames.count >= 3 else { return (kx, ky, initial, nil) }
         let overlap = bandOverlap(frames, kx: kx, ky: ky)
-        guard overlap.count > 0 else { return unchanged }
+        guard overlap.count > 0 else { return (kx, ky, initial, nil) }
         var phases = initial
         var k = (kx, ky)
         var gram = overlapGram(overlap, shiftedBy: k)
         var best = mismatch(overlap, gram, phases: phases)
+        let unchanged = (kx: kx, ky: ky, phases: initial, agreement: Optional(1 - best))
         // Where noise (or what the in-focus model leaves out) dominates the overlap, the fit would
         // follow it: the correlation's k and phases stand.
         guard best <= Self.largestMismatchToFit else { return unchanged }
@@ -90,7 +90,7 @@ extension SIM2DReconstructor {
         let kAtTheEdge = kOffset > 0.97 * Self.largestWaveVectorCorrection
         let phaseAtTheEdge = zip(phases, initial).contains { abs($0 - $1) > 0.99 * Self.largestPhaseCorrection }
         if kAtTheEdge || phaseAtTheEdge { return unchanged }
-        return (k.0, k.1, phases)
+        return (k.0, k.1, phases, 1 - best)
     }
 
     /// The length of a wave-vector difference in spectral pixels of this frame.

@@ -55,6 +55,9 @@ public struct SIMAngleParameters: Codable, Sendable, Equatable {
     public var reason: String?
     /// How band 0 leaks into band +1 around its raw-spectrum origin, measured at estimation (nil: not measured).
     public var orderLeak: OrderLeak?
+    /// How well band +1, separated with these phases and moved by k, agrees with band 0 where the
+    /// OTF passes both: |ρ|² of their normalised correlation (1: they match; nil: not measured).
+    public var bandAgreement: Double?
 
     public init(
         kx: Double, ky: Double, phases: [Double], modulation: Double, confidence: Double, source: String,
