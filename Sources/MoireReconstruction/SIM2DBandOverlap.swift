@@ -39,7 +39,7 @@ extension SIM2DReconstructor {
     /// shared real microtubules).
     static let largestMismatchToFit = 0.5
     /// How far `overlapFit` may move a phase from the correlation's (rad).
-    static let largestPhaseCorrection = 25 * Double.pi / 180
+    static let largestPhaseCorrection = 40 * Double.pi / 180
     /// The finest step of `overlapFit`'s search on k (spectral pixels): a phase drift of 1.8°
     /// across the field.
     static let finestWaveVectorStep = 0.005
