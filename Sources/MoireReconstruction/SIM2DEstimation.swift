@@ -377,7 +377,7 @@ extension SIM2DReconstructor {
     /// also started at the prior (the sign as found) and the start whose bands agree better is
     /// kept, when that agreement passes the fit's gate (on data where the bands barely agree,
     /// such as the shared microtubules, the peak stands).
-    private func betterOfPeakAndPrior(
+    func betterOfPeakAndPrior(
         _ frames: ArraySlice<[Float]>, peak: SIMAngleParameters, prior: PatternPrior
     ) throws -> SIMAngleParameters {
         let sign = (peak.kx * prior.kx + peak.ky * prior.ky) >= 0 ? 1.0 : -1.0
@@ -393,7 +393,7 @@ extension SIM2DReconstructor {
     }
 
     /// Phases per frame at k, then the band separation with them, the residual phase and the modulation.
-    private func refine(
+    func refine(
         _ frames: ArraySlice<[Float]>, kx peakX: Double, ky peakY: Double, confidence: Double, source: String
     ) throws -> SIMAngleParameters {
         var kx = peakX

@@ -1,7 +1,7 @@
 import Foundation
 import MoireCore
 import MoireFFT
-import MoireReconstruction
+@testable import MoireReconstruction
 import MoireSimulation
 import Testing
 
@@ -150,5 +150,49 @@ import Testing
                 #expect(abs(step - 120) < 0.5, "phase step \(step)° in \(angle.phases)")
             }
         }
+    }
+
+    /// The first orientation's frames, a reconstructor for them and the true wave vector (µm⁻¹).
+    static func firstOrientation(of object: [Float]) throws -> (
+        frames: ArraySlice<[Float]>, rec: SIM2DReconstructor, kx: Double, ky: Double
+    ) {
+        let frames = try Self.frames(of: object)
+        let rec = try SIM2DReconstructor(
+            width: side, height: side, pixelUm: pixelUm, angles: 3, phases: 3,
+            otf: IdealOTF(na: na, emissionNm: emissionNm), options: SIM2DOptions())
+        let fieldUm = Double(side) * pixelUm
+        return (frames[0..<3], rec, Double(cycles[0].0) / fieldUm, Double(cycles[0].1) / fieldUm)
+    }
+
+    /// Started 0.2 spectral pixel and 12° away from the truth, the fit comes back to it.
+    @Test func theFitFindsKAndThePhasesFromADisplacedStart() throws {
+        let (frames, rec, kx, ky) = try Self.firstOrientation(of: Self.filaments())
+        let pixel = 1 / (Double(Self.side) * Self.pixelUm)
+        let truePhases = (0..<3).map { 2 * Double.pi * Double($0) / 3 + 0.7 }
+        let start = [truePhases[0], truePhases[1] + 0.21, truePhases[2] - 0.21]
+        let fit = rec.overlapFit(frames, kx: kx + 0.16 * pixel, ky: ky - 0.12 * pixel, phases: start)
+        #expect(rec.spectralPixels(fit.kx - kx, fit.ky - ky) < 0.02, "k \(fit.kx), \(fit.ky) for \(kx), \(ky)")
+        for p in 1..<3 {
+            let stepError = (fit.phases[p] - fit.phases[0]) - (truePhases[p] - truePhases[0])
+            #expect(abs(stepError) * 180 / .pi < 0.5, "phases \(fit.phases)")
+        }
+        #expect((fit.agreement ?? 0) > 0.95)
+    }
+
+    /// A correlation peak 1.2 spectral pixels off gives way to a fit started at the prior, where
+    /// the bands agree; a right peak stands against a prior 1.2 pixels off.
+    @Test func theStartWhoseBandsAgreeIsKept() throws {
+        let (frames, rec, kx, ky) = try Self.firstOrientation(of: Self.filaments())
+        let pixel = 1 / (Double(Self.side) * Self.pixelUm)
+        let equidistant = (0..<3).map { 2 * Double.pi * Double($0) / 3 }
+        let truth = PatternPrior(kx: kx, ky: ky, phases: equidistant, modulation: 0.7)
+        let falsePeak = try rec.refine(
+            frames, kx: kx + 1.2 * pixel, ky: ky, confidence: 7, source: "estimated")
+        let kept = try rec.betterOfPeakAndPrior(frames, peak: falsePeak, prior: truth)
+        #expect(rec.spectralPixels(kept.kx - kx, kept.ky - ky) < 0.02, "kept k \(kept.kx), \(kept.ky)")
+        let rightPeak = try rec.refine(frames, kx: kx, ky: ky, confidence: 7, source: "estimated")
+        let offPrior = PatternPrior(kx: kx + 1.2 * pixel, ky: ky, phases: equidistant, modulation: 0.7)
+        let stands = try rec.betterOfPeakAndPrior(frames, peak: rightPeak, prior: offPrior)
+        #expect(rec.spectralPixels(stands.kx - kx, stands.ky - ky) < 0.02, "kept k \(stands.kx), \(stands.ky)")
     }
 }
