@@ -18,8 +18,8 @@ struct BandOverlap {
     var shiftedWeights: [Double] = []
     /// O(F+k)·P(F+k): the weight of the unshifted spectra (band 0's side).
     var band0Weights: [Double] = []
-    /// The frames, background taken off and edges faded.
-    var tapered: [[Float]] = []
+    /// The frames, background taken off and edges faded (as complex images, for the transforms).
+    var tapered: [[Complex32]] = []
     /// Each frame's weighted spectrum over the overlap, unshifted.
     var band0Spectra: [[SpectralSample]] = []
 
@@ -81,7 +81,7 @@ extension SIM2DReconstructor {
         best = searchPhases(overlap, gram, phases: &phases, from: initial, mismatch: best)
         for firstStep in [0.04, 0.01] {
             best = searchWaveVector(
-                overlap, phases: phases, k: &k, from: (kx, ky), firstStep: firstStep, mismatch: best)
+                overlap, frames: frames, phases: phases, k: &k, from: (kx, ky), firstStep: firstStep, mismatch: best)
             gram = overlapGram(overlap, shiftedBy: k)
             best = mismatch(overlap, gram, phases: phases)
             best = searchPhases(overlap, gram, phases: &phases, from: initial, mismatch: best)
@@ -120,16 +120,16 @@ extension SIM2DReconstructor {
                 overlap.band0Weights.append(ok * pixelTransfer(fx + kx, fy + ky))
             }
         }
-        overlap.tapered = frames.map { frame in (0..<n).map { (frame[$0] - bg) * taper[$0] } }
+        overlap.tapered = frames.map { frame in (0..<n).map { Complex32((frame[$0] - bg) * taper[$0], 0) } }
         overlap.band0Spectra = overlap.tapered.map { overlapSpectrum(overlap, of: $0, shiftedBy: nil) }
         return overlap
     }
 
-    /// The weighted overlap spectrum of an image (real, or complex with `imaginary`): shifted by
-    /// `shift` for band +1's side, or as it is for band 0's.
-    func overlapSpectrum(
-        _ overlap: BandOverlap, of real: [Float], imaginary: [Float]? = nil, shiftedBy shift: (Double, Double)?
-    ) -> [SpectralSample] {
+    /// The weighted overlap spectrum of an image: shifted by `shift` for band +1's side, or as it
+    /// is for band 0's.
+    func overlapSpectrum(_ overlap: BandOverlap, of image: [Complex32], shiftedBy shift: (Double, Double)?)
+        -> [SpectralSample]
+    {
         if let (sx, sy) = shift {
             // e^{−i2π(sx·x + sy·y)} = rampX[x]·rampY[y]: one table per axis.
             let rampX = (0..<width).map { x -> Complex32 in
@@ -143,12 +143,11 @@ extension SIM2DReconstructor {
             for y in 0..<height {
                 let row = y * width
                 for x in 0..<width {
-                    let value = Complex32(real[row + x], imaginary?[row + x] ?? 0)
-                    bufA[row + x] = value * (rampX[x] * rampY[y])
+                    bufA[row + x] = image[row + x] * (rampX[x] * rampY[y])
                 }
             }
         } else {
-            for i in 0..<n { bufA[i] = Complex32(real[i], imaginary?[i] ?? 0) }
+            for i in 0..<n { bufA[i] = image[i] }
         }
         fwd.execute(bufA.pointer, bufB.pointer)
         let weights = shift == nil ? overlap.band0Weights : overlap.shiftedWeights
@@ -220,43 +219,29 @@ extension SIM2DReconstructor {
         _ overlap: BandOverlap, _ gram: OverlapGram, phases: inout [Double], from start: [Double],
         mismatch current: Double
     ) -> Double {
-        var best = current
-        var step = 2 * Double.pi / 180
-        while step > 0.02 * Double.pi / 180 {
-            var improved = false
-            for p in 1..<phases.count {
-                for direction in [1.0, -1.0] {
-                    var trial = phases
-                    trial[p] += direction * step
-                    guard abs(trial[p] - start[p]) <= Self.largestPhaseCorrection else { continue }
-                    let value = mismatch(overlap, gram, phases: trial)
-                    if value < best {
-                        best = value
-                        phases = trial
-                        improved = true
-                    }
-                }
-            }
-            if !improved { step /= 2 }
-        }
-        return best
+        let found = PatternSearch.minimise(
+            from: phases, cost: current, firstStep: 2 * Double.pi / 180, finest: 0.02 * Double.pi / 180,
+            directions: 2 * (phases.count - 1),
+            move: { point, direction, step in
+                // Each phase after the first, up then down.
+                let p = 1 + direction / 2
+                var trial = point
+                trial[p] += (direction % 2 == 0 ? 1 : -1) * step
+                return abs(trial[p] - start[p]) <= Self.largestPhaseCorrection ? trial : nil
+            },
+            cost: { mismatch(overlap, gram, phases: $0) })
+        phases = found.point
+        return found.cost
     }
 
     /// Pattern search on k with the phases held, within `largestWaveVectorCorrection` of `start`:
     /// band +1 is separated once and shifted and transformed per trial. Returns the mismatch.
     func searchWaveVector(
-        _ overlap: BandOverlap, phases: [Double], k: inout (Double, Double), from start: (Double, Double),
-        firstStep: Double, mismatch current: Double
+        _ overlap: BandOverlap, frames: ArraySlice<[Float]>, phases: [Double], k: inout (Double, Double),
+        from start: (Double, Double), firstStep: Double, mismatch current: Double
     ) -> Double {
         let w = separationWeights(phases)
-        var bandRe = [Float](repeating: 0, count: n)
-        var bandIm = [Float](repeating: 0, count: n)
-        for (p, frame) in overlap.tapered.enumerated() {
-            for i in 0..<n {
-                bandRe[i] += w[1][p] * frame[i]
-                bandIm[i] += w[2][p] * frame[i]
-            }
-        }
+        let bandPlusOne = separate(frames, phases: phases).c1
         var x = [SpectralSample](repeating: (0, 0), count: overlap.count)
         for p in 0..<phases.count {
             for j in 0..<overlap.count {
@@ -266,7 +251,7 @@ extension SIM2DReconstructor {
         }
         let xx = x.reduce(0.0) { $0 + $1.re * $1.re + $1.im * $1.im }
         func mismatch(at trial: (Double, Double)) -> Double {
-            let y = overlapSpectrum(overlap, of: bandRe, imaginary: bandIm, shiftedBy: trial)
+            let y = overlapSpectrum(overlap, of: bandPlusOne, shiftedBy: trial)
             var yy = 0.0
             var xyRe = 0.0
             var xyIm = 0.0
@@ -280,23 +265,19 @@ extension SIM2DReconstructor {
         }
         let pixelX = 1 / (Double(width) * pixelUm)
         let pixelY = 1 / (Double(height) * pixelUm)
-        var best = current
-        var step = firstStep
-        while step >= Self.finestWaveVectorStep {
-            var improved = false
-            for (dx, dy) in [(1.0, 0.0), (-1, 0), (0, 1), (0, -1)] {
-                let trial = (k.0 + dx * step * pixelX, k.1 + dy * step * pixelY)
-                guard spectralPixels(trial.0 - start.0, trial.1 - start.1) <= Self.largestWaveVectorCorrection
-                else { continue }
-                let value = mismatch(at: trial)
-                if value < best {
-                    best = value
-                    k = trial
-                    improved = true
-                }
-            }
-            if !improved { step /= 2 }
-        }
-        return best
+        let compass: [(Double, Double)] = [(1, 0), (-1, 0), (0, 1), (0, -1)]
+        let found = PatternSearch.minimise(
+            from: k, cost: current, firstStep: firstStep, finest: Self.finestWaveVectorStep,
+            directions: compass.count,
+            move: { point, direction, step in
+                let trial = (
+                    point.0 + compass[direction].0 * step * pixelX, point.1 + compass[direction].1 * step * pixelY
+                )
+                let offset = spectralPixels(trial.0 - start.0, trial.1 - start.1)
+                return offset <= Self.largestWaveVectorCorrection ? trial : nil
+            },
+            cost: { mismatch(at: $0) })
+        k = found.point
+        return found.cost
     }
 }

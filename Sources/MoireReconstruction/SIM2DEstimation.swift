@@ -305,22 +305,17 @@ extension SIM2DReconstructor {
         }
         let bgMean = max(bgSum / Double(max(bgCount, 1)), 1e-30)
         // Fine: descend on |X(k)| from the integer peak.
-        var kx = Double(best.u) / sx
-        var ky = Double(best.v) / sy
-        func score(_ x: Double, _ y: Double) -> Double { let d = dft(p, kx: x, ky: y); return hypot(d.re, d.im) }
-        var cur = score(kx, ky)
-        var step = 0.5
-        while step > 0.002 {
-            var improved = false
-            for (dx, dy) in [(1.0, 0.0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)] {
-                let nx = kx + dx * step / sx
-                let ny = ky + dy * step / sy
-                let s = score(nx, ny)
-                if s > cur { cur = s; kx = nx; ky = ny; improved = true }
-            }
-            if !improved { step /= 2 }
-        }
-        let confidence = cur / bgMean
+        func score(_ k: (Double, Double)) -> Double { let d = dft(p, kx: k.0, ky: k.1); return hypot(d.re, d.im) }
+        let peak = (Double(best.u) / sx, Double(best.v) / sy)
+        let compass: [(Double, Double)] = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]
+        let climbed = PatternSearch.minimise(
+            from: peak, cost: -score(peak), firstStep: 0.5, finest: 0.002, directions: compass.count,
+            move: { k, direction, step in
+                (k.0 + compass[direction].0 * step / sx, k.1 + compass[direction].1 * step / sy)
+            },
+            cost: { -score($0) })
+        let (kx, ky) = climbed.point
+        let confidence = -climbed.cost / bgMean
         // Per-frame phases at this k, then separation with them and the modulation.
         var result = try refine(frames, kx: kx, ky: ky, confidence: confidence, source: "estimated")
         if let prior {
