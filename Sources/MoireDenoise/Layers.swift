@@ -163,26 +163,46 @@ public enum TensorOps {
     }
 
     /// `coarse` upsampled 2× (nearest neighbour, as `Upsample2x`) plus `skip`, which has twice
-    /// its height and width, in one pass over rows on all cores.
-    public static func upsampledSum(_ coarse: Tensor, _ skip: Tensor, workspace ws: Workspace? = nil) throws -> Tensor {
+    /// its height and width, in one pass over rows on all cores. With `inPlace` the sum is written
+    /// over `skip` (inference, where the skip is not needed afterwards: one stream of memory fewer).
+    public static func upsampledSum(
+        _ coarse: Tensor, _ skip: Tensor, workspace ws: Workspace? = nil, inPlace: Bool = false
+    ) throws -> Tensor {
         guard skip.n == coarse.n, skip.c == coarse.c, skip.h == 2 * coarse.h, skip.w == 2 * coarse.w,
             skip.layout == coarse.layout, coarse.layout == .nhwc || coarse.c == 1
         else {
             throw MoireError(.usage, "cannot add \(coarse.shape) upsampled twice to \(skip.shape)")
         }
-        let y = ws?.like(skip) ?? skip.like()
+        let y = inPlace ? skip : ws?.like(skip) ?? skip.like()
         nonisolated(unsafe) let (sum, fine, coarseData) = (y.data, skip.data, coarse.data)
         let (channels, width, height, coarseWidth, coarseHeight) = (skip.c, skip.w, skip.h, coarse.w, coarse.h)
+        let vectorsPerPixel = channels % 8 == 0 ? channels / 8 : 0
         parallelRanges(skip.n * height, grain: max(1, 16_384 / (width * channels))) { rows in
             for row in rows {
                 let (image, line) = row.quotientAndRemainder(dividingBy: height)
                 let coarseLine = coarseData + ((image * coarseHeight + line / 2) * coarseWidth) * channels
                 let fineLine = fine + row * width * channels
                 let sumLine = sum + row * width * channels
-                for x in 0..<width {
-                    let source = coarseLine + (x / 2) * channels
-                    let offset = x * channels
-                    for c in 0..<channels { sumLine[offset + c] = fineLine[offset + c] + source[c] }
+                guard vectorsPerPixel > 0 else {
+                    for x in 0..<width {
+                        let source = coarseLine + (x / 2) * channels
+                        let offset = x * channels
+                        for c in 0..<channels { sumLine[offset + c] = fineLine[offset + c] + source[c] }
+                    }
+                    continue
+                }
+                // Eight channels at a time; each coarse vector is loaded once for its two fine pixels.
+                for coarseX in 0..<coarseWidth {
+                    for vector in 0..<vectorsPerPixel {
+                        let source = coarseLine + coarseX * channels + 8 * vector
+                        let value = UnsafeRawPointer(source).loadUnaligned(as: SIMD8<Float>.self)
+                        for pixel in 0..<2 {
+                            let offset = (2 * coarseX + pixel) * channels + 8 * vector
+                            let fineValue = UnsafeRawPointer(fineLine + offset).loadUnaligned(as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(sumLine + offset).storeBytes(
+                                of: fineValue + value, as: SIMD8<Float>.self)
+                        }
+                    }
                 }
             }
         }
@@ -231,16 +251,40 @@ public final class Adam {
         let c1 = 1 - pow(beta1, Float(step))
         let c2 = 1 - pow(beta2, Float(step))
         for (k, (p, g)) in params.enumerated() {
-            let value = p.data
-            let gradient = g.data
-            let first = m[k].data
-            let second = v[k].data
-            for i in 0..<p.count {
-                let gi = gradient[i]
-                first[i] = beta1 * first[i] + (1 - beta1) * gi
-                second[i] = beta2 * second[i] + (1 - beta2) * gi * gi
-                value[i] -= learningRate * (first[i] / c1) / ((second[i] / c2).squareRoot() + epsilon)
+            let (value, gradient, first, second) = (p.data, g.data, m[k].data, v[k].data)
+            // Eight at a time; the last few through a zero-padded vector (the same arithmetic).
+            for start in stride(from: 0, to: p.count, by: 8) {
+                let lanes = min(8, p.count - start)
+                var (w, d, mean, square) = (
+                    Self.load(value + start, lanes), Self.load(gradient + start, lanes),
+                    Self.load(first + start, lanes), Self.load(second + start, lanes)
+                )
+                mean = beta1 * mean + (1 - beta1) * d
+                square = beta2 * square + (1 - beta2) * d * d
+                w -= learningRate * (mean / c1) / ((square / c2).squareRoot() + epsilon)
+                Self.store(w, value + start, lanes)
+                Self.store(mean, first + start, lanes)
+                Self.store(square, second + start, lanes)
             }
         }
+    }
+
+    /// `lanes` values from `source` (the rest zero).
+    @inline(__always)
+    private static func load(_ source: UnsafeMutablePointer<Float>, _ lanes: Int) -> SIMD8<Float> {
+        if lanes == 8 { return UnsafeRawPointer(source).loadUnaligned(as: SIMD8<Float>.self) }
+        var vector = SIMD8<Float>()
+        for lane in 0..<lanes { vector[lane] = source[lane] }
+        return vector
+    }
+
+    /// The first `lanes` values of `vector` to `target`.
+    @inline(__always)
+    private static func store(_ vector: SIMD8<Float>, _ target: UnsafeMutablePointer<Float>, _ lanes: Int) {
+        if lanes == 8 {
+            UnsafeMutableRawPointer(target).storeBytes(of: vector, as: SIMD8<Float>.self)
+            return
+        }
+        for lane in 0..<lanes { target[lane] = vector[lane] }
     }
 }

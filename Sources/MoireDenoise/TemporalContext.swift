@@ -74,11 +74,13 @@ public struct TemporalContext: Sendable {
                 }
             }
         }
-        let blocks = zip(frameSums, meanSums).map { (frame: $0, mean: $1) }
-        let brightest = blocks.sorted { $0.mean > $1.mean }.prefix(max(1, blocks.count / 2)).filter { $0.mean > 0 }
-        guard brightest.count >= 4 else { return 1 }
-        let ratios = brightest.map { $0.frame / $0.mean }.sorted()
-        let ratio = min(2, max(0.5, ratios[ratios.count / 2]))
+        // The brighter half of the blocks (selected, not sorted: this runs on every frame).
+        var blocks = zip(frameSums, meanSums).map { (frame: $0, mean: $1) }
+        let half = max(1, blocks.count / 2)
+        if half < blocks.count { blocks.select(half - 1) { $0.mean > $1.mean } }
+        let ratios = blocks.prefix(half).filter { $0.mean > 0 }.map { $0.frame / $0.mean }
+        guard ratios.count >= 4, let middle = median(of: ratios) else { return 1 }
+        let ratio = min(2, max(0.5, middle))
         return abs(ratio - 1) <= Self.brightnessTolerance ? 1 : ratio
     }
 

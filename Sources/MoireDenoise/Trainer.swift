@@ -59,8 +59,10 @@ public final class Denoiser {
 
     func normaliser(_ frame: [Float]) -> Float {
         if let scale { return scale }
-        let sorted = frame.sorted()
-        let s = max(1, sorted[Int(Double(sorted.count - 1) * 0.999)] - Float(model.offset))
+        var values = frame
+        let percentile = Int(Double(values.count - 1) * 0.999)
+        values.select(percentile)
+        let s = max(1, values[percentile] - Float(model.offset))
         scale = s
         return s
     }
@@ -95,7 +97,7 @@ public final class Denoiser {
         guard frame.count == width * height, width >= crop, height >= crop else {
             throw MoireError(.usage, "frame \(width)×\(height) is smaller than the \(crop)-pixel crops")
         }
-        guard frame.allSatisfy(\.isFinite) else { throw MoireError(.numeric, "frame contains NaN or infinite values") }
+        guard allFinite(frame) else { throw MoireError(.numeric, "frame contains NaN or infinite values") }
     }
 
     /// Crops `batch` patches at the same places of `input` and `target` (or, without a target, makes

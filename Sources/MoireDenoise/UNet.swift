@@ -161,11 +161,12 @@ public final class UNet {
             features = try convs[projection].forward(coarse, workspace: ws)
         }
         cache?.upsampled[step.convolution] = features
-        // Adding the skip: upsampled and added in one pass (no upsampled tensor of its own).
+        // Adding the skip: upsampled and added in one pass (no upsampled tensor of its own); in
+        // inference over the skip itself, which nothing reads afterwards.
         let merged =
             step.concatenates
             ? try TensorOps.concat(try up.forward(features, workspace: ws), skip, workspace: ws)
-            : try TensorOps.upsampledSum(features, skip, workspace: ws)
+            : try TensorOps.upsampledSum(features, skip, workspace: ws, inPlace: cache == nil)
         return try block(step.convolution, merged, cache, ws)
     }
 

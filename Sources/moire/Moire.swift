@@ -29,6 +29,7 @@ struct Moire: ParsableCommand {
         if let subcommand = CommandLine.arguments.dropFirst().first, names.contains(subcommand) {
             Runtime.preferSleepingOpenMPThreads()
         }
+        Runtime.keepFreedMemoryForReuse()
         main(nil)
     }
 }

@@ -17,6 +17,7 @@ struct Moired: AsyncParsableCommand {
 
     static func main() async {
         Runtime.preferSleepingOpenMPThreads()
+        Runtime.keepFreedMemoryForReuse()
         await main(nil)
     }
 

@@ -3,8 +3,10 @@ import MoireDenoise
 import Testing
 
 /// Central finite differences of L = Σ f(x)·r against the analytic input gradient, at every `every`-th element.
-func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
-                        forward: (Tensor) throws -> Tensor, backward: (Tensor, Tensor) throws -> Tensor) throws {
+func checkInputGradient(
+    _ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
+    forward: (Tensor) throws -> Tensor, backward: (Tensor, Tensor) throws -> Tensor
+) throws {
     let y = try forward(x)
     let r = randomTensor(y.n, y.c, y.h, y.w, seed: 77)
     let dx = try backward(x, r)
@@ -31,7 +33,8 @@ func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
         for i in 0..<x.count where abs(x[i]) < 0.05 { x[i] = 0.3 }  // keep away from the kink
         let y = try act.forward(x)
         for i in 0..<x.count { #expect(y[i] == (x[i] > 0 ? x[i] : 0.1 * x[i])) }
-        try checkInputGradient(x, every: 1, forward: { try act.forward($0) }, backward: { try act.backward($0, gradOutput: $1) })
+        try checkInputGradient(
+            x, every: 1, forward: { try act.forward($0) }, backward: { try act.backward($0, gradOutput: $1) })
     }
 
     @Test func upsampleForwardAndGradient() throws {
@@ -40,11 +43,13 @@ func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
         let y = try up.forward(x)
         #expect(y.shape == [1, 2, 6, 8])
         #expect(y[y.index(0, 1, 5, 7)] == x[x.index(0, 1, 2, 3)] && y[y.index(0, 0, 2, 3)] == x[x.index(0, 0, 1, 1)])
-        try checkInputGradient(x, every: 1, forward: { try up.forward($0) }, backward: { try up.backward($0, gradOutput: $1) })
+        try checkInputGradient(
+            x, every: 1, forward: { try up.forward($0) }, backward: { try up.backward($0, gradOutput: $1) })
     }
 
     @Test func residualAddReadsTheFirstChannelAndAddChecksShapes() throws {
-        let a = randomTensor(2, 2, 3, 3, seed: 1), b = randomTensor(2, 3, 3, 3, seed: 2)
+        let a = randomTensor(2, 2, 3, 3, seed: 1)
+        let b = randomTensor(2, 3, 3, 3, seed: 2)
         let r = randomTensor(2, 1, 3, 3, seed: 3)
         let y = try TensorOps.firstChannel(of: b, plus: r)
         #expect(y.shape == [2, 1, 3, 3])
@@ -65,13 +70,18 @@ func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
     /// tensors big enough to be split across threads (rows, images and channels at chunk edges).
     @Test func upsampledSumEqualsUpsamplingThenAdding() throws {
         let up = Upsample2x(engine: engine)
-        for (n, c, h, w) in [(2, 16, 32, 48), (1, 32, 64, 64), (3, 1, 40, 24)] {
+        // Channel counts in eights (the vector pass) and not (the element pass).
+        for (n, c, h, w) in [(2, 16, 32, 48), (1, 32, 64, 64), (3, 1, 40, 24), (1, 12, 20, 18)] {
             let coarse = randomTensor(n, c, h, w, seed: UInt64(7 + c))
             let skip = randomTensor(n, c, 2 * h, 2 * w, seed: UInt64(11 + c))
             let expected = try TensorOps.add(try up.forward(coarse), skip)
             let fused = try TensorOps.upsampledSum(coarse, skip)
             #expect(fused.shape == skip.shape)
             #expect(fused.values == expected.values, "\(n)×\(c)×\(h)×\(w)")
+            // In place (inference): the same sum, written over the skip.
+            let overSkip = try TensorOps.upsampledSum(coarse, skip, inPlace: true)
+            #expect(overSkip === skip)
+            #expect(skip.values == expected.values, "in place \(n)×\(c)×\(h)×\(w)")
         }
         let coarse = randomTensor(1, 4, 5, 6, seed: 1)
         #expect(throws: (any Error).self) { try TensorOps.upsampledSum(coarse, randomTensor(1, 4, 10, 11, seed: 2)) }
@@ -87,7 +97,8 @@ func checkInputGradient(_ x: Tensor, every: Int = 3, tolerance: Double = 2e-2,
     }
 
     @Test func adamMinimisesAQuadratic() {
-        let p = Tensor(n: 1, c: 1, h: 1, w: 3, values: [3, -2, 1]), g = Tensor(n: 1, c: 1, h: 1, w: 3)
+        let p = Tensor(n: 1, c: 1, h: 1, w: 3, values: [3, -2, 1])
+        let g = Tensor(n: 1, c: 1, h: 1, w: 3)
         let target: [Float] = [0.5, 0.25, -1]
         let opt = Adam(parameters: [(p, g)], learningRate: 0.05)
         for _ in 0..<600 {
