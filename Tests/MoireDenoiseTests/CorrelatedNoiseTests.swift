@@ -231,6 +231,25 @@ enum CorrelatedCamera {
         #expect(single.model.correlation == nil)
     }
 
+    @Test func aSingleTexturedFrameOfIndependentNoiseIsFoundIndependent() throws {
+        // A cell filling two thirds of the frame, textured at the scale of a pixel (thin ridges, which
+        // raise the apparent correlation of its blocks), on a plain background: the noise is
+        // independent, and the dark groups of blocks, which the texture does not reach, say so.
+        let ridges = CorrelatedCamera.specimen(
+            size: Self.size, peak: 300, background: 6, ridges: 40, width: 0.8, seed: 29)
+        let centre = Double(Self.size) / 2
+        let photons = ridges.enumerated().map { i, value in
+            let (y, x) = i.quotientAndRemainder(dividingBy: Self.size)
+            let inside = hypot(Double(x) - centre, Double(y) - centre) < 0.46 * Double(Self.size)
+            return inside ? value + 20 : 6
+        }
+        let frame = CorrelatedCamera.frames(
+            photons, size: Self.size, count: 1, gain: 1.5, offset: 100, readNoise: 3, correlated: false, seed: 30)
+        let estimate = try NoiseEstimation.estimate(frames: frame, width: Self.size, height: Self.size)
+        #expect(estimate.method == .singleFrame)
+        #expect(estimate.model.correlation == nil, "\(String(describing: estimate.model.correlation))")
+    }
+
     @Test func aSingleFrameOfStronglyCorrelatedNoiseShowsItsCorrelation() throws {
         let photons = CorrelatedCamera.specimen(
             size: Self.size, peak: 120, background: 4, ridges: 3, width: 3, seed: 25)
