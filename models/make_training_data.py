@@ -3,7 +3,9 @@
 Uses the harness's independent forward model (Benchmarks/fidelity/timelapse.py) with seeds that the
 harness never draws (its scenes come from a seeded generator; these seeds start at 10⁹), one camera
 (offset 100 ADU, gain 1 ADU/e⁻, read noise 1.5 e⁻), photons log-uniform over 3–300 at the brightest
-pixel, filaments, puncta and cells, static and moving. Writes uint16 TIFF stacks.
+pixel, filaments, puncta and cells, static and moving. Writes uint16 TIFF stacks, and beside them in
+truth/ the noise-free images of the same frames in ADU (float32 TIFF stacks of the same names), the
+targets of supervised training (`moire train --targets`).
 """
 import argparse
 import os
@@ -13,7 +15,7 @@ import numpy as np
 import tifffile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Benchmarks", "fidelity"))
-from timelapse import TimeLapse, simulate  # noqa: E402
+from timelapse import OFFSET_ADU, TimeLapse, simulate  # noqa: E402
 
 
 def main():
@@ -23,7 +25,7 @@ def main():
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=16)
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(os.path.join(args.out, "truth"), exist_ok=True)
     rng = np.random.default_rng(1_000_000_007)
     for i in range(args.count):
         specimen = ["filaments", "puncta", "cells"][i % 3]
@@ -34,8 +36,12 @@ def main():
             na=float(rng.uniform(1.1, 1.49)), emission_nm=float(rng.uniform(500, 700)),
             background=float(rng.uniform(0.2, 3) * photons / 20), gain=1.0, read_noise_e=1.5,
             seed=1_000_000_000 + i, frames=args.frames, n=args.size)
-        raw, _, _ = simulate(scene)
-        tifffile.imwrite(os.path.join(args.out, f"{scene.name}-{specimen}-{motion}.tif"), raw)
+        raw, truth, _ = simulate(scene)
+        name = f"{scene.name}-{specimen}-{motion}.tif"
+        tifffile.imwrite(os.path.join(args.out, name), raw)
+        # The expected reading of each pixel: photoelectrons times the gain, above the offset.
+        clean = (truth * scene.gain + OFFSET_ADU).astype(np.float32)
+        tifffile.imwrite(os.path.join(args.out, "truth", name), clean)
     print(f"wrote {args.count} stacks to {args.out}")
 
 

@@ -238,6 +238,15 @@ if "$MOIRE" reconstruct "$FIX" --out "$WORK/fx-sr.ome.tif" --na 1.49 --emission-
    && python3 -c "import tifffile,sys; a=tifffile.imread(sys.argv[1]); b=tifffile.imread(sys.argv[2]); sys.exit(0 if a.shape[-1]==128 and b.size==18*64*64 and open(sys.argv[3],'rb').read(4)==b'\x89PNG' else 1)" "$WORK/fx-sr.ome.tif" "$WORK/fx-den.ome.tif" "$WORK/fx.png"; then
   ok "offline reconstruct, preview, train and denoise of the replay fixture write files tifffile reads"; else bad "offline tools: $(tail -5 "$WORK/fx.log")"; fi
 
+# 2f''. Supervised training (how the shipped models are made): a noise-free target per input (here the
+#       fixture's planes box-filtered, as float32 planes tifffile writes); one target for two inputs is refused.
+python3 -c "import tifffile,numpy,sys; a=tifffile.imread(sys.argv[1]).astype('float32').reshape(-1,64,64); tifffile.imwrite(sys.argv[2], (a+numpy.roll(a,1,1)+numpy.roll(a,1,2)+numpy.roll(a,1,(1,2)))/4)" "$FIX" "$WORK/fx-clean.tif"
+"$MOIRE" train "$FIX" --targets "$WORK/fx-clean.tif" --out "$WORK/w-sup.bin" --steps 10 --crop 32 --noise 100,0.46,1.4 > "$WORK/sup.log" 2>&1; suprc=$?
+refused=$("$MOIRE" train "$FIX" "$FIX" --targets "$WORK/fx-clean.tif" --out "$WORK/w-sup2.bin" --steps 10 --crop 32 --noise 100,0.46,1.4 2>&1); refrc=$?
+if [ $suprc -eq 0 ] && [ -s "$WORK/w-sup.bin" ] && [ $refrc -ne 0 ] && echo "$refused" | grep -q "one per input" && [ ! -e "$WORK/w-sup2.bin" ]; then
+  ok "moire train --targets: supervised steps against noise-free planes write weights; a missing target is refused"
+else bad "train --targets: rc=$suprc/$refrc $refused $(tail -3 "$WORK/sup.log")"; fi
+
 # 2f'. Frames acquired elsewhere through the live stages: the fixture's planes as a plain TIFF stack
 #      (written by tifffile, no Moiré metadata) replayed with its protocol give the same raw planes
 #      and the same live SR frames as replaying the recording; without --protocol it is refused.

@@ -79,6 +79,16 @@ public final class Denoiser {
         }
     }
 
+    /// One supervised Adam step: `frame` (ADU) against `clean`, the noise-free image of the same scene
+    /// in ADU (simulated data: what the shipped models learn from). Temporal context is allowed: the
+    /// target shares no noise with the earlier frames.
+    @discardableResult
+    public func adapt(_ frame: [Float], clean: [Float], width: Int, height: Int) throws -> Double {
+        try validate(frame, width: width, height: height)
+        try validate(clean, width: width, height: height)
+        return try step(frame, target: clean, width: width, height: height)
+    }
+
     /// One Adam step with pairs that need no noise model: `input`/`target` are two images of the same
     /// scene with independent noise (odd and even frames of a time-lapse, neighbouring planes, or a
     /// Neighbor2Neighbor sub-sampled pair).

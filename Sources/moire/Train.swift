@@ -7,7 +7,9 @@ import MoireStorage
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train the denoiser self-supervised on a recording or TIFF/MRC stack and save its weights.")
+        abstract:
+            "Train the denoiser on a recording or TIFF/MRC stack and save its weights: self-supervised, or against noise-free images (--targets)."
+    )
 
     @Argument(
         help:
@@ -36,6 +38,12 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Write the loss curve (step, loss) as CSV.") var lossCurve: String?
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 1
     @OptionGroup var training: TrainingPairArguments
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help:
+            "Noise-free images of the same scenes (simulated data), one per input with the same planes: supervised training on (plane, noise-free plane) instead of self-supervised pairs."
+    )
+    var targets: [String] = []
 
     /// One input's usable planes and what normalises them.
     struct TrainingStack {
@@ -45,12 +53,14 @@ struct Train: ParsableCommand {
         var height: Int
         var pixelUm: Double?
         var model: NoiseModel
+        /// The noise-free planes, one per plane (supervised training), or nil.
+        var clean: [[Float]]?
     }
 
     func run() throws {
         bootstrapLogging(verbose: false)
         do {
-            try output.check(outputs: [out, lossCurve], inputs: inputs)
+            try output.check(outputs: [out, lossCurve], inputs: inputs + targets)
             guard crop % 4 == 0, crop >= 16, steps > 0, stepsPerPlane > 0 else {
                 throw MoireError(
                     .usage, "--crop must be a multiple of 4 of at least 16; --steps and --steps-per-plane > 0")
@@ -58,7 +68,18 @@ struct Train: ParsableCommand {
             var job = OfflineDenoise()
             if let noise { job.noise = noise.model.map { .fixed($0) } ?? .auto }
             try training.apply(to: &job)
-            let stacks = try inputs.map { try loadStack($0, job: job) }
+            if !targets.isEmpty {
+                guard targets.count == inputs.count else {
+                    throw MoireError(
+                        .usage, "--targets gives \(targets.count) file(s) for \(inputs.count) input(s); one per input")
+                }
+                guard job.pairs == .recorrupt, !job.deconvolve else {
+                    throw MoireError(.usage, "--targets trains against noise-free images: no --pairs, no --deconvolve")
+                }
+            }
+            let stacks = try inputs.indices.map { k in
+                try loadStack(inputs[k], clean: targets.isEmpty ? nil : targets[k], job: job)
+            }
             let smallest = stacks.map { min($0.width, $0.height) }.min()!
             let first = stacks[0]
             job.start = weights?.start ?? .scratch
@@ -89,9 +110,13 @@ struct Train: ParsableCommand {
                         stack.planes.count > 1
                         ? stack.planes[OfflineDenoise.partner(of: i, count: stack.planes.count)] : nil
                     for _ in 0..<stepsPerPlane where step < steps {
-                        let loss = try job.adaptStep(
-                            d, plane: plane, partner: partner, width: stack.width, height: stack.height,
-                            seed: seed &+ UInt64(step), place: stack.path)
+                        let loss =
+                            try stack.clean.map {
+                                try d.adapt(plane, clean: $0[i], width: stack.width, height: stack.height)
+                            }
+                            ?? job.adaptStep(
+                                d, plane: plane, partner: partner, width: stack.width, height: stack.height,
+                                seed: seed &+ UInt64(step), place: stack.path)
                         smoothed = smoothed.isNaN ? loss : 0.95 * smoothed + 0.05 * loss
                         curve += "\(step),\(loss)\n"
                         if step % bar == 0 || step == steps - 1 {
@@ -115,23 +140,43 @@ struct Train: ParsableCommand {
     }
 
     /// Loads one input: its usable (finite, non-blank) planes, cropped to sides divisible by 4 (what
-    /// the network's inference needs for temporal context), and its noise model.
-    func loadStack(_ path: String, job: OfflineDenoise) throws -> TrainingStack {
+    /// the network's inference needs for temporal context), and its noise model; with `clean`, the
+    /// noise-free planes that go with them (same size and number of planes, finite).
+    func loadStack(_ path: String, clean cleanPath: String?, job: OfflineDenoise) throws -> TrainingStack {
         let stack = try ImageImport.load(path)
         guard !stack.planes.isEmpty, min(stack.width, stack.height) >= 16 else {
             throw MoireError(.usage, "the planes must be at least 16×16", place: path)
         }
         let model = try job.noiseModel(input: path, frames: stack.planes, width: stack.width, height: stack.height)
-        let usable = stack.planes.filter { p in p.allSatisfy(\.isFinite) && (p.max() ?? 0) > (p.min() ?? 0) }
+        let usable = stack.planes.indices.filter { k in
+            let p = stack.planes[k]
+            return allFinite(p) && (p.max() ?? 0) > (p.min() ?? 0)
+        }
         guard !usable.isEmpty else {
             throw MoireError(.numeric, "no usable (finite, non-blank) plane to train on", place: path)
         }
         let width = stack.width / 4 * 4
         let height = stack.height / 4 * 4
-        let cropped = usable.map { plane in
+        func cropped(_ plane: [Float]) -> [Float] {
             (0..<(width * height)).map { plane[($0 / width) * stack.width + $0 % width] }
         }
+        var clean: [[Float]]?
+        if let cleanPath {
+            let truth = try ImageImport.load(cleanPath)
+            guard truth.width == stack.width, truth.height == stack.height, truth.planes.count == stack.planes.count
+            else {
+                throw MoireError(
+                    .usage,
+                    "the noise-free target is \(truth.width)×\(truth.height)×\(truth.planes.count); its input \(path) is \(stack.width)×\(stack.height)×\(stack.planes.count)",
+                    place: cleanPath)
+            }
+            guard usable.allSatisfy({ allFinite(truth.planes[$0]) }) else {
+                throw MoireError(.numeric, "the noise-free target holds NaN or infinite values", place: cleanPath)
+            }
+            clean = usable.map { cropped(truth.planes[$0]) }
+        }
         return TrainingStack(
-            path: path, planes: cropped, width: width, height: height, pixelUm: stack.pixelSizeUm, model: model)
+            path: path, planes: usable.map { cropped(stack.planes[$0]) }, width: width, height: height,
+            pixelUm: stack.pixelSizeUm, model: model, clean: clean)
     }
 }
