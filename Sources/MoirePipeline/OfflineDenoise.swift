@@ -59,6 +59,15 @@ public struct OfflineDenoise {
         input ?? (pairs == .recorrupt && !deconvolve ? .frameAndHistory : .frame)
     }
 
+    /// The network input for a stack of `planes` planes: a single plane has no history for temporal
+    /// context to draw on, so unless the context or a weights file was chosen it gets the single-frame
+    /// network (FMD test set, frame 4 alone: 34.53 dB on average against 34.38 with the temporal one).
+    public func resolvedInput(planes: Int) -> UNet.Input {
+        let chosenByTheUser: Bool
+        if case .file = resolvedStart { chosenByTheUser = true } else { chosenByTheUser = input != nil }
+        return planes == 1 && !chosenByTheUser ? .frame : resolvedInput
+    }
+
     /// The starting weights this job uses.
     /// The shipped model for the network's input, unless the job deconvolves (the shipped models denoise).
     public var resolvedStart: Start { start ?? (deconvolve ? .scratch : .shipped) }
@@ -131,6 +140,8 @@ public struct OfflineDenoise {
         public var model: NoiseModel
         public var weightsVersions: [Int]
         public var skipped: Int
+        /// The network that denoised the frames.
+        public var network: UNet.Input
     }
 
     public func run(
@@ -144,7 +155,8 @@ public struct OfflineDenoise {
         try validate()
         let model = try noiseModel(input: input, frames: stack.planes, width: w, height: h, logger: logger)
         let engine = try DNNLEngine()
-        let d = Denoiser(engine: engine, model: model, input: resolvedInput, seed: seed)
+        let network = resolvedInput(planes: stack.planes.count)
+        let d = Denoiser(engine: engine, model: model, input: network, seed: seed)
         d.crop = min(crop, (min(w, h) / (pairs == .neighbour ? 8 : 4)) * 4)
         d.batch = batch
         d.learningRate = resolvedLearningRate
@@ -218,7 +230,7 @@ public struct OfflineDenoise {
         }
         return Result(
             frames: out, width: w, height: h, pixelUm: stack.pixelSizeUm, model: model, weightsVersions: versions,
-            skipped: skipped)
+            skipped: skipped, network: network)
     }
 
     /// One adaptation step on `plane` with this job's kind of pairs: recorrupted, against `partner`

@@ -75,6 +75,7 @@ struct Denoise: ParsableCommand {
                 try OfflineDenoise.write(r, to: out, name: name)
             }
             print("noise model: \(r.model.summary)")
+            print("network: \(r.network == .frame ? "single-frame" : "with temporal context")")
             print(
                 "wrote \(r.frames.count) denoised frame(s) to \(destination)\(r.skipped > 0 ? " (\(r.skipped) blank or non-finite frames passed through unchanged)" : "")"
             )
@@ -129,7 +130,7 @@ struct TrainingPairArguments: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "Temporal context: history (the network also sees a motion-adaptive average of the earlier frames) or none (default: history with recorrupted pairs, else none)."
+            "Temporal context: history (the network also sees a motion-adaptive average of the earlier frames) or none (default: history with recorrupted pairs, else none; a single plane to denoise gets none)."
     )
     var context: ContextArgument?
 

@@ -507,6 +507,30 @@ func runListening(_ pipe: AcquisitionPipeline, topics: [String] = [""], timeoutM
         #expect(reader.planeRecords()?.last?.header.t == 17)
     }
 
+    /// One plane has no history: the single-frame network denoises it unless the context or a weights
+    /// file was chosen; a stack keeps the temporal network.
+    @Test func aSinglePlaneGetsTheSingleFrameNetworkUnlessTheUserChose() throws {
+        let dir = Fixtures.tempDir("denone")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let w = 32
+        for (i, offset) in [0, 3].enumerated() {
+            let plane = (0..<(w * w)).map { UInt8(20 + ($0 * 7 + offset) % 50) }
+            try PNGWriter.encode(width: w, height: w, pixels: plane).write(to: URL(fileURLWithPath: "\(dir)/f\(i).png"))
+        }
+        var job = OfflineDenoise()
+        job.firstSteps = 1
+        job.adaptSteps = 1
+        job.crop = 32
+        job.noise = .fixed(NoiseModel(offset: 10, gain: 1, readVariance: 1))
+        #expect(try job.run(input: "\(dir)/f0.png").network == .frame)
+        #expect(try job.run(input: dir).network == .frameAndHistory)
+        job.input = .frameAndHistory
+        #expect(try job.run(input: "\(dir)/f0.png").network == .frameAndHistory)
+        job.input = nil
+        job.start = .scratch
+        #expect(try job.run(input: "\(dir)/f0.png").network == .frame)
+    }
+
     @Test func aRepeatedFrameRepeatsItsDenoisedCopyAndTeachesNothing() throws {
         let dir = Fixtures.tempDir("denrep")
         defer { try? FileManager.default.removeItem(atPath: dir) }
