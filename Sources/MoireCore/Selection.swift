@@ -50,7 +50,8 @@ extension MutableCollection where Self: RandomAccessCollection, Index == Int, El
 }
 
 /// The median (the element at `count / 2` in ascending order) of `values`; nil when empty.
-public func median(of values: [Float]) -> Float? {
+@inlinable
+public func median<Value: Comparable>(of values: [Value]) -> Value? {
     guard !values.isEmpty else { return nil }
     var copy = values
     copy.select(copy.count / 2)

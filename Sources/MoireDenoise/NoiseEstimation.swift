@@ -256,10 +256,8 @@ public enum NoiseEstimation {
         return (0..<count).map { k in Array(sorted[(k * sorted.count / count)..<((k + 1) * sorted.count / count)]) }
     }
 
-    static func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        return sorted[sorted.count / 2]
-    }
+    /// The median of a group's values (never empty: groups hold at least six blocks).
+    static func median(_ values: [Double]) -> Double { MoireCore.median(of: values) ?? 0 }
 
     static func fitDifferences(_ blocks: [BlockStatistics], darkest: Double) throws -> NoiseModel {
         let groups = try groups(blocks)
@@ -292,18 +290,18 @@ public enum NoiseEstimation {
         // brightness, while texture at the scale of a pixel raises it where the specimen is (FMD
         // Confocal BPAE R: 0.05 between neighbours in the darkest group, 0.48 in the brightest; the
         // widefield fields, whose noise correlates, 0.54–0.69 in every group).
-        let lags = NoiseCorrelation.halfPlaneLags
-        let adjacentLags = [(1, 0), (0, 1)].compactMap { lag in lags.firstIndex { $0.dx == lag.0 && $0.dy == lag.1 } }
-        let groupCorrelations: [[Double]] = flatGroups.compactMap { group in
+        let groupCorrelations: [NoiseCorrelation] = flatGroups.compactMap { group in
             let blocks = group.filter { $0.variance > 0 }
             guard blocks.count >= Self.fewestBlocksForCorrelation else { return nil }
-            return lags.indices.map { k in median(blocks.map { $0.covariances[k] / $0.variance }) }
+            return NoiseCorrelation(
+                halfPlane: NoiseCorrelation.halfPlaneLags.indices.map { k in
+                    median(blocks.map { $0.covariances[k] / $0.variance })
+                })
         }
-        let halfPlane =
-            groupCorrelations.min { first, second in
-                adjacentLags.map { first[$0] }.reduce(0, +) < adjacentLags.map { second[$0] }.reduce(0, +)
-            } ?? [Double](repeating: 0, count: lags.count)
-        let correlation = NoiseCorrelation(halfPlane: halfPlane)
+        func neighbours(_ c: NoiseCorrelation) -> Double { c.rho(1, 0) + c.rho(0, 1) }
+        let correlation =
+            groupCorrelations.min { neighbours($0) < neighbours($1) }
+            ?? NoiseCorrelation(halfPlane: [Double](repeating: 0, count: NoiseCorrelation.halfPlaneLags.count))
         let strong = NoiseCorrelation.halfPlaneLags.contains {
             abs(correlation.rho($0.dx, $0.dy)) >= singleFrameThreshold
         }

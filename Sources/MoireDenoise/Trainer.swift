@@ -41,7 +41,10 @@ public final class Denoiser {
     private var lastInput: Tensor?
     /// Temporal context: the running average of the earlier frames (a caller that interleaves several
     /// sequences keeps one context per sequence and sets it before each frame).
-    public var context: TemporalContext?
+    public var context: TemporalContext? { didSet { trainingBrightness = nil } }
+    /// The context's brightness ratio for the frame the last adaptation step trained on: the steps of
+    /// one frame (several per frame, live and offline) compute it once.
+    private var trainingBrightness: (frame: [Float], offset: Float, scale: Float, ratio: Float)?
 
     public var usesTemporalContext: Bool { net.input == .frameAndHistory }
 
@@ -124,7 +127,7 @@ public final class Denoiser {
         let target = Tensor(n: batch, c: 1, h: crop, w: crop)
         let history = context.flatMap { $0.width == width && $0.height == height ? $0 : nil }
         // The history at this frame's brightness (as inference sees it); only the crops are scaled.
-        let brightness = history?.brightnessRatio(of: input, offset: off, scale: s) ?? 1
+        let brightness = history.map { trainingBrightnessRatio(of: input, history: $0, offset: off, scale: s) } ?? 1
         for b in 0..<batch {
             let x0 = Int(rng.next() % UInt64(width - crop + 1))
             let y0 = Int(rng.next() % UInt64(height - crop + 1))
@@ -184,6 +187,19 @@ public final class Denoiser {
         }
         lastLoss = loss
         return loss
+    }
+
+    /// `history.brightnessRatio(of:offset:scale:)`, kept while the frame, its normalisation and the
+    /// context stay the same (a frame's array compares equal to itself at once, by its storage).
+    private func trainingBrightnessRatio(
+        of frame: [Float], history: TemporalContext, offset: Float, scale: Float
+    ) -> Float {
+        if let known = trainingBrightness, known.offset == offset, known.scale == scale, known.frame == frame {
+            return known.ratio
+        }
+        let ratio = history.brightnessRatio(of: frame, offset: offset, scale: scale)
+        trainingBrightness = (frame, offset, scale, ratio)
+        return ratio
     }
 
     /// The denoised frame in ADU (sides must be multiples of 4). `scale` overrides the normalisation

@@ -184,7 +184,7 @@ public struct OfflineDenoise {
         for i in first..<mine.upperBound {
             let plane = stack.planes[i]
             let written = mine.contains(i)
-            guard plane.allSatisfy(\.isFinite), (plane.max() ?? 0) > (plane.min() ?? 0) else {
+            guard allFinite(plane), (plane.max() ?? 0) > (plane.min() ?? 0) else {
                 logger.warning("frame skipped: blank or not finite", metadata: ["frame": "\(i)"])
                 previous = plane
                 if written {

@@ -27,7 +27,7 @@ struct SelectionTests {
         }
         #expect(median(of: [3, 1, 2]) == 2)
         #expect(median(of: [4, 1, 3, 2]) == 3)
-        #expect(median(of: []) == nil)
+        #expect(median(of: [Float]()) == nil)
     }
 
     /// Descending order through the comparison: the k largest come first.
