@@ -105,6 +105,13 @@ public func median(_ values: [Double]) -> Double {
     return values.sorted()[values.count / 2]
 }
 
+/// The lower and upper quartiles of `values` (nearest rank).
+public func quartiles(_ values: [Double]) -> (lower: Double, upper: Double) {
+    precondition(!values.isEmpty, "the quartiles of no values")
+    let sorted = values.sorted()
+    return (sorted[(sorted.count - 1) / 4], sorted[(3 * (sorted.count - 1) + 3) / 4])
+}
+
 /// A live 2D-SIM acquisition in real time, with recording: does the SIM stage reconstruct every
 /// complete phase set at camera speed?
 ///

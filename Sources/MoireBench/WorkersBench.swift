@@ -17,7 +17,14 @@ public enum WorkersBench {
         /// The median over the rounds of each round's worker rate over its in-process rate (the
         /// two sides take turns round by round, so a round's two figures saw the same load).
         public var ratio: Double
+        /// The lower and upper quartiles of the rounds' ratios: how much the machine moved them.
+        public var ratioQuartiles: (lower: Double, upper: Double)
         public var rounds: Int
+        /// CPU time of the whole process (every thread: broker, workers, ZeroMQ's I/O, the
+        /// reconstruction's helpers) per set through the workers and in process: the overhead as
+        /// a machine with no idle core would feel it.
+        public var cpuMsPerSet: Double
+        public var inProcessCPUMsPerSet: Double
         /// Bytes of one job (the set's raw frames as uint16, and its description).
         public var jobBytes: Int
     }
@@ -79,14 +86,17 @@ public enum WorkersBench {
     }
 
     /// SR frames per second for each worker count and size, beside in process. The two take turns
-    /// (`rounds` of each, a quarter of the sets at a time by default), so that both figures see
-    /// the same load on a shared machine.
+    /// in short rounds of `setsPerRound` sets, which of them goes first alternating, so that a
+    /// round's two figures see the same load on a shared machine; the ratio is the median of the
+    /// rounds' ratios. On a shared 2-core VM one round's figures move by ±30 % within seconds, so
+    /// the median needs many rounds (40 by default) to settle within a few hundredths.
     public static func throughput(
-        sizes: [Int], workerCounts: [Int], sets: (Int) -> Int, rounds: Int = 8, dir: String
+        sizes: [Int], workerCounts: [Int], setsPerRound: (Int) -> Int, rounds: Int = 40, dir: String
     ) throws -> [Row] {
         var rows: [Row] = []
         for size in sizes {
-            let sets = sets(size)
+            let share = setsPerRound(size)
+            let sets = share * rounds
             let (frames, parameters) = phaseSet(size: size)
             let local = try reconstructor(size: size)
             _ = try local.reconstruct(frames, parameters: parameters)
@@ -125,15 +135,12 @@ public enum WorkersBench {
                 var roundRatios: [Double] = []
                 var sequence = count
                 let limit = 2 * count + 2
-                for round in 0..<rounds {
-                    let share = sets * (round + 1) / rounds - sets * round / rounds
-                    let inProcessRound = try runInProcess(share)
-                    inProcessSeconds += inProcessRound
+                func runThroughWorkers(_ count: Int) throws -> TimeInterval {
                     let begin = Date()
                     let first = sequence
                     var received = 0
-                    while received < share {
-                        while sequence - first - received < limit, sequence - first < share {
+                    while received < count {
+                        while sequence - first - received < limit, sequence - first < count {
                             broker.submit(WorkItem(sequence: sequence, parts: template.parts))
                             sequence += 1
                         }
@@ -144,7 +151,33 @@ public enum WorkersBench {
                         _ = try SIMJob.Output(result, width: size, height: size)
                         received += 1
                     }
-                    let workerRound = Date().timeIntervalSince(begin)
+                    return Date().timeIntervalSince(begin)
+                }
+                var inProcessCPU: TimeInterval = 0
+                var workerCPU: TimeInterval = 0
+                func timedInProcess() throws -> TimeInterval {
+                    let cpu = processCPUSeconds()
+                    let seconds = try runInProcess(share)
+                    inProcessCPU += processCPUSeconds() - cpu
+                    return seconds
+                }
+                func timedThroughWorkers() throws -> TimeInterval {
+                    let cpu = processCPUSeconds()
+                    let seconds = try runThroughWorkers(share)
+                    workerCPU += processCPUSeconds() - cpu
+                    return seconds
+                }
+                for round in 0..<rounds {
+                    let inProcessRound: TimeInterval
+                    let workerRound: TimeInterval
+                    if round.isMultiple(of: 2) {
+                        inProcessRound = try timedInProcess()
+                        workerRound = try timedThroughWorkers()
+                    } else {
+                        workerRound = try timedThroughWorkers()
+                        inProcessRound = try timedInProcess()
+                    }
+                    inProcessSeconds += inProcessRound
                     workerSeconds += workerRound
                     roundRatios.append(inProcessRound / workerRound)
                 }
@@ -155,10 +188,19 @@ public enum WorkersBench {
                 rows.append(
                     Row(
                         size: size, workers: count, srPerSecond: rate, inProcessPerSecond: inProcess,
-                        ratio: median(roundRatios), rounds: rounds, jobBytes: template.parts.map(\.count).reduce(0, +)))
+                        ratio: median(roundRatios), ratioQuartiles: quartiles(roundRatios), rounds: rounds,
+                        cpuMsPerSet: 1000 * workerCPU / Double(sets), inProcessCPUMsPerSet: 1000 * inProcessCPU / Double(sets), jobBytes: template.parts.map(\.count).reduce(0, +)))
             }
         }
         return rows
+    }
+
+    /// User and system CPU seconds of this process so far, all threads.
+    static func processCPUSeconds() -> TimeInterval {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ time: timeval) -> TimeInterval { TimeInterval(time.tv_sec) + TimeInterval(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     /// The round trip of one set's bytes through the broker to an echo worker, one at a time,

@@ -203,13 +203,19 @@ public struct SIM3DJob: Codable, Sendable {
 // Sendable by hand: `reconstructors` guarded by `lock`; one job at a time (the lock is held while it runs).
 public final class SIMWorkProcessor: @unchecked Sendable {
     private let lock = NSLock()
-    /// A reconstructor and the frame buffers of one geometry.
+    /// A reconstructor, the frame buffers and the result buffers of one geometry.
     private final class Geometry {
         let reconstructor: SIM2DReconstructor
         var frames: [[Float]]
+        /// SR and widefield results, reused once ZeroMQ has sent them.
+        let srBuffers: RecycledBuffers
+        let widefieldBuffers: RecycledBuffers
         init(reconstructor: SIM2DReconstructor, frames: [[Float]]) {
             self.reconstructor = reconstructor
             self.frames = frames
+            let plane = reconstructor.width * reconstructor.height
+            srBuffers = RecycledBuffers(byteCount: 16 * plane)
+            widefieldBuffers = RecycledBuffers(byteCount: 4 * plane)
         }
     }
     private var reconstructors: [Data: Geometry] = [:]
@@ -321,11 +327,11 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         }
         let reconstructor = geometry.reconstructor
         // Every value of both outputs is written: no zero fill needed.
-        let sr = try Data.filled(byteCount: 16 * plane) { bytes in
+        let sr = try geometry.srBuffers.data { bytes in
             try reconstructor.reconstruct(
                 geometry.frames, parameters: job.parameters, into: bytes.bindMemory(to: Float.self))
         }
-        let widefield = try Data.filled(byteCount: 4 * plane) { bytes in
+        let widefield = try geometry.widefieldBuffers.data { bytes in
             try reconstructor.widefield(geometry.frames, into: bytes.bindMemory(to: Float.self))
         }
         let output = SIMJob.Output(

@@ -80,14 +80,16 @@ extension Bench {
                         latency.echoSetsPerSecond * latency.bareP50Ms / 1000))
             }
             for row in try WorkersBench.throughput(
-                sizes: [512, 1024], workerCounts: [1, 2, 4], sets: { $0 <= 512 ? 120 : 40 }, dir: dir)
+                sizes: [512, 1024], workerCounts: [1, 2, 4], setsPerRound: { $0 <= 512 ? 4 : 2 }, dir: dir)
             {
                 print(
                     String(
                         format:
-                            "SIM workers %d×%d, %d worker(s) on this machine (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f (median of %d alternated rounds)",
+                            "SIM workers %d×%d, %d worker(s) on this machine (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f (median of %d alternated rounds; quartiles %.2f–%.2f); CPU per set %.1f ms   peer in process: %.1f ms   ratio %.2f",
                         row.size, row.size, row.workers, Double(row.jobBytes) / 1e6, row.srPerSecond,
-                        row.inProcessPerSecond, row.ratio, row.rounds))
+                        row.inProcessPerSecond, row.ratio, row.rounds, row.ratioQuartiles.lower,
+                        row.ratioQuartiles.upper, row.cpuMsPerSet, row.inProcessCPUMsPerSet,
+                        row.inProcessCPUMsPerSet / row.cpuMsPerSet))
             }
         } catch { throw fail(error) }
     }
