@@ -189,7 +189,9 @@ public enum WorkersBench {
                     Row(
                         size: size, workers: count, srPerSecond: rate, inProcessPerSecond: inProcess,
                         ratio: median(roundRatios), ratioQuartiles: quartiles(roundRatios), rounds: rounds,
-                        cpuMsPerSet: 1000 * workerCPU / Double(sets), inProcessCPUMsPerSet: 1000 * inProcessCPU / Double(sets), jobBytes: template.parts.map(\.count).reduce(0, +)))
+                        cpuMsPerSet: 1000 * workerCPU / Double(sets),
+                        inProcessCPUMsPerSet: 1000 * inProcessCPU / Double(sets),
+                        jobBytes: template.parts.map(\.count).reduce(0, +)))
             }
         }
         return rows
