@@ -83,7 +83,7 @@ def causal_average(frames_e, t, window):
 
 def moire_denoise(binary, raw, scene, extra, workdir, label):
     import tifffile
-    source = os.path.join(workdir, "raw.tif")
+    source = os.path.join(workdir, f"raw-{raw.shape[0]}-planes.tif")
     if not os.path.exists(source):
         tifffile.imwrite(source, raw)
     out = os.path.join(workdir, f"{label}.ome.tif")
@@ -117,12 +117,17 @@ def centroid_error(frame, truth_frame, positions):
     return float(np.nanmean(errors))
 
 
-METHODS = ["noisy", "gaussian", "bm3d", "average", "moire-frozen", "moire-adapted", "moire-single-frame"]
+METHODS = ["noisy", "gaussian", "bm3d", "average", "moire-frozen", "moire-adapted", "moire-single-frame",
+           "moire-one-plane"]
 MOIRE_ARGUMENTS = {
     "moire-frozen": ["--first-steps", "0", "--adapt-steps", "0"],
     "moire-adapted": [],
     "moire-single-frame": ["--context", "none"],
+    # The last frame saved alone as a one-plane file and denoised with the defaults: what a user
+    # who has one image gets (no earlier frames to adapt on or to use as context).
+    "moire-one-plane": [],
 }
+ONE_PLANE_METHODS = {"moire-one-plane"}
 
 
 def evaluate(scene, binary, methods):
@@ -133,7 +138,8 @@ def evaluate(scene, binary, methods):
     window = None if scene.motion == "static" else 4
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
-        stacks = {m: moire_denoise(binary, raw, scene, MOIRE_ARGUMENTS[m], workdir, m)
+        stacks = {m: moire_denoise(binary, raw[last:] if m in ONE_PLANE_METHODS else raw, scene,
+                                   MOIRE_ARGUMENTS[m], workdir, m)
                   for m in methods if m in MOIRE_ARGUMENTS}
     for method in methods:
         def frame_at(t):
@@ -145,9 +151,12 @@ def evaluate(scene, binary, methods):
                 return bm3d_poisson_gaussian(frames_e[t], scene.read_noise_e)
             if method == "average":
                 return causal_average(frames_e, t, window)
+            if method in ONE_PLANE_METHODS:
+                return stacks[method][t - last]
             return stacks[method][t]
         last_frame = frame_at(last)
-        second_half = [psnr(frame_at(t), truth[t]) for t in half] if method != "bm3d" else [psnr(last_frame, truth[last])]
+        last_only = method == "bm3d" or method in ONE_PLANE_METHODS
+        second_half = [psnr(last_frame, truth[last])] if last_only else [psnr(frame_at(t), truth[t]) for t in half]
         results[method] = {
             "psnr_last": psnr(last_frame, truth[last]),
             "psnr_mean": float(np.mean(second_half)),
