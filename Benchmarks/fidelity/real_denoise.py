@@ -74,12 +74,16 @@ def bm3d_real(frame, truth):
     return np.maximum(inverse, 0) * a
 
 
+EXTRA_ARGUMENTS = []
+
+
 def moire(binary, frames, workdir, label):
     import tifffile
     source = os.path.join(workdir, f"{label}.tif")
     tifffile.imwrite(source, frames.astype(np.uint8), photometric="minisblack")
     out = os.path.join(workdir, f"{label}.den.ome.tif")
-    done = subprocess.run([binary, "denoise", source, "--out", out, "--overwrite", "--noise", "auto"],
+    done = subprocess.run([binary, "denoise", source, "--out", out, "--overwrite", "--noise", "auto",
+                           *EXTRA_ARGUMENTS],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"moire denoise failed on {label}: {done.stderr.strip()[-400:]}")
@@ -117,7 +121,9 @@ def main():
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--only", default="", help="comma-separated field names (default: all 12)")
     parser.add_argument("--out", default=None, help="folder for the table and JSON")
+    parser.add_argument("--extra", default="", help="extra moire denoise arguments for every Moiré method")
     args = parser.parse_args()
+    EXTRA_ARGUMENTS.extend(args.extra.split())
     folder = args.data or fetch(os.path.join(HERE, "data", "FMD_testset"))
     if folder is None:
         print("FMD test set unavailable (see fetch_fmd.py); real-data harness skipped", file=sys.stderr)
