@@ -85,7 +85,7 @@ def moire_denoise(binary, raw, scene, extra, workdir, label):
     import tifffile
     source = os.path.join(workdir, f"raw-{raw.shape[0]}-planes.tif")
     if not os.path.exists(source):
-        tifffile.imwrite(source, raw)
+        tifffile.imwrite(source, raw, photometric="minisblack")
     out = os.path.join(workdir, f"{label}.ome.tif")
     command = [binary, "denoise", source, "--out", out, "--overwrite", "--noise", scene.noise_argument(), *extra]
     done = subprocess.run(command, capture_output=True, text=True)

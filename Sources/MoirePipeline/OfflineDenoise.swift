@@ -127,24 +127,22 @@ public struct OfflineDenoise {
     }
 
     /// This job's schedule for a run that denoises `frames` frames: the warm-up is 200 steps from
-    /// the shipped model (which has learnt most of its work) and 300 from scratch. A lone frame from
-    /// the shipped model gets 50: with nothing after it, the long warm-up only fits that frame's
-    /// noise (the harness's 20-photon scenes, each last frame alone: frozen 31.00 / 30.64 dB static /
-    /// moving, 25 steps 31.63 / 30.77, 50 steps 31.59 / 30.64, 100 steps 31.14 / 30.11, 200 steps
-    /// 29.18 / 28.22; the FMD fields' frame 4 alone: frozen 32.59, 25 steps 34.47, 50 steps 34.49,
-    /// 200 steps 34.53).
+    /// the shipped model (which has learnt most of its work) and 300 from scratch. From the shipped
+    /// model a short run gets 50 steps per frame it has, at most 200: with few frames after it, the
+    /// long warm-up only fits those frames' noise. The harness's 20-photon scenes, each last frame
+    /// alone, static / moving: frozen 31.00 / 30.64 dB, 25 steps 31.63 / 30.77, 50 steps 31.59 /
+    /// 30.64, 100 steps 31.14 / 30.11, 200 steps 29.18 / 28.22 (BM3D 29.94 / 29.53); two-frame runs,
+    /// the second frame: 200 then 100 steps 30.69 / 30.97, 100 then 50 steps 30.96 / 31.33. The FMD
+    /// fields' frame 4 alone (512², each step sees a sixteenth of it): frozen 32.59, 25 steps 34.47,
+    /// 50 steps 34.49, 200 steps 34.53.
     public func schedule(frames: Int) -> AdaptationSchedule {
-        let warmUp: Int
-        switch (resolvedStart, frames) {
-        case (.shipped, 1): warmUp = Self.lonePlaneWarmUp
-        case (.shipped, _): warmUp = 200
-        default: warmUp = 300
-        }
+        let warmUp =
+            resolvedStart == .shipped ? min(200, Self.warmUpStepsPerFrame * max(1, frames)) : 300
         return AdaptationSchedule(warmUp: warmUp, adaptSteps: adaptSteps, fixedFirst: firstSteps)
     }
 
-    /// Steps on a lone frame from the shipped model (see `schedule(frames:)`).
-    public static let lonePlaneWarmUp = 50
+    /// Warm-up steps per frame of a short run from the shipped model (see `schedule(frames:)`).
+    public static let warmUpStepsPerFrame = 50
 
     public struct Result: Sendable {
         public var frames: [[Float]]
