@@ -41,7 +41,10 @@ public final class OMETiffReader {
         guard spp == 1 else {
             TIFFClose(tif);
             throw MoireError(
-                .format, "only single-sample (grayscale) TIFFs are supported; this one has \(spp) samples per pixel",
+                .format,
+                "only single-sample (grayscale) TIFFs are supported; this one has \(spp) samples per pixel"
+                    + " (frames of a stack belong on pages of their own: tifffile writes a stack of 3 or 4"
+                    + " frames as colour samples unless told photometric='minisblack')",
                 place: path)
         }
         switch (bps, Int32(fmt)) {

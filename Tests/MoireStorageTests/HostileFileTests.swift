@@ -13,11 +13,12 @@ import Testing
 
     /// A 232-byte classic TIFF whose one directory claims a plane of width × height 16-bit pixels,
     /// uncompressed, in one strip of the claimed size.
-    func craftedTIFF(width: UInt32, height: UInt32) -> Data {
+    func craftedTIFF(width: UInt32, height: UInt32, samplesPerPixel: UInt32 = 1) -> Data {
         var d: [UInt8] = Array("II".utf8) + littleEndian(UInt16(42)) + littleEndian(UInt32(8))
         let entries: [(UInt16, UInt16, UInt32, UInt32)] = [
             (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 16), (259, 3, 1, 1), (262, 3, 1, 1),
-            (273, 4, 1, 200), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, width &* height &* 2),
+            (273, 4, 1, 200), (277, 3, 1, samplesPerPixel), (278, 4, 1, height),
+            (279, 4, 1, width &* height &* 2 &* samplesPerPixel),
         ]
         d += littleEndian(UInt16(entries.count))
         for (tag, type, count, value) in entries {
@@ -43,6 +44,20 @@ import Testing
         try craftedTIFF(width: 4, height: 2).write(to: URL(fileURLWithPath: small))
         let reader = try OMETiffReader(path: small)
         #expect(reader.width == 4 && reader.height == 2 && reader.planeCount == 1)
+    }
+
+    /// A TIFF of four samples per pixel (what tifffile makes of a four-frame stack unless told the
+    /// frames are grayscale) is refused with the file's name and how to save a stack instead.
+    @Test func aMultiSampleTIFFIsRefusedWithHowToSaveAStack() throws {
+        let path = "\(dir)/four-samples.tif"
+        try craftedTIFF(width: 4, height: 2, samplesPerPixel: 4).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try OMETiffReader(path: path)
+            Issue.record("a four-sample TIFF was opened as grayscale")
+        } catch let error as MoireError {
+            #expect(error.place == path, "\(error)")
+            #expect(error.message.contains("4 samples per pixel") && error.message.contains("minisblack"), "\(error)")
+        }
     }
 
     @Test func aFIFOIsRefusedInsteadOfBlocking() throws {
