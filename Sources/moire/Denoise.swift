@@ -19,7 +19,11 @@ struct Denoise: ParsableCommand {
     var weights: StartingWeights?
     @Option(name: .long, help: "Save the adapted weights here.") var saveWeights: String?
     @Option(name: .long, help: "Adaptation steps per frame.") var adaptSteps = 5
-    @Option(name: .long, help: "Adaptation steps on the first frame (default: 50 from the shipped model, else 100).")
+    @Option(
+        name: .long,
+        help:
+            "Adaptation steps on the first frame, then --adapt-steps on each (default: a warm-up of 200, 100, 66, … steps from the shipped model, 50 per frame for runs of fewer than four; 300, 150, … from scratch)."
+    )
     var firstSteps: Int?
     @Option(
         name: .long,
