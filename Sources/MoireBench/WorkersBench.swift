@@ -155,27 +155,22 @@ public enum WorkersBench {
                 }
                 var inProcessCPU: TimeInterval = 0
                 var workerCPU: TimeInterval = 0
-                func timedInProcess() throws -> TimeInterval {
-                    let cpu = processCPUSeconds()
-                    let seconds = try runInProcess(share)
-                    inProcessCPU += processCPUSeconds() - cpu
-                    return seconds
-                }
-                func timedThroughWorkers() throws -> TimeInterval {
-                    let cpu = processCPUSeconds()
-                    let seconds = try runThroughWorkers(share)
-                    workerCPU += processCPUSeconds() - cpu
+                /// One side's round: its wall time, its CPU time added to `cpu`.
+                func timed(_ side: (Int) throws -> TimeInterval, cpu: inout TimeInterval) rethrows -> TimeInterval {
+                    let started = processCPUSeconds()
+                    let seconds = try side(share)
+                    cpu += processCPUSeconds() - started
                     return seconds
                 }
                 for round in 0..<rounds {
                     let inProcessRound: TimeInterval
                     let workerRound: TimeInterval
                     if round.isMultiple(of: 2) {
-                        inProcessRound = try timedInProcess()
-                        workerRound = try timedThroughWorkers()
+                        inProcessRound = try timed(runInProcess, cpu: &inProcessCPU)
+                        workerRound = try timed(runThroughWorkers, cpu: &workerCPU)
                     } else {
-                        workerRound = try timedThroughWorkers()
-                        inProcessRound = try timedInProcess()
+                        workerRound = try timed(runThroughWorkers, cpu: &workerCPU)
+                        inProcessRound = try timed(runInProcess, cpu: &inProcessCPU)
                     }
                     inProcessSeconds += inProcessRound
                     workerSeconds += workerRound
