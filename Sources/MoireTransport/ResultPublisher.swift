@@ -51,7 +51,16 @@ public enum ResultBusEvent: Sendable, Equatable {
 /// (XPUB_NODROP); when a queue is full it sends again to the rest, counts the overflow and reports
 /// it. libzmq then leaves that subscriber out until its queue has room again. Used from one thread.
 // Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc); counters behind `lock`.
+///
+/// A tcp or ipc bus has a ZeroMQ context of its own (unless given one). When the bus goes, its
+/// socket closes and that context ends on a thread of its own, which waits until the queued
+/// messages went out (at most `limits.drainAtCloseMs`): the caller goes on at once, and a program
+/// that ends after a run calls `awaitClosedBuses()` first, or a subscriber behind it loses the tail
+/// and `stop`. An inproc bus uses the process's shared context, the only one its peers can reach.
 public final class ResultPublisher: @unchecked Sendable {
+    private let context: ZMQContext
+    /// Whether the context is this bus's own, ended when the bus goes.
+    private let ownsContext: Bool
     private let socket: ZMQSocket
     public let endpoint: String
     public let limits: ResultBusLimits
@@ -81,13 +90,15 @@ public final class ResultPublisher: @unchecked Sendable {
     }
 
     public init(
-        context: ZMQContext = .shared, endpoint: String, limits: ResultBusLimits = ResultBusLimits(),
+        context: ZMQContext? = nil, endpoint: String, limits: ResultBusLimits = ResultBusLimits(),
         onEvent: @escaping @Sendable (ResultBusEvent) -> Void = { _ in }
     ) throws {
         try checkLoopback(endpoint)
+        ownsContext = context == nil && !endpoint.hasPrefix("inproc://")
+        self.context = context ?? (ownsContext ? ZMQContext() : .shared)
         self.limits = limits
         self.onEvent = onEvent
-        socket = try ZMQSocket(context, type: .xpub)
+        socket = try ZMQSocket(self.context, type: .xpub)
         try socket.setOption(ZMQ_XPUB_VERBOSE, 1)
         try socket.setOption(ZMQ_SNDHWM, limits.messagesPerSubscriber)
         try socket.setOption(ZMQ_XPUB_NODROP, 1)
@@ -96,6 +107,23 @@ public final class ResultPublisher: @unchecked Sendable {
         try Self.bind(socket, endpoint)
         self.endpoint = try socket.lastEndpoint()
     }
+
+    deinit {
+        guard ownsContext else { return }
+        // The socket closes when this returns; the context's end waits for that, then for the queue.
+        let context = self.context
+        Self.closing.enter()
+        Thread.detachNewThread {
+            context.terminate()
+            Self.closing.leave()
+        }
+    }
+
+    /// Closed buses whose queued messages are still going out.
+    private static let closing = DispatchGroup()
+
+    /// Waits until every closed bus's queued messages went out or its drain time ran out.
+    public static func awaitClosedBuses() { closing.wait() }
 
     /// Binds `endpoint`. libzmq releases a closed socket's listener on its own thread, a moment after
     /// the close, so an endpoint in use is tried again for up to a second: the run after a run binds

@@ -24,13 +24,25 @@ public struct ZMQError: Error, CustomStringConvertible, Sendable {
 // Sendable by hand: libzmq contexts are thread-safe.
 public final class ZMQContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
+    private let termination = NSLock()
+    private var terminated = false
 
     public init(ioThreads: Int = 1) {
         handle = zmq_ctx_new()
         _ = zmq_ctx_set(handle, ZMQ_IO_THREADS, Int32(ioThreads))
     }
 
-    deinit { zmq_ctx_term(handle) }
+    deinit { terminate() }
+
+    /// Ends the context: blocks until every socket made from it is closed and each closed socket's
+    /// queued messages went out or its linger ran out. Only the first call does anything.
+    public func terminate() {
+        termination.lock()
+        defer { termination.unlock() }
+        guard !terminated else { return }
+        terminated = true
+        zmq_ctx_term(handle)
+    }
 
     /// Makes blocking calls on every socket of this context fail with ETERM (for shutdown).
     public func shutdown() { zmq_ctx_shutdown(handle) }

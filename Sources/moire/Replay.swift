@@ -6,6 +6,7 @@ import MoireCore
 import MoireHardware
 import MoirePipeline
 import MoireStorage
+import MoireTransport
 
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,6 +31,8 @@ struct Replay: ParsableCommand {
 
     func run() throws {
         bootstrapLogging(verbose: false)
+        // Subscribers a little behind still get the tail of the replay and its stop before this process ends.
+        defer { ResultPublisher.awaitClosedBuses() }
         do {
             let result = try ReplaySession.run(
                 recording: recording, protocolFile: self.protocol, out: out, publish: publish, overwrite: overwrite,

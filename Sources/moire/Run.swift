@@ -110,6 +110,8 @@ struct Run: ParsableCommand {
                 "\(proto.name): \(proto.totalFrames) frames of \(proto.roiWidth)×\(proto.roiHeight) (\(proto.mode.rawValue), \(pipeline.runner.hardwareSequenced ? "hardware-sequenced" : "software-timed"), embedded in this process)\(target)"
             )
         }
+        // Subscribers a little behind still get the tail of the run and its stop before this process ends.
+        defer { ResultPublisher.awaitClosedBuses() }
         let result: PipelineResult
         do { result = try pipeline.run(onProgress: { bar.update($0) }) } catch { bar.finish(); throw fail(error) }
         bar.update(pipeline.runner.currentProgress, force: true)

@@ -85,6 +85,8 @@ struct Moired: AsyncParsableCommand {
         // Ready: the control socket is bound and answering (systemd's Type=notify waits for this).
         SystemdNotify.send("READY=1\nSTATUS=listening on \(service.endpoint)\nMAINPID=\(getpid())")
         try await group.run()
+        // The last run's subscribers still get its tail and stop (each bus drains for a bounded time).
+        ResultPublisher.awaitClosedBuses()
         logger.info("moired stopped; devices safe")
     }
 

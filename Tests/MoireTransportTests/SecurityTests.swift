@@ -354,7 +354,9 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
 
     /// A subscriber still behind when the run ends gets the tail and `stop`: the bus's queue drains
     /// after it closes (the flaky Python-example failure: the end of the run discarded what was
-    /// queued). The endpoint is free at once: a new bus binds it while the old one drains.
+    /// queued), and a program waits for that drain before it ends (`awaitClosedBuses`, or the
+    /// process's end discards the queue). The endpoint is free at once: a new bus binds it while
+    /// the old one drains.
     @Test func aSubscriberBehindWhenTheBusClosesStillGetsTheTailAndStop() throws {
         let frameBytes = 64 * 1024
         let frames = 200
@@ -387,6 +389,13 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
         // The bus is closed; 12.5 MiB of frames are still queued for the slow subscriber.
         let next = try ResultPublisher(endpoint: endpoint)
         #expect(next.endpoint == endpoint)
+        let drained = ChurnFlag()
+        Thread.detachNewThread {
+            ResultPublisher.awaitClosedBuses()
+            drained.stop()
+        }
+        usleep(300_000)
+        #expect(drained.on, "the wait for closed buses returned while 12.5 MiB were still queued")
         var seen = Seen()
         while !seen.stopped, try slow.poll(timeoutMs: 120_000) {
             seen.take(try BusSubscriber.decode(try slow.receive()))
@@ -394,6 +403,9 @@ private func awaitSubscriptions(_ publisher: ResultPublisher, _ n: Int) {
         #expect(
             seen.starts == 1 && seen.stopped && seen.contiguous && seen.seqs.count == frames,
             "\(seen.seqs.count) frames")
+        let watchdog = Date(timeIntervalSinceNow: 120)
+        while drained.on && Date() < watchdog { usleep(10_000) }
+        #expect(!drained.on, "the wait for closed buses did not return once the queue had drained")
     }
 
     @Test func fiftySubscribersEachGetStartEveryFrameAndStop() throws {
