@@ -49,7 +49,9 @@ let package = Package(
         ]),
         .target(name: "MoireAcquisition", dependencies: ["MoireConfig", "MoireCore", "MoireHardware", logging]),
         .target(name: "MoireReconstruction", dependencies: ["MoireConfig", "MoireCore", "MoireFFT", "MoireStorage"]),
-        .target(name: "MoireDenoise", dependencies: ["MoireConfig", "MoireCore", "CDNNL"]),
+        // The denoiser's Winograd convolution for AVX2 machines: C with AVX2/FMA intrinsics, on libgomp's threads (oneDNN's pool).
+        .target(name: "CWinograd", linkerSettings: [.linkedLibrary("gomp")]),
+        .target(name: "MoireDenoise", dependencies: ["MoireConfig", "MoireCore", "CDNNL", "CWinograd"]),
         .target(name: "MoirePipeline", dependencies: [
             "MoireAcquisition", "MoireConfig", "MoireCore", "MoireDenoise", "MoireFFT", "MoireHardware",
             "MoireReconstruction", "MoireSimulation", "MoireStorage", "MoireTransport", logging, metrics,

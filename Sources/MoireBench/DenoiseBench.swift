@@ -29,6 +29,12 @@ public enum DenoiseBench {
             try denoiser.adapt(frame, width: size, height: size)
         }
 
+        /// Which of the network's convolutions run through Winograd in inference, e.g. "Winograd in 5 of 9".
+        public var convolutions: String {
+            let winograd = denoiser.net.convs.filter(\.runsWinograd).count
+            return winograd == 0 ? "all direct (oneDNN)" : "Winograd in \(winograd) of \(denoiser.net.convs.count)"
+        }
+
         /// One frame denoised; its milliseconds.
         public func inferenceMs() throws -> Double {
             let start = DispatchTime.now().uptimeNanoseconds

@@ -1,6 +1,19 @@
 import CDNNL
+import CWinograd
 import Foundation
 import MoireCore
+import Synchronization
+
+/// How a 3×3, stride-1 convolution with channels a multiple of 8 is computed in inference.
+public enum InferenceConvolution: String, Sendable, CaseIterable {
+    /// Winograd where this CPU runs it and oneDNN's best path is AVX2 (oneDNN 2.6 has Winograd
+    /// only for AVX-512, where its direct convolutions are fast enough), else direct.
+    case automatic
+    /// oneDNN's direct convolution.
+    case direct
+    /// Winograd F(4×4, 3×3) (`CWinograd`) wherever the CPU has AVX2 and FMA.
+    case winograd
+}
 
 /// A 2D convolution (k×k, stride 1 or 2, "same"-style padding) with bias, forward and backward
 /// through oneDNN primitives created once per input shape and reused.
@@ -17,6 +30,26 @@ public final class Conv2D {
     public let gradWeights: Tensor, gradBias: Tensor
     let engine: DNNLEngine
     private var plans: [String: Plan] = [:]
+    /// The weights transformed for Winograd (36 × in × out floats), and the plain weights they were
+    /// transformed from (nil: not yet).
+    private var winogradWeights: UnsafeMutablePointer<Float>?
+    private var winogradFrom: [Float]?
+
+    /// This convolution's own choice of inference algorithm (nil: the process's, `inferenceConvolution`).
+    public var convolution: InferenceConvolution?
+
+    private static let inferenceChoice = Mutex(InferenceConvolution.automatic)
+    /// How this process computes inference convolutions (set before the networks run: `moire bench
+    /// denoise --convolution`).
+    public static var inferenceConvolution: InferenceConvolution {
+        get { inferenceChoice.withLock { $0 } }
+        set { inferenceChoice.withLock { $0 = newValue } }
+    }
+
+    /// Whether Winograd runs on this machine at all (AVX2 and FMA).
+    public static let winogradSupported = moire_winograd_supported() != 0
+    /// Whether oneDNN's best convolutions here are AVX-512 ones.
+    static let oneDNNHasAVX512 = dnnl_get_effective_cpu_isa().rawValue >= dnnl_cpu_isa_avx512_core.rawValue
 
     /// A buffer in the layout a primitive chose, with reorders to and from the plain OIHW weights.
     final class Packed {
@@ -199,10 +232,63 @@ public final class Conv2D {
     }
 
     /// y = LeakyReLU(W ⊛ x + b) with negative slope `slope`, in one primitive (inference only: a
-    /// training pass keeps the pre-activation for backward).
+    /// training pass keeps the pre-activation for backward). Through Winograd when
+    /// `inferenceConvolution` says so for this convolution (`runsWinograd`).
     public func forward(_ x: Tensor, leakyReLUSlope slope: Float, workspace ws: Workspace? = nil) throws -> Tensor {
         let p = try fusedPrimitive(try plan(for: x, needInputGradient: false), slope: slope)
+        if runsWinograd, x.layout == .nhwc, let y = try winogradForward(x, p, slope: slope, workspace: ws) {
+            return y
+        }
         return try forward(x, p, primitive: p.fused, weights: p.fusedWeights!, workspace: ws)
+    }
+
+    /// Whether inference runs through Winograd: a 3×3, stride-1 convolution with channels a multiple
+    /// of 8, as `inferenceConvolution` chooses on this machine.
+    public var runsWinograd: Bool {
+        guard kernel == 3, stride == 1, inChannels % 8 == 0, outChannels % 8 == 0, Self.winogradSupported else {
+            return false
+        }
+        switch convolution ?? Self.inferenceConvolution {
+        case .automatic: return !Self.oneDNNHasAVX512
+        case .direct: return false
+        case .winograd: return true
+        }
+    }
+
+    /// The fused forward pass through `CWinograd` into plan `p`'s output shape; nil when the kernel
+    /// declines (then oneDNN runs it).
+    private func winogradForward(_ x: Tensor, _ p: Plan, slope: Float, workspace ws: Workspace?) throws -> Tensor? {
+        let y =
+            ws?.tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+            ?? Tensor(n: x.n, c: outChannels, h: p.outH, w: p.outW, layout: x.layout)
+        var conv = moire_winograd_conv(
+            src: x.data, batch: Int32(x.n), height: Int32(x.h), width: Int32(x.w), in_channels: Int32(inChannels),
+            transformed_weights: transformedWeights(), bias: bias.data, out_channels: Int32(outChannels),
+            leaky_relu: 1, slope: slope, dst: y.data)
+        guard moire_winograd_run(&conv) == 0 else { return nil }
+        winogradPasses += 1
+        return y
+    }
+
+    /// Inference passes that ran through Winograd.
+    public private(set) var winogradPasses = 0
+
+    /// The weights in Winograd's domain, transformed again only when they changed.
+    private func transformedWeights() -> UnsafePointer<Float> {
+        let plain = UnsafeBufferPointer(start: weights.data, count: weights.count)
+        if let done = winogradWeights, let from = winogradFrom, from.elementsEqual(plain) { return UnsafePointer(done) }
+        let transformed =
+            winogradWeights
+            ?? UnsafeMutableRawPointer.allocate(byteCount: 36 * inChannels * outChannels * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: 36 * inChannels * outChannels)
+        winogradWeights = transformed
+        moire_winograd_transform_weights(weights.data, Int32(outChannels), Int32(inChannels), transformed)
+        winogradFrom = Array(plain)
+        return UnsafePointer(transformed)
+    }
+
+    deinit {
+        if let winogradWeights { UnsafeMutableRawPointer(winogradWeights).deallocate() }
     }
 
     /// y = W ⊛ x + b.

@@ -2,12 +2,15 @@ import ArgumentParser
 import Foundation
 import MoireBench
 import MoireCore
+import MoireDenoise
 import MoirePipeline
 
 /// What `moire bench` measures.
 enum BenchTarget: String, CaseIterable, ExpressibleByArgument {
     case transport, sim2d, liveSIM = "live-sim", denoise, llsm, usb, workers
 }
+
+extension InferenceConvolution: ExpressibleByArgument {}
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,9 +20,16 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Frames per measurement.") var frames = 2000
     @Option(name: .long, help: "Protocol for the camera measurement.") var protocolFile =
         "sim-hardware/protocols/tirf-sim.yaml"
+    @Option(
+        name: .long,
+        help:
+            "The denoiser's 3×3 inference convolutions: \(InferenceConvolution.allCases.map(\.rawValue).joined(separator: ", ")) (automatic: Winograd where oneDNN's best path is AVX2)."
+    )
+    var convolution = InferenceConvolution.automatic
 
     func run() throws {
         bootstrapLogging(verbose: false)
+        Conv2D.inferenceConvolution = convolution
         switch what {
         case .workers: try workers()
         case .liveSIM: try liveSIM()
@@ -189,9 +199,9 @@ extension Bench {
             func ourLine(inferenceMs: Double, adaptedMs: Double) -> String {
                 String(
                     format:
-                        "moire denoise %d×%d: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame (median frames)",
+                        "moire denoise %d×%d: %.2f frames/s inference; %.2f frames/s with %d adaptation steps (%d crops of %d²) per frame (median frames; 3×3 convolutions %@)",
                     session.size, session.size, 1000 / inferenceMs, 1000 / adaptedMs, session.steps, session.batch,
-                    session.crop)
+                    session.crop, session.convolutions)
             }
             let venv = "Benchmarks/.venv/bin/python3"
             let python = FileManager.default.isExecutableFile(atPath: venv) ? venv : "python3"
