@@ -6,13 +6,12 @@ import Synchronization
 
 /// How a 3×3, stride-1 convolution with channels a multiple of 8 is computed in inference.
 public enum InferenceConvolution: String, Sendable, CaseIterable {
-    /// Winograd where this CPU runs it and oneDNN's best path is AVX2 (oneDNN 2.6 has Winograd
-    /// only for AVX-512, where its direct convolutions are fast enough), else direct.
-    case automatic
+    /// Winograd F(4×4, 3×3) (`CWinograd`) where the CPU has AVX2 and FMA, else direct. Measured
+    /// faster than oneDNN 2.6's direct convolutions on AVX2 (which has no Winograd there) and on
+    /// AVX-512 alike (docs/denoising.md).
+    case winograd
     /// oneDNN's direct convolution.
     case direct
-    /// Winograd F(4×4, 3×3) (`CWinograd`) wherever the CPU has AVX2 and FMA.
-    case winograd
 }
 
 /// A 2D convolution (k×k, stride 1 or 2, "same"-style padding) with bias, forward and backward
@@ -38,7 +37,7 @@ public final class Conv2D {
     /// This convolution's own choice of inference algorithm (nil: the process's, `inferenceConvolution`).
     public var convolution: InferenceConvolution?
 
-    private static let inferenceChoice = Mutex(InferenceConvolution.automatic)
+    private static let inferenceChoice = Mutex(InferenceConvolution.winograd)
     /// How this process computes inference convolutions (set before the networks run: `moire bench
     /// denoise --convolution`).
     public static var inferenceConvolution: InferenceConvolution {
@@ -48,8 +47,6 @@ public final class Conv2D {
 
     /// Whether Winograd runs on this machine at all (AVX2 and FMA).
     public static let winogradSupported = moire_winograd_supported() != 0
-    /// Whether oneDNN's best convolutions here are AVX-512 ones.
-    static let oneDNNHasAVX512 = dnnl_get_effective_cpu_isa().rawValue >= dnnl_cpu_isa_avx512_core.rawValue
 
     /// A buffer in the layout a primitive chose, with reorders to and from the plain OIHW weights.
     final class Packed {
@@ -248,11 +245,7 @@ public final class Conv2D {
         guard kernel == 3, stride == 1, inChannels % 8 == 0, outChannels % 8 == 0, Self.winogradSupported else {
             return false
         }
-        switch convolution ?? Self.inferenceConvolution {
-        case .automatic: return !Self.oneDNNHasAVX512
-        case .direct: return false
-        case .winograd: return true
-        }
+        return (convolution ?? Self.inferenceConvolution) == .winograd
     }
 
     /// The fused forward pass through `CWinograd` into plan `p`'s output shape; nil when the kernel

@@ -23,9 +23,9 @@ struct Bench: ParsableCommand {
     @Option(
         name: .long,
         help:
-            "The denoiser's 3×3 inference convolutions: \(InferenceConvolution.allCases.map(\.rawValue).joined(separator: ", ")) (automatic: Winograd where oneDNN's best path is AVX2)."
+            "The denoiser's 3×3 inference convolutions: winograd (where the CPU has AVX2 and FMA) or direct (oneDNN's)."
     )
-    var convolution = InferenceConvolution.automatic
+    var convolution = InferenceConvolution.winograd
 
     func run() throws {
         bootstrapLogging(verbose: false)

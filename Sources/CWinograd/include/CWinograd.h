@@ -1,7 +1,7 @@
 // Winograd F(4×4, 3×3) convolution for channels-last float tensors on AVX2 and FMA.
 //
-// The denoiser's 3×3 convolutions (stride 1, zero padding 1, channels a multiple of 8) run here on
-// machines whose best oneDNN 2.6 path is AVX2: oneDNN 2.6 has Winograd only for AVX-512, and its
+// The denoiser's 3×3 inference convolutions (stride 1, zero padding 1, channels a multiple of 8)
+// run here wherever the CPU has AVX2 and FMA: oneDNN 2.6 has Winograd only for AVX-512, and its
 // direct AVX2 convolutions already run at the FMA peak. F(4×4, 3×3) does a 4×4 output tile with 36
 // multiplies per input and output channel instead of 144 (Lavin & Gray, "Fast Algorithms for
 // Convolutional Neural Networks", 2016; the transform matrices are theirs, points 0, ±1, ±2, ∞).
