@@ -439,7 +439,8 @@ assert delivered == 600 and completed == 2, (delivered, completed)
 assert latencies > 0 and after.get('moire_sim_sets_total{result="reconstructed"}', 0) > 0, after
 print(f"+{delivered:.0f} raw frames, +{completed:.0f} completed runs, {latencies:.0f} SR latencies, {len(after)} samples")
 PY
-); then ok "Prometheus endpoint $METRICS parsed by prometheus_client: $out"; else bad "metrics: $out $(cat "$WORK/metrics.log")"; fi
+); then ok "Prometheus endpoint $METRICS parsed by prometheus_client: $out"; else
+  bad "metrics: $(tail -3 "$WORK/metrics.log") — daemon log: $(tail -5 "$WORK/daemon4.log")"; fi
 signal_and_wait TERM "$DPID"; DPID=
 
 # 5. A full disk (a 1 MiB tmpfs; needs root): the run stops with the reason named, the devices are
