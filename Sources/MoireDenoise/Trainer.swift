@@ -207,8 +207,46 @@ public final class Denoiser {
     public func denoise(_ frame: [Float], width: Int, height: Int, scale given: Float? = nil) throws -> [Float] {
         let x = inputTensor(width: width, height: height)
         let s = try fillNetworkInput(frame, width: width, height: height, scale: given, into: x.data)
+        if selfEnsemble {
+            let mean = try withInferenceWeights { try ensembleForward(x) }
+            return mean.withUnsafeBufferPointer { output(of: $0, scale: s) }
+        }
         let y = try withInferenceWeights { try net.forward(x) }
         return output(of: UnsafeBufferPointer(start: y.data, count: y.count), scale: s)
+    }
+
+    /// Inference averages the network's outputs over the eight rotations and mirror images of the
+    /// frame (a geometric self-ensemble: eight passes instead of one).
+    public var selfEnsemble = false
+
+    /// The mean of the network's outputs for the eight rotations and reflections of `x`, each
+    /// mapped back.
+    private func ensembleForward(_ x: Tensor) throws -> [Float] {
+        let (h, w, c) = (x.h, x.w, x.c)
+        var sum = [Float](repeating: 0, count: h * w)
+        for k in 0..<8 {
+            let turned = k % 2 == 1
+            let t = Tensor(n: 1, c: c, h: turned ? w : h, w: turned ? h : w)
+            for y in 0..<h {
+                for column in 0..<w {
+                    let to = Self.dihedral(k, y, column, h, w)
+                    for ch in 0..<c { t.data[(to * c) + ch] = x.data[(y * w + column) * c + ch] }
+                }
+            }
+            let out = try net.forward(t)
+            for y in 0..<h {
+                for column in 0..<w { sum[y * w + column] += out.data[Self.dihedral(k, y, column, h, w)] }
+            }
+        }
+        return sum.map { $0 / 8 }
+    }
+
+    /// Where pixel (y, x) of an h × w image lands under dihedral transform k (mirrored when k ≥ 4,
+    /// then turned a quarter k mod 4 times), as an index into the transformed image.
+    static func dihedral(_ k: Int, _ y: Int, _ x: Int, _ h: Int, _ w: Int) -> Int {
+        var (row, column, height, width) = (y, k >= 4 ? w - 1 - x : x, h, w)
+        for _ in 0..<(k % 4) { (row, column, height, width) = (width - 1 - column, row, width, height) }
+        return row * width + column
     }
 
     /// The first half of `denoise`, for a network run elsewhere (`moire worker`): the network's

@@ -34,6 +34,12 @@ struct Denoise: ParsableCommand {
     @Option(name: .long, help: "Training crop size (pixels; clamped to the frame).") var crop = 128
     @Option(name: .long, help: "Crops per adaptation step.") var batch = 1
     @Option(name: .long, help: "Weight averaging for inference (EMA decay; 0: off).") var averaging: Float = 0.99
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Average each frame's output over its eight rotations and mirror images (8× inference; default: for a single plane only)."
+    )
+    var selfEnsemble: Bool?
     @OptionGroup var training: TrainingPairArguments
     @Option(name: .long, help: "Learning rate (default: 5e-4 from the shipped model, else 1e-3).") var lr: Float?
 
@@ -64,6 +70,7 @@ struct Denoise: ParsableCommand {
             job.start = weights?.start; job.saveWeights = saveWeights
             job.adaptSteps = adaptSteps; job.firstSteps = firstSteps; job.crop = crop; job.batch = batch;
             job.learningRate = lr; job.averaging = averaging
+            job.selfEnsemble = selfEnsemble
             try training.apply(to: &job)
             if let noise { job.noise = noise.model.map { .fixed($0) } ?? .auto }
             job.part = batchPart
