@@ -50,13 +50,13 @@ public enum ResultBusEvent: Sendable, Equatable {
 /// messages while the others get every one: each send first asks libzmq to deliver to all or none
 /// (XPUB_NODROP); when a queue is full it sends again to the rest, counts the overflow and reports
 /// it. libzmq then leaves that subscriber out until its queue has room again. Used from one thread.
-// Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc); counters behind `lock`.
 ///
 /// A tcp or ipc bus has a ZeroMQ context of its own (unless given one). When the bus goes, its
 /// socket closes and that context ends on a thread of its own, which waits until the queued
 /// messages went out (at most `limits.drainAtCloseMs`): the caller goes on at once, and a program
 /// that ends after a run calls `awaitClosedBuses()` first, or a subscriber behind it loses the tail
 /// and `stop`. An inproc bus uses the process's shared context, the only one its peers can reach.
+// Sendable by hand: the PUB socket is used by the publisher's one stage thread (see the doc); counters behind `lock`.
 public final class ResultPublisher: @unchecked Sendable {
     private let context: ZMQContext
     /// Whether the context is this bus's own, ended when the bus goes.
