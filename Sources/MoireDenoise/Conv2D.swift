@@ -276,7 +276,12 @@ public final class Conv2D {
             .bindMemory(to: Float.self, capacity: 36 * inChannels * outChannels)
         winogradWeights = transformed
         moire_winograd_transform_weights(weights.data, Int32(outChannels), Int32(inChannels), transformed)
-        winogradFrom = Array(plain)
+        if winogradFrom == nil {
+            winogradFrom = Array(plain)
+        } else {
+            // Copied in place: after every adaptation step, without a new array.
+            winogradFrom!.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: plain) }
+        }
         return UnsafePointer(transformed)
     }
 
