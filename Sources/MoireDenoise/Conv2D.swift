@@ -14,6 +14,26 @@ public enum InferenceConvolution: String, Sendable, CaseIterable {
     case direct
 }
 
+/// A copy of the plain weights that a derived form of them (a reordered or a Winograd-transformed
+/// buffer) was last made from: the form is made again only when the weights differ from it, which
+/// in inference with a frozen model is never.
+struct WeightsSnapshot {
+    private var values: [Float]?
+
+    /// Whether the form made from the snapshot is still the form of `plain`.
+    func matches(_ plain: UnsafeBufferPointer<Float>) -> Bool { values?.elementsEqual(plain) ?? false }
+
+    /// Records `plain` as what the form was made from (in place after the first time: after every
+    /// adaptation step, without a new array).
+    mutating func record(_ plain: UnsafeBufferPointer<Float>) {
+        if values == nil {
+            values = Array(plain)
+        } else {
+            values!.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: plain) }
+        }
+    }
+}
+
 /// A 2D convolution (k×k, stride 1 or 2, "same"-style padding) with bias, forward and backward
 /// through oneDNN primitives created once per input shape and reused.
 ///
@@ -29,10 +49,10 @@ public final class Conv2D {
     public let gradWeights: Tensor, gradBias: Tensor
     let engine: DNNLEngine
     private var plans: [String: Plan] = [:]
-    /// The weights transformed for Winograd (36 × in × out floats), and the plain weights they were
-    /// transformed from (nil: not yet).
+    /// The weights transformed for Winograd (36 × in × out floats; nil: not yet), and the plain
+    /// weights they were transformed from.
     private var winogradWeights: UnsafeMutablePointer<Float>?
-    private var winogradFrom: [Float]?
+    private var winogradFrom = WeightsSnapshot()
 
     /// This convolution's own choice of inference algorithm (nil: the process's, `inferenceConvolution`).
     public var convolution: InferenceConvolution?
@@ -54,9 +74,8 @@ public final class Conv2D {
         let data: UnsafeMutablePointer<Float>?  // nil when the chosen layout is OIHW itself
         var toPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
         var fromPacked: (dnnl_primitive_desc_t?, dnnl_primitive_t?) = (nil, nil)
-        /// The plain weights that `data` was last reordered from (nil: not yet): while the
-        /// weights are unchanged (inference, a frozen model) the reorder is skipped.
-        var packedFrom: [Float]?
+        /// The plain weights that `data` was last reordered from.
+        var packedFrom = WeightsSnapshot()
         init(engine: DNNLEngine, chosen: dnnl_memory_desc_t, plain: dnnl_memory_desc_t) throws {
             var c = chosen
             var p = plain
@@ -197,16 +216,11 @@ public final class Conv2D {
     private func packedWeights(_ packed: Packed) throws -> UnsafeMutablePointer<Float> {
         guard let data = packed.data else { return weights.data }
         let plain = UnsafeBufferPointer(start: weights.data, count: weights.count)
-        if let from = packed.packedFrom, from.elementsEqual(plain) { return data }
+        if packed.packedFrom.matches(plain) { return data }
         try engine.run(
             packed.toPacked.1,
             [(DNNL_ARG_FROM, try engine.md(weights.shape, dnnl_oihw), weights.data), (DNNL_ARG_TO, packed.md, data)])
-        if packed.packedFrom == nil {
-            packed.packedFrom = Array(plain)
-        } else {
-            // Copied in place: after every adaptation step, without a new array.
-            packed.packedFrom!.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: plain) }
-        }
+        packed.packedFrom.record(plain)
         return data
     }
 
@@ -269,19 +283,14 @@ public final class Conv2D {
     /// The weights in Winograd's domain, transformed again only when they changed.
     private func transformedWeights() -> UnsafePointer<Float> {
         let plain = UnsafeBufferPointer(start: weights.data, count: weights.count)
-        if let done = winogradWeights, let from = winogradFrom, from.elementsEqual(plain) { return UnsafePointer(done) }
+        if let done = winogradWeights, winogradFrom.matches(plain) { return UnsafePointer(done) }
         let transformed =
             winogradWeights
             ?? UnsafeMutableRawPointer.allocate(byteCount: 36 * inChannels * outChannels * 4, alignment: 64)
             .bindMemory(to: Float.self, capacity: 36 * inChannels * outChannels)
         winogradWeights = transformed
         moire_winograd_transform_weights(weights.data, Int32(outChannels), Int32(inChannels), transformed)
-        if winogradFrom == nil {
-            winogradFrom = Array(plain)
-        } else {
-            // Copied in place: after every adaptation step, without a new array.
-            winogradFrom!.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: plain) }
-        }
+        winogradFrom.record(plain)
         return UnsafePointer(transformed)
     }
 

@@ -227,16 +227,13 @@ public final class Denoiser {
         for k in 0..<8 {
             let turned = k % 2 == 1
             let t = Tensor(n: 1, c: c, h: turned ? w : h, w: turned ? h : w)
-            for y in 0..<h {
-                for column in 0..<w {
-                    let to = Self.dihedral(k, y, column, h, w)
-                    for ch in 0..<c { t.data[(to * c) + ch] = x.data[(y * w + column) * c + ch] }
-                }
+            // Where each pixel goes: used to turn the frame and, read back, to turn the output back.
+            let destination = (0..<(h * w)).map { Self.dihedral(k, $0 / w, $0 % w, h, w) }
+            for (pixel, to) in destination.enumerated() {
+                for ch in 0..<c { t.data[to * c + ch] = x.data[pixel * c + ch] }
             }
             let out = try net.forward(t)
-            for y in 0..<h {
-                for column in 0..<w { sum[y * w + column] += out.data[Self.dihedral(k, y, column, h, w)] }
-            }
+            for (pixel, from) in destination.enumerated() { sum[pixel] += out.data[from] }
         }
         return sum.map { $0 / 8 }
     }
