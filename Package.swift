@@ -36,10 +36,12 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib"),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium"),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
+        // Linux sealed memory files (libc's, which Swift's Glibc module does not show).
+        .systemLibrary(name: "CSharedMemory"),
 
         .target(name: "MoireCore", dependencies: ["CSodium"]),
         .target(name: "MoireConfig", dependencies: ["MoireCore", "Yams"]),
-        .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CZMQ"]),
+        .target(name: "MoireTransport", dependencies: ["MoireConfig", "MoireCore", "CSharedMemory", "CZMQ"]),
         .target(name: "MoireStorage", dependencies: ["MoireCore", "CTIFF", "CZlib", "CZstd", logging]),
         .target(name: "MoireFFT", dependencies: ["MoireCore", "CFFTW"]),
         .target(name: "MoireHardware", dependencies: ["MoireConfig", "MoireCore", "CUSB", deque]),

@@ -117,7 +117,10 @@ public enum WorkersBench {
                 }
                 let workers = try (0..<count).map { index in
                     let processor = SIMWorkProcessor()
-                    return try WorkWorker(endpoint: endpoint, name: "bench\(index)") { try processor.process($0) }
+                    let resultMemory = WorkResultMemory()
+                    return try WorkWorker(endpoint: endpoint, name: "bench\(index)", resultMemory: resultMemory) {
+                        try processor.process($0, resultMemory: resultMemory)
+                    }
                 }
                 for worker in workers { try worker.start() }
                 let deadline = Date().addingTimeInterval(60)

@@ -282,7 +282,10 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         return reconstructors.count
     }
 
-    public func process(_ item: WorkItem) throws -> WorkItem {
+    /// The job's result. `resultMemory`: a worker's memory shared with its broker, where a SIM
+    /// set's SR and widefield frames are written when there is room (they then go back without a
+    /// copy); otherwise, and in process, they are written in buffers of the geometry's own.
+    public func process(_ item: WorkItem, resultMemory: WorkResultMemory? = nil) throws -> WorkItem {
         if item.parts.count == 3, item.parts[0] == SIM3DJob.tag { return try process3D(item) }
         if item.parts.count >= 3, item.parts[0] == LightSheetJob.tag { return try lightSheet.process(item) }
         if item.parts.count >= 3, item.parts[0] == DenoiseJob.tag { return try denoising.process(item) }
@@ -327,13 +330,19 @@ public final class SIMWorkProcessor: @unchecked Sendable {
         }
         let reconstructor = geometry.reconstructor
         // Every value of both outputs is written: no zero fill needed.
-        let sr = try geometry.srBuffers.data { bytes in
+        func writeSR(_ bytes: UnsafeMutableRawBufferPointer) throws {
             try reconstructor.reconstruct(
                 geometry.frames, parameters: job.parameters, into: bytes.bindMemory(to: Float.self))
         }
-        let widefield = try geometry.widefieldBuffers.data { bytes in
+        func writeWidefield(_ bytes: UnsafeMutableRawBufferPointer) throws {
             try reconstructor.widefield(geometry.frames, into: bytes.bindMemory(to: Float.self))
         }
+        let sr =
+            try resultMemory?.data(byteCount: geometry.srBuffers.byteCount, writeSR)
+            ?? geometry.srBuffers.data(writeSR)
+        let widefield =
+            try resultMemory?.data(byteCount: geometry.widefieldBuffers.byteCount, writeWidefield)
+            ?? geometry.widefieldBuffers.data(writeWidefield)
         let output = SIMJob.Output(
             sr: sr, widefield: widefield, wienerAtCutoff: reconstructor.lastSpectralModel?.wienerAtCutoff)
         return output.item(sequence: item.sequence)

@@ -53,6 +53,8 @@ public final class WorkBroker: @unchecked Sendable {
     private let timing: WorkTiming
     private let fallback: @Sendable (WorkItem) throws -> WorkItem
     private let zapDomain: String?
+    /// Local access only: every peer is on this machine, so a worker's shared memory can be mapped.
+    private let sharesMemory: Bool
     private let lock = NSCondition()
     private var pending: [WorkItem] = []
     private var done: [Int: WorkItem] = [:]
@@ -65,6 +67,8 @@ public final class WorkBroker: @unchecked Sendable {
         var lastHeardMs: Int64
         /// Jobs handed to it and not yet answered, oldest first.
         var jobs: [WorkItem] = []
+        /// The memory it shares with the broker (a worker on this machine), if any.
+        var shared: BrokerSharedSpace?
     }
     private var workers: [Data: Worker] = [:]
     /// One entry per free slot of a worker (`jobsPerWorker` each), longest waiting first.
@@ -72,6 +76,10 @@ public final class WorkBroker: @unchecked Sendable {
     private var localJob: WorkItem?
     private var lastHeartbeatMs: Int64 = 0
     private var tally = Counts()
+    /// Result blocks in workers' shared memory the broker is done with, to hand back (any thread
+    /// adds, while the broker's `lock` may be held elsewhere: so a lock of its own).
+    private let returnedBlocksLock = NSLock()
+    private var returnedBlocks: [Data: [Int]] = [:]
 
     /// What the broker did.
     public struct Counts: Sendable, Equatable {
@@ -85,6 +93,8 @@ public final class WorkBroker: @unchecked Sendable {
         public var deadWorkers = 0
         /// Failures of the fallback or of workers (the job's result is then its error, empty parts).
         public var failures = 0
+        /// Jobs handed to workers through shared memory (workers on this machine).
+        public var sharedMemoryJobs = 0
     }
 
     /// Binds `endpoint` and starts brokering; `fallback` runs a job in process when no worker is alive.
@@ -99,6 +109,7 @@ public final class WorkBroker: @unchecked Sendable {
         case .local:
             if endpoint.hasPrefix("tcp://") { try checkLoopback(endpoint) }
             zapDomain = nil
+            sharesMemory = true
         case .curve(let server, let authorized):
             guard endpoint.hasPrefix("tcp://") else {
                 throw MoireError(.usage, "CURVE workers connect over tcp://", place: endpoint)
@@ -108,6 +119,7 @@ public final class WorkBroker: @unchecked Sendable {
             try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(server.secretZ85.utf8))
             try socket.setOption(ZMQ_ZAP_DOMAIN, bytes: Array(domain.utf8))
             zapDomain = domain
+            sharesMemory = false
         }
         try socket.bind(endpoint)
         self.endpoint = try socket.lastEndpoint()
@@ -209,6 +221,7 @@ public final class WorkBroker: @unchecked Sendable {
             }
             expireDeadWorkers()
             dispatch()
+            handBackResultBlocks()
             sendHeartbeats()
         }
     }
@@ -224,13 +237,32 @@ public final class WorkBroker: @unchecked Sendable {
         case "READY":
             let name = message.count > 2 ? String(message[2].string.prefix(64)) : "worker"
             if workers[identity] == nil {
-                workers[identity] = Worker(name: name, lastHeardMs: now)
+                var worker = Worker(name: name, lastHeardMs: now)
+                worker.shared = mapSharedMemory(offered: Array(message.dropFirst(3)))
+                if worker.shared != nil {
+                    // The worker sends results through it from now on; jobs follow this message.
+                    try? socket.send([.bytes(identity), .text("SHARED")], dontWait: true)
+                }
+                workers[identity] = worker
                 ready += Array(repeating: identity, count: max(1, timing.jobsPerWorker))
             }
         case "HEARTBEAT":
             workers[identity]?.lastHeardMs = now
-        case "RESULT":
+        case "RESULT", "RESULTREF":
             guard message.count >= 3, let sequence = Int(message[2].string) else { return }
+            let parts: [Data]
+            if command == "RESULT" {
+                parts = message.dropFirst(3).map(\.sharedData)
+            } else if workers[identity] == nil {
+                // Its memory went when it was declared dead: its job is handed out again.
+                return
+            } else if let shared = readShared(Array(message.dropFirst(3)), from: identity) {
+                parts = shared
+            } else {
+                // A layout that does not fit the worker's shared memory: the set failed.
+                tally.failures += 1
+                parts = []
+            }
             var name = "a worker declared dead"
             if var worker = workers[identity] {
                 worker.lastHeardMs = now
@@ -243,7 +275,11 @@ public final class WorkBroker: @unchecked Sendable {
             }
             // A late result still counts when its job is waiting to be handed out again.
             pending.removeAll { $0.sequence == sequence }
-            complete(WorkItem(sequence: sequence, parts: message.dropFirst(3).map(\.sharedData)), by: name)
+            complete(WorkItem(sequence: sequence, parts: parts), by: name)
+        case "FREE":
+            // Job blocks the worker is done with.
+            guard message.count == 3, let offsets = PartPlacement.parse(offsets: message[2].string) else { return }
+            for offset in offsets { workers[identity]?.shared?.jobs.free(offset) }
         default:
             break
         }
@@ -258,6 +294,67 @@ public final class WorkBroker: @unchecked Sendable {
         done[result.sequence] = result
         tally.completedBy[name, default: 0] += 1
         lock.broadcast()
+    }
+
+    /// The shared memory a READY message offers (`memfd`, pid, descriptor, bytes, token), mapped;
+    /// nil when none is offered, this broker takes workers beyond this machine, or the offer is
+    /// not a worker's sealed memory file (the worker then sends its bytes over the socket).
+    private func mapSharedMemory(offered: [ZMQMessage]) -> BrokerSharedSpace? {
+        guard sharesMemory, offered.count == 5, offered[0].string == "memfd",
+            let pid = Int32(offered[1].string), let descriptor = Int32(offered[2].string),
+            let byteCount = Int(offered[3].string),
+            (SharedFileLayout.minimumBytes...SharedFileLayout.maximumBytes).contains(byteCount)
+        else { return nil }
+        let file = try? SharedMemoryFile(
+            openingFileOf: pid, descriptor: descriptor, byteCount: byteCount, token: offered[4].data)
+        return file.map { BrokerSharedSpace(file: $0) }
+    }
+
+    /// The parts of a RESULTREF (layout, then the parts in the message), those in the worker's
+    /// shared memory as views of it that hand their block back when released; nil when the layout
+    /// is malformed, outside the worker's results' range, or the worker shares no memory (under `lock`).
+    private func readShared(_ frames: [ZMQMessage], from identity: Data) -> [Data]? {
+        guard let shared = workers[identity]?.shared, let layoutFrame = frames.first,
+            let placements = PartPlacement.parse(layout: layoutFrame.string, within: shared.layout.results)
+        else { return nil }
+        var inline = frames.dropFirst().makeIterator()
+        guard placements.filter({ $0 == .inline }).count == frames.count - 1 else { return nil }
+        let file = shared.file
+        return placements.map { placement in
+            switch placement {
+            case .inline:
+                return inline.next()!.sharedData
+            case .shared(let offset, let length):
+                return Data(
+                    bytesNoCopy: file.base + offset, count: length,
+                    deallocator: .custom { [weak self] _, _ in
+                        // The view keeps the mapping; the block goes back to the worker.
+                        withExtendedLifetime(file) {}
+                        self?.handBack(offset, to: identity)
+                    })
+            }
+        }
+    }
+
+    /// Queues a result block for its worker and wakes the broker's thread (any thread).
+    private func handBack(_ offset: Int, to identity: Data) {
+        returnedBlocksLock.withLock { returnedBlocks[identity, default: []].append(offset) }
+        wake()
+    }
+
+    /// Tells each worker which of its result blocks the broker is done with (broker's thread).
+    private func handBackResultBlocks() {
+        let returned = returnedBlocksLock.withLock {
+            defer { returnedBlocks = [:] }
+            return returnedBlocks
+        }
+        for (identity, offsets) in returned {
+            // A worker gone since has taken its memory with it.
+            for start in stride(from: 0, to: offsets.count, by: 1024) {
+                let chunk = offsets[start..<min(offsets.count, start + 1024)].map(String.init).joined(separator: ",")
+                try? socket.send([.bytes(identity), .text("FREE"), .text(chunk)], dontWait: true)
+            }
+        }
     }
 
     private func expireDeadWorkers() {
@@ -281,8 +378,17 @@ public final class WorkBroker: @unchecked Sendable {
             let identity = ready.remove(at: slot)
             guard var worker = workers[identity] else { continue }
             let job = pending.removeFirst()
-            var parts: [ZMQPart] = [.bytes(identity), .text("JOB"), .text(String(job.sequence))]
-            parts += job.parts.map { .shared($0) }
+            var parts: [ZMQPart] = [.bytes(identity)]
+            if let shared = worker.shared {
+                // A worker on this machine: large parts are copied into its memory, not sent.
+                let placements = job.parts.map { shared.place($0) }
+                parts += [.text("JOBREF"), .text(String(job.sequence)), .text(PartPlacement.layout(placements))]
+                parts += zip(job.parts, placements).filter { $0.1 == .inline }.map { .shared($0.0) }
+                tally.sharedMemoryJobs += 1
+            } else {
+                parts += [.text("JOB"), .text(String(job.sequence))]
+                parts += job.parts.map { .shared($0) }
+            }
             do {
                 try socket.send(parts, dontWait: true)
                 worker.jobs.append(job)
@@ -370,6 +476,10 @@ public final class WorkWorker: @unchecked Sendable {
     private let curve: (server: CurveKey, client: CurveKeyPair)?
     private let timing: WorkTiming
     private let process: @Sendable (WorkItem) throws -> WorkItem
+    /// Bytes of memory offered to a broker on this machine (0: none).
+    private let sharedMemoryBytes: Int
+    /// Where `process` may write large results so they go back without a copy.
+    private let resultMemory: WorkResultMemory
     private let lock = NSCondition()
     /// A result (or `stop`) wakes the socket thread at once.
     private let wakeEndpoint = "inproc://moire-worker-wake-\(UUID().uuidString)"
@@ -394,9 +504,19 @@ public final class WorkWorker: @unchecked Sendable {
         return reconnects
     }
 
+    /// Memory a worker offers a broker on its machine by default: room for the jobs and results
+    /// of a few 2048 × 2048 sets. Its pages are taken only as jobs and results use them.
+    public static let defaultSharedMemoryBytes = 1 << 30
+
+    /// `sharedMemoryBytes`: offered to a broker on this machine (ipc, inproc or loopback tcp, no
+    /// CURVE), which then writes jobs into it and reads results from it instead of sending them
+    /// over the socket; 0 offers none. `resultMemory`: where `process` may write its large results
+    /// (see `WorkResultMemory`).
     public init(
         endpoint: String, name: String, curve: (server: CurveKey, client: CurveKeyPair)? = nil,
-        timing: WorkTiming = WorkTiming(), process: @escaping @Sendable (WorkItem) throws -> WorkItem
+        timing: WorkTiming = WorkTiming(), sharedMemoryBytes: Int = defaultSharedMemoryBytes,
+        resultMemory: WorkResultMemory = WorkResultMemory(),
+        process: @escaping @Sendable (WorkItem) throws -> WorkItem
     ) throws {
         wakeReceiver = try ZMQSocket(.shared, type: .pull)
         try wakeReceiver.bind(wakeEndpoint)
@@ -407,6 +527,8 @@ public final class WorkWorker: @unchecked Sendable {
         self.curve = curve
         self.timing = timing
         self.process = process
+        self.sharedMemoryBytes = sharedMemoryBytes
+        self.resultMemory = resultMemory
     }
 
     /// Jobs received and not yet started (the broker sends the next while one runs).
@@ -455,7 +577,11 @@ public final class WorkWorker: @unchecked Sendable {
         finished.wait()
     }
 
-    private func connect() throws -> ZMQSocket {
+    /// A broker this worker can share memory with: on this machine, without CURVE.
+    private var brokerIsLocal: Bool { curve == nil && EndpointRule.bindProblem(endpoint) == nil }
+
+    /// A new connection, READY sent (with the offer of `space`, a new shared memory file, if any).
+    private func connect(offering space: WorkerSharedSpace?) throws -> ZMQSocket {
         let socket = try ZMQSocket(.shared, type: .dealer)
         if let curve {
             try socket.setOption(ZMQ_CURVE_SERVERKEY, bytes: Array(curve.server.z85.utf8))
@@ -464,7 +590,14 @@ public final class WorkWorker: @unchecked Sendable {
         }
         try socket.setSendTimeout(ms: 1000)
         try socket.connect(endpoint)
-        try socket.send([.text("READY"), .text(name)])
+        var ready: [ZMQPart] = [.text("READY"), .text(name)]
+        if let space {
+            ready += [
+                .text("memfd"), .text(String(getpid())), .text(String(space.file.descriptor)),
+                .text(String(space.file.byteCount)), .bytes(space.file.token),
+            ]
+        }
+        try socket.send(ready)
         return socket
     }
 
@@ -479,8 +612,12 @@ public final class WorkWorker: @unchecked Sendable {
         defer { finished.signal() }
         while !isStopped {
             do {
-                let socket = try connect()
-                if session(socket) { return }
+                // Each connection offers a file of its own: blocks the last broker still had lent
+                // stay with the last one, which goes when nothing uses it any more.
+                let offered =
+                    sharedMemoryBytes > 0 && brokerIsLocal ? try? WorkerSharedSpace(byteCount: sharedMemoryBytes) : nil
+                let socket = try connect(offering: offered)
+                if session(socket, offered: offered) { return }
                 lock.lock()
                 reconnects += 1
                 lock.unlock()
@@ -491,10 +628,13 @@ public final class WorkWorker: @unchecked Sendable {
     }
 
     /// One connection's life: jobs in, results and heartbeats out. True when the worker was
-    /// stopped; false when the broker went silent (it is gone or restarted).
-    private func session(_ socket: borrowing ZMQSocket) -> Bool {
+    /// stopped; false when the broker went silent (it is gone or restarted). `offered`: the memory
+    /// offered in READY, shared once the broker says SHARED.
+    private func session(_ socket: borrowing ZMQSocket, offered: WorkerSharedSpace?) -> Bool {
         var lastHeard = Date()
         var lastSent = Date()
+        var shared: WorkerSharedSpace?
+        defer { resultMemory.use(nil) }
         while true {
             lock.lock()
             let stop = stopped
@@ -503,7 +643,11 @@ public final class WorkWorker: @unchecked Sendable {
             lock.unlock()
             if stop { return true }
             for answer in answers {
-                try? socket.send([.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .shared($0) })
+                try? socket.send(resultMessage(answer, shared: shared))
+                lastSent = Date()
+            }
+            if let finished = shared?.takeFinishedJobs(), !finished.isEmpty {
+                try? socket.send([.text("FREE"), .text(finished.map(String.init).joined(separator: ","))])
                 lastSent = Date()
             }
             let (fromBroker, woken) =
@@ -511,13 +655,23 @@ public final class WorkWorker: @unchecked Sendable {
             if woken {
                 while (try? wakeReceiver.receive(dontWait: true)) != nil {}
             }
-            if fromBroker, let message = try? socket.receive(dontWait: true) {
+            while fromBroker, let message = try? socket.receive(dontWait: true) {
                 lastHeard = Date()
-                if message.first?.string == "JOB", message.count >= 2, let sequence = Int(message[1].string) {
+                switch message.first?.string {
+                case "JOB", "JOBREF":
+                    guard let job = job(from: message, shared: shared) else { break }
                     lock.lock()
-                    jobs.append(WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.sharedData)))
+                    jobs.append(job)
                     lock.broadcast()
                     lock.unlock()
+                case "SHARED":
+                    shared = offered
+                    resultMemory.use(offered)
+                case "FREE":
+                    guard message.count == 2, let offsets = PartPlacement.parse(offsets: message[1].string) else { break }
+                    for offset in offsets { shared?.brokerFreed(offset) }
+                default:
+                    break
                 }
             }
             if Date().timeIntervalSince(lastHeard) * 1000 > Double(timing.deadAfterMs) {
@@ -532,6 +686,36 @@ public final class WorkWorker: @unchecked Sendable {
                 lastSent = Date()
             }
         }
+    }
+
+    /// The job a JOB or JOBREF message carries (nil when malformed: the broker then hands it to
+    /// another worker once this one is declared dead, or it never comes back from a bad broker).
+    private func job(from message: [ZMQMessage], shared: WorkerSharedSpace?) -> WorkItem? {
+        guard message.count >= 2, let sequence = Int(message[1].string) else { return nil }
+        if message[0].string == "JOB" { return WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.sharedData)) }
+        guard let shared, message.count >= 3,
+            let placements = PartPlacement.parse(layout: message[2].string, within: shared.layout.jobs),
+            placements.filter({ $0 == .inline }).count == message.count - 3
+        else { return nil }
+        var inline = message.dropFirst(3).makeIterator()
+        let parts = placements.map { placement in
+            switch placement {
+            case .inline: inline.next()!.sharedData
+            case .shared(let offset, let length): shared.jobPart(offset: offset, length: length)
+            }
+        }
+        return WorkItem(sequence: sequence, parts: parts)
+    }
+
+    /// A result as a message: RESULTREF with its large parts in shared memory when there is some,
+    /// RESULT with every part in the message when not.
+    private func resultMessage(_ answer: WorkItem, shared: WorkerSharedSpace?) -> [ZMQPart] {
+        guard let shared else {
+            return [.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .shared($0) }
+        }
+        let placements = answer.parts.map { shared.place($0) }
+        return [.text("RESULTREF"), .text(String(answer.sequence)), .text(PartPlacement.layout(placements))]
+            + zip(answer.parts, placements).filter { $0.1 == .inline }.map { .shared($0.0) }
     }
 
     private func work() {

@@ -20,6 +20,12 @@ struct Worker: ParsableCommand {
     @Option(name: .long, help: "The broker's public key file (NAME.key), for CURVE.") var serverKey: String?
     @Option(name: .long, help: "This worker's secret key file (NAME.key_secret), for CURVE.") var key: String?
     @Flag(name: .long, help: "Print a line for every set reconstructed.") var progress = false
+    @Option(
+        name: .long,
+        help:
+            "Memory (MiB) offered to a broker on this machine (ipc or loopback), so jobs and results do not cross the socket; its pages are taken only as they are used. 0: none."
+    )
+    var sharedMemoryMiB = WorkWorker.defaultSharedMemoryBytes >> 20
 
     func run() throws {
         bootstrapLogging(verbose: false)
@@ -36,11 +42,18 @@ struct Worker: ParsableCommand {
             default:
                 throw MoireError(.usage, "--server-key and --key go together")
             }
+            guard sharedMemoryMiB == 0 || (16...65536).contains(sharedMemoryMiB) else {
+                throw MoireError(.usage, "--shared-memory-mib is 0 or 16–65536, not \(sharedMemoryMiB)")
+            }
             let processor = SIMWorkProcessor()
             let label = name ?? "\(ProcessInfo.processInfo.hostName):\(getpid())"
             let verbose = progress
-            let worker = try WorkWorker(endpoint: connect, name: label, curve: curve) { item in
-                let result = try processor.process(item)
+            let resultMemory = WorkResultMemory()
+            let worker = try WorkWorker(
+                endpoint: connect, name: label, curve: curve, sharedMemoryBytes: sharedMemoryMiB << 20,
+                resultMemory: resultMemory
+            ) { item in
+                let result = try processor.process(item, resultMemory: resultMemory)
                 if verbose { FileHandle.standardOutput.write(Data("set \(item.sequence) reconstructed\n".utf8)) }
                 return result
             }
