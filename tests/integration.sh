@@ -531,9 +531,10 @@ else
   bad "Slurm batch test needs root and Debian's slurmctld, slurmd, slurm-client and munge (make deps installs them)"
 fi
 
-# 8. Live SIM on `moire worker` processes: two workers on an ipc endpoint; one freezes (SIGSTOP)
-#    after its second set, as a hung node would, and is then killed (-9). Every phase set is still
-#    reconstructed exactly once, in order, and the SR stack equals the one made in process.
+# 8. Live SIM on `moire worker` processes: two workers on an ipc endpoint, sets and results in the
+#    memory each shares with the broker; one freezes (SIGSTOP) after its second set, as a hung node
+#    would, and is then killed (-9). Every phase set is still reconstructed exactly once, in order,
+#    and the SR stack equals the one made in process.
 sed -e "s|count: [0-9]*|count: 60|" -e "s|roi: \[512, 512\]|roi: [128, 128]|" "$WORK/tirf.yaml" > "$WORK/wlocal.yaml"
 cp "$WORK/wlocal.yaml" "$WORK/wshared.yaml"
 printf 'reconstruction: {record: true}\n' >> "$WORK/wlocal.yaml"
@@ -551,7 +552,7 @@ await twice && kill -STOP $WB && froze=yes
 wait $RUNPID; wrc=$?
 kill -9 $WB 2> /dev/null; wait $WB 2> /dev/null
 signal_and_wait INT $WA; warc=$?
-if [ $wrc -eq 0 ] && [ $froze = yes ] && [ $warc -eq 0 ] && grep -q "set(s) reconstructed" "$WORK/worker-a.log" && grep -q "SIM workers: " "$WORK/ws.log" && python3 - "$WORK" <<'PY'
+if [ $wrc -eq 0 ] && [ $froze = yes ] && [ $warc -eq 0 ] && grep -q "set(s) reconstructed" "$WORK/worker-a.log" && grep -q "SIM workers: " "$WORK/ws.log" && grep -q "sets handed over in shared memory" "$WORK/ws.log" && python3 - "$WORK" <<'PY'
 import sys, tifffile, numpy as np, xml.etree.ElementTree as ET
 w = sys.argv[1]
 local, shared = (tifffile.imread(f"{w}/{name}.sr.ome.tif") for name in ("wl", "ws"))
@@ -562,7 +563,7 @@ with tifffile.TiffFile(f"{w}/ws.sr.ome.tif") as t:
 ts = [int(dict(kv.split("=", 1) for kv in m[f"plane{i}"].split())["t"]) for i in range(60)]
 assert ts == list(range(60)), ts
 PY
-then ok "moire worker ×2 over ipc, one frozen then killed mid-run: 60 sets each reconstructed once, in order, equal to in-process; the other stopped by SIGINT ($(grep 'SIM workers' "$WORK/ws.log"))"
+then ok "moire worker ×2 over ipc (sets and results in shared memory), one frozen then killed mid-run: 60 sets each reconstructed once, in order, equal to in-process; the other stopped by SIGINT ($(grep 'SIM workers' "$WORK/ws.log" | paste -sd ';'))"
 else bad "workers: rc=$wrc froze=$froze steady worker's exit on SIGINT=$warc $(tail -3 "$WORK/ws.log") | $(tail -2 "$WORK/worker-a.log") | $(tail -2 "$WORK/worker-b.log")"; fi
 
 # 8b. Light-sheet stacks on a `moire worker` process: the same lattice run in process and with

@@ -55,6 +55,9 @@ public struct SIMStageCounters: Sendable, Equatable {
     public var publishSkipped = 0
     /// With workers: sets reconstructed by each (`local`: in process while none was connected).
     public var setsByWorker: [String: Int] = [:]
+    /// With workers: sets handed to a worker on this machine through the memory it shares with
+    /// the broker (a set handed out again after its worker died counts again).
+    public var setsThroughSharedMemory = 0
     /// With workers: sets that came back unusable (skipped).
     public var workerFailures = 0
 }
@@ -227,6 +230,7 @@ final class SIMStage: BackpressuredStage, @unchecked Sendable {
                 StageCounter(name: "skipped.missing", value: c.skippedMissing),
                 StageCounter(name: "estimates", value: c.estimates),
                 StageCounter(name: "publish.skipped", value: c.publishSkipped),
+                StageCounter(name: "sets.shared.memory", value: c.setsThroughSharedMemory),
             ]
                 + c.setsByWorker.sorted { $0.key < $1.key }.map {
                     StageCounter(name: "sets.by.\($0.key)", value: $0.value)
@@ -347,10 +351,11 @@ final class SIMStage: BackpressuredStage, @unchecked Sendable {
             if collected.wait(timeout: .now() + 600) == .timedOut {
                 logger.error("SIM sets still out at workers after 600 s; the run ends without them")
             }
-            let completedBy = broker.counts.completedBy
+            let brokerCounts = broker.counts
             broker.stop()
             lock.lock()
-            counters.setsByWorker = completedBy
+            counters.setsByWorker = brokerCounts.completedBy
+            counters.setsThroughSharedMemory = brokerCounts.sharedMemoryJobs
             lock.unlock()
         }
         let stop = RunStop(

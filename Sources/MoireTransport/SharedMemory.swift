@@ -337,6 +337,9 @@ public final class WorkResultMemory: @unchecked Sendable {  // `space` guarded b
     /// The space of the worker's connection now (nil: none shared).
     func use(_ space: WorkerSharedSpace?) { lock.withLock { self.space = space } }
 
+    /// Bytes of results in the space now (written and not yet freed by the worker and the broker).
+    var bytesInUse: Int { lock.withLock { space }?.resultBytesInUse ?? 0 }
+
     /// `byteCount` bytes written by `fill` (which must write every one) in shared memory, or nil
     /// when there is none or it is full.
     public func data(byteCount: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows -> Data? {

@@ -179,6 +179,13 @@ public final class WorkBroker: @unchecked Sendable {
         return workers.count
     }
 
+    /// Bytes of jobs in workers' shared memory now (written and not yet let go of by the worker).
+    public var sharedMemoryInUse: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return workers.values.compactMap { $0.shared?.jobs.allocatedBytes }.reduce(0, +)
+    }
+
     public var counts: Counts {
         lock.lock()
         defer { lock.unlock() }
@@ -538,6 +545,10 @@ public final class WorkWorker: @unchecked Sendable {
         return jobs.count
     }
 
+    /// Bytes of results in the memory shared with the broker now (written and not yet freed by
+    /// this worker and the broker); 0 when none is shared.
+    public var sharedMemoryInUse: Int { resultMemory.bytesInUse }
+
     /// Jobs done so far.
     public var jobsDone: Int {
         lock.lock()
@@ -668,7 +679,9 @@ public final class WorkWorker: @unchecked Sendable {
                     shared = offered
                     resultMemory.use(offered)
                 case "FREE":
-                    guard message.count == 2, let offsets = PartPlacement.parse(offsets: message[1].string) else { break }
+                    guard message.count == 2, let offsets = PartPlacement.parse(offsets: message[1].string) else {
+                        break
+                    }
                     for offset in offsets { shared?.brokerFreed(offset) }
                 default:
                     break
@@ -692,7 +705,9 @@ public final class WorkWorker: @unchecked Sendable {
     /// another worker once this one is declared dead, or it never comes back from a bad broker).
     private func job(from message: [ZMQMessage], shared: WorkerSharedSpace?) -> WorkItem? {
         guard message.count >= 2, let sequence = Int(message[1].string) else { return nil }
-        if message[0].string == "JOB" { return WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.sharedData)) }
+        if message[0].string == "JOB" {
+            return WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.sharedData))
+        }
         guard let shared, message.count >= 3,
             let placements = PartPlacement.parse(layout: message[2].string, within: shared.layout.jobs),
             placements.filter({ $0 == .inline }).count == message.count - 3

@@ -8,6 +8,9 @@ func printStageReports(_ r: PipelineResult) {
             "live SIM: \(c.reconstructed) SR frames from \(c.setsComplete) complete phase sets (\(c.skippedBehind) skipped while busy, \(c.skippedMissing) with a missing frame)"
                 + (r.srRecording.map { "; SR recording \($0)" } ?? ""))
         printWork(c.setsByWorker, of: "SIM workers", unit: "sets")
+        if c.setsThroughSharedMemory > 0 {
+            print("SIM workers on this machine: \(c.setsThroughSharedMemory) sets handed over in shared memory")
+        }
     }
     if let c = r.volumes {
         print(

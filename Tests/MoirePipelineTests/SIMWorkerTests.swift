@@ -36,9 +36,14 @@ import Testing
 
         let endpoint = "ipc://\(dir)/work.sock"
         let extra = "reconstruction: {record: true, workers: 2, work_endpoint: \"\(endpoint)\"}"
+        // These two write their results straight into the memory they share with the broker;
+        // the two below hand theirs over to be copied there.
         var workers = try (0..<2).map { index in
             let processor = SIMWorkProcessor()
-            return try WorkWorker(endpoint: endpoint, name: "w\(index)") { try processor.process($0) }
+            let resultMemory = WorkResultMemory()
+            return try WorkWorker(endpoint: endpoint, name: "w\(index)", resultMemory: resultMemory) {
+                try processor.process($0, resultMemory: resultMemory)
+            }
         }
         for worker in workers { try worker.start() }
         let shared = try run("shared", extra: extra)
@@ -46,6 +51,7 @@ import Testing
         let c = try #require(shared.0.sim)
         #expect(c.reconstructed == 12 && c.workerFailures == 0, "\(c)")
         #expect(c.setsByWorker.values.reduce(0, +) == 12 && c.setsByWorker.keys.allSatisfy { $0.hasPrefix("w") })
+        #expect(c.setsThroughSharedMemory == 12, "\(c)")
         #expect(shared.1 == inProcess.1, "SR frames from workers differ from those made in process")
         #expect(shared.2.map(\.inputs) == inProcess.2.map(\.inputs))
 
