@@ -12,6 +12,7 @@ public enum WorkersBench {
     public struct Row: Sendable {
         public var size: Int
         public var workers: Int
+        public var handover: Handover
         public var srPerSecond: Double
         public var inProcessPerSecond: Double
         /// The median over the rounds of each round's worker rate over its in-process rate (the
@@ -29,8 +30,17 @@ public enum WorkersBench {
         public var jobBytes: Int
     }
 
+    /// How a benchmark's jobs and results travel between broker and worker.
+    public enum Handover: String, Sendable, CaseIterable {
+        /// Through the memory a worker on the broker's machine shares with it.
+        case sharedMemory = "shared memory"
+        /// In the messages themselves, as to a worker on another machine.
+        case messages = "in messages"
+    }
+
     public struct Latency: Sendable {
         public var size: Int
+        public var handover: Handover
         public var brokerP50Ms: Double
         public var brokerP99Ms: Double
         public var bareP50Ms: Double
@@ -91,7 +101,8 @@ public enum WorkersBench {
     /// rounds' ratios. On a shared 2-core VM one round's figures move by ±30 % within seconds, so
     /// the median needs many rounds (40 by default) to settle within a few hundredths.
     public static func throughput(
-        sizes: [Int], workerCounts: [Int], setsPerRound: (Int) -> Int, rounds: Int = 40, dir: String
+        sizes: [Int], workers: [(count: Int, handover: Handover)], setsPerRound: (Int) -> Int, rounds: Int = 40,
+        dir: String
     ) throws -> [Row] {
         var rows: [Row] = []
         for size in sizes {
@@ -110,15 +121,19 @@ public enum WorkersBench {
             }
             let job = SIMJob(reconstructor: local, parameters: parameters)
             let template = try job.item(sequence: 0, frames: frames, pixel: .uint16)
-            for count in workerCounts {
-                let endpoint = "ipc://\(dir)/bench-\(size)-\(count).sock"
+            for (count, handover) in workers {
+                let endpoint = "ipc://\(dir)/bench-\(size)-\(count)-\(handover == .sharedMemory ? "shm" : "msg").sock"
                 let broker = try WorkBroker(endpoint: endpoint) { _ in
                     throw MoireError(.usage, "no in-process fallback in the benchmark")
                 }
                 let workers = try (0..<count).map { index in
                     let processor = SIMWorkProcessor()
                     let resultMemory = WorkResultMemory()
-                    return try WorkWorker(endpoint: endpoint, name: "bench\(index)", resultMemory: resultMemory) {
+                    let sharedMemoryBytes = handover == .sharedMemory ? WorkWorker.defaultSharedMemoryBytes : 0
+                    return try WorkWorker(
+                        endpoint: endpoint, name: "bench\(index)", sharedMemoryBytes: sharedMemoryBytes,
+                        resultMemory: resultMemory
+                    ) {
                         try processor.process($0, resultMemory: resultMemory)
                     }
                 }
@@ -185,7 +200,8 @@ public enum WorkersBench {
                 let inProcess = Double(sets) / inProcessSeconds
                 rows.append(
                     Row(
-                        size: size, workers: count, srPerSecond: rate, inProcessPerSecond: inProcess,
+                        size: size, workers: count, handover: handover, srPerSecond: rate,
+                        inProcessPerSecond: inProcess,
                         ratio: median(roundRatios), ratioQuartiles: quartiles(roundRatios), rounds: rounds,
                         cpuMsPerSet: 1000 * workerCPU / Double(sets),
                         inProcessCPUMsPerSet: 1000 * inProcessCPU / Double(sets),
@@ -204,14 +220,15 @@ public enum WorkersBench {
     }
 
     /// The round trip of one set's bytes through the broker to an echo worker, one at a time,
-    /// beside a bare REQ–REP pair on the same kind of socket.
-    public static func latency(size: Int, samples: Int, dir: String) throws -> Latency {
+    /// beside a bare REQ–REP pair on the same kind of socket; the job handed over as `handover` says.
+    public static func latency(size: Int, samples: Int, handover: Handover, dir: String) throws -> Latency {
         let (frames, parameters) = phaseSet(size: size)
         let template = try SIMJob(reconstructor: try reconstructor(size: size), parameters: parameters)
             .item(sequence: 0, frames: frames, pixel: .uint16)
-        let endpoint = "ipc://\(dir)/latency.sock"
+        let endpoint = "ipc://\(dir)/latency-\(size)-\(handover == .sharedMemory ? "shm" : "msg").sock"
         let broker = try WorkBroker(endpoint: endpoint) { $0 }
-        let echo = try WorkWorker(endpoint: endpoint, name: "echo") {
+        let sharedMemoryBytes = handover == .sharedMemory ? WorkWorker.defaultSharedMemoryBytes : 0
+        let echo = try WorkWorker(endpoint: endpoint, name: "echo", sharedMemoryBytes: sharedMemoryBytes) {
             WorkItem(sequence: $0.sequence, parts: [Data([1])])
         }
         try echo.start()
@@ -244,7 +261,7 @@ public enum WorkersBench {
         echo.stop()
         broker.stop()
 
-        let bareEndpoint = "ipc://\(dir)/bare.sock"
+        let bareEndpoint = "ipc://\(dir)/bare-\(size)-\(handover == .sharedMemory ? "shm" : "msg").sock"
         let server = Thread {
             guard let replier = try? ZMQSocket(.shared, type: .rep), (try? replier.bind(bareEndpoint)) != nil else {
                 return
@@ -269,7 +286,8 @@ public enum WorkersBench {
             return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
         }
         return Latency(
-            size: size, brokerP50Ms: percentile(brokerMs, 0.5), brokerP99Ms: percentile(brokerMs, 0.99),
+            size: size, handover: handover, brokerP50Ms: percentile(brokerMs, 0.5),
+            brokerP99Ms: percentile(brokerMs, 0.99),
             bareP50Ms: percentile(bareMs, 0.5), bareP99Ms: percentile(bareMs, 0.99), echoSetsPerSecond: echoRate,
             jobBytes: template.parts.map(\.count).reduce(0, +))
     }

@@ -167,6 +167,8 @@ enum PartPlacement: Equatable, Sendable {
 
     /// The placements a layout frame lists, each shared part within `range`; nil when malformed.
     static func parse(layout: String, within range: Range<Int>, maxParts: Int = 64) -> [PartPlacement]? {
+        // A message without parts (a job that failed comes back so).
+        if layout.isEmpty { return [] }
         let entries = layout.split(separator: ",", omittingEmptySubsequences: false)
         guard entries.count <= maxParts else { return nil }
         var placements: [PartPlacement] = []

@@ -391,7 +391,7 @@ public final class WorkBroker: @unchecked Sendable {
                 let placements = job.parts.map { shared.place($0) }
                 parts += [.text("JOBREF"), .text(String(job.sequence)), .text(PartPlacement.layout(placements))]
                 parts += zip(job.parts, placements).filter { $0.1 == .inline }.map { .shared($0.0) }
-                tally.sharedMemoryJobs += 1
+                if placements.contains(where: { $0 != .inline }) { tally.sharedMemoryJobs += 1 }
             } else {
                 parts += [.text("JOB"), .text(String(job.sequence))]
                 parts += job.parts.map { .shared($0) }

@@ -74,28 +74,33 @@ extension Bench {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
             for size in [512, 1024] {
-                let latency = try WorkersBench.latency(size: size, samples: size == 512 ? 200 : 60, dir: dir)
-                print(
-                    String(
-                        format:
-                            "broker round trip of one %d×%d set (echo worker, ipc): p50 %.2f ms, p99 %.2f ms   peer bare REQ-REP of the same bytes: p50 %.2f ms, p99 %.2f ms   ratio (p50) %.2f",
-                        size, size, latency.brokerP50Ms, latency.brokerP99Ms, latency.bareP50Ms, latency.bareP99Ms,
-                        latency.brokerP50Ms / latency.bareP50Ms))
-                print(
-                    String(
-                        format:
-                            "broker ceiling %d×%d (echo worker, 8 sets in flight): %.0f sets/s, %.2f GB/s of jobs   peer bare REQ-REP one at a time: %.0f sets/s   ratio %.2f",
-                        size, size, latency.echoSetsPerSecond,
-                        latency.echoSetsPerSecond * Double(latency.jobBytes) / 1e9, 1000 / latency.bareP50Ms,
-                        latency.echoSetsPerSecond * latency.bareP50Ms / 1000))
+                for handover in WorkersBench.Handover.allCases {
+                    let latency = try WorkersBench.latency(
+                        size: size, samples: size == 512 ? 200 : 60, handover: handover, dir: dir)
+                    print(
+                        String(
+                            format:
+                                "broker round trip of one %d×%d set (echo worker, ipc, \(handover.rawValue)): p50 %.2f ms, p99 %.2f ms   peer bare REQ-REP of the same bytes: p50 %.2f ms, p99 %.2f ms   ratio (p50) %.2f",
+                            size, size, latency.brokerP50Ms, latency.brokerP99Ms, latency.bareP50Ms, latency.bareP99Ms,
+                            latency.brokerP50Ms / latency.bareP50Ms))
+                    print(
+                        String(
+                            format:
+                                "broker ceiling %d×%d (echo worker, \(handover.rawValue), 8 sets in flight): %.0f sets/s, %.2f GB/s of jobs   peer bare REQ-REP one at a time: %.0f sets/s   ratio %.2f",
+                            size, size, latency.echoSetsPerSecond,
+                            latency.echoSetsPerSecond * Double(latency.jobBytes) / 1e9, 1000 / latency.bareP50Ms,
+                            latency.echoSetsPerSecond * latency.bareP50Ms / 1000))
+                }
             }
             for row in try WorkersBench.throughput(
-                sizes: [512, 1024], workerCounts: [1, 2, 4], setsPerRound: { $0 <= 512 ? 4 : 2 }, dir: dir)
+                sizes: [512, 1024],
+                workers: [(1, .sharedMemory), (1, .messages), (2, .sharedMemory), (4, .sharedMemory)],
+                setsPerRound: { $0 <= 512 ? 4 : 2 }, dir: dir)
             {
                 print(
                     String(
                         format:
-                            "SIM workers %d×%d, %d worker(s) on this machine (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f (median of %d alternated rounds; quartiles %.2f–%.2f); CPU per set %.1f ms   peer in process: %.1f ms   ratio %.2f",
+                            "SIM workers %d×%d, %d worker(s) on this machine, \(row.handover.rawValue) (%.1f MB per set): %.1f SR frames/s   peer in process: %.1f SR frames/s   ratio %.2f (median of %d alternated rounds; quartiles %.2f–%.2f); CPU per set %.1f ms   peer in process: %.1f ms   ratio %.2f",
                         row.size, row.size, row.workers, Double(row.jobBytes) / 1e6, row.srPerSecond,
                         row.inProcessPerSecond, row.ratio, row.rounds, row.ratioQuartiles.lower,
                         row.ratioQuartiles.upper, row.cpuMsPerSet, row.inProcessCPUMsPerSet,
