@@ -186,6 +186,29 @@ enum PartPlacement: Equatable, Sendable {
         return placements
     }
 
+    /// The frames that carry `parts` placed so: the layout, then the parts that travel in the message.
+    static func frames(_ parts: [Data], placed placements: [PartPlacement]) -> [ZMQPart] {
+        [.text(layout(placements))] + zip(parts, placements).filter { $0.1 == .inline }.map { .shared($0.0) }
+    }
+
+    /// The parts that `frames` (a layout, then the parts in the message) carry, those in shared
+    /// memory made by `view` (offset, length); nil when the layout is malformed, reaches outside
+    /// `range`, or does not match the frames that follow it.
+    static func parts(
+        from frames: ArraySlice<ZMQMessage>, within range: Range<Int>, view: (_ offset: Int, _ length: Int) -> Data
+    ) -> [Data]? {
+        guard let layoutFrame = frames.first, let placements = parse(layout: layoutFrame.string, within: range),
+            placements.filter({ $0 == .inline }).count == frames.count - 1
+        else { return nil }
+        var inline = frames.dropFirst().makeIterator()
+        return placements.map { placement in
+            switch placement {
+            case .inline: inline.next()!.sharedData
+            case .shared(let offset, let length): view(offset, length)
+            }
+        }
+    }
+
     /// Offsets listed in a FREE message (`OFFSET,OFFSET,…`); nil when malformed.
     static func parse(offsets: String, maxCount: Int = 4096) -> [Int]? {
         let entries = offsets.split(separator: ",")

@@ -263,7 +263,7 @@ public final class WorkBroker: @unchecked Sendable {
             } else if workers[identity] == nil {
                 // Its memory went when it was declared dead: its job is handed out again.
                 return
-            } else if let shared = readShared(Array(message.dropFirst(3)), from: identity) {
+            } else if let shared = readShared(message.dropFirst(3), from: identity) {
                 parts = shared
             } else {
                 // A layout that does not fit the worker's shared memory: the set failed.
@@ -320,26 +320,17 @@ public final class WorkBroker: @unchecked Sendable {
     /// The parts of a RESULTREF (layout, then the parts in the message), those in the worker's
     /// shared memory as views of it that hand their block back when released; nil when the layout
     /// is malformed, outside the worker's results' range, or the worker shares no memory (under `lock`).
-    private func readShared(_ frames: [ZMQMessage], from identity: Data) -> [Data]? {
-        guard let shared = workers[identity]?.shared, let layoutFrame = frames.first,
-            let placements = PartPlacement.parse(layout: layoutFrame.string, within: shared.layout.results)
-        else { return nil }
-        var inline = frames.dropFirst().makeIterator()
-        guard placements.filter({ $0 == .inline }).count == frames.count - 1 else { return nil }
+    private func readShared(_ frames: ArraySlice<ZMQMessage>, from identity: Data) -> [Data]? {
+        guard let shared = workers[identity]?.shared else { return nil }
         let file = shared.file
-        return placements.map { placement in
-            switch placement {
-            case .inline:
-                return inline.next()!.sharedData
-            case .shared(let offset, let length):
-                return Data(
-                    bytesNoCopy: file.base + offset, count: length,
-                    deallocator: .custom { [weak self] _, _ in
-                        // The view keeps the mapping; the block goes back to the worker.
-                        withExtendedLifetime(file) {}
-                        self?.handBack(offset, to: identity)
-                    })
-            }
+        return PartPlacement.parts(from: frames, within: shared.layout.results) { offset, length in
+            Data(
+                bytesNoCopy: file.base + offset, count: length,
+                deallocator: .custom { [weak self] _, _ in
+                    // The view keeps the mapping; the block goes back to the worker.
+                    withExtendedLifetime(file) {}
+                    self?.handBack(offset, to: identity)
+                })
         }
     }
 
@@ -389,8 +380,8 @@ public final class WorkBroker: @unchecked Sendable {
             if let shared = worker.shared {
                 // A worker on this machine: large parts are copied into its memory, not sent.
                 let placements = job.parts.map { shared.place($0) }
-                parts += [.text("JOBREF"), .text(String(job.sequence)), .text(PartPlacement.layout(placements))]
-                parts += zip(job.parts, placements).filter { $0.1 == .inline }.map { .shared($0.0) }
+                parts += [.text("JOBREF"), .text(String(job.sequence))]
+                parts += PartPlacement.frames(job.parts, placed: placements)
                 if placements.contains(where: { $0 != .inline }) { tally.sharedMemoryJobs += 1 }
             } else {
                 parts += [.text("JOB"), .text(String(job.sequence))]
@@ -701,24 +692,18 @@ public final class WorkWorker: @unchecked Sendable {
         }
     }
 
-    /// The job a JOB or JOBREF message carries (nil when malformed: the broker then hands it to
-    /// another worker once this one is declared dead, or it never comes back from a bad broker).
+    /// The job a JOB or JOBREF message carries; nil without a sequence number. A JOBREF whose
+    /// layout does not fit this worker's memory is a job without parts: `process` refuses it and
+    /// the broker gets an empty result (the set failed) instead of waiting for it.
     private func job(from message: [ZMQMessage], shared: WorkerSharedSpace?) -> WorkItem? {
         guard message.count >= 2, let sequence = Int(message[1].string) else { return nil }
         if message[0].string == "JOB" {
             return WorkItem(sequence: sequence, parts: message.dropFirst(2).map(\.sharedData))
         }
-        guard let shared, message.count >= 3,
-            let placements = PartPlacement.parse(layout: message[2].string, within: shared.layout.jobs),
-            placements.filter({ $0 == .inline }).count == message.count - 3
-        else { return nil }
-        var inline = message.dropFirst(3).makeIterator()
-        let parts = placements.map { placement in
-            switch placement {
-            case .inline: inline.next()!.sharedData
-            case .shared(let offset, let length): shared.jobPart(offset: offset, length: length)
-            }
-        }
+        guard let shared,
+            let parts = PartPlacement.parts(
+                from: message.dropFirst(2), within: shared.layout.jobs, view: shared.jobPart)
+        else { return WorkItem(sequence: sequence, parts: []) }
         return WorkItem(sequence: sequence, parts: parts)
     }
 
@@ -729,8 +714,8 @@ public final class WorkWorker: @unchecked Sendable {
             return [.text("RESULT"), .text(String(answer.sequence))] + answer.parts.map { .shared($0) }
         }
         let placements = answer.parts.map { shared.place($0) }
-        return [.text("RESULTREF"), .text(String(answer.sequence)), .text(PartPlacement.layout(placements))]
-            + zip(answer.parts, placements).filter { $0.1 == .inline }.map { .shared($0.0) }
+        return [.text("RESULTREF"), .text(String(answer.sequence))]
+            + PartPlacement.frames(answer.parts, placed: placements)
     }
 
     private func work() {

@@ -82,9 +82,10 @@ import Testing
                 .inline, .shared(offset: 8192, length: 100), .inline,
             ])
         #expect(PartPlacement.layout([.inline, .shared(offset: 8192, length: 100)]) == "-,8192+100")
+        #expect(PartPlacement.parse(layout: "", within: range) == [], "a result without parts")
         for bad in [
             "0+100", "4000+200", "\(range.upperBound - 10)+11", "8192+0", "8192+-5", "-8192+5", "8192", "8192+5+1",
-            "x", "", "9223372036854775807+9223372036854775807", Array(repeating: "-", count: 65).joined(separator: ","),
+            "x", ",", "9223372036854775807+9223372036854775807", Array(repeating: "-", count: 65).joined(separator: ","),
         ] {
             #expect(PartPlacement.parse(layout: bad, within: range) == nil, "accepted \(bad)")
         }
