@@ -77,7 +77,7 @@ let package = Package(
 
         .testTarget(name: "MoireCoreTests", dependencies: ["MoireCore"]),
         .testTarget(name: "MoireConfigTests", dependencies: ["MoireConfig", "MoireCore", "MoireTesting"]),
-        .testTarget(name: "MoireTransportTests", dependencies: ["MoireCore", "MoireTransport"]),
+        .testTarget(name: "MoireTransportTests", dependencies: ["MoireCore", "MoireTesting", "MoireTransport"]),
         .testTarget(name: "MoireStorageTests", dependencies: ["MoireCore", "MoireStorage", "MoireTesting"]),
         .testTarget(name: "MoireFFTTests", dependencies: ["MoireFFT"]),
         .testTarget(name: "MoireHardwareTests", dependencies: [

@@ -36,6 +36,11 @@ public enum WorkersBench {
         case sharedMemory = "shared memory"
         /// In the messages themselves, as to a worker on another machine.
         case messages = "in messages"
+
+        /// The memory a benchmark's worker offers its broker (none: it sends everything).
+        var sharedMemoryBytes: Int { self == .sharedMemory ? WorkWorker.defaultSharedMemoryBytes : 0 }
+        /// A short name for the benchmark's socket files.
+        var socketTag: String { self == .sharedMemory ? "shm" : "msg" }
     }
 
     public struct Latency: Sendable {
@@ -122,16 +127,15 @@ public enum WorkersBench {
             let job = SIMJob(reconstructor: local, parameters: parameters)
             let template = try job.item(sequence: 0, frames: frames, pixel: .uint16)
             for (count, handover) in workers {
-                let endpoint = "ipc://\(dir)/bench-\(size)-\(count)-\(handover == .sharedMemory ? "shm" : "msg").sock"
+                let endpoint = "ipc://\(dir)/bench-\(size)-\(count)-\(handover.socketTag).sock"
                 let broker = try WorkBroker(endpoint: endpoint) { _ in
                     throw MoireError(.usage, "no in-process fallback in the benchmark")
                 }
                 let workers = try (0..<count).map { index in
                     let processor = SIMWorkProcessor()
                     let resultMemory = WorkResultMemory()
-                    let sharedMemoryBytes = handover == .sharedMemory ? WorkWorker.defaultSharedMemoryBytes : 0
                     return try WorkWorker(
-                        endpoint: endpoint, name: "bench\(index)", sharedMemoryBytes: sharedMemoryBytes,
+                        endpoint: endpoint, name: "bench\(index)", sharedMemoryBytes: handover.sharedMemoryBytes,
                         resultMemory: resultMemory
                     ) {
                         try processor.process($0, resultMemory: resultMemory)
@@ -225,10 +229,9 @@ public enum WorkersBench {
         let (frames, parameters) = phaseSet(size: size)
         let template = try SIMJob(reconstructor: try reconstructor(size: size), parameters: parameters)
             .item(sequence: 0, frames: frames, pixel: .uint16)
-        let endpoint = "ipc://\(dir)/latency-\(size)-\(handover == .sharedMemory ? "shm" : "msg").sock"
+        let endpoint = "ipc://\(dir)/latency-\(size)-\(handover.socketTag).sock"
         let broker = try WorkBroker(endpoint: endpoint) { $0 }
-        let sharedMemoryBytes = handover == .sharedMemory ? WorkWorker.defaultSharedMemoryBytes : 0
-        let echo = try WorkWorker(endpoint: endpoint, name: "echo", sharedMemoryBytes: sharedMemoryBytes) {
+        let echo = try WorkWorker(endpoint: endpoint, name: "echo", sharedMemoryBytes: handover.sharedMemoryBytes) {
             WorkItem(sequence: $0.sequence, parts: [Data([1])])
         }
         try echo.start()
@@ -261,7 +264,7 @@ public enum WorkersBench {
         echo.stop()
         broker.stop()
 
-        let bareEndpoint = "ipc://\(dir)/bare-\(size)-\(handover == .sharedMemory ? "shm" : "msg").sock"
+        let bareEndpoint = "ipc://\(dir)/bare-\(size)-\(handover.socketTag).sock"
         let server = Thread {
             guard let replier = try? ZMQSocket(.shared, type: .rep), (try? replier.bind(bareEndpoint)) != nil else {
                 return

@@ -33,23 +33,16 @@ public struct Fuzzer {
         ProcessInfo.processInfo.environment["MOIRE_FUZZ_INPUTS"].flatMap(Int.init) ?? fallback
     }
 
-    private var state: UInt64
+    private var random: SplitMix64
     public let maximumBytes: Int
     public var hangSeconds = 30.0
 
     public init(seed: UInt64, maximumBytes: Int = 1 << 20) {
-        state = seed
+        random = SplitMix64(seed: seed)
         self.maximumBytes = maximumBytes
     }
 
-    /// SplitMix64.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { random.next() }
 
     public mutating func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(next() % UInt64(n)) }
 

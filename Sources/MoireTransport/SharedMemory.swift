@@ -261,8 +261,12 @@ final class WorkerSharedSpace: @unchecked Sendable {  // mutable state guarded b
     /// `byteCount` bytes in the results' range written by `fill`, which must write every one;
     /// nil when the range is full.
     func resultData(byteCount: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows -> Data? {
-        guard let offset = lock.withLock({ results.allocate(byteCount) }) else { return nil }
-        lock.withLock { _ = held.insert(offset) }
+        let allocated = lock.withLock {
+            let offset = results.allocate(byteCount)
+            if let offset { held.insert(offset) }
+            return offset
+        }
+        guard let offset = allocated else { return nil }
         let start = file.base + offset
         do {
             try fill(UnsafeMutableRawBufferPointer(start: start, count: byteCount))

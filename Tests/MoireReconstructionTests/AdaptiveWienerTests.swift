@@ -9,7 +9,7 @@ import Testing
     /// noise, each sample scattered as a chi-square with 2 degrees of freedom (|complex Gaussian|²).
     func syntheticSpectrum(amplitude: Double, exponent: Double, noise: Double, orientations: Int, maxRho: Double)
         -> (power: [Float], rho: [Float], otf: [Float]) {
-        var generator = SplitMix(seed: 7)
+        var generator = SplitMix64(seed: 7)
         let otf = IdealOTF(na: 1, emissionNm: 2000)  // cutoff 1: the OTF of ρ directly
         var power: [Float] = [], rho: [Float] = [], transfer: [Float] = []
         let side = 200
@@ -58,20 +58,6 @@ import Testing
         #expect(OrderSuppression("0.5") == .fixed(0.5))
         #expect(OrderSuppression("1.5") == nil)
     }
-}
-
-/// A small deterministic generator for the synthetic spectra.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
 /// PSNR (dB, peak: the reference's range) of `image` against `reference` after the least-squares

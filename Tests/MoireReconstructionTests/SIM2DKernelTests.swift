@@ -1,6 +1,7 @@
 import Foundation
 import MoireFFT
 @testable import MoireReconstruction
+import MoireTesting
 import Testing
 
 /// The 2D-SIM reconstruction's inner kernels against plain per-sample references.
@@ -35,7 +36,7 @@ import Testing
     /// destinations (ascending or descending), with gaps (−1) where the Hermitian mirror carries
     /// the sample, and runs that end where the destination reaches 0.
     func placement(count: Int, destinations: Int, step: Int, seed: UInt64) -> [Int32] {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var index = [Int32](repeating: -1, count: count)
         var i = 0
         while i < count {
@@ -57,7 +58,7 @@ import Testing
         let destinations = 400
         for seed in UInt64(1)...UInt64(5) {
             let index = placement(count: count, destinations: destinations, step: step, seed: seed)
-            var rng = SplitMix(seed: seed &* 77)
+            var rng = SplitMix64(seed: seed &* 77)
             let weight = (0..<count).map { _ in Float(rng.nextUnit()) }
             let source = (0..<count).map { _ in Complex32(Float(rng.nextUnit() - 0.5), Float(rng.nextUnit() - 0.5)) }
             let conjugate = step < 0
@@ -88,7 +89,7 @@ import Testing
     }
 
     @Test func rangeFindsTheExtremesAndAnyNonFiniteValue() {
-        var rng = SplitMix(seed: 9)
+        var rng = SplitMix64(seed: 9)
         for count in [1, 7, 8, 9, 63, 64, 1001] {
             let values = (0..<count).map { _ in Float(rng.nextUnit() * 2000 - 1000) }
             let (lo, hi, finite) = values.withUnsafeBufferPointer(SIM2DReconstructor.range)

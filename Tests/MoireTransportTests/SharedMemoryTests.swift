@@ -1,5 +1,6 @@
 import Foundation
 import MoireCore
+import MoireTesting
 import Testing
 
 @testable import MoireTransport
@@ -36,7 +37,7 @@ import Testing
         let range = (3 * page)..<(3 * page + 64 * page)
         var allocator = PageAllocator(range: range)
         var live: [Int: Int] = [:]
-        var generator = SeededGenerator(seed: 17)
+        var generator = SplitMix64(seed: 17)
         for _ in 0..<2000 {
             if live.isEmpty || Int.random(in: 0..<3, using: &generator) > 0 {
                 let bytes = Int.random(in: 1...(12 * page), using: &generator)
@@ -151,7 +152,7 @@ import Testing
         defer { worker.stop() }
         let deadline = Date().addingTimeInterval(60)
         while broker.liveWorkers < 1, Date() < deadline { usleep(10_000) }
-        var generator = SeededGenerator(seed: 5)
+        var generator = SplitMix64(seed: 5)
         let payloads = (0..<24).map { _ in
             Data((0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
         }
@@ -275,18 +276,5 @@ import Testing
         let fine = try #require(broker.nextResult(timeoutMs: 30_000))
         #expect(fine.sequence == 1 && fine.parts == [Data("fine".utf8)])
         #expect(broker.counts.failures == 1, "\(broker.counts)")
-    }
-}
-
-/// A small deterministic generator (SplitMix64) for the allocator's random walk.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E4B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
